@@ -1,0 +1,3 @@
+module github.com/seine-cni/seine
+
+go 1.26
