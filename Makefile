@@ -1,0 +1,13 @@
+# A thin front for magefile.go: `make <target>` runs the mage target of the
+# same name through `go tool mage`, so mage need not be installed.
+MAGE := go tool mage
+
+.PHONY: build test lab lab-down lint bench deps kube-binaries
+build:         ; $(MAGE) build
+test:          ; $(MAGE) test
+lab:           ; $(MAGE) lab
+lab-down:      ; $(MAGE) labDown
+lint:          ; $(MAGE) lint
+bench:         ; $(MAGE) bench
+deps:          ; $(MAGE) deps
+kube-binaries: ; $(MAGE) kubeBinaries

@@ -1,0 +1,239 @@
+//go:build mage
+
+// Seine's build, written as mage targets. "make <target>" runs the same
+// targets through "go tool mage" on a machine without mage installed.
+//
+// Targets install what they need: Debian packages through apt-get when a
+// command is missing, Go modules through the module proxy.
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/magefile/mage/mg"
+)
+
+// Default is what `mage` with no target runs.
+var Default = Build
+
+// debPackages maps a command the tests and the lab need to the Debian package
+// that provides it.
+var debPackages = map[string]string{
+	"ovs-vswitchd": "openvswitch-switch",
+	"ovs-ofctl":    "openvswitch-common",
+	"ip":           "iproute2",
+	"nsenter":      "util-linux",
+	"iptables":     "iptables",
+	"ethtool":      "ethtool",
+	"conntrack":    "conntrack",
+	"tcpdump":      "tcpdump",
+	"iperf3":       "iperf3",
+	"kubectl":      "kubernetes-client",
+}
+
+// Deps installs the Debian packages whose commands are missing.
+func Deps() error {
+	var missing []string
+	seen := map[string]bool{}
+	for cmd, pkg := range debPackages {
+		if _, err := exec.LookPath(cmd); err == nil || seen[pkg] {
+			continue
+		}
+		if cmd == "kubectl" {
+			continue // optional: the lab's tests use client-go; kubectl is for people
+		}
+		seen[pkg] = true
+		missing = append(missing, pkg)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	fmt.Println("installing Debian packages:", strings.Join(missing, " "))
+	if err := run(nil, "apt-get", "update", "-q"); err != nil {
+		return err
+	}
+	env := []string{"DEBIAN_FRONTEND=noninteractive"}
+	return run(env, "apt-get", append([]string{"install", "-y", "-q", "--no-install-recommends"}, missing...)...)
+}
+
+// binaries lists the commands Seine ships: every directory under services/
+// with a main package, plus the lab CLI.
+func binaries() []string {
+	dirs, _ := filepath.Glob("services/*")
+	var out []string
+	for _, d := range dirs {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			out = append(out, "./"+d)
+		}
+	}
+	return out
+}
+
+// Build compiles every binary for linux and windows into bin/<goos>/, and the
+// lab CLI into bin/lab.
+func Build() error {
+	for _, goos := range []string{"linux", "windows"} {
+		for _, pkg := range binaries() {
+			name := filepath.Base(pkg)
+			if goos == "windows" {
+				name += ".exe"
+			}
+			out := filepath.Join("bin", goos, name)
+			if err := run([]string{"GOOS=" + goos, "GOARCH=amd64", "CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", out, pkg); err != nil {
+				return err
+			}
+		}
+	}
+	return run(nil, "go", "build", "-o", "bin/lab", "./test/lab/cmd/lab")
+}
+
+// Lint checks formatting and runs go vet for linux and windows.
+func Lint() error {
+	out, err := exec.Command("gofmt", "-l", ".").Output()
+	if err != nil {
+		return err
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		return fmt.Errorf("gofmt would change:\n%s", s)
+	}
+	for _, goos := range []string{"linux", "windows"} {
+		if err := run([]string{"GOOS=" + goos}, "go", "vet", "./..."); err != nil {
+			return fmt.Errorf("go vet (GOOS=%s): %w", goos, err)
+		}
+	}
+	return nil
+}
+
+// KubeBinaries builds the lab's control plane (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler in one binary) from the Go module
+// proxy, or reuses the cached build for the same sources.
+func KubeBinaries() error {
+	_, err := labkube()
+	return err
+}
+
+// labkube returns the path of the cached control-plane binary, building it
+// when its sources changed. The cache key is a hash of the module's files.
+func labkube() (string, error) {
+	h := sha256.New()
+	for _, f := range []string{"test/lab/k8s/go.mod", "test/lab/k8s/go.sum", "test/lab/k8s/main.go"} {
+		fh, err := os.Open(f)
+		if err != nil {
+			return "", err
+		}
+		io.Copy(h, fh)
+		fh.Close()
+	}
+	io.WriteString(h, runtime.Version())
+	cache := os.Getenv("SEINE_LAB_CACHE")
+	if cache == "" {
+		home, _ := os.UserCacheDir()
+		cache = filepath.Join(home, "seine-lab")
+	}
+	bin := filepath.Join(cache, "labkube-"+hex.EncodeToString(h.Sum(nil))[:16])
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	fmt.Println("building the lab's Kubernetes control plane (first time: several minutes)")
+	abs, _ := filepath.Abs(bin + ".tmp")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", abs, ".")
+	cmd.Dir = "test/lab/k8s"
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build labkube: %w", err)
+	}
+	return bin, os.Rename(abs, bin)
+}
+
+// LabBin builds the lab CLI and the third-party CNI plugins the lab can use
+// before Seine's own plugin exists.
+func LabBin() error {
+	if err := run(nil, "go", "build", "-o", "bin/lab", "./test/lab/cmd/lab"); err != nil {
+		return err
+	}
+	for _, p := range []string{"ptp", "loopback", "host-local"} {
+		dir := "main"
+		if p == "host-local" {
+			dir = "ipam"
+		}
+		if err := run(nil, "go", "build", "-o", "bin/cni/"+p, "github.com/containernetworking/plugins/plugins/"+dir+"/"+p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Lab brings up the lab cluster (3 nodes; LAB_NODES overrides) with Seine's
+// main job running on it, and shows its nodes and pods.
+func Lab() error {
+	mg.SerialDeps(Deps, LabBin)
+	kube, err := labkube()
+	if err != nil {
+		return err
+	}
+	args := []string{"up", "--kube-bin", kube}
+	if n := os.Getenv("LAB_NODES"); n != "" {
+		args = append(args, "--nodes", n)
+	}
+	if err := run(nil, "bin/lab", args...); err != nil {
+		return err
+	}
+	return run(nil, "bin/lab", "demo")
+}
+
+// LabDown tears the lab down and leaves nothing behind.
+func LabDown() error {
+	mg.Deps(LabBin)
+	return run(nil, "bin/lab", "down")
+}
+
+// Test runs every test: unit, integration against real OVS and netlink, the
+// lab end to end, the import rules, and the windows cross-build.
+func Test() error {
+	mg.SerialDeps(Deps, LabBin)
+	kube, err := labkube()
+	if err != nil {
+		return err
+	}
+	if err := run([]string{"GOOS=windows"}, "go", "build", "./..."); err != nil {
+		return fmt.Errorf("GOOS=windows go build ./...: %w", err)
+	}
+	if err := run([]string{"GOOS=windows"}, "go", "vet", "./..."); err != nil {
+		return fmt.Errorf("GOOS=windows go vet ./...: %w", err)
+	}
+	abs, _ := filepath.Abs("bin")
+	env := []string{"SEINE_LAB_KUBE_BIN=" + kube, "SEINE_LAB_BIN=" + filepath.Join(abs, "lab"), "SEINE_LAB_CNI_BIN=" + filepath.Join(abs, "cni")}
+	// -p 1: the privileged tests create namespaces, OVS instances and a
+	// whole cluster; on 2 cores they are more reliable one package at a time.
+	return run(env, "go", "test", "-p", "1", "-count=1", "-timeout", "60m", "./...")
+}
+
+// Bench runs the benchmarks and prints their comparisons.
+func Bench() error {
+	mg.SerialDeps(Deps)
+	return run(nil, "go", "test", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./test/bench/...")
+}
+
+func run(env []string, name string, args ...string) error {
+	fmt.Println("+", strings.Join(env, " "), name, strings.Join(args, " "))
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return nil
+}
