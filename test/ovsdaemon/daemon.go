@@ -386,6 +386,29 @@ func (d *Daemon) RestartVswitchd(ctx context.Context) error {
 	return d.StartVswitchd(ctx)
 }
 
+// StopDBServer stops ovsdb-server (clients see the connection drop); the
+// database file stays.
+func (d *Daemon) StopDBServer(ctx context.Context) error {
+	return d.stopProg(ctx, dbServer)
+}
+
+// StartDBServer starts ovsdb-server on the existing database and waits until
+// db.sock answers.
+func (d *Daemon) StartDBServer(ctx context.Context) error {
+	if pid, ok := d.livePid(dbServer); ok {
+		return fmt.Errorf("ovsdaemon: %s already running (pid %d)", dbServer, pid)
+	}
+	return d.startDBServer(ctx)
+}
+
+// RestartDBServer stops and starts ovsdb-server; ovs-vswitchd reconnects by itself.
+func (d *Daemon) RestartDBServer(ctx context.Context) error {
+	if err := d.StopDBServer(ctx); err != nil {
+		return err
+	}
+	return d.StartDBServer(ctx)
+}
+
 // Stop stops ovs-vswitchd then ovsdb-server and waits for both to exit.
 // Stopping a stopped instance is not an error.
 func (d *Daemon) Stop(ctx context.Context) error {

@@ -145,6 +145,30 @@ func TestRestartVswitchdKeepsDB(t *testing.T) {
 	}
 }
 
+func TestRestartDBServerKeepsData(t *testing.T) {
+	ctx := testCtx(t)
+	d := StartForTest(t)
+	if _, err := d.Vsctl(ctx, "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := d.Pid("ovsdb-server")
+	if err := d.RestartDBServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, ok := d.Pid("ovsdb-server")
+	if !ok || after == before {
+		t.Fatalf("ovsdb-server pid before %d, after %d (running %v)", before, after, ok)
+	}
+	out, err := d.Vsctl(ctx, "list-br")
+	if err != nil || strings.TrimSpace(out) != "br0" {
+		t.Errorf("list-br after restart = %q, %v", out, err)
+	}
+	// vswitchd reconnected: a waiting transaction completes.
+	if _, err := d.Vsctl(ctx, "add-br", "br1", "--", "set", "bridge", "br1", "datapath_type=netdev"); err != nil {
+		t.Errorf("add-br after ovsdb-server restart: %v", err)
+	}
+}
+
 func TestStartTwiceInSameDirFails(t *testing.T) {
 	d := StartForTest(t)
 	_, err := Start(testCtx(t), Options{Dir: d.Dir(), NetNS: d.NetNS()})
