@@ -197,18 +197,22 @@ func (n *NAT) appendTo(b []byte) []byte {
 	hasRange := false
 	if n.IPMin.Is4() {
 		hasRange = true
-		if a := n.IPMin.As4(); !n.IPMin.IsUnspecified() {
+		if !n.IPMin.IsUnspecified() {
+			a := n.IPMin.As4()
 			b, present = append(b, a[:]...), present|natRangeIPv4Min
 		}
-		if a := n.IPMax.As4(); n.IPMax.IsValid() && !n.IPMax.IsUnspecified() {
+		if n.IPMax.Is4() && !n.IPMax.IsUnspecified() {
+			a := n.IPMax.As4()
 			b, present = append(b, a[:]...), present|natRangeIPv4Max
 		}
 	} else if n.IPMin.Is6() {
 		hasRange = true
-		if a := n.IPMin.As16(); !n.IPMin.IsUnspecified() {
+		if !n.IPMin.IsUnspecified() {
+			a := n.IPMin.As16()
 			b, present = append(b, a[:]...), present|natRangeIPv6Min
 		}
-		if a := n.IPMax.As16(); n.IPMax.IsValid() && !n.IPMax.IsUnspecified() {
+		if n.IPMax.Is6() && !n.IPMax.IsUnspecified() {
+			a := n.IPMax.As16()
 			b, present = append(b, a[:]...), present|natRangeIPv6Max
 		}
 	}

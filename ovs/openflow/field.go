@@ -21,6 +21,9 @@ const (
 	classNXM0 uint16 = 0x0000
 	classNXM1 uint16 = 0x0001
 	classOXM  uint16 = 0x8000
+	// classPktReg is OXM_OF_PKT_REG<N>: 64-bit registers OVS uses in
+	// OpenFlow 1.5 replies for pairs of 32-bit registers.
+	classPktReg uint16 = 0x8001
 )
 
 // Field describes one OpenFlow match field: its wire headers and the names
@@ -126,6 +129,7 @@ var (
 	FieldCTTpSrc     = newField("ct_tp_src", "NXM_NX_CT_TP_SRC", hdr(classNXM1, 124), 0, 2, fmtDec)
 	FieldCTTpDst     = newField("ct_tp_dst", "NXM_NX_CT_TP_DST", hdr(classNXM1, 125), 0, 2, fmtDec)
 	fieldRegs        [16]*Field
+	fieldXRegs       [8]*Field
 	fieldXXRegs      [4]*Field
 	fieldTunMetadata [64]*Field
 )
@@ -133,6 +137,9 @@ var (
 func init() {
 	for i := range fieldRegs {
 		fieldRegs[i] = newField(fmt.Sprintf("reg%d", i), fmt.Sprintf("NXM_NX_REG%d", i), hdr(classNXM1, uint8(i)), 0, 4, fmtHex)
+	}
+	for i := range fieldXRegs {
+		fieldXRegs[i] = newField(fmt.Sprintf("xreg%d", i), fmt.Sprintf("OXM_OF_PKT_REG%d", i), hdr(classPktReg, uint8(i)), 0, 8, fmtHex)
 	}
 	for i := range fieldXXRegs {
 		fieldXXRegs[i] = newField(fmt.Sprintf("xxreg%d", i), fmt.Sprintf("NXM_NX_XXREG%d", i), hdr(classNXM1, uint8(111+i)), 0, 16, fmtHex)
@@ -145,6 +152,10 @@ func init() {
 // Reg returns register field reg<i> (0..15). It panics on an invalid index:
 // register numbers are constants of the pipeline, not data.
 func Reg(i int) *Field { return fieldRegs[i] }
+
+// XReg returns the 64-bit register xreg<i> (0..7): reg<2i> is its upper
+// half, reg<2i+1> its lower half.
+func XReg(i int) *Field { return fieldXRegs[i] }
 
 // XXReg returns the 128-bit register xxreg<i> (0..3).
 func XXReg(i int) *Field { return fieldXXRegs[i] }
@@ -205,7 +216,14 @@ func appendSubHeader(b []byte, f *Field) []byte {
 // their text still renders recognisably.
 func unknownField(h uint32) *Field {
 	n := fmt.Sprintf("field_%08x", h&0xfffffe00)
-	return &Field{name: n, nxmName: n, oxm: h & 0xfffffe00, bytes: uint8(h & 0xff), kind: fmtHex}
+	size := h & 0xff
+	if h&0x100 != 0 {
+		size /= 2
+	}
+	if h>>16 == 0xffff && size >= 4 {
+		size -= 4 // experimenter id
+	}
+	return &Field{name: n, nxmName: n, oxm: h & 0xfffffe00, bytes: uint8(size), kind: fmtHex}
 }
 
 // fieldForHeader maps a wire header to a Field (unknown headers get a

@@ -237,7 +237,12 @@ func (m *Match) IPv6Src(p netip.Prefix) *Match { return m.prefix6(FieldIPv6Src, 
 func (m *Match) IPv6Dst(p netip.Prefix) *Match { return m.prefix6(FieldIPv6Dst, p) }
 
 // IPv6Label matches the IPv6 flow label (20 bits) under mask.
-func (m *Match) IPv6Label(label, mask uint32) *Match { return m.u32m(FieldIPv6Label, label, mask) }
+func (m *Match) IPv6Label(label, mask uint32) *Match {
+	if mask&0xfffff == 0xfffff {
+		mask = 0xffffffff
+	}
+	return m.u32m(FieldIPv6Label, label&0xfffff, mask)
+}
 
 // TCPSrc matches the TCP source port.
 func (m *Match) TCPSrc(p uint16) *Match { return m.u16(FieldTCPSrc, p) }

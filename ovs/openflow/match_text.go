@@ -215,7 +215,7 @@ func formatMatch(mv matchView, priority uint16) string {
 		t.ip6(mv, FieldIPv6Src, "ipv6_src")
 		t.ip6(mv, FieldIPv6Dst, "ipv6_dst")
 		if v, m, ok := mv.uint(FieldIPv6Label); ok && m != 0 {
-			if m == 0xffffffff {
+			if m&0xfffff == 0xfffff {
 				t.kv("ipv6_label", fmt.Sprintf("0x%05x", v))
 			} else {
 				t.kv("ipv6_label", fmt.Sprintf("0x%05x/0x%05x", v, m))
@@ -284,6 +284,19 @@ func (t *textBuf) formatRegs(mv matchView) {
 	for i := 0; i < 16; i++ {
 		if v, m, ok := mv.uint(fieldRegs[i]); ok {
 			val[i], mask[i] = uint32(v), uint32(m)
+		}
+	}
+	for x := 0; x < 8; x++ {
+		v, m, ok := mv.get(fieldXRegs[x])
+		if !ok {
+			continue
+		}
+		for w := 0; w < 2; w++ {
+			mw := uint32(0xffffffff)
+			if m != nil {
+				mw = be.Uint32(m[4*w:])
+			}
+			val[2*x+w], mask[2*x+w] = be.Uint32(v[4*w:])&mw, mw
 		}
 	}
 	for x := 0; x < 4; x++ {

@@ -8,9 +8,9 @@ import (
 
 // Meter flags.
 const (
-	MeterKbps  uint16 = 1 << 0
-	MeterPktps uint16 = 1 << 1
-	MeterBurst uint16 = 1 << 2
+	MeterKbps         uint16 = 1 << 0
+	MeterPktps        uint16 = 1 << 1
+	MeterBurst        uint16 = 1 << 2
 	MeterCollectStats uint16 = 1 << 3
 )
 
