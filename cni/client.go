@@ -60,6 +60,11 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 			var d net.Dialer
 			conn, err := d.DialContext(ctx, "unix", c.Socket)
 			if err != nil {
+				// "dial unix <socket>: connect: refused" would name the socket twice.
+				var op *net.OpError
+				if errors.As(err, &op) && op.Err != nil {
+					err = op.Err
+				}
 				return nil, &UnreachableError{Socket: c.Socket, Err: err}
 			}
 			return conn, nil
