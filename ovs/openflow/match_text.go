@@ -277,10 +277,26 @@ func formatMatch(mv matchView, priority uint16) string {
 	return strings.TrimSuffix(s, ",")
 }
 
-// formatRegs prints reg0..reg15, folding xxreg matches into the 32-bit
-// registers they are made of (reg4N is the most significant word of xxregN).
+// formatRegs prints reg0..reg15, folding xreg and xxreg matches into the
+// 32-bit registers they are made of (reg2N is the upper word of xregN, reg4N
+// the most significant word of xxregN).
 func (t *textBuf) formatRegs(mv matchView) {
-	var val, mask [16]uint32
+	val, mask := mv.regs()
+	for i := 0; i < 16; i++ {
+		if mask[i] == 0 {
+			continue
+		}
+		s := cHex(uint64(val[i]))
+		if mask[i] != 0xffffffff {
+			s += "/" + cHex(uint64(mask[i]))
+		}
+		t.kv("reg"+strconv.Itoa(i), s)
+	}
+}
+
+// regs returns the 32-bit registers with their masks, whichever of reg,
+// xreg or xxreg carried them.
+func (mv matchView) regs() (val, mask [16]uint32) {
 	for i := 0; i < 16; i++ {
 		if v, m, ok := mv.uint(fieldRegs[i]); ok {
 			val[i], mask[i] = uint32(v), uint32(m)
@@ -312,16 +328,7 @@ func (t *textBuf) formatRegs(mv matchView) {
 			val[4*x+w], mask[4*x+w] = be.Uint32(v[4*w:])&mw, mw
 		}
 	}
-	for i := 0; i < 16; i++ {
-		if mask[i] == 0 {
-			continue
-		}
-		s := cHex(uint64(val[i]))
-		if mask[i] != 0xffffffff {
-			s += "/" + cHex(uint64(mask[i]))
-		}
-		t.kv("reg"+strconv.Itoa(i), s)
-	}
+	return val, mask
 }
 
 // formatVlan renders OXM vlan_vid / vlan_pcp as OVS prints its vlan_tci.

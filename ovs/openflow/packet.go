@@ -90,6 +90,10 @@ const (
 	pinContinuation uint16 = 8
 )
 
+// NoCookie is the cookie of a packet-in that no flow produced (OVS leaves
+// the property out, e.g. for packets injected with packet-out).
+const NoCookie = ^uint64(0)
+
 // PacketIn is a decoded NXT_PACKET_IN2.
 type PacketIn struct {
 	Packet       []byte
@@ -117,7 +121,9 @@ func (p *PacketIn) appendBody(b []byte) []byte {
 		b = appendProp(b, pinBufferID, be.AppendUint32(nil, p.BufferID))
 	}
 	b = appendProp(b, pinTableID, []byte{p.TableID})
-	b = appendProp(b, pinCookie, be.AppendUint64(make([]byte, 4), p.Cookie))
+	if p.Cookie != NoCookie {
+		b = appendProp(b, pinCookie, be.AppendUint64(make([]byte, 4), p.Cookie))
+	}
 	b = appendProp(b, pinReason, []byte{p.Reason})
 	b = appendProp(b, pinMetadata, p.Metadata)
 	if len(p.Userdata) > 0 {
@@ -134,7 +140,7 @@ func decodePacketIn2(data []byte) (*PacketIn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("packet_in2: %w", err)
 	}
-	p := &PacketIn{BufferID: NoBuffer}
+	p := &PacketIn{BufferID: NoBuffer, Cookie: NoCookie}
 	for _, pr := range props {
 		d := pr.data
 		switch pr.typ {
@@ -188,10 +194,10 @@ func decodePacketIn2(data []byte) (*PacketIn, error) {
 func (p *PacketIn) Field(f *Field) (v, mask []byte, ok bool) { return p.metadata.get(f) }
 
 // Reg returns register reg<i> from the metadata (0 when absent: OVS omits
-// zero registers).
+// zero registers, and sends pairs of registers as 64-bit xregs).
 func (p *PacketIn) Reg(i int) uint32 {
-	v, _, _ := p.metadata.uint(Reg(i))
-	return uint32(v)
+	val, _ := p.metadata.regs()
+	return val[i]
 }
 
 // InPort returns the ingress port from the metadata.
