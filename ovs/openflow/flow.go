@@ -291,16 +291,14 @@ func (fm *FlowMod) String() string {
 	f := fm.Flow
 	if fm.Command == FlowDelete || fm.Command == FlowDeleteStrict {
 		s := name + " table=" + strconv.Itoa(int(f.table))
+		sep := " "
 		if fm.Command == FlowDeleteStrict {
 			s += " priority=" + strconv.Itoa(int(f.priority))
+			sep = ","
 		}
-		if m := f.MatchString(); m != "" && fm.Command == FlowDelete {
-			s += " " + m
-		} else if fm.Command == FlowDeleteStrict {
-			if es, err := parseOXM(f.MatchBytes()); err == nil {
-				if m := formatMatch(es, DefaultPriority); m != "" {
-					s += "," + m
-				}
+		if es, err := parseOXM(f.MatchBytes()); err == nil {
+			if m := formatMatch(es, DefaultPriority); m != "" {
+				s += sep + m
 			}
 		}
 		if fm.CookieMask != 0 {
