@@ -327,7 +327,35 @@ func (d *Daemon) startDBServer(ctx context.Context) error {
 	if _, err := d.Vsctl(ctx, "--no-wait", "init"); err != nil {
 		return fmt.Errorf("ovsdaemon: %w", err)
 	}
+	// ovs-vswitchd does not fill in the version columns; the init scripts
+	// (ovs-ctl) do, and clients read them. Do the same.
+	ovsVersion, dbVersion, err := d.versions(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := d.Vsctl(ctx, "--no-wait", "set", "Open_vSwitch", ".",
+		"ovs_version="+strconv.Quote(ovsVersion), "db_version="+strconv.Quote(dbVersion)); err != nil {
+		return fmt.Errorf("ovsdaemon: %w", err)
+	}
 	return nil
+}
+
+// versions returns the installed ovs-vswitchd's version and conf.db's schema
+// version.
+func (d *Daemon) versions(ctx context.Context) (ovsVersion, dbVersion string, err error) {
+	out, err := exec.CommandContext(ctx, vswitchd, "--version").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("ovsdaemon: %s --version: %w", vswitchd, err)
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	if f := strings.Fields(first); len(f) > 0 {
+		ovsVersion = f[len(f)-1] // "ovs-vswitchd (Open vSwitch) 3.1.0"
+	}
+	out, err = exec.CommandContext(ctx, "ovsdb-tool", "db-version", filepath.Join(d.dir, "conf.db")).Output()
+	if err != nil {
+		return "", "", fmt.Errorf("ovsdaemon: ovsdb-tool db-version: %w", err)
+	}
+	return ovsVersion, strings.TrimSpace(string(out)), nil
 }
 
 // StartVswitchd starts ovs-vswitchd and waits until it has applied the database.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -50,6 +51,11 @@ func TestStartStop(t *testing.T) {
 	}
 	if !containsAll(pids, dbPid, vsPid) {
 		t.Errorf("netns pids %v do not include ovsdb-server %d and ovs-vswitchd %d", pids, dbPid, vsPid)
+	}
+	// Like ovs-ctl, Start records the versions in the database.
+	if v, err := d.Vsctl(ctx, "get", "Open_vSwitch", ".", "ovs_version", "db_version"); err != nil ||
+		!regexp.MustCompile(`^"\d+\.\d+\.\d+"\n"\d+\.\d+\.\d+"\n$`).MatchString(v) {
+		t.Errorf("ovs_version, db_version = %q, %v", v, err)
 	}
 	out, err := d.Appctl(ctx, "ovs-vswitchd", "version")
 	if err != nil || !strings.Contains(out, "ovs-vswitchd (Open vSwitch)") {

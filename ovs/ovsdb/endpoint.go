@@ -1,0 +1,55 @@
+package ovsdb
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+)
+
+// Endpoint is a parsed OVSDB endpoint.
+type Endpoint struct {
+	Scheme  string // "unix" or "tcp"
+	Address string // socket path, or host:port
+}
+
+// String returns the endpoint in OVS syntax.
+func (e Endpoint) String() string { return e.Scheme + ":" + e.Address }
+
+// libovsdb returns the endpoint as libovsdb's WithEndpoint expects it.
+func (e Endpoint) libovsdb() string { return e.String() }
+
+// ParseEndpoint parses an endpoint in OVS syntax: "unix:<absolute path>" or
+// "tcp:<host>:<port>" (IPv6 hosts in brackets).
+//
+// This is the dialer seam. libovsdb v0.7.0 dials by itself and knows only
+// unix, tcp and ssl sockets; it takes no dial function. ssl needs certificates
+// Seine does not manage, and Windows named pipes ("npipe:\\.\pipe\...") need a
+// dialer libovsdb cannot be given, so both are rejected here with an error
+// wrapping errors.ErrUnsupported. A Windows build that needs pipes adds them
+// here (for example by relaying a loopback socket to the pipe) without
+// touching the rest of the package.
+func ParseEndpoint(s string) (Endpoint, error) {
+	scheme, addr, ok := strings.Cut(s, ":")
+	if !ok || addr == "" {
+		return Endpoint{}, fmt.Errorf("ovsdb endpoint %q: want unix:<path> or tcp:<host>:<port>", s)
+	}
+	switch scheme {
+	case "unix":
+		if !filepath.IsAbs(addr) && !strings.HasPrefix(addr, "/") {
+			return Endpoint{}, fmt.Errorf("ovsdb endpoint %q: unix socket path must be absolute", s)
+		}
+		return Endpoint{Scheme: scheme, Address: addr}, nil
+	case "tcp":
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" || port == "" {
+			return Endpoint{}, fmt.Errorf("ovsdb endpoint %q: want tcp:<host>:<port>", s)
+		}
+		return Endpoint{Scheme: scheme, Address: addr}, nil
+	case "ssl", "npipe":
+		return Endpoint{}, fmt.Errorf("ovsdb endpoint %q: %s: %w", s, scheme, errors.ErrUnsupported)
+	default:
+		return Endpoint{}, fmt.Errorf("ovsdb endpoint %q: unknown scheme %q", s, scheme)
+	}
+}
