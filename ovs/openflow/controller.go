@@ -63,14 +63,16 @@ func (c Controller) appendTo(b []byte) []byte {
 	start := len(b)
 	b = appendNXHeader(b, nxastController2)
 	b = zeros(b, 6)
+	// 16-bit properties carry two bytes of padding inside their length,
+	// as Open vSwitch encodes them.
 	var p [4]byte
 	if ml := c.maxLen(); ml != ControllerMaxLenAll {
 		be.PutUint16(p[:], ml)
-		b = appendProp(b, nxac2MaxLen, p[:2])
+		b = appendProp(b, nxac2MaxLen, p[:4])
 	}
 	if c.ControllerID != 0 {
 		be.PutUint16(p[:], c.ControllerID)
-		b = appendProp(b, nxac2ControllerID, p[:2])
+		b = appendProp(b, nxac2ControllerID, p[:4])
 	}
 	if c.Reason != ReasonAction {
 		b = appendProp(b, nxac2Reason, []byte{c.Reason})
