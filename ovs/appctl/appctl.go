@@ -165,6 +165,11 @@ func (c *Client) Call(ctx context.Context, method string, args ...string) (strin
 	}()
 
 	fail := func(err error) (string, error) {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Only ctx sets deadlines on conn: its deadline or its
+			// cancellation. Its Err may lag the socket's timer by a moment.
+			<-ctx.Done()
+		}
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}

@@ -476,7 +476,7 @@ func (d *Daemon) startProg(ctx context.Context, prog string, args []string) erro
 	cmd.Env = append(os.Environ(), d.Env()...)
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
+	if err := startChild(cmd); err != nil {
 		return fmt.Errorf("ovsdaemon: start %s: %w", prog, err)
 	}
 	c := &child{cmd: cmd, done: make(chan struct{})}

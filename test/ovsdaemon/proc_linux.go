@@ -3,8 +3,11 @@ package ovsdaemon
 import (
 	"net"
 	"os"
+	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -20,8 +23,35 @@ func wrapNetNS(netns, prog string, args []string) (string, []string) {
 
 // childAttr makes a non-detached daemon get SIGTERM if this process dies, so a
 // crashed test does not leak daemons; OVS removes its pidfile and sockets on it.
+// Use it only with startChild: see there.
 func childAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+}
+
+var (
+	spawnOnce sync.Once
+	spawnReqs = make(chan func())
+)
+
+// startChild starts cmd from one OS thread that lives as long as the process.
+// The kernel sends the parent-death signal when the *thread* that forked the
+// child exits, not the process, and the Go runtime terminates threads whose
+// goroutine exits while locked to them (as netns helpers do, including this
+// package's CreateNetNS). Forking from an arbitrary thread would let such a
+// helper kill our daemons at random; the spawner thread is locked to its
+// goroutine forever, so it never exits before the process does.
+func startChild(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked, and the goroutine never returns
+			for f := range spawnReqs {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnReqs <- func() { errc <- cmd.Start() }
+	return <-errc
 }
 
 // detachedAttr: OVS's --detach forks and calls setsid itself.

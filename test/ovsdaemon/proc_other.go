@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"runtime"
 	"syscall"
 	"time"
@@ -21,6 +22,8 @@ func wrapNetNS(netns, prog string, args []string) (string, []string) { return pr
 
 func childAttr() *syscall.SysProcAttr    { return nil }
 func detachedAttr() *syscall.SysProcAttr { return nil }
+
+func startChild(cmd *exec.Cmd) error { return cmd.Start() }
 
 func terminate(int) error { return errUnsupported }
 func kill(int) error      { return errUnsupported }
