@@ -312,6 +312,12 @@ func (d *Daemon) createDB(ctx context.Context) error {
 }
 
 func (d *Daemon) startDBServer(ctx context.Context) error {
+	// ovs-vswitchd does not fill in the version columns; the init scripts
+	// (ovs-ctl) do, and clients read them. Do the same.
+	ovsVersion, dbVersion, err := d.versions(ctx)
+	if err != nil {
+		return err
+	}
 	args := []string{
 		filepath.Join(d.dir, "conf.db"),
 		"--remote=punix:" + d.DBSocketPath(),
@@ -320,42 +326,42 @@ func (d *Daemon) startDBServer(ctx context.Context) error {
 	if err := d.startProg(ctx, dbServer, args); err != nil {
 		return err
 	}
-	err := d.poll(ctx, dbServer, "db.sock to answer", func() bool { return dialUnix(d.DBSocketPath()) })
+	err = d.poll(ctx, dbServer, "db.sock to answer", func() bool { return dialUnix(d.DBSocketPath()) })
 	if err != nil {
 		return err
 	}
-	if _, err := d.Vsctl(ctx, "--no-wait", "init"); err != nil {
-		return fmt.Errorf("ovsdaemon: %w", err)
-	}
-	// ovs-vswitchd does not fill in the version columns; the init scripts
-	// (ovs-ctl) do, and clients read them. Do the same.
-	ovsVersion, dbVersion, err := d.versions(ctx)
-	if err != nil {
-		return err
-	}
-	if _, err := d.Vsctl(ctx, "--no-wait", "set", "Open_vSwitch", ".",
+	if _, err := d.Vsctl(ctx, "--no-wait", "init", "--", "set", "Open_vSwitch", ".",
 		"ovs_version="+strconv.Quote(ovsVersion), "db_version="+strconv.Quote(dbVersion)); err != nil {
 		return fmt.Errorf("ovsdaemon: %w", err)
 	}
 	return nil
 }
 
-// versions returns the installed ovs-vswitchd's version and conf.db's schema
-// version.
-func (d *Daemon) versions(ctx context.Context) (ovsVersion, dbVersion string, err error) {
-	out, err := exec.CommandContext(ctx, vswitchd, "--version").Output()
+var ovsVersion = sync.OnceValues(func() (string, error) {
+	out, err := exec.Command(vswitchd, "--version").Output()
 	if err != nil {
-		return "", "", fmt.Errorf("ovsdaemon: %s --version: %w", vswitchd, err)
+		return "", fmt.Errorf("ovsdaemon: %s --version: %w", vswitchd, err)
 	}
 	first, _, _ := strings.Cut(string(out), "\n")
-	if f := strings.Fields(first); len(f) > 0 {
-		ovsVersion = f[len(f)-1] // "ovs-vswitchd (Open vSwitch) 3.1.0"
+	f := strings.Fields(first) // "ovs-vswitchd (Open vSwitch) 3.1.0"
+	if len(f) == 0 {
+		return "", fmt.Errorf("ovsdaemon: %s --version printed %q", vswitchd, out)
 	}
-	out, err = exec.CommandContext(ctx, "ovsdb-tool", "db-version", filepath.Join(d.dir, "conf.db")).Output()
+	return f[len(f)-1], nil
+})
+
+// versions returns the installed ovs-vswitchd's version and conf.db's schema
+// version.
+func (d *Daemon) versions(ctx context.Context) (string, string, error) {
+	ver, err := ovsVersion()
+	if err != nil {
+		return "", "", err
+	}
+	out, err := exec.CommandContext(ctx, "ovsdb-tool", "db-version", filepath.Join(d.dir, "conf.db")).Output()
 	if err != nil {
 		return "", "", fmt.Errorf("ovsdaemon: ovsdb-tool db-version: %w", err)
 	}
-	return ovsVersion, strings.TrimSpace(string(out)), nil
+	return ver, strings.TrimSpace(string(out)), nil
 }
 
 // StartVswitchd starts ovs-vswitchd and waits until it has applied the database.
@@ -391,14 +397,34 @@ func (d *Daemon) StartVswitchd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = d.poll(ctx, vswitchd, "it to apply the database", func() bool {
-		out, err := d.Vsctl(ctx, "--no-wait", "get", "Open_vSwitch", ".", "cur_cfg")
-		return err == nil && strings.TrimSpace(out) == strconv.Itoa(next)
-	})
-	if err != nil {
-		return err
+	// ovs-vsctl wait-until watches the database itself (no polling from here);
+	// vswitchd is our child unless detached, so also give up if it dies.
+	waitCtx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() {
+		_, err := d.run(waitCtx, "ovs-vsctl", "--db="+d.DBEndpoint(), "--no-wait",
+			"wait-until", "Open_vSwitch", ".", "cur_cfg="+strconv.Itoa(next))
+		waited <- err
+	}()
+	d.mu.Lock()
+	c := d.procs[vswitchd]
+	d.mu.Unlock()
+	var exited <-chan struct{}
+	if c != nil {
+		exited = c.done
 	}
-	return nil
+	select {
+	case err := <-waited:
+		if err != nil {
+			return fmt.Errorf("ovsdaemon: waiting for %s to apply the database: %w\n%s", vswitchd, err, d.LogTail(20))
+		}
+		return nil
+	case <-exited:
+		cancel()
+		<-waited
+		return fmt.Errorf("ovsdaemon: %s exited while applying the database: %v\n%s", vswitchd, c.err, d.LogTail(20))
+	}
 }
 
 // StopVswitchd stops ovs-vswitchd and waits for it to exit; the database stays up.
