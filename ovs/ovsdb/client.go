@@ -63,7 +63,9 @@ type Client struct {
 
 // Connect dials cfg.Endpoint, checks the server's schema against the models,
 // and monitors the Open_vSwitch, Bridge, Port and Interface tables. It returns
-// once the cache holds the initial contents.
+// once the cache holds the initial contents. The first connection is not
+// retried (a caller starting before OVS retries Connect); after it, the client
+// reconnects by itself for as long as it is open.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	log := cfg.Logger
 	if log == nil {
