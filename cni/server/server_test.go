@@ -481,3 +481,25 @@ func TestReplayPendingDels(t *testing.T) {
 	}
 	_ = s
 }
+
+func TestRunUntilCancelled(t *testing.T) {
+	socket := filepath.Join(shortDir(t), "cni.sock")
+	s, err := New(Options{SocketPath: socket, Handler: &funcHandler{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error)
+	go func() { ran <- s.Run(ctx, time.Second) }()
+	waitFor(t, func() bool {
+		_, err := cni.NewClient(socket).Do(context.Background(), request(cni.CmdStatus, ""))
+		return err == nil
+	})
+	cancel()
+	if err := <-ran; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if _, err := os.Lstat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after Run returned: %v", err)
+	}
+}
