@@ -564,3 +564,28 @@ func TestRequestTimeout(t *testing.T) {
 		t.Errorf("ADD past its deadline: code %d %q", code, msg)
 	}
 }
+
+func TestGCRequiresValidAttachments(t *testing.T) {
+	r := newRig(t)
+	r.start()
+	plugin := filepath.Join(binDir, cni.PluginType)
+	gc := func(extra string) error {
+		conf := strings.TrimSuffix(r.listPluginJSON("1.1.0"), "}") + extra + "}"
+		return invoke.ExecPluginWithoutResult(ctx(t), plugin, []byte(conf), &invoke.Args{Command: "GC", Path: binDir}, nil)
+	}
+	// Without the key, GC would read as "nothing is valid": refused.
+	if code, msg := cniCode(t, gc("")); code != types.ErrInvalidNetworkConfig || !strings.Contains(msg, "cni.dev/valid-attachments") {
+		t.Errorf("GC without valid attachments: code %d %q", code, msg)
+	}
+	if got := r.h.commands(); len(got) != 0 {
+		t.Fatalf("handler called: %q", got)
+	}
+	// An explicit null (libcni's encoding of an empty list) means none is valid.
+	if err := gc(`,"cni.dev/valid-attachments":null`); err != nil {
+		t.Fatal(err)
+	}
+	calls := r.h.seen()
+	if len(calls) != 1 || calls[0].cmd != cni.CmdGC || len(calls[0].valid) != 0 {
+		t.Errorf("handler saw %+v, want one GC with no valid attachments", calls)
+	}
+}

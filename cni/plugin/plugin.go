@@ -6,6 +6,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -51,7 +52,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	resp, err := call(conf, req)
+	resp, err := callWithTimeout(conf, req)
 	if err != nil {
 		return err
 	}
@@ -83,7 +84,10 @@ func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	_, err = call(conf, req)
+	// Both attempts share the one request timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout)
+	defer cancel()
+	_, err = call(ctx, conf, req)
 	if !errors.Is(err, cni.ErrAgentUnreachable) {
 		return err
 	}
@@ -91,7 +95,8 @@ func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
 	if spoolErr != nil {
 		return cni.Errorf(types.ErrTryAgainLater, "%v; could not defer the DEL either: %v", err, spoolErr)
 	}
-	if _, err := call(conf, req); err != nil {
+	req.TimeoutMillis = 0 // recomputed from what is left of ctx
+	if _, err := call(ctx, conf, req); err != nil {
 		if errors.Is(err, cni.ErrAgentUnreachable) {
 			return nil // deferred: the agent replays it when it starts
 		}
@@ -106,7 +111,7 @@ func (p *Plugin) cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	_, err = call(conf, req)
+	_, err = callWithTimeout(conf, req)
 	return err
 }
 
@@ -115,28 +120,38 @@ func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	_, err = call(conf, req)
+	_, err = callWithTimeout(conf, req)
 	if errors.Is(err, cni.ErrAgentUnreachable) {
 		return cni.Errorf(types.ErrPluginNotAvailable, "%v; the plugin is not available until seine-agent runs on this node (check the seine-agent pod or service)", unwrapUnreachable(err))
 	}
 	return err
 }
 
+// cmdGC forwards GC with the attachments the runtime still considers valid.
+// A GC without the cni.dev/valid-attachments key is refused: read as "none
+// is valid" it would tear down every pod on the node.
 func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	conf, req, err := newRequest(cni.CmdGC, args)
 	if err != nil {
 		return err
 	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(args.StdinData, &keys); err != nil {
+		return cni.Errorf(types.ErrDecodingFailure, "decode network config: %v", err)
+	}
+	if _, ok := keys[validAttachmentsKey]; !ok {
+		return cni.Errorf(types.ErrInvalidNetworkConfig, "GC without %q: refusing to treat every attachment as stale", validAttachmentsKey)
+	}
+	req.ValidAttachments = []cni.Attachment{}
 	for _, a := range conf.ValidAttachments {
 		req.ValidAttachments = append(req.ValidAttachments, cni.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	if req.ValidAttachments == nil {
-		// An empty list means "nothing is valid"; keep it distinct from absent.
-		req.ValidAttachments = []cni.Attachment{}
-	}
-	_, err = call(conf, req)
+	_, err = callWithTimeout(conf, req)
 	return err
 }
+
+// validAttachmentsKey carries the still-valid attachments in a GC config.
+const validAttachmentsKey = "cni.dev/valid-attachments"
 
 // newRequest validates the configuration and environment into a request.
 func newRequest(cmd cni.Command, args *skel.CmdArgs) (*cni.NetConf, *cni.Request, error) {
@@ -161,12 +176,17 @@ func newRequest(cmd cni.Command, args *skel.CmdArgs) (*cni.NetConf, *cni.Request
 	}, nil
 }
 
+// callWithTimeout is call bounded by the configured request timeout.
+func callWithTimeout(conf *cni.NetConf, req *cni.Request) (*cni.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout)
+	defer cancel()
+	return call(ctx, conf, req)
+}
+
 // call sends req and turns every failure into a *types.Error, except that
 // an unreachable agent stays matchable with errors.Is(err,
 // cni.ErrAgentUnreachable) (inside a code-11 error) for DEL and STATUS.
-func call(conf *cni.NetConf, req *cni.Request) (*cni.Response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), conf.Timeout)
-	defer cancel()
+func call(ctx context.Context, conf *cni.NetConf, req *cni.Request) (*cni.Response, error) {
 	resp, err := cni.NewClient(conf.Socket()).Do(ctx, req)
 	switch {
 	case err == nil && resp.Error != nil:
