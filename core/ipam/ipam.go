@@ -121,6 +121,9 @@ func (s *state) clone() *state {
 // fail with a *CIDRChangedError unless opts.ResetOnCIDRChange is set; a
 // changed CIDR with no allocations is adopted silently.
 func Open(opts Options) (*Allocator, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("ipam: no state directory")
+	}
 	if len(opts.PodCIDRs) == 0 || len(opts.PodCIDRs) > 2 {
 		return nil, fmt.Errorf("ipam: want one or two pod CIDRs, got %d", len(opts.PodCIDRs))
 	}
