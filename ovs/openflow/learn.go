@@ -35,6 +35,7 @@ type Learn struct {
 
 type learnSpec struct {
 	kind     uint16 // src | dst bits
+	nbits    uint16
 	src, dst Subfield
 	imm      []byte // immediate value, 2*ceil(n_bits/16) bytes
 }
@@ -45,32 +46,32 @@ func NewLearn(table uint8) *Learn { return &Learn{TableID: table, Priority: 0x80
 // MatchField makes the learned flow match dst equal to this packet's src
 // (use the same subfield for both for the common NXM_OF_IP_SRC[] form).
 func (l *Learn) MatchField(dst, src Subfield) *Learn {
-	l.specs = append(l.specs, learnSpec{kind: learnSrcField | learnDstMatch, src: src, dst: dst})
+	l.specs = append(l.specs, learnSpec{kind: learnSrcField | learnDstMatch, nbits: dst.NBits, src: src, dst: dst})
 	return l
 }
 
 // MatchValue makes the learned flow match dst equal to an immediate value
 // (e.g. eth_type=0x800).
 func (l *Learn) MatchValue(dst Subfield, v uint64) *Learn {
-	l.specs = append(l.specs, learnSpec{kind: learnSrcImmediate | learnDstMatch, dst: dst, imm: immBytes(dst.NBits, v)})
+	l.specs = append(l.specs, learnSpec{kind: learnSrcImmediate | learnDstMatch, nbits: dst.NBits, dst: dst, imm: immBytes(dst.NBits, v)})
 	return l
 }
 
 // LoadField makes the learned flow load this packet's src into dst.
 func (l *Learn) LoadField(src, dst Subfield) *Learn {
-	l.specs = append(l.specs, learnSpec{kind: learnSrcField | learnDstLoad, src: src, dst: dst})
+	l.specs = append(l.specs, learnSpec{kind: learnSrcField | learnDstLoad, nbits: dst.NBits, src: src, dst: dst})
 	return l
 }
 
 // LoadValue makes the learned flow load an immediate value into dst.
 func (l *Learn) LoadValue(dst Subfield, v uint64) *Learn {
-	l.specs = append(l.specs, learnSpec{kind: learnSrcImmediate | learnDstLoad, dst: dst, imm: immBytes(dst.NBits, v)})
+	l.specs = append(l.specs, learnSpec{kind: learnSrcImmediate | learnDstLoad, nbits: dst.NBits, dst: dst, imm: immBytes(dst.NBits, v)})
 	return l
 }
 
 // Output makes the learned flow output to the port held in src.
 func (l *Learn) Output(src Subfield) *Learn {
-	l.specs = append(l.specs, learnSpec{kind: learnSrcField | learnDstOutput, src: src})
+	l.specs = append(l.specs, learnSpec{kind: learnSrcField | learnDstOutput, nbits: src.NBits, src: src})
 	return l
 }
 
@@ -100,11 +101,7 @@ func (l *Learn) appendTo(b []byte) []byte {
 	b = u16(b, l.FinIdle)
 	b = u16(b, l.FinHard)
 	for _, s := range l.specs {
-		nbits := s.dst.NBits
-		if s.kind&(3<<11) == learnDstOutput || nbits == 0 {
-			nbits = s.src.NBits
-		}
-		b = u16(b, s.kind|nbits)
+		b = u16(b, s.kind|s.nbits&0x7ff)
 		if s.kind&learnSrcImmediate != 0 {
 			b = append(b, s.imm...)
 		} else {
@@ -138,8 +135,11 @@ func decodeLearn(body []byte) (Action, error) {
 		if h == 0 {
 			break // padding
 		}
-		s := learnSpec{kind: h &^ 0x7ff}
-		nbits := h & 0x7ff
+		s := learnSpec{kind: h &^ 0x7ff, nbits: h & 0x7ff}
+		nbits := s.nbits
+		if s.kind == learnSrcImmediate|learnDstOutput {
+			return nil, fmt.Errorf("learn spec %04x: immediate output", h)
+		}
 		if s.kind&learnSrcImmediate != 0 {
 			n := 2 * ((int(nbits) + 15) / 16)
 			if len(r) < n {
