@@ -85,7 +85,12 @@ func (e *Error) Error() string {
 	if e.Request != "" {
 		s += " for " + e.Request
 	}
-	for _, f := range e.Failed {
+	const maxListed = 5
+	for i, f := range e.Failed {
+		if i == maxListed {
+			s += fmt.Sprintf("; and %d more", len(e.Failed)-maxListed)
+			break
+		}
 		s += "; " + f.Msg.Name()
 		if f.Request != "" {
 			s += " for " + f.Request
