@@ -45,9 +45,22 @@ func TestDialNegotiatesAndSetsUp(t *testing.T) {
 
 func TestDialRejectsOldSwitch(t *testing.T) {
 	fs := newFakeSwitch(t)
-	fs.hello = Marshal(&Hello{Versions: 1 << 4}, 1)
+	fs.set(func() { fs.hello = Marshal(&Hello{Versions: 1 << 4}, 1) })
 	if _, err := Dial(fakeCtx(t), fs.addr(), Config{}); err == nil || !strings.Contains(err.Error(), "1.5") {
 		t.Errorf("Dial to an OpenFlow 1.3 switch: %v", err)
+	}
+}
+
+func TestDialTCP(t *testing.T) {
+	fs := newFakeSwitchOn(t, "tcp", "127.0.0.1:0")
+	ctx := fakeCtx(t)
+	c, err := Dial(ctx, fs.addr(), Config{})
+	if err != nil {
+		t.Fatalf("dial %s: %v", fs.addr(), err)
+	}
+	defer c.Close()
+	if err := c.Barrier(ctx); err != nil {
+		t.Errorf("barrier over tcp: %v", err)
 	}
 }
 
@@ -66,16 +79,17 @@ func TestAnswersSwitchEcho(t *testing.T) {
 	}
 	defer c.Close()
 	replies := make(chan []byte, 1)
-	fs.mu.Lock()
-	fs.onMsg = func(raw []byte, w net.Conn) bool {
-		if raw[1] == TypeEchoReply {
-			replies <- raw
-			return true
+	var conn net.Conn
+	fs.set(func() {
+		fs.onMsg = func(raw []byte, w net.Conn) bool {
+			if raw[1] == TypeEchoReply {
+				replies <- raw
+				return true
+			}
+			return false
 		}
-		return false
-	}
-	conn := fs.conns[0]
-	fs.mu.Unlock()
+		conn = fs.conns[0]
+	})
 	if _, err := conn.Write(Marshal(&EchoRequest{Data: []byte("are you there")}, 777)); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +106,7 @@ func TestAnswersSwitchEcho(t *testing.T) {
 
 func TestEchoTimeoutKillsConnection(t *testing.T) {
 	fs := newFakeSwitch(t)
-	fs.noEcho = true
+	fs.set(func() { fs.noEcho = true })
 	ctx := fakeCtx(t)
 	c, err := Dial(ctx, fs.addr(), Config{EchoInterval: 20 * time.Millisecond, EchoMisses: 2})
 	if err != nil {
@@ -114,29 +128,7 @@ func TestEchoTimeoutKillsConnection(t *testing.T) {
 func TestErrorsNameTheRequestAndMultipartJoins(t *testing.T) {
 	fs := newFakeSwitch(t)
 	ctx := fakeCtx(t)
-	fs.onMsg = func(raw []byte, w net.Conn) bool {
-		h, m, err := Unmarshal(raw)
-		if err != nil {
-			return false
-		}
-		switch m := m.(type) {
-		case *FlowMod:
-			if m.Flow.Priority() == 66 {
-				w.Write(Marshal(&ErrorMsg{Type: ErrTypeBadMatch, Code: 9, Data: raw[:min(64, len(raw))]}, h.Xid))
-			}
-			return true
-		case *MultipartRequest:
-			// Two parts: the connection must join them.
-			t1 := make([]byte, 24)
-			t1[0] = 1
-			t2 := make([]byte, 24)
-			t2[0] = 2
-			w.Write(Marshal(&MultipartReply{Type: m.Type, Flags: multipartReplyMore, Body: t1}, h.Xid))
-			w.Write(Marshal(&MultipartReply{Type: m.Type, Body: t2}, h.Xid))
-			return true
-		}
-		return false
-	}
+	fs.set(func() { fs.onMsg = errorSwitchHandler })
 	c, err := Dial(ctx, fs.addr(), Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +145,32 @@ func TestErrorsNameTheRequestAndMultipartJoins(t *testing.T) {
 	if err != nil || len(ts) != 2 || ts[0].TableID != 1 || ts[1].TableID != 2 {
 		t.Errorf("TableStats = %+v, %v", ts, err)
 	}
+}
+
+// errorSwitchHandler rejects flows with priority 66 and answers multipart
+// requests in two parts.
+func errorSwitchHandler(raw []byte, w net.Conn) bool {
+	h, m, err := Unmarshal(raw)
+	if err != nil {
+		return false
+	}
+	switch m := m.(type) {
+	case *FlowMod:
+		if m.Flow.Priority() == 66 {
+			w.Write(Marshal(&ErrorMsg{Type: ErrTypeBadMatch, Code: 9, Data: raw[:min(64, len(raw))]}, h.Xid))
+		}
+		return true
+	case *MultipartRequest:
+		// Two parts: the connection must join them.
+		t1 := make([]byte, 24)
+		t1[0] = 1
+		t2 := make([]byte, 24)
+		t2[0] = 2
+		w.Write(Marshal(&MultipartReply{Type: m.Type, Flags: multipartReplyMore, Body: t1}, h.Xid))
+		w.Write(Marshal(&MultipartReply{Type: m.Type, Body: t2}, h.Xid))
+		return true
+	}
+	return false
 }
 
 func TestClientRetriesUntilSwitchAppears(t *testing.T) {

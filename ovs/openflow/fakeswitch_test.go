@@ -34,17 +34,35 @@ func newFakeSwitch(t *testing.T) *fakeSwitch {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	fs := &fakeSwitch{t: t, path: filepath.Join(dir, "sw.sock"), received: make(chan []byte, 1024)}
-	fs.ln, err = net.Listen("unix", fs.path)
+	return newFakeSwitchOn(t, "unix", filepath.Join(dir, "sw.sock"))
+}
+
+// newFakeSwitchOn listens on network ("unix" or "tcp") and address.
+func newFakeSwitchOn(t *testing.T, network, address string) *fakeSwitch {
+	t.Helper()
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fs := &fakeSwitch{t: t, ln: ln, path: address, received: make(chan []byte, 1024)}
 	t.Cleanup(fs.close)
 	go fs.accept()
 	return fs
 }
 
-func (fs *fakeSwitch) addr() string { return "unix:" + fs.path }
+// set changes the switch's behaviour under its lock.
+func (fs *fakeSwitch) set(f func()) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	f()
+}
+
+func (fs *fakeSwitch) addr() string {
+	if fs.ln.Addr().Network() == "tcp" {
+		return "tcp:" + fs.ln.Addr().String()
+	}
+	return "unix:" + fs.path
+}
 
 func (fs *fakeSwitch) close() {
 	fs.ln.Close()

@@ -225,3 +225,32 @@ func TestFlowModCommandsAgainstOVS(t *testing.T) {
 		t.Errorf("Apply error = %v, want OFPBAC_BAD_OUT_GROUP naming group:42", err)
 	}
 }
+
+// TestGroupMeterCommandsAgainstOVS modifies and deletes groups and meters.
+func TestGroupMeterCommandsAgainstOVS(t *testing.T) {
+	d, c, ctx := testBridge(t, Config{})
+	g := &GroupEntry{ID: 10, Type: GroupTypeSelect, SelectionMethod: "hash", Fields: []*Field{FieldIPDst},
+		Buckets: []Bucket{{ID: 1, Weight: 10, Actions: NewActions().Output(1)}}}
+	m := &MeterEntry{ID: 4, Flags: MeterPktps | MeterBurst, Bands: []MeterBand{{Rate: 50, BurstSize: 5}}}
+	if err := c.Apply(ctx, AddGroup(g), AddMeter(m)); err != nil {
+		t.Fatal(err)
+	}
+	g.Buckets = append(g.Buckets, Bucket{ID: 2, Weight: 30, Actions: NewActions().Output(2)})
+	m.Bands[0].Rate = 70
+	if err := c.Apply(ctx, ModifyGroup(g), ModifyMeter(m)); err != nil {
+		t.Fatal(err)
+	}
+	equalLines(t, "modified group", dumpLines(ofctl(t, ctx, d, "dump-groups", "br0")), []string{g.String()})
+	if got, want := strings.TrimSpace(strings.SplitN(ofctl(t, ctx, d, "dump-meters", "br0"), "\n", 2)[1]), m.String(); got != want {
+		t.Errorf("modified meter: ovs-ofctl %q, renderer %q", got, want)
+	}
+	if err := c.Apply(ctx, DeleteGroup(10), DeleteMeter(4)); err != nil {
+		t.Fatal(err)
+	}
+	if gs, err := c.GroupDesc(ctx, GroupAll); err != nil || len(gs) != 0 {
+		t.Errorf("groups after delete: %v, %v", gs, err)
+	}
+	if ms, err := c.MeterDesc(ctx, MeterAll); err != nil || len(ms) != 0 {
+		t.Errorf("meters after delete: %v, %v", ms, err)
+	}
+}
