@@ -1,0 +1,109 @@
+// Package platform is the contract between Seine's platform-neutral core and a
+// host operating system. A backend (linux/, windows/) implements a few small
+// interfaces; the core hands each of them whole desired state and the backend
+// makes the host match it, idempotently: calling again with the same state
+// changes nothing, and removing what is absent is not an error.
+//
+// The package holds interfaces, plain desired-state values (netip.Prefix,
+// net.HardwareAddr, strings) and ErrNotSupported. It imports no OS package;
+// it imports ovs/ovsdb only for the types of the OVSDB interface a backend
+// receives. See README.md for who owns what.
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/seine-cni/seine/ovs/ovsdb"
+)
+
+// ErrNotSupported is wrapped by errors for a capability or an option the
+// running OS (or this backend) does not have. It also matches
+// errors.ErrUnsupported. Tests skip on it; callers fall back or report it.
+var ErrNotSupported = fmt.Errorf("not supported on this platform: %w", errors.ErrUnsupported)
+
+// NotSupported returns an error naming what is missing that wraps ErrNotSupported.
+func NotSupported(what string) error {
+	return fmt.Errorf("%s: %w", what, ErrNotSupported)
+}
+
+// NodeNetwork prepares the node's host side: the OVS bridge and the ports the
+// topology needs, the gateway, the uplink, addresses, MTU and sysctls. Setup
+// is called once at agent start and again whenever the node's configuration
+// changes; each call takes the whole configuration.
+type NodeNetwork interface {
+	Setup(ctx context.Context, cfg NodeConfig) (NodeState, error)
+}
+
+// PodAttacher creates and removes the host-side interface of a pod.
+//
+// Attach creates the interface (or finds it already right, for a retried ADD)
+// and returns the port to plug into OVS; plugging it is the core's business.
+// A failed Attach leaves nothing behind. Detach removes what Attach made and
+// succeeds when it is already gone, also when the pod's network namespace (or
+// compartment) no longer exists. Check reports, without changing anything,
+// how the host differs from pod.
+type PodAttacher interface {
+	Attach(ctx context.Context, pod PodNetwork) (PodInterface, error)
+	Detach(ctx context.Context, ref PodRef) error
+	Check(ctx context.Context, pod PodNetwork) error
+}
+
+// HostRules makes the host's routes and NAT rules match HostState: routes to
+// peer pod CIDRs, the service routes, SNAT of pod traffic leaving the cluster.
+// Every call takes the whole state; what Seine installed earlier and is no
+// longer in it is removed. Rules are applied in one transaction per kind
+// (one iptables-restore per IP family on Linux).
+type HostRules interface {
+	Sync(ctx context.Context, state HostState) error
+}
+
+// Diagnostics writes the OS part of a support bundle: interfaces, addresses,
+// routes, NAT rules, OVS datapath state. It writes as much as it can and
+// returns the errors of the parts it could not collect.
+type Diagnostics interface {
+	Collect(ctx context.Context, w io.Writer) error
+}
+
+// Backend is everything one OS provides. Each backend package has a
+// constructor New(Config) (*Backend, error) with the same signature on every
+// OS; services/<binary>/main_<os>.go is the only place that calls one.
+type Backend interface {
+	NodeNetwork
+	PodAttacher
+	HostRules
+	Diagnostics
+	// Close releases what the backend holds open (netlink sockets, handles).
+	// It does not undo Setup.
+	Close() error
+}
+
+// NodeTeardown is a capability: undo what Setup did (give the uplink back its
+// addresses and routes, remove the ports Setup added) for `seine-agent
+// uninstall`. Find it by type assertion; a backend without it cannot undo.
+type NodeTeardown interface {
+	Teardown(ctx context.Context, cfg NodeConfig) error
+}
+
+// OVSDB is the part of the Open_vSwitch database client a backend uses to
+// build the bridge and its node ports during Setup. *ovsdb.Client satisfies
+// it; platformtest.FakeOVSDB records what it is asked.
+//
+// The core owns the OVSDB connection and hands it to the backend rather than
+// creating the bridge itself, because the order of host and OVS steps is the
+// OS's business: on Windows the HNS network (and with it the Hyper-V switch
+// with the OVS extension) must exist before the bridge can take the uplink; on
+// Linux in the bridged-uplink topology the uplink joins the bridge first and
+// the node's address moves to the bridge's internal port afterwards.
+// Pod ports are plugged by the core, not the backend.
+type OVSDB interface {
+	EnsureBridge(ctx context.Context, cfg ovsdb.BridgeConfig) error
+	EnsurePort(ctx context.Context, bridge string, p ovsdb.PortConfig) error
+	DeletePort(ctx context.Context, name string) error
+	GetPort(ctx context.Context, name string) (ovsdb.PortInfo, error)
+	// PortOfport waits until ovs-vswitchd has given the port an OpenFlow port
+	// number (*ovsdb.InterfaceError when it could not add it).
+	PortOfport(ctx context.Context, name string) (int, error)
+}
