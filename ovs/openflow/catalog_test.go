@@ -59,6 +59,8 @@ func catalog() []catalogFlow {
 	label[15] = 1
 	xx := make([]byte, 16)
 	xx[3], xx[15] = 7, 9
+	xxMask := make([]byte, 16)
+	xxMask[3], xxMask[15] = 0xff, 0x0f
 	flows := []catalogFlow{
 		{"in_port eth ip masked, load resubmit", NewFlow(0, 100).Match(M().IP().InPort(3).EthSrc(mac1).IPSrc(pfx("10.0.0.0/24"))).
 			Actions(A().Load(Reg(0).Range(0, 15), 1).Resubmit(PortInPort, 1)),
@@ -122,6 +124,9 @@ func catalog() []catalogFlow {
 		{"instructions", NewFlow(11, 5).IdleTimeout(30).HardTimeout(60).Flags(FlagSendFlowRem).Match(M().InPort(1)).
 			Actions(A().Meter(3).Output(2).ClearActions().WriteMetadata(0x10, 0xf0).GotoTable(12)),
 			"table=11, idle_timeout=30, hard_timeout=60, send_flow_rem priority=5,in_port=1 actions=meter:3,output:2,clear_actions,write_metadata:0x10/0xf0,goto_table:12"},
+		{"tun_metadata masked, set tun_metadata, xxreg masked", NewFlow(10, 6).Match(M().TunMetadata(1, []byte{0, 0, 0x12, 0}, []byte{0, 0, 0xff, 0}).XXReg(2, xx, xxMask)).
+			Actions(A().SetField(TunMetadata(0), []byte{0, 0, 0, 7}).Output(1)),
+			"table=10, priority=6,reg8=0x7/0xff,reg11=0x9/0xf,tun_metadata1=0x1200/0xff00 actions=set_field:0x7->tun_metadata0,output:1"},
 	}
 	_ = label
 	_ = xx

@@ -51,7 +51,7 @@ func equalLines(t *testing.T, what string, got, want []string) {
 // switch's own flow-stats encoding renders the same text again.
 func TestCatalogAgainstOVS(t *testing.T) {
 	d, c, ctx := testBridge(t, Config{})
-	ofctl(t, ctx, d, "add-tlv-map", "br0", "{class=0xffff,type=0,len=4}->tun_metadata0")
+	ofctl(t, ctx, d, "add-tlv-map", "br0", "{class=0xffff,type=0,len=4}->tun_metadata0,{class=0xffff,type=1,len=4}->tun_metadata1")
 
 	var groupMsgs []Message
 	for _, g := range catalogGroups() {

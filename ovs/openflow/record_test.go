@@ -77,7 +77,7 @@ func TestRecordFuzzSeeds(t *testing.T) {
 		PacketIn: func(p *PacketIn) { pins <- p },
 	}
 	d, c, ctx := testBridge(t, cfg)
-	ofctl(t, ctx, d, "add-tlv-map", "br0", "{class=0xffff,type=0,len=4}->tun_metadata0")
+	ofctl(t, ctx, d, "add-tlv-map", "br0", "{class=0xffff,type=0,len=4}->tun_metadata0,{class=0xffff,type=1,len=4}->tun_metadata1")
 	var gm []Message
 	for _, g := range catalogGroups() {
 		gm = append(gm, AddGroup(g))
