@@ -123,6 +123,25 @@ func TestPacketOutPacketInRoundTrip(t *testing.T) {
 	if len(ps) != 1 || ps[0].PortNo != PortLocal {
 		t.Errorf("port stats = %+v, want the local port", ps)
 	}
+	// reset_counts on a strict modify zeroes the counters; delete by
+	// out_group removes exactly the flow that uses the group.
+	f0 := NewFlow(0, 100).Cookie(0xabc).Flags(FlagResetCounts).Match(NewMatch().UDP().UDPDst(53)).
+		Actions(NewActions().SetReg(0, 0x1234).Load(Reg(5).Range(8, 15), 0x7f).Group(1).GotoTable(1))
+	if err := c.Apply(ctx, ModifyFlowStrict(f0)); err != nil {
+		t.Fatal(err)
+	}
+	if fs, err := c.DumpFlows(ctx, 0, 0, 0); err != nil || len(fs) != 1 || fs[0].PacketCount != 0 {
+		t.Errorf("after modify with reset_counts: %+v, %v", fs, err)
+	}
+	del := DeleteFlows(TableAll, nil, 0, 0)
+	del.OutGroup = 1
+	if err := c.Apply(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	if fs, err := c.DumpFlows(ctx, TableAll, 0, 0); err != nil || len(fs) != 1 || fs[0].Flow.CookieValue() != 0xdef {
+		t.Errorf("after delete by out_group 1: %+v, %v", fs, err)
+	}
+
 	if err := c.Apply(ctx, AddMeter(&MeterEntry{ID: 9, Flags: MeterPktps | MeterCollectStats, Bands: []MeterBand{{Rate: 100}}})); err != nil {
 		t.Fatal(err)
 	}
