@@ -184,6 +184,10 @@ func Lab() error {
 	if err != nil {
 		return err
 	}
+	if _, err := os.Stat("/run/seine-lab/lab.json"); err == nil {
+		fmt.Println("the lab is already up (make lab-down removes it); running the demo on it")
+		return run(nil, "bin/lab", "demo")
+	}
 	args := []string{"up", "--kube-bin", kube}
 	if n := os.Getenv("LAB_NODES"); n != "" {
 		args = append(args, "--nodes", n)

@@ -1,0 +1,186 @@
+// Command lab runs Seine's lab: a real multi-node Kubernetes cluster on one
+// Linux machine (see test/lab/README.md).
+//
+//	lab up [--nodes N] [--windows-nodes K] --kube-bin PATH
+//	lab down | status | kubeconfig | demo
+//	lab exec <namespace/pod> -- command [args...]
+//	lab check <namespace/pod>
+//	lab logs <component>
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/seine-cni/seine/test/lab"
+)
+
+const usage = `usage: lab <command> [flags]
+
+commands:
+  up [--nodes N] [--windows-nodes K] [--kube-bin PATH]   bring the lab up
+  down                      stop everything and remove all the lab made
+  status                    components, nodes and pods
+  kubeconfig                print the admin kubeconfig path (export KUBECONFIG=$(lab kubeconfig))
+  demo [--replicas N]       run a Deployment across the nodes and probe every pod pair
+  exec <ns/pod> -- cmd...   run a command inside a pod's network namespace
+  check <ns/pod>            CNI CHECK for a running pod, as a runtime would call it
+  logs <component>          print a component's log (see lab status for names)
+`
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, os.Args[1], os.Args[2:]); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.ExitCode())
+		}
+		fmt.Fprintln(os.Stderr, "lab:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error {
+	fs := flag.NewFlagSet("lab "+cmd, flag.ExitOnError)
+	stateDir := fs.String("state-dir", "/run/seine-lab", "the lab's state directory")
+	switch cmd {
+	case "up":
+		c := &lab.Config{}
+		fs.IntVar(&c.Nodes, "nodes", 3, "number of nodes")
+		fs.IntVar(&c.WindowsNodes, "windows-nodes", 0, "pose the last K nodes as Windows nodes")
+		fs.StringVar(&c.KubeBin, "kube-bin", os.Getenv("SEINE_LAB_KUBE_BIN"), "the labkube control-plane binary (make kube-binaries builds it)")
+		fs.StringVar(&c.CNIBin, "cni-bin", "", "directory of CNI plugins (default: cni/ beside this binary)")
+		fs.Parse(args)
+		c.StateDir = *stateDir
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		c.LabBin = self
+		if err := lab.Up(ctx, log, c); err != nil {
+			return err
+		}
+		fmt.Printf("lab is up: export KUBECONFIG=%s\n", c.AdminKubeconfig())
+		return nil
+	case "down":
+		fs.Parse(args)
+		return lab.Down(ctx, log, *stateDir)
+	case "kubeconfig":
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		fmt.Println(c.AdminKubeconfig())
+		return nil
+	case "status":
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		return lab.Status(ctx, c, os.Stdout)
+	case "demo":
+		replicas := fs.Int("replicas", 6, "replicas of the demo Deployment")
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		return lab.Demo(ctx, c, os.Stdout, int32(*replicas))
+	case "exec":
+		fs.Parse(args)
+		rest := fs.Args()
+		if len(rest) >= 2 && rest[1] == "--" {
+			rest = append(rest[:1], rest[2:]...)
+		}
+		if len(rest) < 2 {
+			return errors.New("usage: lab exec <ns/pod> -- command [args...]")
+		}
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		return lab.Exec(ctx, c, rest[0], rest[1:], os.Stdin, os.Stdout, os.Stderr)
+	case "check":
+		fs.Parse(args)
+		if fs.NArg() != 1 {
+			return errors.New("usage: lab check <ns/pod>")
+		}
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		return lab.Check(ctx, c, fs.Arg(0))
+	case "logs":
+		fs.Parse(args)
+		if fs.NArg() != 1 {
+			return errors.New("usage: lab logs <component>")
+		}
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		path, err := c.LogPath(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(os.Stdout, f)
+		return err
+
+	// Internal commands: the lab starts these itself.
+	case "kubelet":
+		node := fs.String("node", "", "node name")
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		return lab.RunKubelet(ctx, log, c, *node)
+	case "kubelet-check":
+		node := fs.String("node", "", "node name")
+		uid := fs.String("pod-uid", "", "pod UID")
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		return lab.KubeletCheck(ctx, log, c, *node, *uid)
+	case "api-proxy":
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		var paths []string
+		for _, n := range c.NodeList() {
+			paths = append(paths, c.NetNSPath(n.Name))
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(c.APIPort)
+		return lab.ServeAPIProxy(ctx, log, addr, addr, paths)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}

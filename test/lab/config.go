@@ -1,0 +1,193 @@
+// Package lab runs a real multi-node Kubernetes cluster on one Linux machine
+// without containers: etcd, kube-apiserver, kube-controller-manager and
+// kube-scheduler on loopback; one network namespace per node, each with its
+// own ovsdb-server and ovs-vswitchd and a kubelet stand-in that calls the
+// node's CNI plugin through libcni; a fabric namespace joining the nodes; an
+// external-host namespace standing for the internet.
+//
+// Everything the lab creates lives under one state directory and a few named
+// network namespaces with a common prefix, so Down can remove all of it.
+// See README.md for the topology and the reasons behind it.
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// CNI modes: which plugin the lab's nodes call.
+const (
+	// CNIPtp uses the reference ptp + host-local plugins from
+	// containernetworking/plugins, with static routes between nodes.
+	CNIPtp = "ptp"
+)
+
+// Config says how the lab is laid out. The zero value of a field means its
+// default (see Defaults).
+type Config struct {
+	Nodes            int    `json:"nodes"`
+	StateDir         string `json:"stateDir"`   // everything the lab writes
+	NSPrefix         string `json:"nsPrefix"`   // named network namespaces are <prefix><name>
+	FabricCIDR       string `json:"fabricCIDR"` // node and external-host addresses
+	ClusterCIDR      string `json:"clusterCIDR"`
+	ServiceCIDR      string `json:"serviceCIDR"`
+	NodeCIDRMaskSize int    `json:"nodeCIDRMaskSize"`
+	APIPort          int    `json:"apiPort"`  // kube-apiserver on 127.0.0.1, and in every node namespace
+	EtcdPort         int    `json:"etcdPort"` // client port; peer is EtcdPort+1
+	MTU              int    `json:"mtu"`      // fabric MTU
+	CNI              string `json:"cni"`
+	// WindowsNodes poses the last N nodes as Windows nodes (kubernetes.io/os=windows).
+	WindowsNodes int `json:"windowsNodes"`
+
+	KubeBin string `json:"kubeBin"` // the labkube multi-call binary
+	LabBin  string `json:"labBin"`  // this lab CLI (runs kubelets and the API proxy)
+	CNIBin  string `json:"cniBin"`  // directory with the CNI plugins for CNIPtp
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defs := func(v *string, d string) {
+		if *v == "" {
+			*v = d
+		}
+	}
+	def(&c.Nodes, 3)
+	defs(&c.StateDir, "/run/seine-lab")
+	defs(&c.NSPrefix, "seine-lab-")
+	defs(&c.FabricCIDR, "172.30.0.0/24")
+	defs(&c.ClusterCIDR, "10.244.0.0/16")
+	defs(&c.ServiceCIDR, "10.96.0.0/16")
+	def(&c.NodeCIDRMaskSize, 24)
+	def(&c.APIPort, 16443)
+	def(&c.EtcdPort, 12379)
+	def(&c.MTU, 1500)
+	defs(&c.CNI, CNIPtp)
+}
+
+// Validate reports a configuration the lab cannot build.
+func (c *Config) Validate() error {
+	if c.Nodes < 1 || c.Nodes > 50 {
+		return fmt.Errorf("nodes: %d is outside 1..50", c.Nodes)
+	}
+	if c.WindowsNodes < 0 || c.WindowsNodes > c.Nodes {
+		return fmt.Errorf("windows nodes: %d is outside 0..%d", c.WindowsNodes, c.Nodes)
+	}
+	p, err := netip.ParsePrefix(c.FabricCIDR)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 24 {
+		return fmt.Errorf("fabric CIDR %q: want an IPv4 prefix of /24 or larger", c.FabricCIDR)
+	}
+	for _, s := range []string{c.ClusterCIDR, c.ServiceCIDR} {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			return fmt.Errorf("CIDR %q: %w", s, err)
+		}
+	}
+	if c.CNI != CNIPtp {
+		return fmt.Errorf("cni %q: the lab knows %q", c.CNI, CNIPtp)
+	}
+	return nil
+}
+
+// Node is one simulated node.
+type Node struct {
+	Name string `json:"name"`
+	IP   string `json:"ip"` // on eth0 in the node's namespace
+	OS   string `json:"os"`
+}
+
+// NodeList returns the nodes the configuration describes.
+func (c *Config) NodeList() []Node {
+	base := netip.MustParsePrefix(c.FabricCIDR).Masked().Addr().As4()
+	nodes := make([]Node, c.Nodes)
+	for i := range nodes {
+		ip := base
+		ip[3] = byte(10 + i + 1)
+		os := "linux"
+		if i >= c.Nodes-c.WindowsNodes {
+			os = "windows"
+		}
+		nodes[i] = Node{Name: "node-" + strconv.Itoa(i+1), IP: netip.AddrFrom4(ip).String(), OS: os}
+	}
+	return nodes
+}
+
+// ExternalIP is the external host's address on the fabric.
+func (c *Config) ExternalIP() string {
+	a := netip.MustParsePrefix(c.FabricCIDR).Masked().Addr().As4()
+	a[3] = 254
+	return netip.AddrFrom4(a).String()
+}
+
+// FabricBits is the prefix length of the fabric.
+func (c *Config) FabricBits() int { return netip.MustParsePrefix(c.FabricCIDR).Bits() }
+
+// Paths below the state directory.
+
+func (c *Config) path(p ...string) string {
+	return filepath.Join(append([]string{c.StateDir}, p...)...)
+}
+func (c *Config) PKIDir() string { return c.path("pki") }
+func (c *Config) LogDir() string { return c.path("logs") }
+func (c *Config) PIDDir() string { return c.path("pids") }
+func (c *Config) KubeconfigPath(who string) string {
+	return c.path("kubeconfig", who+".conf")
+}
+func (c *Config) AdminKubeconfig() string    { return c.KubeconfigPath("admin") }
+func (c *Config) NodeDir(node string) string { return c.path("nodes", node) }
+func (c *Config) NodeOVSDir(node string) string {
+	return c.path("nodes", node, "ovs")
+}
+func (c *Config) NodeCNIConfDir(node string) string {
+	return c.path("nodes", node, "cni", "net.d")
+}
+func (c *Config) NodePodNetNSDir(node string) string {
+	return c.path("nodes", node, "netns")
+}
+func (c *Config) NodeKubeletDir(node string) string {
+	return c.path("nodes", node, "kubelet")
+}
+func (c *Config) CNITemplatePath() string { return c.path("cni", "template.conflist") }
+
+// NetNS returns the name of a lab network namespace ("fabric", "ext" or a node name).
+func (c *Config) NetNS(name string) string { return c.NSPrefix + name }
+
+// NetNSPath returns the bind-mount path of a named lab namespace.
+func (c *Config) NetNSPath(name string) string { return "/run/netns/" + c.NetNS(name) }
+
+// APIServerURL is where kube-apiserver listens, both on the machine and,
+// through the lab's API proxy, inside every node namespace.
+func (c *Config) APIServerURL() string { return fmt.Sprintf("https://127.0.0.1:%d", c.APIPort) }
+
+func (c *Config) stateFile() string { return c.path("lab.json") }
+
+// Save records the configuration the lab was brought up with, so that later
+// commands (status, exec, down) need no flags.
+func (c *Config) Save() error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(c.stateFile(), b, 0o644)
+}
+
+// Load reads the configuration of the running lab in stateDir.
+func Load(stateDir string) (*Config, error) {
+	c := &Config{StateDir: stateDir}
+	c.Defaults()
+	b, err := os.ReadFile(c.stateFile())
+	if err != nil {
+		return nil, fmt.Errorf("no lab in %s (is it up?): %w", c.StateDir, err)
+	}
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("read %s: %w", c.stateFile(), err)
+	}
+	return c, nil
+}

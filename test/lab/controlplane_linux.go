@@ -1,0 +1,142 @@
+package lab
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+func (c *Config) pki(name string) string { return filepath.Join(c.PKIDir(), name) }
+
+func (c *Config) etcdURL() string { return "http://127.0.0.1:" + strconv.Itoa(c.EtcdPort) }
+
+func (c *Config) controlPlane() []component {
+	kube := func(name string, args ...string) component {
+		return component{name: name, argv: append([]string{c.KubeBin, name}, args...)}
+	}
+	peer := "http://127.0.0.1:" + strconv.Itoa(c.EtcdPort+1)
+	return []component{
+		kube("etcd",
+			"--name=lab", "--data-dir="+filepath.Join(c.StateDir, "etcd"),
+			"--listen-client-urls="+c.etcdURL(), "--advertise-client-urls="+c.etcdURL(),
+			"--listen-peer-urls="+peer, "--initial-advertise-peer-urls="+peer,
+			"--initial-cluster=lab="+peer, "--log-level=warn",
+			// The lab's data is thrown away at `lab down`; durability buys nothing.
+			"--unsafe-no-fsync"),
+		kube("kube-apiserver",
+			"--etcd-servers="+c.etcdURL(),
+			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(c.APIPort),
+			"--advertise-address=127.0.0.1",
+			"--tls-cert-file="+c.pki("apiserver.crt"), "--tls-private-key-file="+c.pki("apiserver.key"),
+			"--client-ca-file="+c.pki("ca.crt"),
+			"--token-auth-file="+c.pki("tokens.csv"),
+			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+			"--service-account-key-file="+c.pki("sa.pub"),
+			"--service-account-signing-key-file="+c.pki("sa.key"),
+			"--service-cluster-ip-range="+c.ServiceCIDR,
+			"--authorization-mode=Node,RBAC",
+			"--enable-admission-plugins=NodeRestriction",
+			"--allow-privileged=true",
+			"--profiling=false"),
+		kube("kube-controller-manager",
+			"--kubeconfig="+c.KubeconfigPath("kube-controller-manager"),
+			"--authentication-kubeconfig="+c.KubeconfigPath("kube-controller-manager"),
+			"--authorization-kubeconfig="+c.KubeconfigPath("kube-controller-manager"),
+			"--bind-address=127.0.0.1", "--secure-port=0",
+			"--leader-elect=false",
+			"--allocate-node-cidrs=true",
+			"--cluster-cidr="+c.ClusterCIDR,
+			"--node-cidr-mask-size="+strconv.Itoa(c.NodeCIDRMaskSize),
+			"--service-cluster-ip-range="+c.ServiceCIDR,
+			"--root-ca-file="+c.pki("ca.crt"),
+			"--service-account-private-key-file="+c.pki("sa.key"),
+			"--use-service-account-credentials=true",
+			"--profiling=false"),
+		kube("kube-scheduler",
+			"--kubeconfig="+c.KubeconfigPath("kube-scheduler"),
+			"--authentication-kubeconfig="+c.KubeconfigPath("kube-scheduler"),
+			"--authorization-kubeconfig="+c.KubeconfigPath("kube-scheduler"),
+			"--bind-address=127.0.0.1", "--secure-port=0",
+			"--leader-elect=false", "--profiling=false"),
+	}
+}
+
+// waitHTTP polls url until it answers 200 or the component dies.
+func (c *Config) waitHTTP(ctx context.Context, comp, url string, client *http.Client, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		if c.componentPID(comp) == 0 {
+			return fmt.Errorf("%s exited; see %s", comp, filepath.Join(c.LogDir(), comp+".log"))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready at %s after %s: %s", comp, url, timeout, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// adminHTTP is an HTTP client that trusts the lab CA and presents the admin
+// token, for readiness probes.
+func (c *Config) adminHTTP() (*http.Client, error) {
+	ca, err := os.ReadFile(c.pki("ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}, nil
+}
+
+// startControlPlane starts etcd, kube-apiserver, the API proxy,
+// kube-controller-manager and kube-scheduler, each once the previous one it
+// depends on is ready.
+func (c *Config) startControlPlane(ctx context.Context) error {
+	comps := c.controlPlane()
+	if err := c.startComponent(comps[0]); err != nil {
+		return err
+	}
+	plain := &http.Client{Timeout: 2 * time.Second}
+	if err := c.waitHTTP(ctx, "etcd", c.etcdURL()+"/health", plain, 60*time.Second); err != nil {
+		return err
+	}
+	if err := c.startComponent(comps[1]); err != nil {
+		return err
+	}
+	tlsClient, err := c.adminHTTP()
+	if err != nil {
+		return err
+	}
+	// /readyz is open to anonymous users through the system:public-info-viewer role.
+	if err := c.waitHTTP(ctx, "kube-apiserver", c.APIServerURL()+"/readyz", tlsClient, 120*time.Second); err != nil {
+		return err
+	}
+	if err := c.startComponent(component{name: "api-proxy", argv: []string{c.LabBin, "api-proxy", "--state-dir", c.StateDir}}); err != nil {
+		return err
+	}
+	for _, comp := range comps[2:] {
+		if err := c.startComponent(comp); err != nil {
+			return err
+		}
+	}
+	return nil
+}

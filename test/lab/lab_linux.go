@@ -1,0 +1,285 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/seine-cni/seine/test/lab/netns"
+	"github.com/seine-cni/seine/test/ovsdaemon"
+)
+
+// ErrAlreadyUp is returned by Up when the state directory holds a lab.
+var ErrAlreadyUp = errors.New("a lab is already up")
+
+// Up brings the whole lab up and returns when every node is Ready with a
+// podCIDR and the default ServiceAccount exists (pods can be created). On
+// failure it tears down what it made.
+func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(c.stateFile()); err == nil {
+		return fmt.Errorf("%w in %s: run `lab down` first", ErrAlreadyUp, c.StateDir)
+	}
+	if left := c.labNamespaces(ctx); len(left) > 0 {
+		return fmt.Errorf("namespaces %v are left from an earlier lab: run `lab down` first", left)
+	}
+	for _, f := range []*string{&c.KubeBin, &c.LabBin} {
+		if *f == "" {
+			return errors.New("the labkube and lab binaries must be given")
+		}
+		if *f, err = filepath.Abs(*f); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(c.StateDir, 0o755); err != nil {
+		return err
+	}
+	if err := c.Save(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			log.Error("lab up failed; tearing down", "err", err)
+			if derr := Down(context.WithoutCancel(ctx), log, c.StateDir); derr != nil {
+				log.Error("tear down", "err", derr)
+			}
+		}
+	}()
+	start := time.Now()
+	if err := c.writePKI(); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	if err := c.createTopology(ctx); err != nil {
+		return fmt.Errorf("topology: %w", err)
+	}
+	log.Info("topology ready", "nodes", c.Nodes, "elapsed", time.Since(start).Round(time.Millisecond))
+	if err := c.startControlPlane(ctx); err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	log.Info("control plane ready", "elapsed", time.Since(start).Round(time.Millisecond))
+	if err := c.writeCNITemplate(); err != nil {
+		return err
+	}
+	for _, n := range c.NodeList() {
+		if err := c.startNode(ctx, n); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	cs, err := c.Client("admin")
+	if err != nil {
+		return err
+	}
+	nodes, err := c.waitNodesReady(ctx, cs, 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	if err := c.routePodCIDRs(ctx, nodes); err != nil {
+		return err
+	}
+	if err := waitServiceAccount(ctx, cs, 2*time.Minute); err != nil {
+		return err
+	}
+	log.Info("lab up", "nodes", c.Nodes, "elapsed", time.Since(start).Round(time.Millisecond), "kubeconfig", c.AdminKubeconfig())
+	return nil
+}
+
+// startNode starts the node's own OVS and its kubelet stand-in.
+func (c *Config) startNode(ctx context.Context, n Node) error {
+	for _, d := range []string{c.NodeCNIConfDir(n.Name), c.NodePodNetNSDir(n.Name), c.NodeKubeletDir(n.Name)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if _, err := ovsdaemon.Start(ctx, ovsdaemon.Options{Dir: c.NodeOVSDir(n.Name), NetNS: c.NetNSPath(n.Name), Detach: true}); err != nil {
+		return fmt.Errorf("ovs: %w", err)
+	}
+	return c.startComponent(component{
+		name:  "kubelet-" + n.Name,
+		netns: c.NetNSPath(n.Name),
+		argv:  []string{c.LabBin, "kubelet", "--state-dir", c.StateDir, "--node", n.Name},
+	})
+}
+
+// waitNodesReady waits until every lab node is Ready and has a podCIDR.
+func (c *Config) waitNodesReady(ctx context.Context, cs kubernetes.Interface, timeout time.Duration) ([]corev1.Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	want := c.NodeList()
+	for {
+		var ready []corev1.Node
+		var waiting []string
+		for _, n := range want {
+			node, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			switch {
+			case err != nil:
+				waiting = append(waiting, n.Name+": "+shortErr(err))
+			case node.Spec.PodCIDR == "":
+				waiting = append(waiting, n.Name+": no podCIDR")
+			case !NodeReady(node):
+				waiting = append(waiting, n.Name+": not Ready")
+			default:
+				ready = append(ready, *node)
+			}
+		}
+		if len(waiting) == 0 {
+			return ready, nil
+		}
+		for _, n := range want {
+			if c.componentPID("kubelet-"+n.Name) == 0 {
+				return nil, fmt.Errorf("kubelet of %s exited; see `lab logs kubelet-%s`", n.Name, n.Name)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("nodes not ready after %s: %s", timeout, strings.Join(waiting, "; "))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// NodeReady reports the node's Ready condition.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func shortErr(err error) string {
+	if apierrors.IsNotFound(err) {
+		return "not registered"
+	}
+	return err.Error()
+}
+
+// waitServiceAccount waits for the token controller's "default"
+// ServiceAccount, without which the apiserver refuses pods.
+func waitServiceAccount(ctx context.Context, cs kubernetes.Interface, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("default ServiceAccount not created after %s: %w", timeout, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Down stops everything the lab in stateDir started and removes what it
+// created: processes, OVS instances, pod namespace mounts, named namespaces
+// (with their links) and the state directory. It works on a half-built lab
+// and on no lab at all.
+func Down(ctx context.Context, log *slog.Logger, stateDir string) error {
+	c, err := Load(stateDir)
+	if err != nil {
+		c = &Config{StateDir: stateDir}
+		c.Defaults()
+	}
+	var errs []error
+	// Kubelets first, so nothing recreates pod sandboxes while we remove them.
+	names := c.components()
+	for _, name := range names {
+		if strings.HasPrefix(name, "kubelet-") || strings.HasPrefix(name, "agent-") {
+			errs = appendErr(errs, c.stopComponent(name, 10*time.Second))
+		}
+	}
+	for _, name := range c.components() {
+		errs = appendErr(errs, c.stopComponent(name, 10*time.Second))
+	}
+	nodeDirs, _ := filepath.Glob(filepath.Join(stateDir, "nodes", "*", "ovs"))
+	for _, dir := range nodeDirs {
+		if d, err := ovsdaemon.Attach(dir); err == nil {
+			errs = appendErr(errs, d.Stop(ctx))
+		}
+	}
+	errs = appendErr(errs, unmountUnder(stateDir))
+	errs = appendErr(errs, c.removeNamespaces(ctx))
+	errs = appendErr(errs, os.RemoveAll(stateDir))
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	log.Info("lab down", "stateDir", stateDir)
+	return nil
+}
+
+func appendErr(errs []error, err error) []error {
+	if err != nil {
+		return append(errs, err)
+	}
+	return errs
+}
+
+// unmountUnder removes every mount below dir (pod network namespaces bind-
+// mounted by the kubelets), deepest first.
+func unmountUnder(dir string) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	mounts, err := mountsUnder(f, dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for i := len(mounts) - 1; i >= 0; i-- {
+		errs = appendErr(errs, netns.Remove(mounts[i]))
+	}
+	return errors.Join(errs...)
+}
+
+// mountsUnder returns the mount points below dir in mountinfo order.
+func mountsUnder(r io.Reader, dir string) ([]string, error) {
+	dir = filepath.Clean(dir) + "/"
+	var out []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			out = append(out, unescapeMount(f[4]))
+		}
+	}
+	return out, sc.Err()
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

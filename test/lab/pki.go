@@ -1,0 +1,178 @@
+package lab
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// identity is a user of the lab's kube-apiserver, authenticated by a static
+// token (kube-apiserver's --token-auth-file).
+type identity struct {
+	name   string // kubeconfig file name
+	user   string
+	groups []string
+}
+
+func (c *Config) identities() []identity {
+	ids := []identity{
+		{"admin", "lab-admin", []string{"system:masters"}},
+		{"kube-controller-manager", "system:kube-controller-manager", nil},
+		{"kube-scheduler", "system:kube-scheduler", nil},
+	}
+	for _, n := range c.NodeList() {
+		ids = append(ids, identity{n.Name, "system:node:" + n.Name, []string{"system:nodes"}})
+	}
+	return ids
+}
+
+// writePKI creates the CA, the apiserver's serving certificate, the service
+// account key pair, the token file and one kubeconfig per identity.
+func (c *Config) writePKI() error {
+	dir := c.PKIDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(c.AdminKubeconfig()), 0o700); err != nil {
+		return err
+	}
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now().Add(-time.Hour)
+	caTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "seine-lab-ca"},
+		NotBefore:             now,
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	svcIP, err := firstServiceIP(c.ServiceCIDR)
+	if err != nil {
+		return err
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore:    now,
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.IP(svcIP.AsSlice())},
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	// Service account tokens are signed with RSA, which every client verifies.
+	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	saPub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+	if err != nil {
+		return err
+	}
+	caKeyDER, _ := x509.MarshalECPrivateKey(caKey)
+	srvKeyDER, _ := x509.MarshalECPrivateKey(srvKey)
+	files := map[string][]byte{
+		"ca.crt":        pemBlock("CERTIFICATE", caDER),
+		"ca.key":        pemBlock("EC PRIVATE KEY", caKeyDER),
+		"apiserver.crt": pemBlock("CERTIFICATE", srvDER),
+		"apiserver.key": pemBlock("EC PRIVATE KEY", srvKeyDER),
+		"sa.key":        pemBlock("RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)),
+		"sa.pub":        pemBlock("PUBLIC KEY", saPub),
+	}
+	var tokens strings.Builder
+	for _, id := range c.identities() {
+		tok := randomHex(16)
+		fmt.Fprintf(&tokens, "%s,%s,%s,\"%s\"\n", tok, id.user, id.user, strings.Join(id.groups, ","))
+		if err := os.WriteFile(c.KubeconfigPath(id.name), c.kubeconfig(id.user, tok, files["ca.crt"]), 0o600); err != nil {
+			return err
+		}
+	}
+	files["tokens.csv"] = []byte(tokens.String())
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) kubeconfig(user, token string, caPEM []byte) []byte {
+	// The CA is embedded so a kubeconfig can be copied off the machine's
+	// state directory and still work.
+	return fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters:
+- name: seine-lab
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: %s
+  user:
+    token: %s
+contexts:
+- name: seine-lab
+  context:
+    cluster: seine-lab
+    user: %s
+current-context: seine-lab
+`, c.APIServerURL(), b64(caPEM), user, token, user)
+}
+
+// firstServiceIP is the ClusterIP of the "kubernetes" Service.
+func firstServiceIP(cidr string) (netip.Addr, error) {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return p.Masked().Addr().Next(), nil
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	return n
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
