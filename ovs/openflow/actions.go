@@ -50,22 +50,22 @@ type Action interface {
 
 // Actions builds the instructions of a flow: an apply-actions list plus the
 // optional clear_actions, write_metadata and goto_table instructions.
-// The zero value is not ready; use NewActions.
+// The zero value is an empty list; NewActions preallocates.
 type Actions struct {
 	apply     []byte
 	clear     bool
 	writeMeta bool
 	meta      [2]uint64
-	gotoTable int16
+	gotoTable uint16 // table+1; 0: no goto_table
 }
 
 // NewActions returns an empty action list (a flow with no actions drops).
-func NewActions() *Actions { return &Actions{apply: make([]byte, 0, 64), gotoTable: -1} }
+func NewActions() *Actions { return &Actions{apply: make([]byte, 0, 64)} }
 
 // Reset empties the list for reuse.
 func (a *Actions) Reset() *Actions {
 	a.apply = a.apply[:0]
-	a.clear, a.writeMeta, a.gotoTable = false, false, -1
+	a.clear, a.writeMeta, a.gotoTable = false, false, 0
 	return a
 }
 
@@ -74,7 +74,7 @@ func (a *Actions) Append(acts ...Action) *Actions {
 	for _, x := range acts {
 		switch v := x.(type) {
 		case GotoTable:
-			a.gotoTable = int16(v)
+			a.gotoTable = uint16(v) + 1
 		case ClearActions:
 			a.clear = true
 		case WriteMetadata:
@@ -202,7 +202,7 @@ func (a *Actions) ResubmitCT(port uint32, table uint8) *Actions {
 }
 
 // GotoTable continues processing in table t (an instruction, always last).
-func (a *Actions) GotoTable(t uint8) *Actions { a.gotoTable = int16(t); return a }
+func (a *Actions) GotoTable(t uint8) *Actions { a.gotoTable = uint16(t) + 1; return a }
 
 // ClearActions clears the action set (an instruction).
 func (a *Actions) ClearActions() *Actions { a.clear = true; return a }
@@ -275,8 +275,8 @@ func (a *Actions) appendInstructions(b []byte) []byte {
 		b = u64(b, a.meta[0])
 		b = u64(b, a.meta[1])
 	}
-	if a.gotoTable >= 0 {
-		b = append(b, 0, byte(itGotoTable), 0, 8, byte(a.gotoTable), 0, 0, 0)
+	if a.gotoTable > 0 {
+		b = append(b, 0, byte(itGotoTable), 0, 8, byte(a.gotoTable-1), 0, 0, 0)
 	}
 	return b
 }
@@ -292,7 +292,7 @@ func (a *Actions) instructionsLen() int {
 	if a.writeMeta {
 		n += 24
 	}
-	if a.gotoTable >= 0 {
+	if a.gotoTable > 0 {
 		n += 8
 	}
 	return n

@@ -33,13 +33,15 @@ type CT struct {
 	zone          uint16
 	zoneSrc       *Subfield
 	table         uint8
+	recirculate   bool // table is set; otherwise no recirculation
 	alg           uint16
 	nat           *NAT
 	exec          []byte // encoded nested actions
 }
 
 // NewCT returns a ct action without commit, in zone 0, without recirculation.
-func NewCT() *CT { return &CT{table: TableAll} }
+// The zero CT is the same.
+func NewCT() *CT { return &CT{} }
 
 // Commit commits the connection.
 func (c *CT) Commit() *CT { c.commit = true; return c }
@@ -54,7 +56,7 @@ func (c *CT) Zone(z uint16) *CT { c.zone, c.zoneSrc = z, nil; return c }
 func (c *CT) ZoneField(sf Subfield) *CT { c.zoneSrc = &sf; return c }
 
 // Table recirculates the packet to table t after conntrack.
-func (c *CT) Table(t uint8) *CT { c.table = t; return c }
+func (c *CT) Table(t uint8) *CT { c.table, c.recirculate = t, true; return c }
 
 // Alg sets an application layer gateway port (21 ftp, 69 tftp).
 func (c *CT) Alg(port uint16) *CT { c.alg = port; return c }
@@ -83,7 +85,11 @@ func (c *CT) appendTo(b []byte) []byte {
 		b = u32(b, 0)
 		b = u16(b, c.zone)
 	}
-	b = append(b, c.table, 0, 0, 0)
+	table := TableAll
+	if c.recirculate {
+		table = c.table
+	}
+	b = append(b, table, 0, 0, 0)
 	b = u16(b, c.alg)
 	if c.nat != nil {
 		b = c.nat.appendTo(b)
@@ -98,7 +104,7 @@ func decodeCT(body []byte) (Action, error) {
 	if len(body) < 14 {
 		return nil, errShort("ct", 14, len(body))
 	}
-	c := &CT{table: body[8], alg: be.Uint16(body[12:])}
+	c := &CT{table: body[8], recirculate: body[8] != TableAll, alg: be.Uint16(body[12:])}
 	flags := be.Uint16(body)
 	c.commit, c.force = flags&ctFlagCommit != 0, flags&ctFlagForce != 0
 	if src := be.Uint32(body[2:]); src != 0 {
@@ -129,7 +135,7 @@ func (c *CT) String() string {
 	if c.force {
 		parts = append(parts, "force")
 	}
-	if c.table != TableAll {
+	if c.recirculate {
 		parts = append(parts, "table="+strconv.Itoa(int(c.table)))
 	}
 	if c.zoneSrc != nil {
