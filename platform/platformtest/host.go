@@ -1,0 +1,168 @@
+package platformtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/seine-cni/seine/platform"
+)
+
+// FakeHostRules is a platform.HostRules that keeps the last synced state and
+// logs each Sync as the rules it added (+) and removed (-), like a backend
+// that diffs against what it installed.
+type FakeHostRules struct {
+	recorder
+	rules []string
+}
+
+var _ platform.HostRules = (*FakeHostRules)(nil)
+
+// NewFakeHostRules returns a fake with no rules.
+func NewFakeHostRules() *FakeHostRules { return &FakeHostRules{} }
+
+// Sync validates s and replaces the rules with those of s.
+func (f *FakeHostRules) Sync(_ context.Context, s platform.HostState) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fault("Sync"); err != nil {
+		f.logf("Sync: error: %v", err)
+		return err
+	}
+	if err := s.Validate(); err != nil {
+		f.logf("Sync: error: %v", err)
+		return err
+	}
+	rules := RenderHostState(s)
+	var diff []string
+	for _, r := range f.rules {
+		if !slices.Contains(rules, r) {
+			diff = append(diff, "-"+r)
+		}
+	}
+	for _, r := range rules {
+		if !slices.Contains(f.rules, r) {
+			diff = append(diff, "+"+r)
+		}
+	}
+	f.rules = rules
+	if len(diff) == 0 {
+		f.logf("Sync (no change)")
+		return nil
+	}
+	f.logf("Sync: %s", strings.Join(diff, "; "))
+	return nil
+}
+
+// Dump returns the current rules, one per line, sorted.
+func (f *FakeHostRules) Dump() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.rules) == 0 {
+		return ""
+	}
+	return strings.Join(f.rules, "\n") + "\n"
+}
+
+// RenderHostState renders s as sorted rule lines in a backend-neutral form:
+//
+//	route 10.244.2.0/24 via 192.168.1.12
+//	route 10.244.3.0/24 via 10.244.3.1 dev seine-gw0 onlink
+//	neigh 169.254.0.253 lladdr aa:bb:cc:dd:ee:ff dev seine-gw0
+//	snat 10.244.1.0/24 to 192.168.1.11 except 10.244.0.0/16 and out seine-gw0
+func RenderHostState(s platform.HostState) []string {
+	var out []string
+	for _, r := range s.PeerRoutes {
+		if r.GatewayIP.IsValid() {
+			out = append(out, fmt.Sprintf("route %s via %s dev %s onlink", r.PodCIDR, r.GatewayIP, s.Gateway))
+		} else {
+			out = append(out, fmt.Sprintf("route %s via %s", r.PodCIDR, r.NodeIP))
+		}
+	}
+	for _, r := range s.ServiceRoutes {
+		if r.NextHop.IsValid() {
+			out = append(out, fmt.Sprintf("route %s via %s dev %s onlink", r.CIDR, r.NextHop, s.Gateway),
+				fmt.Sprintf("neigh %s lladdr %s dev %s", r.NextHop, s.ServiceNextHopMAC, s.Gateway))
+		} else {
+			out = append(out, fmt.Sprintf("route %s dev %s", r.CIDR, s.Gateway))
+		}
+	}
+	if !s.NoSNAT {
+		for _, p := range s.PodCIDRs {
+			to := "masquerade"
+			if ip := s.SNATIP(p.Addr().Is6()); ip.IsValid() {
+				to = "to " + ip.String()
+			}
+			var except []string
+			for _, c := range s.ClusterCIDRs {
+				if c.Addr().Is6() == p.Addr().Is6() {
+					except = append(except, c.String())
+				}
+			}
+			if s.Gateway != "" {
+				except = append(except, "out "+s.Gateway)
+			}
+			line := fmt.Sprintf("snat %s %s", p, to)
+			if len(except) > 0 {
+				line += " except " + strings.Join(except, " and ")
+			}
+			out = append(out, line)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// FakeDiagnostics is a platform.Diagnostics that writes Text.
+type FakeDiagnostics struct {
+	recorder
+	Text string
+}
+
+var _ platform.Diagnostics = (*FakeDiagnostics)(nil)
+
+// Collect writes Text to w.
+func (f *FakeDiagnostics) Collect(_ context.Context, w io.Writer) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fault("Collect"); err != nil {
+		f.logf("Collect: error: %v", err)
+		return err
+	}
+	f.logf("Collect")
+	_, err := io.WriteString(w, f.Text)
+	return err
+}
+
+// FakeBackend is every fake together, as a platform.Backend. Its Log, Dump
+// and FailNext are the parts' (b.FakePodAttacher.Log()).
+type FakeBackend struct {
+	*FakeNodeNetwork
+	*FakePodAttacher
+	*FakeHostRules
+	*FakeDiagnostics
+	// Closed is set by Close.
+	Closed bool
+}
+
+var _ platform.Backend = (*FakeBackend)(nil)
+
+// NewFakeBackend returns the fakes over a fresh FakeOVSDB, with uplink eth0
+// holding uplinkIPs.
+func NewFakeBackend(uplinkIPs ...netip.Prefix) *FakeBackend {
+	return &FakeBackend{
+		FakeNodeNetwork: NewFakeNodeNetwork(nil, uplinkIPs...),
+		FakePodAttacher: NewFakePodAttacher(),
+		FakeHostRules:   NewFakeHostRules(),
+		FakeDiagnostics: &FakeDiagnostics{},
+	}
+}
+
+// Close marks the backend closed.
+func (b *FakeBackend) Close() error {
+	b.Closed = true
+	return nil
+}
