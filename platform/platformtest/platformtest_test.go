@@ -30,8 +30,12 @@ func equal(t *testing.T, what, got, want string) {
 func TestFakeOVSDB(t *testing.T) {
 	db := NewFakeOVSDB()
 	steps := []func() error{
-		func() error { return db.EnsureBridge(ctx, ovsdb.BridgeConfig{Name: "br-int", DatapathType: ovsdb.DatapathNetdev}) },
-		func() error { return db.EnsureBridge(ctx, ovsdb.BridgeConfig{Name: "br-int", DatapathType: ovsdb.DatapathNetdev}) },
+		func() error {
+			return db.EnsureBridge(ctx, ovsdb.BridgeConfig{Name: "br-int", DatapathType: ovsdb.DatapathNetdev})
+		},
+		func() error {
+			return db.EnsureBridge(ctx, ovsdb.BridgeConfig{Name: "br-int", DatapathType: ovsdb.DatapathNetdev})
+		},
 		func() error {
 			return db.EnsurePort(ctx, "br-int", ovsdb.PortConfig{Name: "seine-gw0", Type: ovsdb.TypeInternal, MTURequest: 1450})
 		},
