@@ -264,9 +264,13 @@ func (c *Conn) readLoop() {
 func (c *Conn) dispatch(h Header, m Message) {
 	switch m := m.(type) {
 	case *EchoRequest:
-		if err := c.sendXid(&EchoReply{Data: m.Data}, h.Xid); err != nil {
-			c.fail(err)
-		}
+		// Reply off the reader goroutine: a long bundle write may hold the
+		// writer, and the reader must keep draining the switch meanwhile.
+		go func() {
+			if err := c.sendXid(&EchoReply{Data: m.Data}, h.Xid); err != nil {
+				c.fail(err)
+			}
+		}()
 		return
 	case *EchoReply:
 		return
