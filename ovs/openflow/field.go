@@ -76,7 +76,8 @@ func newField(name, nxmName string, oxm, nxm uint32, bytes uint8, kind fmtKind) 
 // The match fields this package knows. Each one can be matched, set (where
 // OVS allows) and used as a subfield.
 var (
-	FieldInPort      = newField("in_port", "OXM_OF_IN_PORT", hdr(classOXM, 0), 0, 4, fmtPort)
+	FieldInPort = newField("in_port", "OXM_OF_IN_PORT", hdr(classOXM, 0), 0, 4, fmtPort)
+	// FieldInPort16 is NXM_OF_IN_PORT, the 16-bit in_port OVS uses in learn specs and moves.
 	FieldInPort16    = newField("in_port", "NXM_OF_IN_PORT", hdr(classNXM0, 0), 0, 2, fmtPort)
 	FieldMetadata    = newField("metadata", "OXM_OF_METADATA", hdr(classOXM, 2), 0, 8, fmtHex)
 	FieldEthDst      = newField("eth_dst", "NXM_OF_ETH_DST", hdr(classOXM, 3), hdr(classNXM0, 1), 6, fmtEth)
