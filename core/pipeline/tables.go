@@ -1,0 +1,82 @@
+// Package pipeline builds Seine's OpenFlow pipeline: the tables, the
+// register map, the cookie scheme, and pure functions from desired state
+// (node config, local pods, peer nodes) to flows. Nothing here does I/O;
+// the agent installs the flows through ovs/openflow in one bundle.
+//
+// README.md lists every table in the order a packet meets them.
+package pipeline
+
+import (
+	"fmt"
+	"net"
+)
+
+// Table is an OpenFlow table of the pipeline. The numbers leave gaps so
+// that later tables (session affinity, endpoint DNAT, policy tiers) can be
+// inserted without renumbering the others.
+type Table uint8
+
+// The tables in the order a packet meets them.
+const (
+	// Classifier sorts packets by in_port: pods, gateway, tunnel, uplink
+	// and host; it forwards uplink <-> host traffic of a bridged uplink.
+	Classifier Table = 0
+	// SpoofGuard checks the source IP+MAC (IP) or sender IP+MAC (ARP) of
+	// packets from pod ports; gateway packets pass.
+	SpoofGuard Table = 10
+	// ARPResponder answers ARP requests for the gateway, local pods and
+	// (encap) peer gateways; other ARP goes on to L2 forwarding.
+	ARPResponder Table = 20
+	// ConntrackZone sends IP packets through conntrack in CtZone.
+	ConntrackZone Table = 30
+	// ConntrackState drops packets conntrack finds invalid.
+	ConntrackState Table = 31
+	// ServiceLB is reserved for service load balancing (tables 40-49).
+	ServiceLB Table = 40
+	// EgressPolicy is reserved for egress NetworkPolicy (tables 50-59).
+	EgressPolicy Table = 50
+	// L3Forwarding picks the next hop by destination IP and rewrites MACs.
+	L3Forwarding Table = 60
+	// L3DecTTL decrements the TTL of packets the pipeline routed, unless the
+	// host already did (packets from the gateway).
+	L3DecTTL Table = 61
+	// L2ForwardingCalc maps the destination MAC to the output port (reg1).
+	L2ForwardingCalc Table = 70
+	// IngressPolicy is reserved for ingress NetworkPolicy (tables 80-89).
+	IngressPolicy Table = 80
+	// ConntrackCommit commits new connections in CtZone.
+	ConntrackCommit Table = 90
+	// Output sends the packet to the port in reg1.
+	Output Table = 100
+)
+
+// Tables lists the tables in pipeline order.
+var Tables = []Table{
+	Classifier, SpoofGuard, ARPResponder, ConntrackZone, ConntrackState, ServiceLB, EgressPolicy,
+	L3Forwarding, L3DecTTL, L2ForwardingCalc, IngressPolicy, ConntrackCommit, Output,
+}
+
+var tableNames = map[Table]string{
+	Classifier: "Classifier", SpoofGuard: "SpoofGuard", ARPResponder: "ARPResponder",
+	ConntrackZone: "ConntrackZone", ConntrackState: "ConntrackState", ServiceLB: "ServiceLB",
+	EgressPolicy: "EgressPolicy", L3Forwarding: "L3Forwarding", L3DecTTL: "L3DecTTL",
+	L2ForwardingCalc: "L2ForwardingCalc", IngressPolicy: "IngressPolicy",
+	ConntrackCommit: "ConntrackCommit", Output: "Output",
+}
+
+func (t Table) String() string {
+	if n, ok := tableNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("table%d", uint8(t))
+}
+
+// CtZone is the conntrack zone of pod traffic.
+const CtZone uint16 = 0xfff0
+
+// GlobalVirtualMAC is the destination MAC of every packet sent into the
+// tunnel, and the MAC the ARP responder gives the host for a peer's gateway
+// IP. The receiving node rewrites it to the destination pod's MAC, so no
+// node needs to know another node's gateway MAC. It is a locally
+// administered unicast address ("SEINE" in ASCII after 02).
+var GlobalVirtualMAC = net.HardwareAddr{0x02, 0x53, 0x45, 0x49, 0x4e, 0x45}

@@ -1,0 +1,207 @@
+package pipeline
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/seine-cni/seine/ovs/openflow"
+)
+
+// Packet is what the tracer sends through the flows: Ethernet plus either
+// ARP or IPv4 with an optional TCP/UDP/ICMP header, and the metadata a
+// packet can arrive with (tunnel fields when it comes from a tunnel port).
+type Packet struct {
+	InPort         uint32
+	EthSrc, EthDst net.HardwareAddr
+	EthType        uint16 // EthIPv4 or EthARP
+
+	ARPOp          uint16
+	ARPSPA, ARPTPA netip.Addr
+	ARPSHA, ARPTHA net.HardwareAddr
+
+	IPSrc, IPDst     netip.Addr
+	IPProto          uint8
+	TTL              uint8
+	SrcPort, DstPort uint16 // TCP and UDP
+	TCPFlags         uint16
+	ICMPType         uint8
+	ICMPCode         uint8
+
+	TunSrc, TunDst netip.Addr
+	TunID          uint64
+
+	// CTInvalid makes conntrack find the packet invalid (a stray segment).
+	CTInvalid bool
+}
+
+// Ethernet types and IP protocols the tracer knows.
+const (
+	EthIPv4 uint16 = 0x0800
+	EthARP  uint16 = 0x0806
+
+	ProtoICMP uint8 = 1
+	ProtoTCP  uint8 = 6
+	ProtoUDP  uint8 = 17
+)
+
+// TCPPacket is a TCP SYN from src to dst with TTL 64.
+func TCPPacket(inPort uint32, ethSrc, ethDst net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) Packet {
+	return Packet{InPort: inPort, EthSrc: ethSrc, EthDst: ethDst, EthType: EthIPv4, IPSrc: src, IPDst: dst,
+		IPProto: ProtoTCP, TTL: 64, SrcPort: sport, DstPort: dport, TCPFlags: 0x002}
+}
+
+// UDPPacket is a UDP datagram from src to dst with TTL 64.
+func UDPPacket(inPort uint32, ethSrc, ethDst net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) Packet {
+	return Packet{InPort: inPort, EthSrc: ethSrc, EthDst: ethDst, EthType: EthIPv4, IPSrc: src, IPDst: dst,
+		IPProto: ProtoUDP, TTL: 64, SrcPort: sport, DstPort: dport}
+}
+
+// ARPRequest is a broadcast "who has target, tell sender".
+func ARPRequest(inPort uint32, mac net.HardwareAddr, sender, target netip.Addr) Packet {
+	return Packet{InPort: inPort, EthSrc: mac, EthDst: broadcastMAC, EthType: EthARP, ARPOp: 1,
+		ARPSPA: sender, ARPTPA: target, ARPSHA: mac, ARPTHA: make(net.HardwareAddr, 6)}
+}
+
+var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// Tracer walks a flow set the way ovs-vswitchd would for one packet, with
+// a simple model of conntrack: connections committed by one trace are
+// established for the next (the reverse tuple is +rpl). NAT, groups,
+// learn, conjunctions and controller actions are not modelled yet; a flow
+// set using them makes Trace fail rather than guess.
+type Tracer struct {
+	tables map[uint8][]*tracedFlow
+	conns  map[connKey]bool
+}
+
+type tracedFlow struct {
+	flow    *openflow.Flow
+	match   []matchEntry
+	actions []openflow.Action
+}
+
+type connKey struct {
+	zone         uint16
+	proto        uint8
+	src, dst     netip.Addr
+	sport, dport uint16
+}
+
+// NewTracer decodes flows for tracing.
+func NewTracer(flows []*openflow.Flow) (*Tracer, error) {
+	t := &Tracer{tables: map[uint8][]*tracedFlow{}, conns: map[connKey]bool{}}
+	for _, f := range flows {
+		m, err := parseMatch(f.MatchBytes())
+		if err != nil {
+			return nil, fmt.Errorf("flow %s: %w", f, err)
+		}
+		acts, err := openflow.DecodeInstructions(f.InstructionBytes())
+		if err != nil {
+			return nil, fmt.Errorf("flow %s: %w", f, err)
+		}
+		t.tables[f.TableID()] = append(t.tables[f.TableID()], &tracedFlow{flow: f, match: m, actions: acts})
+	}
+	for _, fs := range t.tables {
+		slices.SortStableFunc(fs, func(a, b *tracedFlow) int { return int(b.flow.Priority()) - int(a.flow.Priority()) })
+	}
+	return t, nil
+}
+
+// Step is one table lookup of a trace.
+type Step struct {
+	Table Table
+	Flow  *openflow.Flow // nil: no flow matched (table miss)
+	Notes []string       // what the actions did that the flow text does not say
+}
+
+// Emitted is a packet that left through a port, as it was then.
+type Emitted struct {
+	Port   uint32
+	Packet Packet
+	// Regs are the registers at output time (reg0..reg15).
+	Regs [16]uint32
+}
+
+// Trace is the path of one packet and what came out.
+type Trace struct {
+	Steps   []Step
+	Outputs []Emitted
+	// Dropped says why processing ended without output ("" if it output).
+	Dropped string
+}
+
+// Tables returns the tables the packet visited, in order.
+func (tr *Trace) Tables() []Table {
+	out := make([]Table, len(tr.Steps))
+	for i, s := range tr.Steps {
+		out[i] = s.Table
+	}
+	return out
+}
+
+// Output returns the only output of the trace; ok is false if there were
+// none or several.
+func (tr *Trace) Output() (Emitted, bool) {
+	if len(tr.Outputs) != 1 {
+		return Emitted{}, false
+	}
+	return tr.Outputs[0], true
+}
+
+func (tr *Trace) String() string {
+	var sb strings.Builder
+	for _, s := range tr.Steps {
+		if s.Flow == nil {
+			fmt.Fprintf(&sb, "%3d %-16s (miss)\n", uint8(s.Table), s.Table)
+		} else {
+			fmt.Fprintf(&sb, "%3d %-16s %s\n", uint8(s.Table), s.Table, s.Flow)
+		}
+		for _, n := range s.Notes {
+			fmt.Fprintf(&sb, "    %s\n", n)
+		}
+	}
+	for _, o := range tr.Outputs {
+		fmt.Fprintf(&sb, "=> output to %s: %s\n", portName(o.Port), o.Packet)
+	}
+	if tr.Dropped != "" {
+		fmt.Fprintf(&sb, "=> dropped: %s\n", tr.Dropped)
+	}
+	return sb.String()
+}
+
+func portName(p uint32) string {
+	switch p {
+	case openflow.PortLocal:
+		return "LOCAL"
+	case openflow.PortController:
+		return "CONTROLLER"
+	}
+	return strconv.FormatUint(uint64(p), 10)
+}
+
+func (p Packet) String() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "in_port=%s,dl_src=%s,dl_dst=%s", portName(p.InPort), p.EthSrc, p.EthDst)
+	switch p.EthType {
+	case EthARP:
+		fmt.Fprintf(&sb, ",arp,arp_op=%d,arp_spa=%s,arp_tpa=%s,arp_sha=%s,arp_tha=%s", p.ARPOp, p.ARPSPA, p.ARPTPA, p.ARPSHA, p.ARPTHA)
+	case EthIPv4:
+		fmt.Fprintf(&sb, ",ip,nw_src=%s,nw_dst=%s,nw_proto=%d,nw_ttl=%d", p.IPSrc, p.IPDst, p.IPProto, p.TTL)
+		switch p.IPProto {
+		case ProtoTCP, ProtoUDP:
+			fmt.Fprintf(&sb, ",tp_src=%d,tp_dst=%d", p.SrcPort, p.DstPort)
+		case ProtoICMP:
+			fmt.Fprintf(&sb, ",icmp_type=%d,icmp_code=%d", p.ICMPType, p.ICMPCode)
+		}
+	default:
+		fmt.Fprintf(&sb, ",dl_type=0x%04x", p.EthType)
+	}
+	if p.TunDst.IsValid() {
+		fmt.Fprintf(&sb, ",tun_src=%s,tun_dst=%s,tun_id=%#x", p.TunSrc, p.TunDst, p.TunID)
+	}
+	return sb.String()
+}

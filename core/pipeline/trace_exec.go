@@ -1,0 +1,422 @@
+package pipeline
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/seine-cni/seine/ovs/openflow"
+)
+
+// maxDepth bounds resubmit recursion and goto chains, as OVS does.
+const maxDepth = 64
+
+// Trace sends p through the flows, starting in table 0.
+func (t *Tracer) Trace(p Packet) (*Trace, error) {
+	fs, err := p.fields()
+	if err != nil {
+		return nil, err
+	}
+	x := &run{t: t, fs: fs, invalid: p.CTInvalid, tr: &Trace{}}
+	if err := x.table(uint8(Classifier), 0); err != nil {
+		return x.tr, fmt.Errorf("%w\n%s", err, x.tr)
+	}
+	if len(x.tr.Outputs) == 0 && x.tr.Dropped == "" {
+		x.tr.Dropped = "no output"
+	}
+	return x.tr, nil
+}
+
+type run struct {
+	t       *Tracer
+	fs      fields
+	invalid bool
+	tr      *Trace
+	steps   int
+}
+
+// lookup finds the flow of table tbl that matches, refusing to choose
+// between two flows of the same priority that both match (OVS would pick
+// one arbitrarily).
+func (x *run) lookup(tbl uint8) (*tracedFlow, error) {
+	var hit *tracedFlow
+	for _, f := range x.t.tables[tbl] {
+		if hit != nil && f.flow.Priority() < hit.flow.Priority() {
+			break
+		}
+		if !x.fs.matches(f.match) {
+			continue
+		}
+		if hit != nil {
+			return nil, fmt.Errorf("table %d: ambiguous match at priority %d:\n  %s\n  %s", tbl, hit.flow.Priority(), hit.flow, f.flow)
+		}
+		hit = f
+	}
+	return hit, nil
+}
+
+// table runs the packet through table tbl and whatever it continues to.
+func (x *run) table(tbl uint8, depth int) error {
+	for {
+		if depth > maxDepth || x.steps > 10*maxDepth {
+			return fmt.Errorf("table %d: too many table lookups", tbl)
+		}
+		x.steps++
+		f, err := x.lookup(tbl)
+		if err != nil {
+			return err
+		}
+		x.tr.Steps = append(x.tr.Steps, Step{Table: Table(tbl)})
+		step := len(x.tr.Steps) - 1
+		if f == nil {
+			x.drop(fmt.Sprintf("no flow matched in table %d", tbl))
+			return nil
+		}
+		x.tr.Steps[step].Flow = f.flow
+		next, err := x.actions(tbl, step, f, depth)
+		if err != nil {
+			return fmt.Errorf("table %d, flow %s: %w", tbl, f.flow, err)
+		}
+		if next < 0 {
+			if len(f.actions) == 0 {
+				x.drop(fmt.Sprintf("drop in table %d", tbl))
+			}
+			return nil
+		}
+		if next <= int(tbl) {
+			return fmt.Errorf("table %d: goto_table:%d goes backwards", tbl, next)
+		}
+		tbl = uint8(next)
+	}
+}
+
+func (x *run) drop(why string) {
+	if len(x.tr.Outputs) == 0 && x.tr.Dropped == "" {
+		x.tr.Dropped = why
+	}
+}
+
+func (x *run) note(step int, format string, args ...any) {
+	x.tr.Steps[step].Notes = append(x.tr.Steps[step].Notes, fmt.Sprintf(format, args...))
+}
+
+// actions executes a flow's actions and returns the table to continue in
+// (-1: none).
+func (x *run) actions(tbl uint8, step int, f *tracedFlow, depth int) (int, error) {
+	next := -1
+	for _, a := range f.actions {
+		switch a := a.(type) {
+		case openflow.Output:
+			x.output(step, a.Port)
+		case openflow.OutputReg:
+			v, err := x.fs.readSub(a.Src)
+			if err != nil {
+				return 0, err
+			}
+			if v > 0xffff {
+				x.note(step, "output port %d is out of range", v)
+				continue
+			}
+			x.output(step, portFromReg(uint32(v)))
+		case openflow.SetField:
+			if err := x.fs.set(a.Field, a.Value, a.Mask); err != nil {
+				return 0, err
+			}
+		case openflow.Move:
+			if err := x.fs.move(a.Src, a.Dst); err != nil {
+				return 0, err
+			}
+		case openflow.DecTTL:
+			ttl := x.fs.uint(openflow.FieldNwTTL)
+			if ttl <= 1 {
+				x.note(step, "dec_ttl: TTL %d expires", ttl)
+				x.drop("TTL expired")
+				return -1, nil
+			}
+			x.fs.setUint(openflow.FieldNwTTL, ttl-1)
+		case openflow.Resubmit:
+			if a.CT {
+				return 0, fmt.Errorf("resubmit with ct is not modelled")
+			}
+			to := a.Table
+			if to == openflow.TableAll {
+				to = tbl
+			}
+			saved := x.fs.uint(openflow.FieldInPort)
+			if a.Port != openflow.PortInPort {
+				x.fs.setUint(openflow.FieldInPort, uint64(a.Port))
+			}
+			if err := x.table(to, depth+1); err != nil {
+				return 0, err
+			}
+			x.fs.setUint(openflow.FieldInPort, saved)
+		case openflow.GotoTable:
+			next = int(a)
+		case *openflow.CT:
+			recirc, err := x.conntrack(step, a)
+			if err != nil {
+				return 0, err
+			}
+			if recirc >= 0 {
+				if next >= 0 {
+					return 0, fmt.Errorf("ct(table=%d) together with goto_table is not modelled", recirc)
+				}
+				next = recirc
+			}
+		case openflow.Note:
+		default:
+			return 0, fmt.Errorf("action %s is not modelled by the tracer", a)
+		}
+	}
+	return next, nil
+}
+
+// output emits the packet as it is now, or notes why OVS would not.
+func (x *run) output(step int, port uint32) {
+	in := uint32(x.fs.uint(openflow.FieldInPort))
+	switch {
+	case port == openflow.PortInPort:
+		port = in
+	case port == in:
+		x.note(step, "skipping output to the input port %s", portName(port))
+		x.drop("output to the input port")
+		return
+	case port >= openflow.PortMax && port != openflow.PortLocal:
+		x.note(step, "output to reserved port %s is not modelled", portName(port))
+		return
+	}
+	var regs [16]uint32
+	for i := range regs {
+		regs[i] = uint32(x.fs.uint(openflow.Reg(i)))
+	}
+	x.tr.Outputs = append(x.tr.Outputs, Emitted{Port: port, Packet: x.fs.packet(), Regs: regs})
+}
+
+// ctAction is the part of a ct action the tracer models, read back from
+// its ovs-ofctl text (the openflow.CT fields are not exported).
+type ctAction struct {
+	commit bool
+	table  int // -1: no recirculation
+	zone   uint16
+	nat    bool
+}
+
+func parseCT(s string) (ctAction, error) {
+	c := ctAction{table: -1}
+	body, ok := strings.CutPrefix(s, "ct(")
+	if !ok || !strings.HasSuffix(body, ")") {
+		return c, fmt.Errorf("unexpected ct text %q", s)
+	}
+	body = strings.TrimSuffix(body, ")")
+	if body == "" {
+		return c, nil
+	}
+	for _, part := range strings.Split(body, ",") {
+		k, v, _ := strings.Cut(part, "=")
+		switch k {
+		case "commit":
+			c.commit = true
+		case "table":
+			n, err := strconv.ParseUint(v, 10, 8)
+			if err != nil {
+				return c, fmt.Errorf("ct table %q: %w", v, err)
+			}
+			c.table = int(n)
+		case "zone":
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil {
+				return c, fmt.Errorf("ct zone %q is not modelled", v)
+			}
+			c.zone = uint16(n)
+		case "nat":
+			// Without arguments nat only reverses NAT of an existing
+			// connection, and the tracer's connections are never NAT'ed.
+			c.nat = true
+		default:
+			return c, fmt.Errorf("ct option %q is not modelled (in %s)", part, s)
+		}
+	}
+	return c, nil
+}
+
+// conntrack runs the ct action and returns the table to recirculate to
+// (-1: none). The connection state is visible only after recirculation, as
+// in OVS; commit records the connection for later traces.
+func (x *run) conntrack(step int, a *openflow.CT) (int, error) {
+	c, err := parseCT(a.String())
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := x.fs[openflow.FieldIPSrc]; !ok {
+		return 0, fmt.Errorf("ct on a non-IP packet is not modelled")
+	}
+	k := x.connKey(c.zone)
+	var state uint32 = openflow.CTTracked
+	switch {
+	case x.invalid:
+		state |= openflow.CTInvalid
+	case x.t.conns[k]:
+		state |= openflow.CTEstablished
+	case x.t.conns[k.reverse()]:
+		state |= openflow.CTEstablished | openflow.CTReply
+	default:
+		state |= openflow.CTNew
+	}
+	if c.commit && state&(openflow.CTNew|openflow.CTInvalid) == openflow.CTNew {
+		x.t.conns[k] = true
+		x.note(step, "ct: committed %s in zone %d", k, c.zone)
+	}
+	if c.table < 0 {
+		return -1, nil
+	}
+	x.fs.setUint(openflow.FieldCTState, uint64(state))
+	x.fs.setUint(openflow.FieldCTZone, uint64(c.zone))
+	x.note(step, "ct: zone %d finds %s; recirculate to table %d", c.zone, ctStateText(state), c.table)
+	return c.table, nil
+}
+
+// connKey is the packet's 5-tuple in zone.
+func (x *run) connKey(zone uint16) connKey {
+	k := connKey{zone: zone, proto: uint8(x.fs.uint(openflow.FieldIPProto)),
+		src: netip.AddrFrom4([4]byte(x.fs[openflow.FieldIPSrc])), dst: netip.AddrFrom4([4]byte(x.fs[openflow.FieldIPDst]))}
+	switch k.proto {
+	case ProtoTCP:
+		k.sport, k.dport = uint16(x.fs.uint(openflow.FieldTCPSrc)), uint16(x.fs.uint(openflow.FieldTCPDst))
+	case ProtoUDP:
+		k.sport, k.dport = uint16(x.fs.uint(openflow.FieldUDPSrc)), uint16(x.fs.uint(openflow.FieldUDPDst))
+	}
+	return k
+}
+
+func (k connKey) reverse() connKey {
+	k.src, k.dst, k.sport, k.dport = k.dst, k.src, k.dport, k.sport
+	return k
+}
+
+func (k connKey) String() string {
+	return fmt.Sprintf("proto=%d %s:%d->%s:%d", k.proto, k.src, k.sport, k.dst, k.dport)
+}
+
+func ctStateText(s uint32) string {
+	var sb strings.Builder
+	for _, b := range []struct {
+		bit  uint32
+		name string
+	}{{openflow.CTNew, "new"}, {openflow.CTEstablished, "est"}, {openflow.CTRelated, "rel"},
+		{openflow.CTReply, "rpl"}, {openflow.CTInvalid, "inv"}, {openflow.CTTracked, "trk"}} {
+		if s&b.bit != 0 {
+			sb.WriteString("+" + b.name)
+		}
+	}
+	return sb.String()
+}
+
+// fields turns the packet into the tracer's field map.
+func (p Packet) fields() (fields, error) {
+	fs := fields{}
+	put := func(f *openflow.Field, v []byte) { fs[f] = append([]byte(nil), v...) }
+	putUint := func(f *openflow.Field, v uint64) {
+		fs[f] = make([]byte, f.Bits()/8)
+		fs.setUint(f, v)
+	}
+	mac := func(m net.HardwareAddr) []byte {
+		if len(m) != 6 {
+			return make([]byte, 6)
+		}
+		return m
+	}
+	addr := func(a netip.Addr) []byte {
+		if !a.IsValid() {
+			return make([]byte, 4)
+		}
+		v := a.Unmap().As4()
+		return v[:]
+	}
+	putUint(openflow.FieldInPort, uint64(p.InPort))
+	put(openflow.FieldEthSrc, mac(p.EthSrc))
+	put(openflow.FieldEthDst, mac(p.EthDst))
+	putUint(openflow.FieldEthType, uint64(p.EthType))
+	for _, f := range []*openflow.Field{openflow.FieldMetadata, openflow.FieldPktMark, openflow.FieldTunID,
+		openflow.FieldCTState, openflow.FieldCTZone, openflow.FieldCTMark} {
+		putUint(f, 0)
+	}
+	for i := 0; i < 16; i++ {
+		putUint(openflow.Reg(i), 0)
+	}
+	putUint(openflow.FieldTunID, p.TunID)
+	put(openflow.FieldTunSrc, addr(p.TunSrc))
+	put(openflow.FieldTunDst, addr(p.TunDst))
+	switch p.EthType {
+	case EthARP:
+		putUint(openflow.FieldARPOp, uint64(p.ARPOp))
+		put(openflow.FieldARPSPA, addr(p.ARPSPA))
+		put(openflow.FieldARPTPA, addr(p.ARPTPA))
+		put(openflow.FieldARPSHA, mac(p.ARPSHA))
+		put(openflow.FieldARPTHA, mac(p.ARPTHA))
+	case EthIPv4:
+		if !p.IPSrc.Unmap().Is4() || !p.IPDst.Unmap().Is4() {
+			return nil, fmt.Errorf("IPv4 packet needs IPv4 source and destination")
+		}
+		put(openflow.FieldIPSrc, addr(p.IPSrc))
+		put(openflow.FieldIPDst, addr(p.IPDst))
+		putUint(openflow.FieldIPProto, uint64(p.IPProto))
+		putUint(openflow.FieldNwTTL, uint64(p.TTL))
+		putUint(openflow.FieldIPDSCP, 0)
+		putUint(openflow.FieldIPECN, 0)
+		switch p.IPProto {
+		case ProtoTCP:
+			putUint(openflow.FieldTCPSrc, uint64(p.SrcPort))
+			putUint(openflow.FieldTCPDst, uint64(p.DstPort))
+			putUint(openflow.FieldTCPFlags, uint64(p.TCPFlags))
+		case ProtoUDP:
+			putUint(openflow.FieldUDPSrc, uint64(p.SrcPort))
+			putUint(openflow.FieldUDPDst, uint64(p.DstPort))
+		case ProtoICMP:
+			putUint(openflow.FieldICMPType, uint64(p.ICMPType))
+			putUint(openflow.FieldICMPCode, uint64(p.ICMPCode))
+		}
+	default:
+		return nil, fmt.Errorf("ethertype %#04x is not modelled", p.EthType)
+	}
+	return fs, nil
+}
+
+// packet turns the field map back into a Packet.
+func (fs fields) packet() Packet {
+	mac := func(f *openflow.Field) net.HardwareAddr { return append(net.HardwareAddr(nil), fs[f]...) }
+	addr := func(f *openflow.Field) netip.Addr {
+		if b, ok := fs[f]; ok {
+			return netip.AddrFrom4([4]byte(b))
+		}
+		return netip.Addr{}
+	}
+	p := Packet{
+		InPort: uint32(fs.uint(openflow.FieldInPort)), EthSrc: mac(openflow.FieldEthSrc),
+		EthDst: mac(openflow.FieldEthDst), EthType: uint16(fs.uint(openflow.FieldEthType)),
+		TunID: fs.uint(openflow.FieldTunID),
+	}
+	if tun := addr(openflow.FieldTunDst); !tun.IsUnspecified() {
+		p.TunSrc, p.TunDst = addr(openflow.FieldTunSrc), tun
+	}
+	switch p.EthType {
+	case EthARP:
+		p.ARPOp = uint16(fs.uint(openflow.FieldARPOp))
+		p.ARPSPA, p.ARPTPA = addr(openflow.FieldARPSPA), addr(openflow.FieldARPTPA)
+		p.ARPSHA, p.ARPTHA = mac(openflow.FieldARPSHA), mac(openflow.FieldARPTHA)
+	case EthIPv4:
+		p.IPSrc, p.IPDst = addr(openflow.FieldIPSrc), addr(openflow.FieldIPDst)
+		p.IPProto, p.TTL = uint8(fs.uint(openflow.FieldIPProto)), uint8(fs.uint(openflow.FieldNwTTL))
+		switch p.IPProto {
+		case ProtoTCP:
+			p.SrcPort, p.DstPort = uint16(fs.uint(openflow.FieldTCPSrc)), uint16(fs.uint(openflow.FieldTCPDst))
+			p.TCPFlags = uint16(fs.uint(openflow.FieldTCPFlags))
+		case ProtoUDP:
+			p.SrcPort, p.DstPort = uint16(fs.uint(openflow.FieldUDPSrc)), uint16(fs.uint(openflow.FieldUDPDst))
+		case ProtoICMP:
+			p.ICMPType, p.ICMPCode = uint8(fs.uint(openflow.FieldICMPType)), uint8(fs.uint(openflow.FieldICMPCode))
+		}
+	}
+	return p
+}
