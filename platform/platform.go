@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/seine-cni/seine/ovs/ovsdb"
 )
@@ -67,9 +68,30 @@ type Diagnostics interface {
 	Collect(ctx context.Context, w io.Writer) error
 }
 
-// Backend is everything one OS provides. Each backend package has a
-// constructor New(Config) (*Backend, error) with the same signature on every
-// OS; services/<binary>/main_<os>.go is the only place that calls one.
+// Config is what every backend's constructor takes: New(Config) (*Backend,
+// error) has the same signature on every OS, and
+// services/<binary>/main_<os>.go is the only place that calls one.
+type Config struct {
+	// Logger receives the backend's logs; nil discards them.
+	Logger *slog.Logger
+	// OVSDB is the core's database client; Setup builds the bridge and the
+	// node's ports through it. Backends that only attach pods may get nil.
+	OVSDB OVSDB
+	// Datapath is the bridge's OVS datapath. With ovsdb.DatapathNetdev
+	// (userspace) the Linux backend also turns off tx checksum offload on pod
+	// interfaces, which userspace conntrack would otherwise see as invalid.
+	Datapath ovsdb.DatapathType
+	// OVSRunDir is where ovs-vswitchd's control socket lives, for
+	// Diagnostics ("" means the OS's default).
+	OVSRunDir string
+	// HostNetNS is where the node's network lives. On Linux it is the path of
+	// a network namespace, "" (production) meaning the process's own; the lab
+	// and tests point it at a node's namespace. Other OSes refuse a non-empty
+	// value with ErrNotSupported.
+	HostNetNS string
+}
+
+// Backend is everything one OS provides.
 type Backend interface {
 	NodeNetwork
 	PodAttacher
