@@ -205,3 +205,41 @@ func (p Packet) String() string {
 	}
 	return sb.String()
 }
+
+// OVSFlow renders the packet in ovs-ofctl flow syntax, the form
+// "ovs-appctl ofproto/trace <bridge> <flow>" takes, so the same packet can
+// be traced by the tracer and by ovs-vswitchd.
+func (p Packet) OVSFlow() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "in_port=%s", portName(p.InPort))
+	if p.TunDst.IsValid() {
+		fmt.Fprintf(&sb, ",tun_src=%s,tun_dst=%s,tun_id=%#x", p.TunSrc, p.TunDst, p.TunID)
+	}
+	switch {
+	case p.EthType == EthARP:
+		fmt.Fprintf(&sb, ",arp,dl_src=%s,dl_dst=%s,arp_op=%d,arp_spa=%s,arp_tpa=%s,arp_sha=%s,arp_tha=%s",
+			p.EthSrc, p.EthDst, p.ARPOp, p.ARPSPA, p.ARPTPA, p.ARPSHA, p.ARPTHA)
+		return sb.String()
+	case p.EthType != EthIPv4:
+		fmt.Fprintf(&sb, ",dl_src=%s,dl_dst=%s,dl_type=0x%04x", p.EthSrc, p.EthDst, p.EthType)
+		return sb.String()
+	case p.IPProto == ProtoTCP:
+		sb.WriteString(",tcp")
+	case p.IPProto == ProtoUDP:
+		sb.WriteString(",udp")
+	case p.IPProto == ProtoICMP:
+		sb.WriteString(",icmp")
+	default:
+		fmt.Fprintf(&sb, ",ip,nw_proto=%d", p.IPProto)
+	}
+	fmt.Fprintf(&sb, ",dl_src=%s,dl_dst=%s,nw_src=%s,nw_dst=%s,nw_ttl=%d", p.EthSrc, p.EthDst, p.IPSrc, p.IPDst, p.TTL)
+	switch p.IPProto {
+	case ProtoTCP:
+		fmt.Fprintf(&sb, ",tcp_src=%d,tcp_dst=%d,tcp_flags=%#x", p.SrcPort, p.DstPort, p.TCPFlags)
+	case ProtoUDP:
+		fmt.Fprintf(&sb, ",udp_src=%d,udp_dst=%d", p.SrcPort, p.DstPort)
+	case ProtoICMP:
+		fmt.Fprintf(&sb, ",icmp_type=%d,icmp_code=%d", p.ICMPType, p.ICMPCode)
+	}
+	return sb.String()
+}
