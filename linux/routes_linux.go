@@ -28,10 +28,11 @@ func desiredRoutes(s platform.HostState, gwIndex int) []netlink.Route {
 	add := func(dst netip.Prefix, gw netip.Addr, link int, onlink bool) {
 		r := netlink.Route{Dst: ipNet(dst), LinkIndex: link, Protocol: RouteProtocol,
 			Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST, Family: family(dst.Addr())}
-		if gw.IsValid() {
+		switch {
+		case gw.IsValid():
 			r.Gw = gw.AsSlice()
-		} else {
-			r.Scope = netlink.SCOPE_LINK
+		case dst.Addr().Is4():
+			r.Scope = netlink.SCOPE_LINK // IPv6 routes have no scope (the kernel says universe)
 		}
 		if onlink {
 			r.Flags = unix.RTNH_F_ONLINK
@@ -129,6 +130,31 @@ func desiredNeighbours(s platform.HostState, gwIndex int) []netlink.Neigh {
 	return out
 }
 
+// neighbourPlan is what Sync does to the gateway's neighbour entries.
+type neighbourPlan struct {
+	set, del []netlink.Neigh
+}
+
+// planNeighbours compares the gateway's entries (have; only permanent ones
+// count, and all of those are Seine's) with the desired ones.
+func planNeighbours(have, want []netlink.Neigh) neighbourPlan {
+	var p neighbourPlan
+	for _, h := range have {
+		if h.State&netlink.NUD_PERMANENT != 0 &&
+			!slices.ContainsFunc(want, func(w netlink.Neigh) bool { return addrOf(w.IP) == addrOf(h.IP) }) {
+			p.del = append(p.del, h)
+		}
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(h netlink.Neigh) bool {
+			return addrOf(h.IP) == addrOf(w.IP) && h.State&netlink.NUD_PERMANENT != 0 && bytes.Equal(h.HardwareAddr, w.HardwareAddr)
+		}) {
+			p.set = append(p.set, w)
+		}
+	}
+	return p
+}
+
 // syncNeighbours makes the permanent neighbour entries on the gateway (all
 // of them Seine's) match the service next hops.
 func (b *Backend) syncNeighbours(s platform.HostState, gwIndex int) error {
@@ -140,25 +166,16 @@ func (b *Backend) syncNeighbours(s platform.HostState, gwIndex int) error {
 	if err != nil {
 		return fmt.Errorf("list neighbours: %w", err)
 	}
-	want := desiredNeighbours(s, gwIndex)
+	plan := planNeighbours(have, desiredNeighbours(s, gwIndex))
 	var errs []error
-	for _, h := range have {
-		if h.State&netlink.NUD_PERMANENT == 0 ||
-			slices.ContainsFunc(want, func(w netlink.Neigh) bool { return addrOf(w.IP) == addrOf(h.IP) }) {
-			continue
-		}
+	for _, h := range plan.del {
 		if err := ignoreNotFound(nl.NeighDel(&h)); err != nil {
 			errs = append(errs, fmt.Errorf("delete neighbour %s: %w", h.IP, err))
 			continue
 		}
 		b.log.Info("deleted neighbour", "ip", h.IP.String())
 	}
-	for _, w := range want {
-		if slices.ContainsFunc(have, func(h netlink.Neigh) bool {
-			return addrOf(h.IP) == addrOf(w.IP) && h.State&netlink.NUD_PERMANENT != 0 && bytes.Equal(h.HardwareAddr, w.HardwareAddr)
-		}) {
-			continue
-		}
+	for _, w := range plan.set {
 		if err := nl.NeighSet(&w); err != nil {
 			errs = append(errs, fmt.Errorf("neighbour %s lladdr %s: %w", w.IP, w.HardwareAddr, err))
 			continue
