@@ -236,7 +236,8 @@ func (b *builder) bridgedUplinkFlows() {
 		// Peers route our pods' traffic to the node's MAC.
 		for _, cidr := range n.PodCIDRs {
 			a := loadMarks(actions(), FromUplinkMark, RewriteMACMark)
-			b.add(Classifier, prioNormal, match().IP().InPort(up).IPDst(cidr), a.GotoTable(uint8(ConntrackZone)))
+			m := match().IP().InPort(up).EthDst(n.NodeMAC).IPDst(cidr)
+			b.add(Classifier, prioNormal, m, a.GotoTable(uint8(ConntrackZone)))
 		}
 	}
 	// Everything else is the host's own traffic, ARP included: the uplink

@@ -444,3 +444,34 @@ func TestRoundsReplaceWithoutGap(t *testing.T) {
 		t.Errorf("after deleting pod %s by cookie:\n%s", web.Key(), lineDiff(strings.Join(want, "\n"), strings.Join(got, "\n")))
 	}
 }
+
+// BenchmarkInstallBundle installs a 250-pod, 500-peer node's flows into
+// ovs-vswitchd in one bundle and then deletes them by round cookie.
+func BenchmarkInstallBundle(b *testing.B) {
+	d := ovsdaemon.StartForTest(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	b.Cleanup(cancel)
+	if out, err := d.Vsctl(ctx, "add-br", testBridge, "--", "set", "bridge", testBridge, "datapath_type=netdev",
+		"protocols=OpenFlow15", "fail_mode=secure"); err != nil {
+		b.Fatalf("add-br: %v\n%s", err, out)
+	}
+	c, err := openflow.Dial(ctx, "unix:"+d.MgmtSocketPath(testBridge), openflow.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	flows, err := Build(bigState(), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cookie, mask := RoundSelector(1)
+	for b.Loop() {
+		if err := c.AddFlows(ctx, flows...); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.DeleteFlowsByCookie(ctx, cookie, mask); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(flows)), "flows")
+}

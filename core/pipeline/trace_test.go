@@ -110,6 +110,25 @@ func TestTracePodToRemotePodThroughTunnel(t *testing.T) {
 	}
 }
 
+// The host reaches a peer's pods through its "via <peer gateway> onlink"
+// route: the ARP responder gives it the global virtual MAC, and the TTL the
+// host already decremented is left alone.
+func TestTraceHostToRemotePod(t *testing.T) {
+	for _, name := range []string{"routed-encap-geneve", "bridged-encap-vxlan"} {
+		t.Run(name, func(t *testing.T) {
+			tr := tracerFor(t, name)
+			arp := wantOutput(t, trace(t, tr, ARPRequest(portGateway, gatewayMAC, gatewayIP, peerBGw)), portGateway)
+			p := TCPPacket(portGateway, gatewayMAC, arp.Packet.ARPSHA, gatewayIP, peerBPod, 40000, 80)
+			out := wantOutput(t, trace(t, tr, p), portTunnel)
+			wantMACs(t, out.Packet, gatewayMAC, GlobalVirtualMAC)
+			wantTTL(t, out.Packet, 64)
+			if out.Packet.TunDst != peerBIP {
+				t.Errorf("tun_dst=%s, want %s", out.Packet.TunDst, peerBIP)
+			}
+		})
+	}
+}
+
 func TestTraceHybridEncapsulatesAcrossSubnetsOnly(t *testing.T) {
 	tr := tracerFor(t, "routed-hybrid-gre")
 	// node-b shares the node subnet: the host routes to it.
@@ -150,6 +169,9 @@ func TestTraceNoEncap(t *testing.T) {
 		out = wantOutput(t, trace(t, tr, in), portWeb)
 		wantMACs(t, out.Packet, gatewayMAC, webMAC)
 		wantTTL(t, out.Packet, 63)
+		// A frame for another MAC on the underlay is not ours to route.
+		in.EthDst = routerMAC
+		wantOutput(t, trace(t, tr, in), openflow.PortLocal)
 	})
 }
 
