@@ -73,8 +73,10 @@ func (b *Backend) diagLinks(w io.Writer) error {
 		if a.RawFlags&unix.IFF_NOARP != 0 {
 			flags = append(flags, "NOARP")
 		}
-		fmt.Fprintf(w, "%d: %s %s mtu %d <%s> %s link/%s", a.Index, a.Name, l.Type(), a.MTU,
-			strings.Join(flags, ","), a.OperState, a.HardwareAddr)
+		fmt.Fprintf(w, "%d: %s %s mtu %d <%s> %s", a.Index, a.Name, l.Type(), a.MTU, strings.Join(flags, ","), a.OperState)
+		if a.HardwareAddr != nil {
+			fmt.Fprintf(w, " %s", a.HardwareAddr)
+		}
 		if a.ParentIndex != 0 {
 			fmt.Fprintf(w, " peer #%d", a.ParentIndex)
 		}

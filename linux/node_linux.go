@@ -106,6 +106,16 @@ func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 
 	switch cfg.Topology {
 	case platform.RoutedHost:
+		// The bridge's own port carries nothing in this topology, but a
+		// netdev tap that is down makes ovs-vswitchd spin on it: up, without
+		// ARP or IPv6 so the host never uses it.
+		local, err := b.waitLink(ctx, cfg.Bridge)
+		if err != nil {
+			return st, err
+		}
+		if err := b.prepareOVSPort(local); err != nil {
+			return st, err
+		}
 		if st.Uplink, err = b.portState(ua.Name, 0); err != nil {
 			return st, err
 		}

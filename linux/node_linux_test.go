@@ -111,6 +111,8 @@ func TestSetupRoutedHost(t *testing.T) {
 	if got := vsctl(t, d, "list-ports", "br-int"); got != "seine-gw0" {
 		t.Errorf("ports of br-int: %q, want the gateway only", got)
 	}
+	// Every internal port is up (a down netdev tap makes ovs-vswitchd spin).
+	mustContain(t, "bridge port", sh(t, node, "ip", "-o", "link", "show", "br-int"), "NOARP", ",UP")
 	for key, want := range map[string]string{
 		"net/ipv4/ip_forward":                "1",
 		"net/ipv6/conf/all/forwarding":       "1",
