@@ -122,6 +122,14 @@ func KubeBinaries() error {
 	return err
 }
 
+// labkubeLDFlags strip the binary and stamp the Kubernetes version its
+// components report (kubectl version, node and /version).
+const labkubeLDFlags = "-s -w" +
+	" -X k8s.io/component-base/version.gitVersion=v1.37.2" +
+	" -X k8s.io/component-base/version.gitMajor=1" +
+	" -X k8s.io/component-base/version.gitMinor=37" +
+	" -X k8s.io/component-base/version.gitTreeState=clean"
+
 // labkube returns the path of the cached control-plane binary, building it
 // when its sources changed. The cache key is a hash of the module's files.
 func labkube() (string, error) {
@@ -134,7 +142,7 @@ func labkube() (string, error) {
 		io.Copy(h, fh)
 		fh.Close()
 	}
-	io.WriteString(h, runtime.Version())
+	io.WriteString(h, runtime.Version()+labkubeLDFlags)
 	cache := os.Getenv("SEINE_LAB_CACHE")
 	if cache == "" {
 		home, _ := os.UserCacheDir()
@@ -149,7 +157,7 @@ func labkube() (string, error) {
 	}
 	fmt.Println("building the lab's Kubernetes control plane (first time: several minutes)")
 	abs, _ := filepath.Abs(bin + ".tmp")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", abs, ".")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+labkubeLDFlags, "-o", abs, ".")
 	cmd.Dir = "test/lab/k8s"
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -158,20 +166,22 @@ func labkube() (string, error) {
 	return bin, os.Rename(abs, bin)
 }
 
-// LabBin builds the lab CLI and the third-party CNI plugins the lab can use
-// before Seine's own plugin exists.
+// LabBin builds the lab CLI and the reference CNI plugins (ptp, host-local,
+// loopback) the lab can use before Seine's own plugin runs there; they come
+// from their own module, test/lab/cniplugins.
 func LabBin() error {
 	if err := run(nil, "go", "build", "-o", "bin/lab", "./test/lab/cmd/lab"); err != nil {
 		return err
 	}
-	for _, p := range []string{"ptp", "loopback", "host-local"} {
-		dir := "main"
-		if p == "host-local" {
-			dir = "ipam"
-		}
-		if err := run(nil, "go", "build", "-o", "bin/cni/"+p, "github.com/containernetworking/plugins/plugins/"+dir+"/"+p); err != nil {
-			return err
-		}
+	out, _ := filepath.Abs("bin/cni")
+	cmd := exec.Command("go", "build", "-o", out+"/",
+		"github.com/containernetworking/plugins/plugins/main/ptp",
+		"github.com/containernetworking/plugins/plugins/ipam/host-local",
+		"github.com/containernetworking/plugins/plugins/main/loopback")
+	cmd.Dir = "test/lab/cniplugins"
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build CNI plugins: %w", err)
 	}
 	return nil
 }

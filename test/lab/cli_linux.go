@@ -140,7 +140,11 @@ func (c *Config) kubeletConfig(log *slog.Logger, node string) (kubelet.Config, e
 		Logger:     log.With("node", node),
 	}
 	if c.CNI == CNIPtp {
-		cfg.CNIConfTemplate = c.CNITemplatePath()
+		tmpl, err := os.ReadFile(c.CNITemplatePath())
+		if err != nil {
+			return kubelet.Config{}, err
+		}
+		cfg.CNIConfTemplate = string(tmpl)
 	}
 	return cfg, nil
 }

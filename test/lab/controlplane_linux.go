@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -32,7 +33,10 @@ func (c *Config) controlPlane() []component {
 		kube("kube-apiserver",
 			"--etcd-servers="+c.etcdURL(),
 			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(c.APIPort),
-			"--advertise-address=127.0.0.1",
+			// The apiserver is on loopback only; the "kubernetes" Service
+			// gets no endpoints (nothing in the lab dials it: nodes use the
+			// api proxy).
+			"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
 			"--tls-cert-file="+c.pki("apiserver.crt"), "--tls-private-key-file="+c.pki("apiserver.key"),
 			"--client-ca-file="+c.pki("ca.crt"),
 			"--token-auth-file="+c.pki("tokens.csv"),
@@ -85,7 +89,7 @@ func (c *Config) waitHTTP(ctx context.Context, comp, url string, client *http.Cl
 			last = err.Error()
 		}
 		if c.componentPID(comp) == 0 {
-			return fmt.Errorf("%s exited; see %s", comp, filepath.Join(c.LogDir(), comp+".log"))
+			return fmt.Errorf("%s exited:\n%s", comp, c.logTail(comp, 15))
 		}
 		select {
 		case <-ctx.Done():
@@ -139,4 +143,15 @@ func (c *Config) startControlPlane(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// logTail returns the last n lines of a component's log, for errors: a
+// failed `lab up` removes the state directory and the logs with it.
+func (c *Config) logTail(comp string, n int) string {
+	b, _ := os.ReadFile(filepath.Join(c.LogDir(), comp+".log"))
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  " + strings.Join(lines, "\n  ")
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -141,7 +142,7 @@ func (c *Config) waitNodesReady(ctx context.Context, cs kubernetes.Interface, ti
 		}
 		for _, n := range want {
 			if c.componentPID("kubelet-"+n.Name) == 0 {
-				return nil, fmt.Errorf("kubelet of %s exited; see `lab logs kubelet-%s`", n.Name, n.Name)
+				return nil, fmt.Errorf("kubelet of %s exited:\n%s", n.Name, c.logTail("kubelet-"+n.Name, 15))
 			}
 		}
 		select {
@@ -198,14 +199,10 @@ func Down(ctx context.Context, log *slog.Logger, stateDir string) error {
 		c.Defaults()
 	}
 	var errs []error
-	// Kubelets first, so nothing recreates pod sandboxes while we remove them.
-	names := c.components()
-	for _, name := range names {
-		if strings.HasPrefix(name, "kubelet-") || strings.HasPrefix(name, "agent-") {
-			errs = appendErr(errs, c.stopComponent(name, 10*time.Second))
-		}
-	}
-	for _, name := range c.components() {
+	// Stop in reverse order of dependency: kubelets (nothing recreates pod
+	// sandboxes while we remove them) and agents, then the control plane from
+	// the top, etcd last (kube-apiserver takes seconds to stop without it).
+	for _, name := range stopOrder(c.components()) {
 		errs = appendErr(errs, c.stopComponent(name, 10*time.Second))
 	}
 	nodeDirs, _ := filepath.Glob(filepath.Join(stateDir, "nodes", "*", "ovs"))
@@ -222,6 +219,27 @@ func Down(ctx context.Context, log *slog.Logger, stateDir string) error {
 	}
 	log.Info("lab down", "stateDir", stateDir)
 	return nil
+}
+
+// stopOrder sorts component names for shutdown.
+func stopOrder(names []string) []string {
+	rank := func(n string) int {
+		switch {
+		case strings.HasPrefix(n, "kubelet-"), strings.HasPrefix(n, "agent-"):
+			return 0
+		case n == "etcd":
+			return 5
+		case n == "kube-apiserver":
+			return 4
+		case n == "api-proxy":
+			return 3
+		default:
+			return 1
+		}
+	}
+	out := slices.Clone(names)
+	slices.SortStableFunc(out, func(a, b string) int { return rank(a) - rank(b) })
+	return out
 }
 
 func appendErr(errs []error, err error) []error {

@@ -40,20 +40,21 @@ func labBinaries(t *testing.T) (kube, labBin, cniBin string) {
 	}
 	labBin, cniBin = os.Getenv("SEINE_LAB_BIN"), os.Getenv("SEINE_LAB_CNI_BIN")
 	dir := t.TempDir()
-	build := func(out, pkg string) {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
+	build := func(out, dir string, pkgs ...string) {
+		cmd := exec.Command("go", append([]string{"build", "-o", out}, pkgs...)...)
+		cmd.Dir = dir
 		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+			t.Fatalf("go build %s: %v\n%s", pkgs, err, b)
 		}
 	}
 	if labBin == "" {
 		labBin = filepath.Join(dir, "lab")
-		build(labBin, "github.com/seine-cni/seine/test/lab/cmd/lab")
+		build(labBin, ".", "github.com/seine-cni/seine/test/lab/cmd/lab")
 	}
 	if cniBin == "" {
 		cniBin = filepath.Join(dir, "cni")
-		build(filepath.Join(cniBin, "ptp"), "github.com/containernetworking/plugins/plugins/main/ptp")
-		build(filepath.Join(cniBin, "host-local"), "github.com/containernetworking/plugins/plugins/ipam/host-local")
+		build(cniBin+"/", "cniplugins", "github.com/containernetworking/plugins/plugins/main/ptp",
+			"github.com/containernetworking/plugins/plugins/ipam/host-local")
 	}
 	return kube, labBin, cniBin
 }
