@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	cnitypes "github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/seine-cni/seine/test/lab/netns"
@@ -65,6 +69,28 @@ func (k *kubelet) networkReady(ctx context.Context) error {
 		return err
 	}
 	return k.inNodeNS(func() error { return k.cni.GetStatusNetworkList(ctx, list) })
+}
+
+// pluginExec is libcni's default plugin executor with the plugins' stderr logged. Giving
+// libcni one explicitly also keeps it from lazily creating its own, which races when
+// several pods are set up at once.
+func pluginExec(log *slog.Logger) invoke.Exec {
+	return &invoke.DefaultExec{
+		RawExec:       &invoke.RawExec{Stderr: &stderrLog{log: log}},
+		PluginDecoder: version.PluginDecoder{},
+	}
+}
+
+// stderrLog logs what CNI plugins write to stderr, a line per record.
+type stderrLog struct{ log *slog.Logger }
+
+func (w *stderrLog) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if line != "" {
+			w.log.Warn("CNI plugin stderr", "line", line)
+		}
+	}
+	return len(p), nil
 }
 
 // inNodeNS runs fn where CNI plugins must run: in the node's network namespace.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -19,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
+
+	"github.com/seine-cni/seine/test/lab/probe"
 )
 
 func TestMain(m *testing.M) {
@@ -71,6 +74,12 @@ func (f *fakeOps) Serve(_ context.Context, nsPath, pod string, ports []corev1.Co
 	}
 	f.serving[pod]++
 	f.serves = append(f.serves, serveCall{NetNS: nsPath, Pod: pod, Ports: ports})
+	var errs []error
+	for _, p := range ports {
+		if p.Protocol == corev1.ProtocolSCTP { // as on this machine's kernel
+			errs = append(errs, fmt.Errorf("listen SCTP/%d: %w", p.ContainerPort, probe.ErrSCTPUnsupported))
+		}
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -78,7 +87,7 @@ func (f *fakeOps) Serve(_ context.Context, nsPath, pod string, ports []corev1.Co
 			defer f.mu.Unlock()
 			f.serving[pod]--
 		})
-	}, nil
+	}, errors.Join(errs...)
 }
 
 func (f *fakeOps) snapshot() (serving map[string]int, serves []serveCall) {
@@ -93,7 +102,7 @@ func (f *fakeOps) snapshot() (serving map[string]int, serves []serveCall) {
 
 // harness runs one kubelet against a fake clientset with the fakecni plugin.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	client  *fake.Clientset
 	ops     *fakeOps
@@ -103,7 +112,7 @@ type harness struct {
 	done    chan error
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
@@ -289,7 +298,7 @@ func (h *harness) netnsPath(pod string) string {
 
 // eventually polls cond until it holds, failing the test after a generous deadline with
 // cond's last explanation.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -325,7 +334,7 @@ func (h *harness) waitRunning(name string) *corev1.Pod {
 
 // testLogger logs through t until the test ends, then drops (client-go goroutines may
 // still log while shutting down).
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	w := &testWriter{t: t}
 	t.Cleanup(w.close)
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -333,7 +342,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type testWriter struct {
 	mu     sync.Mutex
-	t      *testing.T
+	t      testing.TB
 	closed bool
 }
 

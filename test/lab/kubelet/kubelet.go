@@ -152,7 +152,7 @@ func newKubelet(cfg Config) (*kubelet, error) {
 		cfg:       cfg,
 		log:       log.With("node", cfg.NodeName),
 		client:    cfg.Client,
-		cni:       libcni.NewCNIConfigWithCacheDir(cfg.CNIBinDirs, st.cniCacheDir(), nil),
+		cni:       libcni.NewCNIConfigWithCacheDir(cfg.CNIBinDirs, st.cniCacheDir(), pluginExec(log)),
 		ops:       ops,
 		timing:    cfg.timing.withDefaults(),
 		state:     st,
@@ -178,10 +178,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	// The broadcaster would stop by itself when ctx is done; operations still finishing
+	// then may record events, so it stops when Run returns instead.
+	broadcaster := record.NewBroadcaster(record.WithContext(context.WithoutCancel(ctx)))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
-	k.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName})
+	k.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName}).
+		WithLogger(klog.FromContext(ctx))
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -213,10 +216,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}); err != nil {
 		return fmt.Errorf("pod informer: %w", err)
 	}
-	factory.Start(runCtx.Done())
+	factory.StartWithContext(runCtx)
 	defer factory.Shutdown()
 
-	if !cache.WaitForCacheSync(runCtx.Done(), informer.HasSynced) {
+	if !cache.WaitForNamedCacheSyncWithContext(runCtx, informer.HasSynced) {
 		cancel()
 		k.queue.ShutDown()
 		wg.Wait()
@@ -286,6 +289,9 @@ func (k *kubelet) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer k.queue.Done(uid)
+	if ctx.Err() != nil {
+		return false // stopping: start nothing new
+	}
 	// An operation in flight finishes even when Run is stopping: a half-done CNI ADD
 	// would only have to be undone by the next run.
 	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.timing.opTimeout)

@@ -431,6 +431,23 @@ func TestTemplateAndNetworkReadiness(t *testing.T) {
 	h.waitRunning("pod-a")
 }
 
+func TestUnservablePortRecordsEvent(t *testing.T) {
+	h := newHarness(t)
+	h.writeConf(h.netConf(nil))
+	h.createPod("pod-a", func(p *corev1.Pod) {
+		p.Spec.Containers[0].Ports = append(p.Spec.Containers[0].Ports,
+			corev1.ContainerPort{ContainerPort: 9999, Protocol: corev1.ProtocolSCTP})
+	})
+	h.start()
+	h.waitRunning("pod-a") // the other ports are served: the pod runs
+	eventually(t, "FailedProbeListener event", func() (bool, string) {
+		for _, e := range h.events("pod-a", "FailedProbeListener") {
+			return strings.Contains(e.Message, "sctp"), e.Message
+		}
+		return false, "no event"
+	})
+}
+
 func TestConfigValidation(t *testing.T) {
 	err := Run(context.Background(), Config{NodeName: "n", NodeIP: "not-an-ip", OS: "plan9"})
 	if err == nil {

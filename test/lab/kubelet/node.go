@@ -63,6 +63,9 @@ func (k *kubelet) runNode(ctx context.Context) {
 			rendered = k.renderConfig(ctx)
 		}
 		netErr := k.networkReady(ctx)
+		if ctx.Err() != nil {
+			return // a STATUS cut short by shutdown says nothing about the network
+		}
 		ready := netErr == nil
 		if lastReady == nil || *lastReady != ready || time.Since(lastReport) >= k.timing.statusReport {
 			if err := k.updateNodeStatus(ctx, netErr); err != nil {

@@ -2,6 +2,8 @@ package kubelet
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 
@@ -144,10 +146,11 @@ func (k *kubelet) setHostIP(pod *corev1.Pod) {
 	pod.Status.HostIPs = []corev1.HostIP{{IP: k.cfg.NodeIP}}
 }
 
-// containerRef is a container's ID as the API shows it: runtime://id. The lab has one
-// sandbox and no containers, so each container gets the sandbox ID with its name.
+// containerRef is a container's ID as the API shows it: runtime://id. The lab runs no
+// containers; each gets an ID derived from its sandbox's and its name.
 func containerRef(rec *sandboxRecord, name string) string {
-	return "seine-lab://" + rec.ContainerID + "/" + name
+	sum := sha256.Sum256([]byte(rec.ContainerID + "/" + name))
+	return "seine-lab://" + hex.EncodeToString(sum[:])
 }
 
 func setPodCondition(st *corev1.PodStatus, t corev1.PodConditionType, status corev1.ConditionStatus, reason string, now metav1.Time) {

@@ -96,11 +96,15 @@ func Do(path string, fn func() error) error {
 	if path == "" {
 		return fn()
 	}
-	err := ns.WithNetNSPath(path, func(ns.NetNS) error { return fn() })
+	var fnErr error
+	err := ns.WithNetNSPath(path, func(ns.NetNS) error {
+		fnErr = fn()
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("in netns %s: %w", path, err)
+		return fmt.Errorf("enter netns %s: %w", path, err)
 	}
-	return nil
+	return fnErr
 }
 
 // PrivateMountNS reports whether this process runs in a different mount namespace than

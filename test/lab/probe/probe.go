@@ -39,7 +39,7 @@ var (
 // never nil; it closes all listeners, waits for their goroutines and may be called more
 // than once. Cancelling ctx stops them too.
 func Serve(ctx context.Context, netnsPath, podName string, ports []corev1.ContainerPort) (stop func(), err error) {
-	s := &server{reply: []byte(podName)}
+	s := &server{reply: []byte(podName), line: []byte(podName + "\n")}
 	ctx, cancel := context.WithCancel(ctx)
 	var errs []error
 	nsErr := netns.Do(netnsPath, func() error {
@@ -76,7 +76,8 @@ func Serve(ctx context.Context, netnsPath, podName string, ports []corev1.Contai
 }
 
 type server struct {
-	reply   []byte
+	reply   []byte // UDP answer
+	line    []byte // TCP/SCTP answer: reply and a newline
 	streams []net.Listener
 	packets []net.PacketConn
 	wg      sync.WaitGroup
@@ -149,7 +150,7 @@ func (s *server) serveStream(ln net.Listener) {
 		go func() {
 			defer s.wg.Done()
 			_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			_, _ = conn.Write(append(s.reply, '\n'))
+			_, _ = conn.Write(s.line)
 			_ = conn.Close()
 		}()
 	}
