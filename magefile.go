@@ -83,18 +83,26 @@ func binaries() []string {
 // lab CLI into bin/lab.
 func Build() error {
 	for _, goos := range []string{"linux", "windows"} {
-		for _, pkg := range binaries() {
-			name := filepath.Base(pkg)
-			if goos == "windows" {
-				name += ".exe"
-			}
-			out := filepath.Join("bin", goos, name)
-			if err := run([]string{"GOOS=" + goos, "GOARCH=amd64", "CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", out, pkg); err != nil {
-				return err
-			}
+		if err := buildServices(goos); err != nil {
+			return err
 		}
 	}
 	return run(nil, "go", "build", "-o", "bin/lab", "./test/lab/cmd/lab")
+}
+
+// buildServices builds the binaries under services/ for one OS into bin/<goos>/.
+func buildServices(goos string) error {
+	for _, pkg := range binaries() {
+		name := filepath.Base(pkg)
+		if goos == "windows" {
+			name += ".exe"
+		}
+		out := filepath.Join("bin", goos, name)
+		if err := run([]string{"GOOS=" + goos, "GOARCH=amd64", "CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", out, pkg); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Lint checks formatting and runs go vet for linux and windows.
@@ -166,11 +174,14 @@ func labkube() (string, error) {
 	return bin, os.Rename(abs, bin)
 }
 
-// LabBin builds the lab CLI and the reference CNI plugins (ptp, host-local,
-// loopback) the lab can use before Seine's own plugin runs there; they come
-// from their own module, test/lab/cniplugins.
+// LabBin builds the lab CLI, Seine's linux binaries (bin/linux: seine-agent
+// and seine-cni run in the lab's nodes) and the reference CNI plugins (ptp,
+// host-local, loopback) from their own module, test/lab/cniplugins.
 func LabBin() error {
 	if err := run(nil, "go", "build", "-o", "bin/lab", "./test/lab/cmd/lab"); err != nil {
+		return err
+	}
+	if err := buildServices("linux"); err != nil {
 		return err
 	}
 	out, _ := filepath.Abs("bin/cni")

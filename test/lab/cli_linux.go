@@ -139,6 +139,9 @@ func (c *Config) kubeletConfig(log *slog.Logger, node string) (kubelet.Config, e
 		StateDir:   c.NodeKubeletDir(node),
 		Logger:     log.With("node", node),
 	}
+	if c.CNI == CNISeine {
+		cfg.CNIBinDirs = append(cfg.CNIBinDirs, c.SeineBin)
+	}
 	if c.CNI == CNIPtp {
 		tmpl, err := os.ReadFile(c.CNITemplatePath())
 		if err != nil {

@@ -12,6 +12,7 @@ package lab
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -24,6 +25,8 @@ const (
 	// CNIPtp uses the reference ptp + host-local plugins from
 	// containernetworking/plugins, with static routes between nodes.
 	CNIPtp = "ptp"
+	// CNISeine runs seine-agent in every node and calls seine-cni.
+	CNISeine = "seine"
 )
 
 // Config says how the lab is laid out. The zero value of a field means its
@@ -40,12 +43,17 @@ type Config struct {
 	EtcdPort         int    `json:"etcdPort"` // client port; peer is EtcdPort+1
 	MTU              int    `json:"mtu"`      // fabric MTU
 	CNI              string `json:"cni"`
+	// TrafficMode and TunnelType configure seine-agent (CNISeine only).
+	TrafficMode string `json:"trafficMode"`
+	TunnelType  string `json:"tunnelType"`
 	// WindowsNodes poses the last N nodes as Windows nodes (kubernetes.io/os=windows).
 	WindowsNodes int `json:"windowsNodes"`
 
 	KubeBin string `json:"kubeBin"` // the labkube multi-call binary
 	LabBin  string `json:"labBin"`  // this lab CLI (runs kubelets and the API proxy)
 	CNIBin  string `json:"cniBin"`  // directory with the CNI plugins for CNIPtp
+	// SeineBin is the directory with seine-agent and seine-cni (CNISeine).
+	SeineBin string `json:"seineBin"`
 }
 
 // Defaults fills unset fields.
@@ -71,6 +79,10 @@ func (c *Config) Defaults() {
 	def(&c.EtcdPort, 12379)
 	def(&c.MTU, 1500)
 	defs(&c.CNI, CNIPtp)
+	if c.CNI == CNISeine {
+		defs(&c.TrafficMode, "encap")
+		defs(&c.TunnelType, "geneve")
+	}
 }
 
 // Validate reports a configuration the lab cannot build.
@@ -90,8 +102,24 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("CIDR %q: %w", s, err)
 		}
 	}
-	if c.CNI != CNIPtp {
-		return fmt.Errorf("cni %q: the lab knows %q", c.CNI, CNIPtp)
+	switch c.CNI {
+	case CNIPtp:
+	case CNISeine:
+		if c.SeineBin == "" {
+			return errors.New("cni seine: the directory with seine-agent and seine-cni must be given")
+		}
+		switch c.TrafficMode {
+		case "encap", "noEncap", "hybrid":
+		default:
+			return fmt.Errorf("traffic mode %q: want encap, noEncap or hybrid", c.TrafficMode)
+		}
+		switch c.TunnelType {
+		case "geneve", "vxlan", "gre":
+		default:
+			return fmt.Errorf("tunnel type %q: want geneve, vxlan or gre", c.TunnelType)
+		}
+	default:
+		return fmt.Errorf("cni %q: the lab knows %q and %q", c.CNI, CNIPtp, CNISeine)
 	}
 	return nil
 }
@@ -155,6 +183,12 @@ func (c *Config) NodeKubeletDir(node string) string {
 	return c.path("nodes", node, "kubelet")
 }
 func (c *Config) CNITemplatePath() string { return c.path("cni", "template.conflist") }
+func (c *Config) NodeSeineDir(node string) string {
+	return c.path("nodes", node, "seine")
+}
+func (c *Config) AgentConfigPath(node string) string {
+	return c.path("nodes", node, "seine-agent.yaml")
+}
 
 // NetNS returns the name of a lab network namespace ("fabric", "ext" or a node name).
 func (c *Config) NetNS(name string) string { return c.NSPrefix + name }

@@ -39,9 +39,12 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 	if left := c.labNamespaces(ctx); len(left) > 0 {
 		return fmt.Errorf("namespaces %v are left from an earlier lab: run `lab down` first", left)
 	}
-	for _, f := range []*string{&c.KubeBin, &c.LabBin} {
+	if c.KubeBin == "" || c.LabBin == "" {
+		return errors.New("the labkube and lab binaries must be given")
+	}
+	for _, f := range []*string{&c.KubeBin, &c.LabBin, &c.CNIBin, &c.SeineBin} {
 		if *f == "" {
-			return errors.New("the labkube and lab binaries must be given")
+			continue
 		}
 		if *f, err = filepath.Abs(*f); err != nil {
 			return err
@@ -73,17 +76,24 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 		return fmt.Errorf("control plane: %w", err)
 	}
 	log.Info("control plane ready", "elapsed", time.Since(start).Round(time.Millisecond))
-	if err := c.writeCNITemplate(); err != nil {
+	cs, err := c.Client("admin")
+	if err != nil {
 		return err
+	}
+	switch c.CNI {
+	case CNIPtp:
+		if err := c.writeCNITemplate(); err != nil {
+			return err
+		}
+	case CNISeine:
+		if err := agentRBAC(ctx, cs); err != nil {
+			return err
+		}
 	}
 	for _, n := range c.NodeList() {
 		if err := c.startNode(ctx, n); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
-	}
-	cs, err := c.Client("admin")
-	if err != nil {
-		return err
 	}
 	nodes, err := c.waitNodesReady(ctx, cs, 3*time.Minute)
 	if err != nil {
@@ -108,6 +118,11 @@ func (c *Config) startNode(ctx context.Context, n Node) error {
 	}
 	if _, err := ovsdaemon.Start(ctx, ovsdaemon.Options{Dir: c.NodeOVSDir(n.Name), NetNS: c.NetNSPath(n.Name), Detach: true}); err != nil {
 		return fmt.Errorf("ovs: %w", err)
+	}
+	if c.CNI == CNISeine {
+		if err := c.startAgent(n); err != nil {
+			return fmt.Errorf("seine-agent: %w", err)
+		}
 	}
 	return c.startComponent(component{
 		name:  "kubelet-" + n.Name,
@@ -141,8 +156,10 @@ func (c *Config) waitNodesReady(ctx context.Context, cs kubernetes.Interface, ti
 			return ready, nil
 		}
 		for _, n := range want {
-			if c.componentPID("kubelet-"+n.Name) == 0 {
-				return nil, fmt.Errorf("kubelet of %s exited:\n%s", n.Name, c.logTail("kubelet-"+n.Name, 15))
+			for _, comp := range c.nodeComponents(n.Name) {
+				if c.componentPID(comp) == 0 {
+					return nil, fmt.Errorf("%s exited:\n%s", comp, c.logTail(comp, 15))
+				}
 			}
 		}
 		select {
@@ -151,6 +168,15 @@ func (c *Config) waitNodesReady(ctx context.Context, cs kubernetes.Interface, ti
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// nodeComponents are the processes the lab runs for a node.
+func (c *Config) nodeComponents(node string) []string {
+	comps := []string{"kubelet-" + node}
+	if c.CNI == CNISeine {
+		comps = append(comps, "agent-"+node)
+	}
+	return comps
 }
 
 // NodeReady reports the node's Ready condition.

@@ -33,6 +33,9 @@ func (c *Config) identities() []identity {
 		{"admin", "lab-admin", []string{"system:masters"}},
 		{"kube-controller-manager", "system:kube-controller-manager", nil},
 		{"kube-scheduler", "system:kube-scheduler", nil},
+		// seine-agent's identity; its permissions come from the
+		// seine-agent ClusterRole the lab creates (see agent_linux.go).
+		{"seine-agent", "seine:agent", nil},
 	}
 	for _, n := range c.NodeList() {
 		ids = append(ids, identity{n.Name, "system:node:" + n.Name, []string{"system:nodes"}})

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -65,6 +66,10 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		fs.IntVar(&c.WindowsNodes, "windows-nodes", 0, "pose the last K nodes as Windows nodes")
 		fs.StringVar(&c.KubeBin, "kube-bin", os.Getenv("SEINE_LAB_KUBE_BIN"), "the labkube control-plane binary (make kube-binaries builds it)")
 		fs.StringVar(&c.CNIBin, "cni-bin", "", "directory of CNI plugins (default: cni/ beside this binary)")
+		fs.StringVar(&c.CNI, "cni", lab.CNIPtp, "the nodes' network: ptp (reference plugins) or seine")
+		fs.StringVar(&c.SeineBin, "seine-bin", "", "directory with seine-agent and seine-cni (default: linux/ beside this binary)")
+		fs.StringVar(&c.TrafficMode, "traffic-mode", "", "seine: encap, noEncap or hybrid (default encap)")
+		fs.StringVar(&c.TunnelType, "tunnel-type", "", "seine: geneve, vxlan or gre (default geneve)")
 		fs.Parse(args)
 		c.StateDir = *stateDir
 		self, err := os.Executable()
@@ -72,6 +77,9 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 			return err
 		}
 		c.LabBin = self
+		if c.CNI == lab.CNISeine && c.SeineBin == "" {
+			c.SeineBin = filepath.Join(filepath.Dir(self), "linux")
+		}
 		if err := lab.Up(ctx, log, c); err != nil {
 			return err
 		}

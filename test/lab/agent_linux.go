@@ -1,0 +1,84 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// agentConfig is seine-agent's configuration file for a lab node (the
+// format core/agent reads). Nodes use the bridged-uplink topology on the
+// userspace datapath: eth0 becomes a port of br-int and the node IP moves to
+// the bridge's internal port.
+func (c *Config) agentConfig(n Node) string {
+	ovs := c.NodeOVSDir(n.Name)
+	return fmt.Sprintf(`nodeName: %s
+kubeconfig: %s
+ovs:
+  dbEndpoint: unix:%s
+  runDir: %s
+  bridge: br-int
+  datapathType: netdev
+topology: bridgedUplink
+uplink: eth0
+trafficMode: %s
+tunnelType: %s
+mtu: 0
+cniSocket: %s
+cniConfDir: %s
+stateDir: %s
+healthAddress: 127.0.0.1:10350
+`, n.Name, c.KubeconfigPath("seine-agent"),
+		filepath.Join(ovs, "run", "db.sock"), filepath.Join(ovs, "run"),
+		c.TrafficMode, c.TunnelType,
+		filepath.Join(c.NodeSeineDir(n.Name), "cni.sock"),
+		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name))
+}
+
+// startAgent writes the node's agent configuration and starts seine-agent
+// inside the node's namespace.
+func (c *Config) startAgent(n Node) error {
+	if err := os.MkdirAll(c.NodeSeineDir(n.Name), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.AgentConfigPath(n.Name), []byte(c.agentConfig(n)), 0o644); err != nil {
+		return err
+	}
+	return c.startComponent(component{
+		name:  "agent-" + n.Name,
+		netns: c.NetNSPath(n.Name),
+		argv:  []string{filepath.Join(c.SeineBin, "seine-agent"), "run", "--config", c.AgentConfigPath(n.Name)},
+	})
+}
+
+// agentRBAC grants seine-agent's identity what the agent reads and writes,
+// as the installer's manifest does in a real cluster.
+func agentRBAC(ctx context.Context, cs kubernetes.Interface) error {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "seine-agent"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "namespaces", "services"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "seine-agent"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "seine-agent"},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "seine:agent"}},
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("seine-agent ClusterRole: %w", err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("seine-agent ClusterRoleBinding: %w", err)
+	}
+	return nil
+}
