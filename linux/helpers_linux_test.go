@@ -64,7 +64,7 @@ func newBackend(t *testing.T, nodeNS string, db platform.OVSDB, datapath ovsdb.D
 
 // sh runs a command inside the netns at path (through nsenter, so the tool
 // sees only that namespace) and returns its output; failure fails the test.
-func sh(t *testing.T, netns string, args ...string) string {
+func sh(t testing.TB, netns string, args ...string) string {
 	t.Helper()
 	out, err := shErr(netns, args...)
 	if err != nil {

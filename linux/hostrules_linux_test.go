@@ -18,7 +18,7 @@ import (
 // fd00:1::11/64) and a gateway seine-gw0 (10.244.1.1/24), both veths (the
 // kernel here has no dummy links), plus things that are not Seine's and must
 // survive every Sync: a static route and a MASQUERADE rule in POSTROUTING.
-func rulesNode(t *testing.T) string {
+func rulesNode(t testing.TB) string {
 	t.Helper()
 	node := ovsdaemon.NewNetNS(t)
 	for _, c := range [][]string{
