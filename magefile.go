@@ -28,16 +28,17 @@ var Default = Build
 // debPackages maps a command the tests and the lab need to the Debian package
 // that provides it.
 var debPackages = map[string]string{
-	"ovs-vswitchd": "openvswitch-switch",
-	"ovs-ofctl":    "openvswitch-common",
-	"ip":           "iproute2",
-	"nsenter":      "util-linux",
-	"iptables":     "iptables",
-	"ethtool":      "ethtool",
-	"conntrack":    "conntrack",
-	"tcpdump":      "tcpdump",
-	"iperf3":       "iperf3",
-	"kubectl":      "kubernetes-client",
+	"ovs-vswitchd":  "openvswitch-switch",
+	"ovs-ofctl":     "openvswitch-common",
+	"ip":            "iproute2",
+	"nsenter":       "util-linux",
+	"iptables":      "iptables",
+	"iptables-save": "iptables",
+	"ethtool":       "ethtool",
+	"conntrack":     "conntrack",
+	"tcpdump":       "tcpdump",
+	"iperf3":        "iperf3",
+	"kubectl":       "kubernetes-client",
 }
 
 // Deps installs the Debian packages whose commands are missing.
