@@ -1,0 +1,266 @@
+// Package agent is Seine's node agent: it sets up the node's bridge through
+// the platform backend, programs the OpenFlow pipeline, serves the CNI
+// requests of the node's runtime (pod ADD/DEL/CHECK/STATUS/GC), follows the
+// other nodes to reach their pods, and recovers its state from OVSDB and IPAM
+// after a restart. See README.md.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/seine-cni/seine/cni/server"
+	"github.com/seine-cni/seine/core/ipam"
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/ovsdb"
+	"github.com/seine-cni/seine/platform"
+)
+
+// OVSDB is what the agent needs from the Open_vSwitch database;
+// *ovsdb.Client implements it.
+type OVSDB interface {
+	platform.OVSDB
+	ListPorts(ctx context.Context, match map[string]string) ([]ovsdb.PortInfo, error)
+}
+
+// Options are the agent's collaborators. Everything but Switch is required.
+type Options struct {
+	Config  *Config
+	Logger  *slog.Logger
+	Kube    kubernetes.Interface
+	OVSDB   OVSDB
+	Backend platform.Backend
+	// NewSwitch defaults to OpenFlowSwitch.
+	NewSwitch NewSwitchFunc
+}
+
+// Agent is one node's agent.
+type Agent struct {
+	cfg     *Config
+	log     *slog.Logger
+	kube    kubernetes.Interface
+	db      OVSDB
+	backend platform.Backend
+	sw      Switch
+
+	mode   pipeline.TrafficMode
+	tunnel pipeline.TunnelType
+	topo   platform.Topology
+
+	nodes       corelisters.NodeLister
+	nodesSynced cache.InformerSynced
+	factory     informers.SharedInformerFactory
+	kick        chan struct{}
+
+	ipam      *ipam.Allocator
+	nodeState platform.NodeState
+	podMTU    int
+	gateways  []netip.Prefix
+
+	// mu guards the desired flow state and the round its flows carry.
+	mu    sync.Mutex
+	node  *pipeline.NodeConfig // nil until node setup is done
+	pods  map[ipam.Key]*podState
+	peers []pipeline.Peer
+	round pipeline.Round
+
+	hostMu   sync.Mutex
+	lastHost string
+
+	ready  atomic.Bool
+	reason atomic.Value // string: why not ready
+	srv    *server.Server
+}
+
+var errNotReady = errors.New("node setup is not done yet")
+
+// TunnelPort is the name of the tunnel port on the bridge.
+const TunnelPort = "seine-tun0"
+
+// New checks the options and returns an agent that has not started.
+func New(o Options) (*Agent, error) {
+	if o.Config == nil || o.Kube == nil || o.OVSDB == nil || o.Backend == nil || o.Logger == nil {
+		return nil, errors.New("agent: config, logger, kube client, OVSDB and backend are required")
+	}
+	if err := o.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	a := &Agent{
+		cfg: o.Config, log: o.Logger, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
+		pods: map[ipam.Key]*podState{},
+		kick: make(chan struct{}, 1),
+	}
+	a.topo, _ = a.cfg.topology()
+	a.mode, _ = a.cfg.trafficMode()
+	if a.mode != pipeline.NoEncap {
+		a.tunnel, _ = a.cfg.tunnelType()
+	}
+	newSwitch := o.NewSwitch
+	if newSwitch == nil {
+		newSwitch = OpenFlowSwitch
+	}
+	a.sw = newSwitch("unix:"+filepath.Join(a.cfg.OVS.RunDir, a.cfg.OVS.Bridge+".mgmt"), a.onConnect)
+	a.factory = informers.NewSharedInformerFactory(a.kube, 0)
+	inf := a.factory.Core().V1().Nodes()
+	a.nodes = inf.Lister()
+	a.nodesSynced = inf.Informer().HasSynced
+	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.poke() },
+		UpdateFunc: func(any, any) { a.poke() },
+		DeleteFunc: func(any) { a.poke() },
+	}); err != nil {
+		return nil, fmt.Errorf("node informer: %w", err)
+	}
+	a.setNotReady("starting")
+	return a, nil
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) setNotReady(why string) {
+	a.ready.Store(false)
+	a.reason.Store(why)
+}
+
+// Ready reports whether node setup is done and the CNI server is serving.
+func (a *Agent) Ready() (bool, string) {
+	if a.ready.Load() {
+		return true, "ready"
+	}
+	s, _ := a.reason.Load().(string)
+	return false, s
+}
+
+// Run sets the node up, serves CNI requests and follows the other nodes
+// until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	if a.cfg.HealthAddress != "" {
+		stop, err := a.serveHealth(a.cfg.HealthAddress)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	a.factory.Start(ctx.Done())
+	defer a.factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), a.nodesSynced) {
+		return fmt.Errorf("node informer: %w", context.Cause(ctx))
+	}
+	if err := retry(ctx, a.log, "node setup", a.setupNode); err != nil {
+		return err
+	}
+	if err := a.recoverPods(ctx); err != nil {
+		return fmt.Errorf("recover pods: %w", err)
+	}
+	a.refreshPeers()
+	a.mu.Lock()
+	a.node = a.nodeConfigLocked()
+	a.mu.Unlock()
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := a.sw.Run(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("OpenFlow connection", "err", err)
+		}
+	}()
+	// The first connection replays every flow (onConnect).
+	if err := a.sw.Do(ctx, func(FlowWriter) error { return nil }); err != nil {
+		return fmt.Errorf("openflow: %w", err)
+	}
+	if err := a.syncHost(ctx); err != nil {
+		a.log.Error("host rules", "err", err) // retried on the next peer change
+	}
+	srv, err := server.New(server.Options{SocketPath: a.cfg.CNISocket, Handler: a, Logger: a.log.With("component", "cni-server")})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("cni server: %w", err)
+	}
+	a.srv = srv
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			a.log.Warn("cni server shutdown", "err", err)
+		}
+	}()
+	a.ready.Store(true)
+	if err := a.writeCNIConfig(); err != nil {
+		return err
+	}
+	a.log.Info("node ready", "pods", len(a.pods), "peers", len(a.peers))
+	a.followPeers(ctx)
+	a.setNotReady("shutting down")
+	return nil
+}
+
+// retry runs fn until it succeeds or ctx ends, with a capped backoff.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	delay := 200 * time.Millisecond
+	for {
+		err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
+		}
+		log.Warn(what+" failed, retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func sortedKeys(m map[ipam.Key]*podState) []ipam.Key {
+	return slices.SortedFunc(maps.Keys(m), func(a, b ipam.Key) int {
+		if a.ContainerID != b.ContainerID {
+			if a.ContainerID < b.ContainerID {
+				return -1
+			}
+			return 1
+		}
+		if a.IfName < b.IfName {
+			return -1
+		} else if a.IfName > b.IfName {
+			return 1
+		}
+		return 0
+	})
+}
+
+func nodeOS() pipeline.OS {
+	if runtime.GOOS == "windows" {
+		return pipeline.OSWindows
+	}
+	return pipeline.OSLinux
+}

@@ -1,0 +1,182 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/ovsdb"
+	"github.com/seine-cni/seine/platform"
+)
+
+// Config is seine-agent's configuration file. Its YAML keys are fixed: the
+// installer and the lab write them, and an unknown key is an error.
+type Config struct {
+	NodeName   string    `json:"nodeName"`
+	Kubeconfig string    `json:"kubeconfig"`
+	OVS        OVSConfig `json:"ovs"`
+	// Topology is bridgedUplink or routedHost.
+	Topology string `json:"topology"`
+	Uplink   string `json:"uplink"`
+	// TrafficMode is encap, noEncap or hybrid.
+	TrafficMode string `json:"trafficMode"`
+	// TunnelType is geneve, vxlan or gre (encap and hybrid).
+	TunnelType string `json:"tunnelType"`
+	// MTU is the pod MTU; 0 means the uplink MTU minus the encap overhead.
+	MTU       int    `json:"mtu"`
+	CNISocket string `json:"cniSocket"`
+	// CNIConfDir, when set, receives 10-seine.conflist once the node is ready.
+	CNIConfDir    string `json:"cniConfDir"`
+	StateDir      string `json:"stateDir"`
+	HealthAddress string `json:"healthAddress"`
+}
+
+// OVSConfig says where the node's Open vSwitch is.
+type OVSConfig struct {
+	DBEndpoint string `json:"dbEndpoint"`
+	// RunDir holds <bridge>.mgmt and ovs-vswitchd's unixctl socket.
+	RunDir       string `json:"runDir"`
+	Bridge       string `json:"bridge"`
+	DatapathType string `json:"datapathType"`
+}
+
+// LoadConfig reads and validates a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes YAML (or JSON) strictly and validates it.
+func ParseConfig(b []byte) (*Config, error) {
+	js, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	var cfg Config
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	req := func(key, v string) {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", key))
+		}
+	}
+	abs := func(key, v string) {
+		if v != "" && !filepath.IsAbs(v) {
+			errs = append(errs, fmt.Errorf("%s %q: want an absolute path", key, v))
+		}
+	}
+	req("nodeName", c.NodeName)
+	req("ovs.dbEndpoint", c.OVS.DBEndpoint)
+	req("ovs.runDir", c.OVS.RunDir)
+	req("ovs.bridge", c.OVS.Bridge)
+	req("cniSocket", c.CNISocket)
+	req("stateDir", c.StateDir)
+	abs("kubeconfig", c.Kubeconfig)
+	abs("ovs.runDir", c.OVS.RunDir)
+	abs("cniSocket", c.CNISocket)
+	abs("cniConfDir", c.CNIConfDir)
+	abs("stateDir", c.StateDir)
+	if c.OVS.DBEndpoint != "" {
+		if _, err := ovsdb.ParseEndpoint(c.OVS.DBEndpoint); err != nil {
+			errs = append(errs, fmt.Errorf("ovs.dbEndpoint: %w", err))
+		}
+	}
+	switch c.OVS.DatapathType {
+	case "", "system", "netdev":
+	default:
+		errs = append(errs, fmt.Errorf("ovs.datapathType %q: want system or netdev", c.OVS.DatapathType))
+	}
+	if _, err := c.topology(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Topology == "bridgedUplink" && c.Uplink == "" {
+		errs = append(errs, errors.New("uplink is required with topology bridgedUplink"))
+	}
+	mode, err := c.trafficMode()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := c.tunnelType(); err != nil && mode != pipeline.NoEncap {
+		errs = append(errs, err)
+	}
+	if c.MTU < 0 || (c.MTU > 0 && c.MTU < 576) {
+		errs = append(errs, fmt.Errorf("mtu %d: want 0 (derived) or at least 576", c.MTU))
+	}
+	if c.HealthAddress != "" {
+		if _, err := netip.ParseAddrPort(c.HealthAddress); err != nil {
+			errs = append(errs, fmt.Errorf("healthAddress %q: want ip:port: %w", c.HealthAddress, err))
+		}
+	}
+	if c.OVS.Bridge != "" && c.OVS.Bridge == c.Uplink {
+		errs = append(errs, fmt.Errorf("ovs.bridge and uplink are both %q", c.Uplink))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) topology() (platform.Topology, error) {
+	switch c.Topology {
+	case "bridgedUplink":
+		return platform.BridgedUplink, nil
+	case "routedHost":
+		return platform.RoutedHost, nil
+	}
+	return "", fmt.Errorf("topology %q: want bridgedUplink or routedHost", c.Topology)
+}
+
+func (c *Config) trafficMode() (pipeline.TrafficMode, error) {
+	switch c.TrafficMode {
+	case "encap":
+		return pipeline.Encap, nil
+	case "noEncap":
+		return pipeline.NoEncap, nil
+	case "hybrid":
+		return pipeline.Hybrid, nil
+	}
+	return 0, fmt.Errorf("trafficMode %q: want encap, noEncap or hybrid", c.TrafficMode)
+}
+
+func (c *Config) tunnelType() (pipeline.TunnelType, error) {
+	switch strings.ToLower(c.TunnelType) {
+	case "geneve":
+		return pipeline.Geneve, nil
+	case "vxlan":
+		return pipeline.VXLAN, nil
+	case "gre":
+		return pipeline.GRE, nil
+	}
+	return 0, fmt.Errorf("tunnelType %q: want geneve, vxlan or gre", c.TunnelType)
+}
+
+func (c *Config) datapath() ovsdb.DatapathType {
+	if c.OVS.DatapathType == "netdev" {
+		return ovsdb.DatapathNetdev
+	}
+	return ovsdb.DatapathSystem
+}

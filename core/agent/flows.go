@@ -1,0 +1,211 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
+)
+
+// FlowWriter is what the agent does on one OpenFlow connection to its
+// bridge. *openflow.Conn implements it.
+type FlowWriter interface {
+	BundleFlows(ctx context.Context, command uint8, flows []*openflow.Flow) error
+	DeleteFlowsByCookie(ctx context.Context, cookie, mask uint64) error
+	DumpFlows(ctx context.Context, table uint8, cookie, mask uint64) ([]openflow.FlowStats, error)
+}
+
+// Switch keeps the OpenFlow connection alive. It calls the onConnect it was
+// made with on every new connection before handing it out (the agent replays
+// its whole flow set there), and Do runs fn on a live connection.
+type Switch interface {
+	Run(ctx context.Context) error
+	Do(ctx context.Context, fn func(FlowWriter) error) error
+}
+
+// NewSwitchFunc makes a Switch for the bridge's management socket.
+type NewSwitchFunc func(addr string, onConnect func(context.Context, FlowWriter) error) Switch
+
+// OpenFlowSwitch is the production Switch: an openflow.Client.
+func OpenFlowSwitch(addr string, onConnect func(context.Context, FlowWriter) error) Switch {
+	return ofSwitch{openflow.NewClient(addr, openflow.Config{
+		OnConnect: func(ctx context.Context, c *openflow.Conn) error { return onConnect(ctx, c) },
+	})}
+}
+
+type ofSwitch struct{ cl *openflow.Client }
+
+func (s ofSwitch) Run(ctx context.Context) error { return s.cl.Run(ctx) }
+func (s ofSwitch) Do(ctx context.Context, fn func(FlowWriter) error) error {
+	return s.cl.Do(ctx, func(c *openflow.Conn) error { return fn(c) })
+}
+
+// allTables is OFPTT_ALL for flow stats requests.
+const allTables = 0xff
+
+// replayFlows installs the whole desired flow set under a round that no flow
+// on the bridge carries yet, then deletes every other round: OpenFlow's add
+// replaces a flow with the same match in place, so traffic never meets a gap.
+// The caller holds a.mu.
+func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
+	if a.node == nil {
+		return nil // nothing to install before node setup
+	}
+	present, err := presentRounds(ctx, w)
+	if err != nil {
+		return err
+	}
+	next := a.round.Next()
+	if len(present) > 0 {
+		next = present[len(present)-1].Next()
+	}
+	for slices.Contains(present, next) {
+		next++
+	}
+	flows, err := pipeline.Build(a.flowState(), next)
+	if err != nil {
+		return fmt.Errorf("build flows: %w", err)
+	}
+	if err := w.BundleFlows(ctx, openflow.FlowAdd, flows); err != nil {
+		return fmt.Errorf("install %d flows of round %d: %w", len(flows), next, err)
+	}
+	for _, r := range present {
+		if r == next {
+			continue
+		}
+		c, m := pipeline.RoundSelector(r)
+		if err := w.DeleteFlowsByCookie(ctx, c, m); err != nil {
+			return fmt.Errorf("delete flows of round %d: %w", r, err)
+		}
+	}
+	a.log.Info("flows replayed", "round", next, "flows", len(flows), "old_rounds", fmt.Sprint(present))
+	a.round = next
+	return nil
+}
+
+// presentRounds lists the rounds of the flows on the bridge.
+func presentRounds(ctx context.Context, w FlowWriter) ([]pipeline.Round, error) {
+	stats, err := w.DumpFlows(ctx, allTables, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dump flows: %w", err)
+	}
+	var rounds []pipeline.Round
+	for _, s := range stats {
+		r := pipeline.Cookie(s.Flow.CookieValue()).Round()
+		if !slices.Contains(rounds, r) {
+			rounds = append(rounds, r)
+		}
+	}
+	slices.Sort(rounds)
+	return rounds, nil
+}
+
+// flowState is the pipeline's view of the agent's state. The caller holds a.mu.
+func (a *Agent) flowState() pipeline.State {
+	s := pipeline.State{Node: *a.node, Peers: slices.Clone(a.peers)}
+	for _, k := range sortedKeys(a.pods) {
+		s.Pods = append(s.Pods, a.pods[k].pipelinePod())
+	}
+	return s
+}
+
+// resyncFlows replays the whole flow set on the current connection.
+func (a *Agent) resyncFlows(ctx context.Context) error {
+	return a.sw.Do(ctx, func(w FlowWriter) error {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.replayFlows(ctx, w)
+	})
+}
+
+// onConnect runs on every new OpenFlow connection (agent start,
+// ovs-vswitchd restart).
+func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.replayFlows(ctx, w); err != nil {
+		a.log.Error("replaying flows on a new OpenFlow connection", "err", err)
+		return err
+	}
+	return nil
+}
+
+// installPodFlows adds one pod's flows and records the pod, atomically with
+// respect to replays.
+func (a *Agent) installPodFlows(ctx context.Context, p *podState) error {
+	return a.sw.Do(ctx, func(w FlowWriter) error {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.node == nil {
+			return errNotReady
+		}
+		flows, err := pipeline.PodFlows(*a.node, p.pipelinePod(), a.round)
+		if err != nil {
+			return fmt.Errorf("build pod flows: %w", err)
+		}
+		if err := w.BundleFlows(ctx, openflow.FlowAdd, flows); err != nil {
+			return fmt.Errorf("install pod flows: %w", err)
+		}
+		a.pods[p.key] = p
+		return nil
+	})
+}
+
+// removePodFlows forgets the pod and deletes its flows one by one (strict
+// delete), so another sandbox of the same pod keeps its flows even though
+// both share a cookie.
+func (a *Agent) removePodFlows(ctx context.Context, p *podState) error {
+	return a.sw.Do(ctx, func(w FlowWriter) error {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		delete(a.pods, p.key)
+		if a.node == nil || p.ofport == 0 {
+			return nil
+		}
+		flows, err := pipeline.PodFlows(*a.node, p.pipelinePod(), a.round)
+		if err != nil {
+			return fmt.Errorf("build pod flows: %w", err)
+		}
+		if err := w.BundleFlows(ctx, openflow.FlowDeleteStrict, flows); err != nil {
+			a.pods[p.key] = p
+			return fmt.Errorf("delete pod flows: %w", err)
+		}
+		return nil
+	})
+}
+
+// missingPodFlows lists the pod's flows that the bridge lacks.
+func (a *Agent) missingPodFlows(ctx context.Context, p *podState) ([]string, error) {
+	var missing []string
+	err := a.sw.Do(ctx, func(w FlowWriter) error {
+		a.mu.Lock()
+		node, round := a.node, a.round
+		a.mu.Unlock()
+		if node == nil {
+			return errNotReady
+		}
+		want, err := pipeline.PodFlows(*node, p.pipelinePod(), round)
+		if err != nil {
+			return err
+		}
+		c, m := pipeline.ObjectSelector(round, pipeline.CategoryPod, pipeline.PodID(p.ref.Namespace, p.ref.Name))
+		have, err := w.DumpFlows(ctx, allTables, c, m)
+		if err != nil {
+			return err
+		}
+		keys := map[string]bool{}
+		for _, s := range have {
+			keys[s.Flow.Key()] = true
+		}
+		missing = nil
+		for _, f := range want {
+			if !keys[f.Key()] {
+				missing = append(missing, f.String())
+			}
+		}
+		return nil
+	})
+	return missing, err
+}

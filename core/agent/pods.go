@@ -1,0 +1,340 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/seine-cni/seine/cni"
+	"github.com/seine-cni/seine/core/ipam"
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/ovsdb"
+	"github.com/seine-cni/seine/platform"
+)
+
+// External IDs on a pod's OVS port: the source of truth after a restart.
+const (
+	extType        = "seine-type"
+	extTypePod     = "pod"
+	extNamespace   = "k8s-pod-namespace"
+	extName        = "k8s-pod-name"
+	extContainerID = "container-id"
+	extIfName      = "ifname"
+	extIP          = "ip-address"
+	extMAC         = "mac-address"
+	extNetNS       = "netns"
+)
+
+// podState is one local pod attachment as the agent knows it.
+type podState struct {
+	key    ipam.Key
+	ref    platform.PodRef
+	port   string // the OVS port (the host-side interface)
+	ofport uint32
+	ips    []netip.Prefix
+	mac    net.HardwareAddr
+}
+
+func (p *podState) pipelinePod() pipeline.Pod {
+	pp := pipeline.Pod{Namespace: p.ref.Namespace, Name: p.ref.Name, Port: p.ofport, MAC: p.mac}
+	for _, ip := range p.ips {
+		pp.IPs = append(pp.IPs, ip.Addr())
+	}
+	return pp
+}
+
+func (p *podState) externalIDs() map[string]string {
+	ips := ""
+	for i, ip := range p.ips {
+		if i > 0 {
+			ips += ","
+		}
+		ips += ip.String()
+	}
+	return map[string]string{
+		extType: extTypePod, extNamespace: p.ref.Namespace, extName: p.ref.Name,
+		extContainerID: p.ref.ContainerID, extIfName: p.ref.IfName, extNetNS: p.ref.NetNS,
+		extIP: ips, extMAC: p.mac.String(),
+	}
+}
+
+// podNetwork is what the backend is asked to build for the pod.
+func (a *Agent) podNetwork(ref platform.PodRef, ips []netip.Prefix, mac net.HardwareAddr) platform.PodNetwork {
+	pn := platform.PodNetwork{PodRef: ref, IPs: ips, MTU: a.podMTU, MAC: mac, GatewayMAC: a.nodeState.Gateway.MAC}
+	for _, gw := range a.gateways {
+		pn.Gateways = append(pn.Gateways, gw.Addr())
+	}
+	return pn
+}
+
+// podRef builds the attachment's reference from a request.
+func podRef(r *cni.Request) platform.PodRef {
+	return platform.PodRef{
+		Namespace: r.K8s.PodNamespace, Name: r.K8s.PodName,
+		ContainerID: r.ContainerID, IfName: r.IfName, NetNS: r.Netns,
+	}
+}
+
+// Add is CNI ADD: IPAM, pod interface, OVS port, flows. Any failure undoes
+// every step that was taken.
+func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err error) {
+	if ok, why := a.Ready(); !ok {
+		return nil, cni.Errorf(types.ErrTryAgainLater, "seine-agent is not ready: %s", why)
+	}
+	ref := podRef(r)
+	if ref.Namespace == "" || ref.Name == "" {
+		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "K8S_POD_NAMESPACE and K8S_POD_NAME are required in CNI_ARGS")
+	}
+	if err := ref.Validate(); err != nil {
+		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "%v", err)
+	}
+	if ref.NetNS == "" {
+		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty")
+	}
+	if _, err := os.Stat(ref.NetNS); err != nil {
+		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "network namespace %s: %v", ref.NetNS, err)
+	}
+	log := a.log.With("pod", ref.Namespace+"/"+ref.Name, "container", shortID(ref.ContainerID))
+	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
+
+	var undo []func(context.Context) error
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Unwind on a context of its own: ctx may be what failed.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unwindTimeout)
+		defer cancel()
+		for i := len(undo) - 1; i >= 0; i-- {
+			if uerr := undo[i](uctx); uerr != nil {
+				log.Error("unwinding a failed ADD", "err", uerr)
+			}
+		}
+	}()
+
+	alloc, err := a.ipam.Allocate(ipam.Owner{Key: key, PodNamespace: ref.Namespace, PodName: ref.Name})
+	if err != nil {
+		if errors.Is(err, ipam.ErrExhausted) {
+			return nil, cni.Errorf(types.ErrInternal, "allocate an IP for %s/%s: %v", ref.Namespace, ref.Name, err)
+		}
+		return nil, fmt.Errorf("allocate an IP: %w", err)
+	}
+	undo = append(undo, func(context.Context) error { return a.ipam.Release(key) })
+
+	pn := a.podNetwork(ref, alloc.IPs, nil)
+	iface, err := a.backend.Attach(ctx, pn)
+	if err != nil {
+		return nil, fmt.Errorf("attach pod interface: %w", err)
+	}
+	undo = append(undo, func(ctx context.Context) error { return a.backend.Detach(ctx, ref) })
+
+	p := &podState{key: key, ref: ref, port: iface.HostName, ips: alloc.IPs, mac: iface.MAC}
+	if err := a.db.EnsurePort(ctx, a.cfg.OVS.Bridge, ovsdb.PortConfig{
+		Name: iface.HostName, Type: iface.PortType, ExternalIDs: p.externalIDs(),
+	}); err != nil {
+		return nil, fmt.Errorf("add OVS port %s: %w", iface.HostName, err)
+	}
+	undo = append(undo, func(ctx context.Context) error { return a.db.DeletePort(ctx, iface.HostName) })
+
+	ofport, err := a.db.PortOfport(ctx, iface.HostName)
+	if err != nil {
+		return nil, fmt.Errorf("OVS port %s: %w", iface.HostName, err)
+	}
+	p.ofport = uint32(ofport)
+
+	if err := a.installPodFlows(ctx, p); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func(ctx context.Context) error { return a.removePodFlows(ctx, p) })
+	log.Info("pod added", "ips", fmt.Sprint(alloc.IPs), "port", iface.HostName, "ofport", ofport)
+	return a.result(p, iface), nil
+}
+
+const unwindTimeout = 30 * time.Second
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// result is the CNI 1.1.0 result of an ADD.
+func (a *Agent) result(p *podState, iface platform.PodInterface) *current.Result {
+	res := &current.Result{
+		CNIVersion: cni.ResultVersion,
+		Interfaces: []*current.Interface{
+			{Name: iface.HostName, Mac: iface.HostMAC.String()},
+			{Name: p.ref.IfName, Mac: p.mac.String(), Sandbox: p.ref.NetNS, Mtu: a.podMTU},
+		},
+	}
+	for _, ip := range p.ips {
+		cfg := &current.IPConfig{Interface: current.Int(1), Address: net.IPNet{IP: ip.Addr().AsSlice(), Mask: net.CIDRMask(ip.Bits(), ip.Addr().BitLen())}}
+		for _, gw := range a.gateways {
+			if gw.Addr().Is4() == ip.Addr().Is4() {
+				cfg.Gateway = gw.Addr().AsSlice()
+				dst := net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+				if !ip.Addr().Is4() {
+					dst = net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+				}
+				res.Routes = append(res.Routes, &types.Route{Dst: dst, GW: cfg.Gateway})
+			}
+		}
+		res.IPs = append(res.IPs, cfg)
+	}
+	return res
+}
+
+// Del is CNI DEL: it frees whatever the attachment still holds (flows, OVS
+// port, interface, IP) and succeeds when nothing is left.
+func (a *Agent) Del(ctx context.Context, r *cni.Request) error {
+	ref := podRef(r)
+	if ref.ContainerID == "" || ref.IfName == "" {
+		return cni.Errorf(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID and CNI_IFNAME are required")
+	}
+	return a.deletePod(ctx, ref)
+}
+
+// deletePod tears one attachment down, finding what it holds in the agent's
+// state, in OVSDB external_ids and in IPAM.
+func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
+	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
+	a.mu.Lock()
+	p := a.pods[key]
+	a.mu.Unlock()
+	ports, err := a.db.ListPorts(ctx, map[string]string{extType: extTypePod, extContainerID: key.ContainerID, extIfName: key.IfName})
+	if err != nil {
+		return fmt.Errorf("find the pod's OVS port: %w", err)
+	}
+	if ref.Namespace == "" || ref.Name == "" {
+		switch {
+		case p != nil:
+			ref.Namespace, ref.Name = p.ref.Namespace, p.ref.Name
+		case len(ports) > 0:
+			ref.Namespace, ref.Name = ports[0].ExternalIDs[extNamespace], ports[0].ExternalIDs[extName]
+		default:
+			if al, ok := a.ipam.Lookup(key); ok {
+				ref.Namespace, ref.Name = al.PodNamespace, al.PodName
+			}
+		}
+	}
+	if p != nil {
+		if err := a.removePodFlows(ctx, p); err != nil {
+			return err
+		}
+	}
+	for _, port := range ports {
+		if err := a.db.DeletePort(ctx, port.Name); err != nil {
+			return fmt.Errorf("delete OVS port %s: %w", port.Name, err)
+		}
+	}
+	if ref.Namespace != "" && ref.Name != "" {
+		if err := a.backend.Detach(ctx, ref); err != nil {
+			return fmt.Errorf("detach pod interface: %w", err)
+		}
+	}
+	if err := a.ipam.Release(key); err != nil {
+		return fmt.Errorf("release IP: %w", err)
+	}
+	a.log.Info("pod deleted", "pod", ref.Namespace+"/"+ref.Name, "container", shortID(ref.ContainerID))
+	return nil
+}
+
+// Check is CNI CHECK: the interface, the OVS port and the flows must all be
+// as ADD left them.
+func (a *Agent) Check(ctx context.Context, r *cni.Request) error {
+	ref := podRef(r)
+	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
+	a.mu.Lock()
+	p := a.pods[key]
+	a.mu.Unlock()
+	if p == nil {
+		return cni.Errorf(types.ErrUnknownContainer, "no attachment %s of container %s", ref.IfName, ref.ContainerID)
+	}
+	var errs []error
+	if al, ok := a.ipam.Lookup(key); !ok || fmt.Sprint(al.IPs) != fmt.Sprint(p.ips) {
+		errs = append(errs, fmt.Errorf("IPAM holds %v for it, want %v", al.IPs, p.ips))
+	}
+	if err := a.backend.Check(ctx, a.podNetwork(p.ref, p.ips, p.mac)); err != nil {
+		errs = append(errs, fmt.Errorf("interface: %w", err))
+	}
+	port, err := a.db.GetPort(ctx, p.port)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("OVS port %s: %w", p.port, err))
+	case port.OFPort != int(p.ofport):
+		errs = append(errs, fmt.Errorf("OVS port %s: ofport %d, want %d", p.port, port.OFPort, p.ofport))
+	}
+	missing, err := a.missingPodFlows(ctx, p)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("flows: %w", err))
+	case len(missing) > 0:
+		errs = append(errs, fmt.Errorf("%d flows missing, first: %s", len(missing), missing[0]))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("check %s: %w", p.ref, err)
+	}
+	return nil
+}
+
+// Status is CNI STATUS: ready once node setup is done.
+func (a *Agent) Status(context.Context, *cni.Request) error {
+	if ok, why := a.Ready(); !ok {
+		return cni.Errorf(types.ErrPluginNotAvailable, "seine-agent is not ready: %s", why)
+	}
+	return nil
+}
+
+// GC is CNI GC: every attachment not in valid is torn down.
+func (a *Agent) GC(ctx context.Context, _ *cni.Request, valid []cni.Attachment) error {
+	keep := map[ipam.Key]bool{}
+	for _, v := range valid {
+		keep[ipam.Key{ContainerID: v.ContainerID, IfName: v.IfName}] = true
+	}
+	stale := map[ipam.Key]platform.PodRef{}
+	a.mu.Lock()
+	for k, p := range a.pods {
+		if !keep[k] {
+			stale[k] = p.ref
+		}
+	}
+	a.mu.Unlock()
+	ports, err := a.db.ListPorts(ctx, map[string]string{extType: extTypePod})
+	if err != nil {
+		return fmt.Errorf("list pod ports: %w", err)
+	}
+	for _, port := range ports {
+		ref := refFromExternalIDs(port.ExternalIDs)
+		k := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
+		if _, seen := stale[k]; !seen && !keep[k] {
+			stale[k] = ref
+		}
+	}
+	for _, al := range a.ipam.List() {
+		if _, seen := stale[al.Key]; !seen && !keep[al.Key] {
+			stale[al.Key] = platform.PodRef{Namespace: al.PodNamespace, Name: al.PodName, ContainerID: al.ContainerID, IfName: al.IfName}
+		}
+	}
+	var errs []error
+	for _, ref := range stale {
+		if err := a.deletePod(ctx, ref); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func refFromExternalIDs(ids map[string]string) platform.PodRef {
+	return platform.PodRef{
+		Namespace: ids[extNamespace], Name: ids[extName],
+		ContainerID: ids[extContainerID], IfName: ids[extIfName], NetNS: ids[extNetNS],
+	}
+}
