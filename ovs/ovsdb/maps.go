@@ -2,7 +2,6 @@ package ovsdb
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -105,22 +104,10 @@ func (c *Client) mutateBridgeMap(ctx context.Context, bridge string, col MapColu
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	set, del = changedKeys(*cur, set), presentKeys(*cur, del)
-	if len(set) == 0 && len(del) == 0 {
-		return nil
-	}
-	m := &Bridge{UUID: br.UUID}
-	field, _ := bridgeMapField(m, col)
-	ops, err := c.ovs.Where(m).Mutate(m, mapMutations(field, set, del)...)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if _, err := c.transact(ctx, what, ops); err != nil {
-		return err
-	}
-	return c.waitFor(ctx, what+" in cache", func() (bool, error) {
-		got, err := c.BridgeMap(ctx, bridge, col)
-		return err == nil && mapHasAll(got, set) && len(presentKeys(got, del)) == 0, err
+	row := &Bridge{UUID: br.UUID}
+	field, _ := bridgeMapField(row, col)
+	return c.mutateMap(ctx, what, *cur, row, field, set, del, func() (map[string]string, error) {
+		return c.BridgeMap(ctx, bridge, col)
 	})
 }
 
@@ -158,13 +145,24 @@ func (c *Client) mutatePortMap(ctx context.Context, port string, col MapColumn, 
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	set, del = changedKeys(*cur, set), presentKeys(*cur, del)
+	row := &Port{UUID: p.UUID}
+	field, _ := portMapField(row, col)
+	return c.mutateMap(ctx, what, *cur, row, field, set, del, func() (map[string]string, error) {
+		return c.PortMap(ctx, port, col)
+	})
+}
+
+// mutateMap sets and deletes keys of one map column (field, a column of row,
+// whose current value is cur), in one transaction, and waits until reread
+// shows the change in the cache. Keys already as wanted are left out; a
+// change to nothing sends no transaction.
+func (c *Client) mutateMap(ctx context.Context, what string, cur map[string]string, row model.Model, field *map[string]string,
+	set map[string]string, del []string, reread func() (map[string]string, error)) error {
+	set, del = changedKeys(cur, set), presentKeys(cur, del)
 	if len(set) == 0 && len(del) == 0 {
 		return nil
 	}
-	m := &Port{UUID: p.UUID}
-	field, _ := portMapField(m, col)
-	ops, err := c.ovs.Where(m).Mutate(m, mapMutations(field, set, del)...)
+	ops, err := c.ovs.Where(row).Mutate(row, mapMutations(field, set, del)...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -172,10 +170,7 @@ func (c *Client) mutatePortMap(ctx context.Context, port string, col MapColumn, 
 		return err
 	}
 	return c.waitFor(ctx, what+" in cache", func() (bool, error) {
-		got, err := c.PortMap(ctx, port, col)
-		if errors.Is(err, ErrPortNotFound) {
-			return false, err
-		}
+		got, err := reread()
 		return err == nil && mapHasAll(got, set) && len(presentKeys(got, del)) == 0, err
 	})
 }
