@@ -196,6 +196,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.syncHost(ctx); err != nil {
 		a.log.Error("host rules", "err", err) // retried on the next peer change
 	}
+	a.warmTunnelNeighbours()
 	srv, err := server.New(server.Options{SocketPath: a.cfg.CNISocket, Handler: a, Logger: a.log.With("component", "cni-server")})
 	if err != nil {
 		return err

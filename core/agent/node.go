@@ -269,6 +269,7 @@ func (a *Agent) followPeers(ctx context.Context) {
 			a.log.Error("host rules", "err", err)
 			a.poke()
 		}
+		a.warmTunnelNeighbours()
 	}
 }
 
