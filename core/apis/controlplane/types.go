@@ -1,0 +1,173 @@
+package controlplane
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// IPAddress is an IPv4 (4 bytes) or IPv6 (16 bytes) address.
+type IPAddress []byte
+
+// Protocol is a transport protocol: TCP, UDP or SCTP.
+type Protocol string
+
+// Protocols of a Service or NamedPort.
+const (
+	ProtocolTCP  Protocol = "TCP"
+	ProtocolUDP  Protocol = "UDP"
+	ProtocolSCTP Protocol = "SCTP"
+)
+
+// Direction is the direction of a rule, relative to the applied-to pods.
+type Direction string
+
+// Rule directions.
+const (
+	DirectionIn  Direction = "In"
+	DirectionOut Direction = "Out"
+)
+
+// PolicyType says which traffic a policy isolates.
+type PolicyType string
+
+// Policy types, as in Kubernetes NetworkPolicy.
+const (
+	PolicyTypeIngress PolicyType = "Ingress"
+	PolicyTypeEgress  PolicyType = "Egress"
+)
+
+// PodReference names a pod.
+type PodReference struct {
+	Name      string `json:"name,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// NamedPort is a container port with a name, which rules may refer to.
+type NamedPort struct {
+	Name     string   `json:"name,omitempty"`
+	Port     int32    `json:"port,omitempty"`
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// GroupMember is one pod of a group.
+type GroupMember struct {
+	Pod        PodReference `json:"pod"`
+	IPs        []IPAddress  `json:"ips,omitempty"`
+	NamedPorts []NamedPort  `json:"namedPorts,omitempty"`
+	NodeName   string       `json:"nodeName,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// AppliedToGroup is the set of pods a NetworkPolicy applies to.
+type AppliedToGroup struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Members           []GroupMember `json:"members,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// AppliedToGroupList is a list of AppliedToGroups.
+type AppliedToGroupList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AppliedToGroup `json:"items"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// AddressGroup is the set of pods a rule's peer selects.
+type AddressGroup struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Members           []GroupMember `json:"members,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// AddressGroupList is a list of AddressGroups.
+type AddressGroupList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AddressGroup `json:"items"`
+}
+
+// NetworkPolicyType is the kind of user policy a NetworkPolicy comes from.
+type NetworkPolicyType string
+
+// K8sNetworkPolicy is a networking.k8s.io/v1 NetworkPolicy.
+const K8sNetworkPolicy NetworkPolicyType = "K8sNetworkPolicy"
+
+// NetworkPolicyReference points back at the user's policy.
+type NetworkPolicyReference struct {
+	Type      NetworkPolicyType `json:"type,omitempty"`
+	Namespace string            `json:"namespace,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	UID       string            `json:"uid,omitempty"`
+}
+
+// IPNet is a CIDR: an address and a prefix length.
+type IPNet struct {
+	IP           IPAddress `json:"ip,omitempty"`
+	PrefixLength int32     `json:"prefixLength,omitempty"`
+}
+
+// IPBlock is a CIDR minus the CIDRs in Except.
+type IPBlock struct {
+	CIDR   IPNet   `json:"cidr"`
+	Except []IPNet `json:"except,omitempty"`
+}
+
+// NetworkPolicyPeer is the other end of a rule: the union of the pods of its
+// AddressGroups and of its IPBlocks. A rule that allows all peers carries
+// the IPBlocks 0.0.0.0/0 and ::/0.
+type NetworkPolicyPeer struct {
+	AddressGroups []string  `json:"addressGroups,omitempty"`
+	IPBlocks      []IPBlock `json:"ipBlocks,omitempty"`
+}
+
+// Service is a protocol and port (or port range, or named port) a rule
+// allows. A nil Port means every port of the protocol.
+type Service struct {
+	Protocol Protocol            `json:"protocol,omitempty"`
+	Port     *intstr.IntOrString `json:"port,omitempty"`
+	EndPort  *int32              `json:"endPort,omitempty"`
+}
+
+// DefaultRulePriority is the priority of rules from Kubernetes
+// NetworkPolicies, which are not ordered among themselves.
+const DefaultRulePriority int32 = -1
+
+// NetworkPolicyRule allows traffic from (In) or to (Out) a peer on the
+// listed services; no services means every port and protocol.
+type NetworkPolicyRule struct {
+	Direction Direction         `json:"direction"`
+	From      NetworkPolicyPeer `json:"from,omitempty"`
+	To        NetworkPolicyPeer `json:"to,omitempty"`
+	Services  []Service         `json:"services,omitempty"`
+	Priority  int32             `json:"priority,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// NetworkPolicy is the internal form of a user policy. Its pods (the union of
+// its AppliedToGroups) are isolated in each direction of PolicyTypes and
+// allow only what Rules allow.
+type NetworkPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Rules             []NetworkPolicyRule     `json:"rules,omitempty"`
+	AppliedToGroups   []string                `json:"appliedToGroups,omitempty"`
+	PolicyTypes       []PolicyType            `json:"policyTypes,omitempty"`
+	SourceRef         *NetworkPolicyReference `json:"sourceRef,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// NetworkPolicyList is a list of NetworkPolicies.
+type NetworkPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []NetworkPolicy `json:"items"`
+}
