@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
@@ -32,6 +33,9 @@ type NewSwitchFunc func(addr string, onConnect func(context.Context, FlowWriter)
 func OpenFlowSwitch(addr string, onConnect func(context.Context, FlowWriter) error) Switch {
 	return ofSwitch{openflow.NewClient(addr, openflow.Config{
 		OnConnect: func(ctx context.Context, c *openflow.Conn) error { return onConnect(ctx, c) },
+		// ovs-vswitchd restarts in about a second: keep the retries short so
+		// the flows come back soon after it does.
+		BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second,
 	})}
 }
 
@@ -129,6 +133,8 @@ func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
 		a.log.Error("replaying flows on a new OpenFlow connection", "err", err)
 		return err
 	}
+	// A restarted ovs-vswitchd has forgotten the tunnel neighbours too.
+	go a.warmTunnelNeighbours()
 	return nil
 }
 

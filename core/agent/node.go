@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -87,7 +88,7 @@ func (a *Agent) setupNode(ctx context.Context) error {
 	}
 	st, err := a.backend.Setup(ctx, platform.NodeConfig{
 		Topology: a.topo, Bridge: a.cfg.OVS.Bridge, Uplink: a.cfg.Uplink,
-		NodeIPs: []netip.Addr{ni.ip}, GatewayIPs: a.gateways,
+		NodeIPs: []netip.Addr{ni.ip}, GatewayIPs: a.gateways, GatewayMAC: gatewayMAC(a.gateways),
 		MTU: a.cfg.MTU, EncapOverhead: overhead,
 	}.WithDefaults())
 	if err != nil {
@@ -103,6 +104,19 @@ func (a *Agent) setupNode(ctx context.Context) error {
 	}
 	a.log.Info("node set up", "ip", ni.ip, "podCIDRs", fmt.Sprint(ni.podCIDRs),
 		"mode", a.mode, "tunnel", a.tunnel, "podMTU", a.podMTU, "gateway_ofport", st.Gateway.OFPort)
+	return nil
+}
+
+// gatewayMAC is the gateway port's MAC, fixed by its first gateway IP
+// (0a:58:<IPv4>) so that it survives a restart of ovs-vswitchd, which
+// recreates the port: pods keep a permanent neighbour entry for it.
+func gatewayMAC(gateways []netip.Prefix) net.HardwareAddr {
+	for _, gw := range gateways {
+		if gw.Addr().Is4() {
+			b := gw.Addr().As4()
+			return net.HardwareAddr{0x0a, 0x58, b[0], b[1], b[2], b[3]}
+		}
+	}
 	return nil
 }
 

@@ -98,12 +98,17 @@ func (p *pinger) ping(ctx context.Context, dst netip.Addr, size int, timeout tim
 	}
 }
 
-// pingOnce pings dst from netns once.
+// pingOnce pings dst from netns once (2s timeout).
 func pingOnce(ctx context.Context, netns string, dst netip.Addr) error {
+	return pingWithin(ctx, netns, dst, 2*time.Second)
+}
+
+// pingWithin pings dst from netns once.
+func pingWithin(ctx context.Context, netns string, dst netip.Addr, timeout time.Duration) error {
 	p, err := newPinger(netns)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	return p.ping(ctx, dst, 56, 2*time.Second)
+	return p.ping(ctx, dst, 56, timeout)
 }

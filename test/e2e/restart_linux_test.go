@@ -1,0 +1,185 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/seine-cni/seine/test/lab"
+)
+
+// TestRestarts: restarting seine-agent on both ends of a cross-node ping
+// stream loses no packet and replaces the flows under a new round;
+// restarting ovs-vswitchd restores connectivity; a pod created while its
+// node's agent is down comes up once the agent is back.
+func TestRestarts(t *testing.T) {
+	e := upLab(t, "encap", "geneve")
+	pods := e.deploy("web", 3)
+	checkSpread(t, pods)
+	byNode := map[string]corev1.Pod{}
+	for _, p := range pods {
+		byNode[p.Spec.NodeName] = p
+	}
+	src, dst := byNode["node-1"], byNode["node-2"]
+
+	t.Run("agent restart under ping", func(t *testing.T) {
+		before := e.rounds(t, "node-1")
+		stream := e.startPingStream(t, e.podNS(&src), netip.MustParseAddr(dst.Status.PodIP))
+		for _, node := range []string{"node-1", "node-2"} {
+			e.stopAgent(node)
+			e.startAgent(node)
+		}
+		sent, lost := stream.stop()
+		t.Logf("%d pings across the restarts of both agents, %d lost", sent, lost)
+		if sent < 10 {
+			t.Errorf("only %d pings sent", sent)
+		}
+		if lost > 0 {
+			t.Errorf("%d of %d pings lost while the agents restarted", lost, sent)
+		}
+		after := e.rounds(t, "node-1")
+		if len(after) != 1 || slices.Equal(before, after) {
+			t.Errorf("flow rounds on node-1: %v before the restart, %v after; want one new round", before, after)
+		}
+	})
+
+	t.Run("ovs-vswitchd restart", func(t *testing.T) {
+		d := e.ovs("node-1")
+		start := time.Now()
+		if err := d.RestartVswitchd(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		restarted := time.Now()
+		ns := e.podNS(&src)
+		e.waitFor("pod traffic across nodes after the vswitchd restart", 30*time.Second, func() error {
+			return pingWithin(e.ctx, ns, netip.MustParseAddr(dst.Status.PodIP), 200*time.Millisecond)
+		})
+		t.Logf("connectivity back %s after ovs-vswitchd restarted (%s after the restart began)",
+			time.Since(restarted).Round(10*time.Millisecond), time.Since(start).Round(10*time.Millisecond))
+		for _, p := range pods {
+			if err := pingOnce(e.ctx, e.podNS(&src), netip.MustParseAddr(p.Status.PodIP)); err != nil && p.Name != src.Name {
+				t.Errorf("%s -> %s after the vswitchd restart: %v", src.Name, p.Name, err)
+			}
+		}
+	})
+
+	t.Run("pod created while the agent is down", func(t *testing.T) {
+		e.stopAgent("node-3")
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: "default"},
+			Spec: corev1.PodSpec{NodeName: "node-3", Containers: []corev1.Container{{
+				Name: "server", Image: "lab/probe-server",
+				Ports: []corev1.ContainerPort{{ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
+			}}},
+		}
+		if _, err := e.cs.CoreV1().Pods("default").Create(e.ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// The kubelet's ADD fails meanwhile (the plugin answers "try again
+		// later"), which it reports as an event on the pod.
+		var failure string
+		e.waitFor("the kubelet to report the failed sandbox", time.Minute, func() error {
+			evs, err := e.cs.CoreV1().Events("default").List(e.ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=late"})
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs.Items {
+				if ev.Reason == "FailedCreatePodSandBox" {
+					failure = ev.Message
+					return nil
+				}
+			}
+			return fmt.Errorf("%d events, none FailedCreatePodSandBox", len(evs.Items))
+		})
+		t.Logf("while the agent was down: %s", failure)
+		if !strings.Contains(failure, "seine-agent") {
+			t.Errorf("the ADD failure does not name seine-agent: %s", failure)
+		}
+		if p, err := e.cs.CoreV1().Pods("default").Get(e.ctx, "late", metav1.GetOptions{}); err == nil && lab.PodReady(p) {
+			t.Fatal("pod became ready while its node's agent was down")
+		}
+		e.startAgent("node-3")
+		var late *corev1.Pod
+		e.waitFor("the late pod to become ready", 2*time.Minute, func() error {
+			p, err := e.cs.CoreV1().Pods("default").Get(e.ctx, "late", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if !lab.PodReady(p) || p.Status.PodIP == "" {
+				return fmt.Errorf("pod phase %s, ready %v", p.Status.Phase, lab.PodReady(p))
+			}
+			late = p
+			return nil
+		})
+		if err := pingOnce(e.ctx, e.podNS(&src), netip.MustParseAddr(late.Status.PodIP)); err != nil {
+			t.Errorf("%s -> late pod: %v", src.Name, err)
+		}
+	})
+}
+
+var cookieRE = regexp.MustCompile(`cookie=0x([0-9a-f]+)`)
+
+// rounds lists the flow rounds (the cookie's top 16 bits) on a node's bridge.
+func (e *env) rounds(t *testing.T, node string) []uint64 {
+	t.Helper()
+	out, err := e.ovs(node).Ofctl(e.ctx, "-O", "OpenFlow15", "dump-flows", "br-int")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rounds []uint64
+	for _, m := range cookieRE.FindAllStringSubmatch(out, -1) {
+		var c uint64
+		fmt.Sscanf(m[1], "%x", &c)
+		if r := c >> 48; !slices.Contains(rounds, r) {
+			rounds = append(rounds, r)
+		}
+	}
+	slices.Sort(rounds)
+	return rounds
+}
+
+// pingStream pings dst every 20ms (1s timeout each) until stopped.
+type pingStream struct {
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	sent, lost int
+}
+
+func (e *env) startPingStream(t *testing.T, netns string, dst netip.Addr) *pingStream {
+	t.Helper()
+	p, err := newPinger(netns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	s := &pingStream{cancel: cancel}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer p.Close()
+		for ctx.Err() == nil {
+			s.sent++
+			if err := p.ping(ctx, dst, 56, time.Second); err != nil && ctx.Err() == nil {
+				s.lost++
+				t.Logf("ping %d: %v", s.sent, err)
+			}
+			time.Sleep(20 * time.Millisecond) // the stream's pace
+		}
+	}()
+	return s
+}
+
+func (s *pingStream) stop() (sent, lost int) {
+	s.cancel()
+	s.wg.Wait()
+	return s.sent, s.lost
+}
