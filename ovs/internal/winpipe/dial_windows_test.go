@@ -10,18 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Microsoft/go-winio"
+	"github.com/seine-cni/seine/ovs/internal/winpipe/pipetest"
 )
 
 // listenEcho serves a line echo on a fresh pipe and returns its name.
 func listenEcho(t *testing.T) string {
 	t.Helper()
 	name := fmt.Sprintf(`\\.\pipe\seine-winpipe-test-%d-%d`, os.Getpid(), time.Now().UnixNano())
-	ln, err := winio.ListenPipe(name, nil)
-	if err != nil {
-		t.Fatalf("listen %s: %v", name, err)
-	}
-	t.Cleanup(func() { ln.Close() })
+	ln := pipetest.Listen(t, name)
 	go func() {
 		for {
 			c, err := ln.Accept()
