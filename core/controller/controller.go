@@ -1,0 +1,355 @@
+// Package controller computes Kubernetes NetworkPolicies into the internal
+// controlplane objects agents consume: AppliedToGroups, AddressGroups and
+// NetworkPolicies, each with the span of nodes that need it. See README.md.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"k8s.io/client-go/informers"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/seine-cni/seine/core/apis/controlplane"
+)
+
+// flushKey asks the worker to publish dirty objects; policy keys are
+// namespace/name and never empty.
+const flushKey = ""
+
+// Controller turns pods, namespaces and NetworkPolicies, as its informers
+// see them, into the objects of its three stores.
+//
+// Pod and namespace events update the label index and the membership of
+// existing groups directly. Policy events go through a work queue; one
+// worker translates policies, and whenever the queue runs empty it publishes
+// what changed in dependency order: AppliedToGroups (members, span), then
+// NetworkPolicies (span = union of their AppliedToGroups' spans), then
+// AddressGroups (span = union of the spans of the policies using them). At
+// a cold start the worker begins only after the informers have synced, so
+// every object is computed once, from a complete index.
+type Controller struct {
+	log      *slog.Logger
+	queue    workqueue.TypedInterface[string]
+	synced   []cache.InformerSynced
+	npLister networkinglisters.NetworkPolicyLister
+	started  atomic.Bool
+	busy     atomic.Bool
+
+	// AppliedToGroups, AddressGroups and NetworkPolicies hold the computed
+	// objects, keyed by name, with their spans.
+	AppliedToGroups *Store[*controlplane.AppliedToGroup]
+	AddressGroups   *Store[*controlplane.AddressGroup]
+	NetworkPolicies *Store[*controlplane.NetworkPolicy]
+
+	mu            sync.Mutex
+	idx           *labelIndex
+	nodes         *nodeTable
+	atgs, ags     map[string]*group
+	clusterGroups map[*group]struct{} // groups with a namespaceSelector
+	policies      map[string]*policyState
+	dirtyATG      map[*group]struct{}
+	dirtyAG       map[*group]struct{}
+	dirtyNP       map[*policyState]struct{}
+}
+
+// New returns a Controller fed by the pod, namespace and NetworkPolicy
+// informers of factory. Call it before factory.Start, then Run.
+func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller, error) {
+	c := &Controller{
+		log:             log,
+		queue:           workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "seine-networkpolicy"}),
+		AppliedToGroups: NewStore[*controlplane.AppliedToGroup](),
+		AddressGroups:   NewStore[*controlplane.AddressGroup](),
+		NetworkPolicies: NewStore[*controlplane.NetworkPolicy](),
+		idx:             newLabelIndex(),
+		nodes:           newNodeTable(),
+		atgs:            make(map[string]*group),
+		ags:             make(map[string]*group),
+		clusterGroups:   make(map[*group]struct{}),
+		policies:        make(map[string]*policyState),
+		dirtyATG:        make(map[*group]struct{}),
+		dirtyAG:         make(map[*group]struct{}),
+		dirtyNP:         make(map[*policyState]struct{}),
+	}
+
+	pods := factory.Core().V1().Pods().Informer()
+	nss := factory.Core().V1().Namespaces().Informer()
+	nps := factory.Networking().V1().NetworkPolicies()
+	for _, t := range []struct {
+		inf cache.SharedIndexInformer
+		tr  cache.TransformFunc
+		h   cache.ResourceEventHandler
+	}{
+		{pods, trimPod, cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { c.onPod(o) },
+			UpdateFunc: func(_, o any) { c.onPod(o) },
+			DeleteFunc: func(o any) { c.onPodDelete(o) },
+		}},
+		{nss, trimNamespace, cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { c.onNamespace(o) },
+			UpdateFunc: func(_, o any) { c.onNamespace(o) },
+			DeleteFunc: func(o any) { c.onNamespaceDelete(o) },
+		}},
+		{nps.Informer(), trimPolicy, cache.ResourceEventHandlerFuncs{
+			AddFunc:    c.enqueuePolicy,
+			UpdateFunc: func(_, o any) { c.enqueuePolicy(o) },
+			DeleteFunc: c.enqueuePolicy,
+		}},
+	} {
+		if err := t.inf.SetTransform(t.tr); err != nil {
+			return nil, fmt.Errorf("set informer transform: %w", err)
+		}
+		if _, err := t.inf.AddEventHandler(t.h); err != nil {
+			return nil, fmt.Errorf("add informer event handler: %w", err)
+		}
+		c.synced = append(c.synced, t.inf.HasSynced)
+	}
+	c.npLister = nps.Lister()
+	return c, nil
+}
+
+// Run waits for the informers to sync, then computes until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return fmt.Errorf("wait for informer caches: %w", context.Cause(ctx))
+	}
+	c.log.Info("informers synced, computing network policies")
+	c.started.Store(true)
+	c.queue.Add(flushKey)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.work()
+	}()
+	<-ctx.Done()
+	c.queue.ShutDown()
+	<-done
+	return nil
+}
+
+func (c *Controller) work() {
+	for {
+		key, quit := c.queue.Get()
+		if quit {
+			return
+		}
+		c.busy.Store(true)
+		if key != flushKey {
+			c.syncPolicy(key)
+		}
+		c.queue.Done(key)
+		if c.queue.Len() == 0 {
+			c.flush()
+		}
+		c.busy.Store(false)
+	}
+}
+
+// Idle reports whether the controller has started and every change it has
+// seen is computed and stored.
+func (c *Controller) Idle() bool {
+	if !c.started.Load() || c.queue.Len() > 0 || c.busy.Load() {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.dirtyATG) == 0 && len(c.dirtyAG) == 0 && len(c.dirtyNP) == 0 && c.queue.Len() == 0 && !c.busy.Load()
+}
+
+func (c *Controller) enqueuePolicy(o any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(o)
+	if err != nil {
+		c.log.Error("network policy key", "error", err)
+		return
+	}
+	c.queue.Add(key)
+}
+
+func (c *Controller) markGroup(g *group) {
+	g.dirty = true
+	c.markGroupSpan(g)
+}
+
+func (c *Controller) markGroupSpan(g *group) {
+	if g.kind == appliedToKind {
+		c.dirtyATG[g] = struct{}{}
+	} else {
+		c.dirtyAG[g] = struct{}{}
+	}
+	c.queue.Add(flushKey)
+}
+
+// flush publishes dirty objects, in the order their spans depend on.
+func (c *Controller) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for g := range c.dirtyATG {
+		if !g.dirty && g.stored {
+			continue
+		}
+		sb := spanBuilder{nodes: c.nodes}
+		for p := range g.members {
+			sb.add(p.nodeID)
+		}
+		span := sb.span()
+		if !g.stored || !span.equal(g.span) {
+			g.span = span
+			for p := range g.policies {
+				c.dirtyNP[p] = struct{}{}
+			}
+		}
+		obj := &controlplane.AppliedToGroup{Members: g.buildMembers()}
+		obj.Name = g.name
+		c.AppliedToGroups.Set(g.name, obj, g.span)
+		g.dirty, g.stored = false, true
+	}
+	clear(c.dirtyATG)
+
+	for p := range c.dirtyNP {
+		var span *Span
+		if len(p.atgs) == 1 {
+			span = p.atgs[0].span
+		} else {
+			sb := spanBuilder{nodes: c.nodes}
+			for _, g := range p.atgs {
+				sb.union(g.span)
+			}
+			span = sb.span()
+		}
+		spanChanged := !p.stored || !span.equal(p.span)
+		if spanChanged {
+			p.span = span
+			for _, g := range p.ags {
+				c.dirtyAG[g] = struct{}{}
+			}
+		}
+		if spanChanged || p.changed {
+			c.NetworkPolicies.Set(p.obj.Name, p.obj, p.span)
+		}
+		p.changed, p.stored = false, true
+	}
+	clear(c.dirtyNP)
+
+	for g := range c.dirtyAG {
+		var span *Span
+		if len(g.policies) == 1 {
+			for p := range g.policies {
+				span = p.span
+			}
+		} else {
+			sb := spanBuilder{nodes: c.nodes}
+			for p := range g.policies {
+				sb.union(p.span)
+			}
+			span = sb.span()
+		}
+		if g.dirty || g.ag == nil {
+			g.ag = &controlplane.AddressGroup{Members: g.buildMembers()}
+			g.ag.Name = g.name
+		} else if g.stored && span.equal(g.span) {
+			continue
+		}
+		g.span = span
+		c.AddressGroups.Set(g.name, g.ag, g.span)
+		g.dirty, g.stored = false, true
+	}
+	clear(c.dirtyAG)
+}
+
+// reconcileMember updates whether pod p of namespace n belongs to g.
+func (c *Controller) reconcileMember(g *group, n *nsEntry, p *podEntry, attrsChanged bool) {
+	_, was := g.members[p]
+	is := g.matches(n, p)
+	switch {
+	case was && !is:
+		delete(g.members, p)
+		c.markGroup(g)
+	case !was && is:
+		g.members[p] = struct{}{}
+		c.markGroup(g)
+	case is && attrsChanged:
+		c.markGroup(g)
+	}
+}
+
+// candidates appends the groups that may select a pod of n with labels l.
+func (c *Controller) candidates(n *nsEntry, l map[string]string, out []*group) []*group {
+	for k, v := range l {
+		for g := range n.groupBy[kv{k, v}] {
+			out = append(out, g)
+		}
+	}
+	for g := range n.groupAll {
+		out = append(out, g)
+	}
+	for g := range c.clusterGroups {
+		out = append(out, g)
+	}
+	return out
+}
+
+// ensureGroup returns the group for sel, creating it with its members from
+// the index, and takes a reference on it.
+func (c *Controller) ensureGroup(kind groupKind, sel *groupSelector) *group {
+	name := groupName(sel.normalized())
+	groups := c.atgs
+	if kind == addressKind {
+		groups = c.ags
+	}
+	if g := groups[name]; g != nil {
+		g.refs++
+		return g
+	}
+	g := &group{kind: kind, name: name, sel: sel, refs: 1, members: make(map[*podEntry]struct{}), policies: make(map[*policyState]int)}
+	groups[name] = g
+	add := func(p *podEntry) { g.members[p] = struct{}{} }
+	if sel.ns == nil {
+		n := c.idx.ns(sel.namespace)
+		n.eachPod(sel.pod, add)
+		if k, ok := g.groupIndexKey(); ok {
+			addTo(n.groupBy, k, g)
+		} else {
+			n.groupAll[g] = struct{}{}
+		}
+	} else {
+		c.idx.eachNamespace(sel.ns, func(n *nsEntry) { n.eachPod(sel.pod, add) })
+		c.clusterGroups[g] = struct{}{}
+	}
+	c.markGroup(g)
+	return g
+}
+
+// releaseGroup drops a reference; the last one deletes the group.
+func (c *Controller) releaseGroup(g *group) {
+	g.refs--
+	if g.refs > 0 {
+		return
+	}
+	if g.sel.ns == nil {
+		n := c.idx.ns(g.sel.namespace)
+		if k, ok := g.groupIndexKey(); ok {
+			removeFrom(n.groupBy, k, g)
+		} else {
+			delete(n.groupAll, g)
+		}
+		c.idx.maybeDropNS(n)
+	} else {
+		delete(c.clusterGroups, g)
+	}
+	if g.kind == appliedToKind {
+		delete(c.atgs, g.name)
+		delete(c.dirtyATG, g)
+		c.AppliedToGroups.Delete(g.name)
+	} else {
+		delete(c.ags, g.name)
+		delete(c.dirtyAG, g)
+		c.AddressGroups.Delete(g.name)
+	}
+}

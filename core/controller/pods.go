@@ -1,0 +1,225 @@
+package controller
+
+import (
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/seine-cni/seine/core/apis/controlplane"
+)
+
+// trimPod keeps only what the computation reads, so the informer cache
+// holds small pods.
+func trimPod(o any) (any, error) {
+	pod, ok := o.(*corev1.Pod)
+	if !ok {
+		return o, nil
+	}
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID,
+			ResourceVersion: pod.ResourceVersion, Labels: pod.Labels,
+		},
+		Spec:   corev1.PodSpec{NodeName: pod.Spec.NodeName},
+		Status: corev1.PodStatus{Phase: pod.Status.Phase, PodIP: pod.Status.PodIP, PodIPs: pod.Status.PodIPs},
+	}
+	for _, ct := range pod.Spec.Containers {
+		var ports []corev1.ContainerPort
+		for _, p := range ct.Ports {
+			if p.Name != "" {
+				ports = append(ports, corev1.ContainerPort{Name: p.Name, ContainerPort: p.ContainerPort, Protocol: p.Protocol})
+			}
+		}
+		if ports != nil {
+			out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: ct.Name, Ports: ports})
+		}
+	}
+	return out, nil
+}
+
+func trimNamespace(o any) (any, error) {
+	ns, ok := o.(*corev1.Namespace)
+	if !ok {
+		return o, nil
+	}
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: ns.Name, UID: ns.UID, ResourceVersion: ns.ResourceVersion, Labels: ns.Labels,
+	}}, nil
+}
+
+func trimPolicy(o any) (any, error) {
+	np, ok := o.(*networkingv1.NetworkPolicy)
+	if !ok {
+		return o, nil
+	}
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: np.Name, Namespace: np.Namespace, UID: np.UID,
+			ResourceVersion: np.ResourceVersion, Generation: np.Generation,
+		},
+		Spec: np.Spec,
+	}, nil
+}
+
+// podIPs returns the pod's addresses as raw bytes, in one allocation.
+func podIPs(pod *corev1.Pod) []controlplane.IPAddress {
+	var addrs []netip.Addr
+	for _, ip := range pod.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	if len(addrs) == 0 && pod.Status.PodIP != "" {
+		if a, err := netip.ParseAddr(pod.Status.PodIP); err == nil {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	size := 0
+	for _, a := range addrs {
+		size += a.BitLen() / 8
+	}
+	buf := make([]byte, 0, size)
+	out := make([]controlplane.IPAddress, 0, len(addrs))
+	for _, a := range addrs {
+		start := len(buf)
+		buf = append(buf, a.AsSlice()...)
+		out = append(out, controlplane.IPAddress(buf[start:len(buf):len(buf)]))
+	}
+	return out
+}
+
+func namedPorts(pod *corev1.Pod) []controlplane.NamedPort {
+	var out []controlplane.NamedPort
+	for _, ct := range pod.Spec.Containers {
+		for _, p := range ct.Ports {
+			if p.Name == "" {
+				continue
+			}
+			proto := controlplane.Protocol(p.Protocol)
+			if proto == "" {
+				proto = controlplane.ProtocolTCP
+			}
+			out = append(out, controlplane.NamedPort{Name: p.Name, Port: p.ContainerPort, Protocol: proto})
+		}
+	}
+	return out
+}
+
+func ipsEqual(a, b []controlplane.IPAddress) bool {
+	return slices.EqualFunc(a, b, func(x, y controlplane.IPAddress) bool { return slices.Equal(x, y) })
+}
+
+func (c *Controller) onPod(o any) {
+	pod, ok := o.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	ips := podIPs(pod)
+	ports := namedPorts(pod)
+	eligible := len(ips) > 0 && pod.Spec.NodeName != "" &&
+		pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed
+	nodeID := int32(-1)
+	if pod.Spec.NodeName != "" {
+		nodeID = c.nodes.id(pod.Spec.NodeName)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.idx.ns(pod.Namespace)
+	p := n.pods[pod.Name]
+	var cands []*group
+	changed := true
+	if p == nil {
+		p = &podEntry{name: pod.Name, namespace: pod.Namespace}
+	} else {
+		cands = c.candidates(n, p.labels, cands)
+		n.unindexPod(p)
+		changed = p.node != pod.Spec.NodeName || p.eligible != eligible ||
+			!ipsEqual(p.ips, ips) || !slices.Equal(p.ports, ports)
+	}
+	if changed {
+		p.ips, p.ports, p.node, p.nodeID, p.eligible = ips, ports, pod.Spec.NodeName, nodeID, eligible
+	}
+	p.labels = pod.Labels
+	n.indexPod(p)
+	cands = c.candidates(n, p.labels, cands)
+	for _, g := range cands {
+		c.reconcileMember(g, n, p, changed)
+	}
+}
+
+func (c *Controller) onPodDelete(o any) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	pod, ok := o.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.idx.namespaces[pod.Namespace]
+	if n == nil {
+		return
+	}
+	p := n.pods[pod.Name]
+	if p == nil {
+		return
+	}
+	for _, g := range c.candidates(n, p.labels, nil) {
+		if _, ok := g.members[p]; ok {
+			delete(g.members, p)
+			c.markGroup(g)
+		}
+	}
+	n.unindexPod(p)
+	c.idx.maybeDropNS(n)
+}
+
+func (c *Controller) onNamespace(o any) {
+	ns, ok := o.(*corev1.Namespace)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.idx.ns(ns.Name)
+	c.idx.setNamespaceLabels(n, true, ns.Labels)
+	c.reconcileNamespace(n)
+}
+
+func (c *Controller) onNamespaceDelete(o any) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	ns, ok := o.(*corev1.Namespace)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.idx.namespaces[ns.Name]
+	if n == nil {
+		return
+	}
+	c.idx.setNamespaceLabels(n, false, nil)
+	c.reconcileNamespace(n)
+	c.idx.maybeDropNS(n)
+}
+
+// reconcileNamespace re-evaluates the namespace's pods against every group
+// with a namespaceSelector, after the namespace's labels changed.
+func (c *Controller) reconcileNamespace(n *nsEntry) {
+	for g := range c.clusterGroups {
+		for _, p := range n.pods {
+			c.reconcileMember(g, n, p, false)
+		}
+	}
+}

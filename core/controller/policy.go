@@ -1,0 +1,278 @@
+package controller
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/seine-cni/seine/core/apis/controlplane"
+)
+
+// policyState is one Kubernetes NetworkPolicy being computed.
+type policyState struct {
+	key     string // namespace/name
+	obj     *controlplane.NetworkPolicy
+	atgs    []*group
+	ags     []*group // one entry per reference from a rule peer
+	span    *Span
+	changed bool // obj replaced since last stored
+	stored  bool
+}
+
+// syncPolicy recomputes the internal policy of one Kubernetes policy.
+func (c *Controller) syncPolicy(key string) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		c.log.Error("bad network policy key", "key", key, "error", err)
+		return
+	}
+	np, err := c.npLister.NetworkPolicies(ns).Get(name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		c.log.Error("get network policy", "key", key, "error", err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.policies[key]
+	if np == nil {
+		if p != nil {
+			c.deletePolicy(p)
+		}
+		return
+	}
+	obj, atgs, ags, err := c.translate(np)
+	if err != nil {
+		// Kubernetes validates policies, so this is a policy the apiserver
+		// should not have accepted: enforce nothing rather than a guess.
+		c.log.Error("translate network policy", "key", key, "error", err)
+		if p != nil {
+			c.deletePolicy(p)
+		}
+		return
+	}
+	if p == nil {
+		p = &policyState{key: key}
+		c.policies[key] = p
+	} else {
+		if p.obj.Name != obj.Name {
+			c.NetworkPolicies.Delete(p.obj.Name)
+			p.stored = false
+		}
+		c.detach(p)
+	}
+	p.obj, p.atgs, p.ags, p.changed = obj, atgs, ags, true
+	for _, g := range p.atgs {
+		g.policies[p]++
+	}
+	for _, g := range p.ags {
+		if g.policies[p]++; g.policies[p] == 1 {
+			c.markGroupSpan(g)
+		}
+	}
+	c.dirtyNP[p] = struct{}{}
+	c.queue.Add(flushKey)
+}
+
+// detach drops p's references on its groups.
+func (c *Controller) detach(p *policyState) {
+	for _, g := range p.atgs {
+		if g.policies[p]--; g.policies[p] == 0 {
+			delete(g.policies, p)
+		}
+		c.releaseGroup(g)
+	}
+	for _, g := range p.ags {
+		if g.policies[p]--; g.policies[p] == 0 {
+			delete(g.policies, p)
+			if g.refs > 1 {
+				c.markGroupSpan(g)
+			}
+		}
+		c.releaseGroup(g)
+	}
+}
+
+func (c *Controller) deletePolicy(p *policyState) {
+	c.detach(p)
+	delete(c.policies, p.key)
+	delete(c.dirtyNP, p)
+	c.NetworkPolicies.Delete(p.obj.Name)
+}
+
+// internalName names the internal policy after the user policy's UID, or
+// after a hash of namespace/name when it has none (as in some tests).
+func internalName(np *networkingv1.NetworkPolicy) string {
+	if np.UID != "" {
+		return string(np.UID)
+	}
+	sum := sha256.Sum256([]byte(np.Namespace + "/" + np.Name))
+	return hex.EncodeToString(sum[:16])
+}
+
+// translate builds the internal policy and takes references on its groups;
+// on error it holds none.
+func (c *Controller) translate(np *networkingv1.NetworkPolicy) (obj *controlplane.NetworkPolicy, atgs, ags []*group, err error) {
+	defer func() {
+		if err != nil {
+			for _, g := range append(atgs, ags...) {
+				c.releaseGroup(g)
+			}
+			atgs, ags = nil, nil
+		}
+	}()
+	podSel, err := parseSelector(&np.Spec.PodSelector)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("podSelector: %w", err)
+	}
+	atg := c.ensureGroup(appliedToKind, &groupSelector{namespace: np.Namespace, pod: podSel})
+	atgs = []*group{atg}
+
+	ingress, egress := false, false
+	if len(np.Spec.PolicyTypes) == 0 {
+		ingress, egress = true, len(np.Spec.Egress) > 0
+	}
+	for _, t := range np.Spec.PolicyTypes {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			ingress = true
+		case networkingv1.PolicyTypeEgress:
+			egress = true
+		}
+	}
+	obj = &controlplane.NetworkPolicy{
+		AppliedToGroups: []string{atg.name},
+		SourceRef: &controlplane.NetworkPolicyReference{
+			Type: controlplane.K8sNetworkPolicy, Namespace: np.Namespace, Name: np.Name, UID: string(np.UID),
+		},
+	}
+	obj.Name, obj.Namespace = internalName(np), np.Namespace
+	if ingress {
+		obj.PolicyTypes = append(obj.PolicyTypes, controlplane.PolicyTypeIngress)
+		for i, r := range np.Spec.Ingress {
+			peer, err := c.peer(np.Namespace, r.From, &ags)
+			if err != nil {
+				return nil, atgs, ags, fmt.Errorf("ingress rule %d: %w", i, err)
+			}
+			obj.Rules = append(obj.Rules, controlplane.NetworkPolicyRule{
+				Direction: controlplane.DirectionIn, From: peer,
+				Services: services(r.Ports), Priority: controlplane.DefaultRulePriority,
+			})
+		}
+	}
+	if egress {
+		obj.PolicyTypes = append(obj.PolicyTypes, controlplane.PolicyTypeEgress)
+		for i, r := range np.Spec.Egress {
+			peer, err := c.peer(np.Namespace, r.To, &ags)
+			if err != nil {
+				return nil, atgs, ags, fmt.Errorf("egress rule %d: %w", i, err)
+			}
+			obj.Rules = append(obj.Rules, controlplane.NetworkPolicyRule{
+				Direction: controlplane.DirectionOut, To: peer,
+				Services: services(r.Ports), Priority: controlplane.DefaultRulePriority,
+			})
+		}
+	}
+	return obj, atgs, ags, nil
+}
+
+// matchAll is the peer of a rule without from/to: every address.
+func matchAll() controlplane.NetworkPolicyPeer {
+	return controlplane.NetworkPolicyPeer{IPBlocks: []controlplane.IPBlock{
+		{CIDR: controlplane.IPNet{IP: make(controlplane.IPAddress, 4)}},
+		{CIDR: controlplane.IPNet{IP: make(controlplane.IPAddress, 16)}},
+	}}
+}
+
+// peer translates a rule's peers, appending the AddressGroups it
+// references (and holds a reference on) to ags.
+func (c *Controller) peer(ns string, peers []networkingv1.NetworkPolicyPeer, ags *[]*group) (controlplane.NetworkPolicyPeer, error) {
+	if len(peers) == 0 {
+		return matchAll(), nil
+	}
+	var out controlplane.NetworkPolicyPeer
+	for _, pr := range peers {
+		if pr.IPBlock != nil {
+			b, err := ipBlock(pr.IPBlock)
+			if err != nil {
+				return out, err
+			}
+			out.IPBlocks = append(out.IPBlocks, b)
+			continue
+		}
+		podSel, err := parseSelector(pr.PodSelector)
+		if err != nil {
+			return out, fmt.Errorf("peer podSelector: %w", err)
+		}
+		gs := &groupSelector{namespace: ns, pod: podSel}
+		if pr.NamespaceSelector != nil {
+			if gs.ns, err = parseSelector(pr.NamespaceSelector); err != nil {
+				return out, fmt.Errorf("peer namespaceSelector: %w", err)
+			}
+			gs.namespace = ""
+		}
+		g := c.ensureGroup(addressKind, gs)
+		*ags = append(*ags, g)
+		dup := false
+		for _, name := range out.AddressGroups {
+			dup = dup || name == g.name
+		}
+		if !dup {
+			out.AddressGroups = append(out.AddressGroups, g.name)
+		}
+	}
+	return out, nil
+}
+
+func ipNet(cidr string) (controlplane.IPNet, error) {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return controlplane.IPNet{}, fmt.Errorf("parse cidr %q: %w", cidr, err)
+	}
+	p = p.Masked()
+	return controlplane.IPNet{IP: p.Addr().AsSlice(), PrefixLength: int32(p.Bits())}, nil
+}
+
+func ipBlock(b *networkingv1.IPBlock) (controlplane.IPBlock, error) {
+	cidr, err := ipNet(b.CIDR)
+	if err != nil {
+		return controlplane.IPBlock{}, fmt.Errorf("ipBlock: %w", err)
+	}
+	out := controlplane.IPBlock{CIDR: cidr}
+	for _, e := range b.Except {
+		ex, err := ipNet(e)
+		if err != nil {
+			return controlplane.IPBlock{}, fmt.Errorf("ipBlock except: %w", err)
+		}
+		out.Except = append(out.Except, ex)
+	}
+	return out, nil
+}
+
+func services(ports []networkingv1.NetworkPolicyPort) []controlplane.Service {
+	if len(ports) == 0 {
+		return nil
+	}
+	out := make([]controlplane.Service, 0, len(ports))
+	for _, p := range ports {
+		s := controlplane.Service{Protocol: controlplane.ProtocolTCP}
+		if p.Protocol != nil {
+			s.Protocol = controlplane.Protocol(*p.Protocol)
+		}
+		if p.Port != nil {
+			port := *p.Port
+			s.Port = &port
+			if p.EndPort != nil && port.Type == intstr.Int {
+				end := *p.EndPort
+				s.EndPort = &end
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
