@@ -262,7 +262,7 @@ func (a *Agent) Check(ctx context.Context, r *cni.Request) error {
 	if al, ok := a.ipam.Lookup(key); !ok || fmt.Sprint(al.IPs) != fmt.Sprint(p.ips) {
 		errs = append(errs, fmt.Errorf("IPAM holds %v for it, want %v", al.IPs, p.ips))
 	}
-	if err := a.backend.Check(ctx, a.podNetwork(p.ref, p.ips, p.mac)); err != nil {
+	if err := a.backend.Check(ctx, a.podNetwork(p.ref, p.ips, nil)); err != nil {
 		errs = append(errs, fmt.Errorf("interface: %w", err))
 	}
 	port, err := a.db.GetPort(ctx, p.port)

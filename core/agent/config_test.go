@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+)
+
+const labConfig = `nodeName: node-1
+kubeconfig: /run/seine-lab/kubeconfig/seine-agent.conf
+ovs:
+  dbEndpoint: unix:/run/seine-lab/nodes/node-1/ovs/run/db.sock
+  runDir: /run/seine-lab/nodes/node-1/ovs/run
+  bridge: br-int
+  datapathType: netdev
+topology: bridgedUplink
+uplink: eth0
+trafficMode: encap
+tunnelType: geneve
+mtu: 0
+cniSocket: /run/seine-lab/nodes/node-1/seine/cni.sock
+cniConfDir: /run/seine-lab/nodes/node-1/cni/net.d
+stateDir: /run/seine-lab/nodes/node-1/seine
+healthAddress: 127.0.0.1:10350
+`
+
+func TestParseConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte(labConfig))
+	if err != nil {
+		t.Fatalf("the lab's config: %v", err)
+	}
+	if cfg.NodeName != "node-1" || cfg.OVS.Bridge != "br-int" || cfg.OVS.DatapathType != "netdev" || cfg.HealthAddress != "127.0.0.1:10350" {
+		t.Errorf("parsed %+v", cfg)
+	}
+	for _, tc := range []struct{ name, from, to, want string }{
+		{"unknown key", "mtu: 0", "mtu: 0\nclusterCIDR: 10.0.0.0/8", `unknown field "clusterCIDR"`},
+		{"unknown nested key", "bridge: br-int", "bridge: br-int\n  socket: x", `unknown field "socket"`},
+		{"topology", "topology: bridgedUplink", "topology: overlay", `topology "overlay"`},
+		{"traffic mode", "trafficMode: encap", "trafficMode: tunnel", `trafficMode "tunnel"`},
+		{"tunnel type", "tunnelType: geneve", "tunnelType: stt", `tunnelType "stt"`},
+		{"datapath", "datapathType: netdev", "datapathType: dpdk", `datapathType "dpdk"`},
+		{"mtu", "mtu: 0", "mtu: 100", "mtu 100"},
+		{"relative path", "stateDir: /run/seine-lab/nodes/node-1/seine", "stateDir: seine", "want an absolute path"},
+		{"no node name", "nodeName: node-1", "nodeName: ''", "nodeName is required"},
+		{"bad endpoint", "dbEndpoint: unix:/run", "dbEndpoint: npipe:/run", "ovs.dbEndpoint"},
+		{"health address", "healthAddress: 127.0.0.1:10350", "healthAddress: localhost", "healthAddress"},
+		{"uplink", "uplink: eth0", "uplink: ''", "uplink is required"},
+		{"not yaml", "nodeName: node-1", "nodeName: [", "decode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(strings.Replace(labConfig, tc.from, tc.to, 1)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+	// noEncap needs no tunnel type.
+	if _, err := ParseConfig([]byte(strings.NewReplacer("trafficMode: encap", "trafficMode: noEncap", "tunnelType: geneve\n", "").Replace(labConfig))); err != nil {
+		t.Errorf("noEncap without a tunnel type: %v", err)
+	}
+}

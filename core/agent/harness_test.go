@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/seine-cni/seine/cni"
+	"github.com/seine-cni/seine/platform/platformtest"
+)
+
+// world is what outlives one agent: OVSDB, the switch's flows, the host
+// (backend fakes), the API server, the state directory.
+type world struct {
+	t       *testing.T
+	db      *fakeDB
+	sw      *fakeSwitch
+	backend *platformtest.FakeBackend
+	kube    *fake.Clientset
+	cfg     *Config
+	netns   string // a file standing for a pod network namespace
+}
+
+func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
+	t.Helper()
+	db := newFakeDB()
+	dir := t.TempDir()
+	netns := filepath.Join(dir, "netns-pod")
+	if err := os.WriteFile(netns, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	objs := make([]runtimeObject, 0, len(nodes))
+	for _, n := range nodes {
+		objs = append(objs, n)
+	}
+	return &world{
+		t: t, db: db, sw: newFakeSwitch(),
+		backend: &platformtest.FakeBackend{
+			FakeNodeNetwork: platformtest.NewFakeNodeNetwork(db, netip.MustParsePrefix("172.30.0.11/24")),
+			FakePodAttacher: platformtest.NewFakePodAttacher(),
+			FakeHostRules:   platformtest.NewFakeHostRules(),
+			FakeDiagnostics: &platformtest.FakeDiagnostics{},
+		},
+		kube:  fake.NewClientset(objs...),
+		netns: netns,
+		cfg: &Config{
+			NodeName: "node-1",
+			OVS:      OVSConfig{DBEndpoint: "unix:/nonexistent/db.sock", RunDir: dir, Bridge: "br-int", DatapathType: "netdev"},
+			Topology: "bridgedUplink", Uplink: "eth0", TrafficMode: "encap", TunnelType: "geneve",
+			CNISocket: filepath.Join(dir, "cni.sock"), CNIConfDir: filepath.Join(dir, "net.d"), StateDir: filepath.Join(dir, "state"),
+		},
+	}
+}
+
+func node(name, ip, podCIDR string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if podCIDR != "" {
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = podCIDR, []string{podCIDR}
+	}
+	if ip != "" {
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	}
+	return n
+}
+
+// start runs an agent in the world; it is stopped in t's cleanup (or by
+// the returned stop).
+func (w *world) start() (*Agent, func()) {
+	w.t.Helper()
+	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a, err := New(Options{Config: w.cfg, Logger: log, Kube: w.kube, OVSDB: w.db, Backend: w.backend, NewSwitch: w.sw.factory})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			w.t.Errorf("agent Run: %v", err)
+		}
+	}
+	w.t.Cleanup(stop)
+	return a, stop
+}
+
+// waitReady polls until the agent is ready.
+func waitReady(t *testing.T, a *Agent) {
+	t.Helper()
+	poll(t, "agent ready", func() (bool, string) { return a.Ready() })
+}
+
+func poll(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %s", what, why)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// addReq is a CNI request for pod default/<name> in container <id>.
+func (w *world) req(cmd cni.Command, id, name string) *cni.Request {
+	return &cni.Request{
+		Command: cmd, ContainerID: id, IfName: "eth0", Netns: w.netns,
+		K8s: cni.K8sArgs{PodNamespace: "default", PodName: name},
+	}
+}
+
+// cniCode returns the CNI error code of err (0 for nil, 999 for a plain error).
+func cniCode(err error) uint {
+	if err == nil {
+		return 0
+	}
+	var e *types.Error
+	if ok := asTypesError(err, &e); ok {
+		return e.Code
+	}
+	return types.ErrInternal
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+type runtimeObject = runtime.Object
+
+func asTypesError(err error, target **types.Error) bool { return errors.As(err, target) }
