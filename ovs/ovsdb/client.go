@@ -59,6 +59,8 @@ type Client struct {
 	change *broadcaster
 	noWait bool
 	txns   atomic.Int64 // transactions sent, so tests can check idempotency
+	// stopTransport ends what openTransport started (the Windows pipe relay).
+	stopTransport func()
 }
 
 // Connect dials cfg.Endpoint, checks the server's schema against the models,
@@ -79,6 +81,17 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ovsdb model: %w", err)
 	}
+	// The address libovsdb dials: ep itself, or a loopback relay to it.
+	addr, stopTransport, err := openTransport(ep, log)
+	if err != nil {
+		return nil, fmt.Errorf("ovsdb endpoint %s: %w", cfg.Endpoint, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			stopTransport()
+		}
+	}()
 	probe := cfg.InactivityProbe
 	if probe == 0 {
 		probe = 15 * time.Second
@@ -93,7 +106,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	bo.MaxElapsedTime = 0 // retry forever; callers bound their operations with ctx
 	lr := logr.FromSlogHandler(log.With("component", "libovsdb").Handler())
 	ovs, err := client.NewOVSDBClient(dbModel,
-		client.WithEndpoint(ep.libovsdb()),
+		client.WithEndpoint(addr),
 		client.WithLogger(&lr),
 		client.WithInactivityCheck(probe, 5*time.Second, bo),
 	)
@@ -103,7 +116,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if err := ovs.Connect(ctx); err != nil {
 		return nil, fmt.Errorf("connect to ovsdb %s: %w", cfg.Endpoint, err)
 	}
-	c := &Client{ovs: ovs, log: log, change: newBroadcaster(), noWait: cfg.NoWait}
+	c := &Client{ovs: ovs, log: log, change: newBroadcaster(), noWait: cfg.NoWait, stopTransport: stopTransport}
 	notify := func(string, model.Model) { c.change.notify() }
 	ovs.Cache().AddEventHandler(&cache.EventHandlerFuncs{
 		AddFunc:    notify,
@@ -122,12 +135,16 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		ovs.Close()
 		return nil, fmt.Errorf("monitor ovsdb %s: %w", cfg.Endpoint, err)
 	}
-	log.Debug("connected to ovsdb", "endpoint", cfg.Endpoint)
+	log.Debug("connected to ovsdb", "endpoint", cfg.Endpoint, "via", addr)
+	ok = true
 	return c, nil
 }
 
 // Close disconnects and stops reconnecting.
-func (c *Client) Close() { c.ovs.Close() }
+func (c *Client) Close() {
+	c.ovs.Close()
+	c.stopTransport()
+}
 
 // Connected reports whether the connection is currently up.
 func (c *Client) Connected() bool { return c.ovs.Connected() }

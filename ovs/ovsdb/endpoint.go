@@ -10,26 +10,23 @@ import (
 
 // Endpoint is a parsed OVSDB endpoint.
 type Endpoint struct {
-	Scheme  string // "unix" or "tcp"
-	Address string // socket path, or host:port
+	Scheme  string // "unix" or "tcp"; on Windows also "npipe" or "winpipe"
+	Address string // socket path, host:port, or pipe name
 }
 
 // String returns the endpoint in OVS syntax.
 func (e Endpoint) String() string { return e.Scheme + ":" + e.Address }
-
-// libovsdb returns the endpoint as libovsdb's WithEndpoint expects it.
-func (e Endpoint) libovsdb() string { return e.String() }
 
 // ParseEndpoint parses an endpoint in OVS syntax: "unix:<absolute path>" or
 // "tcp:<host>:<port>" (IPv6 hosts in brackets).
 //
 // This is the dialer seam. libovsdb v0.7.0 dials by itself and knows only
 // unix, tcp and ssl sockets; it takes no dial function. ssl needs certificates
-// Seine does not manage, and Windows named pipes ("npipe:\\.\pipe\...") need a
-// dialer libovsdb cannot be given, so both are rejected here with an error
-// wrapping errors.ErrUnsupported. A Windows build that needs pipes adds them
-// here (for example by relaying a loopback socket to the pipe) without
-// touching the rest of the package.
+// Seine does not manage and is rejected with an error wrapping
+// errors.ErrUnsupported. Windows named pipes ("npipe:\\.\pipe\..." or
+// "winpipe:...") are accepted on Windows only (parsePipeEndpoint, per OS), and
+// there, like "unix:" paths, which OVS for Windows serves as pipes, they are
+// reached through a loopback relay (openTransport in transport_windows.go).
 func ParseEndpoint(s string) (Endpoint, error) {
 	scheme, addr, ok := strings.Cut(s, ":")
 	if !ok || addr == "" {
@@ -47,7 +44,9 @@ func ParseEndpoint(s string) (Endpoint, error) {
 			return Endpoint{}, fmt.Errorf("ovsdb endpoint %q: want tcp:<host>:<port>", s)
 		}
 		return Endpoint{Scheme: scheme, Address: addr}, nil
-	case "ssl", "npipe":
+	case "npipe", "winpipe":
+		return parsePipeEndpoint(s, scheme, addr)
+	case "ssl":
 		return Endpoint{}, fmt.Errorf("ovsdb endpoint %q: %s: %w", s, scheme, errors.ErrUnsupported)
 	default:
 		return Endpoint{}, fmt.Errorf("ovsdb endpoint %q: unknown scheme %q", s, scheme)
