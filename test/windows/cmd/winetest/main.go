@@ -1,0 +1,201 @@
+// Command winetest runs Windows test binaries of Seine's packages under Wine.
+//
+//	go run ./test/windows/cmd/winetest [-run regexp] [-v] ./ovs/... ./platform/...
+//
+// It installs what is missing with apt-get (wine, wine64,
+// gcc-mingw-w64-x86-64), keeps a private WINEPREFIX (~/.cache/seine-wine),
+// builds and installs the bcryptprimitives.dll shim Go needs on Wine 8, then
+// for each package with test files builds `GOOS=windows go test -c` and runs
+// the .exe under wine64 in the package's directory, streaming its output. It
+// exits non-zero if any package fails. See test/windows/README.md.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := run(log, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "winetest:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	prefix  string
+	run     string
+	verbose bool
+	timeout time.Duration
+	noApt   bool
+}
+
+func run(log *slog.Logger, args []string) error {
+	var o options
+	home, _ := os.UserHomeDir()
+	fs := flag.NewFlagSet("winetest", flag.ContinueOnError)
+	fs.StringVar(&o.prefix, "prefix", filepath.Join(home, ".cache", "seine-wine"), "private WINEPREFIX (created on first use, reused)")
+	fs.StringVar(&o.run, "run", "", "run only tests matching this regexp (go test -run)")
+	fs.BoolVar(&o.verbose, "v", false, "verbose test output (go test -v)")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "timeout of each package's test binary")
+	fs.BoolVar(&o.noApt, "no-apt", false, "do not install missing tools with apt-get; fail instead")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("usage: winetest [flags] <packages>")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	w, err := ensureTools(ctx, log, o.noApt)
+	if err != nil {
+		return err
+	}
+	w.prefix = o.prefix
+	if err := w.ensurePrefix(ctx, log); err != nil {
+		return err
+	}
+	defer w.shutdown(log)
+	if err := w.installShim(ctx, log, filepath.Join(root, "test", "windows", "bcryptprimitives")); err != nil {
+		return err
+	}
+	pkgs, err := listPackages(ctx, root, fs.Args())
+	if err != nil {
+		return err
+	}
+	bin, err := os.MkdirTemp("", "winetest")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(bin)
+
+	var failed []string
+	for _, p := range pkgs {
+		if !p.hasTests {
+			fmt.Printf("?   \t%s\t[no test files]\n", p.path)
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		start := time.Now()
+		err := w.testPackage(ctx, root, bin, p, o)
+		w.cleanTemp(log)
+		if err != nil {
+			fmt.Printf("FAIL\t%s\t%.1fs\t(%v)\n", p.path, time.Since(start).Seconds(), err)
+			failed = append(failed, p.path)
+			continue
+		}
+		fmt.Printf("ok  \t%s\t%.1fs\t(wine)\n", p.path, time.Since(start).Seconds())
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of the packages failed under Wine: %s", len(failed), strings.Join(failed, " "))
+	}
+	return nil
+}
+
+// moduleRoot is the directory of the main module's go.mod.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside a Go module: run winetest from Seine's source tree")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+type pkg struct {
+	path, dir string
+	hasTests  bool
+}
+
+// listPackages expands patterns as GOOS=windows sees them.
+func listPackages(ctx context.Context, root string, patterns []string) ([]pkg, error) {
+	args := append([]string{"list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{len .TestGoFiles}}\t{{len .XTestGoFiles}}"}, patterns...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOOS=windows", "GOARCH=amd64")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list %s: %w", strings.Join(patterns, " "), err)
+	}
+	var pkgs []pkg
+	for line := range strings.Lines(string(out)) {
+		f := strings.Split(strings.TrimSpace(line), "\t")
+		if len(f) != 4 {
+			continue
+		}
+		pkgs = append(pkgs, pkg{path: f[0], dir: f[1], hasTests: f[2] != "0" || f[3] != "0"})
+	}
+	return pkgs, nil
+}
+
+// testPackage builds p's test binary for Windows and runs it under Wine in
+// p's directory, as go test does, streaming its output.
+func (w *wine) testPackage(ctx context.Context, root, bin string, p pkg, o options) error {
+	exe := filepath.Join(bin, strings.ReplaceAll(p.path, "/", "_")+".test.exe")
+	build := exec.CommandContext(ctx, "go", "test", "-c", "-o", exe, p.path)
+	build.Dir = root
+	build.Env = append(os.Environ(), "GOOS=windows", "GOARCH=amd64")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	args := []string{exe, "-test.timeout=" + o.timeout.String()}
+	if o.verbose {
+		args = append(args, "-test.v")
+	}
+	if o.run != "" {
+		args = append(args, "-test.run="+o.run)
+	}
+	// The binary enforces -test.timeout itself; the margin covers Wine.
+	tctx, cancel := context.WithTimeout(ctx, o.timeout+time.Minute)
+	defer cancel()
+	cmd := w.command(tctx, args...)
+	cmd.Dir = p.dir
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("test binary: %w", err)
+	}
+	return nil
+}
+
+// fileHash is the hex SHA-256 of the files' contents, in order.
+func fileHash(paths ...string) (string, error) {
+	h := sha256.New()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return "", err
+		}
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
