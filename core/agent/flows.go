@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/seine-cni/seine/core/pipeline"
@@ -203,15 +204,23 @@ func (a *Agent) missingPodFlows(ctx context.Context, p *podState) ([]string, err
 		}
 		keys := map[string]bool{}
 		for _, s := range have {
-			keys[s.Flow.Key()] = true
+			keys[flowID(s.Flow)] = true
 		}
 		missing = nil
 		for _, f := range want {
-			if !keys[f.Key()] {
+			if !keys[flowID(f)] {
 				missing = append(missing, f.String())
 			}
 		}
 		return nil
 	})
 	return missing, err
+}
+
+// flowID names a flow by table, priority and match, with the match's fields
+// sorted: a switch may hand back the fields of a match in another order.
+func flowID(f *openflow.Flow) string {
+	fields := strings.Split(f.MatchString(), ",")
+	slices.Sort(fields)
+	return fmt.Sprintf("%d/%d/%s", f.TableID(), f.Priority(), strings.Join(fields, ","))
 }
