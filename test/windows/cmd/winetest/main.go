@@ -1,6 +1,6 @@
 // Command winetest runs Windows test binaries of Seine's packages under Wine.
 //
-//	go run ./test/windows/cmd/winetest [-run regexp] [-v] ./ovs/... ./platform/...
+//	go run ./test/windows/cmd/winetest [-run regexp] [-skip regexp] [-v] ./ovs/... ./platform/...
 //
 // It installs what is missing with apt-get (wine, wine64,
 // gcc-mingw-w64-x86-64), keeps a private WINEPREFIX (~/.cache/seine-wine),
@@ -39,6 +39,7 @@ func main() {
 type options struct {
 	prefix  string
 	run     string
+	skip    string
 	verbose bool
 	timeout time.Duration
 	noApt   bool
@@ -50,6 +51,7 @@ func run(log *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("winetest", flag.ContinueOnError)
 	fs.StringVar(&o.prefix, "prefix", filepath.Join(home, ".cache", "seine-wine"), "private WINEPREFIX (created on first use, reused)")
 	fs.StringVar(&o.run, "run", "", "run only tests matching this regexp (go test -run)")
+	fs.StringVar(&o.skip, "skip", "", "skip tests matching this regexp (go test -skip)")
 	fs.BoolVar(&o.verbose, "v", false, "verbose test output (go test -v)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "timeout of each package's test binary")
 	fs.BoolVar(&o.noApt, "no-apt", false, "do not install missing tools with apt-get; fail instead")
@@ -170,6 +172,9 @@ func (w *wine) testPackage(ctx context.Context, root, bin string, p pkg, o optio
 	}
 	if o.run != "" {
 		args = append(args, "-test.run="+o.run)
+	}
+	if o.skip != "" {
+		args = append(args, "-test.skip="+o.skip)
 	}
 	// The binary enforces -test.timeout itself; the margin covers Wine.
 	tctx, cancel := context.WithTimeout(ctx, o.timeout+time.Minute)

@@ -111,9 +111,19 @@ func (w *wine) ensurePrefix(ctx context.Context, log *slog.Logger) error {
 	}
 	log.Info("creating wine prefix", "prefix", w.prefix)
 	start := time.Now()
+	// Output goes to a file: wineboot leaves wineserver running, which would
+	// hold a pipe open.
+	out, err := os.CreateTemp("", "wineboot")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(out.Name())
+	defer out.Close()
 	cmd := w.command(ctx, "wineboot", "--init")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("wineboot --init in %s: %w\n%s", w.prefix, err, out)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		b, _ := os.ReadFile(out.Name())
+		return fmt.Errorf("wineboot --init in %s: %w\n%s", w.prefix, err, b)
 	}
 	// wineboot returns before the registry is written; wait for it.
 	wait := exec.CommandContext(ctx, w.wineserver, "-w")
