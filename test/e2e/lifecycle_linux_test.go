@@ -172,4 +172,3 @@ func (e *env) cniCall(t *testing.T, node, cmd, id, netns, ifname, pod string, co
 	}
 	return te.Code, te.Msg
 }
-
