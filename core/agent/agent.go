@@ -155,10 +155,14 @@ func (a *Agent) Ready() (bool, string) {
 // until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	// Whatever ends Run, the informers and the OpenFlow connection stop
+	// with it.
+	defer func() {
+		cancel()
+		wg.Wait()
+		a.factory.Shutdown()
+	}()
 	if a.cfg.HealthAddress != "" {
 		stop, err := a.serveHealth(a.cfg.HealthAddress)
 		if err != nil {
@@ -167,7 +171,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer stop()
 	}
 	a.factory.Start(ctx.Done())
-	defer a.factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), a.nodesSynced) {
 		return fmt.Errorf("node informer: %w", context.Cause(ctx))
 	}

@@ -266,24 +266,27 @@ func (a *Agent) followPeers(ctx context.Context) {
 			return
 		case <-a.kick:
 		}
-		if !a.refreshPeers() {
-			continue
+		changed := a.refreshPeers()
+		if changed {
+			a.mu.Lock()
+			names := make([]string, 0, len(a.peers))
+			for _, p := range a.peers {
+				names = append(names, p.Name)
+			}
+			a.mu.Unlock()
+			a.log.Info("peers changed", "peers", fmt.Sprint(names))
+			if err := retry(ctx, a.log, "peer flows", a.resyncFlows); err != nil {
+				return
+			}
 		}
-		a.mu.Lock()
-		names := make([]string, 0, len(a.peers))
-		for _, p := range a.peers {
-			names = append(names, p.Name)
-		}
-		a.mu.Unlock()
-		a.log.Info("peers changed", "peers", fmt.Sprint(names))
-		if err := retry(ctx, a.log, "peer flows", a.resyncFlows); err != nil {
-			return
-		}
+		// Also when nothing changed: a failed sync is retried on the next
+		// Node event (kubelets update their Node every few seconds).
 		if err := a.syncHost(ctx); err != nil {
 			a.log.Error("host rules", "err", err)
-			a.poke()
 		}
-		a.warmTunnelNeighbours()
+		if changed {
+			a.warmTunnelNeighbours()
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -94,4 +95,24 @@ func TestStatusBeforeSetup(t *testing.T) {
 	if err := a.Status(ctx, w.req(cni.CmdStatus, "", "")); err != nil {
 		t.Errorf("STATUS when ready: %v", err)
 	}
+}
+
+func TestHostRulesRetried(t *testing.T) {
+	w := newWorld(t, twoNodesSlice()...)
+	w.backend.FakeHostRules.FailNext("Sync", errors.New("iptables-restore: injected failure"))
+	a, _ := w.start()
+	waitReady(t, a)
+	if l := w.backend.FakeHostRules.Log(); !strings.Contains(l, "injected failure") {
+		t.Fatalf("the injected failure did not happen:\n%s", l)
+	}
+	// Any Node event (a kubelet's status update) brings a retry.
+	n2 := node("node-2", "172.30.0.12", "10.244.2.0/24")
+	n2.Labels = map[string]string{"touched": "yes"}
+	if _, err := w.kube.CoreV1().Nodes().Update(context.Background(), n2, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "host rules retried", func() (bool, string) {
+		d := w.backend.FakeHostRules.Dump()
+		return strings.Contains(d, "10.244.2.0/24 via 10.244.2.1"), d
+	})
 }

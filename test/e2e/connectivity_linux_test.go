@@ -17,6 +17,8 @@ func TestConnectivity(t *testing.T) {
 		{"encap", "geneve"},
 		{"encap", "vxlan"},
 		{"noEncap", "geneve"},
+		{"hybrid", "geneve"},
+		{"encap", "gre"},
 	} {
 		name := tc.mode
 		if tc.mode != "noEncap" {
