@@ -152,8 +152,19 @@ func (a *Agent) Ready() (bool, string) {
 }
 
 // Run sets the node up, serves CNI requests and follows the other nodes
-// until ctx ends.
+// until ctx ends. Ending ctx, also during start-up, is not an error.
 func (a *Agent) Run(ctx context.Context) error {
+	err := a.run(ctx)
+	if ctx.Err() != nil {
+		if err != nil {
+			a.log.Info("stopped during start-up", "err", err)
+		}
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	// Whatever ends Run, the informers and the OpenFlow connection stop

@@ -1,0 +1,44 @@
+package agent
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestHealthEndpoints(t *testing.T) {
+	w := newWorld(t, node("node-1", "172.30.0.11", "")) // never ready: no podCIDR
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	w.cfg.HealthAddress = addr
+	a, _ := w.start()
+	get := func(path string) (int, string) {
+		t.Helper()
+		var code int
+		var body string
+		poll(t, "GET "+path, func() (bool, string) {
+			resp, err := http.Get("http://" + addr + path)
+			if err != nil {
+				return false, err.Error()
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			code, body = resp.StatusCode, strings.TrimSpace(string(b))
+			return true, ""
+		})
+		return code, body
+	}
+	if code, body := get("/healthz"); code != http.StatusOK || body != "ok" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	poll(t, "waiting for the podCIDR", func() (bool, string) { _, why := a.Ready(); return strings.Contains(why, "podCIDR"), why })
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "podCIDR") {
+		t.Errorf("/readyz before setup: %d %q, want 503 naming the podCIDR", code, body)
+	}
+}
