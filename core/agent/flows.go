@@ -162,12 +162,15 @@ func (a *Agent) installPodFlows(ctx context.Context, p *podState) error {
 
 // removePodFlows forgets the pod and deletes its flows one by one (strict
 // delete), so another sandbox of the same pod keeps its flows even though
-// both share a cookie.
+// both share a cookie. The pod is forgotten even when the delete fails: a
+// replay then leaves its flows out.
 func (a *Agent) removePodFlows(ctx context.Context, p *podState) error {
+	a.mu.Lock()
+	delete(a.pods, p.key)
+	a.mu.Unlock()
 	return a.sw.Do(ctx, func(w FlowWriter) error {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		delete(a.pods, p.key)
 		if a.node == nil || p.ofport == 0 {
 			return nil
 		}
@@ -176,7 +179,6 @@ func (a *Agent) removePodFlows(ctx context.Context, p *podState) error {
 			return fmt.Errorf("build pod flows: %w", err)
 		}
 		if err := w.BundleFlows(ctx, openflow.FlowDeleteStrict, flows); err != nil {
-			a.pods[p.key] = p
 			return fmt.Errorf("delete pod flows: %w", err)
 		}
 		return nil

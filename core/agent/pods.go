@@ -157,7 +157,10 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	return a.result(p, iface), nil
 }
 
-const unwindTimeout = 30 * time.Second
+const (
+	unwindTimeout     = 30 * time.Second
+	flowDeleteTimeout = 5 * time.Second
+)
 
 func shortID(id string) string {
 	if len(id) > 12 {
@@ -226,8 +229,14 @@ func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
 		}
 	}
 	if p != nil {
-		if err := a.removePodFlows(ctx, p); err != nil {
-			return err
+		// The pod leaves the desired state first, so the next replay drops
+		// its flows even if this delete cannot reach ovs-vswitchd (which
+		// then has lost its flows anyway); DEL does not wait for it.
+		fctx, cancel := context.WithTimeout(ctx, flowDeleteTimeout)
+		err := a.removePodFlows(fctx, p)
+		cancel()
+		if err != nil {
+			a.log.Warn("pod flows not deleted now; the next replay drops them", "pod", p.ref.Namespace+"/"+p.ref.Name, "err", err)
 		}
 	}
 	for _, port := range ports {

@@ -198,3 +198,29 @@ func TestGC(t *testing.T) {
 		t.Errorf("%d allocations after GC, want 1", got)
 	}
 }
+
+func TestDelWhenFlowsCannotBeDeleted(t *testing.T) {
+	w := newWorld(t, twoNodesSlice()...)
+	a, _ := w.start()
+	waitReady(t, a)
+	ctx := context.Background()
+	if _, err := a.Add(ctx, w.req(cni.CmdAdd, "c1", "web-0")); err != nil {
+		t.Fatal(err)
+	}
+	w.sw.mu.Lock()
+	w.sw.failNext = errors.New("connection to ovs-vswitchd lost")
+	w.sw.mu.Unlock()
+	if err := a.Del(ctx, w.req(cni.CmdDel, "c1", "web-0")); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if n := w.sw.count(pipeline.CategoryPod, 0); n == 0 {
+		t.Fatal("the injected failure did not keep the pod's flows")
+	}
+	// The next replay (a reconnect) leaves the pod out.
+	if err := w.sw.restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := w.leftovers(a); left != "" {
+		t.Errorf("after DEL and a replay:\n%s", left)
+	}
+}
