@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -28,10 +29,20 @@ import (
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
-func TestAgentOnRealOVS(t *testing.T) {
+// realNode is a node netns with its own OVS, an uplink, and seine-agent
+// (linux backend) serving CNI; libcni drives the real seine-cni binary.
+type realNode struct {
+	d             *ovsdaemon.Daemon
+	nodeNS, podNS string
+	cni           *libcni.CNIConfig
+	list          *libcni.NetworkConfigList
+}
+
+func startRealNode(t testing.TB) *realNode {
+	t.Helper()
 	ovsdaemon.SkipUnlessCanRun(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	binDir := t.TempDir()
 	if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "seine"), "github.com/seine-cni/seine/services/seine-cni").CombinedOutput(); err != nil {
 		t.Fatalf("build seine-cni: %v\n%s", err, out)
@@ -41,13 +52,12 @@ func TestAgentOnRealOVS(t *testing.T) {
 	nodeNS := d.NetNS()
 	peerNS := ovsdaemon.NewNetNS(t)
 	podNS := ovsdaemon.NewNetNS(t)
-	inNode := func(args ...string) string {
+	inNode := func(args ...string) {
 		t.Helper()
 		out, err := exec.Command("nsenter", append([]string{"--net=" + nodeNS, "--"}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
-		return string(out)
 	}
 	// The node's uplink: eth0, a veth to a peer namespace, with the node IP.
 	inNode("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "up-peer")
@@ -96,12 +106,22 @@ func TestAgentOnRealOVS(t *testing.T) {
 			t.Fatalf("the agent wrote no CNI config; ready: %v", fmtReady(a))
 		}
 	}
-
 	list, err := libcni.ConfListFromFile(confPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cniConf := libcni.NewCNIConfig([]string{binDir}, nil)
+	return &realNode{d: d, nodeNS: nodeNS, podNS: podNS, cni: libcni.NewCNIConfig([]string{binDir}, nil), list: list}
+}
+
+func TestAgentOnRealOVS(t *testing.T) {
+	n := startRealNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, nodeNS, podNS, cniConf, list := n.d, n.nodeNS, n.podNS, n.cni, n.list
+	inNode := func(args ...string) string {
+		t.Helper()
+		return mustRun(t, "nsenter", append([]string{"--net=" + nodeNS, "--"}, args...)...)
+	}
 	rt := &libcni.RuntimeConf{
 		ContainerID: "0123456789abcdef", NetNS: podNS, IfName: "eth0",
 		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "web-0"}},
@@ -194,9 +214,28 @@ func testNode(name, ip, podCIDR string) *corev1.Node {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// BenchmarkCNIAddDel is one pod's ADD and DEL through libcni, seine-cni, the
+// agent, the linux backend and a netdev ovs-vswitchd.
+func BenchmarkCNIAddDel(b *testing.B) {
+	n := startRealNode(b)
+	ctx := context.Background()
+	for i := 0; b.Loop(); i++ {
+		rt := &libcni.RuntimeConf{
+			ContainerID: fmt.Sprintf("bench-%d", i), NetNS: n.podNS, IfName: "eth0",
+			Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "bench"}},
+		}
+		if _, err := n.cni.AddNetworkList(ctx, n.list, rt); err != nil {
+			b.Fatal(err)
+		}
+		if err := n.cni.DelNetworkList(ctx, n.list, rt); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
