@@ -57,6 +57,24 @@ func (c *Config) startAgent(n Node) error {
 	})
 }
 
+// installCNIPlugin copies seine-cni into the lab's plugin directory under
+// the name of its CNI type, "seine", as the DaemonSet's install step does
+// on a real node.
+func (c *Config) installCNIPlugin() error {
+	src, err := os.ReadFile(filepath.Join(c.SeineBin, "seine-cni"))
+	if err != nil {
+		return fmt.Errorf("install seine-cni: %w", err)
+	}
+	if err := os.MkdirAll(c.SeineCNIBinDir(), 0o755); err != nil {
+		return err
+	}
+	tmp := filepath.Join(c.SeineCNIBinDir(), ".seine.tmp")
+	if err := os.WriteFile(tmp, src, 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(c.SeineCNIBinDir(), "seine"))
+}
+
 // agentRBAC grants seine-agent's identity what the agent reads and writes,
 // as the installer's manifest does in a real cluster.
 func agentRBAC(ctx context.Context, cs kubernetes.Interface) error {

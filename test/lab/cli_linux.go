@@ -140,7 +140,7 @@ func (c *Config) kubeletConfig(log *slog.Logger, node string) (kubelet.Config, e
 		Logger:     log.With("node", node),
 	}
 	if c.CNI == CNISeine {
-		cfg.CNIBinDirs = append(cfg.CNIBinDirs, c.SeineBin)
+		cfg.CNIBinDirs = append(cfg.CNIBinDirs, c.SeineCNIBinDir())
 	}
 	if c.CNI == CNIPtp {
 		tmpl, err := os.ReadFile(c.CNITemplatePath())

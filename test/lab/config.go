@@ -183,6 +183,7 @@ func (c *Config) NodeKubeletDir(node string) string {
 	return c.path("nodes", node, "kubelet")
 }
 func (c *Config) CNITemplatePath() string { return c.path("cni", "template.conflist") }
+func (c *Config) SeineCNIBinDir() string  { return c.path("cni", "bin") }
 func (c *Config) NodeSeineDir(node string) string {
 	return c.path("nodes", node, "seine")
 }

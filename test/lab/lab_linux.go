@@ -86,6 +86,9 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 			return err
 		}
 	case CNISeine:
+		if err := c.installCNIPlugin(); err != nil {
+			return err
+		}
 		if err := agentRBAC(ctx, cs); err != nil {
 			return err
 		}

@@ -53,6 +53,7 @@ func (k *kubelet) runNode(ctx context.Context) {
 	rendered := k.cfg.CNIConfTemplate == ""
 	var lastReady *bool
 	var lastReport time.Time
+	var lastReason string
 	poll := time.NewTicker(k.timing.configPoll)
 	defer poll.Stop()
 	lease := time.NewTicker(k.timing.leaseRenew)
@@ -67,6 +68,15 @@ func (k *kubelet) runNode(ctx context.Context) {
 			return // a STATUS cut short by shutdown says nothing about the network
 		}
 		ready := netErr == nil
+		// A new reason for being not ready is reported too: it is what a
+		// person debugging the node needs to see.
+		if reason := errString(netErr); reason != lastReason {
+			if lastReady != nil && *lastReady == ready {
+				k.log.Info("node readiness", "ready", ready, "reason", reason)
+			}
+			lastReason = reason
+			lastReport = time.Time{}
+		}
 		if lastReady == nil || *lastReady != ready || time.Since(lastReport) >= k.timing.statusReport {
 			if err := k.updateNodeStatus(ctx, netErr); err != nil {
 				k.log.Error("node status update failed", "err", err)
