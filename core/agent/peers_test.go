@@ -116,3 +116,19 @@ func TestHostRulesRetried(t *testing.T) {
 		return strings.Contains(d, "10.244.2.0/24 via 10.244.2.1"), d
 	})
 }
+
+func TestRoutedHost(t *testing.T) {
+	w := newWorld(t, twoNodesSlice()...)
+	w.cfg.Topology = "routedHost"
+	a, _ := w.start()
+	waitReady(t, a)
+	if _, err := a.Add(context.Background(), w.req(cni.CmdAdd, "c1", "web-0")); err != nil {
+		t.Fatalf("ADD on a routed host: %v", err)
+	}
+	if d := w.backend.FakeNodeNetwork.Dump(); !strings.Contains(d, "RoutedHost") {
+		t.Errorf("node state:\n%s", d)
+	}
+	if n := w.sw.count(pipeline.CategoryPeer, pipeline.PeerID("node-2")); n == 0 {
+		t.Errorf("no peer flows on a routed host:\n%s", w.sw.text())
+	}
+}
