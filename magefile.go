@@ -35,6 +35,7 @@ var debPackages = map[string]string{
 	"iptables":      "iptables",
 	"iptables-save": "iptables",
 	"ethtool":       "ethtool",
+	"ping":          "iputils-ping",
 	"conntrack":     "conntrack",
 	"tcpdump":       "tcpdump",
 	"iperf3":        "iperf3",
