@@ -78,7 +78,7 @@ func (c *Config) Defaults() {
 	def(&c.APIPort, 16443)
 	def(&c.EtcdPort, 12379)
 	def(&c.MTU, 1500)
-	defs(&c.CNI, CNIPtp)
+	defs(&c.CNI, CNISeine)
 	if c.CNI == CNISeine {
 		defs(&c.TrafficMode, "encap")
 		defs(&c.TunnelType, "geneve")

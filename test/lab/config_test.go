@@ -6,7 +6,7 @@ import (
 )
 
 func TestNodeList(t *testing.T) {
-	c := &Config{Nodes: 3, WindowsNodes: 1}
+	c := &Config{Nodes: 3, WindowsNodes: 1, SeineBin: "/opt/seine"}
 	c.Defaults()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
@@ -44,8 +44,11 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.FabricCIDR = "fd00::/64" }, "fabric CIDR"},
 		{func(c *Config) { c.ServiceCIDR = "10.96/12" }, "CIDR"},
 		{func(c *Config) { c.CNI = "flannel" }, "cni"},
+		{func(c *Config) { c.SeineBin = "" }, "seine-agent and seine-cni"},
+		{func(c *Config) { c.TrafficMode = "overlay" }, "traffic mode"},
+		{func(c *Config) { c.TunnelType = "stt" }, "tunnel type"},
 	} {
-		c := &Config{Nodes: 3}
+		c := &Config{Nodes: 3, SeineBin: "/opt/seine"}
 		c.Defaults()
 		tc.mutate(c)
 		err := c.Validate()

@@ -130,7 +130,10 @@ func labProcesses(stateDir, labBin, kubeBin string) []string {
 func testConfig(t *testing.T) *Config {
 	kube, labBin, cniBin := labBinaries(t)
 	return &Config{
-		Nodes:    3,
+		Nodes: 3,
+		// The lab's own proof, with the reference plugins; test/e2e runs
+		// Seine on the lab.
+		CNI:      CNIPtp,
 		StateDir: filepath.Join("/run", "seine-labtest-"+strings.ToLower(randomHex(3))),
 		NSPrefix: "seine-labtest-",
 		// Ports apart from a lab a person may be running.
