@@ -245,7 +245,20 @@ func Test() error {
 	env := []string{"SEINE_LAB_KUBE_BIN=" + kube, "SEINE_LAB_BIN=" + filepath.Join(abs, "lab"), "SEINE_LAB_CNI_BIN=" + filepath.Join(abs, "cni")}
 	// -p 1: the privileged tests create namespaces, OVS instances and a
 	// whole cluster; on 2 cores they are more reliable one package at a time.
-	return run(env, "go", "test", "-p", "1", "-count=1", "-timeout", "60m", "./...")
+	if err := run(env, "go", "test", "-p", "1", "-count=1", "-timeout", "60m", "./..."); err != nil {
+		return err
+	}
+	return WindowsTest()
+}
+
+// windowsTestPackages are the packages whose Windows test binaries pass under
+// Wine (see test/windows/README.md for what Wine cannot run).
+var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline"}
+
+// WindowsTest builds the Windows test binaries and runs them under Wine,
+// installing wine and MinGW with apt-get when missing.
+func WindowsTest() error {
+	return run(nil, "go", append([]string{"run", "./test/windows/cmd/winetest"}, windowsTestPackages...)...)
 }
 
 // Bench runs the benchmarks and prints their comparisons.
