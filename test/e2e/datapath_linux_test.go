@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/probe"
 )
 
@@ -103,6 +104,14 @@ func TestDatapath(t *testing.T) {
 				}
 			case <-time.After(5 * time.Second):
 				t.Errorf("%s: the external host saw no connection", p.Name)
+			}
+		}
+	})
+
+	t.Run("CNI CHECK by the runtime", func(t *testing.T) {
+		for _, p := range pods {
+			if err := lab.Check(e.ctx, e.c, "default/"+p.Name); err != nil {
+				t.Errorf("%s: %v", p.Name, err)
 			}
 		}
 	})

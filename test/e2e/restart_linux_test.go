@@ -46,6 +46,11 @@ func TestRestarts(t *testing.T) {
 		if lost > 0 {
 			t.Errorf("%d of %d pings lost while the agents restarted", lost, sent)
 		}
+		for _, p := range pods {
+			if err := lab.Check(e.ctx, e.c, "default/"+p.Name); err != nil {
+				t.Errorf("CNI CHECK of %s after the restarts: %v", p.Name, err)
+			}
+		}
 		after := e.rounds(t, "node-1")
 		if len(after) != 1 || slices.Equal(before, after) {
 			t.Errorf("flow rounds on node-1: %v before the restart, %v after; want one new round", before, after)
