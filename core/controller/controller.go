@@ -105,10 +105,13 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 		if err := t.inf.SetTransform(t.tr); err != nil {
 			return nil, fmt.Errorf("set informer transform: %w", err)
 		}
-		if _, err := t.inf.AddEventHandler(t.h); err != nil {
+		reg, err := t.inf.AddEventHandler(t.h)
+		if err != nil {
 			return nil, fmt.Errorf("add informer event handler: %w", err)
 		}
-		c.synced = append(c.synced, t.inf.HasSynced)
+		// The registration has synced once our handler, not just the
+		// informer's store, has seen the initial list.
+		c.synced = append(c.synced, reg.HasSynced)
 	}
 	c.npLister = nps.Lister()
 	return c, nil
