@@ -225,6 +225,42 @@ func TestSyncHostRules(t *testing.T) {
 	pending("empty state", platform.HostState{})
 }
 
+// TestSyncNoHostIngress checks the raw-table drop that keeps the host stack
+// from processing frames OVS's userspace datapath already took, and that a
+// later state without it empties the chain.
+func TestSyncNoHostIngress(t *testing.T) {
+	requirePrivileges(t, "iptables", "iptables-save", "ip6tables-save")
+	ctx := testCtx(t)
+	node := rulesNode(t)
+	b := newBackend(t, node, nil, ovsdb.DatapathNetdev, "")
+	state := platform.HostState{Gateway: "seine-gw0", NoHostIngress: []string{"eth0"}}
+	raw := lines(
+		"*raw",
+		":PREROUTING ACCEPT [0:0]",
+		":OUTPUT ACCEPT [0:0]",
+		":SEINE-PREROUTING - [0:0]",
+		`-A PREROUTING -m comment --comment "seine: frames the host stack must not process" -j SEINE-PREROUTING`,
+		`-A SEINE-PREROUTING -i eth0 -m comment --comment "seine: OVS userspace datapath port" -j DROP`,
+		"COMMIT")
+	for _, step := range []string{"first sync", "second sync"} {
+		if err := b.Sync(ctx, state); err != nil {
+			t.Fatal(err)
+		}
+		for _, prog := range []string{"iptables-save", "ip6tables-save"} {
+			if got := saveTable(t, node, prog, "raw"); got != raw {
+				t.Errorf("%s, %s -t raw:\n%s\nwant\n%s", step, prog, got, raw)
+			}
+		}
+	}
+	if err := b.Sync(ctx, platform.HostState{Gateway: "seine-gw0"}); err != nil {
+		t.Fatal(err)
+	}
+	empty := strings.Replace(raw, `-A SEINE-PREROUTING -i eth0 -m comment --comment "seine: OVS userspace datapath port" -j DROP`+"\n", "", 1)
+	if got := saveTable(t, node, "iptables-save", "raw"); got != empty {
+		t.Errorf("after a state without it, -t raw:\n%s\nwant\n%s", got, empty)
+	}
+}
+
 func TestSyncReportsMissingGateway(t *testing.T) {
 	requirePrivileges(t, "iptables-save")
 	ctx := testCtx(t)

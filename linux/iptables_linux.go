@@ -15,6 +15,7 @@ import (
 const (
 	ChainPostrouting = "SEINE-POSTROUTING"
 	ChainForward     = "SEINE-FORWARD"
+	ChainPrerouting  = "SEINE-PREROUTING"
 )
 
 // jump is the one rule in a built-in chain that sends packets to Seine's chain.
@@ -28,6 +29,7 @@ type jump struct {
 var jumps = []jump{
 	{table: "nat", chain: "POSTROUTING", target: ChainPostrouting, comment: "seine: SNAT pod traffic leaving the cluster"},
 	{table: "filter", chain: "FORWARD", target: ChainForward, comment: "seine: forward pod traffic", insert: true},
+	{table: "raw", chain: "PREROUTING", target: ChainPrerouting, comment: "seine: frames the host stack must not process", insert: true},
 }
 
 // spec is the jump's rule spec after the chain name, exactly as
@@ -94,6 +96,17 @@ func filterRules(s platform.HostState) []string {
 	}
 }
 
+// rawRules are SEINE-PREROUTING's rules: drop, before conntrack, what
+// arrives on the interfaces OVS reads through packet sockets (packet sockets
+// have seen the frame already).
+func rawRules(s platform.HostState) []string {
+	var rules []string
+	for _, name := range s.NoHostIngress {
+		rules = append(rules, fmt.Sprintf(`-A %s -i %s -m comment --comment "seine: OVS userspace datapath port" -j DROP`, ChainPrerouting, name))
+	}
+	return rules
+}
+
 // restoreInput is the whole iptables-restore --noflush input for one family:
 // Seine's chains declared (hence flushed) and refilled, and the jump rules
 // fixed up against saved (the family's iptables-save output) so that each
@@ -103,10 +116,13 @@ func restoreInput(s platform.HostState, ipv6 bool, saved string) string {
 	for _, j := range jumps {
 		fmt.Fprintf(&b, "*%s\n:%s - [0:0]\n", j.table, j.target)
 		var rules []string
-		if j.target == ChainPostrouting {
+		switch j.target {
+		case ChainPostrouting:
 			rules = natRules(s, ipv6)
-		} else {
+		case ChainForward:
 			rules = filterRules(s)
+		case ChainPrerouting:
+			rules = rawRules(s)
 		}
 		for _, r := range rules {
 			b.WriteString(r + "\n")

@@ -53,10 +53,11 @@ func TestHostInterfaceName(t *testing.T) {
 
 func testState() platform.HostState {
 	return platform.HostState{
-		Gateway:      "seine-gw0",
-		PodCIDRs:     []netip.Prefix{pfx("10.244.1.0/24"), pfx("fd00:10:244:1::/64")},
-		ClusterCIDRs: []netip.Prefix{pfx("10.244.0.0/16"), pfx("10.245.0.0/16"), pfx("fd00:10:244::/48")},
-		SNATIPs:      []netip.Addr{ip("192.168.1.11")},
+		Gateway:       "seine-gw0",
+		PodCIDRs:      []netip.Prefix{pfx("10.244.1.0/24"), pfx("fd00:10:244:1::/64")},
+		ClusterCIDRs:  []netip.Prefix{pfx("10.244.0.0/16"), pfx("10.245.0.0/16"), pfx("fd00:10:244::/48")},
+		SNATIPs:       []netip.Addr{ip("192.168.1.11")},
+		NoHostIngress: []string{"eth0"},
 	}
 }
 
@@ -75,6 +76,11 @@ func TestRestoreInput(t *testing.T) {
 		`-A SEINE-FORWARD -i seine-gw0 -m comment --comment "seine: from pods" -j ACCEPT`,
 		`-A SEINE-FORWARD -o seine-gw0 -m comment --comment "seine: to pods" -j ACCEPT`,
 		`-I FORWARD 1 -m comment --comment "seine: forward pod traffic" -j SEINE-FORWARD`,
+		"COMMIT",
+		"*raw",
+		":SEINE-PREROUTING - [0:0]",
+		`-A SEINE-PREROUTING -i eth0 -m comment --comment "seine: OVS userspace datapath port" -j DROP`,
+		`-I PREROUTING 1 -m comment --comment "seine: frames the host stack must not process" -j SEINE-PREROUTING`,
 		"COMMIT")
 	if got != want {
 		t.Errorf("IPv4 input:\n%s\nwant\n%s", got, want)
@@ -83,10 +89,13 @@ func TestRestoreInput(t *testing.T) {
 	s := testState()
 	s.NoSNAT = true
 	s.Gateway = ""
+	s.NoHostIngress = nil
 	saved := lines("*nat", `-A POSTROUTING -m comment --comment "seine: SNAT pod traffic leaving the cluster" -j SEINE-POSTROUTING`, "COMMIT",
-		"*filter", `-A FORWARD -m comment --comment "seine: forward pod traffic" -j SEINE-FORWARD`, "COMMIT")
+		"*filter", `-A FORWARD -m comment --comment "seine: forward pod traffic" -j SEINE-FORWARD`, "COMMIT",
+		"*raw", `-A PREROUTING -m comment --comment "seine: frames the host stack must not process" -j SEINE-PREROUTING`, "COMMIT")
 	got = restoreInput(s, true, saved)
-	want = lines("*nat", ":SEINE-POSTROUTING - [0:0]", "COMMIT", "*filter", ":SEINE-FORWARD - [0:0]", "COMMIT")
+	want = lines("*nat", ":SEINE-POSTROUTING - [0:0]", "COMMIT", "*filter", ":SEINE-FORWARD - [0:0]", "COMMIT",
+		"*raw", ":SEINE-PREROUTING - [0:0]", "COMMIT")
 	if got != want {
 		t.Errorf("IPv6 input with no SNAT, no gateway, jumps in place:\n%s\nwant\n%s", got, want)
 	}

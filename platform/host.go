@@ -35,6 +35,14 @@ type HostState struct {
 	// the pipeline treats it as its virtual router. Required when a
 	// ServiceRoute has a NextHop.
 	ServiceNextHopMAC net.HardwareAddr
+	// NoHostIngress names interfaces whose received frames the host's own
+	// network stack must not process. On the userspace (netdev) datapath OVS
+	// reads a port's frames through a packet socket while the kernel
+	// receives them too; for the uplink of a bridged-uplink node, whose MAC
+	// is the node's, the kernel would answer, forward and un-NAT every
+	// frame a second time (duplicate replies, ICMP errors for tunnel
+	// packets). Linux drops them before conntrack, after packet sockets.
+	NoHostIngress []string
 }
 
 // PeerRoute routes one peer node's pod CIDR.
@@ -129,6 +137,11 @@ func (s HostState) Validate() error {
 	}
 	if needGateway && s.Gateway == "" {
 		errs = append(errs, errors.New("routes through the gateway but no gateway interface"))
+	}
+	for _, name := range s.NoHostIngress {
+		if name == "" {
+			errs = append(errs, errors.New("no-host-ingress interface: empty name"))
+		}
 	}
 	if needMAC && len(s.ServiceNextHopMAC) != 6 {
 		errs = append(errs, fmt.Errorf("service next hop MAC %q: want 6 bytes", s.ServiceNextHopMAC))

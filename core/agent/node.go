@@ -302,6 +302,9 @@ func (a *Agent) hostState() platform.HostState {
 	if a.node != nil && len(a.node.NodeIPs) > 0 {
 		hs.SNATIPs = []netip.Addr{a.node.NodeIPs[0]}
 	}
+	if a.topo == platform.BridgedUplink && a.cfg.datapath() == ovsdb.DatapathNetdev {
+		hs.NoHostIngress = []string{a.cfg.Uplink}
+	}
 	for _, p := range a.peers {
 		tunnelled := a.mode == pipeline.Encap || (a.mode == pipeline.Hybrid && !p.SameSubnet)
 		for _, c := range p.PodCIDRs {

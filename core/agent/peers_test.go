@@ -25,6 +25,11 @@ func TestPeers(t *testing.T) {
 	if d := w.backend.FakeHostRules.Dump(); !strings.Contains(d, "10.244.2.0/24 via 10.244.2.1") {
 		t.Errorf("host rules lack the route to node-2's pods:\n%s", d)
 	}
+	// A bridged uplink on the netdev datapath: the host stack must not see
+	// the uplink's frames a second time.
+	if d := w.backend.FakeHostRules.Dump(); !strings.Contains(d, "no-host-ingress eth0\n") {
+		t.Errorf("host rules do not keep the host stack off the uplink:\n%s", d)
+	}
 
 	// A new node with a podCIDR becomes a peer; one without does not yet.
 	if _, err := w.kube.CoreV1().Nodes().Create(ctx, node("node-3", "172.30.0.13", ""), metav1.CreateOptions{}); err != nil {

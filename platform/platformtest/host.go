@@ -73,8 +73,12 @@ func (f *FakeHostRules) Dump() string {
 //	route 10.244.3.0/24 via 10.244.3.1 dev seine-gw0 onlink
 //	neigh 169.254.0.253 lladdr aa:bb:cc:dd:ee:ff dev seine-gw0
 //	snat 10.244.1.0/24 to 192.168.1.11 except 10.244.0.0/16 and out seine-gw0
+//	no-host-ingress eth0
 func RenderHostState(s platform.HostState) []string {
 	var out []string
+	for _, name := range s.NoHostIngress {
+		out = append(out, "no-host-ingress "+name)
+	}
 	for _, r := range s.PeerRoutes {
 		if r.GatewayIP.IsValid() {
 			out = append(out, fmt.Sprintf("route %s via %s dev %s onlink", r.PodCIDR, r.GatewayIP, s.Gateway))
