@@ -108,6 +108,23 @@ func TestDatapath(t *testing.T) {
 		}
 	})
 
+	t.Run("one reply per echo to the external host", func(t *testing.T) {
+		// The node kernel must not process uplink frames OVS already took
+		// (it used to answer every echo a second time).
+		ext := netip.MustParseAddr(e.c.ExternalIP())
+		for _, p := range pods {
+			pg, err := newPinger(e.podNS(&p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := pg.repliesWithin(ext, time.Second)
+			pg.Close()
+			if err != nil || n != 1 {
+				t.Errorf("%s (%s) -> external host: %d echo replies (%v), want exactly 1", p.Name, p.Spec.NodeName, n, err)
+			}
+		}
+	})
+
 	t.Run("CNI CHECK by the runtime", func(t *testing.T) {
 		for _, p := range pods {
 			if err := lab.Check(e.ctx, e.c, "default/"+p.Name); err != nil {

@@ -112,3 +112,37 @@ func pingWithin(ctx context.Context, netns string, dst netip.Addr, timeout time.
 	defer p.Close()
 	return p.ping(ctx, dst, 56, timeout)
 }
+
+// repliesWithin sends one echo request to dst and counts the matching
+// replies that arrive within wait: one is right, more means a path answered
+// or forwarded the packet twice.
+func (p *pinger) repliesWithin(dst netip.Addr, wait time.Duration) (int, error) {
+	p.seq++
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: p.id, Seq: p.seq, Data: make([]byte, 56)}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := p.conn.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		return 0, err
+	}
+	if err := p.conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 65536)
+	n := 0
+	for {
+		size, from, err := p.conn.ReadFrom(buf)
+		if err != nil {
+			return n, nil // the deadline ends the count
+		}
+		m, err := icmp.ParseMessage(1, buf[:size])
+		if err != nil {
+			continue
+		}
+		if body, ok := m.Body.(*icmp.Echo); ok && m.Type == ipv4.ICMPTypeEchoReply &&
+			body.ID == p.id && body.Seq == p.seq && from.String() == dst.String() {
+			n++
+		}
+	}
+}
