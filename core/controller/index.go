@@ -19,7 +19,7 @@ type podEntry struct {
 	ports           []controlplane.NamedPort // likewise
 	node            string
 	nodeID          int32
-	eligible        bool // has an IP and a node, not terminated
+	eligible        bool
 }
 
 // nsEntry holds one namespace: its labels (once the Namespace object is

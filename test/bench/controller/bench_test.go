@@ -224,6 +224,7 @@ func writeHeapProfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	runtime.GC() // the profile shows the heap as of the last collection
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		t.Fatal(err)
 	}
