@@ -31,8 +31,8 @@ const flushKey = ""
 // what changed in dependency order: AppliedToGroups (members, span), then
 // NetworkPolicies (span = union of their AppliedToGroups' spans), then
 // AddressGroups (span = union of the spans of the policies using them). At
-// a cold start the worker begins only after the informers have synced, so
-// every object is computed once, from a complete index.
+// a cold start nothing is published before the informers have synced, so
+// every object is published once, from a complete index.
 type Controller struct {
 	log      *slog.Logger
 	queue    workqueue.TypedInterface[string]
@@ -117,23 +117,28 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 	return c, nil
 }
 
-// Run waits for the informers to sync, then computes until ctx ends.
+// Run computes until ctx ends. Policies are translated as soon as their
+// events arrive, while the informers are still listing pods (group members
+// follow pod events incrementally); objects are published only once every
+// handler has seen its informer's initial list.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.queue.ShutDown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
-		return fmt.Errorf("wait for informer caches: %w", context.Cause(ctx))
-	}
-	c.log.Info("informers synced, computing network policies")
-	c.started.Store(true)
-	c.queue.Add(flushKey)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		c.work()
 	}()
+	defer func() {
+		c.queue.ShutDown()
+		<-done
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return fmt.Errorf("wait for informer caches: %w", context.Cause(ctx))
+	}
+	c.log.Info("informers synced, publishing network policies")
+	c.started.Store(true)
+	c.queue.Add(flushKey)
 	<-ctx.Done()
-	c.queue.ShutDown()
-	<-done
 	return nil
 }
 
@@ -148,7 +153,7 @@ func (c *Controller) work() {
 			c.syncPolicy(key)
 		}
 		c.queue.Done(key)
-		if c.queue.Len() == 0 {
+		if c.queue.Len() == 0 && c.started.Load() {
 			c.flush()
 		}
 		c.busy.Store(false)
