@@ -39,7 +39,7 @@ func TestPodLifecycle(t *testing.T) {
 	nodes := []string{"node-1", "node-2", "node-3"}
 
 	t.Run("create/delete cycles", func(t *testing.T) {
-		const cycles = 5
+		const cycles = 200
 		for i := range cycles {
 			name := "cycle-" + strconv.Itoa(i)
 			pods := e.deploy(name, 6)

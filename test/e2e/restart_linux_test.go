@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -152,12 +155,25 @@ func (e *env) rounds(t *testing.T, node string) []uint64 {
 	return rounds
 }
 
-// pingStream pings dst every 20ms (1s timeout each) until stopped.
+// pingStream sends an echo request to dst every 10 ms (100 pings/s) from one
+// goroutine and matches the replies in another, so a slow reply does not
+// slow the pace. A request with no reply within a second is lost.
 type pingStream struct {
+	t          *testing.T
+	p          *pinger
+	dst        netip.Addr
 	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	sent, lost int
+	sending    sync.WaitGroup
+	recv       chan struct{} // closed when the receiver is done
+	senderDone chan struct{} // closed when the sender has stopped
+
+	mu      sync.Mutex
+	pending map[int]time.Time // seq -> when sent, until its reply comes
+	sent    int
+	lost    int
 }
+
+const pingTimeout = time.Second
 
 func (e *env) startPingStream(t *testing.T, netns string, dst netip.Addr) *pingStream {
 	t.Helper()
@@ -166,25 +182,92 @@ func (e *env) startPingStream(t *testing.T, netns string, dst netip.Addr) *pingS
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(e.ctx)
-	s := &pingStream{cancel: cancel}
-	s.wg.Add(1)
+	s := &pingStream{t: t, p: p, dst: dst, cancel: cancel, recv: make(chan struct{}), senderDone: make(chan struct{}), pending: map[int]time.Time{}}
+	s.sending.Add(1)
 	go func() {
-		defer s.wg.Done()
-		defer p.Close()
-		for ctx.Err() == nil {
-			s.sent++
-			if err := p.ping(ctx, dst, 56, time.Second); err != nil && ctx.Err() == nil {
-				s.lost++
-				t.Logf("ping %d: %v", s.sent, err)
+		defer s.sending.Done()
+		tick := time.NewTicker(10 * time.Millisecond) // the stream's pace
+		defer tick.Stop()
+		for seq := 1; ; seq++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
 			}
-			time.Sleep(20 * time.Millisecond) // the stream's pace
+			s.send(seq & 0xffff)
 		}
 	}()
+	go s.receive()
 	return s
+}
+
+func (s *pingStream) send(seq int) {
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: s.p.id, Seq: seq, Data: make([]byte, 56)}}
+	b, err := msg.Marshal(nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent++
+	if err == nil {
+		_, err = s.p.conn.WriteTo(b, &net.IPAddr{IP: s.dst.AsSlice()})
+	}
+	if err != nil {
+		s.lost++
+		s.t.Logf("ping %d: %v", seq, err)
+		return
+	}
+	s.pending[seq] = time.Now()
+}
+
+// receive matches replies until the sender has stopped and every request
+// has had its reply or its second.
+func (s *pingStream) receive() {
+	defer close(s.recv)
+	buf := make([]byte, 65536)
+	for {
+		_ = s.p.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		n, from, err := s.p.conn.ReadFrom(buf)
+		now := time.Now()
+		s.mu.Lock()
+		if err == nil {
+			if m, perr := icmp.ParseMessage(1, buf[:n]); perr == nil && m.Type == ipv4.ICMPTypeEchoReply && from.String() == s.dst.String() {
+				if body, ok := m.Body.(*icmp.Echo); ok && body.ID == s.p.id {
+					if at, ok := s.pending[body.Seq]; ok && now.Sub(at) <= pingTimeout {
+						delete(s.pending, body.Seq)
+					}
+				}
+			}
+		}
+		for seq, at := range s.pending {
+			if now.Sub(at) > pingTimeout {
+				delete(s.pending, seq)
+				s.lost++
+				s.t.Logf("ping %d: no echo reply from %s within %s", seq, s.dst, pingTimeout)
+			}
+		}
+		done := len(s.pending) == 0
+		s.mu.Unlock()
+		if done && s.stopped() {
+			return
+		}
+	}
+}
+
+func (s *pingStream) stopped() bool {
+	select {
+	case <-s.senderDone:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *pingStream) stop() (sent, lost int) {
 	s.cancel()
-	s.wg.Wait()
+	s.sending.Wait()
+	close(s.senderDone)
+	<-s.recv
+	s.p.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.sent, s.lost
 }
