@@ -1,0 +1,191 @@
+package dataplanebench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/seine-cni/seine/test/lab"
+	"github.com/seine-cni/seine/test/ovsdaemon"
+)
+
+const iperfSeconds = 4
+
+// BenchmarkPodToPodTCP runs iperf3 (4 s) from a pod on node-1 to a pod on
+// node-2 of a 2-node lab, once through Seine (pods made by seine-cni, the
+// agent's pipeline, geneve between the nodes) and once through a plain
+// netdev bridge br-plain with only the NORMAL flow on each node's own
+// ovs-vswitchd, joined by a direct veth between the node namespaces, with
+// two extra pod namespaces of the same MTU and tx checksum offload off. The
+// two sides alternate, twice each; it reports the mean of each and the ratio.
+func BenchmarkPodToPodTCP(b *testing.B) {
+	c, cs := upLab(b, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for _, p := range []struct{ name, node string }{{"iperf-server", "node-2"}, {"iperf-client", "node-1"}} {
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, probePod(p.name, p.node), metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	srv, err := waitPodReady(ctx, cs, "iperf-server", 2*time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cli, err := waitPodReady(ctx, cs, "iperf-client", 2*time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srvNS, err := c.PodNetNS(srv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cliNS, err := c.PodNetNS(cli)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mtu := linkMTU(b, cliNS, "eth0")
+	plainSrv, plainCli := plainPods(b, c, mtu)
+	b.Logf("pod MTU %d on both sides", mtu)
+
+	for b.Loop() {
+		var seine, plain float64
+		for range 2 {
+			seine += iperf(b, srvNS, cliNS, srv.Status.PodIP)
+			plain += iperf(b, plainSrv, plainCli, "10.251.0.2")
+		}
+		seine, plain = seine/2, plain/2
+		b.ReportMetric(seine/1e9, "seine-Gbit/s")
+		b.ReportMetric(plain/1e9, "plain-normal-Gbit/s")
+		b.ReportMetric(seine/plain, "ratio")
+	}
+}
+
+// plainPods builds br-plain on node-1 and node-2 (NORMAL only), a veth
+// between the two node namespaces on those bridges, and one pod namespace
+// per node on them: 10.251.0.1 (client, node-1) and 10.251.0.2 (server,
+// node-2). It returns the server's and the client's namespace.
+func plainPods(b *testing.B, c *lab.Config, mtu int) (srv, cli string) {
+	b.Helper()
+	ctx := context.Background()
+	ovs := map[string]*ovsdaemon.Daemon{}
+	for _, n := range []string{"node-1", "node-2"} {
+		d, err := ovsdaemon.Attach(c.NodeOVSDir(n))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ovs[n] = d
+		if out, err := d.Vsctl(ctx, "add-br", "br-plain", "--", "set", "Bridge", "br-plain", "datapath_type=netdev"); err != nil {
+			b.Fatalf("add-br on %s: %v\n%s", n, err, out)
+		}
+		b.Cleanup(func() {
+			if out, err := d.Vsctl(context.Background(), "--if-exists", "del-br", "br-plain"); err != nil {
+				b.Errorf("del-br on %s: %v\n%s", n, err, out)
+			}
+		})
+	}
+	node1, node2 := c.NetNSPath("node-1"), c.NetNSPath("node-2")
+	run(b, node1, "ip", "link", "add", "plain1", "type", "veth", "peer", "name", "plain2", "netns", c.NetNS("node-2"))
+	b.Cleanup(func() { _ = exec.Command("nsenter", "--net="+node1, "--", "ip", "link", "del", "plain1").Run() })
+	attach := func(nodeNS, node, port string, mtu int) {
+		run(b, nodeNS, "ip", "link", "set", port, "mtu", fmt.Sprint(mtu), "arp", "off", "up")
+		run(b, nodeNS, "sysctl", "-qw", "net.ipv6.conf."+port+".disable_ipv6=1")
+		if out, err := ovs[node].Vsctl(ctx, "add-port", "br-plain", port); err != nil {
+			b.Fatalf("add-port %s: %v\n%s", port, err, out)
+		}
+	}
+	attach(node1, "node-1", "plain1", 1500)
+	attach(node2, "node-2", "plain2", 1500)
+	pod := func(node, nodeNS, port, addr string) string {
+		ns := ovsdaemon.NewNetNS(b)
+		run(b, ns, "ip", "link", "add", "eth0", "mtu", fmt.Sprint(mtu), "type", "veth", "peer", "name", port, "netns", c.NetNS(node))
+		run(b, ns, "ip", "addr", "add", addr+"/24", "dev", "eth0")
+		run(b, ns, "ip", "link", "set", "eth0", "up")
+		run(b, ns, "ethtool", "-K", "eth0", "tx", "off")
+		attach(nodeNS, node, port, mtu)
+		return ns
+	}
+	cli = pod("node-1", node1, "plainpod1", "10.251.0.1")
+	srv = pod("node-2", node2, "plainpod2", "10.251.0.2")
+	// Up once ARP has gone through the bridges (the first packet may go).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command("nsenter", "--net="+cli, "--", "timeout", "2", "bash", "-c", "exec 3<>/dev/tcp/10.251.0.2/9").CombinedOutput()
+		if err == nil || strings.Contains(string(out), "refused") {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("plain pods cannot reach each other: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return srv, cli
+}
+
+// iperf runs one iperf3 server in srvNS for one test from cliNS to ip and
+// returns the received bits per second.
+func iperf(b *testing.B, srvNS, cliNS, ip string) float64 {
+	b.Helper()
+	srv := exec.Command("nsenter", "--net="+srvNS, "--", "iperf3", "-s", "-1", "-p", "5201")
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = srv.Process.Kill()
+		_ = srv.Wait()
+	}()
+	var out []byte
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err = exec.Command("nsenter", "--net="+cliNS, "--", "iperf3", "-c", ip, "-p", "5201", "-t", fmt.Sprint(iperfSeconds), "-J").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "refused") || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		b.Fatalf("iperf3 -c %s: %v\n%s", ip, err, out)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+			SumSent struct {
+				Retransmits int `json:"retransmits"`
+			} `json:"sum_sent"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		b.Fatalf("iperf3 output: %v\n%s", err, out)
+	}
+	b.Logf("%s: %.2f Gbit/s, %d retransmits", ip, r.End.SumReceived.BitsPerSecond/1e9, r.End.SumSent.Retransmits)
+	return r.End.SumReceived.BitsPerSecond
+}
+
+var mtuRE = regexp.MustCompile(`mtu (\d+)`)
+
+func linkMTU(b *testing.B, ns, dev string) int {
+	b.Helper()
+	m := mtuRE.FindStringSubmatch(run(b, ns, "ip", "-o", "link", "show", "dev", dev))
+	if m == nil {
+		b.Fatalf("no MTU for %s", dev)
+	}
+	var mtu int
+	fmt.Sscan(m[1], &mtu)
+	return mtu
+}
+
+func run(b *testing.B, ns string, args ...string) string {
+	b.Helper()
+	out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "--"}, args...)...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("%v in %s: %v\n%s", args, ns, err, out)
+	}
+	return string(out)
+}
