@@ -19,6 +19,8 @@ func scenario() []runtimeObject {
 	unscheduled := pod("ns1", "unscheduled", "", "10.0.0.9", map[string]string{"app": "web"})
 	done := pod("ns1", "done", "n1", "10.0.0.8", map[string]string{"app": "web"})
 	done.Status.Phase = corev1.PodSucceeded
+	hostNet := pod("ns1", "hostnet", "n8", "192.168.0.8", map[string]string{"app": "web"})
+	hostNet.Spec.HostNetwork = true
 
 	deny := policy("ns1", "deny", &metav1.LabelSelector{}, both)
 	allowWeb := policy("ns1", "web", sel("app", "web"), nil)
@@ -52,7 +54,7 @@ func scenario() []runtimeObject {
 
 	return []runtimeObject{
 		ns("ns1", map[string]string{"team": "a"}), ns("ns2", map[string]string{"team": "b"}),
-		web, pending, unscheduled, done,
+		web, pending, unscheduled, done, hostNet,
 		pod("ns1", "web2", "n2", "10.0.0.2", map[string]string{"app": "web"}),
 		pod("ns1", "db1", "n3", "10.0.0.3", map[string]string{"app": "db"}),
 		pod("ns2", "web3", "n4", "fd00::4", map[string]string{"app": "web"}),

@@ -49,7 +49,9 @@ func trimPod(o any) (any, error) {
 		nodeName: pod.Spec.NodeName,
 		ips:      ips,
 		ports:    namedPorts(pod),
-		eligible: len(ips) > 0 && pod.Spec.NodeName != "" &&
+		// Host-network pods share the node's IP and have no OVS port: like
+		// Antrea, Seine leaves them out of groups.
+		eligible: len(ips) > 0 && pod.Spec.NodeName != "" && !pod.Spec.HostNetwork &&
 			pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed,
 	}, nil
 }
