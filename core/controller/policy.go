@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"reflect"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -66,7 +67,12 @@ func (c *Controller) syncPolicy(key string) {
 		}
 		c.detach(p)
 	}
-	p.obj, p.atgs, p.ags, p.changed = obj, atgs, ags, true
+	// An update that changes nothing the agents see (labels, annotations,
+	// a resync) keeps the stored object and sends no event.
+	if p.obj == nil || !reflect.DeepEqual(p.obj, obj) {
+		p.obj, p.changed = obj, true
+	}
+	p.atgs, p.ags = atgs, ags
 	for _, g := range p.atgs {
 		g.policies[p]++
 	}

@@ -39,6 +39,25 @@ np ns1/web types=[Ingress Egress] atg=[{namespace=ns1 podSelector=app=web}] span
 np ns1/web2 types=[Ingress Egress] atg=[{namespace=ns1 podSelector=app=web}] span=[n1]
   In peers=[{namespace=ns1 podSelector=app=db} {namespaceSelector=team=b podSelector=}] services=[] priority=-1`)
 
+	t.Run("an update that changes nothing sends no event", func(t *testing.T) {
+		w, _ := e.c.NetworkPolicies.Watch(10)
+		defer w.Stop()
+		np, err := e.client.NetworkingV1().NetworkPolicies("ns1").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		np.Annotations = map[string]string{"touched": "yes"}
+		if _, err := e.client.NetworkingV1().NetworkPolicies("ns1").Update(ctx, np, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e.settle()
+		select {
+		case ev := <-w.Events():
+			t.Errorf("unexpected event %v for %s", ev.Type, ev.Key)
+		default:
+		}
+	})
+
 	pods := e.client.CoreV1().Pods("ns1")
 	t.Run("label change moves a pod between groups", func(t *testing.T) {
 		p := pod("ns1", "db1", "n3", "10.0.0.3", map[string]string{"app": "web"})
