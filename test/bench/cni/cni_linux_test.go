@@ -54,6 +54,7 @@ func BenchmarkCNIAdd(b *testing.B) {
 			podNS[i], rawNS[i] = ovsdaemon.NewNetNS(b), ovsdaemon.NewNetNS(b)
 		}
 		var real, raw []time.Duration
+		var steps [4][]time.Duration
 		var rts []*libcni.RuntimeConf
 		for i := range pods {
 			rt := &libcni.RuntimeConf{
@@ -68,7 +69,7 @@ func BenchmarkCNIAdd(b *testing.B) {
 			rts = append(rts, rt)
 
 			start = time.Now()
-			if err := rawAdd(ctx, n, nodeNL, tpl, i, rawNS[i]); err != nil {
+			if err := rawAdd(ctx, n, nodeNL, tpl, i, rawNS[i], &steps); err != nil {
 				b.Fatalf("raw pod %d: %v", i, err)
 			}
 			raw = append(raw, time.Since(start))
@@ -76,6 +77,8 @@ func BenchmarkCNIAdd(b *testing.B) {
 		p50, p99 := pct(real, 50), pct(real, 99)
 		r50, r99 := pct(raw, 50), pct(raw, 99)
 		b.Logf("seine ADD p50 %s p99 %s; raw p50 %s p99 %s", p50, p99, r50, r99)
+		b.Logf("raw steps p50: netlink veth+addr+route %s, ethtool %s, ovs-vsctl add-port %s, ovs-ofctl add-flows %s",
+			pct(steps[0], 50), pct(steps[1], 50), pct(steps[2], 50), pct(steps[3], 50))
 		b.ReportMetric(ms(p50), "seine-p50-ms")
 		b.ReportMetric(ms(p99), "seine-p99-ms")
 		b.ReportMetric(ms(r50), "raw-p50-ms")
@@ -166,7 +169,8 @@ var cookieRE = regexp.MustCompile(`cookie=0x[0-9a-f]+`)
 // rawAdd does by hand what an ADD does for pod i: veth into podNS with
 // address, route, MTU and tx offload off; the host end on br-int; the
 // template's flows rewritten for this pod in one bundle.
-func rawAdd(ctx context.Context, n *node, nodeNL *netlink.Handle, tpl template, i int, podNS string) error {
+func rawAdd(ctx context.Context, n *node, nodeNL *netlink.Handle, tpl template, i int, podNS string, steps *[4][]time.Duration) error {
+	t0 := time.Now()
 	ip := fmt.Sprintf("10.250.1.%d", i+2)
 	ofport := fmt.Sprint(1000 + i)
 	pns, err := netns.GetFromPath(podNS)
@@ -207,12 +211,15 @@ func rawAdd(ctx context.Context, n *node, nodeNL *netlink.Handle, tpl template, 
 	if err := podNL.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: net.ParseIP("10.250.1.1")}); err != nil {
 		return fmt.Errorf("route: %w", err)
 	}
+	t1 := time.Now()
 	if out, err := exec.CommandContext(ctx, "nsenter", "--net="+podNS, "--", "ethtool", "-K", "eth0", "tx", "off").CombinedOutput(); err != nil {
 		return fmt.Errorf("ethtool: %w: %s", err, out)
 	}
+	t2 := time.Now()
 	if out, err := n.d.Vsctl(ctx, "add-port", "br-int", rawPort(i), "--", "set", "Interface", rawPort(i), "ofport_request="+ofport); err != nil {
 		return fmt.Errorf("add-port: %w: %s", err, out)
 	}
+	t3 := time.Now()
 	mac := eth0.Attrs().HardwareAddr.String()
 	ipRE := regexp.MustCompile(`\b` + regexp.QuoteMeta(tpl.ip) + `\b`)
 	portRE := regexp.MustCompile(`\b(in_port=|output:)` + tpl.ofport + `\b`)
@@ -228,6 +235,9 @@ func rawAdd(ctx context.Context, n *node, nodeNL *netlink.Handle, tpl template, 
 	cmd.Stdin = &buf
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("add-flows: %w: %s", err, out)
+	}
+	for k, d := range []time.Duration{t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), time.Since(t3)} {
+		steps[k] = append(steps[k], d)
 	}
 	return nil
 }
