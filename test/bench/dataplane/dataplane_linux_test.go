@@ -27,7 +27,8 @@ const (
 // netdev bridge br-plain with only the NORMAL flow on each node's own
 // ovs-vswitchd, joined by a direct veth between the node namespaces, with
 // two extra pod namespaces of the same MTU and tx checksum offload off. The
-// two sides alternate, three times each; it reports the mean of each and the ratio.
+// two sides alternate, three times each; it reports the mean of each side's successful runs, the ratio,
+// and how many runs failed (iperf3 reported an error or nothing received).
 func BenchmarkPodToPodTCP(b *testing.B) {
 	c, cs := upLab(b, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -61,12 +62,20 @@ func BenchmarkPodToPodTCP(b *testing.B) {
 	b.Logf("pod MTU %d on both sides", mtu)
 
 	for b.Loop() {
-		var seine, plain float64
+		var seineRuns, plainRuns []float64
 		for range runs {
-			seine += iperf(b, srvNS, cliNS, srv.Status.PodIP)
-			plain += iperf(b, plainSrv, plainCli, "10.251.0.2")
+			if bps := iperf(b, srvNS, cliNS, srv.Status.PodIP); bps > 0 {
+				seineRuns = append(seineRuns, bps)
+			}
+			if bps := iperf(b, plainSrv, plainCli, "10.251.0.2"); bps > 0 {
+				plainRuns = append(plainRuns, bps)
+			}
 		}
-		seine, plain = seine/runs, plain/runs
+		if len(seineRuns) == 0 || len(plainRuns) == 0 {
+			b.Fatalf("no successful run: seine %d, plain %d of %d", len(seineRuns), len(plainRuns), runs)
+		}
+		seine, plain := mean(seineRuns), mean(plainRuns)
+		b.ReportMetric(float64(2*runs-len(seineRuns)-len(plainRuns)), "failed-runs")
 		b.ReportMetric(seine/1e9, "seine-Gbit/s")
 		b.ReportMetric(plain/1e9, "plain-normal-Gbit/s")
 		b.ReportMetric(seine/plain, "ratio")
@@ -164,7 +173,8 @@ func iperf(b *testing.B, srvNS, cliNS, ip string) float64 {
 		b.Fatalf("iperf3 -c %s: %v\n%s", ip, err, out)
 	}
 	var r struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
@@ -176,8 +186,20 @@ func iperf(b *testing.B, srvNS, cliNS, ip string) float64 {
 	if err := json.Unmarshal(out, &r); err != nil {
 		b.Fatalf("iperf3 output: %v\n%s", err, out)
 	}
+	if r.Error != "" || r.End.SumReceived.BitsPerSecond == 0 {
+		b.Logf("%s: failed run (%q), not counted", ip, r.Error)
+		return 0
+	}
 	b.Logf("%s: %.2f Gbit/s, %d retransmits", ip, r.End.SumReceived.BitsPerSecond/1e9, r.End.SumSent.Retransmits)
 	return r.End.SumReceived.BitsPerSecond
+}
+
+func mean(v []float64) float64 {
+	var s float64
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
 }
 
 var mtuRE = regexp.MustCompile(`mtu (\d+)`)
