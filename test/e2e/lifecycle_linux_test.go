@@ -154,10 +154,10 @@ func (e *env) cniConfig(t *testing.T, node string) []byte {
 // returns the CNI error code (0 on success) and message.
 func (e *env) cniCall(t *testing.T, node, cmd, id, netns, ifname, pod string, conf []byte) (uint, string) {
 	t.Helper()
-	c := exec.CommandContext(e.ctx, "nsenter", "--net="+e.c.NetNSPath(node), "--", filepath.Join(e.c.SeineBin, "seine"))
+	c := exec.CommandContext(e.ctx, "nsenter", "--net="+e.c.NetNSPath(node), "--", filepath.Join(e.c.SeineCNIBinDir(), "seine"))
 	c.Env = []string{
 		"CNI_COMMAND=" + cmd, "CNI_CONTAINERID=" + id, "CNI_NETNS=" + netns, "CNI_IFNAME=" + ifname,
-		"CNI_PATH=" + e.c.SeineBin, "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + pod,
+		"CNI_PATH=" + e.c.SeineCNIBinDir(), "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + pod,
 	}
 	c.Stdin = bytes.NewReader(conf)
 	var stdout, stderr bytes.Buffer

@@ -1,0 +1,168 @@
+package labtest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/seine-cni/seine/test/lab"
+)
+
+// Require returns the control-plane binary, or skips (fails under CI) with
+// the reason the lab cannot run here.
+func Require(tb testing.TB) (kubeBin string) {
+	tb.Helper()
+	skip := tb.Skipf
+	if os.Getenv("CI") != "" {
+		skip = tb.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		skip("the lab needs root: it creates network namespaces and starts OVS")
+	}
+	for _, cmd := range []string{"ovs-vswitchd", "ovsdb-server", "ip", "nsenter", "iptables-restore", "go"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			skip("the lab needs %s in PATH (make deps installs it)", cmd)
+		}
+	}
+	kubeBin = os.Getenv("SEINE_LAB_KUBE_BIN")
+	if kubeBin == "" {
+		skip("SEINE_LAB_KUBE_BIN is not set: build the control plane with `make kube-binaries` (make test does this and sets it)")
+	}
+	return kubeBin
+}
+
+var (
+	binOnce  sync.Once
+	binDir   string
+	seineBin string
+	labBin   string
+	binErr   error
+)
+
+// Binaries builds seine-agent and seine-cni (into one directory, as
+// lab.Config.SeineBin wants) and, unless SEINE_LAB_BIN names it, the lab CLI,
+// once per test binary. RemoveBinaries, from TestMain, deletes them.
+func Binaries(tb testing.TB) (seine, labCLI string) {
+	tb.Helper()
+	binOnce.Do(func() {
+		var root []byte
+		if root, binErr = exec.Command("go", "env", "GOMOD").Output(); binErr != nil {
+			return
+		}
+		dir := filepath.Dir(strings.TrimSpace(string(root)))
+		if binDir, binErr = os.MkdirTemp("", "seine-labtest-bin-"); binErr != nil {
+			return
+		}
+		build := func(out, pkg string) error {
+			cmd := exec.Command("go", "build", "-o", out, pkg)
+			cmd.Dir = dir
+			if b, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+			}
+			return nil
+		}
+		seineBin = filepath.Join(binDir, "seine")
+		for _, pkg := range []string{"seine-agent", "seine-cni"} {
+			if binErr = build(filepath.Join(seineBin, pkg), "./services/"+pkg); binErr != nil {
+				return
+			}
+		}
+		if labBin = os.Getenv("SEINE_LAB_BIN"); labBin == "" {
+			labBin = filepath.Join(binDir, "lab")
+			binErr = build(labBin, "./test/lab/cmd/lab")
+		}
+	})
+	if binErr != nil {
+		tb.Fatal(binErr)
+	}
+	return seineBin, labBin
+}
+
+// RemoveBinaries deletes what Binaries built; call it from TestMain.
+func RemoveBinaries() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// Options shape a test lab. Name keeps labs of different packages apart
+// (state directory, namespace prefix); the ports must differ too when two
+// packages' labs may run at once.
+type Options struct {
+	Name              string // e.g. "e2e": /run/seine-e2e-<random>, namespaces seine-e2e-*
+	Nodes             int
+	APIPort, EtcdPort int
+	TrafficMode       string // default encap
+	TunnelType        string // default geneve
+}
+
+// Up brings up a lab running Seine and takes it down in tb's cleanup (with
+// the agents' logs in the test log when the test failed).
+func Up(tb testing.TB, o Options) (*lab.Config, kubernetes.Interface) {
+	tb.Helper()
+	kube := Require(tb)
+	seine, labCLI := Binaries(tb)
+	c := &lab.Config{
+		Nodes:    o.Nodes,
+		StateDir: fmt.Sprintf("/run/seine-%s-%d", o.Name, time.Now().UnixNano()%1e6),
+		NSPrefix: "seine-" + o.Name + "-",
+		APIPort:  o.APIPort, EtcdPort: o.EtcdPort,
+		CNI: lab.CNISeine, TrafficMode: o.TrafficMode, TunnelType: o.TunnelType,
+		KubeBin: kube, LabBin: labCLI, SeineBin: seine,
+	}
+	log := Logger(tb)
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			for _, n := range c.NodeList() {
+				if p, err := c.LogPath("agent-" + n.Name); err == nil {
+					b, _ := os.ReadFile(p)
+					tb.Logf("agent-%s log:\n%s", n.Name, tail(string(b), 40))
+				}
+			}
+		}
+		if err := lab.Down(context.Background(), log, c.StateDir); err != nil {
+			tb.Errorf("lab down: %v", err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := lab.Up(ctx, log, c); err != nil {
+		tb.Fatalf("lab up: %v", err)
+	}
+	tb.Logf("lab up (%d nodes, %s %s) in %s", c.Nodes, c.TrafficMode, c.TunnelType, time.Since(start).Round(time.Millisecond))
+	cs, err := c.Client("admin")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c, cs
+}
+
+// Logger logs warnings and errors into the test log.
+func Logger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(writer{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type writer struct{ tb testing.TB }
+
+func (w writer) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
