@@ -261,10 +261,15 @@ func WindowsTest() error {
 	return run(nil, "go", append([]string{"run", "./test/windows/cmd/winetest"}, windowsTestPackages...)...)
 }
 
-// Bench runs the benchmarks and prints their comparisons.
+// Bench runs the benchmarks under test/bench (the lab ones bring up a lab)
+// and prints their comparisons.
 func Bench() error {
-	mg.SerialDeps(Deps)
-	return run(nil, "go", "test", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./test/bench/...")
+	mg.SerialDeps(Deps, LabBin)
+	kube, err := labkube()
+	if err != nil {
+		return err
+	}
+	return run([]string{"SEINE_LAB_KUBE_BIN=" + kube}, "go", "test", "-p", "1", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./test/bench/...")
 }
 
 func run(env []string, name string, args ...string) error {

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/seine-cni/seine/test/lab"
+	"github.com/seine-cni/seine/test/lab/labtest"
 )
 
 const pods = 100
@@ -30,12 +31,12 @@ func BenchmarkAgentRSS(b *testing.B) {
 	for b.Loop() {
 		start := time.Now()
 		for i := range pods {
-			if _, err := cs.CoreV1().Pods("default").Create(ctx, probePod(fmt.Sprintf("rss-%d", i), "node-1"), metav1.CreateOptions{}); err != nil {
+			if _, err := cs.CoreV1().Pods("default").Create(ctx, labtest.PinnedPod(fmt.Sprintf("rss-%d", i), "node-1"), metav1.CreateOptions{}); err != nil {
 				b.Fatal(err)
 			}
 		}
 		for i := range pods {
-			if _, err := waitPodReady(ctx, cs, fmt.Sprintf("rss-%d", i), 8*time.Minute); err != nil {
+			if _, err := labtest.WaitPodReady(ctx, cs, fmt.Sprintf("rss-%d", i), 8*time.Minute); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/seine-cni/seine/test/lab"
+	"github.com/seine-cni/seine/test/lab/labtest"
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
@@ -34,15 +35,15 @@ func BenchmarkPodToPodTCP(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	for _, p := range []struct{ name, node string }{{"iperf-server", "node-2"}, {"iperf-client", "node-1"}} {
-		if _, err := cs.CoreV1().Pods("default").Create(ctx, probePod(p.name, p.node), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, labtest.PinnedPod(p.name, p.node), metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
-	srv, err := waitPodReady(ctx, cs, "iperf-server", 2*time.Minute)
+	srv, err := labtest.WaitPodReady(ctx, cs, "iperf-server", 2*time.Minute)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cli, err := waitPodReady(ctx, cs, "iperf-client", 2*time.Minute)
+	cli, err := labtest.WaitPodReady(ctx, cs, "iperf-client", 2*time.Minute)
 	if err != nil {
 		b.Fatal(err)
 	}
