@@ -8,24 +8,15 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/seine-cni/seine/core/agent"
-	"github.com/seine-cni/seine/linux"
-	"github.com/seine-cni/seine/ovs/ovsdb"
-	"github.com/seine-cni/seine/platform"
+	"github.com/seine-cni/seine/test/agenttest"
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
@@ -40,77 +31,8 @@ type realNode struct {
 
 func startRealNode(t testing.TB) *realNode {
 	t.Helper()
-	ovsdaemon.SkipUnlessCanRun(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	binDir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "seine"), "github.com/seine-cni/seine/services/seine-cni").CombinedOutput(); err != nil {
-		t.Fatalf("build seine-cni: %v\n%s", err, out)
-	}
-
-	d := ovsdaemon.StartForTest(t)
-	nodeNS := d.NetNS()
-	peerNS := ovsdaemon.NewNetNS(t)
-	podNS := ovsdaemon.NewNetNS(t)
-	inNode := func(args ...string) {
-		t.Helper()
-		out, err := exec.Command("nsenter", append([]string{"--net=" + nodeNS, "--"}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
-	}
-	// The node's uplink: eth0, a veth to a peer namespace, with the node IP.
-	inNode("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "up-peer")
-	inNode("ip", "link", "set", "up-peer", "netns", peerNS)
-	inNode("ip", "addr", "add", "192.168.77.11/24", "dev", "eth0")
-	inNode("ip", "link", "set", "eth0", "up")
-
-	db, err := ovsdb.Connect(ctx, ovsdb.Config{Endpoint: d.DBEndpoint()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	backend, err := linux.New(platform.Config{Logger: log, OVSDB: db, Datapath: ovsdb.DatapathNetdev, OVSRunDir: d.RunDir(), HostNetNS: nodeNS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { backend.Close() })
-	dir := t.TempDir()
-	cfg := &agent.Config{
-		NodeName: "node-1",
-		OVS:      agent.OVSConfig{DBEndpoint: d.DBEndpoint(), RunDir: d.RunDir(), Bridge: "br-int", DatapathType: "netdev"},
-		Topology: "bridgedUplink", Uplink: "eth0", TrafficMode: "encap", TunnelType: "geneve",
-		CNISocket: filepath.Join(dir, "cni.sock"), CNIConfDir: filepath.Join(dir, "net.d"), StateDir: filepath.Join(dir, "state"),
-	}
-	kube := fake.NewClientset(testNode("node-1", "192.168.77.11", "10.244.1.0/24"), testNode("node-2", "192.168.77.12", "10.244.2.0/24"))
-	a, err := agent.New(agent.Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	})
-	confPath := filepath.Join(cfg.CNIConfDir, agent.CNIConfFile)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := os.Stat(confPath); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent wrote no CNI config; ready: %v", fmtReady(a))
-		}
-	}
-	list, err := libcni.ConfListFromFile(confPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &realNode{d: d, nodeNS: nodeNS, podNS: podNS, cni: libcni.NewCNIConfig([]string{binDir}, nil), list: list}
+	n := agenttest.Start(t)
+	return &realNode{d: n.OVS, nodeNS: n.NetNS, podNS: ovsdaemon.NewNetNS(t), cni: n.CNI, list: n.Config}
 }
 
 func TestAgentOnRealOVS(t *testing.T) {
@@ -189,14 +111,6 @@ func TestAgentOnRealOVS(t *testing.T) {
 	}
 }
 
-func fmtReady(a *agent.Agent) string {
-	ok, why := a.Ready()
-	if ok {
-		return "ready"
-	}
-	return why
-}
-
 func mustRun(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -204,21 +118,6 @@ func mustRun(t *testing.T, name string, args ...string) string {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 	return string(out)
-}
-
-func testNode(name, ip, podCIDR string) *corev1.Node {
-	return &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}},
-		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}},
-	}
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // BenchmarkCNIAddDel is one pod's ADD and DEL through libcni, seine-cni, the

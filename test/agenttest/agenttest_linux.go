@@ -1,0 +1,126 @@
+package agenttest
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/seine-cni/seine/core/agent"
+	"github.com/seine-cni/seine/linux"
+	"github.com/seine-cni/seine/ovs/ovsdb"
+	"github.com/seine-cni/seine/platform"
+	"github.com/seine-cni/seine/test/ovsdaemon"
+)
+
+// NodeIP is the node's address on its uplink; its podCIDR is 10.244.1.0/24
+// and a peer node-2 (192.168.77.12, 10.244.2.0/24) exists in the API.
+const NodeIP = "192.168.77.11"
+
+// Node is a running node.
+type Node struct {
+	OVS    *ovsdaemon.Daemon
+	NetNS  string // the node's network namespace
+	Agent  *agent.Agent
+	CNI    *libcni.CNIConfig // finds seine-cni as the "seine" plugin
+	Config *libcni.NetworkConfigList
+}
+
+// Start sets the node up and returns once the agent has written its CNI
+// configuration (it is ready). Everything is undone in tb's cleanup. It
+// skips with the reason when OVS cannot run here.
+func Start(tb testing.TB) *Node {
+	tb.Helper()
+	ovsdaemon.SkipUnlessCanRun(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	tb.Cleanup(cancel)
+	binDir := tb.TempDir()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "seine"), "github.com/seine-cni/seine/services/seine-cni").CombinedOutput(); err != nil {
+		tb.Fatalf("build seine-cni: %v\n%s", err, out)
+	}
+	d := ovsdaemon.StartForTest(tb)
+	nodeNS := d.NetNS()
+	peerNS := ovsdaemon.NewNetNS(tb)
+	// The node's uplink: eth0, a veth to a peer namespace, with the node IP.
+	for _, args := range [][]string{
+		{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "up-peer"},
+		{"ip", "link", "set", "up-peer", "netns", peerNS},
+		{"ip", "addr", "add", NodeIP + "/24", "dev", "eth0"},
+		{"ip", "link", "set", "eth0", "up"},
+	} {
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + nodeNS, "--"}, args...)...).CombinedOutput(); err != nil {
+			tb.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	db, err := ovsdb.Connect(ctx, ovsdb.Config{Endpoint: d.DBEndpoint()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(db.Close)
+	log := slog.New(slog.NewTextHandler(logWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	backend, err := linux.New(platform.Config{Logger: log, OVSDB: db, Datapath: ovsdb.DatapathNetdev, OVSRunDir: d.RunDir(), HostNetNS: nodeNS})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { backend.Close() })
+	dir := tb.TempDir()
+	cfg := &agent.Config{
+		NodeName: "node-1",
+		OVS:      agent.OVSConfig{DBEndpoint: d.DBEndpoint(), RunDir: d.RunDir(), Bridge: "br-int", DatapathType: "netdev"},
+		Topology: "bridgedUplink", Uplink: "eth0", TrafficMode: "encap", TunnelType: "geneve",
+		CNISocket: filepath.Join(dir, "cni.sock"), CNIConfDir: filepath.Join(dir, "net.d"), StateDir: filepath.Join(dir, "state"),
+	}
+	kube := fake.NewClientset(k8sNode("node-1", NodeIP, "10.244.1.0/24"), k8sNode("node-2", "192.168.77.12", "10.244.2.0/24"))
+	a, err := agent.New(agent.Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(runCtx) }()
+	tb.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			tb.Errorf("agent: %v", err)
+		}
+	})
+	confPath := filepath.Join(cfg.CNIConfDir, agent.CNIConfFile)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(confPath); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			ok, why := a.Ready()
+			tb.Fatalf("the agent wrote no CNI config (ready %v: %s)", ok, why)
+		}
+	}
+	list, err := libcni.ConfListFromFile(confPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &Node{OVS: d, NetNS: nodeNS, Agent: a, CNI: libcni.NewCNIConfig([]string{binDir}, nil), Config: list}
+}
+
+func k8sNode(name, ip, podCIDR string) *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}},
+	}
+}
+
+type logWriter struct{ tb testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
