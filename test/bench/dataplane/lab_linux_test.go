@@ -17,8 +17,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// upLab brings up an n-node lab with seine-agent (encap, geneve) and takes it
-// down in b's cleanup. It skips with the precise reason when it cannot run.
+// upLab brings up an n-node lab with seine-agent and takes it down in b's
+// cleanup. It skips with the precise reason when it cannot run. The traffic
+// mode is encap with geneve unless SEINE_BENCH_TRAFFIC_MODE (encap, noEncap)
+// and SEINE_BENCH_TUNNEL_TYPE (geneve, vxlan, gre) say otherwise, to tell the
+// tunnel's cost from the pipeline's.
 func upLab(b *testing.B, nodes int) (*lab.Config, kubernetes.Interface) {
 	b.Helper()
 	for _, cmd := range []string{"iperf3", "ethtool"} {
@@ -26,5 +29,6 @@ func upLab(b *testing.B, nodes int) (*lab.Config, kubernetes.Interface) {
 			b.Skipf("the benchmark needs %s in PATH (make deps installs it)", cmd)
 		}
 	}
-	return labtest.Up(b, labtest.Options{Name: "bench-dataplane", Nodes: nodes, APIPort: 47443, EtcdPort: 43379})
+	return labtest.Up(b, labtest.Options{Name: "bench-dataplane", Nodes: nodes, APIPort: 47443, EtcdPort: 43379,
+		TrafficMode: os.Getenv("SEINE_BENCH_TRAFFIC_MODE"), TunnelType: os.Getenv("SEINE_BENCH_TUNNEL_TYPE")})
 }
