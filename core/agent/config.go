@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -151,27 +150,19 @@ func (c *Config) topology() (platform.Topology, error) {
 }
 
 func (c *Config) trafficMode() (pipeline.TrafficMode, error) {
-	switch c.TrafficMode {
-	case "encap":
-		return pipeline.Encap, nil
-	case "noEncap":
-		return pipeline.NoEncap, nil
-	case "hybrid":
-		return pipeline.Hybrid, nil
+	m, err := pipeline.ParseTrafficMode(c.TrafficMode)
+	if err != nil {
+		return 0, fmt.Errorf("trafficMode %w", err)
 	}
-	return 0, fmt.Errorf("trafficMode %q: want encap, noEncap or hybrid", c.TrafficMode)
+	return m, nil
 }
 
 func (c *Config) tunnelType() (pipeline.TunnelType, error) {
-	switch strings.ToLower(c.TunnelType) {
-	case "geneve":
-		return pipeline.Geneve, nil
-	case "vxlan":
-		return pipeline.VXLAN, nil
-	case "gre":
-		return pipeline.GRE, nil
+	t, err := pipeline.ParseTunnelType(c.TunnelType)
+	if err != nil {
+		return 0, fmt.Errorf("tunnelType %w", err)
 	}
-	return 0, fmt.Errorf("tunnelType %q: want geneve, vxlan or gre", c.TunnelType)
+	return t, nil
 }
 
 func (c *Config) datapath() ovsdb.DatapathType {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/seine-cni/seine/ovs/openflow"
 )
@@ -73,6 +74,17 @@ func (m TrafficMode) String() string {
 	return fmt.Sprintf("mode(%d)", uint8(m))
 }
 
+// ParseTrafficMode is the inverse of TrafficMode.String. Callers prefix the
+// error with the name of their setting.
+func ParseTrafficMode(s string) (TrafficMode, error) {
+	for _, m := range []TrafficMode{Encap, NoEncap, Hybrid} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("%q: want encap, noEncap or hybrid", s)
+}
+
 // TunnelType is the encapsulation of the tunnel port.
 type TunnelType uint8
 
@@ -93,6 +105,16 @@ func (t TunnelType) String() string {
 		return "gre"
 	}
 	return fmt.Sprintf("tunnel(%d)", uint8(t))
+}
+
+// ParseTunnelType is the inverse of TunnelType.String, ignoring case.
+func ParseTunnelType(s string) (TunnelType, error) {
+	for _, t := range []TunnelType{Geneve, VXLAN, GRE} {
+		if strings.EqualFold(t.String(), s) {
+			return t, nil
+		}
+	}
+	return 0, fmt.Errorf("%q: want geneve, vxlan or gre", s)
 }
 
 // Overhead is the number of bytes the encapsulation adds to an inner

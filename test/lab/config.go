@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/seine-cni/seine/core/pipeline"
 )
 
 // CNI modes: which plugin the lab's nodes call.
@@ -108,15 +110,11 @@ func (c *Config) Validate() error {
 		if c.SeineBin == "" {
 			return errors.New("cni seine: the directory with seine-agent and seine-cni must be given")
 		}
-		switch c.TrafficMode {
-		case "encap", "noEncap", "hybrid":
-		default:
-			return fmt.Errorf("traffic mode %q: want encap, noEncap or hybrid", c.TrafficMode)
+		if _, err := pipeline.ParseTrafficMode(c.TrafficMode); err != nil {
+			return fmt.Errorf("traffic mode %w", err)
 		}
-		switch c.TunnelType {
-		case "geneve", "vxlan", "gre":
-		default:
-			return fmt.Errorf("tunnel type %q: want geneve, vxlan or gre", c.TunnelType)
+		if _, err := pipeline.ParseTunnelType(c.TunnelType); err != nil {
+			return fmt.Errorf("tunnel type %w", err)
 		}
 	default:
 		return fmt.Errorf("cni %q: the lab knows %q and %q", c.CNI, CNIPtp, CNISeine)
