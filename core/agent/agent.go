@@ -273,7 +273,12 @@ func sortedKeys(m map[ipam.Key]*podState) []ipam.Key {
 	})
 }
 
-func nodeOS() pipeline.OS {
+// nodeOS is the OS the pipeline is built for: the configured flowSetOS, or
+// the one the agent runs on.
+func nodeOS(cfg *Config) pipeline.OS {
+	if cfg.FlowSetOS != "" {
+		return pipeline.OS(cfg.FlowSetOS)
+	}
 	if runtime.GOOS == "windows" {
 		return pipeline.OSWindows
 	}

@@ -36,6 +36,11 @@ type Config struct {
 	CNIConfDir    string `json:"cniConfDir"`
 	StateDir      string `json:"stateDir"`
 	HealthAddress string `json:"healthAddress"`
+	// FlowSetOS, when set (linux or windows), builds the OpenFlow pipeline
+	// for that OS instead of the one the agent runs on. The lab sets it on
+	// the nodes that pose as Windows nodes, so the flow set generated for a
+	// Windows node is exercised against Linux nodes with real packets.
+	FlowSetOS string `json:"flowSetOS,omitempty"`
 }
 
 // OVSConfig says where the node's Open vSwitch is.
@@ -132,6 +137,14 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(c.HealthAddress); err != nil {
 			errs = append(errs, fmt.Errorf("healthAddress %q: want ip:port: %w", c.HealthAddress, err))
 		}
+	}
+	switch pipeline.OS(c.FlowSetOS) {
+	case "", pipeline.OSLinux, pipeline.OSWindows:
+	default:
+		errs = append(errs, fmt.Errorf("flowSetOS %q: want linux or windows", c.FlowSetOS))
+	}
+	if pipeline.OS(c.FlowSetOS) == pipeline.OSWindows && c.Topology != "bridgedUplink" {
+		errs = append(errs, errors.New("flowSetOS windows needs topology bridgedUplink (a Windows node has no routed host)"))
 	}
 	if c.OVS.Bridge != "" && c.OVS.Bridge == c.Uplink {
 		errs = append(errs, fmt.Errorf("ovs.bridge and uplink are both %q", c.Uplink))

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/seine-cni/seine/core/pipeline"
 )
 
 const labConfig = `nodeName: node-1
@@ -45,6 +48,8 @@ func TestParseConfig(t *testing.T) {
 		{"health address", "healthAddress: 127.0.0.1:10350", "healthAddress: localhost", "healthAddress"},
 		{"uplink", "uplink: eth0", "uplink: ''", "uplink is required"},
 		{"not yaml", "nodeName: node-1", "nodeName: [", "decode"},
+		{"flow set os", "mtu: 0", "mtu: 0\nflowSetOS: darwin", `flowSetOS "darwin"`},
+		{"windows flow set routed", "topology: bridgedUplink", "topology: routedHost\nflowSetOS: windows", "flowSetOS windows needs topology bridgedUplink"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(strings.Replace(labConfig, tc.from, tc.to, 1)))
@@ -52,6 +57,16 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+	win, err := ParseConfig([]byte(strings.Replace(labConfig, "mtu: 0", "mtu: 0\nflowSetOS: windows", 1)))
+	if err != nil {
+		t.Fatalf("flowSetOS windows: %v", err)
+	}
+	if got := nodeOS(win); got != pipeline.OSWindows {
+		t.Errorf("flowSetOS windows builds the pipeline for %q", got)
+	}
+	if got := nodeOS(cfg); got != pipeline.OS(runtime.GOOS) {
+		t.Errorf("without flowSetOS an agent on %s builds the pipeline for %q", runtime.GOOS, got)
 	}
 	// noEncap needs no tunnel type.
 	if _, err := ParseConfig([]byte(strings.NewReplacer("trafficMode: encap", "trafficMode: noEncap", "tunnelType: geneve\n", "").Replace(labConfig))); err != nil {

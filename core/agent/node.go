@@ -103,7 +103,7 @@ func (a *Agent) setupNode(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("node set up", "ip", ni.ip, "podCIDRs", fmt.Sprint(ni.podCIDRs),
-		"mode", a.mode, "tunnel", a.tunnel, "podMTU", a.podMTU, "gateway_ofport", st.Gateway.OFPort)
+		"mode", a.mode, "tunnel", a.tunnel, "podMTU", a.podMTU, "gateway_ofport", st.Gateway.OFPort, "flowSetOS", nodeOS(a.cfg))
 	return nil
 }
 
@@ -147,7 +147,7 @@ func (a *Agent) ensureTunnel(ctx context.Context) error {
 func (a *Agent) nodeConfigLocked() *pipeline.NodeConfig {
 	st := a.nodeState
 	nc := &pipeline.NodeConfig{
-		Name: a.cfg.NodeName, OS: nodeOS(), Mode: a.mode, Tunnel: a.tunnel,
+		Name: a.cfg.NodeName, OS: nodeOS(a.cfg), Mode: a.mode, Tunnel: a.tunnel,
 		GatewayMAC: st.Gateway.MAC, MTU: st.UplinkMTU,
 	}
 	if a.topo == platform.BridgedUplink {

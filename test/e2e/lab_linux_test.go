@@ -34,7 +34,15 @@ type env struct {
 // tunnel type, and takes it down in t's cleanup.
 func upLab(t *testing.T, mode, tunnel string) *env {
 	t.Helper()
-	c, cs := labtest.Up(t, labtest.Options{Name: "e2e", Nodes: 3, APIPort: 36443, EtcdPort: 32379, TrafficMode: mode, TunnelType: tunnel})
+	return upLabWith(t, labtest.Options{TrafficMode: mode, TunnelType: tunnel})
+}
+
+// upLabWith brings a 3-node lab up with o's Seine settings (name, size and
+// ports are the e2e suite's).
+func upLabWith(t *testing.T, o labtest.Options) *env {
+	t.Helper()
+	o.Name, o.Nodes, o.APIPort, o.EtcdPort = "e2e", 3, 36443, 32379
+	c, cs := labtest.Up(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)
 	return &env{t: t, c: c, cs: cs, ctx: ctx}

@@ -34,11 +34,22 @@ cniSocket: %s
 cniConfDir: %s
 stateDir: %s
 healthAddress: 127.0.0.1:10350
+flowSetOS: %s
 `, n.Name, c.KubeconfigPath("seine-agent"),
 		filepath.Join(ovs, "run", "db.sock"), filepath.Join(ovs, "run"),
 		c.TrafficMode, c.TunnelType,
 		filepath.Join(c.NodeSeineDir(n.Name), "cni.sock"),
-		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name))
+		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), flowSetOS(n))
+}
+
+// flowSetOS is the OS the node's pipeline is built for: a node posing as a
+// Windows node runs the flow set generated for Windows, so the e2e tests show
+// it interoperating with Linux nodes with real packets.
+func flowSetOS(n Node) string {
+	if n.OS == "windows" {
+		return "windows"
+	}
+	return "linux"
 }
 
 // startAgent writes the node's agent configuration and starts seine-agent

@@ -105,6 +105,9 @@ type Options struct {
 	APIPort, EtcdPort int
 	TrafficMode       string // default encap
 	TunnelType        string // default geneve
+	// WindowsNodes poses the last N nodes as Windows nodes: labelled
+	// kubernetes.io/os=windows, their agents build the Windows flow set.
+	WindowsNodes int
 }
 
 // Up brings up a lab running Seine and takes it down in tb's cleanup (with
@@ -114,7 +117,7 @@ func Up(tb testing.TB, o Options) (*lab.Config, kubernetes.Interface) {
 	kube := Require(tb)
 	seine, labCLI := Binaries(tb)
 	c := &lab.Config{
-		Nodes:    o.Nodes,
+		Nodes: o.Nodes, WindowsNodes: o.WindowsNodes,
 		StateDir: fmt.Sprintf("/run/seine-%s-%d", o.Name, time.Now().UnixNano()%1e6),
 		NSPrefix: "seine-" + o.Name + "-",
 		APIPort:  o.APIPort, EtcdPort: o.EtcdPort,
