@@ -39,22 +39,41 @@ type run struct {
 
 // lookup finds the flow of table tbl that matches, refusing to choose
 // between two flows of the same priority that both match (OVS would pick
-// one arbitrarily).
+// one arbitrarily). Conjunctive flows (whose actions are conjunction(...))
+// are matched the way OVS does: at the highest priority where the packet
+// completes a conjunction, the conj_id flow of that conjunction matches;
+// where it completes none, they are ignored and lower priorities are
+// searched.
 func (x *run) lookup(tbl uint8) (*tracedFlow, error) {
-	var hit *tracedFlow
-	for _, f := range x.t.tables[tbl] {
-		if hit != nil && f.flow.Priority() < hit.flow.Priority() {
-			break
+	fs := x.t.tables[tbl]
+	for i := 0; i < len(fs); {
+		prio := fs[i].flow.Priority()
+		var hard []*tracedFlow
+		conj := conjClauses{}
+		for ; i < len(fs) && fs[i].flow.Priority() == prio; i++ {
+			f := fs[i]
+			if !x.fs.matches(f.match) {
+				continue
+			}
+			if cs, ok := conjunctionsOf(f); ok {
+				conj.add(cs)
+				continue
+			}
+			hard = append(hard, f)
 		}
-		if !x.fs.matches(f.match) {
-			continue
+		switch {
+		case len(hard) > 1:
+			return nil, fmt.Errorf("table %d: ambiguous match at priority %d:\n  %s\n  %s", tbl, prio, hard[0].flow, hard[1].flow)
+		case len(hard) == 1 && len(conj) > 0:
+			return nil, fmt.Errorf("table %d: %s matches at the priority of conjunctive flows, which is not modelled", tbl, hard[0].flow)
+		case len(hard) == 1:
+			return hard[0], nil
 		}
-		if hit != nil {
-			return nil, fmt.Errorf("table %d: ambiguous match at priority %d:\n  %s\n  %s", tbl, hit.flow.Priority(), hit.flow, f.flow)
+		if f, err := x.conjunctionFlow(tbl, prio, conj); f != nil || err != nil {
+			return f, err
 		}
-		hit = f
 	}
-	return hit, nil
+	return nil, nil
 }
 
 // table runs the packet through table tbl and whatever it continues to.
@@ -339,7 +358,7 @@ func (p Packet) fields() (fields, error) {
 	put(openflow.FieldEthDst, mac(p.EthDst))
 	putUint(openflow.FieldEthType, uint64(p.EthType))
 	for _, f := range []*openflow.Field{openflow.FieldMetadata, openflow.FieldPktMark, openflow.FieldTunID,
-		openflow.FieldCTState, openflow.FieldCTZone, openflow.FieldCTMark} {
+		openflow.FieldCTState, openflow.FieldCTZone, openflow.FieldCTMark, openflow.FieldConjID} {
 		putUint(f, 0)
 	}
 	for i := 0; i < 16; i++ {

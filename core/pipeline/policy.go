@@ -1,0 +1,331 @@
+package pipeline
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/seine-cni/seine/ovs/openflow"
+)
+
+// PolicyDirection is the direction of a policy rule relative to the local
+// pods it applies to.
+type PolicyDirection uint8
+
+// Policy rule directions.
+const (
+	PolicyIngress PolicyDirection = iota + 1
+	PolicyEgress
+)
+
+func (d PolicyDirection) String() string {
+	switch d {
+	case PolicyIngress:
+		return "ingress"
+	case PolicyEgress:
+		return "egress"
+	}
+	return fmt.Sprintf("direction(%d)", uint8(d))
+}
+
+// ProtoSCTP is SCTP's IP protocol number.
+const ProtoSCTP uint8 = 132
+
+// PolicyService is a protocol and a destination port or port range that a
+// rule allows. Port 0 means every port of the protocol; EndPort 0 means
+// Port alone, otherwise the range Port..EndPort.
+type PolicyService struct {
+	Protocol uint8 // ProtoTCP, ProtoUDP or ProtoSCTP
+	Port     uint16
+	EndPort  uint16
+}
+
+// PolicyPeer is the other end of a rule: a CIDR (a pod's address is a /32)
+// minus the CIDRs in Except.
+type PolicyPeer struct {
+	CIDR   netip.Prefix
+	Except []netip.Prefix
+}
+
+// PolicyRule is one allow rule of a NetworkPolicy, resolved for this node:
+// the local pods it applies to (their OpenFlow ports), the peer addresses
+// and the services. Named ports are already resolved: a rule whose named
+// port means different numbers for different pods is split by the caller
+// into one PolicyRule per number, each with its own Key.
+type PolicyRule struct {
+	// Policy is the policy's UID: the cookie of the rule's own flows is
+	// PolicyID(Policy).
+	Policy string
+	// Key names the rule within its policy ("<rule index>", or with a
+	// suffix for a split named port). The conjunction ID is derived from
+	// (Policy, Key), so the same input always gives the same flows.
+	Key       string
+	Direction PolicyDirection
+	// Targets are the OpenFlow ports of the local pods the rule applies to:
+	// the sources of an egress rule, the destinations of an ingress rule.
+	Targets []uint32
+	// Peers are the destinations of an egress rule, the sources of an
+	// ingress rule. IPv6 peers are skipped: the pipeline is IPv4-only.
+	Peers []PolicyPeer
+	// Services are what the rule allows; none means every protocol and port.
+	Services []PolicyService
+}
+
+// PolicySet is the desired policy state of a node.
+type PolicySet struct {
+	Rules []PolicyRule
+	// IngressIsolated and EgressIsolated are the OpenFlow ports of the local
+	// pods that some policy isolates in that direction: new connections
+	// that no rule allows are dropped.
+	IngressIsolated []uint32
+	EgressIsolated  []uint32
+	// NodeSources are the addresses the node itself sends to its pods from
+	// (the gateway IP). Kubernetes always lets a node reach its own pods
+	// (kubelet probes), so they pass ingress policy.
+	NodeSources []netip.Addr
+}
+
+// Priorities of the policy tables.
+const (
+	prioPolicyBypass  uint16 = 210 // established and related connections
+	prioPolicyNode    uint16 = 205 // the node reaching its own pods
+	prioPolicyRule    uint16 = 200 // conjunction clauses and conj_id flows
+	prioPolicyIsolate uint16 = 190 // default drop of isolated pods
+)
+
+// PolicyID is the object ID of the flows that belong to one policy alone
+// (its conj_id flows and clauses no other policy shares).
+func PolicyID(uid string) uint64 { return hashID("policy/" + uid) }
+
+// PolicyConjID is the conjunction ID of a rule before collisions are
+// resolved (see PolicyFlows): 31 bits of FNV-1a of the policy UID and the
+// rule key, never 0.
+func PolicyConjID(policy, key string) uint32 {
+	id := uint32(hashID("conj/"+policy+"/"+key)) & 0x7fffffff
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
+
+// ErrBadPolicy is wrapped by PolicyFlows' errors about invalid input.
+var ErrBadPolicy = errors.New("invalid policy input")
+
+// PolicyFlows are the flows of the policy tables for s under round r:
+//
+//   - EgressPolicy and IngressPolicy pass connections that conntrack
+//     already knows (ct_state=-new+trk: established, related, replies), so
+//     only new connections are checked;
+//   - IngressPolicy passes the node's own sources (NodeSources);
+//   - each rule is one conjunction of 2 or 3 clauses (targets, peers,
+//     services when it has any), costing |targets|+|peers|+|services| flows
+//     plus one conj_id flow that continues to the next stage; clauses with
+//     the same match are merged into one flow carrying several
+//     conjunction actions;
+//   - isolated pods' new connections that no conjunction allows are
+//     dropped (no reject: a denied probe times out);
+//   - every other packet leaves the table through its miss flow.
+//
+// The result is sorted like Build's and depends only on s and r.
+// Conjunction IDs are PolicyConjID(Policy, Key); should two rules collide,
+// the later one (in Policy, Key order) takes the next free ID.
+func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
+	p := &policyBuilder{clauses: map[string]*clauseFlow{}}
+	b := &builder{cookie: NewCookie(r, CategoryPolicy, 0)}
+	est := func() *openflow.Match {
+		return match().IP().CTState(openflow.CTTracked, openflow.CTTracked|openflow.CTNew)
+	}
+	b.add(EgressPolicy, prioPolicyBypass, est(), gotoT(L3Forwarding))
+	b.add(IngressPolicy, prioPolicyBypass, est(), gotoT(ConntrackCommit))
+	for _, a := range sortedAddrs(s.NodeSources) {
+		if a.Unmap().Is4() {
+			b.add(IngressPolicy, prioPolicyNode, match().IP().IPSrcAddr(a), gotoT(ConntrackCommit))
+		}
+	}
+	for _, port := range sortedPorts(s.EgressIsolated) {
+		b.add(EgressPolicy, prioPolicyIsolate, match().IP().InPort(port), nil)
+	}
+	for _, port := range sortedPorts(s.IngressIsolated) {
+		b.add(IngressPolicy, prioPolicyIsolate, match().IP().Reg(TargetPortField.Reg, regPort(port), 0xffffffff), nil)
+	}
+
+	rules := slices.Clone(s.Rules)
+	slices.SortFunc(rules, func(a, b PolicyRule) int {
+		return cmp.Or(cmp.Compare(a.Policy, b.Policy), cmp.Compare(a.Key, b.Key))
+	})
+	used := map[uint32]bool{}
+	for i := range rules {
+		ru := &rules[i]
+		if i > 0 && rules[i-1].Policy == ru.Policy && rules[i-1].Key == ru.Key {
+			return nil, fmt.Errorf("%w: rule %q of policy %s appears twice", ErrBadPolicy, ru.Key, ru.Policy)
+		}
+		id := PolicyConjID(ru.Policy, ru.Key)
+		for used[id] {
+			id = id%0x7fffffff + 1
+		}
+		used[id] = true
+		if err := p.rule(b, ru, id); err != nil {
+			return nil, err
+		}
+	}
+	b.flows = append(b.flows, p.flows(r)...)
+	Sort(b.flows)
+	return b.flows, nil
+}
+
+// clauseFlow is one clause match shared by the conjunctions that use it.
+type clauseFlow struct {
+	table  Table
+	match  *openflow.Match
+	conjs  []openflow.Conjunction
+	owners map[string]bool // policy UIDs
+}
+
+type policyBuilder struct {
+	clauses map[string]*clauseFlow // by table and match bytes
+}
+
+func (p *policyBuilder) clause(t Table, m *openflow.Match, policy string, c openflow.Conjunction) {
+	k := fmt.Sprintf("%d/%s", t, m.Bytes())
+	cf := p.clauses[k]
+	if cf == nil {
+		cf = &clauseFlow{table: t, match: m, owners: map[string]bool{}}
+		p.clauses[k] = cf
+	}
+	if !slices.Contains(cf.conjs, c) {
+		cf.conjs = append(cf.conjs, c)
+	}
+	cf.owners[policy] = true
+}
+
+// rule adds the clauses and the conj_id flow of one rule. A rule with an
+// empty clause (no local targets, no IPv4 peer left) can never match and
+// gets no flows.
+func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
+	var table, next Table
+	switch ru.Direction {
+	case PolicyEgress:
+		table, next = EgressPolicy, L3Forwarding
+	case PolicyIngress:
+		table, next = IngressPolicy, ConntrackCommit
+	default:
+		return fmt.Errorf("%w: rule %q of policy %s has direction %s", ErrBadPolicy, ru.Key, ru.Policy, ru.Direction)
+	}
+	var targets, peers, services []*openflow.Match
+	for _, port := range sortedPorts(ru.Targets) {
+		if ru.Direction == PolicyEgress {
+			targets = append(targets, match().IP().InPort(port))
+		} else {
+			targets = append(targets, match().IP().Reg(TargetPortField.Reg, regPort(port), 0xffffffff))
+		}
+	}
+	for _, peer := range ru.Peers {
+		if !peer.CIDR.Addr().Unmap().Is4() {
+			continue
+		}
+		for _, c := range SubtractPrefixes(peer.CIDR, peer.Except) {
+			if ru.Direction == PolicyEgress {
+				peers = append(peers, match().IP().IPDst(c))
+			} else {
+				peers = append(peers, match().IP().IPSrc(c))
+			}
+		}
+	}
+	for _, svc := range ru.Services {
+		ms, err := serviceMatches(svc)
+		if err != nil {
+			return fmt.Errorf("rule %q of policy %s: %w", ru.Key, ru.Policy, err)
+		}
+		services = append(services, ms...)
+	}
+	if len(targets) == 0 || len(peers) == 0 || (len(ru.Services) > 0 && len(services) == 0) {
+		return nil
+	}
+	n := uint8(2)
+	if len(ru.Services) > 0 {
+		n = 3
+	}
+	for k, ms := range [][]*openflow.Match{targets, peers, services} {
+		for _, m := range ms {
+			p.clause(table, m, ru.Policy, openflow.Conjunction{ID: id, Clause: uint8(k + 1), NClauses: n})
+		}
+	}
+	ob := &builder{cookie: NewCookie(b.cookie.Round(), CategoryPolicy, PolicyID(ru.Policy))}
+	ob.add(table, prioPolicyRule, match().IP().ConjID(id), gotoT(next))
+	b.flows = append(b.flows, ob.flows...)
+	return nil
+}
+
+// flows renders the merged clause flows. A clause used by one policy only
+// carries that policy's cookie; a shared one carries the policy category
+// with object ID 0.
+func (p *policyBuilder) flows(r Round) []*openflow.Flow {
+	var out []*openflow.Flow
+	for _, cf := range p.clauses {
+		id := uint64(0)
+		if len(cf.owners) == 1 {
+			for uid := range cf.owners {
+				id = PolicyID(uid)
+			}
+		}
+		slices.SortFunc(cf.conjs, func(a, b openflow.Conjunction) int {
+			return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Clause, b.Clause))
+		})
+		a := actions()
+		for _, c := range cf.conjs {
+			a.Conjunction(c.ID, c.Clause, c.NClauses)
+		}
+		out = append(out, openflow.NewFlow(uint8(cf.table), prioPolicyRule).
+			Cookie(uint64(NewCookie(r, CategoryPolicy, id))).Match(cf.match).Actions(a))
+	}
+	return out
+}
+
+// serviceMatches are the matches of one service: the protocol, and the
+// destination port, or the masked ports that cover a range exactly.
+func serviceMatches(s PolicyService) ([]*openflow.Match, error) {
+	proto := func() *openflow.Match { return match().IP().IPProto(s.Protocol) }
+	var dst func(m *openflow.Match, v, mask uint16) *openflow.Match
+	switch s.Protocol {
+	case ProtoTCP:
+		dst = (*openflow.Match).TCPDstMasked
+	case ProtoUDP:
+		dst = (*openflow.Match).UDPDstMasked
+	case ProtoSCTP:
+		dst = (*openflow.Match).SCTPDstMasked
+	default:
+		return nil, fmt.Errorf("%w: protocol %d", ErrBadPolicy, s.Protocol)
+	}
+	if s.Port == 0 {
+		if s.EndPort != 0 {
+			return nil, fmt.Errorf("%w: endPort %d without a port", ErrBadPolicy, s.EndPort)
+		}
+		return []*openflow.Match{proto()}, nil
+	}
+	end := s.EndPort
+	if end == 0 {
+		end = s.Port
+	}
+	if end < s.Port {
+		return nil, fmt.Errorf("%w: port range %d-%d", ErrBadPolicy, s.Port, end)
+	}
+	var ms []*openflow.Match
+	for _, pm := range PortRangeMasks(s.Port, end) {
+		ms = append(ms, dst(proto(), pm.Value, pm.Mask))
+	}
+	return ms, nil
+}
+
+func sortedPorts(ports []uint32) []uint32 {
+	out := slices.Clone(ports)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func sortedAddrs(as []netip.Addr) []netip.Addr {
+	out := slices.Clone(as)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
