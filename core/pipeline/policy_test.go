@@ -265,7 +265,9 @@ func TestSubtractPrefixes(t *testing.T) {
 // except.
 func TestSubtractPrefixesExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	addr := func() netip.Addr { return netip.AddrFrom4([4]byte{10, byte(r.IntN(4)), byte(r.IntN(256)), byte(r.IntN(256))}) }
+	addr := func() netip.Addr {
+		return netip.AddrFrom4([4]byte{10, byte(r.IntN(4)), byte(r.IntN(256)), byte(r.IntN(256))})
+	}
 	for range 200 {
 		p := netip.PrefixFrom(addr(), 8+r.IntN(12)).Masked()
 		var ex []netip.Prefix
