@@ -1,0 +1,29 @@
+//go:build !windows
+
+package main
+
+import (
+	"errors"
+
+	"github.com/seine-cni/seine/core/agent"
+	"github.com/seine-cni/seine/platform"
+)
+
+const (
+	defaultConfigPath = "/etc/seine/seine-agent.yaml"
+	// systemd sends the agent's stderr to the journal.
+	defaultServiceLogFile = ""
+)
+
+// underSCM: systemd runs `seine-agent run` as a plain foreground process.
+func underSCM() bool { return false }
+
+func serve(*program) error { return errors.New("no service manager to serve") }
+
+// preflight: the Linux backend checks what it needs as it sets the node up.
+func preflight(*agent.Config) error { return nil }
+
+// setRecovery: the systemd unit has Restart=on-failure.
+func setRecovery() error {
+	return platform.NotSupported("service recovery actions (systemd restarts the agent itself)")
+}
