@@ -1,0 +1,141 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/seine-cni/seine/test/lab/labtest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	labtest.RemoveBinaries()
+	os.Exit(code)
+}
+
+// TestServerSideApply applies every document of the checked-in seine.yml
+// with server-side apply (dryRun=All) to a real kube-apiserver: the lab's,
+// with one node. The server validates each object against its schema,
+// RBAC (binding roles the applier holds), admission (privileged pods) and
+// the APIService's registration rules.
+func TestServerSideApply(t *testing.T) {
+	c, _ := labtest.Up(t, labtest.Options{Name: "h3", Nodes: 1, APIPort: 53443, EtcdPort: 53379})
+	rc, err := clientcmd.BuildConfigFromFlags("", c.AdminKubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := restmapper.GetAPIGroupResources(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDiscoveryRESTMapper(groups)
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(checkedIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	applied := 0
+	for _, doc := range bytes.Split(b, []byte("\n---\n"))[1:] {
+		var obj unstructured.Unstructured
+		if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
+			t.Fatal(err)
+		}
+		gvk := obj.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Errorf("%s: the server does not serve it: %v", gvk, err)
+			continue
+		}
+		js, err := obj.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := metav1.PatchOptions{FieldManager: "seine-installer-test", DryRun: []string{metav1.DryRunAll}, Force: ptr.To(true)}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if ns := obj.GetNamespace(); ns != "" {
+			ri = dyn.Resource(m.Resource).Namespace(ns)
+		}
+		out, err := ri.Patch(ctx, obj.GetName(), types.ApplyPatchType, js, opts)
+		if err != nil {
+			t.Errorf("apply %s %s: %v", gvk.Kind, obj.GetName(), err)
+			continue
+		}
+		// Every field we set came back: the server dropped none as unknown.
+		if diff := missingFields(obj.Object, out.Object, gvk.Kind); diff != "" {
+			t.Errorf("%s %s: the server dropped %s", gvk.Kind, obj.GetName(), diff)
+		}
+		applied++
+	}
+	t.Logf("%d objects applied (dryRun=All)", applied)
+	// dryRun=All persisted nothing.
+	if _, err := dyn.Resource(mustMapping(t, mapper, "apps", "DaemonSet")).Namespace(Namespace).Get(ctx, "seine-agent", metav1.GetOptions{}); err == nil {
+		t.Error("the dry run created the DaemonSet")
+	}
+}
+
+func mustMapping(t *testing.T, mapper apimeta.RESTMapper, group, kind string) schema.GroupVersionResource {
+	t.Helper()
+	m, err := mapper.RESTMapping(schema.GroupKind{Group: group, Kind: kind})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Resource
+}
+
+// missingFields names a field path of want that got lacks or holds
+// differently ("" when got has all of want). Strings compare exactly,
+// numbers by value.
+func missingFields(want, got any, path string) string {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok && !(len(w) == 0 && got == nil) {
+			return path
+		}
+		for k, v := range w {
+			if d := missingFields(v, g[k], path+"."+k); d != "" {
+				return d
+			}
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return path
+		}
+		for i := range w {
+			if d := missingFields(w[i], g[i], path+"[]"); d != "" {
+				return d
+			}
+		}
+	default:
+		if fmt.Sprint(want) != fmt.Sprint(got) {
+			return fmt.Sprintf("%s (%v != %v)", path, want, got)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,129 @@
+package manifest
+
+import (
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// NodePrepArgs is the init container's command line: seinectl node-prep
+// renders the node's agent configuration from the ConfigMap's template,
+// creates the directories the agent and the runtime need, and installs
+// seine-cni as the "seine" CNI plugin.
+var NodePrepArgs = []string{
+	imageBinDir + "/seinectl", "node-prep",
+	"--node-name=$(NODE_NAME)",
+	"--config-template=" + templateDir + "/" + agentConfigKey,
+	"--config=" + renderedConfig,
+	"--cni-bin-dir=" + containerCNIBin,
+	"--install-cni=" + imageBinDir + "/seine-cni",
+}
+
+type hostVolume struct {
+	name, hostPath, mountPath string
+	typ                       corev1.HostPathType
+	readOnly                  bool
+	propagation               *corev1.MountPropagationMode
+}
+
+var (
+	volRun     = hostVolume{name: "host-run-seine", hostPath: hostRunDir, mountPath: hostRunDir, typ: corev1.HostPathDirectoryOrCreate}
+	volState   = hostVolume{name: "host-state", hostPath: hostStateDir, mountPath: hostStateDir, typ: corev1.HostPathDirectoryOrCreate}
+	volCNIBin  = hostVolume{name: "host-cni-bin", hostPath: hostCNIBinDir, mountPath: containerCNIBin, typ: corev1.HostPathDirectoryOrCreate}
+	volCNIConf = hostVolume{name: "host-cni-conf", hostPath: hostCNIConfDir, mountPath: containerCNIConf, typ: corev1.HostPathDirectoryOrCreate}
+	// The node's Open vSwitch must be running: Directory fails the pod
+	// with a clear event when it is not installed.
+	volOVS     = hostVolume{name: "host-ovs-run", hostPath: hostOVSRunDir, mountPath: hostOVSRunDir, typ: corev1.HostPathDirectory}
+	volNetNS   = hostVolume{name: "host-netns", hostPath: "/var/run/netns", mountPath: "/var/run/netns", typ: corev1.HostPathDirectoryOrCreate, propagation: ptr.To(corev1.MountPropagationHostToContainer)}
+	volXtables = hostVolume{name: "xtables-lock", hostPath: "/run/xtables.lock", mountPath: "/run/xtables.lock", typ: corev1.HostPathFileOrCreate}
+	volModules = hostVolume{name: "host-lib-modules", hostPath: "/lib/modules", mountPath: "/lib/modules", typ: corev1.HostPathDirectory, readOnly: true}
+)
+
+func (v hostVolume) volume() corev1.Volume {
+	return corev1.Volume{Name: v.name, VolumeSource: corev1.VolumeSource{
+		HostPath: &corev1.HostPathVolumeSource{Path: v.hostPath, Type: ptr.To(v.typ)},
+	}}
+}
+
+func (v hostVolume) mount() corev1.VolumeMount {
+	return corev1.VolumeMount{Name: v.name, MountPath: v.mountPath, ReadOnly: v.readOnly, MountPropagation: v.propagation}
+}
+
+func mounts(vs ...hostVolume) []corev1.VolumeMount {
+	out := make([]corev1.VolumeMount, len(vs))
+	for i, v := range vs {
+		out[i] = v.mount()
+	}
+	return out
+}
+
+func agentDaemonSet(o Options) *appsv1.DaemonSet {
+	volumes := []corev1.Volume{{
+		Name: configMapName,
+		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: configMapName},
+		}},
+	}}
+	for _, v := range []hostVolume{volRun, volState, volCNIBin, volCNIConf, volOVS, volNetNS, volXtables, volModules} {
+		volumes = append(volumes, v.volume())
+	}
+	probe := func(path string, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Host: "127.0.0.1", Path: path, Port: intstr.FromInt32(AgentHealthPort),
+			}},
+			PeriodSeconds: 10, FailureThreshold: failures,
+		}
+	}
+	privileged := &corev1.SecurityContext{Privileged: ptr.To(true)}
+	nodePrep := corev1.Container{
+		Name:    "node-prep",
+		Image:   o.image(),
+		Command: NodePrepArgs,
+		Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "spec.nodeName"},
+		}}},
+		VolumeMounts: append([]corev1.VolumeMount{{Name: configMapName, MountPath: templateDir, ReadOnly: true}},
+			mounts(volRun, volState, volCNIBin, volCNIConf)...),
+		SecurityContext: privileged,
+	}
+	agent := corev1.Container{
+		Name:            agentName,
+		Image:           o.image(),
+		Command:         []string{imageBinDir + "/" + agentName, "run", "--config=" + renderedConfig},
+		VolumeMounts:    mounts(volRun, volState, volCNIConf, volOVS, volNetNS, volXtables, volModules),
+		SecurityContext: privileged,
+		ReadinessProbe:  probe("/readyz", 3),
+		LivenessProbe:   probe("/healthz", 5),
+		Resources:       resources("200m", "100Mi"),
+	}
+	return &appsv1.DaemonSet{
+		TypeMeta:   typeMeta("apps/v1", "DaemonSet"),
+		ObjectMeta: meta(agentName, true, agentName),
+		Spec: appsv1.DaemonSetSpec{
+			Selector: selector(agentName),
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+				Type:          appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1))},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: selector(agentName).MatchLabels},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: agentName,
+					PriorityClassName:  "system-node-critical",
+					HostNetwork:        true,
+					DNSPolicy:          corev1.DNSClusterFirstWithHostNet,
+					NodeSelector:       map[string]string{corev1.LabelOSStable: "linux"},
+					// The CNI runs on every Linux node, tainted or not ready.
+					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+					InitContainers:                []corev1.Container{nodePrep},
+					Containers:                    []corev1.Container{agent},
+					Volumes:                       volumes,
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,212 @@
+package manifest
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/seine-cni/seine/core/agent"
+)
+
+const checkedIn = "../seine.yml"
+
+func TestCheckedInManifestIsGenerated(t *testing.T) {
+	want, err := YAML(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, err := os.ReadFile(checkedIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(have, want) {
+		t.Fatalf("%s differs from the generator's output: run `go generate ./installer/kubernetes/manifest` and commit the result", checkedIn)
+	}
+}
+
+// documents splits the rendered manifest into its YAML documents, keyed by
+// kind/name.
+func documents(t *testing.T) map[string][]byte {
+	t.Helper()
+	b, err := YAML(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := map[string][]byte{}
+	for i, d := range strings.Split(string(b), "\n---\n")[1:] {
+		var h struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(d), &h); err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		key := h.Kind + "/" + h.Metadata.Name
+		if _, dup := docs[key]; dup {
+			t.Errorf("%s appears twice", key)
+		}
+		if h.Kind != "APIService" && !strings.HasPrefix(h.Kind, "Cluster") && h.Metadata.Namespace != Namespace {
+			t.Errorf("%s: namespace %q, want %s", key, h.Metadata.Namespace, Namespace)
+		}
+		docs[key] = []byte(d)
+	}
+	return docs
+}
+
+func decode[T any](t *testing.T, docs map[string][]byte, key string) *T {
+	t.Helper()
+	d, ok := docs[key]
+	if !ok {
+		t.Fatalf("no %s in the manifest (have %v)", key, keys(docs))
+	}
+	var v T
+	if err := yaml.UnmarshalStrict(d, &v); err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return &v
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestManifestHasEveryObject(t *testing.T) {
+	want := []string{
+		"APIService/v1beta1.controlplane.seine.io",
+		"ClusterRole/seine-agent", "ClusterRole/seine-controller", "ClusterRole/seine-controlplane-viewer",
+		"ClusterRoleBinding/seine-agent", "ClusterRoleBinding/seine-controller", "ClusterRoleBinding/seine-controller-auth-delegator",
+		"ConfigMap/seine-config", "DaemonSet/seine-agent", "Deployment/seine-controller",
+		"RoleBinding/seine-controller-authentication-reader",
+		"Service/seine-controller", "ServiceAccount/seine-agent", "ServiceAccount/seine-controller",
+	}
+	if got := keys(documents(t)); !slices.Equal(got, want) {
+		t.Errorf("objects:\n got %v\nwant %v", got, want)
+	}
+}
+
+// The ConfigMap's template is a valid agent configuration once node-prep
+// has set the node name, and every path in it is mounted in the agent.
+func TestAgentConfigFitsTheDaemonSet(t *testing.T) {
+	docs := documents(t)
+	cm := decode[corev1.ConfigMap](t, docs, "ConfigMap/seine-config")
+	tmpl := cm.Data[agentConfigKey]
+	if _, err := agent.ParseConfig([]byte(tmpl)); err == nil || !strings.Contains(err.Error(), "nodeName is required") {
+		t.Errorf("the template without a node name: got %v, want only nodeName missing", err)
+	}
+	cfg, err := agent.ParseConfig([]byte(strings.Replace(tmpl, `nodeName: ""`, "nodeName: node-1", 1)))
+	if err != nil {
+		t.Fatalf("template with a node name: %v", err)
+	}
+	ds := decode[appsv1.DaemonSet](t, docs, "DaemonSet/seine-agent")
+	spec := ds.Spec.Template.Spec
+	if len(spec.Containers) != 1 || len(spec.InitContainers) != 1 {
+		t.Fatalf("want one init container and one container, got %d and %d", len(spec.InitContainers), len(spec.Containers))
+	}
+	ag, prep := spec.Containers[0], spec.InitContainers[0]
+	mounted := func(c corev1.Container, path string) bool {
+		return slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return path == m.MountPath || strings.HasPrefix(path, m.MountPath+"/")
+		})
+	}
+	for _, p := range []string{cfg.OVS.RunDir, filepath.Dir(cfg.CNISocket), cfg.CNIConfDir, cfg.StateDir, renderedConfig} {
+		if !mounted(ag, p) {
+			t.Errorf("agent container: %s is not on a mounted volume", p)
+		}
+	}
+	// seine-cni runs on the host and dials the socket path the agent
+	// writes into the conflist: that directory must be the same path on
+	// both sides.
+	hostPaths := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	for _, m := range ag.VolumeMounts {
+		if m.MountPath == filepath.Dir(cfg.CNISocket) && hostPaths[m.Name] != m.MountPath {
+			t.Errorf("cni socket directory %s is host path %q", m.MountPath, hostPaths[m.Name])
+		}
+	}
+	for _, p := range []string{renderedConfig, containerCNIBin, templateDir} {
+		if !mounted(prep, p) {
+			t.Errorf("node-prep container: %s is not on a mounted volume", p)
+		}
+	}
+	if !slices.Equal(prep.Command, NodePrepArgs) {
+		t.Errorf("node-prep command %v", prep.Command)
+	}
+	if !slices.Contains(ag.Command, "--config="+renderedConfig) {
+		t.Errorf("agent command %v does not read %s", ag.Command, renderedConfig)
+	}
+	health := netip.MustParseAddrPort(cfg.HealthAddress)
+	for name, p := range map[string]*corev1.Probe{"readiness": ag.ReadinessProbe, "liveness": ag.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.IntValue() != int(health.Port()) || p.HTTPGet.Host != health.Addr().String() {
+			t.Errorf("%s probe %+v does not ask %s", name, p, cfg.HealthAddress)
+		}
+	}
+	if !spec.HostNetwork || spec.NodeSelector[corev1.LabelOSStable] != "linux" {
+		t.Errorf("hostNetwork %v, nodeSelector %v", spec.HostNetwork, spec.NodeSelector)
+	}
+	if ag.SecurityContext == nil || ag.SecurityContext.Privileged == nil || !*ag.SecurityContext.Privileged {
+		t.Error("the agent is not privileged")
+	}
+	if !slices.ContainsFunc(spec.Tolerations, func(tl corev1.Toleration) bool {
+		return tl.Operator == corev1.TolerationOpExists && tl.Key == "" && tl.Effect == ""
+	}) {
+		t.Errorf("tolerations %v: the agent must run on every node", spec.Tolerations)
+	}
+}
+
+func TestControllerServesTheAPIService(t *testing.T) {
+	docs := documents(t)
+	apisvc := decode[APIService](t, docs, "APIService/v1beta1.controlplane.seine.io")
+	svc := decode[corev1.Service](t, docs, "Service/"+apisvc.Spec.Service.Name)
+	dep := decode[appsv1.Deployment](t, docs, "Deployment/seine-controller")
+	if apisvc.Spec.Group != "controlplane.seine.io" || apisvc.Spec.Version != "v1beta1" || apisvc.Spec.Service.Namespace != Namespace {
+		t.Errorf("APIService spec %+v", apisvc.Spec)
+	}
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != *apisvc.Spec.Service.Port {
+		t.Fatalf("service ports %+v, APIService port %d", svc.Spec.Ports, *apisvc.Spec.Service.Port)
+	}
+	labels := dep.Spec.Template.Labels
+	for k, v := range svc.Spec.Selector {
+		if labels[k] != v {
+			t.Errorf("service selector %v does not select the controller's pods %v", svc.Spec.Selector, labels)
+		}
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	if len(c.Ports) != 1 || c.Ports[0].Name != svc.Spec.Ports[0].TargetPort.String() ||
+		!slices.Contains(c.Args, "--secure-port="+strconv.Itoa(int(c.Ports[0].ContainerPort))) {
+		t.Errorf("controller ports %+v args %v, service target %s", c.Ports, c.Args, svc.Spec.Ports[0].TargetPort.String())
+	}
+}
+
+func TestImageOption(t *testing.T) {
+	b, err := YAML(Options{Image: "registry.example/seine:v1.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "image: registry.example/seine:v1.2.3"); n != 3 {
+		t.Errorf("the image appears %d times, want 3 (controller, node-prep, agent)", n)
+	}
+	if strings.Contains(string(b), DefaultImage) {
+		t.Error("the default image is still there")
+	}
+}

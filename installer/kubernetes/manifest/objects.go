@@ -1,0 +1,279 @@
+package manifest
+
+import (
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// AgentConfigTemplate is the agent configuration the ConfigMap carries. Its
+// nodeName is empty: seinectl node-prep fills it in on each node (from the
+// downward API) and writes the result where seine-agent reads it. The keys
+// are core/agent.Config's.
+const AgentConfigTemplate = `# seine-agent configuration (core/agent.Config); nodeName is set per node by seinectl node-prep.
+nodeName: ""
+# Empty: the in-cluster service account.
+kubeconfig: ""
+ovs:
+  dbEndpoint: unix:` + hostOVSRunDir + `/db.sock
+  runDir: ` + hostOVSRunDir + `
+  bridge: br-int
+  datapathType: system
+topology: routedHost
+# Empty: the interface holding the node IP.
+uplink: ""
+trafficMode: encap
+tunnelType: geneve
+# 0: the uplink MTU minus the encap overhead.
+mtu: 0
+cniSocket: ` + hostRunDir + `/cni.sock
+cniConfDir: ` + containerCNIConf + `
+stateDir: ` + hostStateDir + `
+healthAddress: 127.0.0.1:10350
+`
+
+// Objects returns the manifest's objects in the order kubectl should create
+// them: identities and RBAC, configuration, the controller and its Service,
+// the agent DaemonSet, the APIService.
+func Objects(o Options) []any {
+	objs := []any{
+		serviceAccount(agentName),
+		serviceAccount(controllerName),
+		agentClusterRole(),
+		clusterRoleBinding(agentName, agentName, agentName),
+		controllerClusterRole(),
+		clusterRoleBinding(controllerName, controllerName, controllerName),
+		// seine-controller delegates authentication and authorization of
+		// controlplane.seine.io requests to the kube-apiserver.
+		clusterRoleBinding(controllerName+"-auth-delegator", "system:auth-delegator", controllerName),
+		authReaderBinding(),
+		viewerClusterRole(),
+		configMap(),
+		controllerService(),
+		controllerDeployment(o),
+		agentDaemonSet(o),
+		controlplaneAPIService(),
+	}
+	return objs
+}
+
+func meta(name string, namespaced bool, component string) metav1.ObjectMeta {
+	m := metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "seine"}}
+	if component != "" {
+		m.Labels["component"] = component
+	}
+	if namespaced {
+		m.Namespace = Namespace
+	}
+	return m
+}
+
+func typeMeta(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+func serviceAccount(name string) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(name, true, name)}
+}
+
+var readOnly = []string{"get", "list", "watch"}
+
+func agentClusterRole() *rbacv1.ClusterRole {
+	return &rbacv1.ClusterRole{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+		ObjectMeta: meta(agentName, false, agentName),
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "namespaces", "services"}, Verbs: readOnly},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readOnly},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: readOnly},
+			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies"}, Verbs: readOnly},
+		},
+	}
+}
+
+func controllerClusterRole() *rbacv1.ClusterRole {
+	return &rbacv1.ClusterRole{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+		ObjectMeta: meta(controllerName, false, controllerName),
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "namespaces"}, Verbs: readOnly},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: readOnly},
+			// The generic apiserver reads the extension-apiserver-authentication
+			// ConfigMap and the flow-control configuration it serves under.
+			{APIGroups: []string{"flowcontrol.apiserver.k8s.io"}, Resources: []string{"prioritylevelconfigurations", "flowschemas"}, Verbs: readOnly},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations", "validatingadmissionpolicies", "validatingadmissionpolicybindings"}, Verbs: readOnly},
+		},
+	}
+}
+
+// viewerClusterRole lets the cluster's built-in view/edit/admin roles read
+// controlplane.seine.io (kubectl get through API aggregation).
+func viewerClusterRole() *rbacv1.ClusterRole {
+	m := meta("seine-controlplane-viewer", false, "")
+	for _, r := range []string{"view", "edit", "admin"} {
+		m.Labels["rbac.authorization.k8s.io/aggregate-to-"+r] = "true"
+	}
+	return &rbacv1.ClusterRole{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+		ObjectMeta: m,
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies"}, Verbs: readOnly},
+		},
+	}
+}
+
+func clusterRoleBinding(name, role, serviceAccount string) *rbacv1.ClusterRoleBinding {
+	return &rbacv1.ClusterRoleBinding{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+		ObjectMeta: meta(name, false, serviceAccount),
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: serviceAccount, Namespace: Namespace}},
+	}
+}
+
+func authReaderBinding() *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"),
+		ObjectMeta: meta(controllerName+"-authentication-reader", true, controllerName),
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "extension-apiserver-authentication-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: controllerName, Namespace: Namespace}},
+	}
+}
+
+func configMap() *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		TypeMeta:   typeMeta("v1", "ConfigMap"),
+		ObjectMeta: meta(configMapName, true, ""),
+		Data:       map[string]string{agentConfigKey: AgentConfigTemplate},
+	}
+}
+
+func selector(component string) *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{"app": "seine", "component": component}}
+}
+
+func controllerService() *corev1.Service {
+	return &corev1.Service{
+		TypeMeta:   typeMeta("v1", "Service"),
+		ObjectMeta: meta(controllerName, true, controllerName),
+		Spec: corev1.ServiceSpec{
+			Selector: selector(controllerName).MatchLabels,
+			Ports: []corev1.ServicePort{{
+				Name: "api", Port: 443, Protocol: corev1.ProtocolTCP,
+				TargetPort: intstr.FromString("api"),
+			}},
+		},
+	}
+}
+
+func resources(cpu, mem string) corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse(cpu),
+		corev1.ResourceMemory: resource.MustParse(mem),
+	}}
+}
+
+func controllerDeployment(o Options) *appsv1.Deployment {
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: path, Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTPS,
+			}},
+			PeriodSeconds: 10, FailureThreshold: 5,
+		}
+	}
+	return &appsv1.Deployment{
+		TypeMeta:   typeMeta("apps/v1", "Deployment"),
+		ObjectMeta: meta(controllerName, true, controllerName),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: selector(controllerName),
+			// One controller at a time: agents watch exactly one.
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: selector(controllerName).MatchLabels},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: controllerName,
+					PriorityClassName:  "system-cluster-critical",
+					// On the host network, so the controller does not depend on
+					// the pod network it helps to build.
+					HostNetwork:  true,
+					DNSPolicy:    corev1.DNSClusterFirstWithHostNet,
+					NodeSelector: map[string]string{corev1.LabelOSStable: "linux"},
+					Tolerations: []corev1.Toleration{
+						{Key: "CriticalAddonsOnly", Operator: corev1.TolerationOpExists},
+						{Key: "node-role.kubernetes.io/control-plane", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+						{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+					},
+					Containers: []corev1.Container{{
+						Name:    controllerName,
+						Image:   o.image(),
+						Command: []string{imageBinDir + "/" + controllerName},
+						Args:    []string{fmt.Sprintf("--secure-port=%d", ControllerPort)},
+						Ports: []corev1.ContainerPort{{
+							Name: "api", ContainerPort: ControllerPort, Protocol: corev1.ProtocolTCP,
+						}},
+						ReadinessProbe: probe("/readyz"),
+						LivenessProbe:  probe("/livez"),
+						Resources:      resources("200m", "100Mi"),
+					}},
+				},
+			},
+		},
+	}
+}
+
+// controlplaneAPIService registers seine-controller with the kube-apiserver's
+// aggregator for controlplane.seine.io/v1beta1.
+func controlplaneAPIService() *APIService {
+	return &APIService{
+		TypeMeta:   typeMeta("apiregistration.k8s.io/v1", "APIService"),
+		ObjectMeta: meta("v1beta1."+controlplaneGroup, false, controllerName),
+		Spec: APIServiceSpec{
+			Service: &ServiceReference{Namespace: Namespace, Name: controllerName, Port: ptr.To[int32](443)},
+			Group:   controlplaneGroup,
+			Version: "v1beta1",
+			// seine-controller serves a self-signed certificate; no CA bundle
+			// is managed yet.
+			InsecureSkipTLSVerify: true,
+			GroupPriorityMinimum:  100,
+			VersionPriority:       100,
+		},
+	}
+}
+
+// APIService is apiregistration.k8s.io/v1 APIService, with the fields Seine
+// sets. It is declared here rather than importing k8s.io/kube-aggregator,
+// a large module, for one object; the server-side apply test checks it
+// against a real kube-apiserver.
+type APIService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              APIServiceSpec `json:"spec"`
+}
+
+// APIServiceSpec is the spec of an APIService.
+type APIServiceSpec struct {
+	Service               *ServiceReference `json:"service,omitempty"`
+	Group                 string            `json:"group"`
+	Version               string            `json:"version"`
+	InsecureSkipTLSVerify bool              `json:"insecureSkipTLSVerify,omitempty"`
+	CABundle              []byte            `json:"caBundle,omitempty"`
+	GroupPriorityMinimum  int32             `json:"groupPriorityMinimum"`
+	VersionPriority       int32             `json:"versionPriority"`
+}
+
+// ServiceReference points an APIService at a Service.
+type ServiceReference struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Port      *int32 `json:"port,omitempty"`
+}
