@@ -12,12 +12,9 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -26,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/seine-cni/seine/test/windows/wine"
 )
 
 func main() {
@@ -68,16 +67,16 @@ func run(log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := ensureTools(ctx, log, o.noApt)
+	w, err := wine.Ensure(ctx, log, o.noApt)
 	if err != nil {
 		return err
 	}
-	w.prefix = o.prefix
-	if err := w.ensurePrefix(ctx, log); err != nil {
+	w.Prefix = o.prefix
+	if err := w.EnsurePrefix(ctx, log); err != nil {
 		return err
 	}
-	defer w.shutdown(log)
-	if err := w.installShim(ctx, log, filepath.Join(root, "test", "windows", "bcryptprimitives")); err != nil {
+	defer w.Shutdown(log)
+	if err := w.InstallShim(ctx, log, wine.ShimSource(root)); err != nil {
 		return err
 	}
 	pkgs, err := listPackages(ctx, root, fs.Args())
@@ -100,8 +99,8 @@ func run(log *slog.Logger, args []string) error {
 			return err
 		}
 		start := time.Now()
-		err := w.testPackage(ctx, root, bin, p, o)
-		w.cleanTemp(log)
+		err := testPackage(ctx, w, root, bin, p, o)
+		w.CleanTemp(log)
 		if err != nil {
 			fmt.Printf("FAIL\t%s\t%.1fs\t(%v)\n", p.path, time.Since(start).Seconds(), err)
 			failed = append(failed, p.path)
@@ -157,7 +156,7 @@ func listPackages(ctx context.Context, root string, patterns []string) ([]pkg, e
 
 // testPackage builds p's test binary for Windows and runs it under Wine in
 // p's directory, as go test does, streaming its output.
-func (w *wine) testPackage(ctx context.Context, root, bin string, p pkg, o options) error {
+func testPackage(ctx context.Context, w *wine.Wine, root, bin string, p pkg, o options) error {
 	exe := filepath.Join(bin, strings.ReplaceAll(p.path, "/", "_")+".test.exe")
 	build := exec.CommandContext(ctx, "go", "test", "-c", "-o", exe, p.path)
 	build.Dir = root
@@ -179,28 +178,11 @@ func (w *wine) testPackage(ctx context.Context, root, bin string, p pkg, o optio
 	// The binary enforces -test.timeout itself; the margin covers Wine.
 	tctx, cancel := context.WithTimeout(ctx, o.timeout+time.Minute)
 	defer cancel()
-	cmd := w.command(tctx, args...)
+	cmd := w.Command(tctx, args...)
 	cmd.Dir = p.dir
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("test binary: %w", err)
 	}
 	return nil
-}
-
-// fileHash is the hex SHA-256 of the files' contents, in order.
-func fileHash(paths ...string) (string, error) {
-	h := sha256.New()
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			return "", err
-		}
-		_, err = io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			return "", err
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -1,9 +1,17 @@
-package main
+// Package wine runs Windows programs under Debian's Wine 8 on Linux, for
+// Seine's Windows tests: it finds (or apt-installs) wine64, wineserver and
+// MinGW, keeps a WINEPREFIX, and installs the bcryptprimitives.dll shim Go
+// programs need there (see test/windows/README.md). winetest and the MSI
+// test use it.
+package wine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -19,34 +27,36 @@ const mingwGCC = "x86_64-w64-mingw32-gcc"
 // warns that wine32 is missing, so winetest calls wine64 directly.
 var aptPackages = []string{"wine", "wine64", "gcc-mingw-w64-x86-64"}
 
-// wine runs programs in one private prefix.
-type wine struct {
-	wine64, wineserver string
-	prefix             string
+// Wine runs programs in one private prefix.
+type Wine struct {
+	Wine64, Wineserver string
+	// Prefix is the WINEPREFIX every command uses; set it before
+	// EnsurePrefix.
+	Prefix string
 }
 
 // findWine looks for Debian's wine64 loader and its wineserver.
-func findWine() (*wine, bool) {
-	var w wine
+func findWine() (*Wine, bool) {
+	var w Wine
 	for _, p := range []string{"/usr/lib/wine/wine64", "wine64"} {
 		if path, err := exec.LookPath(p); err == nil {
-			w.wine64 = path
+			w.Wine64 = path
 			break
 		}
 	}
 	for _, p := range []string{"/usr/lib/wine/wineserver64", "/usr/lib/wine/wineserver", "wineserver"} {
 		if path, err := exec.LookPath(p); err == nil {
-			w.wineserver = path
+			w.Wineserver = path
 			break
 		}
 	}
 	_, gccErr := exec.LookPath(mingwGCC)
-	return &w, w.wine64 != "" && w.wineserver != "" && gccErr == nil
+	return &w, w.Wine64 != "" && w.Wineserver != "" && gccErr == nil
 }
 
-// ensureTools finds wine64, wineserver and MinGW, installing them with
-// apt-get (as root, non-interactively) when one is missing.
-func ensureTools(ctx context.Context, log *slog.Logger, noApt bool) (*wine, error) {
+// Ensure finds wine64, wineserver and MinGW, installing them with apt-get
+// (as root, non-interactively) when one is missing and noApt is false.
+func Ensure(ctx context.Context, log *slog.Logger, noApt bool) (*Wine, error) {
 	if w, ok := findWine(); ok {
 		return w, nil
 	}
@@ -76,10 +86,10 @@ func ensureTools(ctx context.Context, log *slog.Logger, noApt bool) (*wine, erro
 	return w, nil
 }
 
-// env is the environment of every Wine process: the private prefix, no
+// Env is the environment of every Wine process: the private prefix, no
 // display (nothing may open a window), no debug channels, and no Mono or
 // Gecko, whose absence would otherwise prompt for a download.
-func (w *wine) env() []string {
+func (w *Wine) Env() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -89,27 +99,29 @@ func (w *wine) env() []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env, "WINEPREFIX="+w.prefix, "WINEDEBUG=-all", "WINEDLLOVERRIDES=mscoree,mshtml=")
+	return append(env, "WINEPREFIX="+w.Prefix, "WINEDEBUG=-all", "WINEDLLOVERRIDES=mscoree,mshtml=")
 }
 
-func (w *wine) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, w.wine64, args...)
-	cmd.Env = w.env()
+// Command is wine64 running args in the prefix.
+func (w *Wine) Command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, w.Wine64, args...)
+	cmd.Env = w.Env()
 	cmd.WaitDelay = 5 * time.Second // wine's children may hold the output pipes
 	return cmd
 }
 
-func (w *wine) system32() string { return filepath.Join(w.prefix, "drive_c", "windows", "system32") }
+// System32 is the prefix's drive_c/windows/system32.
+func (w *Wine) System32() string { return filepath.Join(w.Prefix, "drive_c", "windows", "system32") }
 
-// ensurePrefix creates the prefix with wineboot the first time.
-func (w *wine) ensurePrefix(ctx context.Context, log *slog.Logger) error {
-	if _, err := os.Stat(filepath.Join(w.prefix, "system.reg")); err == nil {
+// EnsurePrefix creates the prefix with wineboot the first time.
+func (w *Wine) EnsurePrefix(ctx context.Context, log *slog.Logger) error {
+	if _, err := os.Stat(filepath.Join(w.Prefix, "system.reg")); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(w.prefix), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(w.Prefix), 0o755); err != nil {
 		return err
 	}
-	log.Info("creating wine prefix", "prefix", w.prefix)
+	log.Info("creating wine prefix", "prefix", w.Prefix)
 	start := time.Now()
 	// Output goes to a file: wineboot leaves wineserver running, which would
 	// hold a pipe open.
@@ -119,36 +131,36 @@ func (w *wine) ensurePrefix(ctx context.Context, log *slog.Logger) error {
 	}
 	defer os.Remove(out.Name())
 	defer out.Close()
-	cmd := w.command(ctx, "wineboot", "--init")
+	cmd := w.Command(ctx, "wineboot", "--init")
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		b, _ := os.ReadFile(out.Name())
-		return fmt.Errorf("wineboot --init in %s: %w\n%s", w.prefix, err, b)
+		return fmt.Errorf("wineboot --init in %s: %w\n%s", w.Prefix, err, b)
 	}
 	// wineboot returns before the registry is written; wait for it.
-	wait := exec.CommandContext(ctx, w.wineserver, "-w")
-	wait.Env = w.env()
+	wait := exec.CommandContext(ctx, w.Wineserver, "-w")
+	wait.Env = w.Env()
 	if err := wait.Run(); err != nil {
 		return fmt.Errorf("wineserver -w: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(w.prefix, "system.reg")); err != nil {
-		return fmt.Errorf("wineboot left no registry in %s: %w", w.prefix, err)
+	if _, err := os.Stat(filepath.Join(w.Prefix, "system.reg")); err != nil {
+		return fmt.Errorf("wineboot left no registry in %s: %w", w.Prefix, err)
 	}
 	log.Info("wine prefix ready", "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// installShim builds bcryptprimitives.dll from src with MinGW and puts it in
+// InstallShim builds bcryptprimitives.dll from src with MinGW and puts it in
 // the prefix's system32, where Wine's loader finds it (not beside the exe).
 // It is rebuilt only when its sources change.
-func (w *wine) installShim(ctx context.Context, log *slog.Logger, src string) error {
+func (w *Wine) InstallShim(ctx context.Context, log *slog.Logger, src string) error {
 	c, def := filepath.Join(src, "bcryptprimitives.c"), filepath.Join(src, "bcryptprimitives.def")
 	sum, err := fileHash(c, def)
 	if err != nil {
 		return fmt.Errorf("bcryptprimitives shim sources: %w", err)
 	}
-	dll := filepath.Join(w.system32(), "bcryptprimitives.dll")
-	stamp := filepath.Join(w.prefix, "seine-bcryptprimitives.sha256")
+	dll := filepath.Join(w.System32(), "bcryptprimitives.dll")
+	stamp := filepath.Join(w.Prefix, "seine-bcryptprimitives.sha256")
 	if b, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(b)) == sum {
 		if _, err := os.Stat(dll); err == nil {
 			return nil
@@ -167,10 +179,10 @@ func (w *wine) installShim(ctx context.Context, log *slog.Logger, src string) er
 	return os.WriteFile(stamp, []byte(sum+"\n"), 0o644)
 }
 
-// cleanTemp empties the prefix's temp directories: Go's t.TempDir cleanup
+// CleanTemp empties the prefix's temp directories: Go's t.TempDir cleanup
 // cannot delete files under Wine 8 (see README), so tests leave them there.
-func (w *wine) cleanTemp(log *slog.Logger) {
-	dirs, _ := filepath.Glob(filepath.Join(w.prefix, "drive_c", "users", "*", "Temp"))
+func (w *Wine) CleanTemp(log *slog.Logger) {
+	dirs, _ := filepath.Glob(filepath.Join(w.Prefix, "drive_c", "users", "*", "Temp"))
 	for _, d := range dirs {
 		entries, err := os.ReadDir(d)
 		if err != nil {
@@ -184,15 +196,38 @@ func (w *wine) cleanTemp(log *slog.Logger) {
 	}
 }
 
-// shutdown stops the prefix's wineserver and the services it started, so
+// Shutdown stops the prefix's wineserver and the services it started, so
 // nothing outlives the run.
-func (w *wine) shutdown(log *slog.Logger) {
-	cmd := exec.Command(w.wineserver, "-k")
-	cmd.Env = w.env()
+func (w *Wine) Shutdown(log *slog.Logger) {
+	cmd := exec.Command(w.Wineserver, "-k")
+	cmd.Env = w.Env()
 	if err := cmd.Run(); err != nil && !errors.Is(err, exec.ErrNotFound) {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) { // exit status 1: no server was running
 			log.Warn("wineserver -k", "err", err)
 		}
 	}
+}
+
+// ShimSource is the directory of the bcryptprimitives shim's sources in
+// Seine's tree rooted at root.
+func ShimSource(root string) string {
+	return filepath.Join(root, "test", "windows", "bcryptprimitives")
+}
+
+// fileHash is the hex SHA-256 of the files' contents, in order.
+func fileHash(paths ...string) (string, error) {
+	h := sha256.New()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return "", err
+		}
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
