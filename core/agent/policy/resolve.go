@@ -1,0 +1,345 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/seine-cni/seine/core/apis/controlplane"
+	"github.com/seine-cni/seine/core/pipeline"
+)
+
+// Pod is a local pod as the agent knows it: the pods of this node with an
+// OVS port.
+type Pod struct {
+	Namespace, Name string
+	OFPort          uint32
+	IPs             []netip.Addr
+}
+
+// resolved is a State resolved against the node's pods: the pipeline's
+// input, the generations it realizes, and what could not be resolved.
+type resolved struct {
+	set      pipeline.PolicySet
+	gens     map[string]int64
+	problems []string
+}
+
+// resolve turns the controller's objects into rules over local ofports:
+//
+//   - a policy applies to the local pods among the members of its
+//     AppliedToGroups (matched by namespace/name); without any, it adds
+//     nothing on this node;
+//   - those pods are isolated for ingress/egress when the policy's types
+//     say so, even if it has no rule in that direction;
+//   - a rule's peers are the IPs of its AddressGroups' members and its
+//     ipBlocks (with except);
+//   - numbered services become one rule; a named port is resolved against
+//     the local target pods' named ports (ingress) or the peer members'
+//     (egress), and each distinct number it resolves to becomes a rule of
+//     its own ("<index>/<protocol>/<port>") with only the targets or peers
+//     that use that number. A named port resolves to nothing on an ipBlock.
+//
+// A policy that names a group the State lacks is skipped whole (and
+// reported): enforcing half of it could allow less than intended, but the
+// pods it isolates stay isolated through the other policies only.
+func resolve(s State, pods []Pod, sources []netip.Addr) resolved {
+	r := resolved{gens: map[string]int64{}}
+	local := map[string]Pod{}
+	for _, p := range pods {
+		local[p.Namespace+"/"+p.Name] = p
+	}
+	ingress, egress := map[uint32]bool{}, map[uint32]bool{}
+	for _, name := range sortedKeys(s.NetworkPolicies) {
+		np := s.NetworkPolicies[name]
+		if np == nil {
+			continue
+		}
+		rules, targets, err := resolvePolicy(np, s, local)
+		if err != nil {
+			r.problems = append(r.problems, fmt.Sprintf("policy %s: %v", name, err))
+			continue
+		}
+		r.gens[name] = np.Generation
+		for _, t := range targets {
+			if slices.Contains(np.PolicyTypes, controlplane.PolicyTypeIngress) {
+				ingress[t.pod.OFPort] = true
+			}
+			if slices.Contains(np.PolicyTypes, controlplane.PolicyTypeEgress) {
+				egress[t.pod.OFPort] = true
+			}
+		}
+		r.set.Rules = append(r.set.Rules, rules...)
+	}
+	r.set.IngressIsolated = sortedSet(ingress)
+	r.set.EgressIsolated = sortedSet(egress)
+	r.set.NodeSources = slices.Clone(sources)
+	return r
+}
+
+// target is a local pod a policy applies to, with its named ports as its
+// AppliedToGroup lists them.
+type target struct {
+	pod   Pod
+	named []controlplane.NamedPort
+}
+
+func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod) ([]pipeline.PolicyRule, []target, error) {
+	uid := string(np.UID)
+	if uid == "" {
+		uid = np.Name
+	}
+	seen := map[uint32]bool{}
+	var targets []target
+	for _, g := range np.AppliedToGroups {
+		atg, ok := s.AppliedToGroups[g]
+		if !ok || atg == nil {
+			return nil, nil, fmt.Errorf("appliedToGroup %s is missing", g)
+		}
+		for _, m := range atg.Members {
+			p, ok := local[m.Pod.Namespace+"/"+m.Pod.Name]
+			if !ok || seen[p.OFPort] {
+				continue
+			}
+			seen[p.OFPort] = true
+			targets = append(targets, target{pod: p, named: m.NamedPorts})
+		}
+	}
+	sort.Slice(targets, func(i, j int) bool { return targets[i].pod.OFPort < targets[j].pod.OFPort })
+	if len(targets) == 0 {
+		return nil, nil, nil
+	}
+	var rules []pipeline.PolicyRule
+	for i, rule := range np.Rules {
+		var dir pipeline.PolicyDirection
+		var peer controlplane.NetworkPolicyPeer
+		switch rule.Direction {
+		case controlplane.DirectionIn:
+			dir, peer = pipeline.PolicyIngress, rule.From
+			if !slices.Contains(np.PolicyTypes, controlplane.PolicyTypeIngress) {
+				continue
+			}
+		case controlplane.DirectionOut:
+			dir, peer = pipeline.PolicyEgress, rule.To
+			if !slices.Contains(np.PolicyTypes, controlplane.PolicyTypeEgress) {
+				continue
+			}
+		default:
+			return nil, nil, fmt.Errorf("rule %d: direction %q", i, rule.Direction)
+		}
+		members, err := peerMembers(peer, s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("rule %d: %w", i, err)
+		}
+		rs, err := resolveRule(uid, i, dir, rule, targets, members, peer.IPBlocks)
+		if err != nil {
+			return nil, nil, fmt.Errorf("rule %d: %w", i, err)
+		}
+		rules = append(rules, rs...)
+	}
+	return rules, targets, nil
+}
+
+func peerMembers(peer controlplane.NetworkPolicyPeer, s State) ([]controlplane.GroupMember, error) {
+	var out []controlplane.GroupMember
+	for _, g := range peer.AddressGroups {
+		ag, ok := s.AddressGroups[g]
+		if !ok || ag == nil {
+			return nil, fmt.Errorf("addressGroup %s is missing", g)
+		}
+		out = append(out, ag.Members...)
+	}
+	return out, nil
+}
+
+// portKey is a resolved (protocol, port).
+type portKey struct {
+	proto uint8
+	port  uint16
+}
+
+func resolveRule(uid string, index int, dir pipeline.PolicyDirection, rule controlplane.NetworkPolicyRule,
+	targets []target, members []controlplane.GroupMember, blocks []controlplane.IPBlock) ([]pipeline.PolicyRule, error) {
+	base := pipeline.PolicyRule{Policy: uid, Key: fmt.Sprint(index), Direction: dir}
+	for _, t := range targets {
+		base.Targets = append(base.Targets, t.pod.OFPort)
+	}
+	for _, m := range members {
+		base.Peers = append(base.Peers, memberPeers(m)...)
+	}
+	for _, b := range blocks {
+		p, err := ipBlockPeer(b)
+		if err != nil {
+			return nil, err
+		}
+		base.Peers = append(base.Peers, p)
+	}
+	var named []controlplane.Service
+	for _, svc := range rule.Services {
+		proto, err := protocol(svc.Protocol)
+		if err != nil {
+			return nil, err
+		}
+		if svc.Port != nil && svc.Port.Type == intstr.String {
+			named = append(named, svc)
+			continue
+		}
+		ps := pipeline.PolicyService{Protocol: proto}
+		if svc.Port != nil {
+			if svc.Port.IntVal < 1 || svc.Port.IntVal > 65535 {
+				return nil, fmt.Errorf("port %d out of range", svc.Port.IntVal)
+			}
+			ps.Port = uint16(svc.Port.IntVal)
+			if svc.EndPort != nil {
+				if *svc.EndPort < svc.Port.IntVal || *svc.EndPort > 65535 {
+					return nil, fmt.Errorf("port range %d-%d", svc.Port.IntVal, *svc.EndPort)
+				}
+				ps.EndPort = uint16(*svc.EndPort)
+			}
+		}
+		base.Services = append(base.Services, ps)
+	}
+	var out []pipeline.PolicyRule
+	if len(rule.Services) == 0 || len(base.Services) > 0 {
+		out = append(out, base)
+	}
+	if len(named) == 0 {
+		return out, nil
+	}
+	// Named ports: which targets (ingress) or peers (egress) use which
+	// number.
+	byPort := map[portKey]*pipeline.PolicyRule{}
+	sub := func(k portKey) *pipeline.PolicyRule {
+		r := byPort[k]
+		if r == nil {
+			r = &pipeline.PolicyRule{Policy: uid, Key: fmt.Sprintf("%d/%d/%d", index, k.proto, k.port), Direction: dir,
+				Services: []pipeline.PolicyService{{Protocol: k.proto, Port: k.port}}}
+			if dir == pipeline.PolicyIngress {
+				r.Peers = base.Peers
+			} else {
+				r.Targets = base.Targets
+			}
+			byPort[k] = r
+		}
+		return r
+	}
+	for _, svc := range named {
+		proto, _ := protocol(svc.Protocol)
+		if dir == pipeline.PolicyIngress {
+			for _, t := range targets {
+				if port, ok := lookupNamed(t.named, svc.Port.StrVal, proto); ok {
+					r := sub(portKey{proto, port})
+					r.Targets = appendUnique(r.Targets, t.pod.OFPort)
+				}
+			}
+			continue
+		}
+		for _, m := range members {
+			if port, ok := lookupNamed(m.NamedPorts, svc.Port.StrVal, proto); ok {
+				r := sub(portKey{proto, port})
+				r.Peers = append(r.Peers, memberPeers(m)...)
+			}
+		}
+	}
+	keys := make([]portKey, 0, len(byPort))
+	for k := range byPort {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return keys[i].proto < keys[j].proto || keys[i].proto == keys[j].proto && keys[i].port < keys[j].port
+	})
+	for _, k := range keys {
+		out = append(out, *byPort[k])
+	}
+	return out, nil
+}
+
+func lookupNamed(ports []controlplane.NamedPort, name string, proto uint8) (uint16, bool) {
+	for _, np := range ports {
+		p, err := protocol(np.Protocol)
+		if err == nil && np.Name == name && p == proto && np.Port > 0 && np.Port <= 65535 {
+			return uint16(np.Port), true
+		}
+	}
+	return 0, false
+}
+
+func memberPeers(m controlplane.GroupMember) []pipeline.PolicyPeer {
+	var out []pipeline.PolicyPeer
+	for _, ip := range m.IPs {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			a = a.Unmap()
+			out = append(out, pipeline.PolicyPeer{CIDR: netip.PrefixFrom(a, a.BitLen())})
+		}
+	}
+	return out
+}
+
+func ipBlockPeer(b controlplane.IPBlock) (pipeline.PolicyPeer, error) {
+	cidr, err := prefix(b.CIDR)
+	if err != nil {
+		return pipeline.PolicyPeer{}, err
+	}
+	p := pipeline.PolicyPeer{CIDR: cidr}
+	for _, e := range b.Except {
+		ep, err := prefix(e)
+		if err != nil {
+			return pipeline.PolicyPeer{}, err
+		}
+		p.Except = append(p.Except, ep)
+	}
+	return p, nil
+}
+
+func prefix(n controlplane.IPNet) (netip.Prefix, error) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("ipBlock address %v", []byte(n.IP))
+	}
+	a = a.Unmap()
+	p := netip.PrefixFrom(a, int(n.PrefixLength))
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("ipBlock prefix %s/%d", a, n.PrefixLength)
+	}
+	return p.Masked(), nil
+}
+
+func protocol(p controlplane.Protocol) (uint8, error) {
+	switch p {
+	case controlplane.ProtocolTCP, "":
+		return pipeline.ProtoTCP, nil
+	case controlplane.ProtocolUDP:
+		return pipeline.ProtoUDP, nil
+	case controlplane.ProtocolSCTP:
+		return pipeline.ProtoSCTP, nil
+	}
+	return 0, fmt.Errorf("protocol %q", p)
+}
+
+func appendUnique(s []uint32, v uint32) []uint32 {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
+
+func sortedSet(m map[uint32]bool) []uint32 {
+	out := make([]uint32, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
