@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/seine-cni/seine/cni/server"
+	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/ovsdb"
@@ -85,6 +86,8 @@ type Agent struct {
 	ready  atomic.Bool
 	reason atomic.Value // string: why not ready
 	srv    *server.Server
+
+	policy *policy.Controller
 }
 
 var errNotReady = errors.New("node setup is not done yet")
@@ -126,6 +129,11 @@ func New(o Options) (*Agent, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("node informer: %w", err)
 	}
+	pc, err := policy.New(policy.Config{Node: policyNode{a}, Logger: a.log.With("component", "policy"), StateFile: policyStateFile(a.cfg)})
+	if err != nil {
+		return nil, err
+	}
+	a.policy = pc
 	a.setNotReady("starting")
 	return a, nil
 }
@@ -195,6 +203,11 @@ func (a *Agent) run(ctx context.Context) error {
 	a.mu.Lock()
 	a.node = a.nodeConfigLocked()
 	a.mu.Unlock()
+	// The last policies, so the first replay enforces them along with the
+	// pods' flows even while the controller is unreachable.
+	if err := a.policy.Load(); err != nil {
+		a.log.Error("policies kept on disk not loaded; enforcing none until the controller syncs", "err", err)
+	}
 
 	wg.Add(1)
 	go func() {

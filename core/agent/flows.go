@@ -73,6 +73,12 @@ func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
 	if err != nil {
 		return fmt.Errorf("build flows: %w", err)
 	}
+	// Policy flows ride in the same bundle, so pods never run unpoliced.
+	pf, err := a.policy.Flows(next)
+	if err != nil {
+		return fmt.Errorf("build policy flows: %w", err)
+	}
+	flows = append(flows, pf...)
 	if err := w.BundleFlows(ctx, openflow.FlowAdd, flows); err != nil {
 		return fmt.Errorf("install %d flows of round %d: %w", len(flows), next, err)
 	}

@@ -153,6 +153,8 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 		return nil, err
 	}
 	undo = append(undo, func(ctx context.Context) error { return a.removePodFlows(ctx, p) })
+	// Policy for the new pod before the runtime starts its containers.
+	a.policy.PodsChanged(ctx)
 	log.Info("pod added", "ips", fmt.Sprint(alloc.IPs), "port", iface.HostName, "ofport", ofport)
 	return a.result(p, iface), nil
 }
@@ -238,6 +240,9 @@ func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
 		if err != nil {
 			a.log.Warn("pod flows not deleted now; the next replay drops them", "pod", p.ref.Namespace+"/"+p.ref.Name, "err", err)
 		}
+	}
+	if p != nil {
+		a.policy.PodsChanged(ctx) // its ofport may be reused
 	}
 	for _, port := range ports {
 		if err := a.db.DeletePort(ctx, port.Name); err != nil {

@@ -1,0 +1,72 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/seine-cni/seine/core/agent/policy"
+	"github.com/seine-cni/seine/core/pipeline"
+)
+
+// Policy returns the agent's NetworkPolicy controller; the controlplane
+// watch client calls its Sync with the node's whole policy state and reads
+// its Realized generations.
+func (a *Agent) Policy() *policy.Controller { return a.policy }
+
+// policyStateFile is where the last policy state is kept across restarts.
+func policyStateFile(cfg *Config) string {
+	return filepath.Join(cfg.StateDir, "policy", "state.json")
+}
+
+// policyNode is the agent as the policy controller sees it.
+type policyNode struct{ a *Agent }
+
+// LocalPods lists the pods that have an OVS port.
+func (n policyNode) LocalPods() []policy.Pod {
+	a := n.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []policy.Pod
+	for _, k := range sortedKeys(a.pods) {
+		p := a.pods[k]
+		if p.ofport == 0 {
+			continue
+		}
+		pp := policy.Pod{Namespace: p.ref.Namespace, Name: p.ref.Name, OFPort: p.ofport}
+		for _, ip := range p.ips {
+			pp.IPs = append(pp.IPs, ip.Addr())
+		}
+		out = append(out, pp)
+	}
+	return out
+}
+
+// NodeSources are the gateway IPs: the host reaches its pods from them.
+func (n policyNode) NodeSources() []netip.Addr {
+	var out []netip.Addr
+	for _, gw := range n.a.gateways { // set once by node setup
+		out = append(out, gw.Addr())
+	}
+	return out
+}
+
+// Install runs fn on the live connection under the agent's lock, so policy
+// changes and full replays (which include the policy flows) never
+// interleave, with the round the agent's flows carry.
+func (n policyNode) Install(ctx context.Context, fn func(policy.Writer, pipeline.Round) error) error {
+	a := n.a
+	return a.sw.Do(ctx, func(w FlowWriter) error {
+		bw, ok := w.(policy.Writer)
+		if !ok {
+			return fmt.Errorf("openflow connection %T cannot apply a bundle of mixed flow-mods", w)
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.node == nil {
+			return errNotReady
+		}
+		return fn(bw, a.round)
+	})
+}
