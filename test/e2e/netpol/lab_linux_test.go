@@ -1,0 +1,465 @@
+package netpol
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/seine-cni/seine/test/lab"
+	"github.com/seine-cni/seine/test/lab/labtest"
+	"github.com/seine-cni/seine/test/lab/probe"
+)
+
+const (
+	// probeTimeout is how long a probe waits for an answer; a denied probe
+	// costs this much, so a matrix with denied cells takes about a second.
+	probeTimeout = time.Second
+	// enforceTimeout bounds how long a case waits for the matrix to match
+	// after it changed policies or labels (they take effect asynchronously).
+	enforceTimeout = 10 * time.Second
+	// probeParallel bounds the probes in flight (each holds an OS thread
+	// locked into a pod's namespace).
+	probeParallel = 48
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	labtest.RemoveBinaries()
+	os.Exit(code)
+}
+
+// TestNetworkPolicy brings up one lab, creates the nine pods and runs every
+// case against them, resetting policies and labels between cases.
+func TestNetworkPolicy(t *testing.T) {
+	s := setUp(t)
+	for _, c := range allCases() {
+		t.Run(c.name, func(t *testing.T) {
+			t.Cleanup(func() { s.reset(t) })
+			c.run(t, s)
+		})
+	}
+}
+
+// netpolCase is one case of the suite; upstream is the title of the case in
+// kubernetes' test/e2e/network/netpol it mirrors ("" when it has none).
+type netpolCase struct {
+	name, upstream string
+	run            func(t *testing.T, s *suite)
+}
+
+func allCases() []netpolCase {
+	var cs []netpolCase
+	for _, group := range [][]netpolCase{selectorCases, portCases, egressCases, updateCases, protocolCases, steadyCases} {
+		cs = append(cs, group...)
+	}
+	return cs
+}
+
+// suite is the running lab with its nine pods.
+type suite struct {
+	c       *lab.Config
+	cs      kubernetes.Interface
+	ctx     context.Context
+	pods    []podRef
+	ip      map[podRef]string
+	node    map[podRef]string
+	netns   map[podRef]string
+	sctpErr error // why this kernel has no SCTP; nil when it has
+}
+
+func setUp(t *testing.T) *suite {
+	t.Helper()
+	c, cs := labtest.Up(t, labtest.Options{Name: "netpol", Nodes: 3, APIPort: 55443, EtcdPort: 55379})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s := &suite{
+		c: c, cs: cs, ctx: ctx, pods: suitePods(),
+		ip: map[podRef]string{}, node: map[podRef]string{}, netns: map[podRef]string{},
+		sctpErr: sctpSupport(),
+	}
+	if s.sctpErr != nil {
+		t.Logf("no SCTP listeners: %v", s.sctpErr)
+	}
+	nodes := c.NodeList()
+	if len(nodes) != 3 {
+		t.Fatalf("lab has %d nodes, want 3", len(nodes))
+	}
+	for _, ns := range namespaceNames {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create namespace %s: %v", ns, err)
+		}
+	}
+	// The controller-manager creates each namespace's default
+	// ServiceAccount; pods are refused until it exists.
+	for _, ns := range namespaceNames {
+		waitFor(t, 2*time.Minute, "ServiceAccount "+ns+"/default", func() (bool, string) {
+			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+			return err == nil, fmt.Sprint(err)
+		})
+	}
+	// Pin the pods so every namespace, and every pod name, spans the three
+	// nodes: x/a x/b x/c on node-1 node-2 node-3, y starts on node-2, z on node-3.
+	for i, ns := range namespaceNames {
+		for j, name := range podNames {
+			p := serverPod(name, nodes[(i+j)%3].Name, s.sctpErr == nil)
+			if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatalf("create pod %s/%s: %v", ns, name, err)
+			}
+		}
+	}
+	waitFor(t, 3*time.Minute, "the nine pods Ready with an IP", func() (bool, string) {
+		var notReady []string
+		for _, ref := range s.pods {
+			p, err := cs.CoreV1().Pods(ref.ns).Get(ctx, ref.name, metav1.GetOptions{})
+			if err != nil || !lab.PodReady(p) || p.Status.PodIP == "" {
+				notReady = append(notReady, ref.String())
+				continue
+			}
+			nsPath, err := c.PodNetNS(p)
+			if err != nil {
+				notReady = append(notReady, ref.String())
+				continue
+			}
+			s.ip[ref], s.node[ref], s.netns[ref] = p.Status.PodIP, p.Spec.NodeName, nsPath
+		}
+		return len(notReady) == 0, "not ready: " + strings.Join(notReady, " ")
+	})
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tNODE\tIP")
+	for _, ref := range s.pods {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", ref, s.node[ref], s.ip[ref])
+	}
+	tw.Flush()
+	t.Logf("pods:\n%s", b.String())
+	return s
+}
+
+// serverPod is a probe-server pod bound to node, labelled pod=<name>, with
+// named container ports serve-<port>-<proto> as upstream's agnhost pods.
+func serverPod(name, node string, sctp bool) *corev1.Pod {
+	protos := []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP}
+	if sctp {
+		protos = append(protos, corev1.ProtocolSCTP)
+	}
+	var ports []corev1.ContainerPort
+	for _, proto := range protos {
+		for _, n := range []int32{80, 81} {
+			ports = append(ports, corev1.ContainerPort{
+				Name:          fmt.Sprintf("serve-%d-%s", n, strings.ToLower(string(proto))),
+				ContainerPort: n, Protocol: proto,
+			})
+		}
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pod": name}},
+		Spec: corev1.PodSpec{
+			NodeName:   node,
+			Containers: []corev1.Container{{Name: "server", Image: "lab/probe-server", Ports: ports}},
+		},
+	}
+}
+
+// sctpSupport says why SCTP sockets cannot be opened here, or nil.
+func sctpSupport() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP)
+	if err != nil {
+		return fmt.Errorf("socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP): %w", err)
+	}
+	unix.Close(fd)
+	return nil
+}
+
+// requireSCTP skips a case that probes SCTP on a kernel without it.
+func (s *suite) requireSCTP(t *testing.T) {
+	t.Helper()
+	if s.sctpErr != nil {
+		t.Skipf("the kernel has no SCTP (%v): no SCTP listener can run, so SCTP reachability cannot be probed", s.sctpErr)
+	}
+}
+
+// waitFor polls cond every 200ms until it holds, failing t after timeout
+// with cond's last explanation.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %s", what, timeout, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// check is one matrix to compare: a target and its expected reachability.
+type check struct {
+	t    target
+	want *reach
+}
+
+func on(t target, want *reach) check { return check{t, want} }
+
+// ipOf is the IP of a pod ("x/a").
+func (s *suite) ipOf(pod string) string { return s.ip[parsePodRef(pod)] }
+
+// allow is a matrix where every pair may talk.
+func (s *suite) allow() *reach { return newReach(s.pods, true) }
+
+// expect probes the checks' matrices until they all match or enforceTimeout
+// passes, then fails t with the expected and observed matrices.
+func (s *suite) expect(t *testing.T, step string, checks ...check) {
+	t.Helper()
+	if err := s.await(step, enforceTimeout, t.Logf, checks...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// await is expect returning the failure instead of failing a test.
+func (s *suite) await(step string, timeout time.Duration, logf func(string, ...any), checks ...check) error {
+	targets := make([]target, len(checks))
+	for i, c := range checks {
+		targets[i] = c.t
+	}
+	start := time.Now()
+	for round := 1; ; round++ {
+		got := s.probeAll(targets)
+		bad := 0
+		for i, c := range checks {
+			bad += len(c.want.diff(got[i]))
+		}
+		if bad == 0 {
+			logf("%s: %v as expected after %s (%d rounds)", step, targets, time.Since(start).Round(10*time.Millisecond), round)
+			return nil
+		}
+		if s.ctx.Err() != nil || time.Since(start) > timeout {
+			var b strings.Builder
+			fmt.Fprintf(&b, "%s: the reachability matrix does not match after %s (%d rounds of probes):\n", step, time.Since(start).Round(10*time.Millisecond), round)
+			for i, c := range checks {
+				if len(c.want.diff(got[i])) > 0 {
+					b.WriteString(render(c.t, c.want, got[i]))
+				}
+			}
+			return errors.New(b.String())
+		}
+	}
+}
+
+// probeAll probes every ordered pair of distinct pods on every target, in
+// parallel, and returns one matrix per target.
+func (s *suite) probeAll(targets []target) []*observed {
+	out := make([]*observed, len(targets))
+	sem := make(chan struct{}, probeParallel)
+	var wg sync.WaitGroup
+	for k, tg := range targets {
+		out[k] = newObserved(s.pods)
+		for i, from := range s.pods {
+			for j, to := range s.pods {
+				if i == j {
+					continue
+				}
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					out[k].cells[i][j] = s.probe(from, to, tg)
+					<-sem
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	return out
+}
+
+// probe sends one probe from one pod to another and classifies the outcome.
+func (s *suite) probe(from, to podRef, tg target) cell {
+	return s.probeWith(from, to, tg, probeTimeout)
+}
+
+func (s *suite) probeWith(from, to podRef, tg target, timeout time.Duration) cell {
+	addr := net.JoinHostPort(s.ip[to], strconv.Itoa(int(tg.port)))
+	reply, err := probe.Probe(s.ctx, s.netns[from], string(tg.proto), addr, timeout)
+	switch {
+	case err == nil && reply == to.name:
+		return cell{v: answered}
+	case err == nil:
+		return cell{v: wrong, detail: fmt.Sprintf("answered %q", reply)}
+	case errors.Is(err, probe.ErrTimeout):
+		return cell{v: dropped}
+	case errors.Is(err, probe.ErrRefused):
+		return cell{v: refused, detail: err.Error()}
+	default:
+		return cell{v: wrong, detail: err.Error()}
+	}
+}
+
+// create, update and deletePolicy change NetworkPolicies in a namespace.
+func (s *suite) create(t *testing.T, ns string, p *networkingv1.NetworkPolicy) {
+	t.Helper()
+	if _, err := s.cs.NetworkingV1().NetworkPolicies(ns).Create(s.ctx, p.DeepCopy(), metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create NetworkPolicy %s/%s: %v", ns, p.Name, err)
+	}
+}
+
+// update replaces the spec of the policy of the same name.
+func (s *suite) update(t *testing.T, ns string, p *networkingv1.NetworkPolicy) {
+	t.Helper()
+	if err := s.updatePolicy(ns, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *suite) updatePolicy(ns string, p *networkingv1.NetworkPolicy) error {
+	cur, err := s.cs.NetworkingV1().NetworkPolicies(ns).Get(s.ctx, p.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("update NetworkPolicy %s/%s: %w", ns, p.Name, err)
+	}
+	cur.Spec = *p.Spec.DeepCopy()
+	if _, err := s.cs.NetworkingV1().NetworkPolicies(ns).Update(s.ctx, cur, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update NetworkPolicy %s/%s: %w", ns, p.Name, err)
+	}
+	return nil
+}
+
+func (s *suite) deletePolicy(t *testing.T, ns, name string) {
+	t.Helper()
+	if err := s.cs.NetworkingV1().NetworkPolicies(ns).Delete(s.ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete NetworkPolicy %s/%s: %v", ns, name, err)
+	}
+}
+
+// labelPod and labelNS set (value != "") or remove (value == "") one label.
+func (s *suite) labelPod(t *testing.T, pod, key, value string) {
+	t.Helper()
+	ref := parsePodRef(pod)
+	if err := s.patchLabels(s.podLabels(ref), map[string]*string{key: strOrNil(value)}); err != nil {
+		t.Fatalf("label pod %s: %v", pod, err)
+	}
+}
+
+func (s *suite) labelNS(t *testing.T, ns, key, value string) {
+	t.Helper()
+	if err := s.patchLabels(s.nsLabels(ns), map[string]*string{key: strOrNil(value)}); err != nil {
+		t.Fatalf("label namespace %s: %v", ns, err)
+	}
+}
+
+func strOrNil(v string) *string {
+	if v == "" {
+		return nil
+	}
+	return &v
+}
+
+// patcher applies a JSON merge patch to one object.
+type patcher func(patch []byte) error
+
+func (s *suite) podLabels(ref podRef) patcher {
+	return func(patch []byte) error {
+		_, err := s.cs.CoreV1().Pods(ref.ns).Patch(s.ctx, ref.name, types.MergePatchType, patch, metav1.PatchOptions{})
+		return err
+	}
+}
+
+func (s *suite) nsLabels(ns string) patcher {
+	return func(patch []byte) error {
+		_, err := s.cs.CoreV1().Namespaces().Patch(s.ctx, ns, types.MergePatchType, patch, metav1.PatchOptions{})
+		return err
+	}
+}
+
+// patchLabels sets labels; a nil value removes the label.
+func (s *suite) patchLabels(apply patcher, set map[string]*string) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": set}})
+	if err != nil {
+		return err
+	}
+	return apply(patch)
+}
+
+// reset deletes every policy the case made, restores the pods' and
+// namespaces' labels and waits until every pod reaches every pod again, so
+// that no case depends on the one before.
+func (s *suite) reset(t *testing.T) {
+	t.Helper()
+	for _, ns := range namespaceNames {
+		if err := s.cs.NetworkingV1().NetworkPolicies(ns).DeleteCollection(s.ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			t.Errorf("reset: delete the NetworkPolicies of %s: %v", ns, err)
+		}
+		n, err := s.cs.CoreV1().Namespaces().Get(s.ctx, ns, metav1.GetOptions{})
+		if err != nil {
+			t.Errorf("reset: %v", err)
+			continue
+		}
+		if extra := extraLabels(n.Labels, map[string]string{nsNameLabel: ns}); len(extra) > 0 {
+			if err := s.patchLabels(s.nsLabels(ns), extra); err != nil {
+				t.Errorf("reset: labels of namespace %s: %v", ns, err)
+			}
+		}
+	}
+	for _, ref := range s.pods {
+		p, err := s.cs.CoreV1().Pods(ref.ns).Get(s.ctx, ref.name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			t.Errorf("reset: pod %s is gone", ref)
+			continue
+		} else if err != nil {
+			t.Errorf("reset: %v", err)
+			continue
+		}
+		if extra := extraLabels(p.Labels, map[string]string{"pod": ref.name}); len(extra) > 0 {
+			if err := s.patchLabels(s.podLabels(ref), extra); err != nil {
+				t.Errorf("reset: labels of pod %s: %v", ref, err)
+			}
+		}
+	}
+	targets := []target{tcp80, tcp81, udp80, udp81}
+	if s.sctpErr == nil {
+		targets = append(targets, sctp80, sctp81)
+	}
+	var checks []check
+	for _, tg := range targets {
+		checks = append(checks, on(tg, s.allow()))
+	}
+	if err := s.await("reset: all policies deleted", enforceTimeout, t.Logf, checks...); err != nil {
+		t.Errorf("%v", err)
+	}
+}
+
+// extraLabels is the merge patch that turns have into want.
+func extraLabels(have, want map[string]string) map[string]*string {
+	patch := map[string]*string{}
+	for k, v := range have {
+		if w, ok := want[k]; !ok {
+			patch[k] = nil
+		} else if w != v {
+			patch[k] = &w
+		}
+	}
+	for k, w := range want {
+		if _, ok := have[k]; !ok {
+			patch[k] = &w
+		}
+	}
+	return patch
+}

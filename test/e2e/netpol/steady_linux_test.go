@@ -1,0 +1,212 @@
+package netpol
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// steadyCases: a policy change under steady traffic never opens a denied path.
+var steadyCases = []netpolCase{
+	{
+		name: "no-leak-during-updates", upstream: "(none: issue #5, policy changes under steady traffic)",
+		run: runSteady,
+	},
+}
+
+const (
+	// steadyProbeTimeout is short so the prober opens many connections (each
+	// a fresh SYN or datagram that could slip through a gap).
+	steadyProbeTimeout = 250 * time.Millisecond
+	// steadyUpdateEvery paces the policy and label changes.
+	steadyUpdateEvery = 250 * time.Millisecond
+	steadyCycles      = 3
+)
+
+// runSteady: x/a admits only x/b on TCP and UDP 80. While a prober sends
+// from the seven other pods to x/a without pause, the policies and labels
+// are changed steadyCycles times through a cycle of updates, each of which
+// leaves those seven pods denied. Not one probe may be answered (or refused).
+func runSteady(t *testing.T, s *suite) {
+	s.create(t, "x", steadyPolicy(fromPods(podLabel("b"))))
+	closed := s.allow().set("*", "x/a", false).set("x/b", "x/a", true)
+	s.expect(t, "x/a admits x/b only", on(tcp80, closed), on(udp80, closed))
+
+	xa := parsePodRef("x/a")
+	var denied []podRef
+	for _, p := range s.pods {
+		if p.String() != "x/a" && p.String() != "x/b" {
+			denied = append(denied, p)
+		}
+	}
+	tally := &steadyTally{counts: map[string]map[verdict]int{}}
+	ctx, stop := context.WithCancel(s.ctx)
+	var wg sync.WaitGroup
+	prober := func(from podRef, tg target, allowed bool) {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			c := s.probeWith(from, xa, tg, steadyProbeTimeout)
+			if ctx.Err() != nil && c.v != answered {
+				return // cut short by stop, not by the network
+			}
+			tally.add(from, tg, allowed, c)
+		}
+	}
+	for _, from := range denied {
+		for _, tg := range []target{tcp80, udp80} {
+			wg.Add(1)
+			go prober(from, tg, false)
+		}
+	}
+	wg.Add(1)
+	go prober(parsePodRef("x/b"), tcp80, true)
+	stopped := false
+	halt := func() {
+		if !stopped {
+			stopped = true
+			stop()
+			wg.Wait()
+		}
+	}
+	defer halt()
+
+	updates := steadyUpdates(s)
+	start := time.Now()
+	tick := time.NewTicker(steadyUpdateEvery)
+	defer tick.Stop()
+	n := 0
+	for cycle := 0; cycle < steadyCycles; cycle++ {
+		for _, u := range updates {
+			<-tick.C
+			if err := u.do(); err != nil {
+				t.Fatalf("update %q: %v", u.name, err)
+			}
+			n++
+		}
+	}
+	elapsed := time.Since(start).Round(time.Millisecond)
+	// The prober keeps running until the last update has visibly landed.
+	s.expect(t, "after the updates x/a still admits x/b only", on(tcp80, closed), on(udp80, closed))
+	halt()
+
+	t.Logf("%d updates in %s (%d kinds: %s); probes to x/a:\n%s", n, elapsed, len(updates), updateNames(updates), tally.summary())
+	if len(tally.leaks) > 0 {
+		t.Errorf("%d probes on denied pairs were not dropped during the updates:\n%s", len(tally.leaks), strings.Join(tally.leaks, "\n"))
+	}
+	if tally.denied < 100 {
+		t.Errorf("only %d probes on denied pairs: the prober did not run enough to show anything", tally.denied)
+	}
+	if tally.controlAnswered == 0 {
+		t.Errorf("x/b -> x/a (allowed throughout but for the recreate) was never answered: the probes show nothing")
+	}
+}
+
+// steadyPolicy is the policy the case revolves around: x/a admits peers on
+// TCP and UDP 80.
+func steadyPolicy(from ...networkingv1.NetworkPolicyPeer) *networkingv1.NetworkPolicy {
+	return ingressPolicy("steady", podLabel("a"), in(from, port(tcp, 80), port(udp, 80)))
+}
+
+// steadyUpdate is one change that must keep every pod but x/b out of x/a.
+type steadyUpdate struct {
+	name string
+	do   func() error
+}
+
+func updateNames(us []steadyUpdate) string {
+	names := make([]string, len(us))
+	for i, u := range us {
+		names[i] = u.name
+	}
+	return strings.Join(names, ", ")
+}
+
+// steadyUpdates is a cycle of changes that ends where it started.
+func steadyUpdates(s *suite) []steadyUpdate {
+	create := func(p *networkingv1.NetworkPolicy) func() error {
+		return func() error {
+			_, err := s.cs.NetworkingV1().NetworkPolicies("x").Create(s.ctx, p, metav1.CreateOptions{})
+			return err
+		}
+	}
+	del := func(name string) func() error {
+		return func() error {
+			return s.cs.NetworkingV1().NetworkPolicies("x").Delete(s.ctx, name, metav1.DeleteOptions{})
+		}
+	}
+	update := func(p *networkingv1.NetworkPolicy) func() error {
+		return func() error { return s.updatePolicy("x", p) }
+	}
+	label := func(p patcher, key, value string) func() error {
+		return func() error { return s.patchLabels(p, map[string]*string{key: strOrNil(value)}) }
+	}
+	return []steadyUpdate{
+		{"selector as matchExpressions", update(steadyPolicy(fromPods(expr("pod", metav1.LabelSelectorOpIn, "b"))))},
+		{"selector as namespace AND pod", update(steadyPolicy(fromBoth(nsLabel("x"), podLabel("b"))))},
+		{"port 81 added", update(ingressPolicy("steady", podLabel("a"), in(peers(fromPods(podLabel("b"))), port(tcp, 80), port(udp, 80), port(tcp, 81))))},
+		{"back to the base policy", update(steadyPolicy(fromPods(podLabel("b"))))},
+		{"a second policy admitting x/b", create(ingressPolicy("steady-extra", podLabel("a"), in(peers(fromPods(podLabel("b"))), port(tcp, 80))))},
+		{"the second policy deleted", del("steady-extra")},
+		{"a deny-all policy on x/a", create(ingressPolicy("steady-deny", podLabel("a")))},
+		{"the base policy deleted", del("steady")},
+		{"the base policy recreated", create(steadyPolicy(fromPods(podLabel("b"))))},
+		{"the deny-all policy deleted", del("steady-deny")},
+		{"x/c labelled", label(s.podLabels(parsePodRef("x/c")), "steady", "yes")},
+		{"x/c unlabelled", label(s.podLabels(parsePodRef("x/c")), "steady", "")},
+		{"namespace y labelled", label(s.nsLabels("y"), "steady", "yes")},
+		{"namespace y unlabelled", label(s.nsLabels("y"), "steady", "")},
+		{"x/a relabelled (still pod=a)", label(s.podLabels(parsePodRef("x/a")), "steady", "yes")},
+		{"x/a label removed", label(s.podLabels(parsePodRef("x/a")), "steady", "")},
+	}
+}
+
+// steadyTally counts what the prober saw per pair and target.
+type steadyTally struct {
+	mu              sync.Mutex
+	counts          map[string]map[verdict]int
+	leaks           []string
+	denied          int
+	controlAnswered int
+}
+
+func (s *steadyTally) add(from podRef, tg target, allowed bool, c cell) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := fmt.Sprintf("%s -> x/a %s", from, tg)
+	if s.counts[key] == nil {
+		s.counts[key] = map[verdict]int{}
+	}
+	s.counts[key][c.v]++
+	switch {
+	case allowed:
+		if c.v == answered {
+			s.controlAnswered++
+		}
+	default:
+		s.denied++
+		if c.v != dropped {
+			s.leaks = append(s.leaks, fmt.Sprintf("  %s at %s: %s", key, time.Now().Format("15:04:05.000"), mismatch{from: from, to: parsePodRef("x/a"), got: c}))
+		}
+	}
+}
+
+func (s *steadyTally) summary() string {
+	keys := make([]string, 0, len(s.counts))
+	for k := range s.counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		c := s.counts[k]
+		fmt.Fprintf(&b, "  %-22s answered %4d  timed out %4d  refused %3d  other %3d\n", k, c[answered], c[dropped], c[refused], c[wrong])
+	}
+	return b.String()
+}
