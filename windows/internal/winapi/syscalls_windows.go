@@ -1,0 +1,54 @@
+// Package winapi holds the IP Helper and HNS v1 functions that
+// golang.org/x/sys/windows does not have, for Seine's Windows backend.
+// zsyscall_windows.go is generated from the //sys lines below with
+// mkwinsyscall (go generate); a trailing '?' makes a call return an error
+// instead of panicking when the function is missing (Wine, a Windows
+// without HNS).
+package winapi
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/windows"
+)
+
+//go:generate go run golang.org/x/sys/windows/mkwinsyscall -output zsyscall_windows.go syscalls_windows.go
+
+//sys	HNSCall(method *uint16, path *uint16, object *uint16, response **uint16) (hr error) = vmcompute.HNSCall?
+//sys	InitializeIpForwardEntry(row *windows.MibIpForwardRow2) = iphlpapi.InitializeIpForwardEntry?
+//sys	CreateIpForwardEntry2(row *windows.MibIpForwardRow2) (errcode error) = iphlpapi.CreateIpForwardEntry2?
+//sys	DeleteIpForwardEntry2(row *windows.MibIpForwardRow2) (errcode error) = iphlpapi.DeleteIpForwardEntry2?
+//sys	InitializeUnicastIpAddressEntry(row *windows.MibUnicastIpAddressRow) = iphlpapi.InitializeUnicastIpAddressEntry?
+//sys	CreateUnicastIpAddressEntry(row *windows.MibUnicastIpAddressRow) (errcode error) = iphlpapi.CreateUnicastIpAddressEntry?
+//sys	DeleteUnicastIpAddressEntry(row *windows.MibUnicastIpAddressRow) (errcode error) = iphlpapi.DeleteUnicastIpAddressEntry?
+//sys	SetIpInterfaceEntry(row *windows.MibIpInterfaceRow) (errcode error) = iphlpapi.SetIpInterfaceEntry?
+//sys	GetIpNetTable2(family uint16, table **MibIpNetTable2) (errcode error) = iphlpapi.GetIpNetTable2?
+//sys	CreateIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.CreateIpNetEntry2?
+//sys	DeleteIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.DeleteIpNetEntry2?
+
+// MibIpNetRow2 is MIB_IPNET_ROW2 (netioapi.h), 88 bytes on 64-bit Windows.
+type MibIpNetRow2 struct {
+	Address               windows.RawSockaddrInet6 // SOCKADDR_INET union
+	InterfaceIndex        uint32
+	InterfaceLuid         uint64
+	PhysicalAddress       [32]byte
+	PhysicalAddressLength uint32
+	State                 uint32
+	Flags                 uint8
+	_                     [3]byte
+	ReachabilityTime      uint32
+}
+
+// MibIpNetTable2 is MIB_IPNET_TABLE2.
+type MibIpNetTable2 struct {
+	NumEntries uint32
+	Table      [1]MibIpNetRow2
+}
+
+// NlnsPermanent is NL_NEIGHBOR_STATE's NlnsPermanent.
+const NlnsPermanent = 6
+
+// Rows returns the entries of the table.
+func (t *MibIpNetTable2) Rows() []MibIpNetRow2 {
+	return unsafe.Slice(&t.Table[0], t.NumEntries)
+}
