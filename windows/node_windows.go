@@ -55,22 +55,11 @@ func (b *Backend) Setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 }
 
 func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.NodeState, error) {
-	ifs, err := b.stack.Interfaces(ctx)
-	if err != nil {
-		return platform.NodeState{}, fmt.Errorf("list interfaces: %w", err)
-	}
-	uplink, ok := findInterface(ifs, cfg.Uplink)
-	if !ok {
-		return platform.NodeState{}, fmt.Errorf("uplink %q: no such interface", cfg.Uplink)
-	}
-	routes, err := b.stack.Routes(ctx)
-	if err != nil {
-		return platform.NodeState{}, fmt.Errorf("list routes: %w", err)
-	}
-	src, err := nodeAddressHolder(ifs, cfg.Bridge, hostVNICName(cfg.Uplink), cfg.Uplink)
+	ifs, routes, src, err := b.nodeAddresses(ctx, cfg)
 	if err != nil {
 		return platform.NodeState{}, err
 	}
+	uplink, _ := findInterface(ifs, cfg.Uplink)
 	st := platform.NodeState{Topology: cfg.Topology, Bridge: cfg.Bridge, UplinkMTU: uplink.MTU, MTU: cfg.MTU}
 	if st.MTU == 0 {
 		st.MTU = uplink.MTU - cfg.EncapOverhead
@@ -81,6 +70,11 @@ func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 		return st, err
 	}
 	if err := b.ensureExtension(ctx, network.Id); err != nil {
+		return st, err
+	}
+	// Creating the network moved the node's addresses and routes to the
+	// host vNIC: look again.
+	if _, routes, src, err = b.nodeAddresses(ctx, cfg); err != nil {
 		return st, err
 	}
 	br := ovsdb.BridgeConfig{Name: cfg.Bridge, DatapathType: ovsdb.DatapathSystem,
@@ -150,6 +144,27 @@ func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 	b.log.Debug("node set up", "network", network.Id, "gateway_ofport", gwOFPort,
 		"uplink_ofport", upOFPort, "node_ips", fmt.Sprint(st.NodeIPs), "mtu", st.MTU)
 	return st, nil
+}
+
+// nodeAddresses lists the interfaces and routes and finds the interface
+// holding the node's addresses.
+func (b *Backend) nodeAddresses(ctx context.Context, cfg platform.NodeConfig) ([]ipInterface, []ipRoute, ipInterface, error) {
+	ifs, err := b.stack.Interfaces(ctx)
+	if err != nil {
+		return nil, nil, ipInterface{}, fmt.Errorf("list interfaces: %w", err)
+	}
+	routes, err := b.stack.Routes(ctx)
+	if err != nil {
+		return nil, nil, ipInterface{}, fmt.Errorf("list routes: %w", err)
+	}
+	if _, ok := findInterface(ifs, cfg.Uplink); !ok {
+		return nil, nil, ipInterface{}, fmt.Errorf("uplink %q: no such interface", cfg.Uplink)
+	}
+	src, err := nodeAddressHolder(ifs, cfg.Bridge, hostVNICName(cfg.Uplink), cfg.Uplink)
+	if err != nil {
+		return nil, nil, ipInterface{}, err
+	}
+	return ifs, routes, src, nil
 }
 
 // ensureInternalPort makes an internal port exist on bridge (the extension
