@@ -111,7 +111,6 @@ func stateText(s platform.NodeState) string {
 	return b.String()
 }
 
-
 func TestSetupRepairsNetwork(t *testing.T) {
 	t.Run("wrong network is recreated", func(t *testing.T) {
 		h := freshNode()
