@@ -23,6 +23,17 @@ var selectorCases = []netpolCase{
 			if err := s.await("no policy", time.Minute, t.Logf, checks...); err != nil {
 				t.Fatal(err)
 			}
+			// The other side of the machinery: a port nobody listens on is
+			// refused, and the suite reads that as a refusal, not a drop.
+			closed := target{tcp, 82}
+			got := s.probeAll([]target{closed})[0]
+			for i, from := range s.pods {
+				for j, to := range s.pods {
+					if i != j && got.cells[i][j].v != refused {
+						t.Errorf("%s -> %s %s (no listener): got %q %s, want refused", from, to, closed, got.cells[i][j].v, got.cells[i][j].detail)
+					}
+				}
+			}
 		},
 	},
 	{

@@ -207,7 +207,7 @@ func render(t target, want *reach, got *observed) string {
 		c := got.cells[i][j]
 		return c.v, i != j && !good(want.allow[i][j], c.v)
 	})
-	const maxListed = 20
+	const maxListed = 12
 	for k, m := range bad {
 		if k == maxListed {
 			fmt.Fprintf(&b, "  ... and %d more\n", len(bad)-maxListed)
