@@ -111,7 +111,7 @@ func (iphlpapi) EnableForwarding(ctx context.Context, ifIndex uint32, ipv6 bool)
 	if ipv6 {
 		row.Family = windows.AF_INET6
 	}
-	if err := windows.GetIpInterfaceEntry(&row); err != nil {
+	if err := winapi.GetIpInterfaceEntry(&row); err != nil {
 		return fmt.Errorf("GetIpInterfaceEntry: %w", err)
 	}
 	if row.ForwardingEnabled != 0 {

@@ -1,7 +1,9 @@
 // Package winapi holds the IP Helper and HNS v1 functions that
 // golang.org/x/sys/windows does not have, for Seine's Windows backend.
 // zsyscall_windows.go is generated from the //sys lines below with
-// mkwinsyscall (go generate); a trailing '?' makes a call return an error
+// mkwinsyscall: run `go run golang.org/x/sys/windows/mkwinsyscall -output
+// zsyscall_windows.go syscalls_windows.go` here (the go:generate line does
+// the same on a Windows machine); a trailing '?' makes a call return an error
 // instead of panicking when the function is missing (Wine, a Windows
 // without HNS).
 package winapi
@@ -21,6 +23,7 @@ import (
 //sys	InitializeUnicastIpAddressEntry(row *windows.MibUnicastIpAddressRow) = iphlpapi.InitializeUnicastIpAddressEntry?
 //sys	CreateUnicastIpAddressEntry(row *windows.MibUnicastIpAddressRow) (errcode error) = iphlpapi.CreateUnicastIpAddressEntry?
 //sys	DeleteUnicastIpAddressEntry(row *windows.MibUnicastIpAddressRow) (errcode error) = iphlpapi.DeleteUnicastIpAddressEntry?
+//sys	GetIpInterfaceEntry(row *windows.MibIpInterfaceRow) (errcode error) = iphlpapi.GetIpInterfaceEntry?
 //sys	SetIpInterfaceEntry(row *windows.MibIpInterfaceRow) (errcode error) = iphlpapi.SetIpInterfaceEntry?
 //sys	GetIpNetTable2(family uint16, table **MibIpNetTable2) (errcode error) = iphlpapi.GetIpNetTable2?
 //sys	CreateIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.CreateIpNetEntry2?

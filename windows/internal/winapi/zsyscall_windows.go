@@ -47,6 +47,7 @@ var (
 	procDeleteIpForwardEntry2           = modiphlpapi.NewProc("DeleteIpForwardEntry2")
 	procDeleteIpNetEntry2               = modiphlpapi.NewProc("DeleteIpNetEntry2")
 	procDeleteUnicastIpAddressEntry     = modiphlpapi.NewProc("DeleteUnicastIpAddressEntry")
+	procGetIpInterfaceEntry             = modiphlpapi.NewProc("GetIpInterfaceEntry")
 	procGetIpNetTable2                  = modiphlpapi.NewProc("GetIpNetTable2")
 	procInitializeIpForwardEntry        = modiphlpapi.NewProc("InitializeIpForwardEntry")
 	procInitializeUnicastIpAddressEntry = modiphlpapi.NewProc("InitializeUnicastIpAddressEntry")
@@ -120,6 +121,18 @@ func DeleteUnicastIpAddressEntry(row *windows.MibUnicastIpAddressRow) (errcode e
 		return
 	}
 	r0, _, _ := syscall.SyscallN(procDeleteUnicastIpAddressEntry.Addr(), uintptr(unsafe.Pointer(row)))
+	if uint32(r0) != 0 {
+		errcode = syscall.Errno(uint32(r0))
+	}
+	return
+}
+
+func GetIpInterfaceEntry(row *windows.MibIpInterfaceRow) (errcode error) {
+	errcode = procGetIpInterfaceEntry.Find()
+	if errcode != nil {
+		return
+	}
+	r0, _, _ := syscall.SyscallN(procGetIpInterfaceEntry.Addr(), uintptr(unsafe.Pointer(row)))
 	if uint32(r0) != 0 {
 		errcode = syscall.Errno(uint32(r0))
 	}
