@@ -129,15 +129,24 @@ func (w *winNAT) RemoveNAT(ctx context.Context, name string) error {
 	return nil
 }
 
+// scriptDone is printed after every script, so a PowerShell that did not
+// run it (a stub, such as Wine's) is not taken for one that found nothing.
+const scriptDone = "seine-script-done"
+
 // runPowerShell runs one script and returns its standard output.
 func runPowerShell(ctx context.Context, script string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "powershell.exe", "-NoLogo", "-NoProfile", "-NonInteractive",
-		"-Command", "$ErrorActionPreference = 'Stop'; "+script)
+		"-Command", "$ErrorActionPreference = 'Stop'; "+script+"; '"+scriptDone+"'")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("powershell %q: %w: %s", script, err, strings.TrimSpace(stderr.String()))
 	}
-	return out, nil
+	trimmed := bytes.TrimRight(out, "\r\n ")
+	if !bytes.HasSuffix(trimmed, []byte(scriptDone)) {
+		return nil, fmt.Errorf("powershell %q: the script did not run to its end (output %q, stderr %q)",
+			script, out, strings.TrimSpace(stderr.String()))
+	}
+	return bytes.TrimSuffix(trimmed, []byte(scriptDone)), nil
 }
