@@ -1,0 +1,74 @@
+package msi
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// needTools skips (or fails under CI) when a tool BuildMSI needs is missing.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			msg := tool + " not on PATH (apt-get install " + map[string]string{"wixl": "wixl", "osslsigncode": "osslsigncode", "openssl": "openssl"}[tool] + ")"
+			if os.Getenv("CI") != "" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+	}
+}
+
+// throwawaySigning makes a self-signed code-signing certificate valid for a
+// day.
+func throwawaySigning(t *testing.T) *Signing {
+	t.Helper()
+	dir := t.TempDir()
+	s := &Signing{Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem"), Name: "Seine test"}
+	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+		"-subj", "/CN=Seine throwaway test signer", "-addext", "extendedKeyUsage=codeSigning",
+		"-keyout", s.Key, "-out", s.Cert).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl req: %v\n%s", err, out)
+	}
+	return s
+}
+
+// TestBuildMSISigned builds the MSI signed with a throwaway certificate and
+// checks the signature against that certificate.
+func TestBuildMSISigned(t *testing.T) {
+	needTools(t, "wixl", "osslsigncode", "openssl")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s := throwawaySigning(t)
+	out := filepath.Join(t.TempDir(), "seine.msi")
+	if err := BuildMSI(ctx, out, Options{Version: "0.1.2", Sign: s, Logger: testLogger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := exec.Command("osslsigncode", "verify", "-CAfile", s.Cert, "-in", out).CombinedOutput()
+	if err != nil {
+		t.Fatalf("osslsigncode verify: %v\n%s", err, b)
+	}
+	if !strings.Contains(string(b), "Signature verification: ok") {
+		t.Errorf("osslsigncode verify:\n%s", b)
+	}
+	// The same check fails against another certificate: it does check.
+	other := throwawaySigning(t)
+	if b, err := exec.Command("osslsigncode", "verify", "-CAfile", other.Cert, "-in", out).CombinedOutput(); err == nil {
+		t.Errorf("the MSI verifies against an unrelated certificate:\n%s", b)
+	}
+}
+
+func TestBuildMSIRejectsBadVersion(t *testing.T) {
+	for _, v := range []string{"1.2", "v1.2.3", "1.2.3-rc1", "256.0.0"} {
+		if err := BuildMSI(context.Background(), filepath.Join(t.TempDir(), "x.msi"), Options{Version: v}); err == nil ||
+			!strings.Contains(err.Error(), "version") {
+			t.Errorf("BuildMSI with version %q = %v, want a version error", v, err)
+		}
+	}
+}
