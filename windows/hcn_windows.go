@@ -21,7 +21,7 @@ var (
 // would otherwise fail each call with a bare "cannot find procedure".
 func hnsAvailable(dll *windows.LazyDLL) error {
 	if err := dll.Load(); err != nil {
-		return fmt.Errorf("host networking service (%s): %v: %w", dll.Name, err, platform.ErrNotSupported)
+		return fmt.Errorf("host networking service (HNS) unavailable, cannot load %s (%v): %w", dll.Name, err, platform.ErrNotSupported)
 	}
 	return nil
 }

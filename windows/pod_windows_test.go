@@ -184,6 +184,33 @@ other seine_default_web-1_c0_eth0 ns= mac=
 foreign web-0_c0 ns= mac=`)
 }
 
+func TestAttachAfterCrashBeforeNamespace(t *testing.T) {
+	// The agent died between creating the endpoint and attaching it to the
+	// namespace; the runtime retries ADD.
+	ctx := context.Background()
+	h, b := setUpNode(t)
+	h.FailNext("AttachEndpoint", errors.New("agent killed"))
+	b.hns = noDelete{b.hns} // the crash: no clean-up ran
+	if _, err := b.Attach(ctx, podNet("c1", nsA)); err == nil {
+		t.Fatal("Attach succeeded")
+	}
+	h.Take()
+	b = h.backend(t) // restarted agent
+	if _, err := b.Attach(ctx, podNet("c1", nsA)); err != nil {
+		t.Fatal(err)
+	}
+	log := h.Take()
+	if !strings.HasPrefix(log, "hns DeleteEndpoint ep-2\nhns CreateEndpoint") || !strings.HasSuffix(log, "hns AttachEndpoint "+nsA+" ep-3") {
+		t.Errorf("retried ADD:\n%s", log)
+	}
+	diff(t, "endpoints", h.hns.dumpEndpoints(), "ep-3 seine_default_web-0_c1_eth0 ns="+nsA+" mac=00-15-5D-00-00-03")
+}
+
+// noDelete loses DeleteEndpoint calls, as a process killed before them would.
+type noDelete struct{ hnsAPI }
+
+func (noDelete) DeleteEndpoint(context.Context, string) error { return errors.New("killed") }
+
 func TestDetach(t *testing.T) {
 	ctx := context.Background()
 	h, b := setUpNode(t)

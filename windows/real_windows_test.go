@@ -1,11 +1,13 @@
 package windows
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -138,5 +140,35 @@ func TestNewRefuses(t *testing.T) {
 	}
 	if _, err := b.Setup(context.Background(), nodeCfg); err == nil || !strings.Contains(err.Error(), "no OVSDB client") {
 		t.Errorf("Setup without OVSDB: %v", err)
+	}
+}
+
+// TestRealCollect runs Diagnostics on the real seams. Under Wine (no HNS,
+// no neighbour table, no PowerShell, no ovs-vswitchd) every such section
+// reports its error inline and the rest is still written.
+func TestRealCollect(t *testing.T) {
+	b, err := New(platform.Config{OVSRunDir: `C:\seine-test\no-ovs`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	err = b.Collect(ctx, &out)
+	t.Logf("Collect: %v\n%s", err, out.String())
+	if ctx.Err() != nil {
+		t.Fatal("Collect did not return before the deadline")
+	}
+	text := out.String()
+	for _, want := range []string{"== HNS networks ==\n", "== interfaces ==\n", "== routes (metric 83 is Seine's) ==\n", "== WinNAT instances ==\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("support bundle lacks %q", want)
+		}
+	}
+	if hnsAvailable(modComputeNetwork) != nil && !errors.Is(err, platform.ErrNotSupported) {
+		t.Errorf("Collect without HNS: %v, want an error wrapping ErrNotSupported", err)
+	}
+	if !strings.Contains(text, "== ovs-vswitchd ==\nerror: connect in C:\\seine-test\\no-ovs: ") {
+		t.Errorf("no ovs-vswitchd error in the bundle")
 	}
 }
