@@ -3,6 +3,7 @@ package windows
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -113,6 +114,9 @@ func (b *Backend) ensureExtension(ctx context.Context, networkID string) error {
 	return nil
 }
 
+// errNoNodeAddress: no interface Setup looks at holds the node's addresses.
+var errNoNodeAddress = errors.New("no node address")
+
 // nodeAddressHolder returns the first of names that holds global addresses:
 // the bridge's port once Setup moved them, the host vNIC after HNS created
 // the network, the uplink before that.
@@ -122,7 +126,7 @@ func nodeAddressHolder(ifs []ipInterface, names ...string) (ipInterface, error) 
 			return i, nil
 		}
 	}
-	return ipInterface{}, fmt.Errorf("no node address on any of %s", strings.Join(quoted(names), ", "))
+	return ipInterface{}, fmt.Errorf("%w on any of %s", errNoNodeAddress, strings.Join(quoted(names), ", "))
 }
 
 func quoted(ss []string) []string {

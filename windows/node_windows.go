@@ -56,6 +56,14 @@ func (b *Backend) Setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 
 func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.NodeState, error) {
 	ifs, routes, src, err := b.nodeAddresses(ctx, cfg)
+	if errors.Is(err, errNoNodeAddress) {
+		// After a reboot the bridge's port can come back without the
+		// addresses Setup moved there: put back what Setup recorded.
+		if rerr := b.restoreNode(ctx, cfg); rerr != nil {
+			return platform.NodeState{}, fmt.Errorf("%w (and restoring the recorded ones: %w)", err, rerr)
+		}
+		ifs, routes, src, err = b.nodeAddresses(ctx, cfg)
+	}
 	if err != nil {
 		return platform.NodeState{}, err
 	}
@@ -127,6 +135,9 @@ func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 			return st, err
 		}
 		host.IPs = src.IPs
+	}
+	if err := b.recordNode(ctx, cfg.Bridge, host.IPs, gatewayRoutes(routes, src.Index)); err != nil {
+		return st, err
 	}
 	for _, i := range []ipInterface{gw, host} {
 		if err := b.forwarding(ctx, i, cfg.GatewayIPs); err != nil {

@@ -55,7 +55,7 @@ stack EnableForwarding br-int ipv4`)
 	diff(t, "OVSDB", h.ovs.Dump(), `
 bridge br-int datapath=system other_config={hwaddr=`+fakeMAC("Ethernet0").String()+`}
   port Ethernet0 ofport=2 type=system external_ids={seine-type=uplink}
-  port br-int ofport=65534 type=internal
+  port br-int ofport=65534 type=internal external_ids={seine-node-ips=192.168.1.11/24,seine-node-routes=0.0.0.0/0 via 192.168.1.1,seine-type=host}
   port seine-gw0 ofport=1 type=internal mtu_request=1450 external_ids={seine-type=gateway}`)
 	diff(t, "routes", h.stack.dumpRoutes(), `
 0.0.0.0/0 via 192.168.1.1 dev br-int metric 0
@@ -109,6 +109,53 @@ func stateText(s platform.NodeState) string {
 		b.WriteString("node ip " + ip.String() + "\n")
 	}
 	return b.String()
+}
+
+func TestSetupAfterReboot(t *testing.T) {
+	ctx := context.Background()
+	h := freshNode()
+	if _, err := h.backend(t).Setup(ctx, nodeCfg); err != nil {
+		t.Fatal(err)
+	}
+	h.Take()
+	// The reboot: the bridge's port comes back bare, its routes are gone.
+	h.stack.mu.Lock()
+	br := h.stack.byIndex(14)
+	if br.Name != "br-int" {
+		t.Fatalf("interface 14 is %s", br.Name)
+	}
+	br.IPs = nil
+	var kept []ipRoute
+	for _, r := range h.stack.routes {
+		if r.IfIndex != br.Index {
+			kept = append(kept, r)
+		}
+	}
+	h.stack.routes = kept
+	h.stack.forward = nil
+	h.stack.mu.Unlock()
+
+	st, err := h.backend(t).Setup(ctx, nodeCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "host calls", h.Take(), `
+stack AddAddress br-int 192.168.1.11/24
+stack AddRoute 0.0.0.0/0 via 192.168.1.1 dev br-int metric 0
+stack EnableForwarding seine-gw0 ipv4
+stack EnableForwarding br-int ipv4`)
+	if len(st.NodeIPs) != 1 || st.NodeIPs[0].String() != "192.168.1.11/24" {
+		t.Errorf("node IPs %v", st.NodeIPs)
+	}
+
+	t.Run("nothing recorded", func(t *testing.T) {
+		h := newHost()
+		h.stack.addInterface("Ethernet0", 1500)
+		_, err := h.backend(t).Setup(ctx, nodeCfg)
+		if err == nil || !strings.Contains(err.Error(), "no node address") || !strings.Contains(err.Error(), "restoring the recorded ones") {
+			t.Errorf("Setup: %v", err)
+		}
+	})
 }
 
 func TestSetupRepairsNetwork(t *testing.T) {
@@ -186,15 +233,6 @@ func TestSetupFailures(t *testing.T) {
 			t.Errorf("Setup: %v", err)
 		}
 	})
-	t.Run("no node address", func(t *testing.T) {
-		h := newHost()
-		h.stack.addInterface("Ethernet0", 1500)
-		_, err := h.backend(t).Setup(ctx, nodeCfg)
-		if err == nil || !strings.Contains(err.Error(), "no node address") {
-			t.Errorf("Setup: %v", err)
-		}
-		diff(t, "host calls", h.Take(), "")
-	})
 	t.Run("HNS refuses the network", func(t *testing.T) {
 		h := freshNode()
 		h.FailNext("CreateNetwork", errors.New("access denied"))
@@ -259,4 +297,18 @@ type noSetMAC struct{ ipStack }
 
 func (noSetMAC) SetMAC(context.Context, uint32, net.HardwareAddr) error {
 	return platform.NotSupported("setting a MAC")
+}
+
+func TestParseRecord(t *testing.T) {
+	ips, routes, err := parseRecord(map[string]string{
+		ExternalIDNodeIPs:    "192.168.1.11/24,fd00::11/64",
+		ExternalIDNodeRoutes: "0.0.0.0/0 via 192.168.1.1,::/0 via fd00::1",
+	})
+	if err != nil || len(ips) != 2 || len(routes) != 2 || routes[1].NextHop.String() != "fd00::1" {
+		t.Errorf("parseRecord = %v, %v, %v", ips, routes, err)
+	}
+	_, _, err = parseRecord(map[string]string{ExternalIDNodeIPs: "192.168.1.11", ExternalIDNodeRoutes: "0.0.0.0/0 192.168.1.1"})
+	if err == nil || !strings.Contains(err.Error(), ExternalIDNodeIPs) || !strings.Contains(err.Error(), ExternalIDNodeRoutes) {
+		t.Errorf("parseRecord of garbage: %v", err)
+	}
 }
