@@ -83,6 +83,8 @@ type Agent struct {
 	hostMu   sync.Mutex
 	lastHost string
 
+	nextHops nextHops // peers' next-hop MACs for the noEncap direct path
+
 	ready  atomic.Bool
 	reason atomic.Value // string: why not ready
 	srv    *server.Server

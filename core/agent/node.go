@@ -231,6 +231,7 @@ func (a *Agent) peersFromNodes() []pipeline.Peer {
 			SameSubnet: nodeNet.IsValid() && nodeNet.Bits() < 32 && nodeNet.Contains(ni.ip),
 		})
 	}
+	a.fillNextHops(peers)
 	slices.SortFunc(peers, func(x, y pipeline.Peer) int {
 		if x.Name < y.Name {
 			return -1

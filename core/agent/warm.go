@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -25,10 +26,17 @@ func (a *Agent) warmTunnelNeighbours() {
 		}
 	}
 	a.mu.Unlock()
+	sendWarmDatagrams(a.log, ips)
+}
+
+// sendWarmDatagrams sends one small UDP datagram from the host to the
+// discard port of each ip, so that the host resolves (or confirms) its next
+// hop through the bridge.
+func sendWarmDatagrams(log *slog.Logger, ips []netip.Addr) {
 	for _, ip := range ips {
 		c, err := net.Dial("udp", net.JoinHostPort(ip.String(), strconv.Itoa(discardPort)))
 		if err != nil {
-			a.log.Debug("tunnel neighbour warm-up", "peer_ip", ip, "err", err)
+			log.Debug("neighbour warm-up", "peer_ip", ip, "err", err)
 			continue
 		}
 		_, _ = c.Write([]byte("seine"))
