@@ -51,7 +51,7 @@ var portCases = []netpolCase{
 		name: "named-port-udp-not-tcp", upstream: "(none: a named port resolves to its own protocol)",
 		run: func(t *testing.T, s *suite) {
 			// serve-80-udp names UDP 80: TCP 80 on the same number stays closed.
-			s.create(t, "x", ingressPolicy("allow-serve-80-udp", podLabel("a"), in(nil, named("serve-80-udp"))))
+			s.create(t, "x", ingressPolicy("allow-serve-80-udp", podLabel("a"), in(nil, namedOf(udp, "serve-80-udp"))))
 			s.expect(t, "x/a open on UDP 80 only",
 				on(udp80, s.allow()), on(tcp80, s.allow().set("*", "x/a", false)))
 		},

@@ -68,7 +68,7 @@ type netpolCase struct {
 
 func allCases() []netpolCase {
 	var cs []netpolCase
-	for _, group := range [][]netpolCase{selectorCases, portCases, egressCases, updateCases, protocolCases, steadyCases} {
+	for _, group := range [][]netpolCase{selectorCases, machineryCases, portCases, egressCases, updateCases, protocolCases, steadyCases} {
 		cs = append(cs, group...)
 	}
 	return cs

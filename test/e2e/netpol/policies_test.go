@@ -107,8 +107,9 @@ func wideCIDR(ip string) string {
 
 func protoPtr(p corev1.Protocol) *corev1.Protocol { return &p }
 
-// port is a numeric port of a protocol; named is a named port (any protocol
-// unless given); portRange uses endPort; anyPort matches a protocol only.
+// port is a numeric port of a protocol; named is a named port (its protocol
+// left unset, which the apiserver defaults to TCP); portRange uses endPort;
+// anyPort matches a protocol only.
 func port(p corev1.Protocol, n int32) networkingv1.NetworkPolicyPort {
 	v := intstr.FromInt32(n)
 	return networkingv1.NetworkPolicyPort{Protocol: protoPtr(p), Port: &v}
@@ -117,6 +118,14 @@ func port(p corev1.Protocol, n int32) networkingv1.NetworkPolicyPort {
 func named(name string) networkingv1.NetworkPolicyPort {
 	v := intstr.FromString(name)
 	return networkingv1.NetworkPolicyPort{Port: &v}
+}
+
+// namedOf is a named port of a protocol other than the default TCP: a
+// container port matches by name and protocol.
+func namedOf(p corev1.Protocol, name string) networkingv1.NetworkPolicyPort {
+	np := named(name)
+	np.Protocol = protoPtr(p)
+	return np
 }
 
 func portRange(p corev1.Protocol, from, to int32) networkingv1.NetworkPolicyPort {

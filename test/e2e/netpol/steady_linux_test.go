@@ -2,8 +2,6 @@ package netpol
 
 import (
 	"context"
-	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -165,48 +163,4 @@ func steadyUpdates(s *suite) []steadyUpdate {
 		{"x/a relabelled (still pod=a)", label(s.podLabels(parsePodRef("x/a")), "steady", "yes")},
 		{"x/a label removed", label(s.podLabels(parsePodRef("x/a")), "steady", "")},
 	}
-}
-
-// steadyTally counts what the prober saw per pair and target.
-type steadyTally struct {
-	mu              sync.Mutex
-	counts          map[string]map[verdict]int
-	leaks           []string
-	denied          int
-	controlAnswered int
-}
-
-func (s *steadyTally) add(from podRef, tg target, allowed bool, c cell) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	key := fmt.Sprintf("%s -> x/a %s", from, tg)
-	if s.counts[key] == nil {
-		s.counts[key] = map[verdict]int{}
-	}
-	s.counts[key][c.v]++
-	switch {
-	case allowed:
-		if c.v == answered {
-			s.controlAnswered++
-		}
-	default:
-		s.denied++
-		if c.v != dropped {
-			s.leaks = append(s.leaks, fmt.Sprintf("  %s at %s: %s", key, time.Now().Format("15:04:05.000"), mismatch{from: from, to: parsePodRef("x/a"), got: c}))
-		}
-	}
-}
-
-func (s *steadyTally) summary() string {
-	keys := make([]string, 0, len(s.counts))
-	for k := range s.counts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		c := s.counts[k]
-		fmt.Fprintf(&b, "  %-22s answered %4d  timed out %4d  refused %3d  other %3d\n", k, c[answered], c[dropped], c[refused], c[wrong])
-	}
-	return b.String()
 }
