@@ -197,14 +197,37 @@ func (c *cli) openLog(path string) (*slog.Logger, func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, nil, fmt.Errorf("log file: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	// Not O_APPEND: Wine 8 fails every write to a handle opened for
+	// appending (FILE_APPEND_DATA); one writer per file, so seeking to
+	// the end once is the same.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("log file: %w", err)
 	}
-	// The file comes first: a Windows service's stderr may be no handle at
-	// all, and io.MultiWriter stops at the first failing writer.
-	w := io.MultiWriter(f, c.stderr)
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("log file: %w", err)
+	}
+	w := teeWriter{f, c.stderr}
 	return slog.New(slog.NewTextHandler(w, nil)), func() { f.Close() }, nil
+}
+
+// teeWriter writes to every writer, failing only when all of them fail: a
+// Windows service's stderr may be no handle at all, which must not silence
+// the log file (as io.MultiWriter, stopping at the first error, would).
+type teeWriter []io.Writer
+
+func (t teeWriter) Write(p []byte) (int, error) {
+	var errs []error
+	for _, w := range t {
+		if _, err := w.Write(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == len(t) {
+		return 0, errors.Join(errs...)
+	}
+	return len(p), nil
 }
 
 // installCmd registers the service to run `seine-agent run` with the given

@@ -293,3 +293,42 @@ func TestProgramAgentFails(t *testing.T) {
 		t.Fatal("exit not called after the agent failed")
 	}
 }
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("invalid handle") }
+
+// TestTeeWriter: a dead stderr does not silence the log file, whichever
+// comes first.
+func TestTeeWriter(t *testing.T) {
+	var a, b bytes.Buffer
+	for _, w := range []teeWriter{{failingWriter{}, &a}, {&b, failingWriter{}}} {
+		if n, err := w.Write([]byte("line\n")); n != 5 || err != nil {
+			t.Errorf("Write = %d, %v; want 5, nil", n, err)
+		}
+	}
+	if a.String() != "line\n" || b.String() != "line\n" {
+		t.Errorf("writers got %q and %q", a.String(), b.String())
+	}
+	if _, err := (teeWriter{failingWriter{}, failingWriter{}}).Write([]byte("x")); err == nil {
+		t.Error("Write succeeded with every writer failing")
+	}
+}
+
+// TestLogFileAppends: a second run adds to the log file.
+func TestLogFileAppends(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "agent.log")
+	for _, msg := range []string{"first", "second"} {
+		tc := newTestCLI(t)
+		log, closeLog, err := tc.openLog(logFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info(msg)
+		closeLog()
+	}
+	b, _ := os.ReadFile(logFile)
+	if !strings.Contains(string(b), "msg=first") || !strings.Contains(string(b), "msg=second") {
+		t.Errorf("log file:\n%s", b)
+	}
+}
