@@ -1,0 +1,30 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/seine-cni/seine/core/agent"
+	"github.com/seine-cni/seine/core/nodecheck"
+	"github.com/seine-cni/seine/ovs/openflow"
+	"github.com/seine-cni/seine/platform"
+)
+
+var defaults = struct{ configPath, binDir, cniBinDir, agentLog string }{
+	configPath: `C:\ProgramData\seine\seine-agent.yaml`,
+	binDir:     `C:\Program Files\Seine`,
+	cniBinDir:  `C:\opt\cni\bin`,
+	agentLog:   `C:\ProgramData\seine\logs\seine-agent.log`,
+}
+
+var nodeHost nodecheck.Host = windowsHost{}
+
+// openflowDialer reaches OVS for Windows' management named pipes.
+var openflowDialer openflow.Dialer = openflow.PipeDialer
+
+func exe(name string) string { return name + ".exe" }
+
+// newDiagnostics: the Windows backend lands with the Windows node issue;
+// until then the bundle says so in its summary.
+func newDiagnostics(*agent.Config, *slog.Logger) (platform.Diagnostics, func(), error) {
+	return nil, nil, platform.NotSupported("windows diagnostics (no Windows backend yet)")
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/seine-cni/seine/core/nodecheck"
+)
+
+var sampleReport = &nodecheck.Report{Results: []nodecheck.Result{
+	{Name: "agent config", OK: true, Target: "/etc/seine/seine-agent.yaml", Detail: "node node-1, bridge br-int, routedHost encap"},
+	{Name: "state dir", OK: true, Target: "/var/lib/seine", Detail: "mode 0700", Changed: true},
+	{Name: "agent /readyz", Target: "http://127.0.0.1:10350/readyz", Detail: "503 Service Unavailable: not ready: node setup"},
+}}
+
+func TestPrintReport(t *testing.T) {
+	for _, tc := range []struct {
+		format string
+		want   string
+	}{
+		{formatTable, `
+CHECK          STATUS  DETAIL
+agent config   OK      node node-1, bridge br-int, routedHost encap
+state dir      OK      mode 0700
+agent /readyz  FAIL    503 Service Unavailable: not ready: node setup
+`},
+		{formatWide, `
+CHECK          STATUS  TARGET                         CHANGED  DETAIL
+agent config   OK      /etc/seine/seine-agent.yaml    -        node node-1, bridge br-int, routedHost encap
+state dir      OK      /var/lib/seine                 yes      mode 0700
+agent /readyz  FAIL    http://127.0.0.1:10350/readyz  -        503 Service Unavailable: not ready: node setup
+`},
+		{formatYAML, `
+results:
+- detail: node node-1, bridge br-int, routedHost encap
+  name: agent config
+  ok: true
+  target: /etc/seine/seine-agent.yaml
+- changed: true
+  detail: mode 0700
+  name: state dir
+  ok: true
+  target: /var/lib/seine
+- detail: '503 Service Unavailable: not ready: node setup'
+  name: agent /readyz
+  ok: false
+  target: http://127.0.0.1:10350/readyz
+`},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := printReport(&buf, tc.format, sampleReport); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := buf.String(), strings.TrimPrefix(tc.want, "\n"); got != want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// JSON and YAML decode back to the same report.
+func TestPrintReportRoundTrips(t *testing.T) {
+	for _, format := range []string{formatJSON, formatYAML} {
+		var buf bytes.Buffer
+		if err := printReport(&buf, format, sampleReport); err != nil {
+			t.Fatal(err)
+		}
+		var got nodecheck.Report
+		var err error
+		if format == formatJSON {
+			err = json.Unmarshal(buf.Bytes(), &got)
+		} else {
+			err = yaml.UnmarshalStrict(buf.Bytes(), &got)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", format, err, buf.String())
+		}
+		if len(got.Results) != 3 || got.Results[1] != sampleReport.Results[1] || got.Results[2] != sampleReport.Results[2] {
+			t.Errorf("%s: decoded %+v", format, got)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "no command"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"check", "-o", "xml"}, `output format "xml"`},
+		{[]string{"check", "--no-such-flag"}, "flag provided but not defined"},
+		{[]string{"bundle"}, "-o FILE.tar.gz is required"},
+		{[]string{"version", "extra"}, "unexpected arguments"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(t.Context(), tc.args, &stdout, &stderr, nil)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want a usage error (exit 2) containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var stdout bytes.Buffer
+	if err := run(t.Context(), []string{"version", "-o", "json"}, &stdout, &stdout, nil); err != nil {
+		t.Fatal(err)
+	}
+	var v versionInfo
+	if err := json.Unmarshal(stdout.Bytes(), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Version != version || !strings.HasPrefix(v.GoVersion, "go") || !strings.Contains(v.Platform, "/") {
+		t.Errorf("version %+v", v)
+	}
+	stdout.Reset()
+	if err := run(t.Context(), []string{"version"}, &stdout, &stdout, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(stdout.String(), "seinectl "+version) {
+		t.Errorf("version: %q", stdout.String())
+	}
+}
