@@ -171,3 +171,27 @@ type NetworkPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []NetworkPolicy `json:"items"`
 }
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// AppliedToGroupPatch is a change to the members of an AppliedToGroup: the
+// object of a MODIFIED watch event for a node that already has the group.
+// Members are compared whole: a member whose IPs, named ports or node
+// changed is removed and added again.
+type AppliedToGroupPatch struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	AddedMembers      []GroupMember `json:"addedMembers,omitempty"`
+	RemovedMembers    []GroupMember `json:"removedMembers,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+
+// AddressGroupPatch is a change to the members of an AddressGroup, sent
+// like AppliedToGroupPatch.
+type AddressGroupPatch struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	AddedMembers      []GroupMember `json:"addedMembers,omitempty"`
+	RemovedMembers    []GroupMember `json:"removedMembers,omitempty"`
+}

@@ -1,0 +1,190 @@
+// Package apiserver serves the objects core/controller computes as the
+// read-only API controlplane.seine.io/v1beta1 (networkpolicies,
+// appliedtogroups, addressgroups: cluster-scoped get, list and watch) with
+// k8s.io/apiserver. Agents list and watch with fieldSelector=nodeName=<node>
+// and see only their span; group membership changes reach them as patches.
+// Authentication and authorization are delegated to the kube-apiserver.
+// See core/controller/README.md.
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	"k8s.io/apiserver/pkg/registry/rest"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/healthz"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	"k8s.io/apiserver/pkg/util/compatibility"
+
+	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	"github.com/seine-cni/seine/core/controller"
+)
+
+// DefaultPort is the controller's default secure port.
+const DefaultPort = 10349
+
+// Options configure serving, and the kube-apiserver that authentication and
+// authorization are delegated to.
+type Options struct {
+	SecureServing  *genericoptions.SecureServingOptionsWithLoopback
+	Authentication *genericoptions.DelegatingAuthenticationOptions
+	Authorization  *genericoptions.DelegatingAuthorizationOptions
+}
+
+// NewOptions returns the defaults: port DefaultPort on every address, a
+// self-signed serving certificate kept in memory unless --tls-cert-file is
+// given, delegation through the in-cluster configuration.
+func NewOptions() *Options {
+	ss := genericoptions.NewSecureServingOptions()
+	ss.BindPort = DefaultPort
+	ss.ServerCert.CertDirectory = ""
+	ss.ServerCert.PairName = "seine-controller"
+	return &Options{
+		SecureServing:  ss.WithLoopback(),
+		Authentication: genericoptions.NewDelegatingAuthenticationOptions(),
+		Authorization:  genericoptions.NewDelegatingAuthorizationOptions(),
+	}
+}
+
+// AddFlags adds the serving and delegation flags (--bind-address,
+// --secure-port, --tls-cert-file, --authentication-kubeconfig, ...).
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	o.SecureServing.AddFlags(fs)
+	o.Authentication.AddFlags(fs)
+	o.Authorization.AddFlags(fs)
+}
+
+// SetKubeconfig makes authentication and authorization use kubeconfig to
+// reach the kube-apiserver (empty: the in-cluster configuration).
+func (o *Options) SetKubeconfig(kubeconfig string) {
+	o.Authentication.RemoteKubeConfigFile = kubeconfig
+	o.Authorization.RemoteKubeConfigFile = kubeconfig
+}
+
+// Stores are what the server serves. Ready reports that they hold a
+// complete computation (the controller has published once after its
+// informers synced); nothing is served before, so that no agent ever sees
+// an empty policy set that is merely not computed yet.
+type Stores struct {
+	NetworkPolicies *controller.Store[*cp.NetworkPolicy]
+	AppliedToGroups *controller.Store[*cp.AppliedToGroup]
+	AddressGroups   *controller.Store[*cp.AddressGroup]
+	Ready           func() bool
+}
+
+// FromController returns the stores of c.
+func FromController(c *controller.Controller) Stores {
+	return Stores{NetworkPolicies: c.NetworkPolicies, AppliedToGroups: c.AppliedToGroups, AddressGroups: c.AddressGroups, Ready: c.Idle}
+}
+
+// Server is the controlplane API server.
+type Server struct {
+	generic *genericapiserver.GenericAPIServer
+	log     *slog.Logger
+	ready   func() bool
+	np      *hub[*cp.NetworkPolicy]
+	atg     *hub[*cp.AppliedToGroup]
+	ag      *hub[*cp.AddressGroup]
+	serving atomic.Bool
+}
+
+// New builds the server; Run serves.
+func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
+	if err := o.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, nil); err != nil {
+		return nil, fmt.Errorf("self-signed serving certificate: %w", err)
+	}
+	var errs []error
+	errs = append(errs, o.SecureServing.Validate()...)
+	errs = append(errs, o.Authentication.Validate()...)
+	errs = append(errs, o.Authorization.Validate()...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("options: %w", err)
+	}
+	cfg := genericapiserver.NewConfig(Codecs)
+	if err := o.SecureServing.ApplyTo(&cfg.SecureServing, &cfg.LoopbackClientConfig); err != nil {
+		return nil, fmt.Errorf("serving: %w", err)
+	}
+	if err := o.Authentication.ApplyTo(&cfg.Authentication, cfg.SecureServing, nil); err != nil {
+		return nil, fmt.Errorf("delegated authentication: %w", err)
+	}
+	if err := o.Authorization.ApplyTo(&cfg.Authorization); err != nil {
+		return nil, fmt.Errorf("delegated authorization: %w", err)
+	}
+	cfg.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
+	cfg.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openAPIDefinitions, openapinamer.NewDefinitionNamer(Scheme))
+	cfg.SkipOpenAPIInstallation = true
+	generic, err := cfg.Complete(nil).New("seine-controller", genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: %w", err)
+	}
+	s := &Server{
+		generic: generic, log: log, ready: st.Ready,
+		np:  newHub(networkPolicyKind, st.NetworkPolicies, log),
+		atg: newHub(appliedToGroupKind, st.AppliedToGroups, log),
+		ag:  newHub(addressGroupKind, st.AddressGroups, log),
+	}
+	info := genericapiserver.NewDefaultAPIGroupInfo(cp.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
+	info.VersionedResourcesStorageMap[cp.Version] = map[string]rest.Storage{
+		networkPolicyKind.resource:  newStorage(s.np),
+		appliedToGroupKind.resource: newStorage(s.atg),
+		addressGroupKind.resource:   newStorage(s.ag),
+	}
+	if err := generic.InstallAPIGroup(&info); err != nil {
+		return nil, fmt.Errorf("install %s: %w", cp.GroupName, err)
+	}
+	err = generic.AddReadyzChecks(healthz.NamedCheck("policies-computed", func(*http.Request) error {
+		if !s.serving.Load() {
+			return errors.New("network policies are not computed yet")
+		}
+		return nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run serves until ctx ends. The API answers once the stores are Ready.
+func (s *Server) Run(ctx context.Context) error {
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for !s.ready() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		go s.np.run(ctx)
+		go s.atg.run(ctx)
+		go s.ag.run(ctx)
+		for _, h := range []<-chan struct{}{s.np.ready, s.atg.ready, s.ag.ready} {
+			select {
+			case <-h:
+			case <-ctx.Done():
+				return
+			}
+		}
+		s.serving.Store(true)
+		s.log.Info("serving network policies", "networkPolicies", s.np.store.Len(), "appliedToGroups", s.atg.store.Len(), "addressGroups", s.ag.store.Len())
+	}()
+	if err := s.generic.PrepareRun().RunWithContext(ctx); err != nil {
+		return fmt.Errorf("controlplane api server: %w", err)
+	}
+	return nil
+}
+
+// Watchers is the number of open watches of each resource.
+func (s *Server) Watchers() (networkPolicies, appliedToGroups, addressGroups int) {
+	return s.np.numWatchers(), s.atg.numWatchers(), s.ag.numWatchers()
+}

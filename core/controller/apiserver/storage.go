@@ -1,0 +1,117 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	cp "github.com/seine-cni/seine/core/apis/controlplane"
+)
+
+// storage is the read-only REST storage of one resource, backed by a hub:
+// get, list and watch, cluster-scoped, filtered by fieldSelector=nodeName.
+type storage[T metav1.Object] struct {
+	h *hub[T]
+	rest.TableConvertor
+}
+
+func newStorage[T metav1.Object](h *hub[T]) *storage[T] {
+	return &storage[T]{h: h, TableConvertor: rest.NewDefaultTableConvertor(cp.Resource(h.k.resource))}
+}
+
+var (
+	_ rest.Storage              = (*storage[*cp.NetworkPolicy])(nil)
+	_ rest.Scoper               = (*storage[*cp.NetworkPolicy])(nil)
+	_ rest.Getter               = (*storage[*cp.NetworkPolicy])(nil)
+	_ rest.Lister               = (*storage[*cp.NetworkPolicy])(nil)
+	_ rest.Watcher              = (*storage[*cp.NetworkPolicy])(nil)
+	_ rest.SingularNameProvider = (*storage[*cp.NetworkPolicy])(nil)
+)
+
+func (s *storage[T]) New() runtime.Object     { return s.h.k.newObj() }
+func (s *storage[T]) NewList() runtime.Object { return s.h.k.newList() }
+func (s *storage[T]) Destroy()                {}
+func (s *storage[T]) NamespaceScoped() bool   { return false }
+func (s *storage[T]) GetSingularName() string { return s.h.k.singular }
+func (s *storage[T]) waitReady(ctx context.Context) error {
+	select {
+	case <-s.h.ready:
+		return nil
+	case <-ctx.Done():
+		return apierrors.NewServiceUnavailable(fmt.Sprintf("%s are not computed yet", s.h.k.resource))
+	}
+}
+
+func (s *storage[T]) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
+	if err := s.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return s.h.get(name)
+}
+
+func (s *storage[T]) List(ctx context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
+	node, err := nodeSelected(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return s.h.list(node), nil
+}
+
+func (s *storage[T]) Watch(ctx context.Context, opts *metainternalversion.ListOptions) (watch.Interface, error) {
+	node, err := nodeSelected(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	initial := opts == nil || opts.ResourceVersion == "" || opts.ResourceVersion == "0"
+	bookmark := false
+	var rv uint64
+	if opts != nil && opts.SendInitialEvents != nil {
+		initial = *opts.SendInitialEvents
+		bookmark = initial && opts.AllowWatchBookmarks
+	}
+	if !initial {
+		if rv, err = strconv.ParseUint(opts.ResourceVersion, 10, 64); err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("resourceVersion %q: %v", opts.ResourceVersion, err))
+		}
+	}
+	return s.h.watchFrom(node, initial, rv, bookmark)
+}
+
+// nodeSelected returns the node of fieldSelector=nodeName=<node>, "" for
+// no selector, and refuses any other selector.
+func nodeSelected(opts *metainternalversion.ListOptions) (string, error) {
+	if opts == nil {
+		return "", nil
+	}
+	if opts.LabelSelector != nil && !opts.LabelSelector.Empty() {
+		return "", apierrors.NewBadRequest("label selectors are not supported")
+	}
+	if opts.FieldSelector == nil || opts.FieldSelector.Empty() {
+		return "", nil
+	}
+	return nodeFromFields(opts.FieldSelector)
+}
+
+func nodeFromFields(sel fields.Selector) (string, error) {
+	reqs := sel.Requirements()
+	if len(reqs) != 1 || reqs[0].Field != cp.NodeNameField ||
+		(reqs[0].Operator != selection.Equals && reqs[0].Operator != selection.DoubleEquals) || reqs[0].Value == "" {
+		return "", apierrors.NewBadRequest(fmt.Sprintf("field selector %q: only %s=<node> is supported", sel, cp.NodeNameField))
+	}
+	return reqs[0].Value, nil
+}

@@ -1,0 +1,103 @@
+// Command seine-controller computes Kubernetes NetworkPolicies into
+// AppliedToGroups, AddressGroups and internal NetworkPolicies, each with the
+// span of nodes that need it, and serves them to the agents as the API
+// controlplane.seine.io/v1beta1 (see core/controller/README.md).
+//
+//	seine-controller [--kubeconfig <file>] [--bind-address <ip>] [--secure-port <port>]
+//	                 [--tls-cert-file <file> --tls-private-key-file <file>]
+//
+// Without --kubeconfig it uses the in-cluster configuration. Authentication
+// and authorization of its clients are delegated to the kube-apiserver; the
+// serving certificate is self-signed in memory unless one is given.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/seine-cni/seine/core/controller"
+	"github.com/seine-cni/seine/core/controller/apiserver"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(log, os.Args[1:]); err != nil {
+		log.Error("seine-controller failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, args []string) error {
+	fs := pflag.NewFlagSet("seine-controller", pflag.ContinueOnError)
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the kube-apiserver (default: in-cluster configuration)")
+	opts := apiserver.NewOptions()
+	opts.AddFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	opts.SetKubeconfig(*kubeconfig)
+	klog.SetSlogLogger(log.With("component", "k8s"))
+
+	cfg, err := restConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	factory := informers.NewSharedInformerFactory(cs, 0)
+	ctrl, err := controller.New(factory, log.With("component", "networkpolicy"))
+	if err != nil {
+		return err
+	}
+	srv, err := apiserver.New(opts, apiserver.FromController(ctrl), log.With("component", "apiserver"))
+	if err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+
+	errc := make(chan error, 2)
+	go func() { errc <- ctrl.Run(ctx) }()
+	go func() { errc <- srv.Run(ctx) }()
+	err = <-errc
+	stop()
+	select {
+	case err2 := <-errc:
+		err = errors.Join(err, err2)
+	case <-time.After(30 * time.Second):
+	}
+	return err
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster configuration (or give --kubeconfig): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}
