@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/appctl"
 )
 
 // Policy returns the agent's NetworkPolicy controller; the controlplane
@@ -69,4 +71,21 @@ func (n policyNode) Install(ctx context.Context, fn func(policy.Writer, pipeline
 		}
 		return fn(bw, a.round)
 	})
+}
+
+// WaitDatapath returns once ovs-vswitchd's revalidators have run over the
+// datapath flow cache, so a connection a policy change denies is no longer
+// let through by a cached flow of the old policies.
+func (n policyNode) WaitDatapath(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := appctl.DialTarget(ctx, n.a.cfg.OVS.RunDir, "ovs-vswitchd")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Call(ctx, "revalidator/wait"); err != nil {
+		return fmt.Errorf("revalidator/wait: %w", err)
+	}
+	return nil
 }

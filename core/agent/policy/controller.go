@@ -49,6 +49,15 @@ type Node interface {
 	Install(ctx context.Context, fn func(w Writer, r pipeline.Round) error) error
 }
 
+// DatapathSettler is an optional interface of Node: WaitDatapath returns
+// once the datapath's flow cache reflects the flow tables (ovs-vswitchd's
+// revalidator/wait). Without it, connections that a change denies may
+// still be let through by cached datapath flows for a few milliseconds
+// after Sync returns.
+type DatapathSettler interface {
+	WaitDatapath(ctx context.Context) error
+}
+
 // Config configures a Controller.
 type Config struct {
 	Node   Node
@@ -127,7 +136,7 @@ func (c *Controller) Sync(ctx context.Context, s State) error {
 			return err
 		}
 	}
-	return c.apply(ctx)
+	return c.apply(ctx, true)
 }
 
 // PodsChanged recomputes the flows after local pods were added or removed.
@@ -138,7 +147,7 @@ func (c *Controller) PodsChanged(ctx context.Context) {
 	if c.state == nil {
 		return
 	}
-	if err := c.apply(ctx); err != nil {
+	if err := c.apply(ctx, false); err != nil {
 		c.log.Error("policy flows after a pod change", "err", err)
 	}
 }
@@ -171,13 +180,17 @@ func (c *Controller) resolve() resolved {
 }
 
 // apply installs the difference between the flows of c.state and the
-// installed ones. The caller holds c.mu.
-func (c *Controller) apply(ctx context.Context) error {
+// installed ones and, with settle, waits for the datapath to drop cached
+// flows of the old state (see DatapathSettler). Pod changes do not settle:
+// a pod that just got its port has no cached flows, and one that went has
+// no traffic. The caller holds c.mu.
+func (c *Controller) apply(ctx context.Context, settle bool) error {
 	r := c.resolve()
 	if _, err := pipeline.PolicyFlows(r.set, 0); err != nil {
 		return fmt.Errorf("policy flows: %w", err)
 	}
-	return c.node.Install(ctx, func(w Writer, round pipeline.Round) error {
+	changed := false
+	err := c.node.Install(ctx, func(w Writer, round pipeline.Round) error {
 		c.flowMu.Lock()
 		defer c.flowMu.Unlock()
 		msgs, err := diff(c.installed, r.set, round)
@@ -189,10 +202,25 @@ func (c *Controller) apply(ctx context.Context) error {
 				return fmt.Errorf("install %d policy flow changes: %w", len(msgs), err)
 			}
 			c.log.Debug("policy flows changed", "changes", len(msgs), "rules", len(r.set.Rules))
+			changed = true
 		}
-		c.installed, c.realized = r.set, r.gens
+		c.installed = r.set
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// Cached datapath flows of the old policies are gone once the
+	// revalidators have run: only then is the change realized.
+	if st, ok := c.node.(DatapathSettler); ok && changed && settle {
+		if err := st.WaitDatapath(ctx); err != nil {
+			c.log.Warn("waiting for the datapath to take the policy change", "err", err)
+		}
+	}
+	c.flowMu.Lock()
+	c.realized = r.gens
+	c.flowMu.Unlock()
+	return nil
 }
 
 // diff returns the flow-mods that turn the flows of from into those of to,

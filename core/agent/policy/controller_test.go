@@ -261,3 +261,39 @@ func TestStateFile(t *testing.T) {
 		t.Error("unknown version read without error")
 	}
 }
+
+type settlingNode struct {
+	*fakeNode
+	waits int
+}
+
+func (n *settlingNode) WaitDatapath(context.Context) error { n.waits++; return nil }
+
+// Sync waits for the datapath when it changed flows, and only then.
+func TestSyncSettlesTheDatapath(t *testing.T) {
+	ctx := context.Background()
+	n := &settlingNode{fakeNode: newFakeNode(webPod)}
+	c, err := New(Config{Node: n, Logger: quietLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := dbPolicyState(member("default", "web-0", "10.244.1.10"))
+	if err := c.Sync(ctx, s); err != nil { // no local target: no flows
+		t.Fatal(err)
+	}
+	n.pods = append(n.pods, dbPod)
+	c.PodsChanged(ctx) // flows, but a pod change does not settle
+	if n.waits != 0 {
+		t.Errorf("%d waits before any policy change reached the switch through Sync", n.waits)
+	}
+	s2 := dbPolicyState(member("default", "web-0", "10.244.1.10"), member("default", "c", "10.244.2.5"))
+	if err := c.Sync(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sync(ctx, dbPolicyState(member("default", "web-0", "10.244.1.10"), member("default", "c", "10.244.2.5"))); err != nil {
+		t.Fatal(err)
+	}
+	if n.waits != 1 {
+		t.Errorf("%d waits for one change and one no-op sync, want 1", n.waits)
+	}
+}
