@@ -153,7 +153,7 @@ func TestPolicyOnRealNode(t *testing.T) {
 	t.Run("ingress", func(t *testing.T) {
 		wantAllowed(t, web, db, "tcp", 5432)
 		wantAllowed(t, web, db, "udp", 53)
-		wantDenied(t, web, db, "tcp", 22)    // port not allowed
+		wantDenied(t, web, db, "tcp", 22)     // port not allowed
 		wantDenied(t, other, db, "tcp", 5432) // peer not allowed
 		wantDenied(t, other, db, "udp", 53)
 	})
