@@ -2,7 +2,6 @@ package netpol
 
 import (
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -12,33 +11,8 @@ import (
 // all nine pods, so they say more than upstream's, which use fewer pods.
 var selectorCases = []netpolCase{
 	{
-		name: "no-policy", upstream: "(the suite's initial check that every pod reaches every pod)",
-		run: func(t *testing.T, s *suite) {
-			checks := []check{on(tcp80, s.allow()), on(tcp81, s.allow()), on(udp80, s.allow()), on(udp81, s.allow())}
-			if s.sctpErr == nil {
-				checks = append(checks, on(sctp80, s.allow()), on(sctp81, s.allow()))
-			}
-			// The first packets to a new node may be lost while the tunnel's
-			// next hop resolves: give the very first matrix more time.
-			if err := s.await("no policy", time.Minute, t.Logf, checks...); err != nil {
-				t.Fatal(err)
-			}
-			// The other side of the machinery: a port nobody listens on is
-			// refused, and the suite reads that as a refusal, not a drop.
-			closed := target{tcp, 82}
-			got := s.probeAll([]target{closed})[0]
-			for i, from := range s.pods {
-				for j, to := range s.pods {
-					if i != j && got.cells[i][j].v != refused {
-						t.Errorf("%s -> %s %s (no listener): got %q %s, want refused", from, to, closed, got.cells[i][j].v, got.cells[i][j].detail)
-					}
-				}
-			}
-		},
-	},
-	{
 		name: "default-deny-ingress", upstream: "should support a 'default-deny-ingress' policy",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("deny-ingress", all()))
 			want := s.allow().set("*", "x/*", false)
 			s.expect(t, "nothing enters x", on(tcp80, want))
@@ -46,7 +20,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "default-deny-all", upstream: "should support a 'default-deny-all' policy",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", policy("deny-all", all(), bothTypes, nil, nil))
 			want := s.allow().set("*", "x/*", false).set("x/*", "*", false)
 			s.expect(t, "nothing enters or leaves x", on(tcp80, want))
@@ -54,7 +28,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "pod-selector", upstream: "should enforce policy to allow traffic from pods within server namespace based on PodSelector",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("x-a-allows-x-b", podLabel("a"), in(peers(fromPods(podLabel("b"))))))
 			want := s.allow().set("*", "x/a", false).set("x/b", "x/a", true)
 			s.expect(t, "only x/b enters x/a", on(tcp80, want))
@@ -62,7 +36,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "allow-ingress-for-target", upstream: "should enforce policy to allow ingress traffic for a target",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("deny-all", all()))
 			s.create(t, "x", ingressPolicy("allow-all-to-a", podLabel("a"), in(peers(fromBoth(all(), all())))))
 			want := s.allow().set("*", "x/*", false).set("*", "x/a", true)
@@ -71,7 +45,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "allow-from-all-namespaces", upstream: "should enforce policy to allow ingress traffic from pods in all namespaces",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-from-another-ns", podLabel("a"), in(peers(fromNS(all())))))
 			s.expect(t, "every pod enters x/a", on(tcp80, s.allow()))
 		},
@@ -79,7 +53,7 @@ var selectorCases = []netpolCase{
 	{
 		name:     "namespace-selector",
 		upstream: "should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector; also ...NamespaceSelector with MatchLabels using default ns label",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-client-a-via-ns-selector", podLabel("a"), in(peers(fromNS(nsLabel("y"))))))
 			want := s.allow().set("x/*", "x/a", false).set("z/*", "x/a", false)
 			s.expect(t, "only y enters x/a", on(tcp80, want))
@@ -87,7 +61,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "pod-selector-match-expressions", upstream: "should enforce policy based on PodSelector with MatchExpressions",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("x-a-allows-x-b", podLabel("a"), in(peers(fromPods(expr("pod", metav1.LabelSelectorOpIn, "b"))))))
 			want := s.allow().set("*", "x/a", false).set("x/b", "x/a", true)
 			s.expect(t, "only x/b enters x/a", on(tcp80, want))
@@ -95,7 +69,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "namespace-selector-match-expressions", upstream: "should enforce policy based on NamespaceSelector with MatchExpressions",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-ns-y-match-selector", podLabel("a"), in(peers(fromNS(expr(nsNameLabel, metav1.LabelSelectorOpIn, "y"))))))
 			want := s.allow().set("x/*", "x/a", false).set("z/*", "x/a", false)
 			s.expect(t, "only y enters x/a", on(tcp80, want))
@@ -103,7 +77,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "pod-or-namespace-selector", upstream: "should enforce policy based on PodSelector or NamespaceSelector",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-ns-y-match-selector", podLabel("a"), in(peers(
 				fromNS(expr(nsNameLabel, metav1.LabelSelectorOpNotIn, "x")),
 				fromPods(podLabel("b")),
@@ -114,7 +88,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "pod-and-namespace-selector", upstream: "should enforce policy based on PodSelector and NamespaceSelector",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-ns-y-podselector-and-nsselector", podLabel("a"), in(peers(
 				fromBoth(expr(nsNameLabel, metav1.LabelSelectorOpNotIn, "x"), podLabel("b")),
 			))))
@@ -124,7 +98,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "multiple-pod-and-namespace-selectors", upstream: "should enforce policy based on Multiple PodSelectors and NamespaceSelectors",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-ns-y-z-pod-b-c", podLabel("a"), in(peers(
 				fromBoth(expr(nsNameLabel, metav1.LabelSelectorOpNotIn, "x"), expr("pod", metav1.LabelSelectorOpIn, "b", "c")),
 			))))
@@ -135,7 +109,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "any-pod-selectors", upstream: "should enforce policy based on any PodSelectors",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-ns-x-pod-b-c", podLabel("a"), in(peers(fromPods(podLabel("b")), fromPods(podLabel("c"))))))
 			want := s.allow().set("*", "x/a", false).set("x/b", "x/a", true).set("x/c", "x/a", true)
 			s.expect(t, "x/b and x/c enter x/a", on(tcp80, want))
@@ -144,7 +118,7 @@ var selectorCases = []netpolCase{
 	{
 		name:     "pod-in-other-namespace",
 		upstream: "should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-ns-y-pod-a-via-namespace-pod-selector", podLabel("a"), in(peers(fromBoth(nsLabel("y"), podLabel("a"))))))
 			want := s.allow().set("*", "x/a", false).set("y/a", "x/a", true)
 			s.expect(t, "only y/a enters x/a", on(tcp80, want))
@@ -152,7 +126,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "deny-from-other-namespaces", upstream: "should deny ingress from pods on other namespaces",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("deny-empty-policy", all(), in(peers(fromPods(all())))))
 			want := s.allow().set("y/*", "x/*", false).set("z/*", "x/*", false)
 			s.expect(t, "x talks within x only", on(tcp80, want))
@@ -160,7 +134,7 @@ var selectorCases = []netpolCase{
 	},
 	{
 		name: "allow-all", upstream: "should support allow-all policy",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-all", all(), in(nil)))
 			s.expect(t, "an allow-all policy", on(tcp80, s.allow()), on(tcp81, s.allow()))
 		},

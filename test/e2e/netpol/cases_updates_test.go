@@ -7,7 +7,7 @@ import "testing"
 var updateCases = []netpolCase{
 	{
 		name: "updated-policy", upstream: "should enforce updated policy",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-all-mutate-to-deny-all", all(), in(nil)))
 			s.expect(t, "allow-all", on(tcp81, s.allow()))
 			s.update(t, "x", ingressPolicy("allow-all-mutate-to-deny-all", all()))
@@ -16,7 +16,7 @@ var updateCases = []netpolCase{
 	},
 	{
 		name: "updated-namespace-label", upstream: "should allow ingress access from updated namespace",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-client-a-via-ns-selector", podLabel("a"), in(peers(fromNS(labels("ns2", "updated"))))))
 			closed := s.allow().set("*", "x/a", false)
 			s.expect(t, "no namespace is labelled ns2=updated", on(tcp80, closed))
@@ -28,7 +28,7 @@ var updateCases = []netpolCase{
 	},
 	{
 		name: "updated-pod-label", upstream: "should allow ingress access from updated pod",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("allow-client-a-via-pod-selector", podLabel("a"), in(peers(fromPods(labels("pod", "b", "pod2", "updated"))))))
 			closed := s.allow().set("*", "x/a", false)
 			s.expect(t, "no pod has pod2=updated", on(tcp80, closed))
@@ -40,7 +40,7 @@ var updateCases = []netpolCase{
 	},
 	{
 		name: "deny-updated-pod", upstream: "should deny ingress access to updated pod",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("deny-ingress-via-label-selector", labels("target", "isolated")))
 			s.expect(t, "no pod is labelled target=isolated", on(tcp80, s.allow()))
 			s.labelPod(t, "x/a", "target", "isolated")
@@ -51,7 +51,7 @@ var updateCases = []netpolCase{
 	},
 	{
 		name: "delete-policies", upstream: "should stop enforcing policies after they are deleted",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", policy("deny-all", all(), bothTypes, nil, nil))
 			s.expect(t, "x isolated both ways", on(tcp80, s.allow().set("x/*", "*", false).set("*", "x/*", false)))
 			s.deletePolicy(t, "x", "deny-all")
@@ -60,7 +60,7 @@ var updateCases = []netpolCase{
 	},
 	{
 		name: "delete-one-of-two", upstream: "(none: deleting one of two policies selecting the same pod)",
-		run: func(t *testing.T, s *suite) {
+		run: func(t *testing.T, s env) {
 			s.create(t, "x", ingressPolicy("from-x-b", podLabel("a"), in(peers(fromPods(podLabel("b"))))))
 			s.create(t, "x", ingressPolicy("from-y", podLabel("a"), in(peers(fromNS(nsLabel("y"))))))
 			s.expect(t, "x/b and y enter x/a", on(tcp80, s.allow().set("x/c", "x/a", false).set("z/*", "x/a", false)))

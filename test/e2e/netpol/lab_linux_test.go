@@ -51,28 +51,24 @@ func TestMain(m *testing.M) {
 // case against them, resetting policies and labels between cases.
 func TestNetworkPolicy(t *testing.T) {
 	s := setUp(t)
-	for _, c := range allCases() {
-		t.Run(c.name, func(t *testing.T) {
+	run := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
 			t.Cleanup(func() { s.reset(t) })
-			c.run(t, s)
+			f(t)
 		})
 	}
-}
-
-// netpolCase is one case of the suite; upstream is the title of the case in
-// kubernetes' test/e2e/network/netpol it mirrors ("" when it has none).
-type netpolCase struct {
-	name, upstream string
-	run            func(t *testing.T, s *suite)
-}
-
-func allCases() []netpolCase {
-	var cs []netpolCase
-	for _, group := range [][]netpolCase{selectorCases, machineryCases, portCases, egressCases, updateCases, protocolCases, steadyCases} {
-		cs = append(cs, group...)
+	for _, c := range labFirst {
+		run(c.name, func(t *testing.T) { c.run(t, s) })
 	}
-	return cs
+	for _, c := range policyCases() {
+		run(c.name, func(t *testing.T) { c.run(t, s) })
+	}
+	for _, c := range labLast {
+		run(c.name, func(t *testing.T) { c.run(t, s) })
+	}
 }
+
+var _ env = (*suite)(nil)
 
 // suite is the running lab with its nine pods.
 type suite struct {
@@ -155,21 +151,9 @@ func setUp(t *testing.T) *suite {
 }
 
 // serverPod is a probe-server pod bound to node, labelled pod=<name>, with
-// named container ports serve-<port>-<proto> as upstream's agnhost pods.
+// the serverPorts.
 func serverPod(name, node string, sctp bool) *corev1.Pod {
-	protos := []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP}
-	if sctp {
-		protos = append(protos, corev1.ProtocolSCTP)
-	}
-	var ports []corev1.ContainerPort
-	for _, proto := range protos {
-		for _, n := range []int32{80, 81} {
-			ports = append(ports, corev1.ContainerPort{
-				Name:          fmt.Sprintf("serve-%d-%s", n, strings.ToLower(string(proto))),
-				ContainerPort: n, Protocol: proto,
-			})
-		}
-	}
+	ports := serverPorts(sctp)
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pod": name}},
 		Spec: corev1.PodSpec{
@@ -213,14 +197,6 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 		time.Sleep(200 * time.Millisecond)
 	}
 }
-
-// check is one matrix to compare: a target and its expected reachability.
-type check struct {
-	t    target
-	want *reach
-}
-
-func on(t target, want *reach) check { return check{t, want} }
 
 // ipOf is the IP of a pod ("x/a").
 func (s *suite) ipOf(pod string) string { return s.ip[parsePodRef(pod)] }
