@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/seine-cni/seine/cni"
+	"github.com/seine-cni/seine/core/agent/policy"
+	"github.com/seine-cni/seine/core/apis/controlplane"
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
+)
+
+// Bundle applies flow-mods like *openflow.Conn.Bundle, all or nothing.
+func (s *fakeSwitch) Bundle(_ context.Context, msgs ...openflow.Message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.failNext; err != nil {
+		s.failNext = nil
+		return err
+	}
+	next := map[string]*openflow.Flow{}
+	for k, f := range s.flows {
+		next[k] = f
+	}
+	for _, m := range msgs {
+		fm, ok := m.(*openflow.FlowMod)
+		if !ok {
+			return fmt.Errorf("fake switch: message %T", m)
+		}
+		switch fm.Command {
+		case openflow.FlowAdd:
+			next[fm.Flow.Key()] = fm.Flow
+		case openflow.FlowDeleteStrict:
+			delete(next, fm.Flow.Key())
+		default:
+			return fmt.Errorf("fake switch: command %d", fm.Command)
+		}
+	}
+	s.flows = next
+	s.bundles++
+	return nil
+}
+
+// isolateDB isolates default/db (ingress) and lets nothing in.
+func isolateDB() policy.State {
+	return policy.State{
+		AppliedToGroups: map[string]*controlplane.AppliedToGroup{"db": {ObjectMeta: metav1.ObjectMeta{Name: "db"},
+			Members: []controlplane.GroupMember{{Pod: controlplane.PodReference{Namespace: "default", Name: "db"}}}}},
+		NetworkPolicies: map[string]*controlplane.NetworkPolicy{"deny-db": {
+			ObjectMeta:      metav1.ObjectMeta{Name: "deny-db", UID: types.UID("uid-deny-db"), Generation: 4},
+			AppliedToGroups: []string{"db"}, PolicyTypes: []controlplane.PolicyType{controlplane.PolicyTypeIngress}}},
+	}
+}
+
+// policyFlowText is the switch's policy flows without their round.
+func (s *fakeSwitch) policyFlowText() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var fs []*openflow.Flow
+	for _, f := range s.flows {
+		if pipeline.Cookie(f.CookieValue()).Category() == pipeline.CategoryPolicy {
+			fs = append(fs, f)
+		}
+	}
+	pipeline.Sort(fs)
+	var lines []string
+	for _, f := range fs {
+		l := f.String()
+		lines = append(lines, l[strings.Index(l, ", ")+2:]) // without the cookie
+	}
+	return strings.Join(lines, "\n")
+}
+
+// A restarted agent enforces the policies it had before the controller
+// answers: its first replay installs them with the pods' flows, in the
+// same round.
+func TestPolicySurvivesRestart(t *testing.T) {
+	w := newWorld(t, twoNodesSlice()...)
+	a, stop := w.start()
+	waitReady(t, a)
+	ctx := context.Background()
+	if _, err := a.Add(ctx, w.req(cni.CmdAdd, "c1", "db")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Policy().Sync(ctx, isolateDB()); err != nil {
+		t.Fatal(err)
+	}
+	before := w.sw.policyFlowText()
+	if !strings.Contains(before, "actions=drop") {
+		t.Fatalf("db not isolated:\n%s", before)
+	}
+	if got := a.Policy().Realized(); got["deny-db"] != 4 {
+		t.Errorf("realized %v", got)
+	}
+	stop()
+
+	b, _ := w.start() // nobody calls Sync: the controller is down
+	waitReady(t, b)
+	if after := w.sw.policyFlowText(); after != before {
+		t.Errorf("policy flows after the restart:\n%s\nbefore:\n%s", after, before)
+	}
+	if rs := w.sw.rounds(); len(rs) != 1 {
+		t.Errorf("rounds %v after the restart: policy flows not replaced with the rest", rs)
+	}
+	if got := b.Policy().Realized(); got["deny-db"] != 4 {
+		t.Errorf("realized after restart %v", got)
+	}
+	// ovs-vswitchd restarts: the policy flows come back with the others.
+	if err := w.sw.restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := w.sw.policyFlowText(); after != before {
+		t.Errorf("policy flows after a vswitchd restart:\n%s", after)
+	}
+	// The pod goes: so does its isolation.
+	if err := b.Del(ctx, w.req(cni.CmdDel, "c1", "db")); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.sw.count(pipeline.CategoryPolicy, 0); n != 0 {
+		t.Errorf("%d policy flows left after the only target pod went:\n%s", n, w.sw.policyFlowText())
+	}
+}
