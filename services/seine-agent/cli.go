@@ -34,11 +34,14 @@ type controller interface {
 }
 
 // serviceSpec is how the service runs the agent: `seine-agent run --config
-// <Config> [--log-file <LogFile>]` from Executable.
+// <Config> [--log-file <LogFile>] [--service]` from Executable.
 type serviceSpec struct {
 	Executable string
 	Config     string
 	LogFile    string
+	// Service: the process is the Windows service and must talk to the
+	// SCM (see underSCM).
+	Service bool
 }
 
 // args are the service's command-line arguments after the executable.
@@ -46,6 +49,9 @@ func (s serviceSpec) args() []string {
 	a := []string{"run", "--config", s.Config}
 	if s.LogFile != "" {
 		a = append(a, "--log-file", s.LogFile)
+	}
+	if s.Service {
+		a = append(a, "--service")
 	}
 	return a
 }
@@ -58,8 +64,9 @@ type cli struct {
 	// control opens the service manager's handle on the agent's service.
 	control func(serviceSpec) (controller, error)
 	// underSCM reports whether a service manager that must be spoken to
-	// (the Windows SCM) started this process; systemd needs no such talk.
-	underSCM func() bool
+	// (the Windows SCM) started this process, given --service; systemd
+	// needs no such talk.
+	underSCM func(flag bool) bool
 	// serve runs p under that service manager until it stops the service.
 	serve func(p *program) error
 	// runAgent runs the agent until ctx ends.
@@ -147,10 +154,13 @@ func (c *cli) flags(name string, spec *serviceSpec) *flag.FlagSet {
 
 // runCmd is `seine-agent run`: under the Windows SCM the agent runs as a
 // service; anywhere else (DaemonSet, lab, systemd) in the foreground until
-// SIGINT or SIGTERM.
+// SIGINT or SIGTERM. Its failure is logged here, while the log file is
+// still open.
 func (c *cli) runCmd(args []string) error {
 	var spec serviceSpec
-	if err := c.flags("run", &spec).Parse(args); err != nil {
+	fs := c.flags("run", &spec)
+	fs.BoolVar(&spec.Service, "service", false, "run as the Windows service (the SCM's command line has it)")
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log, closeLog, err := c.openLog(spec.LogFile)
@@ -158,9 +168,21 @@ func (c *cli) runCmd(args []string) error {
 		return err
 	}
 	defer closeLog()
-	c.log = log
+	if err := c.runLogged(log, spec); err != nil {
+		log.Error("seine-agent failed", "err", err)
+		return loggedError{err}
+	}
+	return nil
+}
+
+// loggedError is an error that was already logged.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
+
+func (c *cli) runLogged(log *slog.Logger, spec serviceSpec) error {
 	p := &program{log: log, prepare: func() (*agent.Config, error) { return c.prepare(spec.Config) }, run: c.runAgent}
-	if c.underSCM() {
+	if c.underSCM(spec.Service) {
 		p.exit = func(err error) {
 			log.Error("seine-agent stopped: the service manager will restart it", "err", err)
 			c.exit(1)
@@ -197,15 +219,8 @@ func (c *cli) openLog(path string) (*slog.Logger, func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, nil, fmt.Errorf("log file: %w", err)
 	}
-	// Not O_APPEND: Wine 8 fails every write to a handle opened for
-	// appending (FILE_APPEND_DATA); one writer per file, so seeking to
-	// the end once is the same.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, nil, fmt.Errorf("log file: %w", err)
-	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
-		f.Close()
 		return nil, nil, fmt.Errorf("log file: %w", err)
 	}
 	w := teeWriter{f, c.stderr}
@@ -252,6 +267,7 @@ func (c *cli) installCmd(args []string) error {
 	if spec.Executable, err = os.Executable(); err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
+	spec.Service = scmService
 	s, err := c.control(spec)
 	if err != nil {
 		return err

@@ -56,7 +56,7 @@ func newTestCLI(t *testing.T) *testCLI {
 			tc.specs = append(tc.specs, s)
 			return tc.ctl, nil
 		},
-		underSCM:    func() bool { return false },
+		underSCM:    func(flag bool) bool { return flag },
 		serve:       func(*program) error { t.Error("serve called outside the SCM"); return nil },
 		runAgent:    func(context.Context, *slog.Logger, *agent.Config) error { t.Error("agent ran"); return nil },
 		preflight:   func(*agent.Config) error { return nil },
@@ -147,11 +147,14 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("service manager opened %d times, want 1", len(tc.specs))
 	}
 	exe, _ := os.Executable()
-	want := serviceSpec{Executable: exe, Config: cfg, LogFile: filepath.Join(dir, "agent.log")}
+	want := serviceSpec{Executable: exe, Config: cfg, LogFile: filepath.Join(dir, "agent.log"), Service: scmService}
 	if tc.specs[0] != want {
 		t.Errorf("service spec %+v, want %+v", tc.specs[0], want)
 	}
 	wantArgs := []string{"run", "--config", cfg, "--log-file", filepath.Join(dir, "agent.log")}
+	if scmService {
+		wantArgs = append(wantArgs, "--service")
+	}
 	if got := serviceConfig(tc.specs[0]).Arguments; strings.Join(got, " ") != strings.Join(wantArgs, " ") {
 		t.Errorf("service arguments %q, want %q", got, wantArgs)
 	}
@@ -221,21 +224,20 @@ func TestRunPreflightFails(t *testing.T) {
 	}
 }
 
-// TestRunUnderSCM: under the SCM, run hands a program to serve; its Start
+// TestRunUnderSCM: with --service, run hands a program to serve; its Start
 // fails with the preflight's error (so the SCM stops the service with it),
 // and the message lands in the log file.
 func TestRunUnderSCM(t *testing.T) {
 	dir := t.TempDir()
 	logFile := filepath.Join(dir, "agent.log")
 	tc := newTestCLI(t)
-	tc.underSCM = func() bool { return true }
 	tc.preflight = func(*agent.Config) error { return errors.New("the Host Network Service (hns) is not installed") }
 	var startErr error
 	tc.serve = func(p *program) error {
-		startErr = p.Start(nil)
+		startErr = p.Start()
 		return startErr
 	}
-	if err := tc.run([]string{"run", "--config", writeConfig(t, dir), "--log-file", logFile}); err == nil {
+	if err := tc.run([]string{"run", "--config", writeConfig(t, dir), "--log-file", logFile, "--service"}); err == nil {
 		t.Fatal("run under the SCM succeeded without HNS")
 	}
 	if startErr == nil {
@@ -244,6 +246,24 @@ func TestRunUnderSCM(t *testing.T) {
 	b, _ := os.ReadFile(logFile)
 	if !strings.Contains(string(b), "seine-agent cannot start") || !strings.Contains(string(b), "Host Network Service") {
 		t.Errorf("log file lacks the reason:\n%s", b)
+	}
+}
+
+// TestRunFailureLogged: a failing foreground run writes its error to the
+// log file before closing it, and says it did.
+func TestRunFailureLogged(t *testing.T) {
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "agent.log")
+	tc := newTestCLI(t)
+	tc.runAgent = func(context.Context, *slog.Logger, *agent.Config) error { return errors.New("ovsdb is gone") }
+	err := tc.run([]string{"run", "--config", writeConfig(t, dir), "--log-file", logFile})
+	var logged loggedError
+	if !errors.As(err, &logged) {
+		t.Fatalf("run = %v, want a loggedError", err)
+	}
+	b, _ := os.ReadFile(logFile)
+	if !strings.Contains(string(b), "seine-agent failed") || !strings.Contains(string(b), "ovsdb is gone") {
+		t.Errorf("log file lacks the failure:\n%s", b)
 	}
 }
 
@@ -260,11 +280,11 @@ func TestProgramStopStart(t *testing.T) {
 		},
 		exit: func(err error) { t.Errorf("exit(%v) after Stop", err) },
 	}
-	if err := p.Start(nil); err != nil {
+	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
 	<-running
-	if err := p.Stop(nil); err != nil {
+	if err := p.Stop(); err != nil {
 		t.Fatalf("Stop = %v, want nil (the agent only saw its context end)", err)
 	}
 }
@@ -281,7 +301,7 @@ func TestProgramAgentFails(t *testing.T) {
 		},
 		exit: func(err error) { exited <- err },
 	}
-	if err := p.Start(nil); err != nil {
+	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
 	select {

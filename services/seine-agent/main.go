@@ -15,6 +15,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 )
@@ -22,7 +23,10 @@ import (
 func main() {
 	c := newCLI(slog.New(slog.NewTextHandler(os.Stderr, nil)), os.Stdout, os.Stderr)
 	if err := c.run(os.Args[1:]); err != nil {
-		c.log.Error("seine-agent failed", "err", err)
+		var logged loggedError
+		if !errors.As(err, &logged) {
+			c.log.Error("seine-agent failed", "err", err)
+		}
 		os.Exit(1)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/kardianos/service"
-
 	"github.com/seine-cni/seine/core/agent"
 )
 
@@ -16,7 +14,7 @@ import (
 // Windows SCM kills a service that takes much longer (20 s by default).
 const stopTimeout = 15 * time.Second
 
-// program is the agent as a kardianos/service Interface: Start prepares
+// program is the agent as a service: Start prepares
 // synchronously (configuration, host checks) so that a node that cannot run
 // the agent makes the service stop with that error at once, then runs the
 // agent in the background until Stop.
@@ -33,9 +31,7 @@ type program struct {
 	err    error // the agent's result, set before done closes
 }
 
-var _ service.Interface = (*program)(nil)
-
-func (p *program) Start(service.Service) error {
+func (p *program) Start() error {
 	cfg, err := p.prepare()
 	if err != nil {
 		p.log.Error("seine-agent cannot start", "err", err)
@@ -60,7 +56,7 @@ func (p *program) Start(service.Service) error {
 	return nil
 }
 
-func (p *program) Stop(service.Service) error {
+func (p *program) Stop() error {
 	if p.cancel == nil {
 		return nil
 	}

@@ -15,10 +15,14 @@ const (
 	defaultServiceLogFile = ""
 )
 
-// underSCM: systemd runs `seine-agent run` as a plain foreground process.
-func underSCM() bool { return false }
+// scmService: systemd runs `seine-agent run` as a plain foreground process.
+const scmService = false
 
-func serve(*program) error { return errors.New("no service manager to serve") }
+func underSCM(flag bool) bool { return flag }
+
+func serve(*program) error {
+	return errors.New("--service: there is no Windows service manager on this OS")
+}
 
 // preflight: the Linux backend checks what it needs as it sets the node up.
 func preflight(*agent.Config) error { return nil }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/kardianos/service"
 	"golang.org/x/sys/windows"
+	"golang.org/x/sys/windows/svc"
+	"golang.org/x/sys/windows/svc/eventlog"
 	"golang.org/x/sys/windows/svc/mgr"
 
 	"github.com/seine-cni/seine/core/agent"
@@ -17,23 +19,68 @@ const (
 	defaultServiceLogFile = `C:\ProgramData\Seine\log\seine-agent.log`
 )
 
-// underSCM reports whether the Service Control Manager started this process.
-func underSCM() bool { return !service.Interactive() }
+// scmService: the service's command line says --service.
+const scmService = true
+
+// underSCM reports whether the Service Control Manager started this
+// process: --service says so; without it, kardianos/service's guess (the
+// parent is services.exe in session 0), which Wine, running everything in
+// session 1, never meets.
+func underSCM(flag bool) bool { return flag || !service.Interactive() }
 
 // serve runs p as the seine-agent service until the SCM stops it. When
-// p.Start fails the SCM records the service as stopped with an error.
+// p.Start fails the service stops at once with exit code 1 and the reason in
+// the log; a failing Stop ends it with exit code 2.
 func serve(p *program) error {
-	s, err := service.New(p, &service.Config{Name: serviceName})
-	if err != nil {
-		return fmt.Errorf("service manager: %w", err)
+	h := &handler{p: p}
+	if err := svc.Run(serviceName, h); err != nil {
+		return fmt.Errorf("run as the %s service: %w", serviceName, err)
 	}
-	if err := s.Run(); err != nil {
-		if l, lerr := s.SystemLogger(nil); lerr == nil {
-			_ = l.Error("seine-agent stopped: ", err.Error()) // the event log, best effort
+	if h.err != nil {
+		eventLog(h.err)
+	}
+	return h.err
+}
+
+// handler is the program as an x/sys/windows/svc Handler. kardianos/service
+// would run it too, but only when its own guess of underSCM holds.
+type handler struct {
+	p   *program
+	err error
+}
+
+func (h *handler) Execute(_ []string, r <-chan svc.ChangeRequest, changes chan<- svc.Status) (bool, uint32) {
+	changes <- svc.Status{State: svc.StartPending}
+	if err := h.p.Start(); err != nil {
+		h.err = err
+		return true, 1
+	}
+	changes <- svc.Status{State: svc.Running, Accepts: svc.AcceptStop | svc.AcceptShutdown}
+	for c := range r {
+		switch c.Cmd {
+		case svc.Interrogate:
+			changes <- c.CurrentStatus
+		case svc.Stop, svc.Shutdown:
+			changes <- svc.Status{State: svc.StopPending}
+			if err := h.p.Stop(); err != nil {
+				h.err = err
+				return true, 2
+			}
+			return false, 0
 		}
-		return err
 	}
-	return nil
+	return false, 0
+}
+
+// eventLog writes err to the Application event log, best effort: the log
+// file has it anyway.
+func eventLog(err error) {
+	l, lerr := eventlog.Open(serviceName)
+	if lerr != nil {
+		return
+	}
+	defer l.Close()
+	_ = l.Error(1, "seine-agent stopped: "+err.Error())
 }
 
 // hnsService is the Host Network Service, which every Windows node needs:
