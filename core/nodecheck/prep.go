@@ -72,10 +72,12 @@ func Prep(o PrepOptions) *Report {
 		{"cni conf dir", cfg.CNIConfDir, PublicDirMode},
 		{"cni bin dir", o.CNIBinDir, PublicDirMode},
 	}
+	seen := map[string]bool{}
 	for _, d := range dirs {
-		if d.path == "" {
+		if d.path == "" || seen[d.path] {
 			continue
 		}
+		seen[d.path] = true
 		r.step(o.CheckOnly, d.name, d.path,
 			func() error { return host.CheckDir(d.path, d.mode) },
 			func() (bool, error) { return host.EnsureDir(d.path, d.mode) },
@@ -90,7 +92,7 @@ func Prep(o PrepOptions) *Report {
 	if cfg.Uplink == "" {
 		r.ok("uplink", "", "not configured: the agent uses the interface holding the node IP")
 	} else if ifc, err := net.InterfaceByName(cfg.Uplink); err != nil {
-		r.fail("uplink", cfg.Uplink, err.Error())
+		r.fail("uplink", cfg.Uplink, fmt.Sprintf("interface %s: %v", cfg.Uplink, err))
 	} else {
 		r.ok("uplink", cfg.Uplink, fmt.Sprintf("index %d, mtu %d, %s", ifc.Index, ifc.MTU, ifc.HardwareAddr))
 	}
