@@ -39,6 +39,8 @@ const (
 	probeParallel = 48
 	// pollInterval spaces the rounds of probes while waiting for a matrix.
 	pollInterval = 200 * time.Millisecond
+	// allowHold is how long an all-allowed expectation must keep holding.
+	allowHold = 3 * time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -206,11 +208,40 @@ func (s *suite) allow() *reach { return newReach(s.pods, true) }
 
 // expect probes the checks' matrices until they all match or enforceTimeout
 // passes, then fails t with the expected and observed matrices.
+//
+// A step that expects every pair allowed matches at once, before the agents
+// have seen the change (the state before was all-allowed too), so proving
+// nothing; its matrices must then keep matching for allowHold.
 func (s *suite) expect(t *testing.T, step string, checks ...check) {
 	t.Helper()
 	if err := s.await(step, enforceTimeout, t.Logf, checks...); err != nil {
 		t.Fatal(err)
 	}
+	for _, c := range checks {
+		if !c.want.allAllowed() {
+			return
+		}
+	}
+	targets := make([]target, len(checks))
+	for i, c := range checks {
+		targets[i] = c.t
+	}
+	start := time.Now()
+	for round := 1; time.Since(start) < allowHold; round++ {
+		time.Sleep(pollInterval)
+		got := s.probeAll(targets)
+		var b strings.Builder
+		for i, c := range checks {
+			if len(c.want.diff(got[i])) > 0 {
+				b.WriteString(render(c.t, c.want, got[i]))
+			}
+		}
+		if b.Len() > 0 {
+			t.Fatalf("%s: matched, then stopped matching %s later (round %d of the hold): the change took effect after all:\n%s",
+				step, time.Since(start).Round(10*time.Millisecond), round, b.String())
+		}
+	}
+	t.Logf("%s: every pair still allowed %s later", step, allowHold)
 }
 
 // await is expect returning the failure instead of failing a test.

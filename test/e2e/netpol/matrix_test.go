@@ -180,6 +180,18 @@ func (r *reach) diff(got *observed) []mismatch {
 	return out
 }
 
+// allAllowed says whether every pair may talk.
+func (r *reach) allAllowed() bool {
+	for i := range r.allow {
+		for j := range r.allow[i] {
+			if i != j && !r.allow[i][j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // cellsCompared is the number of cells a matrix compares (all but the diagonal).
 func (r *reach) cellsCompared() int { return len(r.pods) * (len(r.pods) - 1) }
 

@@ -32,6 +32,20 @@ func TestReachSetPatterns(t *testing.T) {
 	}
 }
 
+func TestReachAllAllowed(t *testing.T) {
+	r := newReach(suitePods(), true)
+	if !r.allAllowed() {
+		t.Error("a fresh allowed matrix is not all-allowed")
+	}
+	r.allow[0][0] = false // the diagonal does not count
+	if !r.allAllowed() {
+		t.Error("the diagonal counted")
+	}
+	if r.set("y/b", "x/c", false).allAllowed() {
+		t.Error("a denied pair went unnoticed")
+	}
+}
+
 func TestReachSetMatchingNothingPanics(t *testing.T) {
 	defer func() {
 		if recover() == nil {
