@@ -200,10 +200,11 @@ type Peer struct {
 	Name     string
 	NodeIP   netip.Addr
 	PodCIDRs []netip.Prefix
-	// NodeMAC is the MAC of the peer's node IP on the shared L2 segment.
-	// Only noEncap forwarding from a bridged uplink uses it, to send pod
-	// traffic straight out of the uplink; without it that traffic is handed
-	// to the host, which routes it.
+	// NodeMAC is the MAC of the next hop towards the peer's node IP on the
+	// uplink's segment: the peer's own MAC, or a router's that several peers
+	// share. Only noEncap forwarding from a bridged uplink uses it, to send
+	// pod traffic straight out of the uplink; without it that traffic is
+	// handed to the host, which routes it (crossing the bridge twice).
 	NodeMAC net.HardwareAddr
 	// SameSubnet says the peer's node IP is on this node's subnet: in
 	// hybrid mode such a peer is reached without encapsulation.

@@ -50,6 +50,9 @@ func TestConnectivity(t *testing.T) {
 					t.Logf("%s: all %d pods reach each other", proto, len(pods))
 				}
 			}
+			if tc.mode == "noEncap" {
+				e.checkNoEncapDirect(pods)
+			}
 			if tc.tunnel == "geneve" && tc.mode == "encap" {
 				start := time.Now()
 				big := e.deploy("big", 30)
