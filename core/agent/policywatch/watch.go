@@ -1,0 +1,331 @@
+// Package policywatch keeps an agent's policy state in step with
+// seine-controller: it lists and watches the node's span of
+// controlplane.seine.io (NetworkPolicies, AppliedToGroups, AddressGroups),
+// applies group patches, and hands the whole state to a Syncer (the agent's
+// policy.Controller). See README.md.
+package policywatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync/atomic"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+
+	"github.com/seine-cni/seine/core/agent/policy"
+	cp "github.com/seine-cni/seine/core/apis/controlplane"
+)
+
+// Syncer takes the node's whole policy state; policy.Controller is one. It
+// owns the maps it is given; the objects in them are never modified.
+type Syncer interface {
+	Sync(ctx context.Context, s policy.State) error
+}
+
+// Options tune a Watcher; the zero value is the default.
+type Options struct {
+	// Settle is how long the watcher waits, when a NetworkPolicy refers to
+	// a group it has not received yet, for more events before it syncs
+	// anyway (the controller publishes a new policy before its
+	// AddressGroups). Default 500ms.
+	Settle time.Duration
+	// MaxBackoff caps the wait between attempts after an error. Default 30s.
+	MaxBackoff time.Duration
+}
+
+// Watcher follows the controlplane API for one node.
+type Watcher struct {
+	client *Client
+	syncer Syncer
+	log    *slog.Logger
+	opts   Options
+
+	syncs   atomic.Int64
+	relists atomic.Int64
+}
+
+// New returns a Watcher of node's span at cfg that syncs into s.
+func New(cfg *rest.Config, node string, s Syncer, log *slog.Logger, o Options) (*Watcher, error) {
+	c, err := NewClient(cfg, node)
+	if err != nil {
+		return nil, err
+	}
+	if o.Settle == 0 {
+		o.Settle = 500 * time.Millisecond
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	return &Watcher{client: c, syncer: s, log: log, opts: o}, nil
+}
+
+// Syncs is the number of successful Sync calls; Relists the number of
+// times the state was listed (the first time included).
+func (w *Watcher) Syncs() int64   { return w.syncs.Load() }
+func (w *Watcher) Relists() int64 { return w.relists.Load() }
+
+// Run follows the API until ctx ends. Nothing is synced before all three
+// lists are in, so the node never enforces a partial policy set. After any
+// error (watch refused, 410 Gone, controller restarted, Sync failed) it
+// lists everything again and syncs the whole state: the node keeps its
+// previous flows until then, without a gap.
+func (w *Watcher) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		start := time.Now()
+		err := w.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > time.Minute {
+			backoff = time.Second
+		}
+		wait := backoff
+		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			wait = 0 // the watch fell behind: list again at once
+		} else {
+			backoff = min(2*backoff, w.opts.MaxBackoff)
+		}
+		w.log.Warn("controlplane watch ended; listing again", "err", err, "after", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// state is the node's policy state as received.
+type state struct {
+	nps  map[string]*cp.NetworkPolicy
+	atgs map[string]*cp.AppliedToGroup
+	ags  map[string]*cp.AddressGroup
+}
+
+func (s *state) snapshot() policy.State {
+	return policy.State{NetworkPolicies: maps.Clone(s.nps), AppliedToGroups: maps.Clone(s.atgs), AddressGroups: maps.Clone(s.ags)}
+}
+
+// dangling reports whether a policy refers to a group not received yet.
+func (s *state) dangling() bool {
+	for _, np := range s.nps {
+		for _, g := range np.AppliedToGroups {
+			if s.atgs[g] == nil {
+				return true
+			}
+		}
+		for _, r := range np.Rules {
+			for _, gs := range [][]string{r.From.AddressGroups, r.To.AddressGroups} {
+				for _, g := range gs {
+					if s.ags[g] == nil {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+type event struct {
+	resource string
+	ev       watch.Event
+	err      error
+}
+
+func (w *Watcher) session(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w.relists.Add(1)
+	st := &state{nps: map[string]*cp.NetworkPolicy{}, atgs: map[string]*cp.AppliedToGroup{}, ags: map[string]*cp.AddressGroup{}}
+	atgs, err := w.client.ListAppliedToGroups(ctx)
+	if err != nil {
+		return err
+	}
+	nps, err := w.client.ListNetworkPolicies(ctx)
+	if err != nil {
+		return err
+	}
+	ags, err := w.client.ListAddressGroups(ctx)
+	if err != nil {
+		return err
+	}
+	for i := range atgs.Items {
+		st.atgs[atgs.Items[i].Name] = &atgs.Items[i]
+	}
+	for i := range nps.Items {
+		st.nps[nps.Items[i].Name] = &nps.Items[i]
+	}
+	for i := range ags.Items {
+		st.ags[ags.Items[i].Name] = &ags.Items[i]
+	}
+	if err := w.sync(ctx, st); err != nil {
+		return err
+	}
+	w.log.Info("controlplane state listed", "networkPolicies", len(st.nps), "appliedToGroups", len(st.atgs), "addressGroups", len(st.ags))
+
+	events := make(chan event, 64)
+	for resource, rv := range map[string]string{NetworkPolicies: nps.ResourceVersion, AppliedToGroups: atgs.ResourceVersion, AddressGroups: ags.ResourceVersion} {
+		go w.follow(ctx, resource, rv, events)
+	}
+	for {
+		var e event
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e = <-events:
+		}
+		if err := w.apply(st, e); err != nil {
+			return err
+		}
+		// Take what else is pending, and give groups a policy refers to a
+		// moment to arrive, so one Sync covers a whole change.
+		settle := time.NewTimer(w.opts.Settle)
+	drain:
+		for {
+			select {
+			case e = <-events:
+				if err := w.apply(st, e); err != nil {
+					settle.Stop()
+					return err
+				}
+				continue
+			default:
+			}
+			if !st.dangling() {
+				break
+			}
+			select {
+			case e = <-events:
+				if err := w.apply(st, e); err != nil {
+					settle.Stop()
+					return err
+				}
+			case <-settle.C:
+				break drain
+			case <-ctx.Done():
+				settle.Stop()
+				return ctx.Err()
+			}
+		}
+		settle.Stop()
+		if err := w.sync(ctx, st); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *Watcher) sync(ctx context.Context, st *state) error {
+	if err := w.syncer.Sync(ctx, st.snapshot()); err != nil {
+		return fmt.Errorf("sync policies: %w", err)
+	}
+	w.syncs.Add(1)
+	return nil
+}
+
+// follow watches one resource from rv, resuming after a watch the server
+// ended normally, and reports events, or the error that ends the session.
+func (w *Watcher) follow(ctx context.Context, resource, rv string, out chan<- event) {
+	send := func(e event) bool {
+		select {
+		case out <- e:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for ctx.Err() == nil {
+		wi, err := w.client.Watch(ctx, resource, rv)
+		if err != nil {
+			send(event{resource: resource, err: err})
+			return
+		}
+		for ev := range wi.ResultChan() {
+			if ev.Type == watch.Error {
+				wi.Stop()
+				send(event{resource: resource, err: fmt.Errorf("watch %s: %w", resource, apierrors.FromObject(ev.Object))})
+				return
+			}
+			if m, ok := ev.Object.(metav1.Object); ok && m.GetResourceVersion() != "" {
+				rv = m.GetResourceVersion()
+			}
+			if ev.Type == watch.Bookmark {
+				continue
+			}
+			if !send(event{resource: resource, ev: ev}) {
+				wi.Stop()
+				return
+			}
+		}
+		wi.Stop()
+	}
+}
+
+var errUnexpected = errors.New("unexpected watch event")
+
+func (w *Watcher) apply(st *state, e event) error {
+	if e.err != nil {
+		return e.err
+	}
+	del := e.ev.Type == watch.Deleted
+	switch o := e.ev.Object.(type) {
+	case *cp.NetworkPolicy:
+		put(st.nps, o.Name, o, del)
+	case *cp.AppliedToGroup:
+		put(st.atgs, o.Name, o, del)
+	case *cp.AddressGroup:
+		put(st.ags, o.Name, o, del)
+	case *cp.AppliedToGroupPatch:
+		old := st.atgs[o.Name]
+		if old == nil {
+			return fmt.Errorf("%w: patch of unknown AppliedToGroup %s", errUnexpected, o.Name)
+		}
+		g := &cp.AppliedToGroup{TypeMeta: old.TypeMeta, ObjectMeta: old.ObjectMeta, Members: patchMembers(old.Members, o.AddedMembers, o.RemovedMembers)}
+		g.ResourceVersion = o.ResourceVersion
+		st.atgs[o.Name] = g
+	case *cp.AddressGroupPatch:
+		old := st.ags[o.Name]
+		if old == nil {
+			return fmt.Errorf("%w: patch of unknown AddressGroup %s", errUnexpected, o.Name)
+		}
+		g := &cp.AddressGroup{TypeMeta: old.TypeMeta, ObjectMeta: old.ObjectMeta, Members: patchMembers(old.Members, o.AddedMembers, o.RemovedMembers)}
+		g.ResourceVersion = o.ResourceVersion
+		st.ags[o.Name] = g
+	default:
+		return fmt.Errorf("%w: %s %T on %s", errUnexpected, e.ev.Type, e.ev.Object, e.resource)
+	}
+	return nil
+}
+
+func put[T any](m map[string]T, name string, o T, del bool) {
+	if del {
+		delete(m, name)
+	} else {
+		m[name] = o
+	}
+}
+
+// patchMembers returns a new member list: old without removed, plus added.
+func patchMembers(old, added, removed []cp.GroupMember) []cp.GroupMember {
+	gone := make(map[string]int, len(removed))
+	for i := range removed {
+		gone[cp.MemberKey(&removed[i])]++
+	}
+	out := make([]cp.GroupMember, 0, max(0, len(old)+len(added)-len(removed)))
+	for i := range old {
+		k := cp.MemberKey(&old[i])
+		if gone[k] > 0 {
+			gone[k]--
+			continue
+		}
+		out = append(out, old[i])
+	}
+	return append(out, added...)
+}
