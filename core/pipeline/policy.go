@@ -132,7 +132,7 @@ var ErrBadPolicy = errors.New("invalid policy input")
 // Conjunction IDs are PolicyConjID(Policy, Key); should two rules collide,
 // the later one (in Policy, Key order) takes the next free ID.
 func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
-	p := &policyBuilder{clauses: map[string]*clauseFlow{}}
+	p := &policyBuilder{clauses: map[clauseKey]*clauseFlow{}}
 	b := &builder{cookie: NewCookie(r, CategoryPolicy, 0)}
 	est := func() *openflow.Match {
 		return match().IP().CTState(openflow.CTTracked, openflow.CTTracked|openflow.CTNew)
@@ -171,27 +171,94 @@ func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
 		}
 	}
 	b.flows = append(b.flows, p.flows(r)...)
-	Sort(b.flows)
+	sortPolicyFlows(b.flows)
 	return b.flows, nil
+}
+
+// sortPolicyFlows orders flows by table, priority (highest first) and match
+// text: like Sort, without rendering the actions (a policy flow's match is
+// unique in its table and priority).
+func sortPolicyFlows(flows []*openflow.Flow) {
+	type keyed struct {
+		f *openflow.Flow
+		m string
+	}
+	ks := make([]keyed, len(flows))
+	for i, f := range flows {
+		ks[i] = keyed{f, f.MatchString()}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int {
+		return cmp.Or(cmp.Compare(a.f.TableID(), b.f.TableID()), cmp.Compare(b.f.Priority(), a.f.Priority()), cmp.Compare(a.m, b.m))
+	})
+	for i := range ks {
+		flows[i] = ks[i].f
+	}
 }
 
 // clauseFlow is one clause match shared by the conjunctions that use it.
 type clauseFlow struct {
-	table  Table
-	match  *openflow.Match
+	key    clauseKey
 	conjs  []openflow.Conjunction
 	owners map[string]bool // policy UIDs
 }
 
-type policyBuilder struct {
-	clauses map[string]*clauseFlow // by table and match bytes
+// clauseKey identifies a clause match without building it: rules share
+// most of their clauses, so each match is built once.
+type clauseKey struct {
+	table  Table
+	kind   clauseKind
+	port   uint32       // clauseTarget
+	prefix netip.Prefix // clausePeer
+	proto  uint8        // clauseService
+	ports  PortMask     // clauseService; Mask 0: every port
 }
 
-func (p *policyBuilder) clause(t Table, m *openflow.Match, policy string, c openflow.Conjunction) {
-	k := fmt.Sprintf("%d/%s", t, m.Bytes())
+type clauseKind uint8
+
+const (
+	clauseTarget clauseKind = iota + 1
+	clausePeer
+	clauseService
+)
+
+// match builds the clause's match: a target is the packet's input port
+// (egress) or output port (ingress), a peer its destination (egress) or
+// source (ingress) prefix, a service its protocol and destination port.
+func (k clauseKey) match() *openflow.Match {
+	m := match().IP()
+	switch k.kind {
+	case clauseTarget:
+		if k.table == EgressPolicy {
+			return m.InPort(k.port)
+		}
+		return m.Reg(TargetPortField.Reg, regPort(k.port), 0xffffffff)
+	case clausePeer:
+		if k.table == EgressPolicy {
+			return m.IPDst(k.prefix)
+		}
+		return m.IPSrc(k.prefix)
+	}
+	m.IPProto(k.proto)
+	if k.ports.Mask == 0 {
+		return m
+	}
+	switch k.proto {
+	case ProtoTCP:
+		return m.TCPDstMasked(k.ports.Value, k.ports.Mask)
+	case ProtoUDP:
+		return m.UDPDstMasked(k.ports.Value, k.ports.Mask)
+	}
+	return m.SCTPDstMasked(k.ports.Value, k.ports.Mask)
+}
+
+type policyBuilder struct {
+	clauses map[clauseKey]*clauseFlow
+}
+
+func (p *policyBuilder) clause(k clauseKey, policy string, c openflow.Conjunction) {
 	cf := p.clauses[k]
 	if cf == nil {
-		cf = &clauseFlow{table: t, match: m, owners: map[string]bool{}}
+		cf = &clauseFlow{key: k, owners: map[string]bool{}}
 		p.clauses[k] = cf
 	}
 	if !slices.Contains(cf.conjs, c) {
@@ -213,32 +280,24 @@ func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
 	default:
 		return fmt.Errorf("%w: rule %q of policy %s has direction %s", ErrBadPolicy, ru.Key, ru.Policy, ru.Direction)
 	}
-	var targets, peers, services []*openflow.Match
+	var targets, peers, services []clauseKey
 	for _, port := range sortedPorts(ru.Targets) {
-		if ru.Direction == PolicyEgress {
-			targets = append(targets, match().IP().InPort(port))
-		} else {
-			targets = append(targets, match().IP().Reg(TargetPortField.Reg, regPort(port), 0xffffffff))
-		}
+		targets = append(targets, clauseKey{table: table, kind: clauseTarget, port: port})
 	}
 	for _, peer := range ru.Peers {
 		if !peer.CIDR.Addr().Unmap().Is4() {
 			continue
 		}
 		for _, c := range SubtractPrefixes(peer.CIDR, peer.Except) {
-			if ru.Direction == PolicyEgress {
-				peers = append(peers, match().IP().IPDst(c))
-			} else {
-				peers = append(peers, match().IP().IPSrc(c))
-			}
+			peers = append(peers, clauseKey{table: table, kind: clausePeer, prefix: c})
 		}
 	}
 	for _, svc := range ru.Services {
-		ms, err := serviceMatches(svc)
+		ks, err := serviceKeys(table, svc)
 		if err != nil {
 			return fmt.Errorf("rule %q of policy %s: %w", ru.Key, ru.Policy, err)
 		}
-		services = append(services, ms...)
+		services = append(services, ks...)
 	}
 	if len(targets) == 0 || len(peers) == 0 || (len(ru.Services) > 0 && len(services) == 0) {
 		return nil
@@ -247,9 +306,9 @@ func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
 	if len(ru.Services) > 0 {
 		n = 3
 	}
-	for k, ms := range [][]*openflow.Match{targets, peers, services} {
-		for _, m := range ms {
-			p.clause(table, m, ru.Policy, openflow.Conjunction{ID: id, Clause: uint8(k + 1), NClauses: n})
+	for k, ks := range [][]clauseKey{targets, peers, services} {
+		for _, key := range ks {
+			p.clause(key, ru.Policy, openflow.Conjunction{ID: id, Clause: uint8(k + 1), NClauses: n})
 		}
 	}
 	ob := &builder{cookie: NewCookie(b.cookie.Round(), CategoryPolicy, PolicyID(ru.Policy))}
@@ -277,32 +336,26 @@ func (p *policyBuilder) flows(r Round) []*openflow.Flow {
 		for _, c := range cf.conjs {
 			a.Conjunction(c.ID, c.Clause, c.NClauses)
 		}
-		out = append(out, openflow.NewFlow(uint8(cf.table), prioPolicyRule).
-			Cookie(uint64(NewCookie(r, CategoryPolicy, id))).Match(cf.match).Actions(a))
+		out = append(out, openflow.NewFlow(uint8(cf.key.table), prioPolicyRule).
+			Cookie(uint64(NewCookie(r, CategoryPolicy, id))).Match(cf.key.match()).Actions(a))
 	}
 	return out
 }
 
-// serviceMatches are the matches of one service: the protocol, and the
+// serviceKeys are the clauses of one service: the protocol, and the
 // destination port, or the masked ports that cover a range exactly.
-func serviceMatches(s PolicyService) ([]*openflow.Match, error) {
-	proto := func() *openflow.Match { return match().IP().IPProto(s.Protocol) }
-	var dst func(m *openflow.Match, v, mask uint16) *openflow.Match
+func serviceKeys(t Table, s PolicyService) ([]clauseKey, error) {
 	switch s.Protocol {
-	case ProtoTCP:
-		dst = (*openflow.Match).TCPDstMasked
-	case ProtoUDP:
-		dst = (*openflow.Match).UDPDstMasked
-	case ProtoSCTP:
-		dst = (*openflow.Match).SCTPDstMasked
+	case ProtoTCP, ProtoUDP, ProtoSCTP:
 	default:
 		return nil, fmt.Errorf("%w: protocol %d", ErrBadPolicy, s.Protocol)
 	}
+	k := clauseKey{table: t, kind: clauseService, proto: s.Protocol}
 	if s.Port == 0 {
 		if s.EndPort != 0 {
 			return nil, fmt.Errorf("%w: endPort %d without a port", ErrBadPolicy, s.EndPort)
 		}
-		return []*openflow.Match{proto()}, nil
+		return []clauseKey{k}, nil
 	}
 	end := s.EndPort
 	if end == 0 {
@@ -311,11 +364,12 @@ func serviceMatches(s PolicyService) ([]*openflow.Match, error) {
 	if end < s.Port {
 		return nil, fmt.Errorf("%w: port range %d-%d", ErrBadPolicy, s.Port, end)
 	}
-	var ms []*openflow.Match
+	var ks []clauseKey
 	for _, pm := range PortRangeMasks(s.Port, end) {
-		ms = append(ms, dst(proto(), pm.Value, pm.Mask))
+		k.ports = pm
+		ks = append(ks, k)
 	}
-	return ms, nil
+	return ks, nil
 }
 
 func sortedPorts(ports []uint32) []uint32 {
