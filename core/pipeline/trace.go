@@ -70,9 +70,10 @@ var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 // Tracer walks a flow set the way ovs-vswitchd would for one packet, with
 // a simple model of conntrack: connections committed by one trace are
-// established for the next (the reverse tuple is +rpl). NAT, groups,
-// learn, conjunctions and controller actions are not modelled yet; a flow
-// set using them makes Trace fail rather than guess.
+// established for the next (the reverse tuple is +rpl). Conjunctive
+// matches are modelled as OVS does them (see lookup). NAT, groups, learn
+// and controller actions are not modelled yet; a flow set using them makes
+// Trace fail rather than guess.
 type Tracer struct {
 	tables map[uint8][]*tracedFlow
 	conns  map[connKey]bool
