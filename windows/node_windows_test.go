@@ -312,3 +312,33 @@ func TestParseRecord(t *testing.T) {
 		t.Errorf("parseRecord of garbage: %v", err)
 	}
 }
+
+func TestTeardown(t *testing.T) {
+	ctx := context.Background()
+	h := freshNode()
+	b := h.backend(t)
+	if _, err := b.Setup(ctx, nodeCfg); err != nil {
+		t.Fatal(err)
+	}
+	h.Take()
+	h.ovs.ResetLog()
+	if err := b.Teardown(ctx, nodeCfg); err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "host calls", h.Take(), `
+stack DeleteAddress br-int 192.168.1.11/24
+stack AddAddress vEthernet (Ethernet0) 192.168.1.11/24
+stack AddRoute 0.0.0.0/0 via 192.168.1.1 dev vEthernet (Ethernet0) metric 0
+stack DeleteRoute 0.0.0.0/0 via 192.168.1.1 dev br-int metric 0
+hns DeleteNetwork net-1`)
+	diff(t, "OVSDB", h.ovs.Dump(), `
+bridge br-int datapath=system other_config={hwaddr=`+fakeMAC("Ethernet0").String()+`}
+  port br-int ofport=65534 type=internal external_ids={seine-node-ips=,seine-node-routes=,seine-type=host}`)
+	if err := b.Teardown(ctx, nodeCfg); err != nil {
+		t.Fatalf("second Teardown: %v", err)
+	}
+	diff(t, "host calls of the second Teardown", h.Take(), "")
+	if _, err := b.Attach(ctx, podNet("c1", nsA)); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("Attach after Teardown: %v", err)
+	}
+}
