@@ -56,6 +56,10 @@ var (
 // Sources are the files of installer/windows that go into the MSI.
 var Sources = []string{"seine.wxs", "seine-agent.yaml", "Seine.psm1", "Seine.psd1"}
 
+// generated are files BuildMSI writes into the MSI: the agent's log file,
+// installed empty so that removing the product removes it.
+var generated = map[string][]byte{"seine-agent.log": nil}
+
 // validVersion reports whether v is an MSI ProductVersion: major.minor.build
 // at most 255.255.65535.
 func validVersion(v string) bool {
@@ -103,6 +107,11 @@ func BuildMSI(ctx context.Context, out string, o Options) error {
 	for _, f := range Sources {
 		if err := copyFile(filepath.Join(o.Root, "installer", "windows", f), filepath.Join(stage, f)); err != nil {
 			return fmt.Errorf("stage %s: %w", f, err)
+		}
+	}
+	for f, b := range generated {
+		if err := os.WriteFile(filepath.Join(stage, f), b, 0o644); err != nil {
+			return err
 		}
 	}
 	bins, err := buildBinaries(ctx, log, o.Root, stage, o.GoFlags)

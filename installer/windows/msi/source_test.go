@@ -56,6 +56,9 @@ func readWXS(t *testing.T) wxs {
 func TestWXSFiles(t *testing.T) {
 	w := readWXS(t)
 	staged := append([]string(nil), Sources...)
+	for f := range generated {
+		staged = append(staged, f)
+	}
 	for _, b := range required {
 		staged = append(staged, b+".exe")
 	}
