@@ -222,6 +222,8 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.sw.Do(ctx, func(FlowWriter) error { return nil }); err != nil {
 		return fmt.Errorf("openflow: %w", err)
 	}
+	// A Sync that came before node setup was done is installed now.
+	a.policy.PodsChanged(ctx)
 	if err := a.syncHost(ctx); err != nil {
 		a.log.Error("host rules", "err", err) // retried on the next peer change
 	}
