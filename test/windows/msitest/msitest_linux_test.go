@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -227,10 +228,17 @@ func TestMSIUnderWine(t *testing.T) {
 		b, _ := os.ReadFile(agentLog)
 		return strings.Contains(string(b), "seine-agent cannot start") && strings.Contains(string(b), "Host Network Service (hns) is not installed"), string(b)
 	})
+	var stopped string
 	poll(t, 2*time.Minute, "the service stops", func() (bool, string) {
-		out, _ := p.run(ctx, "sc", "query", "seine-agent")
-		return strings.Contains(out, "STOPPED"), out
+		stopped, _ = p.run(ctx, "sc", "query", "seine-agent")
+		return strings.Contains(stopped, "STOPPED"), stopped
 	})
+	// Stopped by its own refusal to start: a service-specific exit code 1
+	// (ERROR_SERVICE_SPECIFIC_ERROR, 1066), not a crash.
+	if !regexp.MustCompile(`WIN32_EXIT_CODE\s*:\s*1066\b`).MatchString(stopped) ||
+		!regexp.MustCompile(`SERVICE_EXIT_CODE\s*:\s*1\b`).MatchString(stopped) {
+		t.Errorf("stopped service's exit codes, want 1066 and service-specific 1:\n%s", stopped)
+	}
 	b, _ = os.ReadFile(agentLog)
 	t.Logf("agent log:\n%s", b)
 
