@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 )
 
 // Host is the OS seam of node checks and preparation.
@@ -74,3 +76,43 @@ func (UnixHost) Executable(path string, fi fs.FileInfo) error {
 
 // PluginFile implements Host.
 func (UnixHost) PluginFile(name string) string { return name }
+
+// WindowsHost implements Host for Windows: directories inherit the ACLs of
+// their parent (C:\ProgramData: administrators and SYSTEM write, users
+// read) and Unix modes do not apply, so only existence is ensured and
+// checked; programs are .exe files.
+type WindowsHost struct{}
+
+// EnsureDir implements Host.
+func (WindowsHost) EnsureDir(dir string, _ fs.FileMode) (bool, error) {
+	if err := (WindowsHost{}).CheckDir(dir, 0); !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, os.MkdirAll(dir, 0o755)
+}
+
+// CheckDir implements Host.
+func (WindowsHost) CheckDir(dir string, _ fs.FileMode) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	return nil
+}
+
+// Executable implements Host.
+func (WindowsHost) Executable(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if !strings.EqualFold(filepath.Ext(path), ".exe") {
+		return fmt.Errorf("%s is not an .exe", path)
+	}
+	return nil
+}
+
+// PluginFile implements Host.
+func (WindowsHost) PluginFile(name string) string { return name + ".exe" }

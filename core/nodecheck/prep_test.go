@@ -2,8 +2,10 @@ package nodecheck
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -59,7 +61,31 @@ func write(t *testing.T, path, content string, mode os.FileMode) {
 
 func (n *prepNode) opts(checkOnly bool) PrepOptions {
 	return PrepOptions{ConfigPath: n.config, TemplatePath: n.template, NodeName: "node-7",
-		CNIBinDir: n.cniBin, InstallCNI: n.plugin, CheckOnly: checkOnly}
+		CNIBinDir: n.cniBin, InstallCNI: n.plugin, CheckOnly: checkOnly, Host: testHost()}
+}
+
+// testHost is the Host of the OS the test runs on (the tests also run
+// under Wine).
+func testHost() Host {
+	if runtime.GOOS == "windows" {
+		return WindowsHost{}
+	}
+	return UnixHost{}
+}
+
+// loopback is an interface every test machine has.
+func loopback(t *testing.T) string {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback != 0 {
+			return i.Name
+		}
+	}
+	t.Skip("no loopback interface")
+	return ""
 }
 
 func results(r *Report) map[string]Result {
@@ -71,7 +97,8 @@ func results(r *Report) map[string]Result {
 }
 
 func TestPrepPreparesAndIsIdempotent(t *testing.T) {
-	n := newPrepNode(t, "lo")
+	n := newPrepNode(t, loopback(t))
+	unixModes := runtime.GOOS != "windows"
 	// Checking an unprepared node fails and changes nothing.
 	if r := Prep(n.opts(true)); !r.Failed() {
 		t.Fatalf("check of an unprepared node passed: %+v", r.Results)
@@ -107,15 +134,15 @@ func TestPrepPreparesAndIsIdempotent(t *testing.T) {
 		cfg.StateDir: 0o700, filepath.Dir(cfg.CNISocket): 0o755, cfg.CNIConfDir: 0o755, n.cniBin: 0o755,
 	} {
 		fi, err := os.Stat(dir)
-		if err != nil || fi.Mode().Perm() != mode {
-			t.Errorf("%s: %v, mode %v, want %04o", dir, err, fi.Mode().Perm(), mode)
+		if err != nil || !fi.IsDir() || (unixModes && fi.Mode().Perm() != mode) {
+			t.Errorf("%s: %v, %v, want a directory with mode %04o", dir, err, fi.Mode(), mode)
 		}
 	}
-	installed := filepath.Join(n.cniBin, "seine")
+	installed := filepath.Join(n.cniBin, testHost().PluginFile("seine"))
 	if b, err := os.ReadFile(installed); err != nil || string(b) != "#!/bin/sh\necho seine-cni\n" {
 		t.Errorf("installed plugin: %q, %v", b, err)
 	}
-	if fi, _ := os.Stat(installed); fi.Mode().Perm() != 0o755 {
+	if fi, _ := os.Stat(installed); unixModes && fi.Mode().Perm() != 0o755 {
 		t.Errorf("plugin mode %04o", fi.Mode().Perm())
 	}
 
@@ -131,12 +158,16 @@ func TestPrepPreparesAndIsIdempotent(t *testing.T) {
 	}
 
 	// Drift is found by the check and repaired by a run.
-	if err := os.Chmod(cfg.StateDir, 0o755); err != nil {
+	if unixModes {
+		if err := os.Chmod(cfg.StateDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := os.Remove(cfg.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	write(t, n.plugin, "#!/bin/sh\necho seine-cni v2\n", 0o755)
 	got = results(Prep(n.opts(true)))
-	if r := got["state dir"]; r.OK || !strings.Contains(r.Detail, "has mode 0755, want 0700") {
+	if r := got["state dir"]; r.OK || (unixModes && !strings.Contains(r.Detail, "has mode 0755, want 0700")) {
 		t.Errorf("state dir check: %+v", r)
 	}
 	if r := got["cni plugin"]; r.OK || !strings.Contains(r.Detail, "differs from") {

@@ -16,7 +16,7 @@ var defaults = struct{ configPath, binDir, cniBinDir, agentLog string }{
 	agentLog:   `C:\ProgramData\seine\logs\seine-agent.log`,
 }
 
-var nodeHost nodecheck.Host = windowsHost{}
+var nodeHost nodecheck.Host = nodecheck.WindowsHost{}
 
 // openflowDialer reaches OVS for Windows' management named pipes.
 var openflowDialer openflow.Dialer = openflow.PipeDialer

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,6 +105,9 @@ func TestManifestHasEveryObject(t *testing.T) {
 // The ConfigMap's template is a valid agent configuration once node-prep
 // has set the node name, and every path in it is mounted in the agent.
 func TestAgentConfigFitsTheDaemonSet(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the DaemonSet's agent configuration holds Linux paths, which core/agent checks with the running OS's rules")
+	}
 	docs := documents(t)
 	cm := decode[corev1.ConfigMap](t, docs, "ConfigMap/seine-config")
 	tmpl := cm.Data[agentConfigKey]
