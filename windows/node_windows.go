@@ -136,6 +136,9 @@ func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 		}
 		host.IPs = src.IPs
 	}
+	if err := b.dropDuplicates(ctx, host, hostVNICName(cfg.Uplink), cfg.Uplink); err != nil {
+		return st, err
+	}
 	if err := b.recordNode(ctx, cfg.Bridge, host.IPs, gatewayRoutes(routes, src.Index)); err != nil {
 		return st, err
 	}
@@ -279,6 +282,32 @@ func (b *Backend) moveNode(ctx context.Context, src, dst ipInterface, routes []i
 		}
 		if err := b.stack.DeleteRoute(ctx, r); err != nil {
 			return fmt.Errorf("remove route %s from %s: %w", r, src.Name, err)
+		}
+	}
+	return nil
+}
+
+// dropDuplicates removes the node's addresses (now on host) from the other
+// interfaces that held them before: a DHCP lease renewed on the host vNIC
+// after a reboot would put the node's address on the segment twice.
+func (b *Backend) dropDuplicates(ctx context.Context, host ipInterface, names ...string) error {
+	ifs, err := b.stack.Interfaces(ctx)
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, name := range names {
+		i, ok := findInterface(ifs, name)
+		if !ok || i.Index == host.Index {
+			continue
+		}
+		for _, p := range i.IPs {
+			if !slices.Contains(host.IPs, p) {
+				continue
+			}
+			if err := b.stack.DeleteAddress(ctx, i.Index, p); err != nil {
+				return fmt.Errorf("remove the duplicate %s from %s: %w", p, i.Name, err)
+			}
+			b.log.Warn("removed a duplicate of the node's address", "interface", i.Name, "address", p.String())
 		}
 	}
 	return nil

@@ -148,6 +148,16 @@ stack EnableForwarding br-int ipv4`)
 		t.Errorf("node IPs %v", st.NodeIPs)
 	}
 
+	// DHCP renewed the node's address on the host vNIC as well.
+	h.stack.mu.Lock()
+	vnic := h.stack.byIndex(13)
+	vnic.IPs = append(vnic.IPs, netip.MustParsePrefix("192.168.1.11/24"))
+	h.stack.mu.Unlock()
+	if _, err := h.backend(t).Setup(ctx, nodeCfg); err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "host calls with a duplicate on the host vNIC", h.Take(), "stack DeleteAddress vEthernet (Ethernet0) 192.168.1.11/24")
+
 	t.Run("nothing recorded", func(t *testing.T) {
 		h := newHost()
 		h.stack.addInterface("Ethernet0", 1500)
