@@ -15,8 +15,8 @@ import (
 
 // The policies of the policy tests, on the routed-encap-geneve node:
 //
-//   - "db" isolates db-0 for ingress. Rule 0 allows TCP 5432 from web-0
-//     and node-b's pod; rule 1 allows UDP 53-60 from node-c's pod CIDR
+//   - "db" isolates db-0 for ingress. Rule 0 allows TCP 5432 and SCTP
+//     7000-7001 from web-0 and node-b's pod; rule 1 allows UDP 53-60 from node-c's pod CIDR
 //     except its upper half.
 //   - "web" isolates web-0 for egress. Rule 0 allows TCP 5432 to db-0;
 //     rule 1 allows everything to 0.0.0.0/0 and ::/0 except 10.0.0.0/8.
@@ -29,7 +29,7 @@ func policyScenario() PolicySet {
 		Rules: []PolicyRule{
 			{Policy: "db", Key: "0", Direction: PolicyIngress, Targets: []uint32{portDB},
 				Peers:    []PolicyPeer{host(webIP), host(peerBPod)},
-				Services: []PolicyService{{Protocol: ProtoTCP, Port: 5432}}},
+				Services: []PolicyService{{Protocol: ProtoTCP, Port: 5432}, {Protocol: ProtoSCTP, Port: 7000, EndPort: 7001}}},
 			{Policy: "db", Key: "1", Direction: PolicyIngress, Targets: []uint32{portDB},
 				Peers:    []PolicyPeer{{CIDR: pfx("10.244.3.0/24"), Except: []netip.Prefix{pfx("10.244.3.128/25")}}},
 				Services: []PolicyService{{Protocol: ProtoUDP, Port: 53, EndPort: 60}}},
@@ -144,9 +144,7 @@ func TestPolicyCookies(t *testing.T) {
 	}
 }
 
-func TestPolicyConjIDCollision(t *testing.T) {
-	// Find two keys whose IDs collide in 31 bits would take long; instead
-	// check that duplicates are refused and IDs stay distinct.
+func TestPolicyBadRules(t *testing.T) {
 	s := PolicySet{Rules: []PolicyRule{
 		{Policy: "p", Key: "0", Direction: PolicyEgress, Targets: []uint32{1}, Peers: []PolicyPeer{{CIDR: pfx("10.0.0.0/8")}}},
 		{Policy: "p", Key: "0", Direction: PolicyEgress, Targets: []uint32{2}, Peers: []PolicyPeer{{CIDR: pfx("10.0.0.0/8")}}},
@@ -158,6 +156,35 @@ func TestPolicyConjIDCollision(t *testing.T) {
 	s.Rules[1].Key = "1"
 	if _, err := PolicyFlows(s, 1); !errors.Is(err, ErrBadPolicy) {
 		t.Errorf("bad direction: %v", err)
+	}
+}
+
+// Two rules whose IDs collide get distinct conjunctions: the later one in
+// (policy, key) order takes the next free ID, whatever the input order.
+func TestPolicyConjIDCollision(t *testing.T) {
+	// Found by a birthday search over the keys "0", "1", ...
+	a, b := "14008", "239980"
+	if PolicyConjID("p", a) != PolicyConjID("p", b) {
+		t.Fatalf("keys %q and %q no longer collide", a, b)
+	}
+	rule := func(key string, port uint32) PolicyRule {
+		return PolicyRule{Policy: "p", Key: key, Direction: PolicyEgress, Targets: []uint32{port}, Peers: []PolicyPeer{{CIDR: pfx("10.0.0.0/8")}}}
+	}
+	s := PolicySet{Rules: []PolicyRule{rule(b, 2), rule(a, 1)}}
+	text := Text(policyFlowsOrFail(t, s, 1))
+	id := PolicyConjID("p", a)
+	for _, want := range []string{
+		fmt.Sprintf("in_port=1 actions=conjunction(%d,1/2)", id),
+		fmt.Sprintf("in_port=2 actions=conjunction(%d,1/2)", id%0x7fffffff+1),
+		fmt.Sprintf("conj_id=%d,", id), fmt.Sprintf("conj_id=%d,", id%0x7fffffff+1),
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("keys %q and %q collide on %d; flows lack %q:\n%s", a, b, id, want, text)
+		}
+	}
+	s.Rules[0], s.Rules[1] = s.Rules[1], s.Rules[0]
+	if got := Text(policyFlowsOrFail(t, s, 1)); got != text {
+		t.Errorf("input order changed the IDs:\n%s", lineDiff(text, got))
 	}
 }
 
