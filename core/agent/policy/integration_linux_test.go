@@ -188,6 +188,41 @@ func TestPolicyOnRealNode(t *testing.T) {
 			t.Errorf("policy flows left:\n%s", flows)
 		}
 	})
+	t.Run("named port, port range, ipBlock except", func(t *testing.T) {
+		// db accepts, from the node's pod CIDR except web-0: its named port
+		// "pg" (5432 in its AppliedToGroup entry) and TCP 20-23.
+		end := int32(23)
+		rng := svc(controlplane.ProtocolTCP, 20)
+		rng.EndPort = &end
+		pg := intstr.FromString("pg")
+		dbm := member(db)
+		dbm.NamedPorts = []controlplane.NamedPort{{Name: "pg", Port: 5432, Protocol: controlplane.ProtocolTCP}}
+		webNet := controlplane.IPNet{IP: web.ip.AsSlice(), PrefixLength: 32}
+		podNet := netip.PrefixFrom(db.ip, 24).Masked()
+		s := policy.State{
+			AppliedToGroups: map[string]*controlplane.AppliedToGroup{"db": {ObjectMeta: metav1.ObjectMeta{Name: "db"}, Members: []controlplane.GroupMember{dbm}}},
+			NetworkPolicies: map[string]*controlplane.NetworkPolicy{"db-ports": {
+				ObjectMeta:      metav1.ObjectMeta{Name: "db-ports", UID: types.UID("uid-db-ports"), Generation: 1},
+				AppliedToGroups: []string{"db"},
+				PolicyTypes:     []controlplane.PolicyType{controlplane.PolicyTypeIngress},
+				Rules: []controlplane.NetworkPolicyRule{{Direction: controlplane.DirectionIn,
+					From: controlplane.NetworkPolicyPeer{IPBlocks: []controlplane.IPBlock{{
+						CIDR:   controlplane.IPNet{IP: podNet.Addr().AsSlice(), PrefixLength: int32(podNet.Bits())},
+						Except: []controlplane.IPNet{webNet}}}},
+					Services: []controlplane.Service{{Protocol: controlplane.ProtocolTCP, Port: &pg}, rng}}},
+			}},
+		}
+		if err := pc.Sync(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		wantAllowed(t, other, db, "tcp", 5432) // the named port
+		wantAllowed(t, other, db, "tcp", 22)   // inside the range
+		wantDenied(t, web, db, "tcp", 5432)    // the except
+		wantDenied(t, other, db, "udp", 53)    // no such service
+		if err := pc.Sync(ctx, policy.State{}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("pod added to an applied-to group", func(t *testing.T) {
 		// The policy names a pod that does not exist yet; creating it
 		// isolates it before the CNI ADD returns.
