@@ -43,9 +43,11 @@ type resolved struct {
 //     its own ("<index>/<protocol>/<port>") with only the targets or peers
 //     that use that number. A named port resolves to nothing on an ipBlock.
 //
-// A policy that names a group the State lacks is skipped whole (and
-// reported): enforcing half of it could allow less than intended, but the
-// pods it isolates stay isolated through the other policies only.
+// A policy whose AppliedToGroup the State lacks is skipped (its pods are
+// unknown); a rule whose AddressGroup is missing, or that is invalid, is
+// left out while the policy still isolates its pods, so an incomplete
+// State allows less than intended, never more. Both are reported, and such
+// a policy does not count as realized.
 func resolve(s State, pods []Pod, sources []netip.Addr) resolved {
 	r := resolved{gens: map[string]int64{}}
 	local := map[string]Pod{}
@@ -58,12 +60,17 @@ func resolve(s State, pods []Pod, sources []netip.Addr) resolved {
 		if np == nil {
 			continue
 		}
-		rules, targets, err := resolvePolicy(np, s, local)
+		rules, targets, ruleErrs, err := resolvePolicy(np, s, local)
 		if err != nil {
 			r.problems = append(r.problems, fmt.Sprintf("policy %s: %v", name, err))
 			continue
 		}
-		r.gens[name] = np.Generation
+		for _, e := range ruleErrs {
+			r.problems = append(r.problems, fmt.Sprintf("policy %s: %v", name, e))
+		}
+		if len(ruleErrs) == 0 {
+			r.gens[name] = np.Generation
+		}
 		for _, t := range targets {
 			if slices.Contains(np.PolicyTypes, controlplane.PolicyTypeIngress) {
 				ingress[t.pod.OFPort] = true
@@ -87,17 +94,20 @@ type target struct {
 	named []controlplane.NamedPort
 }
 
-func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod) ([]pipeline.PolicyRule, []target, error) {
+// resolvePolicy resolves one policy. Without its AppliedToGroups it fails
+// whole; a rule that cannot be resolved (a missing AddressGroup, a bad
+// port) is left out and reported in ruleErrs while the policy still
+// isolates its pods: the policy then allows less than intended, never more.
+func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod) (rules []pipeline.PolicyRule, targets []target, ruleErrs []error, err error) {
 	uid := string(np.UID)
 	if uid == "" {
 		uid = np.Name
 	}
 	seen := map[uint32]bool{}
-	var targets []target
 	for _, g := range np.AppliedToGroups {
 		atg, ok := s.AppliedToGroups[g]
 		if !ok || atg == nil {
-			return nil, nil, fmt.Errorf("appliedToGroup %s is missing", g)
+			return nil, nil, nil, fmt.Errorf("appliedToGroup %s is missing", g)
 		}
 		for _, m := range atg.Members {
 			p, ok := local[m.Pod.Namespace+"/"+m.Pod.Name]
@@ -110,9 +120,8 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].pod.OFPort < targets[j].pod.OFPort })
 	if len(targets) == 0 {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
-	var rules []pipeline.PolicyRule
 	for i, rule := range np.Rules {
 		var dir pipeline.PolicyDirection
 		var peer controlplane.NetworkPolicyPeer
@@ -128,19 +137,22 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 				continue
 			}
 		default:
-			return nil, nil, fmt.Errorf("rule %d: direction %q", i, rule.Direction)
+			ruleErrs = append(ruleErrs, fmt.Errorf("rule %d: direction %q", i, rule.Direction))
+			continue
 		}
 		members, err := peerMembers(peer, s)
 		if err != nil {
-			return nil, nil, fmt.Errorf("rule %d: %w", i, err)
+			ruleErrs = append(ruleErrs, fmt.Errorf("rule %d: %w", i, err))
+			continue
 		}
 		rs, err := resolveRule(uid, i, dir, rule, targets, members, peer.IPBlocks)
 		if err != nil {
-			return nil, nil, fmt.Errorf("rule %d: %w", i, err)
+			ruleErrs = append(ruleErrs, fmt.Errorf("rule %d: %w", i, err))
+			continue
 		}
 		rules = append(rules, rs...)
 	}
-	return rules, targets, nil
+	return rules, targets, ruleErrs, nil
 }
 
 func peerMembers(peer controlplane.NetworkPolicyPeer, s State) ([]controlplane.GroupMember, error) {

@@ -90,25 +90,33 @@ uid-p/0/6/8080 ingress targets=[11] peers=0.0.0.0/0 services=6:8080
 	}
 }
 
-// A policy whose group is missing is skipped and reported; the others are
-// enforced.
+// A policy whose AppliedToGroup is missing is skipped; one whose
+// AddressGroup is missing still isolates its pods without that rule. Both
+// are reported and not realized.
 func TestResolveMissingGroup(t *testing.T) {
 	s := State{
 		AppliedToGroups: map[string]*controlplane.AppliedToGroup{"g": atg("g", member("default", "web-0", "10.244.1.10"))},
 		NetworkPolicies: map[string]*controlplane.NetworkPolicy{
-			"bad":  netpol("bad", 1, []string{"nope"}, ingressOnly),
+			"bad":  netpol("bad", 1, []string{"nope"}, egressOnly),
 			"bad2": netpol("bad2", 1, []string{"g"}, ingressOnly, controlplane.NetworkPolicyRule{Direction: controlplane.DirectionIn, From: controlplane.NetworkPolicyPeer{AddressGroups: []string{"gone"}}}),
 			"ok":   netpol("ok", 1, []string{"g"}, egressOnly),
 		},
 	}
 	r := resolve(s, []Pod{webPod}, nodeSrc)
-	if len(r.problems) != 2 || !strings.Contains(strings.Join(r.problems, "\n"), "appliedToGroup nope is missing") {
+	all := strings.Join(r.problems, "\n")
+	if len(r.problems) != 2 || !strings.Contains(all, "appliedToGroup nope is missing") || !strings.Contains(all, "addressGroup gone is missing") {
 		t.Errorf("problems %v", r.problems)
 	}
-	if got := renderSet(r.set); got != "isolated ingress [] egress [10]\n" {
+	if got := renderSet(r.set); got != "isolated ingress [10] egress [10]\n" {
 		t.Errorf("resolved:\n%s", got)
 	}
 	if _, ok := r.gens["bad"]; ok {
 		t.Errorf("a skipped policy counts as realized: %v", r.gens)
+	}
+	if _, ok := r.gens["bad2"]; ok {
+		t.Errorf("an incomplete policy counts as realized: %v", r.gens)
+	}
+	if r.gens["ok"] != 1 {
+		t.Errorf("generations %v", r.gens)
 	}
 }
