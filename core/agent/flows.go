@@ -34,6 +34,7 @@ type NewSwitchFunc func(addr string, onConnect func(context.Context, FlowWriter)
 func OpenFlowSwitch(addr string, onConnect func(context.Context, FlowWriter) error) Switch {
 	return ofSwitch{openflow.NewClient(addr, openflow.Config{
 		OnConnect: func(ctx context.Context, c *openflow.Conn) error { return onConnect(ctx, c) },
+		Dialer:    ofDialer,
 		// ovs-vswitchd restarts in about a second: keep the retries short so
 		// the flows come back soon after it does.
 		BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second,

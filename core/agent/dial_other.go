@@ -1,0 +1,8 @@
+//go:build !windows
+
+package agent
+
+import "github.com/seine-cni/seine/ovs/openflow"
+
+// ofDialer: elsewhere the bridge's management socket is a unix socket.
+var ofDialer openflow.Dialer = openflow.DefaultDialer
