@@ -1,8 +1,8 @@
 // Command seinectl is Seine's command-line tool, with kubectl's conventions
 // (-o table|wide|json|yaml, --kubeconfig). On a node it checks the install
 // (check), prepares the node for the agent (node-prep: the DaemonSet's init
-// container and the Windows PowerShell module call it) and collects a
-// support bundle (bundle). The OS backend, for the bundle's diagnostics, is
+// container and the Windows PowerShell module call it), collects a support
+// bundle (bundle) and shows the node's pods and flows (get pods|flows). The OS backend, for the bundle's diagnostics, is
 // chosen in main_<os>.go only.
 package main
 
@@ -43,6 +43,8 @@ usage:
   seinectl node-prep [--config FILE] [--config-template FILE --node-name NAME]
                      [--cni-bin-dir DIR] [--install-cni FILE] [--check] [-o ...]
   seinectl bundle    -o FILE.tar.gz [--config FILE] [--agent-log FILE] [--kubeconfig FILE]
+  seinectl get pods  [--config FILE] [-o table|wide|json|yaml]
+  seinectl get flows [--config FILE] [--table N] [-o table|wide|json|yaml]
 `
 
 func main() {
@@ -76,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 		return runNodePrep(args, stdout, stderr)
 	case "bundle":
 		return runBundle(ctx, args, stdout, stderr, log)
+	case "get":
+		return runGet(ctx, args, stdout, stderr, log)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -128,3 +128,47 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: %q", stdout.String())
 	}
 }
+
+func TestPrintPodsAndFlows(t *testing.T) {
+	pods := []localPod{{Namespace: "shop", Name: "cart-0", IPs: "10.244.1.2/24", MAC: "8a:43:51:65:72:65", Port: "cart-0-c0ffee", OFPort: 4,
+		ContainerID: "c0ffee0123456789abcdef", IfName: "eth0", NetNS: "/var/run/netns/cni-1"}}
+	flows := []flowEntry{{Table: 10, Priority: 200, Cookie: "0x1", Packets: 3, Bytes: 294, Flow: "cookie=0x1, table=10, priority=200,ip actions=goto_table:30"}}
+	for _, tc := range []struct {
+		name string
+		fn   func(*bytes.Buffer) error
+		want string
+	}{
+		{"pods", func(b *bytes.Buffer) error { return printPods(b, formatTable, pods) }, `
+NAMESPACE  NAME    IPS            PORT           OFPORT
+shop       cart-0  10.244.1.2/24  cart-0-c0ffee  4
+`},
+		{"pods wide", func(b *bytes.Buffer) error { return printPods(b, formatWide, pods) }, `
+NAMESPACE  NAME    IPS            MAC                PORT           OFPORT  CONTAINER     IFNAME  NETNS
+shop       cart-0  10.244.1.2/24  8a:43:51:65:72:65  cart-0-c0ffee  4       c0ffee012345  eth0    /var/run/netns/cni-1
+`},
+		{"flows", func(b *bytes.Buffer) error { return printFlows(b, formatTable, flows) }, `
+cookie=0x1, table=10, priority=200,ip actions=goto_table:30
+`},
+		{"flows wide", func(b *bytes.Buffer) error { return printFlows(b, formatWide, flows) }, `
+n_packets=3, n_bytes=294, cookie=0x1, table=10, priority=200,ip actions=goto_table:30
+`},
+		{"flows yaml", func(b *bytes.Buffer) error { return printFlows(b, formatYAML, flows) }, `
+- bytes: 294
+  cookie: "0x1"
+  flow: cookie=0x1, table=10, priority=200,ip actions=goto_table:30
+  packets: 3
+  priority: 200
+  table: 10
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := tc.fn(&buf); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := buf.String(), strings.TrimPrefix(tc.want, "\n"); got != want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
