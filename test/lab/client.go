@@ -24,3 +24,7 @@ func (c *Config) Client(who string) (kubernetes.Interface, error) {
 	}
 	return kubernetes.NewForConfig(rc)
 }
+
+// RESTConfig returns the client configuration of one of the lab's
+// identities.
+func (c *Config) RESTConfig(who string) (*rest.Config, error) { return c.restConfig(who) }

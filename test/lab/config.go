@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -43,8 +44,11 @@ type Config struct {
 	NodeCIDRMaskSize int    `json:"nodeCIDRMaskSize"`
 	APIPort          int    `json:"apiPort"`  // kube-apiserver on 127.0.0.1, and in every node namespace
 	EtcdPort         int    `json:"etcdPort"` // client port; peer is EtcdPort+1
-	MTU              int    `json:"mtu"`      // fabric MTU
-	CNI              string `json:"cni"`
+	// ControllerPort is seine-controller's port on ControllerIP (CNISeine
+	// only); default APIPort+1.
+	ControllerPort int    `json:"controllerPort"`
+	MTU            int    `json:"mtu"` // fabric MTU
+	CNI            string `json:"cni"`
 	// TrafficMode and TunnelType configure seine-agent (CNISeine only).
 	TrafficMode string `json:"trafficMode"`
 	TunnelType  string `json:"tunnelType"`
@@ -54,7 +58,8 @@ type Config struct {
 	KubeBin string `json:"kubeBin"` // the labkube multi-call binary
 	LabBin  string `json:"labBin"`  // this lab CLI (runs kubelets and the API proxy)
 	CNIBin  string `json:"cniBin"`  // directory with the CNI plugins for CNIPtp
-	// SeineBin is the directory with seine-agent and seine-cni (CNISeine).
+	// SeineBin is the directory with seine-agent, seine-cni and
+	// seine-controller (CNISeine).
 	SeineBin string `json:"seineBin"`
 }
 
@@ -79,6 +84,7 @@ func (c *Config) Defaults() {
 	def(&c.NodeCIDRMaskSize, 24)
 	def(&c.APIPort, 16443)
 	def(&c.EtcdPort, 12379)
+	def(&c.ControllerPort, c.APIPort+1)
 	def(&c.MTU, 1500)
 	defs(&c.CNI, CNISeine)
 	if c.CNI == CNISeine {
@@ -108,7 +114,7 @@ func (c *Config) Validate() error {
 	case CNIPtp:
 	case CNISeine:
 		if c.SeineBin == "" {
-			return errors.New("cni seine: the directory with seine-agent and seine-cni must be given")
+			return errors.New("cni seine: the directory with seine-agent, seine-cni and seine-controller must be given")
 		}
 		if _, err := pipeline.ParseTrafficMode(c.TrafficMode); err != nil {
 			return fmt.Errorf("traffic mode %w", err)
@@ -224,3 +230,29 @@ func Load(stateDir string) (*Config, error) {
 	}
 	return c, nil
 }
+
+// ControllerIP is where seine-controller listens: an address of the
+// benchmarking range 198.18.0.0/15 (RFC 2544, never routed) derived from
+// APIPort, so that labs with different ports do not collide, on a link of
+// the machine's namespace (ControllerLink) that `lab down` removes.
+// The kube-apiserver's aggregator reaches the controller there; Endpoints
+// may not hold loopback addresses.
+func (c *Config) ControllerIP() string {
+	return netip.AddrFrom4([4]byte{198, 18, byte(c.APIPort >> 8), byte(c.APIPort)}).String()
+}
+
+// ControllerLink is the name of the link holding ControllerIP.
+func (c *Config) ControllerLink() string { return "seinectl" + strconv.Itoa(c.APIPort) }
+
+// ControllerURL is seine-controller's address.
+func (c *Config) ControllerURL() string {
+	return "https://" + net.JoinHostPort(c.ControllerIP(), strconv.Itoa(c.ControllerPort))
+}
+
+// API aggregation: the front proxy's client certificate name, and the
+// Service the controlplane.seine.io APIService points at.
+const (
+	frontProxyClient    = "front-proxy-client"
+	controllerService   = "seine-controller"
+	controllerNamespace = "kube-system"
+)

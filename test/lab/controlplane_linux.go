@@ -47,6 +47,19 @@ func (c *Config) controlPlane() []component {
 			"--authorization-mode=Node,RBAC",
 			"--enable-admission-plugins=NodeRestriction",
 			"--allow-privileged=true",
+			// API aggregation (controlplane.seine.io is served by
+			// seine-controller): the aggregator authenticates to aggregated
+			// servers with the front-proxy client certificate and reaches
+			// them at their Service's endpoints, not its ClusterIP (there
+			// is no kube-proxy on the machine).
+			"--requestheader-client-ca-file="+c.pki("front-proxy-ca.crt"),
+			"--requestheader-allowed-names="+frontProxyClient,
+			"--requestheader-username-headers=X-Remote-User",
+			"--requestheader-group-headers=X-Remote-Group",
+			"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+			"--proxy-client-cert-file="+c.pki("front-proxy-client.crt"),
+			"--proxy-client-key-file="+c.pki("front-proxy-client.key"),
+			"--enable-aggregator-routing=true",
 			"--profiling=false"),
 		kube("kube-controller-manager",
 			"--kubeconfig="+c.KubeconfigPath("kube-controller-manager"),

@@ -92,6 +92,10 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 		if err := agentRBAC(ctx, cs); err != nil {
 			return err
 		}
+		if err := c.startController(ctx, cs); err != nil {
+			return fmt.Errorf("seine-controller: %w", err)
+		}
+		log.Info("seine-controller ready", "url", c.ControllerURL(), "elapsed", time.Since(start).Round(time.Millisecond))
 	}
 	for _, n := range c.NodeList() {
 		if err := c.startNode(ctx, n); err != nil {
@@ -240,6 +244,7 @@ func Down(ctx context.Context, log *slog.Logger, stateDir string) error {
 			errs = appendErr(errs, d.Stop(ctx))
 		}
 	}
+	errs = appendErr(errs, c.removeControllerLink(ctx))
 	errs = appendErr(errs, unmountUnder(stateDir))
 	errs = appendErr(errs, c.removeNamespaces(ctx))
 	errs = appendErr(errs, os.RemoveAll(stateDir))

@@ -36,6 +36,10 @@ func (c *Config) identities() []identity {
 		// seine-agent's identity; its permissions come from the
 		// seine-agent ClusterRole the lab creates (see agent_linux.go).
 		{"seine-agent", "seine:agent", nil},
+		// seine-controller's identity: reads pods, namespaces and policies,
+		// and delegates its clients' authentication and authorization
+		// (see controller_linux.go).
+		{"seine-controller", "seine:controller", nil},
 	}
 	for _, n := range c.NodeList() {
 		ids = append(ids, identity{n.Name, "system:node:" + n.Name, []string{"system:nodes"}})
@@ -123,6 +127,9 @@ func (c *Config) writePKI() error {
 		}
 	}
 	files["tokens.csv"] = []byte(tokens.String())
+	if err := c.aggregationPKI(files, caCert, caKey); err != nil {
+		return err
+	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			return err
@@ -179,3 +186,61 @@ func randomHex(n int) string {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// aggregationPKI adds what API aggregation needs: a front-proxy CA and the
+// client certificate kube-apiserver presents to aggregated API servers
+// (which trust the X-Remote-User/Group headers only from it), and
+// seine-controller's serving certificate, signed by the lab CA for
+// ControllerIP (the APIService carries the lab CA as its caBundle).
+func (c *Config) aggregationPKI(files map[string][]byte, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
+	fpKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now().Add(-time.Hour)
+	fpTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "seine-lab-front-proxy-ca"},
+		NotBefore:             now,
+		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	fpDER, err := x509.CreateCertificate(rand.Reader, fpTmpl, fpTmpl, &fpKey.PublicKey, fpKey)
+	if err != nil {
+		return err
+	}
+	fpCA, _ := x509.ParseCertificate(fpDER)
+	files["front-proxy-ca.crt"] = pemBlock("CERTIFICATE", fpDER)
+	issue := func(name string, signer *x509.Certificate, signerKey *ecdsa.PrivateKey, tmpl *x509.Certificate) error {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = serial(), now, now.Add(365*24*time.Hour)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
+		if err != nil {
+			return err
+		}
+		keyDER, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			return err
+		}
+		files[name+".crt"], files[name+".key"] = pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", keyDER)
+		return nil
+	}
+	if err := issue("front-proxy-client", fpCA, fpKey, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: frontProxyClient},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return err
+	}
+	return issue("seine-controller", ca, caKey, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "seine-controller"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{controllerService + "." + controllerNamespace + ".svc"},
+		IPAddresses: []net.IP{net.ParseIP(c.ControllerIP())},
+	})
+}

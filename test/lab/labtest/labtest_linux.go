@@ -50,7 +50,7 @@ var (
 	binErr   error
 )
 
-// Binaries builds seine-agent and seine-cni (into one directory, as
+// Binaries builds seine-agent, seine-cni and seine-controller (into one directory, as
 // lab.Config.SeineBin wants) and, unless SEINE_LAB_BIN names it, the lab CLI,
 // once per test binary. RemoveBinaries, from TestMain, deletes them.
 func Binaries(tb testing.TB) (seine, labCLI string) {
@@ -73,7 +73,7 @@ func Binaries(tb testing.TB) (seine, labCLI string) {
 			return nil
 		}
 		seineBin = filepath.Join(binDir, "seine")
-		for _, pkg := range []string{"seine-agent", "seine-cni"} {
+		for _, pkg := range []string{"seine-agent", "seine-cni", "seine-controller"} {
 			if binErr = build(filepath.Join(seineBin, pkg), "./services/"+pkg); binErr != nil {
 				return
 			}

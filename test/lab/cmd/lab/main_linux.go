@@ -67,7 +67,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		fs.StringVar(&c.KubeBin, "kube-bin", os.Getenv("SEINE_LAB_KUBE_BIN"), "the labkube control-plane binary (make kube-binaries builds it)")
 		fs.StringVar(&c.CNIBin, "cni-bin", "", "directory of CNI plugins (default: cni/ beside this binary)")
 		fs.StringVar(&c.CNI, "cni", lab.CNISeine, "the nodes' network: seine, or ptp (the reference plugins)")
-		fs.StringVar(&c.SeineBin, "seine-bin", "", "directory with seine-agent and seine-cni (default: linux/ beside this binary)")
+		fs.StringVar(&c.SeineBin, "seine-bin", "", "directory with seine-agent, seine-cni and seine-controller (default: linux/ beside this binary)")
 		fs.StringVar(&c.TrafficMode, "traffic-mode", "", "seine: encap, noEncap or hybrid (default encap)")
 		fs.StringVar(&c.TunnelType, "tunnel-type", "", "seine: geneve, vxlan or gre (default geneve)")
 		fs.Parse(args)

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/seine-cni/seine/core/agent/policy"
+	"github.com/seine-cni/seine/core/agent/policywatch"
+	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	"github.com/seine-cni/seine/test/lab/labtest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	labtest.RemoveBinaries()
+	os.Exit(code)
+}
+
+// recorder is a policywatch.Syncer that keeps the last state.
+type recorder struct {
+	mu    sync.Mutex
+	state policy.State
+}
+
+func (r *recorder) Sync(_ context.Context, s policy.State) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.state = s
+	return nil
+}
+
+// render describes the state's objects that come from policies of this
+// test: policy name, its AppliedToGroups' and AddressGroups' member pods.
+func (r *recorder) render() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, np := range r.state.NetworkPolicies {
+		if np.SourceRef == nil || !strings.HasPrefix(np.SourceRef.Name, "h6-") {
+			continue
+		}
+		var ats, ags []string
+		for _, g := range np.AppliedToGroups {
+			ats = append(ats, members(r.state.AppliedToGroups[g]))
+		}
+		for _, rule := range np.Rules {
+			for _, g := range rule.From.AddressGroups {
+				ags = append(ags, membersAG(r.state.AddressGroups[g]))
+			}
+		}
+		out = append(out, np.SourceRef.Name+" to "+strings.Join(ats, ",")+" from "+strings.Join(ags, ","))
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
+}
+
+func podNames(ms []cp.GroupMember) string {
+	var s []string
+	for _, m := range ms {
+		s = append(s, m.Pod.Name)
+	}
+	slices.Sort(s)
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+func members(g *cp.AppliedToGroup) string {
+	if g == nil {
+		return "<missing>"
+	}
+	return podNames(g.Members)
+}
+
+func membersAG(g *cp.AddressGroup) string {
+	if g == nil {
+		return "<missing>"
+	}
+	return podNames(g.Members)
+}
+
+func waitFor(t *testing.T, what string, want string, got func() string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		g := got()
+		if g == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s:\n got %q\nwant %q", what, g, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// fakePod is a pod bound to a node without a kubelet, with its IP written
+// into its status as a kubelet would.
+func fakePod(t *testing.T, cs kubernetes.Interface, name, node, ip, app string) {
+	t.Helper()
+	ctx := context.Background()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": app}},
+		Spec: corev1.PodSpec{NodeName: node, AutomountServiceAccountToken: new(bool),
+			Containers: []corev1.Container{{Name: "c", Image: "none"}}},
+	}
+	p, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+	if _, err := cs.CoreV1().Pods("default").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestControlPlaneAPI runs seine-controller in a lab (the lab starts it and
+// registers the APIService) and checks, against the real kube-apiserver:
+// span filtering by fieldSelector=nodeName, membership changes as patches,
+// delegated authentication and authorization, and API aggregation.
+func TestControlPlaneAPI(t *testing.T) {
+	c, cs := labtest.Up(t, labtest.Options{Name: "h6", Nodes: 1, APIPort: 51443, EtcdPort: 51379})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	// Two nodes without kubelets: their pods exist only in the API.
+	for _, n := range []string{"node-x", "node-y"} {
+		if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fakePod(t, cs, "web-x", "node-x", "10.250.0.1", "h6-web")
+	fakePod(t, cs, "cli-y", "node-y", "10.250.1.1", "h6-cli")
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "h6-allow"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "h6-web"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+				PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "h6-cli"}},
+			}}}},
+		},
+	}
+	if _, err := cs.NetworkingV1().NetworkPolicies("default").Create(ctx, np, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Agents, with seine-agent's identity, through the kube-apiserver.
+	agentCfg, err := c.RESTConfig("seine-agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := labtest.Logger(t)
+	recs := map[string]*recorder{}
+	for _, n := range []string{"node-x", "node-y"} {
+		recs[n] = &recorder{}
+		w, err := policywatch.New(agentCfg, n, recs[n], log, policywatch.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+
+	t.Run("span", func(t *testing.T) {
+		waitFor(t, "node-x", "h6-allow to [web-x] from [cli-y]", recs["node-x"].render)
+		// node-y holds a peer, not a target: it needs nothing.
+		waitFor(t, "node-y", "", recs["node-y"].render)
+	})
+
+	t.Run("patches", func(t *testing.T) {
+		client, err := policywatch.NewClient(agentCfg, "node-x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := client.ListAddressGroups(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := client.Watch(ctx, policywatch.AddressGroups, l.ResourceVersion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		fakePod(t, cs, "cli-y2", "node-y", "10.250.1.2", "h6-cli")
+		var ev watch.Event
+		select {
+		case ev = <-w.ResultChan():
+		case <-time.After(30 * time.Second):
+			t.Fatal("no AddressGroup event after a new peer pod")
+		}
+		p, ok := ev.Object.(*cp.AddressGroupPatch)
+		if ev.Type != watch.Modified || !ok {
+			t.Fatalf("event %s %T, want MODIFIED *AddressGroupPatch", ev.Type, ev.Object)
+		}
+		if got := podNames(p.AddedMembers) + podNames(p.RemovedMembers); got != "[cli-y2][]" {
+			t.Errorf("patch added+removed %s, want [cli-y2][]", got)
+		}
+		waitFor(t, "node-x after the patch", "h6-allow to [web-x] from [cli-y cli-y2]", recs["node-x"].render)
+
+		// A target on node-y brings the whole policy to node-y.
+		fakePod(t, cs, "web-y", "node-y", "10.250.1.3", "h6-web")
+		waitFor(t, "node-y", "h6-allow to [web-x web-y] from [cli-y cli-y2]", recs["node-y"].render)
+		waitFor(t, "node-x", "h6-allow to [web-x web-y] from [cli-y cli-y2]", recs["node-x"].render)
+		if err := cs.CoreV1().Pods("default").Delete(ctx, "web-x", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "node-x after its last target left", "", recs["node-x"].render)
+		waitFor(t, "node-y", "h6-allow to [web-y] from [cli-y cli-y2]", recs["node-y"].render)
+	})
+
+	t.Run("delegation", func(t *testing.T) {
+		ca, err := os.ReadFile(c.PKIDir() + "/ca.crt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(ca)
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		get := func(base, token string) (int, string) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/apis/controlplane.seine.io/v1beta1/networkpolicies?fieldSelector=nodeName%3Dnode-y", nil)
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		nodeCfg, err := c.RESTConfig("node-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name, base, token string
+			code              int
+			body              string
+		}{
+			{"agent token, directly", c.ControllerURL(), agentCfg.BearerToken, http.StatusOK, "h6-allow"},
+			{"agent token, aggregated", c.APIServerURL(), agentCfg.BearerToken, http.StatusOK, "h6-allow"},
+			{"no token, directly", c.ControllerURL(), "", http.StatusForbidden, `User \"system:anonymous\" cannot list resource \"networkpolicies\"`},
+			{"bad token, directly", c.ControllerURL(), "not-a-token", http.StatusUnauthorized, "Unauthorized"},
+			{"node identity without RBAC, directly", c.ControllerURL(), nodeCfg.BearerToken, http.StatusForbidden, `User \"system:node:node-1\" cannot list`},
+			{"no token, aggregated", c.APIServerURL(), "", http.StatusForbidden, `User \"system:anonymous\" cannot list`},
+		} {
+			code, body := get(tc.base, tc.token)
+			if code != tc.code || !strings.Contains(body, tc.body) {
+				t.Errorf("%s: %d %s\nwant %d and %q", tc.name, code, trim(body), tc.code, tc.body)
+			}
+		}
+	})
+
+	t.Run("kubectl", func(t *testing.T) {
+		if _, err := exec.LookPath("kubectl"); err != nil {
+			t.Skip("kubectl is not installed")
+		}
+		for _, args := range [][]string{
+			{"get", "networkpolicies.controlplane.seine.io"},
+			{"get", "appliedtogroups.controlplane.seine.io", "-o", "yaml"},
+			{"get", "networkpolicies.controlplane.seine.io", "--field-selector", "nodeName=node-y", "-o", "yaml"},
+		} {
+			out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", c.AdminKubeconfig()}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			t.Logf("kubectl %s:\n%s", strings.Join(args, " "), trim(string(out)))
+			want := "h6-allow"
+			if args[1] == "appliedtogroups.controlplane.seine.io" {
+				want = "web-y"
+			} else if len(args) == 2 {
+				want = "NAME"
+			}
+			if !strings.Contains(string(out), want) {
+				t.Errorf("kubectl %s: no %q in output", strings.Join(args, " "), want)
+			}
+		}
+	})
+}
+
+func trim(s string) string {
+	if len(s) > 600 {
+		return s[:600] + "..."
+	}
+	return s
+}

@@ -1,0 +1,209 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// startController runs seine-controller on the machine, listening on
+// ControllerIP, and registers it as the server of controlplane.seine.io
+// (Service + EndpointSlice + APIService), so agents and kubectl reach it
+// through the kube-apiserver. It returns once the APIService is Available.
+func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) error {
+	if err := controllerRBAC(ctx, cs); err != nil {
+		return err
+	}
+	if err := c.addControllerLink(ctx); err != nil {
+		return err
+	}
+	err := c.startComponent(component{name: "seine-controller", argv: []string{
+		filepath.Join(c.SeineBin, "seine-controller"),
+		"--kubeconfig", c.KubeconfigPath("seine-controller"),
+		"--bind-address", c.ControllerIP(), "--secure-port", strconv.Itoa(c.ControllerPort),
+		"--tls-cert-file", c.pki("seine-controller.crt"), "--tls-private-key-file", c.pki("seine-controller.key"),
+	}})
+	if err != nil {
+		return err
+	}
+	tlsClient, err := c.adminHTTP()
+	if err != nil {
+		return err
+	}
+	// /readyz is open to anonymous users and includes the controller's
+	// "policies computed" check.
+	if err := c.waitHTTP(ctx, "seine-controller", c.ControllerURL()+"/readyz", tlsClient, 60*time.Second); err != nil {
+		return err
+	}
+	return c.registerAPIService(ctx, cs)
+}
+
+// addControllerLink gives the machine's namespace ControllerIP, on one end
+// of a veth whose other end (ctl0) lies in the fabric namespace: the
+// kernel here has no dummy link type, and a veth also disappears with the
+// fabric namespace if `lab down` is interrupted. removeControllerLink
+// (from Down) deletes it.
+func (c *Config) addControllerLink(ctx context.Context) error {
+	link, fabric := c.ControllerLink(), c.NetNS("fabric")
+	for _, s := range [][]string{
+		{"link", "add", link, "type", "veth", "peer", "name", "ctl0", "netns", fabric},
+		{"-n", fabric, "link", "set", "ctl0", "up"},
+		{"addr", "add", c.ControllerIP() + "/32", "dev", link},
+		{"link", "set", link, "up"},
+	} {
+		if _, err := sh(ctx, "ip", s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Config) removeControllerLink(ctx context.Context) error {
+	if _, err := os.Stat("/sys/class/net/" + c.ControllerLink()); err != nil {
+		return nil
+	}
+	_, err := sh(ctx, "ip", "link", "del", c.ControllerLink())
+	return err
+}
+
+var apiServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+
+// registerAPIService points v1beta1.controlplane.seine.io at the
+// controller and waits until the aggregator reports it Available.
+func (c *Config) registerAPIService(ctx context.Context, cs kubernetes.Interface) error {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: controllerService, Namespace: controllerNamespace},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
+			Port: 443, TargetPort: intstr.FromInt32(int32(c.ControllerPort)), Protocol: corev1.ProtocolTCP,
+		}}},
+	}
+	if _, err := cs.CoreV1().Services(controllerNamespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("service: %w", err)
+	}
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: controllerService, Namespace: controllerNamespace, Labels: map[string]string{
+			discoveryv1.LabelServiceName: controllerService,
+			discoveryv1.LabelManagedBy:   "seine-lab",
+		}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{c.ControllerIP()}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(""), Port: ptr.To(int32(c.ControllerPort)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices(controllerNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("endpointslice: %w", err)
+	}
+	ca, err := os.ReadFile(c.pki("ca.crt"))
+	if err != nil {
+		return err
+	}
+	rc, err := c.restConfig("admin")
+	if err != nil {
+		return err
+	}
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	as := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiregistration.k8s.io/v1",
+		"kind":       "APIService",
+		"metadata":   map[string]any{"name": "v1beta1.controlplane.seine.io"},
+		"spec": map[string]any{
+			"group": "controlplane.seine.io", "version": "v1beta1",
+			"groupPriorityMinimum": int64(100), "versionPriority": int64(100),
+			"service":  map[string]any{"name": controllerService, "namespace": controllerNamespace, "port": int64(443)},
+			"caBundle": b64(ca),
+		},
+	}}
+	if _, err := dc.Resource(apiServiceGVR).Create(ctx, as, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("apiservice: %w", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, err := dc.Resource(apiServiceGVR).Get(ctx, "v1beta1.controlplane.seine.io", metav1.GetOptions{})
+		var last string
+		if err == nil {
+			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+			for _, cd := range conds {
+				m, _ := cd.(map[string]any)
+				if m["type"] == "Available" {
+					if m["status"] == "True" {
+						return nil
+					}
+					last = fmt.Sprintf("%v: %v", m["reason"], m["message"])
+				}
+			}
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("apiservice v1beta1.controlplane.seine.io not available after 60s: %s\n%s", last, c.logTail("seine-controller", 15))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// controllerRBAC grants seine-controller what it reads and the right to
+// delegate authentication (TokenReview) and authorization
+// (SubjectAccessReview), and lets seine-agent read controlplane.seine.io.
+func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
+	user := []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:controller"}}
+	roles := []*rbacv1.ClusterRole{
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"networkpolicies", "appliedtogroups", "addressgroups"}, Verbs: []string{"get", "list", "watch"}},
+		}},
+	}
+	bindings := []*rbacv1.ClusterRoleBinding{
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller"}, Subjects: user,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-controller"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller-auth-delegator"}, Subjects: user,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"},
+			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:agent"}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-agent-controlplane"}},
+	}
+	for _, r := range roles {
+		if _, err := cs.RbacV1().ClusterRoles().Create(ctx, r, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("clusterrole %s: %w", r.Name, err)
+		}
+	}
+	for _, b := range bindings {
+		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("clusterrolebinding %s: %w", b.Name, err)
+		}
+	}
+	// The requestheader and client CAs the controller trusts are published
+	// by the kube-apiserver in this ConfigMap.
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "seine-controller-authentication-reader", Namespace: "kube-system"},
+		Subjects:   user,
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "extension-apiserver-authentication-reader"},
+	}
+	if _, err := cs.RbacV1().RoleBindings("kube-system").Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("rolebinding %s: %w", rb.Name, err)
+	}
+	return nil
+}
