@@ -83,7 +83,7 @@ func Check(ctx context.Context, o CheckOptions) *Report {
 	if fi, err := os.Stat(cfg.CNISocket); err != nil {
 		r.fail("cni socket", cfg.CNISocket, fmt.Sprintf("%v (the agent creates it when it serves CNI)", err))
 	} else {
-		r.ok("cni socket", cfg.CNISocket, fi.Mode().Type().String())
+		r.ok("cni socket", cfg.CNISocket, fmt.Sprintf("exists (%v)", fi.Mode()))
 	}
 	withTimeout := func(fn func(context.Context) (string, error)) (string, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)

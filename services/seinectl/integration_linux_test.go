@@ -141,7 +141,7 @@ func TestCheckOnANode(t *testing.T) {
 	want := map[string]string{
 		"binary seine-agent": "bytes", "binary seinectl": "bytes", "binary seine": "bytes",
 		"agent config": "node node-1, bridge br-int", "cni conflist": "network seine",
-		"cni socket": "S", "ovsdb": "bridge br-int (netdev, 1 ports)", "openflow": "br-int: 1 flows",
+		"cni socket": "exists (S", "ovsdb": "bridge br-int (netdev, 1 ports)", "openflow": "br-int: 1 flows",
 		"agent /healthz": "ok", "agent /readyz": "ok",
 	}
 	for name, detail := range want {
