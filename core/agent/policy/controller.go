@@ -189,11 +189,11 @@ func (c *Controller) apply(ctx context.Context, settle bool) error {
 	if _, err := pipeline.PolicyFlows(r.set, 0); err != nil {
 		return fmt.Errorf("policy flows: %w", err)
 	}
-	changed := false
+	narrowed := false // the change may deny what the old flows allowed
 	err := c.node.Install(ctx, func(w Writer, round pipeline.Round) error {
 		c.flowMu.Lock()
 		defer c.flowMu.Unlock()
-		msgs, err := diff(c.installed, r.set, round)
+		msgs, narrows, err := diff(c.installed, r.set, round)
 		if err != nil {
 			return err
 		}
@@ -202,7 +202,7 @@ func (c *Controller) apply(ctx context.Context, settle bool) error {
 				return fmt.Errorf("install %d policy flow changes: %w", len(msgs), err)
 			}
 			c.log.Debug("policy flows changed", "changes", len(msgs), "rules", len(r.set.Rules))
-			changed = true
+			narrowed = narrows
 		}
 		c.installed = r.set
 		return nil
@@ -211,8 +211,9 @@ func (c *Controller) apply(ctx context.Context, settle bool) error {
 		return err
 	}
 	// Cached datapath flows of the old policies are gone once the
-	// revalidators have run: only then is the change realized.
-	if st, ok := c.node.(DatapathSettler); ok && changed && settle {
+	// revalidators have run: only then is a change that denies something
+	// realized. A change that only allows more needs no wait.
+	if st, ok := c.node.(DatapathSettler); ok && narrowed && settle {
 		if err := st.WaitDatapath(ctx); err != nil {
 			c.log.Warn("waiting for the datapath to take the policy change", "err", err)
 		}
@@ -229,17 +230,20 @@ func (c *Controller) apply(ctx context.Context, settle bool) error {
 // the old or the new set only; the order is the safe one even so (a pod is
 // isolated before its old allows go and stays isolated until its new
 // allows are in).
-func diff(from, to pipeline.PolicySet, r pipeline.Round) ([]openflow.Message, error) {
+//
+// narrows reports whether the change may deny something the old flows
+// allowed: a delete, a replaced flow or a new isolation drop. Adding flows
+// only widens what is allowed.
+func diff(from, to pipeline.PolicySet, r pipeline.Round) (msgs []openflow.Message, narrows bool, err error) {
 	var old, want []*openflow.Flow
-	var err error
 	if !emptySet(from) {
 		if old, err = pipeline.PolicyFlows(from, r); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	if !emptySet(to) {
 		if want, err = pipeline.PolicyFlows(to, r); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	have := map[string]*openflow.Flow{}
@@ -250,9 +254,11 @@ func diff(from, to pipeline.PolicySet, r pipeline.Round) ([]openflow.Message, er
 	var isoAdd, add, del, isoDel []openflow.Message
 	for _, f := range want {
 		wanted[f.Key()] = true
-		if h, ok := have[f.Key()]; ok && h.CookieValue() == f.CookieValue() && string(h.InstructionBytes()) == string(f.InstructionBytes()) {
+		h, replaced := have[f.Key()]
+		if replaced && h.CookieValue() == f.CookieValue() && string(h.InstructionBytes()) == string(f.InstructionBytes()) {
 			continue
 		}
+		narrows = narrows || replaced
 		if isIsolation(f) {
 			isoAdd = append(isoAdd, openflow.AddFlow(f))
 		} else {
@@ -269,7 +275,8 @@ func diff(from, to pipeline.PolicySet, r pipeline.Round) ([]openflow.Message, er
 			del = append(del, openflow.DeleteFlowStrict(f))
 		}
 	}
-	return slices.Concat(isoAdd, del, add, isoDel), nil
+	narrows = narrows || len(isoAdd) > 0 || len(del) > 0
+	return slices.Concat(isoAdd, del, add, isoDel), narrows, nil
 }
 
 // isIsolation tells the default-drop flows of isolated pods: the only

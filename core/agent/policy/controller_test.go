@@ -269,7 +269,8 @@ type settlingNode struct {
 
 func (n *settlingNode) WaitDatapath(context.Context) error { n.waits++; return nil }
 
-// Sync waits for the datapath when it changed flows, and only then.
+// Sync waits for the datapath when its change may deny something, and only
+// then.
 func TestSyncSettlesTheDatapath(t *testing.T) {
 	ctx := context.Background()
 	n := &settlingNode{fakeNode: newFakeNode(webPod)}
@@ -293,7 +294,14 @@ func TestSyncSettlesTheDatapath(t *testing.T) {
 	if err := c.Sync(ctx, dbPolicyState(member("default", "web-0", "10.244.1.10"), member("default", "c", "10.244.2.5"))); err != nil {
 		t.Fatal(err)
 	}
+	if n.waits != 0 {
+		t.Errorf("%d waits after a change that only allows more, want 0", n.waits)
+	}
+	// A member leaves: what it was allowed must be gone from the datapath.
+	if err := c.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
 	if n.waits != 1 {
-		t.Errorf("%d waits for one change and one no-op sync, want 1", n.waits)
+		t.Errorf("%d waits after a change that denies, want 1", n.waits)
 	}
 }
