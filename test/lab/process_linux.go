@@ -152,3 +152,7 @@ func procStatFields(pid int) ([]string, error) {
 	}
 	return f, nil
 }
+
+// ComponentPID returns the pid of a running lab component ("seine-controller",
+// "kube-apiserver", "agent-node-1", ...), or 0.
+func (c *Config) ComponentPID(name string) int { return c.componentPID(name) }
