@@ -16,7 +16,7 @@ import (
 
 const (
 	defaultConfigPath     = `C:\ProgramData\Seine\seine-agent.yaml`
-	defaultServiceLogFile = `C:\ProgramData\Seine\log\seine-agent.log`
+	defaultServiceLogFile = `C:\ProgramData\Seine\logs\seine-agent.log`
 )
 
 // scmService: the service's command line says --service.

@@ -163,7 +163,7 @@ func TestMSIUnderWine(t *testing.T) {
 
 	installed := []string{
 		`C:\Program Files\Seine\seine-agent.exe`,
-		`C:\Program Files\Seine\cni\seine-cni.exe`,
+		`C:\opt\cni\bin\seine.exe`,
 		`C:\Program Files\WindowsPowerShell\Modules\Seine\Seine.psm1`,
 		`C:\Program Files\WindowsPowerShell\Modules\Seine\Seine.psd1`,
 		`C:\ProgramData\Seine\seine-agent.yaml`,
@@ -221,7 +221,7 @@ func TestMSIUnderWine(t *testing.T) {
 	}
 
 	// Started, it finds no Host Network Service and stops, saying so.
-	agentLog := p.path(`C:\ProgramData\Seine\log\seine-agent.log`)
+	agentLog := p.path(`C:\ProgramData\Seine\logs\seine-agent.log`)
 	out, err := p.run(ctx, "sc", "start", "seine-agent")
 	t.Logf("sc start seine-agent: %v\n%s", err, out)
 	poll(t, 2*time.Minute, "the agent logs why it cannot start", func() (bool, string) {
@@ -252,6 +252,7 @@ func TestMSIUnderWine(t *testing.T) {
 		`C:\Program Files\Seine`,
 		`C:\Program Files\WindowsPowerShell\Modules\Seine`,
 		`C:\ProgramData\Seine`,
+		`C:\opt`,
 	} {
 		if _, err := os.Stat(p.path(d)); !os.IsNotExist(err) {
 			var left []string
