@@ -1,11 +1,14 @@
 package dataplanebench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,12 +27,17 @@ const (
 
 // BenchmarkPodToPodTCP runs iperf3 (4 s) from a pod on node-1 to a pod on
 // node-2 of a 2-node lab, once through Seine (pods made by seine-cni, the
-// agent's pipeline, geneve between the nodes) and once through a plain
-// netdev bridge br-plain with only the NORMAL flow on each node's own
-// ovs-vswitchd, joined by a direct veth between the node namespaces, with
-// two extra pod namespaces of the same MTU and tx checksum offload off. The
-// two sides alternate, three times each; it reports the mean of each side's successful runs, the ratio,
-// and how many runs failed (iperf3 reported an error or nothing received).
+// agent's pipeline, geneve between the nodes unless the environment says
+// otherwise, see upLab) and once through a plain netdev bridge br-plain with
+// only the NORMAL flow on each node's own ovs-vswitchd, with two extra pod
+// namespaces of the same MTU and tx checksum offload off. Both sides cross
+// the same underlay: each br-plain has a port on the lab's fabric bridge, as
+// each node's uplink has. The two sides alternate, three times each; it
+// reports the mean of each side's successful runs, the ratio, how many runs
+// failed (iperf3 reported an error or nothing received), and per side the
+// CPU time both nodes' ovs-vswitchd used per GB delivered: on a machine
+// whose cores other work also wants, that cost tells the datapaths apart
+// where throughput mostly measures the scheduler.
 func BenchmarkPodToPodTCP(b *testing.B) {
 	c, cs := upLab(b, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -62,29 +70,97 @@ func BenchmarkPodToPodTCP(b *testing.B) {
 	plainSrv, plainCli := plainPods(b, c, mtu)
 	b.Logf("pod MTU %d on both sides", mtu)
 
+	cpu := vswitchdCPU(b, c, "node-1", "node-2")
 	for b.Loop() {
-		var seineRuns, plainRuns []float64
+		var seine, plain sideStats
 		for range runs {
-			if bps := iperf(b, srvNS, cliNS, srv.Status.PodIP); bps > 0 {
-				seineRuns = append(seineRuns, bps)
-			}
-			if bps := iperf(b, plainSrv, plainCli, "10.251.0.2"); bps > 0 {
-				plainRuns = append(plainRuns, bps)
-			}
+			seine.add(cpu, func() iperfResult { return iperf(b, srvNS, cliNS, srv.Status.PodIP) })
+			plain.add(cpu, func() iperfResult { return iperf(b, plainSrv, plainCli, "10.251.0.2") })
 		}
-		if len(seineRuns) == 0 || len(plainRuns) == 0 {
-			b.Fatalf("no successful run: seine %d, plain %d of %d", len(seineRuns), len(plainRuns), runs)
+		if len(seine.bps) == 0 || len(plain.bps) == 0 {
+			b.Fatalf("no successful run: seine %d, plain %d of %d", len(seine.bps), len(plain.bps), runs)
 		}
-		seine, plain := mean(seineRuns), mean(plainRuns)
-		b.ReportMetric(float64(2*runs-len(seineRuns)-len(plainRuns)), "failed-runs")
-		b.ReportMetric(seine/1e9, "seine-Gbit/s")
-		b.ReportMetric(plain/1e9, "plain-normal-Gbit/s")
-		b.ReportMetric(seine/plain, "ratio")
+		b.ReportMetric(float64(2*runs-len(seine.bps)-len(plain.bps)), "failed-runs")
+		b.ReportMetric(mean(seine.bps)/1e9, "seine-Gbit/s")
+		b.ReportMetric(mean(plain.bps)/1e9, "plain-normal-Gbit/s")
+		b.ReportMetric(mean(seine.bps)/mean(plain.bps), "ratio")
+		b.ReportMetric(seine.cpuPerGB(), "seine-vswitchd-cpu-s/GB")
+		b.ReportMetric(plain.cpuPerGB(), "plain-vswitchd-cpu-s/GB")
 	}
 }
 
-// plainPods builds br-plain on node-1 and node-2 (NORMAL only), a veth
-// between the two node namespaces on those bridges, and one pod namespace
+// sideStats gathers one side's successful runs: throughput, and the CPU
+// time both nodes' ovs-vswitchd spent per byte delivered.
+type sideStats struct {
+	bps         []float64
+	bytes, cpuS float64
+}
+
+func (s *sideStats) add(cpu func() float64, run func() iperfResult) {
+	before := cpu()
+	r := run()
+	used := cpu() - before
+	if r.bps == 0 {
+		return
+	}
+	s.bps = append(s.bps, r.bps)
+	s.bytes += r.bytes
+	s.cpuS += used
+}
+
+func (s *sideStats) cpuPerGB() float64 { return s.cpuS / (s.bytes / 1e9) }
+
+// vswitchdCPU returns a function reading the CPU time (user + system, in
+// seconds) the nodes' ovs-vswitchd processes have used so far. It includes
+// the kernel work done on their behalf in their context: AF_PACKET receive
+// and send, veth transmit, and the softirq delivery that follows a send
+// (the receiving pod's TCP stack included), the same on both sides.
+func vswitchdCPU(b *testing.B, c *lab.Config, nodes ...string) func() float64 {
+	b.Helper()
+	var pids []int
+	for _, n := range nodes {
+		d, err := ovsdaemon.Attach(c.NodeOVSDir(n))
+		if err != nil {
+			b.Fatal(err)
+		}
+		raw, err := os.ReadFile(d.PidfilePath("ovs-vswitchd"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil {
+			b.Fatalf("pidfile of ovs-vswitchd on %s: %v", n, err)
+		}
+		pids = append(pids, pid)
+	}
+	return func() float64 {
+		var ticks float64
+		for _, pid := range pids {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil {
+				b.Fatalf("ovs-vswitchd %d: %v", pid, err)
+			}
+			// Fields after the command name, which ends with the last ')':
+			// state is field 3, utime 14, stime 15.
+			f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+			for _, i := range []int{14 - 3, 15 - 3} {
+				v, err := strconv.ParseFloat(f[i], 64)
+				if err != nil {
+					b.Fatalf("/proc/%d/stat: %v", pid, err)
+				}
+				ticks += v
+			}
+		}
+		return ticks / clockTicks
+	}
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// plainPods builds br-plain on node-1 and node-2 (NORMAL only), each with a
+// port on the lab's fabric bridge (as the nodes' uplinks are), and one pod namespace
 // per node on them: 10.251.0.1 (client, node-1) and 10.251.0.2 (server,
 // node-2). It returns the server's and the client's namespace.
 func plainPods(b *testing.B, c *lab.Config, mtu int) (srv, cli string) {
@@ -107,8 +183,16 @@ func plainPods(b *testing.B, c *lab.Config, mtu int) (srv, cli string) {
 		})
 	}
 	node1, node2 := c.NetNSPath("node-1"), c.NetNSPath("node-2")
-	run(b, node1, "ip", "link", "add", "plain1", "type", "veth", "peer", "name", "plain2", "netns", c.NetNS("node-2"))
-	b.Cleanup(func() { _ = exec.Command("nsenter", "--net="+node1, "--", "ip", "link", "del", "plain1").Run() })
+	// Each br-plain reaches the other through the lab's fabric bridge, the
+	// underlay Seine's uplinks use: both sides cross the same network.
+	fabric := c.NetNSPath("fabric")
+	br := fabricBridge(b, fabric)
+	for _, n := range []struct{ nodeNS, node, port string }{{node1, "node-1", "plain1"}, {node2, "node-2", "plain2"}} {
+		fport := "f" + n.port
+		run(b, fabric, "ip", "link", "add", fport, "mtu", "1500", "type", "veth", "peer", "name", n.port, "netns", c.NetNS(n.node))
+		b.Cleanup(func() { _ = exec.Command("nsenter", "--net="+fabric, "--", "ip", "link", "del", fport).Run() })
+		run(b, fabric, "ip", "link", "set", fport, "master", br, "up")
+	}
 	attach := func(nodeNS, node, port string, mtu int) {
 		run(b, nodeNS, "ip", "link", "set", port, "mtu", fmt.Sprint(mtu), "arp", "off", "up")
 		run(b, nodeNS, "sysctl", "-qw", "net.ipv6.conf."+port+".disable_ipv6=1")
@@ -133,6 +217,16 @@ func plainPods(b *testing.B, c *lab.Config, mtu int) (srv, cli string) {
 	return srv, cli
 }
 
+// fabricBridge is the name of the one bridge in the lab's fabric namespace.
+func fabricBridge(b *testing.B, fabric string) string {
+	b.Helper()
+	f := strings.Fields(run(b, fabric, "ip", "-o", "link", "show", "type", "bridge"))
+	if len(f) < 2 {
+		b.Fatalf("no bridge in the fabric namespace %s", fabric)
+	}
+	return strings.TrimSuffix(f[1], ":")
+}
+
 // waitTCP polls until a TCP connection from ns to ip port 9 gets an answer
 // (a reset: nothing listens there).
 func waitTCP(b *testing.B, ns, ip string) {
@@ -150,9 +244,13 @@ func waitTCP(b *testing.B, ns, ip string) {
 	}
 }
 
+// iperfResult is what one iperf3 run received: bits per second and bytes.
+// A failed run has bps 0.
+type iperfResult struct{ bps, bytes float64 }
+
 // iperf runs one iperf3 server in srvNS for one test from cliNS to ip and
-// returns the received bits per second.
-func iperf(b *testing.B, srvNS, cliNS, ip string) float64 {
+// returns what was received.
+func iperf(b *testing.B, srvNS, cliNS, ip string) iperfResult {
 	b.Helper()
 	srv := exec.Command("nsenter", "--net="+srvNS, "--", "iperf3", "-s", "-1", "-p", "5201")
 	if err := srv.Start(); err != nil {
@@ -179,6 +277,7 @@ func iperf(b *testing.B, srvNS, cliNS, ip string) float64 {
 		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
+				Bytes         float64 `json:"bytes"`
 			} `json:"sum_received"`
 			SumSent struct {
 				Retransmits int `json:"retransmits"`
@@ -190,10 +289,10 @@ func iperf(b *testing.B, srvNS, cliNS, ip string) float64 {
 	}
 	if r.Error != "" || r.End.SumReceived.BitsPerSecond == 0 {
 		b.Logf("%s: failed run (%q), not counted", ip, r.Error)
-		return 0
+		return iperfResult{}
 	}
 	b.Logf("%s: %.2f Gbit/s, %d retransmits", ip, r.End.SumReceived.BitsPerSecond/1e9, r.End.SumSent.Retransmits)
-	return r.End.SumReceived.BitsPerSecond
+	return iperfResult{bps: r.End.SumReceived.BitsPerSecond, bytes: r.End.SumReceived.Bytes}
 }
 
 func mean(v []float64) float64 {
