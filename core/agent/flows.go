@@ -143,6 +143,9 @@ func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
 	}
 	// A restarted ovs-vswitchd has forgotten the tunnel neighbours too.
 	go a.warmTunnelNeighbours()
+	// The replay installed the policy flows last installed; a Sync that
+	// failed while the switch was away is installed now.
+	go a.policy.PodsChanged(ctx)
 	return nil
 }
 
