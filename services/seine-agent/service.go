@@ -36,7 +36,14 @@ func serviceConfig(spec serviceSpec) *service.Config {
 	}
 }
 
+// newController opens the agent's service in the OS's service manager,
+// which must be the one Seine's service is made for (servicePlatform):
+// kardianos/service would otherwise fall back to, say, a SysV script that
+// knows nothing of restarting the agent.
 func newController(spec serviceSpec) (controller, error) {
+	if p := service.Platform(); p != servicePlatform {
+		return nil, fmt.Errorf("the %s service needs %s; this host's service manager is %q: run `seine-agent run` under it yourself", serviceName, servicePlatform, p)
+	}
 	s, err := service.New(nil, serviceConfig(spec))
 	if err != nil {
 		return nil, fmt.Errorf("service manager: %w", err)

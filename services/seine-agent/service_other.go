@@ -15,6 +15,9 @@ const (
 	defaultServiceLogFile = ""
 )
 
+// servicePlatform is the service manager `install` and the others work with.
+const servicePlatform = "linux-systemd"
+
 // scmService: systemd runs `seine-agent run` as a plain foreground process.
 const scmService = false
 

@@ -3,7 +3,10 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/kardianos/service"
 )
 
 // TestSystemdUnit compares the unit with testdata/seine-agent.service
@@ -42,5 +45,18 @@ func TestSystemdQuote(t *testing.T) {
 		if got := systemdQuote(in); got != want {
 			t.Errorf("systemdQuote(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestControllerNeedsItsServiceManager: on a host whose service manager is
+// not the one the service is made for (this VM: SysV), the subcommands say
+// so instead of installing something else.
+func TestControllerNeedsItsServiceManager(t *testing.T) {
+	if service.Platform() == servicePlatform {
+		t.Skipf("this host runs %s", servicePlatform)
+	}
+	_, err := newController(serviceSpec{Executable: "/usr/local/bin/seine-agent", Config: "/etc/seine/seine-agent.yaml"})
+	if err == nil || !strings.Contains(err.Error(), servicePlatform) {
+		t.Fatalf("newController = %v, want an error naming %s", err, servicePlatform)
 	}
 }

@@ -19,6 +19,9 @@ const (
 	defaultServiceLogFile = `C:\ProgramData\Seine\logs\seine-agent.log`
 )
 
+// servicePlatform is the service manager `install` and the others work with.
+const servicePlatform = "windows-service"
+
 // scmService: the service's command line says --service.
 const scmService = true
 
