@@ -2,7 +2,7 @@
 # same name through `go tool mage`, so mage need not be installed.
 MAGE := go tool mage
 
-.PHONY: build test lab lab-down lint bench deps kube-binaries windows-test
+.PHONY: build test lab lab-down lint bench deps kube-binaries windows-test msi
 build:         ; $(MAGE) build
 test:          ; $(MAGE) test
 lab:           ; $(MAGE) lab
@@ -12,3 +12,4 @@ bench:         ; $(MAGE) bench
 deps:          ; $(MAGE) deps
 kube-binaries: ; $(MAGE) kubeBinaries
 windows-test:  ; $(MAGE) windowsTest
+msi:           ; $(MAGE) msi

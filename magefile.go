@@ -8,10 +8,12 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +22,8 @@ import (
 	"strings"
 
 	"github.com/magefile/mage/mg"
+
+	msi "github.com/seine-cni/seine/installer/windows/msi"
 )
 
 // Default is what `mage` with no target runs.
@@ -40,6 +44,9 @@ var debPackages = map[string]string{
 	"tcpdump":       "tcpdump",
 	"iperf3":        "iperf3",
 	"kubectl":       "kubernetes-client",
+	"wixl":          "wixl",
+	"osslsigncode":  "osslsigncode",
+	"openssl":       "openssl",
 }
 
 // Deps installs the Debian packages whose commands are missing.
@@ -253,7 +260,24 @@ func Test() error {
 
 // windowsTestPackages are the packages whose Windows test binaries pass under
 // Wine (see test/windows/README.md for what Wine cannot run).
-var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline"}
+var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline", "./windows"}
+
+// MSI builds Seine's Windows installer, bin/seine.msi, with wixl; it is
+// signed with osslsigncode when SEINE_SIGN_CERT and SEINE_SIGN_KEY name PEM
+// files (SEINE_SIGN_TIMESTAMP_URL adds a timestamp). SEINE_VERSION is the
+// product version, major.minor.build (default 0.0.0).
+func MSI() error {
+	mg.Deps(Deps)
+	o := msi.Options{
+		Version: os.Getenv("SEINE_VERSION"),
+		GoFlags: []string{"-trimpath"},
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	}
+	if cert, key := os.Getenv("SEINE_SIGN_CERT"), os.Getenv("SEINE_SIGN_KEY"); cert != "" || key != "" {
+		o.Sign = &msi.Signing{Cert: cert, Key: key, TimestampURL: os.Getenv("SEINE_SIGN_TIMESTAMP_URL")}
+	}
+	return msi.BuildMSI(context.Background(), "bin/seine.msi", o)
+}
 
 // WindowsTest builds the Windows test binaries and runs them under Wine,
 // installing wine and MinGW with apt-get when missing.
