@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
 )
 
@@ -30,12 +31,13 @@ func TestMain(m *testing.M) {
 }
 
 // TestServerSideApply applies every document of the checked-in seine.yml
-// with server-side apply (dryRun=All) to a real kube-apiserver: the lab's,
-// with one node. The server validates each object against its schema,
-// RBAC (binding roles the applier holds), admission (privileged pods) and
-// the APIService's registration rules.
+// with server-side apply (dryRun=All) to a real kube-apiserver: a one-node
+// lab whose nodes use the reference ptp plugin, so the cluster holds no
+// Seine object yet, as on a cluster being installed. The server validates
+// each object against its schema, RBAC (binding roles the applier holds),
+// admission (privileged pods) and the APIService's registration rules.
 func TestServerSideApply(t *testing.T) {
-	c, _ := labtest.Up(t, labtest.Options{Name: "h3", Nodes: 1, APIPort: 53443, EtcdPort: 53379})
+	c := clusterWithoutSeine(t)
 	rc, err := clientcmd.BuildConfigFromFlags("", c.AdminKubeconfig())
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +98,38 @@ func TestServerSideApply(t *testing.T) {
 	if _, err := dyn.Resource(mustMapping(t, mapper, "apps", "DaemonSet")).Namespace(Namespace).Get(ctx, "seine-agent", metav1.GetOptions{}); err == nil {
 		t.Error("the dry run created the DaemonSet")
 	}
+}
+
+// clusterWithoutSeine brings up a one-node lab in ptp mode (state
+// /run/seine-h3, namespaces seine-h3-*, API port 53443, etcd 53379) and
+// takes it down in t's cleanup.
+func clusterWithoutSeine(t *testing.T) *lab.Config {
+	kube := labtest.Require(t)
+	_, labCLI := labtest.Binaries(t)
+	c := &lab.Config{
+		Nodes: 1, StateDir: "/run/seine-h3", NSPrefix: "seine-h3-", APIPort: 53443, EtcdPort: 53379,
+		CNI: lab.CNIPtp, KubeBin: kube, LabBin: labCLI,
+	}
+	log := labtest.Logger(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// A lab left by an interrupted run of this test is this test's own.
+	if _, err := os.Stat(c.StateDir); err == nil {
+		if err := lab.Down(ctx, log, c.StateDir); err != nil {
+			t.Fatalf("take down the lab left in %s: %v", c.StateDir, err)
+		}
+	}
+	t.Cleanup(func() {
+		if err := lab.Down(context.Background(), log, c.StateDir); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	start := time.Now()
+	if err := lab.Up(ctx, log, c); err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Logf("lab up (1 node, ptp) in %s", time.Since(start).Round(time.Millisecond))
+	return c
 }
 
 func mustMapping(t *testing.T, mapper apimeta.RESTMapper, group, kind string) schema.GroupVersionResource {
