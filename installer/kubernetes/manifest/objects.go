@@ -98,18 +98,16 @@ func agentClusterRole() *rbacv1.ClusterRole {
 	}
 }
 
+// controllerClusterRole is what seine-controller reads to compute policies;
+// delegating authentication and authorization is granted by the bindings
+// to system:auth-delegator and extension-apiserver-authentication-reader.
 func controllerClusterRole() *rbacv1.ClusterRole {
 	return &rbacv1.ClusterRole{
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
 		ObjectMeta: meta(controllerName, false, controllerName),
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "namespaces"}, Verbs: readOnly},
-			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: readOnly},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: readOnly},
-			// The generic apiserver reads the extension-apiserver-authentication
-			// ConfigMap and the flow-control configuration it serves under.
-			{APIGroups: []string{"flowcontrol.apiserver.k8s.io"}, Resources: []string{"prioritylevelconfigurations", "flowschemas"}, Verbs: readOnly},
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations", "validatingwebhookconfigurations", "validatingadmissionpolicies", "validatingadmissionpolicybindings"}, Verbs: readOnly},
 		},
 	}
 }
@@ -241,8 +239,8 @@ func controlplaneAPIService() *APIService {
 			Service: &ServiceReference{Namespace: Namespace, Name: controllerName, Port: ptr.To[int32](443)},
 			Group:   controlplaneGroup,
 			Version: "v1beta1",
-			// seine-controller serves a self-signed certificate; no CA bundle
-			// is managed yet.
+			// seine-controller serves a certificate it signs itself at
+			// start (no --tls-cert-file); no CA bundle is managed yet.
 			InsecureSkipTLSVerify: true,
 			GroupPriorityMinimum:  100,
 			VersionPriority:       100,
