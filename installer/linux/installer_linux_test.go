@@ -2,6 +2,7 @@ package linux
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,7 @@ func TestUnitStructure(t *testing.T) {
 		t.Errorf("ExecStartPre=%s", got)
 	}
 	for sec, kv := range map[string]map[string]string{
-		"Service": {"Type": "simple", "Restart": "always"},
+		"Service": {"Type": "simple", "Restart": "on-failure"},
 		"Install": {"WantedBy": "multi-user.target"},
 		"Unit":    {"StartLimitIntervalSec": "0"},
 	} {
@@ -67,6 +68,35 @@ func TestUnitStructure(t *testing.T) {
 	}
 	if after := one("Unit", "After"); !strings.Contains(after, "openvswitch-switch.service") || !strings.Contains(after, "network-online.target") {
 		t.Errorf("After=%s: the agent starts after the network and Open vSwitch", after)
+	}
+}
+
+// TestGeneratedUnitMatches compares the unit `seine-agent install` writes
+// (its golden file, services/seine-agent/testdata) with the reference:
+// every setting of the generated unit is the reference's, except the
+// command lines, which carry the install's own paths and flags.
+func TestGeneratedUnitMatches(t *testing.T) {
+	b, err := os.ReadFile("../../services/seine-agent/testdata/seine-agent.service")
+	if err != nil {
+		skipOrFail(t, fmt.Sprintf("no generated unit to compare: %v", err))
+	}
+	ref, gen := unitSections(t, SystemdUnit), unitSections(t, string(b))
+	for sec, kv := range gen {
+		for k, v := range kv {
+			if strings.HasPrefix(k, "Exec") {
+				continue
+			}
+			if fmt.Sprint(ref[sec][k]) != fmt.Sprint(v) {
+				t.Errorf("[%s] %s: seine-agent install writes %q, the reference has %q", sec, k, v, ref[sec][k])
+			}
+		}
+	}
+	for sec, kv := range ref {
+		for k := range kv {
+			if _, ok := gen[sec][k]; !ok && !strings.HasPrefix(k, "Exec") && k != "User" {
+				t.Errorf("[%s] %s: in the reference, not in what seine-agent install writes", sec, k)
+			}
+		}
 	}
 }
 
