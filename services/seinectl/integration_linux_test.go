@@ -134,7 +134,9 @@ func (n *testNode) check(t *testing.T) (map[string]nodecheck.Result, error) {
 func TestCheckOnANode(t *testing.T) {
 	ovsdaemon.SkipUnlessCanRun(t)
 	n := startTestNode(t)
+	start := time.Now()
 	got, err := n.check(t)
+	t.Logf("check in %s", time.Since(start).Round(time.Millisecond))
 	if err != nil {
 		t.Errorf("check: %v", err)
 	}
@@ -229,9 +231,11 @@ func TestBundleOfANode(t *testing.T) {
 	mustWrite(t, logPath, "level=INFO msg=\"node ready\"\n", 0o644)
 	out := filepath.Join(n.dir, "bundle.tar.gz")
 	var stdout, stderr bytes.Buffer
+	start := time.Now()
 	if err := run(t.Context(), []string{"bundle", "-o", out, "--config", n.config, "--agent-log", logPath}, &stdout, &stderr, nil); err != nil {
 		t.Fatalf("bundle: %v\n%s", err, stderr.String())
 	}
+	t.Logf("bundle in %s: %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(stdout.String()))
 	files := readBundle(t, out)
 	want := map[string]string{
 		"summary.txt":            "OK    ovs/flows.txt",
