@@ -12,7 +12,8 @@ import (
 
 // The fabric is a Linux bridge in its own namespace. Each node namespace has
 // an eth0 whose peer is a port of that bridge; so has the external host.
-// Nothing is created in the machine's own namespace.
+// Nothing else is created in the machine's own namespace (seine-controller's
+// address: controller_linux.go).
 const fabricBridge = "fabric0"
 
 // sh runs a command and returns its combined output in the error.

@@ -271,3 +271,39 @@ func TestDiffMembers(t *testing.T) {
 		t.Errorf("removed %v, want %v", got, want)
 	}
 }
+
+// TestWatchersGetTheirOwnObjects: the apiserver's encoder writes the kind
+// into the object it encodes, so watchers must not share one object.
+func TestWatchersGetTheirOwnObjects(t *testing.T) {
+	e := startHubs(t)
+	var rv uint64
+	fmt.Sscan(e.ag.list("node-a").(*cp.AddressGroupList).ResourceVersion, &rv)
+	var ws []*watcher
+	for range 2 {
+		w, err := e.ag.watchFrom("node-a", false, rv, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(w.Stop)
+		ws = append(ws, w)
+	}
+	if _, err := e.client.CoreV1().Pods("default").Create(context.Background(), testPod("client-2", "node-c", "10.0.2.1", "client"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var objs []*cp.AddressGroupPatch
+	for _, w := range ws {
+		select {
+		case ev := <-w.ResultChan():
+			p, ok := ev.Object.(*cp.AddressGroupPatch)
+			if !ok {
+				t.Fatalf("event %s %T, want an AddressGroupPatch", ev.Type, ev.Object)
+			}
+			objs = append(objs, p)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event")
+		}
+	}
+	if objs[0] == objs[1] {
+		t.Error("two watchers received the same object")
+	}
+}

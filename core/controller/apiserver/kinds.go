@@ -105,3 +105,28 @@ func diffMembers(old, new []cp.GroupMember) (added, removed []cp.GroupMember) {
 	}
 	return added, removed
 }
+
+// shallowCopy returns a copy of an event's object for one watcher. The
+// objects of a change are shared by all watchers, and the apiserver's
+// encoder sets and then restores the apiVersion and kind of the object it
+// encodes: watchers encoding one object at once would race on them.
+func shallowCopy(obj runtime.Object) runtime.Object {
+	switch o := obj.(type) {
+	case *cp.NetworkPolicy:
+		c := *o
+		return &c
+	case *cp.AppliedToGroup:
+		c := *o
+		return &c
+	case *cp.AddressGroup:
+		c := *o
+		return &c
+	case *cp.AppliedToGroupPatch:
+		c := *o
+		return &c
+	case *cp.AddressGroupPatch:
+		c := *o
+		return &c
+	}
+	return obj
+}

@@ -79,6 +79,7 @@ func (w *watcher) pump() {
 		overflow := w.overflow
 		w.mu.Unlock()
 		for _, ev := range batch {
+			ev.Object = shallowCopy(ev.Object)
 			select {
 			case w.result <- ev:
 			case <-w.done:
