@@ -165,3 +165,25 @@ kube-system/seine-agent-x1  node-1  Running  2
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+func TestAgentPodLog(t *testing.T) {
+	agentPod := func(name, node string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-system", Labels: map[string]string{"app": "seine", "component": "seine-agent"}},
+			Spec:       corev1.PodSpec{NodeName: node},
+		}
+	}
+	cs := fake.NewClientset(agentPod("seine-agent-a", "node-1"), agentPod("seine-agent-b", "node-2"))
+	var buf bytes.Buffer
+	if err := AgentPodLog("log", cs, "kube-system", "node-2", 100).Collect(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	// client-go's fake serves "fake logs" for any pod.
+	if want := "# kube-system/seine-agent-b, container seine-agent, last 100 lines\nfake logs"; buf.String() != want {
+		t.Errorf("got %q, want %q", buf.String(), want)
+	}
+	err := AgentPodLog("log", cs, "kube-system", "node-3", 100).Collect(context.Background(), &buf)
+	if err == nil || !strings.Contains(err.Error(), "no seine-agent pod on node node-3") {
+		t.Errorf("node without an agent: %v", err)
+	}
+}

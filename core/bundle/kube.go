@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 
 	corev1 "k8s.io/api/core/v1"
@@ -64,4 +65,33 @@ func internalIP(n *corev1.Node) string {
 		}
 	}
 	return ""
+}
+
+// AgentPodLog is the tail of the seine-agent container's log in the
+// agent pod running on node (a DaemonSet install logs there, not to a file).
+func AgentPodLog(name string, cs kubernetes.Interface, namespace, node string, tailLines int64) Source {
+	return Source{Name: name, Collect: func(ctx context.Context, w io.Writer) error {
+		pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{
+			LabelSelector: "app=seine,component=seine-agent",
+			FieldSelector: "spec.nodeName=" + node,
+		})
+		if err != nil {
+			return fmt.Errorf("agent pod on %s: %w", node, err)
+		}
+		// The server filters by node; so does this, for servers (and fakes)
+		// that ignore field selectors.
+		i := slices.IndexFunc(pods.Items, func(p corev1.Pod) bool { return p.Spec.NodeName == node })
+		if i < 0 {
+			return fmt.Errorf("no seine-agent pod on node %s in %s", node, namespace)
+		}
+		p := pods.Items[i]
+		fmt.Fprintf(w, "# %s/%s, container seine-agent, last %d lines\n", p.Namespace, p.Name, tailLines)
+		rc, err := cs.CoreV1().Pods(namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: "seine-agent", TailLines: &tailLines}).Stream(ctx)
+		if err != nil {
+			return fmt.Errorf("logs of %s: %w", p.Name, err)
+		}
+		defer rc.Close()
+		_, err = io.Copy(w, rc)
+		return err
+	}}
 }

@@ -155,8 +155,12 @@ func runNodePrep(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// maxLogBytes bounds each log file in a bundle (its tail is kept).
-const maxLogBytes = 20 << 20
+// maxLogBytes bounds each log file in a bundle (its tail is kept);
+// agentLogLines bounds the agent pod's log fetched from the API server.
+const (
+	maxLogBytes   = 20 << 20
+	agentLogLines = 20000
+)
 
 func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	f := newFlags("bundle", stderr)
@@ -204,6 +208,9 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer, log
 			return err
 		}
 		sources = append(sources, bundle.Kube("kube/cluster.txt", cs, *namespace))
+		if cfgErr == nil {
+			sources = append(sources, bundle.AgentPodLog("kube/seine-agent.log", cs, *namespace, cfg.NodeName, agentLogLines))
+		}
 	}
 	var buf bytes.Buffer
 	collectErr, err := bundle.Write(ctx, &buf, sources, bundle.Options{})
