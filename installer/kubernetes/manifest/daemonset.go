@@ -29,10 +29,13 @@ type hostVolume struct {
 }
 
 var (
-	volRun     = hostVolume{name: "host-run-seine", hostPath: hostRunDir, mountPath: hostRunDir, typ: corev1.HostPathDirectoryOrCreate}
-	volState   = hostVolume{name: "host-state", hostPath: hostStateDir, mountPath: hostStateDir, typ: corev1.HostPathDirectoryOrCreate}
-	volCNIBin  = hostVolume{name: "host-cni-bin", hostPath: hostCNIBinDir, mountPath: containerCNIBin, typ: corev1.HostPathDirectoryOrCreate}
-	volCNIConf = hostVolume{name: "host-cni-conf", hostPath: hostCNIConfDir, mountPath: containerCNIConf, typ: corev1.HostPathDirectoryOrCreate}
+	volRun    = hostVolume{name: "host-run-seine", hostPath: hostRunDir, mountPath: hostRunDir, typ: corev1.HostPathDirectoryOrCreate}
+	volState  = hostVolume{name: "host-state", hostPath: hostStateDir, mountPath: hostStateDir, typ: corev1.HostPathDirectoryOrCreate}
+	volCNIBin = hostVolume{name: "host-cni-bin", hostPath: hostCNIBinDir, mountPath: containerCNIBin, typ: corev1.HostPathDirectoryOrCreate}
+	// The agent container sees the installed plugin, read-only, so that
+	// `seinectl check` run in it finds it.
+	volCNIBinRO = hostVolume{name: volCNIBin.name, hostPath: hostCNIBinDir, mountPath: containerCNIBin, readOnly: true}
+	volCNIConf  = hostVolume{name: "host-cni-conf", hostPath: hostCNIConfDir, mountPath: containerCNIConf, typ: corev1.HostPathDirectoryOrCreate}
 	// The node's Open vSwitch must be running: Directory fails the pod
 	// with a clear event when it is not installed.
 	volOVS     = hostVolume{name: "host-ovs-run", hostPath: hostOVSRunDir, mountPath: hostOVSRunDir, typ: corev1.HostPathDirectory}
@@ -93,7 +96,7 @@ func agentDaemonSet(o Options) *appsv1.DaemonSet {
 		Name:            agentName,
 		Image:           o.image(),
 		Command:         []string{imageBinDir + "/" + agentName, "run", "--config=" + renderedConfig},
-		VolumeMounts:    mounts(volRun, volState, volCNIConf, volOVS, volNetNS, volXtables, volModules),
+		VolumeMounts:    mounts(volRun, volState, volCNIConf, volCNIBinRO, volOVS, volNetNS, volXtables, volModules),
 		SecurityContext: privileged,
 		ReadinessProbe:  probe("/readyz", 3),
 		LivenessProbe:   probe("/healthz", 5),

@@ -129,7 +129,8 @@ func TestAgentConfigFitsTheDaemonSet(t *testing.T) {
 			return path == m.MountPath || strings.HasPrefix(path, m.MountPath+"/")
 		})
 	}
-	for _, p := range []string{cfg.OVS.RunDir, filepath.Dir(cfg.CNISocket), cfg.CNIConfDir, cfg.StateDir, renderedConfig} {
+	// containerCNIBin: `seinectl check` run in the agent's container finds the plugin.
+	for _, p := range []string{cfg.OVS.RunDir, filepath.Dir(cfg.CNISocket), cfg.CNIConfDir, cfg.StateDir, renderedConfig, containerCNIBin} {
 		if !mounted(ag, p) {
 			t.Errorf("agent container: %s is not on a mounted volume", p)
 		}
