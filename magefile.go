@@ -32,21 +32,23 @@ var Default = Build
 // debPackages maps a command the tests and the lab need to the Debian package
 // that provides it.
 var debPackages = map[string]string{
-	"ovs-vswitchd":  "openvswitch-switch",
-	"ovs-ofctl":     "openvswitch-common",
-	"ip":            "iproute2",
-	"nsenter":       "util-linux",
-	"iptables":      "iptables",
-	"iptables-save": "iptables",
-	"ethtool":       "ethtool",
-	"ping":          "iputils-ping",
-	"conntrack":     "conntrack",
-	"tcpdump":       "tcpdump",
-	"iperf3":        "iperf3",
-	"kubectl":       "kubernetes-client",
-	"wixl":          "wixl",
-	"osslsigncode":  "osslsigncode",
-	"openssl":       "openssl",
+	"ovs-vswitchd":    "openvswitch-switch",
+	"ovs-ofctl":       "openvswitch-common",
+	"ip":              "iproute2",
+	"nsenter":         "util-linux",
+	"iptables":        "iptables",
+	"iptables-save":   "iptables",
+	"ethtool":         "ethtool",
+	"ping":            "iputils-ping",
+	"conntrack":       "conntrack",
+	"tcpdump":         "tcpdump",
+	"iperf3":          "iperf3",
+	"kubectl":         "kubernetes-client",
+	"wixl":            "wixl",
+	"osslsigncode":    "osslsigncode",
+	"openssl":         "openssl",
+	"shellcheck":      "shellcheck",
+	"systemd-analyze": "systemd",
 }
 
 // Deps installs the Debian packages whose commands are missing.
@@ -260,7 +262,7 @@ func Test() error {
 
 // windowsTestPackages are the packages whose Windows test binaries pass under
 // Wine (see test/windows/README.md for what Wine cannot run).
-var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline", "./windows"}
+var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline", "./windows", "./services/seinectl", "./installer/kubernetes/manifest"}
 
 // MSI builds Seine's Windows installer, bin/seine.msi, with wixl; it is
 // signed with osslsigncode when SEINE_SIGN_CERT and SEINE_SIGN_KEY name PEM
