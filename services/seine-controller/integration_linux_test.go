@@ -36,12 +36,19 @@ func TestMain(m *testing.M) {
 type recorder struct {
 	mu    sync.Mutex
 	state policy.State
+	// guard, when set, must hold for every synced state; lost records
+	// that it did not.
+	guard func(policy.State) bool
+	lost  bool
 }
 
 func (r *recorder) Sync(_ context.Context, s policy.State) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.state = s
+	if r.guard != nil && !r.guard(s) {
+		r.lost = true
+	}
 	return nil
 }
 
@@ -165,12 +172,14 @@ func TestControlPlaneAPI(t *testing.T) {
 	}
 	log := labtest.Logger(t)
 	recs := map[string]*recorder{}
+	watchers := map[string]*policywatch.Watcher{}
 	for _, n := range []string{"node-x", "node-y"} {
 		recs[n] = &recorder{}
-		w, err := policywatch.New(agentCfg, n, recs[n], log, policywatch.Options{})
+		w, err := policywatch.New(agentCfg, n, recs[n], log, policywatch.Options{MaxBackoff: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
+		watchers[n] = w
 		done := make(chan struct{})
 		go func() { defer close(done); w.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
@@ -221,6 +230,41 @@ func TestControlPlaneAPI(t *testing.T) {
 		}
 		waitFor(t, "node-x after its last target left", "", recs["node-x"].render)
 		waitFor(t, "node-y", "h6-allow to [web-y] from [cli-y cli-y2]", recs["node-y"].render)
+	})
+
+	t.Run("controller restart", func(t *testing.T) {
+		// The agent keeps its state while the controller is away, and
+		// lists and syncs everything, including what changed meanwhile,
+		// once it is back.
+		rec, w := recs["node-y"], watchers["node-y"]
+		rec.mu.Lock()
+		rec.guard = func(s policy.State) bool {
+			for _, np := range s.NetworkPolicies {
+				if np.SourceRef != nil && np.SourceRef.Name == "h6-allow" {
+					return true
+				}
+			}
+			return false
+		}
+		rec.mu.Unlock()
+		sessions := w.Relists()
+		if err := c.StopController(); err != nil {
+			t.Fatal(err)
+		}
+		fakePod(t, cs, "cli-y3", "node-y", "10.250.1.4", "h6-cli")
+		if err := c.StartController(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "node-y after the restart", "h6-allow to [web-y] from [cli-y cli-y2 cli-y3]", rec.render)
+		if w.Relists() == sessions {
+			t.Error("the watcher did not list again after the controller restarted")
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if rec.lost {
+			t.Error("a state without the policy was synced while the controller restarted")
+		}
+		rec.guard = nil
 	})
 
 	t.Run("delegation", func(t *testing.T) {

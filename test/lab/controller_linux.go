@@ -32,6 +32,15 @@ func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) e
 	if err := c.addControllerLink(ctx); err != nil {
 		return err
 	}
+	if err := c.runController(ctx); err != nil {
+		return err
+	}
+	return c.registerAPIService(ctx, cs)
+}
+
+// runController starts the seine-controller process and waits until it is
+// ready.
+func (c *Config) runController(ctx context.Context) error {
 	err := c.startComponent(component{name: "seine-controller", argv: []string{
 		filepath.Join(c.SeineBin, "seine-controller"),
 		"--kubeconfig", c.KubeconfigPath("seine-controller"),
@@ -47,11 +56,16 @@ func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) e
 	}
 	// /readyz is open to anonymous users and includes the controller's
 	// "policies computed" check.
-	if err := c.waitHTTP(ctx, "seine-controller", c.ControllerURL()+"/readyz", tlsClient, 60*time.Second); err != nil {
-		return err
-	}
-	return c.registerAPIService(ctx, cs)
+	return c.waitHTTP(ctx, "seine-controller", c.ControllerURL()+"/readyz", tlsClient, 60*time.Second)
 }
+
+// StopController stops seine-controller (SIGTERM), for tests of agents
+// riding out a controller restart; StartController starts it again.
+func (c *Config) StopController() error { return c.stopComponent("seine-controller", 10*time.Second) }
+
+// StartController starts seine-controller after StopController and waits
+// until it is ready.
+func (c *Config) StartController(ctx context.Context) error { return c.runController(ctx) }
 
 // addControllerLink gives the machine's namespace ControllerIP, on one end
 // of a veth whose other end (ctl0) lies in the fabric namespace: the
