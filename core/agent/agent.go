@@ -22,10 +22,12 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/seine-cni/seine/cni/server"
 	"github.com/seine-cni/seine/core/agent/policy"
+	"github.com/seine-cni/seine/core/agent/policywatch"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/ovsdb"
@@ -48,11 +50,17 @@ type Options struct {
 	Backend platform.Backend
 	// NewSwitch defaults to OpenFlowSwitch.
 	NewSwitch NewSwitchFunc
+	// ControlPlane, when set, is how the agent reaches seine-controller's
+	// controlplane.seine.io API (through the kube-apiserver's aggregation):
+	// the agent watches its node's policies there. Without it the agent
+	// enforces only the policies kept on disk.
+	ControlPlane *rest.Config
 }
 
 // Agent is one node's agent.
 type Agent struct {
 	cfg     *Config
+	opts    Options
 	log     *slog.Logger
 	kube    kubernetes.Interface
 	db      OVSDB
@@ -106,7 +114,7 @@ func New(o Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
 	a := &Agent{
-		cfg: o.Config, log: o.Logger, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
+		cfg: o.Config, opts: o, log: o.Logger, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
 		pods: map[ipam.Key]*podState{},
 		kick: make(chan struct{}, 1),
 	}
@@ -224,6 +232,19 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 	// A Sync that came before node setup was done is installed now.
 	a.policy.PodsChanged(ctx)
+	if a.opts.ControlPlane != nil {
+		pw, err := policywatch.New(a.opts.ControlPlane, a.cfg.NodeName, a.policy, a.log.With("component", "policywatch"), policywatch.Options{})
+		if err != nil {
+			return fmt.Errorf("policy watch: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pw.Run(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("policy watch ended", "err", err)
+			}
+		}()
+	}
 	if err := a.syncHost(ctx); err != nil {
 		a.log.Error("host rules", "err", err) // retried on the next peer change
 	}

@@ -22,7 +22,7 @@ type NewBackendFunc func(platform.Config) (platform.Backend, error)
 // agent until ctx ends: the whole of `seine-agent run`.
 func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBackend NewBackendFunc) error {
 	klog.SetSlogLogger(log.With("component", "client-go"))
-	kube, err := kubeClient(cfg.Kubeconfig)
+	kube, rc, err := kubeClient(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -43,14 +43,14 @@ func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBacken
 		return fmt.Errorf("backend: %w", err)
 	}
 	defer backend.Close()
-	a, err := New(Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend})
+	a, err := New(Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend, ControlPlane: rc})
 	if err != nil {
 		return err
 	}
 	return a.Run(ctx)
 }
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+func kubeClient(kubeconfig string) (kubernetes.Interface, *rest.Config, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -59,12 +59,12 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	rc.UserAgent = "seine-agent"
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kube client: %w", err)
+		return nil, nil, fmt.Errorf("kube client: %w", err)
 	}
-	return cs, nil
+	return cs, rc, nil
 }
