@@ -237,7 +237,8 @@ func LabDown() error {
 }
 
 // Test runs every test: unit, integration against real OVS and netlink, the
-// lab end to end, the import rules, and the windows cross-build.
+// lab end to end (pod networking, NetworkPolicy), the import rules, the
+// windows cross-build, the MSI round trip and the Windows tests under Wine.
 func Test() error {
 	mg.SerialDeps(Deps, LabBin)
 	kube, err := labkube()
