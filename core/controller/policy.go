@@ -9,6 +9,7 @@ import (
 
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 
@@ -174,9 +175,20 @@ func (c *Controller) translate(np *networkingv1.NetworkPolicy) (obj *controlplan
 	if egress {
 		obj.PolicyTypes = append(obj.PolicyTypes, controlplane.PolicyTypeEgress)
 		for i, r := range np.Spec.Egress {
-			peer, err := c.peer(np.Namespace, r.To, &ags)
+			allToPods := len(r.To) == 0 && hasNamedPort(r.Ports)
+			to := r.To
+			if allToPods {
+				// Agents resolve an egress named port against the peer
+				// members' named ports, never against an ipBlock: to
+				// everyone means to every pod as well.
+				to = allPods
+			}
+			peer, err := c.peer(np.Namespace, to, &ags)
 			if err != nil {
 				return nil, atgs, ags, fmt.Errorf("egress rule %d: %w", i, err)
+			}
+			if allToPods {
+				peer.IPBlocks = matchAll().IPBlocks
 			}
 			obj.Rules = append(obj.Rules, controlplane.NetworkPolicyRule{
 				Direction: controlplane.DirectionOut, To: peer,
@@ -193,6 +205,18 @@ func matchAll() controlplane.NetworkPolicyPeer {
 		{CIDR: controlplane.IPNet{IP: make(controlplane.IPAddress, 4)}},
 		{CIDR: controlplane.IPNet{IP: make(controlplane.IPAddress, 16)}},
 	}}
+}
+
+// allPods is a peer list selecting every pod of every namespace.
+var allPods = []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}, NamespaceSelector: &metav1.LabelSelector{}}}
+
+func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
+	for _, p := range ports {
+		if p.Port != nil && p.Port.Type == intstr.String {
+			return true
+		}
+	}
+	return false
 }
 
 // peer translates a rule's peers, appending the AddressGroups it
