@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +59,7 @@ func TestNetworkPolicy(t *testing.T) {
 	run := func(name string, f func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) {
 			t.Cleanup(func() { s.reset(t) })
+			t.Cleanup(func() { s.dumpPolicyFlows(t) })
 			f(t)
 		})
 	}
@@ -67,6 +71,25 @@ func TestNetworkPolicy(t *testing.T) {
 	}
 	for _, c := range labLast {
 		run(c.name, func(t *testing.T) { c.run(t, s) })
+	}
+}
+
+// dumpPolicyFlows logs every node's policy tables (50, 80) when the case
+// failed and SEINE_NETPOL_DUMP_FLOWS is set, to see what a leak went through.
+func (s *suite) dumpPolicyFlows(t *testing.T) {
+	if !t.Failed() || os.Getenv("SEINE_NETPOL_DUMP_FLOWS") == "" {
+		return
+	}
+	for _, n := range s.c.NodeList() {
+		sock := filepath.Join(s.c.NodeOVSDir(n.Name), "run", "br-int.mgmt")
+		for _, table := range []string{"50", "80"} {
+			out, err := exec.Command("ovs-ofctl", "-O", "OpenFlow15", "dump-flows", "unix:"+sock, "table="+table).CombinedOutput()
+			t.Logf("%s table %s (err %v):\n%s", n.Name, table, err, out)
+		}
+	}
+	if d, err := time.ParseDuration(os.Getenv("SEINE_NETPOL_PAUSE")); err == nil {
+		t.Logf("pausing %s with the lab up (state %s)", d, s.c.StateDir)
+		time.Sleep(d)
 	}
 }
 
@@ -86,7 +109,12 @@ type suite struct {
 
 func setUp(t *testing.T) *suite {
 	t.Helper()
-	c, cs := labtest.Up(t, labtest.Options{Name: "netpol", Nodes: 3, APIPort: 55443, EtcdPort: 55379})
+	o := labtest.Options{Name: "netpol", Nodes: 3, APIPort: 55443, EtcdPort: 55379}
+	// SEINE_NETPOL_PORT_BASE moves the lab's ports, so two runs can share a machine.
+	if b, err := strconv.Atoi(os.Getenv("SEINE_NETPOL_PORT_BASE")); err == nil && b > 0 {
+		o.Name, o.APIPort, o.EtcdPort = fmt.Sprintf("netpol%d", b), b+443, b+379
+	}
+	c, cs := labtest.Up(t, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	s := &suite{
@@ -232,6 +260,7 @@ func (s *suite) expect(t *testing.T, step string, checks ...check) {
 		got := s.probeAll(targets)
 		var b strings.Builder
 		for i, c := range checks {
+			s.reprobeTimeouts(c, got[i])
 			if len(c.want.diff(got[i])) > 0 {
 				b.WriteString(render(c.t, c.want, got[i]))
 			}
@@ -242,6 +271,21 @@ func (s *suite) expect(t *testing.T, step string, checks ...check) {
 		}
 	}
 	t.Logf("%s: every pair still allowed %s later", step, allowHold)
+}
+
+// reprobeTimeouts probes again, with a longer timeout, the pairs of an
+// all-allowed hold that timed out: TCP resends a lost SYN only after a
+// second, the first probe's whole budget, so one lost packet is not a
+// verdict. A pair a late change really denies times out again (and a leak
+// on a denied pair is never retried: holds have no denied pairs).
+func (s *suite) reprobeTimeouts(c check, got *observed) {
+	for _, m := range c.want.diff(got) {
+		if !m.allow || m.got.v != dropped {
+			continue
+		}
+		i, j := slices.Index(got.pods, m.from), slices.Index(got.pods, m.to)
+		got.cells[i][j] = s.probeWith(m.from, m.to, c.t, 3*probeTimeout)
+	}
 }
 
 // await is expect returning the failure instead of failing a test.
