@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/seine-cni/seine/test/lab"
 )
 
 // agentPID is the pid of the node's seine-agent from the lab's pidfile
@@ -102,7 +99,7 @@ func (e *env) startAgent(node string) {
 func (e *env) waitReady(node string) {
 	e.t.Helper()
 	e.waitFor("seine-agent of "+node+" to be ready", time.Minute, func() error {
-		code, body, err := httpGetInNS(e.ctx, e.c.NetNSPath(node), "http://127.0.0.1:10350/readyz")
+		code, body, err := lab.HTTPGetInNS(e.ctx, e.c.NetNSPath(node), "http://127.0.0.1:10350/readyz")
 		if err != nil {
 			return err
 		}
@@ -111,32 +108,6 @@ func (e *env) waitReady(node string) {
 		}
 		return nil
 	})
-}
-
-// httpGetInNS does a GET over a TCP connection made inside netns.
-func httpGetInNS(ctx context.Context, netns, url string) (int, string, error) {
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.WithNetNSPath(netns, func(ns.NetNS) error {
-			var err error
-			c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}}
-	defer tr.CloseIdleConnections()
-	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	resp, err := cl.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(b)), nil
 }
 
 // waitFor polls cond every 100ms until it returns nil, failing the test

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -110,4 +111,20 @@ func agentRBAC(ctx context.Context, cs kubernetes.Interface) error {
 		return fmt.Errorf("seine-agent ClusterRoleBinding: %w", err)
 	}
 	return nil
+}
+
+// StopAgent stops a node's seine-agent (SIGTERM, then SIGKILL after 20 s).
+func (c *Config) StopAgent(node string) error {
+	return c.stopComponent("agent-"+node, 20*time.Second)
+}
+
+// StartAgent starts a node's seine-agent again the way `lab up` does; it
+// returns once the process runs, not once the agent is ready.
+func (c *Config) StartAgent(node string) error {
+	for _, n := range c.NodeList() {
+		if n.Name == node {
+			return c.startAgent(n)
+		}
+	}
+	return fmt.Errorf("no node %q in the lab", node)
 }

@@ -27,15 +27,10 @@ const (
 	steadyCycles      = 3
 )
 
-// runSteady: x/a admits only x/b on TCP and UDP 80. While a prober sends
-// from the seven other pods to x/a without pause, the policies and labels
-// are changed steadyCycles times through a cycle of updates, each of which
-// leaves those seven pods denied. Not one probe may be answered (or refused).
-func runSteady(t *testing.T, s *suite) {
-	s.create(t, "x", steadyPolicy(fromPods(podLabel("b"))))
-	closed := s.allow().set("*", "x/a", false).set("x/b", "x/a", true)
-	s.expect(t, "x/a admits x/b only", on(tcp80, closed), on(udp80, closed))
-
+// startProbers probes x/a without pause from the seven pods it denies
+// (TCP and UDP 80) and from x/b (TCP 80, allowed) until halt is called, and
+// tallies what came back.
+func startProbers(s *suite) (*steadyTally, func()) {
 	xa := parsePodRef("x/a")
 	var denied []podRef
 	for _, p := range s.pods {
@@ -70,14 +65,25 @@ func runSteady(t *testing.T, s *suite) {
 	}
 	wg.Add(1)
 	go prober(parsePodRef("x/b"), tcp80, true)
-	stopped := false
-	halt := func() {
-		if !stopped {
-			stopped = true
+	var once sync.Once
+	return tally, func() {
+		once.Do(func() {
 			stop()
 			wg.Wait()
-		}
+		})
 	}
+}
+
+// runSteady: x/a admits only x/b on TCP and UDP 80. While a prober sends
+// from the seven other pods to x/a without pause, the policies and labels
+// are changed steadyCycles times through a cycle of updates, each of which
+// leaves those seven pods denied. Not one probe may be answered (or refused).
+func runSteady(t *testing.T, s *suite) {
+	s.create(t, "x", steadyPolicy(fromPods(podLabel("b"))))
+	closed := s.allow().set("*", "x/a", false).set("x/b", "x/a", true)
+	s.expect(t, "x/a admits x/b only", on(tcp80, closed), on(udp80, closed))
+
+	tally, halt := startProbers(s)
 	defer halt()
 
 	updates := steadyUpdates(t, s)
