@@ -44,7 +44,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.FabricCIDR = "fd00::/64" }, "fabric CIDR"},
 		{func(c *Config) { c.ServiceCIDR = "10.96/12" }, "CIDR"},
 		{func(c *Config) { c.CNI = "flannel" }, "cni"},
-		{func(c *Config) { c.SeineBin = "" }, "seine-agent and seine-cni"},
+		{func(c *Config) { c.SeineBin = "" }, "seine-agent, seine-cni and seine-controller"},
 		{func(c *Config) { c.TrafficMode = "overlay" }, "traffic mode"},
 		{func(c *Config) { c.TunnelType = "stt" }, "tunnel type"},
 	} {
