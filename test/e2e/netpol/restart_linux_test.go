@@ -18,7 +18,7 @@ import (
 // probe from a denied pod may be answered at any point.
 var restartCase = labCase{
 	name: "no-gap-across-restarts", upstream: "(none: issue #5, controller and agent restarts)",
-	run:  runRestarts,
+	run: runRestarts,
 }
 
 func runRestarts(t *testing.T, s *suite) {
