@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -66,30 +65,12 @@ func (e *env) stopAgent(node string) {
 }
 
 // startAgent starts the node's seine-agent again the way the lab does
-// (detached, in the node's namespace, logging to the lab's log, recorded in
-// the lab's pidfile so that `lab down` stops it), and waits until /readyz
-// answers ok.
+// (lab.StartAgent: detached, in the node's namespace, logging to the lab's
+// log, recorded in the lab's pidfile so that `lab down` stops it), and waits
+// until /readyz answers ok.
 func (e *env) startAgent(node string) {
 	e.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(e.c.LogDir(), "agent-"+node+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command("nsenter", "--net="+e.c.NetNSPath(node), "--",
-		filepath.Join(e.c.SeineBin, "seine-agent"), "run", "--config", e.c.AgentConfigPath(node))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	go cmd.Wait()
-	st, err := procStart(pid)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.c.PIDDir(), "agent-"+node+".pid"), fmt.Appendf(nil, "%d %d\n", pid, st), 0o644); err != nil {
+	if err := e.c.StartAgent(node); err != nil {
 		e.t.Fatal(err)
 	}
 	e.waitReady(node)
