@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/seine-cni/seine/ovs/appctl"
+	"github.com/seine-cni/seine/platform"
 )
 
 // diagTimeout bounds each OVS query of Collect, so a wedged ovs-vswitchd
@@ -26,15 +27,8 @@ const diagTimeout = 5 * time.Second
 // the routes and neighbours userspace tunnelling uses). A section that fails
 // says so inline; the error joins the failures.
 func (b *Backend) Collect(ctx context.Context, w io.Writer) error {
-	var errs []error
-	section := func(title string, fn func(io.Writer) error) {
-		fmt.Fprintf(w, "== %s ==\n", title)
-		if err := fn(w); err != nil {
-			fmt.Fprintf(w, "error: %v\n", err)
-			errs = append(errs, fmt.Errorf("%s: %w", title, err))
-		}
-		fmt.Fprintln(w)
-	}
+	sections := platform.NewDiagSections(w)
+	section := sections.Add
 	section("links", b.diagLinks)
 	section("routes (main table; proto 83 is Seine's)", b.diagRoutes)
 	section("permanent neighbours", b.diagNeighbours)
@@ -53,10 +47,7 @@ func (b *Backend) Collect(ctx context.Context, w io.Writer) error {
 		})
 	}
 	b.diagOVS(ctx, section)
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("collect diagnostics: %w", err)
-	}
-	return nil
+	return sections.Err()
 }
 
 func (b *Backend) diagLinks(w io.Writer) error {

@@ -3,10 +3,11 @@ package windows
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/seine-cni/seine/platform"
 )
 
 // diagTimeout bounds each OVS query of Collect, so a wedged ovs-vswitchd
@@ -19,15 +20,8 @@ const diagTimeout = 5 * time.Second
 // ovs-vswitchd's view (version, datapath ports) over its unixctl named
 // pipe. A section that fails says so inline; the error joins the failures.
 func (b *Backend) Collect(ctx context.Context, w io.Writer) error {
-	var errs []error
-	section := func(title string, fn func(io.Writer) error) {
-		fmt.Fprintf(w, "== %s ==\n", title)
-		if err := fn(w); err != nil {
-			fmt.Fprintf(w, "error: %v\n", err)
-			errs = append(errs, fmt.Errorf("%s: %w", title, err))
-		}
-		fmt.Fprintln(w)
-	}
+	sections := platform.NewDiagSections(w)
+	section := sections.Add
 	section("HNS networks", func(w io.Writer) error {
 		ns, err := b.hns.Networks(ctx)
 		if err != nil {
@@ -78,10 +72,7 @@ func (b *Backend) Collect(ctx context.Context, w io.Writer) error {
 		return err
 	})
 	b.diagOVS(ctx, section)
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("collect diagnostics: %w", err)
-	}
-	return nil
+	return sections.Err()
 }
 
 func writeJSON(w io.Writer, v any) error {
