@@ -60,12 +60,13 @@ type Options struct {
 // Agent is one node's agent.
 type Agent struct {
 	cfg     *Config
-	opts    Options
 	log     *slog.Logger
 	kube    kubernetes.Interface
 	db      OVSDB
 	backend platform.Backend
 	sw      Switch
+	// controlPlane reaches seine-controller's API (Options.ControlPlane).
+	controlPlane *rest.Config
 
 	mode   pipeline.TrafficMode
 	tunnel pipeline.TunnelType
@@ -114,7 +115,7 @@ func New(o Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
 	a := &Agent{
-		cfg: o.Config, opts: o, log: o.Logger, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
+		cfg: o.Config, log: o.Logger, controlPlane: o.ControlPlane, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
 		pods: map[ipam.Key]*podState{},
 		kick: make(chan struct{}, 1),
 	}
@@ -232,8 +233,8 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 	// A Sync that came before node setup was done is installed now.
 	a.policy.PodsChanged(ctx)
-	if a.opts.ControlPlane != nil {
-		pw, err := policywatch.New(a.opts.ControlPlane, a.cfg.NodeName, a.policy, a.log.With("component", "policywatch"), policywatch.Options{})
+	if a.controlPlane != nil {
+		pw, err := policywatch.New(a.controlPlane, a.cfg.NodeName, a.policy, a.log.With("component", "policywatch"), policywatch.Options{})
 		if err != nil {
 			return fmt.Errorf("policy watch: %w", err)
 		}
