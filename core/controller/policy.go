@@ -159,6 +159,9 @@ func (c *Controller) translate(np *networkingv1.NetworkPolicy) (obj *controlplan
 		},
 	}
 	obj.Name, obj.Namespace = internalName(np), np.Namespace
+	// The user's generation: stable across controller restarts, and what
+	// agents report as realized (NetworkPolicyStatus).
+	obj.Generation = np.Generation
 	if ingress {
 		obj.PolicyTypes = append(obj.PolicyTypes, controlplane.PolicyTypeIngress)
 		for i, r := range np.Spec.Ingress {

@@ -25,6 +25,7 @@ func Objects() []runtime.Object {
 		&NetworkPolicy{}, &NetworkPolicyList{},
 		&AppliedToGroup{}, &AppliedToGroupList{}, &AppliedToGroupPatch{},
 		&AddressGroup{}, &AddressGroupList{}, &AddressGroupPatch{},
+		&NodePolicyStatus{}, &NodePolicyStatusList{},
 	}
 }
 

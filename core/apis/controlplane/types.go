@@ -161,6 +161,9 @@ type NetworkPolicy struct {
 	AppliedToGroups   []string                `json:"appliedToGroups,omitempty"`
 	PolicyTypes       []PolicyType            `json:"policyTypes,omitempty"`
 	SourceRef         *NetworkPolicyReference `json:"sourceRef,omitempty"`
+	// Status is filled only for admins' reads (get, and list without a
+	// node selector); see NetworkPolicyStatus.
+	Status *NetworkPolicyStatus `json:"status,omitempty"`
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object

@@ -76,6 +76,11 @@ type hub[T metav1.Object] struct {
 	first    int
 	watchers map[*watcher]struct{}
 	ready    chan struct{}
+
+	// status, when set, fills in the status of stamped objects an admin
+	// reads (get, and list without a node): NetworkPolicies' realization.
+	// It runs outside the hub's lock, on copies no watcher shares.
+	status func(objs []T, spans []*controller.Span)
 }
 
 func newHub[T metav1.Object](k kind[T], store *controller.Store[T], log *slog.Logger) *hub[T] {
@@ -217,27 +222,41 @@ func (h *hub[T]) eventFor(node string, c *change[T]) (watch.Event, bool) {
 	return watch.Event{}, false
 }
 
-// list returns the objects in node's span.
+// list returns the objects in node's span; without a node, with their
+// status.
 func (h *hub[T]) list(node string) runtime.Object {
 	h.mu.RLock()
-	defer h.mu.RUnlock()
 	objs := make([]T, 0, len(h.items))
+	var spans []*controller.Span
 	for _, e := range h.items {
 		if inSpan(e.span, node) {
 			objs = append(objs, h.k.stamp(e.obj, strconv.FormatUint(e.version, 10)))
+			if node == "" {
+				spans = append(spans, e.span)
+			}
 		}
 	}
-	return h.k.list(objs, strconv.FormatUint(h.version, 10))
+	version := h.version
+	h.mu.RUnlock()
+	if node == "" && h.status != nil {
+		h.status(objs, spans)
+	}
+	return h.k.list(objs, strconv.FormatUint(version, 10))
 }
 
+// get returns one object, with its status.
 func (h *hub[T]) get(name string) (runtime.Object, error) {
 	h.mu.RLock()
-	defer h.mu.RUnlock()
 	e, ok := h.items[name]
+	h.mu.RUnlock()
 	if !ok {
 		return nil, apierrors.NewNotFound(controlplaneResource(h.k.resource), name)
 	}
-	return any(h.k.stamp(e.obj, strconv.FormatUint(e.version, 10))).(runtime.Object), nil
+	obj := h.k.stamp(e.obj, strconv.FormatUint(e.version, 10))
+	if h.status != nil {
+		h.status([]T{obj}, []*controller.Span{e.span})
+	}
+	return any(obj).(runtime.Object), nil
 }
 
 // watchFrom starts a watcher of node. With initial set (resourceVersion ""

@@ -1,10 +1,12 @@
-// Package apiserver serves the objects core/controller computes as the
-// read-only API controlplane.seine.io/v1beta1 (networkpolicies,
-// appliedtogroups, addressgroups: cluster-scoped get, list and watch) with
-// k8s.io/apiserver. Agents list and watch with fieldSelector=nodeName=<node>
-// and see only their span; group membership changes reach them as patches.
-// Authentication and authorization are delegated to the kube-apiserver.
-// See core/controller/README.md.
+// Package apiserver serves the objects core/controller computes as the API
+// controlplane.seine.io/v1beta1 (networkpolicies, appliedtogroups,
+// addressgroups: cluster-scoped get, list and watch) with k8s.io/apiserver.
+// Agents list and watch with fieldSelector=nodeName=<node> and see only
+// their span; group membership changes reach them as patches. Agents report
+// the policies they realized by creating nodepolicystatuses; an admin's get
+// or list of networkpolicies carries the realization status computed from
+// those reports. Authentication and authorization are delegated to the
+// kube-apiserver. See README.md and core/controller/README.md.
 package apiserver
 
 import (
@@ -94,6 +96,7 @@ type Server struct {
 	np      *hub[*cp.NetworkPolicy]
 	atg     *hub[*cp.AppliedToGroup]
 	ag      *hub[*cp.AddressGroup]
+	reports *reports
 	serving atomic.Bool
 }
 
@@ -128,15 +131,20 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{
 		generic: generic, log: log, ready: st.Ready,
-		np:  newHub(networkPolicyKind, st.NetworkPolicies, log),
-		atg: newHub(appliedToGroupKind, st.AppliedToGroups, log),
-		ag:  newHub(addressGroupKind, st.AddressGroups, log),
+		np:      newHub(networkPolicyKind, st.NetworkPolicies, log),
+		atg:     newHub(appliedToGroupKind, st.AppliedToGroups, log),
+		ag:      newHub(addressGroupKind, st.AddressGroups, log),
+		reports: newReports(),
 	}
+	s.np.status = s.reports.fill
+	npStorage := newStorage(s.np)
+	npStorage.TableConvertor = networkPolicyTable{}
 	info := genericapiserver.NewDefaultAPIGroupInfo(cp.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	info.VersionedResourcesStorageMap[cp.Version] = map[string]rest.Storage{
-		networkPolicyKind.resource:  newStorage(s.np),
+		networkPolicyKind.resource:  npStorage,
 		appliedToGroupKind.resource: newStorage(s.atg),
 		addressGroupKind.resource:   newStorage(s.ag),
+		nodePolicyStatuses:          newStatusStorage(s.reports),
 	}
 	if err := generic.InstallAPIGroup(&info); err != nil {
 		return nil, fmt.Errorf("install %s: %w", cp.GroupName, err)

@@ -1,0 +1,219 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	cp "github.com/seine-cni/seine/core/apis/controlplane"
+)
+
+func report(node string, policies ...cp.PolicyRealization) *cp.NodePolicyStatus {
+	r := &cp.NodePolicyStatus{Policies: policies}
+	r.Name = node
+	return r
+}
+
+func renderStatus(st *cp.NetworkPolicyStatus) string {
+	if st == nil {
+		return "<none>"
+	}
+	s := fmt.Sprintf("gen %d %d/%d %s", st.Generation, st.RealizedNodes, st.DesiredNodes, st.Phase)
+	if len(st.FailedNodes) > 0 {
+		s += " failed " + strings.Join(st.FailedNodes, ",")
+	}
+	return s
+}
+
+// TestStatusFromReports: the status an admin reads is computed from the
+// nodes' last reports against the policy's current generation and span;
+// reports never change what agents list or watch.
+func TestStatusFromReports(t *testing.T) {
+	e := startHubs(t)
+	r := newReports()
+	e.np.status = r.fill
+	ctx := context.Background()
+	const name = "uid-allow-client"
+
+	// The internal policy carries the Kubernetes policy's generation.
+	np, err := e.client.NetworkingV1().NetworkPolicies("default").Get(ctx, "allow-client", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np.Generation = 2
+	if _, err := e.client.NetworkingV1().NetworkPolicies("default").Update(ctx, np, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	get := func() string {
+		t.Helper()
+		o, err := e.np.get(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return renderStatus(o.(*cp.NetworkPolicy).Status)
+	}
+	poll(t, "generation 2", func() bool { return strings.HasPrefix(get(), "gen 2 ") })
+	if got, want := get(), "gen 2 0/1 Realizing"; got != want {
+		t.Fatalf("before any report: %s, want %s", got, want)
+	}
+	// A second target on node-b widens the span.
+	if _, err := e.client.CoreV1().Pods("default").Create(ctx, testPod("web-2", "node-b", "10.0.1.2", "web"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "span of two nodes", func() bool { return get() == "gen 2 0/2 Realizing" })
+
+	e.np.mu.RLock()
+	version := e.np.version
+	e.np.mu.RUnlock()
+	steps := []struct {
+		what   string
+		report *cp.NodePolicyStatus
+		want   string
+	}{
+		{"node-a realized it", report("node-a", cp.PolicyRealization{Name: name, Generation: 2}), "gen 2 1/2 Realizing"},
+		{"node-c is not in the span", report("node-c", cp.PolicyRealization{Name: name, Generation: 2}), "gen 2 1/2 Realizing"},
+		{"node-b has an older generation", report("node-b", cp.PolicyRealization{Name: name, Generation: 1}), "gen 2 1/2 Realizing"},
+		{"node-b caught up", report("node-b", cp.PolicyRealization{Name: "other", Generation: 7}, cp.PolicyRealization{Name: name, Generation: 2}), "gen 2 2/2 Realized"},
+		{"node-b failed", report("node-b", cp.PolicyRealization{Name: name, Generation: 2, Error: "rule 0: protocol \"ICMP\""}), "gen 2 1/2 Failed failed node-b"},
+		{"node-a's report replaces its previous one", report("node-a"), "gen 2 0/2 Failed failed node-b"},
+		{"node-b's error was for an older generation", report("node-b", cp.PolicyRealization{Name: name, Generation: 1, Error: "x"}), "gen 2 0/2 Realizing"},
+		{"both realized", report("node-b", cp.PolicyRealization{Name: name, Generation: 2}), "gen 2 1/2 Realizing"},
+		{"", report("node-a", cp.PolicyRealization{Name: name, Generation: 2}), "gen 2 2/2 Realized"},
+	}
+	for _, s := range steps {
+		r.set(s.report, time.Now())
+		if got := get(); got != s.want {
+			t.Errorf("%s: %s, want %s", s.what, got, s.want)
+		}
+	}
+	e.np.mu.RLock()
+	if e.np.version != version {
+		t.Errorf("reports changed the hub's version from %d to %d: they must cause no watch event", version, e.np.version)
+	}
+	e.np.mu.RUnlock()
+
+	// A second policy, so a list takes the path over every report entry;
+	// it must agree with get.
+	deny := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "deny-client", UID: types.UID("uid-deny-client"), Generation: 5},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "client"}}},
+	}
+	if _, err := e.client.NetworkingV1().NetworkPolicies("default").Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "second policy", func() bool { return len(e.np.list("").(*cp.NetworkPolicyList).Items) == 2 })
+	r.set(report("node-b", cp.PolicyRealization{Name: name, Generation: 2}, cp.PolicyRealization{Name: "uid-deny-client", Generation: 5}), time.Now())
+	l := e.np.list("").(*cp.NetworkPolicyList)
+	var got []string
+	for _, np := range l.Items {
+		got = append(got, np.SourceRef.Name+": "+renderStatus(np.Status))
+		one, err := e.np.get(np.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g, w := renderStatus(one.(*cp.NetworkPolicy).Status), renderStatus(np.Status); g != w {
+			t.Errorf("%s: get says %s, list %s", np.Name, g, w)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"allow-client: gen 2 2/2 Realized", "deny-client: gen 5 1/1 Realized"}; !slices.Equal(got, want) {
+		t.Errorf("list:\n got %q\nwant %q", got, want)
+	}
+
+	// What agents list and watch never carries a status.
+	for _, np := range e.np.list("node-b").(*cp.NetworkPolicyList).Items {
+		if np.Status != nil {
+			t.Errorf("node-b's list carries a status: %s", renderStatus(np.Status))
+		}
+	}
+	w, err := e.np.watchFrom("", true, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	for range 2 {
+		select {
+		case ev := <-w.ResultChan():
+			if np := ev.Object.(*cp.NetworkPolicy); np.Status != nil {
+				t.Errorf("watch event %s carries a status", ev.Type)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no initial watch event")
+		}
+	}
+
+	// kubectl's table.
+	tbl, err := networkPolicyTable{}.ConvertToTable(ctx, l, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cols, rows []string
+	for _, c := range tbl.ColumnDefinitions {
+		cols = append(cols, c.Name)
+	}
+	for _, row := range tbl.Rows {
+		rows = append(rows, strings.TrimSpace(fmt.Sprintln(row.Cells[1:]...)))
+	}
+	slices.Sort(rows)
+	if g, w := strings.Join(cols, " "), "Name Source Generation Desired Realized Phase"; g != w {
+		t.Errorf("columns %q, want %q", g, w)
+	}
+	if want := []string{"default/allow-client 2 2 2 Realized", "default/deny-client 5 1 1 Realized"}; !slices.Equal(rows, want) {
+		t.Errorf("rows %q, want %q", rows, want)
+	}
+}
+
+func TestReportStorage(t *testing.T) {
+	s := newStatusStorage(newReports())
+	ctx := context.Background()
+	for _, bad := range []*cp.NodePolicyStatus{
+		report(""),
+		report("node-a", cp.PolicyRealization{Name: "p", Generation: 1}, cp.PolicyRealization{Name: "p", Generation: 2}),
+		report("node-a", cp.PolicyRealization{Generation: 1}),
+	} {
+		if _, err := s.Create(ctx, bad, nil, &metav1.CreateOptions{}); !apierrors.IsBadRequest(err) {
+			t.Errorf("report %q %v: %v, want 400 Bad Request", bad.Name, bad.Policies, err)
+		}
+	}
+	if _, err := s.Create(ctx, report("node-a", cp.PolicyRealization{Name: "q", Generation: 1}), nil, &metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "node-a", nil); !apierrors.IsNotFound(err) {
+		t.Errorf("after a dry run: %v, want not found", err)
+	}
+	for _, rep := range []*cp.NodePolicyStatus{
+		report("node-b", cp.PolicyRealization{Name: "q", Generation: 1}),
+		report("node-a", cp.PolicyRealization{Name: "old", Generation: 1}),
+		report("node-a", cp.PolicyRealization{Name: "q", Generation: 3}, cp.PolicyRealization{Name: "p", Generation: 2, Error: "bad"}),
+	} {
+		if _, err := s.Create(ctx, rep, nil, &metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, err := s.Get(ctx, "node-a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(o.(*cp.NodePolicyStatus).Policies), "[{p 2 bad} {q 3 }]"; got != want {
+		t.Errorf("node-a: %s, want %s (the last report, sorted)", got, want)
+	}
+	l, err := s.List(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, it := range l.(*cp.NodePolicyStatusList).Items {
+		names = append(names, it.Name)
+	}
+	if want := []string{"node-a", "node-b"}; !slices.Equal(names, want) {
+		t.Errorf("list %v, want %v", names, want)
+	}
+}
