@@ -78,33 +78,27 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 		dirtyNP:         make(map[*policyState]struct{}),
 	}
 
-	pods := factory.Core().V1().Pods().Informer()
-	nss := factory.Core().V1().Namespaces().Informer()
-	nps := factory.Networking().V1().NetworkPolicies()
+	pods, nss, nps := trimmedInformers(factory)
 	for _, t := range []struct {
 		inf cache.SharedIndexInformer
-		tr  cache.TransformFunc
 		h   cache.ResourceEventHandler
 	}{
-		{pods, trimPod, cache.ResourceEventHandlerFuncs{
+		{pods, cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { c.onPod(o) },
 			UpdateFunc: func(_, o any) { c.onPod(o) },
 			DeleteFunc: func(o any) { c.onPodDelete(o) },
 		}},
-		{nss, trimNamespace, cache.ResourceEventHandlerFuncs{
+		{nss, cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { c.onNamespace(o) },
 			UpdateFunc: func(_, o any) { c.onNamespace(o) },
 			DeleteFunc: func(o any) { c.onNamespaceDelete(o) },
 		}},
-		{nps.Informer(), trimPolicy, cache.ResourceEventHandlerFuncs{
+		{nps, cache.ResourceEventHandlerFuncs{
 			AddFunc:    c.enqueuePolicy,
 			UpdateFunc: func(_, o any) { c.enqueuePolicy(o) },
 			DeleteFunc: c.enqueuePolicy,
 		}},
 	} {
-		if err := t.inf.SetTransform(t.tr); err != nil {
-			return nil, fmt.Errorf("set informer transform: %w", err)
-		}
 		reg, err := t.inf.AddEventHandler(t.h)
 		if err != nil {
 			return nil, fmt.Errorf("add informer event handler: %w", err)
@@ -113,7 +107,7 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 		// informer's store, has seen the initial list.
 		c.synced = append(c.synced, reg.HasSynced)
 	}
-	c.npLister = nps.Lister()
+	c.npLister = networkinglisters.NewNetworkPolicyLister(nps.GetIndexer())
 	return c, nil
 }
 

@@ -34,11 +34,12 @@ func (p *podInfo) DeepCopyObject() runtime.Object {
 	return &c
 }
 
-// trimPod is the pod informer's transform.
-func trimPod(o any) (any, error) {
+// trimPod reduces what the pod informer lists and watches to a podInfo;
+// anything else is returned as it is.
+func trimPod(o runtime.Object) runtime.Object {
 	pod, ok := o.(*corev1.Pod)
 	if !ok {
-		return o, nil
+		return o
 	}
 	ips := podIPs(pod)
 	return &podInfo{
@@ -53,23 +54,23 @@ func trimPod(o any) (any, error) {
 		// Antrea, Seine leaves them out of groups.
 		eligible: len(ips) > 0 && pod.Spec.NodeName != "" && !pod.Spec.HostNetwork &&
 			pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed,
-	}, nil
+	}
 }
 
-func trimNamespace(o any) (any, error) {
+func trimNamespace(o runtime.Object) runtime.Object {
 	ns, ok := o.(*corev1.Namespace)
 	if !ok {
-		return o, nil
+		return o
 	}
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name: ns.Name, UID: ns.UID, ResourceVersion: ns.ResourceVersion, Labels: ns.Labels,
-	}}, nil
+	}}
 }
 
-func trimPolicy(o any) (any, error) {
+func trimPolicy(o runtime.Object) runtime.Object {
 	np, ok := o.(*networkingv1.NetworkPolicy)
 	if !ok {
-		return o, nil
+		return o
 	}
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{
@@ -77,7 +78,7 @@ func trimPolicy(o any) (any, error) {
 			ResourceVersion: np.ResourceVersion, Generation: np.Generation,
 		},
 		Spec: np.Spec,
-	}, nil
+	}
 }
 
 // podIPs returns the pod's addresses as raw bytes, in one allocation.

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
@@ -30,18 +31,21 @@ import (
 
 const (
 	envWorkload = "SEINE_BENCH_CONTROLLER_WORKLOAD"
-	envMode     = "SEINE_BENCH_CONTROLLER_MODE" // "controller" or "floor"
+	envMode     = "SEINE_BENCH_CONTROLLER_MODE" // "controller", "floor" or "lists"
 	// envHeap names a file for a heap profile taken when the computation
 	// is done, before anything is released (for pprof).
 	envHeap = "SEINE_BENCH_CONTROLLER_HEAPPROFILE"
 )
 
-// BenchmarkColdStart runs every workload in a child process, in two modes:
-// "controller" computes everything; "floor" only loads the fake clientset
-// and syncs plain informers, the memory any informer-based controller pays.
+// BenchmarkColdStart runs every workload in a child process, in three
+// modes: "controller" computes everything; "floor" only syncs plain
+// informers over the same fake clientset, what any informer-based
+// controller pays before computing anything; "lists" only lists pods,
+// namespaces and policies once through the fake clientset's typed clients,
+// at the same time, with no informer: what the harness itself costs.
 func BenchmarkColdStart(b *testing.B) {
 	for i, w := range workloads {
-		for _, mode := range []string{"controller", "floor"} {
+		for _, mode := range []string{"controller", "floor", "lists"} {
 			b.Run(w.name+"/"+mode, func(b *testing.B) {
 				for range b.N {
 					r := runChild(b, i, mode)
@@ -53,7 +57,7 @@ func BenchmarkColdStart(b *testing.B) {
 							w.name, r.elapsed.Seconds(), w.targetSec, float64(r.hwmKiB)/(1<<20), w.targetGiB,
 							r.load.Seconds(), float64(r.loadHWMKiB)/(1<<20))
 					} else {
-						b.Logf("%s floor: informers synced in %.2f s, peak RSS %.2f GiB", w.name, r.elapsed.Seconds(), float64(r.hwmKiB)/(1<<20))
+						b.Logf("%s %s: %.2f s, peak RSS %.2f GiB", w.name, mode, r.elapsed.Seconds(), float64(r.hwmKiB)/(1<<20))
 					}
 				}
 			})
@@ -124,7 +128,12 @@ func TestColdStartChild(t *testing.T) {
 		factory.Shutdown()
 	}()
 	start = time.Now()
-	if os.Getenv(envMode) == "floor" {
+	switch os.Getenv(envMode) {
+	case "lists":
+		listAll(ctx, t, client)
+		report(t, time.Since(start), load, loadHWM)
+		return
+	case "floor":
 		synced := []cache.InformerSynced{
 			factory.Core().V1().Pods().Informer().HasSynced,
 			factory.Core().V1().Namespaces().Informer().HasSynced,
@@ -188,6 +197,49 @@ func TestColdStartChild(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Error(err)
+	}
+}
+
+// listAll lists pods, namespaces and policies once each, concurrently, as
+// three informers starting together would, and keeps nothing.
+func listAll(ctx context.Context, t *testing.T, client *fake.Clientset) {
+	lists := []func() (int, error){
+		func() (int, error) {
+			l, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return 0, err
+			}
+			return len(l.Items), nil
+		},
+		func() (int, error) {
+			l, err := client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return 0, err
+			}
+			return len(l.Items), nil
+		},
+		func() (int, error) {
+			l, err := client.NetworkingV1().NetworkPolicies("").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return 0, err
+			}
+			return len(l.Items), nil
+		},
+	}
+	errs := make(chan error, len(lists))
+	for _, list := range lists {
+		go func() {
+			n, err := list()
+			if err == nil && n == 0 {
+				err = fmt.Errorf("listed nothing")
+			}
+			errs <- err
+		}()
+	}
+	for range lists {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
