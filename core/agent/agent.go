@@ -234,7 +234,7 @@ func (a *Agent) run(ctx context.Context) error {
 	// A Sync that came before node setup was done is installed now.
 	a.policy.PodsChanged(ctx)
 	if a.controlPlane != nil {
-		pw, err := policywatch.New(a.controlPlane, a.cfg.NodeName, a.policy, a.log.With("component", "policywatch"), policywatch.Options{})
+		pw, err := policywatch.New(a.controlPlane, a.cfg.NodeName, a.policy, a.log.With("component", "policywatch"), policywatch.Options{Report: a.policy})
 		if err != nil {
 			return fmt.Errorf("policy watch: %w", err)
 		}

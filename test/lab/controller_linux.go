@@ -188,6 +188,8 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 		}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"networkpolicies", "appliedtogroups", "addressgroups"}, Verbs: []string{"get", "list", "watch"}},
+			// Realization reports: a create replaces the node's last one.
+			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"nodepolicystatuses"}, Verbs: []string{"create"}},
 		}},
 	}
 	bindings := []*rbacv1.ClusterRoleBinding{

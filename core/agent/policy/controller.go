@@ -82,6 +82,19 @@ type Controller struct {
 	flowMu    sync.Mutex
 	installed pipeline.PolicySet
 	realized  map[string]int64
+	failed    map[string]Realization
+
+	changed chan struct{} // signalled when realized or failed changed
+}
+
+// Realization is how one policy stands on the node.
+type Realization struct {
+	// Generation is the generation whose flows are installed, or, with
+	// Error, the generation the node could not fully enforce.
+	Generation int64
+	// Error says which rules the node could not express (an invalid port,
+	// protocol or address); their traffic is denied. Empty when realized.
+	Error string
 }
 
 // New returns a controller that enforces nothing until Load or Sync.
@@ -89,7 +102,11 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Node == nil || cfg.Logger == nil {
 		return nil, errors.New("policy controller: node and logger are required")
 	}
-	return &Controller{node: cfg.Node, log: cfg.Logger, file: cfg.StateFile, realized: map[string]int64{}}, nil
+	return &Controller{
+		node: cfg.Node, log: cfg.Logger, file: cfg.StateFile,
+		realized: map[string]int64{}, failed: map[string]Realization{},
+		changed: make(chan struct{}, 1),
+	}, nil
 }
 
 // Load reads the State kept on disk, if any, and makes its flows the
@@ -118,7 +135,8 @@ func (c *Controller) Load() error {
 		return fmt.Errorf("policies on disk: %w", err)
 	}
 	c.flowMu.Lock()
-	c.installed, c.realized = r.set, r.gens
+	c.installed = r.set
+	c.setRealizedLocked(r)
 	c.flowMu.Unlock()
 	c.log.Info("policies loaded from disk", "policies", len(s.NetworkPolicies), "rules", len(r.set.Rules))
 	return nil
@@ -171,6 +189,39 @@ func (c *Controller) Realized() map[string]int64 {
 	return maps.Clone(c.realized)
 }
 
+// Realizations returns every realized policy (by name, without Error) and
+// every policy with a rule the node cannot enforce (with Error): what the
+// node reports to the controller. A policy still waiting for its groups is
+// in neither.
+func (c *Controller) Realizations() map[string]Realization {
+	c.flowMu.Lock()
+	defer c.flowMu.Unlock()
+	out := make(map[string]Realization, len(c.realized)+len(c.failed))
+	for name, gen := range c.realized {
+		out[name] = Realization{Generation: gen}
+	}
+	maps.Copy(out, c.failed)
+	return out
+}
+
+// RealizationsChanged is signalled (without blocking the controller) after
+// the result of Realizations changed. It has one slot: a single reader
+// sees at least one signal after any burst of changes.
+func (c *Controller) RealizationsChanged() <-chan struct{} { return c.changed }
+
+// setRealizedLocked records what r realizes and signals a change; the
+// caller holds flowMu.
+func (c *Controller) setRealizedLocked(r resolved) {
+	if maps.Equal(c.realized, r.gens) && maps.Equal(c.failed, r.failed) {
+		return
+	}
+	c.realized, c.failed = r.gens, r.failed
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
 func (c *Controller) resolve() resolved {
 	r := resolve(*c.state, c.node.LocalPods(), c.node.NodeSources())
 	for _, p := range r.problems {
@@ -219,7 +270,7 @@ func (c *Controller) apply(ctx context.Context, settle bool) error {
 		}
 	}
 	c.flowMu.Lock()
-	c.realized = r.gens
+	c.setRealizedLocked(r)
 	c.flowMu.Unlock()
 	return nil
 }

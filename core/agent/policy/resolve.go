@@ -1,10 +1,12 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -21,12 +23,18 @@ type Pod struct {
 }
 
 // resolved is a State resolved against the node's pods: the pipeline's
-// input, the generations it realizes, and what could not be resolved.
+// input, the generations it realizes, the policies with a rule the node
+// cannot enforce, and every problem met.
 type resolved struct {
 	set      pipeline.PolicySet
 	gens     map[string]int64
+	failed   map[string]Realization
 	problems []string
 }
+
+// errMissing marks a group the State lacks: the watch has not delivered it
+// yet, a transient state rather than a policy the node cannot enforce.
+var errMissing = errors.New("missing")
 
 // resolve turns the controller's objects into rules over local ofports:
 //
@@ -47,9 +55,11 @@ type resolved struct {
 // unknown); a rule whose AddressGroup is missing, or that is invalid, is
 // left out while the policy still isolates its pods, so an incomplete
 // State allows less than intended, never more. Both are reported, and such
-// a policy does not count as realized.
+// a policy does not count as realized. A rule that is invalid rather than
+// incomplete (a bad port, protocol or address) also marks its policy as
+// failed, with the reason.
 func resolve(s State, pods []Pod, sources []netip.Addr) resolved {
-	r := resolved{gens: map[string]int64{}}
+	r := resolved{gens: map[string]int64{}, failed: map[string]Realization{}}
 	local := map[string]Pod{}
 	for _, p := range pods {
 		local[p.Namespace+"/"+p.Name] = p
@@ -65,11 +75,18 @@ func resolve(s State, pods []Pod, sources []netip.Addr) resolved {
 			r.problems = append(r.problems, fmt.Sprintf("policy %s: %v", name, err))
 			continue
 		}
+		var invalid []string
 		for _, e := range ruleErrs {
 			r.problems = append(r.problems, fmt.Sprintf("policy %s: %v", name, e))
+			if !errors.Is(e, errMissing) {
+				invalid = append(invalid, e.Error())
+			}
 		}
 		if len(ruleErrs) == 0 {
 			r.gens[name] = np.Generation
+		}
+		if len(invalid) > 0 {
+			r.failed[name] = Realization{Generation: np.Generation, Error: strings.Join(invalid, "; ")}
 		}
 		for _, t := range targets {
 			if slices.Contains(np.PolicyTypes, controlplane.PolicyTypeIngress) {
@@ -107,7 +124,7 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 	for _, g := range np.AppliedToGroups {
 		atg, ok := s.AppliedToGroups[g]
 		if !ok || atg == nil {
-			return nil, nil, nil, fmt.Errorf("appliedToGroup %s is missing", g)
+			return nil, nil, nil, fmt.Errorf("appliedToGroup %s is %w", g, errMissing)
 		}
 		for _, m := range atg.Members {
 			p, ok := local[m.Pod.Namespace+"/"+m.Pod.Name]
@@ -160,7 +177,7 @@ func peerMembers(peer controlplane.NetworkPolicyPeer, s State) ([]controlplane.G
 	for _, g := range peer.AddressGroups {
 		ag, ok := s.AddressGroups[g]
 		if !ok || ag == nil {
-			return nil, fmt.Errorf("addressGroup %s is missing", g)
+			return nil, fmt.Errorf("addressGroup %s is %w", g, errMissing)
 		}
 		out = append(out, ag.Members...)
 	}

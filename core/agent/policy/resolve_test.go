@@ -119,4 +119,7 @@ func TestResolveMissingGroup(t *testing.T) {
 	if r.gens["ok"] != 1 {
 		t.Errorf("generations %v", r.gens)
 	}
+	if len(r.failed) != 0 {
+		t.Errorf("missing groups are transient, not failures: %v", r.failed)
+	}
 }

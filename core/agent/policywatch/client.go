@@ -105,3 +105,17 @@ func (c *Client) Watch(ctx context.Context, resource, rv string) (watch.Interfac
 	}
 	return w, nil
 }
+
+// NodePolicyStatuses is the resource agents report their realized policies
+// to.
+const NodePolicyStatuses = "nodepolicystatuses"
+
+// Report sends the node's whole realized set: a create of its
+// NodePolicyStatus, which replaces whatever the node reported before.
+func (c *Client) Report(ctx context.Context, st *cp.NodePolicyStatus) error {
+	err := c.rest.Post().Resource(NodePolicyStatuses).Body(st).Do(ctx).Error()
+	if err != nil {
+		return fmt.Errorf("report %d policies of node %s: %w", len(st.Policies), st.Name, err)
+	}
+	return nil
+}

@@ -38,6 +38,13 @@ type Options struct {
 	Settle time.Duration
 	// MaxBackoff caps the wait between attempts after an error. Default 30s.
 	MaxBackoff time.Duration
+	// Report, when set, is reported to the controller by a Reporter that
+	// runs with the watcher: after every change of its realizations, and
+	// after every (re)list, so a restarted controller learns the node's
+	// state again.
+	Report Realizer
+	// Reporter tunes that Reporter.
+	Reporter ReporterOptions
 }
 
 // Watcher follows the controlplane API for one node.
@@ -46,6 +53,7 @@ type Watcher struct {
 	syncer Syncer
 	log    *slog.Logger
 	opts   Options
+	report *Reporter // nil without Options.Report
 
 	syncs   atomic.Int64
 	relists atomic.Int64
@@ -63,8 +71,15 @@ func New(cfg *rest.Config, node string, s Syncer, log *slog.Logger, o Options) (
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = 30 * time.Second
 	}
-	return &Watcher{client: c, syncer: s, log: log, opts: o}, nil
+	w := &Watcher{client: c, syncer: s, log: log, opts: o}
+	if o.Report != nil {
+		w.report = NewReporter(c, o.Report, log, o.Reporter)
+	}
+	return w, nil
 }
+
+// Reporter is the watcher's Reporter, nil without Options.Report.
+func (w *Watcher) Reporter() *Reporter { return w.report }
 
 // Syncs is the number of successful Sync calls; Relists the number of
 // times the state was listed (the first time included).
@@ -77,6 +92,12 @@ func (w *Watcher) Relists() int64 { return w.relists.Load() }
 // lists everything again and syncs the whole state: the node keeps its
 // previous flows until then, without a gap.
 func (w *Watcher) Run(ctx context.Context) error {
+	if w.report != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); w.report.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+	}
 	backoff := time.Second
 	for {
 		start := time.Now()
@@ -168,6 +189,9 @@ func (w *Watcher) session(ctx context.Context) error {
 	}
 	if err := w.sync(ctx, st); err != nil {
 		return err
+	}
+	if w.report != nil {
+		w.report.Kick() // the controller may have restarted: report everything again
 	}
 	w.log.Info("controlplane state listed", "networkPolicies", len(st.nps), "appliedToGroups", len(st.atgs), "addressGroups", len(st.ags))
 

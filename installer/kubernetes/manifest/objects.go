@@ -94,6 +94,9 @@ func agentClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readOnly},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: readOnly},
 			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies"}, Verbs: readOnly},
+			// The agent reports the policies it realized (a create replaces
+			// its previous report).
+			{APIGroups: []string{controlplaneGroup}, Resources: []string{"nodepolicystatuses"}, Verbs: []string{"create"}},
 		},
 	}
 }
@@ -123,7 +126,7 @@ func viewerClusterRole() *rbacv1.ClusterRole {
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
 		ObjectMeta: m,
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies"}, Verbs: readOnly},
+			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies", "nodepolicystatuses"}, Verbs: readOnly},
 		},
 	}
 }
