@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +35,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// recorder is a policywatch.Syncer that keeps the last state.
+// recorder is a policywatch.Syncer that keeps the last state, and a
+// policywatch.Realizer that realizes every policy it is given (unless
+// hold is set).
 type recorder struct {
 	mu    sync.Mutex
 	state policy.State
@@ -40,7 +45,13 @@ type recorder struct {
 	// that it did not.
 	guard func(policy.State) bool
 	lost  bool
+
+	realized map[string]policy.Realization
+	hold     bool
+	changed  chan struct{}
 }
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{}, 1)} }
 
 func (r *recorder) Sync(_ context.Context, s policy.State) error {
 	r.mu.Lock()
@@ -49,8 +60,40 @@ func (r *recorder) Sync(_ context.Context, s policy.State) error {
 	if r.guard != nil && !r.guard(s) {
 		r.lost = true
 	}
+	if !r.hold {
+		r.realizeLocked()
+	}
 	return nil
 }
+
+func (r *recorder) realizeLocked() {
+	r.realized = map[string]policy.Realization{}
+	for name, np := range r.state.NetworkPolicies {
+		r.realized[name] = policy.Realization{Generation: np.Generation}
+	}
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// setHold stops (true) or resumes (false) realizing what is synced.
+func (r *recorder) setHold(hold bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hold = hold
+	if !hold {
+		r.realizeLocked()
+	}
+}
+
+func (r *recorder) Realizations() map[string]policy.Realization {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.realized)
+}
+
+func (r *recorder) RealizationsChanged() <-chan struct{} { return r.changed }
 
 // render describes the state's objects that come from policies of this
 // test: policy name, its AppliedToGroups' and AddressGroups' member pods.
@@ -140,7 +183,13 @@ func fakePod(t *testing.T, cs kubernetes.Interface, name, node, ip, app string) 
 // span filtering by fieldSelector=nodeName, membership changes as patches,
 // delegated authentication and authorization, and API aggregation.
 func TestControlPlaneAPI(t *testing.T) {
-	c, cs := labtest.Up(t, labtest.Options{Name: "h6", Nodes: 1, APIPort: 51443, EtcdPort: 51379})
+	o := labtest.Options{Name: "h6", Nodes: 1, APIPort: 51443, EtcdPort: 51379}
+	// SEINE_CONTROLLER_PORT_BASE moves the lab's ports (and names), so two
+	// runs can share a machine.
+	if b, err := strconv.Atoi(os.Getenv("SEINE_CONTROLLER_PORT_BASE")); err == nil && b > 0 {
+		o.Name, o.APIPort, o.EtcdPort = fmt.Sprintf("h6p%d", b), b+443, b+379
+	}
+	c, cs := labtest.Up(t, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 
@@ -174,8 +223,8 @@ func TestControlPlaneAPI(t *testing.T) {
 	recs := map[string]*recorder{}
 	watchers := map[string]*policywatch.Watcher{}
 	for _, n := range []string{"node-x", "node-y"} {
-		recs[n] = &recorder{}
-		w, err := policywatch.New(agentCfg, n, recs[n], log, policywatch.Options{MaxBackoff: 2 * time.Second})
+		recs[n] = newRecorder()
+		w, err := policywatch.New(agentCfg, n, recs[n], log, policywatch.Options{MaxBackoff: 2 * time.Second, Report: recs[n]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,6 +315,8 @@ func TestControlPlaneAPI(t *testing.T) {
 		}
 		rec.guard = nil
 	})
+
+	t.Run("status", func(t *testing.T) { testStatus(t, c, cs, agentCfg, recs["node-y"]) })
 
 	t.Run("delegation", func(t *testing.T) {
 		ca, err := os.ReadFile(c.PKIDir() + "/ca.crt")
