@@ -13,8 +13,8 @@ import (
 )
 
 // Policy returns the agent's NetworkPolicy controller; the controlplane
-// watch client calls its Sync with the node's whole policy state and reads
-// its Realized generations.
+// watch client calls its Sync with the node's whole policy state and
+// reports its Realizations to the controller.
 func (a *Agent) Policy() *policy.Controller { return a.policy }
 
 // policyStateFile is where the last policy state is kept across restarts.
