@@ -37,7 +37,8 @@ type ReporterOptions struct {
 // (a create of the node's NodePolicyStatus) once when it starts, after
 // every change of the set, and whenever it is kicked (the watch
 // reconnected: the controller may have restarted and forgotten). Reports
-// are debounced and retried with backoff; the policy controller only ever
+// are debounced and retried with backoff, which a kick cuts short; the
+// policy controller only ever
 // signals it without blocking, so reporting never delays enforcement.
 type Reporter struct {
 	client *Client
@@ -110,11 +111,17 @@ func (r *Reporter) Run(ctx context.Context) {
 			}
 			r.log.Warn("policy realization not reported; retrying", "err", err, "in", backoff)
 			pending = true
+			// A kick means the watch just listed: the controller is back,
+			// and may have restarted without any report. It ends the wait.
+			wait := time.NewTimer(backoff)
 			select {
 			case <-ctx.Done():
+				wait.Stop()
 				return
-			case <-time.After(backoff):
+			case <-r.kick:
+			case <-wait.C:
 			}
+			wait.Stop()
 			backoff = min(2*backoff, r.opts.MaxBackoff)
 			continue
 		}

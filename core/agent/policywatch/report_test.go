@@ -205,3 +205,19 @@ func TestReportSize(t *testing.T) {
 		}
 	}
 }
+
+// A kick (the watch listed again: the controller is back) ends the wait
+// after a failed report.
+func TestReporterKickEndsBackoff(t *testing.T) {
+	fc := &fakeController{failures: 1}
+	src := newFakeRealizer()
+	src.set("p1", 1, "")
+	r := startReporter(t, fc, src, ReporterOptions{Debounce: time.Millisecond, Backoff: time.Hour})
+	waitUntil(t, "the first, refused, report", func() bool {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		return fc.attempts == 1
+	})
+	r.Kick()
+	waitUntil(t, "a report right after the kick, not an hour later", func() bool { return len(fc.got()) == 1 })
+}
