@@ -185,7 +185,7 @@ type statusStorage struct {
 }
 
 func newStatusStorage(r *reports) *statusStorage {
-	return &statusStorage{r: r, TableConvertor: rest.NewDefaultTableConvertor(cp.Resource(nodePolicyStatuses))}
+	return &statusStorage{r: r, TableConvertor: nodePolicyStatusTable{}}
 }
 
 var (

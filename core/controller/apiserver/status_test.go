@@ -216,4 +216,20 @@ func TestReportStorage(t *testing.T) {
 	if want := []string{"node-a", "node-b"}; !slices.Equal(names, want) {
 		t.Errorf("list %v, want %v", names, want)
 	}
+	tbl, err := s.ConvertToTable(ctx, l, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, row := range tbl.Rows {
+		// The last cell is the time since the report ("0s ago").
+		age, _ := row.Cells[3].(string)
+		if !strings.HasSuffix(age, "s ago") {
+			t.Errorf("reported %q, want seconds ago", age)
+		}
+		rows = append(rows, strings.TrimSpace(fmt.Sprintln(row.Cells[:3]...)))
+	}
+	if want := []string{"node-a 2 1", "node-b 1 0"}; !slices.Equal(rows, want) || len(tbl.ColumnDefinitions) != 4 {
+		t.Errorf("table rows %q (%d columns), want %q (4 columns)", rows, len(tbl.ColumnDefinitions), want)
+	}
 }

@@ -3,10 +3,12 @@ package apiserver
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/duration"
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane"
 )
@@ -65,3 +67,47 @@ func (networkPolicyTable) ConvertToTable(_ context.Context, obj runtime.Object, 
 }
 
 func itoa(n int32) string { return strconv.FormatInt(int64(n), 10) }
+
+// nodePolicyStatusTable is what `kubectl get nodepolicystatuses` shows: per
+// node, how many policies it reported, how many with an error, and how
+// long ago it last reported.
+type nodePolicyStatusTable struct{}
+
+var nodePolicyStatusColumns = []metav1.TableColumnDefinition{
+	{Name: "Name", Type: "string", Format: "name", Description: "The node."},
+	{Name: "Policies", Type: "integer", Description: "Policies in the node's last report."},
+	{Name: "Failed", Type: "integer", Description: "Of those, policies with a rule the node cannot enforce."},
+	{Name: "Reported", Type: "string", Description: "Time since the node's last report."},
+}
+
+func (nodePolicyStatusTable) ConvertToTable(_ context.Context, obj runtime.Object, opts runtime.Object) (*metav1.Table, error) {
+	t := &metav1.Table{}
+	row := func(o runtime.Object) error {
+		st, ok := o.(*cp.NodePolicyStatus)
+		if !ok {
+			return nil
+		}
+		failed := 0
+		for _, p := range st.Policies {
+			if p.Error != "" {
+				failed++
+			}
+		}
+		t.Rows = append(t.Rows, metav1.TableRow{
+			Cells:  []any{st.Name, len(st.Policies), failed, duration.HumanDuration(time.Since(st.CreationTimestamp.Time)) + " ago"},
+			Object: runtime.RawExtension{Object: o},
+		})
+		return nil
+	}
+	if meta.IsListType(obj) {
+		if err := meta.EachListItem(obj, row); err != nil {
+			return nil, err
+		}
+	} else if err := row(obj); err != nil {
+		return nil, err
+	}
+	if o, ok := opts.(*metav1.TableOptions); !ok || !o.NoHeaders {
+		t.ColumnDefinitions = nodePolicyStatusColumns
+	}
+	return t, nil
+}
