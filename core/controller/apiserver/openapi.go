@@ -10,8 +10,9 @@ import (
 
 // openAPIDefinitions are the smallest definitions k8s.io/apiserver accepts:
 // it builds models of every served type (server-side apply needs them) and
-// refuses to start without. The API is read-only, so each type is an object
-// whose fields are not described; /openapi is not served.
+// refuses to start without. Clients only read the API, and agents create
+// NodePolicyStatus reports that are validated by hand (status.go), so each
+// type is an object whose fields are not described; /openapi is not served.
 func openAPIDefinitions(openapicommon.ReferenceCallback) map[string]openapicommon.OpenAPIDefinition {
 	defs := make(map[string]openapicommon.OpenAPIDefinition)
 	for _, obj := range cp.Objects() {
