@@ -11,7 +11,7 @@ import (
 
 	"github.com/seine-cni/seine/cni"
 	"github.com/seine-cni/seine/core/agent/policy"
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
 )

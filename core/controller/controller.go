@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 // flushKey asks the worker to publish dirty objects; policy keys are

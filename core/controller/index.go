@@ -3,7 +3,7 @@ package controller
 import (
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 // kv is one label; indexes map it to the objects carrying it. Its strings

@@ -6,7 +6,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 func TestIndexSelectsLikeTheSelector(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 // policyState is one Kubernetes NetworkPolicy being computed.

@@ -20,12 +20,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/agent/policywatch"
-	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"github.com/seine-cni/seine/core/client/clientset/versioned"
+	cpinformers "github.com/seine-cni/seine/core/client/informers/externalversions"
 	"github.com/seine-cni/seine/test/lab/labtest"
 )
 
@@ -360,6 +363,54 @@ func TestControlPlaneAPI(t *testing.T) {
 				t.Errorf("%s: %d %s\nwant %d and %q", tc.name, code, trim(body), tc.code, tc.body)
 			}
 		}
+	})
+
+	t.Run("generated informers", func(t *testing.T) {
+		// Informers of the generated client watch without a node selector
+		// and get whole objects, membership changes included (only
+		// node-scoped watches get patches).
+		adminCfg, err := c.RESTConfig("admin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cpcs, err := versioned.NewForConfig(adminCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ictx, icancel := context.WithCancel(ctx)
+		f := cpinformers.NewSharedInformerFactory(cpcs, 0)
+		defer func() { icancel(); f.Shutdown() }()
+		nps := f.Controlplane().V1beta1().NetworkPolicies()
+		ags := f.Controlplane().V1beta1().AddressGroups()
+		nps.Informer()
+		ags.Informer()
+		f.Start(ictx.Done())
+		for typ, ok := range f.WaitForCacheSync(ictx.Done()) {
+			if !ok {
+				t.Fatalf("informer of %v did not sync", typ)
+			}
+		}
+		all, err := nps.Lister().List(labels.Everything())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ag string
+		for _, np := range all {
+			if np.SourceRef != nil && np.SourceRef.Name == "h6-allow" && len(np.Rules) == 1 && len(np.Rules[0].From.AddressGroups) == 1 {
+				ag = np.Rules[0].From.AddressGroups[0]
+			}
+		}
+		if ag == "" {
+			t.Fatalf("no policy h6-allow with one peer group among %d policies", len(all))
+		}
+		fakePod(t, cs, "cli-inf", "node-y", "10.250.1.9", "h6-cli")
+		waitFor(t, "the informer's AddressGroup", "true", func() string {
+			g, err := ags.Lister().Get(ag)
+			if err != nil {
+				return err.Error()
+			}
+			return strconv.FormatBool(strings.Contains(podNames(g.Members), "cli-inf"))
+		})
 	})
 
 	t.Run("kubectl", func(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
 )

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
 )
 

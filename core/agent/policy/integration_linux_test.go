@@ -28,7 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/seine-cni/seine/core/agent/policy"
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/test/agenttest"
 	"github.com/seine-cni/seine/test/lab/probe"
 	"github.com/seine-cni/seine/test/ovsdaemon"

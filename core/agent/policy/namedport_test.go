@@ -3,7 +3,7 @@ package policy
 import (
 	"testing"
 
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 // An egress rule to everyone on a named port arrives as an AddressGroup of

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/seine-cni/seine/core/apis/controlplane"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 var nodeSrc = []netip.Addr{netip.MustParseAddr("10.244.1.1")}

@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/seine-cni/seine/core/agent/policy"
-	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 // Realizer is what a Reporter reports; policy.Controller is one.

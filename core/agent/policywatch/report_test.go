@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/seine-cni/seine/core/agent/policy"
-	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 // fakeRealizer is a policy controller's realizations, changed by the test.

@@ -5,7 +5,7 @@ import (
 	openapiutil "k8s.io/kube-openapi/pkg/util"
 	"k8s.io/kube-openapi/pkg/validation/spec"
 
-	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 // openAPIDefinitions are the smallest definitions k8s.io/apiserver accepts:

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apiserver/pkg/registry/rest"
 
-	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/controller"
 )
 

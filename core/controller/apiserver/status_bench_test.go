@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 // BenchmarkReports measures what the controller keeps per (node, policy)

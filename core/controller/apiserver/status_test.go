@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	cp "github.com/seine-cni/seine/core/apis/controlplane"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
 
 func report(node string, policies ...cp.PolicyRealization) *cp.NodePolicyStatus {

@@ -1,4 +1,4 @@
-package controlplane
+package v1beta1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,6 +57,9 @@ type GroupMember struct {
 	NodeName   string       `json:"nodeName,omitempty"`
 }
 
+// +genclient
+// +genclient:nonNamespaced
+// +genclient:onlyVerbs=get,list,watch
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
 // AppliedToGroup is the set of pods a NetworkPolicy applies to.
@@ -75,6 +78,9 @@ type AppliedToGroupList struct {
 	Items           []AppliedToGroup `json:"items"`
 }
 
+// +genclient
+// +genclient:nonNamespaced
+// +genclient:onlyVerbs=get,list,watch
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
 // AddressGroup is the set of pods a rule's peer selects.
@@ -149,6 +155,9 @@ type NetworkPolicyRule struct {
 	Priority  int32             `json:"priority,omitempty"`
 }
 
+// +genclient
+// +genclient:nonNamespaced
+// +genclient:onlyVerbs=get,list,watch
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
 // NetworkPolicy is the internal form of a user policy. Its pods (the union of

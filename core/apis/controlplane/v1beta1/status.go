@@ -1,4 +1,4 @@
-package controlplane
+package v1beta1
 
 import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -51,6 +51,9 @@ type PolicyRealization struct {
 	Error string `json:"error,omitempty"`
 }
 
+// +genclient
+// +genclient:nonNamespaced
+// +genclient:onlyVerbs=create,get,list
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
 // NodePolicyStatus is a node's report of the policies it has realized,

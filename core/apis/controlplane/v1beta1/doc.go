@@ -14,7 +14,7 @@
 //
 // +k8s:deepcopy-gen=package
 // +groupName=controlplane.seine.io
-package controlplane
+package v1beta1
 
 //go:generate go run k8s.io/code-generator/cmd/deepcopy-gen@v0.37.2 --output-file zz_generated.deepcopy.go --go-header-file /dev/null .
 

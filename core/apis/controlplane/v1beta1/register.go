@@ -1,4 +1,4 @@
-package controlplane
+package v1beta1
 
 import (
 	"fmt"
