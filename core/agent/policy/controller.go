@@ -222,6 +222,28 @@ func (c *Controller) setRealizedLocked(r resolved) {
 	}
 }
 
+// setInstallFailedLocked records that the flows of r could not be
+// installed. The installed flows still enforce what they enforced, so
+// realized generations stay; every policy r would bring to another
+// generation reports the error, as do r's invalid rules. The next
+// successful apply replaces all of it. The caller holds flowMu.
+func (c *Controller) setInstallFailedLocked(r resolved, err error) {
+	failed := maps.Clone(r.failed)
+	for name, gen := range r.gens {
+		if have, ok := c.realized[name]; !ok || have != gen {
+			failed[name] = Realization{Generation: gen, Error: "flows not installed: " + err.Error()}
+		}
+	}
+	if maps.Equal(c.failed, failed) {
+		return
+	}
+	c.failed = failed
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
 func (c *Controller) resolve() resolved {
 	r := resolve(*c.state, c.node.LocalPods(), c.node.NodeSources())
 	for _, p := range r.problems {
@@ -259,6 +281,9 @@ func (c *Controller) apply(ctx context.Context, settle bool) error {
 		return nil
 	})
 	if err != nil {
+		c.flowMu.Lock()
+		c.setInstallFailedLocked(r, err)
+		c.flowMu.Unlock()
 		return err
 	}
 	// Cached datapath flows of the old policies are gone once the

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -85,5 +86,40 @@ func TestRealizations(t *testing.T) {
 	}
 	if got := c.Realizations(); len(got) != 0 || !changed(c) {
 		t.Errorf("after every policy went: %v (changed signalled: want true)", got)
+	}
+}
+
+// Flows that cannot be installed leave the old ones enforcing: a policy
+// already realized stays so, one the failed change would have brought to a
+// new generation reports the error, and the next successful sync clears it.
+func TestRealizationsWhenInstallFails(t *testing.T) {
+	ctx := context.Background()
+	n := newFakeNode(webPod, dbPod)
+	c := newController(t, n, "")
+	if err := c.Sync(ctx, dbPolicyState(member("default", "web-0", "10.244.1.10"))); err != nil {
+		t.Fatal(err)
+	}
+	changed(c)
+	n.fail = errors.New("bundle refused")
+	s := dbPolicyState(member("default", "web-0", "10.244.1.10"), member("default", "web-1", "10.244.2.11"))
+	s.NetworkPolicies["db"].Generation = 2
+	if err := c.Sync(ctx, s); err == nil {
+		t.Fatal("sync succeeded with a failing bridge")
+	}
+	if got, want := renderRealizations(c.Realizations()), "db@2 flows not installed: install 1 policy flow changes: bundle refused"; got != want {
+		t.Errorf("realizations %q, want %q", got, want)
+	}
+	if got := c.Realized()["db"]; got != 1 {
+		t.Errorf("realized generation of db = %d after the failure, want 1 (its flows are still in)", got)
+	}
+	if !changed(c) {
+		t.Error("no change signalled after the failure")
+	}
+	n.fail = nil
+	if err := c.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := renderRealizations(c.Realizations()), "db@2"; got != want {
+		t.Errorf("realizations %q after the bridge recovered, want %q", got, want)
 	}
 }
