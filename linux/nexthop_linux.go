@@ -2,25 +2,24 @@ package linux
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/seine-cni/seine/platform"
 )
 
-// ErrNoNeighbour is wrapped by NextHopMAC when the host has not resolved
-// the next hop's link-layer address (yet): the caller makes the host send
-// something there and asks again.
-var ErrNoNeighbour = errors.New("next hop not resolved")
+// The linux backend has the platform.NextHopResolver capability.
+var _ platform.NextHopResolver = (*Backend)(nil)
 
 // NextHopMAC returns the link-layer address of the next hop the node's host
 // stack uses towards ip: ip itself when it is on a connected subnet, else
 // the gateway of the route to it. fresh is false when the neighbour entry is
 // not confirmed (STALE, DELAY, PROBE): the address may be out of date until
 // the host sends something there and confirms it again. Without an entry
-// the error wraps ErrNoNeighbour.
+// the error wraps platform.ErrNoNeighbour.
 //
 // In the bridged-uplink topology this is how the pipeline learns the MAC to
 // which it sends noEncap pod traffic straight out of the uplink: the host
@@ -66,5 +65,5 @@ func pickNeighbour(neighs []netlink.Neigh, hop netip.Addr) (net.HardwareAddr, bo
 			return n.HardwareAddr, false, nil
 		}
 	}
-	return nil, false, fmt.Errorf("next hop %s: %w", hop, ErrNoNeighbour)
+	return nil, false, fmt.Errorf("next hop %s: %w", hop, platform.ErrNoNeighbour)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/seine-cni/seine/platform"
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
@@ -26,7 +27,7 @@ func TestNextHopMAC(t *testing.T) {
 
 	b := newBackend(t, node, nil, "", "")
 	ctx := context.Background()
-	if mac, _, err := b.NextHopMAC(ctx, ip("10.9.0.2")); !errors.Is(err, ErrNoNeighbour) {
+	if mac, _, err := b.NextHopMAC(ctx, ip("10.9.0.2")); !errors.Is(err, platform.ErrNoNeighbour) {
 		t.Fatalf("before any traffic: got %v, %v; want ErrNoNeighbour", mac, err)
 	}
 	sh(t, node, "ping", "-c1", "-W2", "10.9.0.2")

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 
 	"github.com/seine-cni/seine/ovs/ovsdb"
 )
@@ -108,6 +110,28 @@ type Backend interface {
 type NodeTeardown interface {
 	Teardown(ctx context.Context, cfg NodeConfig) error
 }
+
+// NextHopResolver is a capability: the link-layer address of the next hop
+// the host uses towards ip (ip itself on a connected subnet, else the
+// gateway of the route to it), from the host's own neighbour table. fresh
+// is false when the host has not confirmed the address lately (Linux's
+// STALE, DELAY, PROBE): it may be out of date until the host sends
+// something there. Without a usable entry the error wraps ErrNoNeighbour.
+// IPv4 only; an IPv6 address is an error.
+//
+// In the bridged-uplink topology the core uses it to send noEncap pod
+// traffic to a peer node straight out of the uplink. Find it by type
+// assertion; without it a noEncap peer's traffic is routed by the host
+// (which works, only slower). The resolver never sends anything itself:
+// making the host resolve an address is the caller's business.
+type NextHopResolver interface {
+	NextHopMAC(ctx context.Context, ip netip.Addr) (mac net.HardwareAddr, fresh bool, err error)
+}
+
+// ErrNoNeighbour is wrapped by NextHopResolver.NextHopMAC when the host has
+// not resolved the next hop's link-layer address (yet): the caller makes the
+// host send something there and asks again.
+var ErrNoNeighbour = errors.New("next hop not resolved")
 
 // OVSDB is the part of the Open_vSwitch database client a backend uses to
 // build the bridge and its node ports during Setup. *ovsdb.Client satisfies

@@ -11,15 +11,6 @@ import (
 	"github.com/seine-cni/seine/platform"
 )
 
-// NextHopResolver is a backend capability, found by type assertion: the
-// link-layer address of the next hop the host uses towards ip (ip itself on
-// a connected subnet, else its router). fresh is false when the host has
-// not confirmed the address lately. The linux backend has it; a backend
-// without it leaves noEncap peers routed through the host.
-type NextHopResolver interface {
-	NextHopMAC(ctx context.Context, ip netip.Addr) (mac net.HardwareAddr, fresh bool, err error)
-}
-
 const (
 	// nextHopWarmEvery limits the datagrams that make the host confirm an
 	// unconfirmed next hop to one per peer per period.
@@ -57,7 +48,7 @@ func (a *Agent) direct(p *pipeline.Peer) bool {
 // a back-off. Until its MAC is known a peer's traffic is routed by the host,
 // which works, only slower: it crosses the bridge twice.
 func (a *Agent) fillNextHops(peers []pipeline.Peer) {
-	r, ok := a.backend.(NextHopResolver)
+	r, ok := a.backend.(platform.NextHopResolver)
 	if !ok {
 		return
 	}

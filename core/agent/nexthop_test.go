@@ -10,11 +10,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/seine-cni/seine/platform"
 	"github.com/seine-cni/seine/platform/platformtest"
 )
 
-// resolvingBackend is the fake backend with the NextHopResolver capability:
-// a neighbour table the test fills.
+// resolvingBackend is the fake backend with the platform.NextHopResolver
+// capability: a neighbour table the test fills.
 type resolvingBackend struct {
 	*platformtest.FakeBackend
 	mu    sync.Mutex
@@ -23,13 +24,15 @@ type resolvingBackend struct {
 	asked map[netip.Addr]int
 }
 
+var _ platform.NextHopResolver = (*resolvingBackend)(nil)
+
 func (r *resolvingBackend) NextHopMAC(_ context.Context, ip netip.Addr) (net.HardwareAddr, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.asked[ip]++
 	s, ok := r.macs[ip]
 	if !ok {
-		return nil, false, fmt.Errorf("next hop %s: not resolved", ip)
+		return nil, false, fmt.Errorf("next hop %s: %w", ip, platform.ErrNoNeighbour)
 	}
 	mac, err := net.ParseMAC(s)
 	return mac, r.fresh, err
