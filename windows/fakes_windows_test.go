@@ -283,9 +283,12 @@ type fakeStack struct {
 	ovs       *platformtest.FakeOVSDB
 	ifs       []ipInterface
 	routes    []ipRoute
-	neighbors []ipNeighbor
-	forward   map[string]bool
-	next      uint32
+	neighbors []ipNeighbor // permanent entries
+	// learned are the entries the host's own resolution made (any state but
+	// permanent): Neighbor sees them, Neighbors does not.
+	learned []neighborEntry
+	forward map[string]bool
+	next    uint32
 }
 
 func fakeMAC(name string) net.HardwareAddr {
@@ -438,6 +441,9 @@ func (f *fakeStack) routeText(r ipRoute) string {
 func (f *fakeStack) Routes(context.Context) ([]ipRoute, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.fault("Routes", "stack Routes"); err != nil {
+		return nil, err
+	}
 	return slices.Clone(f.routes), nil
 }
 
@@ -485,6 +491,49 @@ func (f *fakeStack) Neighbors(context.Context) ([]ipNeighbor, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.neighbors), nil
+}
+
+// Neighbor finds ip's entry on the interface: a permanent one, else one the
+// host learned.
+func (f *fakeStack) Neighbor(_ context.Context, idx uint32, ip netip.Addr) (*neighborEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fault("Neighbor", fmt.Sprintf("stack Neighbor %s dev %s", ip, f.name(idx))); err != nil {
+		return nil, err
+	}
+	for _, n := range f.neighbors {
+		if n.IfIndex == idx && n.IP == ip {
+			return &neighborEntry{ipNeighbor: ipNeighbor{IfIndex: idx, IP: ip, MAC: slices.Clone(n.MAC)}, State: nlnsPermanent}, nil
+		}
+	}
+	for _, n := range f.learned {
+		if n.IfIndex == idx && n.IP == ip {
+			n.MAC = slices.Clone(n.MAC)
+			return &n, nil
+		}
+	}
+	return nil, nil
+}
+
+// learn is the host resolving ip on the interface called dev (or failing
+// to, with an empty mac): it replaces the learned entry.
+func (f *fakeStack) learn(dev, ip, mac string, state neighborState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, ok := findInterface(f.ifs, dev)
+	if !ok {
+		panic("learn: no interface " + dev)
+	}
+	n := neighborEntry{ipNeighbor: ipNeighbor{IfIndex: i.Index, IP: netip.MustParseAddr(ip)}, State: state}
+	if mac != "" {
+		m, err := net.ParseMAC(mac)
+		if err != nil {
+			panic(err)
+		}
+		n.MAC = m
+	}
+	f.learned = slices.DeleteFunc(f.learned, func(c neighborEntry) bool { return c.IfIndex == n.IfIndex && c.IP == n.IP })
+	f.learned = append(f.learned, n)
 }
 
 func (f *fakeStack) SetNeighbor(_ context.Context, n ipNeighbor) error {

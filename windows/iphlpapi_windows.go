@@ -225,6 +225,33 @@ func (iphlpapi) Neighbors(ctx context.Context) ([]ipNeighbor, error) {
 	return out, nil
 }
 
+// Neighbor reads one entry with GetIpNetEntry2, which answers from the
+// host's table and sends nothing (ResolveIpNetEntry2 would). ERROR_NOT_FOUND
+// is "no entry for this address on the interface"; an interface the host
+// does not have is ERROR_FILE_NOT_FOUND, an error; a stack without the
+// function (Wine 8) is an error wrapping platform.ErrNotSupported.
+func (iphlpapi) Neighbor(ctx context.Context, ifIndex uint32, ip netip.Addr) (*neighborEntry, error) {
+	if err := ctxErr(ctx, "read neighbour"); err != nil {
+		return nil, err
+	}
+	row := neighborRow(ipNeighbor{IfIndex: ifIndex, IP: ip})
+	if err := winapi.GetIpNetEntry2(row); err != nil {
+		if errors.Is(err, windows.ERROR_NOT_FOUND) {
+			return nil, nil
+		}
+		var missing *windows.DLLError
+		if errors.As(err, &missing) { // an iphlpapi.dll without it (Wine 8)
+			return nil, fmt.Errorf("GetIpNetEntry2 %s if %d: %w (%w)", ip, ifIndex, err, platform.ErrNotSupported)
+		}
+		return nil, fmt.Errorf("GetIpNetEntry2 %s if %d: %w", ip, ifIndex, err)
+	}
+	return &neighborEntry{
+		ipNeighbor: ipNeighbor{IfIndex: ifIndex, IP: ip,
+			MAC: net.HardwareAddr(append([]byte(nil), row.PhysicalAddress[:min(row.PhysicalAddressLength, 32)]...))},
+		State: neighborState(row.State),
+	}, nil
+}
+
 func (iphlpapi) SetNeighbor(ctx context.Context, n ipNeighbor) error {
 	if err := ctxErr(ctx, "set neighbour"); err != nil {
 		return err

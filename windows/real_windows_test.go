@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/windows"
 
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -170,5 +173,93 @@ func TestRealCollect(t *testing.T) {
 	}
 	if !strings.Contains(text, "== ovs-vswitchd ==\nerror: connect in C:\\seine-test\\no-ovs: ") {
 		t.Errorf("no ovs-vswitchd error in the bundle")
+	}
+}
+
+// TestRealNextHop calls GetIpNetEntry2 through the real seam and
+// NextHopMAC on a backend from New. Under Wine the neighbour look-up may
+// be missing or answer "not found"; whatever the host says, the answer must
+// come promptly and be either a usable address, ErrNoNeighbour, or an
+// error naming what failed.
+func TestRealNextHop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var s iphlpapi
+	// An interface index no host has: an error, or no entry; never an entry.
+	n, err := within(ctx, t, func() (*neighborEntry, error) {
+		return s.Neighbor(ctx, 0x7ffffff0, netip.MustParseAddr("198.51.100.1"))
+	})
+	t.Logf("Neighbor on a missing interface: %+v, %v", n, err)
+	if n != nil {
+		t.Errorf("Neighbor on a missing interface: %+v, want none", n)
+	}
+	if err != nil && !strings.Contains(err.Error(), "GetIpNetEntry2") {
+		t.Errorf("Neighbor: %v, want an error naming GetIpNetEntry2", err)
+	}
+	if missing := (*windows.DLLError)(nil); errors.As(err, &missing) && !errors.Is(err, platform.ErrNotSupported) {
+		t.Errorf("Neighbor without GetIpNetEntry2: %v, want an error wrapping ErrNotSupported", err)
+	}
+
+	b, err := New(platform.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := s.Routes(ctx)
+	if err != nil {
+		t.Fatalf("Routes: %v", err)
+	}
+	// The host's own default gateway if it has one (an address it has most
+	// likely resolved), else an address no route may hold.
+	target := netip.MustParseAddr("192.0.2.1")
+	for _, r := range routes {
+		if r.Dst.Bits() == 0 && r.Dst.Addr().Is4() && !r.onLink() {
+			target = r.NextHop
+			break
+		}
+	}
+	type answer struct {
+		mac   net.HardwareAddr
+		fresh bool
+	}
+	a, err := within(ctx, t, func() (answer, error) {
+		mac, fresh, err := b.NextHopMAC(ctx, target)
+		return answer{mac, fresh}, err
+	})
+	t.Logf("NextHopMAC(%s) = %v, fresh=%v, %v", target, a.mac, a.fresh, err)
+	switch {
+	case err == nil:
+		if len(a.mac) != 6 {
+			t.Errorf("NextHopMAC(%s): MAC %v, want 6 bytes", target, a.mac)
+		}
+	case errors.Is(err, platform.ErrNoNeighbour),
+		strings.Contains(err.Error(), "GetIpNetEntry2"),
+		strings.Contains(err.Error(), "route to "+target.String()+": none"):
+	default:
+		t.Errorf("NextHopMAC(%s): %v; want a MAC, ErrNoNeighbour, no route, or an error naming GetIpNetEntry2", target, err)
+	}
+	if _, _, err := b.NextHopMAC(ctx, netip.MustParseAddr("fd00::1")); err == nil || !strings.Contains(err.Error(), "IPv4 only") {
+		t.Errorf("NextHopMAC of an IPv6 address: %v, want an IPv4-only error", err)
+	}
+}
+
+// within runs f and fails the test if it has not returned by ctx's
+// deadline (a call into the OS that hangs).
+func within[T any](ctx context.Context, t *testing.T, f func() (T, error)) (T, error) {
+	t.Helper()
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		t.Fatal("the call did not return before the deadline")
+		panic("unreachable")
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/Microsoft/hcsshim/hcn"
+
+	"github.com/seine-cni/seine/windows/internal/winapi"
 )
 
 // The seams: every call into the OS goes through one of these small
@@ -42,7 +44,8 @@ type vswitchAPI interface {
 }
 
 // ipStack is the IP Helper API (iphlpapi) part of the host's TCP/IP stack:
-// interfaces, unicast addresses, routes, permanent neighbour entries,
+// interfaces, unicast addresses, routes, neighbour entries (the permanent
+// ones Seine manages, and one entry of any state for a next-hop look-up),
 // forwarding.
 type ipStack interface {
 	Interfaces(ctx context.Context) ([]ipInterface, error)
@@ -59,6 +62,10 @@ type ipStack interface {
 	DeleteRoute(ctx context.Context, r ipRoute) error
 	// Neighbors lists the permanent (static) neighbour entries.
 	Neighbors(ctx context.Context) ([]ipNeighbor, error)
+	// Neighbor reads the host's entry for ip on the interface, in whatever
+	// state the host's resolution left it; nil (and no error) when the host
+	// has none. It only reads: it never makes the host resolve ip.
+	Neighbor(ctx context.Context, ifIndex uint32, ip netip.Addr) (*neighborEntry, error)
 	SetNeighbor(ctx context.Context, n ipNeighbor) error
 	DeleteNeighbor(ctx context.Context, n ipNeighbor) error
 }
@@ -120,6 +127,46 @@ type ipNeighbor struct {
 
 func (n ipNeighbor) String() string {
 	return fmt.Sprintf("%s lladdr %s if %d", n.IP, n.MAC, n.IfIndex)
+}
+
+// neighborEntry is a neighbour entry of any state. MAC is empty while the
+// host has no address (incomplete, unreachable).
+type neighborEntry struct {
+	ipNeighbor
+	State neighborState
+}
+
+// neighborState is NL_NEIGHBOR_STATE, the state of a neighbour entry.
+type neighborState uint32
+
+const (
+	nlnsUnreachable neighborState = winapi.NlnsUnreachable
+	nlnsIncomplete  neighborState = winapi.NlnsIncomplete
+	nlnsProbe       neighborState = winapi.NlnsProbe
+	nlnsDelay       neighborState = winapi.NlnsDelay
+	nlnsStale       neighborState = winapi.NlnsStale
+	nlnsReachable   neighborState = winapi.NlnsReachable
+	nlnsPermanent   neighborState = winapi.NlnsPermanent
+)
+
+func (s neighborState) String() string {
+	switch s {
+	case nlnsUnreachable:
+		return "unreachable"
+	case nlnsIncomplete:
+		return "incomplete"
+	case nlnsProbe:
+		return "probe"
+	case nlnsDelay:
+		return "delay"
+	case nlnsStale:
+		return "stale"
+	case nlnsReachable:
+		return "reachable"
+	case nlnsPermanent:
+		return "permanent"
+	}
+	return fmt.Sprintf("state(%d)", uint32(s))
 }
 
 // natRule is one WinNAT instance: traffic from Internal leaving through an

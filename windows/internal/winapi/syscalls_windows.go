@@ -26,6 +26,7 @@ import (
 //sys	GetIpInterfaceEntry(row *windows.MibIpInterfaceRow) (errcode error) = iphlpapi.GetIpInterfaceEntry?
 //sys	SetIpInterfaceEntry(row *windows.MibIpInterfaceRow) (errcode error) = iphlpapi.SetIpInterfaceEntry?
 //sys	GetIpNetTable2(family uint16, table **MibIpNetTable2) (errcode error) = iphlpapi.GetIpNetTable2?
+//sys	GetIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.GetIpNetEntry2?
 //sys	CreateIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.CreateIpNetEntry2?
 //sys	DeleteIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.DeleteIpNetEntry2?
 
@@ -48,8 +49,16 @@ type MibIpNetTable2 struct {
 	Table      [1]MibIpNetRow2
 }
 
-// NlnsPermanent is NL_NEIGHBOR_STATE's NlnsPermanent.
-const NlnsPermanent = 6
+// NL_NEIGHBOR_STATE (nldef.h): the state of a neighbour entry (MibIpNetRow2.State).
+const (
+	NlnsUnreachable = 0 // resolution failed
+	NlnsIncomplete  = 1 // being resolved, no address yet
+	NlnsProbe       = 2 // confirming an address again, by unicast
+	NlnsDelay       = 3 // unconfirmed, waiting before probing
+	NlnsStale       = 4 // an address not confirmed lately
+	NlnsReachable   = 5 // an address confirmed lately
+	NlnsPermanent   = 6 // a static entry
+)
 
 // Rows returns the entries of the table.
 func (t *MibIpNetTable2) Rows() []MibIpNetRow2 {

@@ -48,6 +48,7 @@ var (
 	procDeleteIpNetEntry2               = modiphlpapi.NewProc("DeleteIpNetEntry2")
 	procDeleteUnicastIpAddressEntry     = modiphlpapi.NewProc("DeleteUnicastIpAddressEntry")
 	procGetIpInterfaceEntry             = modiphlpapi.NewProc("GetIpInterfaceEntry")
+	procGetIpNetEntry2                  = modiphlpapi.NewProc("GetIpNetEntry2")
 	procGetIpNetTable2                  = modiphlpapi.NewProc("GetIpNetTable2")
 	procInitializeIpForwardEntry        = modiphlpapi.NewProc("InitializeIpForwardEntry")
 	procInitializeUnicastIpAddressEntry = modiphlpapi.NewProc("InitializeUnicastIpAddressEntry")
@@ -133,6 +134,18 @@ func GetIpInterfaceEntry(row *windows.MibIpInterfaceRow) (errcode error) {
 		return
 	}
 	r0, _, _ := syscall.SyscallN(procGetIpInterfaceEntry.Addr(), uintptr(unsafe.Pointer(row)))
+	if uint32(r0) != 0 {
+		errcode = syscall.Errno(uint32(r0))
+	}
+	return
+}
+
+func GetIpNetEntry2(row *MibIpNetRow2) (errcode error) {
+	errcode = procGetIpNetEntry2.Find()
+	if errcode != nil {
+		return
+	}
+	r0, _, _ := syscall.SyscallN(procGetIpNetEntry2.Addr(), uintptr(unsafe.Pointer(row)))
 	if uint32(r0) != 0 {
 		errcode = syscall.Errno(uint32(r0))
 	}
