@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
@@ -33,6 +34,19 @@ type groupSelector struct {
 func parseSelector(ls *metav1.LabelSelector) (*selector, error) {
 	if ls == nil {
 		ls = &metav1.LabelSelector{}
+	}
+	if len(ls.MatchExpressions) == 0 {
+		// matchLabels only, as most selectors are: the labels of a stored
+		// policy were validated by the apiserver, so they are not parsed
+		// again (the key and value checks are regular expressions, a
+		// tenth of a cold start's policy translation). The selector and
+		// its text are the same as parsing gives.
+		s := &selector{sel: labels.SelectorFromValidatedSet(ls.MatchLabels)}
+		for k, v := range ls.MatchLabels {
+			s.required = append(s.required, kv{k, v})
+		}
+		slices.SortFunc(s.required, func(a, b kv) int { return strings.Compare(a.k, b.k) })
+		return s, nil
 	}
 	sel, err := metav1.LabelSelectorAsSelector(ls)
 	if err != nil {

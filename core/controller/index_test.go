@@ -1,10 +1,12 @@
 package controller
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 )
@@ -111,4 +113,40 @@ func TestStoreWatch(t *testing.T) {
 		t.Errorf("version %d len %d", s.Version(), s.Len())
 	}
 	w.Stop() // already closed: no panic
+}
+
+// matchLabels selectors skip parsing; they must give what parsing gives: the
+// same text (group names are hashes of it), required labels and matches.
+func TestMatchLabelsSelectorAsParsed(t *testing.T) {
+	sets := []map[string]string{
+		nil, {}, {"app": "web"}, {"b": "2", "a": "1", "c": "3"}, {"example.com/tier": "db", "app": ""},
+	}
+	objs := []map[string]string{nil, {"app": "web"}, {"a": "1", "b": "2", "c": "3"}, {"example.com/tier": "db", "app": ""}, {"app": "db"}}
+	for _, ml := range sets {
+		ls := &metav1.LabelSelector{MatchLabels: ml}
+		got, err := parseSelector(ls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed, err := metav1.LabelSelectorAsSelector(ls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.sel.String() != parsed.String() {
+			t.Errorf("%v: text %q, parsing gives %q", ml, got.sel.String(), parsed.String())
+		}
+		var want []kv
+		reqs, _ := parsed.Requirements()
+		for _, r := range reqs {
+			want = append(want, kv{r.Key(), r.Values().List()[0]})
+		}
+		if fmt.Sprint(got.required) != fmt.Sprint(want) {
+			t.Errorf("%v: required %v, want %v", ml, got.required, want)
+		}
+		for _, o := range objs {
+			if got.matches(o) != parsed.Matches(labels.Set(o)) {
+				t.Errorf("%v on %v: matches %v, parsing gives %v", ml, o, got.matches(o), parsed.Matches(labels.Set(o)))
+			}
+		}
+	}
 }
