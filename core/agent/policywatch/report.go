@@ -37,9 +37,9 @@ type ReporterOptions struct {
 // (a create of the node's NodePolicyStatus) once when it starts, after
 // every change of the set, and whenever it is kicked (the watch
 // reconnected: the controller may have restarted and forgotten). Reports
-// are debounced and retried with backoff, which a kick cuts short; the
-// policy controller only ever
-// signals it without blocking, so reporting never delays enforcement.
+// are debounced and retried with backoff, which a kick cuts short. The
+// policy controller only ever signals it without blocking, so reporting
+// never delays enforcement.
 type Reporter struct {
 	client *Client
 	src    Realizer
