@@ -126,7 +126,9 @@ func WaitDeploymentReady(ctx context.Context, cs kubernetes.Interface, ns, name 
 // Demo runs the lab's main job: a Deployment of `replicas` pods spread over
 // the nodes, then a TCP and UDP probe from every pod to every other pod. It
 // prints the nodes, the pods and the reachability matrix, and fails if any
-// pair cannot talk.
+// pair cannot talk. On a lab running Seine it then applies a NetworkPolicy
+// (see demoNetworkPolicyStep), shows its realization status and that it is
+// enforced, and removes it.
 func Demo(ctx context.Context, c *Config, w io.Writer, replicas int32) error {
 	cs, err := c.Client("admin")
 	if err != nil {
@@ -166,7 +168,11 @@ func Demo(ctx context.Context, c *Config, w io.Writer, replicas int32) error {
 		return fmt.Errorf("%d pod pairs could not reach each other", bad)
 	}
 	fmt.Fprintf(w, "all %d pods reach each other over TCP and UDP\n", len(pods))
-	return nil
+	if c.CNI != CNISeine || len(pods) < 2 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	return demoNetworkPolicyStep(ctx, c, cs, w, name, pods)
 }
 
 // ProbeMatrix probes from every pod to every pod and renders the result:

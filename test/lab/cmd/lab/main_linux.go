@@ -32,7 +32,8 @@ commands:
   down                      stop everything and remove all the lab made
   status                    components, nodes and pods
   kubeconfig                print the admin kubeconfig path (export KUBECONFIG=$(lab kubeconfig))
-  demo [--replicas N]       run a Deployment across the nodes and probe every pod pair
+  demo [--replicas N]       run a Deployment across the nodes and probe every pod pair;
+                            with Seine, then apply a NetworkPolicy and show it realized and enforced
   exec <ns/pod> -- cmd...   run a command inside a pod's network namespace
   check <ns/pod>            CNI CHECK for a running pod, as a runtime would call it
   logs <component>          print a component's log (see lab status for names)
