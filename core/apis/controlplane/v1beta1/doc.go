@@ -10,7 +10,8 @@
 // are raw 4- or 16-byte slices, and members carry plain strings rather than
 // object references.
 //
-// Deepcopy functions are generated: run `go generate ./core/apis/controlplane`.
+// Deepcopy functions are generated: run `go generate ./core/apis/controlplane/v1beta1`,
+// then `go generate ./core/client` for the clientset, listers and informers.
 //
 // +k8s:deepcopy-gen=package
 // +groupName=controlplane.seine.io
