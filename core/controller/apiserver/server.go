@@ -122,6 +122,9 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 	if err := o.Authorization.ApplyTo(&cfg.Authorization); err != nil {
 		return nil, fmt.Errorf("delegated authorization: %w", err)
 	}
+	if cfg.Authorization.Authorizer != nil {
+		cfg.Authorization.Authorizer = withoutSelectors{cfg.Authorization.Authorizer}
+	}
 	cfg.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
 	cfg.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openAPIDefinitions, openapinamer.NewDefinitionNamer(Scheme))
 	cfg.SkipOpenAPIInstallation = true
