@@ -134,15 +134,12 @@ func (c *Config) waitPolicyRealized(ctx context.Context, np *networkingv1.Networ
 	start := time.Now()
 	last := "not computed yet"
 	for time.Since(start) < timeout {
-		l, err := cpcs.ControlplaneV1beta1().NetworkPolicies().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			last, l = err.Error(), &cp.NetworkPolicyList{}
-		}
-		for i := range l.Items {
-			p := &l.Items[i]
-			if p.SourceRef == nil || p.SourceRef.UID != string(np.UID) || p.Status == nil {
-				continue
-			}
+		// The internal policy is named after the user policy's UID.
+		p, err := cpcs.ControlplaneV1beta1().NetworkPolicies().Get(ctx, string(np.UID), metav1.GetOptions{})
+		switch {
+		case err != nil:
+			last = err.Error()
+		case p.Status != nil:
 			s := p.Status
 			last = fmt.Sprintf("generation %d, %d of %d nodes realized, %s", s.Generation, s.RealizedNodes, s.DesiredNodes, s.Phase)
 			if s.Generation == np.Generation && s.Phase == cp.PolicyRealized && s.DesiredNodes > 0 {

@@ -8,9 +8,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
+
+	"github.com/seine-cni/seine/core/client/clientset/versioned"
 )
 
 // statusCase: the realization status an admin reads (issue #5: "which
@@ -59,11 +58,11 @@ func runStatus(t *testing.T, s *suite) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn, err := dynamic.NewForConfig(admin)
+	cpcs, err := versioned.NewForConfig(admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nps := dyn.Resource(schema.GroupVersionResource{Group: "controlplane.seine.io", Version: "v1beta1", Resource: "networkpolicies"})
+	nps := cpcs.ControlplaneV1beta1().NetworkPolicies()
 
 	created := time.Now()
 	s.create(t, "x", statusPolicy(false))
@@ -80,10 +79,9 @@ func runStatus(t *testing.T, s *suite) {
 			return policyStatus{err: err}
 		}
 		st := policyStatus{found: true}
-		st.generation, _, _ = unstructured.NestedInt64(o.Object, "status", "generation")
-		st.desired, _, _ = unstructured.NestedInt64(o.Object, "status", "desiredNodes")
-		st.realized, _, _ = unstructured.NestedInt64(o.Object, "status", "realizedNodes")
-		st.phase, _, _ = unstructured.NestedString(o.Object, "status", "phase")
+		if s := o.Status; s != nil {
+			st.generation, st.desired, st.realized, st.phase = s.Generation, int64(s.DesiredNodes), int64(s.RealizedNodes), string(s.Phase)
+		}
 		return st
 	}
 	// await polls the status until want holds and returns how long it took.
