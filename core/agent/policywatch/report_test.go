@@ -167,9 +167,9 @@ func TestReporter(t *testing.T) {
 	if got := fc.got(); got[2] != got[1] {
 		t.Errorf("report after a kick %q, want the same set %q", got[2], got[1])
 	}
-	if r.Reports() != 3 {
-		t.Errorf("Reports() = %d, want 3", r.Reports())
-	}
+	// The fake controller records a report before its reply reaches the
+	// reporter, which counts it then.
+	waitUntil(t, "Reports() = 3", func() bool { return r.Reports() == 3 })
 }
 
 func TestReporterRetries(t *testing.T) {
