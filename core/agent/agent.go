@@ -94,6 +94,9 @@ type Agent struct {
 
 	nextHops nextHops // peers' next-hop MACs for the noEncap direct path
 
+	tnlKick  chan struct{} // asks keepTunnelNeighbours for a check
+	vswitchd func(context.Context) (vswitchdControl, error)
+
 	ready  atomic.Bool
 	reason atomic.Value // string: why not ready
 	srv    *server.Server
@@ -117,7 +120,8 @@ func New(o Options) (*Agent, error) {
 	a := &Agent{
 		cfg: o.Config, log: o.Logger, controlPlane: o.ControlPlane, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
 		pods: map[ipam.Key]*podState{},
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), tnlKick: make(chan struct{}, 1),
+		vswitchd: dialVswitchd(o.Config.OVS.RunDir),
 	}
 	a.topo, _ = a.cfg.topology()
 	a.mode, _ = a.cfg.trafficMode()
@@ -249,7 +253,14 @@ func (a *Agent) run(ctx context.Context) error {
 	if err := a.syncHost(ctx); err != nil {
 		a.log.Error("host rules", "err", err) // retried on the next peer change
 	}
-	a.warmTunnelNeighbours()
+	// Before the node reports ready, so that a pod's first packet to a
+	// peer does not wait for ovs-vswitchd to resolve its next hop.
+	complete := a.checkTunnelNeighbours(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.keepTunnelNeighbours(ctx, complete)
+	}()
 	srv, err := server.New(server.Options{SocketPath: a.cfg.CNISocket, Handler: a, Logger: a.log.With("component", "cni-server")})
 	if err != nil {
 		return err

@@ -142,7 +142,7 @@ func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
 		return err
 	}
 	// A restarted ovs-vswitchd has forgotten the tunnel neighbours too.
-	go a.warmTunnelNeighbours()
+	a.kickTunnelNeighbours()
 	// The replay installed the policy flows last installed; a Sync that
 	// failed while the switch was away is installed now.
 	go a.policy.PodsChanged(ctx)

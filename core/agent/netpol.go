@@ -9,7 +9,6 @@ import (
 
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/pipeline"
-	"github.com/seine-cni/seine/ovs/appctl"
 )
 
 // Policy returns the agent's NetworkPolicy controller; the controlplane
@@ -84,7 +83,7 @@ func (n policyNode) Install(ctx context.Context, fn func(policy.Writer, pipeline
 func (n policyNode) WaitDatapath(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := appctl.DialTarget(ctx, n.a.cfg.OVS.RunDir, "ovs-vswitchd")
+	c, err := appctlDialTarget(ctx, n.a.cfg.OVS.RunDir, "ovs-vswitchd")
 	if err != nil {
 		return err
 	}

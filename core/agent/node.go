@@ -286,7 +286,7 @@ func (a *Agent) followPeers(ctx context.Context) {
 			a.log.Error("host rules", "err", err)
 		}
 		if changed {
-			a.warmTunnelNeighbours()
+			a.kickTunnelNeighbours()
 		}
 	}
 }

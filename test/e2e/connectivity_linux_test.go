@@ -65,6 +65,19 @@ func TestConnectivity(t *testing.T) {
 	}
 }
 
+// explainLostEcho logs what tells a lost first packet from a broken path:
+// whether a second echo gets through, and both nodes' tunnel neighbour
+// caches (a missing next hop there drops the packet while OVS ARPs).
+func (e *env) explainLostEcho(ns string, from, to *corev1.Pod) {
+	e.t.Helper()
+	again := pingOnce(e.ctx, ns, netip.MustParseAddr(to.Status.PodIP))
+	e.t.Logf("%s -> %s: a second echo: %v", from.Name, to.Name, again)
+	for _, n := range []string{from.Spec.NodeName, to.Spec.NodeName} {
+		out, err := e.ovs(n).Appctl(e.ctx, "ovs-vswitchd", "tnl/neigh/show")
+		e.t.Logf("%s tnl/neigh/show now (%v):\n%s", n, err, out)
+	}
+}
+
 // checkFlowSetOS fails unless each node's agent built its pipeline for the
 // given OS (it logs the OS when the node is set up). With node-3 built as a
 // Windows node, the matrices that follow show the Windows flow set
@@ -110,6 +123,7 @@ func (e *env) pingMatrix(pods []corev1.Pod) {
 			}
 			if err := pingOnce(e.ctx, ns, netip.MustParseAddr(to.Status.PodIP)); err != nil {
 				bad = append(bad, fmt.Sprintf("%s (%s) -> %s (%s): %v", from.Name, from.Spec.NodeName, to.Name, to.Spec.NodeName, err))
+				e.explainLostEcho(ns, &from, &to)
 			}
 		}
 	}

@@ -95,3 +95,15 @@ func readFile(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// nodeIP is the lab node's IP on the fabric.
+func (e *env) nodeIP(name string) string {
+	e.t.Helper()
+	for _, n := range e.c.NodeList() {
+		if n.Name == name {
+			return n.IP
+		}
+	}
+	e.t.Fatalf("no lab node %s", name)
+	return ""
+}

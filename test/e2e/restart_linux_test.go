@@ -80,6 +80,35 @@ func TestRestarts(t *testing.T) {
 		}
 	})
 
+	// OVS's userspace tunnelling drops a packet whose next hop is not in
+	// its own neighbour cache (while it ARPs). The agent fills that cache
+	// from the host's before it is ready, so the first packet gets through
+	// even though the host's entries are still valid and the host sends no
+	// ARP of its own.
+	t.Run("tunnel neighbours filled on agent start", func(t *testing.T) {
+		from := byNode["node-3"]
+		e.stopAgent("node-3")
+		if out, err := e.ovs("node-3").Appctl(e.ctx, "ovs-vswitchd", "tnl/neigh/flush"); err != nil {
+			t.Fatalf("tnl/neigh/flush: %v %s", err, out)
+		}
+		e.startAgent("node-3")
+		show, err := e.ovs("node-3").Appctl(e.ctx, "ovs-vswitchd", "tnl/neigh/show")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{"node-1", "node-2"} {
+			if ip := e.nodeIP(n); !strings.Contains(show, ip+" ") {
+				t.Errorf("node-3's tunnel neighbour cache lacks %s (%s) once the agent is ready:\n%s", n, ip, show)
+			}
+		}
+		for _, n := range []string{"node-1", "node-2"} {
+			to := byNode[n]
+			if err := pingOnce(e.ctx, e.podNS(&from), netip.MustParseAddr(to.Status.PodIP)); err != nil {
+				t.Errorf("first echo %s -> %s (%s) after the agent restart: %v", from.Name, to.Name, n, err)
+			}
+		}
+	})
+
 	t.Run("pod created while the agent is down", func(t *testing.T) {
 		e.stopAgent("node-3")
 		pod := &corev1.Pod{
