@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"maps"
@@ -20,15 +22,21 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/agent/policywatch"
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/client/clientset/versioned"
 	cpinformers "github.com/seine-cni/seine/core/client/informers/externalversions"
+	"github.com/seine-cni/seine/core/controller/apiserver"
+	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
 )
 
@@ -437,6 +445,74 @@ func TestControlPlaneAPI(t *testing.T) {
 				t.Errorf("kubectl %s: no %q in output", strings.Join(args, " "), want)
 			}
 		}
+	})
+
+	// Last: it leaves the controller running as seine.yml runs it.
+	t.Run("self-signed certificate", func(t *testing.T) { testSelfSigned(ctx, t, c, cs, recs["node-y"]) })
+}
+
+// testSelfSigned runs seine-controller as seine.yml does, without a
+// certificate, against an APIService without a caBundle: the controller
+// signs its serving certificate for the Service's name and publishes the
+// CA, after which the aggregator (which verifies it) serves the API again
+// and the agents' watches carry on.
+func testSelfSigned(ctx context.Context, t *testing.T, c *lab.Config, cs kubernetes.Interface, rec *recorder) {
+	rc, err := c.RESTConfig("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apisvc := dc.Resource(apiserver.APIServiceGVR)
+	labCA, err := os.ReadFile(c.PKIDir() + "/ca.crt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StopController(); err != nil {
+		t.Fatal(err)
+	}
+	// The APIService as seine.yml creates it: no caBundle.
+	if _, err := apisvc.Patch(ctx, lab.APIServiceName, types.MergePatchType, []byte(`{"spec":{"caBundle":null}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartControllerSelfSigned(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var bundle string
+	waitFor(t, "the controller's CA published and the APIService available", "published, Available", func() string {
+		as, err := apisvc.Get(ctx, lab.APIServiceName, metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		bundle, _, _ = unstructured.NestedString(as.Object, "spec", "caBundle")
+		state := "not published"
+		if b, err := base64.StdEncoding.DecodeString(bundle); err == nil && len(b) > 0 && !bytes.Equal(b, labCA) {
+			state = "published"
+		}
+		conds, _, _ := unstructured.NestedSlice(as.Object, "status", "conditions")
+		for _, cd := range conds {
+			if m, _ := cd.(map[string]any); m["type"] == "Available" {
+				if m["status"] == "True" {
+					return state + ", Available"
+				}
+				return fmt.Sprintf("%s, %v: %v", state, m["reason"], m["message"])
+			}
+		}
+		return state + ", no Available condition"
+	})
+	// The published CA is the issuer of what the controller serves: the
+	// aggregator verified it against <service>.<namespace>.svc.
+	ca, _ := base64.StdEncoding.DecodeString(bundle)
+	certs, err := certutil.ParseCertsPEM(ca)
+	if err != nil || len(certs) != 1 || !certs[0].IsCA {
+		t.Errorf("caBundle holds %d certificates (%v), want the controller's CA", len(certs), err)
+	}
+	// Through the aggregator, an agent's watch sees a change made now.
+	fakePod(t, cs, "cli-y9", "node-y", "10.250.1.9", "h6-cli")
+	waitFor(t, "node-y through the self-signed controller", "true", func() string {
+		return strconv.FormatBool(strings.Contains(rec.render(), "cli-y9"))
 	})
 }
 

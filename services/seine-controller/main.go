@@ -5,10 +5,13 @@
 //
 //	seine-controller [--kubeconfig <file>] [--bind-address <ip>] [--secure-port <port>]
 //	                 [--tls-cert-file <file> --tls-private-key-file <file>]
+//	                 [--service <namespace>/<name>] [--apiservice <name>]
 //
 // Without --kubeconfig it uses the in-cluster configuration. Authentication
-// and authorization of its clients are delegated to the kube-apiserver; the
-// serving certificate is self-signed in memory unless one is given.
+// and authorization of its clients are delegated to the kube-apiserver. The
+// serving certificate is self-signed in memory unless one is given; it is
+// then valid for the --service's DNS name, and its CA is kept as the
+// caBundle of the --apiservice, so the aggregator verifies the controller.
 package main
 
 import (
@@ -22,6 +25,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -73,6 +77,18 @@ func run(log *slog.Logger, args []string) error {
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
+
+	if opts.APIService != "" {
+		if ca := srv.SelfSignedCA(); ca != nil {
+			dc, err := dynamic.NewForConfig(cfg)
+			if err != nil {
+				return fmt.Errorf("dynamic client: %w", err)
+			}
+			go apiserver.PublishCABundle(ctx, dc, opts.APIService, ca, log.With("component", "cabundle"))
+		} else {
+			log.Info("serving certificate given: the APIService's caBundle is the installer's", "apiservice", opts.APIService)
+		}
+	}
 
 	errc := make(chan error, 2)
 	go func() { errc <- ctrl.Run(ctx) }()

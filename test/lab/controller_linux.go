@@ -2,7 +2,9 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -41,18 +43,34 @@ func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) e
 // runController starts the seine-controller process and waits until it is
 // ready.
 func (c *Config) runController(ctx context.Context) error {
-	err := c.startComponent(component{name: "seine-controller", argv: []string{
+	return c.runControllerWith(ctx, false)
+}
+
+// runControllerWith starts seine-controller with the lab CA's certificate,
+// or, selfSigned, as seine.yml does: a certificate it signs itself for the
+// Service's name, whose CA it publishes to the APIService.
+func (c *Config) runControllerWith(ctx context.Context, selfSigned bool) error {
+	argv := []string{
 		filepath.Join(c.SeineBin, "seine-controller"),
 		"--kubeconfig", c.KubeconfigPath("seine-controller"),
 		"--bind-address", c.ControllerIP(), "--secure-port", strconv.Itoa(c.ControllerPort),
-		"--tls-cert-file", c.pki("seine-controller.crt"), "--tls-private-key-file", c.pki("seine-controller.key"),
-	}})
-	if err != nil {
+	}
+	if selfSigned {
+		argv = append(argv, "--service", controllerNamespace+"/"+controllerService, "--apiservice", APIServiceName)
+	} else {
+		argv = append(argv, "--tls-cert-file", c.pki("seine-controller.crt"), "--tls-private-key-file", c.pki("seine-controller.key"))
+	}
+	if err := c.startComponent(component{name: "seine-controller", argv: argv}); err != nil {
 		return err
 	}
 	tlsClient, err := c.adminHTTP()
 	if err != nil {
 		return err
+	}
+	if selfSigned {
+		// Only the process's readiness is asked here; verifying its
+		// certificate is the aggregator's job, which the caller checks.
+		tlsClient.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 	}
 	// /readyz is open to anonymous users and includes the controller's
 	// "policies computed" check.
@@ -66,6 +84,17 @@ func (c *Config) StopController() error { return c.stopComponent("seine-controll
 // StartController starts seine-controller after StopController and waits
 // until it is ready.
 func (c *Config) StartController(ctx context.Context) error { return c.runController(ctx) }
+
+// StartControllerSelfSigned starts seine-controller after StopController
+// the way seine.yml runs it: no certificate given, so it signs its own and
+// keeps the APIService's caBundle set to that CA. It waits until the
+// process is ready, not until the aggregator trusts it.
+func (c *Config) StartControllerSelfSigned(ctx context.Context) error {
+	return c.runControllerWith(ctx, true)
+}
+
+// APIServiceName is the APIService of controlplane.seine.io/v1beta1.
+const APIServiceName = "v1beta1.controlplane.seine.io"
 
 // addControllerLink gives the machine's namespace ControllerIP, on one end
 // of a veth whose other end (ctl0) lies in the fabric namespace: the
@@ -185,6 +214,9 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			// For a self-signed serving certificate (StartControllerSelfSigned).
+			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
+				ResourceNames: []string{APIServiceName}, Verbs: []string{"get", "patch"}},
 		}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"networkpolicies", "appliedtogroups", "addressgroups"}, Verbs: []string{"get", "list", "watch"}},

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,13 @@ type Options struct {
 	SecureServing  *genericoptions.SecureServingOptionsWithLoopback
 	Authentication *genericoptions.DelegatingAuthenticationOptions
 	Authorization  *genericoptions.DelegatingAuthorizationOptions
+	// Service ("namespace/name") is the Service in front of the
+	// controller: a self-signed serving certificate is valid for its name
+	// <name>.<namespace>.svc, which the aggregator verifies.
+	Service string
+	// APIService is the APIService the controller serves; with a
+	// self-signed certificate main keeps its caBundle (PublishCABundle).
+	APIService string
 }
 
 // NewOptions returns the defaults: port DefaultPort on every address, a
@@ -63,6 +71,23 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.SecureServing.AddFlags(fs)
 	o.Authentication.AddFlags(fs)
 	o.Authorization.AddFlags(fs)
+	fs.StringVar(&o.Service, "service", o.Service,
+		"namespace/name of the Service in front of the controller: a self-signed serving certificate is valid for <name>.<namespace>.svc")
+	fs.StringVar(&o.APIService, "apiservice", o.APIService,
+		"the APIService this controller serves: with a self-signed serving certificate, its caBundle is kept set to the certificate's CA")
+}
+
+// serviceDNSNames are the names the aggregator may verify the serving
+// certificate against.
+func (o *Options) serviceDNSNames() ([]string, error) {
+	if o.Service == "" {
+		return nil, nil
+	}
+	ns, name, ok := strings.Cut(o.Service, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("--service %q: want namespace/name", o.Service)
+	}
+	return []string{name + "." + ns + ".svc", name + "." + ns + ".svc.cluster.local"}, nil
 }
 
 // SetKubeconfig makes authentication and authorization use kubeconfig to
@@ -98,12 +123,25 @@ type Server struct {
 	ag      *hub[*cp.AddressGroup]
 	reports *reports
 	serving atomic.Bool
+	// selfSignedCA signed the serving certificate when New generated it.
+	selfSignedCA []byte
 }
 
 // New builds the server; Run serves.
 func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
-	if err := o.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", nil, nil); err != nil {
+	dnsNames, err := o.serviceDNSNames()
+	if err != nil {
+		return nil, err
+	}
+	if err := o.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost", dnsNames, nil); err != nil {
 		return nil, fmt.Errorf("self-signed serving certificate: %w", err)
+	}
+	var selfSignedCA []byte
+	if gen := o.SecureServing.ServerCert.GeneratedCert; gen != nil {
+		chain, _ := gen.CurrentCertKeyContent()
+		if selfSignedCA, err = caFromChain(chain); err != nil {
+			return nil, err
+		}
 	}
 	var errs []error
 	errs = append(errs, o.SecureServing.Validate()...)
@@ -133,7 +171,7 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("apiserver: %w", err)
 	}
 	s := &Server{
-		generic: generic, log: log, ready: st.Ready,
+		generic: generic, log: log, ready: st.Ready, selfSignedCA: selfSignedCA,
 		np:      newHub(networkPolicyKind, st.NetworkPolicies, log),
 		atg:     newHub(appliedToGroupKind, st.AppliedToGroups, log),
 		ag:      newHub(addressGroupKind, st.AddressGroups, log),

@@ -47,6 +47,8 @@ const (
 	agentName         = "seine-agent"
 	controllerName    = "seine-controller"
 	controlplaneGroup = "controlplane.seine.io"
+	// controlplaneAPIServiceName is the APIService of controlplaneGroup v1beta1.
+	controlplaneAPIServiceName = "v1beta1." + controlplaneGroup
 )
 
 // Options parameterise the manifest.

@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/seine-cni/seine/core/agent"
@@ -200,6 +201,25 @@ func TestControllerServesTheAPIService(t *testing.T) {
 	if len(c.Ports) != 1 || c.Ports[0].Name != svc.Spec.Ports[0].TargetPort.String() ||
 		!slices.Contains(c.Args, "--secure-port="+strconv.Itoa(int(c.Ports[0].ContainerPort))) {
 		t.Errorf("controller ports %+v args %v, service target %s", c.Ports, c.Args, svc.Spec.Ports[0].TargetPort.String())
+	}
+	// TLS to the controller is verified: the APIService carries no CA of
+	// its own and does not skip verification; the controller signs its
+	// certificate for the Service's name and may set the caBundle of
+	// exactly this APIService.
+	if apisvc.Spec.InsecureSkipTLSVerify || len(apisvc.Spec.CABundle) != 0 {
+		t.Errorf("APIService insecureSkipTLSVerify %v caBundle %q", apisvc.Spec.InsecureSkipTLSVerify, apisvc.Spec.CABundle)
+	}
+	for _, want := range []string{"--service=" + svc.Namespace + "/" + svc.Name, "--apiservice=" + apisvc.Name} {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("controller args %v lack %s", c.Args, want)
+		}
+	}
+	role := decode[rbacv1.ClusterRole](t, docs, "ClusterRole/seine-controller")
+	if !slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+		return slices.Equal(r.APIGroups, []string{"apiregistration.k8s.io"}) && slices.Equal(r.Resources, []string{"apiservices"}) &&
+			slices.Equal(r.ResourceNames, []string{apisvc.Name}) && slices.Contains(r.Verbs, "get") && slices.Contains(r.Verbs, "patch")
+	}) {
+		t.Errorf("the controller may not get and patch APIService %s: %+v", apisvc.Name, role.Rules)
 	}
 }
 

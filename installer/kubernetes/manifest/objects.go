@@ -101,9 +101,11 @@ func agentClusterRole() *rbacv1.ClusterRole {
 	}
 }
 
-// controllerClusterRole is what seine-controller reads to compute policies;
-// delegating authentication and authorization is granted by the bindings
-// to system:auth-delegator and extension-apiserver-authentication-reader.
+// controllerClusterRole is what seine-controller reads to compute policies,
+// and its own APIService, whose caBundle it keeps set to the CA of its
+// self-signed serving certificate; delegating authentication and
+// authorization is granted by the bindings to system:auth-delegator and
+// extension-apiserver-authentication-reader.
 func controllerClusterRole() *rbacv1.ClusterRole {
 	return &rbacv1.ClusterRole{
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
@@ -111,6 +113,8 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: readOnly},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: readOnly},
+			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
+				ResourceNames: []string{controlplaneAPIServiceName}, Verbs: []string{"get", "patch"}},
 		},
 	}
 }
@@ -218,7 +222,14 @@ func controllerDeployment(o Options) *appsv1.Deployment {
 						Name:    controllerName,
 						Image:   o.image(),
 						Command: []string{imageBinDir + "/" + controllerName},
-						Args:    []string{fmt.Sprintf("--secure-port=%d", ControllerPort)},
+						// No --tls-cert-file: the controller signs its serving
+						// certificate for the Service's name and publishes the
+						// CA to the APIService.
+						Args: []string{
+							fmt.Sprintf("--secure-port=%d", ControllerPort),
+							"--service=" + Namespace + "/" + controllerName,
+							"--apiservice=" + controlplaneAPIServiceName,
+						},
 						Ports: []corev1.ContainerPort{{
 							Name: "api", ContainerPort: ControllerPort, Protocol: corev1.ProtocolTCP,
 						}},
@@ -237,16 +248,16 @@ func controllerDeployment(o Options) *appsv1.Deployment {
 func controlplaneAPIService() *APIService {
 	return &APIService{
 		TypeMeta:   typeMeta("apiregistration.k8s.io/v1", "APIService"),
-		ObjectMeta: meta("v1beta1."+controlplaneGroup, false, controllerName),
+		ObjectMeta: meta(controlplaneAPIServiceName, false, controllerName),
 		Spec: APIServiceSpec{
 			Service: &ServiceReference{Namespace: Namespace, Name: controllerName, Port: ptr.To[int32](443)},
 			Group:   controlplaneGroup,
 			Version: "v1beta1",
-			// seine-controller serves a certificate it signs itself at
-			// start (no --tls-cert-file); no CA bundle is managed yet.
-			InsecureSkipTLSVerify: true,
-			GroupPriorityMinimum:  100,
-			VersionPriority:       100,
+			// No caBundle: seine-controller signs its serving certificate
+			// at start and sets the caBundle to that CA (--apiservice).
+			// Until it has, the aggregator reports the API unavailable.
+			GroupPriorityMinimum: 100,
+			VersionPriority:      100,
 		},
 	}
 }

@@ -1,0 +1,131 @@
+package apiserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+)
+
+// Without --tls-cert-file the controller signs its serving certificate
+// itself at start, with a CA made for the purpose and kept in memory only.
+// The kube-apiserver's aggregator must trust that CA to proxy
+// controlplane.seine.io to the controller, so the controller publishes it
+// as the caBundle of its APIService (--apiservice) and keeps it there: a
+// restart brings a new CA, and an install that re-applies the APIService
+// must not leave it untrusted. This replaces insecureSkipTLSVerify, which
+// lets anything that can take over the Service's endpoints read every
+// agent's policies and feed them its own.
+
+// APIServiceGVR is the resource of APIService objects.
+var APIServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+
+const (
+	caBundleCheckEvery = time.Minute
+	caBundleRetryMax   = 30 * time.Second
+)
+
+// SelfSignedCA returns the PEM of the CA that signed the serving
+// certificate when the server generated it itself, or nil when a
+// certificate was given (--tls-cert-file): its issuer is then not the
+// controller's to publish.
+func (s *Server) SelfSignedCA() []byte { return s.selfSignedCA }
+
+// caFromChain keeps the CA certificates of a PEM chain (the generated
+// certificate is followed by the CA that signed it).
+func caFromChain(chain []byte) ([]byte, error) {
+	var out bytes.Buffer
+	for rest := chain; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("serving certificate chain: %w", err)
+		}
+		if c.IsCA {
+			if err := pem.Encode(&out, b); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if out.Len() == 0 {
+		return nil, errors.New("serving certificate chain holds no CA certificate")
+	}
+	return out.Bytes(), nil
+}
+
+// PublishCABundle makes the APIService name trust ca (and stop skipping TLS
+// verification), then checks it every minute until ctx ends, setting it
+// again when it differs. Failures (the APIService not created yet, a
+// transient error) are retried with a back-off up to 30 s.
+func PublishCABundle(ctx context.Context, dc dynamic.Interface, name string, ca []byte, log *slog.Logger) {
+	var delay time.Duration
+	for {
+		changed, err := ensureCABundle(ctx, dc, name, ca)
+		switch {
+		case err != nil:
+			delay = min(max(2*delay, time.Second), caBundleRetryMax)
+			log.Warn("publishing the serving CA to the APIService", "apiservice", name, "err", err, "retry_in", delay)
+		case changed:
+			delay = caBundleCheckEvery
+			log.Info("published the serving CA to the APIService", "apiservice", name)
+		default:
+			delay = caBundleCheckEvery
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// ensureCABundle sets the APIService's caBundle to ca unless it is already
+// (and insecureSkipTLSVerify is off), and reports whether it changed it.
+func ensureCABundle(ctx context.Context, dc dynamic.Interface, name string, ca []byte) (bool, error) {
+	as, err := dc.Resource(APIServiceGVR).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("apiservice %s does not exist (yet)", name)
+		}
+		return false, err
+	}
+	want := base64.StdEncoding.EncodeToString(ca)
+	have, _, _ := unstructured.NestedString(as.Object, "spec", "caBundle")
+	insecure, _, _ := unstructured.NestedBool(as.Object, "spec", "insecureSkipTLSVerify")
+	if have == want && !insecure {
+		return false, nil
+	}
+	// The resourceVersion makes the patch fail rather than overwrite a
+	// concurrent change; the next round reads it again.
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": as.GetResourceVersion()},
+		"spec":     map[string]any{"caBundle": want, "insecureSkipTLSVerify": false},
+	})
+	if err != nil {
+		return false, err
+	}
+	if _, err := dc.Resource(APIServiceGVR).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "seine-controller"}); err != nil {
+		return false, fmt.Errorf("apiservice %s: %w", name, err)
+	}
+	return true, nil
+}
