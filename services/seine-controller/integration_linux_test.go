@@ -328,6 +328,7 @@ func TestControlPlaneAPI(t *testing.T) {
 	})
 
 	t.Run("status", func(t *testing.T) { testStatus(t, c, cs, agentCfg, recs["node-y"]) })
+	t.Run("node-bound reports", func(t *testing.T) { testNodeBoundReports(ctx, t, c, cs) })
 
 	t.Run("delegation", func(t *testing.T) {
 		ca, err := os.ReadFile(c.PKIDir() + "/ca.crt")

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/seine-cni/seine/core/agent/policywatch"
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"github.com/seine-cni/seine/core/client/clientset/versioned"
 	"github.com/seine-cni/seine/test/lab"
 )
 
@@ -137,5 +141,57 @@ func testStatus(t *testing.T, c *lab.Config, cs kubernetes.Interface, agentCfg *
 				t.Errorf("kubectl get: no %q in the output", w)
 			}
 		}
+	}
+}
+
+// testNodeBoundReports: an agent whose ServiceAccount token is bound to a
+// pod on node-x (as a DaemonSet pod's token is) reports for node-x, and is
+// refused for node-y although RBAC lets its ServiceAccount report: the
+// node comes from the token, through the aggregator's identity headers.
+func testNodeBoundReports(ctx context.Context, t *testing.T, c *lab.Config, cs kubernetes.Interface) {
+	sa, err := cs.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "h6-agent"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "h6-agent"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: "default"}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-agent-controlplane"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent-x"},
+		Spec: corev1.PodSpec{NodeName: "node-x", ServiceAccountName: sa.Name, AutomountServiceAccountToken: new(bool),
+			Containers: []corev1.Container{{Name: "c", Image: "none"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := c.RESTConfig("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := rest.AnonymousClientConfig(admin)
+	agent.BearerToken = tr.Status.Token
+	client, err := versioned.NewForConfig(agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reportFor := func(node string) error {
+		_, err := client.ControlplaneV1beta1().NodePolicyStatuses().Create(ctx, &cp.NodePolicyStatus{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{})
+		return err
+	}
+	if err := reportFor("node-x"); err != nil {
+		t.Errorf("the agent of node-x reporting for node-x: %v", err)
+	}
+	if err := reportFor("node-y"); !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "node-x") {
+		t.Errorf("the agent of node-x reporting for node-y: %v, want 403 naming node-x", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
@@ -177,6 +179,29 @@ func (r *reports) list() *cp.NodePolicyStatusList {
 
 const nodePolicyStatuses = "nodepolicystatuses"
 
+// nodeNameExtra is the user extra of a ServiceAccount token bound to a pod
+// (Kubernetes 1.30 and later): the name of the pod's node. An agent in
+// seine.yml's DaemonSet authenticates with such a token.
+const nodeNameExtra = "authentication.kubernetes.io/node-name"
+
+// checkReporter refuses a report for another node than the one the
+// requester's credential is bound to. Agents share one ServiceAccount, so
+// RBAC cannot tell their nodes apart; their tokens can. A credential bound
+// to no node (a static token, a client certificate, an admin) is left to
+// RBAC alone.
+func checkReporter(ctx context.Context, node string) error {
+	u, ok := request.UserFrom(ctx)
+	if !ok {
+		return nil
+	}
+	bound := u.GetExtra()[nodeNameExtra]
+	if len(bound) == 0 || slices.Equal(bound, []string{node}) {
+		return nil
+	}
+	return apierrors.NewForbidden(cp.Resource(nodePolicyStatuses), node,
+		fmt.Errorf("%s may report only for node %s, the node its credential is bound to", u.GetName(), strings.Join(bound, ",")))
+}
+
 // statusStorage is the REST storage of nodepolicystatuses: create (an
 // agent's report, replacing the node's previous one), get and list.
 type statusStorage struct {
@@ -212,6 +237,9 @@ func (s *statusStorage) Create(ctx context.Context, obj runtime.Object, validate
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a NodePolicyStatus: %T", obj))
 	}
 	if err := validateReport(in); err != nil {
+		return nil, err
+	}
+	if err := checkReporter(ctx, in.Name); err != nil {
 		return nil, err
 	}
 	if validate != nil {

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/endpoints/request"
 )
 
 func report(node string, policies ...cp.PolicyRealization) *cp.NodePolicyStatus {
@@ -231,5 +233,32 @@ func TestReportStorage(t *testing.T) {
 	}
 	if want := []string{"node-a 2 1", "node-b 1 0"}; !slices.Equal(rows, want) || len(tbl.ColumnDefinitions) != 4 {
 		t.Errorf("table rows %q (%d columns), want %q (4 columns)", rows, len(tbl.ColumnDefinitions), want)
+	}
+}
+
+// TestReportFromANodeBoundCredential: a requester whose token is bound to a
+// node (a pod's ServiceAccount token) reports for that node only; a
+// credential bound to none is left to RBAC.
+func TestReportFromANodeBoundCredential(t *testing.T) {
+	s := newStatusStorage(newReports())
+	agentOn := func(node string) context.Context {
+		return request.WithUser(context.Background(), &user.DefaultInfo{
+			Name:  "system:serviceaccount:kube-system:seine-agent",
+			Extra: map[string][]string{nodeNameExtra: {node}},
+		})
+	}
+	if _, err := s.Create(agentOn("node-a"), report("node-a", cp.PolicyRealization{Name: "p", Generation: 1}), nil, &metav1.CreateOptions{}); err != nil {
+		t.Errorf("node-a's agent reporting for node-a: %v", err)
+	}
+	_, err := s.Create(agentOn("node-a"), report("node-b", cp.PolicyRealization{Name: "p", Generation: 1}), nil, &metav1.CreateOptions{})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "node-a") {
+		t.Errorf("node-a's agent reporting for node-b: %v, want 403 naming node-a", err)
+	}
+	if _, err := s.Get(context.Background(), "node-b", nil); !apierrors.IsNotFound(err) {
+		t.Errorf("the refused report was kept: %v", err)
+	}
+	static := request.WithUser(context.Background(), &user.DefaultInfo{Name: "seine-agent"})
+	if _, err := s.Create(static, report("node-b", cp.PolicyRealization{Name: "p", Generation: 1}), nil, &metav1.CreateOptions{}); err != nil {
+		t.Errorf("a credential bound to no node: %v", err)
 	}
 }
