@@ -144,12 +144,17 @@ func syncTunnelNeighbours(ctx context.Context, c unixctl, r platform.NextHopReso
 		}
 		hop := peer
 		out, err := c.Call(ctx, "ovs/route/lookup", peer.String())
-		if err != nil {
-			return res, fmt.Errorf("ovs/route/lookup %s: %w", peer, err)
+		var gw netip.Addr
+		var dev string
+		if err == nil {
+			gw, dev, err = parseRouteLookup(out)
 		}
-		gw, dev, err := parseRouteLookup(out)
 		if err != nil {
-			return res, err
+			// No route yet (the uplink is being set up), or a daemon
+			// without the command: this peer waits for the next check.
+			res.pending = append(res.pending, peer)
+			res.warm = append(res.warm, peer)
+			continue
 		}
 		if !gw.IsUnspecified() {
 			hop = gw

@@ -64,6 +64,9 @@ func (f *fakeVswitchd) Call(_ context.Context, method string, args ...string) (s
 		if !ok {
 			gw = "::"
 		}
+		if gw == "unroutable" {
+			return "", errors.New("Not found")
+		}
 		return fmt.Sprintf("src 172.30.0.11\ngateway %s\ndev br-int\n", gw), nil
 	case "tnl/neigh/set":
 		if len(args) != 3 {
@@ -172,12 +175,13 @@ func TestSyncTunnelNeighbours(t *testing.T) {
 	f.gateway["10.1.0.15"] = "172.30.0.1"                  // same gateway
 	f.gateway["10.1.0.16"] = "172.30.0.254"                // routed, gateway known
 	f.set("172.30.0.254", "02:00:00:00:00:fe br-int")
+	f.gateway["10.2.0.18"] = "unroutable" // ovs/route/lookup fails
 	r := &resolvingBackend{macs: map[netip.Addr]string{
 		netip.MustParseAddr("172.30.0.13"): "02:00:00:00:01:13",
 		netip.MustParseAddr("10.1.0.14"):   "02:00:00:00:00:01",
 		netip.MustParseAddr("10.1.0.15"):   "02:00:00:00:00:01",
 	}, fresh: true, asked: map[netip.Addr]int{}}
-	peers := addrs("172.30.0.12", "172.30.0.13", "10.1.0.14", "10.1.0.15", "10.1.0.16", "172.30.0.17")
+	peers := addrs("172.30.0.12", "172.30.0.13", "10.1.0.14", "10.1.0.15", "10.1.0.16", "172.30.0.17", "10.2.0.18")
 
 	res, err := syncTunnelNeighbours(context.Background(), f, r, peers)
 	if err != nil {
@@ -190,7 +194,7 @@ func TestSyncTunnelNeighbours(t *testing.T) {
 	if !slices.Equal(res.set, wantSet) {
 		t.Errorf("set %q, want %q", res.set, wantSet)
 	}
-	if want := addrs("172.30.0.17"); !slices.Equal(res.pending, want) || !slices.Equal(res.warm, want) {
+	if want := addrs("172.30.0.17", "10.2.0.18"); !slices.Equal(res.pending, want) || !slices.Equal(res.warm, want) {
 		t.Errorf("pending %v, warm %v; want %v for both", res.pending, res.warm, want)
 	}
 	for ip, want := range map[string]string{
@@ -229,6 +233,7 @@ func TestSyncTunnelNeighbours(t *testing.T) {
 
 	// Everything known now but 172.30.0.17; the host's entry for it is
 	// not confirmed: it is set, and warmed to get it confirmed.
+	peers = peers[:6] // without the unroutable one from here on
 	r.fresh = false
 	r.macs[netip.MustParseAddr("172.30.0.17")] = "02:00:00:00:00:17"
 	res, err = syncTunnelNeighbours(context.Background(), f, r, peers)
@@ -247,7 +252,7 @@ func TestSyncTunnelNeighbours(t *testing.T) {
 	f.set("172.30.0.17", "")
 	res, err = syncTunnelNeighbours(context.Background(), f, nil, peers)
 	if err != nil || !slices.Equal(res.pending, addrs("172.30.0.17")) || len(res.set) != 0 {
-		t.Errorf("without a resolver: %+v, %v", res, err)
+		t.Errorf("without a resolver: set %q pending %v, %v", res.set, res.pending, err)
 	}
 
 	// A daemon that does not understand a command is an error, not a
