@@ -329,6 +329,7 @@ func TestControlPlaneAPI(t *testing.T) {
 
 	t.Run("status", func(t *testing.T) { testStatus(t, c, cs, agentCfg, recs["node-y"]) })
 	t.Run("node-bound reports", func(t *testing.T) { testNodeBoundReports(ctx, t, c, cs) })
+	t.Run("departed node", func(t *testing.T) { testDepartedNode(ctx, t, c, cs, agentCfg) })
 
 	t.Run("delegation", func(t *testing.T) {
 		ca, err := os.ReadFile(c.PKIDir() + "/ca.crt")

@@ -25,10 +25,13 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
@@ -75,6 +78,9 @@ func run(log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := trackNodes(factory, srv); err != nil {
+		return err
+	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 
@@ -101,6 +107,44 @@ func run(log *slog.Logger, args []string) error {
 	case <-time.After(30 * time.Second):
 	}
 	return err
+}
+
+// trackNodes makes the server drop the realization report of a node that
+// is deleted, and refuse reports for nodes that do not exist. The Node
+// informer keeps names only.
+func trackNodes(factory informers.SharedInformerFactory, srv *apiserver.Server) error {
+	inf := factory.Core().V1().Nodes()
+	informer := inf.Informer()
+	if err := informer.SetTransform(func(o any) (any, error) {
+		if n, ok := o.(*corev1.Node); ok {
+			return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}, nil
+		}
+		return o, nil
+	}); err != nil {
+		return fmt.Errorf("node informer: %w", err)
+	}
+	lister := inf.Lister()
+	srv.TrackNodes(func(name string) error {
+		if !informer.HasSynced() {
+			return apiserver.NodesNotSynced()
+		}
+		if _, err := lister.Get(name); err != nil {
+			return apiserver.NodeNotFound(name)
+		}
+		return nil
+	})
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		if n, ok := o.(*corev1.Node); ok {
+			srv.ForgetNode(n.Name)
+		}
+	}})
+	if err != nil {
+		return fmt.Errorf("node informer: %w", err)
+	}
+	return nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

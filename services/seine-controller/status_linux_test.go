@@ -195,3 +195,51 @@ func testNodeBoundReports(ctx context.Context, t *testing.T, c *lab.Config, cs k
 		t.Errorf("the agent of node-x reporting for node-y: %v, want 403 naming node-x", err)
 	}
 }
+
+// testDepartedNode: the report of a node that is deleted goes with it, and
+// a late report for it is refused.
+func testDepartedNode(ctx context.Context, t *testing.T, c *lab.Config, cs kubernetes.Interface, agentCfg *rest.Config) {
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-z"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	agent, err := versioned.NewForConfig(agentCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := c.RESTConfig("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer, err := versioned.NewForConfig(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func() error {
+		_, err := agent.ControlplaneV1beta1().NodePolicyStatuses().Create(ctx, &cp.NodePolicyStatus{ObjectMeta: metav1.ObjectMeta{Name: "node-z"}}, metav1.CreateOptions{})
+		return err
+	}
+	state := func() string {
+		_, err := viewer.ControlplaneV1beta1().NodePolicyStatuses().Get(ctx, "node-z", metav1.GetOptions{})
+		switch {
+		case err == nil:
+			return "kept"
+		case apierrors.IsNotFound(err):
+			return "gone"
+		}
+		return err.Error()
+	}
+	// The controller's node informer may not have seen node-z yet.
+	waitFor(t, "node-z's report accepted", "kept", func() string {
+		if err := report(); err != nil {
+			return err.Error()
+		}
+		return state()
+	})
+	if err := cs.CoreV1().Nodes().Delete(ctx, "node-z", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node-z's report after the node was deleted", "gone", state)
+	if err := report(); !apierrors.IsNotFound(err) {
+		t.Errorf("a report for the deleted node-z: %v, want 404", err)
+	}
+}

@@ -212,7 +212,7 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	user := []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:controller"}}
 	roles := []*rbacv1.ClusterRole{
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller"}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
 			// For a self-signed serving certificate (StartControllerSelfSigned).
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},

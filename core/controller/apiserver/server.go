@@ -20,7 +20,9 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
@@ -232,6 +234,33 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// TrackNodes makes the server keep reports only of nodes that exist:
+// exists returns nil for a node that does, and the error to refuse a
+// report with otherwise (NodeNotFound, or NodesNotSynced while it cannot
+// tell yet); ForgetNode drops the report of a node that left. Call it
+// before Run, and call ForgetNode after the node is gone from what exists
+// answers: a report racing the deletion is then either refused or dropped.
+func (s *Server) TrackNodes(exists func(name string) error) {
+	s.reports.mu.Lock()
+	defer s.reports.mu.Unlock()
+	s.reports.nodeExists = exists
+}
+
+// NodeNotFound is the error to refuse a report for a node that does not
+// exist with.
+func NodeNotFound(name string) error {
+	return apierrors.NewNotFound(schema.GroupResource{Resource: "nodes"}, name)
+}
+
+// NodesNotSynced is the error to refuse a report with while the node list
+// is not synced yet; the agent retries.
+func NodesNotSynced() error {
+	return apierrors.NewServiceUnavailable("seine-controller has not listed the nodes yet")
+}
+
+// ForgetNode drops the realization report of a node that left the cluster.
+func (s *Server) ForgetNode(name string) { s.reports.forget(name) }
 
 // Watchers is the number of open watches of each resource.
 func (s *Server) Watchers() (networkPolicies, appliedToGroups, addressGroups int) {

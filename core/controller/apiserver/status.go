@@ -41,6 +41,9 @@ type reports struct {
 	mu      sync.RWMutex
 	nodes   map[string]*nodeReport
 	version uint64
+	// nodeExists, when set, tells whether a node exists; a report is
+	// refused with its error (see Server.TrackNodes).
+	nodeExists func(name string) error
 }
 
 func newReports() *reports {
@@ -66,18 +69,36 @@ func validateReport(r *cp.NodePolicyStatus) error {
 	return nil
 }
 
-// set replaces node's report and returns it as stored.
-func (r *reports) set(in *cp.NodePolicyStatus, now time.Time) *cp.NodePolicyStatus {
+// set replaces node's report and returns it as stored. A report for a node
+// that does not exist is refused. The check is made under the lock that
+// forget takes after the node left the lister, so a report racing the
+// node's deletion is either refused or forgotten.
+func (r *reports) set(in *cp.NodePolicyStatus, now time.Time) (*cp.NodePolicyStatus, error) {
 	rep := &nodeReport{policies: make(map[string]realization, len(in.Policies)), at: now}
 	for _, p := range in.Policies {
 		rep.policies[p.Name] = realization{generation: p.Generation, err: p.Error}
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.nodeExists != nil {
+		if err := r.nodeExists(in.Name); err != nil {
+			return nil, err
+		}
+	}
 	r.version++
 	rep.version = r.version
 	r.nodes[in.Name] = rep
-	r.mu.Unlock()
-	return rep.object(in.Name)
+	return rep.object(in.Name), nil
+}
+
+// forget drops the report of a node that left the cluster.
+func (r *reports) forget(node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.nodes[node]; ok {
+		delete(r.nodes, node)
+		r.version++
+	}
 }
 
 // object renders a report as the API object, policies sorted by name.
@@ -254,7 +275,7 @@ func (s *statusStorage) Create(ctx context.Context, obj runtime.Object, validate
 		}
 		return rep.object(in.Name), nil
 	}
-	return s.r.set(in, time.Now()), nil
+	return s.r.set(in, time.Now())
 }
 
 func (s *statusStorage) Get(_ context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {

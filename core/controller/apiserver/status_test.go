@@ -262,3 +262,48 @@ func TestReportFromANodeBoundCredential(t *testing.T) {
 		t.Errorf("a credential bound to no node: %v", err)
 	}
 }
+
+// TestReportsOfTrackedNodes: with the nodes tracked, a report for a node
+// that does not exist (or while the nodes are not listed yet) is refused
+// with the tracker's error, and a node that leaves takes its report along.
+func TestReportsOfTrackedNodes(t *testing.T) {
+	r := newReports()
+	s := newStatusStorage(r)
+	nodes := map[string]bool{"node-a": true}
+	synced := false
+	r.nodeExists = func(name string) error {
+		switch {
+		case !synced:
+			return NodesNotSynced()
+		case !nodes[name]:
+			return NodeNotFound(name)
+		}
+		return nil
+	}
+	ctx := context.Background()
+	rep := func(node string) error {
+		_, err := s.Create(ctx, report(node, cp.PolicyRealization{Name: "p", Generation: 1}), nil, &metav1.CreateOptions{})
+		return err
+	}
+	if err := rep("node-a"); !apierrors.IsServiceUnavailable(err) {
+		t.Errorf("before the nodes are listed: %v, want 503", err)
+	}
+	synced = true
+	if err := rep("node-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep("node-gone"); !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "node-gone") {
+		t.Errorf("report for a node that does not exist: %v, want 404", err)
+	}
+	if l := r.list(); len(l.Items) != 1 {
+		t.Errorf("%d reports kept, want node-a's only", len(l.Items))
+	}
+	delete(nodes, "node-a")
+	r.forget("node-a")
+	if _, err := s.Get(ctx, "node-a", nil); !apierrors.IsNotFound(err) {
+		t.Errorf("the report of a node that left: %v, want gone", err)
+	}
+	if err := rep("node-a"); !apierrors.IsNotFound(err) {
+		t.Errorf("a late report of a node that left: %v, want 404", err)
+	}
+}

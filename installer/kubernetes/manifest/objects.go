@@ -102,7 +102,8 @@ func agentClusterRole() *rbacv1.ClusterRole {
 }
 
 // controllerClusterRole is what seine-controller reads to compute policies,
-// and its own APIService, whose caBundle it keeps set to the CA of its
+// the nodes (a node's realization report goes when the node does), and its
+// own APIService, whose caBundle it keeps set to the CA of its
 // self-signed serving certificate; delegating authentication and
 // authorization is granted by the bindings to system:auth-delegator and
 // extension-apiserver-authentication-reader.
@@ -111,7 +112,7 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
 		ObjectMeta: meta(controllerName, false, controllerName),
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: readOnly},
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: readOnly},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: readOnly},
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{controlplaneAPIServiceName}, Verbs: []string{"get", "patch"}},
