@@ -80,6 +80,10 @@ func (n policyNode) Install(ctx context.Context, fn func(policy.Writer, pipeline
 // answered for the whole 10 s of a case (7-9 failing cases per run, with
 // correct OpenFlow tables), and with the cache flushed none leaked. It costs
 // one upcall per active megaflow after a change that denies something.
+// Antrea met the same userspace-datapath behaviour (antrea-io/antrea#1608,
+// #897: cached flows kept the old actions until they idled out, ~10 s) and
+// waited for the flows to expire instead; the root cause in OVS is not
+// known to us.
 func (n policyNode) WaitDatapath(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
