@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
 )
 
@@ -245,7 +246,7 @@ func (a *Agent) checkTunnelNeighbours(ctx context.Context) bool {
 	if len(peers) == 0 {
 		return true
 	}
-	if a.cfg.OVS.DatapathType != "netdev" {
+	if a.cfg.datapath() != ovsdb.DatapathNetdev {
 		sendWarmDatagrams(a.log, peers)
 		return true
 	}
