@@ -78,18 +78,20 @@ func caFromChain(chain []byte) ([]byte, error) {
 // again when it differs. Failures (the APIService not created yet, a
 // transient error) are retried with a back-off up to 30 s.
 func PublishCABundle(ctx context.Context, dc dynamic.Interface, name string, ca []byte, log *slog.Logger) {
-	var delay time.Duration
+	var backoff time.Duration
 	for {
+		delay := caBundleCheckEvery
 		changed, err := ensureCABundle(ctx, dc, name, ca)
 		switch {
 		case err != nil:
-			delay = min(max(2*delay, time.Second), caBundleRetryMax)
+			backoff = min(max(2*backoff, time.Second), caBundleRetryMax)
+			delay = backoff
 			log.Warn("publishing the serving CA to the APIService", "apiservice", name, "err", err, "retry_in", delay)
 		case changed:
-			delay = caBundleCheckEvery
+			backoff = 0
 			log.Info("published the serving CA to the APIService", "apiservice", name)
 		default:
-			delay = caBundleCheckEvery
+			backoff = 0
 		}
 		select {
 		case <-ctx.Done():
