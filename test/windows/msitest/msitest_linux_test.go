@@ -85,7 +85,23 @@ func newPrefix(ctx context.Context, t *testing.T, log *slog.Logger, root string)
 // run runs a Windows program in the prefix and returns its exit error and
 // output. Output goes through a file: Wine's background processes
 // (wineserver, services.exe) would hold a pipe open.
+//
+// When Wine itself fails to launch the program ("ShellExecuteEx failed",
+// seen once in CI for msiexec /x: the program never ran, its log was not
+// even created), the launch is tried once more; the program's own failures
+// are returned as they are.
 func (p *prefix) run(ctx context.Context, args ...string) (string, error) {
+	p.t.Helper()
+	out, err := p.runOnce(ctx, args...)
+	if err != nil && strings.Contains(out, "ShellExecuteEx failed") {
+		p.t.Logf("wine could not launch %s, trying again: %v\n%s", args[0], err, out)
+		time.Sleep(time.Second)
+		out, err = p.runOnce(ctx, args...)
+	}
+	return out, err
+}
+
+func (p *prefix) runOnce(ctx context.Context, args ...string) (string, error) {
 	p.t.Helper()
 	f, err := os.CreateTemp(p.scratch, "out")
 	if err != nil {
