@@ -102,6 +102,22 @@ func (w *world) start() (*Agent, func()) {
 	return a, stop
 }
 
+// run runs a in the background until t's cleanup, which fails t if Run
+// returned an error, and waits until it is ready.
+func run(t *testing.T, a *Agent) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent Run: %v", err)
+		}
+	})
+	waitReady(t, a)
+}
+
 // waitReady polls until the agent is ready.
 func waitReady(t *testing.T, a *Agent) {
 	t.Helper()

@@ -64,16 +64,7 @@ func TestNoEncapNextHop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent Run: %v", err)
-		}
-	})
-	waitReady(t, a)
+	run(t, a)
 
 	peerFlow := func() string {
 		for _, l := range strings.Split(w.sw.text(), "\n") {

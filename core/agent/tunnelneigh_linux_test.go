@@ -62,14 +62,19 @@ func TestSyncTunnelNeighboursRealOVS(t *testing.T) {
 	if want := addrs("172.30.0.13"); !slices.Equal(res.pending, want) {
 		t.Errorf("pending %v, want %v", res.pending, want)
 	}
-	show, err := c.Call(ctx, "tnl/neigh/show")
-	if err != nil {
-		t.Fatal(err)
+	// ovsCache is OVS's tunnel neighbour cache, as printed and as parsed.
+	ovsCache := func() (string, map[netip.Addr]tunnelNeighbour) {
+		show, err := c.Call(ctx, "tnl/neigh/show")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cache, err := parseTunnelNeighbours(show)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return show, cache
 	}
-	cache, err := parseTunnelNeighbours(show)
-	if err != nil {
-		t.Fatal(err)
-	}
+	show, cache := ovsCache()
 	for ip, mac := range map[string]string{"172.30.0.12": "02:00:00:00:00:12", "172.30.0.1": "02:00:00:00:00:01"} {
 		if e := cache[netip.MustParseAddr(ip)]; e.mac != mac || e.bridge != "br-int" || e.expired {
 			t.Errorf("OVS's entry for %s: %+v, want %s on br-int\n%s", ip, e, mac, show)
@@ -91,14 +96,7 @@ func TestSyncTunnelNeighboursRealOVS(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := func() map[netip.Addr]tunnelNeighbour {
-		show, err := c.Call(ctx, "tnl/neigh/show")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cache, err := parseTunnelNeighbours(show)
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, cache := ovsCache()
 		for ip, e := range cache {
 			if e.expired {
 				delete(cache, ip)

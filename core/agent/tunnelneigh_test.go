@@ -306,16 +306,7 @@ func TestAgentKeepsTunnelNeighbours(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.vswitchd = f.dial
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent Run: %v", err)
-		}
-	})
-	waitReady(t, a)
+	run(t, a)
 	if got := f.entry("127.0.0.12"); got != "02:00:00:00:00:12 br-int" {
 		t.Errorf("at ready, cache[node-2] = %q, want node-2's next hop", got)
 	}
@@ -331,7 +322,7 @@ func TestAgentKeepsTunnelNeighbours(t *testing.T) {
 	// connection brings the entries back.
 	f.set("127.0.0.12", "")
 	f.set("127.0.0.13", "")
-	if err := w.sw.restart(ctx); err != nil {
+	if err := w.sw.restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, "entries back after the reconnection", func() (bool, string) {
