@@ -87,7 +87,7 @@ func (n policyNode) Install(ctx context.Context, fn func(policy.Writer, pipeline
 func (n policyNode) WaitDatapath(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := appctlDialTarget(ctx, n.a.cfg.OVS.RunDir, "ovs-vswitchd")
+	c, err := n.a.vswitchd(ctx)
 	if err != nil {
 		return err
 	}

@@ -34,10 +34,13 @@ type nextHops struct {
 // straight out of the uplink when it knows the next hop's MAC: bridged
 // uplink, and p reached without encapsulation.
 func (a *Agent) direct(p *pipeline.Peer) bool {
-	if a.topo != platform.BridgedUplink {
-		return false
-	}
-	return a.mode == pipeline.NoEncap || (a.mode == pipeline.Hybrid && p.SameSubnet)
+	return a.topo == platform.BridgedUplink && !a.tunnelled(p)
+}
+
+// tunnelled reports whether peer p's pods are reached through the tunnel:
+// always in encap, in hybrid when p is on another subnet, never in noEncap.
+func (a *Agent) tunnelled(p *pipeline.Peer) bool {
+	return a.mode == pipeline.Encap || (a.mode == pipeline.Hybrid && !p.SameSubnet)
 }
 
 // fillNextHops sets NodeMAC on every direct peer whose next hop the host

@@ -307,10 +307,9 @@ func (a *Agent) hostState() platform.HostState {
 		hs.NoHostIngress = []string{a.cfg.Uplink}
 	}
 	for _, p := range a.peers {
-		tunnelled := a.mode == pipeline.Encap || (a.mode == pipeline.Hybrid && !p.SameSubnet)
 		for _, c := range p.PodCIDRs {
 			r := platform.PeerRoute{PodCIDR: c, NodeIP: p.NodeIP}
-			if tunnelled {
+			if a.tunnelled(&p) {
 				r.GatewayIP = c.Masked().Addr().Next()
 			}
 			hs.PeerRoutes = append(hs.PeerRoutes, r)

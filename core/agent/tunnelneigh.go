@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
 )
@@ -195,9 +194,9 @@ func (a *Agent) tunnelledPeerIPs() []netip.Addr {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var ips []netip.Addr
-	for _, p := range a.peers {
-		if a.mode == pipeline.Encap || (a.mode == pipeline.Hybrid && !p.SameSubnet) {
-			ips = append(ips, p.NodeIP)
+	for i := range a.peers {
+		if a.tunnelled(&a.peers[i]) {
+			ips = append(ips, a.peers[i].NodeIP)
 		}
 	}
 	return ips
