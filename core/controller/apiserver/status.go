@@ -69,11 +69,12 @@ func validateReport(r *cp.NodePolicyStatus) error {
 	return nil
 }
 
-// set replaces node's report and returns it as stored. A report for a node
-// that does not exist is refused. The check is made under the lock that
-// forget takes after the node left the lister, so a report racing the
-// node's deletion is either refused or forgotten.
-func (r *reports) set(in *cp.NodePolicyStatus, now time.Time) (*cp.NodePolicyStatus, error) {
+// set replaces node's report and returns it as stored; with dryRun it only
+// returns what it would store. A report for a node that does not exist is
+// refused. The check is made under the lock that forget takes after the
+// node left the lister, so a report racing the node's deletion is either
+// refused or forgotten.
+func (r *reports) set(in *cp.NodePolicyStatus, now time.Time, dryRun bool) (*cp.NodePolicyStatus, error) {
 	rep := &nodeReport{policies: make(map[string]realization, len(in.Policies)), at: now}
 	for _, p := range in.Policies {
 		rep.policies[p.Name] = realization{generation: p.Generation, err: p.Error}
@@ -84,6 +85,9 @@ func (r *reports) set(in *cp.NodePolicyStatus, now time.Time) (*cp.NodePolicySta
 		if err := r.nodeExists(in.Name); err != nil {
 			return nil, err
 		}
+	}
+	if dryRun {
+		return rep.object(in.Name), nil
 	}
 	r.version++
 	rep.version = r.version
@@ -268,14 +272,7 @@ func (s *statusStorage) Create(ctx context.Context, obj runtime.Object, validate
 			return nil, err
 		}
 	}
-	if opts != nil && len(opts.DryRun) > 0 {
-		rep := &nodeReport{policies: map[string]realization{}, at: time.Now()}
-		for _, p := range in.Policies {
-			rep.policies[p.Name] = realization{generation: p.Generation, err: p.Error}
-		}
-		return rep.object(in.Name), nil
-	}
-	return s.r.set(in, time.Now())
+	return s.r.set(in, time.Now(), opts != nil && len(opts.DryRun) > 0)
 }
 
 func (s *statusStorage) Get(_ context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {

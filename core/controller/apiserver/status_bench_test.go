@@ -24,7 +24,7 @@ func BenchmarkReports(b *testing.B) {
 		for i := range policies {
 			rep.Policies = append(rep.Policies, cp.PolicyRealization{Name: fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i), Generation: 1})
 		}
-		r.set(rep, time.Now())
+		r.set(rep, time.Now(), false)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -37,7 +37,7 @@ func BenchmarkReports(b *testing.B) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		r.set(one, time.Now())
+		r.set(one, time.Now(), false)
 	}
 	b.ReportMetric(perPair, "heap-bytes/pair")
 }

@@ -91,7 +91,7 @@ func TestStatusFromReports(t *testing.T) {
 		{"", report("node-a", cp.PolicyRealization{Name: name, Generation: 2}), "gen 2 2/2 Realized"},
 	}
 	for _, s := range steps {
-		r.set(s.report, time.Now())
+		r.set(s.report, time.Now(), false)
 		if got := get(); got != s.want {
 			t.Errorf("%s: %s, want %s", s.what, got, s.want)
 		}
@@ -112,7 +112,7 @@ func TestStatusFromReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(t, "second policy", func() bool { return len(e.np.list("").(*cp.NetworkPolicyList).Items) == 2 })
-	r.set(report("node-b", cp.PolicyRealization{Name: name, Generation: 2}, cp.PolicyRealization{Name: "uid-deny-client", Generation: 5}), time.Now())
+	r.set(report("node-b", cp.PolicyRealization{Name: name, Generation: 2}, cp.PolicyRealization{Name: "uid-deny-client", Generation: 5}), time.Now(), false)
 	l := e.np.list("").(*cp.NetworkPolicyList)
 	var got []string
 	for _, np := range l.Items {
@@ -294,6 +294,10 @@ func TestReportsOfTrackedNodes(t *testing.T) {
 	}
 	if err := rep("node-gone"); !apierrors.IsNotFound(err) || !strings.Contains(err.Error(), "node-gone") {
 		t.Errorf("report for a node that does not exist: %v, want 404", err)
+	}
+	dry := &metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	if _, err := s.Create(ctx, report("node-gone"), nil, dry); !apierrors.IsNotFound(err) {
+		t.Errorf("dry-run report for a node that does not exist: %v, want 404 as for a real one", err)
 	}
 	if l := r.list(); len(l.Items) != 1 {
 		t.Errorf("%d reports kept, want node-a's only", len(l.Items))
