@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/seine-cni/seine/core/agent/policy"
@@ -379,10 +380,7 @@ func TestControlPlaneAPI(t *testing.T) {
 		// Informers of the generated client watch without a node selector
 		// and get whole objects, membership changes included (only
 		// node-scoped watches get patches).
-		adminCfg, err := c.RESTConfig("admin")
-		if err != nil {
-			t.Fatal(err)
-		}
+		adminCfg := adminConfig(t, c)
 		cpcs, err := versioned.NewForConfig(adminCfg)
 		if err != nil {
 			t.Fatal(err)
@@ -459,10 +457,7 @@ func TestControlPlaneAPI(t *testing.T) {
 // CA, after which the aggregator (which verifies it) serves the API again
 // and the agents' watches carry on.
 func testSelfSigned(ctx context.Context, t *testing.T, c *lab.Config, cs kubernetes.Interface, rec *recorder) {
-	rc, err := c.RESTConfig("admin")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := adminConfig(t, c)
 	dc, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		t.Fatal(err)
@@ -516,6 +511,16 @@ func testSelfSigned(ctx context.Context, t *testing.T, c *lab.Config, cs kuberne
 	waitFor(t, "node-y through the self-signed controller", "true", func() string {
 		return strconv.FormatBool(strings.Contains(rec.render(), "cli-y9"))
 	})
+}
+
+// adminConfig is the lab's admin client configuration.
+func adminConfig(t *testing.T, c *lab.Config) *rest.Config {
+	t.Helper()
+	rc, err := c.RESTConfig("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
 }
 
 func trim(s string) string {

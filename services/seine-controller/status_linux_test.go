@@ -54,10 +54,7 @@ func policyStatus(ctx context.Context, dyn dynamic.Interface, name string) strin
 // until the agents list again and re-report).
 func testStatus(t *testing.T, c *lab.Config, cs kubernetes.Interface, agentCfg *rest.Config, rec *recorder) {
 	ctx := context.Background()
-	admin, err := c.RESTConfig("admin")
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := adminConfig(t, c)
 	dyn, err := dynamic.NewForConfig(admin)
 	if err != nil {
 		t.Fatal(err)
@@ -178,10 +175,7 @@ func testNodeBoundReports(ctx context.Context, t *testing.T, c *lab.Config, cs k
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := c.RESTConfig("admin")
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := adminConfig(t, c)
 	agent := rest.AnonymousClientConfig(admin)
 	agent.BearerToken = tr.Status.Token
 	client, err := versioned.NewForConfig(agent)
@@ -210,10 +204,7 @@ func testDepartedNode(ctx context.Context, t *testing.T, c *lab.Config, cs kuber
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := c.RESTConfig("admin")
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := adminConfig(t, c)
 	viewer, err := versioned.NewForConfig(admin)
 	if err != nil {
 		t.Fatal(err)
