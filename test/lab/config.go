@@ -256,3 +256,14 @@ const (
 	controllerService   = "seine-controller"
 	controllerNamespace = "kube-system"
 )
+
+// Slot lets several test runs share one machine: SEINE_LAB_SLOT=n (1..9)
+// moves every test lab's ports by 100*n and suffixes its names with "s<n>",
+// so two runs of the same package never collide. Unset or 0: no change.
+func Slot() (portOffset int, suffix string) {
+	n, err := strconv.Atoi(os.Getenv("SEINE_LAB_SLOT"))
+	if err != nil || n <= 0 || n > 9 {
+		return 0, ""
+	}
+	return 100 * n, "s" + strconv.Itoa(n)
+}

@@ -129,15 +129,16 @@ func labProcesses(stateDir, labBin, kubeBin string) []string {
 
 func testConfig(t *testing.T) *Config {
 	kube, labBin, cniBin := labBinaries(t)
+	off, suffix := Slot()
 	return &Config{
 		Nodes: 3,
 		// The lab's own proof, with the reference plugins; test/e2e runs
 		// Seine on the lab.
 		CNI:      CNIPtp,
-		StateDir: filepath.Join("/run", "seine-labtest-"+strings.ToLower(randomHex(3))),
-		NSPrefix: "seine-labtest-",
+		StateDir: filepath.Join("/run", "seine-labtest"+suffix+"-"+strings.ToLower(randomHex(3))),
+		NSPrefix: "seine-labtest" + suffix + "-",
 		// Ports apart from a lab a person may be running.
-		APIPort: 26443, EtcdPort: 22379,
+		APIPort: 26443 + off, EtcdPort: 22379 + off,
 		KubeBin: kube, LabBin: labBin, CNIBin: cniBin,
 		WindowsNodes: 1,
 	}

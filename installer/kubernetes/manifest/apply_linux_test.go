@@ -106,8 +106,9 @@ func TestServerSideApply(t *testing.T) {
 func clusterWithoutSeine(t *testing.T) *lab.Config {
 	kube := labtest.Require(t)
 	_, labCLI := labtest.Binaries(t)
+	off, suffix := lab.Slot()
 	c := &lab.Config{
-		Nodes: 1, StateDir: "/run/seine-h3", NSPrefix: "seine-h3-", APIPort: 53443, EtcdPort: 53379,
+		Nodes: 1, StateDir: "/run/seine-h3" + suffix, NSPrefix: "seine-h3" + suffix + "-", APIPort: 53443 + off, EtcdPort: 53379 + off,
 		CNI: lab.CNIPtp, KubeBin: kube, LabBin: labCLI,
 	}
 	log := labtest.Logger(t)

@@ -116,6 +116,14 @@ func Up(tb testing.TB, o Options) (*lab.Config, kubernetes.Interface) {
 	tb.Helper()
 	kube := Require(tb)
 	seine, labCLI := Binaries(tb)
+	off, suffix := lab.Slot()
+	o.Name += suffix
+	if o.APIPort != 0 {
+		o.APIPort += off
+	}
+	if o.EtcdPort != 0 {
+		o.EtcdPort += off
+	}
 	c := &lab.Config{
 		Nodes: o.Nodes, WindowsNodes: o.WindowsNodes,
 		StateDir: fmt.Sprintf("/run/seine-%s-%d", o.Name, time.Now().UnixNano()%1e6),
