@@ -54,22 +54,40 @@ func (*BundleAdd) MsgType() uint8 { return TypeBundleAdd }
 
 func (a *BundleAdd) appendBody(b []byte) []byte {
 	// The inner header's xid is patched by appendBundleAdd; when marshalled
-	// on its own the inner xid is the decoded one.
+	// on its own the inner xid is the decoded one. An inner message that
+	// does not fit makes the whole bundle-add too long, which
+	// finishMessage refuses.
 	b = u32(b, a.BundleID)
 	b = u16(b, 0)
 	b = u16(b, a.Flags)
-	return AppendMessage(b, a.Message, a.xid)
+	start := len(b)
+	b = appendHeader(b, a.Message.MsgType(), a.xid)
+	b = a.Message.appendBody(b)
+	if n := len(b) - start; n <= MaxMessageLen {
+		be.PutUint16(b[start+2:], uint16(n))
+	}
+	return b
 }
 
-// appendBundleAdd encodes a bundle-add of m with xid for both headers.
-func appendBundleAdd(b []byte, bundleID uint32, flags uint16, m Message, xid uint32) []byte {
+// appendBundleAdd encodes a bundle-add of m with xid for both headers. A
+// message longer than MaxBundledLen (or its type's own limit, see maxLen)
+// is refused with an error wrapping ErrTooLarge, and b is returned as it
+// was.
+func appendBundleAdd(b []byte, bundleID uint32, flags uint16, m Message, xid uint32) ([]byte, error) {
 	start := len(b)
 	b = appendHeader(b, TypeBundleAdd, xid)
 	b = u32(b, bundleID)
 	b = u16(b, 0)
 	b = u16(b, flags)
-	b = AppendMessage(b, m, xid)
-	return finishMessage(b, start)
+	inner := len(b)
+	b = appendHeader(b, m.MsgType(), xid)
+	b = m.appendBody(b)
+	if n, max := len(b)-inner, maxLen(m, true); n > max {
+		return b[:start], tooLarge(m, n, max)
+	}
+	be.PutUint16(b[inner+2:], uint16(len(b)-inner))
+	be.PutUint16(b[start+2:], uint16(len(b)-start))
+	return b, nil
 }
 
 func decodeBundleAdd(body []byte) (*BundleAdd, error) {

@@ -128,7 +128,7 @@ func (c *Conn) handshake(ctx context.Context) error {
 		c.nc.SetDeadline(dl)
 		defer c.nc.SetDeadline(time.Time{})
 	}
-	if _, err := c.nc.Write(Marshal(&Hello{Versions: 1 << Version}, c.nextXid())); err != nil {
+	if err := c.writeRaw(&Hello{Versions: 1 << Version}, c.nextXid()); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
 	br := bufio.NewReader(c.nc)
@@ -147,7 +147,7 @@ func (c *Conn) handshake(ctx context.Context) error {
 	if hello.Versions != 0 && hello.Versions&(1<<Version) == 0 || hello.Versions == 0 && h.Version < Version {
 		return fmt.Errorf("switch does not speak OpenFlow 1.5 (version 0x%02x, bitmap 0x%x)", h.Version, hello.Versions)
 	}
-	if _, err := c.nc.Write(Marshal(&FeaturesRequest{}, c.nextXid())); err != nil {
+	if err := c.writeRaw(&FeaturesRequest{}, c.nextXid()); err != nil {
 		return fmt.Errorf("send features request: %w", err)
 	}
 	for {
@@ -167,11 +167,24 @@ func (c *Conn) handshake(ctx context.Context) error {
 			}
 			return nil
 		case *EchoRequest:
-			c.nc.Write(Marshal(&EchoReply{Data: m.Data}, be.Uint32(raw[4:])))
+			if err := c.writeRaw(&EchoReply{Data: m.Data}, be.Uint32(raw[4:])); err != nil {
+				return fmt.Errorf("answer echo: %w", err)
+			}
 		case *ErrorMsg:
 			return &Error{Msg: m, Request: "features_request"}
 		}
 	}
+}
+
+// writeRaw writes one message straight to the socket (before the reader
+// and the buffered writer run).
+func (c *Conn) writeRaw(m Message, xid uint32) error {
+	b, err := Marshal(m, xid)
+	if err != nil {
+		return err
+	}
+	_, err = c.nc.Write(b)
+	return err
 }
 
 func (c *Conn) setup(ctx context.Context) error {
@@ -367,10 +380,16 @@ func (c *Conn) echoLoop() {
 // reports for it are logged; use Apply or Request to see them.
 func (c *Conn) Send(m Message) error { return c.sendXid(m, c.nextXid()) }
 
+// sendXid writes m with xid. A message that does not fit is refused
+// before anything is written, and the connection stays up.
 func (c *Conn) sendXid(m Message, xid uint32) error {
+	b, err := Marshal(m, xid)
+	if err != nil {
+		return err
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	return c.writeLocked(AppendMessage(nil, m, xid))
+	return c.writeLocked(b)
 }
 
 func (c *Conn) writeLocked(b []byte) error {
@@ -461,28 +480,26 @@ func Describe(m Message) string {
 }
 
 // Apply sends msgs followed by a barrier and returns the errors the switch
-// reported for any of them (each naming its message), joined.
+// reported for any of them (each naming its message), joined. If any
+// message does not fit in MaxMessageLen, none is sent and the error wraps
+// ErrTooLarge.
 func (c *Conn) Apply(ctx context.Context, msgs ...Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	s := c.openSpan(len(msgs))
 	defer c.closeSpan(s)
-	c.wmu.Lock()
-	buf := make([]byte, 0, 64<<10)
-	var err error
+	// Encoded whole before anything is written, so that a message that
+	// does not fit leaves the switch untouched.
+	buf := make([]byte, 0, 4<<10)
 	for i, m := range msgs {
-		buf = AppendMessage(buf, m, s.lo+uint32(i))
-		if len(buf) > 48<<10 {
-			if err = c.writeNoFlush(buf); err != nil {
-				break
-			}
-			buf = buf[:0]
+		var err error
+		if buf, err = AppendMessage(buf, m, s.lo+uint32(i)); err != nil {
+			return fmt.Errorf("message %d of %d: %w", i+1, len(msgs), err)
 		}
 	}
-	if err == nil {
-		err = c.writeLocked(buf)
-	}
+	c.wmu.Lock()
+	err := c.writeLocked(buf)
 	c.wmu.Unlock()
 	if err != nil {
 		return err

@@ -8,19 +8,29 @@ import (
 // Bundle applies msgs atomically and in order in one OpenFlow bundle
 // (OFPBF_ATOMIC|OFPBF_ORDERED): either all of them take effect or none. If
 // any message is rejected, when added or at commit, the bundle is discarded
-// and the returned *Error names the failing message(s) in Failed.
+// and the returned *Error names the failing message(s) in Failed. A message
+// longer than MaxBundledLen (a flow-mod longer than MaxFlowModLen)
+// discards the bundle too, with an error wrapping ErrTooLarge.
 func (c *Conn) Bundle(ctx context.Context, msgs ...Message) error {
-	return c.bundle(ctx, len(msgs), func(b []byte, i int, id uint32, xid uint32) []byte {
+	return c.bundle(ctx, len(msgs), func(b []byte, i int, id uint32, xid uint32) ([]byte, error) {
 		return appendBundleAdd(b, id, BundleAtomic|BundleOrdered, msgs[i], xid)
 	}, func(i int) string { return Describe(msgs[i]) })
 }
 
 // BundleFlows applies one flow-mod command (FlowAdd, FlowModifyStrict,
 // FlowDeleteStrict) to every flow, atomically. It encodes straight into the
-// socket buffer, so it is the fast path for installing many flows.
+// socket buffer, so it is the fast path for installing many flows. A flow
+// whose flow-mod is longer than MaxFlowModLen is refused before the bundle
+// is opened, with an error wrapping ErrTooLarge.
 func (c *Conn) BundleFlows(ctx context.Context, command uint8, flows []*Flow) error {
 	fm := FlowMod{Command: command, OutPort: PortAny, OutGroup: GroupAny, BufferID: NoBuffer}
-	return c.bundle(ctx, len(flows), func(b []byte, i int, id uint32, xid uint32) []byte {
+	for i, f := range flows {
+		if n, max := f.flowModLen(), maxLen(&fm, true); n > max {
+			fm.Flow = f
+			return fmt.Errorf("flow %d of %d: %w", i+1, len(flows), tooLarge(&fm, n, max))
+		}
+	}
+	return c.bundle(ctx, len(flows), func(b []byte, i int, id uint32, xid uint32) ([]byte, error) {
 		fm.Flow = flows[i]
 		return appendBundleAdd(b, id, BundleAtomic|BundleOrdered, &fm, xid)
 	}, func(i int) string {
@@ -28,7 +38,7 @@ func (c *Conn) BundleFlows(ctx context.Context, command uint8, flows []*Flow) er
 	})
 }
 
-type bundleEncoder func(b []byte, i int, bundleID, xid uint32) []byte
+type bundleEncoder func(b []byte, i int, bundleID, xid uint32) ([]byte, error)
 
 func (c *Conn) bundle(ctx context.Context, n int, enc bundleEncoder, describe func(int) string) error {
 	id := c.bundleID.Add(1)
@@ -40,9 +50,12 @@ func (c *Conn) bundle(ctx context.Context, n int, enc bundleEncoder, describe fu
 	defer c.closeSpan(s)
 	c.wmu.Lock()
 	buf := make([]byte, 0, 128<<10)
-	var err error
+	var err, encErr error
 	for i := 0; i < n && err == nil; i++ {
-		buf = enc(buf, i, id, s.lo+uint32(i))
+		if buf, encErr = enc(buf, i, id, s.lo+uint32(i)); encErr != nil {
+			encErr = fmt.Errorf("message %d of %d: %w", i+1, n, encErr)
+			break
+		}
 		if len(buf) >= 96<<10 {
 			err = c.writeNoFlush(buf)
 			buf = buf[:0]
@@ -54,6 +67,14 @@ func (c *Conn) bundle(ctx context.Context, n int, enc bundleEncoder, describe fu
 	c.wmu.Unlock()
 	if err != nil {
 		return err
+	}
+	if encErr != nil {
+		// What was sent of the bundle is complete messages; none takes
+		// effect.
+		if derr := c.bundleControl(ctx, id, BundleDiscardRequest, flags); derr != nil {
+			return fmt.Errorf("%w (discard: %w)", encErr, derr)
+		}
+		return encErr
 	}
 	// A barrier flushes add-time errors (bad encodings) before we decide to
 	// commit: a bundle whose adds failed would otherwise commit the rest.

@@ -45,7 +45,7 @@ func TestDialNegotiatesAndSetsUp(t *testing.T) {
 
 func TestDialRejectsOldSwitch(t *testing.T) {
 	fs := newFakeSwitch(t)
-	fs.set(func() { fs.hello = Marshal(&Hello{Versions: 1 << 4}, 1) })
+	fs.set(func() { fs.hello = marshal(&Hello{Versions: 1 << 4}, 1) })
 	if _, err := Dial(fakeCtx(t), fs.addr(), Config{}); err == nil || !strings.Contains(err.Error(), "1.5") {
 		t.Errorf("Dial to an OpenFlow 1.3 switch: %v", err)
 	}
@@ -90,7 +90,7 @@ func TestAnswersSwitchEcho(t *testing.T) {
 		}
 		conn = fs.conns[0]
 	})
-	if _, err := conn.Write(Marshal(&EchoRequest{Data: []byte("are you there")}, 777)); err != nil {
+	if _, err := conn.Write(marshal(&EchoRequest{Data: []byte("are you there")}, 777)); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -157,7 +157,7 @@ func errorSwitchHandler(raw []byte, w net.Conn) bool {
 	switch m := m.(type) {
 	case *FlowMod:
 		if m.Flow.Priority() == 66 {
-			w.Write(Marshal(&ErrorMsg{Type: ErrTypeBadMatch, Code: 9, Data: raw[:min(64, len(raw))]}, h.Xid))
+			w.Write(marshal(&ErrorMsg{Type: ErrTypeBadMatch, Code: 9, Data: raw[:min(64, len(raw))]}, h.Xid))
 		}
 		return true
 	case *MultipartRequest:
@@ -166,8 +166,8 @@ func errorSwitchHandler(raw []byte, w net.Conn) bool {
 		t1[0] = 1
 		t2 := make([]byte, 24)
 		t2[0] = 2
-		w.Write(Marshal(&MultipartReply{Type: m.Type, Flags: multipartReplyMore, Body: t1}, h.Xid))
-		w.Write(Marshal(&MultipartReply{Type: m.Type, Body: t2}, h.Xid))
+		w.Write(marshal(&MultipartReply{Type: m.Type, Flags: multipartReplyMore, Body: t1}, h.Xid))
+		w.Write(marshal(&MultipartReply{Type: m.Type, Body: t2}, h.Xid))
 		return true
 	}
 	return false

@@ -49,7 +49,7 @@ func TestPipeDialer(t *testing.T) {
 			fs.mu.Lock()
 			sc := fs.conns[0]
 			fs.mu.Unlock()
-			if _, err := sc.Write(Marshal(&EchoRequest{Data: []byte("seine")}, 77)); err != nil {
+			if _, err := sc.Write(marshal(&EchoRequest{Data: []byte("seine")}, 77)); err != nil {
 				t.Fatal(err)
 			}
 			var types []string

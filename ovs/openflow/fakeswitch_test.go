@@ -92,7 +92,7 @@ func (fs *fakeSwitch) serve(c net.Conn) {
 	hello := fs.hello
 	fs.mu.Unlock()
 	if hello == nil {
-		hello = Marshal(&Hello{Versions: 1 << Version}, 1)
+		hello = marshal(&Hello{Versions: 1 << Version}, 1)
 	}
 	if _, err := c.Write(hello); err != nil {
 		return
@@ -114,23 +114,23 @@ func (fs *fakeSwitch) serve(c net.Conn) {
 		case TypeHello:
 		case TypeEchoRequest:
 			if !noEcho {
-				c.Write(Marshal(&EchoReply{Data: raw[headerLen:]}, h.Xid))
+				c.Write(marshal(&EchoReply{Data: raw[headerLen:]}, h.Xid))
 			}
 		case TypeFeaturesRequest:
-			c.Write(Marshal(&FeaturesReply{DatapathID: 0x42, NTables: 254}, h.Xid))
+			c.Write(marshal(&FeaturesReply{DatapathID: 0x42, NTables: 254}, h.Xid))
 		case TypeBarrierRequest:
-			c.Write(Marshal(&BarrierReply{}, h.Xid))
+			c.Write(marshal(&BarrierReply{}, h.Xid))
 		case TypeMultipartRequest:
 			// ovs-ofctl asks for table features (12) first; an empty
 			// reply is enough for it.
 			if len(raw) >= 10 && be.Uint16(raw[8:]) == 12 {
 				entry := make([]byte, 64) // one bare ofp13_table_features for table 0
 				entry[1] = 64
-				c.Write(Marshal(&MultipartReply{Type: 12, Body: entry}, h.Xid))
+				c.Write(marshal(&MultipartReply{Type: 12, Body: entry}, h.Xid))
 				continue
 			}
 			if len(raw) >= 10 && be.Uint16(raw[8:]) == MultipartPortDesc {
-				c.Write(Marshal(&MultipartReply{Type: MultipartPortDesc}, h.Xid))
+				c.Write(marshal(&MultipartReply{Type: MultipartPortDesc}, h.Xid))
 				continue
 			}
 			fs.record(raw)

@@ -26,7 +26,7 @@ const DefaultPriority uint16 = 0x8000
 type Flow struct {
 	cookie   uint64
 	buf      []byte // OXM TLVs (mlen bytes) followed by instructions
-	mlen     uint16
+	mlen     uint32
 	priority uint16
 	idle     uint16
 	hard     uint16
@@ -56,7 +56,7 @@ func (f *Flow) Match(m *Match) *Flow {
 	ins := f.buf[f.mlen:]
 	buf := make([]byte, 0, len(m.b)+len(ins))
 	buf = append(append(buf, m.b...), ins...)
-	f.buf, f.mlen = buf, uint16(len(m.b))
+	f.buf, f.mlen = buf, uint32(len(m.b))
 	return f
 }
 
@@ -212,6 +212,11 @@ func DeleteFlows(table uint8, m *Match, cookie, cookieMask uint64) *FlowMod {
 // MsgType implements Message.
 func (fm *FlowMod) MsgType() uint8 { return TypeFlowMod }
 
+// flowModLen is the encoded length of a flow-mod of f, header included.
+func (f *Flow) flowModLen() int {
+	return headerLen + 40 + (4+int(f.mlen)+7)&^7 + len(f.InstructionBytes())
+}
+
 func appendOFPMatch(b []byte, oxm []byte) []byte {
 	start := len(b)
 	b = u16(b, 1) // OFPMT_OXM
@@ -277,7 +282,7 @@ func decodeFlowMod(body []byte) (*FlowMod, error) {
 		return nil, fmt.Errorf("flow_mod instructions: %w", err)
 	}
 	f.buf = append(append(make([]byte, 0, len(oxm)+len(rest)), oxm...), rest...)
-	f.mlen = uint16(len(oxm))
+	f.mlen = uint32(len(oxm))
 	return fm, nil
 }
 

@@ -80,7 +80,7 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 		exercise(m)
 		// What decodes must encode and decode again.
-		if _, m2, err := Unmarshal(Marshal(m, 1)); err != nil {
+		if _, m2, err := Unmarshal(marshal(m, 1)); err != nil {
 			t.Fatalf("re-decoding %T failed: %v", m, err)
 		} else {
 			exercise(m2)

@@ -108,7 +108,7 @@ func TestGoldenBytesExact(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if mine := Marshal(AddFlow(flow), h.Xid); !bytes.Equal(mine, raw) {
+		if mine := marshal(AddFlow(flow), h.Xid); !bytes.Equal(mine, raw) {
 			t.Errorf("%s: encoding differs from ovs-ofctl\n ours %x\n ovs  %x", name, mine, raw)
 		}
 	}

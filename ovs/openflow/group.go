@@ -14,15 +14,29 @@ const (
 	GroupTypeFF       uint8 = 3
 )
 
-// Group-mod commands.
+// Group-mod commands (OpenFlow 1.5).
 const (
 	GroupAdd    uint16 = 0
 	GroupModify uint16 = 1
 	GroupDelete uint16 = 2
+	// GroupInsertBuckets adds the message's buckets to an existing group
+	// at CommandBucketID (BucketFirst, BucketLast or before a bucket id).
+	GroupInsertBuckets uint16 = 3
+	// GroupRemoveBuckets removes the bucket CommandBucketID (BucketFirst,
+	// BucketLast, BucketAll or a bucket id) from an existing group.
+	GroupRemoveBuckets uint16 = 5
+)
+
+// Bucket positions a GroupMod's CommandBucketID may name besides a bucket
+// id (which is at most BucketMax).
+const (
+	BucketMax   uint32 = 0xffffff00
+	BucketFirst uint32 = 0xfffffffd
+	BucketLast  uint32 = 0xfffffffe
+	BucketAll   uint32 = 0xffffffff
 )
 
 const (
-	bucketAll        uint32 = 0xffffffff
 	gbpWeight        uint16 = 0
 	gbpWatchPort     uint16 = 1
 	gbpWatchGroup    uint16 = 2
@@ -60,6 +74,10 @@ type GroupEntry struct {
 type GroupMod struct {
 	Command uint16
 	Group   *GroupEntry
+	// CommandBucketID is where GroupInsertBuckets inserts and what
+	// GroupRemoveBuckets removes; the other commands always send
+	// BucketAll, as OpenFlow 1.5 requires.
+	CommandBucketID uint32
 }
 
 // AddGroup, ModifyGroup and DeleteGroup build group-mods.
@@ -69,7 +87,29 @@ func DeleteGroup(id uint32) *GroupMod {
 	return &GroupMod{Command: GroupDelete, Group: &GroupEntry{ID: id}}
 }
 
+// InsertBuckets adds g's buckets to the existing group g.ID (of type
+// g.Type) at "at": BucketFirst, BucketLast, or before the bucket with that
+// id. g's selection method is not sent (OVS refuses it here; the group
+// keeps its own).
+func InsertBuckets(g *GroupEntry, at uint32) *GroupMod {
+	return &GroupMod{Command: GroupInsertBuckets, Group: g, CommandBucketID: at}
+}
+
+// RemoveBuckets removes the bucket "which" (a bucket id, BucketFirst,
+// BucketLast or BucketAll) from the existing group id of type typ.
+func RemoveBuckets(id uint32, typ uint8, which uint32) *GroupMod {
+	return &GroupMod{Command: GroupRemoveBuckets, Group: &GroupEntry{ID: id, Type: typ}, CommandBucketID: which}
+}
+
 func (*GroupMod) MsgType() uint8 { return TypeGroupMod }
+
+// commandBucketID is what the message carries in command_bucket_id.
+func (gm *GroupMod) commandBucketID() uint32 {
+	if gm.Command == GroupInsertBuckets || gm.Command == GroupRemoveBuckets {
+		return gm.CommandBucketID
+	}
+	return BucketAll
+}
 
 func (gm *GroupMod) appendBody(b []byte) []byte {
 	g := gm.Group
@@ -79,31 +119,49 @@ func (gm *GroupMod) appendBody(b []byte) []byte {
 	lenAt := len(b)
 	b = u16(b, 0)
 	b = zeros(b, 2)
-	b = u32(b, bucketAll)
+	b = u32(b, gm.commandBucketID())
 	start := len(b)
 	b = g.appendBuckets(b)
+	// A bucket array past 64 KiB makes the message too long, which
+	// finishMessage refuses; the wrapped length is never sent.
 	be.PutUint16(b[lenAt:], uint16(len(b)-start))
+	if gm.Command == GroupInsertBuckets || gm.Command == GroupRemoveBuckets {
+		return b
+	}
 	return g.appendProps(b)
 }
 
 func (g *GroupEntry) appendBuckets(b []byte) []byte {
 	for i := range g.Buckets {
-		bk := &g.Buckets[i]
-		start := len(b)
-		acts := bk.actionBytes()
-		b = u16(b, 0)
-		b = u16(b, uint16(len(acts)))
-		b = u32(b, bk.ID)
-		b = append(b, acts...)
-		if g.Type == GroupTypeSelect {
-			w := bk.Weight
-			if w == 0 {
-				w = 1
-			}
-			b = append(b, 0, byte(gbpWeight), 0, 8, byte(w>>8), byte(w), 0, 0)
-		}
-		be.PutUint16(b[start:], uint16(len(b)-start))
+		b = g.appendBucket(b, &g.Buckets[i])
 	}
+	return b
+}
+
+// bucketLen is the encoded length of bk in a group of g's type.
+func (g *GroupEntry) bucketLen(bk *Bucket) int {
+	n := 8 + len(bk.actionBytes())
+	if g.Type == GroupTypeSelect {
+		n += 8
+	}
+	return n
+}
+
+func (g *GroupEntry) appendBucket(b []byte, bk *Bucket) []byte {
+	start := len(b)
+	acts := bk.actionBytes()
+	b = u16(b, 0)
+	b = u16(b, uint16(len(acts)))
+	b = u32(b, bk.ID)
+	b = append(b, acts...)
+	if g.Type == GroupTypeSelect {
+		w := bk.Weight
+		if w == 0 {
+			w = 1
+		}
+		b = append(b, 0, byte(gbpWeight), 0, 8, byte(w>>8), byte(w), 0, 0)
+	}
+	be.PutUint16(b[start:], uint16(len(b)-start))
 	return b
 }
 
@@ -205,7 +263,7 @@ func decodeGroupMod(body []byte) (*GroupMod, error) {
 	if err := decodeGroupProps(g, body[16+blen:]); err != nil {
 		return nil, err
 	}
-	return &GroupMod{Command: be.Uint16(body), Group: g}, nil
+	return &GroupMod{Command: be.Uint16(body), Group: g, CommandBucketID: be.Uint32(body[12:])}, nil
 }
 
 // String renders the group as "ovs-ofctl -O OpenFlow15 dump-groups" prints it.

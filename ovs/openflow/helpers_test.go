@@ -34,3 +34,12 @@ func sorted(s []string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// marshal encodes m or panics: for messages a test knows to fit.
+func marshal(m Message, xid uint32) []byte {
+	b, err := Marshal(m, xid)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -11,15 +11,17 @@ type Message interface {
 }
 
 // AppendMessage appends m, with an OpenFlow 1.5 header carrying xid, to b.
-func AppendMessage(b []byte, m Message, xid uint32) []byte {
+// A message longer than MaxMessageLen is refused with an error wrapping
+// ErrTooLarge, and b is returned as it was.
+func AppendMessage(b []byte, m Message, xid uint32) ([]byte, error) {
 	start := len(b)
 	b = appendHeader(b, m.MsgType(), xid)
 	b = m.appendBody(b)
-	return finishMessage(b, start)
+	return finishMessage(b, start, m)
 }
 
-// Marshal encodes m with xid.
-func Marshal(m Message, xid uint32) []byte { return AppendMessage(nil, m, xid) }
+// Marshal encodes m with xid; see AppendMessage.
+func Marshal(m Message, xid uint32) ([]byte, error) { return AppendMessage(nil, m, xid) }
 
 // Unmarshal decodes one complete message. Unknown types decode as *Raw.
 // It never panics on malformed input.

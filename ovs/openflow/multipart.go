@@ -224,7 +224,7 @@ func ParseFlowStats(b []byte) ([]FlowStats, error) {
 			return nil, fmt.Errorf("flow desc instructions: %w", err)
 		}
 		f.buf = append(append(make([]byte, 0, len(oxm)+len(ins)), oxm...), ins...)
-		f.mlen = uint16(len(oxm))
+		f.mlen = uint32(len(oxm))
 		out = append(out, FlowStats{Flow: f, Stats: st})
 	}
 	return out, nil

@@ -10,7 +10,7 @@ import (
 // encodings must be identical and the decoded type must match.
 func roundTrip(t *testing.T, m Message) Message {
 	t.Helper()
-	b := Marshal(m, 0x1234)
+	b := marshal(m, 0x1234)
 	h, got, err := Unmarshal(b)
 	if err != nil {
 		t.Fatalf("%T: unmarshal: %v", m, err)
@@ -21,7 +21,7 @@ func roundTrip(t *testing.T, m Message) Message {
 	if reflect.TypeOf(got) != reflect.TypeOf(m) {
 		t.Fatalf("%T decoded as %T", m, got)
 	}
-	if b2 := Marshal(got, 0x1234); !bytes.Equal(b, b2) {
+	if b2 := marshal(got, 0x1234); !bytes.Equal(b, b2) {
 		t.Errorf("%T: re-encoding differs\n first %x\nsecond %x", m, b, b2)
 	}
 	return got

@@ -90,6 +90,55 @@ const (
 
 const headerLen = 8
 
+// MaxMessageLen is the largest OpenFlow message: the header's length field
+// has 16 bits. A message inside a bundle-add (see MaxBundledLen) has 16
+// bytes less.
+const MaxMessageLen = 0xffff
+
+// MaxBundledLen is the largest message a bundle-add can carry: the
+// bundle-add's own header and fields take 16 bytes of MaxMessageLen.
+const MaxBundledLen = MaxMessageLen - bundleAddOverhead
+
+const bundleAddOverhead = headerLen + 8
+
+// MaxFlowModLen is the longest flow-mod whose flow ovs-vswitchd can dump
+// back: a flow's entry in a flow-stats reply is 48 bytes longer than its
+// flow-mod (measured against OVS 3.1), and a longer flow is installed but
+// silently left out of every dump, which breaks anything that reads the
+// table back (the agent's replay and CNI CHECK). Flow-mods are refused
+// past it.
+const MaxFlowModLen = MaxMessageLen - 48
+
+// MaxGroupModLen is the longest group-mod whose group ovs-vswitchd can
+// describe back: its group-desc entry is 8 bytes longer. A group larger
+// than that (see GroupMods) is installed fine, but OVS 3.1 answers a
+// group-desc request for it with wrapped lengths that desynchronize the
+// connection: read such a group's bucket count with GroupStats instead.
+const MaxGroupModLen = MaxMessageLen - 8
+
+// maxLen is the longest encoding of m that is sent: a flow-mod or a
+// group-mod has the limits above; inside a bundle-add (bundled) every
+// message has at most MaxBundledLen.
+func maxLen(m Message, bundled bool) int {
+	max := MaxMessageLen
+	switch m.(type) {
+	case *FlowMod:
+		max = MaxFlowModLen
+	case *GroupMod:
+		max = MaxGroupModLen
+	}
+	if bundled {
+		max = min(max, MaxBundledLen)
+	}
+	return max
+}
+
+// ErrTooLarge is wrapped by the error of a message that does not fit in
+// MaxMessageLen (or, inside a bundle, MaxBundledLen). Nothing of such a
+// message is sent: a length that wrapped would desynchronize the stream
+// and the switch would drop the connection.
+var ErrTooLarge = errors.New("openflow: message too large")
+
 // Header is the fixed eight-byte OpenFlow header.
 type Header struct {
 	Version uint8
@@ -119,10 +168,37 @@ func appendHeader(b []byte, typ uint8, xid uint32) []byte {
 	return append(b, Version, typ, 0, 0, byte(xid>>24), byte(xid>>16), byte(xid>>8), byte(xid))
 }
 
-// finishMessage stores the length of the message that starts at b[start:].
-func finishMessage(b []byte, start int) []byte {
-	be.PutUint16(b[start+2:], uint16(len(b)-start))
-	return b
+// finishMessage stores the length of the message m that starts at
+// b[start:]. A message longer than maxLen allows is cut off again
+// (b[:start] is returned) with an error wrapping ErrTooLarge.
+func finishMessage(b []byte, start int, m Message) ([]byte, error) {
+	n := len(b) - start
+	if max := maxLen(m, false); n > max {
+		return b[:start], tooLarge(m, n, max)
+	}
+	be.PutUint16(b[start+2:], uint16(n))
+	return b, nil
+}
+
+// tooLarge is the error for m, whose encoding took n bytes of at most max.
+func tooLarge(m Message, n, max int) error {
+	return fmt.Errorf("%s: %d bytes, at most %d fit in one message: %w", brief(m), n, max, ErrTooLarge)
+}
+
+// brief names m without its whole content (an oversized flow's actions
+// would make a 100 KiB error).
+func brief(m Message) string {
+	switch m := m.(type) {
+	case *FlowMod:
+		f := m.Flow
+		return fmt.Sprintf("flow_mod table=%d, %s with %d bytes of instructions",
+			f.table, f.MatchString(), len(f.InstructionBytes()))
+	case *GroupMod:
+		return fmt.Sprintf("group_mod command=%d group_id=%d with %d buckets", m.Command, m.Group.ID, len(m.Group.Buckets))
+	case *BundleAdd:
+		return "bundle_add of " + brief(m.Message)
+	}
+	return TypeName(m.MsgType())
 }
 
 func pad8(b []byte, start int) []byte {
