@@ -170,7 +170,11 @@ func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
 			return nil, err
 		}
 	}
-	b.flows = append(b.flows, p.flows(r)...)
+	cfs, err := p.flows(r)
+	if err != nil {
+		return nil, err
+	}
+	b.flows = append(b.flows, cfs...)
 	sortPolicyFlows(b.flows)
 	return b.flows, nil
 }
@@ -199,7 +203,7 @@ func sortPolicyFlows(flows []*openflow.Flow) {
 type clauseFlow struct {
 	key    clauseKey
 	conjs  []openflow.Conjunction
-	owners map[string]bool // policy UIDs
+	owners map[uint32]string // policy UID by conjunction ID
 }
 
 // clauseKey identifies a clause match without building it: rules share
@@ -258,13 +262,13 @@ type policyBuilder struct {
 func (p *policyBuilder) clause(k clauseKey, policy string, c openflow.Conjunction) {
 	cf := p.clauses[k]
 	if cf == nil {
-		cf = &clauseFlow{key: k, owners: map[string]bool{}}
+		cf = &clauseFlow{key: k, owners: map[uint32]string{}}
 		p.clauses[k] = cf
 	}
-	if !slices.Contains(cf.conjs, c) {
+	if _, seen := cf.owners[c.ID]; !seen {
 		cf.conjs = append(cf.conjs, c)
 	}
-	cf.owners[policy] = true
+	cf.owners[c.ID] = policy
 }
 
 // rule adds the clauses and the conj_id flow of one rule. A rule with an
@@ -317,29 +321,38 @@ func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
 	return nil
 }
 
-// flows renders the merged clause flows. A clause used by one policy only
-// carries that policy's cookie; a shared one carries the policy category
-// with object ID 0.
-func (p *policyBuilder) flows(r Round) []*openflow.Flow {
+// flows renders the merged clause flows (split when long, see
+// splitClause). A clause flow used by one policy only carries that
+// policy's cookie; a shared one carries the policy category with object ID
+// 0.
+func (p *policyBuilder) flows(r Round) ([]*openflow.Flow, error) {
 	var out []*openflow.Flow
 	for _, cf := range p.clauses {
-		id := uint64(0)
-		if len(cf.owners) == 1 {
-			for uid := range cf.owners {
-				id = PolicyID(uid)
+		copies, err := splitClause(cf.conjs)
+		if err != nil {
+			return nil, fmt.Errorf("clause %s: %w", cf.key.match().String(), err)
+		}
+		for j, conjs := range copies {
+			if len(conjs) == 0 {
+				continue
 			}
+			id := uint64(0)
+			if owners := ownersOf(conjs, cf.owners); len(owners) == 1 {
+				id = PolicyID(owners[0])
+			}
+			a := actions()
+			for _, c := range conjs {
+				a.Conjunction(c.ID, c.Clause, c.NClauses)
+			}
+			m := cf.key.match()
+			if j > 0 {
+				m.Metadata(0, clauseCopyBit(j))
+			}
+			out = append(out, openflow.NewFlow(uint8(cf.key.table), prioPolicyRule).
+				Cookie(uint64(NewCookie(r, CategoryPolicy, id))).Match(m).Actions(a))
 		}
-		slices.SortFunc(cf.conjs, func(a, b openflow.Conjunction) int {
-			return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Clause, b.Clause))
-		})
-		a := actions()
-		for _, c := range cf.conjs {
-			a.Conjunction(c.ID, c.Clause, c.NClauses)
-		}
-		out = append(out, openflow.NewFlow(uint8(cf.key.table), prioPolicyRule).
-			Cookie(uint64(NewCookie(r, CategoryPolicy, id))).Match(cf.key.match()).Actions(a))
 	}
-	return out
+	return out, nil
 }
 
 // serviceKeys are the clauses of one service: the protocol, and the

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/seine-cni/seine/ovs/openflow"
 )
 
 // TestOVSHoldsPolicyFlows installs a node's pipeline and policyScenario's
@@ -53,5 +55,48 @@ func TestOVSHoldsPolicyFlows(t *testing.T) {
 		TCPPacket(portGateway, gatewayMAC, dbMAC, nodeIP, dbIP, 40013, 8080),
 	} {
 		o.compareTrace(t, flows, p)
+	}
+}
+
+// TestOVSSharedClauseSplit installs 5,000 rules sharing one port clause
+// (and one target clause) into ovs-vswitchd with the node's pipeline in
+// one bundle: every flow fits in a message, OVS holds every flow (a flow
+// too large to dump would be missing), and ofproto/trace allows exactly
+// the rules' peers on the rules' port, whichever copy of the split clauses
+// carries their conjunctions.
+func TestOVSSharedClauseSplit(t *testing.T) {
+	d, ac, ctx := startOVS(t)
+	st := scenarioByName(t, "routed-encap-geneve")
+	o := newBridge(t, d, ac, ctx, st)
+	flows := append(buildOrFail(t, st, goldenRound), policyFlowsOrFail(t, sharedPortRules(5000), goldenRound)...)
+	if err := o.conn.AddFlows(ctx, flows...); err != nil {
+		t.Fatalf("install %d flows: %v", len(flows), err)
+	}
+	held, err := o.conn.DumpFlows(ctx, openflow.TableAll, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != len(flows) {
+		t.Errorf("OVS holds %d flows, %d were installed", len(held), len(flows))
+	}
+	copies := 0
+	for _, f := range held {
+		if strings.Contains(f.Flow.MatchString(), "metadata=0/") {
+			copies++
+		}
+	}
+	if copies != 14 { // 7 extra copies of the port clause, 7 of the target clause
+		t.Errorf("OVS holds %d metadata copies of clauses, want 14", copies)
+	}
+	for _, tc := range []struct {
+		peer  int
+		port  uint16
+		allow bool
+	}{{0, 80, true}, {1, 80, true}, {2047, 80, true}, {4999, 80, true}, {4999, 81, false}, {5000, 80, false}} {
+		p := fromTunnel(TCPPacket(0, nil, nil, sharedPortPeer(tc.peer), dbIP, 40000, tc.port))
+		tr := o.ofprotoTrace(t, p)
+		if got := slices.Contains(tr.outputs, portDB); got != tc.allow {
+			t.Errorf("peer %d -> db tcp/%d: delivered %v, want %v\n%s", tc.peer, tc.port, got, tc.allow, tr.text)
+		}
 	}
 }
