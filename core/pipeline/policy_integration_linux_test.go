@@ -53,6 +53,16 @@ func TestOVSHoldsPolicyFlows(t *testing.T) {
 		fromTunnel(UDPPacket(0, nil, nil, peerC200, dbIP, 40010, 55)),
 		TCPPacket(portGateway, gatewayMAC, dbMAC, gatewayIP, dbIP, 40012, 8080),
 		TCPPacket(portGateway, gatewayMAC, dbMAC, nodeIP, dbIP, 40013, 8080),
+		// SCTP needs no kernel SCTP to be traced: the masked sctp_dst range
+		// (7000-7001), its ends, and TCP/UDP on the same port.
+		fromTunnel(SCTPPacket(0, nil, nil, peerBPod, dbIP, 40014, 7000)),
+		fromTunnel(SCTPPacket(0, nil, nil, peerBPod, dbIP, 40015, 7001)),
+		fromTunnel(SCTPPacket(0, nil, nil, peerBPod, dbIP, 40016, 7002)),
+		fromTunnel(SCTPPacket(0, nil, nil, peerBPod, dbIP, 40017, 6999)),
+		fromTunnel(TCPPacket(0, nil, nil, peerBPod, dbIP, 40018, 7000)),
+		fromTunnel(UDPPacket(0, nil, nil, peerBPod, dbIP, 40019, 7000)),
+		fromTunnel(SCTPPacket(0, nil, nil, peerC30, dbIP, 40020, 7000)),
+		SCTPPacket(portWeb, webMAC, dbMAC, webIP, dbIP, 40021, 7000),
 	} {
 		o.compareTrace(t, flows, p)
 	}

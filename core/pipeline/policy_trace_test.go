@@ -48,6 +48,12 @@ func TestTracePolicyVerdicts(t *testing.T) {
 		{"node-c .30 -> db udp/61: past the range", fromTunnel(UDPPacket(0, nil, nil, peerC(30), dbIP, 40009, 61)), 0, IngressPolicy},
 		{"node-c .200 -> db udp/55: excepted", fromTunnel(UDPPacket(0, nil, nil, peerC(200), dbIP, 40010, 55)), 0, IngressPolicy},
 		{"node-c .30 -> db tcp/55: wrong protocol", fromTunnel(TCPPacket(0, nil, nil, peerC(30), dbIP, 40011, 55)), 0, IngressPolicy},
+		{"node-b pod -> db sctp/7000 and 7001: the SCTP range", fromTunnel(SCTPPacket(0, nil, nil, peerBPod, dbIP, 40014, 7001)), portDB, 0},
+		{"node-b pod -> db sctp/7002: past the range", fromTunnel(SCTPPacket(0, nil, nil, peerBPod, dbIP, 40015, 7002)), 0, IngressPolicy},
+		{"node-b pod -> db tcp/7000: an SCTP rule is not TCP", fromTunnel(TCPPacket(0, nil, nil, peerBPod, dbIP, 40016, 7000)), 0, IngressPolicy},
+		{"node-b pod -> db udp/7000: nor UDP", fromTunnel(UDPPacket(0, nil, nil, peerBPod, dbIP, 40017, 7000)), 0, IngressPolicy},
+		{"node-c .30 -> db sctp/7000: not a peer", fromTunnel(SCTPPacket(0, nil, nil, peerC(30), dbIP, 40018, 7000)), 0, IngressPolicy},
+		{"web -> db sctp/7000: web's egress allows only TCP 5432 there", SCTPPacket(portWeb, webMAC, dbMAC, webIP, dbIP, 40019, 7000), 0, EgressPolicy},
 		{"host (gateway IP) -> db: the node reaches its pods", TCPPacket(portGateway, gatewayMAC, dbMAC, gatewayIP, dbIP, 40012, 8080), portDB, 0},
 		{"host (other source) -> db", TCPPacket(portGateway, gatewayMAC, dbMAC, nodeIP, dbIP, 40013, 8080), 0, IngressPolicy},
 	} {

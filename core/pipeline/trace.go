@@ -12,7 +12,7 @@ import (
 )
 
 // Packet is what the tracer sends through the flows: Ethernet plus either
-// ARP or IPv4 with an optional TCP/UDP/ICMP header, and the metadata a
+// ARP or IPv4 with an optional TCP/UDP/SCTP/ICMP header, and the metadata a
 // packet can arrive with (tunnel fields when it comes from a tunnel port).
 type Packet struct {
 	InPort         uint32
@@ -26,7 +26,7 @@ type Packet struct {
 	IPSrc, IPDst     netip.Addr
 	IPProto          uint8
 	TTL              uint8
-	SrcPort, DstPort uint16 // TCP and UDP
+	SrcPort, DstPort uint16 // TCP, UDP and SCTP
 	TCPFlags         uint16
 	ICMPType         uint8
 	ICMPCode         uint8
@@ -58,6 +58,13 @@ func TCPPacket(inPort uint32, ethSrc, ethDst net.HardwareAddr, src, dst netip.Ad
 func UDPPacket(inPort uint32, ethSrc, ethDst net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) Packet {
 	return Packet{InPort: inPort, EthSrc: ethSrc, EthDst: ethDst, EthType: EthIPv4, IPSrc: src, IPDst: dst,
 		IPProto: ProtoUDP, TTL: 64, SrcPort: sport, DstPort: dport}
+}
+
+// SCTPPacket is an SCTP packet (an INIT: a new association) from src to dst
+// with TTL 64. Tracing it needs no SCTP in any kernel.
+func SCTPPacket(inPort uint32, ethSrc, ethDst net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) Packet {
+	return Packet{InPort: inPort, EthSrc: ethSrc, EthDst: ethDst, EthType: EthIPv4, IPSrc: src, IPDst: dst,
+		IPProto: ProtoSCTP, TTL: 64, SrcPort: sport, DstPort: dport}
 }
 
 // ARPRequest is a broadcast "who has target, tell sender".
@@ -193,7 +200,7 @@ func (p Packet) String() string {
 	case EthIPv4:
 		fmt.Fprintf(&sb, ",ip,nw_src=%s,nw_dst=%s,nw_proto=%d,nw_ttl=%d", p.IPSrc, p.IPDst, p.IPProto, p.TTL)
 		switch p.IPProto {
-		case ProtoTCP, ProtoUDP:
+		case ProtoTCP, ProtoUDP, ProtoSCTP:
 			fmt.Fprintf(&sb, ",tp_src=%d,tp_dst=%d", p.SrcPort, p.DstPort)
 		case ProtoICMP:
 			fmt.Fprintf(&sb, ",icmp_type=%d,icmp_code=%d", p.ICMPType, p.ICMPCode)
@@ -228,6 +235,8 @@ func (p Packet) OVSFlow() string {
 		sb.WriteString(",tcp")
 	case p.IPProto == ProtoUDP:
 		sb.WriteString(",udp")
+	case p.IPProto == ProtoSCTP:
+		sb.WriteString(",sctp")
 	case p.IPProto == ProtoICMP:
 		sb.WriteString(",icmp")
 	default:
@@ -239,6 +248,8 @@ func (p Packet) OVSFlow() string {
 		fmt.Fprintf(&sb, ",tcp_src=%d,tcp_dst=%d,tcp_flags=%#x", p.SrcPort, p.DstPort, p.TCPFlags)
 	case ProtoUDP:
 		fmt.Fprintf(&sb, ",udp_src=%d,udp_dst=%d", p.SrcPort, p.DstPort)
+	case ProtoSCTP:
+		fmt.Fprintf(&sb, ",sctp_src=%d,sctp_dst=%d", p.SrcPort, p.DstPort)
 	case ProtoICMP:
 		fmt.Fprintf(&sb, ",icmp_type=%d,icmp_code=%d", p.ICMPType, p.ICMPCode)
 	}

@@ -305,6 +305,8 @@ func (x *run) connKey(zone uint16) connKey {
 		k.sport, k.dport = uint16(x.fs.uint(openflow.FieldTCPSrc)), uint16(x.fs.uint(openflow.FieldTCPDst))
 	case ProtoUDP:
 		k.sport, k.dport = uint16(x.fs.uint(openflow.FieldUDPSrc)), uint16(x.fs.uint(openflow.FieldUDPDst))
+	case ProtoSCTP:
+		k.sport, k.dport = uint16(x.fs.uint(openflow.FieldSCTPSrc)), uint16(x.fs.uint(openflow.FieldSCTPDst))
 	}
 	return k
 }
@@ -392,6 +394,9 @@ func (p Packet) fields() (fields, error) {
 		case ProtoUDP:
 			putUint(openflow.FieldUDPSrc, uint64(p.SrcPort))
 			putUint(openflow.FieldUDPDst, uint64(p.DstPort))
+		case ProtoSCTP:
+			putUint(openflow.FieldSCTPSrc, uint64(p.SrcPort))
+			putUint(openflow.FieldSCTPDst, uint64(p.DstPort))
 		case ProtoICMP:
 			putUint(openflow.FieldICMPType, uint64(p.ICMPType))
 			putUint(openflow.FieldICMPCode, uint64(p.ICMPCode))
@@ -433,6 +438,8 @@ func (fs fields) packet() Packet {
 			p.TCPFlags = uint16(fs.uint(openflow.FieldTCPFlags))
 		case ProtoUDP:
 			p.SrcPort, p.DstPort = uint16(fs.uint(openflow.FieldUDPSrc)), uint16(fs.uint(openflow.FieldUDPDst))
+		case ProtoSCTP:
+			p.SrcPort, p.DstPort = uint16(fs.uint(openflow.FieldSCTPSrc)), uint16(fs.uint(openflow.FieldSCTPDst))
 		case ProtoICMP:
 			p.ICMPType, p.ICMPCode = uint8(fs.uint(openflow.FieldICMPType)), uint8(fs.uint(openflow.FieldICMPCode))
 		}
