@@ -89,14 +89,20 @@ func wantAllowed(t *testing.T, src, dst testPod, proto string, port int) {
 	}
 }
 
-// wantDenied probes dst from src and wants silence: a policy drop, never a
-// reset or an ICMP error.
-func wantDenied(t *testing.T, src, dst testPod, proto string, port int) {
+// wantDenied probes dst from src and wants silence that the policy made:
+// a timeout (never a reset or an ICMP error) whose packets src's egress or
+// dst's ingress isolation drop flow counted.
+func wantDenied(t *testing.T, n *agenttest.Node, src, dst testPod, proto string, port int) {
 	t.Helper()
+	before := isolationDrops(t, n)
 	addr := fmt.Sprintf("%s:%d", dst.ip, port)
 	reply, err := probe.Probe(context.Background(), src.netns, proto, addr, 1500*time.Millisecond)
 	if !errors.Is(err, probe.ErrTimeout) {
 		t.Errorf("%s -> %s %s/%d: want a timeout (dropped), got %q, %v", src.name, dst.name, proto, port, reply, err)
+		return
+	}
+	if ok, why := policyDropped(before, isolationDrops(t, n), src, dst); !ok {
+		t.Errorf("%s -> %s %s/%d timed out, but not by the policy: %s", src.name, dst.name, proto, port, why)
 	}
 }
 
@@ -153,14 +159,14 @@ func TestPolicyOnRealNode(t *testing.T) {
 	t.Run("ingress", func(t *testing.T) {
 		wantAllowed(t, web, db, "tcp", 5432)
 		wantAllowed(t, web, db, "udp", 53)
-		wantDenied(t, web, db, "tcp", 22)     // port not allowed
-		wantDenied(t, other, db, "tcp", 5432) // peer not allowed
-		wantDenied(t, other, db, "udp", 53)
+		wantDenied(t, n, web, db, "tcp", 22)     // port not allowed
+		wantDenied(t, n, other, db, "tcp", 5432) // peer not allowed
+		wantDenied(t, n, other, db, "udp", 53)
 	})
 	t.Run("egress and established replies", func(t *testing.T) {
 		// db may open nothing, yet its replies to web's connections pass
 		// (the allowed probes above and here read db's answer).
-		wantDenied(t, db, web, "tcp", 80)
+		wantDenied(t, n, db, web, "tcp", 80)
 		wantAllowed(t, web, db, "tcp", 5432)
 		// Pods the policy does not select are unaffected.
 		wantAllowed(t, web, other, "tcp", 80)
@@ -173,7 +179,7 @@ func TestPolicyOnRealNode(t *testing.T) {
 		if err := pc.Sync(ctx, dbState(3, db, web)); err != nil {
 			t.Fatal(err)
 		}
-		wantDenied(t, other, db, "tcp", 5432)
+		wantDenied(t, n, other, db, "tcp", 5432)
 		if got := pc.Realized(); got["db"] != 3 {
 			t.Errorf("realized %v", got)
 		}
@@ -217,8 +223,8 @@ func TestPolicyOnRealNode(t *testing.T) {
 		}
 		wantAllowed(t, other, db, "tcp", 5432) // the named port
 		wantAllowed(t, other, db, "tcp", 22)   // inside the range
-		wantDenied(t, web, db, "tcp", 5432)    // the except
-		wantDenied(t, other, db, "udp", 53)    // no such service
+		wantDenied(t, n, web, db, "tcp", 5432) // the except
+		wantDenied(t, n, other, db, "udp", 53) // no such service
 		if err := pc.Sync(ctx, policy.State{}); err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +238,7 @@ func TestPolicyOnRealNode(t *testing.T) {
 		}
 		late := addPod(t, n, "late-0", tcpPort(5432), tcpPort(22))
 		wantAllowed(t, web, late, "tcp", 5432)
-		wantDenied(t, web, late, "tcp", 22)
+		wantDenied(t, n, web, late, "tcp", 22)
 		if err := pc.Sync(ctx, policy.State{}); err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +256,7 @@ func TestPolicyResyncUnderTraffic(t *testing.T) {
 	ctx := context.Background()
 	pc := n.Agent.Policy()
 	db := addPod(t, n, "db-0", tcpPort(5432), udpPort(53))
-	web := addPod(t, n, "web-0")
+	web := addPod(t, n, "web-0", tcpPort(80))
 	// Every datapath flow exact: each new connection below is translated
 	// against the flow tables as they are at that moment, so a change that
 	// passed through a state without the allow would drop some of them.
@@ -353,9 +359,13 @@ func TestPolicyResyncUnderTraffic(t *testing.T) {
 	if sent-recv > 1 {
 		t.Errorf("ping lost %d of %d while policies were re-synced:\n%s", sent-recv, sent, lastLines(out.String(), 5))
 	}
-	// And the swaps really were enforced: other traffic to db is denied.
+	// And the swaps really were enforced: other traffic to db is denied,
+	// by db's isolation drop flow, while the same new pod reaches web, which
+	// no policy isolates (its network works: the silence is the policy's).
 	other := addPod(t, n, "other-0")
-	wantDenied(t, other, db, "tcp", 5432)
+	wantAllowed(t, other, web, "tcp", 80)
+	wantDenied(t, n, other, db, "tcp", 5432)
+	wantAllowed(t, other, web, "tcp", 80)
 }
 
 var replyRE = regexp.MustCompile(`bytes from`)
