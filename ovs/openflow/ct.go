@@ -342,3 +342,32 @@ func bracket6(a netip.Addr, withPort bool) string {
 	}
 	return a.String()
 }
+
+// CTInfo is a decoded ct action's content, for readers of flows such as
+// packet tracers. Table is -1 without recirculation; ZoneField is set when
+// the zone comes from a field; Exec are the nested actions.
+type CTInfo struct {
+	Commit, Force bool
+	Zone          uint16
+	ZoneField     *Subfield
+	Table         int
+	Alg           uint16
+	NAT           *NAT
+	Exec          []Action
+}
+
+// Info returns the action's content.
+func (c *CT) Info() (CTInfo, error) {
+	i := CTInfo{Commit: c.commit, Force: c.force, Zone: c.zone, ZoneField: c.zoneSrc, Table: -1, Alg: c.alg, NAT: c.nat}
+	if c.recirculate {
+		i.Table = int(c.table)
+	}
+	if len(c.exec) > 0 {
+		acts, err := DecodeActions(c.exec)
+		if err != nil {
+			return i, fmt.Errorf("ct nested actions: %w", err)
+		}
+		i.Exec = acts
+	}
+	return i, nil
+}

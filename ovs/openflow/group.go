@@ -52,6 +52,9 @@ type Bucket struct {
 	acts    []byte // encoded actions when decoded
 }
 
+// ActionList decodes the bucket's actions.
+func (bk *Bucket) ActionList() ([]Action, error) { return DecodeActions(bk.actionBytes()) }
+
 func (bk *Bucket) actionBytes() []byte {
 	if bk.Actions != nil {
 		return bk.Actions.apply

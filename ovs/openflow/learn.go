@@ -225,3 +225,35 @@ func (l *Learn) String() string {
 	sb.WriteByte(')')
 	return sb.String()
 }
+
+// LearnSpec is one decoded spec of a learn action: the learned flow matches
+// Dst equal to this packet's Src (Match, no Value) or to Value (Match with
+// Value), or loads Src or Value into Dst (Load), or outputs to the port in
+// Src (Output). Value holds the immediate in ceil(bits/16)*2 bytes.
+type LearnSpec struct {
+	Match, Load, Output bool
+	Src, Dst            Subfield
+	Value               []byte
+}
+
+// Specs returns the action's specs in order.
+func (l *Learn) Specs() []LearnSpec {
+	out := make([]LearnSpec, 0, len(l.specs))
+	for _, s := range l.specs {
+		ls := LearnSpec{Src: s.src, Dst: s.dst}
+		switch s.kind & (3 << 11) {
+		case learnDstMatch:
+			ls.Match = true
+		case learnDstLoad:
+			ls.Load = true
+		case learnDstOutput:
+			ls.Output = true
+		}
+		if s.kind&learnSrcImmediate != 0 {
+			ls.Value = append([]byte(nil), s.imm...)
+			ls.Src = Subfield{}
+		}
+		out = append(out, ls)
+	}
+	return out
+}
