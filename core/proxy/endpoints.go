@@ -1,0 +1,252 @@
+package proxy
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// sliceInfo is the part of an EndpointSlice the tracker keeps: for each of
+// its ports (name/PROTO) the port number and the slice's endpoints.
+type sliceInfo struct {
+	ports     map[string]uint16
+	endpoints []Endpoint // Port unset: the port number is per slice port
+}
+
+// parseSlice reads s for one family; endpoints without an address of the
+// family, and ports without a name or number, are left out (kube-proxy does
+// the same).
+func parseSlice(s *discoveryv1.EndpointSlice, v6 bool, node string) *sliceInfo {
+	want := discoveryv1.AddressTypeIPv4
+	if v6 {
+		want = discoveryv1.AddressTypeIPv6
+	}
+	si := &sliceInfo{ports: map[string]uint16{}}
+	if s.AddressType != want {
+		return si
+	}
+	for _, p := range s.Ports {
+		if p.Name == nil || p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
+			continue
+		}
+		proto := corev1.ProtocolTCP
+		if p.Protocol != nil {
+			proto = *p.Protocol
+		}
+		n, err := protoNumber(proto)
+		if err != nil {
+			continue
+		}
+		si.ports[*p.Name+"/"+ProtoName(n)] = uint16(*p.Port)
+	}
+	for _, e := range s.Endpoints {
+		if len(e.Addresses) == 0 {
+			continue
+		}
+		ip, err := netip.ParseAddr(e.Addresses[0])
+		if err != nil || ip.Unmap().Is4() == v6 {
+			continue
+		}
+		ep := Endpoint{
+			IP:          ip.Unmap(),
+			Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
+			Serving:     e.Conditions.Serving == nil || *e.Conditions.Serving,
+			Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
+		}
+		if e.NodeName != nil {
+			ep.Node = *e.NodeName
+			ep.Local = ep.Node == node
+		}
+		if e.Hints != nil {
+			for _, z := range e.Hints.ForZones {
+				ep.zoneHints = append(ep.zoneHints, z.Name)
+			}
+			for _, n := range e.Hints.ForNodes {
+				ep.nodeHints = append(ep.nodeHints, n.Name)
+			}
+		}
+		si.endpoints = append(si.endpoints, ep)
+	}
+	return si
+}
+
+// triggerTime reads the slice's endpoints.kubernetes.io/last-change-trigger-time
+// annotation: when the change it carries was triggered (a pod or Service
+// change), for the network programming latency.
+func triggerTime(s *discoveryv1.EndpointSlice) (time.Time, bool) {
+	v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// endpointsOf merges the slices' endpoints of one service port (key
+// name/PROTO). An address in two slices (an endpoint moving between slices,
+// or a new pod reusing a terminating pod's IP) is taken once, preferring
+// the entry that is not terminating. The result is sorted by address.
+func endpointsOf(slices_ map[string]*sliceInfo, key string) []Endpoint {
+	byAddr := map[netip.AddrPort]Endpoint{}
+	for _, name := range sortedSliceNames(slices_) {
+		si := slices_[name]
+		port, ok := si.ports[key]
+		if !ok {
+			continue
+		}
+		for _, e := range si.endpoints {
+			e.Port = port
+			if old, dup := byAddr[e.AddrPort()]; dup && !old.Terminating {
+				continue
+			}
+			byAddr[e.AddrPort()] = e
+		}
+	}
+	out := make([]Endpoint, 0, len(byAddr))
+	for _, e := range byAddr {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b Endpoint) int { return a.AddrPort().Compare(b.AddrPort()) })
+	return out
+}
+
+func sortedSliceNames(m map[string]*sliceInfo) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Topology modes (the values of spec.trafficDistribution that the
+// EndpointSlice controller turns into hints).
+const (
+	topoNone     = ""
+	topoSameZone = "PreferSameZone"
+	topoSameNode = "PreferSameNode"
+)
+
+// topologyMode decides from the ready endpoints' hints whether this node
+// filters by them: PreferSameNode when every ready endpoint has a node
+// hint and one names this node; else PreferSameZone when every ready
+// endpoint has a zone hint and one names this node's zone; else none. The
+// fallback happens here, never per endpoint.
+func topologyMode(eps []Endpoint, node, zone string) string {
+	ready, allNode, forNode, allZone, forZone := false, true, false, true, false
+	for _, e := range eps {
+		if !e.Ready {
+			continue
+		}
+		ready = true
+		if len(e.nodeHints) == 0 {
+			allNode = false
+		} else if slices.Contains(e.nodeHints, node) {
+			forNode = true
+		}
+		if len(e.zoneHints) == 0 {
+			allZone = false
+		} else if slices.Contains(e.zoneHints, zone) {
+			forZone = true
+		}
+	}
+	switch {
+	case !ready:
+		return topoNone
+	case allNode && forNode:
+		return topoSameNode
+	case allZone && forZone:
+		return topoSameZone
+	}
+	return topoNone
+}
+
+func availableForTopology(e Endpoint, mode, node, zone string) bool {
+	switch mode {
+	case topoSameNode:
+		return slices.Contains(e.nodeHints, node)
+	case topoSameZone:
+		return slices.Contains(e.zoneHints, zone)
+	}
+	return true
+}
+
+// categorize fills p's endpoint lists from all of the port's endpoints, as
+// kube-proxy's CategorizeEndpoints does: Cluster traffic uses the ready
+// endpoints (topology-filtered), falling back to the serving terminating
+// ones; Local traffic uses this node's ready endpoints, falling back to its
+// serving terminating ones.
+func categorize(p *Port, eps []Endpoint, node, zone string) {
+	p.ClusterEndpoints, p.LocalEndpoints, p.HasEndpoints, p.Serving = nil, nil, false, nil
+	for _, e := range eps {
+		if e.Serving {
+			p.Serving = append(p.Serving, e.AddrPort())
+		}
+	}
+	if len(eps) == 0 {
+		if p.UsesClusterEndpoints() {
+			p.ClusterEndpoints = []Endpoint{}
+		}
+		if p.UsesLocalEndpoints() {
+			p.LocalEndpoints = []Endpoint{}
+		}
+		return
+	}
+	if p.UsesClusterEndpoints() {
+		mode := topologyMode(eps, node, zone)
+		p.ClusterEndpoints = filter(eps, func(e Endpoint) bool {
+			return e.Ready && availableForTopology(e, mode, node, zone)
+		})
+		if len(p.ClusterEndpoints) == 0 {
+			p.ClusterEndpoints = filter(eps, func(e Endpoint) bool { return e.Serving && e.Terminating })
+		}
+		p.HasEndpoints = len(p.ClusterEndpoints) > 0
+	}
+	if !p.UsesLocalEndpoints() {
+		return
+	}
+	var localReady, localTerminating bool
+	for _, e := range eps {
+		switch {
+		case e.Ready:
+			p.HasEndpoints = true
+			localReady = localReady || e.Local
+		case e.Serving && e.Terminating:
+			p.HasEndpoints = true
+			localTerminating = localTerminating || e.Local
+		}
+	}
+	switch {
+	case localReady:
+		p.LocalEndpoints = filter(eps, func(e Endpoint) bool { return e.Local && e.Ready })
+	case localTerminating:
+		p.LocalEndpoints = filter(eps, func(e Endpoint) bool { return e.Local && e.Serving && e.Terminating })
+	default:
+		p.LocalEndpoints = []Endpoint{}
+	}
+}
+
+// filter keeps the endpoints keep accepts, without their hints (the
+// desired state carries only what the data path uses).
+func filter(eps []Endpoint, keep func(Endpoint) bool) []Endpoint {
+	out := []Endpoint{}
+	for _, e := range eps {
+		if keep(e) {
+			e.zoneHints, e.nodeHints = nil, nil
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// zoneOf is the node's zone label.
+func zoneOf(labels map[string]string) string {
+	return strings.TrimSpace(labels[corev1.LabelTopologyZone])
+}

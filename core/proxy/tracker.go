@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Config configures a Tracker.
+type Config struct {
+	// NodeName is this node: endpoints on it are local.
+	NodeName string
+	// IPv6 makes the tracker follow the IPv6 family; IPv4 otherwise. A
+	// dual-stack node runs one tracker per family.
+	IPv6 bool
+	// ProxyName, when set, also takes Services labelled
+	// service.kubernetes.io/service-proxy-name=<ProxyName>; Services with
+	// that label naming another proxy are always skipped.
+	ProxyName string
+}
+
+// Tracker follows Services and EndpointSlices and keeps, per Service, what
+// changed since the caller last asked. Every event costs work on its own
+// Service only: nothing is rescanned per sync. It is not safe for
+// concurrent use; the agent calls it from its informer handlers under one
+// lock.
+type Tracker struct {
+	cfg  Config
+	zone string
+
+	services map[string]*serviceInfo // proxied Services by namespace/name
+	skipped  map[string]string       // Services seen but not proxied: why
+	slices   map[string]map[string]*sliceInfo
+	dirty    map[string]bool
+	triggers map[string][]time.Time
+	errs     map[string]error
+}
+
+// New returns an empty tracker.
+func New(cfg Config) (*Tracker, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("proxy: node name is required")
+	}
+	return &Tracker{
+		cfg: cfg, services: map[string]*serviceInfo{}, skipped: map[string]string{},
+		slices: map[string]map[string]*sliceInfo{}, dirty: map[string]bool{},
+		triggers: map[string][]time.Time{}, errs: map[string]error{},
+	}, nil
+}
+
+func key(namespace, name string) string { return namespace + "/" + name }
+
+// UpdateService records a Service that was added or changed.
+func (t *Tracker) UpdateService(s *corev1.Service) {
+	k := key(s.Namespace, s.Name)
+	t.dirty[k] = true
+	delete(t.errs, k)
+	if why := skipReason(s, t.cfg.ProxyName); why != "" {
+		delete(t.services, k)
+		t.skipped[k] = why
+		return
+	}
+	delete(t.skipped, k)
+	si, err := parseService(s, t.cfg.IPv6)
+	if err != nil {
+		delete(t.services, k)
+		t.errs[k] = err
+		return
+	}
+	t.services[k] = si
+}
+
+// DeleteService forgets a Service.
+func (t *Tracker) DeleteService(namespace, name string) {
+	k := key(namespace, name)
+	t.dirty[k] = true
+	delete(t.services, k)
+	delete(t.skipped, k)
+	delete(t.errs, k)
+}
+
+// sliceService is the Service a slice belongs to ("" for none).
+func sliceService(s *discoveryv1.EndpointSlice) string {
+	name := s.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return ""
+	}
+	return key(s.Namespace, name)
+}
+
+// UpdateSlice records an EndpointSlice that was added or changed. Slices
+// that belong to no Service (no kubernetes.io/service-name label) are
+// ignored.
+func (t *Tracker) UpdateSlice(s *discoveryv1.EndpointSlice) {
+	k := sliceService(s)
+	if k == "" {
+		return
+	}
+	m := t.slices[k]
+	if m == nil {
+		m = map[string]*sliceInfo{}
+		t.slices[k] = m
+	}
+	m[s.Name] = parseSlice(s, t.cfg.IPv6, t.cfg.NodeName)
+	t.dirty[k] = true
+	if tt, ok := triggerTime(s); ok && s.DeletionTimestamp == nil {
+		t.triggers[k] = append(t.triggers[k], tt)
+	}
+}
+
+// DeleteSlice forgets an EndpointSlice.
+func (t *Tracker) DeleteSlice(s *discoveryv1.EndpointSlice) {
+	k := sliceService(s)
+	if k == "" {
+		return
+	}
+	if m := t.slices[k]; m != nil {
+		delete(m, s.Name)
+		if len(m) == 0 {
+			delete(t.slices, k)
+		}
+	}
+	t.dirty[k] = true
+}
+
+// SetNodeLabels records this node's labels; a changed topology zone marks
+// every Service changed (their topology-filtered endpoints may differ).
+func (t *Tracker) SetNodeLabels(labels map[string]string) {
+	z := zoneOf(labels)
+	if z == t.zone {
+		return
+	}
+	t.zone = z
+	for k := range t.services {
+		t.dirty[k] = true
+	}
+}
+
+// Changed returns the Services that changed since the last call, sorted,
+// and forgets them. The caller looks each up with Service and, should it
+// fail to apply one, hands it back with Retry.
+func (t *Tracker) Changed() []string {
+	out := make([]string, 0, len(t.dirty))
+	for k := range t.dirty {
+		out = append(out, k)
+	}
+	clear(t.dirty)
+	slices.Sort(out)
+	return out
+}
+
+// Pending reports how many Services changed since the last Changed.
+func (t *Tracker) Pending() int { return len(t.dirty) }
+
+// Retry marks Services changed again (their application failed).
+func (t *Tracker) Retry(keys ...string) {
+	for _, k := range keys {
+		t.dirty[k] = true
+	}
+}
+
+// TriggerTimes returns and forgets the last-change-trigger-times of the
+// slice updates of a Service since the last call: when the changes that
+// are now being programmed were triggered.
+func (t *Tracker) TriggerTimes(k string) []time.Time {
+	tt := t.triggers[k]
+	delete(t.triggers, k)
+	return tt
+}
+
+// Service is the desired state of the Service named k (namespace/name), or
+// nil when this node does nothing for it (deleted, not proxied, or with no
+// port of the tracker's family).
+func (t *Tracker) Service(k string) *Service {
+	si := t.services[k]
+	if si == nil || len(si.ports) == 0 {
+		return nil
+	}
+	s := &Service{Namespace: si.namespace, Name: si.name, Ports: make([]Port, len(si.ports))}
+	sl := t.slices[k]
+	for i, sp := range si.ports {
+		p := sp.Port
+		categorize(&p, endpointsOf(sl, p.Key()), t.cfg.NodeName, t.zone)
+		s.Ports[i] = p
+	}
+	return s
+}
+
+// Skipped says why a Service the tracker saw is not proxied: a label or
+// type that leaves it to someone else, or an error in its spec. "" when it
+// is proxied or unknown.
+func (t *Tracker) Skipped(k string) string {
+	if err := t.errs[k]; err != nil {
+		return "invalid: " + err.Error()
+	}
+	return t.skipped[k]
+}
+
+// Keys lists every proxied Service, sorted (for a full resync).
+func (t *Tracker) Keys() []string {
+	out := make([]string, 0, len(t.services))
+	for k := range t.services {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
