@@ -130,16 +130,40 @@ func PipelineFlows(r Round) []*openflow.Flow {
 	// addresses) is forwarded by destination MAC.
 	b.add(ARPResponder, prioMiss, nil, gotoT(L2ForwardingCalc))
 
+	// Replies to the proxy's SNAT are un-SNATed by the node's flow; the
+	// rest goes on.
+	b.add(UnSNAT, prioMiss, nil, gotoT(ConntrackZone))
 	// Every IP packet goes through conntrack in CtZone, reversing any NAT
-	// the service slot applied to the connection.
+	// the service proxy applied to the connection.
 	b.add(ConntrackZone, prioNormal, match().IP(),
 		actions().CT(openflow.NewCT().Table(uint8(ConntrackState)).Zone(CtZone).NAT(openflow.NAT{})))
 	b.add(ConntrackZone, prioMiss, nil, nil)
 	b.add(ConntrackState, prioLow, match().IP().CTState(openflow.CTTracked|openflow.CTInvalid, openflow.CTTracked|openflow.CTInvalid), nil)
+	// Later packets of a connection the proxy DNATed (both directions) are
+	// routed like its first: a host client addressed them to the service
+	// next hop's MAC.
+	svc := match().IP().CTState(openflow.CTTracked, openflow.CTTracked|openflow.CTNew|openflow.CTInvalid).CTMark(ServiceCTMark, ServiceCTMark)
+	b.add(ConntrackState, prioNormal, svc, RewriteMACMark.load(actions()).GotoTable(uint8(ServiceLB)))
+	// ... and those the proxy also SNATed are SNATed again on their way
+	// from the client (replies are un-SNATed in UnSNAT).
+	snat := match().IP().CTState(openflow.CTTracked, openflow.CTTracked|openflow.CTNew|openflow.CTInvalid|openflow.CTReply).
+		CTMark(ServiceCTMark|ServiceSNATCTMark, ServiceCTMark|ServiceSNATCTMark)
+	b.add(ConntrackState, prioHigh, snat, RewriteMACMark.load(actions()).
+		CT(openflow.NewCT().Zone(SNATZone).Table(uint8(ServiceLB)).NAT(openflow.NAT{})))
 	b.add(ConntrackState, prioMiss, nil, gotoT(ServiceLB))
 
-	// Reserved slots: continue until the proxy and policy issues fill them.
+	// Service load balancing: what no Service frontend takes goes on to
+	// egress policy. SessionAffinity's miss (no learned endpoint) ends its
+	// resubmit; a learned endpoint is DNATed at once; an endpoint
+	// EndpointDNAT no longer knows (removed since it was learned) is
+	// forgotten and selected again.
 	b.add(ServiceLB, prioMiss, nil, gotoT(EgressPolicy))
+	b.add(SessionAffinity, prioMiss, nil, nil)
+	b.add(ServiceSelect, prioSvcPinned, AffinityMark.match(match()), actions().Resubmit(openflow.PortInPort, uint8(EndpointDNAT)))
+	b.add(ServiceSelect, prioMiss, nil, nil)
+	b.add(EndpointDNAT, prioMiss, nil, loadMarks(actions(), RegMark{AffinityField, 0, "NoAffinity"}).
+		Resubmit(openflow.PortInPort, uint8(ServiceSelect)))
+	b.add(ServiceSNAT, prioMiss, nil, gotoT(EgressPolicy))
 	b.add(EgressPolicy, prioMiss, nil, gotoT(L3Forwarding))
 
 	// Traffic L3 forwarding does not route keeps its destination MAC.
@@ -151,6 +175,9 @@ func PipelineFlows(r Round) []*openflow.Flow {
 	b.add(L2ForwardingCalc, prioMiss, nil, gotoT(IngressPolicy))
 	b.add(IngressPolicy, prioMiss, nil, gotoT(ConntrackCommit))
 
+	// The proxy committed its connections with their NAT already.
+	b.add(ConntrackCommit, prioHigh, match().IP().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew).
+		CTMark(ServiceCTMark, ServiceCTMark), gotoT(Output))
 	b.add(ConntrackCommit, prioNormal, match().IP().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew),
 		actions().CT(openflow.NewCT().Commit().Zone(CtZone)).GotoTable(uint8(Output)))
 	b.add(ConntrackCommit, prioMiss, nil, gotoT(Output))
@@ -174,6 +201,9 @@ func NodeFlows(n NodeConfig, r Round) ([]*openflow.Flow, error) {
 		b.bridgedUplinkFlows()
 	}
 	b.podCIDRFlows()
+	if n.ServiceProxy {
+		b.serviceNodeFlows()
+	}
 	return b.flows, nil
 }
 
@@ -185,7 +215,7 @@ func (b *builder) gatewayFlows() {
 	// The host routes traffic from anywhere into the gateway, so only the
 	// port is checked for IP; its ARP must carry the gateway MAC, but may
 	// announce any of the host's addresses.
-	b.add(SpoofGuard, prioNormal, match().IP().InPort(gw), gotoT(ConntrackZone))
+	b.add(SpoofGuard, prioNormal, match().IP().InPort(gw), gotoT(UnSNAT))
 	b.add(SpoofGuard, prioNormal, match().ARP().InPort(gw).ARPSHA(n.GatewayMAC), gotoT(ARPResponder))
 	// Pods asking for their gateway get the answer from the bridge.
 	b.add(ARPResponder, prioNormal, FromPodMark.match(match().ARP()).ARPTPA(host(n.GatewayIP)).ARPOp(1),
@@ -210,7 +240,7 @@ func (b *builder) tunnelFlows() {
 	n := b.n
 	// Tunnelled packets were checked by the sending node's spoof guard.
 	a := loadMarks(actions(), FromTunnelMark, RewriteMACMark)
-	b.add(Classifier, prioNormal, match().IP().InPort(n.Ports.Tunnel), a.GotoTable(uint8(ConntrackZone)))
+	b.add(Classifier, prioNormal, match().IP().InPort(n.Ports.Tunnel), a.GotoTable(uint8(UnSNAT)))
 	b.add(L2ForwardingCalc, prioNormal, match().EthDst(GlobalVirtualMAC), outputTo(n.Ports.Tunnel, ToTunnelMark))
 }
 
@@ -237,7 +267,7 @@ func (b *builder) bridgedUplinkFlows() {
 		for _, cidr := range n.PodCIDRs {
 			a := loadMarks(actions(), FromUplinkMark, RewriteMACMark)
 			m := match().IP().InPort(up).EthDst(n.NodeMAC).IPDst(cidr)
-			b.add(Classifier, prioNormal, m, a.GotoTable(uint8(ConntrackZone)))
+			b.add(Classifier, prioNormal, m, a.GotoTable(uint8(UnSNAT)))
 		}
 	}
 	// Everything else is the host's own traffic, ARP included: the uplink
@@ -245,10 +275,11 @@ func (b *builder) bridgedUplinkFlows() {
 	b.add(Classifier, prioLow, match().InPort(up), actions().Output(hostPort))
 	b.add(Classifier, prioLow, match().InPort(hostPort), actions().Output(up))
 	b.add(L2ForwardingCalc, prioNormal, match().EthDst(n.NodeMAC), outputTo(hostPort, ToHostMark))
-	if n.Mode == NoEncap || n.Mode == Hybrid {
+	if n.Mode == NoEncap || n.Mode == Hybrid || n.ServiceProxy {
 		// The next hop of a peer behind the uplink is a foreign MAC (several
-		// peers may share it, e.g. a router's): L3 forwarding marks the
-		// packet for the uplink instead.
+		// peers may share it, e.g. a router's), and so is a Service's client
+		// on the uplink: L3 forwarding marks the packet for the uplink
+		// instead.
 		b.add(L2ForwardingCalc, prioHigh, ToUplinkMark.match(match()), outputTo(up, ToUplinkMark))
 	}
 }

@@ -182,6 +182,12 @@ type NodeConfig struct {
 	Ports Ports
 	// MTU is the underlay (uplink) MTU; 0 means 1500. See PodMTU.
 	MTU int
+
+	// ServiceProxy turns on Seine's service proxy: the node-level flows
+	// the Services' own flows (ServiceFlows) rely on, and each pod's
+	// hairpin flows. Without it Service traffic is left to the host (a
+	// kube-proxy on the node).
+	ServiceProxy bool
 }
 
 // Pod is a pod plugged into the bridge on this node.

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 )
 
 // Round numbers one run of the agent. Every flow carries the round that
@@ -29,6 +30,10 @@ const (
 	CategoryService   Category = 5
 	CategoryPolicy    Category = 6
 	CategoryTraceflow Category = 7
+	// CategoryAffinity marks the flows session affinity learns (ID:
+	// AffinityID). The agent never deletes them by round: they outlive
+	// replays, and go with their endpoint or their Service.
+	CategoryAffinity Category = 8
 )
 
 func (c Category) String() string {
@@ -47,6 +52,8 @@ func (c Category) String() string {
 		return "policy"
 	case CategoryTraceflow:
 		return "traceflow"
+	case CategoryAffinity:
+		return "affinity"
 	}
 	return fmt.Sprintf("category(%d)", uint8(c))
 }
@@ -109,6 +116,15 @@ func ObjectSelector(r Round, c Category, id uint64) (cookie, mask uint64) {
 
 // PodID is the object ID of a pod's flows.
 func PodID(namespace, name string) uint64 { return hashID("pod/" + namespace + "/" + name) }
+
+// ServiceID is the object ID of a Service's flows (key namespace/name).
+func ServiceID(key string) uint64 { return hashID("svc/" + key) }
+
+// AffinityID is the object ID of the flows learned for one endpoint of
+// one Service port (its ID as ServicePortIDs gives it).
+func AffinityID(portID uint32, ep netip.AddrPort) uint64 {
+	return hashID(fmt.Sprintf("aff/%d/%s", portID, ep))
+}
 
 // PeerID is the object ID of a peer node's flows.
 func PeerID(node string) uint64 { return hashID("node/" + node) }

@@ -16,7 +16,7 @@ func PodFlows(n NodeConfig, p Pod, r Round) ([]*openflow.Flow, error) {
 	b := &builder{n: &n, cookie: NewCookie(r, CategoryPod, PodID(p.Namespace, p.Name))}
 	b.add(Classifier, prioLow, match().InPort(p.Port), FromPodMark.load(actions()).GotoTable(uint8(SpoofGuard)))
 	for _, ip := range p.IPs {
-		b.add(SpoofGuard, prioNormal, match().IP().InPort(p.Port).EthSrc(p.MAC).IPSrcAddr(ip), gotoT(ConntrackZone))
+		b.add(SpoofGuard, prioNormal, match().IP().InPort(p.Port).EthSrc(p.MAC).IPSrcAddr(ip), gotoT(UnSNAT))
 		b.add(SpoofGuard, prioNormal, match().ARP().InPort(p.Port).ARPSPA(host(ip)).ARPSHA(p.MAC), gotoT(ARPResponder))
 		// Pods and the host learn a pod's MAC from the bridge, so ARP
 		// requests are never flooded.
@@ -30,6 +30,9 @@ func PodFlows(n NodeConfig, p Pod, r Round) ([]*openflow.Flow, error) {
 		b.add(L3Forwarding, prioNormal, NoRewriteMACMark.match(match().IP()).EthDst(n.GatewayMAC).IPDstAddr(ip), a)
 	}
 	b.add(L2ForwardingCalc, prioNormal, match().EthDst(p.MAC), outputTo(p.Port, ToLocalPodMark))
+	if n.ServiceProxy {
+		b.servicePodFlows(&p)
+	}
 	return b.flows, nil
 }
 

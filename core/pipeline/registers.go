@@ -95,6 +95,15 @@ var (
 	OutputField = RegField{0, 9, 9, "Output"}
 	// TargetPortField (reg1) is the output port chosen by L2 forwarding.
 	TargetPortField = RegField{1, 0, 31, "TargetPort"}
+	// EndpointIPField (reg3) and EndpointPortField (reg4[0..15]) are the
+	// endpoint a Service with affinity picked (learned or from its group).
+	EndpointIPField   = RegField{3, 0, 31, "EndpointIP"}
+	EndpointPortField = RegField{4, 0, 15, "EndpointPort"}
+	// AffinityField (reg4[16]): the endpoint came from a learned flow.
+	AffinityField = RegField{4, 16, 16, "Affinity"}
+	// ServicePortField (reg5) is the ID of the Service port being
+	// selected, which keys EndpointDNAT.
+	ServicePortField = RegField{5, 0, 31, "ServicePort"}
 )
 
 // Values of PktSourceField.
@@ -119,4 +128,24 @@ var (
 	RewriteMACMark   = RegMark{RewriteMACField, 1, "RewriteMAC"}
 	NoRewriteMACMark = RegMark{RewriteMACField, 0, "NoRewriteMAC"}
 	OutputToPortMark = RegMark{OutputField, 1, "OutputToPort"}
+	AffinityMark     = RegMark{AffinityField, 1, "Affinity"}
+	// FromNodeMark matches FromGateway (2) and FromPod (3) together: the
+	// clients on this node, which reach external frontends of a Service
+	// with externalTrafficPolicy Local through its cluster endpoints.
+	FromNodeMark = RegMark{RegField{0, 1, 3, "PktSource[1..3]"}, 1, "FromNode"}
+)
+
+// Bits of ct_mark the proxy sets on the connections it DNATs.
+const (
+	// ServiceCTMark: the connection was DNATed by the proxy.
+	ServiceCTMark uint32 = 0x1
+	// ServiceSNATCTMark (in CtZone): the proxy also source-NATed the
+	// connection (in SNATZone), so its later packets from the client are
+	// SNATed there too.
+	ServiceSNATCTMark uint32 = 0x2
+	// ctMarkSourceShift: ct_mark[4..7] holds the packet source
+	// (PktSourceField) of the connection's first packet, so replies to a
+	// client on the uplink go back out of the uplink.
+	ctMarkSourceShift = 4
+	ctMarkSourceMask  = uint32(0xf) << ctMarkSourceShift
 )

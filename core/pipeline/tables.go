@@ -27,12 +27,29 @@ const (
 	// ARPResponder answers ARP requests for the gateway, local pods and
 	// (encap) peer gateways; other ARP goes on to L2 forwarding.
 	ARPResponder Table = 20
+	// UnSNAT reverses the proxy's source NAT (SNATZone) of replies to the
+	// gateway IP before conntrack sees them in CtZone.
+	UnSNAT Table = 29
 	// ConntrackZone sends IP packets through conntrack in CtZone.
 	ConntrackZone Table = 30
 	// ConntrackState drops packets conntrack finds invalid.
 	ConntrackState Table = 31
-	// ServiceLB is reserved for service load balancing (tables 40-49).
+	// ServiceLB matches new connections to service frontends (cluster,
+	// node port, external and load-balancer IPs) and picks an endpoint
+	// through the service's select group, or rejects or drops them.
 	ServiceLB Table = 40
+	// SessionAffinity holds the learned flows of ClientIP affinity: client,
+	// frontend -> the endpoint it was given.
+	SessionAffinity Table = 41
+	// ServiceSelect picks the endpoint of a Service with affinity: the
+	// learned one, else through the group (whose buckets learn).
+	ServiceSelect Table = 42
+	// EndpointDNAT DNATs the connections of Services with affinity to the
+	// endpoint in the registers.
+	EndpointDNAT Table = 43
+	// ServiceSNAT source-NATs the service connections whose replies would
+	// otherwise not come back through this node (SNATZone).
+	ServiceSNAT Table = 44
 	// EgressPolicy is reserved for egress NetworkPolicy (tables 50-59).
 	EgressPolicy Table = 50
 	// L3Forwarding picks the next hop by destination IP and rewrites MACs.
@@ -52,13 +69,15 @@ const (
 
 // Tables lists the tables in pipeline order.
 var Tables = []Table{
-	Classifier, SpoofGuard, ARPResponder, ConntrackZone, ConntrackState, ServiceLB, EgressPolicy,
-	L3Forwarding, L3DecTTL, L2ForwardingCalc, IngressPolicy, ConntrackCommit, Output,
+	Classifier, SpoofGuard, ARPResponder, UnSNAT, ConntrackZone, ConntrackState, ServiceLB, SessionAffinity,
+	ServiceSelect, EndpointDNAT, ServiceSNAT, EgressPolicy, L3Forwarding, L3DecTTL, L2ForwardingCalc, IngressPolicy, ConntrackCommit, Output,
 }
 
 var tableNames = map[Table]string{
 	Classifier: "Classifier", SpoofGuard: "SpoofGuard", ARPResponder: "ARPResponder",
-	ConntrackZone: "ConntrackZone", ConntrackState: "ConntrackState", ServiceLB: "ServiceLB",
+	UnSNAT: "UnSNAT", ConntrackZone: "ConntrackZone", ConntrackState: "ConntrackState", ServiceLB: "ServiceLB",
+	SessionAffinity: "SessionAffinity", ServiceSelect: "ServiceSelect", EndpointDNAT: "EndpointDNAT",
+	ServiceSNAT:  "ServiceSNAT",
 	EgressPolicy: "EgressPolicy", L3Forwarding: "L3Forwarding", L3DecTTL: "L3DecTTL",
 	L2ForwardingCalc: "L2ForwardingCalc", IngressPolicy: "IngressPolicy",
 	ConntrackCommit: "ConntrackCommit", Output: "Output",
@@ -71,8 +90,14 @@ func (t Table) String() string {
 	return fmt.Sprintf("table%d", uint8(t))
 }
 
-// CtZone is the conntrack zone of pod traffic.
+// CtZone is the conntrack zone of pod traffic; the proxy's DNAT happens
+// in it.
 const CtZone uint16 = 0xfff0
+
+// SNATZone is the conntrack zone of the proxy's source NAT (hairpin,
+// external clients of remote endpoints). A connection is DNATed in CtZone
+// and SNATed here: conntrack keeps one NAT per connection and zone.
+const SNATZone uint16 = 0xfff1
 
 // GlobalVirtualMAC is the destination MAC of every packet sent into the
 // tunnel, and the MAC the ARP responder gives the host for a peer's gateway

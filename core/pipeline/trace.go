@@ -77,19 +77,35 @@ var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 // Tracer walks a flow set the way ovs-vswitchd would for one packet, with
 // a simple model of conntrack: connections committed by one trace are
-// established for the next (the reverse tuple is +rpl). Conjunctive
-// matches are modelled as OVS does them (see lookup). NAT, groups, learn
-// and controller actions are not modelled yet; a flow set using them makes
-// Trace fail rather than guess.
+// established for the next (the reverse tuple is +rpl), with their NAT,
+// ct_mark and ct_label. Conjunctive matches are modelled as OVS does them
+// (see lookup). Select groups run one bucket (Select picks it), learn adds
+// its flow to the tracer's tables for later traces, and controller actions
+// are recorded as packet-ins. Anything else it does not model makes Trace
+// fail rather than guess.
 type Tracer struct {
 	tables map[uint8][]*tracedFlow
-	conns  map[connKey]bool
+	conns  map[connKey]*conn // by zone and original tuple
+	reply  map[connKey]*conn // by zone and the tuple of reply packets
+	groups map[uint32]*openflow.GroupEntry
+	// Select picks the bucket of a select group for a packet; the default
+	// hashes the packet's 5-tuple, as dp_hash does.
+	Select func(g *openflow.GroupEntry, p Packet) int
 }
 
 type tracedFlow struct {
 	flow    *openflow.Flow
 	match   []matchEntry
 	actions []openflow.Action
+}
+
+// conn is a committed connection: its original tuple, the tuple its reply
+// packets carry (the reverse of the original after NAT), its mark and label.
+type conn struct {
+	orig, reply connKey
+	nat         bool
+	mark        uint32
+	label       [16]byte
 }
 
 type connKey struct {
@@ -101,22 +117,61 @@ type connKey struct {
 
 // NewTracer decodes flows for tracing.
 func NewTracer(flows []*openflow.Flow) (*Tracer, error) {
-	t := &Tracer{tables: map[uint8][]*tracedFlow{}, conns: map[connKey]bool{}}
+	t := &Tracer{tables: map[uint8][]*tracedFlow{}, conns: map[connKey]*conn{}, reply: map[connKey]*conn{},
+		groups: map[uint32]*openflow.GroupEntry{}, Select: hashBucket}
+	if err := t.AddFlows(flows...); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// AddFlows adds flows to the tracer's tables; a flow with the table,
+// priority and match of one it has replaces it, as in OVS.
+func (t *Tracer) AddFlows(flows ...*openflow.Flow) error {
 	for _, f := range flows {
 		m, err := parseMatch(f.MatchBytes())
 		if err != nil {
-			return nil, fmt.Errorf("flow %s: %w", f, err)
+			return fmt.Errorf("flow %s: %w", f, err)
 		}
 		acts, err := openflow.DecodeInstructions(f.InstructionBytes())
 		if err != nil {
-			return nil, fmt.Errorf("flow %s: %w", f, err)
+			return fmt.Errorf("flow %s: %w", f, err)
 		}
-		t.tables[f.TableID()] = append(t.tables[f.TableID()], &tracedFlow{flow: f, match: m, actions: acts})
-	}
-	for _, fs := range t.tables {
+		tf := &tracedFlow{flow: f, match: m, actions: acts}
+		fs := t.tables[f.TableID()]
+		id := flowKey(f)
+		i := slices.IndexFunc(fs, func(o *tracedFlow) bool { return flowKey(o.flow) == id })
+		if i >= 0 {
+			fs[i] = tf
+			continue
+		}
+		fs = append(fs, tf)
 		slices.SortStableFunc(fs, func(a, b *tracedFlow) int { return int(b.flow.Priority()) - int(a.flow.Priority()) })
+		t.tables[f.TableID()] = fs
 	}
-	return t, nil
+	return nil
+}
+
+// AddGroups makes groups known to the tracer (replacing any with their ID).
+func (t *Tracer) AddGroups(groups ...*openflow.GroupEntry) {
+	for _, g := range groups {
+		t.groups[g.ID] = g
+	}
+}
+
+// Flows returns the flows of a table, highest priority first (learned
+// flows included).
+func (t *Tracer) Flows(table Table) []*openflow.Flow {
+	var out []*openflow.Flow
+	for _, f := range t.tables[uint8(table)] {
+		out = append(out, f.flow)
+	}
+	return out
+}
+
+// flowKey identifies a flow as OVS does: table, priority and match.
+func flowKey(f *openflow.Flow) string {
+	return fmt.Sprintf("%d/%d/%x", f.TableID(), f.Priority(), f.MatchBytes())
 }
 
 // Step is one table lookup of a trace.
@@ -134,10 +189,20 @@ type Emitted struct {
 	Regs [16]uint32
 }
 
+// PacketIn is a packet a controller action sent to the agent.
+type PacketIn struct {
+	Table    Table
+	Userdata []byte
+	MeterID  uint32
+	Packet   Packet
+}
+
 // Trace is the path of one packet and what came out.
 type Trace struct {
 	Steps   []Step
 	Outputs []Emitted
+	// PacketIns are the packets sent to the controller.
+	PacketIns []PacketIn
 	// Dropped says why processing ended without output ("" if it output).
 	Dropped string
 }
@@ -174,6 +239,9 @@ func (tr *Trace) String() string {
 	}
 	for _, o := range tr.Outputs {
 		fmt.Fprintf(&sb, "=> output to %s: %s\n", portName(o.Port), o.Packet)
+	}
+	for _, p := range tr.PacketIns {
+		fmt.Fprintf(&sb, "=> packet-in from table %d (userdata %x, meter %d): %s\n", uint8(p.Table), p.Userdata, p.MeterID, p.Packet)
 	}
 	if tr.Dropped != "" {
 		fmt.Fprintf(&sb, "=> dropped: %s\n", tr.Dropped)

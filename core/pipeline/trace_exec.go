@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"github.com/seine-cni/seine/ovs/openflow"
@@ -19,7 +18,7 @@ func (t *Tracer) Trace(p Packet) (*Trace, error) {
 	if err != nil {
 		return nil, err
 	}
-	x := &run{t: t, fs: fs, invalid: p.CTInvalid, tr: &Trace{}}
+	x := &run{t: t, fs: fs, invalid: p.CTInvalid, tr: &Trace{}, cur: map[uint16]*conn{}, curState: map[uint16]uint32{}}
 	if err := x.table(uint8(Classifier), 0); err != nil {
 		return x.tr, fmt.Errorf("%w\n%s", err, x.tr)
 	}
@@ -35,6 +34,10 @@ type run struct {
 	invalid bool
 	tr      *Trace
 	steps   int
+	// cur is the connection each zone's ct found or committed during this
+	// trace, and curState its state then.
+	cur      map[uint16]*conn
+	curState map[uint16]uint32
 }
 
 // lookup finds the flow of table tbl that matches, refusing to choose
@@ -124,8 +127,13 @@ func (x *run) note(step int, format string, args ...any) {
 // actions executes a flow's actions and returns the table to continue in
 // (-1: none).
 func (x *run) actions(tbl uint8, step int, f *tracedFlow, depth int) (int, error) {
+	return x.exec(tbl, step, f.actions, depth)
+}
+
+// exec executes an action list (a flow's or a group bucket's).
+func (x *run) exec(tbl uint8, step int, acts []openflow.Action, depth int) (int, error) {
 	next := -1
-	for _, a := range f.actions {
+	for _, a := range acts {
 		switch a := a.(type) {
 		case openflow.Output:
 			x.output(step, a.Port)
@@ -184,6 +192,20 @@ func (x *run) actions(tbl uint8, step int, f *tracedFlow, depth int) (int, error
 				}
 				next = recirc
 			}
+		case openflow.Group:
+			recirc, err := x.group(tbl, step, uint32(a), depth)
+			if err != nil {
+				return 0, err
+			}
+			if recirc >= 0 {
+				next = recirc
+			}
+		case openflow.Controller:
+			x.packetIn(tbl, step, a)
+		case *openflow.Learn:
+			if err := x.learn(step, a); err != nil {
+				return 0, err
+			}
 		case openflow.Note:
 		default:
 			return 0, fmt.Errorf("action %s is not modelled by the tracer", a)
@@ -211,89 +233,6 @@ func (x *run) output(step int, port uint32) {
 		regs[i] = uint32(x.fs.uint(openflow.Reg(i)))
 	}
 	x.tr.Outputs = append(x.tr.Outputs, Emitted{Port: port, Packet: x.fs.packet(), Regs: regs})
-}
-
-// ctAction is the part of a ct action the tracer models, read back from
-// its ovs-ofctl text (the openflow.CT fields are not exported).
-type ctAction struct {
-	commit bool
-	table  int // -1: no recirculation
-	zone   uint16
-	nat    bool
-}
-
-func parseCT(s string) (ctAction, error) {
-	c := ctAction{table: -1}
-	body, ok := strings.CutPrefix(s, "ct(")
-	if !ok || !strings.HasSuffix(body, ")") {
-		return c, fmt.Errorf("unexpected ct text %q", s)
-	}
-	body = strings.TrimSuffix(body, ")")
-	if body == "" {
-		return c, nil
-	}
-	for _, part := range strings.Split(body, ",") {
-		k, v, _ := strings.Cut(part, "=")
-		switch k {
-		case "commit":
-			c.commit = true
-		case "table":
-			n, err := strconv.ParseUint(v, 10, 8)
-			if err != nil {
-				return c, fmt.Errorf("ct table %q: %w", v, err)
-			}
-			c.table = int(n)
-		case "zone":
-			n, err := strconv.ParseUint(v, 10, 16)
-			if err != nil {
-				return c, fmt.Errorf("ct zone %q is not modelled", v)
-			}
-			c.zone = uint16(n)
-		case "nat":
-			// Without arguments nat only reverses NAT of an existing
-			// connection, and the tracer's connections are never NAT'ed.
-			c.nat = true
-		default:
-			return c, fmt.Errorf("ct option %q is not modelled (in %s)", part, s)
-		}
-	}
-	return c, nil
-}
-
-// conntrack runs the ct action and returns the table to recirculate to
-// (-1: none). The connection state is visible only after recirculation, as
-// in OVS; commit records the connection for later traces.
-func (x *run) conntrack(step int, a *openflow.CT) (int, error) {
-	c, err := parseCT(a.String())
-	if err != nil {
-		return 0, err
-	}
-	if _, ok := x.fs[openflow.FieldIPSrc]; !ok {
-		return 0, fmt.Errorf("ct on a non-IP packet is not modelled")
-	}
-	k := x.connKey(c.zone)
-	var state uint32 = openflow.CTTracked
-	switch {
-	case x.invalid:
-		state |= openflow.CTInvalid
-	case x.t.conns[k]:
-		state |= openflow.CTEstablished
-	case x.t.conns[k.reverse()]:
-		state |= openflow.CTEstablished | openflow.CTReply
-	default:
-		state |= openflow.CTNew
-	}
-	if c.commit && state&(openflow.CTNew|openflow.CTInvalid) == openflow.CTNew {
-		x.t.conns[k] = true
-		x.note(step, "ct: committed %s in zone %d", k, c.zone)
-	}
-	if c.table < 0 {
-		return -1, nil
-	}
-	x.fs.setUint(openflow.FieldCTState, uint64(state))
-	x.fs.setUint(openflow.FieldCTZone, uint64(c.zone))
-	x.note(step, "ct: zone %d finds %s; recirculate to table %d", c.zone, ctStateText(state), c.table)
-	return c.table, nil
 }
 
 // connKey is the packet's 5-tuple in zone.
@@ -363,6 +302,7 @@ func (p Packet) fields() (fields, error) {
 		openflow.FieldCTState, openflow.FieldCTZone, openflow.FieldCTMark, openflow.FieldConjID} {
 		putUint(f, 0)
 	}
+	fs[openflow.FieldCTLabel] = make([]byte, 16)
 	for i := 0; i < 16; i++ {
 		putUint(openflow.Reg(i), 0)
 	}

@@ -23,7 +23,7 @@ var tracedFields = func() []*openflow.Field {
 		openflow.FieldARPOp, openflow.FieldARPSPA, openflow.FieldARPTPA, openflow.FieldARPSHA,
 		openflow.FieldARPTHA, openflow.FieldTunID, openflow.FieldTCPFlags, openflow.FieldNwTTL,
 		openflow.FieldTunSrc, openflow.FieldTunDst, openflow.FieldPktMark, openflow.FieldCTState,
-		openflow.FieldCTZone, openflow.FieldCTMark, openflow.FieldConjID, openflow.FieldSCTPSrc, openflow.FieldSCTPDst,
+		openflow.FieldCTZone, openflow.FieldCTMark, openflow.FieldCTLabel, openflow.FieldConjID, openflow.FieldSCTPSrc, openflow.FieldSCTPDst,
 	}
 	for i := 0; i < 16; i++ {
 		fs = append(fs, openflow.Reg(i))
