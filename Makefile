@@ -2,7 +2,7 @@
 # same name through `go tool mage`, so mage need not be installed.
 MAGE := go tool mage
 
-.PHONY: build test lab lab-down lint bench deps kube-binaries windows-test msi
+.PHONY: build test lab lab-down lint bench deps kube-binaries images windows-test msi
 build:         ; $(MAGE) build
 test:          ; $(MAGE) test
 lab:           ; $(MAGE) lab
@@ -11,5 +11,6 @@ lint:          ; $(MAGE) lint
 bench:         ; $(MAGE) bench
 deps:          ; $(MAGE) deps
 kube-binaries: ; $(MAGE) kubeBinaries
+images:        ; $(MAGE) images
 windows-test:  ; $(MAGE) windowsTest
 msi:           ; $(MAGE) msi

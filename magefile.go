@@ -49,6 +49,12 @@ var debPackages = map[string]string{
 	"openssl":         "openssl",
 	"shellcheck":      "shellcheck",
 	"systemd-analyze": "systemd",
+	// Copied into the lab's images (test/lab/images) with their libraries.
+	"busybox":    "busybox-static",
+	"curl":       "curl",
+	"dig":        "bind9-dnsutils",
+	"nc.openbsd": "netcat-openbsd",
+	"bash":       "bash",
 }
 
 // Deps installs the Debian packages whose commands are missing.

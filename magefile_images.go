@@ -1,0 +1,222 @@
+//go:build mage
+
+// The images and the container runtime of the lab's real nodes. Every build
+// of a program that does not change with Seine (containerd, runc, CoreDNS,
+// agnhost) is cached in ~/.cache/seine-lab by a hash of its inputs, like the
+// control plane (labkube).
+
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/magefile/mage/mg"
+
+	"github.com/seine-cni/seine/test/lab/images"
+)
+
+// Images builds the lab's container images as tarballs in bin/images
+// (Seine's image, pause, agnhost, CoreDNS; see test/lab/images) and the
+// container runtime the lab's nodes run them with (containerd, its runc
+// shim, ctr and runc).
+func Images() error {
+	mg.SerialDeps(Deps, LabBin)
+	_, err := labImages()
+	return err
+}
+
+// labCache is the directory of cached lab builds.
+func labCache() string {
+	if c := os.Getenv("SEINE_LAB_CACHE"); c != "" {
+		return c
+	}
+	home, _ := os.UserCacheDir()
+	return filepath.Join(home, "seine-lab")
+}
+
+// cachedBuild returns ~/.cache/seine-lab/<name>-<hash>, a directory that
+// build fills, running build only when no directory exists for the hash of
+// the files in inputs and of extra (flags, versions). The build writes into
+// a temporary directory renamed into place, so an interrupted build is
+// never taken for a finished one.
+func cachedBuild(name, about string, inputs []string, extra string, build func(dir string) error) (string, error) {
+	h := sha256.New()
+	for _, f := range inputs {
+		fh, err := os.Open(f)
+		if err != nil {
+			return "", err
+		}
+		io.WriteString(h, f)
+		io.Copy(h, fh)
+		fh.Close()
+	}
+	io.WriteString(h, runtime.Version()+extra)
+	dir := filepath.Join(labCache(), name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(labCache(), 0o755); err != nil {
+		return "", err
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return "", err
+	}
+	fmt.Printf("building %s (first time: %s; cached afterwards in %s)\n", name, about, labCache())
+	start := time.Now()
+	if err := build(tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("build %s: %w", name, err)
+	}
+	fmt.Printf("built %s in %s\n", name, time.Since(start).Round(time.Second))
+	return dir, os.Rename(tmp, dir)
+}
+
+// goBuild runs go build in dir with env, printing the command.
+func goBuild(dir string, env []string, args ...string) error {
+	fmt.Println("+", "(cd "+dir+")", strings.Join(env, " "), "go build", strings.Join(args, " "))
+	cmd := exec.Command("go", append([]string{"build"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	return cmd.Run()
+}
+
+const (
+	containerdFlags = "-trimpath -ldflags=-s -w -tags=no_btrfs,no_devmapper,no_zfs"
+	runcFlags       = "-trimpath -ldflags=-s -w -tags=seccomp"
+)
+
+// labRuntime builds containerd, containerd-shim-runc-v2, ctr (no cgo) and
+// runc (cgo, with seccomp: RuntimeDefault profiles need it) from
+// test/lab/runtime; it returns the directory holding them.
+func labRuntime() (string, error) {
+	if _, err := os.Stat("/usr/include/seccomp.h"); err != nil {
+		fmt.Println("installing Debian packages: libseccomp-dev (runc's seccomp support)")
+		if err := run([]string{"DEBIAN_FRONTEND=noninteractive"}, "apt-get", "install", "-y", "-q", "--no-install-recommends", "libseccomp-dev"); err != nil {
+			if err := run(nil, "apt-get", "update", "-q"); err != nil {
+				return "", err
+			}
+			if err := run([]string{"DEBIAN_FRONTEND=noninteractive"}, "apt-get", "install", "-y", "-q", "--no-install-recommends", "libseccomp-dev"); err != nil {
+				return "", err
+			}
+		}
+	}
+	mod := "test/lab/runtime"
+	return cachedBuild("runtime", "containerd and runc, a few minutes", []string{mod + "/go.mod", mod + "/go.sum"}, containerdFlags+runcFlags,
+		func(dir string) error {
+			abs, _ := filepath.Abs(dir)
+			if err := goBuild(mod, []string{"CGO_ENABLED=0"}, "-trimpath", "-ldflags=-s -w", "-tags=no_btrfs,no_devmapper,no_zfs", "-o", abs+"/",
+				"github.com/containerd/containerd/v2/cmd/containerd",
+				"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+				"github.com/containerd/containerd/v2/cmd/ctr"); err != nil {
+				return err
+			}
+			return goBuild(mod, []string{"CGO_ENABLED=1"}, "-trimpath", "-ldflags=-s -w", "-tags=seccomp", "-o", abs+"/runc", "github.com/opencontainers/runc")
+		})
+}
+
+// labCoreDNS builds CoreDNS (the plugins of a cluster DNS) from test/lab/coredns.
+func labCoreDNS() (string, error) {
+	mod := "test/lab/coredns"
+	dir, err := cachedBuild("coredns", "a few minutes", []string{mod + "/go.mod", mod + "/go.sum", mod + "/main.go"}, "-s -w",
+		func(dir string) error {
+			abs, _ := filepath.Abs(dir)
+			return goBuild(mod, []string{"CGO_ENABLED=0"}, "-trimpath", "-ldflags=-s -w", "-o", abs+"/coredns", ".")
+		})
+	return filepath.Join(dir, "coredns"), err
+}
+
+// labAgnhost builds agnhost, a main package of k8s.io/kubernetes, in the
+// control plane's module (test/lab/k8s), sharing its build cache; the
+// module's files are not changed.
+func labAgnhost() (string, error) {
+	mod := "test/lab/k8s"
+	dir, err := cachedBuild("agnhost", "a few minutes, less once the control plane is built", []string{mod + "/go.mod", mod + "/go.sum"}, "-s -w",
+		func(dir string) error {
+			abs, _ := filepath.Abs(dir)
+			return goBuild(mod, []string{"CGO_ENABLED=0"}, "-trimpath", "-ldflags=-s -w", "-o", abs+"/agnhost", "k8s.io/kubernetes/test/images/agnhost")
+		})
+	return filepath.Join(dir, "agnhost"), err
+}
+
+// upstreamImageNames reads the pause and agnhost images of the Kubernetes
+// release the lab builds from its source (test/utils/image/manifest.go),
+// so the lab's images carry the names its kubelet and e2e suite ask for.
+func upstreamImageNames() (pause, agnhost string, err error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
+	cmd.Dir = "test/lab/k8s"
+	out, err := cmd.Output()
+	if err != nil {
+		return "", "", fmt.Errorf("locate k8s.io/kubernetes: %w", err)
+	}
+	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "test/utils/image/manifest.go"))
+	if err != nil {
+		return "", "", err
+	}
+	find := func(id, name string) (string, error) {
+		m := regexp.MustCompile(`configs\[` + id + `\] = Config\{list\.(\w+), "` + name + `", "([^"]+)"\}`).FindSubmatch(src)
+		if m == nil {
+			return "", fmt.Errorf("no %s image in k8s.io/kubernetes test/utils/image/manifest.go", id)
+		}
+		registry := map[string]string{"PromoterE2eRegistry": "registry.k8s.io/e2e-test-images", "GcRegistry": "registry.k8s.io"}[string(m[1])]
+		if registry == "" {
+			return "", fmt.Errorf("%s image: unknown registry %s", id, m[1])
+		}
+		return registry + "/" + name + ":" + string(m[2]), nil
+	}
+	if pause, err = find("Pause", "pause"); err != nil {
+		return "", "", err
+	}
+	agnhost, err = find("Agnhost", "agnhost")
+	return pause, agnhost, err
+}
+
+// labImages builds what the lab's real nodes need and writes the images
+// into bin/images; it returns the runtime's directory.
+func labImages() (runtimeDir string, err error) {
+	if runtimeDir, err = labRuntime(); err != nil {
+		return "", err
+	}
+	coredns, err := labCoreDNS()
+	if err != nil {
+		return "", err
+	}
+	agnhost, err := labAgnhost()
+	if err != nil {
+		return "", err
+	}
+	if err := run([]string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", "bin/pause", "./test/lab/images/pause"); err != nil {
+		return "", err
+	}
+	// The image's programs without symbol tables: about 40% smaller.
+	for _, prog := range []string{"seine-agent", "seine-cni", "seine-controller", "seinectl"} {
+		if err := run([]string{"GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", "bin/image/"+prog, "./services/"+prog); err != nil {
+			return "", err
+		}
+	}
+	pauseName, agnhostName, err := upstreamImageNames()
+	if err != nil {
+		return "", err
+	}
+	_, err = images.Build("bin/images", images.Inputs{
+		SeineBin: "bin/image", Pause: "bin/pause", Agnhost: agnhost, CoreDNS: coredns,
+		Names: images.Names{Pause: pauseName, Agnhost: agnhostName, Seine: seineImageName()},
+	}, func(format string, args ...any) { fmt.Printf(format+"\n", args...) })
+	return runtimeDir, err
+}
+
+// seineImageName is SEINE_IMAGE when set (a release: the full reference),
+// else empty (a dev tag from the binaries' hash).
+func seineImageName() string { return os.Getenv("SEINE_IMAGE") }

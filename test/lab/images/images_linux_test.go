@@ -1,0 +1,268 @@
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/seine-cni/seine/installer/image"
+)
+
+// unpack lays an image tarball's layers out below root, as a runtime's
+// snapshotter would, and returns the image config's entrypoint and cmd.
+func unpack(t *testing.T, tarball, root string) (entrypoint, cmd []string) {
+	t.Helper()
+	f, err := os.Open(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	blobs := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			blobs[h.Name], _ = io.ReadAll(tr)
+		}
+	}
+	var docker []struct {
+		Config string
+		Layers []string
+	}
+	if err := json.Unmarshal(blobs["manifest.json"], &docker); err != nil || len(docker) != 1 {
+		t.Fatalf("manifest.json: %v", err)
+	}
+	var cfg struct {
+		OS, Architecture string
+		Config           struct{ Entrypoint, Cmd []string }
+	}
+	if err := json.Unmarshal(blobs[docker[0].Config], &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OS != "linux" || cfg.Architecture != "amd64" {
+		t.Errorf("%s: os/arch %q/%q", tarball, cfg.OS, cfg.Architecture)
+	}
+	for _, l := range docker[0].Layers {
+		lr := tar.NewReader(bytes.NewReader(blobs[l]))
+		for {
+			h, err := lr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(root, h.Name)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			switch h.Typeflag {
+			case tar.TypeDir:
+				os.MkdirAll(p, os.FileMode(h.Mode)&0o7777)
+			case tar.TypeSymlink:
+				os.Remove(p)
+				if err := os.Symlink(h.Linkname, p); err != nil {
+					t.Fatal(err)
+				}
+			case tar.TypeReg:
+				b, _ := io.ReadAll(lr)
+				os.Remove(p)
+				if err := os.WriteFile(p, b, os.FileMode(h.Mode)&0o777); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	return cfg.Config.Entrypoint, cfg.Config.Cmd
+}
+
+// chroot runs argv inside root and returns its combined output.
+func chroot(root string, argv ...string) (string, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/sbin:/usr/bin"}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func needRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root (chroot)")
+		}
+		t.Skip("needs root (chroot)")
+	}
+}
+
+// TestAgnhostImageHasTheToolsE2EExecs unpacks the agnhost image and runs,
+// inside it, what the upstream e2e suite execs in agnhost pods: sh, bash,
+// OpenBSD nc (-z, -u), curl and dig. The agnhost program itself is stood in
+// for by busybox (a static binary), as only the image's layout is tested.
+func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	img, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", pauseProgram(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := write(filepath.Join(dir, "agnhost.tar"), img); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	ep, cmd := unpack(t, filepath.Join(dir, "agnhost.tar"), root)
+	if strings.Join(ep, " ") != "/agnhost" || strings.Join(cmd, " ") != "pause" {
+		t.Errorf("entrypoint %q cmd %q, want /agnhost pause as upstream", ep, cmd)
+	}
+	for _, argv := range [][]string{
+		{"/bin/sh", "-c", "echo sh works"},
+		{"/bin/bash", "-c", "echo bash works"},
+		{"/bin/sh", "-c", "nc -h 2>&1 | grep -q -- -z && nc -h 2>&1 | grep -q -- -u"},
+		{"/usr/bin/curl", "--version"},
+		{"/usr/bin/dig", "-v"},
+		{"/agnhost-2", "-v"},
+	} {
+		if out, err := chroot(root, argv...); err != nil {
+			t.Errorf("%q in the agnhost image: %v\n%s", argv, err, out)
+		}
+	}
+}
+
+// pauseProgram builds the lab's pause program (static) once.
+func pauseProgram(t *testing.T) string {
+	t.Helper()
+	pauseOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "seine-images-test-")
+		if err != nil {
+			pauseErr = err
+			return
+		}
+		pausePath = filepath.Join(dir, "pause")
+		cmd := exec.Command("go", "build", "-o", pausePath, "./pause")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			pauseErr = fmt.Errorf("go build ./pause: %v\n%s", err, out)
+		}
+	})
+	if pauseErr != nil {
+		t.Fatal(pauseErr)
+	}
+	return pausePath
+}
+
+var (
+	pauseOnce sync.Once
+	pausePath string
+	pauseErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if pausePath != "" {
+		os.RemoveAll(filepath.Dir(pausePath))
+	}
+	os.Exit(code)
+}
+
+// TestPauseAndCoreDNSImages checks the single-program images' entrypoints
+// and that the program is where the entrypoint says.
+func TestPauseAndCoreDNSImages(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		make  func(name, prog string) (*imageT, error)
+		name  string
+		entry string
+	}{
+		{Pause, "registry.k8s.io/pause:3.10.2", "/pause"},
+		{CoreDNS, "registry.k8s.io/coredns/coredns:v1.15.0", "/coredns"},
+	} {
+		img, err := tc.make(tc.name, pauseProgram(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.Base(tc.entry)+".tar")
+		if err := write(p, img); err != nil {
+			t.Fatal(err)
+		}
+		root := filepath.Join(dir, filepath.Base(tc.entry))
+		ep, _ := unpack(t, p, root)
+		if len(ep) != 1 || ep[0] != tc.entry {
+			t.Errorf("%s: entrypoint %q", tc.name, ep)
+		}
+		if out, err := chroot(root, tc.entry, "-v"); err != nil {
+			t.Errorf("%s: %s does not run: %v %s", tc.name, tc.entry, err, out)
+		}
+		if _, err := tc.make(tc.name, ""); err == nil {
+			t.Errorf("%s without a program: no error", tc.name)
+		}
+	}
+}
+
+type imageT = image.Image
+
+func write(p string, img *image.Image) error {
+	_, err := image.Write(p, img)
+	return err
+}
+
+// TestSeineImageRunsItsPrograms unpacks Seine's image and runs, inside it,
+// Open vSwitch's daemons and tools and the iptables programs the agent
+// runs, each from the closure copied from this machine; Seine's own
+// programs are stood in for by pause.
+func TestSeineImageRunsItsPrograms(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	src, err := os.ReadFile(pauseProgram(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range image.SeinePrograms {
+		os.WriteFile(filepath.Join(bin, p), src, 0o755)
+	}
+	tag, err := SeineTag(bin)
+	if err != nil || !strings.HasPrefix(tag, "dev-") || len(tag) != 16 {
+		t.Fatalf("SeineTag = %q, %v", tag, err)
+	}
+	img, err := image.Seine(image.SeineRepository+":"+tag, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := write(filepath.Join(dir, "seine.tar"), img); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	unpack(t, filepath.Join(dir, "seine.tar"), root)
+	for _, argv := range [][]string{
+		{"/usr/local/bin/seine-agent", "-v"},
+		{"/usr/local/bin/seinectl", "-v"},
+		{"/usr/sbin/ovs-vswitchd", "--version"},
+		{"/usr/sbin/ovsdb-server", "--version"},
+		{"/usr/bin/ovs-vsctl", "--version"},
+		{"/usr/bin/ovs-ofctl", "--version"},
+		{"/usr/bin/ovsdb-tool", "--version"},
+		{"/bin/sh", "-c", "test -s /usr/share/openvswitch/vswitch.ovsschema"},
+		{"/usr/sbin/iptables-restore", "--version"},
+		{"/usr/sbin/ip6tables-save", "--version"},
+		{"/bin/sh", "-n", "/usr/local/bin/start-ovs"},
+	} {
+		if out, err := chroot(root, argv...); err != nil {
+			t.Errorf("%q in the seine image: %v\n%s", argv, err, out)
+		}
+	}
+}
