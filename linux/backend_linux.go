@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -31,6 +32,9 @@ type Backend struct {
 	host     *netNS // the node's network namespace
 
 	mu sync.Mutex // serialises Setup, Teardown and Sync
+	// syncedGateway is the gateway of the last synced state, whose changes
+	// WatchHostRules reports.
+	syncedGateway atomic.Pointer[string]
 }
 
 var (

@@ -28,6 +28,7 @@ func (b *Backend) Sync(ctx context.Context, s platform.HostState) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.syncedGateway.Store(&s.Gateway)
 	var errs []error
 	gwIndex := 0
 	if s.Gateway != "" {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/seine-cni/seine/platform"
@@ -115,16 +116,7 @@ func restoreInput(s platform.HostState, ipv6 bool, saved string) string {
 	var b strings.Builder
 	for _, j := range jumps {
 		fmt.Fprintf(&b, "*%s\n:%s - [0:0]\n", j.table, j.target)
-		var rules []string
-		switch j.target {
-		case ChainPostrouting:
-			rules = natRules(s, ipv6)
-		case ChainForward:
-			rules = filterRules(s)
-		case ChainPrerouting:
-			rules = rawRules(s)
-		}
-		for _, r := range rules {
+		for _, r := range chainRules(s, ipv6, j.target) {
 			b.WriteString(r + "\n")
 		}
 		for _, r := range jumpFix(saved, j) {
@@ -133,6 +125,59 @@ func restoreInput(s platform.HostState, ipv6 bool, saved string) string {
 		b.WriteString("COMMIT\n")
 	}
 	return b.String()
+}
+
+// chainRules are the rules of one of Seine's chains for the state.
+func chainRules(s platform.HostState, ipv6 bool, chain string) []string {
+	switch chain {
+	case ChainPostrouting:
+		return natRules(s, ipv6)
+	case ChainForward:
+		return filterRules(s)
+	case ChainPrerouting:
+		return rawRules(s)
+	}
+	return nil
+}
+
+// upToDate reports whether saved (the family's iptables-save output) already
+// has Seine's chains with exactly the state's rules and exactly one current
+// jump to each, so that a restore would change nothing. iptables-save prints
+// rules in the form natRules and its siblings render them (the integration
+// test checks that), so a resync that finds the host right runs no
+// iptables-restore.
+func upToDate(s platform.HostState, ipv6 bool, saved string) bool {
+	for _, j := range jumps {
+		if jumpFix(saved, j) != nil {
+			return false
+		}
+		have, declared := savedChain(saved, j.table, j.target)
+		if !declared || !slices.Equal(have, chainRules(s, ipv6, j.target)) {
+			return false
+		}
+	}
+	return true
+}
+
+// savedChain returns the rules of chain in table of an iptables-save output,
+// and whether the chain exists there.
+func savedChain(saved, table, chain string) (rules []string, declared bool) {
+	cur := ""
+	sc := bufio.NewScanner(strings.NewReader(saved))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, "*"):
+			cur = line[1:]
+		case cur != table:
+		case strings.HasPrefix(line, ":"+chain+" "):
+			declared = true
+		case strings.HasPrefix(line, "-A "+chain+" "):
+			rules = append(rules, line)
+		}
+	}
+	return rules, declared
 }
 
 // jumpFix returns the restore lines that leave exactly one current jump j:
@@ -183,10 +228,14 @@ func (b *Backend) syncIPTables(ctx context.Context, s platform.HostState, fam ip
 	if err != nil {
 		return err
 	}
+	if upToDate(s, fam.ipv6, string(saved)) {
+		return nil
+	}
 	input := restoreInput(s, fam.ipv6, string(saved))
 	if _, err := b.host.run(ctx, []byte(input), fam.restore, "--noflush", "-w", "5"); err != nil {
 		return fmt.Errorf("%w\ninput:\n%s", err, input)
 	}
+	b.log.Info("applied Seine's iptables chains", "family", fam.restore)
 	for _, j := range jumps {
 		if fix := jumpFix(string(saved), j); len(fix) > 0 {
 			b.log.Info("fixed iptables jump", "family", fam.restore, "lines", strings.Join(fix, "; "))

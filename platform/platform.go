@@ -59,8 +59,27 @@ type PodAttacher interface {
 // Every call takes the whole state; what Seine installed earlier and is no
 // longer in it is removed. Rules are applied in one transaction per kind
 // (one iptables-restore per IP family on Linux).
+//
+// Sync compares with the host as it is, not with what it installed last:
+// the core calls it again with the same state periodically (and on a
+// HostRulesWatcher's notification), so a rule or route someone else removed
+// comes back. A Sync that finds the host right should change nothing and
+// cost little (reads only).
 type HostRules interface {
 	Sync(ctx context.Context, state HostState) error
+}
+
+// HostRulesWatcher is a capability: WatchHostRules calls changed whenever the
+// host changes in a way that may undo what HostRules.Sync installed (Linux:
+// one of Seine's routes deleted, the gateway interface recreated or brought
+// up; Windows: the route table changed), until ctx ends; it then returns nil.
+// changed must not block: the core only notes that a resync is due. It is an
+// optimisation: not everything Sync installs can be watched (iptables and
+// WinNAT have no notifications), so the core also re-syncs periodically. An
+// error means there are no notifications (any more); find the capability by
+// type assertion.
+type HostRulesWatcher interface {
+	WatchHostRules(ctx context.Context, changed func()) error
 }
 
 // Diagnostics writes the OS part of a support bundle: interfaces, addresses,

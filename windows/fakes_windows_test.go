@@ -289,6 +289,47 @@ type fakeStack struct {
 	learned []neighborEntry
 	forward map[string]bool
 	next    uint32
+	// watchers are WatchRoutes' callers; deleteRouteBehindBack tells them.
+	watchers map[int]func()
+	nextW    int
+}
+
+func (f *fakeStack) WatchRoutes(ctx context.Context, changed func()) error {
+	f.mu.Lock()
+	if f.watchers == nil {
+		f.watchers = map[int]func(){}
+	}
+	id := f.nextW
+	f.nextW++
+	f.watchers[id] = changed
+	f.mu.Unlock()
+	<-ctx.Done()
+	f.mu.Lock()
+	delete(f.watchers, id)
+	f.mu.Unlock()
+	return nil
+}
+
+// deleteRouteBehindBack deletes the routes to dst as someone other than
+// Seine would (not logged) and notifies the watchers as Windows does.
+func (f *fakeStack) deleteRouteBehindBack(dst netip.Prefix) {
+	f.mu.Lock()
+	f.routes = slices.DeleteFunc(f.routes, func(r ipRoute) bool { return r.Dst == dst })
+	var fns []func()
+	for _, fn := range f.watchers {
+		fns = append(fns, fn)
+	}
+	f.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+}
+
+// watching reports how many WatchRoutes calls are registered.
+func (f *fakeStack) watching() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.watchers)
 }
 
 func fakeMAC(name string) net.HardwareAddr {

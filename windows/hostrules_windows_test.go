@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seine-cni/seine/platform"
 )
@@ -69,6 +71,17 @@ nat AddNAT seine-10.244.1.0_24 internal 10.244.1.0/24 external 192.168.1.11/32`)
 		t.Fatal(err)
 	}
 	diff(t, "host calls after a restart", h.Take(), "")
+
+	// Someone deletes one of Seine's routes and its WinNAT instance: the
+	// agent's next resync, the same state, puts back exactly those.
+	h.stack.routes = slices.DeleteFunc(h.stack.routes, func(r ipRoute) bool { return r.Dst == pfx("10.244.3.0/24") })
+	h.nat.rules = nil
+	if err := b.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "host calls of a resync after tampering", h.Take(), `
+stack AddRoute 10.244.3.0/24 via 192.168.1.13 dev br-int metric 83
+nat AddNAT seine-10.244.1.0_24 internal 10.244.1.0/24 external 192.168.1.11/32`)
 
 	// A peer moves to noEncap, another leaves, a service route turns into a
 	// device route, SNAT without a fixed address.
@@ -216,5 +229,39 @@ func TestPlanRoutes(t *testing.T) {
 	}
 	if len(del) != 1 || del[0].String() != "10.0.3.0/24 via 10.0.3.1 if 5 metric 83" {
 		t.Errorf("del %v", del)
+	}
+}
+
+// TestWatchHostRules: a route deleted behind Seine's back is reported, and
+// the resync that follows puts it back.
+func TestWatchHostRules(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, b := setUpNode(t)
+	s := hostState()
+	if err := b.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	h.Take()
+	notes := make(chan struct{}, 10)
+	done := make(chan error, 1)
+	go func() { done <- b.WatchHostRules(ctx, func() { notes <- struct{}{} }) }()
+	for h.stack.watching() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	h.stack.deleteRouteBehindBack(pfx("10.244.2.0/24"))
+	select {
+	case <-notes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a deleted route was not reported")
+	}
+	if err := b.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	diff(t, "host calls of the resync", h.Take(), `
+stack AddRoute 10.244.2.0/24 via 10.244.2.1 dev seine-gw0 metric 83`)
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("WatchHostRules after its context ended: %v", err)
 	}
 }

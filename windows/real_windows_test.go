@@ -263,3 +263,29 @@ func within[T any](ctx context.Context, t *testing.T, f func() (T, error)) (T, e
 		panic("unreachable")
 	}
 }
+
+// TestRealWatchRoutes: NotifyRouteChange2 on the real stack either
+// registers (and then WatchHostRules runs until its context ends, returning
+// nil) or, where the stack lacks it, fails at once with an error naming it
+// that wraps ErrNotSupported; the agent then relies on its periodic resync.
+func TestRealWatchRoutes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	b, err := New(platform.Config{OVSDB: newHost().ovs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = b.WatchHostRules(ctx, func() {})
+	switch {
+	case err == nil:
+		if time.Since(start) < 250*time.Millisecond {
+			t.Errorf("WatchHostRules returned nil after %v, before its context ended", time.Since(start))
+		}
+		t.Logf("route change notifications registered and cancelled")
+	case !strings.Contains(err.Error(), "NotifyRouteChange2"):
+		t.Errorf("error %q does not name NotifyRouteChange2", err)
+	default:
+		t.Logf("no route change notifications here: %v (ErrNotSupported: %v)", err, errors.Is(err, platform.ErrNotSupported))
+	}
+}

@@ -11,22 +11,32 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // winNAT is the real natAPI. WinNAT has no Win32 API: its only interface
 // is the CIM class MSFT_NetNat (root/StandardCimv2), which Seine would
 // need a COM/WMI client for. Until then this seam runs the NetNat cmdlets
-// in one PowerShell process per change, and never on a Sync that changes
-// nothing: the list is read once and then kept up to date by Add and
-// Remove. See README.md.
+// in one PowerShell process per change and, to see what others changed
+// (an admin's Remove-NetNat), one Get-NetNat per natMaxAge: in between the
+// list read last is kept up to date by Add and Remove, so the agent's
+// periodic resyncs run no process. See README.md.
 type winNAT struct {
-	mu    sync.Mutex
-	known bool
-	cache []natRule
-	run   func(ctx context.Context, script string) ([]byte, error)
+	mu     sync.Mutex
+	known  bool
+	readAt time.Time
+	cache  []natRule
+	run    func(ctx context.Context, script string) ([]byte, error)
+	now    func() time.Time
 }
 
-func newWinNAT() *winNAT { return &winNAT{run: runPowerShell} }
+// natMaxAge is how long the list of WinNAT instances read from the host is
+// trusted. A PowerShell process costs about a second of CPU on a Windows
+// node; an instance someone removed comes back within natMaxAge plus the
+// agent's resync period.
+const natMaxAge = 5 * time.Minute
+
+func newWinNAT() *winNAT { return &winNAT{run: runPowerShell, now: time.Now} }
 
 // safeArg is what Seine's NAT names and prefixes are made of; anything else
 // never reaches a PowerShell command line.
@@ -42,7 +52,8 @@ func quote(s string) (string, error) {
 func (w *winNAT) NATs(ctx context.Context) ([]natRule, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.known {
+	now := w.now()
+	if w.known && now.Sub(w.readAt) < natMaxAge {
 		return slices.Clone(w.cache), nil
 	}
 	out, err := w.run(ctx, "Get-NetNat | Select-Object Name,InternalIPInterfaceAddressPrefix,ExternalIPInterfaceAddressPrefix | ConvertTo-Json -Compress")
@@ -53,7 +64,7 @@ func (w *winNAT) NATs(ctx context.Context) ([]natRule, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.cache, w.known = rules, true
+	w.cache, w.known, w.readAt = rules, true, now
 	return slices.Clone(rules), nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 // scriptRecorder stands in for PowerShell: it records each script and
@@ -32,7 +33,8 @@ func (r *scriptRecorder) run(_ context.Context, script string) ([]byte, error) {
 func TestWinNAT(t *testing.T) {
 	ctx := context.Background()
 	r := &scriptRecorder{out: `{"Name":"docker","InternalIPInterfaceAddressPrefix":"172.17.0.0/16","ExternalIPInterfaceAddressPrefix":null}`}
-	w := &winNAT{run: r.run}
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w := &winNAT{run: r.run, now: func() time.Time { return clock }}
 	got, err := w.NATs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +73,19 @@ Remove-NetNat -Name 'docker' -Confirm:$false -ErrorAction SilentlyContinue`)
 	}
 	if len(r.scripts) != 2 || !strings.HasPrefix(r.scripts[1], "Get-NetNat") {
 		t.Errorf("scripts %q", r.scripts)
+	}
+
+	// The list read from WinNAT is trusted for natMaxAge: then it is read
+	// again, so an instance someone else removed is seen (and re-added by
+	// the next Sync).
+	r.scripts, r.out = nil, `{"Name":"a","InternalIPInterfaceAddressPrefix":"10.1.0.0/16"}`
+	clock = clock.Add(natMaxAge - time.Second)
+	if got, _ := w.NATs(ctx); len(got) != 2 || len(r.scripts) != 0 {
+		t.Errorf("NATs before natMaxAge = %v after scripts %q, want the cached two and no script", got, r.scripts)
+	}
+	clock = clock.Add(time.Second)
+	if got, _ := w.NATs(ctx); len(got) != 1 || got[0].Name != "a" || len(r.scripts) != 1 {
+		t.Errorf("NATs after natMaxAge = %v after scripts %q, want WinNAT read again", got, r.scripts)
 	}
 
 	// Nothing but Seine's own characters reaches a command line.

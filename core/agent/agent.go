@@ -89,8 +89,9 @@ type Agent struct {
 	peers []pipeline.Peer
 	round pipeline.Round
 
-	hostMu   sync.Mutex
-	lastHost string
+	hostMu     sync.Mutex
+	lastHost   string
+	hostResync time.Duration // see keepHostRules
 
 	nextHops nextHops // peers' next-hop MACs for the noEncap direct path
 
@@ -121,7 +122,8 @@ func New(o Options) (*Agent, error) {
 		cfg: o.Config, log: o.Logger, controlPlane: o.ControlPlane, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
 		pods: map[ipam.Key]*podState{},
 		kick: make(chan struct{}, 1), tnlKick: make(chan struct{}, 1),
-		vswitchd: dialVswitchd(o.Config.OVS.RunDir),
+		vswitchd:   dialVswitchd(o.Config.OVS.RunDir),
+		hostResync: o.Config.hostRulesResyncPeriod(),
 	}
 	a.topo, _ = a.cfg.topology()
 	a.mode, _ = a.cfg.trafficMode()
@@ -251,8 +253,13 @@ func (a *Agent) run(ctx context.Context) error {
 		}()
 	}
 	if err := a.syncHost(ctx); err != nil {
-		a.log.Error("host rules", "err", err) // retried on the next peer change
+		a.log.Error("host rules", "err", err) // retried on the next peer change or resync
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.keepHostRules(ctx)
+	}()
 	// Before the node reports ready, so that a pod's first packet to a
 	// peer does not wait for ovs-vswitchd to resolve its next hop.
 	complete := a.checkTunnelNeighbours(ctx)

@@ -8,7 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/seine-cni/seine/core/pipeline"
@@ -41,6 +43,25 @@ type Config struct {
 	// the nodes that pose as Windows nodes, so the flow set generated for a
 	// Windows node is exercised against Linux nodes with real packets.
 	FlowSetOS string `json:"flowSetOS,omitempty"`
+	// HostRulesResyncPeriod is how often the host rules (routes, SNAT) are
+	// re-applied with the state unchanged, so a rule someone else removed
+	// comes back; 0 means DefaultHostRulesResyncPeriod. Where the backend
+	// reports host changes (platform.HostRulesWatcher), a removed route comes
+	// back at once.
+	HostRulesResyncPeriod metav1.Duration `json:"hostRulesResyncPeriod,omitempty"`
+}
+
+// DefaultHostRulesResyncPeriod is the host rules' resync period when the
+// configuration has none. A resync that finds the host right only reads
+// (one iptables-save per IP family on Linux).
+const DefaultHostRulesResyncPeriod = 30 * time.Second
+
+// hostRulesResyncPeriod is the configured period or the default.
+func (c *Config) hostRulesResyncPeriod() time.Duration {
+	if c.HostRulesResyncPeriod.Duration > 0 {
+		return c.HostRulesResyncPeriod.Duration
+	}
+	return DefaultHostRulesResyncPeriod
 }
 
 // OVSConfig says where the node's Open vSwitch is.
@@ -145,6 +166,9 @@ func (c *Config) Validate() error {
 	}
 	if pipeline.OS(c.FlowSetOS) == pipeline.OSWindows && c.Topology != "bridgedUplink" {
 		errs = append(errs, errors.New("flowSetOS windows needs topology bridgedUplink (a Windows node has no routed host)"))
+	}
+	if d := c.HostRulesResyncPeriod.Duration; d != 0 && d < time.Second {
+		errs = append(errs, fmt.Errorf("hostRulesResyncPeriod %s: want at least 1s (or 0 for %s)", d, DefaultHostRulesResyncPeriod))
 	}
 	if c.OVS.Bridge != "" && c.OVS.Bridge == c.Uplink {
 		errs = append(errs, fmt.Errorf("ovs.bridge and uplink are both %q", c.Uplink))

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seine-cni/seine/core/pipeline"
 )
@@ -49,6 +50,8 @@ func TestParseConfig(t *testing.T) {
 		{"uplink", "uplink: eth0", "uplink: ''", "uplink is required"},
 		{"not yaml", "nodeName: node-1", "nodeName: [", "decode"},
 		{"flow set os", "mtu: 0", "mtu: 0\nflowSetOS: darwin", `flowSetOS "darwin"`},
+		{"host rules resync", "mtu: 0", "mtu: 0\nhostRulesResyncPeriod: 100ms", "hostRulesResyncPeriod 100ms: want at least 1s"},
+		{"host rules resync syntax", "mtu: 0", "mtu: 0\nhostRulesResyncPeriod: often", "decode"},
 		{"windows flow set routed", "topology: bridgedUplink", "topology: routedHost\nflowSetOS: windows", "flowSetOS windows needs topology bridgedUplink"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,6 +70,13 @@ func TestParseConfig(t *testing.T) {
 	}
 	if got := nodeOS(cfg); got != pipeline.OS(runtime.GOOS) {
 		t.Errorf("without flowSetOS an agent on %s builds the pipeline for %q", runtime.GOOS, got)
+	}
+	if got := cfg.hostRulesResyncPeriod(); got != DefaultHostRulesResyncPeriod {
+		t.Errorf("host rules resync period without the key: %s, want %s", got, DefaultHostRulesResyncPeriod)
+	}
+	fast, err := ParseConfig([]byte(strings.Replace(labConfig, "mtu: 0", "mtu: 0\nhostRulesResyncPeriod: 5s", 1)))
+	if err != nil || fast.hostRulesResyncPeriod() != 5*time.Second {
+		t.Errorf("hostRulesResyncPeriod: 5s: %v, %v", err, fast)
 	}
 	// noEncap needs no tunnel type.
 	if _, err := ParseConfig([]byte(strings.NewReplacer("trafficMode: encap", "trafficMode: noEncap", "tunnelType: geneve\n", "").Replace(labConfig))); err != nil {

@@ -31,6 +31,9 @@ type world struct {
 	kube    *fake.Clientset
 	cfg     *Config
 	netns   string // a file standing for a pod network namespace
+	// hostResync, when set, replaces the host rules' resync period of the
+	// agents start makes (the configuration refuses less than a second).
+	hostResync time.Duration
 }
 
 func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
@@ -83,6 +86,9 @@ func (w *world) start() (*Agent, func()) {
 	a, err := New(Options{Config: w.cfg, Logger: log, Kube: w.kube, OVSDB: w.db, Backend: w.backend, NewSwitch: w.sw.factory})
 	if err != nil {
 		w.t.Fatal(err)
+	}
+	if w.hostResync > 0 {
+		a.hostResync = w.hostResync
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -318,23 +318,4 @@ func (a *Agent) hostState() platform.HostState {
 	return hs
 }
 
-// syncHost applies the host state when it changed since the last success.
-func (a *Agent) syncHost(ctx context.Context) error {
-	hs := a.hostState()
-	text := fmt.Sprint(platformRender(hs))
-	a.hostMu.Lock()
-	defer a.hostMu.Unlock()
-	if text == a.lastHost {
-		return nil
-	}
-	if err := a.backend.Sync(ctx, hs); err != nil {
-		a.lastHost = ""
-		return err
-	}
-	a.lastHost = text
-	return nil
-}
-
-func platformRender(hs platform.HostState) string { return fmt.Sprintf("%+v", hs) }
-
 var everything = labels.Everything()

@@ -11,15 +11,69 @@ import (
 	"github.com/seine-cni/seine/platform"
 )
 
-// FakeHostRules is a platform.HostRules that keeps the last synced state and
+// FakeHostRules is a platform.HostRules that keeps the host's rules and
 // logs each Sync as the rules it added (+) and removed (-), like a backend
-// that diffs against what it installed.
+// that diffs against the host. Tamper changes the host behind its back, as
+// an admin or another program would; it is also a
+// platform.HostRulesWatcher whose watchers Tamper can notify.
 type FakeHostRules struct {
 	recorder
-	rules []string
+	rules    []string
+	watchers map[int]func()
+	nextID   int
+	// NoWatch makes WatchHostRules fail at once, as on a host without
+	// change notifications.
+	NoWatch bool
 }
 
-var _ platform.HostRules = (*FakeHostRules)(nil)
+var (
+	_ platform.HostRules        = (*FakeHostRules)(nil)
+	_ platform.HostRulesWatcher = (*FakeHostRules)(nil)
+)
+
+// Tamper removes the rule (a line of Dump) from the host as someone other
+// than Seine would, and tells the watchers when notify is set. It reports
+// whether the host had the rule.
+func (f *FakeHostRules) Tamper(rule string, notify bool) bool {
+	f.mu.Lock()
+	i := slices.Index(f.rules, rule)
+	if i >= 0 {
+		f.rules = slices.Delete(f.rules, i, i+1)
+	}
+	var notifyFns []func()
+	if notify {
+		for _, fn := range f.watchers {
+			notifyFns = append(notifyFns, fn)
+		}
+	}
+	f.mu.Unlock()
+	for _, fn := range notifyFns {
+		fn()
+	}
+	return i >= 0
+}
+
+// WatchHostRules registers changed for Tamper's notifications until ctx
+// ends (platform.HostRulesWatcher).
+func (f *FakeHostRules) WatchHostRules(ctx context.Context, changed func()) error {
+	f.mu.Lock()
+	if f.NoWatch {
+		f.mu.Unlock()
+		return platform.NotSupported("fake host rules notifications")
+	}
+	if f.watchers == nil {
+		f.watchers = map[int]func(){}
+	}
+	id := f.nextID
+	f.nextID++
+	f.watchers[id] = changed
+	f.mu.Unlock()
+	<-ctx.Done()
+	f.mu.Lock()
+	delete(f.watchers, id)
+	f.mu.Unlock()
+	return nil
+}
 
 // NewFakeHostRules returns a fake with no rules.
 func NewFakeHostRules() *FakeHostRules { return &FakeHostRules{} }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -262,6 +263,54 @@ func TestFakeHostRules(t *testing.T) {
 		"route 10.96.0.0/12 via 169.254.0.253 dev seine-gw0 onlink",
 		"snat 10.244.1.0/24 masquerade except 10.244.0.0/16 and out seine-gw0",
 		""))
+}
+
+// TestFakeHostRulesTamper: a rule removed behind the fake's back comes back
+// with the next Sync of the same state; watchers hear of it only when asked.
+func TestFakeHostRulesTamper(t *testing.T) {
+	s := platform.HostState{Gateway: "seine-gw0", PodCIDRs: []netip.Prefix{pfx("10.244.1.0/24")},
+		PeerRoutes: []platform.PeerRoute{{PodCIDR: pfx("10.244.2.0/24"), NodeIP: ip("192.168.1.12")}}}
+	h := NewFakeHostRules()
+	if err := h.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	notified := make(chan struct{}, 10)
+	done := make(chan error, 1)
+	go func() { done <- h.WatchHostRules(wctx, func() { notified <- struct{}{} }) }()
+	for {
+		h.mu.Lock()
+		n := len(h.watchers)
+		h.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	const route = "route 10.244.2.0/24 via 192.168.1.12"
+	if !h.Tamper(route, false) || h.Tamper(route, false) {
+		t.Error("Tamper: want true for a rule the host has, then false")
+	}
+	if len(notified) != 0 {
+		t.Error("a quiet Tamper notified the watcher")
+	}
+	if !h.Tamper("snat 10.244.1.0/24 masquerade except out seine-gw0", true) || len(notified) != 1 {
+		t.Errorf("Tamper with notify: %d notifications, want 1", len(notified))
+	}
+	if err := h.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("WatchHostRules after its context ended: %v", err)
+	}
+	equal(t, "log", h.Log(), text(
+		"Sync: +route 10.244.2.0/24 via 192.168.1.12; +snat 10.244.1.0/24 masquerade except out seine-gw0",
+		"Sync: +route 10.244.2.0/24 via 192.168.1.12; +snat 10.244.1.0/24 masquerade except out seine-gw0"))
+	h.NoWatch = true
+	if err := h.WatchHostRules(ctx, func() {}); !errors.Is(err, platform.ErrNotSupported) {
+		t.Errorf("WatchHostRules with NoWatch: %v, want ErrNotSupported", err)
+	}
 }
 
 func TestFakeBackend(t *testing.T) {

@@ -29,6 +29,16 @@ import (
 //sys	GetIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.GetIpNetEntry2?
 //sys	CreateIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.CreateIpNetEntry2?
 //sys	DeleteIpNetEntry2(row *MibIpNetRow2) (errcode error) = iphlpapi.DeleteIpNetEntry2?
+//sys	NotifyRouteChange2(family uint16, callback uintptr, callerContext uintptr, initialNotification bool, handle *windows.Handle) (errcode error) = iphlpapi.NotifyRouteChange2?
+//sys	CancelMibChangeNotify2(handle windows.Handle) (errcode error) = iphlpapi.CancelMibChangeNotify2?
+
+// MIB_NOTIFICATION_TYPE (netioapi.h): why a change callback was called.
+const (
+	MibParameterNotification = 0 // a parameter of the entry changed
+	MibAddInstance           = 1 // an entry was added
+	MibDeleteInstance        = 2 // an entry was deleted
+	MibInitialNotification   = 3 // the call registering the callback
+)
 
 // MibIpNetRow2 is MIB_IPNET_ROW2 (netioapi.h), 88 bytes on 64-bit Windows.
 type MibIpNetRow2 struct {

@@ -41,6 +41,7 @@ var (
 	modiphlpapi  = windows.NewLazySystemDLL("iphlpapi.dll")
 	modvmcompute = windows.NewLazySystemDLL("vmcompute.dll")
 
+	procCancelMibChangeNotify2          = modiphlpapi.NewProc("CancelMibChangeNotify2")
 	procCreateIpForwardEntry2           = modiphlpapi.NewProc("CreateIpForwardEntry2")
 	procCreateIpNetEntry2               = modiphlpapi.NewProc("CreateIpNetEntry2")
 	procCreateUnicastIpAddressEntry     = modiphlpapi.NewProc("CreateUnicastIpAddressEntry")
@@ -52,9 +53,22 @@ var (
 	procGetIpNetTable2                  = modiphlpapi.NewProc("GetIpNetTable2")
 	procInitializeIpForwardEntry        = modiphlpapi.NewProc("InitializeIpForwardEntry")
 	procInitializeUnicastIpAddressEntry = modiphlpapi.NewProc("InitializeUnicastIpAddressEntry")
+	procNotifyRouteChange2              = modiphlpapi.NewProc("NotifyRouteChange2")
 	procSetIpInterfaceEntry             = modiphlpapi.NewProc("SetIpInterfaceEntry")
 	procHNSCall                         = modvmcompute.NewProc("HNSCall")
 )
+
+func CancelMibChangeNotify2(handle windows.Handle) (errcode error) {
+	errcode = procCancelMibChangeNotify2.Find()
+	if errcode != nil {
+		return
+	}
+	r0, _, _ := syscall.SyscallN(procCancelMibChangeNotify2.Addr(), uintptr(handle))
+	if uint32(r0) != 0 {
+		errcode = syscall.Errno(uint32(r0))
+	}
+	return
+}
 
 func CreateIpForwardEntry2(row *windows.MibIpForwardRow2) (errcode error) {
 	errcode = procCreateIpForwardEntry2.Find()
@@ -179,6 +193,22 @@ func InitializeUnicastIpAddressEntry(row *windows.MibUnicastIpAddressRow) (err e
 		return
 	}
 	syscall.SyscallN(procInitializeUnicastIpAddressEntry.Addr(), uintptr(unsafe.Pointer(row)))
+	return
+}
+
+func NotifyRouteChange2(family uint16, callback uintptr, callerContext uintptr, initialNotification bool, handle *windows.Handle) (errcode error) {
+	errcode = procNotifyRouteChange2.Find()
+	if errcode != nil {
+		return
+	}
+	var _p0 uint32
+	if initialNotification {
+		_p0 = 1
+	}
+	r0, _, _ := syscall.SyscallN(procNotifyRouteChange2.Addr(), uintptr(family), uintptr(callback), uintptr(callerContext), uintptr(_p0), uintptr(unsafe.Pointer(handle)))
+	if uint32(r0) != 0 {
+		errcode = syscall.Errno(uint32(r0))
+	}
 	return
 }
 
