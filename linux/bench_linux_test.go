@@ -3,19 +3,17 @@ package linux
 import (
 	"context"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
 func benchBackend(b *testing.B, nodeNS string) *Backend {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skipf("needs root (euid %d)", os.Geteuid())
-	}
+	ci.RequireRoot(b, "the backend benchmark")
 	be, err := New(platform.Config{HostNetNS: nodeNS, Datapath: ovsdb.DatapathNetdev})
 	if err != nil {
 		b.Fatal(err)

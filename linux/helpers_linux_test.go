@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,24 +13,19 @@ import (
 
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func ip(s string) netip.Addr    { return netip.MustParseAddr(s) }
 
-// requirePrivileges skips unless the test can create namespaces and run the
-// tools it inspects them with.
+// requirePrivileges skips (fails under CI) unless the test can create
+// namespaces and run the tools it inspects them with.
 func requirePrivileges(t *testing.T, progs ...string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("needs root to create network namespaces (euid %d)", os.Geteuid())
-	}
-	for _, p := range append([]string{"ip", "nsenter"}, progs...) {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not found in PATH: %v", p, err)
-		}
-	}
+	ci.RequireRoot(t, "creating network namespaces")
+	ci.RequireCommands(t, append([]string{"ip", "nsenter"}, progs...)...)
 }
 
 // logWriter sends a slog text handler's output to t.Log.

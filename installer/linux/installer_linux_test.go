@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/seine-cni/seine/test/ci"
 )
 
 // unitSections parses a systemd unit: section -> key -> values (in order).
@@ -78,7 +80,7 @@ func TestUnitStructure(t *testing.T) {
 func TestGeneratedUnitMatches(t *testing.T) {
 	b, err := os.ReadFile("../../services/seine-agent/testdata/seine-agent.service")
 	if err != nil {
-		skipOrFail(t, fmt.Sprintf("no generated unit to compare: %v", err))
+		t.Fatalf("no generated unit to compare: %v", err)
 	}
 	ref, gen := unitSections(t, SystemdUnit), unitSections(t, string(b))
 	for sec, kv := range gen {
@@ -105,7 +107,7 @@ func TestGeneratedUnitMatches(t *testing.T) {
 func TestUnitVerifies(t *testing.T) {
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		skipOrFail(t, "systemd-analyze is not installed (apt-get install systemd); TestUnitStructure still ran")
+		ci.Skipf(t, "systemd-analyze is not installed (apt-get install systemd); TestUnitStructure still ran")
 	}
 	dir := t.TempDir()
 	for _, p := range []string{"seinectl", "seine-agent"} {
@@ -117,14 +119,6 @@ func TestUnitVerifies(t *testing.T) {
 	if err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
-}
-
-func skipOrFail(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
 }
 
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {
@@ -240,7 +234,7 @@ func TestDiagScript(t *testing.T) {
 func TestDiagScriptShellcheck(t *testing.T) {
 	sc, err := exec.LookPath("shellcheck")
 	if err != nil {
-		skipOrFail(t, "shellcheck is not installed (apt-get install shellcheck)")
+		ci.Skipf(t, "shellcheck is not installed (apt-get install shellcheck)")
 	}
 	if out, err := exec.Command(sc, "--shell=sh", "seine-diag.sh").CombinedOutput(); err != nil {
 		t.Errorf("shellcheck: %v\n%s", err, out)

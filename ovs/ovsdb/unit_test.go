@@ -11,6 +11,8 @@ import (
 
 	"github.com/ovn-org/libovsdb/model"
 	"github.com/ovn-org/libovsdb/ovsdb"
+
+	"github.com/seine-cni/seine/test/ci"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -218,7 +220,7 @@ func TestModelsMatchSchema(t *testing.T) {
 	const path = "/usr/share/openvswitch/vswitch.ovsschema"
 	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Skipf("OVS schema not installed (%v); Debian: apt-get install openvswitch-common", err)
+		ci.Skipf(t, "OVS schema not installed (%v); Debian: apt-get install openvswitch-common", err)
 	}
 	var schema ovsdb.DatabaseSchema
 	if err := json.Unmarshal(b, &schema); err != nil {

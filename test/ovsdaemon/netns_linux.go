@@ -12,17 +12,17 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/seine-cni/seine/test/ci"
 )
 
 // NewNetNS creates a throwaway network namespace with lo up, bind-mounted on a
 // file under t.TempDir(), and returns the file's path. Cleanup kills any process
 // still inside (deleting a netns does not), unmounts and removes it.
-// It skips the test when not running as root.
+// It skips the test when not running as root (fails it under CI).
 func NewNetNS(t testing.TB) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("ovsdaemon: creating a network namespace needs root (running as euid %d)", os.Geteuid())
-	}
+	ci.RequireRoot(t, "ovsdaemon: creating a network namespace")
 	path := filepath.Join(t.TempDir(), "netns")
 	if err := CreateNetNS(path); err != nil {
 		t.Fatalf("ovsdaemon: %v", err)

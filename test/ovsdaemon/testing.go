@@ -3,30 +3,26 @@ package ovsdaemon
 import (
 	"context"
 	"os"
-	"os/exec"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/seine-cni/seine/test/ci"
 )
 
 // Programs are the external binaries an instance needs.
 var Programs = []string{"ovsdb-server", "ovs-vswitchd", "ovsdb-tool", "ovs-vsctl", "ovs-ofctl", "ovs-appctl", "nsenter"}
 
 // SkipUnlessCanRun skips t with the precise reason when instances cannot run
-// here: not Linux, not root, or an OVS binary missing from PATH.
+// here: not Linux (a skip even under CI: a Windows test binary), not root,
+// or an OVS binary missing from PATH (failures under CI, see test/ci).
 func SkipUnlessCanRun(t testing.TB) {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skipf("ovsdaemon: private OVS instances run on Linux only (GOOS=%s)", runtime.GOOS)
 	}
-	if os.Geteuid() != 0 {
-		t.Skipf("ovsdaemon: running OVS in a network namespace needs root (running as euid %d)", os.Geteuid())
-	}
-	for _, p := range Programs {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("ovsdaemon: %s not found in PATH (Debian: apt-get install openvswitch-switch util-linux): %v", p, err)
-		}
-	}
+	ci.RequireRoot(t, "ovsdaemon: running OVS in a network namespace")
+	ci.RequireCommands(t, Programs...)
 }
 
 // StartForTest starts a private OVS in its own netns and temp dir, stopped and

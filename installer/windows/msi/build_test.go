@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/seine-cni/seine/test/ci"
 )
 
 // needTools installs missing tools with apt-get when root; otherwise it
@@ -23,10 +25,7 @@ func needTools(t *testing.T, tools ...string) {
 	if len(missing) == 0 {
 		return
 	}
-	fail := t.Skipf
-	if os.Getenv("CI") != "" {
-		fail = t.Fatalf
-	}
+	fail := func(format string, args ...any) { t.Helper(); ci.Skipf(t, format, args...) }
 	if os.Geteuid() != 0 {
 		fail("%s missing and not root to apt-get install it", strings.Join(missing, ", "))
 	}

@@ -2,11 +2,11 @@ package dataplanebench
 
 import (
 	"os"
-	"os/exec"
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
 )
@@ -24,11 +24,7 @@ func TestMain(m *testing.M) {
 // tunnel's cost from the pipeline's.
 func upLab(b *testing.B, nodes int) (*lab.Config, kubernetes.Interface) {
 	b.Helper()
-	for _, cmd := range []string{"iperf3", "ethtool"} {
-		if _, err := exec.LookPath(cmd); err != nil {
-			b.Skipf("the benchmark needs %s in PATH (make deps installs it)", cmd)
-		}
-	}
+	ci.RequireCommands(b, "iperf3", "ethtool")
 	return labtest.Up(b, labtest.Options{Name: "bench-dataplane", Nodes: nodes, APIPort: 47443, EtcdPort: 43379,
 		TrafficMode: os.Getenv("SEINE_BENCH_TRAFFIC_MODE"), TunnelType: os.Getenv("SEINE_BENCH_TUNNEL_TYPE")})
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/seine-cni/seine/ovs/openflow"
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
@@ -129,9 +130,7 @@ func BenchmarkFlowCacheBytes(b *testing.B) {
 // TestFlowsParseWithOvsOfctl keeps the generator honest: the text the
 // benchmark feeds ovs-ofctl parses, and encodes to the same flows.
 func TestFlowsParseWithOvsOfctl(t *testing.T) {
-	if _, err := exec.LookPath("ovs-ofctl"); err != nil {
-		t.Skipf("ovs-ofctl not installed (Debian: apt-get install openvswitch-switch): %v", err)
-	}
+	ci.RequireCommands(t, "ovs-ofctl")
 	var sb strings.Builder
 	for _, f := range Flows(64) {
 		sb.WriteString(strings.NewReplacer(", ", ",").Replace(f.String()) + "\n")

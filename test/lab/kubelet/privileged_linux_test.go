@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/lab/netns"
 	"github.com/seine-cni/seine/test/lab/probe"
 )
@@ -27,9 +28,10 @@ const pluginsVersion = "v1.10.0"
 // version into a temp dir (the Go build cache makes later runs quick).
 func buildPlugins(t testing.TB) string {
 	t.Helper()
+	ci.RequireCommands(t, "go") // builds the CNI plugins
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("the go command is not on PATH: cannot build the CNI plugins")
+		t.Fatal(err)
 	}
 	bin := t.TempDir()
 	args := []string{"install"}
@@ -75,12 +77,8 @@ func inNS(t testing.TB, ns string, name string, args ...string) string {
 // host-local range. Everything is torn down when the test ends.
 func realNode(t testing.TB, rangeStart, rangeEnd string) (h *harness, nodeNS, hostLocalDir string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and veths")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("iproute2's ip is not installed (used to inspect the node namespace)")
-	}
+	ci.RequireRoot(t, "creating network namespaces and veths")
+	ci.RequireCommands(t, "ip") // inspects the node namespace
 	bin := buildPlugins(t)
 
 	h = newHarness(t)

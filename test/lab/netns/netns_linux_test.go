@@ -6,13 +6,13 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/seine-cni/seine/test/ci"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("creating network namespaces needs root (CAP_SYS_ADMIN)")
-	}
+	ci.RequireRoot(t, "creating network namespaces (CAP_SYS_ADMIN)")
 }
 
 func TestCreateDoRemove(t *testing.T) {

@@ -3,7 +3,6 @@ package probe
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,18 +11,18 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/lab/netns"
 )
 
 // twoNamespaces makes a and b joined by a veth pair: a has 10.99.0.1/24, b 10.99.0.2/24.
 func twoNamespaces(t *testing.T) (a, b string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
-	}
+	ci.RequireRoot(t, "creating network namespaces (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
+	ci.RequireCommands(t, "ip")
 	ipPath, err := exec.LookPath("ip")
 	if err != nil {
-		t.Skip("iproute2's ip is not installed")
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	a, b = filepath.Join(dir, "a"), filepath.Join(dir, "b")
