@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,11 @@ import (
 // one behind a gateway. It reads what OVS 3.x prints for tnl/neigh/show
 // and ovs/route/lookup, and the entries it sets are the ones the userspace
 // tunnel output looks up (per bridge, under the next hop's address).
+// ovs-vswitchd runs with --enable-dummy for its time/stop and time/warp
+// commands: the aging part runs on OVS's own clock, stopped and advanced
+// by the test, so a slow machine cannot age an entry the test refreshed.
 func TestSyncTunnelNeighboursRealOVS(t *testing.T) {
-	d := ovsdaemon.StartForTest(t)
+	d := ovsdaemon.StartForTestWith(t, ovsdaemon.Options{ExtraVswitchdArgs: []string{"--enable-dummy"}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if out, err := d.Vsctl(ctx, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"); err != nil {
@@ -91,9 +95,19 @@ func TestSyncTunnelNeighboursRealOVS(t *testing.T) {
 	}
 
 	// The refresh restarts OVS's idle timer: with a 3 s aging, entries
-	// checked every 300 ms outlive it; left alone, they expire.
+	// checked every 2.5 s (of OVS's clock) outlive it; left alone, they
+	// expire 3 s after the last check, not before.
 	if _, err := c.Call(ctx, "tnl/neigh/aging", "3"); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := c.Call(ctx, "time/stop"); err != nil {
+		t.Fatal(err)
+	}
+	warp := func(ms int) {
+		t.Helper()
+		if _, err := c.Call(ctx, "time/warp", strconv.Itoa(ms)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	fresh := func() map[netip.Addr]tunnelNeighbour {
 		_, cache := ovsCache()
@@ -107,18 +121,25 @@ func TestSyncTunnelNeighboursRealOVS(t *testing.T) {
 	r.mu.Lock()
 	r.macs = map[netip.Addr]string{} // the host forgot them: only the refresh keeps them
 	r.mu.Unlock()
-	start := time.Now()
-	for time.Since(start) < 4*time.Second {
-		if _, err := syncTunnelNeighbours(ctx, c, r, peers[:2]); err != nil {
+	for i := range 4 { // 10 s of OVS's time
+		res, err := syncTunnelNeighbours(ctx, c, r, peers[:2])
+		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		if res.refreshed != 2 || len(res.set) != 0 || len(res.pending) != 0 {
+			t.Fatalf("check %d, %d ms after the last one with a 3 s aging: %+v, want both entries found and refreshed", i, 2500*min(i, 1), res)
+		}
+		warp(2500)
 	}
 	if got := fresh(); len(got) != 2 {
-		t.Errorf("after 4 s of checks with a 3 s aging, %d live entries, want 2: %v", len(got), got)
+		t.Errorf("2.5 s after the last check with a 3 s aging, %d live entries, want 2: %v", len(got), got)
 	}
-	time.Sleep(3500 * time.Millisecond)
+	warp(499)
+	if got := fresh(); len(got) != 2 {
+		t.Errorf("2.999 s after the last check with a 3 s aging, %d live entries, want 2: %v", len(got), got)
+	}
+	warp(1)
 	if got := fresh(); len(got) != 0 {
-		t.Errorf("3.5 s without a check, %d live entries, want them expired: %v", len(got), got)
+		t.Errorf("3 s after the last check with a 3 s aging, %d live entries, want them expired: %v", len(got), got)
 	}
 }
