@@ -8,18 +8,15 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/seine-cni/seine/test/ci"
 )
 
 // TestClosureRunsInAnEmptyRoot copies a dynamically linked program with its
 // closure into an empty directory and runs it chrooted there: nothing it
 // needs is missing.
 func TestClosureRunsInAnEmptyRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root (chroot)")
-		}
-		t.Skip("needs root (chroot)")
-	}
+	ci.RequireRoot(t, "chroot")
 	prog, err := exec.LookPath("ls")
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/seine-cni/seine/installer/image"
+	"github.com/seine-cni/seine/test/ci"
 )
 
 // unpack lays an image tarball's layers out below root, as a runtime's
@@ -100,12 +101,8 @@ func chroot(root string, argv ...string) (string, error) {
 }
 
 func needRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root (chroot)")
-		}
-		t.Skip("needs root (chroot)")
-	}
+	t.Helper()
+	ci.RequireRoot(t, "chroot")
 }
 
 // TestAgnhostImageHasTheToolsE2EExecs unpacks the agnhost image and runs,
