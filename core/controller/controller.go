@@ -39,7 +39,6 @@ type Controller struct {
 	synced   []cache.InformerSynced
 	npLister networkinglisters.NetworkPolicyLister
 	started  atomic.Bool
-	busy     atomic.Bool
 
 	// AppliedToGroups, AddressGroups and NetworkPolicies hold the computed
 	// objects, keyed by name, with their spans.
@@ -56,6 +55,14 @@ type Controller struct {
 	dirtyATG      map[*group]struct{}
 	dirtyAG       map[*group]struct{}
 	dirtyNP       map[*policyState]struct{}
+	// pendingKeys are policy keys queued and not synced yet: with the dirty
+	// maps they tell Idle that something is still to be published.
+	pendingKeys map[string]struct{}
+	// npNames maps the internal name of every policy to its state.
+	npNames map[string]*policyState
+	// goneATG, goneAG and goneNP are objects to delete from the stores at
+	// the end of the next flush, after what replaces them is published.
+	goneATG, goneAG, goneNP map[string]struct{}
 }
 
 // New returns a Controller fed by the pod, namespace and NetworkPolicy
@@ -76,7 +83,14 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 		dirtyATG:        make(map[*group]struct{}),
 		dirtyAG:         make(map[*group]struct{}),
 		dirtyNP:         make(map[*policyState]struct{}),
+		pendingKeys:     make(map[string]struct{}),
+		npNames:         make(map[string]*policyState),
+		goneATG:         make(map[string]struct{}),
+		goneAG:          make(map[string]struct{}),
+		goneNP:          make(map[string]struct{}),
 	}
+	seq := new(atomic.Uint64)
+	c.AppliedToGroups.seq, c.AddressGroups.seq, c.NetworkPolicies.seq = seq, seq, seq
 
 	pods, nss, nps := trimmedInformers(factory)
 	for _, t := range []struct {
@@ -142,7 +156,6 @@ func (c *Controller) work() {
 		if quit {
 			return
 		}
-		c.busy.Store(true)
 		if key != flushKey {
 			c.syncPolicy(key)
 		}
@@ -150,19 +163,22 @@ func (c *Controller) work() {
 		if c.queue.Len() == 0 && c.started.Load() {
 			c.flush()
 		}
-		c.busy.Store(false)
 	}
 }
 
 // Idle reports whether the controller has started and every change it has
-// seen is computed and stored.
+// seen is computed and stored. A policy key counts as pending from the
+// moment it is queued until its sync has marked what it changed as dirty
+// (both under c.mu), so there is no instant, not even while the worker
+// takes the key off the queue, at which a change is in neither.
 func (c *Controller) Idle() bool {
-	if !c.started.Load() || c.queue.Len() > 0 || c.busy.Load() {
+	if !c.started.Load() {
 		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.dirtyATG) == 0 && len(c.dirtyAG) == 0 && len(c.dirtyNP) == 0 && c.queue.Len() == 0 && !c.busy.Load()
+	return len(c.pendingKeys) == 0 && len(c.dirtyATG) == 0 && len(c.dirtyAG) == 0 && len(c.dirtyNP) == 0 &&
+		len(c.goneATG) == 0 && len(c.goneAG) == 0 && len(c.goneNP) == 0
 }
 
 func (c *Controller) enqueuePolicy(o any) {
@@ -171,6 +187,9 @@ func (c *Controller) enqueuePolicy(o any) {
 		c.log.Error("network policy key", "error", err)
 		return
 	}
+	c.mu.Lock()
+	c.pendingKeys[key] = struct{}{}
+	c.mu.Unlock()
 	c.queue.Add(key)
 }
 
@@ -186,83 +205,6 @@ func (c *Controller) markGroupSpan(g *group) {
 		c.dirtyAG[g] = struct{}{}
 	}
 	c.queue.Add(flushKey)
-}
-
-// flush publishes dirty objects, in the order their spans depend on.
-func (c *Controller) flush() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for g := range c.dirtyATG {
-		if !g.dirty && g.stored {
-			continue
-		}
-		sb := spanBuilder{nodes: c.nodes}
-		for p := range g.members {
-			sb.add(p.nodeID)
-		}
-		span := sb.span()
-		if !g.stored || !span.equal(g.span) {
-			g.span = span
-			for p := range g.policies {
-				c.dirtyNP[p] = struct{}{}
-			}
-		}
-		obj := &controlplane.AppliedToGroup{Members: g.buildMembers()}
-		obj.Name = g.name
-		c.AppliedToGroups.Set(g.name, obj, g.span)
-		g.dirty, g.stored = false, true
-	}
-	clear(c.dirtyATG)
-
-	for p := range c.dirtyNP {
-		var span *Span
-		if len(p.atgs) == 1 {
-			span = p.atgs[0].span
-		} else {
-			sb := spanBuilder{nodes: c.nodes}
-			for _, g := range p.atgs {
-				sb.union(g.span)
-			}
-			span = sb.span()
-		}
-		spanChanged := !p.stored || !span.equal(p.span)
-		if spanChanged {
-			p.span = span
-			for _, g := range p.ags {
-				c.dirtyAG[g] = struct{}{}
-			}
-		}
-		if spanChanged || p.changed {
-			c.NetworkPolicies.Set(p.obj.Name, p.obj, p.span)
-		}
-		p.changed, p.stored = false, true
-	}
-	clear(c.dirtyNP)
-
-	for g := range c.dirtyAG {
-		var span *Span
-		if len(g.policies) == 1 {
-			for p := range g.policies {
-				span = p.span
-			}
-		} else {
-			sb := spanBuilder{nodes: c.nodes}
-			for p := range g.policies {
-				sb.union(p.span)
-			}
-			span = sb.span()
-		}
-		if g.dirty || g.ag == nil {
-			g.ag = &controlplane.AddressGroup{Members: g.buildMembers()}
-			g.ag.Name = g.name
-		} else if g.stored && span.equal(g.span) {
-			continue
-		}
-		g.span = span
-		c.AddressGroups.Set(g.name, g.ag, g.span)
-		g.dirty, g.stored = false, true
-	}
-	clear(c.dirtyAG)
 }
 
 // reconcileMember updates whether pod p of namespace n belongs to g.
@@ -345,13 +287,16 @@ func (c *Controller) releaseGroup(g *group) {
 	} else {
 		delete(c.clusterGroups, g)
 	}
+	// The stored group goes at the end of the next flush, after the
+	// policies that referred to it no longer do (see publish.go).
 	if g.kind == appliedToKind {
 		delete(c.atgs, g.name)
 		delete(c.dirtyATG, g)
-		c.AppliedToGroups.Delete(g.name)
+		c.goneATG[g.name] = struct{}{}
 	} else {
 		delete(c.ags, g.name)
 		delete(c.dirtyAG, g)
-		c.AddressGroups.Delete(g.name)
+		c.goneAG[g.name] = struct{}{}
 	}
+	c.queue.Add(flushKey)
 }

@@ -29,6 +29,9 @@ type policyState struct {
 
 // syncPolicy recomputes the internal policy of one Kubernetes policy.
 func (c *Controller) syncPolicy(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pendingKeys, key)
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		c.log.Error("bad network policy key", "key", key, "error", err)
@@ -39,8 +42,6 @@ func (c *Controller) syncPolicy(key string) {
 		c.log.Error("get network policy", "key", key, "error", err)
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	p := c.policies[key]
 	if np == nil {
 		if p != nil {
@@ -63,7 +64,9 @@ func (c *Controller) syncPolicy(key string) {
 		c.policies[key] = p
 	} else {
 		if p.obj.Name != obj.Name {
-			c.NetworkPolicies.Delete(p.obj.Name)
+			// A new UID under the same key: the old object goes once the
+			// new one is published.
+			c.forgetName(p)
 			p.stored = false
 		}
 		c.detach(p)
@@ -73,6 +76,7 @@ func (c *Controller) syncPolicy(key string) {
 	if p.obj == nil || !reflect.DeepEqual(p.obj, obj) {
 		p.obj, p.changed = obj, true
 	}
+	c.npNames[p.obj.Name] = p
 	p.atgs, p.ags = atgs, ags
 	for _, g := range p.atgs {
 		g.policies[p]++
@@ -105,11 +109,24 @@ func (c *Controller) detach(p *policyState) {
 	}
 }
 
+// deletePolicy forgets p; its stored object is deleted at the end of the
+// next flush, after whatever else changed in the same batch is published
+// (a policy created alongside may be what keeps p's pods isolated).
 func (c *Controller) deletePolicy(p *policyState) {
 	c.detach(p)
 	delete(c.policies, p.key)
 	delete(c.dirtyNP, p)
-	c.NetworkPolicies.Delete(p.obj.Name)
+	c.forgetName(p)
+}
+
+// forgetName schedules the deletion of p's stored object under its current
+// name.
+func (c *Controller) forgetName(p *policyState) {
+	if c.npNames[p.obj.Name] == p {
+		delete(c.npNames, p.obj.Name)
+	}
+	c.goneNP[p.obj.Name] = struct{}{}
+	c.queue.Add(flushKey)
 }
 
 // internalName names the internal policy after the user policy's UID, or

@@ -1,6 +1,9 @@
 package controller
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // EventType is the kind of change a store Event reports.
 type EventType uint8
@@ -20,6 +23,10 @@ type Event[T any] struct {
 	Object  T
 	Span    *Span
 	Version uint64
+	// Seq orders the events of the stores that share a sequence (the three
+	// stores of one Controller): of two such events, the one with the
+	// smaller Seq happened first. Zero for a store without a sequence.
+	Seq uint64
 }
 
 // Item is one object of a Store with its span.
@@ -37,6 +44,7 @@ type Store[T any] struct {
 	items    map[string]Item[T]
 	version  uint64
 	watchers map[*Watcher[T]]struct{}
+	seq      *atomic.Uint64 // shared with other stores, or nil
 }
 
 // NewStore returns an empty Store.
@@ -74,6 +82,9 @@ func (s *Store[T]) Watch(buffer int) (*Watcher[T], uint64) {
 }
 
 func (s *Store[T]) notify(e Event[T]) {
+	if s.seq != nil {
+		e.Seq = s.seq.Add(1)
+	}
 	for w := range s.watchers {
 		select {
 		case w.ch <- e:
