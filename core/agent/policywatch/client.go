@@ -44,7 +44,13 @@ func NewClient(cfg *rest.Config, node string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlplane client: %w", err)
 	}
-	return &Client{cp: cs.ControlplaneV1beta1(), node: node}, nil
+	return newClientFor(cs.ControlplaneV1beta1(), node), nil
+}
+
+// newClientFor returns a client of node's span over a typed client (the
+// generated fake in tests).
+func newClientFor(c cpclient.ControlplaneV1beta1Interface, node string) *Client {
+	return &Client{cp: c, node: node}
 }
 
 func (c *Client) options(rv string) metav1.ListOptions {

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,11 +33,11 @@ type Syncer interface {
 
 // Options tune a Watcher; the zero value is the default.
 type Options struct {
-	// Settle is how long the watcher waits, when a NetworkPolicy refers to
-	// a group it has not received yet, for more events before it syncs
-	// anyway (the controller publishes a new policy before its
-	// AddressGroups). Default 500ms.
-	Settle time.Duration
+	// Incomplete is how long the watcher waits, when a NetworkPolicy refers
+	// to a group it has not received, for that group before it lists
+	// everything again. It never syncs such a state: the node keeps
+	// enforcing the last complete one. Default 10s.
+	Incomplete time.Duration
 	// MaxBackoff caps the wait between attempts after an error. Default 30s.
 	MaxBackoff time.Duration
 	// Report, when set, is reported to the controller by a Reporter that
@@ -65,8 +67,12 @@ func New(cfg *rest.Config, node string, s Syncer, log *slog.Logger, o Options) (
 	if err != nil {
 		return nil, err
 	}
-	if o.Settle == 0 {
-		o.Settle = 500 * time.Millisecond
+	return newWatcher(c, s, log, o), nil
+}
+
+func newWatcher(c *Client, s Syncer, log *slog.Logger, o Options) *Watcher {
+	if o.Incomplete == 0 {
+		o.Incomplete = 10 * time.Second
 	}
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = 30 * time.Second
@@ -75,7 +81,7 @@ func New(cfg *rest.Config, node string, s Syncer, log *slog.Logger, o Options) (
 	if o.Report != nil {
 		w.report = NewReporter(c, o.Report, log, o.Reporter)
 	}
-	return w, nil
+	return w
 }
 
 // Reporter is the watcher's Reporter, nil without Options.Report.
@@ -86,11 +92,15 @@ func (w *Watcher) Reporter() *Reporter { return w.report }
 func (w *Watcher) Syncs() int64   { return w.syncs.Load() }
 func (w *Watcher) Relists() int64 { return w.relists.Load() }
 
-// Run follows the API until ctx ends. Nothing is synced before all three
-// lists are in, so the node never enforces a partial policy set. After any
-// error (watch refused, 410 Gone, controller restarted, Sync failed) it
-// lists everything again and syncs the whole state: the node keeps its
-// previous flows until then, without a gap.
+// Run follows the API until ctx ends. Only complete states are synced: all
+// three lists are in, and every group a policy refers to is present (a
+// policy without its AppliedToGroup would leave its pods unisolated, one
+// without its AddressGroups would drop allowed traffic), so the node never
+// enforces a partial policy set. After any error (watch refused, 410 Gone,
+// controller restarted, Sync failed, a group missing for longer than
+// Options.Incomplete) it lists everything again and syncs the whole state
+// once it is complete: the node keeps its previous flows until then,
+// without a gap.
 func (w *Watcher) Run(ctx context.Context) error {
 	if w.report != nil {
 		ctx, cancel := context.WithCancel(ctx)
@@ -135,25 +145,35 @@ func (s *state) snapshot() policy.State {
 }
 
 // dangling reports whether a policy refers to a group not received yet.
-func (s *state) dangling() bool {
+func (s *state) dangling() bool { return len(s.missing(1)) > 0 }
+
+// missing names up to limit groups that policies refer to and the state
+// lacks, as "policy -> kind name".
+func (s *state) missing(limit int) []string {
+	var out []string
 	for _, np := range s.nps {
 		for _, g := range np.AppliedToGroups {
 			if s.atgs[g] == nil {
-				return true
+				out = append(out, np.Name+" -> AppliedToGroup "+g)
 			}
 		}
 		for _, r := range np.Rules {
-			for _, gs := range [][]string{r.From.AddressGroups, r.To.AddressGroups} {
-				for _, g := range gs {
-					if s.ags[g] == nil {
-						return true
-					}
+			for _, g := range slices.Concat(r.From.AddressGroups, r.To.AddressGroups) {
+				if s.ags[g] == nil {
+					out = append(out, np.Name+" -> AddressGroup "+g)
 				}
 			}
 		}
+		if len(out) >= limit {
+			return out[:limit]
+		}
 	}
-	return false
+	return out
 }
+
+// errIncomplete ends a session whose state lacked a group for longer than
+// Options.Incomplete.
+var errIncomplete = errors.New("policies refer to groups the controller has not sent")
 
 type event struct {
 	resource string
@@ -187,7 +207,10 @@ func (w *Watcher) session(ctx context.Context) error {
 	for i := range ags.Items {
 		st.ags[ags.Items[i].Name] = &ags.Items[i]
 	}
-	if err := w.sync(ctx, st); err != nil {
+	// The three lists are taken one after another, so a policy may refer
+	// to a group that was created after its list was taken: such a state
+	// is not synced; the watches bring what it lacks.
+	if err := w.syncComplete(ctx, st); err != nil {
 		return err
 	}
 	if w.report != nil {
@@ -199,51 +222,60 @@ func (w *Watcher) session(ctx context.Context) error {
 	for resource, rv := range map[string]string{NetworkPolicies: nps.ResourceVersion, AppliedToGroups: atgs.ResourceVersion, AddressGroups: ags.ResourceVersion} {
 		go w.follow(ctx, resource, rv, events)
 	}
+	// incomplete runs while the state lacks a group a policy refers to.
+	var incomplete <-chan time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
+		if st.dangling() {
+			if timer == nil {
+				timer = time.NewTimer(w.opts.Incomplete)
+				incomplete = timer.C
+			}
+		} else if timer != nil {
+			timer.Stop()
+			timer, incomplete = nil, nil
+		}
 		var e event
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-incomplete:
+			return fmt.Errorf("%w for %s: %s", errIncomplete, w.opts.Incomplete, strings.Join(st.missing(5), ", "))
 		case e = <-events:
 		}
 		if err := w.apply(st, e); err != nil {
 			return err
 		}
-		// Take what else is pending, and give groups a policy refers to a
-		// moment to arrive, so one Sync covers a whole change.
-		settle := time.NewTimer(w.opts.Settle)
+		// Take what else is pending, so one Sync covers a whole change.
 	drain:
 		for {
 			select {
 			case e = <-events:
 				if err := w.apply(st, e); err != nil {
-					settle.Stop()
 					return err
 				}
-				continue
 			default:
-			}
-			if !st.dangling() {
-				break
-			}
-			select {
-			case e = <-events:
-				if err := w.apply(st, e); err != nil {
-					settle.Stop()
-					return err
-				}
-			case <-settle.C:
 				break drain
-			case <-ctx.Done():
-				settle.Stop()
-				return ctx.Err()
 			}
 		}
-		settle.Stop()
-		if err := w.sync(ctx, st); err != nil {
+		if err := w.syncComplete(ctx, st); err != nil {
 			return err
 		}
 	}
+}
+
+// syncComplete syncs st unless a policy refers to a group st lacks.
+func (w *Watcher) syncComplete(ctx context.Context, st *state) error {
+	if missing := st.missing(3); len(missing) > 0 {
+		w.log.Debug("policy state incomplete; waiting for its groups", "missing", strings.Join(missing, ", "))
+		return nil
+	}
+	return w.sync(ctx, st)
 }
 
 func (w *Watcher) sync(ctx context.Context, st *state) error {
