@@ -253,7 +253,11 @@ func (c *Controller) ensureGroup(kind groupKind, sel *groupSelector) *group {
 	}
 	g := &group{kind: kind, name: name, sel: sel, refs: 1, members: make(map[*podEntry]struct{}), policies: make(map[*policyState]int)}
 	groups[name] = g
-	add := func(p *podEntry) { g.members[p] = struct{}{} }
+	add := func(p *podEntry) {
+		if g.admits(p) {
+			g.members[p] = struct{}{}
+		}
+	}
 	if sel.ns == nil {
 		n := c.idx.ns(sel.namespace)
 		n.eachPod(sel.pod, add)

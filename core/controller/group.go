@@ -106,9 +106,16 @@ func (g *group) scope() string {
 	return ""
 }
 
+// admits reports whether an eligible pod can be a member of a group of
+// this kind: AppliedToGroups take it as soon as it is bound to a node,
+// AddressGroups once it has an address.
+func (g *group) admits(p *podEntry) bool {
+	return p.eligible && (g.kind == appliedToKind || len(p.ips) > 0)
+}
+
 // matches reports whether the group selects pod p of namespace n.
 func (g *group) matches(n *nsEntry, p *podEntry) bool {
-	if !p.eligible {
+	if !g.admits(p) {
 		return false
 	}
 	if g.sel.ns == nil {

@@ -23,7 +23,12 @@ type podInfo struct {
 	nodeName          string
 	ips               []controlplane.IPAddress
 	ports             []controlplane.NamedPort
-	eligible          bool // has an IP and a node, not terminated
+	// eligible: bound to a node, not on the host network, not terminated.
+	// Such a pod is applied to (AppliedToGroups) from the moment the
+	// scheduler binds it, before it has an IP, so its node isolates it
+	// before its first packet; it is a peer (AddressGroups) once it has an
+	// IP as well.
+	eligible bool
 }
 
 func (p *podInfo) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
@@ -52,7 +57,7 @@ func trimPod(o runtime.Object) runtime.Object {
 		ports:    namedPorts(pod),
 		// Host-network pods share the node's IP and have no OVS port: like
 		// Antrea, Seine leaves them out of groups.
-		eligible: len(ips) > 0 && pod.Spec.NodeName != "" && !pod.Spec.HostNetwork &&
+		eligible: pod.Spec.NodeName != "" && !pod.Spec.HostNetwork &&
 			pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed,
 	}
 }

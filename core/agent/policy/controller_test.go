@@ -305,3 +305,29 @@ func TestSyncSettlesTheDatapath(t *testing.T) {
 		t.Errorf("%d waits after a change that denies, want 1", n.waits)
 	}
 }
+
+// The controller puts a pod in its AppliedToGroups once it is bound to a
+// node, before it has an IP (core/controller): the agent isolates it by
+// namespace/name as soon as CNI ADD gives it an OVS port, whatever the
+// member lacks. Issue 12, item 1.
+func TestMemberWithoutIPIsIsolatedWhenItsPortAppears(t *testing.T) {
+	ctx := context.Background()
+	n := newFakeNode(webPod)
+	c := newController(t, n, "")
+	noIP := controlplane.GroupMember{Pod: controlplane.PodReference{Namespace: "default", Name: "db-0"}, NodeName: "n1"}
+	s := State{
+		AppliedToGroups: map[string]*controlplane.AppliedToGroup{"db": atg("db", noIP)},
+		NetworkPolicies: map[string]*controlplane.NetworkPolicy{"deny": netpol("deny", 1, []string{"db"}, ingressOnly)},
+	}
+	if err := c.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.table(); got != "" {
+		t.Errorf("flows before db-0 has a port:\n%s", got)
+	}
+	n.pods = append(n.pods, dbPod) // CNI ADD plugged it: ofport 11
+	c.PodsChanged(ctx)
+	if !strings.Contains(n.table(), "reg1=0xb actions=drop") {
+		t.Errorf("db-0 not isolated once it has a port:\n%s", n.table())
+	}
+}
