@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -49,15 +50,10 @@ func (c *Controller) syncPolicy(key string) {
 		}
 		return
 	}
-	obj, atgs, ags, err := c.translate(np)
-	if err != nil {
-		// Kubernetes validates policies, so this is a policy the apiserver
-		// should not have accepted: enforce nothing rather than a guess.
-		c.log.Error("translate network policy", "key", key, "error", err)
-		if p != nil {
-			c.deletePolicy(p)
-		}
-		return
+	obj, atgs, ags := c.translate(np)
+	if obj.TranslationError != "" {
+		c.log.Warn("network policy only partly translated; what could not be is denied",
+			"key", key, "error", obj.TranslationError)
 	}
 	if p == nil {
 		p = &policyState{key: key}
@@ -139,20 +135,22 @@ func internalName(np *networkingv1.NetworkPolicy) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// translate builds the internal policy and takes references on its groups;
-// on error it holds none.
-func (c *Controller) translate(np *networkingv1.NetworkPolicy) (obj *controlplane.NetworkPolicy, atgs, ags []*group, err error) {
-	defer func() {
-		if err != nil {
-			for _, g := range append(atgs, ags...) {
-				c.releaseGroup(g)
-			}
-			atgs, ags = nil, nil
-		}
-	}()
+// translate builds the internal policy and takes references on its groups.
+//
+// It never fails: a part of a stored policy it cannot translate (a selector
+// or CIDR that an older apiserver accepted and this code cannot parse) is
+// denied, never dropped with the rest of the policy, which would open the
+// policy's pods. A podSelector it cannot parse applies the policy to every
+// pod of the namespace (its pods stay isolated, and so do the others'); a
+// peer it cannot parse is left out of its rule, which then allows less
+// (nothing, if no peer is left: an empty peer matches no address). The
+// policy's TranslationError says what was denied, and its status is Failed.
+func (c *Controller) translate(np *networkingv1.NetworkPolicy) (obj *controlplane.NetworkPolicy, atgs, ags []*group) {
+	var problems []string
 	podSel, err := parseSelector(&np.Spec.PodSelector)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("podSelector: %w", err)
+		problems = append(problems, fmt.Sprintf("podSelector: %v: applied to every pod of namespace %s instead", err, np.Namespace))
+		podSel, _ = parseSelector(nil)
 	}
 	atg := c.ensureGroup(appliedToKind, &groupSelector{namespace: np.Namespace, pod: podSel})
 	atgs = []*group{atg}
@@ -182,9 +180,9 @@ func (c *Controller) translate(np *networkingv1.NetworkPolicy) (obj *controlplan
 	if ingress {
 		obj.PolicyTypes = append(obj.PolicyTypes, controlplane.PolicyTypeIngress)
 		for i, r := range np.Spec.Ingress {
-			peer, err := c.peer(np.Namespace, r.From, &ags)
-			if err != nil {
-				return nil, atgs, ags, fmt.Errorf("ingress rule %d: %w", i, err)
+			peer, errs := c.peer(np.Namespace, r.From, &ags)
+			for _, err := range errs {
+				problems = append(problems, fmt.Sprintf("ingress rule %d: %v: peer denied", i, err))
 			}
 			obj.Rules = append(obj.Rules, controlplane.NetworkPolicyRule{
 				Direction: controlplane.DirectionIn, From: peer,
@@ -203,9 +201,9 @@ func (c *Controller) translate(np *networkingv1.NetworkPolicy) (obj *controlplan
 				// everyone means to every pod as well.
 				to = allPods
 			}
-			peer, err := c.peer(np.Namespace, to, &ags)
-			if err != nil {
-				return nil, atgs, ags, fmt.Errorf("egress rule %d: %w", i, err)
+			peer, errs := c.peer(np.Namespace, to, &ags)
+			for _, err := range errs {
+				problems = append(problems, fmt.Sprintf("egress rule %d: %v: peer denied", i, err))
 			}
 			if allToPods {
 				peer.IPBlocks = matchAll().IPBlocks
@@ -216,7 +214,8 @@ func (c *Controller) translate(np *networkingv1.NetworkPolicy) (obj *controlplan
 			})
 		}
 	}
-	return obj, atgs, ags, nil
+	obj.TranslationError = strings.Join(problems, "; ")
+	return obj, atgs, ags
 }
 
 // matchAll is the peer of a rule without from/to: every address.
@@ -240,29 +239,34 @@ func hasNamedPort(ports []networkingv1.NetworkPolicyPort) bool {
 }
 
 // peer translates a rule's peers, appending the AddressGroups it
-// references (and holds a reference on) to ags.
-func (c *Controller) peer(ns string, peers []networkingv1.NetworkPolicyPeer, ags *[]*group) (controlplane.NetworkPolicyPeer, error) {
+// references (and holds a reference on) to ags. A peer it cannot translate
+// is left out and its error returned.
+func (c *Controller) peer(ns string, peers []networkingv1.NetworkPolicyPeer, ags *[]*group) (controlplane.NetworkPolicyPeer, []error) {
 	if len(peers) == 0 {
 		return matchAll(), nil
 	}
 	var out controlplane.NetworkPolicyPeer
-	for _, pr := range peers {
+	var errs []error
+	for i, pr := range peers {
 		if pr.IPBlock != nil {
 			b, err := ipBlock(pr.IPBlock)
 			if err != nil {
-				return out, err
+				errs = append(errs, fmt.Errorf("peer %d: %w", i, err))
+				continue
 			}
 			out.IPBlocks = append(out.IPBlocks, b)
 			continue
 		}
 		podSel, err := parseSelector(pr.PodSelector)
 		if err != nil {
-			return out, fmt.Errorf("peer podSelector: %w", err)
+			errs = append(errs, fmt.Errorf("peer %d: podSelector: %w", i, err))
+			continue
 		}
 		gs := &groupSelector{namespace: ns, pod: podSel}
 		if pr.NamespaceSelector != nil {
 			if gs.ns, err = parseSelector(pr.NamespaceSelector); err != nil {
-				return out, fmt.Errorf("peer namespaceSelector: %w", err)
+				errs = append(errs, fmt.Errorf("peer %d: namespaceSelector: %w", i, err))
+				continue
 			}
 			gs.namespace = ""
 		}
@@ -276,7 +280,7 @@ func (c *Controller) peer(ns string, peers []networkingv1.NetworkPolicyPeer, ags
 			out.AddressGroups = append(out.AddressGroups, g.name)
 		}
 	}
-	return out, nil
+	return out, errs
 }
 
 func ipNet(cidr string) (controlplane.IPNet, error) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"github.com/seine-cni/seine/core/pipeline"
 )
 
 var nodeSrc = []netip.Addr{netip.MustParseAddr("10.244.1.1")}
@@ -121,5 +122,28 @@ func TestResolveMissingGroup(t *testing.T) {
 	}
 	if len(r.failed) != 0 {
 		t.Errorf("missing groups are transient, not failures: %v", r.failed)
+	}
+}
+
+// A rule whose peers the controller could not translate comes with an
+// empty peer (core/controller, TranslationError): it must allow nothing
+// while the policy keeps its pods isolated, never read as "from anyone".
+func TestRuleWithoutPeersAllowsNothing(t *testing.T) {
+	s := State{
+		AppliedToGroups: map[string]*controlplane.AppliedToGroup{"db": atg("db", member("default", "db-0", "10.244.1.11"))},
+		NetworkPolicies: map[string]*controlplane.NetworkPolicy{"legacy": netpol("legacy", 2, []string{"db"}, ingressOnly,
+			controlplane.NetworkPolicyRule{Direction: controlplane.DirectionIn, Services: []controlplane.Service{tcp(80)}})},
+	}
+	r := resolve(s, []Pod{dbPod}, nodeSrc)
+	flows, err := pipeline.PolicyFlows(r.set, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := pipeline.Text(flows)
+	if !strings.Contains(got, "reg1=0xb actions=drop") || strings.Contains(got, "conj") {
+		t.Errorf("want only db-0's isolation, got:\n%s", got)
+	}
+	if r.gens["legacy"] != 2 || len(r.failed) != 0 {
+		t.Errorf("realized %v, failed %v: the node enforces what it was given", r.gens, r.failed)
 	}
 }

@@ -157,6 +157,12 @@ func (r *reports) fill(policies []*cp.NetworkPolicy, spans []*controller.Span) {
 	r.mu.RUnlock()
 	for i, np := range policies {
 		np.Status = tallies[i].status(np.Generation, spans[i].Len())
+		if np.TranslationError != "" {
+			// The controller itself could not translate part of the
+			// policy: whatever the nodes report, it is not what was asked.
+			np.Status.Phase = cp.PolicyFailed
+			np.Status.Error = "seine-controller could not translate part of the policy, which is denied: " + np.TranslationError
+		}
 	}
 }
 

@@ -311,3 +311,58 @@ func TestReportsOfTrackedNodes(t *testing.T) {
 		t.Errorf("a late report of a node that left: %v, want 404", err)
 	}
 }
+
+// A policy part of which the controller could not translate (a leading-zero
+// CIDR an older apiserver stored) is Failed with the reason, even when
+// every node of its span realized what it was sent: what the user asked
+// for is not what is enforced. Fixed, it is Realized again.
+func TestStatusOfAPartlyTranslatedPolicy(t *testing.T) {
+	e := startHubs(t)
+	r := newReports()
+	e.np.status = r.fill
+	ctx := context.Background()
+	const name = "uid-allow-client"
+	nps := e.client.NetworkingV1().NetworkPolicies("default")
+	np, err := nps.Get(ctx, "allow-client", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	np.Generation = 3
+	np.Spec.Ingress[0].From = append(np.Spec.Ingress[0].From, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "010.0.0.0/8"}})
+	if _, err := nps.Update(ctx, np, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	get := func() *cp.NetworkPolicyStatus {
+		t.Helper()
+		o, err := e.np.get(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.(*cp.NetworkPolicy).Status
+	}
+	poll(t, "generation 3", func() bool { return get().Generation == 3 })
+	if _, err := r.set(report("node-a", cp.PolicyRealization{Name: name, Generation: 3}), time.Now(), false); err != nil {
+		t.Fatal(err)
+	}
+	st := get()
+	if got := renderStatus(st); got != "gen 3 1/1 Failed" || !strings.Contains(st.Error, `parse cidr "010.0.0.0/8"`) {
+		t.Errorf("status %s, error %q: want Failed 1/1 with the CIDR named", got, st.Error)
+	}
+	l := e.np.list("").(*cp.NetworkPolicyList)
+	if len(l.Items) != 1 || l.Items[0].Status.Phase != cp.PolicyFailed {
+		t.Errorf("listed status %+v: want Failed", l.Items[0].Status)
+	}
+
+	np.Generation = 4
+	np.Spec.Ingress[0].From[1].IPBlock.CIDR = "10.0.0.0/8"
+	if _, err := nps.Update(ctx, np, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "generation 4", func() bool { return get().Generation == 4 })
+	if _, err := r.set(report("node-a", cp.PolicyRealization{Name: name, Generation: 4}), time.Now(), false); err != nil {
+		t.Fatal(err)
+	}
+	if st := get(); renderStatus(st) != "gen 4 1/1 Realized" || st.Error != "" {
+		t.Errorf("fixed policy: status %s, error %q", renderStatus(st), st.Error)
+	}
+}

@@ -15,7 +15,8 @@ const (
 	// without error.
 	PolicyRealized NetworkPolicyPhase = "Realized"
 	// PolicyFailed: at least one node of the span reported an error for
-	// this generation.
+	// this generation, or the controller could not translate part of the
+	// policy (Error says what).
 	PolicyFailed NetworkPolicyPhase = "Failed"
 )
 
@@ -37,6 +38,10 @@ type NetworkPolicyStatus struct {
 	// sorted.
 	FailedNodes []string           `json:"failedNodes,omitempty"`
 	Phase       NetworkPolicyPhase `json:"phase"`
+	// Error, when set, is why the policy is Failed whatever the nodes
+	// report: the part of it the controller could not translate, which
+	// nodes deny (see NetworkPolicy.TranslationError).
+	Error string `json:"error,omitempty"`
 }
 
 // PolicyRealization is one policy as a node realized it.

@@ -170,6 +170,13 @@ type NetworkPolicy struct {
 	AppliedToGroups   []string                `json:"appliedToGroups,omitempty"`
 	PolicyTypes       []PolicyType            `json:"policyTypes,omitempty"`
 	SourceRef         *NetworkPolicyReference `json:"sourceRef,omitempty"`
+	// TranslationError, when set, says which parts of the Kubernetes policy
+	// the controller could not translate (a selector or CIDR an older
+	// apiserver stored that this controller cannot parse). They are denied:
+	// an unparsable podSelector applies the policy to every pod of its
+	// namespace, an unparsable peer is left out of its rule. The policy's
+	// status is then Failed.
+	TranslationError string `json:"translationError,omitempty"`
 	// Status is filled only for admins' reads (get, and list without a
 	// node selector); see NetworkPolicyStatus.
 	Status *NetworkPolicyStatus `json:"status,omitempty"`
