@@ -138,11 +138,12 @@ func labCoreDNS() (string, error) {
 	return filepath.Join(dir, "coredns"), err
 }
 
-// labAgnhost builds agnhost, a main package of k8s.io/kubernetes, in the
-// control plane's module (test/lab/k8s), sharing its build cache; the
-// module's files are not changed.
+// labAgnhost builds agnhost, a main package of k8s.io/kubernetes, in
+// test/lab/agnhost: the control plane's requirements plus agnhost's own, so
+// the build reuses the control plane's compiled packages while
+// test/lab/k8s (the control plane's cache key) stays untouched.
 func labAgnhost() (string, error) {
-	mod := "test/lab/k8s"
+	mod := "test/lab/agnhost"
 	dir, err := cachedBuild("agnhost", "a few minutes, less once the control plane is built", []string{mod + "/go.mod", mod + "/go.sum"}, "-s -w",
 		func(dir string) error {
 			abs, _ := filepath.Abs(dir)
@@ -156,7 +157,7 @@ func labAgnhost() (string, error) {
 // so the lab's images carry the names its kubelet and e2e suite ask for.
 func upstreamImageNames() (pause, agnhost string, err error) {
 	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
-	cmd.Dir = "test/lab/k8s"
+	cmd.Dir = "test/lab/agnhost"
 	out, err := cmd.Output()
 	if err != nil {
 		return "", "", fmt.Errorf("locate k8s.io/kubernetes: %w", err)
