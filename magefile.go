@@ -269,7 +269,7 @@ func Test() error {
 
 // windowsTestPackages are the packages whose Windows test binaries pass under
 // Wine (see test/windows/README.md for what Wine cannot run).
-var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline", "./windows", "./services/seinectl", "./installer/kubernetes/manifest"}
+var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline", "./core/agent", "./windows", "./services/seinectl", "./installer/kubernetes/manifest"}
 
 // MSI builds Seine's Windows installer, bin/seine.msi, with wixl; it is
 // signed with osslsigncode when SEINE_SIGN_CERT and SEINE_SIGN_KEY name PEM

@@ -13,6 +13,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/seine-cni/seine/platform"
 )
 
 // netNS is a network namespace the backend works in: a netlink handle whose
@@ -51,6 +53,18 @@ func openNetNS(path string) (*netNS, error) {
 		return nil, fmt.Errorf("netlink in netns %s: %w", path, err)
 	}
 	return &netNS{path: path, ns: n, nl: h}, nil
+}
+
+// openPodNetNS opens a pod's namespace; a path that is not one (or no
+// longer exists) is an error wrapping platform.ErrNoNetNS.
+func openPodNetNS(path string) (*netNS, error) {
+	n, err := openNetNS(path)
+	var notExist ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &notExist) || errors.As(err, &notNS) {
+		return nil, fmt.Errorf("%w: %w", platform.ErrNoNetNS, err)
+	}
+	return n, err
 }
 
 func (n *netNS) String() string {

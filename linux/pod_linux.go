@@ -27,7 +27,7 @@ func (b *Backend) Attach(ctx context.Context, pod platform.PodNetwork) (platform
 		return platform.PodInterface{}, err
 	}
 	what := "attach pod " + pod.PodRef.String()
-	podNS, err := openNetNS(pod.NetNS)
+	podNS, err := openPodNetNS(pod.NetNS)
 	if err != nil {
 		return platform.PodInterface{}, fmt.Errorf("%s: %w", what, err)
 	}
@@ -193,7 +193,7 @@ func (b *Backend) Check(_ context.Context, pod platform.PodNetwork) error {
 	if err := pod.Validate(); err != nil {
 		return err
 	}
-	podNS, err := openNetNS(pod.NetNS)
+	podNS, err := openPodNetNS(pod.NetNS)
 	if err != nil {
 		return fmt.Errorf("check pod %s: %w", pod.PodRef, err)
 	}

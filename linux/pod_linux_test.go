@@ -1,8 +1,11 @@
 package linux
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -222,5 +225,31 @@ func TestDetachRefusesForeignDevice(t *testing.T) {
 	}
 	if got := linkNamesIn(t, node); got != "lo "+HostInterfaceName(ref) {
 		t.Errorf("links: %s", got)
+	}
+}
+
+// TestAttachWithoutNetNS: a pod namespace that does not exist, or a path
+// that is not a namespace, is ErrNoNetNS for Attach and Check, and Attach
+// leaves nothing behind.
+func TestAttachWithoutNetNS(t *testing.T) {
+	requirePrivileges(t)
+	node := ovsdaemon.NewNetNS(t)
+	b := newBackend(t, node, nil, ovsdb.DatapathSystem, "")
+	ctx := testCtx(t)
+	notNS := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notNS, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/nonexistent/netns", notNS} {
+		pod := testPod(path)
+		if _, err := b.Attach(ctx, pod); !errors.Is(err, platform.ErrNoNetNS) {
+			t.Errorf("Attach in %s: %v, want ErrNoNetNS", path, err)
+		}
+		if err := b.Check(ctx, pod); !errors.Is(err, platform.ErrNoNetNS) {
+			t.Errorf("Check in %s: %v, want ErrNoNetNS", path, err)
+		}
+	}
+	if got := linkNamesIn(t, node); got != "lo" {
+		t.Errorf("links after the failed Attach: %s", got)
 	}
 }

@@ -44,10 +44,12 @@ type NodeNetwork interface {
 //
 // Attach creates the interface (or finds it already right, for a retried ADD)
 // and returns the port to plug into OVS; plugging it is the core's business.
-// A failed Attach leaves nothing behind. Detach removes what Attach made and
-// succeeds when it is already gone, also when the pod's network namespace (or
-// compartment) no longer exists. Check reports, without changing anything,
-// how the host differs from pod.
+// A failed Attach leaves nothing behind; when the pod's network namespace
+// does not exist its error wraps ErrNoNetNS. Detach removes what Attach made
+// and succeeds when it is already gone, also when the pod's network
+// namespace (or compartment) no longer exists. Check reports, without
+// changing anything, how the host differs from pod (also a namespace that is
+// gone).
 type PodAttacher interface {
 	Attach(ctx context.Context, pod PodNetwork) (PodInterface, error)
 	Detach(ctx context.Context, ref PodRef) error

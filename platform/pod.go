@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -167,6 +168,11 @@ func (p PodNetwork) Validate() error {
 	return nil
 }
 
+// ErrNoNetNS is wrapped by Attach's error when the pod's network namespace
+// (Linux: the path; Windows: the HNS namespace) does not exist or is not
+// one. The core answers it with CNI's "invalid environment" code.
+var ErrNoNetNS = errors.New("no such pod network namespace")
+
 // PodInterface is what Attach made: the port the core plugs into OVS.
 type PodInterface struct {
 	// HostName is the OVS port/interface name: on Linux the host end of the
@@ -182,4 +188,25 @@ type PodInterface struct {
 	MAC, HostMAC net.HardwareAddr
 	// IPs are the pod's addresses as configured.
 	IPs []netip.Prefix
+	// Late says the interface exists on the host only after CNI ADD has
+	// returned (Windows under containerd: the HNS endpoint's vNIC, and the
+	// switch port the OVS extension binds, appear when the runtime starts
+	// the pod's sandbox in the namespace Attach attached the endpoint to).
+	// Only a backend with the LatePodInterfaces capability returns it; see
+	// there for what the core does.
+	Late bool
+}
+
+// LatePodInterfaces is the capability of a backend whose Attach returns
+// PodInterface.Late. The core then adds the OVS port at once with the pod's
+// external_ids but no interface type (so ovs-vswitchd opens no device yet),
+// returns the CNI result without waiting for an OpenFlow port, and in the
+// background asks PodInterfaceReady (with a back-off) until the interface
+// exists; it then sets the port's type to PortType (ovs-vswitchd opens a
+// device only when its interface row changes: OVS for Windows does not
+// retry one that failed), waits for the OpenFlow port and installs the
+// pod's flows. A port with ofport -1 whose attachment Check still finds
+// intact is such a pod, and is kept across an agent restart.
+type LatePodInterfaces interface {
+	PodInterfaceReady(ctx context.Context, ref PodRef, iface PodInterface) (bool, error)
 }

@@ -292,6 +292,33 @@ type fakeStack struct {
 	// watchers are WatchRoutes' callers; deleteRouteBehindBack tells them.
 	watchers map[int]func()
 	nextW    int
+	// vnics are the MACs of adapters in containers' compartments (a
+	// started sandbox's endpoint vNIC).
+	vnics map[string]bool
+}
+
+func (f *fakeStack) AdapterWithMAC(_ context.Context, mac net.HardwareAddr) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fault("AdapterWithMAC", "stack AdapterWithMAC "+mac.String()); err != nil {
+		return false, err
+	}
+	if f.vnics[mac.String()] {
+		return true, nil
+	}
+	return slices.ContainsFunc(f.ifs, func(i ipInterface) bool { return bytes.Equal(i.MAC, mac) }), nil
+}
+
+// sandboxStarted is what the runtime starting a pod's sandbox does: the
+// endpoint's vNIC appears in the container's compartment.
+func (f *fakeStack) sandboxStarted(mac string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.vnics == nil {
+		f.vnics = map[string]bool{}
+	}
+	m, _ := net.ParseMAC(mac)
+	f.vnics[m.String()] = true
 }
 
 func (f *fakeStack) WatchRoutes(ctx context.Context, changed func()) error {

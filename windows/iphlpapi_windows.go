@@ -1,6 +1,7 @@
 package windows
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,25 +25,12 @@ func (iphlpapi) Interfaces(ctx context.Context) ([]ipInterface, error) {
 	if err := ctxErr(ctx, "list interfaces"); err != nil {
 		return nil, err
 	}
-	size := uint32(15 << 10)
-	var buf []byte
-	for range 5 {
-		buf = make([]byte, size)
-		err := windows.GetAdaptersAddresses(windows.AF_UNSPEC, windows.GAA_FLAG_SKIP_ANYCAST|windows.GAA_FLAG_SKIP_MULTICAST|
-			windows.GAA_FLAG_SKIP_DNS_SERVER, 0, (*windows.IpAdapterAddresses)(unsafe.Pointer(&buf[0])), &size)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, windows.ERROR_BUFFER_OVERFLOW) {
-			return nil, fmt.Errorf("GetAdaptersAddresses: %w", err)
-		}
-		buf = nil
-	}
-	if buf == nil {
-		return nil, errors.New("GetAdaptersAddresses: the adapter list kept growing")
+	first, err := adapters(0)
+	if err != nil {
+		return nil, err
 	}
 	var out []ipInterface
-	for a := (*windows.IpAdapterAddresses)(unsafe.Pointer(&buf[0])); a != nil; a = a.Next {
+	for a := first; a != nil; a = a.Next {
 		i := ipInterface{Index: a.IfIndex, Name: windows.UTF16PtrToString(a.FriendlyName), MTU: int(a.Mtu)}
 		if i.Index == 0 {
 			i.Index = a.Ipv6IfIndex
@@ -60,6 +48,42 @@ func (iphlpapi) Interfaces(ctx context.Context) ([]ipInterface, error) {
 		out = append(out, i)
 	}
 	return out, nil
+}
+
+// adapters returns GetAdaptersAddresses' list (without anycast, multicast
+// and DNS server addresses) with the extra flags.
+func adapters(flags uint32) (*windows.IpAdapterAddresses, error) {
+	size := uint32(15 << 10)
+	for range 5 {
+		buf := make([]byte, size)
+		err := windows.GetAdaptersAddresses(windows.AF_UNSPEC, flags|windows.GAA_FLAG_SKIP_ANYCAST|windows.GAA_FLAG_SKIP_MULTICAST|
+			windows.GAA_FLAG_SKIP_DNS_SERVER, 0, (*windows.IpAdapterAddresses)(unsafe.Pointer(&buf[0])), &size)
+		if err == nil {
+			return (*windows.IpAdapterAddresses)(unsafe.Pointer(&buf[0])), nil
+		}
+		if !errors.Is(err, windows.ERROR_BUFFER_OVERFLOW) {
+			return nil, fmt.Errorf("GetAdaptersAddresses: %w", err)
+		}
+	}
+	return nil, errors.New("GetAdaptersAddresses: the adapter list kept growing")
+}
+
+// AdapterWithMAC looks through the adapters of every compartment
+// (GAA_FLAG_INCLUDE_ALL_COMPARTMENTS) for one with the MAC.
+func (iphlpapi) AdapterWithMAC(ctx context.Context, mac net.HardwareAddr) (bool, error) {
+	if err := ctxErr(ctx, "list adapters"); err != nil {
+		return false, err
+	}
+	first, err := adapters(windows.GAA_FLAG_INCLUDE_ALL_COMPARTMENTS)
+	if err != nil {
+		return false, err
+	}
+	for a := first; a != nil; a = a.Next {
+		if a.PhysicalAddressLength > 0 && bytes.Equal(a.PhysicalAddress[:a.PhysicalAddressLength], mac) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (iphlpapi) AddAddress(ctx context.Context, ifIndex uint32, p netip.Prefix) error {

@@ -148,7 +148,7 @@ func sameGUID(a, b string) bool {
 func namespaceID(netns string) (string, error) {
 	id := strings.Trim(netns, "{}")
 	if _, err := guid.FromString(id); err != nil {
-		return "", fmt.Errorf("network namespace %q: want an HNS namespace GUID: %w", netns, err)
+		return "", fmt.Errorf("network namespace %q: want an HNS namespace GUID: %w (%w)", netns, err, platform.ErrNoNetNS)
 	}
 	return id, nil
 }
@@ -202,6 +202,12 @@ func (b *Backend) attach(ctx context.Context, pod platform.PodNetwork) (platform
 	if !ok {
 		return platform.PodInterface{}, fmt.Errorf("HNS network %s does not exist (node setup has not run)", NetworkName)
 	}
+	switch alive, err := b.hns.NamespaceExists(ctx, nsID); {
+	case err != nil:
+		return platform.PodInterface{}, fmt.Errorf("HNS namespace %s: %w", nsID, err)
+	case !alive:
+		return platform.PodInterface{}, fmt.Errorf("HNS namespace %s: %w", nsID, platform.ErrNoNetNS)
+	}
 	eps, err := b.hns.Endpoints(ctx, netID)
 	if err != nil {
 		return platform.PodInterface{}, fmt.Errorf("list HNS endpoints: %w", err)
@@ -245,7 +251,10 @@ func (b *Backend) attach(ctx context.Context, pod platform.PodNetwork) (platform
 }
 
 // podInterface is what Attach returns for an endpoint: the switch port for
-// the core to plug as an internal port, with the endpoint's MAC.
+// the core to plug as an internal port, with the endpoint's MAC. It is Late:
+// under containerd the endpoint's vNIC, and the switch port the OVS
+// extension binds, appear only when the runtime starts the sandbox, after
+// ADD returns (PodInterfaceReady says when).
 func podInterface(ep *hcn.HostComputeEndpoint, pod platform.PodNetwork) (platform.PodInterface, error) {
 	mac, err := net.ParseMAC(ep.MacAddress)
 	if err != nil {
@@ -253,8 +262,42 @@ func podInterface(ep *hcn.HostComputeEndpoint, pod platform.PodNetwork) (platfor
 	}
 	return platform.PodInterface{
 		HostName: PortName(pod.PodRef), PortType: ovsdb.TypeInternal,
-		MAC: mac, IPs: slices.Clone(pod.IPs),
+		MAC: mac, IPs: slices.Clone(pod.IPs), Late: true,
 	}, nil
+}
+
+var _ platform.LatePodInterfaces = (*Backend)(nil)
+
+// PodInterfaceReady reports whether the pod's endpoint has its vNIC: an
+// adapter with the endpoint's MAC in any compartment (the container's, once
+// the runtime started the sandbox). Antrea waits for the same thing before
+// it gives the OVS port its type. The endpoint being gone is an error.
+func (b *Backend) PodInterfaceReady(ctx context.Context, ref platform.PodRef, iface platform.PodInterface) (bool, error) {
+	netID, ok, err := b.networkID(ctx)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		return false, fmt.Errorf("HNS network %s does not exist", NetworkName)
+	}
+	eps, err := b.hns.Endpoints(ctx, netID)
+	if err != nil {
+		return false, fmt.Errorf("list HNS endpoints: %w", err)
+	}
+	name := EndpointName(ref)
+	i := slices.IndexFunc(eps, func(ep hcn.HostComputeEndpoint) bool { return ep.Name == name })
+	if i < 0 {
+		return false, fmt.Errorf("pod %s: no HNS endpoint %s", ref, name)
+	}
+	mac, err := net.ParseMAC(eps[i].MacAddress)
+	if err != nil {
+		return false, fmt.Errorf("HNS endpoint %s: MAC %q: %w", name, eps[i].MacAddress, err)
+	}
+	up, err := b.stack.AdapterWithMAC(ctx, mac)
+	if err != nil {
+		return false, fmt.Errorf("pod %s: look for the vNIC of HNS endpoint %s: %w", ref, name, err)
+	}
+	return up, nil
 }
 
 // deleteStale deletes the endpoints of ref's pod and interface that belong

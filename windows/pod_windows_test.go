@@ -53,9 +53,9 @@ func TestAttach(t *testing.T) {
 hns CreateEndpoint net-1 {"Name":"seine_default_web-0_c1_eth0","HostComputeNetwork":"net-1","Policies":[{"Type":"PortName","Settings":{"Name":"web-0-5181cd"}},{"Type":"EncapOverhead","Settings":{"Overhead":50}}],"IpConfigurations":[{"IpAddress":"10.244.1.5","PrefixLength":24}],"Dns":{},"Routes":[{"NextHop":"10.244.1.1","DestinationPrefix":"0.0.0.0/0"}],"Health":{"Extra":{}},"SchemaVersion":{"Major":2,"Minor":0}} -> ep-2
 hns AttachEndpoint `+nsA+` ep-2`)
 	want := platform.PodInterface{HostName: PortName(pod.PodRef), PortType: ovsdb.TypeInternal,
-		MAC: net.HardwareAddr{0x00, 0x15, 0x5d, 0, 0, 2}, IPs: pod.IPs}
+		MAC: net.HardwareAddr{0x00, 0x15, 0x5d, 0, 0, 2}, IPs: pod.IPs, Late: true}
 	if iface.HostName != want.HostName || iface.PortType != want.PortType || iface.MAC.String() != want.MAC.String() ||
-		len(iface.IPs) != 1 || iface.IPs[0] != want.IPs[0] {
+		len(iface.IPs) != 1 || iface.IPs[0] != want.IPs[0] || !iface.Late {
 		t.Errorf("Attach = %+v, want %+v", iface, want)
 	}
 	if err := b.Check(ctx, pod); err != nil {
@@ -114,7 +114,7 @@ func TestAttachFailureLeavesNoEndpoint(t *testing.T) {
 		name, fail, netns, want string
 	}{
 		{"namespace refuses the endpoint", "AttachEndpoint", nsA, "attach HNS endpoint seine_default_web-0_c1_eth0 to namespace " + nsA + ": boom"},
-		{"namespace does not exist", "", "8d9a3c2e-9999-4e5f-9a0b-0123456789ab", "attach HNS endpoint seine_default_web-0_c1_eth0 to namespace 8d9a3c2e-9999-4e5f-9a0b-0123456789ab: Namespace ID"},
+		{"namespace does not exist", "", "8d9a3c2e-9999-4e5f-9a0b-0123456789ab", "HNS namespace 8d9a3c2e-9999-4e5f-9a0b-0123456789ab: no such pod network namespace"},
 		{"HNS refuses the endpoint", "CreateEndpoint", nsA, "create HNS endpoint seine_default_web-0_c1_eth0: boom"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -126,6 +126,9 @@ func TestAttachFailureLeavesNoEndpoint(t *testing.T) {
 			if err == nil || !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tc.want)) {
 				t.Errorf("Attach: %v, want %q", err, tc.want)
 			}
+			if tc.fail == "" && !errors.Is(err, platform.ErrNoNetNS) {
+				t.Errorf("Attach into a missing namespace: %v, want ErrNoNetNS", err)
+			}
 			if d := h.hns.dumpEndpoints(); d != "" {
 				t.Errorf("endpoints left after a failed Attach:\n%s", d)
 			}
@@ -134,7 +137,7 @@ func TestAttachFailureLeavesNoEndpoint(t *testing.T) {
 	t.Run("not a namespace GUID", func(t *testing.T) {
 		h, b := setUpNode(t)
 		_, err := b.Attach(ctx, podNet("c1", "/var/run/netns/x"))
-		if err == nil || !strings.Contains(err.Error(), "want an HNS namespace GUID") {
+		if err == nil || !strings.Contains(err.Error(), "want an HNS namespace GUID") || !errors.Is(err, platform.ErrNoNetNS) {
 			t.Errorf("Attach: %v", err)
 		}
 		diff(t, "host calls", h.Take(), "")
@@ -303,5 +306,36 @@ func TestNames(t *testing.T) {
 		if _, ok := parseEndpointName(bad); ok {
 			t.Errorf("parseEndpointName(%q) accepted", bad)
 		}
+	}
+}
+
+// TestPodInterfaceReady: an attached endpoint's interface is not ready until
+// the runtime starts the sandbox (its vNIC appears in the container's
+// compartment); a deleted endpoint is an error.
+func TestPodInterfaceReady(t *testing.T) {
+	ctx := context.Background()
+	h, b := setUpNode(t)
+	pod := podNet("c1", nsA)
+	iface, err := b.Attach(ctx, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !iface.Late {
+		t.Error("Attach did not say the interface comes late")
+	}
+	h.Take()
+	if ready, err := b.PodInterfaceReady(ctx, pod.PodRef, iface); err != nil || ready {
+		t.Errorf("before the sandbox started: ready %v, %v; want false", ready, err)
+	}
+	h.stack.sandboxStarted(iface.MAC.String())
+	if ready, err := b.PodInterfaceReady(ctx, pod.PodRef, iface); err != nil || !ready {
+		t.Errorf("after the sandbox started: ready %v, %v; want true", ready, err)
+	}
+	diff(t, "host calls of PodInterfaceReady", h.Take(), "")
+	if err := b.Detach(ctx, pod.PodRef); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.PodInterfaceReady(ctx, pod.PodRef, iface); err == nil || !strings.Contains(err.Error(), "no HNS endpoint") {
+		t.Errorf("after Detach: %v, want no HNS endpoint", err)
 	}
 }

@@ -85,6 +85,18 @@ func TestRealIPHelperReads(t *testing.T) {
 		}
 		t.Logf("route %s", r)
 	}
+	// Every adapter with a MAC is found across compartments; an unused
+	// MAC is not.
+	for _, i := range ifs {
+		if len(i.MAC) == 6 {
+			if ok, err := s.AdapterWithMAC(ctx, i.MAC); err != nil || !ok {
+				t.Errorf("AdapterWithMAC(%s) of %q: %v, %v; want true", i.MAC, i.Name, ok, err)
+			}
+		}
+	}
+	if ok, err := s.AdapterWithMAC(ctx, net.HardwareAddr{0x02, 0x5e, 0x1e, 0x0e, 0xee, 0x01}); err != nil || ok {
+		t.Errorf("AdapterWithMAC of a MAC no adapter has: %v, %v; want false", ok, err)
+	}
 	// Wine may lack the neighbour table; then the error must say which call.
 	ns, err := s.Neighbors(ctx)
 	if err != nil && !strings.Contains(err.Error(), "GetIpNetTable2") {

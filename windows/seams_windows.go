@@ -68,6 +68,9 @@ type ipStack interface {
 	Neighbor(ctx context.Context, ifIndex uint32, ip netip.Addr) (*neighborEntry, error)
 	SetNeighbor(ctx context.Context, n ipNeighbor) error
 	DeleteNeighbor(ctx context.Context, n ipNeighbor) error
+	// AdapterWithMAC reports whether an adapter with the MAC exists in any
+	// compartment (a container's vNIC lives in the container's).
+	AdapterWithMAC(ctx context.Context, mac net.HardwareAddr) (bool, error)
 	// WatchRoutes calls changed (which must not block) whenever a route is
 	// deleted or changed, until ctx ends; then it returns nil.
 	WatchRoutes(ctx context.Context, changed func()) error

@@ -100,9 +100,14 @@ type Agent struct {
 
 	ready  atomic.Bool
 	reason atomic.Value // string: why not ready
-	srv    *server.Server
+	// serveCNI starts answering the runtime (serveCNISocket); the unit
+	// tests under Wine, which has no AF_UNIX sockets, call the handler
+	// directly instead.
+	serveCNI func() (stop func(), err error)
 
 	policy *policy.Controller
+
+	late lateConns // pods waiting for their interface (late.go)
 }
 
 var errNotReady = errors.New("node setup is not done yet")
@@ -125,6 +130,7 @@ func New(o Options) (*Agent, error) {
 		vswitchd:   dialVswitchd(o.Config.OVS.RunDir),
 		hostResync: o.Config.hostRulesResyncPeriod(),
 	}
+	a.serveCNI = a.serveCNISocket
 	a.topo, _ = a.cfg.topology()
 	a.mode, _ = a.cfg.trafficMode()
 	if a.mode != pipeline.NoEncap {
@@ -197,6 +203,7 @@ func (a *Agent) run(ctx context.Context) error {
 	defer func() {
 		cancel()
 		wg.Wait()
+		a.late.wait()
 		a.factory.Shutdown()
 	}()
 	if a.cfg.HealthAddress != "" {
@@ -206,6 +213,7 @@ func (a *Agent) run(ctx context.Context) error {
 		}
 		defer stop()
 	}
+	a.late.setContext(ctx)
 	a.factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), a.nodesSynced) {
 		return fmt.Errorf("node informer: %w", context.Cause(ctx))
@@ -268,21 +276,11 @@ func (a *Agent) run(ctx context.Context) error {
 		defer wg.Done()
 		a.keepTunnelNeighbours(ctx, complete)
 	}()
-	srv, err := server.New(server.Options{SocketPath: a.cfg.CNISocket, Handler: a, Logger: a.log.With("component", "cni-server")})
+	stopCNI, err := a.serveCNI()
 	if err != nil {
 		return err
 	}
-	if err := srv.Start(); err != nil {
-		return fmt.Errorf("cni server: %w", err)
-	}
-	a.srv = srv
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			a.log.Warn("cni server shutdown", "err", err)
-		}
-	}()
+	defer stopCNI()
 	a.ready.Store(true)
 	if err := a.writeCNIConfig(); err != nil {
 		return err
@@ -291,6 +289,25 @@ func (a *Agent) run(ctx context.Context) error {
 	a.followPeers(ctx)
 	a.setNotReady("shutting down")
 	return nil
+}
+
+// serveCNISocket starts the CNI server on the configured socket (the
+// agent's serveCNI); stop shuts it down.
+func (a *Agent) serveCNISocket() (stop func(), err error) {
+	srv, err := server.New(server.Options{SocketPath: a.cfg.CNISocket, Handler: a, Logger: a.log.With("component", "cni-server")})
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(); err != nil {
+		return nil, fmt.Errorf("cni server: %w", err)
+	}
+	return func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			a.log.Warn("cni server shutdown", "err", err)
+		}
+	}, nil
 }
 
 // retry runs fn until it succeeds or ctx ends, with a capped backoff.

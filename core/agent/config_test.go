@@ -27,7 +27,17 @@ stateDir: /run/seine-lab/nodes/node-1/seine
 healthAddress: 127.0.0.1:10350
 `
 
+// osPaths makes the lab's absolute paths absolute on the OS the test runs
+// on (C:/run/... on Windows).
+func osPaths(s string) string {
+	if runtime.GOOS == "windows" {
+		return strings.ReplaceAll(s, " /run/", " C:/run/")
+	}
+	return s
+}
+
 func TestParseConfig(t *testing.T) {
+	labConfig := osPaths(labConfig)
 	cfg, err := ParseConfig([]byte(labConfig))
 	if err != nil {
 		t.Fatalf("the lab's config: %v", err)
@@ -45,7 +55,7 @@ func TestParseConfig(t *testing.T) {
 		{"mtu", "mtu: 0", "mtu: 100", "mtu 100"},
 		{"relative path", "stateDir: /run/seine-lab/nodes/node-1/seine", "stateDir: seine", "want an absolute path"},
 		{"no node name", "nodeName: node-1", "nodeName: ''", "nodeName is required"},
-		{"bad endpoint", "dbEndpoint: unix:/run", "dbEndpoint: npipe:/run", "ovs.dbEndpoint"},
+		{"bad endpoint", "dbEndpoint: unix:/run", "dbEndpoint: ftp:/run", "ovs.dbEndpoint"},
 		{"health address", "healthAddress: 127.0.0.1:10350", "healthAddress: localhost", "healthAddress"},
 		{"uplink", "uplink: eth0", "uplink: ''", "uplink is required"},
 		{"not yaml", "nodeName: node-1", "nodeName: [", "decode"},
@@ -55,7 +65,7 @@ func TestParseConfig(t *testing.T) {
 		{"windows flow set routed", "topology: bridgedUplink", "topology: routedHost\nflowSetOS: windows", "flowSetOS windows needs topology bridgedUplink"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig([]byte(strings.Replace(labConfig, tc.from, tc.to, 1)))
+			_, err := ParseConfig([]byte(strings.Replace(labConfig, osPaths(tc.from), osPaths(tc.to), 1)))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/seine-cni/seine/cni"
@@ -39,7 +40,7 @@ type world struct {
 func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
 	t.Helper()
 	db := newFakeDB()
-	dir := t.TempDir()
+	dir := testDir(t)
 	netns := filepath.Join(dir, "netns-pod")
 	if err := os.WriteFile(netns, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -67,6 +68,26 @@ func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
 	}
 }
 
+// testDir is t.TempDir, except that under Wine, whose file deletion Go's
+// os.RemoveAll cannot use (test/windows/README.md), a failed clean-up is
+// only logged: winetest empties the prefix's temp directory afterwards.
+func testDir(t *testing.T) string {
+	t.Helper()
+	if runtime.GOOS != "windows" {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp("", "seine-agent-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("clean up %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
 func node(name, ip, podCIDR string) *corev1.Node {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if podCIDR != "" {
@@ -90,6 +111,7 @@ func (w *world) start() (*Agent, func()) {
 	if w.hostResync > 0 {
 		a.hostResync = w.hostResync
 	}
+	noCNISocketUnderWine(a)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -108,10 +130,20 @@ func (w *world) start() (*Agent, func()) {
 	return a, stop
 }
 
+// noCNISocketUnderWine: Wine has no AF_UNIX sockets
+// (test/windows/README.md), so on Windows the tests call the agent's CNI
+// handler directly instead of serving the socket; cni/server tests that.
+func noCNISocketUnderWine(a *Agent) {
+	if runtime.GOOS == "windows" {
+		a.serveCNI = func() (func(), error) { return func() {}, nil }
+	}
+}
+
 // run runs a in the background until t's cleanup, which fails t if Run
 // returned an error, and waits until it is ready.
 func run(t *testing.T, a *Agent) {
 	t.Helper()
+	noCNISocketUnderWine(a)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -172,6 +204,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-type runtimeObject = runtime.Object
+type runtimeObject = k8sruntime.Object
 
 func asTypesError(err error, target **types.Error) bool { return errors.As(err, target) }

@@ -125,6 +125,7 @@ func TestHostRulesRetried(t *testing.T) {
 func TestRoutedHost(t *testing.T) {
 	w := newWorld(t, twoNodesSlice()...)
 	w.cfg.Topology = "routedHost"
+	w.cfg.FlowSetOS = "linux" // a Windows node has no routed host
 	a, _ := w.start()
 	waitReady(t, a)
 	if _, err := a.Add(context.Background(), w.req(cni.CmdAdd, "c1", "web-0")); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -98,9 +97,6 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	if ref.NetNS == "" {
 		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty")
 	}
-	if _, err := os.Stat(ref.NetNS); err != nil {
-		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "network namespace %s: %v", ref.NetNS, err)
-	}
 	log := a.log.With("pod", ref.Namespace+"/"+ref.Name, "container", shortID(ref.ContainerID))
 	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
 
@@ -130,12 +126,18 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 
 	pn := a.podNetwork(ref, alloc.IPs, nil)
 	iface, err := a.backend.Attach(ctx, pn)
+	if errors.Is(err, platform.ErrNoNetNS) {
+		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "network namespace %s: %v", ref.NetNS, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("attach pod interface: %w", err)
 	}
 	undo = append(undo, func(ctx context.Context) error { return a.backend.Detach(ctx, ref) })
 
 	p := &podState{key: key, ref: ref, port: iface.HostName, ips: alloc.IPs, mac: iface.MAC}
+	if iface.Late {
+		return a.addLate(ctx, p, iface, &undo)
+	}
 	if err := a.db.EnsurePort(ctx, a.cfg.OVS.Bridge, ovsdb.PortConfig{
 		Name: iface.HostName, Type: iface.PortType, ExternalIDs: p.externalIDs(),
 	}); err != nil {
@@ -156,6 +158,31 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	// Policy for the new pod before the runtime starts its containers.
 	a.policy.PodsChanged(ctx)
 	log.Info("pod added", "ips", fmt.Sprint(alloc.IPs), "port", iface.HostName, "ofport", ofport)
+	return a.result(p, iface), nil
+}
+
+// addLate finishes the ADD of a pod whose interface appears only after ADD
+// returns (see late.go): the port is plugged without its type and a
+// connector installs the flows once the interface exists.
+func (a *Agent) addLate(ctx context.Context, p *podState, iface platform.PodInterface, undo *[]func(context.Context) error) (*current.Result, error) {
+	log := a.log.With("pod", p.ref.Namespace+"/"+p.ref.Name, "container", shortID(p.ref.ContainerID))
+	if a.late.pending(p.key) != nil {
+		log.Info("ADD again while the pod's interface is awaited")
+		return a.result(p, iface), nil
+	}
+	a.mu.Lock()
+	cur := a.pods[p.key]
+	a.mu.Unlock()
+	if cur != nil && cur.port == iface.HostName && cur.ofport > 0 {
+		log.Info("ADD again for a connected pod")
+		return a.result(cur, iface), nil
+	}
+	u, err := a.plugLate(ctx, p, iface)
+	if err != nil {
+		return nil, err
+	}
+	*undo = append(*undo, u)
+	log.Info("pod added; its port connects when the runtime starts the sandbox", "ips", fmt.Sprint(p.ips), "port", iface.HostName)
 	return a.result(p, iface), nil
 }
 
@@ -211,9 +238,15 @@ func (a *Agent) Del(ctx context.Context, r *cni.Request) error {
 // state, in OVSDB external_ids and in IPAM.
 func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
 	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
+	// A pod still waiting for its interface stops waiting first (it may
+	// connect meanwhile: then it is in a.pods below).
+	waiting := a.late.stop(key)
 	a.mu.Lock()
 	p := a.pods[key]
 	a.mu.Unlock()
+	if p == nil && waiting != nil && (ref.Namespace == "" || ref.Name == "") {
+		ref.Namespace, ref.Name = waiting.ref.Namespace, waiting.ref.Name
+	}
 	ports, err := a.db.ListPorts(ctx, map[string]string{extType: extTypePod, extContainerID: key.ContainerID, extIfName: key.IfName})
 	if err != nil {
 		return fmt.Errorf("find the pod's OVS port: %w", err)
@@ -269,6 +302,9 @@ func (a *Agent) Check(ctx context.Context, r *cni.Request) error {
 	a.mu.Lock()
 	p := a.pods[key]
 	a.mu.Unlock()
+	if p == nil && a.late.pending(key) != nil {
+		return cni.Errorf(types.ErrTryAgainLater, "attachment %s of container %s: its interface is not connected to OVS yet (waiting for the runtime to start the sandbox)", ref.IfName, ref.ContainerID)
+	}
 	if p == nil {
 		return cni.Errorf(types.ErrUnknownContainer, "no attachment %s of container %s", ref.IfName, ref.ContainerID)
 	}

@@ -143,6 +143,7 @@ func TestAddErrors(t *testing.T) {
 	noArgs.K8s = cni.K8sArgs{}
 	badNS := w.req(cni.CmdAdd, "c0", "x")
 	badNS.Netns = "/nonexistent/netns"
+	w.backend.FakePodAttacher.RemoveNetNS(badNS.Netns)
 	for name, r := range map[string]*cni.Request{"no pod in CNI_ARGS": noArgs, "unknown netns": badNS} {
 		if _, err := a.Add(ctx, r); cniCode(err) != types.ErrInvalidEnvironmentVariables {
 			t.Errorf("%s: code %d (%v), want %d", name, cniCode(err), err, types.ErrInvalidEnvironmentVariables)

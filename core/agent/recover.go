@@ -9,12 +9,17 @@ import (
 	"strings"
 
 	"github.com/seine-cni/seine/core/ipam"
+	"github.com/seine-cni/seine/platform"
 )
 
 // recoverPods rebuilds the local pods from the OVS ports' external_ids and
 // IPAM after a restart. A port without an IPAM allocation (or with other
-// addresses) is deleted with its interface; an allocation without a port is
-// released. The flows of the kept pods are replayed with the node's flows.
+// addresses) is deleted with its interface; so is one without an OpenFlow
+// port whose interface is not intact. A port without an OpenFlow port whose
+// interface is intact and comes late (platform.LatePodInterfaces: a Windows
+// pod before its sandbox started) is kept, with its address, and connected
+// in the background. An allocation without a port is released. The flows of
+// the kept pods are replayed with the node's flows.
 func (a *Agent) recoverPods(ctx context.Context) error {
 	ports, err := a.db.ListPorts(ctx, map[string]string{extType: extTypePod})
 	if err != nil {
@@ -22,10 +27,20 @@ func (a *Agent) recoverPods(ctx context.Context) error {
 	}
 	var keep []ipam.Key
 	pods := map[ipam.Key]*podState{}
+	type waiting struct {
+		p     *podState
+		iface platform.PodInterface
+	}
+	var late []waiting
 	for _, port := range ports {
 		ref := refFromExternalIDs(port.ExternalIDs)
 		key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
-		p, why := a.recoverPod(ctx, port.Name, port.OFPort, port.ExternalIDs)
+		p, lateIface, why := a.recoverPod(ctx, port.Name, port.OFPort, port.ExternalIDs)
+		if p != nil && lateIface != nil {
+			keep = append(keep, key)
+			late = append(late, waiting{p, *lateIface})
+			continue
+		}
 		if p == nil {
 			a.log.Warn("dropping an inconsistent pod port", "port", port.Name, "pod", ref.Namespace+"/"+ref.Name, "reason", why)
 			if err := a.db.DeletePort(ctx, port.Name); err != nil {
@@ -51,21 +66,30 @@ func (a *Agent) recoverPods(ctx context.Context) error {
 	a.mu.Lock()
 	a.pods = pods
 	a.mu.Unlock()
-	a.log.Info("pods recovered", "pods", len(pods), "released", len(released))
+	for _, w := range late {
+		lp, err := a.lateBackend()
+		if err != nil {
+			return err
+		}
+		a.late.start(w.p, func(ctx context.Context) { a.connectLate(ctx, w.p, w.iface, lp) })
+	}
+	a.log.Info("pods recovered", "pods", len(pods), "awaiting_interface", len(late), "released", len(released))
 	return nil
 }
 
-// recoverPod checks one pod port against IPAM; nil and the reason when it
-// cannot be kept.
-func (a *Agent) recoverPod(ctx context.Context, name string, ofport int, ids map[string]string) (*podState, string) {
+// recoverPod checks one pod port against IPAM and, when it has no OpenFlow
+// port, against the host; nil and the reason when it cannot be kept. A pod
+// kept without an OpenFlow port comes with its late interface, for the
+// connector.
+func (a *Agent) recoverPod(ctx context.Context, name string, ofport int, ids map[string]string) (*podState, *platform.PodInterface, string) {
 	ref := refFromExternalIDs(ids)
 	if ref.Validate() != nil {
-		return nil, "incomplete external_ids"
+		return nil, nil, "incomplete external_ids"
 	}
 	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
 	al, ok := a.ipam.Lookup(key)
 	if !ok {
-		return nil, "no IPAM allocation"
+		return nil, nil, "no IPAM allocation"
 	}
 	var ips []netip.Prefix
 	for _, s := range strings.Split(ids[extIP], ",") {
@@ -74,18 +98,38 @@ func (a *Agent) recoverPod(ctx context.Context, name string, ofport int, ids map
 		}
 	}
 	if !slices.Equal(ips, al.IPs) {
-		return nil, fmt.Sprintf("port has %v, IPAM %v", ips, al.IPs)
+		return nil, nil, fmt.Sprintf("port has %v, IPAM %v", ips, al.IPs)
 	}
 	mac, err := net.ParseMAC(ids[extMAC])
 	if err != nil {
-		return nil, "bad MAC"
+		return nil, nil, "bad MAC"
 	}
-	if ofport <= 0 {
-		n, err := a.db.PortOfport(ctx, name)
+	p := &podState{key: key, ref: ref, port: name, ips: ips, mac: mac}
+	if ofport > 0 {
+		p.ofport = uint32(ofport)
+		return p, nil, ""
+	}
+	// No OpenFlow port: normal for a pod whose interface comes late (a
+	// Windows pod whose sandbox has not started, or whose port ovs-vswitchd
+	// has not opened again), or the pod's interface is gone.
+	pn := a.podNetwork(ref, ips, nil)
+	if err := a.backend.Check(ctx, pn); err != nil {
+		return nil, nil, fmt.Sprintf("no OpenFlow port, and the pod's interface is not intact: %v", err)
+	}
+	if _, ok := a.backend.(platform.LatePodInterfaces); ok {
+		// What a retried ADD does: the backend finds the interface as it is.
+		iface, err := a.backend.Attach(ctx, pn)
 		if err != nil {
-			return nil, fmt.Sprintf("no OpenFlow port: %v", err)
+			return nil, nil, fmt.Sprintf("no OpenFlow port, and the pod's interface cannot be found again: %v", err)
 		}
-		ofport = n
+		if iface.Late {
+			return p, &iface, ""
+		}
 	}
-	return &podState{key: key, ref: ref, port: name, ofport: uint32(ofport), ips: ips, mac: mac}, ""
+	n, err := a.db.PortOfport(ctx, name)
+	if err != nil {
+		return nil, nil, fmt.Sprintf("no OpenFlow port: %v", err)
+	}
+	p.ofport = uint32(n)
+	return p, nil, ""
 }

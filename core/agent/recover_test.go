@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,7 +78,8 @@ func TestRestartRecovery(t *testing.T) {
 		t.Error("no peer flows after a vswitchd restart")
 	}
 	conf, err := os.ReadFile(filepath.Join(w.cfg.CNIConfDir, CNIConfFile))
-	if err != nil || !strings.Contains(string(conf), w.cfg.CNISocket) || !strings.Contains(string(conf), `"type": "seine"`) {
+	socket, _ := json.Marshal(w.cfg.CNISocket) // as the conflist's JSON has it
+	if err != nil || !strings.Contains(string(conf), string(socket)) || !strings.Contains(string(conf), `"type": "seine"`) {
 		t.Errorf("CNI config: %v\n%s", err, conf)
 	}
 }

@@ -16,11 +16,52 @@ import (
 // FakeOVSDB is an in-memory platform.OVSDB: bridges with their local port,
 // ports with OpenFlow numbers assigned from 1 in creation order (or as
 // requested), and MACs 02:00:00:00:hh:ll from the OpenFlow number.
+//
+// Every port's device exists unless SetDevicePresent says otherwise; a port
+// whose device is absent gets ofport -1 and OVS's error, and, as in OVS for
+// Windows, keeps it after the device appears until its interface row
+// changes (ovs-vswitchd opens a device only on a reconfiguration of the
+// row; it does not retry one that failed).
 type FakeOVSDB struct {
 	recorder
 	bridges map[string]ovsdb.BridgeConfig
 	ports   map[string]*fakePort
 	next    map[string]int // next free ofport per bridge
+	absent  map[string]bool
+}
+
+// SetDevicePresent says whether the network device a port named name opens
+// exists on the host. It changes no port: see FakeOVSDB.
+func (f *FakeOVSDB) SetDevicePresent(name string, present bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.absent == nil {
+		f.absent = map[string]bool{}
+	}
+	if present {
+		delete(f.absent, name)
+	} else {
+		f.absent[name] = true
+	}
+}
+
+// openDevice gives the port an OpenFlow port number if its device exists,
+// else -1; the caller holds mu.
+func (f *FakeOVSDB) openDevice(bridge string, p *fakePort) {
+	if f.absent[p.cfg.Name] {
+		p.ofport = -1
+		return
+	}
+	if p.ofport > 0 {
+		return
+	}
+	p.ofport = p.cfg.OFPortRequest
+	if p.ofport == 0 {
+		for f.ofportUsed(bridge, f.next[bridge]) {
+			f.next[bridge]++
+		}
+		p.ofport = f.next[bridge]
+	}
 }
 
 type fakePort struct {
@@ -94,21 +135,25 @@ func (f *FakeOVSDB) EnsurePort(_ context.Context, bridge string, p ovsdb.PortCon
 		if cur.bridge != bridge {
 			delete(f.ports, p.Name)
 		} else {
+			rowChanged := portText(ovsdb.PortConfig{Type: want.Type, Tunnel: want.Tunnel, Options: want.Options, MTURequest: want.MTURequest}) !=
+				portText(ovsdb.PortConfig{Type: cur.cfg.Type, Tunnel: cur.cfg.Tunnel, Options: cur.cfg.Options, MTURequest: cur.cfg.MTURequest})
 			cur.cfg = want
+			if old := cur.ofport; rowChanged {
+				f.openDevice(bridge, cur)
+				if cur.ofport != old {
+					f.logf("%s (updated ofport %d)", line, cur.ofport)
+					return nil
+				}
+			}
 			f.logf("%s (updated)", line)
 			return nil
 		}
 	}
 	p.ExternalIDs, p.Options = maps.Clone(p.ExternalIDs), maps.Clone(p.Options)
-	ofport := p.OFPortRequest
-	if ofport == 0 {
-		for f.ofportUsed(bridge, f.next[bridge]) {
-			f.next[bridge]++
-		}
-		ofport = f.next[bridge]
-	}
-	f.ports[p.Name] = &fakePort{bridge: bridge, cfg: p, ofport: ofport}
-	f.logf("%s (created ofport %d)", line, ofport)
+	np := &fakePort{bridge: bridge, cfg: p}
+	f.openDevice(bridge, np)
+	f.ports[p.Name] = np
+	f.logf("%s (created ofport %d)", line, np.ofport)
 	return nil
 }
 
@@ -146,11 +191,20 @@ func (f *FakeOVSDB) GetPort(_ context.Context, name string) (ovsdb.PortInfo, err
 	if !ok {
 		return ovsdb.PortInfo{}, fmt.Errorf("port %s: %w", name, ovsdb.ErrPortNotFound)
 	}
-	return ovsdb.PortInfo{
+	info := ovsdb.PortInfo{
 		Name: name, Bridge: p.bridge, Type: p.cfg.Type, OFPort: p.ofport,
 		Options: maps.Clone(p.cfg.Options), ExternalIDs: maps.Clone(p.cfg.ExternalIDs),
 		MAC: ofportMAC(p.ofport).String(),
-	}, nil
+	}
+	if p.ofport < 0 {
+		info.MAC, info.Error = "", deviceError(name)
+	}
+	return info, nil
+}
+
+// deviceError is ovs-vswitchd's error for a port whose device is absent.
+func deviceError(name string) string {
+	return "could not open network device " + name + " (No such device)"
 }
 
 // PortOfport returns the port's OpenFlow number. A FailNext("PortOfport", err)
@@ -165,6 +219,9 @@ func (f *FakeOVSDB) PortOfport(_ context.Context, name string) (int, error) {
 	p, ok := f.ports[name]
 	if !ok {
 		return 0, fmt.Errorf("port %s: %w", name, ovsdb.ErrPortNotFound)
+	}
+	if p.ofport < 0 {
+		return 0, &ovsdb.InterfaceError{Interface: name, Text: deviceError(name)}
 	}
 	return p.ofport, nil
 }

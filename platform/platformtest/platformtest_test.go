@@ -222,6 +222,62 @@ func TestFakePodAttacher(t *testing.T) {
 	equal(t, "dump", a.Dump(), dbText+" host="+hdb+" mac="+fakeMAC(hdb+"/eth0").String()+"\n")
 }
 
+// TestFakeLatePodInterface: a late attachment's device is absent until its
+// sandbox starts, so its port has ofport -1 and OVS's error; the device
+// appearing changes nothing until the port's interface row changes.
+func TestFakeLatePodInterface(t *testing.T) {
+	db := NewFakeOVSDB()
+	a := NewFakePodAttacher()
+	a.Late, a.PortType, a.Devices = true, ovsdb.TypeInternal, db
+	if err := db.EnsureBridge(ctx, ovsdb.BridgeConfig{Name: "br-int"}); err != nil {
+		t.Fatal(err)
+	}
+	pod := pod("web", "c1")
+	pod.NetNS = "8d9a3c2e-1111-4e5f-9a0b-0123456789ab"
+	iface, err := a.Attach(ctx, pod)
+	if err != nil || !iface.Late {
+		t.Fatalf("Attach = %+v, %v; want a late interface", iface, err)
+	}
+	if ready, err := a.PodInterfaceReady(ctx, pod.PodRef, iface); ready || err != nil {
+		t.Errorf("ready before the sandbox started: %v, %v", ready, err)
+	}
+	if err := db.EnsurePort(ctx, "br-int", ovsdb.PortConfig{Name: iface.HostName}); err != nil {
+		t.Fatal(err)
+	}
+	var ie *ovsdb.InterfaceError
+	if _, err := db.PortOfport(ctx, iface.HostName); !errors.As(err, &ie) || !strings.Contains(err.Error(), "No such device") {
+		t.Errorf("PortOfport of an absent device: %v, want an InterfaceError", err)
+	}
+	a.StartSandbox(pod.PodRef)
+	if ready, err := a.PodInterfaceReady(ctx, pod.PodRef, iface); !ready || err != nil {
+		t.Errorf("ready after the sandbox started: %v, %v", ready, err)
+	}
+	if info, _ := db.GetPort(ctx, iface.HostName); info.OFPort != -1 || info.Error == "" {
+		t.Errorf("port after the device appeared, its row unchanged: ofport %d error %q; want -1 and the error", info.OFPort, info.Error)
+	}
+	if err := db.EnsurePort(ctx, "br-int", ovsdb.PortConfig{Name: iface.HostName, Type: ovsdb.TypeInternal}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.PortOfport(ctx, iface.HostName); n <= 0 || err != nil {
+		t.Errorf("PortOfport once the row changed: %d, %v", n, err)
+	}
+	a.RemoveNetNS(pod.NetNS)
+	if err := a.Check(ctx, pod); !errors.Is(err, platform.ErrNoNetNS) {
+		t.Errorf("Check with the namespace gone: %v, want ErrNoNetNS", err)
+	}
+	other := pod
+	other.ContainerID = "c2"
+	if _, err := a.Attach(ctx, other); !errors.Is(err, platform.ErrNoNetNS) {
+		t.Errorf("Attach into a namespace that is gone: %v, want ErrNoNetNS", err)
+	}
+	if err := a.Detach(ctx, pod.PodRef); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.PodInterfaceReady(ctx, pod.PodRef, iface); !errors.Is(err, ErrPodNotAttached) {
+		t.Errorf("PodInterfaceReady after Detach: %v, want ErrPodNotAttached", err)
+	}
+}
+
 func TestFakeHostRules(t *testing.T) {
 	mac := net.HardwareAddr{0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff}
 	base := platform.HostState{

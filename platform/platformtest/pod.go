@@ -20,12 +20,65 @@ var ErrPodNotAttached = errors.New("pod not attached")
 
 // FakePodAttacher is a platform.PodAttacher that keeps attachments in memory.
 // Host interface names are "fake" plus a hash of the attachment, MACs derive
-// from the names.
+// from the names. With Late set it models Windows under containerd: the
+// interface exists only once the runtime starts the sandbox (StartSandbox),
+// after ADD; it is also a platform.LatePodInterfaces.
 type FakePodAttacher struct {
 	recorder
 	// PortType is what Attach reports (ovsdb.TypeSystem, as on Linux, by default).
 	PortType ovsdb.InterfaceType
-	pods     map[attachmentKey]attached
+	// Late makes Attach report interfaces that appear only at StartSandbox.
+	Late bool
+	// Devices, when set, is told when a late interface's device exists
+	// (a FakeOVSDB: a port for an absent device gets ofport -1).
+	Devices interface {
+		SetDevicePresent(name string, present bool)
+	}
+	pods    map[attachmentKey]attached
+	started map[attachmentKey]bool
+	goneNS  map[string]bool
+}
+
+var _ platform.LatePodInterfaces = (*FakePodAttacher)(nil)
+
+// RemoveNetNS makes netns a namespace that does not exist: Attach into it
+// fails with an error wrapping platform.ErrNoNetNS, and Check of an
+// attachment in it reports it gone.
+func (f *FakePodAttacher) RemoveNetNS(netns string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.goneNS == nil {
+		f.goneNS = map[string]bool{}
+	}
+	f.goneNS[netns] = true
+}
+
+// StartSandbox is the runtime starting the pod's sandbox after ADD: a late
+// interface appears (and its device, for Devices).
+func (f *FakePodAttacher) StartSandbox(ref platform.PodRef) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.started == nil {
+		f.started = map[attachmentKey]bool{}
+	}
+	f.started[keyOf(ref)] = true
+	if f.Devices != nil {
+		f.Devices.SetDevicePresent(HostName(ref), true)
+	}
+}
+
+// PodInterfaceReady reports whether the attachment's sandbox has started
+// (platform.LatePodInterfaces); an unknown attachment is an error.
+func (f *FakePodAttacher) PodInterfaceReady(_ context.Context, ref platform.PodRef, _ platform.PodInterface) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.fault("PodInterfaceReady"); err != nil {
+		return false, err
+	}
+	if _, ok := f.pods[keyOf(ref)]; !ok {
+		return false, fmt.Errorf("pod %s: %w", ref, ErrPodNotAttached)
+	}
+	return f.started[keyOf(ref)], nil
 }
 
 type attachmentKey struct{ containerID, ifName string }
@@ -64,6 +117,11 @@ func (f *FakePodAttacher) Attach(_ context.Context, pod platform.PodNetwork) (pl
 		f.logf("%s: error: %v", line, err)
 		return platform.PodInterface{}, err
 	}
+	if f.goneNS[pod.NetNS] {
+		err := fmt.Errorf("attach %s: netns %s: %w", pod.PodRef, pod.NetNS, platform.ErrNoNetNS)
+		f.logf("%s: error: %v", line, err)
+		return platform.PodInterface{}, err
+	}
 	k := keyOf(pod.PodRef)
 	if cur, ok := f.pods[k]; ok && podText(cur.net) == podText(pod) {
 		f.logf("%s (no change)", line)
@@ -72,7 +130,10 @@ func (f *FakePodAttacher) Attach(_ context.Context, pod platform.PodNetwork) (pl
 	host := HostName(pod.PodRef)
 	iface := platform.PodInterface{
 		HostName: host, PortType: f.PortType, MAC: pod.MAC, HostMAC: fakeMAC(host),
-		IPs: slices.Clone(pod.IPs),
+		IPs: slices.Clone(pod.IPs), Late: f.Late,
+	}
+	if f.Late && !f.started[k] && f.Devices != nil {
+		f.Devices.SetDevicePresent(host, false)
 	}
 	if iface.MAC == nil {
 		iface.MAC = fakeMAC(host + "/" + pod.IfName)
@@ -96,6 +157,7 @@ func (f *FakePodAttacher) Detach(_ context.Context, ref platform.PodRef) error {
 		return nil
 	}
 	delete(f.pods, keyOf(ref))
+	delete(f.started, keyOf(ref))
 	f.logf("%s", line)
 	return nil
 }
@@ -111,6 +173,8 @@ func (f *FakePodAttacher) Check(_ context.Context, pod platform.PodNetwork) erro
 		switch {
 		case !ok:
 			err = fmt.Errorf("check %s: %w", pod.PodRef, ErrPodNotAttached)
+		case f.goneNS[cur.net.NetNS]:
+			err = fmt.Errorf("check %s: netns %s: %w", pod.PodRef, cur.net.NetNS, platform.ErrNoNetNS)
 		case podText(cur.net) != podText(pod):
 			err = fmt.Errorf("check %s: have %s, want %s", pod.PodRef, podText(cur.net), podText(pod))
 		}
