@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -12,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -41,8 +38,8 @@ func TestRestarts(t *testing.T) {
 			e.stopAgent(node)
 			e.startAgent(node)
 		}
-		sent, lost := stream.stop()
-		t.Logf("%d pings across the restarts of both agents, %d lost", sent, lost)
+		sent, lost, maxRTT := stream.stop()
+		t.Logf("%d pings across the restarts of both agents, %d lost, slowest reply %s", sent, lost, maxRTT.Round(time.Millisecond))
 		if sent < 10 {
 			t.Errorf("only %d pings sent", sent)
 		}
@@ -186,7 +183,10 @@ func (e *env) rounds(t *testing.T, node string) []uint64 {
 
 // pingStream sends an echo request to dst every 10 ms (100 pings/s) from one
 // goroutine and matches the replies in another, so a slow reply does not
-// slow the pace. A request with no reply within a second is lost.
+// slow the pace. A request is lost when its reply has not come a second
+// after it: it expires only once the socket was found empty more than a
+// second after the request, so a receiver that did not run for a while (a
+// busy machine) still reads the replies that came and loses nothing.
 type pingStream struct {
 	t          *testing.T
 	p          *pinger
@@ -200,6 +200,7 @@ type pingStream struct {
 	pending map[int]time.Time // seq -> when sent, until its reply comes
 	sent    int
 	lost    int
+	maxRTT  time.Duration
 }
 
 const pingTimeout = time.Second
@@ -237,46 +238,43 @@ func (e *env) startPingStream(t *testing.T, netns string, dst netip.Addr) *pingS
 }
 
 func (s *pingStream) send(seq int) {
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: s.p.id, Seq: seq, Data: make([]byte, 56)}}
-	b, err := msg.Marshal(nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sent++
-	if err == nil {
-		_, err = s.p.conn.WriteTo(b, &net.IPAddr{IP: s.dst.AsSlice()})
-	}
+	at, err := s.p.send(s.dst, seq, 56)
 	if err != nil {
 		s.lost++
 		s.t.Logf("ping %d: %v", seq, err)
 		return
 	}
-	s.pending[seq] = time.Now()
+	s.pending[seq] = at
 }
 
 // receive matches replies until the sender has stopped and every request
 // has had its reply or its second.
 func (s *pingStream) receive() {
 	defer close(s.recv)
-	buf := make([]byte, 65536)
 	for {
-		_ = s.p.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		n, from, err := s.p.conn.ReadFrom(buf)
-		now := time.Now()
+		r, ok, empty, err := s.p.next(time.Now().Add(50 * time.Millisecond))
 		s.mu.Lock()
-		if err == nil {
-			if m, perr := icmp.ParseMessage(1, buf[:n]); perr == nil && m.Type == ipv4.ICMPTypeEchoReply && from.String() == s.dst.String() {
-				if body, ok := m.Body.(*icmp.Echo); ok && body.ID == s.p.id {
-					if at, ok := s.pending[body.Seq]; ok && now.Sub(at) <= pingTimeout {
-						delete(s.pending, body.Seq)
-					}
+		if err != nil {
+			s.t.Logf("ping stream: read: %v", err)
+		}
+		if ok {
+			if body, reply := s.p.echoReply(r, s.dst); reply {
+				if at, ok := s.pending[body.Seq]; ok {
+					delete(s.pending, body.Seq)
+					s.maxRTT = max(s.maxRTT, r.at.Sub(at))
 				}
 			}
-		}
-		for seq, at := range s.pending {
-			if now.Sub(at) > pingTimeout {
-				delete(s.pending, seq)
-				s.lost++
-				s.t.Logf("ping %d: no echo reply from %s within %s", seq, s.dst, pingTimeout)
+		} else {
+			// Whatever arrives from now on arrived after empty.
+			for seq, at := range s.pending {
+				if empty.Sub(at) > pingTimeout {
+					delete(s.pending, seq)
+					s.lost++
+					s.t.Logf("ping %d: no echo reply from %s within %s", seq, s.dst, pingTimeout)
+				}
 			}
 		}
 		done := len(s.pending) == 0
@@ -296,7 +294,10 @@ func (s *pingStream) stopped() bool {
 	}
 }
 
-func (s *pingStream) stop() (sent, lost int) {
+// stop ends the stream once every request has had its reply or its
+// second, and returns the counts and the slowest reply (by the kernel's
+// receive timestamps where it stamped them, else by when they were read).
+func (s *pingStream) stop() (sent, lost int, maxRTT time.Duration) {
 	s.cancel()
 	s.sending.Wait()
 	close(s.senderDone)
@@ -304,5 +305,5 @@ func (s *pingStream) stop() (sent, lost int) {
 	s.p.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sent, s.lost
+	return s.sent, s.lost, s.maxRTT
 }
