@@ -422,15 +422,13 @@ func TestControlPlaneAPI(t *testing.T) {
 	})
 
 	t.Run("kubectl", func(t *testing.T) {
-		if _, err := exec.LookPath("kubectl"); err != nil {
-			t.Skip("kubectl is not installed")
-		}
+		kubectl := labtest.Kubectl(t) // the lab's release, as bin/kubectl
 		for _, args := range [][]string{
 			{"get", "networkpolicies.controlplane.seine.io"},
 			{"get", "appliedtogroups.controlplane.seine.io", "-o", "yaml"},
 			{"get", "networkpolicies.controlplane.seine.io", "--field-selector", "nodeName=node-y", "-o", "yaml"},
 		} {
-			out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", c.AdminKubeconfig()}, args...)...).CombinedOutput()
+			out, err := exec.CommandContext(ctx, kubectl, append([]string{"--kubeconfig", c.AdminKubeconfig()}, args...)...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 			}

@@ -25,6 +25,7 @@ import (
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/client/clientset/versioned"
 	"github.com/seine-cni/seine/test/lab"
+	"github.com/seine-cni/seine/test/lab/labtest"
 )
 
 func controlplaneResource(r string) schema.GroupVersionResource {
@@ -130,17 +131,16 @@ func testStatus(t *testing.T, c *lab.Config, cs kubernetes.Interface, agentCfg *
 	}
 	waitFor(t, "status after the refused reports", fmt.Sprintf("gen %d 1/1 Realized", np.Generation), get)
 
-	if _, err := exec.LookPath("kubectl"); err == nil {
-		out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", c.AdminKubeconfig(), "get", "networkpolicies.controlplane.seine.io", name).CombinedOutput()
-		t.Logf("kubectl get networkpolicies.controlplane.seine.io %s:\n%s", name, out)
-		if err != nil {
-			t.Fatalf("kubectl: %v", err)
-		}
-		want := []string{"NAME", "SOURCE", "GENERATION", "DESIRED", "REALIZED", "PHASE", "default/h6-allow", "Realized"}
-		for _, w := range want {
-			if !strings.Contains(string(out), w) {
-				t.Errorf("kubectl get: no %q in the output", w)
-			}
+	// The same status as a person sees it, with the lab's kubectl.
+	out, err := exec.CommandContext(ctx, labtest.Kubectl(t), "--kubeconfig", c.AdminKubeconfig(), "get", "networkpolicies.controlplane.seine.io", name).CombinedOutput()
+	t.Logf("kubectl get networkpolicies.controlplane.seine.io %s:\n%s", name, out)
+	if err != nil {
+		t.Fatalf("kubectl: %v", err)
+	}
+	want := []string{"NAME", "SOURCE", "GENERATION", "DESIRED", "REALIZED", "PHASE", "default/h6-allow", "Realized"}
+	for _, w := range want {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("kubectl get: no %q in the output", w)
 		}
 	}
 }

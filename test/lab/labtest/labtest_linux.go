@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/lab"
 )
 
@@ -23,23 +24,27 @@ import (
 // the reason the lab cannot run here.
 func Require(tb testing.TB) (kubeBin string) {
 	tb.Helper()
-	skip := tb.Skipf
-	if os.Getenv("CI") != "" {
-		skip = tb.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		skip("the lab needs root: it creates network namespaces and starts OVS")
-	}
-	for _, cmd := range []string{"ovs-vswitchd", "ovsdb-server", "ip", "nsenter", "iptables-restore", "go"} {
-		if _, err := exec.LookPath(cmd); err != nil {
-			skip("the lab needs %s in PATH (make deps installs it)", cmd)
-		}
-	}
+	ci.RequireRoot(tb, "the lab (it creates network namespaces and starts OVS)")
+	ci.RequireCommands(tb, "ovs-vswitchd", "ovsdb-server", "ip", "nsenter", "iptables-restore", "go")
 	kubeBin = os.Getenv("SEINE_LAB_KUBE_BIN")
 	if kubeBin == "" {
-		skip("SEINE_LAB_KUBE_BIN is not set: build the control plane with `make kube-binaries` (make test does this and sets it)")
+		ci.Skipf(tb, "SEINE_LAB_KUBE_BIN is not set: build the control plane with `make kube-binaries` (make test does this and sets it)")
 	}
 	return kubeBin
+}
+
+// Kubectl returns a kubectl of the lab's Kubernetes release: a link named
+// kubectl to the control-plane binary (the lab's multi-call binary runs
+// kubectl when invoked by that name, as `make` links bin/kubectl). It skips
+// (fails under CI) when the control plane cannot be found.
+func Kubectl(tb testing.TB) string {
+	tb.Helper()
+	kube := Require(tb)
+	link := filepath.Join(tb.TempDir(), "kubectl")
+	if err := os.Symlink(kube, link); err != nil {
+		tb.Fatal(err)
+	}
+	return link
 }
 
 var (
