@@ -5,6 +5,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -18,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/lab/probe"
 )
 
@@ -26,23 +28,11 @@ import (
 // unless the environment names them.
 func labBinaries(t *testing.T) (kube, labBin, cniBin string) {
 	t.Helper()
-	// In CI (root, make test) the lab must run: a skip there would hide a
-	// broken set-up.
-	skip := t.Skipf
-	if os.Getenv("CI") != "" {
-		skip = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		skip("the lab needs root: it creates network namespaces and starts OVS")
-	}
-	for _, cmd := range []string{"ovs-vswitchd", "ovsdb-server", "ip", "nsenter", "ethtool", "iptables-save"} {
-		if _, err := exec.LookPath(cmd); err != nil {
-			skip("the lab needs %s (make deps installs it)", cmd)
-		}
-	}
+	ci.RequireRoot(t, "the lab (it creates network namespaces and starts OVS)")
+	ci.RequireCommands(t, "ovs-vswitchd", "ovsdb-server", "ip", "nsenter", "ethtool", "iptables-save")
 	kube = os.Getenv("SEINE_LAB_KUBE_BIN")
 	if kube == "" {
-		skip("SEINE_LAB_KUBE_BIN is not set: build the control plane with `make kube-binaries` (make test does this and sets it)")
+		ci.Skipf(t, "SEINE_LAB_KUBE_BIN is not set: build the control plane with `make kube-binaries` (make test does this and sets it)")
 	}
 	labBin, cniBin = os.Getenv("SEINE_LAB_BIN"), os.Getenv("SEINE_LAB_CNI_BIN")
 	dir := t.TempDir()
@@ -65,12 +55,10 @@ func labBinaries(t *testing.T) (kube, labBin, cniBin string) {
 	return kube, labBin, cniBin
 }
 
-// hostState is what the lab must leave as it found it.
-type hostState struct {
-	links, netns, iptables, mounts string
-}
-
-func snapshotHost(t *testing.T) hostState {
+// snapshotHost lists what of the machine's own namespaces a lab could
+// leave behind, one line per item: links, named network namespaces, mounts
+// and iptables rules (without counters, which change on their own).
+func snapshotHost(t *testing.T) []string {
 	t.Helper()
 	run := func(name string, args ...string) string {
 		out, err := exec.Command(name, args...).Output()
@@ -79,40 +67,100 @@ func snapshotHost(t *testing.T) hostState {
 		}
 		return string(out)
 	}
-	var links []string
+	var items []string
 	for _, l := range strings.Split(run("ip", "-o", "link", "show"), "\n") {
 		if f := strings.Fields(l); len(f) > 1 {
-			links = append(links, f[1])
+			items = append(items, "link "+strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	for _, l := range strings.Split(run("ip", "netns", "list"), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			items = append(items, "netns "+f[0])
 		}
 	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	var ms []string
 	for _, l := range strings.Split(string(mounts), "\n") {
 		if f := strings.Fields(l); len(f) > 4 {
-			ms = append(ms, f[4])
+			items = append(items, "mount "+f[4])
 		}
 	}
-	slices.Sort(ms)
-	ipt := run("iptables-save")
-	// Counters and the header's timestamp change on their own.
-	var rules []string
-	for _, l := range strings.Split(ipt, "\n") {
+	for _, l := range strings.Split(run("iptables-save"), "\n") {
 		if strings.HasPrefix(l, "-A") || strings.HasPrefix(l, ":") || strings.HasPrefix(l, "*") {
-			rules = append(rules, strings.SplitN(l, " [", 2)[0])
+			items = append(items, "iptables "+strings.SplitN(l, " [", 2)[0])
 		}
 	}
-	return hostState{
-		links:    strings.Join(links, " "),
-		netns:    run("ip", "netns", "list"),
-		iptables: strings.Join(rules, "\n"),
-		mounts:   strings.Join(ms, "\n"),
-	}
+	slices.Sort(items)
+	return items
 }
 
-// labProcesses lists processes whose command line names the lab's state
-// directory or binaries.
-func labProcesses(stateDir, labBin, kubeBin string) []string {
+// hostChanges compares two snapshots of the machine. A change is the lab's
+// when it names the lab (its namespace prefix, state directory or
+// controller link: everything it makes in the machine's namespaces does) or
+// is an iptables rule (no lab touches the machine's own tables). Other
+// changes come from whatever else runs on the machine meanwhile (another
+// lab, another test's namespaces) and are returned apart.
+func hostChanges(before, after []string, c *Config) (ours, others []string) {
+	names := []string{c.NSPrefix, c.StateDir, c.ControllerLink()}
+	mine := func(item string) bool {
+		if strings.HasPrefix(item, "iptables ") {
+			return true
+		}
+		for _, n := range names {
+			if strings.Contains(item, n) {
+				return true
+			}
+		}
+		return false
+	}
+	diff := func(sign string, a, b []string) {
+		for _, item := range a {
+			if _, found := slices.BinarySearch(b, item); found {
+				continue
+			}
+			if mine(item) {
+				ours = append(ours, sign+item)
+			} else {
+				others = append(others, sign+item)
+			}
+		}
+	}
+	diff("+ ", after, before)
+	diff("- ", before, after)
+	return ours, others
+}
+
+// process is a running process: its pid and start time (pids are reused).
+type process struct {
+	name  string
+	pid   int
+	start uint64
+}
+
+// runningComponents lists the lab's running components (those it keeps a
+// pidfile for), to look for them again once the lab is down.
+func (c *Config) runningComponents() []process {
+	var ps []process
+	for _, name := range c.components() {
+		if pid := c.componentPID(name); pid != 0 {
+			if start, err := procStartTime(pid); err == nil {
+				ps = append(ps, process{name, pid, start})
+			}
+		}
+	}
+	return ps
+}
+
+// labProcesses lists the processes still running that belonged to the lab:
+// components it started (by pid and start time) and any process whose
+// command line names its state directory. Processes of other labs (which
+// run the same binaries) are not its.
+func labProcesses(stateDir string, components []process) []string {
 	var found []string
+	for _, p := range components {
+		if start, err := procStartTime(p.pid); err == nil && start == p.start && !isZombie(p.pid) {
+			found = append(found, fmt.Sprintf("%d: component %s", p.pid, p.name))
+		}
+	}
 	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, f := range dirs {
 		b, err := os.ReadFile(f)
@@ -120,7 +168,7 @@ func labProcesses(stateDir, labBin, kubeBin string) []string {
 			continue
 		}
 		cmd := string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
-		if strings.Contains(cmd, stateDir) || strings.Contains(cmd, kubeBin) || strings.HasPrefix(cmd, labBin+" ") {
+		if strings.Contains(cmd, stateDir) {
 			found = append(found, filepath.Base(filepath.Dir(f))+": "+cmd)
 		}
 	}
@@ -268,6 +316,15 @@ func TestLab(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Probed from another pod (the machine's own namespace has no route
+		// to pods): it answers before the deletion, not after.
+		from, err := c.PodNetNS(&pods[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reply, err := probe.Probe(ctx, from, "tcp", p.Status.PodIP+":8080", 5*time.Second); err != nil || reply != p.Name {
+			t.Fatalf("%s -> %s before the deletion: %q, %v", pods[1].Name, p.Name, reply, err)
+		}
 		if err := cs.CoreV1().Pods("default").Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -283,8 +340,8 @@ func TestLab(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if _, err := probe.Probe(ctx, "", "tcp", p.Status.PodIP+":8080", time.Second); err == nil {
-			t.Errorf("deleted pod %s still answers", p.Name)
+		if reply, err := probe.Probe(ctx, from, "tcp", p.Status.PodIP+":8080", 2*time.Second); err == nil {
+			t.Errorf("deleted pod %s still answers %s: %q", p.Name, pods[1].Name, reply)
 		}
 		// The ReplicaSet replaces it.
 		if _, err := WaitDeploymentReady(ctx, cs, "default", "web", 2*time.Minute); err != nil {
@@ -300,18 +357,52 @@ func TestLab(t *testing.T) {
 		t.Errorf("a component exited:\n%s", status.String())
 	}
 
+	components := c.runningComponents()
+	if len(components) == 0 {
+		t.Error("no running lab component found before lab down")
+	}
 	if err := Down(ctx, log, c.StateDir); err != nil {
 		t.Fatalf("lab down: %v", err)
 	}
-	after := snapshotHost(t)
-	if before != after {
-		t.Errorf("lab down left the machine changed:\nbefore: %+v\nafter:  %+v", before, after)
+	ours, others := hostChanges(before, snapshotHost(t), c)
+	if len(ours) > 0 {
+		t.Errorf("lab down left the machine changed (+ added, - removed):\n%s", strings.Join(ours, "\n"))
 	}
-	if left := labProcesses(c.StateDir, c.LabBin, c.KubeBin); len(left) > 0 {
+	if len(others) > 0 {
+		t.Logf("changed meanwhile by something else on the machine (not named after this lab):\n%s", strings.Join(others, "\n"))
+	}
+	if left := labProcesses(c.StateDir, components); len(left) > 0 {
 		t.Errorf("processes left behind:\n%s", strings.Join(left, "\n"))
 	}
 	if _, err := os.Stat(c.StateDir); !os.IsNotExist(err) {
 		t.Errorf("state directory %s left behind", c.StateDir)
+	}
+}
+
+// TestHostChanges: what another lab or test adds or removes meanwhile is
+// not this lab's leftover; what names this lab is, and so is any change to
+// the machine's iptables.
+func TestHostChanges(t *testing.T) {
+	c := &Config{StateDir: "/run/seine-labtest1-abc", NSPrefix: "seine-labtest1-", APIPort: 26444}
+	before := []string{"iptables -A INPUT -j ACCEPT", "link eth0", "link lo", "link seinectl51443", "mount /", "mount /run/netns/seine-e2e-node-1", "netns seine-e2e-node-1"}
+	after := []string{
+		"iptables -A INPUT -j ACCEPT", "iptables -A INPUT -j DROP", // a rule added
+		"link eth0", "link lo", "link seinectl26444", // ours
+		"mount /", "mount /run/netns/seine-labtest1-node-2", "mount /run/seine-labtest1-abc/kubelet", // ours
+		"mount /tmp/TestX/netns",              // another test's
+		"netns seine-bench-node-1",            // another lab's
+		"netns seine-labtest1-fabric (id: 3)", // ours
+	}
+	ours, others := hostChanges(before, after, c)
+	wantOurs := []string{"+ iptables -A INPUT -j DROP", "+ link seinectl26444", "+ mount /run/netns/seine-labtest1-node-2",
+		"+ mount /run/seine-labtest1-abc/kubelet", "+ netns seine-labtest1-fabric (id: 3)"}
+	wantOthers := []string{"+ mount /tmp/TestX/netns", "+ netns seine-bench-node-1",
+		"- link seinectl51443", "- mount /run/netns/seine-e2e-node-1", "- netns seine-e2e-node-1"}
+	if !slices.Equal(ours, wantOurs) {
+		t.Errorf("ours:\n%s\nwant\n%s", strings.Join(ours, "\n"), strings.Join(wantOurs, "\n"))
+	}
+	if !slices.Equal(others, wantOthers) {
+		t.Errorf("others:\n%s\nwant\n%s", strings.Join(others, "\n"), strings.Join(wantOthers, "\n"))
 	}
 }
 
