@@ -32,6 +32,22 @@ const (
 	CNISeine = "seine"
 )
 
+// Kubelet kinds: what runs on the lab's nodes.
+const (
+	// KubeletStandIn is the lab's kubelet stand-in (kubelet/): pods are
+	// network namespaces with probe listeners, no container runtime. Fast;
+	// it earns its keep in the tests that only need pod networking.
+	KubeletStandIn = "standin"
+	// KubeletReal runs a real kubelet and containerd with runc on every
+	// node, in the node's own mount namespace (realnode_linux.go); pods are
+	// containers of the images `make images` builds.
+	KubeletReal = "real"
+)
+
+// CNINone leaves real nodes without a network plugin (NotReady) until one
+// is installed, as `kubectl apply -f seine.yml` does.
+const CNINone = "none"
+
 // Config says how the lab is laid out. The zero value of a field means its
 // default (see Defaults).
 type Config struct {
@@ -54,6 +70,15 @@ type Config struct {
 	TunnelType  string `json:"tunnelType"`
 	// WindowsNodes poses the last N nodes as Windows nodes (kubernetes.io/os=windows).
 	WindowsNodes int `json:"windowsNodes"`
+
+	// Kubelet is KubeletStandIn (default) or KubeletReal.
+	Kubelet string `json:"kubelet"`
+	// RuntimeBin holds containerd, containerd-shim-runc-v2, ctr and runc
+	// (KubeletReal; `make images` builds them).
+	RuntimeBin string `json:"runtimeBin"`
+	// ImagesDir holds the image tarballs and images.json `make images`
+	// writes (KubeletReal); every node imports them.
+	ImagesDir string `json:"imagesDir"`
 
 	KubeBin string `json:"kubeBin"` // the labkube multi-call binary
 	LabBin  string `json:"labBin"`  // this lab CLI (runs kubelets and the API proxy)
@@ -87,6 +112,7 @@ func (c *Config) Defaults() {
 	def(&c.ControllerPort, c.APIPort+1)
 	def(&c.MTU, 1500)
 	defs(&c.CNI, CNISeine)
+	defs(&c.Kubelet, KubeletStandIn)
 	if c.CNI == CNISeine {
 		defs(&c.TrafficMode, "encap")
 		defs(&c.TunnelType, "geneve")
@@ -110,8 +136,26 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("CIDR %q: %w", s, err)
 		}
 	}
+	switch c.Kubelet {
+	case KubeletStandIn:
+		if c.CNI == CNINone {
+			return fmt.Errorf("cni %q: the kubelet stand-in needs a plugin", c.CNI)
+		}
+	case KubeletReal:
+		if c.RuntimeBin == "" || c.ImagesDir == "" {
+			return errors.New("real nodes: the container runtime's directory and the images' directory must be given (make images builds both)")
+		}
+		if c.WindowsNodes > 0 {
+			return errors.New("real nodes: a real kubelet labels its node kubernetes.io/os=linux; windows nodes need the stand-in")
+		}
+		if c.CNI == CNISeine {
+			return fmt.Errorf("real nodes: cni %q is installed from seine.yml; bring the lab up with cni %q", c.CNI, CNINone)
+		}
+	default:
+		return fmt.Errorf("kubelet %q: the lab knows %q and %q", c.Kubelet, KubeletStandIn, KubeletReal)
+	}
 	switch c.CNI {
-	case CNIPtp:
+	case CNIPtp, CNINone:
 	case CNISeine:
 		if c.SeineBin == "" {
 			return errors.New("cni seine: the directory with seine-agent, seine-cni and seine-controller must be given")
@@ -123,7 +167,7 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("tunnel type %w", err)
 		}
 	default:
-		return fmt.Errorf("cni %q: the lab knows %q and %q", c.CNI, CNIPtp, CNISeine)
+		return fmt.Errorf("cni %q: the lab knows %q, %q and %q", c.CNI, CNIPtp, CNISeine, CNINone)
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 	if c.KubeBin == "" || c.LabBin == "" {
 		return errors.New("the labkube and lab binaries must be given")
 	}
-	for _, f := range []*string{&c.KubeBin, &c.LabBin, &c.CNIBin, &c.SeineBin} {
+	for _, f := range []*string{&c.KubeBin, &c.LabBin, &c.CNIBin, &c.SeineBin, &c.RuntimeBin, &c.ImagesDir} {
 		if *f == "" {
 			continue
 		}
@@ -79,6 +79,9 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 	cs, err := c.Client("admin")
 	if err != nil {
 		return err
+	}
+	if c.Kubelet == KubeletReal {
+		return c.upRealNodes(ctx, log, cs, start)
 	}
 	switch c.CNI {
 	case CNIPtp:
@@ -180,7 +183,10 @@ func (c *Config) waitNodesReady(ctx context.Context, cs kubernetes.Interface, ti
 // nodeComponents are the processes the lab runs for a node.
 func (c *Config) nodeComponents(node string) []string {
 	comps := []string{"kubelet-" + node}
-	if c.CNI == CNISeine {
+	if c.Kubelet == KubeletReal {
+		comps = append(comps, "containerd-"+node)
+	}
+	if c.CNI == CNISeine && c.Kubelet != KubeletReal {
 		comps = append(comps, "agent-"+node)
 	}
 	return comps
@@ -245,8 +251,17 @@ func Down(ctx context.Context, log *slog.Logger, stateDir string) error {
 		}
 	}
 	errs = appendErr(errs, c.removeControllerLink(ctx))
+	// Real nodes: their containers (by cgroup), then whatever still runs in
+	// their mount namespaces (containerd's shims), then the namespaces.
+	for _, n := range c.NodeList() {
+		errs = appendErr(errs, c.removeCgroupRoot(n.Name))
+		errs = appendErr(errs, c.killMountNS(n.Name))
+	}
+	errs = appendErr(errs, c.removeMountNamespaces())
 	errs = appendErr(errs, unmountUnder(stateDir))
 	errs = appendErr(errs, c.removeNamespaces(ctx))
+	errs = appendErr(errs, c.removeCreatedPaths())
+	errs = appendErr(errs, c.restoreSysctls())
 	errs = appendErr(errs, os.RemoveAll(stateDir))
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -261,6 +276,8 @@ func stopOrder(names []string) []string {
 		switch {
 		case strings.HasPrefix(n, "kubelet-"), strings.HasPrefix(n, "agent-"):
 			return 0
+		case strings.HasPrefix(n, "containerd-"):
+			return 1
 		case n == "etcd":
 			return 5
 		case n == "kube-apiserver":
@@ -268,7 +285,7 @@ func stopOrder(names []string) []string {
 		case n == "api-proxy":
 			return 3
 		default:
-			return 1
+			return 2
 		}
 	}
 	out := slices.Clone(names)

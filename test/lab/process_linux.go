@@ -19,6 +19,7 @@ import (
 type component struct {
 	name  string   // log and pidfile name, e.g. "kube-apiserver", "kubelet-node-1"
 	netns string   // named namespace path to run in, "" for the machine's
+	mntns string   // mount namespace file to run in (a real node's), "" for the machine's
 	argv  []string // program and arguments
 	env   []string
 }
@@ -30,7 +31,10 @@ func (c *Config) startComponent(p component) error {
 		}
 	}
 	argv := p.argv
-	if p.netns != "" {
+	if p.mntns != "" {
+		// A real node's kubelet and containerd: both namespaces.
+		argv = append([]string{"nsenter", "--net=" + p.netns, "--mount=" + p.mntns, "--"}, argv...)
+	} else if p.netns != "" {
 		// nsenter joins only the network namespace and then execs the
 		// program: same pid, same mount namespace (so pod namespaces bind-
 		// mounted by a kubelet are visible to the whole machine, unlike

@@ -71,6 +71,11 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		fs.StringVar(&c.SeineBin, "seine-bin", "", "directory with seine-agent, seine-cni and seine-controller (default: linux/ beside this binary)")
 		fs.StringVar(&c.TrafficMode, "traffic-mode", "", "seine: encap, noEncap or hybrid (default encap)")
 		fs.StringVar(&c.TunnelType, "tunnel-type", "", "seine: geneve, vxlan or gre (default geneve)")
+		fs.StringVar(&c.Kubelet, "kubelet", lab.KubeletStandIn, "the nodes' kubelet: standin (the lab's, pods without containers) or real (kubelet, containerd and runc)")
+		fs.StringVar(&c.RuntimeBin, "runtime-bin", "", "real nodes: directory with containerd, containerd-shim-runc-v2, ctr and runc (make images builds it)")
+		fs.StringVar(&c.ImagesDir, "images", "", "real nodes: directory of image tarballs and images.json (default: images/ beside this binary)")
+		fs.IntVar(&c.APIPort, "api-port", 0, "kube-apiserver's port (default 16443)")
+		fs.IntVar(&c.EtcdPort, "etcd-port", 0, "etcd's client port; the peer port is the next one (default 12379)")
 		fs.Parse(args)
 		c.StateDir = *stateDir
 		self, err := os.Executable()
@@ -78,6 +83,9 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 			return err
 		}
 		c.LabBin = self
+		if c.Kubelet == lab.KubeletReal && c.ImagesDir == "" {
+			c.ImagesDir = filepath.Join(filepath.Dir(self), "images")
+		}
 		if c.CNI == lab.CNISeine && c.SeineBin == "" {
 			c.SeineBin = filepath.Join(filepath.Dir(self), "linux")
 		}
