@@ -108,6 +108,46 @@ func TestDatapath(t *testing.T) {
 		}
 	})
 
+	t.Run("SNAT back after its chain is flushed", func(t *testing.T) {
+		// Someone flushes Seine's NAT chain (iptables -t nat -F): the
+		// agent's periodic resync of the host rules puts it back, so new
+		// connections to the external host are SNATed again within the
+		// resync period (the lab configures lab.AgentHostRulesResync).
+		p := byNode["node-1"]
+		var nodeIP string
+		for _, n := range e.c.NodeList() {
+			if n.Name == p.Spec.NodeName {
+				nodeIP = n.IP
+			}
+		}
+		seen, stop := listenExternal(t, e, "9001")
+		defer stop()
+		if out, err := inNS(e.ctx, e.c.NetNSPath("node-1"), "iptables", "-t", "nat", "-F", "SEINE-POSTROUTING"); err != nil {
+			t.Fatalf("flush SEINE-POSTROUTING: %v: %s", err, out)
+		}
+		flushed := time.Now()
+		deadline := flushed.Add(lab.AgentHostRulesResync + 10*time.Second)
+		for {
+			err := dialExternal(e, &p, "9001")
+			from := ""
+			if err == nil {
+				select {
+				case from = <-seen:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			if from == nodeIP {
+				t.Logf("SNAT back %v after the flush (resync period %v)", time.Since(flushed).Round(100*time.Millisecond), lab.AgentHostRulesResync)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s -> external host still not SNATed %v after SEINE-POSTROUTING was flushed (last: seen from %q, %v)",
+					p.Name, time.Since(flushed).Round(time.Second), from, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
 	t.Run("one reply per echo to the external host", func(t *testing.T) {
 		// The node kernel must not process uplink frames OVS already took
 		// (it used to answer every echo a second time).
@@ -142,5 +182,47 @@ func TestDatapath(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// listenExternal accepts TCP connections on the external host at port and
+// sends the source address of each to the returned channel.
+func listenExternal(t *testing.T, e *env, port string) (<-chan string, func()) {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.WithNetNSPath(e.c.NetNSPath("ext"), func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp", net.JoinHostPort(e.c.ExternalIP(), port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case seen <- c.RemoteAddr().(*net.TCPAddr).IP.String():
+			default:
+			}
+			c.Close()
+		}
+	}()
+	return seen, func() { ln.Close() }
+}
+
+// dialExternal connects from the pod to the external host's port.
+func dialExternal(e *env, p *corev1.Pod, port string) error {
+	return ns.WithNetNSPath(e.podNS(p), func(ns.NetNS) error {
+		ctx, cancel := context.WithTimeout(e.ctx, 2*time.Second)
+		defer cancel()
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(e.c.ExternalIP(), port))
+		if err == nil {
+			c.Close()
+		}
+		return err
 	})
 }

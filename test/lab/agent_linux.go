@@ -36,12 +36,18 @@ cniConfDir: %s
 stateDir: %s
 healthAddress: 127.0.0.1:10350
 flowSetOS: %s
+hostRulesResyncPeriod: %s
 `, n.Name, c.KubeconfigPath("seine-agent"),
 		filepath.Join(ovs, "run", "db.sock"), filepath.Join(ovs, "run"),
 		c.TrafficMode, c.TunnelType,
 		filepath.Join(c.NodeSeineDir(n.Name), "cni.sock"),
-		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), flowSetOS(n))
+		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), flowSetOS(n), AgentHostRulesResync)
 }
+
+// AgentHostRulesResync is the lab agents' host rules resync period:
+// shorter than the default, so a test that breaks a node's NAT or routes
+// sees them repaired soon.
+const AgentHostRulesResync = 5 * time.Second
 
 // flowSetOS is the OS the node's pipeline is built for: a node posing as a
 // Windows node runs the flow set generated for Windows, so the e2e tests show
