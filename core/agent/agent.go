@@ -281,14 +281,21 @@ func (a *Agent) run(ctx context.Context) error {
 		return err
 	}
 	defer stopCNI()
-	a.ready.Store(true)
+	if err := a.updateReady(); err != nil {
+		return err
+	}
+	// Also when not ready: the runtime needs the configuration for DEL.
 	if err := a.writeCNIConfig(); err != nil {
 		return err
 	}
-	a.log.Info("node ready", "pods", len(a.pods), "peers", len(a.peers))
-	a.followPeers(ctx)
+	if ok, why := a.Ready(); ok {
+		a.log.Info("node ready", "pods", len(a.pods), "peers", len(a.peers))
+	} else {
+		a.log.Error("node not ready", "reason", why)
+	}
+	err = a.followPeers(ctx)
 	a.setNotReady("shutting down")
-	return nil
+	return err
 }
 
 // serveCNISocket starts the CNI server on the configured socket (the

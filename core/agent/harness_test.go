@@ -103,8 +103,7 @@ func node(name, ip, podCIDR string) *corev1.Node {
 // the returned stop).
 func (w *world) start() (*Agent, func()) {
 	w.t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{w.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a, err := New(Options{Config: w.cfg, Logger: log, Kube: w.kube, OVSDB: w.db, Backend: w.backend, NewSwitch: w.sw.factory})
+	a, err := New(Options{Config: w.cfg, Logger: testLogger(w.t), Kube: w.kube, OVSDB: w.db, Backend: w.backend, NewSwitch: w.sw.factory})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -195,6 +194,11 @@ func cniCode(err error) uint {
 		return e.Code
 	}
 	return types.ErrInternal
+}
+
+// testLogger logs warnings and errors through t.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 type testWriter struct{ t *testing.T }

@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -75,7 +73,7 @@ func (a *Agent) setupNode(ctx context.Context) error {
 		return err
 	}
 	if a.ipam == nil {
-		alloc, err := ipam.Open(ipam.Options{Dir: filepath.Join(a.cfg.StateDir, "ipam"), PodCIDRs: ni.podCIDRs})
+		alloc, err := a.openIPAM(ni.podCIDRs)
 		if err != nil {
 			return fmt.Errorf("ipam: %w", err)
 		}
@@ -259,13 +257,18 @@ func (a *Agent) refreshPeers() bool {
 }
 
 // followPeers reacts to Node changes until ctx ends: a changed peer set
-// replays the flows under a new round and syncs the host rules.
-func (a *Agent) followPeers(ctx context.Context) {
+// replays the flows under a new round and syncs the host rules; a changed
+// pod CIDR of our own makes the agent not ready, and ends it with an error
+// wrapping ErrPodCIDRChanged once its old range is empty (podcidr.go).
+func (a *Agent) followPeers(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-a.kick:
+		}
+		if err := a.updateReady(); err != nil {
+			return err
 		}
 		changed := a.refreshPeers()
 		if changed {
@@ -277,7 +280,7 @@ func (a *Agent) followPeers(ctx context.Context) {
 			a.mu.Unlock()
 			a.log.Info("peers changed", "peers", fmt.Sprint(names))
 			if err := retry(ctx, a.log, "peer flows", a.resyncFlows); err != nil {
-				return
+				return nil
 			}
 		}
 		// Also when nothing changed: a failed sync is retried on the next

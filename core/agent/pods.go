@@ -115,7 +115,7 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 		}
 	}()
 
-	alloc, err := a.ipam.Allocate(ipam.Owner{Key: key, PodNamespace: ref.Namespace, PodName: ref.Name})
+	alloc, err := a.ipam.Allocate(ipam.Owner{Key: key, PodNamespace: ref.Namespace, PodName: ref.Name, NetNS: ref.NetNS})
 	if err != nil {
 		if errors.Is(err, ipam.ErrExhausted) {
 			return nil, cni.Errorf(types.ErrInternal, "allocate an IP for %s/%s: %v", ref.Namespace, ref.Name, err)
@@ -290,6 +290,7 @@ func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
 	if err := a.ipam.Release(key); err != nil {
 		return fmt.Errorf("release IP: %w", err)
 	}
+	a.poke() // the last pod of a changed pod CIDR may be gone (podcidr.go)
 	a.log.Info("pod deleted", "pod", ref.Namespace+"/"+ref.Name, "container", shortID(ref.ContainerID))
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/seine-cni/seine/core/ipam"
+	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
 )
 
@@ -56,6 +57,32 @@ func (a *Agent) recoverPods(ctx context.Context) error {
 		keep = append(keep, key)
 		pods[key] = p
 	}
+	// Allocations without a port: a crash between IPAM and OVSDB in an ADD,
+	// a pod whose DEL was missed, or an OVS database recreated (or wiped)
+	// while the pods kept running. A pod whose interface is intact is
+	// plugged again, as a retried ADD would; only the others are released.
+	for _, al := range a.ipam.List() {
+		if slices.Contains(keep, al.Key) {
+			continue
+		}
+		p, lateIface, live, why := a.replug(ctx, al)
+		switch {
+		case p == nil && live:
+			a.log.Error("a running pod without an OVS port could not be plugged again; its address stays allocated", "pod", al.PodNamespace+"/"+al.PodName, "err", why)
+			keep = append(keep, al.Key)
+			continue
+		case p == nil:
+			a.log.Info("an address without an OVS port is released", "pod", al.PodNamespace+"/"+al.PodName, "reason", why)
+			continue
+		}
+		a.log.Warn("pod without an OVS port plugged again", "pod", al.PodNamespace+"/"+al.PodName, "port", p.port, "ips", fmt.Sprint(al.IPs))
+		keep = append(keep, al.Key)
+		if lateIface != nil {
+			late = append(late, waiting{p, *lateIface})
+		} else {
+			pods[al.Key] = p
+		}
+	}
 	released, err := a.ipam.ReleaseAllExcept(keep)
 	if err != nil {
 		return fmt.Errorf("release addresses without a port: %w", err)
@@ -75,6 +102,55 @@ func (a *Agent) recoverPods(ctx context.Context) error {
 	}
 	a.log.Info("pods recovered", "pods", len(pods), "awaiting_interface", len(late), "released", len(released))
 	return nil
+}
+
+// replug plugs an allocation's pod into OVS again when its interface is
+// intact; nil and the reason when it is not (or cannot be told: an
+// allocation recorded without its namespace by an older agent). live says
+// the interface is intact even though plugging it failed.
+func (a *Agent) replug(ctx context.Context, al ipam.Allocation) (p *podState, lateIface *platform.PodInterface, live bool, why string) {
+	ref := platform.PodRef{Namespace: al.PodNamespace, Name: al.PodName, ContainerID: al.ContainerID, IfName: al.IfName, NetNS: al.NetNS}
+	if al.NetNS == "" || ref.Validate() != nil {
+		return nil, nil, false, "no pod namespace recorded"
+	}
+	pn := a.podNetwork(ref, al.IPs, nil)
+	if err := a.backend.Check(ctx, pn); err != nil {
+		return nil, nil, false, fmt.Sprintf("the pod's interface is not intact: %v", err)
+	}
+	p, lateIface, err := a.plugAgain(ctx, al, pn)
+	if err != nil {
+		return nil, nil, true, err.Error()
+	}
+	return p, lateIface, true, ""
+}
+
+// plugAgain is what a retried ADD does for a pod whose interface exists.
+func (a *Agent) plugAgain(ctx context.Context, al ipam.Allocation, pn platform.PodNetwork) (*podState, *platform.PodInterface, error) {
+	ref := pn.PodRef
+	iface, err := a.backend.Attach(ctx, pn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the pod's interface again: %w", err)
+	}
+	p := &podState{key: al.Key, ref: ref, port: iface.HostName, ips: al.IPs, mac: iface.MAC}
+	typ := iface.PortType
+	if iface.Late {
+		typ = ovsdb.TypeSystem // the connector gives it its type
+	}
+	if err := a.db.EnsurePort(ctx, a.cfg.OVS.Bridge, ovsdb.PortConfig{Name: iface.HostName, Type: typ, ExternalIDs: p.externalIDs()}); err != nil {
+		return nil, nil, fmt.Errorf("add OVS port %s: %w", iface.HostName, err)
+	}
+	if iface.Late {
+		return p, &iface, nil
+	}
+	ofport, err := a.db.PortOfport(ctx, iface.HostName)
+	if err != nil {
+		if derr := a.db.DeletePort(ctx, iface.HostName); derr != nil {
+			a.log.Warn("delete a port that got no OpenFlow port", "port", iface.HostName, "err", derr)
+		}
+		return nil, nil, fmt.Errorf("OVS port %s: %w", iface.HostName, err)
+	}
+	p.ofport = uint32(ofport)
+	return p, nil, nil
 }
 
 // recoverPod checks one pod port against IPAM and, when it has no OpenFlow

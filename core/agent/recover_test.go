@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,5 +82,75 @@ func TestRestartRecovery(t *testing.T) {
 	socket, _ := json.Marshal(w.cfg.CNISocket) // as the conflist's JSON has it
 	if err != nil || !strings.Contains(string(conf), string(socket)) || !strings.Contains(string(conf), `"type": "seine"`) {
 		t.Errorf("CNI config: %v\n%s", err, conf)
+	}
+}
+
+// TestRecoveryAfterOVSDBWiped: the OVS database loses every pod port while
+// the agent is down (recreated, or conf.db deleted) and the pods keep
+// running: the restarted agent plugs the living pods in again with their
+// addresses, also a pod whose interface comes late, and frees only the
+// address of the pod whose namespace is gone.
+func TestRecoveryAfterOVSDBWiped(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(map[bool]string{false: "veth", true: "late interface"}[late], func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorld(t, twoNodesSlice()...)
+			if late {
+				w = lateWorld(t)
+			}
+			a, stop := w.start()
+			waitReady(t, a)
+			const deadNS = "8d9a3c2e-9999-4e5f-9a0b-0123456789ab"
+			for _, id := range []string{"c1", "c2", "dead"} {
+				r := w.req(cni.CmdAdd, id, "web-"+id)
+				if id == "dead" {
+					r.Netns = deadNS
+				}
+				if _, err := a.Add(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+				if late {
+					ref := w.ref(id, "web-"+id)
+					ref.NetNS = r.Netns
+					w.backend.FakePodAttacher.StartSandbox(ref)
+				}
+			}
+			for _, id := range []string{"c1", "c2"} {
+				poll(t, id+" connected", func() (bool, string) {
+					err := a.Check(ctx, w.req(cni.CmdCheck, id, "web-"+id))
+					return err == nil, fmt.Sprint(err)
+				})
+			}
+			before := map[string]string{}
+			for _, al := range a.ipam.List() {
+				before[al.ContainerID] = fmt.Sprint(al.IPs)
+			}
+			stop()
+			for _, port := range w.db.podPorts() {
+				if err := w.db.DeletePort(ctx, port); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w.backend.FakePodAttacher.RemoveNetNS(deadNS)
+
+			b, _ := w.start()
+			waitReady(t, b)
+			for _, id := range []string{"c1", "c2"} {
+				poll(t, id+" plugged again", func() (bool, string) {
+					err := b.Check(ctx, w.req(cni.CmdCheck, id, "web-"+id))
+					return err == nil, fmt.Sprint(err)
+				})
+				al, ok := b.ipam.Lookup(ipam.Key{ContainerID: id, IfName: "eth0"})
+				if !ok || fmt.Sprint(al.IPs) != before[id] {
+					t.Errorf("pod %s: addresses %v (%v) after the restart, %s before", id, al.IPs, ok, before[id])
+				}
+			}
+			if _, ok := b.ipam.Lookup(ipam.Key{ContainerID: "dead", IfName: "eth0"}); ok {
+				t.Error("the dead pod's address was not freed")
+			}
+			if ps := w.db.podPorts(); len(ps) != 2 {
+				t.Errorf("pod ports after the restart: %v, want the two living pods'", ps)
+			}
+		})
 	}
 }

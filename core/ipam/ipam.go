@@ -35,11 +35,17 @@ type Key struct {
 func (k Key) String() string { return k.ContainerID + "/" + k.IfName }
 
 // Owner is an attachment with the pod it belongs to. Only Key identifies it;
-// the pod namespace and name are recorded for people and reconciliation.
+// the pod namespace and name, and where the pod's network lives, are
+// recorded for people and reconciliation.
 type Owner struct {
 	Key
 	PodNamespace string
 	PodName      string
+	// NetNS is the pod's network namespace (CNI_NETNS: a path on Linux, an
+	// HNS namespace GUID on Windows). With it a restarted agent whose OVS
+	// database lost the pod's port can tell a running pod from a dead one.
+	// Allocations recorded by older agents have none.
+	NetNS string
 }
 
 // Allocation is an owner's addresses, one per pod CIDR, in the order of
@@ -208,7 +214,7 @@ func (a *Allocator) load(fs fileState, reset bool) (st *state, changed bool, err
 		if _, dup := st.owners[k]; dup {
 			return nil, false, corrupt("attachment %s recorded twice", k)
 		}
-		e := &entry{owner: Owner{Key: k, PodNamespace: rec.PodNamespace, PodName: rec.PodName}, ips: make([]netip.Addr, len(a.ranges))}
+		e := &entry{owner: Owner{Key: k, PodNamespace: rec.PodNamespace, PodName: rec.PodName, NetNS: rec.NetNS}, ips: make([]netip.Addr, len(a.ranges))}
 		var old []netip.Prefix
 		isStale := false
 		for _, s := range rec.IPs {
@@ -457,7 +463,7 @@ func (a *Allocator) encode(st *state) *fileState {
 	entries := slices.Collect(maps.Values(st.owners))
 	slices.SortFunc(entries, func(x, y *entry) int { return cmp.Compare(x.owner.Key.String(), y.owner.Key.String()) })
 	for _, e := range entries {
-		rec := fileRecord{ContainerID: e.owner.ContainerID, IfName: e.owner.IfName, PodNamespace: e.owner.PodNamespace, PodName: e.owner.PodName}
+		rec := fileRecord{ContainerID: e.owner.ContainerID, IfName: e.owner.IfName, PodNamespace: e.owner.PodNamespace, PodName: e.owner.PodName, NetNS: e.owner.NetNS}
 		for _, ip := range e.ips {
 			if ip.IsValid() {
 				rec.IPs = append(rec.IPs, ip.String())

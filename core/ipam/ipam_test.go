@@ -215,6 +215,32 @@ func TestReopenKeepsState(t *testing.T) {
 	}
 }
 
+// TestOwnerNetNSKept: the pod's namespace is recorded with its allocation
+// and read back after a restart; a state file of an older agent, without
+// it, still loads.
+func TestOwnerNetNSKept(t *testing.T) {
+	dir := t.TempDir()
+	a := open(t, dir, "10.0.0.0/24")
+	o := owner("a")
+	o.NetNS = "/var/run/netns/cni-1234"
+	if _, err := a.Allocate(o); err != nil {
+		t.Fatal(err)
+	}
+	b := open(t, dir, "10.0.0.0/24")
+	if al, ok := b.Lookup(key("a")); !ok || al.NetNS != o.NetNS || al.PodName != "pod-a" {
+		t.Errorf("after reopen: %+v, %v; want netns %s", al, ok, o.NetNS)
+	}
+	old := `{"version":1,"podCIDRs":["10.0.0.0/24"],"cursors":["10.0.0.2"],"allocations":[{"containerID":"x","ifName":"eth0","podNamespace":"default","podName":"p","ips":["10.0.0.2"]}]}`
+	olddir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(olddir, "state.json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := open(t, olddir, "10.0.0.0/24")
+	if al, ok := c.Lookup(key("x")); !ok || al.NetNS != "" || ips(al) != "10.0.0.2/24" {
+		t.Errorf("an older agent's allocation: %+v, %v", al, ok)
+	}
+}
+
 func TestTornTempFileIgnored(t *testing.T) {
 	dir := t.TempDir()
 	a := open(t, dir, "10.0.0.0/24")

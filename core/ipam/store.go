@@ -35,6 +35,7 @@ type fileRecord struct {
 	IfName       string   `json:"ifName"`
 	PodNamespace string   `json:"podNamespace,omitempty"`
 	PodName      string   `json:"podName,omitempty"`
+	NetNS        string   `json:"netns,omitempty"`
 	IPs          []string `json:"ips"`
 }
 
