@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,10 +28,12 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/seine-cni/seine/core/controller"
+	"github.com/seine-cni/seine/test/bench/benchutil"
 )
 
 const (
 	envWorkload = "SEINE_BENCH_CONTROLLER_WORKLOAD"
+	envScale    = "SEINE_BENCH_CONTROLLER_SCALE"
 	envMode     = "SEINE_BENCH_CONTROLLER_MODE" // "controller", "floor" or "lists"
 	// envHeap names a file for a heap profile taken when the computation
 	// is done, before anything is released (for pprof).
@@ -38,30 +41,47 @@ const (
 )
 
 // BenchmarkColdStart runs every workload in a child process, in three
-// modes: "controller" computes everything; "floor" only syncs plain
-// informers over the same fake clientset, what any informer-based
-// controller pays before computing anything; "lists" only lists pods,
-// namespaces and policies once through the fake clientset's typed clients,
-// at the same time, with no informer: what the harness itself costs.
+// modes, in rounds whose order rotates: "controller" computes everything;
+// "floor" only syncs plain informers over the same fake clientset, what
+// any informer-based controller pays before computing anything; "lists"
+// only lists pods, namespaces and policies once through the fake
+// clientset's typed clients, at the same time, with no informer: what the
+// harness itself costs. It reports min and median of each mode and the
+// ratios controller/floor and controller/lists, of the time and of the
+// peak RSS. Under -short the workloads are 100 times smaller.
 func BenchmarkColdStart(b *testing.B) {
-	for i, w := range workloads {
-		for _, mode := range []string{"controller", "floor", "lists"} {
-			b.Run(w.name+"/"+mode, func(b *testing.B) {
-				for range b.N {
-					r := runChild(b, i, mode)
-					b.ReportMetric(r.elapsed.Seconds(), "s/coldstart")
-					b.ReportMetric(float64(r.hwmKiB)/(1<<20), "GiB-peak-RSS")
-					b.ReportMetric(float64(r.loadHWMKiB)/(1<<20), "GiB-RSS-after-load")
-					if mode == "controller" {
-						b.Logf("%s: %.2f s (target <= %.2f s), peak RSS %.2f GiB (target <= %.2f GiB); fake clientset loaded in %.2f s at %.2f GiB",
-							w.name, r.elapsed.Seconds(), w.targetSec, float64(r.hwmKiB)/(1<<20), w.targetGiB,
-							r.load.Seconds(), float64(r.loadHWMKiB)/(1<<20))
-					} else {
-						b.Logf("%s %s: %.2f s, peak RSS %.2f GiB", w.name, mode, r.elapsed.Seconds(), float64(r.hwmKiB)/(1<<20))
+	scale := 1
+	if testing.Short() {
+		scale = shortScale
+	}
+	for i, w := range workloadsAt(scale) {
+		b.Run(w.name, func(b *testing.B) {
+			side := func(mode string) benchutil.Side {
+				return benchutil.Side{Name: mode, Run: func(int) (benchutil.Sample, error) {
+					r, err := runChild(i, scale, mode)
+					if err != nil {
+						return nil, err
 					}
+					return benchutil.Sample{"s": r.elapsed.Seconds(), "GiB-peak-RSS": float64(r.hwmKiB) / (1 << 20)}, nil
+				}}
+			}
+			for b.Loop() {
+				r, err := benchutil.Comparison{
+					Name:    fmt.Sprintf("cold start, workload %s (objects / %d)", w.name, scale),
+					Metrics: []string{"s", "GiB-peak-RSS"},
+					Sides:   []benchutil.Side{side("controller"), side("floor"), side("lists")},
+					Rounds:  3,
+				}.Run()
+				if err != nil {
+					b.Fatal(err)
 				}
-			})
-		}
+				r.Report(b)
+				if scale == 1 {
+					b.Logf("%s: controller median %.2f s (target <= %.2f s), peak RSS %.2f GiB (target <= %.2f GiB)",
+						w.name, r.Stats("controller", "s").Median, w.targetSec, r.Stats("controller", "GiB-peak-RSS").Median, w.targetGiB)
+				}
+			}
+		})
 	}
 }
 
@@ -70,14 +90,15 @@ type result struct {
 	hwmKiB, loadHWMKiB int64
 }
 
-func runChild(b *testing.B, workload int, mode string) result {
-	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestColdStartChild$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", envWorkload, workload), envMode+"="+mode)
+// runChild runs one workload in one mode in a fresh process: this test
+// binary again, which TestMain turns into coldStartChild.
+func runChild(workload, scale int, mode string) (result, error) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", envWorkload, workload), fmt.Sprintf("%s=%d", envScale, scale), envMode+"="+mode)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		b.Fatalf("child: %v\n%s", err, out.String())
+		return result{}, fmt.Errorf("child (workload %d, %s): %v\n%s", workload, mode, err, out.String())
 	}
 	sc := bufio.NewScanner(&out)
 	for sc.Scan() {
@@ -88,38 +109,55 @@ func runChild(b *testing.B, workload int, mode string) result {
 		var r result
 		var el, ld int64
 		if _, err := fmt.Sscanf(line, "RESULT elapsed_ns=%d load_ns=%d hwm_kib=%d load_hwm_kib=%d", &el, &ld, &r.hwmKiB, &r.loadHWMKiB); err != nil {
-			b.Fatalf("parse %q: %v", line, err)
+			return result{}, fmt.Errorf("parse %q: %w", line, err)
 		}
 		r.elapsed, r.load = time.Duration(el), time.Duration(ld)
-		return r
+		return r, nil
 	}
-	b.Fatalf("child printed no result:\n%s", out.String())
-	return result{}
+	return result{}, fmt.Errorf("child printed no result:\n%s", out.String())
 }
 
-// TestColdStartChild is the child side of BenchmarkColdStart.
-func TestColdStartChild(t *testing.T) {
-	ws := os.Getenv(envWorkload)
-	if ws == "" {
-		t.Skip("runs only as a child process of BenchmarkColdStart (" + envWorkload + " unset)")
+// coldStartChild is the child side of BenchmarkColdStart: it loads the
+// workload named by the environment, runs the mode, prints a RESULT line,
+// and returns the exit code.
+func coldStartChild() int {
+	if err := coldStart(); err != nil {
+		fmt.Fprintln(os.Stderr, "cold start:", err)
+		return 1
 	}
-	i, err := strconv.Atoi(ws)
-	if err != nil || i < 0 || i >= len(workloads) {
-		t.Fatalf("bad %s=%q", envWorkload, ws)
+	return 0
+}
+
+func coldStart() error {
+	i, err := strconv.Atoi(os.Getenv(envWorkload))
+	scale, serr := strconv.Atoi(os.Getenv(envScale))
+	if serr != nil || scale < 1 {
+		return fmt.Errorf("bad %s=%q", envScale, os.Getenv(envScale))
 	}
-	w := workloads[i]
+	ws := workloadsAt(scale)
+	if err != nil || i < 0 || i >= len(ws) {
+		return fmt.Errorf("bad %s=%q", envWorkload, os.Getenv(envWorkload))
+	}
+	w := ws[i]
 
 	start := time.Now()
 	client := fake.NewSimpleClientset()
 	tracker := client.Tracker()
+	var loadErr error
 	w.generate(func(o kruntime.Object) {
-		if err := tracker.Add(o); err != nil {
-			t.Fatalf("load: %v", err)
+		if err := tracker.Add(o); err != nil && loadErr == nil {
+			loadErr = fmt.Errorf("load: %w", err)
 		}
 	})
+	if loadErr != nil {
+		return loadErr
+	}
 	load := time.Since(start)
 	runtime.GC()
-	loadHWM := vmHWM(t)
+	loadHWM, err := vmHWM()
+	if err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	factory := informers.NewSharedInformerFactory(client, 0)
@@ -128,11 +166,12 @@ func TestColdStartChild(t *testing.T) {
 		factory.Shutdown()
 	}()
 	start = time.Now()
-	switch os.Getenv(envMode) {
+	switch mode := os.Getenv(envMode); mode {
 	case "lists":
-		listAll(ctx, t, client)
-		report(t, time.Since(start), load, loadHWM)
-		return
+		if err := listAll(ctx, client); err != nil {
+			return err
+		}
+		return report(time.Since(start), load, loadHWM)
 	case "floor":
 		synced := []cache.InformerSynced{
 			factory.Core().V1().Pods().Informer().HasSynced,
@@ -140,17 +179,25 @@ func TestColdStartChild(t *testing.T) {
 			factory.Networking().V1().NetworkPolicies().Informer().HasSynced,
 		}
 		factory.Start(ctx.Done())
-		if !cache.WaitForCacheSync(ctx.Done(), synced...) {
-			t.Fatal("informers did not sync")
+		// Polled every millisecond, as the controller mode polls for its
+		// result (cache.WaitForCacheSync polls every 100 ms).
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for !synced[0]() || !synced[1]() || !synced[2]() {
+			<-tick.C
 		}
-		report(t, time.Since(start), load, loadHWM)
-		writeHeapProfile(t)
-		return
+		if err := report(time.Since(start), load, loadHWM); err != nil {
+			return err
+		}
+		return writeHeapProfile()
+	case "controller":
+	default:
+		return fmt.Errorf("bad %s=%q", envMode, mode)
 	}
 
 	c, err := controller.New(factory, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	factory.Start(ctx.Done())
 	done := make(chan error, 1)
@@ -161,13 +208,17 @@ func TestColdStartChild(t *testing.T) {
 		c.AddressGroups.Len() == w.wantAGs && c.Idle()) {
 		select {
 		case err := <-done:
-			t.Fatalf("controller stopped: %v", err)
+			return fmt.Errorf("controller stopped: %v", err)
 		case <-tick.C:
 		}
 	}
 	elapsed := time.Since(start)
-	report(t, elapsed, load, loadHWM)
-	writeHeapProfile(t)
+	if err := report(elapsed, load, loadHWM); err != nil {
+		return err
+	}
+	if err := writeHeapProfile(); err != nil {
+		return err
+	}
 
 	// Check what was computed (after the measurement).
 	members, empty := 0, 0
@@ -188,21 +239,23 @@ func TestColdStartChild(t *testing.T) {
 			empty++
 		}
 	}
+	var errs []error
 	if empty > 0 {
-		t.Errorf("%d objects have an empty span", empty)
+		errs = append(errs, fmt.Errorf("%d objects have an empty span", empty))
 	}
 	if members != w.wantMembers {
-		t.Errorf("%d group members, want %d", members, w.wantMembers)
+		errs = append(errs, fmt.Errorf("%d group members, want %d", members, w.wantMembers))
 	}
 	cancel()
 	if err := <-done; err != nil {
-		t.Error(err)
+		errs = append(errs, err)
 	}
+	return errors.Join(errs...)
 }
 
 // listAll lists pods, namespaces and policies once each, concurrently, as
 // three informers starting together would, and keeps nothing.
-func listAll(ctx context.Context, t *testing.T, client *fake.Clientset) {
+func listAll(ctx context.Context, client *fake.Clientset) error {
 	lists := []func() (int, error){
 		func() (int, error) {
 			l, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
@@ -236,48 +289,49 @@ func listAll(ctx context.Context, t *testing.T, client *fake.Clientset) {
 			errs <- err
 		}()
 	}
+	var all []error
 	for range lists {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
+		all = append(all, <-errs)
 	}
+	return errors.Join(all...)
 }
 
-func report(t *testing.T, elapsed, load time.Duration, loadHWM int64) {
-	fmt.Printf("RESULT elapsed_ns=%d load_ns=%d hwm_kib=%d load_hwm_kib=%d\n", elapsed.Nanoseconds(), load.Nanoseconds(), vmHWM(t), loadHWM)
+func report(elapsed, load time.Duration, loadHWM int64) error {
+	hwm, err := vmHWM()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("RESULT elapsed_ns=%d load_ns=%d hwm_kib=%d load_hwm_kib=%d\n", elapsed.Nanoseconds(), load.Nanoseconds(), hwm, loadHWM)
+	return nil
 }
 
 // vmHWM is the process's peak resident set size in KiB.
-func vmHWM(t *testing.T) int64 {
+func vmHWM() (int64, error) {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		t.Fatalf("peak RSS needs /proc/self/status: %v", err)
+		return 0, fmt.Errorf("peak RSS needs /proc/self/status: %w", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
-				t.Fatalf("parse VmHWM %q: %v", v, err)
+				return 0, fmt.Errorf("parse VmHWM %q: %w", v, err)
 			}
-			return kib
+			return kib, nil
 		}
 	}
-	t.Fatal("no VmHWM in /proc/self/status")
-	return 0
+	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
 }
 
-func writeHeapProfile(t *testing.T) {
+func writeHeapProfile() error {
 	path := os.Getenv(envHeap)
 	if path == "" {
-		return
+		return nil
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	defer f.Close()
 	runtime.GC() // the profile shows the heap as of the last collection
-	if err := pprof.WriteHeapProfile(f); err != nil {
-		t.Fatal(err)
-	}
+	return errors.Join(pprof.WriteHeapProfile(f), f.Close())
 }

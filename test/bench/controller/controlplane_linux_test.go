@@ -17,27 +17,29 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/agent/policywatch"
+	"github.com/seine-cni/seine/test/bench/benchutil"
 	"github.com/seine-cni/seine/test/lab/labtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	labtest.RemoveBinaries()
-	os.Exit(code)
-}
+// afterTests deletes the binaries the lab was built from.
+func afterTests() { labtest.RemoveBinaries() }
 
-// benchAgents is the number of simulated agents, one per simulated node;
-// fanoutRounds the number of changes measured (run with -benchtime 1x: the
-// lab is brought up once per call of the benchmark function).
+// fanoutAgents is the number of simulated agents, one per simulated node,
+// and of the baseline's watchers; fanoutShortAgents replaces it under
+// -short. Each side of the comparison is measured in fanoutRounds rounds
+// (run with -benchtime 1x: the lab is brought up once per call of the
+// benchmark function).
 const (
-	benchAgents  = 500
-	fanoutRounds = 5
+	fanoutAgents      = 500
+	fanoutShortAgents = 20
+	fanoutRounds      = 5
 )
 
 // simAgent is a watch-only agent: a policywatch.Watcher whose Syncer
@@ -100,12 +102,20 @@ func hasAddressMember(pod string) func(policy.State) bool {
 
 // BenchmarkControlPlaneFanout measures, in a lab running seine-controller
 // against a real kube-apiserver, how long a change takes to reach all of
-// benchAgents watch-only agents (each its own HTTP connection to the
-// controller, three watches with fieldSelector=nodeName), and the
-// controller's RSS with them connected. Each of the benchAgents nodes has
-// one "web" pod; the policies select every web pod, so every change spans
-// every node.
+// fanoutAgents watch-only agents (each its own HTTP connection to the
+// controller, three watches with fieldSelector=nodeName), against a
+// baseline in the same run: as many plain watchers of the kube-apiserver
+// itself (each its own connection, one watch of a namespace's ConfigMaps)
+// receiving a new ConfigMap. Each of the simulated nodes has one "web" pod;
+// the policies select every web pod, so every change spans every node.
+// The rounds rotate: a new policy, a new peer pod (an AddressGroup patch),
+// a new ConfigMap. The controller's RSS with the agents connected is
+// reported as an absolute number, next to its RSS before they connected.
 func BenchmarkControlPlaneFanout(b *testing.B) {
+	agentCount := fanoutAgents
+	if testing.Short() {
+		agentCount = fanoutShortAgents
+	}
 	c, _ := labtest.Up(b, labtest.Options{Name: "h6bench", Nodes: 1, APIPort: 51453, EtcdPort: 51389})
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
@@ -120,7 +130,7 @@ func BenchmarkControlPlaneFanout(b *testing.B) {
 	if pid == 0 {
 		b.Fatal("seine-controller is not running")
 	}
-	nodes := make([]string, benchAgents)
+	nodes := make([]string, agentCount)
 	for i := range nodes {
 		nodes[i] = fmt.Sprintf("sim-%03d", i)
 	}
@@ -134,7 +144,7 @@ func BenchmarkControlPlaneFanout(b *testing.B) {
 	if err := createPolicy(ctx, cs, "bench-allow-0"); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%d nodes with a web pod each and one policy created in %s", benchAgents, time.Since(start).Round(time.Millisecond))
+	b.Logf("%d nodes with a web pod each and one policy created in %s", agentCount, time.Since(start).Round(time.Millisecond))
 	rssIdle := rssKiB(b, pid)
 
 	// The agents talk to the controller directly with seine-agent's
@@ -145,7 +155,7 @@ func BenchmarkControlPlaneFanout(b *testing.B) {
 		b.Fatal(err)
 	}
 	agentCfg.Host = c.ControllerURL()
-	agents := make([]*simAgent, benchAgents)
+	agents := make([]*simAgent, agentCount)
 	var wg sync.WaitGroup
 	var relists atomic.Int64
 	log := labtest.Logger(b)
@@ -156,10 +166,7 @@ func BenchmarkControlPlaneFanout(b *testing.B) {
 	for i, n := range nodes {
 		agents[i] = &simAgent{node: n}
 		agents[i].expect(hasPolicy("bench-allow-0"))
-		cfg := rest.CopyConfig(agentCfg)
-		d := &net.Dialer{Timeout: 10 * time.Second}
-		cfg.Dial = d.DialContext
-		w, err := policywatch.New(cfg, n, agents[i], log, policywatch.Options{})
+		w, err := policywatch.New(ownConnection(agentCfg), n, agents[i], log, policywatch.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -174,88 +181,203 @@ func BenchmarkControlPlaneFanout(b *testing.B) {
 	// Lists and watches are authorized by the kube-apiserver; the
 	// controller leaves the node's field selector out of the review, so
 	// the agents' identical requests share cached decisions.
-	initial := waitAll(b, agents, start, 2*time.Minute)
-	b.Logf("%d agents listed and synced the initial state in %s", benchAgents, initial.max.Round(time.Millisecond))
+	initial, err := waitAll(agentChans(agents), start, 2*time.Minute)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("%d agents listed and synced the initial state in %s", agentCount, initial.max.Round(time.Millisecond))
 	rssConnected := rssKiB(b, pid)
+	watchers := startWatchers(b, ctx, admin, agentCount)
 
-	var newPolicy, newMember, medPolicy, medMember []time.Duration
-	b.ResetTimer()
-	for i := range fanoutRounds {
+	policies, members, configMaps := 0, 0, 0
+	sample := func(l latency) benchutil.Sample {
+		return benchutil.Sample{"ms-last": ms(l.max), "ms-median-agent": ms(l.median)}
+	}
+	newPolicy := func(int) (benchutil.Sample, error) {
 		// A new policy: every agent receives it (NetworkPolicy plus groups).
-		name := fmt.Sprintf("bench-allow-%d", i+1)
+		policies++
+		name := fmt.Sprintf("bench-allow-%d", policies)
 		for _, a := range agents {
 			a.expect(hasPolicy(name))
 		}
 		start := time.Now()
 		if err := createPolicy(ctx, cs, name); err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
-		r := waitAll(b, agents, start, time.Minute)
-		newPolicy, medPolicy = append(newPolicy, r.max), append(medPolicy, r.median)
-
+		l, err := waitAll(agentChans(agents), start, time.Minute)
+		return sample(l), err
+	}
+	newMember := func(int) (benchutil.Sample, error) {
 		// A new peer pod: every agent receives an AddressGroup patch. The
 		// clock starts when the pod has its IP (the status update).
-		pod := fmt.Sprintf("cli-%d", i)
+		pod := fmt.Sprintf("cli-%d", members)
 		for _, a := range agents {
 			a.expect(hasAddressMember(pod))
 		}
-		p, err := cs.CoreV1().Pods("default").Create(ctx, podObject(pod, nodes[i%benchAgents], "bench-cli"), metav1.CreateOptions{})
+		p, err := cs.CoreV1().Pods("default").Create(ctx, podObject(pod, nodes[members%agentCount], "bench-cli"), metav1.CreateOptions{})
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if err := setPodIP(ctx, cs, p, fmt.Sprintf("10.99.%d.%d", members/256, members%256)); err != nil {
+			return nil, err
+		}
+		members++
+		l, err := waitAll(agentChans(agents), start, time.Minute)
+		return sample(l), err
+	}
+	newConfigMap := func(int) (benchutil.Sample, error) {
+		configMaps++
+		name := fmt.Sprintf("round-%d", configMaps)
+		for _, w := range watchers {
+			w.expect(name)
+		}
+		start := time.Now()
+		if _, err := cs.CoreV1().ConfigMaps(fanoutNamespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+		chans := make([]<-chan time.Time, len(watchers))
+		for i, w := range watchers {
+			chans[i] = w.seen
+		}
+		l, err := waitAll(chans, start, time.Minute)
+		return sample(l), err
+	}
+	for b.Loop() {
+		r, err := benchutil.Comparison{
+			Name:    fmt.Sprintf("a change reaching %d watchers (ms until the last one has it, and the median one)", agentCount),
+			Metrics: []string{"ms-last", "ms-median-agent"},
+			Sides: []benchutil.Side{
+				{Name: "seine-policy", Run: newPolicy},
+				{Name: "seine-member", Run: newMember},
+				{Name: "apiserver-watch", Run: newConfigMap},
+			},
+			Ratios: []benchutil.Ratio{{Num: "seine-policy", Den: "apiserver-watch"}, {Num: "seine-member", Den: "apiserver-watch"}},
+			Rounds: fanoutRounds,
+		}.Run()
 		if err != nil {
 			b.Fatal(err)
 		}
-		start = time.Now()
-		if err := setPodIP(ctx, cs, p, fmt.Sprintf("10.99.%d.%d", i/256, i%256)); err != nil {
-			b.Fatal(err)
-		}
-		r = waitAll(b, agents, start, time.Minute)
-		newMember, medMember = append(newMember, r.max), append(medMember, r.median)
+		r.Report(b)
 	}
-	b.StopTimer()
 	rssAfter := rssKiB(b, pid)
 	rssHWM := hwmKiB(b, pid)
-	b.ReportMetric(median(newPolicy).Seconds()*1000, "ms-policy-to-all")
-	b.ReportMetric(median(newMember).Seconds()*1000, "ms-member-to-all")
 	b.ReportMetric(float64(rssConnected)/1024, "MiB-controller-RSS")
-	b.Logf("new policy: last of %d agents after %v (median agent %v)", benchAgents, rounded(newPolicy), rounded(medPolicy))
-	b.Logf("new member: last of %d agents after %v (median agent %v)", benchAgents, rounded(newMember), rounded(medMember))
-	b.Logf("controller RSS: %.1f MiB before agents, %.1f MiB with %d agents connected, %.1f MiB at the end, peak %.1f MiB",
-		float64(rssIdle)/1024, float64(rssConnected)/1024, benchAgents, float64(rssAfter)/1024, float64(rssHWM)/1024)
+	b.Logf("controller RSS (absolute, no baseline): %.1f MiB before agents, %.1f MiB with %d agents connected, %.1f MiB at the end, peak %.1f MiB",
+		float64(rssIdle)/1024, float64(rssConnected)/1024, agentCount, float64(rssAfter)/1024, float64(rssHWM)/1024)
 	cancel()
 	wg.Wait()
-	b.Logf("agent sessions (initial lists included): %d for %d agents", relists.Load(), benchAgents)
+	b.Logf("agent sessions (initial lists included): %d for %d agents", relists.Load(), agentCount)
 }
+
+// ownConnection copies cfg with a Dial of its own, which keeps client-go
+// from sharing one transport (one connection) between clients.
+func ownConnection(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	c.Dial = d.DialContext
+	return c
+}
+
+// fanoutNamespace holds the baseline's ConfigMaps.
+const fanoutNamespace = "bench-fanout"
+
+// watcher is the baseline's client: one plain watch of the kube-apiserver
+// on its own connection, reporting when a ConfigMap of a given name is
+// added.
+type watcher struct {
+	mu   sync.Mutex
+	want string
+	seen chan time.Time
+}
+
+func (w *watcher) expect(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.want, w.seen = name, make(chan time.Time, 1)
+}
+
+func (w *watcher) saw(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.want != "" && name == w.want {
+		w.want = ""
+		w.seen <- time.Now()
+	}
+}
+
+// startWatchers opens n watches of fanoutNamespace's ConfigMaps, each on
+// its own connection to the kube-apiserver, and returns once all are open.
+func startWatchers(b *testing.B, ctx context.Context, admin *rest.Config, n int) []*watcher {
+	b.Helper()
+	cs := kubernetes.NewForConfigOrDie(admin)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fanoutNamespace}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	list, err := cs.CoreV1().ConfigMaps(fanoutNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ws := make([]*watcher, n)
+	timeout := int64(3600)
+	parallel(b, make([]string, n), func(i int, _ string) error {
+		wcs, err := kubernetes.NewForConfig(ownConnection(admin))
+		if err != nil {
+			return err
+		}
+		wi, err := wcs.CoreV1().ConfigMaps(fanoutNamespace).Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion, TimeoutSeconds: &timeout})
+		if err != nil {
+			return err
+		}
+		w := &watcher{}
+		ws[i] = w
+		go func() {
+			for ev := range wi.ResultChan() {
+				if cm, ok := ev.Object.(*corev1.ConfigMap); ok && ev.Type == watch.Added {
+					w.saw(cm.Name)
+				}
+			}
+		}()
+		b.Cleanup(wi.Stop)
+		return nil
+	})
+	return ws
+}
+
+func agentChans(agents []*simAgent) []<-chan time.Time {
+	out := make([]<-chan time.Time, len(agents))
+	for i, a := range agents {
+		a.mu.Lock()
+		out[i] = a.seen
+		a.mu.Unlock()
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 type latency struct{ max, median time.Duration }
 
-// waitAll waits until every agent has reported, and returns the latency of
-// the last and of the median one.
-func waitAll(b *testing.B, agents []*simAgent, start time.Time, timeout time.Duration) latency {
-	b.Helper()
+// waitAll waits until every watcher has reported on its channel, and
+// returns the latency of the last and of the median one.
+func waitAll(seen []<-chan time.Time, start time.Time, timeout time.Duration) (latency, error) {
 	deadline := time.After(timeout)
-	ds := make([]time.Duration, 0, len(agents))
-	for _, a := range agents {
+	ds := make([]time.Duration, 0, len(seen))
+	for i, ch := range seen {
 		select {
-		case t := <-a.seen:
+		case t := <-ch:
 			ds = append(ds, t.Sub(start))
 		case <-deadline:
-			b.Fatalf("%d of %d agents got the change within %s (first missing: %s)", len(ds), len(agents), timeout, a.node)
+			return latency{}, fmt.Errorf("%d of %d watchers got the change within %s (first missing: #%d)", len(ds), len(seen), timeout, i)
 		}
 	}
-	return latency{max: slices.Max(ds), median: median(ds)}
+	return latency{max: slices.Max(ds), median: median(ds)}, nil
 }
 
 func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-func rounded(ds []time.Duration) []time.Duration {
-	out := make([]time.Duration, len(ds))
-	for i, d := range ds {
-		out[i] = d.Round(time.Millisecond)
-	}
-	return out
 }
 
 func rssKiB(b *testing.B, pid int) int64 { return procStatusKiB(b, pid, "VmRSS:") }

@@ -27,62 +27,71 @@ type workload struct {
 
 const nodes = 1000
 
-var workloads = []workload{
-	{
-		name: "1-namespaces25k-pods100k-policies75k", targetSec: 3.5, targetGiB: 1.1,
-		wantNPs: 75000, wantATGs: 75000, wantAGs: 50000,
-		wantMembers: 25000 * (4 + 2 + 2 + 2 + 2),
-		generate: func(add func(runtime.Object)) {
-			g := newGen()
-			for n := range 25000 {
-				ns := fmt.Sprintf("ns-%d", n)
-				add(g.namespace(ns))
-				for i := range 4 {
-					k := i/2 + 1
-					add(g.pod(ns, fmt.Sprintf("pod-%d", i), fmt.Sprintf("app-%d", k), fmt.Sprintf("scale-%d", k)))
+// shortScale divides every workload's object counts under go test -short,
+// where the benchmark runs to prove its code works, not to measure.
+const shortScale = 100
+
+// workloadsAt returns the workloads with their object counts divided by
+// scale (1: the sizes the targets are for).
+func workloadsAt(scale int) []workload {
+	ns1, ns2, n3 := 25000/scale, 100/scale, 10000/scale
+	return []workload{
+		{
+			name: "1-namespaces25k-pods100k-policies75k", targetSec: 3.5, targetGiB: 1.1,
+			wantNPs: 3 * ns1, wantATGs: 3 * ns1, wantAGs: 2 * ns1,
+			wantMembers: ns1 * (4 + 2 + 2 + 2 + 2),
+			generate: func(add func(runtime.Object)) {
+				g := newGen()
+				for n := range ns1 {
+					ns := fmt.Sprintf("ns-%d", n)
+					add(g.namespace(ns))
+					for i := range 4 {
+						k := i/2 + 1
+						add(g.pod(ns, fmt.Sprintf("pod-%d", i), fmt.Sprintf("app-%d", k), fmt.Sprintf("scale-%d", k)))
+					}
+					add(g.denyAll(ns))
+					for k := 1; k <= 2; k++ {
+						add(g.allowSame(ns, fmt.Sprintf("policy-%d", k), fmt.Sprintf("app-%d", k), fmt.Sprintf("scale-%d", k)))
+					}
 				}
-				add(g.denyAll(ns))
-				for k := 1; k <= 2; k++ {
-					add(g.allowSame(ns, fmt.Sprintf("policy-%d", k), fmt.Sprintf("app-%d", k), fmt.Sprintf("scale-%d", k)))
-				}
-			}
+			},
 		},
-	},
-	{
-		name: "2-namespaces100-pods100k-policies10k", targetSec: 1.25, targetGiB: 0.6,
-		wantNPs: 10100, wantATGs: 10100, wantAGs: 10000,
-		wantMembers: 100 * (1000 + 100*10 + 100*10),
-		generate: func(add func(runtime.Object)) {
-			g := newGen()
-			for n := range 100 {
-				ns := fmt.Sprintf("ns-%d", n)
-				add(g.namespace(ns))
-				for i := range 1000 {
-					k := i / 10
-					add(g.pod(ns, fmt.Sprintf("pod-%d", i), fmt.Sprintf("app-%d", k), fmt.Sprintf("scale-%d", k)))
+		{
+			name: "2-namespaces100-pods100k-policies10k", targetSec: 1.25, targetGiB: 0.6,
+			wantNPs: 101 * ns2, wantATGs: 101 * ns2, wantAGs: 100 * ns2,
+			wantMembers: ns2 * (1000 + 100*10 + 100*10),
+			generate: func(add func(runtime.Object)) {
+				g := newGen()
+				for n := range ns2 {
+					ns := fmt.Sprintf("ns-%d", n)
+					add(g.namespace(ns))
+					for i := range 1000 {
+						k := i / 10
+						add(g.pod(ns, fmt.Sprintf("pod-%d", i), fmt.Sprintf("app-%d", k), fmt.Sprintf("scale-%d", k)))
+					}
+					add(g.denyAll(ns))
+					for k := range 100 {
+						add(g.allowSame(ns, fmt.Sprintf("policy-%d", k), fmt.Sprintf("app-%d", k), fmt.Sprintf("scale-%d", k)))
+					}
 				}
-				add(g.denyAll(ns))
-				for k := range 100 {
-					add(g.allowSame(ns, fmt.Sprintf("policy-%d", k), fmt.Sprintf("app-%d", k), fmt.Sprintf("scale-%d", k)))
+			},
+		},
+		{
+			name: "3-namespace1-pods10k-policies10k", targetSec: 1.35, targetGiB: 0.5,
+			wantNPs: n3, wantATGs: 1, wantAGs: 1,
+			wantMembers: 2 * n3,
+			generate: func(add func(runtime.Object)) {
+				g := newGen()
+				add(g.namespace("ns-0"))
+				for i := range n3 {
+					add(g.pod("ns-0", fmt.Sprintf("pod-%d", i), "app-1", "scale-1"))
 				}
-			}
+				for i := range n3 {
+					add(g.allowSame("ns-0", fmt.Sprintf("policy-%d", i), "app-1", "scale-1"))
+				}
+			},
 		},
-	},
-	{
-		name: "3-namespace1-pods10k-policies10k", targetSec: 1.35, targetGiB: 0.5,
-		wantNPs: 10000, wantATGs: 1, wantAGs: 1,
-		wantMembers: 2 * 10000,
-		generate: func(add func(runtime.Object)) {
-			g := newGen()
-			add(g.namespace("ns-0"))
-			for i := range 10000 {
-				add(g.pod("ns-0", fmt.Sprintf("pod-%d", i), "app-1", "scale-1"))
-			}
-			for i := range 10000 {
-				add(g.allowSame("ns-0", fmt.Sprintf("policy-%d", i), "app-1", "scale-1"))
-			}
-		},
-	},
+	}
 }
 
 type gen struct {
