@@ -191,7 +191,7 @@ func BenchmarkControlPlaneFanout(b *testing.B) {
 
 	policies, members, configMaps := 0, 0, 0
 	sample := func(l latency) benchutil.Sample {
-		return benchutil.Sample{"ms-last": ms(l.max), "ms-median-agent": ms(l.median)}
+		return benchutil.Sample{"ms-last": ms(l.max), "ms-median-watcher": ms(l.median)}
 	}
 	newPolicy := func(int) (benchutil.Sample, error) {
 		// A new policy: every agent receives it (NetworkPolicy plus groups).
@@ -246,7 +246,7 @@ func BenchmarkControlPlaneFanout(b *testing.B) {
 	for b.Loop() {
 		r, err := benchutil.Comparison{
 			Name:    fmt.Sprintf("a change reaching %d watchers (ms until the last one has it, and the median one)", agentCount),
-			Metrics: []string{"ms-last", "ms-median-agent"},
+			Metrics: []string{"ms-last", "ms-median-watcher"},
 			Sides: []benchutil.Side{
 				{Name: "seine-policy", Run: newPolicy},
 				{Name: "seine-member", Run: newMember},
