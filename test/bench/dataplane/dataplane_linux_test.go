@@ -15,14 +15,20 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/seine-cni/seine/test/bench/benchutil"
 	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
+// iperfSeconds is the length of one iperf3 run; rounds the number of
+// rounds in which both sides succeeded. -short shortens both: the
+// benchmark then proves its code works, it does not measure.
 const (
-	iperfSeconds = 4
-	runs         = 3
+	iperfSeconds      = 4
+	iperfShortSeconds = 1
+	rounds            = 5
+	shortRounds       = 2
 )
 
 // BenchmarkPodToPodTCP runs iperf3 (4 s) from a pod on node-1 to a pod on
@@ -32,13 +38,19 @@ const (
 // only the NORMAL flow on each node's own ovs-vswitchd, with two extra pod
 // namespaces of the same MTU and tx checksum offload off. Both sides cross
 // the same underlay: each br-plain has a port on the lab's fabric bridge, as
-// each node's uplink has. The two sides alternate, three times each; it
-// reports the mean of each side's successful runs, the ratio, how many runs
-// failed (iperf3 reported an error or nothing received), and per side the
-// CPU time both nodes' ovs-vswitchd used per GB delivered: on a machine
-// whose cores other work also wants, that cost tells the datapaths apart
-// where throughput mostly measures the scheduler.
+// each node's uplink has. The sides alternate which goes first, for five
+// rounds in which both succeeded: a run in which iperf3 reports an error or
+// receives nothing discards its round, so the ratio always compares equal
+// numbers of successful runs. It reports min and median of each side, the
+// ratio seine/plain per round (median), and per side the CPU time both
+// nodes' ovs-vswitchd used per GB delivered: on a machine whose cores other
+// work also wants, that cost tells the datapaths apart where throughput
+// mostly measures the scheduler.
 func BenchmarkPodToPodTCP(b *testing.B) {
+	seconds, want := iperfSeconds, rounds
+	if testing.Short() {
+		seconds, want = iperfShortSeconds, shortRounds
+	}
 	c, cs := upLab(b, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -71,44 +83,34 @@ func BenchmarkPodToPodTCP(b *testing.B) {
 	b.Logf("pod MTU %d on both sides", mtu)
 
 	cpu := vswitchdCPU(b, c, "node-1", "node-2")
+	side := func(name, srvNS, cliNS, ip string) benchutil.Side {
+		return benchutil.Side{Name: name, Run: func(int) (benchutil.Sample, error) {
+			before := cpu()
+			r, err := iperf(srvNS, cliNS, ip, seconds)
+			used := cpu() - before
+			if err != nil {
+				return nil, err
+			}
+			b.Logf("%s: %.2f Gbit/s, %d retransmits", name, r.bps/1e9, r.retransmits)
+			return benchutil.Sample{"Gbit/s": r.bps / 1e9, "vswitchd-cpu-s/GB": used / (r.bytes / 1e9)}, nil
+		}}
+	}
 	for b.Loop() {
-		var seine, plain sideStats
-		for range runs {
-			seine.add(cpu, func() iperfResult { return iperf(b, srvNS, cliNS, srv.Status.PodIP) })
-			plain.add(cpu, func() iperfResult { return iperf(b, plainSrv, plainCli, "10.251.0.2") })
+		r, err := benchutil.Comparison{
+			Name:    fmt.Sprintf("pod -> pod TCP across nodes, iperf3 %d s", seconds),
+			Metrics: []string{"Gbit/s", "vswitchd-cpu-s/GB"},
+			Sides: []benchutil.Side{
+				side("seine", srvNS, cliNS, srv.Status.PodIP),
+				side("plain", plainSrv, plainCli, "10.251.0.2"),
+			},
+			Rounds: want, ShortRounds: want,
+		}.Run()
+		if err != nil {
+			b.Fatal(err)
 		}
-		if len(seine.bps) == 0 || len(plain.bps) == 0 {
-			b.Fatalf("no successful run: seine %d, plain %d of %d", len(seine.bps), len(plain.bps), runs)
-		}
-		b.ReportMetric(float64(2*runs-len(seine.bps)-len(plain.bps)), "failed-runs")
-		b.ReportMetric(mean(seine.bps)/1e9, "seine-Gbit/s")
-		b.ReportMetric(mean(plain.bps)/1e9, "plain-normal-Gbit/s")
-		b.ReportMetric(mean(seine.bps)/mean(plain.bps), "ratio")
-		b.ReportMetric(seine.cpuPerGB(), "seine-vswitchd-cpu-s/GB")
-		b.ReportMetric(plain.cpuPerGB(), "plain-vswitchd-cpu-s/GB")
+		r.Report(b)
 	}
 }
-
-// sideStats gathers one side's successful runs: throughput, and the CPU
-// time both nodes' ovs-vswitchd spent per byte delivered.
-type sideStats struct {
-	bps         []float64
-	bytes, cpuS float64
-}
-
-func (s *sideStats) add(cpu func() float64, run func() iperfResult) {
-	before := cpu()
-	r := run()
-	used := cpu() - before
-	if r.bps == 0 {
-		return
-	}
-	s.bps = append(s.bps, r.bps)
-	s.bytes += r.bytes
-	s.cpuS += used
-}
-
-func (s *sideStats) cpuPerGB() float64 { return s.cpuS / (s.bytes / 1e9) }
 
 // vswitchdCPU returns a function reading the CPU time (user + system, in
 // seconds) the nodes' ovs-vswitchd processes have used so far. It includes
@@ -244,17 +246,20 @@ func waitTCP(b *testing.B, ns, ip string) {
 	}
 }
 
-// iperfResult is what one iperf3 run received: bits per second and bytes.
-// A failed run has bps 0.
-type iperfResult struct{ bps, bytes float64 }
+// iperfResult is what one iperf3 run received.
+type iperfResult struct {
+	bps, bytes  float64
+	retransmits int
+}
 
-// iperf runs one iperf3 server in srvNS for one test from cliNS to ip and
-// returns what was received.
-func iperf(b *testing.B, srvNS, cliNS, ip string) iperfResult {
-	b.Helper()
+// iperf runs one iperf3 server in srvNS for one test of the given length
+// from cliNS to ip and returns what was received. A run in which iperf3
+// reports an error or receives nothing is an error wrapping
+// benchutil.ErrFailedRun.
+func iperf(srvNS, cliNS, ip string, seconds int) (iperfResult, error) {
 	srv := exec.Command("nsenter", "--net="+srvNS, "--", "iperf3", "-s", "-1", "-p", "5201")
 	if err := srv.Start(); err != nil {
-		b.Fatal(err)
+		return iperfResult{}, err
 	}
 	defer func() {
 		_ = srv.Process.Kill()
@@ -263,14 +268,11 @@ func iperf(b *testing.B, srvNS, cliNS, ip string) iperfResult {
 	var out []byte
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		out, err = exec.Command("nsenter", "--net="+cliNS, "--", "iperf3", "-c", ip, "-p", "5201", "-t", fmt.Sprint(iperfSeconds), "-J").CombinedOutput()
+		out, err = exec.Command("nsenter", "--net="+cliNS, "--", "iperf3", "-c", ip, "-p", "5201", "-t", fmt.Sprint(seconds), "-J").CombinedOutput()
 		// iperf3 -J exits 0 also when the server is not listening yet.
 		if !strings.Contains(string(out), "Connection refused") || time.Now().After(deadline) {
 			break
 		}
-	}
-	if err != nil {
-		b.Fatalf("iperf3 -c %s: %v\n%s", ip, err, out)
 	}
 	var r struct {
 		Error string `json:"error"`
@@ -284,23 +286,16 @@ func iperf(b *testing.B, srvNS, cliNS, ip string) iperfResult {
 			} `json:"sum_sent"`
 		} `json:"end"`
 	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		b.Fatalf("iperf3 output: %v\n%s", err, out)
+	if jerr := json.Unmarshal(out, &r); jerr != nil {
+		return iperfResult{}, fmt.Errorf("iperf3 -c %s: %v; output: %w\n%s", ip, err, jerr, out)
 	}
 	if r.Error != "" || r.End.SumReceived.BitsPerSecond == 0 {
-		b.Logf("%s: failed run (%q), not counted", ip, r.Error)
-		return iperfResult{}
+		return iperfResult{}, fmt.Errorf("iperf3 -c %s: %q, %.0f bytes received: %w", ip, r.Error, r.End.SumReceived.Bytes, benchutil.ErrFailedRun)
 	}
-	b.Logf("%s: %.2f Gbit/s, %d retransmits", ip, r.End.SumReceived.BitsPerSecond/1e9, r.End.SumSent.Retransmits)
-	return iperfResult{bps: r.End.SumReceived.BitsPerSecond, bytes: r.End.SumReceived.Bytes}
-}
-
-func mean(v []float64) float64 {
-	var s float64
-	for _, x := range v {
-		s += x
+	if err != nil {
+		return iperfResult{}, fmt.Errorf("iperf3 -c %s: %w\n%s", ip, err, out)
 	}
-	return s / float64(len(v))
+	return iperfResult{bps: r.End.SumReceived.BitsPerSecond, bytes: r.End.SumReceived.Bytes, retransmits: r.End.SumSent.Retransmits}, nil
 }
 
 var mtuRE = regexp.MustCompile(`mtu (\d+)`)
