@@ -15,13 +15,18 @@ import (
 	"github.com/seine-cni/seine/test/lab/labtest"
 )
 
-const pods = 100
-
 // BenchmarkAgentRSS brings up a one-node lab, reads the node's seine-agent
-// VmRSS with no pods, creates 100 pods bound to the node, waits until all are
-// Ready, then samples VmRSS every 200 ms for 3 s. It reports the RSS before,
-// the last and largest sample with 100 pods, and VmHWM (the peak so far).
+// VmRSS with no pods, creates 100 pods bound to the node (5 under -short),
+// waits until all are Ready, then samples VmRSS every 200 ms for 3 s. It
+// reports the RSS before, the last and largest sample with the pods, and
+// VmHWM (the peak so far). These are absolute numbers, compared with the
+// issue's target (< 60 MB), not with a baseline: no other agent runs in the
+// lab to measure beside it. The idle RSS of the same run is its context.
 func BenchmarkAgentRSS(b *testing.B) {
+	pods := 100
+	if testing.Short() {
+		pods = 5
+	}
 	c, cs := upLab(b, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -50,10 +55,13 @@ func BenchmarkAgentRSS(b *testing.B) {
 			peak = max(peak, last)
 			time.Sleep(200 * time.Millisecond) // sampling interval of a measurement
 		}
+		hwm := status(b, pid, "VmHWM")
 		b.ReportMetric(idle, "idle-RSS-MB")
 		b.ReportMetric(last, "RSS-MB")
 		b.ReportMetric(peak, "max-sampled-RSS-MB")
-		b.ReportMetric(status(b, pid, "VmHWM"), "HWM-MB")
+		b.ReportMetric(hwm, "HWM-MB")
+		fmt.Printf("%s: seine-agent RSS (absolute, MB = 10^6 bytes): %.1f MB with no pods; with %d pods %.1f MB, largest of 15 samples %.1f MB, VmHWM %.1f MB (target < 60 MB with 100 pods)\n",
+			b.Name(), idle, pods, last, peak, hwm)
 	}
 }
 
