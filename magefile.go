@@ -257,14 +257,28 @@ func Test() error {
 	if err := run([]string{"GOOS=windows"}, "go", "vet", "./..."); err != nil {
 		return fmt.Errorf("GOOS=windows go vet ./...: %w", err)
 	}
-	abs, _ := filepath.Abs("bin")
-	env := []string{"SEINE_LAB_KUBE_BIN=" + kube, "SEINE_LAB_BIN=" + filepath.Join(abs, "lab"), "SEINE_LAB_CNI_BIN=" + filepath.Join(abs, "cni")}
+	env := labEnv(kube)
 	// -p 1: the privileged tests create namespaces, OVS instances and a
 	// whole cluster; on 2 cores they are more reliable one package at a time.
 	if err := run(env, "go", "test", "-p", "1", "-count=1", "-timeout", "60m", "./..."); err != nil {
 		return err
 	}
+	if err := benchShort(env); err != nil {
+		return err
+	}
 	return WindowsTest()
+}
+
+// benchShort runs every benchmark under test/bench once in short mode
+// (smaller sizes, fewest rounds), so a broken benchmark fails the build.
+// It checks their code, not their targets: numbers measured on a loaded
+// CI machine mean nothing.
+func benchShort(env []string) error {
+	if err := run(env, "go", "test", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x",
+		"-timeout", "30m", "./test/bench/..."); err != nil {
+		return fmt.Errorf("benchmarks in short mode: %w", err)
+	}
+	return nil
 }
 
 // windowsTestPackages are the packages whose Windows test binaries pass under
@@ -295,14 +309,27 @@ func WindowsTest() error {
 }
 
 // Bench runs the benchmarks under test/bench (the lab ones bring up a lab)
-// and prints their comparisons.
+// and prints their comparisons: each measures Seine and its baseline in
+// the same run, in several rounds of alternating order, and prints min and
+// median of each side and their ratio (test/bench/README.md).
+// SEINE_BENCH_ROUNDS overrides the number of rounds.
 func Bench() error {
 	mg.SerialDeps(Deps, LabBin)
 	kube, err := labkube()
 	if err != nil {
 		return err
 	}
-	return run([]string{"SEINE_LAB_KUBE_BIN=" + kube}, "go", "test", "-p", "1", "-run", "^$", "-bench", ".", "-benchtime", "1x", "./test/bench/...")
+	env := labEnv(kube)
+	return run(env, "go", "test", "-p", "1", "-count=1", "-v", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "3h", "./test/bench/...")
+}
+
+// labEnv points the tests that bring up a lab at the programs LabBin built:
+// the control plane, the lab CLI, Seine's linux binaries and the reference
+// CNI plugins.
+func labEnv(kube string) []string {
+	abs, _ := filepath.Abs("bin")
+	return []string{"SEINE_LAB_KUBE_BIN=" + kube, "SEINE_LAB_BIN=" + filepath.Join(abs, "lab"),
+		"SEINE_LAB_SEINE_BIN=" + filepath.Join(abs, "linux"), "SEINE_LAB_CNI_BIN=" + filepath.Join(abs, "cni")}
 }
 
 func run(env []string, name string, args ...string) error {

@@ -56,8 +56,11 @@ var (
 )
 
 // Binaries builds seine-agent, seine-cni and seine-controller (into one directory, as
-// lab.Config.SeineBin wants) and, unless SEINE_LAB_BIN names it, the lab CLI,
-// once per test binary. RemoveBinaries, from TestMain, deletes them.
+// lab.Config.SeineBin wants) unless SEINE_LAB_SEINE_BIN names a directory holding
+// them, and the lab CLI unless SEINE_LAB_BIN names it, once per test binary.
+// make test builds both before the tests and sets the variables, so that the
+// packages that bring up a lab do not each link the same programs again.
+// RemoveBinaries, from TestMain, deletes what was built.
 func Binaries(tb testing.TB) (seine, labCLI string) {
 	tb.Helper()
 	binOnce.Do(func() {
@@ -77,10 +80,20 @@ func Binaries(tb testing.TB) (seine, labCLI string) {
 			}
 			return nil
 		}
-		seineBin = filepath.Join(binDir, "seine")
-		for _, pkg := range []string{"seine-agent", "seine-cni", "seine-controller"} {
-			if binErr = build(filepath.Join(seineBin, pkg), "./services/"+pkg); binErr != nil {
-				return
+		programs := []string{"seine-agent", "seine-cni", "seine-controller"}
+		if seineBin = os.Getenv("SEINE_LAB_SEINE_BIN"); seineBin != "" {
+			for _, p := range programs {
+				if _, err := os.Stat(filepath.Join(seineBin, p)); err != nil {
+					binErr = fmt.Errorf("SEINE_LAB_SEINE_BIN: %w", err)
+					return
+				}
+			}
+		} else {
+			seineBin = filepath.Join(binDir, "seine")
+			for _, pkg := range programs {
+				if binErr = build(filepath.Join(seineBin, pkg), "./services/"+pkg); binErr != nil {
+					return
+				}
 			}
 		}
 		if labBin = os.Getenv("SEINE_LAB_BIN"); labBin == "" {
