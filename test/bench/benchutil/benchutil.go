@@ -54,8 +54,11 @@ type Comparison struct {
 	// Rounds is how many rounds must succeed (every side measured);
 	// ShortRounds replaces it under go test -short (default: one round per
 	// side, so each side goes first once). SEINE_BENCH_ROUNDS overrides
-	// both.
+	// both unless FixedRounds is set.
 	Rounds, ShortRounds int
+	// FixedRounds says the rounds are the workload itself (one pod each,
+	// 200 pods), not repetitions of it: SEINE_BENCH_ROUNDS leaves them be.
+	FixedRounds bool
 	// MaxFailedRounds is how many discarded rounds are tolerated before
 	// the comparison fails (default: Rounds).
 	MaxFailedRounds int
@@ -85,7 +88,7 @@ func (c *Comparison) rounds() (int, error) {
 			n = len(c.Sides)
 		}
 	}
-	if v := os.Getenv(RoundsEnv); v != "" {
+	if v := os.Getenv(RoundsEnv); v != "" && !c.FixedRounds {
 		r, err := strconv.Atoi(v)
 		if err != nil || r < 1 {
 			return 0, fmt.Errorf("%s=%q: want a positive number of rounds", RoundsEnv, v)

@@ -112,6 +112,13 @@ func TestRoundsEnvOverrides(t *testing.T) {
 	if r.Rounds() != 3 || n != 6 {
 		t.Errorf("%d rounds, %d runs; want 3 and 6", r.Rounds(), n)
 	}
+	r, err = Comparison{Metrics: []string{"ms"}, Rounds: 2, FixedRounds: true, Sides: []Side{s, {Name: "b", Run: s.Run}}}.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Rounds() != 2 {
+		t.Errorf("%d fixed rounds, want 2 whatever %s says", r.Rounds(), RoundsEnv)
+	}
 	t.Setenv(RoundsEnv, "zero")
 	if _, err := (Comparison{Metrics: []string{"ms"}, Rounds: 1, Sides: []Side{s, {Name: "b", Run: s.Run}}}).Run(); err == nil {
 		t.Error("a malformed SEINE_BENCH_ROUNDS was accepted")

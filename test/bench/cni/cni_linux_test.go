@@ -56,17 +56,13 @@ func BenchmarkCNIAdd(b *testing.B) {
 	b.Logf("pod MTU %d on both sides", mtu)
 
 	for b.Loop() {
-		// The pods' namespaces exist before the clock starts, as a
-		// runtime's sandbox does before it calls the plugin.
-		seineNS, refNS := make([]string, pods), make([]string, pods)
-		for i := range pods {
-			seineNS[i], refNS[i] = ovsdaemon.NewNetNS(b), ovsdaemon.NewNetNS(b)
-		}
 		var added []func() error
-		add := func(cni *libcni.CNIConfig, list *libcni.NetworkConfigList, side string, podNS []string) benchutil.Side {
+		add := func(cni *libcni.CNIConfig, list *libcni.NetworkConfigList, side string) benchutil.Side {
 			return benchutil.Side{Name: side, Run: func(i int) (benchutil.Sample, error) {
+				// The pod's namespace exists before the clock starts, as a
+				// runtime's sandbox does before it calls the plugin.
 				rt := &libcni.RuntimeConf{
-					ContainerID: fmt.Sprintf("%s-%d", side, i), NetNS: podNS[i], IfName: "eth0",
+					ContainerID: fmt.Sprintf("%s-%d", side, i), NetNS: ovsdaemon.NewNetNS(b), IfName: "eth0",
 					Args: podArgs(fmt.Sprintf("%s-%d", side, i)),
 				}
 				var took time.Duration
@@ -88,8 +84,8 @@ func BenchmarkCNIAdd(b *testing.B) {
 		r, err := benchutil.Comparison{
 			Name:    fmt.Sprintf("CNI ADD of %d pods per side through libcni", pods),
 			Metrics: []string{"ms"},
-			Sides:   []benchutil.Side{add(n.cni, n.list, "seine", seineNS), add(ref.cni, ref.list, "ptp", refNS)},
-			Rounds:  pods, ShortRounds: pods,
+			Sides:   []benchutil.Side{add(n.cni, n.list, "seine"), add(ref.cni, ref.list, "ptp")},
+			Rounds:  pods, ShortRounds: pods, FixedRounds: true,
 		}.Run()
 		if err != nil {
 			b.Fatal(err)
