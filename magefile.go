@@ -45,6 +45,7 @@ var debPackages = map[string]string{
 	"iperf3":          "iperf3",
 	"kubectl":         "kubernetes-client",
 	"wixl":            "wixl",
+	"msibuild":        "msitools",
 	"osslsigncode":    "osslsigncode",
 	"openssl":         "openssl",
 	"shellcheck":      "shellcheck",

@@ -41,6 +41,10 @@ type CheckOptions struct {
 	Timeout time.Duration
 	// Logger receives the OVS clients' logs; nil discards them.
 	Logger *slog.Logger
+	// PrivateDirs checks that the configuration's directory and the state
+	// directory are private (Host.CheckDir with StateDirMode): on Windows
+	// they hold the agent's kubeconfig, state, CNI socket and DEL spool.
+	PrivateDirs bool
 }
 
 // Check runs the install checks of this node and returns every result;
@@ -71,6 +75,17 @@ func Check(ctx context.Context, o CheckOptions) *Report {
 			r.fail(n, "", "skipped: no agent config")
 		}
 		return r
+	}
+	if o.PrivateDirs {
+		seen := map[string]bool{}
+		for _, d := range []struct{ name, path string }{
+			{"config dir access", filepath.Dir(o.ConfigPath)}, {"state dir access", cfg.StateDir},
+		} {
+			if !seen[d.path] {
+				seen[d.path] = true
+				r.add(d.name, d.path, host.CheckDir(d.path, StateDirMode), modeDetail(host, StateDirMode))
+			}
+		}
 	}
 	confDir := cmp.Or(o.CNIConfDir, cfg.CNIConfDir)
 	if confDir == "" {

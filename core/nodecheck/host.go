@@ -77,22 +77,51 @@ func (UnixHost) Executable(path string, fi fs.FileInfo) error {
 // PluginFile implements Host.
 func (UnixHost) PluginFile(name string) string { return name }
 
-// WindowsHost implements Host for Windows: directories inherit the ACLs of
-// their parent (C:\ProgramData: administrators and SYSTEM write, users
-// read) and Unix modes do not apply, so only existence is ensured and
-// checked; programs are .exe files.
-type WindowsHost struct{}
+// DirAccess sets and checks who may use a directory, on an OS whose
+// permissions Unix modes do not express (Windows: windows.DirACL). A
+// private directory is for the OS's administrators and services only
+// (SYSTEM and Administrators); a public one is theirs to change and others'
+// to read.
+type DirAccess interface {
+	Ensure(dir string, private bool) (changed bool, err error)
+	Check(dir string, private bool) error
+}
+
+// WindowsHost implements Host for Windows: programs are .exe files, and
+// Unix modes do not apply. Without ACL only existence is ensured and
+// checked, and a directory inherits its parent's access (C:\ProgramData's
+// lets every user add files to a new subdirectory, C:\'s lets them modify
+// what is below it); with ACL a mode without group and other bits is
+// private, any other public, and ACL sets and checks that.
+type WindowsHost struct {
+	ACL DirAccess
+}
+
+func private(perm fs.FileMode) bool { return perm&0o077 == 0 }
 
 // EnsureDir implements Host.
-func (WindowsHost) EnsureDir(dir string, _ fs.FileMode) (bool, error) {
-	if err := (WindowsHost{}).CheckDir(dir, 0); !errors.Is(err, fs.ErrNotExist) {
+func (h WindowsHost) EnsureDir(dir string, perm fs.FileMode) (bool, error) {
+	created := false
+	switch fi, err := os.Stat(dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return false, err
+		}
+		created = true
+	case err != nil:
 		return false, err
+	case !fi.IsDir():
+		return false, fmt.Errorf("%s is not a directory", dir)
 	}
-	return true, os.MkdirAll(dir, 0o755)
+	if h.ACL == nil {
+		return created, nil
+	}
+	changed, err := h.ACL.Ensure(dir, private(perm))
+	return created || changed, err
 }
 
 // CheckDir implements Host.
-func (WindowsHost) CheckDir(dir string, _ fs.FileMode) error {
+func (h WindowsHost) CheckDir(dir string, perm fs.FileMode) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return err
@@ -100,7 +129,10 @@ func (WindowsHost) CheckDir(dir string, _ fs.FileMode) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
-	return nil
+	if h.ACL == nil {
+		return nil
+	}
+	return h.ACL.Check(dir, private(perm))
 }
 
 // Executable implements Host.

@@ -34,6 +34,10 @@ type PrepOptions struct {
 	InstallCNI string
 	// CheckOnly reports what would change, changing nothing.
 	CheckOnly bool
+	// PrivateConfigDir makes the configuration's directory private
+	// (StateDirMode) rather than public: on Windows it is the agent's data
+	// directory, with its kubeconfig, state, CNI socket and DEL spool.
+	PrivateConfigDir bool
 	// Host is the OS seam (UnixHost if nil).
 	Host Host
 }
@@ -57,7 +61,11 @@ func Prep(o PrepOptions) *Report {
 		host = UnixHost{}
 	}
 	r := &Report{}
-	cfg, err := prepConfig(r, o, host)
+	configDirMode := PublicDirMode
+	if o.PrivateConfigDir {
+		configDirMode = StateDirMode
+	}
+	cfg, err := prepConfig(r, o, host, configDirMode)
 	if err != nil {
 		r.fail("agent config", o.ConfigPath, err.Error())
 		return r
@@ -66,7 +74,7 @@ func Prep(o PrepOptions) *Report {
 		name, path string
 		mode       fs.FileMode
 	}{
-		{"config dir", filepath.Dir(o.ConfigPath), PublicDirMode},
+		{"config dir", filepath.Dir(o.ConfigPath), configDirMode},
 		{"state dir", cfg.StateDir, StateDirMode},
 		{"cni socket dir", filepath.Dir(cfg.CNISocket), PublicDirMode},
 		{"cni conf dir", cfg.CNIConfDir, PublicDirMode},
@@ -81,7 +89,7 @@ func Prep(o PrepOptions) *Report {
 		r.step(o.CheckOnly, d.name, d.path,
 			func() error { return host.CheckDir(d.path, d.mode) },
 			func() (bool, error) { return host.EnsureDir(d.path, d.mode) },
-			fmt.Sprintf("mode %04o", d.mode))
+			modeDetail(host, d.mode))
 	}
 	// The OVS run directory is Open vSwitch's: checked, never created.
 	if fi, err := os.Stat(cfg.OVS.RunDir); err != nil || !fi.IsDir() {
@@ -110,6 +118,21 @@ func Prep(o PrepOptions) *Report {
 	return r
 }
 
+// modeDetail says what access a directory of mode gets on host.
+func modeDetail(host Host, mode fs.FileMode) string {
+	if w, ok := host.(WindowsHost); ok {
+		switch {
+		case w.ACL == nil:
+			return "exists"
+		case mode&0o077 == 0:
+			return "SYSTEM and Administrators only"
+		default:
+			return "written by SYSTEM and Administrators only"
+		}
+	}
+	return fmt.Sprintf("mode %04o", mode)
+}
+
 func cmpErr(err error, s string) any {
 	if err != nil {
 		return err
@@ -131,7 +154,7 @@ func (r *Report) step(checkOnly bool, name, target string, check func() error, e
 
 // prepConfig renders the configuration from the template (or checks the
 // rendered one) and returns it.
-func prepConfig(r *Report, o PrepOptions, host Host) (*agent.Config, error) {
+func prepConfig(r *Report, o PrepOptions, host Host, configDirMode fs.FileMode) (*agent.Config, error) {
 	if o.TemplatePath == "" {
 		cfg, err := agent.LoadConfig(o.ConfigPath)
 		if err != nil {
@@ -164,7 +187,7 @@ func prepConfig(r *Report, o PrepOptions, host Host) (*agent.Config, error) {
 	case o.CheckOnly && !same:
 		return nil, fmt.Errorf("differs from the template rendered for node %s", o.NodeName)
 	case !o.CheckOnly && !same:
-		if _, err := host.EnsureDir(filepath.Dir(o.ConfigPath), PublicDirMode); err != nil {
+		if _, err := host.EnsureDir(filepath.Dir(o.ConfigPath), configDirMode); err != nil {
 			return nil, err
 		}
 		if err := writeAtomic(o.ConfigPath, rendered, 0o644); err != nil {

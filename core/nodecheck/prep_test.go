@@ -1,6 +1,7 @@
 package nodecheck
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/seine-cni/seine/core/agent"
 )
@@ -227,5 +229,72 @@ func TestRenderConfig(t *testing.T) {
 	}
 	if _, err := RenderConfig([]byte("# only a comment\n"), "n1"); err == nil {
 		t.Error("an empty template rendered")
+	}
+}
+
+// fakeACL records how directories were made private or public; bad names
+// directories whose access is wrong.
+type fakeACL struct {
+	set map[string]bool // dir -> private
+	bad map[string]bool
+}
+
+func (f *fakeACL) Ensure(dir string, private bool) (bool, error) {
+	if f.set == nil {
+		f.set = map[string]bool{}
+	}
+	changed := f.bad[dir] || f.set[dir] != private
+	if p, ok := f.set[dir]; !ok || p != private {
+		changed = true
+	}
+	f.set[dir] = private
+	delete(f.bad, dir)
+	return changed, nil
+}
+
+func (f *fakeACL) Check(dir string, private bool) error {
+	if p, ok := f.set[dir]; !ok || p != private || f.bad[dir] {
+		return fmt.Errorf("%s: not as it should be (private %v)", dir, private)
+	}
+	return nil
+}
+
+// TestPrepWindowsACL: with an ACL (Windows), node-prep makes the
+// configuration's directory, which holds the socket, and the state
+// directory private, the CNI directories public; `check` with PrivateDirs
+// reports a data directory whose access was changed, and node-prep fixes it.
+func TestPrepWindowsACL(t *testing.T) {
+	n := newPrepNode(t, loopback(t))
+	acl := &fakeACL{bad: map[string]bool{}}
+	o := n.opts(false)
+	o.Host, o.PrivateConfigDir = WindowsHost{ACL: acl}, true
+	if r := Prep(o); r.Failed() {
+		t.Fatalf("prep: %+v", r.Results)
+	}
+	cfg, err := agent.LoadConfig(n.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{filepath.Dir(n.config): true, cfg.StateDir: true, cfg.CNIConfDir: false, n.cniBin: false}
+	for dir, private := range want {
+		if got, ok := acl.set[dir]; !ok || got != private {
+			t.Errorf("%s: ACL set %v (private %v), want private %v", dir, ok, got, private)
+		}
+	}
+	if got := results(Prep(o))["config dir"]; !got.OK || got.Changed || got.Detail != "SYSTEM and Administrators only" {
+		t.Errorf("second prep, config dir: %+v", got)
+	}
+	check := func() map[string]Result {
+		return results(Check(context.Background(), CheckOptions{ConfigPath: n.config, Host: o.Host, PrivateDirs: true, Timeout: time.Millisecond}))
+	}
+	if got := check(); !got["config dir access"].OK || !got["state dir access"].OK {
+		t.Errorf("check after prep: %+v, %+v", got["config dir access"], got["state dir access"])
+	}
+	acl.bad[filepath.Dir(n.config)] = true // someone grants Users access again
+	if got := check()["config dir access"]; got.OK || !strings.Contains(got.Detail, "not as it should be") {
+		t.Errorf("check of a changed data directory: %+v", got)
+	}
+	if got := results(Prep(o))["config dir"]; !got.OK || !got.Changed {
+		t.Errorf("prep of a changed data directory: %+v", got)
 	}
 }

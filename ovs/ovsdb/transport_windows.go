@@ -36,9 +36,11 @@ func openTransport(ep Endpoint, log *slog.Logger) (addr string, stop func(), err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Only this process may use the relay: any other would reach OVSDB
+	// with its rights (the agent's: all of it) for as long as it runs.
 	r, err := winpipe.NewRelay(func(ctx context.Context) (net.Conn, error) {
 		return winpipe.Dial(ctx, name)
-	}, log.With("component", "ovsdb-pipe-relay", "pipe", name))
+	}, winpipe.OwnProcess, log.With("component", "ovsdb-pipe-relay", "pipe", name))
 	if err != nil {
 		return "", nil, fmt.Errorf("relay to pipe %s: %w", name, err)
 	}

@@ -109,6 +109,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		Host:           nodeHost,
 		OpenFlowDialer: openflowDialer,
 		Logger:         log,
+		PrivateDirs:    defaults.privateDirs,
 	})
 	if err := printReport(stdout, *out, r); err != nil {
 		return err
@@ -132,7 +133,7 @@ func binaries(binDir, cniBinDir string) []string {
 func runNodePrep(args []string, stdout, stderr io.Writer) error {
 	f := newFlags("node-prep", stderr)
 	out := f.output(formatTable)
-	o := nodecheck.PrepOptions{Host: nodeHost}
+	o := nodecheck.PrepOptions{Host: nodeHost, PrivateConfigDir: defaults.privateDirs}
 	f.StringVar(&o.ConfigPath, "config", defaults.configPath, "the agent's configuration file (written from --config-template if given)")
 	f.StringVar(&o.TemplatePath, "config-template", "", "render the configuration from this template with --node-name")
 	f.StringVar(&o.NodeName, "node-name", "", "this node's Kubernetes name")

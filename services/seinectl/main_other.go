@@ -11,7 +11,10 @@ import (
 	"github.com/seine-cni/seine/platform"
 )
 
-var defaults = struct{ configPath, binDir, cniBinDir, agentLog string }{
+var defaults = struct {
+	configPath, binDir, cniBinDir, agentLog string
+	privateDirs                             bool
+}{
 	configPath: "/etc/seine/seine-agent.yaml",
 	binDir:     "/usr/local/bin",
 	cniBinDir:  "/opt/cni/bin",

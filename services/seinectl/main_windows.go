@@ -7,16 +7,24 @@ import (
 	"github.com/seine-cni/seine/core/nodecheck"
 	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/platform"
+	"github.com/seine-cni/seine/windows"
 )
 
-var defaults = struct{ configPath, binDir, cniBinDir, agentLog string }{
-	configPath: `C:\ProgramData\seine\seine-agent.yaml`,
-	binDir:     `C:\Program Files\Seine`,
-	cniBinDir:  `C:\opt\cni\bin`,
-	agentLog:   `C:\ProgramData\seine\logs\seine-agent.log`,
+var defaults = struct {
+	configPath, binDir, cniBinDir, agentLog string
+	// privateDirs: the configuration's directory is the agent's data
+	// directory (kubeconfig, state, CNI socket, DEL spool).
+	privateDirs bool
+}{
+	configPath:  `C:\ProgramData\Seine\seine-agent.yaml`,
+	binDir:      `C:\Program Files\Seine`,
+	cniBinDir:   `C:\opt\cni\bin`,
+	agentLog:    `C:\ProgramData\Seine\logs\seine-agent.log`,
+	privateDirs: true,
 }
 
-var nodeHost nodecheck.Host = nodecheck.WindowsHost{}
+// nodeHost sets and checks directories' ACLs (windows.DirACL).
+var nodeHost nodecheck.Host = nodecheck.WindowsHost{ACL: windows.DirACL{}}
 
 // openflowDialer reaches OVS for Windows' management named pipes.
 var openflowDialer openflow.Dialer = openflow.PipeDialer

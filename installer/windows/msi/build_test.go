@@ -19,7 +19,11 @@ func needTools(t *testing.T, tools ...string) {
 	var missing []string
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool) // each tool's Debian package has its name
+			pkg := tool // the tool's Debian package has its name, but for msitools'
+			if tool == "msibuild" || tool == "msiinfo" {
+				pkg = "msitools"
+			}
+			missing = append(missing, pkg)
 		}
 	}
 	if len(missing) == 0 {
@@ -54,9 +58,11 @@ func throwawaySigning(t *testing.T) *Signing {
 }
 
 // TestBuildMSISigned builds the MSI signed with a throwaway certificate and
-// checks the signature against that certificate.
+// checks the signature against that certificate, and that the MSI locks its
+// data and plugin folders (MsiLockPermissionsEx rows for folders it
+// creates).
 func TestBuildMSISigned(t *testing.T) {
-	needTools(t, "wixl", "osslsigncode", "openssl")
+	needTools(t, "wixl", "osslsigncode", "openssl", "msibuild", "msiinfo")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	s := throwawaySigning(t)
@@ -70,6 +76,27 @@ func TestBuildMSISigned(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "Signature verification: ok") {
 		t.Errorf("osslsigncode verify:\n%s", b)
+	}
+	locks, err := exec.Command("msiinfo", "export", out, "MsiLockPermissionsEx").CombinedOutput()
+	if err != nil {
+		t.Fatalf("msiinfo export MsiLockPermissionsEx: %v\n%s", err, locks)
+	}
+	folders, err := exec.Command("msiinfo", "export", out, "CreateFolder").CombinedOutput()
+	if err != nil {
+		t.Fatalf("msiinfo export CreateFolder: %v\n%s", err, folders)
+	}
+	for _, want := range []string{
+		"LockDATADIR\tDATADIR\tCreateFolder\tO:BAD:PAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)\t",
+		"LockCNIBINDIR\tCNIBINDIR\tCreateFolder\tO:BAD:PAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1200a9;;;BU)\t",
+	} {
+		if !strings.Contains(string(locks), want+"\r\n") && !strings.Contains(string(locks), want+"\n") {
+			t.Errorf("MsiLockPermissionsEx lacks %q:\n%s", want, locks)
+		}
+	}
+	for _, want := range []string{"DATADIR\tConfig", "CNIBINDIR\tCNI"} {
+		if !strings.Contains(string(folders), want) {
+			t.Errorf("CreateFolder lacks %q (a lock applies to folders the MSI creates):\n%s", want, folders)
+		}
 	}
 	// The same check fails against another certificate: it does check.
 	other := throwawaySigning(t)

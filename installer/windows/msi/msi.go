@@ -76,8 +76,33 @@ func validVersion(v string) bool {
 	return true
 }
 
+// Locks are the MSI's MsiLockPermissionsEx rows: Windows Installer 5 gives
+// each folder (a CreateFolder of seine.wxs) this SDDL when it creates it,
+// replacing the inherited access. C:\ProgramData lets every user create
+// files in a new subdirectory and read them, and C:\ lets authenticated
+// users modify what is created below it: the agent's kubeconfig, state, CNI
+// socket and the spool of DELs it replays as SYSTEM must be SYSTEM's and
+// Administrators' only, and the plugins the runtime runs as SYSTEM writable
+// by them only. wixl has no PermissionEx, so msibuild adds the table after
+// it. The SDDL strings are windows.DirACL's (sddlPrivate, sddlPublic), which
+// `seinectl node-prep` applies and `seinectl check` verifies.
+var Locks = []struct{ Folder, SDDL string }{
+	{"DATADIR", "O:BAD:PAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)"},
+	{"CNIBINDIR", "O:BAD:PAI(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1200a9;;;BU)"},
+}
+
+// locksIDT is the MsiLockPermissionsEx table in msibuild's import format.
+func locksIDT() []byte {
+	var b strings.Builder
+	b.WriteString("MsiLockPermissionsEx\tLockObject\tTable\tSDDL\tCondition\ns72\ts72\ts32\tl0\tS255\nMsiLockPermissionsEx\tMsiLockPermissionsEx\n")
+	for _, l := range Locks {
+		fmt.Fprintf(&b, "Lock%s\t%s\tCreateFolder\t%s\t\n", l.Folder, l.Folder, l.SDDL)
+	}
+	return []byte(b.String())
+}
+
 // BuildMSI writes Seine's MSI to out. It needs go, wixl (Debian's wixl
-// package) and, when signing, osslsigncode on PATH.
+// package), msibuild (msitools) and, when signing, osslsigncode on PATH.
 func BuildMSI(ctx context.Context, out string, o Options) error {
 	log := o.Logger
 	if log == nil {
@@ -92,6 +117,10 @@ func BuildMSI(ctx context.Context, out string, o Options) error {
 	wixl, err := exec.LookPath("wixl")
 	if err != nil {
 		return fmt.Errorf("wixl (apt-get install wixl): %w", err)
+	}
+	msibuild, err := exec.LookPath("msibuild")
+	if err != nil {
+		return fmt.Errorf("msibuild (apt-get install msitools): %w", err)
 	}
 	if o.Root == "" {
 		if o.Root, err = moduleRoot(ctx); err != nil {
@@ -138,6 +167,13 @@ func BuildMSI(ctx context.Context, out string, o Options) error {
 	cmd.Dir = stage
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("wixl %s: %w\n%s", strings.Join(args, " "), err, b)
+	}
+	idt := filepath.Join(stage, "MsiLockPermissionsEx.idt")
+	if err := os.WriteFile(idt, locksIDT(), 0o644); err != nil {
+		return err
+	}
+	if b, err := exec.CommandContext(ctx, msibuild, msi, "-i", idt).CombinedOutput(); err != nil {
+		return fmt.Errorf("msibuild %s -i %s: %w\n%s", msi, idt, err, b)
 	}
 	log.Info("built msi", "binaries", bins, "version", o.Version, "wixl", time.Since(start).Round(time.Millisecond))
 	if o.Sign != nil {

@@ -10,7 +10,9 @@
 // \\.\pipe\C:openvswitchvarrunopenvswitchdb.sock.
 //
 // The naming and the relay are plain Go, testable on any OS; Dial opens a pipe
-// on Windows and returns an error wrapping errors.ErrUnsupported elsewhere.
+// on Windows and returns an error wrapping errors.ErrUnsupported elsewhere, and
+// so does OwnProcess, the relay's admission of this process's connections only
+// (the owner of a loopback connection is read from Windows' TCP table).
 package winpipe
 
 import (

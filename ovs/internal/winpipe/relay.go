@@ -14,6 +14,11 @@ import (
 // DialFunc opens the far side of a relayed connection.
 type DialFunc func(ctx context.Context) (net.Conn, error)
 
+// AdmitFunc decides whether the relay serves a connection it accepted: an
+// error refuses it, and the connection is closed without the far side
+// being dialled. OwnProcess admits this process's connections only.
+type AdmitFunc func(c net.Conn) error
+
 // dialTimeout bounds how long one relayed connection waits for the pipe
 // (all instances busy); the client sees its connection closed and retries.
 const dialTimeout = 10 * time.Second
@@ -22,12 +27,14 @@ const dialTimeout = 10 * time.Second
 // accepts to a new connection opened with its DialFunc. It lets a library that
 // dials only unix or tcp sockets (libovsdb) reach a named pipe.
 //
-// Any local process can connect to the loopback port while the relay runs, so
-// it reaches the pipe with the relay owner's rights; keep the relay's life
-// tied to the client that needs it.
+// Any local process can connect to the loopback port while the relay runs;
+// without an AdmitFunc it would reach the pipe with the relay owner's rights
+// (the agent's: all of OVSDB). Seine's OVSDB client admits only its own
+// process (OwnProcess).
 type Relay struct {
 	ln     net.Listener
 	dial   DialFunc
+	admit  AdmitFunc
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -37,8 +44,9 @@ type Relay struct {
 	conns map[net.Conn]struct{}
 }
 
-// NewRelay starts a relay to dial. log may be nil.
-func NewRelay(dial DialFunc, log *slog.Logger) (*Relay, error) {
+// NewRelay starts a relay to dial that serves the connections admit admits
+// (every one if admit is nil). log may be nil.
+func NewRelay(dial DialFunc, admit AdmitFunc, log *slog.Logger) (*Relay, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -47,7 +55,7 @@ func NewRelay(dial DialFunc, log *slog.Logger) (*Relay, error) {
 		return nil, fmt.Errorf("relay listen: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Relay{ln: ln, dial: dial, log: log, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+	r := &Relay{ln: ln, dial: dial, admit: admit, log: log, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
 	r.wg.Add(1)
 	go r.accept()
 	return r, nil
@@ -113,6 +121,12 @@ func (r *Relay) accept() {
 func (r *Relay) serve(front net.Conn) {
 	defer r.wg.Done()
 	defer r.untrack(front)
+	if r.admit != nil {
+		if err := r.admit(front); err != nil {
+			r.log.Warn("relay refused a connection", "client", front.RemoteAddr().String(), "err", err)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.ctx, dialTimeout)
 	back, err := r.dial(ctx)
 	cancel()

@@ -28,7 +28,7 @@ func echoDial() (DialFunc, *atomic.Int32) {
 
 func newRelay(t *testing.T, dial DialFunc) *Relay {
 	t.Helper()
-	r, err := NewRelay(dial, nil)
+	r, err := NewRelay(dial, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

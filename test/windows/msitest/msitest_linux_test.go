@@ -32,7 +32,7 @@ func unavailable(t *testing.T, reason string) {
 // when running as root.
 func needTools(ctx context.Context, t *testing.T, log *slog.Logger) {
 	t.Helper()
-	pkgs := map[string]string{"wixl": "wixl", "osslsigncode": "osslsigncode", "openssl": "openssl"}
+	pkgs := map[string]string{"wixl": "wixl", "msibuild": "msitools", "osslsigncode": "osslsigncode", "openssl": "openssl"}
 	var missing []string
 	for tool, pkg := range pkgs {
 		if _, err := exec.LookPath(tool); err != nil {
