@@ -17,7 +17,7 @@ type labCase struct {
 // labFirst run before the policy cases, labLast after them.
 var (
 	labFirst = []labCase{noPolicyCase, machineryCase}
-	labLast  = []labCase{steadyCase, statusCase, restartCase, newPodCase}
+	labLast  = []labCase{steadyCase, statusCase, restartCase, newPodCase, loadCase}
 )
 
 // noPolicyCase runs first: every pod reaches every pod, and a closed port

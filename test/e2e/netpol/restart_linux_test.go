@@ -27,6 +27,7 @@ func runRestarts(t *testing.T, s *suite) {
 	s.expect(t, "x/a admits x/b only", on(tcp80, closed), on(udp80, closed))
 	node := s.node[parsePodRef("x/a")]
 
+	s.forgetAllowedFlows(t)
 	tally, halt := startProbers(s)
 	defer halt()
 	var steps []string

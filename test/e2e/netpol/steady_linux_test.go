@@ -83,6 +83,7 @@ func runSteady(t *testing.T, s *suite) {
 	closed := s.allow().set("*", "x/a", false).set("x/b", "x/a", true)
 	s.expect(t, "x/a admits x/b only", on(tcp80, closed), on(udp80, closed))
 
+	s.forgetAllowedFlows(t)
 	tally, halt := startProbers(s)
 	defer halt()
 
