@@ -88,16 +88,15 @@ func benchInstall(b *testing.B, n int) {
 			return "", nil, err
 		}
 		return mgmt, func(who string) error {
-			defer func() { _, _ = d.Vsctl(ctx, "--if-exists", "del-br", br) }()
-			defer c.Close()
 			st, err := c.Aggregate(ctx, openflow.TableAll, 0, 0)
-			if err != nil {
-				return err
+			if err == nil && int(st.FlowCount) != n {
+				err = fmt.Errorf("%s installed %d flows, want %d", who, st.FlowCount, n)
 			}
-			if int(st.FlowCount) != n {
-				return fmt.Errorf("%s installed %d flows, want %d", who, st.FlowCount, n)
+			c.Close()
+			if _, derr := d.Vsctl(ctx, "--if-exists", "del-br", br); derr != nil {
+				err = errors.Join(err, derr)
 			}
-			return nil
+			return err
 		}, nil
 	}
 	rl := newRelay(b)
