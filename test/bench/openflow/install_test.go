@@ -1,6 +1,7 @@
 package openflowbench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -100,7 +101,14 @@ func benchInstall(b *testing.B, n int) {
 		}, nil
 	}
 	rl := newRelay(b)
-	connsPerRun := map[string]int{}
+	pid, ok := d.Pid("ovs-vswitchd")
+	if !ok {
+		b.Fatal("ovs-vswitchd is not running")
+	}
+	// The switch's own CPU time during a run: when it nears the run's wall
+	// time, the switch, not the client, is what the run waits for.
+	switchCPU := func() (time.Duration, error) { return cpuTime(pid) }
+	wire := map[string]wireStats{}
 
 	library := func(int) (benchutil.Sample, error) {
 		mgmt, done, err := fresh()
@@ -108,6 +116,7 @@ func benchInstall(b *testing.B, n int) {
 			return nil, err
 		}
 		rl.begin(mgmt)
+		cpu0, cerr := switchCPU()
 		start := time.Now()
 		c, err := openflow.Dial(ctx, "unix:"+rl.path, openflow.Config{})
 		if err != nil {
@@ -116,12 +125,13 @@ func benchInstall(b *testing.B, n int) {
 		err = c.BundleFlows(ctx, openflow.FlowAdd, flows)
 		c.Close()
 		wall := time.Since(start)
-		wire, conns, rerr := rl.end()
-		if err := errors.Join(err, rerr, done("library")); err != nil {
+		took, ws, rerr := rl.end()
+		cpu1, cerr1 := switchCPU()
+		if err := errors.Join(err, rerr, cerr, cerr1, done("library")); err != nil {
 			return nil, err
 		}
-		connsPerRun["library"] = conns
-		return benchutil.Sample{"wire-ms": ms(wire), "process-ms": ms(wall)}, nil
+		wire["library"] = ws
+		return benchutil.Sample{"wire-ms": ms(took), "process-ms": ms(wall), "vswitchd-cpu-ms": ms(cpu1 - cpu0)}, nil
 	}
 	ovsOfctl := func(int) (benchutil.Sample, error) {
 		mgmt, done, err := fresh()
@@ -132,23 +142,25 @@ func benchInstall(b *testing.B, n int) {
 		// Not through the node's netns: the socket is a path, and nsenter
 		// would add a process to this side's time.
 		cmd := exec.CommandContext(ctx, ofctl, "-O", "OpenFlow15", "--bundle", "add-flows", "unix:"+rl.path, file)
+		cpu0, cerr := switchCPU()
 		start := time.Now()
 		out, err := cmd.CombinedOutput()
 		wall := time.Since(start)
 		if err != nil {
 			err = fmt.Errorf("ovs-ofctl: %w\n%s", err, out)
 		}
-		wire, conns, rerr := rl.end()
-		if err := errors.Join(err, rerr, done("ovs-ofctl")); err != nil {
+		took, ws, rerr := rl.end()
+		cpu1, cerr1 := switchCPU()
+		if err := errors.Join(err, rerr, cerr, cerr1, done("ovs-ofctl")); err != nil {
 			return nil, err
 		}
-		connsPerRun["ovs-ofctl"] = conns
-		return benchutil.Sample{"wire-ms": ms(wire), "process-ms": ms(wall)}, nil
+		wire["ovs-ofctl"] = ws
+		return benchutil.Sample{"wire-ms": ms(took), "process-ms": ms(wall), "vswitchd-cpu-ms": ms(cpu1 - cpu0)}, nil
 	}
 	for b.Loop() {
 		r, err := benchutil.Comparison{
 			Name:    fmt.Sprintf("install %d flows in one bundle into a fresh bridge", n),
-			Metrics: []string{"wire-ms", "process-ms"},
+			Metrics: []string{"wire-ms", "process-ms", "vswitchd-cpu-ms"},
 			Sides:   []benchutil.Side{{Name: "library", Run: library}, {Name: "ovs-ofctl", Run: ovsOfctl}},
 			Rounds:  5,
 		}.Run()
@@ -156,8 +168,9 @@ func benchInstall(b *testing.B, n int) {
 			b.Fatal(err)
 		}
 		r.Report(b)
-		b.Logf("connections per run: library %d, ovs-ofctl %d", connsPerRun["library"], connsPerRun["ovs-ofctl"])
-		for _, m := range r.Metrics {
+		b.Logf("per run: library %d connection(s), %d bytes sent; ovs-ofctl %d connection(s), %d bytes sent",
+			wire["library"].conns, wire["library"].sent, wire["ovs-ofctl"].conns, wire["ovs-ofctl"].sent)
+		for _, m := range []string{"wire-ms", "process-ms"} {
 			b.Logf("%s: library %.0f flows/s, ovs-ofctl %.0f flows/s (medians)", m,
 				float64(n)/r.Stats("library", m).Median*1000, float64(n)/r.Stats("ovs-ofctl", m).Median*1000)
 		}
@@ -165,6 +178,31 @@ func benchInstall(b *testing.B, n int) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// cpuTime is the user + system CPU time a process (all its threads) has
+// used, from /proc/<pid>/stat, in clock ticks of 10 ms (USER_HZ is 100 on
+// every Linux architecture Go supports).
+func cpuTime(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which ends with the last ')':
+	// state is field 3, utime 14, stime 15.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks int64
+	for _, i := range []int{14 - 3, 15 - 3} {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
 
 // relay is a unix socket that forwards connections to a bridge's
 // management socket and times them, so both sides of the comparison are
@@ -179,7 +217,8 @@ type relay struct {
 	mu        sync.Mutex
 	idle      *sync.Cond // signalled when a connection ends
 	target    string
-	conns     int // connections accepted this run
+	conns     int   // connections accepted this run
+	sent      int64 // bytes the client sent this run
 	active    int
 	first     time.Time
 	lastReply time.Time
@@ -218,8 +257,9 @@ func newRelay(tb testing.TB) *relay {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				last, err := serve(c, target)
+				last, sent, err := serve(c, target)
 				r.mu.Lock()
+				r.sent += sent
 				if last.After(r.lastReply) {
 					r.lastReply = last
 				}
@@ -240,13 +280,13 @@ func newRelay(tb testing.TB) *relay {
 func (r *relay) begin(target string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.target, r.conns, r.first, r.lastReply, r.errs = target, 0, time.Time{}, time.Time{}, nil
+	r.target, r.conns, r.sent, r.first, r.lastReply, r.errs = target, 0, 0, time.Time{}, time.Time{}, nil
 }
 
 // end waits until the run's connections have all closed (the client is
 // done, so they are closing) and returns the time from the first accept to
-// the last reply.
-func (r *relay) end() (time.Duration, int, error) {
+// the last reply, and what the run looked like on the wire.
+func (r *relay) end() (time.Duration, wireStats, error) {
 	deadline := time.AfterFunc(time.Minute, func() {
 		r.mu.Lock()
 		r.errs = append(r.errs, errors.New("relay: connections still open a minute after the client finished"))
@@ -259,27 +299,36 @@ func (r *relay) end() (time.Duration, int, error) {
 	for r.active > 0 && len(r.errs) == 0 {
 		r.idle.Wait()
 	}
+	ws := wireStats{conns: r.conns, sent: r.sent}
 	if err := errors.Join(r.errs...); err != nil {
-		return 0, r.conns, err
+		return 0, ws, err
 	}
 	if r.conns == 0 || r.lastReply.IsZero() {
-		return 0, r.conns, errors.New("relay: the client made no connection, or the switch sent nothing")
+		return 0, ws, errors.New("relay: the client made no connection, or the switch sent nothing")
 	}
-	return r.lastReply.Sub(r.first), r.conns, nil
+	return r.lastReply.Sub(r.first), ws, nil
+}
+
+// wireStats is what a run looked like on the wire: how many connections
+// the client opened and how many bytes it sent.
+type wireStats struct {
+	conns int
+	sent  int64
 }
 
 // serve forwards one connection both ways until the client is done, and
 // returns when the switch last sent it something.
-func serve(client net.Conn, target string) (last time.Time, err error) {
+func serve(client net.Conn, target string) (last time.Time, sent int64, err error) {
 	defer client.Close()
 	sw, err := net.Dial("unix", target)
 	if err != nil {
-		return last, fmt.Errorf("relay: %w", err)
+		return last, 0, fmt.Errorf("relay: %w", err)
 	}
 	defer sw.Close()
 	up := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(sw, client)
+		n, err := io.Copy(sw, client)
+		sent = n
 		// The client is done: the switch has nothing more to answer.
 		sw.(*net.UnixConn).CloseWrite()
 		up <- err
@@ -305,10 +354,10 @@ func serve(client net.Conn, target string) (last time.Time, err error) {
 	}
 	client.Close()
 	if err := <-up; err != nil && !errors.Is(err, net.ErrClosed) {
-		return last, fmt.Errorf("relay: client to switch: %w", err)
+		return last, sent, fmt.Errorf("relay: client to switch: %w", err)
 	}
 	if downErr != nil && !errors.Is(downErr, net.ErrClosed) {
-		return last, fmt.Errorf("relay: switch to client: %w", downErr)
+		return last, sent, fmt.Errorf("relay: switch to client: %w", downErr)
 	}
-	return last, nil
+	return last, sent, nil
 }
