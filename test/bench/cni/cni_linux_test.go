@@ -95,6 +95,13 @@ func BenchmarkCNIAdd(b *testing.B) {
 		b.Logf("seine ADD p50 %.1f ms p99 %.1f ms; ptp + host-local p50 %.1f ms p99 %.1f ms; ratio p50 %.2f, p99 %.2f",
 			s.Percentile(50), s.Percentile(99), p.Percentile(50), p.Percentile(99),
 			s.Percentile(50)/p.Percentile(50), s.Percentile(99)/p.Percentile(99))
+		if k := pods / 10; k >= 5 {
+			// Whether a side slows down as pods add up (OVS ports, routes).
+			first, last := func(side string) float64 { return benchutil.Summarize(r.Values[side]["ms"][:k]).Median },
+				func(side string) float64 { return benchutil.Summarize(r.Values[side]["ms"][pods-k:]).Median }
+			b.Logf("median ADD of the first %d pods and of the last %d: seine %.1f and %.1f ms; ptp + host-local %.1f and %.1f ms",
+				k, k, first("seine"), last("seine"), first("ptp"), last("ptp"))
+		}
 		b.ReportMetric(s.Percentile(99), "seine-p99-ms")
 		b.ReportMetric(p.Percentile(99), "ptp-p99-ms")
 		b.ReportMetric(s.Percentile(50)/p.Percentile(50), "p50-ratio")
