@@ -8,11 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,12 +17,22 @@ import (
 	"github.com/seine-cni/seine/test/lab/netns"
 )
 
+// What a probe that got no answer saw. Only ErrTimeout means "dropped": every other
+// failure (and any error that wraps none of these: a bad argument, a namespace that
+// cannot be entered, a cancelled context) says the probe could not tell.
 var (
-	// ErrTimeout means no answer came back in time: the traffic was dropped somewhere.
+	// ErrTimeout means the probe's packets left (its next hop was resolved) and nothing
+	// came back within the timeout, counted from the first packet: a drop somewhere
+	// after the sender.
 	ErrTimeout = errors.New("probe timed out")
-	// ErrRefused means the peer or the path actively refused: a TCP RST or an ICMP
-	// port/host/network unreachable.
+	// ErrRefused means the peer refused: a TCP RST or an ICMP port unreachable.
 	ErrRefused = errors.New("probe refused")
+	// ErrUnreachable means the packets never got anywhere: no route, an ICMP host or
+	// network unreachable, or a next hop that never answered ARP.
+	ErrUnreachable = errors.New("probe destination unreachable")
+	// ErrNoReply means a TCP or SCTP connection was established but the listener sent
+	// no reply in time (a hung listener, not a drop).
+	ErrNoReply = errors.New("probe connected but got no reply")
 	// ErrSCTPUnsupported means the kernel has no SCTP support.
 	ErrSCTPUnsupported = errors.New("sctp is not supported by this kernel")
 )
@@ -173,104 +180,29 @@ func (s *server) servePackets(pc net.PacketConn) {
 
 // Probe connects to addr ("ip:port") with proto ("tcp", "udp" or "sctp", any case) from
 // inside the network namespace at netnsPath ("" = the caller's) and returns the reply
-// without its trailing newline. Errors wrap ErrTimeout when nothing answered within
-// timeout, ErrRefused on a reset or an ICMP unreachable, and are anything else otherwise
-// (bad arguments, ctx cancelled, no such namespace).
+// without its trailing newline.
 //
+// timeout counts from the moment the first packet left, not from the call: a probe
+// that could not even start before a deadline (a starved CPU) never reads as a drop.
 // A UDP probe sends its datagram up to three times within timeout, so one datagram lost
 // while a path warms up (ARP, a tunnel's next hop) does not read as a drop.
+//
+// Errors wrap ErrTimeout only when the packets left through a resolved next hop and
+// nothing came back in time; ErrRefused on a reset or an ICMP port unreachable;
+// ErrUnreachable on no route, an ICMP host/network unreachable or an unanswered ARP;
+// ErrNoReply when a connection was made but nothing was said. Anything else (bad
+// arguments, ctx cancelled or past its deadline, no such namespace) wraps none of them.
 func Probe(ctx context.Context, netnsPath, proto, addr string, timeout time.Duration) (reply string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("probe %s %s: not started: %w", proto, addr, err)
+	}
 	err = netns.Do(netnsPath, func() error {
 		var err error
-		switch strings.ToLower(proto) {
-		case "tcp":
-			reply, err = probeTCP(ctx, addr)
-		case "udp":
-			reply, err = probeUDP(ctx, addr)
-		case "sctp":
-			reply, err = probeSCTP(ctx, addr)
-		default:
-			return fmt.Errorf("unknown protocol %q", proto)
-		}
+		reply, err = dial(ctx, proto, addr, timeout)
 		return err
 	})
 	if err != nil {
-		return "", fmt.Errorf("probe %s %s: %w", proto, addr, classify(ctx, err))
+		return "", fmt.Errorf("probe %s %s: %w", proto, addr, classify(err))
 	}
 	return reply, nil
-}
-
-func probeTCP(ctx context.Context, addr string) (string, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetReadDeadline(dl)
-	}
-	b, err := io.ReadAll(io.LimitReader(conn, 64<<10))
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSuffix(string(b), "\n"), nil
-}
-
-func probeUDP(ctx context.Context, addr string) (string, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "udp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	interval := time.Until(deadline) / 3
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := conn.Write([]byte("probe\n")); err != nil {
-			return "", err
-		}
-		next := time.Now().Add(interval)
-		if next.After(deadline) {
-			next = deadline
-		}
-		_ = conn.SetReadDeadline(next)
-		n, err := conn.Read(buf)
-		if err == nil {
-			return string(buf[:n]), nil
-		}
-		if !isTimeout(err) || !time.Now().Before(deadline) {
-			return "", err // refused, or silent until the end: classify tells which
-		}
-		if ctx.Err() != nil {
-			return "", ctx.Err()
-		}
-	}
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// classify wraps err with ErrTimeout or ErrRefused where it means one of them.
-func classify(ctx context.Context, err error) error {
-	switch {
-	case errors.Is(err, ErrTimeout), errors.Is(err, ErrRefused):
-		return err
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return fmt.Errorf("%w: %w", ErrRefused, err)
-	case errors.Is(err, context.DeadlineExceeded), isTimeout(err), errors.Is(err, syscall.ETIMEDOUT):
-		return fmt.Errorf("%w: %w", ErrTimeout, err)
-	case errors.Is(err, context.Canceled):
-		return err
-	}
-	if ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("%w: %w", ErrTimeout, err)
-	}
-	return err
 }

@@ -124,6 +124,17 @@ func TestProbeBadArguments(t *testing.T) {
 	}
 }
 
+// A probe whose context's deadline passed before it could send anything (a
+// starved machine) did not see a drop.
+func TestProbePastDeadlineIsNotTimeout(t *testing.T) {
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	_, err := Probe(ctx, "", "udp", "127.0.0.1:9", time.Second)
+	if err == nil || errors.Is(err, ErrTimeout) {
+		t.Fatalf("probe past its context's deadline: %v, want a plain error", err)
+	}
+}
+
 func TestProbeCancelledIsNotTimeout(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

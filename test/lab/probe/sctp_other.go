@@ -2,11 +2,6 @@
 
 package probe
 
-import (
-	"context"
-	"net"
-)
+import "net"
 
 func listenSCTP(int32) (net.Listener, error) { return nil, ErrSCTPUnsupported }
-
-func probeSCTP(context.Context, string) (string, error) { return "", ErrSCTPUnsupported }
