@@ -77,7 +77,7 @@ func runNewPod(t *testing.T, s *suite) {
 						answered[ip.String()] = append(answered[ip.String()], from.String()+" at "+time.Now().Format("15:04:05.000"))
 					}
 					mu.Unlock()
-					if err != nil && !errors.Is(err, probe.ErrTimeout) && !errors.Is(err, probe.ErrRefused) && ctx.Err() == nil {
+					if err != nil && !errors.Is(err, probe.ErrTimeout) && !errors.Is(err, probe.ErrRefused) && !errors.Is(err, probe.ErrUnreachable) && ctx.Err() == nil {
 						time.Sleep(10 * time.Millisecond) // do not spin on an unexpected error
 					}
 				}
