@@ -30,6 +30,7 @@ import (
 	"github.com/seine-cni/seine/core/agent/policywatch"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
 )
@@ -82,12 +83,20 @@ type Agent struct {
 	podMTU    int
 	gateways  []netip.Prefix
 
-	// mu guards the desired flow state and the round its flows carry.
+	// mu guards the desired flow state and the round its flows carry. It
+	// is held only briefly, never across a call to OVS: see lockFlows for
+	// what serializes the writes of flows.
 	mu    sync.Mutex
 	node  *pipeline.NodeConfig // nil until node setup is done
 	pods  map[ipam.Key]*podState
 	peers []pipeline.Peer
 	round pipeline.Round
+
+	// flowLock is the flow lock (lockFlows); onSwitch, guarded by it, is
+	// the pipeline's flows (all but policy) of the current round as the
+	// last writes installed them, by Key, or nil when that is unknown.
+	flowLock chan struct{}
+	onSwitch map[string]*openflow.Flow
 
 	hostMu     sync.Mutex
 	lastHost   string
@@ -125,7 +134,7 @@ func New(o Options) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: o.Config, log: o.Logger, controlPlane: o.ControlPlane, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
-		pods: map[ipam.Key]*podState{},
+		pods: map[ipam.Key]*podState{}, flowLock: make(chan struct{}, 1),
 		kick: make(chan struct{}, 1), tnlKick: make(chan struct{}, 1),
 		vswitchd:   dialVswitchd(o.Config.OVS.RunDir),
 		hostResync: o.Config.hostRulesResyncPeriod(),
@@ -234,6 +243,12 @@ func (a *Agent) run(ctx context.Context) error {
 		a.log.Error("policies kept on disk not loaded; enforcing none until the controller syncs", "err", err)
 	}
 
+	// Deferred pod changes and retries of failed policy installs.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.policy.Run(ctx)
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -246,7 +261,9 @@ func (a *Agent) run(ctx context.Context) error {
 		return fmt.Errorf("openflow: %w", err)
 	}
 	// A Sync that came before node setup was done is installed now.
-	a.policy.PodsChanged(ctx)
+	if err := a.policy.PodsChanged(ctx); err != nil {
+		a.log.Error("policy flows after start-up; retrying", "err", err)
+	}
 	if a.controlPlane != nil {
 		pw, err := policywatch.New(a.controlPlane, a.cfg.NodeName, a.policy, a.log.With("component", "policywatch"), policywatch.Options{Report: a.policy})
 		if err != nil {

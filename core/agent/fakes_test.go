@@ -83,6 +83,8 @@ type fakeSwitch struct {
 	connected chan struct{}
 	failNext  error
 	bundles   int
+	dumps     int      // DumpFlows calls
+	last      []string // the flow-mods of the last Bundle
 }
 
 func newFakeSwitch() *fakeSwitch {
@@ -119,6 +121,45 @@ func (s *fakeSwitch) Do(ctx context.Context, fn func(FlowWriter) error) error {
 		return ctx.Err()
 	}
 	return fn(s)
+}
+
+func (s *fakeSwitch) DoNow(ctx context.Context, fn func(FlowWriter) error) error {
+	s.mu.Lock()
+	ch := s.connected
+	s.mu.Unlock()
+	select {
+	case <-ch:
+	default:
+		return errNoSwitch
+	}
+	return fn(s)
+}
+
+// disconnect makes the switch unreachable, as ovs-vswitchd being down
+// does: Do waits, DoNow fails.
+func (s *fakeSwitch) disconnect() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.connected = make(chan struct{})
+}
+
+// reconnect brings a restarted ovs-vswitchd back: no flows, onConnect,
+// then the connection is handed out again.
+func (s *fakeSwitch) reconnect(ctx context.Context) error {
+	if err := s.restart(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.connected)
+	return nil
+}
+
+// stats returns the bundle and dump counts and the last bundle.
+func (s *fakeSwitch) stats() (bundles, dumps int, last []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bundles, s.dumps, s.last
 }
 
 // restart drops every flow and runs onConnect, as a new connection to a
@@ -165,6 +206,7 @@ func (s *fakeSwitch) DeleteFlowsByCookie(_ context.Context, cookie, mask uint64)
 func (s *fakeSwitch) DumpFlows(_ context.Context, table uint8, cookie, mask uint64) ([]openflow.FlowStats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.dumps++
 	var out []openflow.FlowStats
 	for _, k := range slices.Sorted(maps.Keys(s.flows)) {
 		f := s.flows[k]

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 // FlowWriter is what the agent does on one OpenFlow connection to its
 // bridge. *openflow.Conn implements it.
 type FlowWriter interface {
+	Bundle(ctx context.Context, msgs ...openflow.Message) error
 	BundleFlows(ctx context.Context, command uint8, flows []*openflow.Flow) error
 	DeleteFlowsByCookie(ctx context.Context, cookie, mask uint64) error
 	DumpFlows(ctx context.Context, table uint8, cookie, mask uint64) ([]openflow.FlowStats, error)
@@ -21,11 +24,16 @@ type FlowWriter interface {
 
 // Switch keeps the OpenFlow connection alive. It calls the onConnect it was
 // made with on every new connection before handing it out (the agent replays
-// its whole flow set there), and Do runs fn on a live connection.
+// its whole flow set there), and Do runs fn on a live connection, waiting
+// for one; DoNow returns errNoSwitch at once when there is none.
 type Switch interface {
 	Run(ctx context.Context) error
 	Do(ctx context.Context, fn func(FlowWriter) error) error
+	DoNow(ctx context.Context, fn func(FlowWriter) error) error
 }
+
+// errNoSwitch: ovs-vswitchd is not connected right now.
+var errNoSwitch = errors.New("not connected to ovs-vswitchd")
 
 // NewSwitchFunc makes a Switch for the bridge's management socket.
 type NewSwitchFunc func(addr string, onConnect func(context.Context, FlowWriter) error) Switch
@@ -47,30 +55,62 @@ func (s ofSwitch) Run(ctx context.Context) error { return s.cl.Run(ctx) }
 func (s ofSwitch) Do(ctx context.Context, fn func(FlowWriter) error) error {
 	return s.cl.Do(ctx, func(c *openflow.Conn) error { return fn(c) })
 }
+func (s ofSwitch) DoNow(_ context.Context, fn func(FlowWriter) error) error {
+	c := s.cl.Live()
+	if c == nil {
+		return errNoSwitch
+	}
+	return fn(c)
+}
 
 // allTables is OFPTT_ALL for flow stats requests.
 const allTables = 0xff
 
+// flowWriteTimeout bounds one write that holds the flow lock, so a hung
+// ovs-vswitchd cannot keep every other writer (CNI ADD among them) waiting
+// longer than that.
+const flowWriteTimeout = 30 * time.Second
+
+// lockFlows takes the flow lock, which serializes the agent's writers of
+// flows: the full replay on a new connection, a pod's flows, a peer
+// change and a policy bundle. It is held across one OpenFlow exchange and
+// taken inside Switch.Do (never while waiting for a connection), before
+// a.mu, which is only ever held briefly and never across a call to OVS.
+func (a *Agent) lockFlows(ctx context.Context) error {
+	select {
+	case a.flowLock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (a *Agent) unlockFlows() { <-a.flowLock }
+
 // replayFlows installs the whole desired flow set under a round that no flow
 // on the bridge carries yet, then deletes every other round: OpenFlow's add
 // replaces a flow with the same match in place, so traffic never meets a gap.
-// The caller holds a.mu.
+// The caller holds the flow lock.
 func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
+	a.mu.Lock()
 	if a.node == nil {
+		a.mu.Unlock()
 		return nil // nothing to install before node setup
 	}
+	st, cur := a.flowState(), a.round
+	a.mu.Unlock()
 	present, err := presentRounds(ctx, w)
 	if err != nil {
 		return err
 	}
-	next := a.round.Next()
+	next := cur.Next()
 	if len(present) > 0 {
 		next = present[len(present)-1].Next()
 	}
 	for slices.Contains(present, next) {
 		next++
 	}
-	flows, err := pipeline.Build(a.flowState(), next)
+	flows, err := pipeline.Build(st, next)
 	if err != nil {
 		return fmt.Errorf("build flows: %w", err)
 	}
@@ -79,9 +119,9 @@ func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
 	if err != nil {
 		return fmt.Errorf("build policy flows: %w", err)
 	}
-	flows = append(flows, pf...)
-	if err := w.BundleFlows(ctx, openflow.FlowAdd, flows); err != nil {
-		return fmt.Errorf("install %d flows of round %d: %w", len(flows), next, err)
+	a.onSwitch = nil
+	if err := w.BundleFlows(ctx, openflow.FlowAdd, slices.Concat(flows, pf)); err != nil {
+		return fmt.Errorf("install %d flows of round %d: %w", len(flows)+len(pf), next, err)
 	}
 	for _, r := range present {
 		if r == next {
@@ -92,9 +132,20 @@ func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
 			return fmt.Errorf("delete flows of round %d: %w", r, err)
 		}
 	}
-	a.log.Info("flows replayed", "round", next, "flows", len(flows), "old_rounds", fmt.Sprint(present))
+	a.log.Info("flows replayed", "round", next, "flows", len(flows)+len(pf), "old_rounds", fmt.Sprint(present))
+	a.mu.Lock()
 	a.round = next
+	a.mu.Unlock()
+	a.onSwitch = flowMap(flows)
 	return nil
+}
+
+func flowMap(flows []*openflow.Flow) map[string]*openflow.Flow {
+	m := make(map[string]*openflow.Flow, len(flows))
+	for _, f := range flows {
+		m[f.Key()] = f
+	}
+	return m
 }
 
 // presentRounds lists the rounds of the flows on the bridge.
@@ -123,21 +174,77 @@ func (a *Agent) flowState() pipeline.State {
 	return s
 }
 
-// resyncFlows replays the whole flow set on the current connection.
-func (a *Agent) resyncFlows(ctx context.Context) error {
+// syncFlows brings the pipeline's flows (all but policy) to the desired
+// state after a peer change: the whole set is built and compared with what
+// the last writes installed, and only the difference goes to the switch,
+// in one bundle. When that is unknown (a write whose outcome is unknown)
+// the whole set is replayed under a new round instead.
+func (a *Agent) syncFlows(ctx context.Context) error {
 	return a.sw.Do(ctx, func(w FlowWriter) error {
+		if err := a.lockFlows(ctx); err != nil {
+			return err
+		}
+		defer a.unlockFlows()
+		ctx, cancel := context.WithTimeout(ctx, flowWriteTimeout)
+		defer cancel()
+		if a.onSwitch == nil {
+			return a.replayFlows(ctx, w)
+		}
 		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.replayFlows(ctx, w)
+		if a.node == nil {
+			a.mu.Unlock()
+			return nil
+		}
+		st, r := a.flowState(), a.round
+		a.mu.Unlock()
+		flows, err := pipeline.Build(st, r)
+		if err != nil {
+			return fmt.Errorf("build flows: %w", err)
+		}
+		var add, del []openflow.Message
+		want := flowMap(flows)
+		for _, f := range flows {
+			if h, ok := a.onSwitch[f.Key()]; !ok || h.CookieValue() != f.CookieValue() || string(h.InstructionBytes()) != string(f.InstructionBytes()) {
+				add = append(add, openflow.AddFlow(f))
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(a.onSwitch)) {
+			if want[k] == nil {
+				del = append(del, openflow.DeleteFlowStrict(a.onSwitch[k]))
+			}
+		}
+		if len(add)+len(del) == 0 {
+			return nil
+		}
+		if err := w.Bundle(ctx, slices.Concat(add, del)...); err != nil {
+			a.forgetOnUnknown(err)
+			return fmt.Errorf("install %d flow changes: %w", len(add)+len(del), err)
+		}
+		a.onSwitch = want
+		a.log.Debug("flows changed", "added", len(add), "deleted", len(del))
+		return nil
 	})
+}
+
+// forgetOnUnknown forgets what the switch holds after a write whose outcome
+// is unknown (the switch may or may not have committed it); the next peer
+// change then replays everything. The caller holds the flow lock.
+func (a *Agent) forgetOnUnknown(err error) {
+	var oe *openflow.Error
+	if !errors.As(err, &oe) && !errors.Is(err, openflow.ErrTooLarge) {
+		a.onSwitch = nil
+	}
 }
 
 // onConnect runs on every new OpenFlow connection (agent start,
 // ovs-vswitchd restart).
 func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.replayFlows(ctx, w); err != nil {
+	if err := a.lockFlows(ctx); err != nil {
+		return err
+	}
+	err := a.replayFlows(ctx, w)
+	a.unlockFlows()
+	if err != nil {
 		a.log.Error("replaying flows on a new OpenFlow connection", "err", err)
 		return err
 	}
@@ -145,7 +252,7 @@ func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
 	a.kickTunnelNeighbours()
 	// The replay installed the policy flows last installed; a Sync that
 	// failed while the switch was away is installed now.
-	go a.policy.PodsChanged(ctx)
+	a.policy.PodsChangedLater()
 	return nil
 }
 
@@ -153,19 +260,32 @@ func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
 // respect to replays.
 func (a *Agent) installPodFlows(ctx context.Context, p *podState) error {
 	return a.sw.Do(ctx, func(w FlowWriter) error {
+		if err := a.lockFlows(ctx); err != nil {
+			return err
+		}
+		defer a.unlockFlows()
 		a.mu.Lock()
-		defer a.mu.Unlock()
-		if a.node == nil {
+		node, round := a.node, a.round
+		a.mu.Unlock()
+		if node == nil {
 			return errNotReady
 		}
-		flows, err := pipeline.PodFlows(*a.node, p.pipelinePod(), a.round)
+		flows, err := pipeline.PodFlows(*node, p.pipelinePod(), round)
 		if err != nil {
 			return fmt.Errorf("build pod flows: %w", err)
 		}
 		if err := w.BundleFlows(ctx, openflow.FlowAdd, flows); err != nil {
+			a.forgetOnUnknown(err)
 			return fmt.Errorf("install pod flows: %w", err)
 		}
+		a.mu.Lock()
 		a.pods[p.key] = p
+		a.mu.Unlock()
+		if a.onSwitch != nil {
+			for _, f := range flows {
+				a.onSwitch[f.Key()] = f
+			}
+		}
 		return nil
 	})
 }
@@ -173,23 +293,40 @@ func (a *Agent) installPodFlows(ctx context.Context, p *podState) error {
 // removePodFlows forgets the pod and deletes its flows one by one (strict
 // delete), so another sandbox of the same pod keeps its flows even though
 // both share a cookie. The pod is forgotten even when the delete fails: a
-// replay then leaves its flows out.
-func (a *Agent) removePodFlows(ctx context.Context, p *podState) error {
+// replay then leaves its flows out. With now, it does not wait for
+// ovs-vswitchd: while there is no connection, the replay that comes with
+// the next one is what removes the flows.
+func (a *Agent) removePodFlows(ctx context.Context, p *podState, now bool) error {
 	a.mu.Lock()
 	delete(a.pods, p.key)
 	a.mu.Unlock()
-	return a.sw.Do(ctx, func(w FlowWriter) error {
+	do := a.sw.Do
+	if now {
+		do = a.sw.DoNow
+	}
+	return do(ctx, func(w FlowWriter) error {
+		if err := a.lockFlows(ctx); err != nil {
+			return err
+		}
+		defer a.unlockFlows()
 		a.mu.Lock()
-		defer a.mu.Unlock()
-		if a.node == nil || p.ofport == 0 {
+		node, round := a.node, a.round
+		a.mu.Unlock()
+		if node == nil || p.ofport == 0 {
 			return nil
 		}
-		flows, err := pipeline.PodFlows(*a.node, p.pipelinePod(), a.round)
+		flows, err := pipeline.PodFlows(*node, p.pipelinePod(), round)
 		if err != nil {
 			return fmt.Errorf("build pod flows: %w", err)
 		}
 		if err := w.BundleFlows(ctx, openflow.FlowDeleteStrict, flows); err != nil {
+			a.forgetOnUnknown(err)
 			return fmt.Errorf("delete pod flows: %w", err)
+		}
+		if a.onSwitch != nil {
+			for _, f := range flows {
+				delete(a.onSwitch, f.Key())
+			}
 		}
 		return nil
 	})

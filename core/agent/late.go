@@ -216,6 +216,9 @@ func (a *Agent) connectLateOnce(ctx context.Context, p *podState, iface platform
 	if err := a.installPodFlows(ctx, p); err != nil {
 		return err
 	}
-	a.policy.PodsChanged(ctx)
+	if err := a.policy.PodsChanged(ctx); err != nil {
+		// The policy controller retries it; the pod's own flows are in.
+		a.log.Error("policy flows of a connected late pod; retrying", "pod", p.key, "err", err)
+	}
 	return nil
 }

@@ -53,22 +53,23 @@ func (n policyNode) NodeSources() []netip.Addr {
 	return out
 }
 
-// Install runs fn on the live connection under the agent's lock, so policy
+// Install runs fn on the live connection under the flow lock, so policy
 // changes and full replays (which include the policy flows) never
 // interleave, with the round the agent's flows carry.
 func (n policyNode) Install(ctx context.Context, fn func(policy.Writer, pipeline.Round) error) error {
 	a := n.a
 	return a.sw.Do(ctx, func(w FlowWriter) error {
-		bw, ok := w.(policy.Writer)
-		if !ok {
-			return fmt.Errorf("openflow connection %T cannot apply a bundle of mixed flow-mods", w)
+		if err := a.lockFlows(ctx); err != nil {
+			return err
 		}
+		defer a.unlockFlows()
 		a.mu.Lock()
-		defer a.mu.Unlock()
-		if a.node == nil {
+		node, round := a.node, a.round
+		a.mu.Unlock()
+		if node == nil {
 			return errNotReady
 		}
-		return fn(bw, a.round)
+		return fn(w, round)
 	})
 }
 

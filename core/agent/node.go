@@ -257,9 +257,9 @@ func (a *Agent) refreshPeers() bool {
 }
 
 // followPeers reacts to Node changes until ctx ends: a changed peer set
-// replays the flows under a new round and syncs the host rules; a changed
-// pod CIDR of our own makes the agent not ready, and ends it with an error
-// wrapping ErrPodCIDRChanged once its old range is empty (podcidr.go).
+// changes the flows that differ (syncFlows) and syncs the host rules; a
+// changed pod CIDR of our own makes the agent not ready, and ends it with an
+// error wrapping ErrPodCIDRChanged once its old range is empty (podcidr.go).
 func (a *Agent) followPeers(ctx context.Context) error {
 	for {
 		select {
@@ -279,7 +279,7 @@ func (a *Agent) followPeers(ctx context.Context) error {
 			}
 			a.mu.Unlock()
 			a.log.Info("peers changed", "peers", fmt.Sprint(names))
-			if err := retry(ctx, a.log, "peer flows", a.resyncFlows); err != nil {
+			if err := retry(ctx, a.log, "peer flows", a.syncFlows); err != nil {
 				return nil
 			}
 		}

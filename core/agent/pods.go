@@ -154,9 +154,13 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	if err := a.installPodFlows(ctx, p); err != nil {
 		return nil, err
 	}
-	undo = append(undo, func(ctx context.Context) error { return a.removePodFlows(ctx, p) })
+	undo = append(undo, func(ctx context.Context) error { return a.removePodFlows(ctx, p, false) })
 	// Policy for the new pod before the runtime starts its containers.
-	a.policy.PodsChanged(ctx)
+	// Concurrent ADDs share this recomputation; a failure is retried by
+	// the policy controller.
+	if err := a.policy.PodsChanged(ctx); err != nil {
+		log.Error("policy flows for the new pod not installed yet; retrying", "err", err)
+	}
 	log.Info("pod added", "ips", fmt.Sprint(alloc.IPs), "port", iface.HostName, "ofport", ofport)
 	return a.result(p, iface), nil
 }
@@ -266,16 +270,18 @@ func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
 	if p != nil {
 		// The pod leaves the desired state first, so the next replay drops
 		// its flows even if this delete cannot reach ovs-vswitchd (which
-		// then has lost its flows anyway); DEL does not wait for it.
+		// then has lost its flows anyway); DEL does not wait for a switch
+		// that is away, nor longer than flowDeleteTimeout for one that
+		// does not answer.
 		fctx, cancel := context.WithTimeout(ctx, flowDeleteTimeout)
-		err := a.removePodFlows(fctx, p)
+		err := a.removePodFlows(fctx, p, true)
 		cancel()
 		if err != nil {
 			a.log.Warn("pod flows not deleted now; the next replay drops them", "pod", p.ref.Namespace+"/"+p.ref.Name, "err", err)
 		}
-	}
-	if p != nil {
-		a.policy.PodsChanged(ctx) // its ofport may be reused
+		// Its policy flows go later: the port is gone, and an ADD that
+		// reuses its ofport recomputes the policy flows before it returns.
+		a.policy.PodsChangedLater()
 	}
 	for _, port := range ports {
 		if err := a.db.DeletePort(ctx, port.Name); err != nil {

@@ -115,6 +115,24 @@ func (cl *Client) Conn(ctx context.Context) (*Conn, error) {
 	}
 }
 
+// Live returns the live connection, or nil while there is none (dialing,
+// or running OnConnect): for work that should not wait for a switch that
+// is away.
+func (cl *Client) Live() *Conn {
+	cl.mu.Lock()
+	c := cl.cur
+	cl.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.Done():
+		return nil
+	default:
+		return c
+	}
+}
+
 // Do runs fn with a live connection, retrying once on a new connection if
 // the one it got died underneath it.
 func (cl *Client) Do(ctx context.Context, fn func(*Conn) error) error {

@@ -13,9 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net/netip"
-	"slices"
 	"sync"
+	"time"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
@@ -30,10 +31,11 @@ type State struct {
 	AddressGroups   map[string]*controlplane.AddressGroup   `json:"addressGroups,omitempty"`
 }
 
-// Writer applies OpenFlow messages in one atomic bundle; *openflow.Conn
-// implements it.
+// Writer applies OpenFlow messages in one atomic bundle and reads flows
+// back; *openflow.Conn implements it.
 type Writer interface {
 	Bundle(ctx context.Context, msgs ...openflow.Message) error
+	DumpFlows(ctx context.Context, table uint8, cookie, mask uint64) ([]openflow.FlowStats, error)
 }
 
 // Node is what the controller needs from the agent.
@@ -45,7 +47,8 @@ type Node interface {
 	NodeSources() []netip.Addr
 	// Install runs fn on the live OpenFlow connection with the round the
 	// agent's flows carry, serialized with the agent's own flow changes
-	// and full replays (which include Flows).
+	// and full replays (which include Flows). fn does only the OpenFlow
+	// exchange: everything it needs is computed before.
 	Install(ctx context.Context, fn func(w Writer, r pipeline.Round) error) error
 }
 
@@ -66,23 +69,53 @@ type Config struct {
 	StateFile string
 }
 
+// Retry back-off of a failed install (see Run).
+const (
+	retryMin = 200 * time.Millisecond
+	retryMax = 10 * time.Second
+)
+
 // Controller enforces NetworkPolicy on one node.
 type Controller struct {
 	node Node
 	log  *slog.Logger
 	file string
 
-	// mu serializes Sync, PodsChanged and Load.
-	mu    sync.Mutex
+	// sem serializes the appliers (Sync, PodsChanged, the retry loop) and
+	// Load; a channel, so that waiting for it honours a context. It guards
+	// state and retry.
+	sem   chan struct{}
 	state *State // nil until a State was synced or loaded
+	retry bool   // the last apply failed: Run tries again
+
+	// Pod changes are coalesced: every PodsChanged call takes a ticket,
+	// and any apply that starts after the ticket was taken serves it.
+	reqMu    sync.Mutex
+	ticket   uint64        // last ticket taken
+	served   uint64        // tickets up to here are served
+	servedBy error         // the result of the apply that served them
+	served1  chan struct{} // closed (and replaced) whenever served moves
+	kick     chan struct{} // wakes Run: a retry or a deferred pod change
 
 	// flowMu guards what the bridge holds (or the agent's next replay
 	// installs). It is taken inside the agent's lock by Flows, so nothing
 	// may wait for the agent while holding it.
 	flowMu    sync.Mutex
 	installed pipeline.PolicySet
+	// have is the installed set's flows by Key as the switch holds them
+	// in round haveRound. After an install whose outcome is unknown (the
+	// commit may or may not have happened) known is false and the next
+	// apply reads the switch's policy flows back instead.
+	have      map[string]*openflow.Flow
+	haveRound pipeline.Round
+	known     bool
 	realized  map[string]int64
 	failed    map[string]Realization
+	// settling counts the datapath waits in flight; latest is the last
+	// resolution installed, which becomes realized once none is (nil
+	// after a failed install, whose status stands).
+	settling int
+	latest   *resolved
 
 	changed chan struct{} // signalled when realized or failed changed
 }
@@ -104,10 +137,24 @@ func New(cfg Config) (*Controller, error) {
 	}
 	return &Controller{
 		node: cfg.Node, log: cfg.Logger, file: cfg.StateFile,
+		sem:     make(chan struct{}, 1),
+		served1: make(chan struct{}), kick: make(chan struct{}, 1),
 		realized: map[string]int64{}, failed: map[string]Realization{},
 		changed: make(chan struct{}, 1),
 	}, nil
 }
+
+// lock takes sem, or returns ctx's error.
+func (c *Controller) lock(ctx context.Context) error {
+	select {
+	case c.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Controller) unlock() { <-c.sem }
 
 // Load reads the State kept on disk, if any, and makes its flows the
 // controller's installed set without touching the bridge: the agent's next
@@ -117,8 +164,8 @@ func New(cfg Config) (*Controller, error) {
 // pods and before its first OpenFlow connection. A missing file is not an
 // error.
 func (c *Controller) Load() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.sem <- struct{}{}
+	defer c.unlock()
 	if c.file == "" {
 		return nil
 	}
@@ -135,7 +182,7 @@ func (c *Controller) Load() error {
 		return fmt.Errorf("policies on disk: %w", err)
 	}
 	c.flowMu.Lock()
-	c.installed = r.set
+	c.installed, c.have, c.haveRound = r.set, nil, 0
 	c.setRealizedLocked(r)
 	c.flowMu.Unlock()
 	c.log.Info("policies loaded from disk", "policies", len(s.NetworkPolicies), "rules", len(r.set.Rules))
@@ -145,29 +192,132 @@ func (c *Controller) Load() error {
 // Sync makes s the desired state: it is written to disk, then the
 // difference between the flows it needs and those installed goes to the
 // bridge in one atomic bundle. s is owned by the controller afterwards.
+// Should the install fail, Run retries it until it succeeds or another
+// Sync replaces s.
 func (c *Controller) Sync(ctx context.Context, s State) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if err := c.lock(ctx); err != nil {
+		return err
+	}
 	c.state = &s
 	if c.file != "" {
 		if err := writeState(c.file, &s); err != nil {
+			c.unlock()
 			return err
 		}
 	}
-	return c.apply(ctx, true)
+	done, err := c.applyLocked(ctx, true)
+	c.unlock()
+	if err != nil {
+		return err
+	}
+	return done(ctx)
 }
 
-// PodsChanged recomputes the flows after local pods were added or removed.
-// Errors are logged; the next Sync or PodsChanged retries.
-func (c *Controller) PodsChanged(ctx context.Context) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state == nil {
-		return
+// PodsChanged recomputes the flows after local pods were added or removed
+// and returns once an install that saw the change is done, with its
+// error. Calls that come together share one install: 50 pods added at
+// once cost one or two recomputations, not 50. Should the install fail,
+// Run retries it.
+func (c *Controller) PodsChanged(ctx context.Context) error {
+	ticket := c.takeTicket()
+	for {
+		c.reqMu.Lock()
+		served, err, next := c.served, c.servedBy, c.served1
+		c.reqMu.Unlock()
+		if served >= ticket {
+			return err
+		}
+		select {
+		case c.sem <- struct{}{}:
+			c.reqMu.Lock()
+			served, err = c.served, c.servedBy
+			c.reqMu.Unlock()
+			if served < ticket {
+				_, err = c.applyLocked(ctx, false)
+			}
+			c.unlock()
+			return err
+		case <-next:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	if err := c.apply(ctx, false); err != nil {
-		c.log.Error("policy flows after a pod change", "err", err)
+}
+
+// PodsChangedLater asks Run to recompute the flows after a pod change,
+// without waiting for it (CNI DEL: a pod that is gone needs no flows).
+func (c *Controller) PodsChangedLater() {
+	c.takeTicket()
+	c.wake()
+}
+
+func (c *Controller) takeTicket() uint64 {
+	c.reqMu.Lock()
+	defer c.reqMu.Unlock()
+	c.ticket++
+	return c.ticket
+}
+
+func (c *Controller) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
+}
+
+// Run installs deferred pod changes and retries failed installs, with a
+// back-off from 200 ms doubling to 10 s, until ctx ends. A failed install
+// of flows whose outcome is unknown (the switch may or may not have
+// committed them) is retried from the switch's own flows, read back.
+// Input the pipeline refuses (pipeline.ErrBadPolicy) is not retried: the
+// next Sync brings other input.
+func (c *Controller) Run(ctx context.Context) {
+	delay := retryMin
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		}
+		for {
+			err := c.applyPending(ctx)
+			if err == nil || ctx.Err() != nil {
+				delay = retryMin
+				break
+			}
+			c.log.Warn("policy flows not installed, retrying", "err", err, "in", delay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay + rand.N(delay/4)):
+			}
+			delay = min(2*delay, retryMax)
+		}
+	}
+}
+
+// applyPending applies when a pod change is waiting or the last apply
+// failed; otherwise it does nothing.
+func (c *Controller) applyPending(ctx context.Context) error {
+	if err := c.lock(ctx); err != nil {
+		return err
+	}
+	c.reqMu.Lock()
+	pending := c.ticket > c.served
+	c.reqMu.Unlock()
+	if c.state == nil || !pending && !c.retry {
+		c.unlock()
+		return nil
+	}
+	done, err := c.applyLocked(ctx, true)
+	c.unlock()
+	if err != nil {
+		if errors.Is(err, pipeline.ErrBadPolicy) {
+			return nil
+		}
+		return err
+	}
+	return done(ctx)
 }
 
 // Flows returns the installed policy flows under round r, for the agent's
@@ -250,115 +400,4 @@ func (c *Controller) resolve() resolved {
 		c.log.Warn("policy not enforced", "problem", p)
 	}
 	return r
-}
-
-// apply installs the difference between the flows of c.state and the
-// installed ones and, with settle, waits for the datapath to drop cached
-// flows of the old state (see DatapathSettler). Pod changes do not settle:
-// a pod that just got its port has no cached flows, and one that went has
-// no traffic. The caller holds c.mu.
-func (c *Controller) apply(ctx context.Context, settle bool) error {
-	r := c.resolve()
-	if _, err := pipeline.PolicyFlows(r.set, 0); err != nil {
-		return fmt.Errorf("policy flows: %w", err)
-	}
-	narrowed := false // the change may deny what the old flows allowed
-	err := c.node.Install(ctx, func(w Writer, round pipeline.Round) error {
-		c.flowMu.Lock()
-		defer c.flowMu.Unlock()
-		msgs, narrows, err := diff(c.installed, r.set, round)
-		if err != nil {
-			return err
-		}
-		if len(msgs) > 0 {
-			if err := w.Bundle(ctx, msgs...); err != nil {
-				return fmt.Errorf("install %d policy flow changes: %w", len(msgs), err)
-			}
-			c.log.Debug("policy flows changed", "changes", len(msgs), "rules", len(r.set.Rules))
-			narrowed = narrows
-		}
-		c.installed = r.set
-		return nil
-	})
-	if err != nil {
-		c.flowMu.Lock()
-		c.setInstallFailedLocked(r, err)
-		c.flowMu.Unlock()
-		return err
-	}
-	// Cached datapath flows of the old policies are gone once the
-	// revalidators have run: only then is a change that denies something
-	// realized. A change that only allows more needs no wait.
-	if st, ok := c.node.(DatapathSettler); ok && narrowed && settle {
-		if err := st.WaitDatapath(ctx); err != nil {
-			c.log.Warn("waiting for the datapath to take the policy change", "err", err)
-		}
-	}
-	c.flowMu.Lock()
-	c.setRealizedLocked(r)
-	c.flowMu.Unlock()
-	return nil
-}
-
-// diff returns the flow-mods that turn the flows of from into those of to,
-// in this order: new isolation drops, deletes of other flows, adds of other
-// flows, deletes of isolation drops. The bundle is atomic, so packets see
-// the old or the new set only; the order is the safe one even so (a pod is
-// isolated before its old allows go and stays isolated until its new
-// allows are in).
-//
-// narrows reports whether the change may deny something the old flows
-// allowed: a delete, a replaced flow or a new isolation drop. Adding flows
-// only widens what is allowed.
-func diff(from, to pipeline.PolicySet, r pipeline.Round) (msgs []openflow.Message, narrows bool, err error) {
-	var old, want []*openflow.Flow
-	if !emptySet(from) {
-		if old, err = pipeline.PolicyFlows(from, r); err != nil {
-			return nil, false, err
-		}
-	}
-	if !emptySet(to) {
-		if want, err = pipeline.PolicyFlows(to, r); err != nil {
-			return nil, false, err
-		}
-	}
-	have := map[string]*openflow.Flow{}
-	for _, f := range old {
-		have[f.Key()] = f
-	}
-	wanted := map[string]bool{}
-	var isoAdd, add, del, isoDel []openflow.Message
-	for _, f := range want {
-		wanted[f.Key()] = true
-		h, replaced := have[f.Key()]
-		if replaced && h.CookieValue() == f.CookieValue() && string(h.InstructionBytes()) == string(f.InstructionBytes()) {
-			continue
-		}
-		narrows = narrows || replaced
-		if isIsolation(f) {
-			isoAdd = append(isoAdd, openflow.AddFlow(f))
-		} else {
-			add = append(add, openflow.AddFlow(f))
-		}
-	}
-	for _, f := range old {
-		if wanted[f.Key()] {
-			continue
-		}
-		if isIsolation(f) {
-			isoDel = append(isoDel, openflow.DeleteFlowStrict(f))
-		} else {
-			del = append(del, openflow.DeleteFlowStrict(f))
-		}
-	}
-	narrows = narrows || len(isoAdd) > 0 || len(del) > 0
-	return slices.Concat(isoAdd, del, add, isoDel), narrows, nil
-}
-
-// isIsolation tells the default-drop flows of isolated pods: the only
-// policy flows without actions.
-func isIsolation(f *openflow.Flow) bool { return len(f.InstructionBytes()) == 0 }
-
-func emptySet(s pipeline.PolicySet) bool {
-	return len(s.Rules) == 0 && len(s.IngressIsolated) == 0 && len(s.EgressIsolated) == 0
 }

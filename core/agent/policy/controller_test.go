@@ -6,10 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
 )
 
 // dbPolicyState: db-0 accepts TCP 5432 from the clients group only.
@@ -44,7 +47,10 @@ func wantTable(t *testing.T, n *fakeNode, s State) {
 		}
 		want = pipeline.Text(flows)
 	}
-	if got := n.table(); got != want {
+	n.mu.Lock()
+	got := n.table()
+	n.mu.Unlock()
+	if got != want {
 		t.Errorf("switch holds:\n%s\nwant:\n%s", got, want)
 	}
 }
@@ -330,4 +336,162 @@ func TestMemberWithoutIPIsIsolatedWhenItsPortAppears(t *testing.T) {
 	if !strings.Contains(n.table(), "reg1=0xb actions=drop") {
 		t.Errorf("db-0 not isolated once it has a port:\n%s", n.table())
 	}
+}
+
+// runController runs c's retry loop until the test ends.
+func runController(t *testing.T, c *Controller) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// eventually polls cond for up to 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10 s: %s", what)
+		}
+	}
+}
+
+// A writer that fails once: nothing calls Sync or PodsChanged again, and
+// the flows are installed anyway, by the retry loop.
+func TestFailedInstallRetriedWithBackoff(t *testing.T) {
+	ctx := context.Background()
+	n := newFakeNode(webPod, dbPod)
+	c := newController(t, n, "")
+	runController(t, c)
+	s := dbPolicyState(member("default", "web-0", "10.244.1.10"))
+	for _, fail := range []error{
+		&openflow.Error{Msg: &openflow.ErrorMsg{Type: openflow.ErrTypeBundleFailed}}, // refused: nothing changed
+		errors.New("connection reset"), // unknown outcome: read back
+	} {
+		n.mu.Lock()
+		n.fail, n.failOnce = fail, true
+		n.mu.Unlock()
+		if err := c.Sync(ctx, s); err == nil {
+			t.Fatal("sync succeeded with a failing switch")
+		}
+		eventually(t, "the failed install retried", func() bool { return c.Realized()["db"] == s.NetworkPolicies["db"].Generation })
+		wantTable(t, n, s)
+		s = dbPolicyState(member("default", "web-0", "10.244.1.10"), member("default", "web-1", "10.244.2.11"))
+		s.NetworkPolicies["db"].Generation = 2
+	}
+	if n.dumps != 1 {
+		t.Errorf("%d dumps; want 1 (after the unknown outcome only)", n.dumps)
+	}
+}
+
+// A writer that commits and then reports an error (the context ended
+// while the commit's reply was on its way): the controller cannot know
+// what the switch holds, so the next install reads it back. Diffing from
+// the state before would leave the failed change's allows in and miss the
+// ones it removed.
+func TestUnknownOutcomeResyncsFromTheSwitch(t *testing.T) {
+	ctx := context.Background()
+	n := newFakeNode(webPod, dbPod)
+	c := newController(t, n, "")
+	w, x, y := member("default", "w", "10.244.2.1"), member("default", "x", "10.244.2.2"), member("default", "y", "10.244.2.3")
+	if err := c.Sync(ctx, dbPolicyState(w)); err != nil {
+		t.Fatal(err)
+	}
+	n.commitThenFail = context.DeadlineExceeded
+	if err := c.Sync(ctx, dbPolicyState(x)); err == nil { // w out, x in: committed
+		t.Fatal("sync reported success")
+	}
+	if !strings.Contains(n.table(), "nw_src=10.244.2.2") {
+		t.Fatalf("the fake did not commit:\n%s", n.table())
+	}
+	s := dbPolicyState(w, y)
+	if err := c.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	wantTable(t, n, s) // x gone, w back, y in
+	if n.dumps != 1 {
+		t.Errorf("%d dumps, want 1", n.dumps)
+	}
+	// Known again: the next change is a plain diff.
+	if err := c.Sync(ctx, dbPolicyState(y)); err != nil {
+		t.Fatal(err)
+	}
+	wantTable(t, n, dbPolicyState(y))
+	if n.dumps != 1 {
+		t.Errorf("%d dumps, want still 1", n.dumps)
+	}
+}
+
+// Pod changes that come together share installs: 50 ADDs waiting on
+// PodsChanged cost at most two recomputations.
+func TestPodsChangedCoalesces(t *testing.T) {
+	ctx := context.Background()
+	n := &gatedNode{fakeNode: newFakeNode(webPod), gate: make(chan struct{})}
+	c, err := New(Config{Node: n, Logger: quietLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := dbPolicyState(member("default", "web-0", "10.244.1.10"))
+	close(n.gate)
+	if err := c.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	n.gate = make(chan struct{})
+	n.installs.Store(0)
+	n.mu.Lock()
+	n.pods = append(n.pods, dbPod)
+	n.mu.Unlock()
+	errs := make(chan error, 50)
+	for range 50 {
+		go func() { errs <- c.PodsChanged(ctx) }()
+	}
+	eventually(t, "50 tickets taken", func() bool {
+		c.reqMu.Lock()
+		defer c.reqMu.Unlock()
+		return c.ticket == 50
+	})
+	close(n.gate)
+	for range 50 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := n.installs.Load(); got < 1 || got > 2 {
+		t.Errorf("50 pod changes took %d installs, want 1 or 2", got)
+	}
+	wantTable(t, n.fakeNode, s)
+}
+
+// PodsChangedLater does not wait; Run installs the change.
+func TestPodsChangedLater(t *testing.T) {
+	ctx := context.Background()
+	n := newFakeNode(webPod)
+	c := newController(t, n, "")
+	runController(t, c)
+	s := dbPolicyState(member("default", "web-0", "10.244.1.10"))
+	if err := c.Sync(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	n.pods = append(n.pods, dbPod)
+	n.mu.Unlock()
+	c.PodsChangedLater()
+	eventually(t, "db-0 isolated", func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return strings.Contains(n.table(), "reg1=0xb actions=drop")
+	})
+}
+
+// gatedNode holds every install until gate is closed, and counts them.
+type gatedNode struct {
+	*fakeNode
+	gate     chan struct{}
+	installs atomic.Int64
+}
+
+func (n *gatedNode) Install(ctx context.Context, fn func(Writer, pipeline.Round) error) error {
+	<-n.gate
+	n.installs.Add(1)
+	return n.fakeNode.Install(ctx, fn)
 }

@@ -28,6 +28,11 @@ type fakeNode struct {
 	flows   map[string]*openflow.Flow // by Key
 	bundles [][]string                // the flow-mods of each bundle
 	fail    error
+	// failOnce clears fail after it failed one bundle; commitThenFail
+	// applies one bundle and then reports its error.
+	failOnce       bool
+	commitThenFail error
+	dumps          int
 }
 
 func newFakeNode(pods ...Pod) *fakeNode {
@@ -50,8 +55,19 @@ func (n *fakeNode) Install(ctx context.Context, fn func(Writer, pipeline.Round) 
 
 // Bundle applies msgs all or nothing.
 func (n *fakeNode) Bundle(_ context.Context, msgs ...openflow.Message) error {
-	if n.fail != nil {
-		return n.fail
+	if err := n.fail; err != nil {
+		if n.failOnce {
+			n.fail, n.failOnce = nil, false
+		}
+		return err
+	}
+	if err := n.commitThenFail; err != nil {
+		n.commitThenFail = nil
+		defer func() { n.bundles = n.bundles[:len(n.bundles)-1] }()
+		if berr := n.Bundle(context.Background(), msgs...); berr != nil {
+			return berr
+		}
+		return err
 	}
 	var texts []string
 	for _, m := range msgs {
@@ -71,6 +87,18 @@ func (n *fakeNode) Bundle(_ context.Context, msgs ...openflow.Message) error {
 	}
 	n.bundles = append(n.bundles, texts)
 	return nil
+}
+
+// DumpFlows returns the flows whose cookie matches, as a switch does.
+func (n *fakeNode) DumpFlows(_ context.Context, table uint8, cookie, mask uint64) ([]openflow.FlowStats, error) {
+	var out []openflow.FlowStats
+	for _, f := range n.flows {
+		if (table == openflow.TableAll || f.TableID() == table) && f.CookieValue()&mask == cookie&mask {
+			out = append(out, openflow.FlowStats{Flow: f})
+		}
+	}
+	n.dumps++
+	return out, nil
 }
 
 // table renders the fake switch's flows like pipeline.Text.

@@ -1,0 +1,279 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
+)
+
+// applyLocked installs the difference between the flows of c.state and
+// what the switch holds; the caller holds sem. It serves every pod-change
+// ticket taken before it started. On success it returns what is left to do
+// once sem is released: with settle, a change that may deny something
+// waits for the datapath (see DatapathSettler), and only then do the new
+// generations count as realized. A pod change does not settle: a pod that
+// just got its port has no cached flows, and one that went has no
+// traffic.
+func (c *Controller) applyLocked(ctx context.Context, settle bool) (func(context.Context) error, error) {
+	c.reqMu.Lock()
+	ticket := c.ticket
+	c.reqMu.Unlock()
+	if c.state == nil {
+		c.serve(ticket, nil)
+		return noWait, nil
+	}
+	r := c.resolve()
+	narrows, err := c.install(ctx, r)
+	c.serve(ticket, err)
+	c.flowMu.Lock()
+	defer c.flowMu.Unlock()
+	if err != nil {
+		c.retry = !errors.Is(err, pipeline.ErrBadPolicy)
+		if c.retry {
+			c.wake()
+		}
+		c.latest = nil
+		c.setInstallFailedLocked(r, err)
+		return nil, err
+	}
+	c.retry = false
+	c.latest = &r
+	st, ok := c.node.(DatapathSettler)
+	if !ok || !narrows || !settle {
+		if c.settling == 0 {
+			c.setRealizedLocked(r)
+		}
+		return noWait, nil
+	}
+	// Cached datapath flows of the old policies are gone once the
+	// revalidators have run: only then is a change that denies something
+	// realized. A change that only allows more needs no wait.
+	c.settling++
+	return func(ctx context.Context) error {
+		if err := st.WaitDatapath(ctx); err != nil {
+			c.log.Warn("waiting for the datapath to take the policy change", "err", err)
+		}
+		c.flowMu.Lock()
+		defer c.flowMu.Unlock()
+		c.settling--
+		if c.settling == 0 && c.latest != nil {
+			c.setRealizedLocked(*c.latest)
+		}
+		return nil
+	}, nil
+}
+
+func noWait(context.Context) error { return nil }
+
+// serve marks the tickets up to t as served by an apply that ended with
+// err, and wakes their waiters.
+func (c *Controller) serve(t uint64, err error) {
+	c.reqMu.Lock()
+	defer c.reqMu.Unlock()
+	if t <= c.served {
+		return
+	}
+	c.served, c.servedBy = t, err
+	close(c.served1)
+	c.served1 = make(chan struct{})
+}
+
+// install brings the switch's policy flows to those of r.set in one
+// bundle. The flows are built once, before the agent's lock is taken;
+// under it they only get the round's cookie and are compared with what the
+// switch holds: the flows of the last install in this round, or, after a
+// replay, the installed set's flows under the new round, or, after an
+// install whose outcome is unknown, the flows read back from the switch.
+// narrows reports whether the change may deny something the old flows
+// allowed.
+func (c *Controller) install(ctx context.Context, r resolved) (narrows bool, err error) {
+	var want []*openflow.Flow
+	if !emptySet(r.set) {
+		if want, err = pipeline.PolicyFlows(r.set, 0); err != nil {
+			return false, fmt.Errorf("policy flows: %w", err)
+		}
+	}
+	err = c.node.Install(ctx, func(w Writer, round pipeline.Round) error {
+		for _, f := range want {
+			f.Cookie(uint64(pipeline.NewCookie(round, pipeline.CategoryPolicy, pipeline.Cookie(f.CookieValue()).ID())))
+		}
+		c.flowMu.Lock()
+		have, known, haveRound, installed := c.have, c.known, c.haveRound, c.installed
+		c.flowMu.Unlock()
+		var msgs []openflow.Message
+		switch {
+		case haveRound != round || have == nil && known:
+			// A replay under this round installed the installed set.
+			if have, err = flowMap(installed, round); err != nil {
+				return err
+			}
+			fallthrough
+		case known:
+			msgs, narrows = diff(have, want)
+		default:
+			stats, err := w.DumpFlows(ctx, openflow.TableAll, uint64(pipeline.NewCookie(0, pipeline.CategoryPolicy, 0)), categoryMask)
+			if err != nil {
+				return fmt.Errorf("read the policy flows back: %w", err)
+			}
+			msgs = diffDump(stats, want)
+			narrows = true
+			c.log.Info("policy flows read back after an install of unknown outcome", "flows", len(stats), "changes", len(msgs))
+		}
+		if len(msgs) > 0 {
+			if err := w.Bundle(ctx, msgs...); err != nil {
+				c.flowMu.Lock()
+				if !knownOutcome(err) {
+					c.known, c.haveRound = false, round
+				}
+				c.flowMu.Unlock()
+				return fmt.Errorf("install %d policy flow changes: %w", len(msgs), err)
+			}
+			c.log.Debug("policy flows changed", "changes", len(msgs), "rules", len(r.set.Rules))
+		}
+		have = make(map[string]*openflow.Flow, len(want))
+		for _, f := range want {
+			have[f.Key()] = f
+		}
+		c.flowMu.Lock()
+		c.installed, c.have, c.haveRound, c.known = r.set, have, round, true
+		c.flowMu.Unlock()
+		return nil
+	})
+	return narrows, err
+}
+
+// categoryMask selects the category of a cookie, in any round.
+const categoryMask = pipeline.CategoryMask &^ pipeline.RoundMask
+
+// knownOutcome tells the errors after which the switch is known to hold
+// what it held before the bundle: the switch refused it (and discarded
+// it), or the encoder refused a message before anything was committed.
+// After any other error (the context ended or the connection died while
+// the bundle was committing) the switch may hold either state.
+func knownOutcome(err error) bool {
+	var oe *openflow.Error
+	return errors.As(err, &oe) || errors.Is(err, openflow.ErrTooLarge)
+}
+
+func flowMap(s pipeline.PolicySet, r pipeline.Round) (map[string]*openflow.Flow, error) {
+	m := map[string]*openflow.Flow{}
+	if emptySet(s) {
+		return m, nil
+	}
+	flows, err := pipeline.PolicyFlows(s, r)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range flows {
+		m[f.Key()] = f
+	}
+	return m, nil
+}
+
+// diff returns the flow-mods that turn the flows have into want, in this
+// order: new isolation drops, deletes of other flows, adds of other flows,
+// deletes of isolation drops. The bundle is atomic, so packets see the
+// old or the new set only; the order is the safe one even so (a pod is
+// isolated before its old allows go and stays isolated until its new
+// allows are in).
+//
+// narrows reports whether the change may deny something the old flows
+// allowed: a delete, a replaced flow or a new isolation drop. Adding flows
+// only widens what is allowed.
+func diff(have map[string]*openflow.Flow, want []*openflow.Flow) (msgs []openflow.Message, narrows bool) {
+	wanted := make(map[string]bool, len(want))
+	var isoAdd, add, del, isoDel []openflow.Message
+	for _, f := range want {
+		wanted[f.Key()] = true
+		h, replaced := have[f.Key()]
+		if replaced && h.CookieValue() == f.CookieValue() && string(h.InstructionBytes()) == string(f.InstructionBytes()) {
+			continue
+		}
+		narrows = narrows || replaced
+		if isIsolation(f) {
+			isoAdd = append(isoAdd, openflow.AddFlow(f))
+		} else {
+			add = append(add, openflow.AddFlow(f))
+		}
+	}
+	for k, f := range have {
+		if wanted[k] {
+			continue
+		}
+		if isIsolation(f) {
+			isoDel = append(isoDel, openflow.DeleteFlowStrict(f))
+		} else {
+			del = append(del, openflow.DeleteFlowStrict(f))
+		}
+	}
+	sortMsgs(del)
+	sortMsgs(isoDel)
+	narrows = narrows || len(isoAdd) > 0 || len(del) > 0
+	return slices.Concat(isoAdd, del, add, isoDel), narrows
+}
+
+// diffDump is diff against the flows the switch dumped, which name the
+// same match with their fields in the switch's order: flows are compared
+// by table, priority and sorted match text, and by the text of their
+// actions. A dumped flow with another cookie (another round) is replaced.
+func diffDump(dumped []openflow.FlowStats, want []*openflow.Flow) []openflow.Message {
+	have := make(map[string]*openflow.Flow, len(dumped))
+	for _, s := range dumped {
+		have[textKey(s.Flow)] = s.Flow
+	}
+	wanted := make(map[string]bool, len(want))
+	var isoAdd, add, del, isoDel []openflow.Message
+	for _, f := range want {
+		k := textKey(f)
+		wanted[k] = true
+		if h, ok := have[k]; ok && h.CookieValue() == f.CookieValue() && h.ActionsString() == f.ActionsString() {
+			continue
+		}
+		if isIsolation(f) {
+			isoAdd = append(isoAdd, openflow.AddFlow(f))
+		} else {
+			add = append(add, openflow.AddFlow(f))
+		}
+	}
+	for k, f := range have {
+		if wanted[k] {
+			continue
+		}
+		if isIsolation(f) {
+			isoDel = append(isoDel, openflow.DeleteFlowStrict(f))
+		} else {
+			del = append(del, openflow.DeleteFlowStrict(f))
+		}
+	}
+	sortMsgs(del)
+	sortMsgs(isoDel)
+	return slices.Concat(isoAdd, del, add, isoDel)
+}
+
+// textKey names a flow by table, priority and match with its fields
+// sorted: the switch may hand a match back with its fields reordered.
+func textKey(f *openflow.Flow) string {
+	fields := strings.Split(f.MatchString(), ",")
+	slices.Sort(fields)
+	return fmt.Sprintf("%d/%s", f.TableID(), strings.Join(fields, ","))
+}
+
+// sortMsgs orders deletes built from a map, so a bundle is reproducible.
+func sortMsgs(msgs []openflow.Message) {
+	slices.SortFunc(msgs, func(a, b openflow.Message) int {
+		return strings.Compare(a.(*openflow.FlowMod).Flow.Key(), b.(*openflow.FlowMod).Flow.Key())
+	})
+}
+
+// isIsolation tells the default-drop flows of isolated pods: the only
+// policy flows without actions.
+func isIsolation(f *openflow.Flow) bool { return len(f.InstructionBytes()) == 0 }
+
+func emptySet(s pipeline.PolicySet) bool {
+	return len(s.Rules) == 0 && len(s.IngressIsolated) == 0 && len(s.EgressIsolated) == 0
+}
