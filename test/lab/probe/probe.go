@@ -178,6 +178,27 @@ func (s *server) servePackets(pc net.PacketConn) {
 	}
 }
 
+// Sent is how many packets a probe that timed out (ErrTimeout) had sent when it gave
+// up: its UDP datagrams (three, fewer when the prober's thread was starved past its
+// deadline), or 1 for the connection request of TCP or SCTP (the kernel's own
+// retransmissions are not counted). It is 0 for any other error.
+func Sent(err error) int {
+	var t *timeoutError
+	if errors.As(err, &t) {
+		return t.sent
+	}
+	return 0
+}
+
+// timeoutError is a timeout with the number of packets that went unanswered.
+type timeoutError struct {
+	sent int
+	err  error
+}
+
+func (e *timeoutError) Error() string { return e.err.Error() }
+func (e *timeoutError) Unwrap() error { return e.err }
+
 // Probe connects to addr ("ip:port") with proto ("tcp", "udp" or "sctp", any case) from
 // inside the network namespace at netnsPath ("" = the caller's) and returns the reply
 // without its trailing newline.

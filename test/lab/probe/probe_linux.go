@@ -63,7 +63,7 @@ func probeStream(ctx context.Context, fd int, sa unix.Sockaddr, dst netip.Addr, 
 			return "", err
 		}
 		if !ready {
-			return "", silence(dst, fmt.Sprintf("no answer to the connection request within %s", timeout))
+			return "", silence(dst, 1, fmt.Sprintf("no answer to the connection request within %s", timeout))
 		}
 		if soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
 			return "", err
@@ -131,7 +131,7 @@ func probeDatagram(ctx context.Context, fd int, sa unix.Sockaddr, dst netip.Addr
 			return string(buf[:n]), nil
 		}
 		if !time.Now().Before(deadline) {
-			return "", silence(dst, fmt.Sprintf("no answer to %d datagrams within %s", sent, timeout))
+			return "", silence(dst, sent, fmt.Sprintf("no answer to %d datagrams within %s", sent, timeout))
 		}
 		if err := send(); err != nil {
 			return "", err
@@ -173,7 +173,8 @@ func waitFD(ctx context.Context, fd int, events int16, deadline time.Time) (bool
 // silence is the error for a probe nothing answered: ErrTimeout when the packets can
 // have left, that is the next hop towards dst is resolved; ErrUnreachable when it never
 // answered ARP (the packets waited in the sender's neighbour queue and never left).
-func silence(dst netip.Addr, what string) error {
+// sent is how many packets the probe sent (Sent reads it back from a timeout).
+func silence(dst netip.Addr, sent int, what string) error {
 	hop, resolved, state, err := nextHop(dst)
 	switch {
 	case err != nil:
@@ -181,7 +182,7 @@ func silence(dst netip.Addr, what string) error {
 	case !resolved:
 		return fmt.Errorf("%w: %s: next hop %s never answered ARP (neighbour %s)", ErrUnreachable, what, hop, state)
 	}
-	return fmt.Errorf("%w: %s (next hop %s %s)", ErrTimeout, what, hop, state)
+	return &timeoutError{sent: sent, err: fmt.Errorf("%w: %s (next hop %s %s)", ErrTimeout, what, hop, state)}
 }
 
 // nextHop looks up, in the calling thread's namespace, the next hop towards dst and

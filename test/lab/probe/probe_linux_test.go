@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +175,27 @@ func TestProbeTellsDropFromOtherSilence(t *testing.T) {
 		if c.want != ErrTimeout && errors.Is(err, ErrTimeout) {
 			t.Errorf("Probe %s %s from b reads as a drop: %v", c.proto, c.addr, err)
 		}
+		if c.want != ErrTimeout && Sent(err) != 0 {
+			t.Errorf("Probe %s %s from b: Sent %d of an error that is no timeout: %v", c.proto, c.addr, Sent(err), err)
+		}
+		if c.want != ErrTimeout {
+			continue
+		}
+		// What Sent says left is what the DROP rule dropped: exactly, for
+		// UDP (only the probe sends); at least, for TCP (the kernel may
+		// resend the SYN, the probe counts its connection request once).
+		var rules []byte
+		if err := netns.Do(a, func() (err error) {
+			rules, err = exec.Command(iptables, "-w", "-L", "INPUT", "-v", "-x", "-n").CombinedOutput()
+			return err
+		}); err != nil {
+			t.Fatalf("iptables -L: %v: %s", err, rules)
+		}
+		dropped := dropCount(t, string(rules), c.proto, c.addr)
+		sent := Sent(err)
+		if sent < 1 || (c.proto == "udp" && int64(sent) != dropped) || (c.proto == "tcp" && (sent != 1 || dropped < 1)) {
+			t.Errorf("Probe %s %s from b: Sent %d, the DROP rule dropped %d packets", c.proto, c.addr, sent, dropped)
+		}
 	}
 
 	past, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
@@ -184,4 +206,23 @@ func TestProbeTellsDropFromOtherSilence(t *testing.T) {
 	if _, err := Probe(ctx, filepath.Join(t.TempDir(), "gone"), "tcp", "10.99.0.1:8082", 600*time.Millisecond); err == nil || errors.Is(err, ErrTimeout) {
 		t.Errorf("a probe from a namespace that does not exist: %v, want an error that is not ErrTimeout", err)
 	}
+}
+
+// dropCount reads, from `iptables -L -v -x -n`, the packets the DROP rule for
+// proto and addr's port dropped.
+func dropCount(t *testing.T, rules, proto, addr string) int64 {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
+	for _, l := range strings.Split(rules, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 2 && f[2] == "DROP" && strings.Contains(l, proto+" dpt:"+port) {
+			n, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				t.Fatalf("iptables line %q: %v", l, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no DROP rule for %s %s in:\n%s", proto, addr, rules)
+	return 0
 }
