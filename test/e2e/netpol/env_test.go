@@ -22,7 +22,6 @@ type env interface {
 	expect(t *testing.T, step string, checks ...check)
 	ipOf(pod string) string
 	allow() *reach // every pair allowed
-	requireSCTP(t *testing.T)
 }
 
 // netpolCase is one case of the suite; upstream is the title of the case in

@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/seine-cni/seine/core/client/clientset/versioned"
 	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
 	"github.com/seine-cni/seine/test/lab/probe"
@@ -42,8 +43,10 @@ const (
 	probeParallel = 48
 	// pollInterval spaces the rounds of probes while waiting for a matrix.
 	pollInterval = 200 * time.Millisecond
-	// allowHold is how long an all-allowed expectation must keep holding.
-	allowHold = 3 * time.Second
+	// hold is how long, once seine-controller reports the step realized, a
+	// step's matrices must keep matching (at least one whole round). It is
+	// the same for steps that allow and steps that deny.
+	hold = time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -99,6 +102,7 @@ var _ env = (*suite)(nil)
 type suite struct {
 	c       *lab.Config
 	cs      kubernetes.Interface
+	cp      versioned.Interface // controlplane.seine.io through the aggregator, as kubectl reads it
 	ctx     context.Context
 	pods    []podRef
 	ip      map[podRef]string
@@ -123,7 +127,14 @@ func setUp(t *testing.T) *suite {
 		sctpErr: sctpSupport(),
 	}
 	if s.sctpErr != nil {
-		t.Logf("no SCTP listeners: %v", s.sctpErr)
+		t.Logf("no SCTP listeners (%v): SCTP matrices are traced through each node's flows with ofproto/trace", s.sctpErr)
+	}
+	admin, err := c.RESTConfig("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.cp, err = versioned.NewForConfig(admin); err != nil {
+		t.Fatal(err)
 	}
 	nodes := c.NodeList()
 	if len(nodes) != 3 {
@@ -203,14 +214,6 @@ func sctpSupport() error {
 	return nil
 }
 
-// requireSCTP skips a case that probes SCTP on a kernel without it.
-func (s *suite) requireSCTP(t *testing.T) {
-	t.Helper()
-	if s.sctpErr != nil {
-		t.Skipf("the kernel has no SCTP (%v): no SCTP listener can run, so SCTP reachability cannot be probed", s.sctpErr)
-	}
-}
-
 // waitFor polls cond every 200ms until it holds, failing t after timeout
 // with cond's last explanation.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
@@ -234,30 +237,43 @@ func (s *suite) ipOf(pod string) string { return s.ip[parsePodRef(pod)] }
 // allow is a matrix where every pair may talk.
 func (s *suite) allow() *reach { return newReach(s.pods, true) }
 
-// expect probes the checks' matrices until they all match or enforceTimeout
-// passes, then fails t with the expected and observed matrices.
-//
-// A step that expects every pair allowed matches at once, before the agents
-// have seen the change (the state before was all-allowed too), so proving
-// nothing; its matrices must then keep matching for allowHold.
+// expect, after a change, waits until seine-controller reports every
+// policy realized, then until the checks' matrices match (enforcement is
+// asynchronous; a label change has no generation, so only the matrices
+// show it landed), then holds: for hold after the realization, and at least
+// one whole round, every round must still match. The first round of the
+// hold is counted (drops_test.go): every denied probe that timed out must
+// be accounted for by the isolation drop flows. A step that allows
+// everything matches at once, before any agent has seen the change; the
+// realization and the hold make it prove the change did not deny anything,
+// as they make a deny step prove the change did not open anything a little
+// later.
 func (s *suite) expect(t *testing.T, step string, checks ...check) {
 	t.Helper()
-	if err := s.await(step, enforceTimeout, t.Logf, checks...); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range checks {
-		if !c.want.allAllowed() {
-			return
-		}
-	}
+	waited := s.awaitRealized(t, step, checks...)
+	realized := time.Now()
 	targets := make([]target, len(checks))
 	for i, c := range checks {
 		targets[i] = c.t
 	}
-	start := time.Now()
-	for round := 1; time.Since(start) < allowHold; round++ {
+	var accounted []string
+	rounds := 0
+	for rounds == 0 || time.Since(realized) < hold {
+		rounds++
 		time.Sleep(pollInterval)
-		got := s.probeAll(targets)
+		var got []*observed
+		var problems []string
+		if rounds == 1 {
+			var flows map[string]*nodeFlows
+			var delta map[dropFlow]int64
+			var err error
+			if got, flows, delta, err = s.countedRound(targets); err != nil {
+				t.Fatalf("%s: %v", step, err)
+			}
+			accounted, problems = accountDrops(s.deniedProbes(checks, got, flows), delta)
+		} else {
+			got = s.probeAll(targets)
+		}
 		var b strings.Builder
 		for i, c := range checks {
 			s.reprobeTimeouts(c, got[i])
@@ -266,19 +282,43 @@ func (s *suite) expect(t *testing.T, step string, checks ...check) {
 			}
 		}
 		if b.Len() > 0 {
-			t.Fatalf("%s: matched, then stopped matching %s later (round %d of the hold): the change took effect after all:\n%s",
-				step, time.Since(start).Round(10*time.Millisecond), round, b.String())
+			t.Fatalf("%s: matched, then stopped matching %s after the policies were realized (round %d of the hold): a change took effect late:\n%s",
+				step, time.Since(realized).Round(10*time.Millisecond), rounds, b.String())
+		}
+		for _, p := range problems {
+			t.Errorf("%s: %s", step, p)
 		}
 	}
-	t.Logf("%s: every pair still allowed %s later", step, allowHold)
+	if len(accounted) > 0 {
+		t.Logf("%s: the isolation drop flows counted the denied probes of the hold's first round:\n  %s", step, strings.Join(accounted, "\n  "))
+	}
+	t.Logf("%s: realized after %s; matched and still matching %s after (%d rounds)", step, waited.Round(time.Millisecond), time.Since(realized).Round(10*time.Millisecond), rounds)
 }
 
-// reprobeTimeouts probes again, with a longer timeout, the pairs of an
-// all-allowed hold that timed out: TCP resends a lost SYN only after a
+// awaitRealized is the first part of expect: it waits until the policies
+// are realized, then until the checks' matrices match, and returns how long
+// the realization took.
+func (s *suite) awaitRealized(t *testing.T, step string, checks ...check) time.Duration {
+	t.Helper()
+	waited, err := s.waitRealized(realizeTimeout)
+	if err != nil {
+		t.Fatalf("%s: the policies are %v", step, err)
+	}
+	if err := s.await(step, enforceTimeout, t.Logf, checks...); err != nil {
+		t.Fatal(err)
+	}
+	return waited
+}
+
+// reprobeTimeouts probes again, with a longer timeout, the allowed pairs
+// of a hold round that timed out: TCP resends a lost SYN only after a
 // second, the first probe's whole budget, so one lost packet is not a
-// verdict. A pair a late change really denies times out again (and a leak
-// on a denied pair is never retried: holds have no denied pairs).
+// verdict. A pair a late change really denies times out again. A denied
+// pair is never probed again: one answer on it fails the step.
 func (s *suite) reprobeTimeouts(c check, got *observed) {
+	if s.traced(c.t) {
+		return
+	}
 	for _, m := range c.want.diff(got) {
 		if !m.allow || m.got.v != dropped {
 			continue
@@ -322,12 +362,17 @@ func (s *suite) await(step string, timeout time.Duration, logf func(string, ...a
 }
 
 // probeAll probes every ordered pair of distinct pods on every target, in
-// parallel, and returns one matrix per target.
+// parallel, and returns one matrix per target. A traced target (SCTP on a
+// kernel without it) is traced instead.
 func (s *suite) probeAll(targets []target) []*observed {
 	out := make([]*observed, len(targets))
 	sem := make(chan struct{}, probeParallel)
 	var wg sync.WaitGroup
 	for k, tg := range targets {
+		if s.traced(tg) {
+			out[k] = s.traceMatrix(tg)
+			continue
+		}
 		out[k] = newObserved(s.pods)
 		for i, from := range s.pods {
 			for j, to := range s.pods {
@@ -362,9 +407,11 @@ func (s *suite) probeWith(from, to podRef, tg target, timeout time.Duration) cel
 	case err == nil:
 		return cell{v: wrong, detail: fmt.Sprintf("answered %q", reply)}
 	case errors.Is(err, probe.ErrTimeout):
-		return cell{v: dropped}
+		return cell{v: dropped, sent: probe.Sent(err)}
 	case errors.Is(err, probe.ErrRefused):
 		return cell{v: refused, detail: err.Error()}
+	case errors.Is(err, probe.ErrUnreachable):
+		return cell{v: unreachable, detail: err.Error()}
 	default:
 		return cell{v: wrong, detail: err.Error()}
 	}
@@ -488,6 +535,9 @@ func (s *suite) reset(t *testing.T) {
 				t.Errorf("reset: labels of pod %s: %v", ref, err)
 			}
 		}
+	}
+	if _, err := s.waitRealized(realizeTimeout); err != nil {
+		t.Errorf("reset: the deleted policies are %v", err)
 	}
 	targets := []target{tcp80, tcp81, udp80, udp81}
 	if s.sctpErr == nil {

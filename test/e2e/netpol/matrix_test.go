@@ -108,15 +108,19 @@ type verdict byte
 const (
 	answered verdict = '.' // the right pod answered
 	dropped  verdict = 'X' // nothing came back before the timeout: a drop
-	refused  verdict = 'R' // a TCP reset or an ICMP unreachable: not a drop
-	wrong    verdict = '?' // another pod answered, or the probe failed otherwise
-	self     verdict = '-' // a pod and itself: not probed
+	refused  verdict = 'R' // a TCP reset or an ICMP port unreachable: not a drop
+	// unreachable: no route, an ICMP host/network unreachable, or the next
+	// hop never answered ARP (the packets never left): not a drop either.
+	unreachable verdict = 'U'
+	wrong       verdict = '?' // another pod answered, or the probe failed otherwise
+	self        verdict = '-' // a pod and itself: not probed
 )
 
 // cell is one probe's outcome; detail says more for anything but an answer.
 type cell struct {
 	v      verdict
 	detail string
+	sent   int // packets a timed-out probe sent (probe.Sent)
 }
 
 // observed is a measured matrix for one target.
@@ -156,7 +160,8 @@ func (m mismatch) String() string {
 	if m.allow {
 		want = "answered"
 	}
-	got := map[verdict]string{answered: "answered", dropped: "timed out", refused: "refused/reset", wrong: "wrong answer or error"}[m.got.v]
+	got := map[verdict]string{answered: "answered", dropped: "timed out", refused: "refused/reset",
+		unreachable: "unreachable", wrong: "wrong answer or error"}[m.got.v]
 	s := fmt.Sprintf("%s -> %s: want %s, got %s", m.from, m.to, want, got)
 	if m.got.detail != "" {
 		s += ": " + m.got.detail
@@ -195,7 +200,7 @@ func (r *reach) allAllowed() bool {
 // cellsCompared is the number of cells a matrix compares (all but the diagonal).
 func (r *reach) cellsCompared() int { return len(r.pods) * (len(r.pods) - 1) }
 
-const legend = "rows: from, columns: to; . answered, X timed out (dropped), R refused/reset, ? wrong pod or error, - self (not probed); * marks a cell that differs from the expectation"
+const legend = "rows: from, columns: to; . answered, X timed out (dropped), R refused/reset, U unreachable (no route, ICMP unreachable, ARP unanswered), ? wrong pod or error, - self (not probed); * marks a cell that differs from the expectation"
 
 // render prints the expected and the observed matrix for t, the way
 // upstream's truth tables look, with the differing cells starred and listed.

@@ -54,8 +54,7 @@ func (m *model) ipOf(pod string) string {
 	panic("no pod " + pod)
 }
 
-func (m *model) allow() *reach          { return newReach(m.pods, true) }
-func (m *model) requireSCTP(*testing.T) {}
+func (m *model) allow() *reach { return newReach(m.pods, true) }
 
 func (m *model) create(t *testing.T, ns string, p *networkingv1.NetworkPolicy) {
 	t.Helper()

@@ -83,9 +83,14 @@ func TestDiffDropVersusRefuse(t *testing.T) {
 	got.cells[3][0] = cell{v: refused, detail: "connection refused"}
 	got.cells[1][2] = cell{v: dropped}
 	got.cells[4][5] = cell{v: wrong, detail: `answered "b"`}
+	// Silence that is not a drop (the packets never left) fails a denied pair.
+	got.cells[6][0] = cell{v: unreachable, detail: "next hop 10.244.2.1 never answered ARP"}
 	bad := want.diff(got)
-	if len(bad) != 3 {
-		t.Fatalf("got %d mismatches, want 3: %v", len(bad), bad)
+	if len(bad) != 4 {
+		t.Fatalf("got %d mismatches, want 4: %v", len(bad), bad)
+	}
+	if s := bad[3].String(); s != "z/a -> x/a: want dropped (timeout), got unreachable: next hop 10.244.2.1 never answered ARP" {
+		t.Errorf("fourth mismatch %q", s)
 	}
 	want0 := "x/b -> x/c: want answered, got timed out"
 	if bad[0].String() != want0 {

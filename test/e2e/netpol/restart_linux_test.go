@@ -58,8 +58,9 @@ func runRestarts(t *testing.T, s *suite) {
 		}
 		return s.c.StartController(s.ctx)
 	})
-	s.expect(t, "after the restarts x/a still admits x/b only", on(tcp80, closed), on(udp80, closed))
+	s.awaitRealized(t, "after the restarts x/a still admits x/b only", on(tcp80, closed), on(udp80, closed))
 	halt()
+	s.expect(t, "after the restarts, probers stopped", on(tcp80, closed), on(udp80, closed))
 
 	t.Logf("probes to x/a across the restarts:\n%s", tally.summary())
 	if tally.leaks > 0 {
@@ -71,6 +72,7 @@ func runRestarts(t *testing.T, s *suite) {
 	if tally.controlAnswered == 0 {
 		t.Errorf("x/b -> x/a (allowed throughout) was never answered: the probes show nothing")
 	}
+	checkControls(t, tally)
 }
 
 // waitAgentReady polls the node's agent /readyz (inside the node's

@@ -27,9 +27,33 @@ const (
 	steadyCycles      = 3
 )
 
+const (
+	// controlProbeEvery paces each positive control (fourteen of them).
+	controlProbeEvery = 100 * time.Millisecond
+	// controlGapBound is the longest a positive control may go without an
+	// answer. See the README (no-leak-during-updates) for the measurements
+	// behind it.
+	controlGapBound = 2 * time.Second
+)
+
+// controlTarget is the positive control of a denied source: a pod on x/a's
+// node that no policy of the steady and restart cases isolates, so the
+// control's packets take the source's path to that node while its denied
+// probes are dropped there.
+func (s *suite) controlTarget(from podRef) podRef {
+	xa := parsePodRef("x/a")
+	for _, p := range s.pods {
+		if p.ns != "x" && p != from && s.node[p] == s.node[xa] {
+			return p
+		}
+	}
+	panic("no control target on the node of x/a")
+}
+
 // startProbers probes x/a without pause from the seven pods it denies
-// (TCP and UDP 80) and from x/b (TCP 80, allowed) until halt is called, and
-// tallies what came back.
+// (TCP and UDP 80) and from x/b (TCP 80, allowed); and from each of the
+// seven, as positive controls, its controlTarget on TCP and UDP 80. It
+// tallies what came back until halt is called.
 func startProbers(s *suite) (*steadyTally, func()) {
 	xa := parsePodRef("x/a")
 	var denied []podRef
@@ -38,19 +62,19 @@ func startProbers(s *suite) (*steadyTally, func()) {
 			denied = append(denied, p)
 		}
 	}
-	tally := newTally()
+	tally := newTally(time.Now())
 	ctx, stop := context.WithCancel(s.ctx)
 	var wg sync.WaitGroup
-	prober := func(from podRef, tg target, allowed bool) {
+	prober := func(every time.Duration, from, to podRef, tg target, record func(cell, time.Time)) {
 		defer wg.Done()
-		pace := time.NewTicker(steadyProbeEvery)
+		pace := time.NewTicker(every)
 		defer pace.Stop()
 		for ctx.Err() == nil {
-			c := s.probeWith(from, xa, tg, steadyProbeTimeout)
+			c := s.probeWith(from, to, tg, steadyProbeTimeout)
 			if ctx.Err() != nil && c.v != answered {
 				return // cut short by stop, not by the network
 			}
-			tally.add(from, tg, allowed, c, time.Now())
+			record(c, time.Now())
 			select { // answered probes return at once: bound the rate
 			case <-pace.C:
 			case <-ctx.Done():
@@ -59,18 +83,35 @@ func startProbers(s *suite) (*steadyTally, func()) {
 	}
 	for _, from := range denied {
 		for _, tg := range []target{tcp80, udp80} {
-			wg.Add(1)
-			go prober(from, tg, false)
+			wg.Add(2)
+			go prober(steadyProbeEvery, from, xa, tg, func(c cell, at time.Time) { tally.add(from, tg, false, c, at) })
+			to := s.controlTarget(from)
+			go prober(controlProbeEvery, from, to, tg, func(c cell, at time.Time) { tally.addControl(from, to, tg, c, at) })
 		}
 	}
+	xb := parsePodRef("x/b")
 	wg.Add(1)
-	go prober(parsePodRef("x/b"), tcp80, true)
+	go prober(steadyProbeEvery, xb, xa, tcp80, func(c cell, at time.Time) { tally.add(xb, tcp80, true, c, at) })
 	var once sync.Once
 	return tally, func() {
 		once.Do(func() {
+			stopped := time.Now() // the last gaps end here, not when the probes in flight are done
 			stop()
 			wg.Wait()
+			tally.finish(stopped)
 		})
+	}
+}
+
+// checkControls logs the positive controls' answers and longest gaps and
+// fails t if one went longer than controlGapBound without an answer: then
+// the denied probes of that source proved nothing for that long.
+func checkControls(t *testing.T, tally *steadyTally) {
+	t.Helper()
+	report, tooLong := tally.controlReport(tally.stopped, controlGapBound)
+	t.Logf("positive controls (pods no policy isolates, on the node of x/a, from the sources of the denied probes):\n%s", report)
+	for _, l := range tooLong {
+		t.Errorf("positive control %s (bound %s): the denied probes of that source showed nothing meanwhile", l, controlGapBound)
 	}
 }
 
@@ -102,9 +143,12 @@ func runSteady(t *testing.T, s *suite) {
 		}
 	}
 	elapsed := time.Since(start).Round(time.Millisecond)
-	// The prober keeps running until the last update has visibly landed.
-	s.expect(t, "after the updates x/a still admits x/b only", on(tcp80, closed), on(udp80, closed))
+	// The probers keep running until the last update has visibly landed and
+	// is realized; the drops are counted and held with the probers stopped
+	// (their own packets would be counted too).
+	s.awaitRealized(t, "after the updates x/a still admits x/b only", on(tcp80, closed), on(udp80, closed))
 	halt()
+	s.expect(t, "after the updates, probers stopped", on(tcp80, closed), on(udp80, closed))
 
 	t.Logf("%d updates in %s (%d kinds: %s); probes to x/a:\n%s", n, elapsed, len(updates), updateNames(updates), tally.summary())
 	if tally.leaks > 0 {
@@ -116,4 +160,5 @@ func runSteady(t *testing.T, s *suite) {
 	if tally.controlAnswered == 0 {
 		t.Errorf("x/b -> x/a (allowed throughout but for the recreate) was never answered: the probes show nothing")
 	}
+	checkControls(t, tally)
 }
