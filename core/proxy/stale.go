@@ -48,8 +48,56 @@ func frontends(p *Port) (addrs []netip.AddrPort, nodePort uint16) {
 // frontends new no longer has (all of their entries), and on the frontends
 // it keeps, the endpoints that no longer serve (as kube-proxy does,
 // traffic policies and topology are not taken into account: a serving
-// endpoint keeps its flows). The order is stable.
+// endpoint keeps its flows). Then, for every UDP port of new that has
+// serving endpoints, the frontends that had none before (a new Service, a
+// new frontend, a first endpoint): all of their entries, made by packets
+// that no service flow took (before the Service was installed) and that
+// would otherwise keep a client's flow away from the endpoints until it
+// idles out, as kube-proxy flushes a UDP Service that gets its first
+// endpoint. The order is stable.
 func StaleUDPEntries(old, new *Service) []StaleUDP {
+	out := staleOfOld(old, new)
+	if new == nil {
+		return out
+	}
+	for i := range new.Ports {
+		np := &new.Ports[i]
+		if np.Protocol != ProtoUDP || len(np.Serving) == 0 {
+			continue
+		}
+		var oldAddrs []netip.AddrPort
+		var oldNP uint16
+		if op := old.port(np.Key()); op != nil && len(op.Serving) > 0 {
+			oldAddrs, oldNP = frontends(op)
+		}
+		newAddrs, newNP := frontends(np)
+		for _, f := range newAddrs {
+			if !slices.Contains(oldAddrs, f) {
+				out = append(out, StaleUDP{Frontend: f})
+			}
+		}
+		if newNP != 0 && newNP != oldNP {
+			out = append(out, StaleUDP{NodePort: newNP})
+		}
+	}
+	return out
+}
+
+// port is s's port of key k, nil if s (which may be nil) has none.
+func (s *Service) port(k string) *Port {
+	if s == nil {
+		return nil
+	}
+	for i := range s.Ports {
+		if s.Ports[i].Key() == k {
+			return &s.Ports[i]
+		}
+	}
+	return nil
+}
+
+// staleOfOld is what StaleUDPEntries finds on old's ports.
+func staleOfOld(old, new *Service) []StaleUDP {
 	if old == nil {
 		return nil
 	}
@@ -59,14 +107,7 @@ func StaleUDPEntries(old, new *Service) []StaleUDP {
 		if op.Protocol != ProtoUDP {
 			continue
 		}
-		var np *Port
-		if new != nil {
-			for j := range new.Ports {
-				if new.Ports[j].Key() == op.Key() {
-					np = &new.Ports[j]
-				}
-			}
-		}
+		np := new.port(op.Key())
 		oldAddrs, oldNP := frontends(op)
 		var newAddrs []netip.AddrPort
 		var newNP uint16

@@ -377,6 +377,8 @@ func TestStaleUDP(t *testing.T) {
 		old, new *Service
 		want     string
 	}{
+		{"first endpoint", mk(nil), one, "udp 10.96.0.10:53 -> *; udp 192.0.2.20:53 -> *; udp *:30053 -> *"},
+		{"last endpoint removed", one, mk(nil), "udp 10.96.0.10:53 -> 10.244.1.5:5353; udp 192.0.2.20:53 -> 10.244.1.5:5353; udp *:30053 -> 10.244.1.5:5353"},
 		{"endpoint removed", two, one, "udp 10.96.0.10:53 -> 10.244.2.5:5353; udp 192.0.2.20:53 -> 10.244.2.5:5353; udp *:30053 -> 10.244.2.5:5353"},
 		{"endpoint added", one, two, ""},
 		{"endpoint terminating but serving keeps its flows", two,
@@ -387,8 +389,9 @@ func TestStaleUDP(t *testing.T) {
 		{"external IP and node port changed", one, mk(func(s *corev1.Service) {
 			s.Spec.ExternalIPs = nil
 			s.Spec.Ports[0].NodePort = 30054
-		}, ep{addr: "10.244.1.5"}), "udp 192.0.2.20:53 -> *; udp *:30053 -> *"},
-		{"new service", nil, one, ""},
+		}, ep{addr: "10.244.1.5"}), "udp 192.0.2.20:53 -> *; udp *:30053 -> *; udp *:30054 -> *"},
+		{"new service", nil, one, "udp 10.96.0.10:53 -> *; udp 192.0.2.20:53 -> *; udp *:30053 -> *"},
+		{"new service without endpoints", nil, mk(nil), ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
