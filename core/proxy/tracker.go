@@ -147,7 +147,9 @@ func (t *Tracker) Changed() []string {
 	for k := range t.dirty {
 		out = append(out, k)
 	}
-	clear(t.dirty)
+	// A fresh map: clearing one that once held every Service costs as much
+	// as its largest size, on every call.
+	t.dirty = map[string]bool{}
 	slices.Sort(out)
 	return out
 }
