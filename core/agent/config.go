@@ -40,8 +40,9 @@ type Config struct {
 	HealthAddress string `json:"healthAddress"`
 	// FlowSetOS, when set (linux or windows), builds the OpenFlow pipeline
 	// for that OS instead of the one the agent runs on. The lab sets it on
-	// the nodes that pose as Windows nodes, so the flow set generated for a
-	// Windows node is exercised against Linux nodes with real packets.
+	// the nodes that pose as Windows nodes. The flows are the same for both
+	// OSes in the bridged-uplink topology (the OS only rules out the routed
+	// host), so this poses the configuration, not a different flow set.
 	FlowSetOS string `json:"flowSetOS,omitempty"`
 	// HostRulesResyncPeriod is how often the host rules (routes, SNAT) are
 	// re-applied with the state unchanged, so a rule someone else removed

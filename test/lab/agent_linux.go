@@ -50,8 +50,8 @@ hostRulesResyncPeriod: %s
 const AgentHostRulesResync = 5 * time.Second
 
 // flowSetOS is the OS the node's pipeline is built for: a node posing as a
-// Windows node runs the flow set generated for Windows, so the e2e tests show
-// it interoperating with Linux nodes with real packets.
+// Windows node is configured as one. Its flows are those of every other lab
+// node (the bridged-uplink flow set is the same on both OSes).
 func flowSetOS(n Node) string {
 	if n.OS == "windows" {
 		return "windows"
