@@ -20,10 +20,12 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/magefile/mage/mg"
 
 	msi "github.com/seine-cni/seine/installer/windows/msi"
+	"github.com/seine-cni/seine/test/ci/testrun"
 )
 
 // Default is what `mage` with no target runs.
@@ -43,7 +45,6 @@ var debPackages = map[string]string{
 	"conntrack":       "conntrack",
 	"tcpdump":         "tcpdump",
 	"iperf3":          "iperf3",
-	"kubectl":         "kubernetes-client",
 	"wixl":            "wixl",
 	"msibuild":        "msitools",
 	"osslsigncode":    "osslsigncode",
@@ -65,9 +66,6 @@ func Deps() error {
 	for cmd, pkg := range debPackages {
 		if _, err := exec.LookPath(cmd); err == nil || seen[pkg] {
 			continue
-		}
-		if cmd == "kubectl" {
-			continue // optional: the lab's tests use client-go; kubectl is for people
 		}
 		seen[pkg] = true
 		missing = append(missing, pkg)
@@ -140,12 +138,27 @@ func Lint() error {
 	return nil
 }
 
-// KubeBinaries builds the lab's control plane (etcd, kube-apiserver,
-// kube-controller-manager, kube-scheduler in one binary) from the Go module
-// proxy, or reuses the cached build for the same sources.
+// KubeBinaries builds the lab's Kubernetes binary (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl
+// in one) from the Go module proxy, or reuses the cached build for the same
+// sources, and links bin/kubectl to it.
 func KubeBinaries() error {
 	_, err := labkube()
 	return err
+}
+
+// linkKubectl makes bin/kubectl a link to the lab's Kubernetes binary, which
+// runs kubectl (of the lab's release) when invoked by that name.
+func linkKubectl(kube string) error {
+	if err := os.MkdirAll("bin", 0o755); err != nil {
+		return err
+	}
+	link := filepath.Join("bin", "kubectl")
+	if target, err := os.Readlink(link); err == nil && target == kube {
+		return nil
+	}
+	os.Remove(link)
+	return os.Symlink(kube, link)
 }
 
 // labkubeLDFlags strip the binary and stamp the Kubernetes version its
@@ -176,7 +189,7 @@ func labkube() (string, error) {
 	}
 	bin := filepath.Join(cache, "labkube-"+hex.EncodeToString(h.Sum(nil))[:16])
 	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
+		return bin, linkKubectl(bin)
 	}
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", err
@@ -189,7 +202,10 @@ func labkube() (string, error) {
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("build labkube: %w", err)
 	}
-	return bin, os.Rename(abs, bin)
+	if err := os.Rename(abs, bin); err != nil {
+		return "", err
+	}
+	return bin, linkKubectl(bin)
 }
 
 // LabBin builds the lab CLI, Seine's linux binaries (bin/linux: seine-agent
@@ -246,38 +262,109 @@ func LabDown() error {
 // Test runs every test: unit, integration against real OVS and netlink, the
 // lab end to end (pod networking, NetworkPolicy), the import rules, the
 // windows cross-build, the MSI round trip and the Windows tests under Wine.
+// Every step runs even when one before it failed; the summary at the end
+// lists each step's time and result and every skipped test with its
+// reason, and fails on a skip .ci/allowed-skips does not explain.
 func Test() error {
 	mg.SerialDeps(Deps, LabBin)
 	kube, err := labkube()
 	if err != nil {
 		return err
 	}
-	if err := run([]string{"GOOS=windows"}, "go", "build", "./..."); err != nil {
-		return fmt.Errorf("GOOS=windows go build ./...: %w", err)
-	}
-	if err := run([]string{"GOOS=windows"}, "go", "vet", "./..."); err != nil {
-		return fmt.Errorf("GOOS=windows go vet ./...: %w", err)
-	}
 	env := labEnv(kube)
-	// -p 1: the privileged tests create namespaces, OVS instances and a
-	// whole cluster; on 2 cores they are more reliable one package at a time.
-	if err := run(env, "go", "test", "-p", "1", "-count=1", "-timeout", "60m", "./..."); err != nil {
-		return err
-	}
-	if err := benchShort(env); err != nil {
-		return err
-	}
-	return WindowsTest()
+	return runSteps([]testStep{
+		{name: "windows build", argv: []string{"go", "build", "./..."}, env: []string{"GOOS=windows"}},
+		{name: "windows vet", argv: []string{"go", "vet", "./..."}, env: []string{"GOOS=windows"}},
+		// -p 1: the privileged tests create namespaces, OVS instances and a
+		// whole cluster; on 2 cores they are more reliable one package at a time.
+		{name: "go test", tests: "go", env: env,
+			argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-timeout", "60m", "./..."}},
+		// Every benchmark once in short mode (smaller sizes, fewest rounds),
+		// so a broken benchmark fails the build. It checks their code, not
+		// their targets: numbers measured on a loaded CI machine mean nothing.
+		{name: "benchmarks (short)", tests: "go", env: env,
+			argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
+		{name: "wine", tests: "wine", argv: wineTest(windowsTestPackages...)},
+		{name: "wine: pipe dialers", tests: "wine", argv: wineTest(append([]string{"-run", windowsPipeTests}, windowsPipePackages...)...)},
+	})
 }
 
-// benchShort runs every benchmark under test/bench once in short mode
-// (smaller sizes, fewest rounds), so a broken benchmark fails the build.
-// It checks their code, not their targets: numbers measured on a loaded
-// CI machine mean nothing.
-func benchShort(env []string) error {
-	if err := run(env, "go", "test", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x",
-		"-timeout", "30m", "./test/bench/..."); err != nil {
-		return fmt.Errorf("benchmarks in short mode: %w", err)
+// testStep is one step of `make test`: a command, and whether it prints
+// test2json events (tests names the step in .ci/allowed-skips).
+type testStep struct {
+	name  string
+	tests string // "go", "wine": argv prints test2json events; "" plain output
+	env   []string
+	argv  []string
+}
+
+const (
+	module       = "github.com/seine-cni/seine"
+	allowedSkips = ".ci/allowed-skips"
+)
+
+// runSteps runs every step, then prints the summary: each step's time and
+// result, the skipped tests, and the skips the allowlist does not explain.
+func runSteps(steps []testStep) error {
+	f, err := os.Open(allowedSkips)
+	if err != nil {
+		return err
+	}
+	allow, err := testrun.ParseAllowlist(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", allowedSkips, err)
+	}
+	type outcome struct {
+		step testStep
+		took time.Duration
+		err  error
+	}
+	var done []outcome
+	var skips []testrun.Skip
+	for _, st := range steps {
+		fmt.Printf("\n=== %s: %s\n", st.name, strings.Join(st.argv, " "))
+		start := time.Now()
+		cmd := exec.Command(st.argv[0], st.argv[1:]...)
+		cmd.Env = append(os.Environ(), st.env...)
+		var err error
+		if st.tests != "" {
+			var res testrun.Result
+			res, err = testrun.Run(st.tests, cmd, os.Stdout)
+			skips = append(skips, res.Skips...)
+			if len(res.Failed) > 0 {
+				err = fmt.Errorf("failed: %s", strings.Join(res.Failed, ", "))
+			}
+		} else {
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			err = cmd.Run()
+		}
+		done = append(done, outcome{st, time.Since(start), err})
+	}
+
+	fmt.Println("\n=== make test summary")
+	var failed []string
+	for _, o := range done {
+		result := "ok"
+		if o.err != nil {
+			result = "FAIL: " + o.err.Error()
+			failed = append(failed, o.step.name)
+		}
+		fmt.Printf("%-22s %8s  %s\n", o.step.name, o.took.Round(time.Second), result)
+	}
+	fmt.Printf("\n%d skipped tests:\n", len(skips))
+	for _, s := range skips {
+		fmt.Println("  " + s.String())
+	}
+	if bad := testrun.Unexpected(skips, allow, module); len(bad) > 0 {
+		fmt.Printf("\n%d skips %s does not explain (make the test run, or add an entry saying why the skip is right):\n", len(bad), allowedSkips)
+		for _, s := range bad {
+			fmt.Println("  " + s.String())
+		}
+		failed = append(failed, fmt.Sprintf("%d unexpected skips", len(bad)))
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("make test failed: %s", strings.Join(failed, "; "))
 	}
 	return nil
 }
@@ -285,6 +372,19 @@ func benchShort(env []string) error {
 // windowsTestPackages are the packages whose Windows test binaries pass under
 // Wine (see test/windows/README.md for what Wine cannot run).
 var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline", "./core/agent", "./windows", "./services/seinectl", "./installer/kubernetes/manifest"}
+
+// windowsPipePackages have Windows-only named-pipe tests (every test with
+// Pipe in its name: windowsPipeTests) beside tests Wine cannot run (AF_UNIX
+// sockets): only the former run.
+var (
+	windowsPipePackages = []string{"./ovs/openflow", "./ovs/appctl"}
+	windowsPipeTests    = "Pipe"
+)
+
+// wineTest is the command line of winetest -json with args.
+func wineTest(args ...string) []string {
+	return append([]string{"go", "run", "./test/windows/cmd/winetest", "-json"}, args...)
+}
 
 // MSI builds Seine's Windows installer, bin/seine.msi, with wixl; it is
 // signed with osslsigncode when SEINE_SIGN_CERT and SEINE_SIGN_KEY name PEM
@@ -306,7 +406,10 @@ func MSI() error {
 // WindowsTest builds the Windows test binaries and runs them under Wine,
 // installing wine and MinGW with apt-get when missing.
 func WindowsTest() error {
-	return run(nil, "go", append([]string{"run", "./test/windows/cmd/winetest"}, windowsTestPackages...)...)
+	if err := run(nil, "go", append([]string{"run", "./test/windows/cmd/winetest"}, windowsTestPackages...)...); err != nil {
+		return err
+	}
+	return run(nil, "go", append([]string{"run", "./test/windows/cmd/winetest", "-run", windowsPipeTests}, windowsPipePackages...)...)
 }
 
 // Bench runs the benchmarks under test/bench (the lab ones bring up a lab)

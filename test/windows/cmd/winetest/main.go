@@ -1,13 +1,15 @@
 // Command winetest runs Windows test binaries of Seine's packages under Wine.
 //
-//	go run ./test/windows/cmd/winetest [-run regexp] [-skip regexp] [-v] ./ovs/... ./platform/...
+//	go run ./test/windows/cmd/winetest [-run regexp] [-skip regexp] [-v] [-json] ./ovs/... ./platform/...
 //
 // It installs what is missing with apt-get (wine, wine64,
 // gcc-mingw-w64-x86-64), keeps a private WINEPREFIX (~/.cache/seine-wine),
 // builds and installs the bcryptprimitives.dll shim Go needs on Wine 8, then
 // for each package with test files builds `GOOS=windows go test -c` and runs
 // the .exe under wine64 in the package's directory, streaming its output. It
-// exits non-zero if any package fails. See test/windows/README.md.
+// exits non-zero if any package fails. With -json it prints test2json
+// events instead, as go test -json does (make test reads them to count
+// skips). See test/windows/README.md.
 package main
 
 import (
@@ -40,6 +42,7 @@ type options struct {
 	run     string
 	skip    string
 	verbose bool
+	json    bool
 	timeout time.Duration
 	noApt   bool
 }
@@ -52,6 +55,7 @@ func run(log *slog.Logger, args []string) error {
 	fs.StringVar(&o.run, "run", "", "run only tests matching this regexp (go test -run)")
 	fs.StringVar(&o.skip, "skip", "", "skip tests matching this regexp (go test -skip)")
 	fs.BoolVar(&o.verbose, "v", false, "verbose test output (go test -v)")
+	fs.BoolVar(&o.json, "json", false, "print test2json events (go test -json); the output of each package comes when it is done")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "timeout of each package's test binary")
 	fs.BoolVar(&o.noApt, "no-apt", false, "do not install missing tools with apt-get; fail instead")
 	if err := fs.Parse(args); err != nil {
@@ -106,7 +110,9 @@ func run(log *slog.Logger, args []string) error {
 			failed = append(failed, p.path)
 			continue
 		}
-		fmt.Printf("ok  \t%s\t%.1fs\t(wine)\n", p.path, time.Since(start).Seconds())
+		if !o.json { // test2json's events say it
+			fmt.Printf("ok  \t%s\t%.1fs\t(wine)\n", p.path, time.Since(start).Seconds())
+		}
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%d of the packages failed under Wine: %s", len(failed), strings.Join(failed, " "))
@@ -166,7 +172,10 @@ func testPackage(ctx context.Context, w *wine.Wine, root, bin string, p pkg, o o
 		return fmt.Errorf("build: %w", err)
 	}
 	args := []string{exe, "-test.timeout=" + o.timeout.String()}
-	if o.verbose {
+	switch {
+	case o.json:
+		args = append(args, "-test.v=test2json")
+	case o.verbose:
 		args = append(args, "-test.v")
 	}
 	if o.run != "" {
@@ -181,8 +190,32 @@ func testPackage(ctx context.Context, w *wine.Wine, root, bin string, p pkg, o o
 	cmd := w.Command(tctx, args...)
 	cmd.Dir = p.dir
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("test binary: %w", err)
+	if !o.json {
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("test binary: %w", err)
+		}
+		return nil
+	}
+	// The binary's output goes to a file and through test2json when it is
+	// done: a pipe could be held open by wineserver, which Wine may start
+	// from this very process and which outlives it.
+	out, err := os.CreateTemp(bin, "output")
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	cmd.Stdout = out
+	runErr := cmd.Run()
+	if _, err := out.Seek(0, 0); err != nil {
+		return err
+	}
+	conv := exec.CommandContext(ctx, "go", "tool", "test2json", "-p", p.path)
+	conv.Stdin, conv.Stdout, conv.Stderr = out, os.Stdout, os.Stderr
+	if err := conv.Run(); err != nil {
+		return fmt.Errorf("go tool test2json: %w", err)
+	}
+	if runErr != nil {
+		return fmt.Errorf("test binary: %w", runErr)
 	}
 	return nil
 }
