@@ -20,7 +20,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/magefile/mage/mg"
 
@@ -272,30 +271,21 @@ func Test() error {
 		return err
 	}
 	env := labEnv(kube)
-	return runSteps([]testStep{
-		{name: "windows build", argv: []string{"go", "build", "./..."}, env: []string{"GOOS=windows"}},
-		{name: "windows vet", argv: []string{"go", "vet", "./..."}, env: []string{"GOOS=windows"}},
+	return runSteps([]testrun.Step{
+		{Name: "windows build", Argv: []string{"go", "build", "./..."}, Env: []string{"GOOS=windows"}},
+		{Name: "windows vet", Argv: []string{"go", "vet", "./..."}, Env: []string{"GOOS=windows"}},
 		// -p 1: the privileged tests create namespaces, OVS instances and a
 		// whole cluster; on 2 cores they are more reliable one package at a time.
-		{name: "go test", tests: "go", env: env,
-			argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-timeout", "60m", "./..."}},
+		{Name: "go test", Tests: "go", Env: env,
+			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-timeout", "60m", "./..."}},
 		// Every benchmark once in short mode (smaller sizes, fewest rounds),
 		// so a broken benchmark fails the build. It checks their code, not
 		// their targets: numbers measured on a loaded CI machine mean nothing.
-		{name: "benchmarks (short)", tests: "go", env: env,
-			argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
-		{name: "wine", tests: "wine", argv: wineTest(windowsTestPackages...)},
-		{name: "wine: pipe dialers", tests: "wine", argv: wineTest(append([]string{"-run", windowsPipeTests}, windowsPipePackages...)...)},
+		{Name: "benchmarks (short)", Tests: "go", Env: env,
+			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
+		{Name: "wine", Tests: "wine", Argv: wineTest(windowsTestPackages...)},
+		{Name: "wine: pipe dialers", Tests: "wine", Argv: wineTest(append([]string{"-run", windowsPipeTests}, windowsPipePackages...)...)},
 	})
-}
-
-// testStep is one step of `make test`: a command, and whether it prints
-// test2json events (tests names the step in .ci/allowed-skips).
-type testStep struct {
-	name  string
-	tests string // "go", "wine": argv prints test2json events; "" plain output
-	env   []string
-	argv  []string
 }
 
 const (
@@ -303,9 +293,10 @@ const (
 	allowedSkips = ".ci/allowed-skips"
 )
 
-// runSteps runs every step, then prints the summary: each step's time and
-// result, the skipped tests, and the skips the allowlist does not explain.
-func runSteps(steps []testStep) error {
+// runSteps runs every step through testrun.RunSteps (their summary last,
+// where the tail of a CI log shows it) with the skips .ci/allowed-skips
+// explains.
+func runSteps(steps []testrun.Step) error {
 	f, err := os.Open(allowedSkips)
 	if err != nil {
 		return err
@@ -315,56 +306,8 @@ func runSteps(steps []testStep) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", allowedSkips, err)
 	}
-	type outcome struct {
-		step testStep
-		took time.Duration
-		err  error
-	}
-	var done []outcome
-	var skips []testrun.Skip
-	for _, st := range steps {
-		fmt.Printf("\n=== %s: %s\n", st.name, strings.Join(st.argv, " "))
-		start := time.Now()
-		cmd := exec.Command(st.argv[0], st.argv[1:]...)
-		cmd.Env = append(os.Environ(), st.env...)
-		var err error
-		if st.tests != "" {
-			var res testrun.Result
-			res, err = testrun.Run(st.tests, cmd, os.Stdout)
-			skips = append(skips, res.Skips...)
-			if len(res.Failed) > 0 {
-				err = fmt.Errorf("failed: %s", strings.Join(res.Failed, ", "))
-			}
-		} else {
-			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-			err = cmd.Run()
-		}
-		done = append(done, outcome{st, time.Since(start), err})
-	}
-
-	fmt.Println("\n=== make test summary")
-	var failed []string
-	for _, o := range done {
-		result := "ok"
-		if o.err != nil {
-			result = "FAIL: " + o.err.Error()
-			failed = append(failed, o.step.name)
-		}
-		fmt.Printf("%-22s %8s  %s\n", o.step.name, o.took.Round(time.Second), result)
-	}
-	fmt.Printf("\n%d skipped tests:\n", len(skips))
-	for _, s := range skips {
-		fmt.Println("  " + s.String())
-	}
-	if bad := testrun.Unexpected(skips, allow, module); len(bad) > 0 {
-		fmt.Printf("\n%d skips %s does not explain (make the test run, or add an entry saying why the skip is right):\n", len(bad), allowedSkips)
-		for _, s := range bad {
-			fmt.Println("  " + s.String())
-		}
-		failed = append(failed, fmt.Sprintf("%d unexpected skips", len(bad)))
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("make test failed: %s", strings.Join(failed, "; "))
+	if err := testrun.RunSteps(steps, allow, module, os.Stdout); err != nil {
+		return fmt.Errorf("make test %w", err)
 	}
 	return nil
 }

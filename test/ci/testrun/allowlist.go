@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -93,6 +94,17 @@ func Unexpected(skips []Skip, allow []Allowed, module string) []Skip {
 		}
 		if !ok {
 			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Unused returns the entries that explain none of skips.
+func Unused(skips []Skip, allow []Allowed, module string) []Allowed {
+	var out []Allowed
+	for _, a := range allow {
+		if !slices.ContainsFunc(skips, func(s Skip) bool { return a.Matches(s, module) }) {
+			out = append(out, a)
 		}
 	}
 	return out

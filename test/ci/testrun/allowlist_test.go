@@ -1,6 +1,7 @@
 package testrun
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -30,6 +31,12 @@ wine  ovs/ovsdb  Test.*  private OVS instances run on Linux only
 		{"go", module + "/test/e2e/netpol", "TestNetworkPolicy/x-sctp-allow", "SEINE_LAB_KUBE_BIN is not set"}, // another reason
 		{"go", module + "/test/e2e/netpol", "XTestNetworkPolicy/sctp", "the kernel has no SCTP ("},             // test is anchored
 	}
+	if unused := Unused(skips, allow, module); len(unused) != 0 {
+		t.Errorf("unused %+v, want none", unused)
+	}
+	if unused := Unused(skips[1:], allow, module); len(unused) != 1 || unused[0].Line != 3 {
+		t.Errorf("unused %+v, want the entry of line 3 (no skip left in step wine of ovs/ovsdb)", unused)
+	}
 	got := Unexpected(skips, allow, module)
 	want := []Skip{skips[1], skips[2], skips[4], skips[5]}
 	if len(got) != len(want) {
@@ -55,5 +62,21 @@ func TestAllowlistErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.text, err, tc.want)
 		}
+	}
+}
+
+// TestRepoAllowlist: make test's allowlist parses (every entry says why).
+func TestRepoAllowlist(t *testing.T) {
+	f, err := os.Open("../../../.ci/allowed-skips")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	allow, err := ParseAllowlist(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(allow) == 0 {
+		t.Fatal("no entries")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,9 +43,16 @@ func (s Skip) String() string {
 
 // Result sums up one run.
 type Result struct {
-	Packages int      // packages that ran tests
-	Failed   []string // failed tests ("pkg TestX") and packages ("pkg")
+	Packages int       // packages that ran tests
+	Failed   []string  // failed tests ("pkg TestX") and packages ("pkg")
+	Failures []Failure // the same, each with its whole output
 	Skips    []Skip
+}
+
+// Failure is a failed test (or package) and its whole output.
+type Failure struct {
+	Name   string // "pkg TestX", "pkg TestX (never finished)" or "pkg"
+	Output string
 }
 
 // Filter turns a stream of test2json events into readable output. Write it
@@ -55,13 +63,20 @@ type Filter struct {
 
 	mu      sync.Mutex
 	partial []byte
-	buf     map[[2]string]*strings.Builder // (package, test) -> its output so far
+	buf     map[[2]string]*output // (package, test) -> its output so far
+	seq     int
 	res     Result
 }
 
 // NewFilter writes the readable part of step's events to out.
 func NewFilter(step string, out io.Writer) *Filter {
-	return &Filter{step: step, out: out, buf: map[[2]string]*strings.Builder{}}
+	return &Filter{step: step, out: out, buf: map[[2]string]*output{}}
+}
+
+// output is a test's output so far, and when it began (for ordering).
+type output struct {
+	strings.Builder
+	seq int
 }
 
 func (f *Filter) Write(p []byte) (int, error) {
@@ -87,14 +102,65 @@ func (f *Filter) Close() Result {
 		f.line(string(f.partial))
 		f.partial = nil
 	}
-	// Output of tests that never ended (the binary died): show it.
-	for k, b := range f.buf {
-		if k[1] != "" && strings.TrimSpace(b.String()) != "" {
-			fmt.Fprintf(f.out, "%s (%s, never finished):\n%s", k[1], k[0], b.String())
+	// Tests that never ended, in packages that never ended either (the
+	// command died): failures.
+	for _, pkg := range f.packages() {
+		fmt.Fprint(f.out, f.unfinished(pkg, true))
+	}
+	return f.res
+}
+
+// packages are the packages with output not yet shown.
+func (f *Filter) packages() []string {
+	var out []string
+	for k := range f.buf {
+		if !slices.Contains(out, k[0]) {
+			out = append(out, k[0])
 		}
 	}
-	f.buf = map[[2]string]*strings.Builder{}
-	return f.res
+	slices.Sort(out)
+	return out
+}
+
+// unfinished handles the tests of pkg that began but never ended, in the
+// order they began, when pkg ends. A benchmark that ran has no end event
+// (test2json reports only a failed or skipped one): its output (results,
+// logged ratios) is returned. A test without one failed when its package
+// failed (its binary died: a panic, a timeout, os.Exit, and go test
+// reported only the package); in a passing package (test2json attributing
+// output to a name that never ends) it is only shown.
+func (f *Filter) unfinished(pkg string, pkgFailed bool) string {
+	var keys [][2]string
+	for k := range f.buf {
+		if k[0] == pkg && k[1] != "" {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b [2]string) int { return f.buf[a].seq - f.buf[b].seq })
+	var bench strings.Builder
+	for _, k := range keys {
+		out := f.take(k)
+		switch {
+		case strings.HasPrefix(k[1], "Benchmark"):
+			bench.WriteString(out)
+		case pkgFailed:
+			fmt.Fprintf(f.out, "--- NEVER FINISHED: %s %s\n", k[0], k[1])
+			f.failed(k[0]+" "+k[1]+" (never finished)", out)
+		default:
+			fmt.Fprintf(f.out, "%s %s (no end event):\n%s", k[0], k[1], out)
+		}
+	}
+	return bench.String()
+}
+
+// failed records a failure and shows its whole output.
+func (f *Filter) failed(name, out string) {
+	f.res.Failed = append(f.res.Failed, name)
+	f.res.Failures = append(f.res.Failures, Failure{Name: name, Output: out})
+	fmt.Fprint(f.out, out)
+	if out != "" && !strings.HasSuffix(out, "\n") {
+		fmt.Fprintln(f.out)
+	}
 }
 
 func (f *Filter) line(l string) {
@@ -110,7 +176,8 @@ func (f *Filter) line(l string) {
 	case "output":
 		b := f.buf[key]
 		if b == nil {
-			b = &strings.Builder{}
+			f.seq++
+			b = &output{seq: f.seq}
 			f.buf[key] = b
 		}
 		b.WriteString(e.Output)
@@ -123,20 +190,18 @@ func (f *Filter) line(l string) {
 	case "pass":
 		out := f.take(key)
 		if e.Test == "" {
+			fmt.Fprint(f.out, f.unfinished(e.Package, false))
 			f.res.Packages++
 			fmt.Fprintln(f.out, summaryLine(out, "ok  \t"+e.Package+"\t("+f.step+")"))
 		}
 	case "fail":
 		out := f.take(key)
 		if e.Test == "" {
+			bench := f.unfinished(e.Package, true)
 			f.res.Packages++
-			f.res.Failed = append(f.res.Failed, e.Package)
+			f.failed(e.Package, bench+out)
 		} else {
-			f.res.Failed = append(f.res.Failed, e.Package+" "+e.Test)
-		}
-		fmt.Fprint(f.out, out)
-		if out != "" && !strings.HasSuffix(out, "\n") {
-			fmt.Fprintln(f.out)
+			f.failed(e.Package+" "+e.Test, out)
 		}
 	}
 }

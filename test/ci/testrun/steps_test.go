@@ -1,0 +1,102 @@
+package testrun
+
+import (
+	"strings"
+	"testing"
+)
+
+// goTest is a go test -json step over testdata/fixture.
+func goTest(args ...string) Step {
+	return Step{Name: "go test", Tests: "go", Dir: "testdata/fixture",
+		Argv: append([]string{"go", "test", "-json", "-count=1"}, args...)}
+}
+
+// TestRunStepsFailsOnEveryKindOfFailure: each way a test run can go wrong
+// makes RunSteps (make test) fail, naming the step, with the failure's
+// whole output after the list of skips, so the end of a CI log shows it;
+// the same steps without the failure pass (the controls).
+func TestRunStepsFailsOnEveryKindOfFailure(t *testing.T) {
+	allow, err := ParseAllowlist(strings.NewReader("# The fixture's kernel has no SCTP.\ngo fixture TestSkips the kernel has no SCTP\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		step  Step
+		allow []Allowed
+		want  []string // in the output, in this order; nil: RunSteps passes
+	}{
+		{name: "control: tests pass", step: goTest("./pass")},
+		{name: "control: benchmarks pass, their results shown", step: goTest("-run", "^$", "-bench", ".", "-benchtime", "1x", "./pass")},
+		{name: "control: an allowed skip", step: goTest("-run", "TestSkips", "."), allow: allow},
+		{name: "failing subtest", step: goTest("."), allow: allow,
+			want: []string{"=== summary: 1 skipped tests", "=== FAILED (go test): example.com/fixture TestFails/sub", "the subtest failed",
+				"=== summary: steps", "go test", "FAIL: failed: example.com/fixture TestFails/sub"}},
+		{name: "panic", step: goTest("./panics"),
+			want: []string{"=== FAILED (go test): example.com/fixture/panics TestPanics", "a line before the panic", "panic: assignment to entry in nil map",
+				"=== summary: steps", "FAIL: failed: example.com/fixture/panics TestPanics"}},
+		{name: "build failure", step: goTest("./broken"),
+			want: []string{"undefined: undefinedFunction", "=== summary: steps", "FAIL: failed: example.com/fixture/broken"}},
+		{name: "vet failure", step: goTest("./vet"),
+			want: []string{"fmt.Printf format %d has arg", "=== summary: steps", "FAIL: failed: example.com/fixture/vet"}},
+		{name: "timeout", step: goTest("-tags", "hang", "-timeout", "3s", "./hangs"),
+			want: []string{"=== FAILED (go test): example.com/fixture/hangs TestHangs (never finished)", "a line before the hang",
+				"=== FAILED (go test): example.com/fixture/hangs TestHangs/sub (never finished)", "panic: test timed out after 3s",
+				"=== summary: steps", "FAIL: failed: example.com/fixture/hangs TestHangs (never finished)"}},
+		{name: "unexpected skip", step: goTest("-run", "TestSkips", "."),
+			want: []string{"=== summary: 1 skipped tests", "go example.com/fixture TestSkips", "=== summary: steps", "go test", "ok",
+				"1 skips the allowlist does not explain", "go example.com/fixture TestSkips: fixture_test.go:13: the kernel has no SCTP"}},
+		{name: "another unexpected skip", step: goTest("./skips"), allow: allow,
+			want: []string{"1 skips the allowlist does not explain", "go example.com/fixture/skips TestSkips: skips_test.go:6: no iperf3 here"}},
+		{name: "plain step fails", step: Step{Name: "windows vet", Argv: []string{"sh", "-c", "echo vet says no; exit 1"}},
+			want: []string{"vet says no", "=== summary: steps", "windows vet", "FAIL: exit status 1"}},
+		{name: "step cannot start", step: Step{Name: "missing", Argv: []string{"seine-no-such-command"}},
+			want: []string{"=== summary: steps", "missing", "FAIL: exec: \"seine-no-such-command\""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out strings.Builder
+			err := RunSteps([]Step{tc.step}, tc.allow, "example.com", &out)
+			text := out.String()
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("RunSteps: %v\n%s", err, text)
+				}
+				if strings.Contains(tc.name, "benchmarks") && !strings.Contains(text, "a benchmark's logged ratio") {
+					t.Errorf("the benchmark's output is not shown:\n%s", text)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("RunSteps passed:\n%s", text)
+			}
+			rest := text
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("after the output before it, no %q in:\n%s", w, text)
+				}
+				rest = rest[i+len(w):]
+			}
+		})
+	}
+}
+
+// TestRunStepsRunsEveryStep: a failed step does not stop the ones after it,
+// and the summary names each with its result.
+func TestRunStepsRunsEveryStep(t *testing.T) {
+	var out strings.Builder
+	err := RunSteps([]Step{
+		{Name: "first", Argv: []string{"false"}},
+		{Name: "second", Argv: []string{"echo", "the second step ran"}},
+	}, nil, "example.com", &out)
+	text := out.String()
+	if err == nil || err.Error() != "failed: first" {
+		t.Errorf("RunSteps = %v, want failed: first", err)
+	}
+	for _, want := range []string{"the second step ran", "first ", "FAIL: exit status 1", "second ", "ok"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in:\n%s", want, text)
+		}
+	}
+}
