@@ -271,7 +271,7 @@ func Test() error {
 		return err
 	}
 	env := labEnv(kube)
-	return runSteps([]testrun.Step{
+	return runSteps(append([]testrun.Step{
 		{Name: "windows build", Argv: []string{"go", "build", "./..."}, Env: []string{"GOOS=windows"}},
 		{Name: "windows vet", Argv: []string{"go", "vet", "./..."}, Env: []string{"GOOS=windows"}},
 		// -p 1: the privileged tests create namespaces, OVS instances and a
@@ -283,9 +283,7 @@ func Test() error {
 		// their targets: numbers measured on a loaded CI machine mean nothing.
 		{Name: "benchmarks (short)", Tests: "go", Env: env,
 			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
-		{Name: "wine", Tests: "wine", Argv: wineTest(windowsTestPackages...)},
-		{Name: "wine: pipe dialers", Tests: "wine", Argv: wineTest(append([]string{"-run", windowsPipeTests}, windowsPipePackages...)...)},
-	})
+	}, wineSteps()...))
 }
 
 const (
@@ -347,12 +345,19 @@ func MSI() error {
 }
 
 // WindowsTest builds the Windows test binaries and runs them under Wine,
-// installing wine and MinGW with apt-get when missing.
+// installing wine and MinGW with apt-get when missing: make test's two
+// Wine steps, with the same summary and skip check.
 func WindowsTest() error {
-	if err := run(nil, "go", append([]string{"run", "./test/windows/cmd/winetest"}, windowsTestPackages...)...); err != nil {
-		return err
+	return runSteps(wineSteps())
+}
+
+// wineSteps are the steps of make test that run Windows test binaries
+// under Wine.
+func wineSteps() []testrun.Step {
+	return []testrun.Step{
+		{Name: "wine", Tests: "wine", Argv: wineTest(windowsTestPackages...)},
+		{Name: "wine: pipe dialers", Tests: "wine", Argv: wineTest(append([]string{"-run", windowsPipeTests}, windowsPipePackages...)...)},
 	}
-	return run(nil, "go", append([]string{"run", "./test/windows/cmd/winetest", "-run", windowsPipeTests}, windowsPipePackages...)...)
 }
 
 // Bench runs the benchmarks under test/bench (the lab ones bring up a lab)

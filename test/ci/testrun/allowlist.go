@@ -27,6 +27,7 @@ type Allowed struct {
 	Reason        *regexp.Regexp
 	Why           string
 	Line          int
+	Entry         string // the line as written
 }
 
 // ParseAllowlist reads an allowlist.
@@ -51,7 +52,7 @@ func ParseAllowlist(r io.Reader) ([]Allowed, error) {
 		if len(why) == 0 {
 			return nil, fmt.Errorf("line %d: no comment above the entry says why the skip is right", n)
 		}
-		a := Allowed{Step: f[0], Why: strings.Join(why, " "), Line: n}
+		a := Allowed{Step: f[0], Why: strings.Join(why, " "), Line: n, Entry: strings.Join(f, " ")}
 		var err error
 		if a.Package, err = regexp.Compile("^(?:" + f[1] + ")$"); err != nil {
 			return nil, fmt.Errorf("line %d: package: %w", n, err)

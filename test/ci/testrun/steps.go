@@ -74,7 +74,7 @@ func RunSteps(steps []Step, allow []Allowed, module string, out io.Writer) error
 	if unused := Unused(skips, allow, module); len(unused) > 0 {
 		fmt.Fprintf(out, "\n=== summary: %d allowlist entries no skip matched (right on other machines, or stale):\n", len(unused))
 		for _, a := range unused {
-			fmt.Fprintf(out, "  line %d: %s\n", a.Line, a.Why)
+			fmt.Fprintf(out, "  line %d: %s\n", a.Line, a.Entry)
 		}
 	}
 	fmt.Fprintln(out, "\n=== summary: steps")
