@@ -198,14 +198,13 @@ func testPackage(ctx context.Context, w *wine.Wine, root, bin string, p pkg, o o
 	}
 	// The binary's output goes to a file and through test2json when it is
 	// done: a pipe could be held open by wineserver, which Wine may start
-	// from this very process and which outlives it. Standard error too, as
-	// go test does: a panic's trace belongs to the test that was running.
+	// from this very process and which outlives it.
 	out, err := os.CreateTemp(bin, "output")
 	if err != nil {
 		return err
 	}
 	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Stdout = out
 	runErr := cmd.Run()
 	if _, err := out.Seek(0, 0); err != nil {
 		return err
