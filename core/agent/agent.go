@@ -19,15 +19,20 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/seine-cni/seine/cni/server"
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/agent/policywatch"
+	"github.com/seine-cni/seine/core/agent/proxier"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
@@ -56,6 +61,9 @@ type Options struct {
 	// the agent watches its node's policies there. Without it the agent
 	// enforces only the policies kept on disk.
 	ControlPlane *rest.Config
+	// Metrics, when set, receives the agent's metrics; the health
+	// endpoint serves it at /metrics. Default: a registry of its own.
+	Metrics *prometheus.Registry
 }
 
 // Agent is one node's agent.
@@ -117,6 +125,14 @@ type Agent struct {
 	policy *policy.Controller
 
 	late lateConns // pods waiting for their interface (late.go)
+
+	// The service proxy (nil in the kube-proxy mode).
+	proxy             *proxier.Controller
+	proxySynced       []cache.InformerSynced
+	serviceCIDRLister networkinglisters.ServiceCIDRLister
+	healthChecks      *proxier.HealthChecks
+	noNodePortsLogged bool
+	metrics           *prometheus.Registry
 }
 
 var errNotReady = errors.New("node setup is not done yet")
@@ -149,17 +165,31 @@ func New(o Options) (*Agent, error) {
 	if newSwitch == nil {
 		newSwitch = OpenFlowSwitch
 	}
-	a.sw = newSwitch("unix:"+filepath.Join(a.cfg.OVS.RunDir, a.cfg.OVS.Bridge+".mgmt"), a.onConnect)
-	a.factory = informers.NewSharedInformerFactory(a.kube, 0)
+	a.sw = newSwitch("unix:"+filepath.Join(a.cfg.OVS.RunDir, a.cfg.OVS.Bridge+".mgmt"), a.onConnect, a.onPacketIn)
+	// The informers' caches hold every Node, Service and EndpointSlice:
+	// their managed fields (often the largest part) are never read.
+	a.factory = informers.NewSharedInformerFactoryWithOptions(a.kube, 0, informers.WithTransform(stripManagedFields))
 	inf := a.factory.Core().V1().Nodes()
 	a.nodes = inf.Lister()
 	a.nodesSynced = inf.Informer().HasSynced
 	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.poke() },
-		UpdateFunc: func(any, any) { a.poke() },
+		AddFunc:    func(o any) { a.nodeEvent(o) },
+		UpdateFunc: func(_, o any) { a.nodeEvent(o) },
 		DeleteFunc: func(any) { a.poke() },
 	}); err != nil {
 		return nil, fmt.Errorf("node informer: %w", err)
+	}
+	a.metrics = o.Metrics
+	if a.metrics == nil {
+		a.metrics = prometheus.NewRegistry()
+	}
+	if err := a.watchServiceCIDRs(); err != nil {
+		return nil, err
+	}
+	if a.cfg.proxyMode() == ProxyModeSeine {
+		if err := a.setupProxy(a.metrics); err != nil {
+			return nil, err
+		}
 	}
 	pc, err := policy.New(policy.Config{Node: policyNode{a}, Logger: a.log.With("component", "policy"), StateFile: policyStateFile(a.cfg)})
 	if err != nil {
@@ -168,6 +198,24 @@ func New(o Options) (*Agent, error) {
 	a.policy = pc
 	a.setNotReady("starting")
 	return a, nil
+}
+
+// stripManagedFields drops what the agent never reads from an object before
+// an informer caches it.
+func stripManagedFields(o any) (any, error) {
+	if m, ok := o.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return o, nil
+}
+
+// nodeEvent pokes the peer loop and gives the proxy this node's labels
+// (its topology zone).
+func (a *Agent) nodeEvent(o any) {
+	if n, ok := o.(*corev1.Node); ok && n.Name == a.cfg.NodeName && a.proxy != nil {
+		a.proxy.SetNodeLabels(n.Labels)
+	}
+	a.poke()
 }
 
 func (a *Agent) poke() {
@@ -227,6 +275,12 @@ func (a *Agent) run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), a.nodesSynced) {
 		return fmt.Errorf("node informer: %w", context.Cause(ctx))
 	}
+	if !cache.WaitForCacheSync(ctx.Done(), a.proxySynced...) {
+		return fmt.Errorf("service informers: %w", context.Cause(ctx))
+	}
+	if a.proxy != nil {
+		defer a.healthChecks.Close()
+	}
 	if err := retry(ctx, a.log, "node setup", a.setupNode); err != nil {
 		return err
 	}
@@ -237,6 +291,11 @@ func (a *Agent) run(ctx context.Context) error {
 	a.mu.Lock()
 	a.node = a.nodeConfigLocked()
 	a.mu.Unlock()
+	// Every Service known now, so the first replay installs them with the
+	// pods' flows: a restarted agent never runs without its Services.
+	if a.proxy != nil {
+		a.proxy.Prime()
+	}
 	// The last policies, so the first replay enforces them along with the
 	// pods' flows even while the controller is unreachable.
 	if err := a.policy.Load(); err != nil {
@@ -263,6 +322,13 @@ func (a *Agent) run(ctx context.Context) error {
 	// A Sync that came before node setup was done is installed now.
 	if err := a.policy.PodsChanged(ctx); err != nil {
 		a.log.Error("policy flows after start-up; retrying", "err", err)
+	}
+	if a.proxy != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.proxy.Run(ctx)
+		}()
 	}
 	if a.controlPlane != nil {
 		pw, err := policywatch.New(a.controlPlane, a.cfg.NodeName, a.policy, a.log.With("component", "policywatch"), policywatch.Options{Report: a.policy})

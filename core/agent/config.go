@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -50,6 +51,14 @@ type Config struct {
 	// reports host changes (platform.HostRulesWatcher), a removed route comes
 	// back at once.
 	HostRulesResyncPeriod metav1.Duration `json:"hostRulesResyncPeriod,omitempty"`
+	// KubeAPIServer, when set (https://host:port), is the API server the
+	// agent talks to instead of the one its kubeconfig or the in-cluster
+	// environment names. A cluster without kube-proxy needs it: the
+	// in-cluster address is the kubernetes Service's cluster IP, which
+	// Seine itself serves once the agent runs.
+	KubeAPIServer string `json:"kubeAPIServer,omitempty"`
+	// Proxy configures the service proxy.
+	Proxy ProxyConfig `json:"proxy,omitempty"`
 }
 
 // DefaultHostRulesResyncPeriod is the host rules' resync period when the
@@ -63,6 +72,51 @@ func (c *Config) hostRulesResyncPeriod() time.Duration {
 		return c.HostRulesResyncPeriod.Duration
 	}
 	return DefaultHostRulesResyncPeriod
+}
+
+// ProxyConfig configures the service proxy.
+type ProxyConfig struct {
+	// Mode is seine (Seine's proxy in OVS; the default) or kubeProxy
+	// (Services are left to a kube-proxy on the node: Service traffic is
+	// handed to the host).
+	Mode string `json:"mode,omitempty"`
+	// ServiceCIDRs are routed from the host into OVS, so the node itself
+	// reaches cluster IPs through Seine's proxy. Empty: the cluster's
+	// ServiceCIDR objects (networking.k8s.io/v1) say.
+	ServiceCIDRs []string `json:"serviceCIDRs,omitempty"`
+	// ServiceProxyName also takes the Services labelled
+	// service.kubernetes.io/service-proxy-name=<ServiceProxyName>.
+	ServiceProxyName string `json:"serviceProxyName,omitempty"`
+}
+
+// Proxy modes.
+const (
+	ProxyModeSeine     = "seine"
+	ProxyModeKubeProxy = "kubeProxy"
+)
+
+// proxyMode is the configured proxy mode with its default.
+func (c *Config) proxyMode() string {
+	if c.Proxy.Mode == "" {
+		return ProxyModeSeine
+	}
+	return c.Proxy.Mode
+}
+
+// serviceCIDRs parses the configured service CIDRs.
+func (c *Config) serviceCIDRs() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.Proxy.ServiceCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("proxy.serviceCIDRs %q: %w", s, err)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("proxy.serviceCIDRs %q: host bits set", s)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // OVSConfig says where the node's Open vSwitch is.
@@ -170,6 +224,19 @@ func (c *Config) Validate() error {
 	}
 	if d := c.HostRulesResyncPeriod.Duration; d != 0 && d < time.Second {
 		errs = append(errs, fmt.Errorf("hostRulesResyncPeriod %s: want at least 1s (or 0 for %s)", d, DefaultHostRulesResyncPeriod))
+	}
+	switch c.Proxy.Mode {
+	case "", ProxyModeSeine, ProxyModeKubeProxy:
+	default:
+		errs = append(errs, fmt.Errorf("proxy.mode %q: want %s or %s", c.Proxy.Mode, ProxyModeSeine, ProxyModeKubeProxy))
+	}
+	if _, err := c.serviceCIDRs(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.KubeAPIServer != "" {
+		if u, err := url.Parse(c.KubeAPIServer); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("kubeAPIServer %q: want https://host:port", c.KubeAPIServer))
+		}
 	}
 	if c.OVS.Bridge != "" && c.OVS.Bridge == c.Uplink {
 		errs = append(errs, fmt.Errorf("ovs.bridge and uplink are both %q", c.Uplink))

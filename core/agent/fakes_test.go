@@ -80,6 +80,9 @@ type fakeSwitch struct {
 
 	mu        sync.Mutex
 	flows     map[string]*openflow.Flow
+	groups    map[uint32]*openflow.GroupEntry
+	meters    map[uint32]*openflow.MeterEntry
+	packetOut []*openflow.PacketOut
 	connected chan struct{}
 	failNext  error
 	bundles   int
@@ -88,11 +91,12 @@ type fakeSwitch struct {
 }
 
 func newFakeSwitch() *fakeSwitch {
-	return &fakeSwitch{flows: map[string]*openflow.Flow{}, connected: make(chan struct{})}
+	return &fakeSwitch{flows: map[string]*openflow.Flow{}, groups: map[uint32]*openflow.GroupEntry{},
+		meters: map[uint32]*openflow.MeterEntry{}, connected: make(chan struct{})}
 }
 
 // factory makes the switch the agent's NewSwitch.
-func (s *fakeSwitch) factory(_ string, onConnect func(context.Context, FlowWriter) error) Switch {
+func (s *fakeSwitch) factory(_ string, onConnect func(context.Context, FlowWriter) error, packetIn func(*openflow.PacketIn)) Switch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.onConnect = onConnect
@@ -167,8 +171,131 @@ func (s *fakeSwitch) stats() (bundles, dumps int, last []string) {
 func (s *fakeSwitch) restart(ctx context.Context) error {
 	s.mu.Lock()
 	s.flows = map[string]*openflow.Flow{}
+	s.groups = map[uint32]*openflow.GroupEntry{}
+	s.meters = map[uint32]*openflow.MeterEntry{}
 	s.mu.Unlock()
 	return s.onConnect(ctx, s)
+}
+
+// Bundle applies flow-mods (add, strict delete, delete by cookie) and
+// group-mods (add, modify, add-or-modify, insert buckets, delete) in
+// order, all or nothing; a flow that names a missing group fails it, as
+// OVS does.
+func (s *fakeSwitch) Bundle(_ context.Context, msgs ...openflow.Message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.failNext; err != nil {
+		s.failNext = nil
+		return err
+	}
+	flows, groups := maps.Clone(s.flows), maps.Clone(s.groups)
+	s.last = nil
+	for i, m := range msgs {
+		switch m := m.(type) {
+		case *openflow.FlowMod:
+			s.last = append(s.last, m.String())
+			f := m.Flow
+			switch m.Command {
+			case openflow.FlowAdd:
+				for _, g := range groupsOf(f) {
+					if groups[g] == nil {
+						return fmt.Errorf("fake switch: message %d: %s uses missing group %d", i, f, g)
+					}
+				}
+				flows[f.Key()] = f
+			case openflow.FlowDeleteStrict:
+				delete(flows, f.Key())
+			case openflow.FlowDelete:
+				for k, x := range flows {
+					if (f.TableID() == openflow.TableAll || x.TableID() == f.TableID()) &&
+						x.CookieValue()&m.CookieMask == f.CookieValue()&m.CookieMask {
+						delete(flows, k)
+					}
+				}
+			default:
+				return fmt.Errorf("fake switch: flow command %d", m.Command)
+			}
+		case *openflow.GroupMod:
+			g := m.Group
+			switch m.Command {
+			case openflow.GroupAdd, openflow.GroupModify, openflow.GroupAddOrModify:
+				if m.Command == openflow.GroupAdd && groups[g.ID] != nil || m.Command == openflow.GroupModify && groups[g.ID] == nil {
+					return fmt.Errorf("fake switch: message %d: group %d command %d", i, g.ID, m.Command)
+				}
+				c := *g
+				groups[g.ID] = &c
+			case openflow.GroupInsertBuckets:
+				old := groups[g.ID]
+				if old == nil {
+					return fmt.Errorf("fake switch: insert into missing group %d", g.ID)
+				}
+				c := *old
+				c.Buckets = append(slices.Clone(old.Buckets), g.Buckets...)
+				groups[g.ID] = &c
+			case openflow.GroupDelete:
+				for id := range groups {
+					if g.ID == openflow.GroupAll || id == g.ID {
+						delete(groups, id)
+						for k, f := range flows { // OVS deletes the flows that use a deleted group
+							if slices.Contains(groupsOf(f), id) {
+								delete(flows, k)
+							}
+						}
+					}
+				}
+			default:
+				return fmt.Errorf("fake switch: group command %d", m.Command)
+			}
+		default:
+			return fmt.Errorf("fake switch: %T in a bundle", m)
+		}
+	}
+	s.bundles++
+	s.flows, s.groups = flows, groups
+	return nil
+}
+
+// groupsOf lists the groups a flow's actions name.
+func groupsOf(f *openflow.Flow) []uint32 {
+	acts, err := openflow.DecodeInstructions(f.InstructionBytes())
+	if err != nil {
+		return nil
+	}
+	var out []uint32
+	for _, a := range acts {
+		if g, ok := a.(openflow.Group); ok {
+			out = append(out, uint32(g))
+		}
+	}
+	return out
+}
+
+// Apply takes meter-mods and packet-outs.
+func (s *fakeSwitch) Apply(_ context.Context, msgs ...openflow.Message) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range msgs {
+		switch m := m.(type) {
+		case *openflow.MeterMod:
+			switch m.Command {
+			case openflow.MeterAdd:
+				if s.meters[m.Meter.ID] != nil {
+					return openflow.ErrorCode(openflow.ErrTypeMeterModFailed, 1)
+				}
+				s.meters[m.Meter.ID] = m.Meter
+			case openflow.MeterModify:
+				if s.meters[m.Meter.ID] == nil {
+					return openflow.ErrorCode(openflow.ErrTypeMeterModFailed, 2)
+				}
+				s.meters[m.Meter.ID] = m.Meter
+			}
+		case *openflow.PacketOut:
+			s.packetOut = append(s.packetOut, m)
+		default:
+			return fmt.Errorf("fake switch: apply %T", m)
+		}
+	}
+	return nil
 }
 
 func (s *fakeSwitch) BundleFlows(_ context.Context, cmd uint8, flows []*openflow.Flow) error {

@@ -35,13 +35,15 @@ type Switch interface {
 // errNoSwitch: ovs-vswitchd is not connected right now.
 var errNoSwitch = errors.New("not connected to ovs-vswitchd")
 
-// NewSwitchFunc makes a Switch for the bridge's management socket.
-type NewSwitchFunc func(addr string, onConnect func(context.Context, FlowWriter) error) Switch
+// NewSwitchFunc makes a Switch for the bridge's management socket; packetIn
+// receives the switch's packet-ins (it must not block).
+type NewSwitchFunc func(addr string, onConnect func(context.Context, FlowWriter) error, packetIn func(*openflow.PacketIn)) Switch
 
 // OpenFlowSwitch is the production Switch: an openflow.Client.
-func OpenFlowSwitch(addr string, onConnect func(context.Context, FlowWriter) error) Switch {
+func OpenFlowSwitch(addr string, onConnect func(context.Context, FlowWriter) error, packetIn func(*openflow.PacketIn)) Switch {
 	return ofSwitch{openflow.NewClient(addr, openflow.Config{
 		OnConnect: func(ctx context.Context, c *openflow.Conn) error { return onConnect(ctx, c) },
+		PacketIn:  packetIn,
 		Dialer:    ofDialer,
 		// ovs-vswitchd restarts in about a second: keep the retries short so
 		// the flows come back soon after it does.
@@ -119,9 +121,20 @@ func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
 	if err != nil {
 		return fmt.Errorf("build policy flows: %w", err)
 	}
+	// So do the Services' groups (first) and flows.
+	groups, sf, err := a.replayServices(ctx, w, next)
+	if err != nil {
+		return fmt.Errorf("build service flows: %w", err)
+	}
 	a.onSwitch = nil
-	if err := w.BundleFlows(ctx, openflow.FlowAdd, slices.Concat(flows, pf)); err != nil {
-		return fmt.Errorf("install %d flows of round %d: %w", len(flows)+len(pf), next, err)
+	all := slices.Concat(flows, pf, sf)
+	if len(groups) == 0 {
+		err = w.BundleFlows(ctx, openflow.FlowAdd, all)
+	} else {
+		err = bundleGroupsAndFlows(ctx, w, groups, all)
+	}
+	if err != nil {
+		return fmt.Errorf("install %d flows of round %d: %w", len(all), next, err)
 	}
 	for _, r := range present {
 		if r == next {
@@ -132,7 +145,7 @@ func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
 			return fmt.Errorf("delete flows of round %d: %w", r, err)
 		}
 	}
-	a.log.Info("flows replayed", "round", next, "flows", len(flows)+len(pf), "old_rounds", fmt.Sprint(present))
+	a.log.Info("flows replayed", "round", next, "flows", len(all), "groups", len(groups), "old_rounds", fmt.Sprint(present))
 	a.mu.Lock()
 	a.round = next
 	a.mu.Unlock()
@@ -148,7 +161,18 @@ func flowMap(flows []*openflow.Flow) map[string]*openflow.Flow {
 	return m
 }
 
-// presentRounds lists the rounds of the flows on the bridge.
+// bundleGroupsAndFlows installs groups (and their deletes) and then flows
+// in one atomic bundle.
+func bundleGroupsAndFlows(ctx context.Context, w FlowWriter, groups []openflow.Message, flows []*openflow.Flow) error {
+	msgs := groups
+	for _, f := range flows {
+		msgs = append(msgs, openflow.AddFlow(f))
+	}
+	return w.Bundle(ctx, msgs...)
+}
+
+// presentRounds lists the rounds of the flows on the bridge. Learned flows
+// (CategoryAffinity) belong to no round and are left out.
 func presentRounds(ctx context.Context, w FlowWriter) ([]pipeline.Round, error) {
 	stats, err := w.DumpFlows(ctx, allTables, 0, 0)
 	if err != nil {
@@ -156,6 +180,9 @@ func presentRounds(ctx context.Context, w FlowWriter) ([]pipeline.Round, error) 
 	}
 	var rounds []pipeline.Round
 	for _, s := range stats {
+		if pipeline.Cookie(s.Flow.CookieValue()).Category() == pipeline.CategoryAffinity {
+			continue
+		}
 		r := pipeline.Cookie(s.Flow.CookieValue()).Round()
 		if !slices.Contains(rounds, r) {
 			rounds = append(rounds, r)

@@ -56,6 +56,7 @@ func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
 			FakePodAttacher: platformtest.NewFakePodAttacher(),
 			FakeHostRules:   platformtest.NewFakeHostRules(),
 			FakeDiagnostics: &platformtest.FakeDiagnostics{},
+			FakeNodePorts:   &platformtest.FakeNodePorts{},
 		},
 		kube:  fake.NewClientset(objs...),
 		netns: netns,

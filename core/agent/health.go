@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// serveHealth serves /healthz (the process is alive) and /readyz (node
-// setup is done and CNI requests are served) on addr.
+// serveHealth serves /healthz (the process is alive), /readyz (node setup
+// is done and CNI requests are served) and /metrics (Prometheus) on addr.
 func (a *Agent) serveHealth(addr string) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -28,6 +30,7 @@ func (a *Agent) serveHealth(addr string) (stop func(), err error) {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

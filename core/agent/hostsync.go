@@ -76,14 +76,18 @@ func (a *Agent) syncHost(ctx context.Context) error {
 }
 
 func (a *Agent) syncHostState(ctx context.Context, force bool) error {
-	hs := a.hostState()
-	text := fmt.Sprintf("%+v", hs)
+	hs, nps := a.hostState()
+	text := fmt.Sprintf("%+v %+v", hs, nps)
 	a.hostMu.Lock()
 	defer a.hostMu.Unlock()
 	if text == a.lastHost && !force {
 		return nil
 	}
 	if err := a.backend.Sync(ctx, hs); err != nil {
+		a.lastHost = ""
+		return err
+	}
+	if err := a.syncNodePorts(ctx, nps); err != nil {
 		a.lastHost = ""
 		return err
 	}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 
@@ -15,39 +14,6 @@ import (
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
-
-// Bundle applies flow-mods like *openflow.Conn.Bundle, all or nothing.
-func (s *fakeSwitch) Bundle(_ context.Context, msgs ...openflow.Message) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.failNext; err != nil {
-		s.failNext = nil
-		return err
-	}
-	next := map[string]*openflow.Flow{}
-	for k, f := range s.flows {
-		next[k] = f
-	}
-	s.last = nil
-	for _, m := range msgs {
-		fm, ok := m.(*openflow.FlowMod)
-		if !ok {
-			return fmt.Errorf("fake switch: message %T", m)
-		}
-		s.last = append(s.last, fm.String())
-		switch fm.Command {
-		case openflow.FlowAdd:
-			next[fm.Flow.Key()] = fm.Flow
-		case openflow.FlowDeleteStrict:
-			delete(next, fm.Flow.Key())
-		default:
-			return fmt.Errorf("fake switch: command %d", fm.Command)
-		}
-	}
-	s.flows = next
-	s.bundles++
-	return nil
-}
 
 // isolateDB isolates default/db (ingress) and lets nothing in.
 func isolateDB() policy.State {

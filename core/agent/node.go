@@ -146,7 +146,8 @@ func (a *Agent) nodeConfigLocked() *pipeline.NodeConfig {
 	st := a.nodeState
 	nc := &pipeline.NodeConfig{
 		Name: a.cfg.NodeName, OS: nodeOS(a.cfg), Mode: a.mode, Tunnel: a.tunnel,
-		GatewayMAC: st.Gateway.MAC, MTU: st.UplinkMTU,
+		GatewayMAC: st.Gateway.MAC, MTU: st.UplinkMTU, ServiceProxy: a.proxy != nil,
+		ServiceCIDRs: a.kubeProxyServiceCIDRs(),
 	}
 	if a.topo == platform.BridgedUplink {
 		nc.Topology = pipeline.BridgedUplink
@@ -246,7 +247,9 @@ func (a *Agent) refreshPeers() bool {
 	peers := a.peersFromNodes()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if fmt.Sprint(peers) == fmt.Sprint(a.peers) {
+	// The service CIDRs are part of the node's flows in the kube-proxy
+	// mode: a change replays them too.
+	if fmt.Sprint(peers) == fmt.Sprint(a.peers) && (a.node == nil || fmt.Sprint(a.node.ServiceCIDRs) == fmt.Sprint(a.kubeProxyServiceCIDRs())) {
 		return false
 	}
 	a.peers = peers
@@ -294,8 +297,10 @@ func (a *Agent) followPeers(ctx context.Context) error {
 	}
 }
 
-// hostState is what HostRules must make true on the node.
-func (a *Agent) hostState() platform.HostState {
+// hostState is what HostRules (and the node-port redirection) must make
+// true on the node.
+func (a *Agent) hostState() (platform.HostState, platform.NodePortState) {
+	nps := platform.NodePortState{}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	hs := platform.HostState{
@@ -318,7 +323,10 @@ func (a *Agent) hostState() platform.HostState {
 			hs.PeerRoutes = append(hs.PeerRoutes, r)
 		}
 	}
-	return hs
+	if a.node != nil {
+		nps = a.proxyHostState(&hs)
+	}
+	return hs, nps
 }
 
 var everything = labels.Everything()

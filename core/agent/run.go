@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
+	"os"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -22,7 +25,7 @@ type NewBackendFunc func(platform.Config) (platform.Backend, error)
 // agent until ctx ends: the whole of `seine-agent run`.
 func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBackend NewBackendFunc) error {
 	klog.SetSlogLogger(log.With("component", "client-go"))
-	kube, rc, err := kubeClient(cfg.Kubeconfig)
+	kube, rc, err := kubeClient(cfg.Kubeconfig, cfg.KubeAPIServer)
 	if err != nil {
 		return err
 	}
@@ -50,13 +53,13 @@ func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBacken
 	return a.Run(ctx)
 }
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, *rest.Config, error) {
+func kubeClient(kubeconfig, apiServer string) (kubernetes.Interface, *rest.Config, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
-		rc, err = rest.InClusterConfig()
+		rc, err = InClusterConfig(apiServer)
 	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+		rc, err = clientcmd.BuildConfigFromFlags(apiServer, kubeconfig)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
@@ -67,4 +70,28 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, *rest.Config, error) {
 		return nil, nil, fmt.Errorf("kube client: %w", err)
 	}
 	return cs, rc, nil
+}
+
+// InClusterConfig is rest.InClusterConfig with the API server's address
+// replaced by apiServer when it is set: without kube-proxy the in-cluster
+// address (the kubernetes Service's cluster IP, from
+// KUBERNETES_SERVICE_HOST) is served by Seine's own proxy, which is not
+// running yet when the agent starts.
+func InClusterConfig(apiServer string) (*rest.Config, error) {
+	if apiServer == "" {
+		return rest.InClusterConfig()
+	}
+	u, err := url.Parse(apiServer)
+	if err != nil {
+		return nil, err
+	}
+	// rest.InClusterConfig reads the host from the environment; give it
+	// the override so the service account's token and CA still apply.
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("kubeAPIServer %q: %w", apiServer, err)
+	}
+	os.Setenv("KUBERNETES_SERVICE_HOST", host)
+	os.Setenv("KUBERNETES_SERVICE_PORT", port)
+	return rest.InClusterConfig()
 }

@@ -178,8 +178,12 @@ func PipelineFlows(r Round) []*openflow.Flow {
 	// The proxy committed its connections with their NAT already.
 	b.add(ConntrackCommit, prioHigh, match().IP().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew).
 		CTMark(ServiceCTMark, ServiceCTMark), gotoT(Output))
+	// The connection remembers where its first packet came from
+	// (ct_mark[4..7]): replies of connections the host sent in go back to
+	// the host (kube-proxy mode, see kubeProxyNodeFlows).
+	src := actions().Move(PktSourceField.Subfield(), openflow.FieldCTMark.Range(ctMarkSourceShift, ctMarkSourceShift+3))
 	b.add(ConntrackCommit, prioNormal, match().IP().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew),
-		actions().CT(openflow.NewCT().Commit().Zone(CtZone)).GotoTable(uint8(Output)))
+		actions().CT(openflow.NewCT().Commit().Zone(CtZone).Exec(src)).GotoTable(uint8(Output)))
 	b.add(ConntrackCommit, prioMiss, nil, gotoT(Output))
 
 	b.add(Output, prioNormal, OutputToPortMark.match(match()), actions().OutputReg(TargetPortField.Subfield()))
@@ -201,8 +205,11 @@ func NodeFlows(n NodeConfig, r Round) ([]*openflow.Flow, error) {
 		b.bridgedUplinkFlows()
 	}
 	b.podCIDRFlows()
+	b.gatewayReplyFlows()
 	if n.ServiceProxy {
 		b.serviceNodeFlows()
+	} else {
+		b.kubeProxyNodeFlows()
 	}
 	return b.flows, nil
 }

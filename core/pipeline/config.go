@@ -186,8 +186,13 @@ type NodeConfig struct {
 	// ServiceProxy turns on Seine's service proxy: the node-level flows
 	// the Services' own flows (ServiceFlows) rely on, and each pod's
 	// hairpin flows. Without it Service traffic is left to the host (a
-	// kube-proxy on the node).
+	// kube-proxy on the node): see ServiceCIDRs.
 	ServiceProxy bool
+	// ServiceCIDRs are the cluster's service address ranges. Without the
+	// service proxy (kube-proxy mode), pod traffic to them is handed to
+	// the host unchecked by egress policy, which checks it when the host
+	// sends it back DNATed to an endpoint (see README, "kube-proxy mode").
+	ServiceCIDRs []netip.Prefix
 }
 
 // Pod is a pod plugged into the bridge on this node.
@@ -362,6 +367,11 @@ func (c *NodeConfig) Validate() error {
 			return fmt.Errorf("node %s: port %d used twice", c.Name, p)
 		}
 		ports = append(ports, p)
+	}
+	for _, p := range c.ServiceCIDRs {
+		if err := checkPrefix("service CIDR", p); err != nil {
+			return fmt.Errorf("node %s: %w", c.Name, err)
+		}
 	}
 	if c.MTU != 0 && c.PodMTU() < 576 {
 		return fmt.Errorf("node %s: MTU %d leaves a pod MTU of %d", c.Name, c.MTU, c.PodMTU())

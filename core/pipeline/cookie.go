@@ -14,8 +14,14 @@ import (
 // missing flow. Rounds wrap at 2^16; only adjacent rounds ever coexist.
 type Round uint16
 
-// Next returns the round after r.
-func (r Round) Next() Round { return r + 1 }
+// Next returns the round after r. Round 0 is skipped: learned flows
+// (CategoryAffinity) carry it and belong to no round.
+func (r Round) Next() Round {
+	if r+1 == 0 {
+		return 1
+	}
+	return r + 1
+}
 
 // Category says which part of the desired state a flow comes from.
 type Category uint8

@@ -115,3 +115,41 @@ func TestTracerConjunctions(t *testing.T) {
 	wantOutput(t, trace(t, tr, TCPPacket(2, webMAC, dbMAC, webIP, dbIP, 1, 2)), 6)     // clause 1 missing
 	wantOutput(t, trace(t, tr, TCPPacket(1, webMAC, dbMAC, webIP, externIP, 1, 2)), 6) // clause 2 missing
 }
+
+// The kube-proxy mode: a pod's connection to a Service goes to the host
+// unjudged; the host sends it back DNATed to an endpoint, and egress
+// policy judges it then as the pod's, against the endpoint; its replies go
+// back through the host, which un-DNATs them.
+func TestTraceKubeProxyModePolicy(t *testing.T) {
+	st := scenarioByName(t, "routed-encap-geneve")
+	st.Node.ServiceCIDRs = []netip.Prefix{pfx("10.96.0.0/16")}
+	flows := append(buildOrFail(t, st, 1), policyFlowsOrFail(t, policyScenario(), 1)...)
+	tr, err := NewTracer(flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddr("10.96.0.10")
+	// web is egress-isolated: 10/8 is not allowed, but the cluster IP is
+	// the host's to translate.
+	out := wantOutput(t, trace(t, tr, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, vip, 41000, 5432)), portGateway)
+	if out.Packet.IPDst != vip {
+		t.Errorf("first pass reached the host as %s", out.Packet)
+	}
+	// Back from the host, DNATed to db:5432, which web may reach.
+	back := TCPPacket(portGateway, gatewayMAC, dbMAC, webIP, dbIP, 41000, 5432)
+	wantOutput(t, trace(t, tr, back), portDB)
+	// ... or to node-c's pod, which it may not.
+	denied := TCPPacket(portGateway, gatewayMAC, GlobalVirtualMAC, webIP, peerCPod, 41001, 5432)
+	if res := trace(t, tr, denied); len(res.Outputs) != 0 || res.Steps[len(res.Steps)-1].Table != EgressPolicy {
+		t.Errorf("host-DNATed connection to a denied endpoint:\n%s", res)
+	}
+	// db's reply goes to the host (which un-DNATs it), not to web.
+	r := TCPPacket(portDB, dbMAC, gatewayMAC, dbIP, webIP, 5432, 41000)
+	r.TCPFlags = 0x012
+	if o := wantOutput(t, trace(t, tr, r), portGateway); o.Packet.EthDst.String() != gatewayMAC.String() {
+		t.Errorf("reply to the gateway with dl_dst %s", o.Packet.EthDst)
+	}
+	// The host's own connections are untouched: the gateway IP is the
+	// node's.
+	wantOutput(t, trace(t, tr, TCPPacket(portGateway, gatewayMAC, dbMAC, gatewayIP, dbIP, 41002, 8080)), portDB)
+}

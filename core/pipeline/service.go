@@ -88,7 +88,7 @@ func ServiceFlows(n NodeConfig, s *proxy.Service, ids map[string]uint32, r Round
 		return out, fmt.Errorf("node %s: service flows without the service proxy: %w", n.Name, ErrBadService)
 	}
 	b := &builder{n: &n, cookie: NewCookie(r, CategoryService, ServiceID(s.Key()))}
-	sb := &serviceBuilder{builder: b, round: r}
+	sb := &serviceBuilder{builder: b}
 	for i := range s.Ports {
 		p := &s.Ports[i]
 		id, ok := ids[p.Key()]
@@ -106,7 +106,6 @@ func ServiceFlows(n NodeConfig, s *proxy.Service, ids map[string]uint32, r Round
 
 type serviceBuilder struct {
 	*builder
-	round  Round
 	groups []*openflow.GroupEntry
 }
 
@@ -340,7 +339,9 @@ func be32u(a netip.Addr) uint32 {
 func (sb *serviceBuilder) affinityLearn(p *proxy.Port, id uint32, ep netip.AddrPort) *openflow.Learn {
 	l := openflow.NewLearn(uint8(SessionAffinity))
 	l.Priority = prioSvcFrontend
-	l.Cookie = uint64(NewCookie(sb.round, CategoryAffinity, AffinityID(id, ep)))
+	// Round 0: learned flows outlive the agent's replays (which never
+	// delete category affinity, and whose rounds are never 0).
+	l.Cookie = uint64(NewCookie(0, CategoryAffinity, AffinityID(id, ep)))
 	if p.AffinitySeconds <= 0xffff {
 		l.IdleTimeout = uint16(p.AffinitySeconds)
 	}

@@ -324,6 +324,13 @@ func ask(ctx context.Context, ns, addr string, lines int) ([]string, error) {
 	return out, netns.Do(ns, dial)
 }
 
+func firstKey(m map[string]int) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}
+
 // TestServicesWithRealPackets sends real TCP connections through
 // ovs-vswitchd's conntrack, NAT, groups and learned flows: a pod to a
 // ClusterIP, a pod to itself through it (hairpin), an external client to a
@@ -391,13 +398,19 @@ func TestServicesWithRealPackets(t *testing.T) {
 	if m := seen("10.96.0.11:80", 20); len(m) != 2 {
 		t.Errorf("20 connections without affinity reached %v, want both endpoints", m)
 	}
+	// With affinity: the first connection learns its endpoint; once
+	// ovs-vswitchd's revalidators have run (the datapath flows cached
+	// before the learned flow existed are then gone) every connection of
+	// the client takes it. A connection started within those milliseconds
+	// may still pick another endpoint (README, "Affinity").
 	for _, addr := range []string{"10.96.0.12:80", "10.96.0.14:80"} {
-		if m := seen(addr, 20); len(m) != 1 {
+		first := seen(addr, 1)
+		if _, err := r.ac.Call(ctx, "revalidator/wait"); err != nil {
+			t.Fatal(err)
+		}
+		if m := seen(addr, 20); len(m) != 1 || m[firstKey(first)] != 20 {
 			out, _ := r.d.Ofctl(ctx, "-O", "OpenFlow15", "dump-flows", testBridge, "table=41")
-			tr, _ := r.d.Appctl(ctx, "ovs-vswitchd", "ofproto/trace", testBridge,
-				"in_port=12,tcp,dl_src="+cliMAC.String()+",dl_dst="+gatewayMAC.String()+",nw_src=10.244.1.12,nw_dst="+strings.Split(addr, ":")[0]+",tcp_src=40000,tcp_dst=80,tcp_flags=0x2,nw_ttl=64",
-				"--ct-next", "trk,new", "--ct-next", "trk,new", "--ct-next", "trk,new")
-			t.Errorf("%s: 20 connections with affinity reached %v, want one endpoint; table 41:\n%s\ntrace:\n%s", addr, m, out, tr)
+			t.Errorf("%s: the first connection reached %v, the next 20 %v; want all on the first one's endpoint; table 41:\n%s", addr, first, m, out)
 		}
 	}
 }

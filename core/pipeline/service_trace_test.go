@@ -230,6 +230,14 @@ func TestTraceHostToClusterIP(t *testing.T) {
 	wantMACs(t, wantOutput(t, trace(t, tr, ack), portWeb).Packet, gatewayMAC, webMAC)
 	back := wantOutput(t, trace(t, tr, reply(out.Packet, portWeb)), portGateway)
 	wantTuple(t, back.Packet, webVIP, 80, gatewayIP, 41000)
+	// The host's own connection to its node port (DNATed by the host to
+	// the node-port target, from the node IP): the reply goes back to the
+	// gateway, where the host's conntrack expects it, not to the node IP's
+	// port.
+	np := TCPPacket(portGateway, gatewayMAC, ServiceNextHopMAC, nodeIP, NodePortVirtualIP, 41001, 30081)
+	out = wantOutput(t, trace(t, tr, np), portWeb)
+	back = wantOutput(t, trace(t, tr, reply(out.Packet, portWeb)), portGateway)
+	wantTuple(t, back.Packet, NodePortVirtualIP, 30081, nodeIP, 41001)
 	// A packet to a service address no frontend takes is not forwarded by
 	// the next hop's MAC.
 	res := trace(t, tr, TCPPacket(portGateway, gatewayMAC, ServiceNextHopMAC, gatewayIP, webVIP, 41000, 81))

@@ -148,6 +148,11 @@ func (x *run) exec(tbl uint8, step int, acts []openflow.Action, depth int) (int,
 			}
 			x.output(step, portFromReg(uint32(v)))
 		case openflow.SetField:
+			if a.Field == openflow.FieldInPort16 && a.Mask == nil && len(a.Value) == 2 {
+				// NXM's 16-bit in_port writes the in_port.
+				x.fs.setUint(openflow.FieldInPort, uint64(a.Value[0])<<8|uint64(a.Value[1]))
+				continue
+			}
 			if err := x.fs.set(a.Field, a.Value, a.Mask); err != nil {
 				return 0, err
 			}

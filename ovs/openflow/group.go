@@ -25,6 +25,11 @@ const (
 	// GroupRemoveBuckets removes the bucket CommandBucketID (BucketFirst,
 	// BucketLast, BucketAll or a bucket id) from an existing group.
 	GroupRemoveBuckets uint16 = 5
+	// GroupAddOrModify (OVS's OFPGC11_ADD_OR_MOD) adds the group or, if it
+	// exists, replaces it: it lets a caller that does not know what the
+	// switch holds (after a reconnect, or a bundle whose outcome is
+	// unknown) install a group idempotently.
+	GroupAddOrModify uint16 = 0x8000
 )
 
 // Bucket positions a GroupMod's CommandBucketID may name besides a bucket
@@ -133,6 +138,11 @@ func (gm *GroupMod) appendBody(b []byte) []byte {
 	}
 	return g.appendProps(b)
 }
+
+// BucketBytes is the wire encoding of the group's buckets: two groups with
+// equal bytes (and type) forward alike, so a caller can compare or
+// fingerprint groups without rendering them.
+func (g *GroupEntry) BucketBytes() []byte { return g.appendBuckets(nil) }
 
 func (g *GroupEntry) appendBuckets(b []byte) []byte {
 	for i := range g.Buckets {

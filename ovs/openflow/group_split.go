@@ -6,7 +6,7 @@ import "fmt"
 const groupModFixed = headerLen + 16
 
 // GroupMods returns the group-mods that give group g all its buckets with
-// command GroupAdd or GroupModify, however many it has. One OpenFlow
+// command GroupAdd, GroupModify or GroupAddOrModify, however many it has. One OpenFlow
 // message holds at most 64 KiB, about 1,100 buckets of a typical service
 // load-balancing group, so a larger group is split: the first message (the
 // add or modify, with g's selection method) carries as many buckets as fit
@@ -24,7 +24,7 @@ const groupModFixed = headerLen + 16
 // desynchronizes (see MaxGroupModLen). GroupStats still counts its buckets
 // (16 bytes a bucket, so up to about 4,000).
 func GroupMods(command uint16, g *GroupEntry) ([]Message, error) {
-	if command != GroupAdd && command != GroupModify {
+	if command != GroupAdd && command != GroupModify && command != GroupAddOrModify {
 		return nil, fmt.Errorf("group %d: GroupMods builds adds and modifies, not command %d", g.ID, command)
 	}
 	seen := make(map[uint32]bool, len(g.Buckets))

@@ -202,6 +202,7 @@ type FakeBackend struct {
 	*FakePodAttacher
 	*FakeHostRules
 	*FakeDiagnostics
+	*FakeNodePorts
 	// Closed is set by Close.
 	Closed bool
 }
@@ -216,6 +217,7 @@ func NewFakeBackend(uplinkIPs ...netip.Prefix) *FakeBackend {
 		FakePodAttacher: NewFakePodAttacher(),
 		FakeHostRules:   NewFakeHostRules(),
 		FakeDiagnostics: &FakeDiagnostics{},
+		FakeNodePorts:   &FakeNodePorts{},
 	}
 }
 

@@ -3,7 +3,7 @@
 // span of nodes that need it, and serves them to the agents as the API
 // controlplane.seine.io/v1beta1 (see core/controller/README.md).
 //
-//	seine-controller [--kubeconfig <file>] [--bind-address <ip>] [--secure-port <port>]
+//	seine-controller [--kubeconfig <file>] [--kube-apiserver https://host:port] [--bind-address <ip>] [--secure-port <port>]
 //	                 [--tls-cert-file <file> --tls-private-key-file <file>]
 //	                 [--service <namespace>/<name>] [--apiservice <name>]
 //
@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -50,6 +51,8 @@ func main() {
 func run(log *slog.Logger, args []string) error {
 	fs := pflag.NewFlagSet("seine-controller", pflag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the kube-apiserver (default: in-cluster configuration)")
+	apiServer := fs.String("kube-apiserver", "", "https://host:port of the kube-apiserver, instead of the kubeconfig's or the in-cluster one "+
+		"(a cluster without kube-proxy needs it: the in-cluster address is a Service's cluster IP that Seine serves)")
 	opts := apiserver.NewOptions()
 	opts.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -57,8 +60,18 @@ func run(log *slog.Logger, args []string) error {
 	}
 	opts.SetKubeconfig(*kubeconfig)
 	klog.SetSlogLogger(log.With("component", "k8s"))
+	if *apiServer != "" && *kubeconfig == "" {
+		// Every in-cluster client (ours and the delegated authentication
+		// and authorization) reads the address from the environment.
+		u, err := url.Parse(*apiServer)
+		if err != nil || u.Scheme != "https" || u.Port() == "" {
+			return fmt.Errorf("--kube-apiserver %q: want https://host:port", *apiServer)
+		}
+		os.Setenv("KUBERNETES_SERVICE_HOST", u.Hostname())
+		os.Setenv("KUBERNETES_SERVICE_PORT", u.Port())
+	}
 
-	cfg, err := restConfig(*kubeconfig)
+	cfg, err := restConfig(*kubeconfig, *apiServer)
 	if err != nil {
 		return err
 	}
@@ -147,7 +160,7 @@ func trackNodes(factory informers.SharedInformerFactory, srv *apiserver.Server) 
 	return nil
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
+func restConfig(kubeconfig, apiServer string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		cfg, err := rest.InClusterConfig()
 		if err != nil {
@@ -155,7 +168,7 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		}
 		return cfg, nil
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	cfg, err := clientcmd.BuildConfigFromFlags(apiServer, kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}

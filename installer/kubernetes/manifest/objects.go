@@ -36,6 +36,15 @@ cniSocket: ` + hostRunDir + `/cni.sock
 cniConfDir: ` + containerCNIConf + `
 stateDir: ` + hostStateDir + `
 healthAddress: 127.0.0.1:10350
+# Without kube-proxy, the API server's own address: the in-cluster one is
+# the kubernetes Service's cluster IP, which Seine serves once it runs.
+# kubeAPIServer: https://<control plane>:6443
+proxy:
+  # seine: Services in OVS (no kube-proxy needed); kubeProxy: a kube-proxy
+  # on every node handles them.
+  mode: seine
+  # Empty: the cluster's ServiceCIDR objects.
+  serviceCIDRs: []
 `
 
 // Objects returns the manifest's objects in the order kubectl should create
@@ -92,7 +101,7 @@ func agentClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "namespaces", "services"}, Verbs: readOnly},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: readOnly},
-			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: readOnly},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies", "servicecidrs"}, Verbs: readOnly},
 			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies"}, Verbs: readOnly},
 			// The agent reports the policies it realized (a create replaces
 			// its previous report).

@@ -1,0 +1,298 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/seine-cni/seine/core/agent/proxier"
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
+	"github.com/seine-cni/seine/platform"
+)
+
+// setupProxy creates the service proxy and its informers (Services,
+// EndpointSlices and, without configured service CIDRs, ServiceCIDRs).
+func (a *Agent) setupProxy(reg prometheus.Registerer) error {
+	m, err := proxier.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("proxy metrics: %w", err)
+	}
+	a.healthChecks = proxier.NewHealthChecks(a.log.With("component", "proxy-healthcheck"), nil)
+	pc, err := proxier.New(proxier.Config{
+		NodeName: a.cfg.NodeName, ProxyName: a.cfg.Proxy.ServiceProxyName,
+		Node: svcNode{a}, Logger: a.log.With("component", "proxy"),
+		Conntrack: ctFlusher{a}, Metrics: m, HealthChecks: a.healthChecks,
+		Installed: a.poke,
+	})
+	if err != nil {
+		return err
+	}
+	a.proxy = pc
+	svcs := a.factory.Core().V1().Services().Informer()
+	slices_ := a.factory.Discovery().V1().EndpointSlices().Informer()
+	if _, err := svcs.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { withService(o, pc.UpdateService) },
+		UpdateFunc: func(_, o any) { withService(o, pc.UpdateService) },
+		DeleteFunc: func(o any) {
+			if s, ok := tombstone(o).(*corev1.Service); ok {
+				pc.DeleteService(s.Namespace, s.Name)
+			}
+		},
+	}); err != nil {
+		return fmt.Errorf("service informer: %w", err)
+	}
+	if _, err := slices_.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { withSlice(o, pc.UpdateSlice) },
+		UpdateFunc: func(_, o any) { withSlice(o, pc.UpdateSlice) },
+		DeleteFunc: func(o any) { withSlice(tombstone(o), pc.DeleteSlice) },
+	}); err != nil {
+		return fmt.Errorf("endpointslice informer: %w", err)
+	}
+	a.proxySynced = append(a.proxySynced, svcs.HasSynced, slices_.HasSynced)
+	return nil
+}
+
+// watchServiceCIDRs follows the cluster's ServiceCIDR objects when the
+// configuration names no service CIDRs (both proxy modes route or skip
+// them).
+func (a *Agent) watchServiceCIDRs() error {
+	if len(a.cfg.Proxy.ServiceCIDRs) > 0 {
+		return nil
+	}
+	inf := a.factory.Networking().V1().ServiceCIDRs()
+	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { a.poke() }, UpdateFunc: func(any, any) { a.poke() }, DeleteFunc: func(any) { a.poke() },
+	}); err != nil {
+		return fmt.Errorf("servicecidr informer: %w", err)
+	}
+	a.serviceCIDRLister = inf.Lister()
+	a.proxySynced = append(a.proxySynced, inf.Informer().HasSynced)
+	return nil
+}
+
+// kubeProxyServiceCIDRs are the service CIDRs the pipeline needs: in the
+// kube-proxy mode only (Seine's proxy matches the Services themselves).
+func (a *Agent) kubeProxyServiceCIDRs() []netip.Prefix {
+	if a.proxy != nil {
+		return nil
+	}
+	return a.serviceCIDRs()
+}
+
+func tombstone(o any) any {
+	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		return t.Obj
+	}
+	return o
+}
+
+func withService(o any, fn func(*corev1.Service)) {
+	if s, ok := o.(*corev1.Service); ok {
+		fn(s)
+	}
+}
+
+func withSlice(o any, fn func(*discoveryv1.EndpointSlice)) {
+	if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+		fn(s)
+	}
+}
+
+// serviceCIDRs are the service address ranges routed into OVS: the
+// configured ones, else those of the cluster's ServiceCIDR objects.
+func (a *Agent) serviceCIDRs() []netip.Prefix {
+	if cidrs, _ := a.cfg.serviceCIDRs(); len(cidrs) > 0 || a.serviceCIDRLister == nil {
+		return cidrs
+	}
+	objs, err := a.serviceCIDRLister.List(everything)
+	if err != nil {
+		a.log.Error("list servicecidrs", "err", err)
+		return nil
+	}
+	var out []netip.Prefix
+	for _, o := range objs {
+		out = append(out, serviceCIDRsOf(o)...)
+	}
+	slices.SortFunc(out, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	return slices.Compact(out)
+}
+
+func serviceCIDRsOf(o *networkingv1.ServiceCIDR) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range o.Spec.CIDRs {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
+
+// proxyHostState adds what the proxy needs from the host's routes to hs:
+// the service CIDRs, the Services' external and load-balancer IPs and the
+// node-port target, routed into OVS through the gateway. It returns the
+// node ports whose host connections the backend redirects there.
+func (a *Agent) proxyHostState(hs *platform.HostState) platform.NodePortState {
+	var nps platform.NodePortState
+	if a.proxy == nil {
+		return nps
+	}
+	hs.ServiceNextHopMAC = pipeline.ServiceNextHopMAC
+	routes := map[netip.Prefix]bool{}
+	for _, p := range a.serviceCIDRs() {
+		routes[p] = true
+	}
+	ports := map[platform.NodePort]bool{}
+	for _, s := range a.proxy.Services() {
+		for i := range s.Ports {
+			p := &s.Ports[i]
+			for _, ip := range append(slices.Clone(p.ExternalIPs), p.LoadBalancerIPs...) {
+				if ip.Is4() {
+					routes[netip.PrefixFrom(ip, 32)] = true
+				}
+			}
+			if p.NodePort != 0 {
+				ports[platform.NodePort{Protocol: p.Protocol, Port: p.NodePort}] = true
+			}
+		}
+	}
+	if len(ports) > 0 {
+		routes[netip.PrefixFrom(pipeline.NodePortVirtualIP, 32)] = true
+		nps.Target = pipeline.NodePortVirtualIP
+		for np := range ports {
+			nps.Ports = append(nps.Ports, np)
+		}
+		slices.SortFunc(nps.Ports, func(x, y platform.NodePort) int {
+			if x.Protocol != y.Protocol {
+				return int(x.Protocol) - int(y.Protocol)
+			}
+			return int(x.Port) - int(y.Port)
+		})
+	}
+	var cidrs []netip.Prefix
+	for p := range routes {
+		cidrs = append(cidrs, p)
+	}
+	slices.SortFunc(cidrs, func(x, y netip.Prefix) int {
+		if c := x.Addr().Compare(y.Addr()); c != 0 {
+			return c
+		}
+		return x.Bits() - y.Bits()
+	})
+	for _, p := range cidrs {
+		hs.ServiceRoutes = append(hs.ServiceRoutes, platform.ServiceRoute{CIDR: p, NextHop: pipeline.ServiceNextHopIP})
+	}
+	return nps
+}
+
+// syncNodePorts redirects the host's own node-port connections, when the
+// backend can.
+func (a *Agent) syncNodePorts(ctx context.Context, nps platform.NodePortState) error {
+	r, ok := a.backend.(platform.NodePortRedirector)
+	if !ok {
+		if len(nps.Ports) > 0 && !a.noNodePortsLogged {
+			a.noNodePortsLogged = true
+			a.log.Warn("this backend cannot redirect the host's own connections to its node ports",
+				"err", platform.ErrNotSupported)
+		}
+		return nil
+	}
+	return r.SyncNodePorts(ctx, nps)
+}
+
+// svcNode is the agent as the proxy controller sees it.
+type svcNode struct{ a *Agent }
+
+// Install runs fn on the live connection under the flow lock, so service
+// changes and full replays (which include the Services) never interleave,
+// with the node's configuration and the round its flows carry.
+func (n svcNode) Install(ctx context.Context, fn func(proxier.Writer, *pipeline.NodeConfig, pipeline.Round) error) error {
+	a := n.a
+	return a.sw.Do(ctx, func(w FlowWriter) error {
+		pw, ok := w.(proxier.Writer)
+		if !ok {
+			return fmt.Errorf("openflow connection %T cannot apply bundles of groups and flows", w)
+		}
+		if err := a.lockFlows(ctx); err != nil {
+			return err
+		}
+		defer a.unlockFlows()
+		a.mu.Lock()
+		var node pipeline.NodeConfig
+		if a.node != nil {
+			node = *a.node
+		}
+		ready, round := a.node != nil, a.round
+		a.mu.Unlock()
+		if !ready {
+			return proxier.ErrNotReady
+		}
+		return fn(pw, &node, round)
+	})
+}
+
+// ctFlusher flushes conntrack entries through ovs-vswitchd.
+type ctFlusher struct{ a *Agent }
+
+func (f ctFlusher) FlushConntrack(ctx context.Context, zone uint16, orig, reply string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := f.a.vswitchd(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	args := []string{"dpctl/flush-conntrack", fmt.Sprintf("zone=%d", zone), orig}
+	if reply != "" {
+		args = append(args, reply)
+	}
+	if _, err := c.Call(ctx, args[0], args[1:]...); err != nil {
+		return fmt.Errorf("%v: %w", args, err)
+	}
+	return nil
+}
+
+// onPacketIn takes the bridge's packet-ins.
+func (a *Agent) onPacketIn(pi *openflow.PacketIn) {
+	if a.proxy != nil && a.proxy.HandlePacketIn(pi) {
+		return
+	}
+	a.log.Debug("packet-in nobody asked for", "table", pi.TableID, "cookie", fmt.Sprintf("%#x", pi.Cookie))
+}
+
+// replayServices is the part of a full replay the proxy owns: the meters
+// (outside the bundle; OVS refuses meter mods in one), then the groups,
+// deleted and added again, in the bundle before every flow. The caller
+// holds the flow lock, not a.mu.
+func (a *Agent) replayServices(ctx context.Context, w FlowWriter, r pipeline.Round) ([]openflow.Message, []*openflow.Flow, error) {
+	if a.proxy == nil {
+		return nil, nil, nil
+	}
+	pw, ok := w.(proxier.Writer)
+	if !ok {
+		return nil, nil, fmt.Errorf("openflow connection %T cannot apply bundles of groups and flows", w)
+	}
+	a.mu.Lock()
+	node := *a.node
+	a.mu.Unlock()
+	meters, msgs, flows, err := a.proxy.ReplayMessages(node, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, m := range meters {
+		if err := pw.Apply(ctx, openflow.ModifyMeter(m)); err != nil {
+			if err := pw.Apply(ctx, openflow.AddMeter(m)); err != nil {
+				return nil, nil, fmt.Errorf("meter %d: %w", m.ID, err)
+			}
+		}
+	}
+	return msgs, flows, nil
+}

@@ -1,0 +1,73 @@
+package linux
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/seine-cni/seine/platform"
+)
+
+// ChainNodePorts holds the DNAT of the host's own connections to its node
+// ports (nat OUTPUT), ChainNodePortsMasq their masquerade (nat
+// POSTROUTING).
+const (
+	ChainNodePorts     = "SEINE-NODEPORTS"
+	ChainNodePortsMasq = "SEINE-NODEPORTS-MASQ"
+)
+
+var (
+	nodePortsJump = jump{table: "nat", chain: "OUTPUT", target: ChainNodePorts,
+		comment: "seine: host connections to node ports go to the service proxy"}
+	nodePortsMasqJump = jump{table: "nat", chain: "POSTROUTING", target: ChainNodePortsMasq,
+		comment: "seine: host connections to node ports leave from the gateway address"}
+)
+
+var _ platform.NodePortRedirector = (*Backend)(nil)
+
+// SyncNodePorts DNATs the host's connections to any of its addresses
+// (loopback excepted: the kernel would not route the result) on a node
+// port to s.Target on that port, and masquerades them: the source the
+// host chose for its own address is its node IP, to which an endpoint on
+// another node would answer straight through the fabric, past the bridge's
+// conntrack; the gateway's address brings the answer back through the
+// bridge. One iptables-restore transaction rebuilds both chains and
+// ensures their jumps (nat OUTPUT, nat POSTROUTING) once.
+func (b *Backend) SyncNodePorts(ctx context.Context, s platform.NodePortState) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	saved, err := b.host.run(ctx, nil, familyV4.save, "-t", "nat")
+	if err != nil {
+		return err
+	}
+	input := nodePortsInput(s, string(saved))
+	if _, err := b.host.run(ctx, []byte(input), familyV4.restore, "--noflush", "-w", "5"); err != nil {
+		return fmt.Errorf("node ports: %w\ninput:\n%s", err, input)
+	}
+	return nil
+}
+
+// nodePortsInput is the iptables-restore --noflush input for s.
+func nodePortsInput(s platform.NodePortState, saved string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*nat\n:%s - [0:0]\n", ChainNodePorts)
+	for _, p := range s.Ports {
+		proto := map[uint8]string{6: "tcp", 17: "udp", 132: "sctp"}[p.Protocol]
+		fmt.Fprintf(&b, "-A %s -p %s ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m %s --dport %d -m comment --comment \"seine: node port %s\" -j DNAT --to-destination %s:%d\n",
+			ChainNodePorts, proto, proto, p.Port, p, s.Target, p.Port)
+	}
+	fmt.Fprintf(&b, ":%s - [0:0]\n", ChainNodePortsMasq)
+	if len(s.Ports) > 0 {
+		fmt.Fprintf(&b, "-A %s -d %s/32 -m comment --comment \"seine: node ports\" -j MASQUERADE\n", ChainNodePortsMasq, s.Target)
+	}
+	for _, j := range []jump{nodePortsJump, nodePortsMasqJump} {
+		for _, r := range jumpFix(saved, j) {
+			b.WriteString(r + "\n")
+		}
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}

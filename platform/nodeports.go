@@ -1,0 +1,56 @@
+package platform
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+)
+
+// NodePortRedirector is a capability: the host's own connections to its
+// node ports, which the host would deliver to itself, are sent to Target
+// (same port) instead, which the host routes into the bridge (a
+// ServiceRoute), where the pipeline's service proxy takes them, from the
+// gateway's address (not the node IP the host chose, to which a remote
+// endpoint would answer past the bridge). Traffic
+// from other hosts reaches the node ports through the bridge directly and
+// needs nothing here. Linux does it with a DNAT in the host's output path;
+// a backend without it leaves the node unable to reach its own node ports
+// (find it by type assertion). Sync semantics as HostRules: the whole
+// state, idempotent.
+type NodePortRedirector interface {
+	SyncNodePorts(ctx context.Context, s NodePortState) error
+}
+
+// NodePort is one node port.
+type NodePort struct {
+	Protocol uint8 // 6 TCP, 17 UDP, 132 SCTP
+	Port     uint16
+}
+
+func (p NodePort) String() string {
+	names := map[uint8]string{6: "tcp", 17: "udp", 132: "sctp"}
+	return fmt.Sprintf("%s/%d", names[p.Protocol], p.Port)
+}
+
+// NodePortState is the whole desired redirection: every node port to
+// Target. No ports (or no Target) means none.
+type NodePortState struct {
+	Target netip.Addr
+	Ports  []NodePort
+}
+
+// Validate checks s for mistakes any backend would reject.
+func (s NodePortState) Validate() error {
+	if len(s.Ports) == 0 {
+		return nil
+	}
+	if !s.Target.Is4() {
+		return fmt.Errorf("node ports: target %s: want an IPv4 address", s.Target)
+	}
+	for _, p := range s.Ports {
+		if p.Port == 0 || (p.Protocol != 6 && p.Protocol != 17 && p.Protocol != 132) {
+			return fmt.Errorf("node port %s: bad protocol or port", p)
+		}
+	}
+	return nil
+}
