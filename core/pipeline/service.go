@@ -416,6 +416,13 @@ func (b *builder) serviceNodeFlows() {
 		CTMark(FromUplinkMark.Value<<ctMarkSourceShift|ServiceCTMark, ctMarkSourceMask|ServiceCTMark)
 	a := actions().SetEthSrc(n.NodeMAC).Move(openflow.FieldCTLabel.Range(0, 47), openflow.FieldEthDst.All())
 	b.add(L3Forwarding, prioSvcReply, m, ToUplinkMark.load(a).GotoTable(uint8(L3DecTTL)))
+	// In noEncap both legs of a node-port connection to another node's
+	// endpoint use the uplink (client -> node -> endpoint's node, and the
+	// reply back): OpenFlow drops an output to the input port unless it
+	// says IN_PORT.
+	om := OutputToPortMark.match(match().InPort(n.Ports.Uplink))
+	om.Reg(TargetPortField.Reg, regPort(n.Ports.Uplink), TargetPortField.Mask())
+	b.add(Output, prioHigh, om, actions().OutputInPort())
 }
 
 // snat source-NATs a new service connection to ip in SNATZone and

@@ -293,3 +293,36 @@ func TestTraceServicePolicyVerdicts(t *testing.T) {
 		})
 	}
 }
+
+// noEncap: a client on the uplink reaches a node port whose endpoint is on
+// another node. Both legs leave by the port they came in on (the uplink):
+// the SNATed connection to the endpoint's node, and its reply back to the
+// client, un-NATed.
+func TestTraceNodePortRemoteEndpointNoEncap(t *testing.T) {
+	st := baseState(OSLinux, BridgedUplink, NoEncap, 0)
+	st.Node.ServiceProxy = true
+	flows := buildOrFail(t, st, goldenRound)
+	var groups []*openflow.GroupEntry
+	svcs, ids := serviceFixtures()
+	for _, s := range svcs {
+		set, err := ServiceFlows(st.Node, s, ids[s.Key()], goldenRound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flows, groups = append(flows, set.Flows...), append(groups, set.Groups...)
+	}
+	tr, err := NewTracer(flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.AddGroups(groups...)
+	tr.Select = func(*openflow.GroupEntry, Packet) int { return 1 } // peer B's endpoint
+	syn := TCPPacket(portUplink, clientMAC, nodeMAC, clientIP, nodeIP, 50000, 30081)
+	out := wantOutput(t, trace(t, tr, syn), portUplink)
+	wantTuple(t, out.Packet, gatewayIP, 50000, peerBPod, 8080)
+	wantMACs(t, out.Packet, nodeMAC, peerBMAC)
+	r := reply(out.Packet, portUplink)
+	back := wantOutput(t, trace(t, tr, r), portUplink)
+	wantTuple(t, back.Packet, nodeIP, 30081, clientIP, 50000)
+	wantMACs(t, back.Packet, nodeMAC, clientMAC)
+}
