@@ -47,6 +47,15 @@ func TestConnectivity(t *testing.T) {
 			if tc.mode == "noEncap" {
 				e.checkNoEncapDirect(pods)
 			}
+			// The Service matrix, in both traffic modes (the Geneve labs).
+			if tc.tunnel == "geneve" && tc.mode != "hybrid" {
+				e.checkServices(pods, "web")
+				e.checkDNSPolicy()
+				if tc.mode == "encap" {
+					e.checkServiceLifecycle(pods)
+					e.checkLargeServices(pods)
+				}
+			}
 			if tc.tunnel == "geneve" && tc.mode == "encap" {
 				start := time.Now()
 				big := e.deploy("big", 30)

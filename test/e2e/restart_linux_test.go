@@ -31,6 +31,15 @@ func TestRestarts(t *testing.T) {
 	}
 	src, dst := byNode["node-1"], byNode["node-2"]
 
+	t.Run("agent restart under Service traffic", func(t *testing.T) {
+		defer func(parent *testing.T) { e.t = parent }(e.t)
+		e.t = t
+		e.serveWho(pods)
+		svc := e.service(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "svc-restart"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: svcPorts(false)}}, len(pods))
+		e.checkAgentRestartUnderServiceTraffic(src, svc.Spec.ClusterIP, "node-1", "node-2", "node-3")
+	})
+
 	t.Run("agent restart under ping", func(t *testing.T) {
 		before := e.rounds(t, "node-1")
 		stream := e.startPingStream(t, e.podNS(&src), netip.MustParseAddr(dst.Status.PodIP))

@@ -37,11 +37,14 @@ stateDir: %s
 healthAddress: 127.0.0.1:10350
 flowSetOS: %s
 hostRulesResyncPeriod: %s
+proxy:
+  mode: seine
+  serviceCIDRs: [%s]
 `, n.Name, c.KubeconfigPath("seine-agent"),
 		filepath.Join(ovs, "run", "db.sock"), filepath.Join(ovs, "run"),
 		c.TrafficMode, c.TunnelType,
 		filepath.Join(c.NodeSeineDir(n.Name), "cni.sock"),
-		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), flowSetOS(n), AgentHostRulesResync)
+		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), flowSetOS(n), AgentHostRulesResync, c.ServiceCIDR)
 }
 
 // AgentHostRulesResync is the lab agents' host rules resync period:
