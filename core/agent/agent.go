@@ -115,6 +115,9 @@ type Agent struct {
 	tnlKick  chan struct{} // asks keepTunnelNeighbours for a check
 	vswitchd func(context.Context) (vswitchdControl, error)
 
+	// Datapath flow cache purges by policy changes (DatapathStats).
+	dpFlushes, dpDeleted atomic.Int64
+
 	ready  atomic.Bool
 	reason atomic.Value // string: why not ready
 	// serveCNI starts answering the runtime (serveCNISocket); the unit

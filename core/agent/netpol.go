@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/seine-cni/seine/core/agent/policy"
@@ -73,31 +75,101 @@ func (n policyNode) Install(ctx context.Context, fn func(policy.Writer, pipeline
 	})
 }
 
-// WaitDatapath empties the datapath flow cache and returns once
-// ovs-vswitchd's revalidators have run, so a connection a policy change
-// denies is no longer let through by a cached flow of the old policies.
+// maxTargetedDeletes is how many datapath flows a policy change deletes one
+// by one (one unixctl call each); past it, or past a quarter of the cache,
+// the whole cache is flushed in one call instead: the upcalls that costs
+// are then the cheaper part.
+const maxTargetedDeletes = 200
+
+// SettleDatapath deletes the datapath flows (megaflows) through which new
+// connections of the narrowed traffic could still pass, and returns once
+// ovs-vswitchd's revalidators have run: the next packet of such a flow
+// goes up to ovs-vswitchd and is translated against the new flow tables.
 // revalidator/wait alone is not enough on the userspace datapath: in the
 // netpol e2e suite, same-node pairs a new isolation denied kept being
 // answered for the whole 10 s of a case (7-9 failing cases per run, with
-// correct OpenFlow tables), and with the cache flushed none leaked. It costs
-// one upcall per active megaflow after a change that denies something.
+// correct OpenFlow tables), and with the cache flushed none leaked.
 // Antrea met the same userspace-datapath behaviour (antrea-io/antrea#1608,
 // #897: cached flows kept the old actions until they idled out, ~10 s) and
 // waited for the flows to expire instead; the root cause in OVS is not
 // known to us.
-func (n policyNode) WaitDatapath(ctx context.Context) error {
+//
+// Flushing the whole cache on every such change (as the agent first did)
+// costs an upcall for every active flow of the node, unrelated pods'
+// among them, and a flush on every member leaving a group that policies
+// use as a peer; so only the flows the change concerns are deleted (see
+// dpFlow.concernedBy), found in `dpctl/dump-flows -m` and deleted by ufid.
+// The whole cache is flushed only when the change cannot be narrowed down
+// (flows read back after an install of unknown outcome), when the dump
+// cannot be read, or when more than maxTargetedDeletes flows (or a quarter
+// of them) are concerned. When no flow is concerned there is nothing to
+// wait for. The datapath counters (DatapathStats) count both.
+func (n policyNode) SettleDatapath(ctx context.Context, narrowed []policy.Narrowed) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := n.a.vswitchd(ctx)
+	a := n.a
+	c, err := a.vswitchd(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.Call(ctx, "dpctl/del-flows"); err != nil {
-		return fmt.Errorf("dpctl/del-flows: %w", err)
+	flush := slices.ContainsFunc(narrowed, policy.Narrowed.Everything)
+	if !flush {
+		deleted, err := deleteConcernedFlows(ctx, c, narrowed)
+		a.dpDeleted.Add(int64(deleted))
+		switch {
+		case err != nil:
+			a.log.Debug("datapath flows of a policy change not deleted one by one; flushing them all", "err", err)
+			flush = true
+		case deleted == 0:
+			return nil // no cached flow could let the narrowed traffic through
+		}
+	}
+	if flush {
+		if _, err := c.Call(ctx, "dpctl/del-flows"); err != nil {
+			return fmt.Errorf("dpctl/del-flows: %w", err)
+		}
+		a.dpFlushes.Add(1)
 	}
 	if _, err := c.Call(ctx, "revalidator/wait"); err != nil {
 		return fmt.Errorf("revalidator/wait: %w", err)
 	}
 	return nil
+}
+
+// deleteConcernedFlows deletes the datapath flows concerned by narrowed and
+// returns how many it deleted.
+func deleteConcernedFlows(ctx context.Context, c unixctl, narrowed []policy.Narrowed) (int, error) {
+	out, err := c.Call(ctx, "dpctl/dump-flows", "-m")
+	if err != nil {
+		return 0, fmt.Errorf("dpctl/dump-flows: %w", err)
+	}
+	var concerned []string
+	flows := parseDatapathFlows(out)
+	for _, f := range flows {
+		if slices.ContainsFunc(narrowed, f.concernedBy) {
+			concerned = append(concerned, f.ufid)
+		}
+	}
+	if n := len(concerned); n > maxTargetedDeletes || n > 32 && 4*n > len(flows) {
+		return 0, fmt.Errorf("%d of %d datapath flows concerned", n, len(flows))
+	}
+	deleted := 0
+	for _, ufid := range concerned {
+		if _, err := c.Call(ctx, "dpctl/del-flow", "ufid:"+ufid); err != nil {
+			if strings.Contains(err.Error(), "No such file or directory") {
+				continue // it expired meanwhile
+			}
+			return deleted, fmt.Errorf("dpctl/del-flow ufid:%s: %w", ufid, err)
+		}
+		deleted++
+	}
+	return deleted, nil
+}
+
+// DatapathStats returns how many times a policy change flushed the whole
+// datapath flow cache and how many datapath flows policy changes deleted
+// one by one, since the agent started.
+func (a *Agent) DatapathStats() (flushes, deleted int64) {
+	return a.dpFlushes.Load(), a.dpDeleted.Load()
 }

@@ -52,13 +52,15 @@ type Node interface {
 	Install(ctx context.Context, fn func(w Writer, r pipeline.Round) error) error
 }
 
-// DatapathSettler is an optional interface of Node: WaitDatapath returns
-// once the datapath's flow cache reflects the flow tables (ovs-vswitchd's
-// revalidator/wait). Without it, connections that a change denies may
-// still be let through by cached datapath flows for a few milliseconds
+// DatapathSettler is an optional interface of Node: SettleDatapath
+// returns once no cached datapath flow lets through new connections of the
+// narrowed traffic (ovs-vswitchd's datapath flow cache keeps the actions
+// of the flow tables it was built from until it is revalidated, and on the
+// userspace datapath that was seen to take seconds). Without it,
+// connections that a change denies may still be let through for a while
 // after Sync returns.
 type DatapathSettler interface {
-	WaitDatapath(ctx context.Context) error
+	SettleDatapath(ctx context.Context, narrowed []Narrowed) error
 }
 
 // Config configures a Controller.
@@ -177,7 +179,7 @@ func (c *Controller) Load() error {
 		return nil
 	}
 	c.state = s
-	r := c.resolve()
+	r, _ := c.resolve()
 	if _, err := pipeline.PolicyFlows(r.set, 0); err != nil {
 		return fmt.Errorf("policies on disk: %w", err)
 	}
@@ -394,10 +396,17 @@ func (c *Controller) setInstallFailedLocked(r resolved, err error) {
 	}
 }
 
-func (c *Controller) resolve() resolved {
-	r := resolve(*c.state, c.node.LocalPods(), c.node.NodeSources())
+// resolve resolves c.state against the node's pods; it also returns the
+// pods' addresses by OpenFlow port.
+func (c *Controller) resolve() (resolved, map[uint32][]netip.Addr) {
+	pods := c.node.LocalPods()
+	r := resolve(*c.state, pods, c.node.NodeSources())
 	for _, p := range r.problems {
 		c.log.Warn("policy not enforced", "problem", p)
 	}
-	return r
+	ips := make(map[uint32][]netip.Addr, len(pods))
+	for _, p := range pods {
+		ips[p.OFPort] = p.IPs
+	}
+	return r, ips
 }

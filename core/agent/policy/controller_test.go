@@ -3,8 +3,11 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -270,10 +273,15 @@ func TestStateFile(t *testing.T) {
 
 type settlingNode struct {
 	*fakeNode
-	waits int
+	waits    int
+	narrowed [][]Narrowed
 }
 
-func (n *settlingNode) WaitDatapath(context.Context) error { n.waits++; return nil }
+func (n *settlingNode) SettleDatapath(_ context.Context, narrowed []Narrowed) error {
+	n.waits++
+	n.narrowed = append(n.narrowed, narrowed)
+	return nil
+}
 
 // Sync waits for the datapath when its change may deny something, and only
 // then.
@@ -303,12 +311,66 @@ func TestSyncSettlesTheDatapath(t *testing.T) {
 	if n.waits != 0 {
 		t.Errorf("%d waits after a change that only allows more, want 0", n.waits)
 	}
-	// A member leaves: what it was allowed must be gone from the datapath.
+	// A member leaves: what it was allowed must be gone from the datapath,
+	// and only that.
 	if err := c.Sync(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	if n.waits != 1 {
-		t.Errorf("%d waits after a change that denies, want 1", n.waits)
+		t.Fatalf("%d waits after a change that denies, want 1", n.waits)
+	}
+	if got, want := fmt.Sprint(n.narrowed[0]), "[ingress targets=[10.244.1.11] peers=[10.244.2.5/32] services=[{6 5432 0}]]"; got != want {
+		t.Errorf("narrowed %s, want %s", got, want)
+	}
+}
+
+func TestNarrowedTraffic(t *testing.T) {
+	ips := map[uint32][]netip.Addr{10: {netip.MustParseAddr("10.244.1.10")}, 11: {netip.MustParseAddr("10.244.1.11")}}
+	peer := func(s string) pipeline.PolicyPeer { return pipeline.PolicyPeer{CIDR: netip.MustParsePrefix(s)} }
+	tcp80 := pipeline.PolicyService{Protocol: pipeline.ProtoTCP, Port: 80}
+	udp53 := pipeline.PolicyService{Protocol: pipeline.ProtoUDP, Port: 53}
+	rule := func(key string, dir pipeline.PolicyDirection, targets []uint32, peers []pipeline.PolicyPeer, svcs ...pipeline.PolicyService) pipeline.PolicyRule {
+		return pipeline.PolicyRule{Policy: "p", Key: key, Direction: dir, Targets: targets, Peers: peers, Services: svcs}
+	}
+	in, eg := pipeline.PolicyIngress, pipeline.PolicyEgress
+	base := pipeline.PolicySet{IngressIsolated: []uint32{11}, NodeSources: []netip.Addr{netip.MustParseAddr("10.244.1.1")}, Rules: []pipeline.PolicyRule{
+		rule("0", in, []uint32{11}, []pipeline.PolicyPeer{peer("10.244.2.0/24"), peer("10.244.3.5/32")}, tcp80, udp53),
+		rule("1", eg, []uint32{10}, []pipeline.PolicyPeer{peer("0.0.0.0/0")}),
+	}}
+	with := func(f func(s *pipeline.PolicySet)) pipeline.PolicySet {
+		s := base
+		s.Rules = slices.Clone(base.Rules)
+		for i := range s.Rules {
+			s.Rules[i].Peers = slices.Clone(s.Rules[i].Peers)
+			s.Rules[i].Services = slices.Clone(s.Rules[i].Services)
+		}
+		f(&s)
+		return s
+	}
+	for _, c := range []struct {
+		name string
+		cur  pipeline.PolicySet
+		want string
+	}{
+		{"nothing changed", base, "[]"},
+		{"more allowed", with(func(s *pipeline.PolicySet) { s.Rules[0].Peers = append(s.Rules[0].Peers, peer("10.9.0.0/16")) }), "[]"},
+		{"a peer left", with(func(s *pipeline.PolicySet) { s.Rules[0].Peers = s.Rules[0].Peers[:1] }),
+			"[ingress targets=[10.244.1.11] peers=[10.244.3.5/32] services=[{6 80 0} {17 53 0}]]"},
+		{"a service left", with(func(s *pipeline.PolicySet) { s.Rules[0].Services = s.Rules[0].Services[1:] }),
+			"[ingress targets=[10.244.1.11] peers=[10.244.2.0/24 10.244.3.5/32] services=[{6 80 0}]]"},
+		{"all ports, then one", with(func(s *pipeline.PolicySet) { s.Rules[1].Services = []pipeline.PolicyService{tcp80} }),
+			"[egress targets=[10.244.1.10] peers=[0.0.0.0/0] services=[]]"},
+		{"a rule went", with(func(s *pipeline.PolicySet) { s.Rules = s.Rules[1:] }),
+			"[ingress targets=[10.244.1.11] peers=[10.244.2.0/24 10.244.3.5/32] services=[{6 80 0} {17 53 0}]]"},
+		{"newly isolated", with(func(s *pipeline.PolicySet) { s.EgressIsolated = []uint32{10, 12} }),
+			"[egress targets=[10.244.1.10] peers=[] services=[]]"},
+		{"a node source went", with(func(s *pipeline.PolicySet) { s.NodeSources = nil }), "[everything]"},
+		{"a target that went has no traffic", with(func(s *pipeline.PolicySet) { s.Rules[1].Targets = nil; s.Rules[0].Targets = []uint32{12} }),
+			"[ingress targets=[10.244.1.11] peers=[10.244.2.0/24 10.244.3.5/32] services=[{6 80 0} {17 53 0}] egress targets=[10.244.1.10] peers=[0.0.0.0/0] services=[]]"},
+	} {
+		if got := fmt.Sprint(narrowedTraffic(base, c.cur, ips)); got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.name, got, c.want)
+		}
 	}
 }
 
@@ -494,4 +556,66 @@ func (n *gatedNode) Install(ctx context.Context, fn func(Writer, pipeline.Round)
 	<-n.gate
 	n.installs.Add(1)
 	return n.fakeNode.Install(ctx, fn)
+}
+
+// blockingSettler holds every datapath settle until release is closed,
+// once block is set.
+type blockingSettler struct {
+	*fakeNode
+	block   atomic.Bool
+	started chan struct{}
+	release chan struct{}
+}
+
+func (n *blockingSettler) SettleDatapath(context.Context, []Narrowed) error {
+	if n.block.Load() {
+		n.started <- struct{}{}
+		<-n.release
+	}
+	return nil
+}
+
+// Settling the datapath after a Sync (deleting cached flows, waiting for
+// the revalidators) is not on the CNI path: a pod change while it runs
+// does not wait for it. It used to run under the lock PodsChanged takes.
+func TestSettleDoesNotBlockPodChanges(t *testing.T) {
+	ctx := context.Background()
+	n := &blockingSettler{fakeNode: newFakeNode(webPod, dbPod), started: make(chan struct{}, 1), release: make(chan struct{})}
+	c, err := New(Config{Node: n, Logger: quietLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, other := member("default", "web-0", "10.244.1.10"), member("default", "c", "10.244.2.5")
+	if err := c.Sync(ctx, dbPolicyState(web, other)); err != nil {
+		t.Fatal(err)
+	}
+	n.block.Store(true)
+	synced := make(chan error, 1)
+	s2 := dbPolicyState(web)
+	s2.NetworkPolicies["db"].Generation = 2
+	go func() { synced <- c.Sync(ctx, s2) }() // a member leaves: settles
+	<-n.started
+	n.mu.Lock()
+	n.pods = append(n.pods, Pod{Namespace: "default", Name: "new-0", OFPort: 12, IPs: []netip.Addr{netip.MustParseAddr("10.244.1.12")}})
+	n.mu.Unlock()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.PodsChanged(pctx); err != nil {
+		t.Errorf("a pod change while the datapath settles: %v", err)
+	}
+	select {
+	case err := <-synced:
+		t.Errorf("Sync returned (%v) before the datapath settled", err)
+	default:
+	}
+	if got := c.Realized()["db"]; got != 1 {
+		t.Errorf("realized generation %d while the datapath settles, want still 1", got)
+	}
+	close(n.release)
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Realized()["db"]; got != 2 {
+		t.Errorf("realized generation %d once the datapath settled, want 2", got)
+	}
 }

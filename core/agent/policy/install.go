@@ -27,7 +27,10 @@ func (c *Controller) applyLocked(ctx context.Context, settle bool) (func(context
 		c.serve(ticket, nil)
 		return noWait, nil
 	}
-	r := c.resolve()
+	r, ips := c.resolve()
+	c.flowMu.Lock()
+	old, oldKnown := c.installed, c.known || c.have == nil
+	c.flowMu.Unlock()
 	narrows, err := c.install(ctx, r)
 	c.serve(ticket, err)
 	c.flowMu.Lock()
@@ -44,18 +47,25 @@ func (c *Controller) applyLocked(ctx context.Context, settle bool) (func(context
 	c.retry = false
 	c.latest = &r
 	st, ok := c.node.(DatapathSettler)
-	if !ok || !narrows || !settle {
+	var narrowed []Narrowed
+	if ok && narrows && settle {
+		if oldKnown {
+			narrowed = narrowedTraffic(old, r.set, ips)
+		} else {
+			narrowed = []Narrowed{{}} // the switch's flows were read back: anything may have changed
+		}
+	}
+	if len(narrowed) == 0 {
 		if c.settling == 0 {
 			c.setRealizedLocked(r)
 		}
 		return noWait, nil
 	}
-	// Cached datapath flows of the old policies are gone once the
-	// revalidators have run: only then is a change that denies something
-	// realized. A change that only allows more needs no wait.
+	// Only once no cached datapath flow lets through what the change
+	// denies is it realized. A change that only allows more needs no wait.
 	c.settling++
 	return func(ctx context.Context) error {
-		if err := st.WaitDatapath(ctx); err != nil {
+		if err := st.SettleDatapath(ctx, narrowed); err != nil {
 			c.log.Warn("waiting for the datapath to take the policy change", "err", err)
 		}
 		c.flowMu.Lock()
