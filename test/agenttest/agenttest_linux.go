@@ -33,6 +33,7 @@ type Node struct {
 	Agent  *agent.Agent
 	CNI    *libcni.CNIConfig // finds seine-cni as the "seine" plugin
 	Config *libcni.NetworkConfigList
+	Kube   *fake.Clientset // the agent's API: node-1 and node-2
 }
 
 // Start sets the node up and returns once the agent has written its CNI
@@ -107,7 +108,7 @@ func Start(tb testing.TB) *Node {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Node{OVS: d, NetNS: nodeNS, Agent: a, CNI: libcni.NewCNIConfig([]string{binDir}, nil), Config: list}
+	return &Node{OVS: d, NetNS: nodeNS, Agent: a, CNI: libcni.NewCNIConfig([]string{binDir}, nil), Config: list, Kube: kube}
 }
 
 func k8sNode(name, ip, podCIDR string) *corev1.Node {
