@@ -121,6 +121,11 @@ type cell struct {
 	v      verdict
 	detail string
 	sent   int // packets a timed-out probe sent (probe.Sent)
+	// slow: the probe connected but the listener's answer did not come
+	// within the probe's timeout (probe.ErrNoReply). The handshake went
+	// through, so nothing dropped it; on a loaded machine the timeout
+	// can end between the handshake and the answer.
+	slow bool
 }
 
 // observed is a measured matrix for one target.
