@@ -207,8 +207,10 @@ func testPackage(ctx context.Context, w *wine.Wine, root, bin string, p pkg, o o
 	}
 	defer out.Close()
 	if runErr == nil && !passed(out) {
-		// Measured: about one package run in 30 under Wine exits 0
-		// with its output cut mid-test. A binary that exits 0 has
+		// Seen twice on 2026-12-06 (windows TestRealCollect,
+		// manifest TestControllerServesTheAPIService, each once in a
+		// full run of the Wine step; cause not found): a package
+		// under Wine exits 0 with its output cut mid-test. A binary that exits 0 has
 		// printed PASS last, so the output, not the test, is what
 		// went wrong: run the package once more, saying so. A second
 		// cut output is shown as it is, and fails the step.
