@@ -196,12 +196,38 @@ func flowMap(s pipeline.PolicySet, r pipeline.Round) (map[string]*openflow.Flow,
 // allowed: a delete, a replaced flow or a new isolation drop. Adding flows
 // only widens what is allowed.
 func diff(have map[string]*openflow.Flow, want []*openflow.Flow) (msgs []openflow.Message, narrows bool) {
+	return plan(have, want, (*openflow.Flow).Key, func(h, f *openflow.Flow) bool {
+		return string(h.InstructionBytes()) == string(f.InstructionBytes())
+	})
+}
+
+// diffDump is diff against the flows the switch dumped, which name the
+// same match with their fields in the switch's order: flows are compared
+// by table, priority and sorted match text, and by the text of their
+// actions. A dumped flow with another cookie (another round) is replaced.
+func diffDump(dumped []openflow.FlowStats, want []*openflow.Flow) []openflow.Message {
+	have := make(map[string]*openflow.Flow, len(dumped))
+	for _, s := range dumped {
+		have[textKey(s.Flow)] = s.Flow
+	}
+	msgs, _ := plan(have, want, textKey, func(h, f *openflow.Flow) bool {
+		return h.ActionsString() == f.ActionsString()
+	})
+	return msgs
+}
+
+// plan is the messages that turn have (keyed by key) into want, in the
+// order diff documents: a flow of want whose key have holds with the same
+// cookie and the same actions (sameActions) is left alone. narrows as diff.
+func plan(have map[string]*openflow.Flow, want []*openflow.Flow, key func(*openflow.Flow) string,
+	sameActions func(h, f *openflow.Flow) bool) (msgs []openflow.Message, narrows bool) {
 	wanted := make(map[string]bool, len(want))
 	var isoAdd, add, del, isoDel []openflow.Message
 	for _, f := range want {
-		wanted[f.Key()] = true
-		h, replaced := have[f.Key()]
-		if replaced && h.CookieValue() == f.CookieValue() && string(h.InstructionBytes()) == string(f.InstructionBytes()) {
+		k := key(f)
+		wanted[k] = true
+		h, replaced := have[k]
+		if replaced && h.CookieValue() == f.CookieValue() && sameActions(h, f) {
 			continue
 		}
 		narrows = narrows || replaced
@@ -225,44 +251,6 @@ func diff(have map[string]*openflow.Flow, want []*openflow.Flow) (msgs []openflo
 	sortMsgs(isoDel)
 	narrows = narrows || len(isoAdd) > 0 || len(del) > 0
 	return slices.Concat(isoAdd, del, add, isoDel), narrows
-}
-
-// diffDump is diff against the flows the switch dumped, which name the
-// same match with their fields in the switch's order: flows are compared
-// by table, priority and sorted match text, and by the text of their
-// actions. A dumped flow with another cookie (another round) is replaced.
-func diffDump(dumped []openflow.FlowStats, want []*openflow.Flow) []openflow.Message {
-	have := make(map[string]*openflow.Flow, len(dumped))
-	for _, s := range dumped {
-		have[textKey(s.Flow)] = s.Flow
-	}
-	wanted := make(map[string]bool, len(want))
-	var isoAdd, add, del, isoDel []openflow.Message
-	for _, f := range want {
-		k := textKey(f)
-		wanted[k] = true
-		if h, ok := have[k]; ok && h.CookieValue() == f.CookieValue() && h.ActionsString() == f.ActionsString() {
-			continue
-		}
-		if isIsolation(f) {
-			isoAdd = append(isoAdd, openflow.AddFlow(f))
-		} else {
-			add = append(add, openflow.AddFlow(f))
-		}
-	}
-	for k, f := range have {
-		if wanted[k] {
-			continue
-		}
-		if isIsolation(f) {
-			isoDel = append(isoDel, openflow.DeleteFlowStrict(f))
-		} else {
-			del = append(del, openflow.DeleteFlowStrict(f))
-		}
-	}
-	sortMsgs(del)
-	sortMsgs(isoDel)
-	return slices.Concat(isoAdd, del, add, isoDel)
 }
 
 // textKey names a flow by table, priority and match with its fields
