@@ -17,6 +17,7 @@ import (
 	"github.com/seine-cni/seine/core/proxy"
 	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/test/lab/netns"
+	"github.com/seine-cni/seine/test/lab/probe"
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
@@ -264,31 +265,11 @@ func startRealNode(t *testing.T, services []*proxy.Service, ids map[string]map[s
 // serve answers every line on TCP port in ns with "<name> saw <client IP>".
 func serve(t *testing.T, ns, name string, port int) {
 	t.Helper()
-	var ln net.Listener
-	if err := netns.Do(ns, func() error {
-		var err error
-		ln, err = net.Listen("tcp", ":"+strconv.Itoa(port))
-		return err
-	}); err != nil {
+	ln, err := probe.ServeWho(ns, name, port)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "%s saw %s\n", name, host)
-				}
-			}()
-		}
-	}()
 }
 
 // ask connects from ns ("" = the host) to addr and sends lines; it returns

@@ -39,32 +39,11 @@ const whoPort = 9090
 func (e *env) serveWho(pods []corev1.Pod) {
 	e.t.Helper()
 	for _, p := range pods {
-		var ln net.Listener
-		if err := netns.Do(e.podNS(&p), func() error {
-			var err error
-			ln, err = net.Listen("tcp", ":"+strconv.Itoa(whoPort))
-			return err
-		}); err != nil {
+		ln, err := probe.ServeWho(e.podNS(&p), p.Name, whoPort)
+		if err != nil {
 			e.t.Fatal(err)
 		}
 		e.t.Cleanup(func() { ln.Close() })
-		name := p.Name
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-					sc := bufio.NewScanner(c)
-					for sc.Scan() {
-						fmt.Fprintf(c, "%s saw %s\n", name, host)
-					}
-				}()
-			}
-		}()
 	}
 }
 
