@@ -64,10 +64,7 @@ func (c *Controller) flush() {
 					// It also gains or changes members: first both.
 					u.union = &controlplane.AppliedToGroup{Members: mergeMembers(u.obj.Members, lost)}
 					u.union.Name = g.name
-					ub := spanBuilder{nodes: c.nodes}
-					ub.union(u.span)
-					ub.union(old.Span)
-					u.unionSpan = ub.span()
+					u.unionSpan = unionOf(c.nodes, u.span, old.Span)
 				}
 			}
 		}
@@ -111,13 +108,7 @@ func (c *Controller) flush() {
 		}
 		u := npUpdate{p: p, span: span, pubSpan: span}
 		if old, ok := c.NetworkPolicies.Get(p.obj.Name); ok {
-			if !covers(span, old.Span) {
-				u.shrinks = true
-				ub := spanBuilder{nodes: c.nodes}
-				ub.union(span)
-				ub.union(old.Span)
-				u.pubSpan = ub.span()
-			}
+			u.pubSpan, u.shrinks = growthSpan(c.nodes, span, old.Span)
 			u.publish = p.changed || !u.pubSpan.equal(old.Span)
 		} else {
 			u.publish = true
@@ -157,13 +148,7 @@ func (c *Controller) flush() {
 			g.ag.Name = g.name
 		}
 		if old, ok := c.AddressGroups.Get(g.name); ok {
-			if !covers(span, old.Span) {
-				u.shrinks = true
-				ub := spanBuilder{nodes: c.nodes}
-				ub.union(span)
-				ub.union(old.Span)
-				u.pubSpan = ub.span()
-			}
+			u.pubSpan, u.shrinks = growthSpan(c.nodes, span, old.Span)
 			u.publish = rebuilt || old.Object != g.ag || !u.pubSpan.equal(old.Span)
 		} else {
 			u.publish = true

@@ -147,6 +147,26 @@ func (b *spanBuilder) union(s *Span) {
 	}
 }
 
+// unionOf returns the span holding the nodes of every span given.
+func unionOf(nodes *nodeTable, spans ...*Span) *Span {
+	b := spanBuilder{nodes: nodes}
+	for _, s := range spans {
+		b.union(s)
+	}
+	return b.span()
+}
+
+// growthSpan returns the span to publish an object under in the growth
+// step, when its new span is span and it is published under old: span
+// itself when that holds every node of old, else both together (shrinks:
+// the object leaves nodes, in the shrinking step).
+func growthSpan(nodes *nodeTable, span, old *Span) (pub *Span, shrinks bool) {
+	if covers(span, old) {
+		return span, false
+	}
+	return unionOf(nodes, span, old), true
+}
+
 func (b *spanBuilder) span() *Span {
 	return &Span{nodes: b.nodes, bits: slices.Clip(trimZeros(b.bits))}
 }
