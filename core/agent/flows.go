@@ -283,10 +283,11 @@ func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
 	return nil
 }
 
-// installPodFlows adds one pod's flows and records the pod, atomically with
-// respect to replays.
-func (a *Agent) installPodFlows(ctx context.Context, p *podState) error {
-	return a.sw.Do(ctx, func(w FlowWriter) error {
+// doLocked runs fn through do (a.sw.Do or a.sw.DoNow) holding the flow
+// lock, with the node's configuration (nil until node setup is done) and
+// the round the agent's flows carry, read under a.mu.
+func (a *Agent) doLocked(ctx context.Context, do func(context.Context, func(FlowWriter) error) error, fn func(w FlowWriter, node *pipeline.NodeConfig, round pipeline.Round) error) error {
+	return do(ctx, func(w FlowWriter) error {
 		if err := a.lockFlows(ctx); err != nil {
 			return err
 		}
@@ -294,6 +295,14 @@ func (a *Agent) installPodFlows(ctx context.Context, p *podState) error {
 		a.mu.Lock()
 		node, round := a.node, a.round
 		a.mu.Unlock()
+		return fn(w, node, round)
+	})
+}
+
+// installPodFlows adds one pod's flows and records the pod, atomically with
+// respect to replays.
+func (a *Agent) installPodFlows(ctx context.Context, p *podState) error {
+	return a.doLocked(ctx, a.sw.Do, func(w FlowWriter, node *pipeline.NodeConfig, round pipeline.Round) error {
 		if node == nil {
 			return errNotReady
 		}
@@ -331,14 +340,7 @@ func (a *Agent) removePodFlows(ctx context.Context, p *podState, now bool) error
 	if now {
 		do = a.sw.DoNow
 	}
-	return do(ctx, func(w FlowWriter) error {
-		if err := a.lockFlows(ctx); err != nil {
-			return err
-		}
-		defer a.unlockFlows()
-		a.mu.Lock()
-		node, round := a.node, a.round
-		a.mu.Unlock()
+	return a.doLocked(ctx, do, func(w FlowWriter, node *pipeline.NodeConfig, round pipeline.Round) error {
 		if node == nil || p.ofport == 0 {
 			return nil
 		}

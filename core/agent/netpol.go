@@ -60,14 +60,7 @@ func (n policyNode) NodeSources() []netip.Addr {
 // interleave, with the round the agent's flows carry.
 func (n policyNode) Install(ctx context.Context, fn func(policy.Writer, pipeline.Round) error) error {
 	a := n.a
-	return a.sw.Do(ctx, func(w FlowWriter) error {
-		if err := a.lockFlows(ctx); err != nil {
-			return err
-		}
-		defer a.unlockFlows()
-		a.mu.Lock()
-		node, round := a.node, a.round
-		a.mu.Unlock()
+	return a.doLocked(ctx, a.sw.Do, func(w FlowWriter, node *pipeline.NodeConfig, round pipeline.Round) error {
 		if node == nil {
 			return errNotReady
 		}

@@ -216,26 +216,16 @@ type svcNode struct{ a *Agent }
 // with the node's configuration and the round its flows carry.
 func (n svcNode) Install(ctx context.Context, fn func(proxier.Writer, *pipeline.NodeConfig, pipeline.Round) error) error {
 	a := n.a
-	return a.sw.Do(ctx, func(w FlowWriter) error {
+	return a.doLocked(ctx, a.sw.Do, func(w FlowWriter, node *pipeline.NodeConfig, round pipeline.Round) error {
 		pw, ok := w.(proxier.Writer)
 		if !ok {
 			return fmt.Errorf("openflow connection %T cannot apply bundles of groups and flows", w)
 		}
-		if err := a.lockFlows(ctx); err != nil {
-			return err
-		}
-		defer a.unlockFlows()
-		a.mu.Lock()
-		var node pipeline.NodeConfig
-		if a.node != nil {
-			node = *a.node
-		}
-		ready, round := a.node != nil, a.round
-		a.mu.Unlock()
-		if !ready {
+		if node == nil {
 			return proxier.ErrNotReady
 		}
-		return fn(pw, &node, round)
+		copied := *node
+		return fn(pw, &copied, round)
 	})
 }
 
