@@ -278,6 +278,9 @@ func (a *Agent) run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), a.nodesSynced) {
 		return fmt.Errorf("node informer: %w", context.Cause(ctx))
 	}
+	if err := a.requireServiceCIDRAPI(ctx); err != nil {
+		return err
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), a.proxySynced...) {
 		return fmt.Errorf("service informers: %w", context.Cause(ctx))
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/seine-cni/seine/cni"
@@ -49,6 +51,8 @@ func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
 	for _, n := range nodes {
 		objs = append(objs, n)
 	}
+	kube := fake.NewClientset(objs...)
+	serveResources(kube, "networking.k8s.io/v1", "networkpolicies", "servicecidrs")
 	return &world{
 		t: t, db: db, sw: newFakeSwitch(),
 		backend: &platformtest.FakeBackend{
@@ -58,7 +62,7 @@ func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
 			FakeDiagnostics: &platformtest.FakeDiagnostics{},
 			FakeNodePorts:   &platformtest.FakeNodePorts{},
 		},
-		kube:  fake.NewClientset(objs...),
+		kube:  kube,
 		netns: netns,
 		cfg: &Config{
 			NodeName: "node-1",
@@ -67,6 +71,18 @@ func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
 			CNISocket: filepath.Join(dir, "cni.sock"), CNIConfDir: filepath.Join(dir, "net.d"), StateDir: filepath.Join(dir, "state"),
 		},
 	}
+}
+
+// serveResources makes the fake apiserver's discovery list resources
+// under groupVersion (and nothing else there).
+func serveResources(cs *fake.Clientset, groupVersion string, resources ...string) {
+	d := cs.Discovery().(*fakediscovery.FakeDiscovery)
+	l := &metav1.APIResourceList{GroupVersion: groupVersion}
+	for _, r := range resources {
+		l.APIResources = append(l.APIResources, metav1.APIResource{Name: r, Namespaced: r != "servicecidrs"})
+	}
+	d.Resources = slices.DeleteFunc(d.Resources, func(x *metav1.APIResourceList) bool { return x.GroupVersion == groupVersion })
+	d.Resources = append(d.Resources, l)
 }
 
 // testDir is t.TempDir, except that under Wine, whose file deletion Go's

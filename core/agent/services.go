@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/seine-cni/seine/core/agent/proxier"
@@ -76,6 +79,40 @@ func (a *Agent) watchServiceCIDRs() error {
 	}
 	a.serviceCIDRLister = inf.Lister()
 	a.proxySynced = append(a.proxySynced, inf.Informer().HasSynced)
+	return nil
+}
+
+// errNoServiceCIDRAPI: the agent follows ServiceCIDR objects and the
+// apiserver does not serve them.
+var errNoServiceCIDRAPI = errors.New("the kube-apiserver serves no networking.k8s.io/v1 ServiceCIDRs (Kubernetes before 1.33): set proxy.serviceCIDRs in the agent's configuration")
+
+// requireServiceCIDRAPI checks, when the agent follows ServiceCIDR
+// objects, that the apiserver serves them: on one that does not, their
+// informer would never sync and the agent would wait for it forever. A
+// discovery that fails is retried; only a definite "not served" stops the
+// agent.
+func (a *Agent) requireServiceCIDRAPI(ctx context.Context) error {
+	if a.serviceCIDRLister == nil {
+		return nil
+	}
+	var served bool
+	err := retry(ctx, a.log, "discover networking.k8s.io/v1", func(context.Context) error {
+		l, err := a.kube.Discovery().ServerResourcesForGroupVersion(networkingv1.SchemeGroupVersion.String())
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		served = slices.ContainsFunc(l.APIResources, func(r metav1.APIResource) bool { return r.Name == "servicecidrs" })
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !served {
+		return errNoServiceCIDRAPI
+	}
 	return nil
 }
 

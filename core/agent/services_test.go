@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -215,4 +216,29 @@ func TestKubeProxyMode(t *testing.T) {
 	if !strings.Contains(w.sw.text(), "table=50, priority=215,ip,reg0=0x3/0xf,nw_dst=10.96.0.0/16 actions=goto_table:60") {
 		t.Errorf("no egress bypass for the service CIDR:\n%s", w.sw.text())
 	}
+}
+
+// An agent told to follow ServiceCIDR objects by an apiserver that does
+// not serve them (Kubernetes before 1.33) stops with an error naming the
+// setting that fixes it, instead of waiting for an informer that never
+// syncs.
+func TestServiceCIDRAPIMissing(t *testing.T) {
+	w := newWorld(t, twoNodesSlice()...)
+	serveResources(w.kube, "networking.k8s.io/v1", "networkpolicies", "ingresses")
+	a, err := New(Options{Config: w.cfg, Logger: testLogger(t), Kube: w.kube, OVSDB: w.db, Backend: w.backend, NewSwitch: w.sw.factory})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCNISocketUnderWine(a)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = a.Run(ctx)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "proxy.serviceCIDRs") {
+		t.Fatalf("Run = %v (context: %v), want an error naming proxy.serviceCIDRs before the deadline", err, ctx.Err())
+	}
+
+	// With the service CIDRs configured, the same apiserver is fine.
+	w.cfg.Proxy.ServiceCIDRs = []string{"10.96.0.0/16"}
+	_, stop := w.start()
+	stop()
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/seine-cni/seine/core/agent"
@@ -81,6 +82,11 @@ func Start(tb testing.TB) *Node {
 		CNISocket: filepath.Join(dir, "cni.sock"), CNIConfDir: filepath.Join(dir, "net.d"), StateDir: filepath.Join(dir, "state"),
 	}
 	kube := fake.NewClientset(k8sNode("node-1", NodeIP, "10.244.1.0/24"), k8sNode("node-2", "192.168.77.12", "10.244.2.0/24"))
+	// The discovery of an apiserver that serves ServiceCIDRs (1.33+),
+	// which the agent checks before following them.
+	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{{
+		GroupVersion: "networking.k8s.io/v1", APIResources: []metav1.APIResource{{Name: "servicecidrs"}},
+	}}
 	a, err := agent.New(agent.Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend})
 	if err != nil {
 		tb.Fatal(err)
