@@ -30,6 +30,7 @@ type Backend struct {
 	datapath ovsdb.DatapathType
 	rundir   string
 	host     *netNS // the node's network namespace
+	sriov    *sriovHost
 
 	mu sync.Mutex // serialises Setup, Teardown and Sync
 	// syncedGateway is the gateway of the last synced state, whose changes
@@ -38,8 +39,10 @@ type Backend struct {
 }
 
 var (
-	_ platform.Backend      = (*Backend)(nil)
-	_ platform.NodeTeardown = (*Backend)(nil)
+	_ platform.Backend         = (*Backend)(nil)
+	_ platform.NodeTeardown    = (*Backend)(nil)
+	_ platform.VFPodAttacher   = (*Backend)(nil)
+	_ platform.SRIOVDiscoverer = (*Backend)(nil)
 )
 
 // New opens the node's network namespace (cfg.HostNetNS, or the process's
@@ -64,6 +67,7 @@ func New(cfg platform.Config) (*Backend, error) {
 		datapath: cmp.Or(cfg.Datapath, ovsdb.DatapathSystem),
 		rundir:   cmp.Or(cfg.OVSRunDir, DefaultOVSRunDir),
 		host:     host,
+		sriov:    newSriovHost(cfg.SysfsRoot, host.nl),
 	}, nil
 }
 

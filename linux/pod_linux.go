@@ -83,10 +83,22 @@ func (b *Backend) createPod(pod platform.PodNetwork, podNS *netNS, host string) 
 		return platform.PodInterface{}, err
 	}
 
+	podLink, err := configurePodLink(pod, podNS, b.datapath)
+	if err != nil {
+		return platform.PodInterface{}, err
+	}
+	return podInterface(pod, hostLink, podLink), nil
+}
+
+// configurePodLink configures the pod's interface, pod.IfName in podNS:
+// addresses, up, a permanent neighbour for each gateway, the routes and,
+// with the netdev datapath, tx checksum offload off. Veth and VF pods share
+// it. It returns the link as it is afterwards.
+func configurePodLink(pod platform.PodNetwork, podNS *netNS, datapath ovsdb.DatapathType) (netlink.Link, error) {
 	nl := podNS.nl
 	podLink, err := nl.LinkByName(pod.IfName)
 	if err != nil {
-		return platform.PodInterface{}, fmt.Errorf("find %s in %s: %w", pod.IfName, podNS, err)
+		return nil, fmt.Errorf("find %s in %s: %w", pod.IfName, podNS, err)
 	}
 	for _, ip := range pod.IPs {
 		addr := &netlink.Addr{IPNet: ipNet(ip)}
@@ -94,34 +106,34 @@ func (b *Backend) createPod(pod platform.PodNetwork, podNS *netNS, host string) 
 			addr.Flags = unix.IFA_F_NODAD // usable at once; the gateway is the only neighbour
 		}
 		if err := nl.AddrReplace(podLink, addr); err != nil {
-			return platform.PodInterface{}, fmt.Errorf("add address %s to %s: %w", ip, pod.IfName, err)
+			return nil, fmt.Errorf("add address %s to %s: %w", ip, pod.IfName, err)
 		}
 	}
 	if err := nl.LinkSetUp(podLink); err != nil {
-		return platform.PodInterface{}, fmt.Errorf("set %s up: %w", pod.IfName, err)
+		return nil, fmt.Errorf("set %s up: %w", pod.IfName, err)
 	}
 	if pod.GatewayMAC != nil {
 		for _, gw := range pod.Gateways {
 			if err := nl.NeighSet(permanentNeigh(podLink.Attrs().Index, gw, pod.GatewayMAC)); err != nil {
-				return platform.PodInterface{}, fmt.Errorf("neighbour %s lladdr %s: %w", gw, pod.GatewayMAC, err)
+				return nil, fmt.Errorf("neighbour %s lladdr %s: %w", gw, pod.GatewayMAC, err)
 			}
 		}
 	}
 	for _, r := range pod.EffectiveRoutes() {
 		route := &netlink.Route{LinkIndex: podLink.Attrs().Index, Dst: ipNet(r.Dst), Gw: r.Via.AsSlice()}
 		if err := nl.RouteReplace(route); err != nil {
-			return platform.PodInterface{}, fmt.Errorf("route %s: %w", r, err)
+			return nil, fmt.Errorf("route %s: %w", r, err)
 		}
 	}
-	if b.datapath == ovsdb.DatapathNetdev {
+	if datapath == ovsdb.DatapathNetdev {
 		if err := podNS.Do(func() error { return setTxChecksum(pod.IfName, false) }); err != nil {
-			return platform.PodInterface{}, err
+			return nil, err
 		}
 	}
 	if podLink, err = nl.LinkByName(pod.IfName); err != nil {
-		return platform.PodInterface{}, fmt.Errorf("find %s in %s: %w", pod.IfName, podNS, err)
+		return nil, fmt.Errorf("find %s in %s: %w", pod.IfName, podNS, err)
 	}
-	return podInterface(pod, hostLink, podLink), nil
+	return podLink, nil
 }
 
 // prepareOVSPort readies a host interface that OVS will own: ARP off and
@@ -209,8 +221,7 @@ func (b *Backend) checkPod(pod platform.PodNetwork, podNS *netNS, host string) (
 	if err != nil {
 		return platform.PodInterface{}, fmt.Errorf("host interface %s: %w", host, err)
 	}
-	nl := podNS.nl
-	podLink, err := nl.LinkByName(pod.IfName)
+	podLink, err := podNS.nl.LinkByName(pod.IfName)
 	if err != nil {
 		return platform.PodInterface{}, fmt.Errorf("interface %s in %s: %w", pod.IfName, podNS, err)
 	}
@@ -222,30 +233,56 @@ func (b *Backend) checkPod(pod platform.PodNetwork, podNS *netNS, host string) (
 	} else if ha.ParentIndex != pa.Index || pa.ParentIndex != ha.Index {
 		diff("%s (peer index %d) and %s (peer index %d) are not one veth pair", host, ha.ParentIndex, pod.IfName, pa.ParentIndex)
 	}
-	if ha.RawFlags&unix.IFF_NOARP == 0 {
-		diff("%s answers ARP", host)
+	checkOVSPort(hostLink, pod.MTU, diff)
+	if err := checkPodLink(pod, podNS, podLink, b.datapath, diff); err != nil {
+		return platform.PodInterface{}, err
 	}
-	for _, l := range []*netlink.LinkAttrs{ha, pa} {
-		if l.Flags&net.FlagUp == 0 {
-			diff("%s is down", l.Name)
-		}
-		if pod.MTU != 0 && l.MTU != pod.MTU {
-			diff("%s has MTU %d, want %d", l.Name, l.MTU, pod.MTU)
-		}
+	if err := errors.Join(errs...); err != nil {
+		return platform.PodInterface{}, err
+	}
+	return podInterface(pod, hostLink, podLink), nil
+}
+
+// checkOVSPort reports how a host interface OVS owns differs from what
+// prepareOVSPort makes of it (and the pod's MTU, when not 0).
+func checkOVSPort(link netlink.Link, mtu int, diff func(string, ...any)) {
+	a := link.Attrs()
+	if a.RawFlags&unix.IFF_NOARP == 0 {
+		diff("%s answers ARP", a.Name)
+	}
+	if a.Flags&net.FlagUp == 0 {
+		diff("%s is down", a.Name)
+	}
+	if mtu != 0 && a.MTU != mtu {
+		diff("%s has MTU %d, want %d", a.Name, a.MTU, mtu)
+	}
+}
+
+// checkPodLink reports through diff how the pod's interface differs from
+// pod: up, MTU, MAC, addresses, routes, gateway neighbours, checksum
+// offload. Its error is a failure to read, not a difference.
+func checkPodLink(pod platform.PodNetwork, podNS *netNS, podLink netlink.Link, datapath ovsdb.DatapathType, diff func(string, ...any)) error {
+	nl := podNS.nl
+	pa := podLink.Attrs()
+	if pa.Flags&net.FlagUp == 0 {
+		diff("%s is down", pa.Name)
+	}
+	if pod.MTU != 0 && pa.MTU != pod.MTU {
+		diff("%s has MTU %d, want %d", pa.Name, pa.MTU, pod.MTU)
 	}
 	if pod.MAC != nil && !bytes.Equal(pa.HardwareAddr, pod.MAC) {
 		diff("%s has MAC %s, want %s", pod.IfName, pa.HardwareAddr, pod.MAC)
 	}
 	have, err := globalAddrs(nl, podLink)
 	if err != nil {
-		return platform.PodInterface{}, err
+		return err
 	}
 	if !samePrefixes(have, pod.IPs) {
 		diff("%s has addresses %v, want %v", pod.IfName, have, pod.IPs)
 	}
 	routes, err := retryDump(func() ([]netlink.Route, error) { return nl.RouteList(podLink, netlink.FAMILY_ALL) })
 	if err != nil {
-		return platform.PodInterface{}, fmt.Errorf("list routes in %s: %w", podNS, err)
+		return fmt.Errorf("list routes in %s: %w", podNS, err)
 	}
 	for _, want := range pod.EffectiveRoutes() {
 		if !slices.ContainsFunc(routes, func(r netlink.Route) bool {
@@ -257,7 +294,7 @@ func (b *Backend) checkPod(pod platform.PodNetwork, podNS *netNS, host string) (
 	if pod.GatewayMAC != nil {
 		neighs, err := retryDump(func() ([]netlink.Neigh, error) { return nl.NeighList(pa.Index, netlink.FAMILY_ALL) })
 		if err != nil {
-			return platform.PodInterface{}, fmt.Errorf("list neighbours in %s: %w", podNS, err)
+			return fmt.Errorf("list neighbours in %s: %w", podNS, err)
 		}
 		for _, gw := range pod.Gateways {
 			if !slices.ContainsFunc(neighs, func(n netlink.Neigh) bool {
@@ -267,19 +304,16 @@ func (b *Backend) checkPod(pod platform.PodNetwork, podNS *netNS, host string) (
 			}
 		}
 	}
-	if b.datapath == ovsdb.DatapathNetdev {
+	if datapath == ovsdb.DatapathNetdev {
 		var on bool
 		if err := podNS.Do(func() (err error) { on, err = txChecksum(pod.IfName); return err }); err != nil {
-			return platform.PodInterface{}, err
+			return err
 		}
 		if on {
 			diff("%s has tx checksum offload on (netdev datapath wants it off)", pod.IfName)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return platform.PodInterface{}, err
-	}
-	return podInterface(pod, hostLink, podLink), nil
+	return nil
 }
 
 func permanentNeigh(linkIndex int, ip netip.Addr, mac net.HardwareAddr) *netlink.Neigh {

@@ -112,6 +112,11 @@ type Config struct {
 	// and tests point it at a node's namespace. Other OSes refuse a non-empty
 	// value with ErrNotSupported.
 	HostNetNS string
+	// SysfsRoot is the directory the Linux backend reads as /sys for SR-IOV
+	// discovery ("" means /sys itself); tests and the lab point it at a
+	// tree of their own that describes VFs. Other OSes refuse a non-empty
+	// value with ErrNotSupported.
+	SysfsRoot string
 }
 
 // Backend is everything one OS provides.

@@ -195,6 +195,9 @@ type PodInterface struct {
 	// Only a backend with the LatePodInterfaces capability returns it; see
 	// there for what the core does.
 	Late bool
+	// VF is set when the pod's interface is an SR-IOV VF (VFPodAttacher):
+	// HostName is then its representor, MAC the VF's.
+	VF *VF
 }
 
 // LatePodInterfaces is the capability of a backend whose Attach returns

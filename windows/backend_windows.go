@@ -101,6 +101,10 @@ func newBackend(cfg platform.Config, s seams) (*Backend, error) {
 		return nil, fmt.Errorf("windows backend: host network namespace %q: %w", cfg.HostNetNS,
 			platform.NotSupported("network namespaces"))
 	}
+	if cfg.SysfsRoot != "" {
+		return nil, fmt.Errorf("windows backend: sysfs root %q: %w", cfg.SysfsRoot,
+			platform.NotSupported("SR-IOV switchdev (sysfs)"))
+	}
 	switch cfg.Datapath {
 	case "", ovsdb.DatapathSystem:
 	default:

@@ -143,6 +143,9 @@ func TestNewRefuses(t *testing.T) {
 	if _, err := New(platform.Config{HostNetNS: "/var/run/netns/x"}); !errors.Is(err, platform.ErrNotSupported) {
 		t.Errorf("New with a network namespace: %v, want ErrNotSupported", err)
 	}
+	if _, err := New(platform.Config{SysfsRoot: "/tmp/sys"}); !errors.Is(err, platform.ErrNotSupported) {
+		t.Errorf("New with a sysfs root: %v, want ErrNotSupported", err)
+	}
 	if _, err := New(platform.Config{Datapath: ovsdb.DatapathNetdev}); !errors.Is(err, platform.ErrNotSupported) {
 		t.Errorf("New with the netdev datapath: %v, want ErrNotSupported", err)
 	}
