@@ -47,6 +47,35 @@ func TestParseNetConf(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "device ID from runtimeConfig (the deviceID capability)",
+			conf: `{"cniVersion":"1.1.0","name":"n","type":"seine","runtimeConfig":{"deviceID":"0000:5e:00.2"}}`,
+			check: func(t *testing.T, c *NetConf) {
+				if id, err := c.VFDeviceID(); id != "0000:5e:00.2" || err != nil {
+					t.Errorf("VFDeviceID() = %q, %v", id, err)
+				}
+			},
+		},
+		{
+			name: "device ID at the top level (as Multus writes it), agreeing with runtimeConfig",
+			conf: `{"cniVersion":"1.1.0","name":"n","type":"seine","deviceID":"0000:5e:00.3","runtimeConfig":{"deviceID":"0000:5e:00.3"}}`,
+			check: func(t *testing.T, c *NetConf) {
+				if id, err := c.VFDeviceID(); id != "0000:5e:00.3" || err != nil {
+					t.Errorf("VFDeviceID() = %q, %v", id, err)
+				}
+			},
+		},
+		{
+			name: "no device ID: a veth pod",
+			conf: `{"cniVersion":"1.1.0","name":"n","type":"seine","runtimeConfig":{"portMappings":[]}}`,
+			check: func(t *testing.T, c *NetConf) {
+				if id, err := c.VFDeviceID(); id != "" || err != nil {
+					t.Errorf("VFDeviceID() = %q, %v", id, err)
+				}
+			},
+		},
+		{name: "device IDs differ", conf: `{"cniVersion":"1.1.0","name":"n","type":"seine","deviceID":"0000:5e:00.3","runtimeConfig":{"deviceID":"0000:5e:00.2"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "differ"},
+		{name: "device ID not a string", conf: `{"cniVersion":"1.1.0","name":"n","type":"seine","runtimeConfig":{"deviceID":7}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "runtimeConfig.deviceID 7"},
 		{name: "bad JSON", conf: `{"cniVersion":`, wantCode: types.ErrDecodingFailure, wantMsg: "decode network config"},
 		{name: "old version", conf: `{"cniVersion":"0.3.1","name":"n","type":"seine"}`, wantCode: types.ErrIncompatibleCNIVersion, wantMsg: `"0.3.1"`},
 		{name: "no version", conf: `{"name":"n","type":"seine"}`, wantCode: types.ErrIncompatibleCNIVersion},

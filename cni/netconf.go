@@ -44,6 +44,10 @@ type NetConf struct {
 	SocketPath     string                     `json:"socketPath,omitempty"`
 	RequestTimeout string                     `json:"requestTimeout,omitempty"`
 	RuntimeConfig  map[string]json.RawMessage `json:"runtimeConfig,omitempty"`
+	// DeviceID is the top-level "deviceID" Multus writes into a delegate's
+	// configuration for a network whose resource (k8s.v1.cni.cncf.io/resourceName)
+	// a device plugin allocated; see VFDeviceID.
+	DeviceID string `json:"deviceID,omitempty"`
 
 	// Timeout is RequestTimeout parsed, or DefaultRequestTimeout.
 	Timeout time.Duration `json:"-"`
@@ -95,8 +99,32 @@ func ParseNetConf(raw []byte) (*NetConf, error) {
 		}
 		conf.Timeout = d
 	}
+	if _, err := conf.VFDeviceID(); err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
 	if err := version.ParsePrevResult(&conf.PluginConf); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("decode prevResult: %v", err), "")
 	}
 	return conf, nil
+}
+
+// VFDeviceID is the PCI address of the SR-IOV VF the runtime allocated to
+// the pod, or "" for a veth pod. It arrives as runtimeConfig.deviceID (the
+// "deviceID" capability: Multus and libcni runtimes pass it so) or as the
+// top-level "deviceID" Multus writes into the configuration; when both are
+// present they must agree.
+func (c *NetConf) VFDeviceID() (string, error) {
+	var rt string
+	if raw, ok := c.RuntimeConfig["deviceID"]; ok {
+		if err := json.Unmarshal(raw, &rt); err != nil {
+			return "", fmt.Errorf("runtimeConfig.deviceID %s: want a string (a PCI address)", raw)
+		}
+	}
+	if rt != "" && c.DeviceID != "" && rt != c.DeviceID {
+		return "", fmt.Errorf("runtimeConfig.deviceID %q and deviceID %q differ", rt, c.DeviceID)
+	}
+	if rt != "" {
+		return rt, nil
+	}
+	return c.DeviceID, nil
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/seine-cni/seine/core/agent/proxier"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/core/sriov"
 	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -128,6 +129,8 @@ type Agent struct {
 	policy *policy.Controller
 
 	late lateConns // pods waiting for their interface (late.go)
+
+	sriovInfo atomic.Pointer[sriov.NodeInfo] // set by node setup (vf.go)
 
 	// The service proxy (nil in the kube-proxy mode).
 	proxy             *proxier.Controller

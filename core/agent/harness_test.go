@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/seine-cni/seine/cni"
+	"github.com/seine-cni/seine/platform"
 	"github.com/seine-cni/seine/platform/platformtest"
 )
 
@@ -37,6 +38,8 @@ type world struct {
 	// hostResync, when set, replaces the host rules' resync period of the
 	// agents start makes (the configuration refuses less than a second).
 	hostResync time.Duration
+	// vfs, when set, gives the backend SR-IOV VFs (vf_test.go).
+	vfs *platformtest.FakeVFs
 }
 
 func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
@@ -120,7 +123,11 @@ func node(name, ip, podCIDR string) *corev1.Node {
 // the returned stop).
 func (w *world) start() (*Agent, func()) {
 	w.t.Helper()
-	a, err := New(Options{Config: w.cfg, Logger: testLogger(w.t), Kube: w.kube, OVSDB: w.db, Backend: w.backend, NewSwitch: w.sw.factory})
+	var backend platform.Backend = w.backend
+	if w.vfs != nil {
+		backend = vfBackend{w.backend, w.vfs}
+	}
+	a, err := New(Options{Config: w.cfg, Logger: testLogger(w.t), Kube: w.kube, OVSDB: w.db, Backend: backend, NewSwitch: w.sw.factory})
 	if err != nil {
 		w.t.Fatal(err)
 	}

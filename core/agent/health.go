@@ -12,7 +12,8 @@ import (
 )
 
 // serveHealth serves /healthz (the process is alive), /readyz (node setup
-// is done and CNI requests are served) and /metrics (Prometheus) on addr.
+// is done and CNI requests are served), /nodeinfo (the node's SR-IOV
+// capabilities, JSON) and /metrics (Prometheus) on addr.
 func (a *Agent) serveHealth(addr string) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -30,6 +31,7 @@ func (a *Agent) serveHealth(addr string) (stop func(), err error) {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.HandleFunc("GET /nodeinfo", a.serveNodeInfo)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

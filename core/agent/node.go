@@ -97,6 +97,7 @@ func (a *Agent) setupNode(ctx context.Context) error {
 	}
 	a.nodeState = st
 	a.podMTU = st.MTU
+	a.setupSRIOV(ctx)
 	if err := a.ensureTunnel(ctx); err != nil {
 		return err
 	}

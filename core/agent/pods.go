@@ -14,6 +14,7 @@ import (
 	"github.com/seine-cni/seine/cni"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/core/sriov"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
 )
@@ -39,6 +40,7 @@ type podState struct {
 	ofport uint32
 	ips    []netip.Prefix
 	mac    net.HardwareAddr
+	vf     *platform.VF // the pod's SR-IOV VF (vf.go); nil for a veth
 }
 
 func (p *podState) pipelinePod() pipeline.Pod {
@@ -57,11 +59,15 @@ func (p *podState) externalIDs() map[string]string {
 		}
 		ips += ip.String()
 	}
-	return map[string]string{
+	ids := map[string]string{
 		extType: extTypePod, extNamespace: p.ref.Namespace, extName: p.ref.Name,
 		extContainerID: p.ref.ContainerID, extIfName: p.ref.IfName, extNetNS: p.ref.NetNS,
 		extIP: ips, extMAC: p.mac.String(),
 	}
+	if p.vf != nil {
+		ids[sriov.ExternalID] = sriov.Encode(*p.vf)
+	}
+	return ids
 }
 
 // podNetwork is what the backend is asked to build for the pod.
@@ -97,6 +103,10 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	if ref.NetNS == "" {
 		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "CNI_NETNS is empty")
 	}
+	deviceID, err := requestDeviceID(r)
+	if err != nil {
+		return nil, err
+	}
 	log := a.log.With("pod", ref.Namespace+"/"+ref.Name, "container", shortID(ref.ContainerID))
 	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
 
@@ -115,6 +125,20 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 		}
 	}()
 
+	if deviceID != "" {
+		// A retried ADD of a pod already on its VF: the VF is no longer on
+		// the node, so attaching again would fail and unwind the pod.
+		a.mu.Lock()
+		cur := a.pods[key]
+		a.mu.Unlock()
+		if cur != nil && cur.vf != nil && cur.vf.PCIAddress == deviceID {
+			if err := a.checkInterface(ctx, a.podNetwork(cur.ref, cur.ips, cur.vfMAC()), cur.vf); err != nil {
+				return nil, fmt.Errorf("ADD again for a pod on VF %s, whose interface differs: %w", deviceID, err)
+			}
+			log.Info("ADD again for a pod on its VF")
+			return a.result(cur, platform.PodInterface{HostName: cur.port}), nil
+		}
+	}
 	alloc, err := a.ipam.Allocate(ipam.Owner{Key: key, PodNamespace: ref.Namespace, PodName: ref.Name, NetNS: ref.NetNS})
 	if err != nil {
 		if errors.Is(err, ipam.ErrExhausted) {
@@ -125,16 +149,24 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	undo = append(undo, func(context.Context) error { return a.ipam.Release(key) })
 
 	pn := a.podNetwork(ref, alloc.IPs, nil)
-	iface, err := a.backend.Attach(ctx, pn)
-	if errors.Is(err, platform.ErrNoNetNS) {
-		return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "network namespace %s: %v", ref.NetNS, err)
+	var iface platform.PodInterface
+	if deviceID != "" {
+		iface, err = a.attachVF(ctx, pn, deviceID)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		iface, err = a.backend.Attach(ctx, pn)
+		if errors.Is(err, platform.ErrNoNetNS) {
+			return nil, cni.Errorf(types.ErrInvalidEnvironmentVariables, "network namespace %s: %v", ref.NetNS, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("attach pod interface: %w", err)
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("attach pod interface: %w", err)
-	}
-	undo = append(undo, func(ctx context.Context) error { return a.backend.Detach(ctx, ref) })
+	undo = append(undo, func(ctx context.Context) error { return a.detachInterface(ctx, ref, iface.VF) })
 
-	p := &podState{key: key, ref: ref, port: iface.HostName, ips: alloc.IPs, mac: iface.MAC}
+	p := &podState{key: key, ref: ref, port: iface.HostName, ips: alloc.IPs, mac: iface.MAC, vf: iface.VF}
 	if iface.Late {
 		return a.addLate(ctx, p, iface, &undo)
 	}
@@ -160,6 +192,10 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	// the policy controller.
 	if err := a.policy.PodsChanged(ctx); err != nil {
 		log.Error("policy flows for the new pod not installed yet; retrying", "err", err)
+	}
+	if iface.VF != nil {
+		log.Info("pod added on an SR-IOV VF", "ips", fmt.Sprint(alloc.IPs), "port", iface.HostName, "ofport", ofport, "vf", iface.VF.String())
+		return a.result(p, iface), nil
 	}
 	log.Info("pod added", "ips", fmt.Sprint(alloc.IPs), "port", iface.HostName, "ofport", ofport)
 	return a.result(p, iface), nil
@@ -288,8 +324,12 @@ func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
 			return fmt.Errorf("delete OVS port %s: %w", port.Name, err)
 		}
 	}
+	vf, err := a.podVF(p, ports, &ref)
+	if err != nil {
+		return err
+	}
 	if ref.Namespace != "" && ref.Name != "" {
-		if err := a.backend.Detach(ctx, ref); err != nil {
+		if err := a.detachInterface(ctx, ref, vf); err != nil {
 			return fmt.Errorf("detach pod interface: %w", err)
 		}
 	}
@@ -319,7 +359,7 @@ func (a *Agent) Check(ctx context.Context, r *cni.Request) error {
 	if al, ok := a.ipam.Lookup(key); !ok || fmt.Sprint(al.IPs) != fmt.Sprint(p.ips) {
 		errs = append(errs, fmt.Errorf("IPAM holds %v for it, want %v", al.IPs, p.ips))
 	}
-	if err := a.backend.Check(ctx, a.podNetwork(p.ref, p.ips, nil)); err != nil {
+	if err := a.checkInterface(ctx, a.podNetwork(p.ref, p.ips, p.vfMAC()), p.vf); err != nil {
 		errs = append(errs, fmt.Errorf("interface: %w", err))
 	}
 	port, err := a.db.GetPort(ctx, p.port)
@@ -387,6 +427,40 @@ func (a *Agent) GC(ctx context.Context, _ *cni.Request, valid []cni.Attachment) 
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// podVF is the VF record of an attachment being deleted (from the agent's
+// state or its port's external_ids), nil for a veth pod. A VF is found in
+// the pod's namespace, so ref gets the recorded one when the DEL has none.
+func (a *Agent) podVF(p *podState, ports []ovsdb.PortInfo, ref *platform.PodRef) (*platform.VF, error) {
+	if p != nil && p.vf != nil {
+		if ref.NetNS == "" {
+			ref.NetNS = p.ref.NetNS
+		}
+		return p.vf, nil
+	}
+	for _, port := range ports {
+		vf, err := vfFromExternalIDs(port.ExternalIDs)
+		if err != nil {
+			return nil, fmt.Errorf("port %s: %w", port.Name, err)
+		}
+		if vf != nil {
+			if ref.NetNS == "" {
+				ref.NetNS = port.ExternalIDs[extNetNS]
+			}
+			return vf, nil
+		}
+	}
+	return nil, nil
+}
+
+// vfMAC is the MAC a VF pod's interface must have (Seine sets it); nil
+// for a veth pod, whose MAC the kernel chose.
+func (p *podState) vfMAC() net.HardwareAddr {
+	if p.vf == nil {
+		return nil
+	}
+	return p.mac
 }
 
 func refFromExternalIDs(ids map[string]string) platform.PodRef {

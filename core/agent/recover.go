@@ -48,7 +48,8 @@ func (a *Agent) recoverPods(ctx context.Context) error {
 				return fmt.Errorf("delete port %s: %w", port.Name, err)
 			}
 			if ref.Namespace != "" && ref.Name != "" && ref.ContainerID != "" && ref.IfName != "" {
-				if err := a.backend.Detach(ctx, ref); err != nil {
+				vf, _ := vfFromExternalIDs(port.ExternalIDs)
+				if err := a.detachInterface(ctx, ref, vf); err != nil {
 					a.log.Warn("detach a dropped pod", "port", port.Name, "err", err)
 				}
 			}
@@ -180,7 +181,11 @@ func (a *Agent) recoverPod(ctx context.Context, name string, ofport int, ids map
 	if err != nil {
 		return nil, nil, "bad MAC"
 	}
-	p := &podState{key: key, ref: ref, port: name, ips: ips, mac: mac}
+	vf, err := vfFromExternalIDs(ids)
+	if err != nil {
+		return nil, nil, err.Error()
+	}
+	p := &podState{key: key, ref: ref, port: name, ips: ips, mac: mac, vf: vf}
 	if ofport > 0 {
 		p.ofport = uint32(ofport)
 		return p, nil, ""
@@ -188,11 +193,11 @@ func (a *Agent) recoverPod(ctx context.Context, name string, ofport int, ids map
 	// No OpenFlow port: normal for a pod whose interface comes late (a
 	// Windows pod whose sandbox has not started, or whose port ovs-vswitchd
 	// has not opened again), or the pod's interface is gone.
-	pn := a.podNetwork(ref, ips, nil)
-	if err := a.backend.Check(ctx, pn); err != nil {
+	pn := a.podNetwork(ref, ips, p.vfMAC())
+	if err := a.checkInterface(ctx, pn, vf); err != nil {
 		return nil, nil, fmt.Sprintf("no OpenFlow port, and the pod's interface is not intact: %v", err)
 	}
-	if _, ok := a.backend.(platform.LatePodInterfaces); ok {
+	if _, ok := a.backend.(platform.LatePodInterfaces); ok && vf == nil {
 		// What a retried ADD does: the backend finds the interface as it is.
 		iface, err := a.backend.Attach(ctx, pn)
 		if err != nil {

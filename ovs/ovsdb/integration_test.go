@@ -528,3 +528,23 @@ func relay(ln net.Listener, unixPath string) {
 		go func() { io.Copy(in, out); in.Close() }()
 	}
 }
+
+// TestOpenvSwitchOtherConfig: the agent turns on hw-offload this way (on a
+// kernel-datapath node with a switchdev PF); other keys stay.
+func TestOpenvSwitchOtherConfig(t *testing.T) {
+	e := newEnv(t)
+	e.vsctl("set", "Open_vSwitch", ".", "other_config:max-idle=20000")
+	if err := e.c.SetOpenvSwitchOtherConfig(e.ctx, map[string]string{"hw-offload": "true"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.vsctl("get", "Open_vSwitch", ".", "other_config"); got != `{hw-offload="true", max-idle="20000"}` {
+		t.Errorf("other_config = %s", got)
+	}
+	got, err := e.c.OpenvSwitchOtherConfig(e.ctx)
+	if err != nil || got["hw-offload"] != "true" || got["max-idle"] != "20000" {
+		t.Errorf("OpenvSwitchOtherConfig = %v, %v", got, err)
+	}
+	if err := e.c.SetOpenvSwitchOtherConfig(e.ctx, map[string]string{"hw-offload": "true"}); err != nil {
+		t.Errorf("setting it again: %v", err)
+	}
+}

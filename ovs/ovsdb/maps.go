@@ -195,3 +195,28 @@ func presentKeys(cur map[string]string, keys []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// OpenvSwitchOtherConfig returns a copy of other_config of the root
+// Open_vSwitch row (ovs-vswitchd's global settings, e.g. hw-offload).
+func (c *Client) OpenvSwitchOtherConfig(ctx context.Context) (map[string]string, error) {
+	root, err := c.root(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return maps.Clone(root.OtherConfig), nil
+}
+
+// SetOpenvSwitchOtherConfig sets the given keys of the root row's
+// other_config; other keys stay. Some settings (hw-offload) take effect
+// only when ovs-vswitchd restarts.
+func (c *Client) SetOpenvSwitchOtherConfig(ctx context.Context, kv map[string]string) error {
+	const what = "set other_config of Open_vSwitch"
+	root, err := c.root(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	row := &OpenvSwitch{UUID: root.UUID}
+	return c.mutateMap(ctx, what, root.OtherConfig, row, &row.OtherConfig, kv, nil, func() (map[string]string, error) {
+		return c.OpenvSwitchOtherConfig(ctx)
+	})
+}
