@@ -21,7 +21,10 @@ func (a *Agent) writeCNIConfig() error {
 	conf := map[string]any{
 		"cniVersion": cni.ResultVersion,
 		"name":       "seine",
-		"plugins":    []map[string]any{{"type": cni.PluginType, "socketPath": a.cfg.CNISocket}},
+		// The deviceID capability makes libcni runtimes (and Multus) pass an
+		// SR-IOV device plugin's allocation as runtimeConfig.deviceID.
+		"plugins": []map[string]any{{"type": cni.PluginType, "socketPath": a.cfg.CNISocket,
+			"capabilities": map[string]bool{"deviceID": true}}},
 	}
 	b, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {
