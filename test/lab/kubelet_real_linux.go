@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,10 @@ disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapsho
     sandbox = '%s'
 
 [plugins.'io.containerd.cri.v1.runtime']
+  # true when the lab lacks CAP_SYS_RESOURCE (a machine that is itself a
+  # container): runc cannot lower a process's oom_score_adj below its
+  # parent's then, and every sandbox (-998) would fail to start.
+  restrict_oom_score_adj = %t
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ['/opt/cni/bin']
     conf_dir = '/etc/cni/net.d'
@@ -76,7 +81,7 @@ disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapsho
   # on the node's loopback.
   stream_server_address = '127.0.0.1'
   stream_server_port = '0'
-`, containerdSocket, pause, filepath.Join(c.RuntimeBin, "runc"))
+`, containerdSocket, pause, !hasCapability(capSysResource), filepath.Join(c.RuntimeBin, "runc"))
 }
 
 // kubeletConfig is a real node's KubeletConfiguration. See
@@ -366,4 +371,23 @@ func (c *Config) nodeComponentsAlive() error {
 		}
 	}
 	return nil
+}
+
+// capSysResource is CAP_SYS_RESOURCE's bit in /proc/<pid>/status CapEff.
+const capSysResource = 24
+
+// hasCapability reports whether this process has capability bit capBit in
+// its effective set; false when that cannot be read.
+func hasCapability(capBit uint) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && n&(1<<capBit) != 0
+		}
+	}
+	return false
 }

@@ -116,6 +116,8 @@ func WaitDeploymentReady(ctx context.Context, cs kubernetes.Interface, ns, name 
 			status := "not found"
 			if d != nil {
 				status = fmt.Sprintf("%d/%d ready", d.Status.ReadyReplicas, d.Status.Replicas)
+				sel := labels.SelectorFromSet(d.Spec.Selector.MatchLabels).String()
+				status += "\n" + DescribePods(context.WithoutCancel(ctx), cs, ns, sel)
 			}
 			return nil, fmt.Errorf("deployment %s/%s not ready after %s: %s", ns, name, timeout, status)
 		case <-time.After(250 * time.Millisecond):

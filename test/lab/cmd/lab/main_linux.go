@@ -76,6 +76,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		fs.StringVar(&c.ImagesDir, "images", "", "real nodes: directory of image tarballs and images.json (default: images/ beside this binary)")
 		fs.IntVar(&c.APIPort, "api-port", 0, "kube-apiserver's port (default 16443)")
 		fs.IntVar(&c.EtcdPort, "etcd-port", 0, "etcd's client port; the peer port is the next one (default 12379)")
+		fs.StringVar(&c.NSPrefix, "ns-prefix", "", "prefix of the lab's network namespace and link names (default seine-lab-; a second lab beside the default one needs its own)")
 		fs.Parse(args)
 		c.StateDir = *stateDir
 		self, err := os.Executable()
