@@ -271,6 +271,13 @@ func Test() error {
 		return err
 	}
 	env := labEnv(kube)
+	// Real nodes (test/lab TestRealNodes): containerd and runc, cached like
+	// the control plane, and the images of Seine and pause.
+	nodeEnv, err := nodeImagesEnv()
+	if err != nil {
+		return err
+	}
+	env = append(env, nodeEnv...)
 	return runSteps(append([]testrun.Step{
 		{Name: "windows build", Argv: []string{"go", "build", "./..."}, Env: []string{"GOOS=windows"}},
 		{Name: "windows vet", Argv: []string{"go", "vet", "./..."}, Env: []string{"GOOS=windows"}},

@@ -31,8 +31,29 @@ import (
 // shim, ctr and runc).
 func Images() error {
 	mg.SerialDeps(Deps, LabBin)
-	_, err := labImages()
+	_, err := labImages(true)
 	return err
+}
+
+// NodeImages builds only what make test's real-node tests need: the
+// container runtime (cached) and the images of Seine and pause in
+// bin/images (no agnhost, no CoreDNS; make images builds those too).
+func NodeImages() error {
+	mg.SerialDeps(Deps, LabBin)
+	_, err := labImages(false)
+	return err
+}
+
+// nodeImagesEnv builds what make test's real-node tests need (the container
+// runtime, cached; Seine's image and pause, written every time) and returns
+// the variables that point the tests at them.
+func nodeImagesEnv() ([]string, error) {
+	runtimeDir, err := labImages(false)
+	if err != nil {
+		return nil, err
+	}
+	abs, _ := filepath.Abs("bin/images")
+	return []string{"SEINE_LAB_RUNTIME_BIN=" + runtimeDir, "SEINE_LAB_IMAGES=" + abs}, nil
 }
 
 // labCache is the directory of cached lab builds.
@@ -185,36 +206,54 @@ func upstreamImageNames() (pause, agnhost string, err error) {
 }
 
 // labImages builds what the lab's real nodes need and writes the images
-// into bin/images; it returns the runtime's directory.
-func labImages() (runtimeDir string, err error) {
+// into bin/images; it returns the runtime's directory. withTestImages adds
+// agnhost and CoreDNS (make images: the upstream e2e suite and cluster DNS
+// need them); without, only Seine's image and pause are written (make
+// test: its real-node tests run neither, and a fresh machine would spend
+// most of an hour compiling them).
+func labImages(withTestImages bool) (runtimeDir string, err error) {
 	if runtimeDir, err = labRuntime(); err != nil {
 		return "", err
 	}
-	coredns, err := labCoreDNS()
-	if err != nil {
-		return "", err
+	var coredns, agnhost string
+	if withTestImages {
+		if coredns, err = labCoreDNS(); err != nil {
+			return "", err
+		}
+		if agnhost, err = labAgnhost(); err != nil {
+			return "", err
+		}
 	}
-	agnhost, err := labAgnhost()
-	if err != nil {
-		return "", err
-	}
+	start := time.Now()
 	if err := run([]string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", "bin/pause", "./test/lab/images/pause"); err != nil {
 		return "", err
 	}
-	// The image's programs without symbol tables: about 40% smaller.
-	for _, prog := range []string{"seine-agent", "seine-cni", "seine-controller", "seinectl"} {
-		if err := run([]string{"GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", "bin/image/"+prog, "./services/"+prog); err != nil {
-			return "", err
+	// make images: the image's programs without symbol tables, about 40%
+	// smaller. make test: the programs LabBin built (its other lab tests
+	// run the same), which saves four links of about 10 s each.
+	seineBin := "bin/linux"
+	if withTestImages {
+		seineBin = "bin/image"
+		for _, prog := range []string{"seine-agent", "seine-cni", "seine-controller", "seinectl"} {
+			if err := run([]string{"GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0"}, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", "bin/image/"+prog, "./services/"+prog); err != nil {
+				return "", err
+			}
 		}
 	}
 	pauseName, agnhostName, err := upstreamImageNames()
 	if err != nil {
 		return "", err
 	}
+	names := images.Names{Pause: pauseName, Seine: seineImageName()}
+	if withTestImages {
+		names.Agnhost = agnhostName
+	}
 	_, err = images.Build("bin/images", images.Inputs{
-		SeineBin: "bin/image", Pause: "bin/pause", Agnhost: agnhost, CoreDNS: coredns,
-		Names: images.Names{Pause: pauseName, Agnhost: agnhostName, Seine: seineImageName()},
+		SeineBin: seineBin, Pause: "bin/pause", Agnhost: agnhost, CoreDNS: coredns, Names: names,
 	}, func(format string, args ...any) { fmt.Printf(format+"\n", args...) })
+	if err == nil {
+		fmt.Printf("images written to bin/images in %s\n", time.Since(start).Round(time.Second))
+	}
 	return runtimeDir, err
 }
 

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/seine-cni/seine/test/ci"
 	"github.com/seine-cni/seine/test/lab/images"
 	"github.com/seine-cni/seine/test/lab/netns"
 )
@@ -25,10 +26,8 @@ import (
 // builds (SEINE_LAB_RUNTIME_BIN, SEINE_LAB_IMAGES), or skips (fails under CI).
 func realNodeInputs(t *testing.T) (runtimeBin, imagesDir string) {
 	t.Helper()
-	skip := t.Skipf
-	if os.Getenv("CI") != "" {
-		skip = t.Fatalf
-	}
+	ci.RequireRoot(t, "real nodes (namespaces, mounts, cgroups)")
+	skip := func(format string, args ...any) { t.Helper(); ci.Skipf(t, format, args...) }
 	runtimeBin, imagesDir = os.Getenv("SEINE_LAB_RUNTIME_BIN"), os.Getenv("SEINE_LAB_IMAGES")
 	if runtimeBin == "" || imagesDir == "" {
 		skip("SEINE_LAB_RUNTIME_BIN and SEINE_LAB_IMAGES are not set: `make images` builds the container runtime and the images (make test sets them)")

@@ -30,7 +30,10 @@ type Inputs struct {
 	// SeineBin holds seine-agent, seine-cni, seine-controller and seinectl
 	// built for linux/amd64.
 	SeineBin string
-	// Pause, Agnhost and CoreDNS are the programs of those images.
+	// Pause, Agnhost and CoreDNS are the programs of those images. Seine's
+	// image and pause are always built (a real node needs both); agnhost
+	// and CoreDNS only when their program is given (make test's lab runs
+	// neither and does not build them).
 	Pause, Agnhost, CoreDNS string
 	// Names of the images; empty fields take the defaults of Defaults.
 	Names Names
@@ -107,8 +110,10 @@ func SeineTag(binDir string) (string, error) {
 	return "dev-" + hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 
-// Build writes every image into outDir as <name>.tar and the Index, and
-// returns the Index. A failed build leaves the previous files in place.
+// Build writes every image asked for into outDir as <name>.tar and the
+// Index, and returns the Index, which lists only those images (and names
+// only those: an image not built has an empty name). A failed build leaves
+// the previous files in place.
 func Build(outDir string, in Inputs, log func(format string, args ...any)) (*Index, error) {
 	n := in.Names
 	if n.Seine == "" {
@@ -124,8 +129,16 @@ func Build(outDir string, in Inputs, log func(format string, args ...any)) (*Ind
 		}
 	}
 	def(&n.Pause, DefaultPause)
-	def(&n.Agnhost, DefaultAgnhost)
-	def(&n.CoreDNS, DefaultCoreDNS)
+	if in.Agnhost != "" {
+		def(&n.Agnhost, DefaultAgnhost)
+	} else {
+		n.Agnhost = ""
+	}
+	if in.CoreDNS != "" {
+		def(&n.CoreDNS, DefaultCoreDNS)
+	} else {
+		n.CoreDNS = ""
+	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -140,6 +153,11 @@ func Build(outDir string, in Inputs, log func(format string, args ...any)) (*Ind
 	}
 	idx := &Index{Names: n}
 	for _, r := range recipes {
+		if (r.file == "agnhost.tar" && in.Agnhost == "") || (r.file == "coredns.tar" && in.CoreDNS == "") {
+			// Not asked for: an earlier build's file would be stale.
+			os.Remove(filepath.Join(outDir, r.file))
+			continue
+		}
 		start := time.Now()
 		img, err := r.make()
 		if err != nil {
