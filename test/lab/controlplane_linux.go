@@ -60,6 +60,14 @@ func (c *Config) controlPlane() []component {
 			"--proxy-client-cert-file="+c.pki("front-proxy-client.crt"),
 			"--proxy-client-key-file="+c.pki("front-proxy-client.key"),
 			"--enable-aggregator-routing=true",
+			// Kubelets, pods and aggregated servers are reached through
+			// the lab's egress proxy (egress_linux.go), kubelets with
+			// certificates of the lab CA both ways.
+			"--egress-selector-config-file="+c.egressSelectorConfigPath(),
+			"--kubelet-client-certificate="+c.pki("kubelet-client.crt"),
+			"--kubelet-client-key="+c.pki("kubelet-client.key"),
+			"--kubelet-certificate-authority="+c.pki("ca.crt"),
+			"--kubelet-preferred-address-types=InternalIP,Hostname",
 			"--profiling=false"),
 		kube("kube-controller-manager",
 			"--kubeconfig="+c.KubeconfigPath("kube-controller-manager"),
@@ -129,6 +137,9 @@ func (c *Config) adminHTTP() (*http.Client, error) {
 // depends on is ready.
 func (c *Config) startControlPlane(ctx context.Context) error {
 	comps := c.controlPlane()
+	if err := os.WriteFile(c.egressSelectorConfigPath(), []byte(c.egressSelectorConfig()), 0o644); err != nil {
+		return err
+	}
 	if err := c.startComponent(comps[0]); err != nil {
 		return err
 	}

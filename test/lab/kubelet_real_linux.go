@@ -100,6 +100,10 @@ containerRuntimeEndpoint: unix://%s
 address: 0.0.0.0
 port: 10250
 readOnlyPort: 0
+# Signed by the lab CA for the node's address and name: kube-apiserver
+# verifies it (--kubelet-certificate-authority).
+tlsCertFile: %s
+tlsPrivateKeyFile: %s
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 authentication:
@@ -124,7 +128,7 @@ evictionHard:
   imagefs.available: "0%%"
   imagefs.inodesFree: "0%%"
 serializeImagePulls: false
-`, c.NodeCgroupRoot(n.Name), containerdSocket, c.pki("ca.crt"), c.ResolvConfPath())
+`, c.NodeCgroupRoot(n.Name), containerdSocket, c.pki("kubelet-"+n.Name+".crt"), c.pki("kubelet-"+n.Name+".key"), c.pki("ca.crt"), c.ResolvConfPath())
 }
 
 // startRealNode makes the node's mount namespace and cgroups, starts its

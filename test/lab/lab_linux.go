@@ -80,6 +80,9 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := kubeletAPIRBAC(ctx, cs); err != nil {
+		return err
+	}
 	if c.Kubelet == KubeletReal {
 		return c.upRealNodes(ctx, log, cs, start)
 	}

@@ -130,6 +130,9 @@ func (c *Config) writePKI() error {
 	if err := c.aggregationPKI(files, caCert, caKey); err != nil {
 		return err
 	}
+	if err := c.kubeletPKI(files, caCert, caKey); err != nil {
+		return err
+	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			return err
@@ -214,22 +217,7 @@ func (c *Config) aggregationPKI(files map[string][]byte, ca *x509.Certificate, c
 	fpCA, _ := x509.ParseCertificate(fpDER)
 	files["front-proxy-ca.crt"] = pemBlock("CERTIFICATE", fpDER)
 	issue := func(name string, signer *x509.Certificate, signerKey *ecdsa.PrivateKey, tmpl *x509.Certificate) error {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = serial(), now, now.Add(365*24*time.Hour)
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
-		if err != nil {
-			return err
-		}
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return err
-		}
-		files[name+".crt"], files[name+".key"] = pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", keyDER)
-		return nil
+		return issueCert(files, name, signer, signerKey, tmpl)
 	}
 	if err := issue("front-proxy-client", fpCA, fpKey, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: frontProxyClient},
@@ -243,4 +231,55 @@ func (c *Config) aggregationPKI(files map[string][]byte, ca *x509.Certificate, c
 		DNSNames:    []string{controllerService + "." + controllerNamespace + ".svc"},
 		IPAddresses: []net.IP{net.ParseIP(c.ControllerIP())},
 	})
+}
+
+// issueCert signs a certificate of tmpl (subject, usages, names) for a new
+// key and adds both to files as <name>.crt and <name>.key.
+func issueCert(files map[string][]byte, name string, signer *x509.Certificate, signerKey *ecdsa.PrivateKey, tmpl *x509.Certificate) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now().Add(-time.Hour)
+	tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = serial(), now, now.Add(365*24*time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	files[name+".crt"], files[name+".key"] = pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", keyDER)
+	return nil
+}
+
+// kubeletClientUser is who kube-apiserver is to the kubelets (its
+// --kubelet-client-certificate); the lab binds it to the built-in
+// system:kubelet-api-admin role, as kubeadm does.
+const kubeletClientUser = "kube-apiserver-kubelet-client"
+
+// kubeletPKI adds the certificates of the kubelet API: the client
+// certificate kube-apiserver presents to kubelets (exec, logs,
+// port-forward) and each node's serving certificate for its address and
+// name, both from the lab CA, so each side verifies the other.
+func (c *Config) kubeletPKI(files map[string][]byte, ca *x509.Certificate, caKey *ecdsa.PrivateKey) error {
+	if err := issueCert(files, "kubelet-client", ca, caKey, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: kubeletClientUser},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return err
+	}
+	for _, n := range c.NodeList() {
+		if err := issueCert(files, "kubelet-"+n.Name, ca, caKey, &x509.Certificate{
+			Subject:     pkix.Name{CommonName: n.Name},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			DNSNames:    []string{n.Name},
+			IPAddresses: []net.IP{net.ParseIP(n.IP)},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

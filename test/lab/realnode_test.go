@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,7 +61,7 @@ func nameServer(name, image string, replicas int32) *appsv1.Deployment {
 					}},
 					Containers: []corev1.Container{{
 						Name: "name", Image: image,
-						Command: []string{"/bin/sh", "-c", "exec nc -ll -p 8080 -e hostname"},
+						Command: []string{"/bin/sh", "-c", "echo serving $(hostname); exec nc -ll -p 8080 -e hostname"},
 						Ports:   []corev1.ContainerPort{{ContainerPort: 8080}},
 						ReadinessProbe: &corev1.Probe{
 							ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}},
@@ -94,7 +95,8 @@ func readFrom(ctx context.Context, nsPath, addr string) (string, error) {
 // TestRealNodes brings up two real nodes (kubelet, containerd and runc in
 // each node's own mount namespace) with the reference ptp plugin, runs
 // containers of the lab's Seine image on both, reaches every one from
-// every node, and checks that `lab down` leaves the machine as it was:
+// every node, reads their logs and execs into them with kubectl (pod to
+// pod across nodes), and checks that `lab down` leaves the machine as it was:
 // no mount, cgroup, process (containerd's shims included), created
 // directory or changed sysctl.
 func TestRealNodes(t *testing.T) {
@@ -166,6 +168,30 @@ func TestRealNodes(t *testing.T) {
 				if err != nil || got != p.Name {
 					t.Errorf("from %s to pod %s (%s): %q, %v", n.Name, p.Name, p.Status.PodIP, got, err)
 				}
+			}
+		}
+	})
+
+	// kube-apiserver -> kubelet:10250 (through the egress proxy, with the
+	// lab CA's certificates both ways) -> containerd's streaming server.
+	kubectl := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, c.KubeBin, append([]string{"kubectl", "--kubeconfig", c.AdminKubeconfig()}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	t.Run("logs", func(t *testing.T) {
+		for _, p := range pods {
+			if out, err := kubectl("logs", p.Name); err != nil || out != "serving "+p.Name {
+				t.Errorf("kubectl logs %s: %q, %v", p.Name, out, err)
+			}
+		}
+	})
+	t.Run("exec", func(t *testing.T) {
+		for i, p := range pods {
+			other := pods[(i+1)%len(pods)]
+			out, err := kubectl("exec", p.Name, "--", "nc", "-w", "3", other.Status.PodIP, "8080")
+			if err != nil || out != other.Name {
+				t.Errorf("kubectl exec %s -- nc %s 8080: %q, %v", p.Name, other.Status.PodIP, out, err)
 			}
 		}
 	})

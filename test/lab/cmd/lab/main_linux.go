@@ -195,7 +195,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 			paths = append(paths, c.NetNSPath(n.Name))
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(c.APIPort)
-		return lab.ServeAPIProxy(ctx, log, addr, addr, paths)
+		return lab.ServeProxies(ctx, log, c, addr, addr, paths)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil
