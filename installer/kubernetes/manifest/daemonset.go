@@ -36,12 +36,17 @@ var (
 	// `seinectl check` run in it finds it.
 	volCNIBinRO = hostVolume{name: volCNIBin.name, hostPath: hostCNIBinDir, mountPath: containerCNIBin, readOnly: true}
 	volCNIConf  = hostVolume{name: "host-cni-conf", hostPath: hostCNIConfDir, mountPath: containerCNIConf, typ: corev1.HostPathDirectoryOrCreate}
-	// The node's Open vSwitch must be running: Directory fails the pod
-	// with a clear event when it is not installed.
-	volOVS     = hostVolume{name: "host-ovs-run", hostPath: hostOVSRunDir, mountPath: hostOVSRunDir, typ: corev1.HostPathDirectory}
+	// Open vSwitch's sockets: seine-ovs creates them, the agent waits for
+	// them (either pod may start first).
+	volOVS     = hostVolume{name: "host-ovs-run", hostPath: hostOVSRunDir, mountPath: hostOVSRunDir, typ: corev1.HostPathDirectoryOrCreate}
+	volOVSDB   = hostVolume{name: "host-ovs-db", hostPath: hostOVSDBDir, mountPath: hostOVSDBDir, typ: corev1.HostPathDirectoryOrCreate}
+	volOVSLog  = hostVolume{name: "host-ovs-log", hostPath: hostOVSLogDir, mountPath: hostOVSLogDir, typ: corev1.HostPathDirectoryOrCreate}
 	volNetNS   = hostVolume{name: "host-netns", hostPath: "/var/run/netns", mountPath: "/var/run/netns", typ: corev1.HostPathDirectoryOrCreate, propagation: ptr.To(corev1.MountPropagationHostToContainer)}
 	volXtables = hostVolume{name: "xtables-lock", hostPath: "/run/xtables.lock", mountPath: "/run/xtables.lock", typ: corev1.HostPathFileOrCreate}
-	volModules = hostVolume{name: "host-lib-modules", hostPath: "/lib/modules", mountPath: "/lib/modules", typ: corev1.HostPathDirectory, readOnly: true}
+	// The kernel's modules, for loading openvswitch (kernel datapath). A
+	// node without them (the userspace datapath, a kernel without
+	// modules) still runs Open vSwitch: DirectoryOrCreate, not Directory.
+	volModules = hostVolume{name: "host-lib-modules", hostPath: "/lib/modules", mountPath: "/lib/modules", typ: corev1.HostPathDirectoryOrCreate, readOnly: true}
 )
 
 func (v hostVolume) volume() corev1.Volume {
@@ -69,7 +74,7 @@ func agentDaemonSet(o Options) *appsv1.DaemonSet {
 			LocalObjectReference: corev1.LocalObjectReference{Name: configMapName},
 		}},
 	}}
-	for _, v := range []hostVolume{volRun, volState, volCNIBin, volCNIConf, volOVS, volNetNS, volXtables, volModules} {
+	for _, v := range []hostVolume{volRun, volState, volCNIBin, volCNIConf, volOVS, volNetNS, volXtables} {
 		volumes = append(volumes, v.volume())
 	}
 	probe := func(path string, failures int32) *corev1.Probe {
@@ -96,7 +101,7 @@ func agentDaemonSet(o Options) *appsv1.DaemonSet {
 		Name:            agentName,
 		Image:           o.image(),
 		Command:         []string{imageBinDir + "/" + agentName, "run", "--config=" + renderedConfig},
-		VolumeMounts:    mounts(volRun, volState, volCNIConf, volCNIBinRO, volOVS, volNetNS, volXtables, volModules),
+		VolumeMounts:    mounts(volRun, volState, volCNIConf, volCNIBinRO, volOVS, volNetNS, volXtables),
 		SecurityContext: privileged,
 		ReadinessProbe:  probe("/readyz", 3),
 		LivenessProbe:   probe("/healthz", 5),
@@ -124,6 +129,71 @@ func agentDaemonSet(o Options) *appsv1.DaemonSet {
 					TerminationGracePeriodSeconds: ptr.To[int64](30),
 					InitContainers:                []corev1.Container{nodePrep},
 					Containers:                    []corev1.Container{agent},
+					Volumes:                       volumes,
+				},
+			},
+		},
+	}
+}
+
+// StartOVSCommand is the seine-ovs container's program (see
+// installer/image.StartOVS).
+const StartOVSCommand = imageBinDir + "/start-ovs"
+
+// ovsCheck is the seine-ovs probes' command: both daemons answer on their
+// control sockets.
+var ovsCheck = []string{"/bin/sh", "-c", "ovs-appctl -T 5 -t ovsdb-server version >/dev/null && ovs-appctl -T 5 -t ovs-vswitchd version >/dev/null"}
+
+// ovsDaemonSet runs Open vSwitch on every Linux node, apart from the agent.
+// Antrea runs it in the agent's pod: with the kernel datapath, packets keep
+// flowing while ovs-vswitchd restarts, so an agent upgrade that restarts it
+// costs nothing. With the userspace datapath (netdev) ovs-vswitchd is the
+// datapath, and every restart drops the node's traffic; so the switch has a
+// DaemonSet of its own, whose image (tagged with Open vSwitch's version)
+// changes only when Open vSwitch does, and a new Seine restarts agents
+// only. The database, sockets and logs are host paths shared with the
+// agent.
+func ovsDaemonSet(o Options) *appsv1.DaemonSet {
+	var volumes []corev1.Volume
+	for _, v := range []hostVolume{volOVS, volOVSDB, volOVSLog, volModules} {
+		volumes = append(volumes, v.volume())
+	}
+	probe := func(period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: ovsCheck}},
+			PeriodSeconds: period, FailureThreshold: failures, TimeoutSeconds: 10,
+		}
+	}
+	ovs := corev1.Container{
+		Name:            "ovs",
+		Image:           o.ovsImage(),
+		Command:         []string{StartOVSCommand},
+		VolumeMounts:    mounts(volOVS, volOVSDB, volOVSLog, volModules),
+		SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
+		ReadinessProbe:  probe(10, 3),
+		LivenessProbe:   probe(30, 5),
+		Resources:       resources("200m", "100Mi"),
+	}
+	return &appsv1.DaemonSet{
+		TypeMeta:   typeMeta("apps/v1", "DaemonSet"),
+		ObjectMeta: meta(ovsName, true, ovsName),
+		Spec: appsv1.DaemonSetSpec{
+			Selector: selector(ovsName),
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+				Type:          appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: ptr.To(intstr.FromInt32(1))},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: selector(ovsName).MatchLabels},
+				Spec: corev1.PodSpec{
+					PriorityClassName:             "system-node-critical",
+					HostNetwork:                   true,
+					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
+					NodeSelector:                  map[string]string{corev1.LabelOSStable: "linux"},
+					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					AutomountServiceAccountToken:  ptr.To(false),
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+					Containers:                    []corev1.Container{ovs},
 					Volumes:                       volumes,
 				},
 			},

@@ -94,7 +94,7 @@ func TestManifestHasEveryObject(t *testing.T) {
 		"APIService/v1beta1.controlplane.seine.io",
 		"ClusterRole/seine-agent", "ClusterRole/seine-controller", "ClusterRole/seine-controlplane-viewer",
 		"ClusterRoleBinding/seine-agent", "ClusterRoleBinding/seine-controller", "ClusterRoleBinding/seine-controller-auth-delegator",
-		"ConfigMap/seine-config", "DaemonSet/seine-agent", "Deployment/seine-controller",
+		"ConfigMap/seine-config", "DaemonSet/seine-agent", "DaemonSet/seine-ovs", "Deployment/seine-controller",
 		"RoleBinding/seine-controller-authentication-reader",
 		"Service/seine-controller", "ServiceAccount/seine-agent", "ServiceAccount/seine-controller",
 	}
@@ -224,14 +224,82 @@ func TestControllerServesTheAPIService(t *testing.T) {
 }
 
 func TestImageOption(t *testing.T) {
-	b, err := YAML(Options{Image: "registry.example/seine:v1.2.3"})
+	b, err := YAML(Options{Image: "registry.example/seine:v1.2.3", OVSImage: "registry.example/seine-ovs:3.1.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(string(b), "image: registry.example/seine:v1.2.3"); n != 3 {
 		t.Errorf("the image appears %d times, want 3 (controller, node-prep, agent)", n)
 	}
-	if strings.Contains(string(b), DefaultImage) {
-		t.Error("the default image is still there")
+	if n := strings.Count(string(b), "image: registry.example/seine-ovs:3.1.0"); n != 1 {
+		t.Errorf("the OVS image appears %d times, want 1 (seine-ovs)", n)
+	}
+	if strings.Contains(string(b), DefaultImage) || strings.Contains(string(b), DefaultOVSImage) {
+		t.Error("a default image is still there")
+	}
+}
+
+// TestOpenVSwitchHasADaemonSetOfItsOwn: seine-ovs runs start-ovs from its
+// own image (not Seine's: a new Seine must not restart the switch), on
+// every Linux node, privileged on the host network, with the database,
+// sockets and logs on host paths; the sockets' directory is the agent's
+// ovs.runDir and the same host path in both DaemonSets. /lib/modules is
+// mounted only here and tolerates its absence (userspace datapath).
+func TestOpenVSwitchHasADaemonSetOfItsOwn(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the DaemonSet's agent configuration holds Linux paths, which core/agent checks with the running OS's rules")
+	}
+	docs := documents(t)
+	ovs := decode[appsv1.DaemonSet](t, docs, "DaemonSet/seine-ovs")
+	ag := decode[appsv1.DaemonSet](t, docs, "DaemonSet/seine-agent")
+	spec := ovs.Spec.Template.Spec
+	if len(spec.Containers) != 1 {
+		t.Fatalf("seine-ovs: %d containers", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	if c.Image != DefaultOVSImage || c.Image == ag.Spec.Template.Spec.Containers[0].Image {
+		t.Errorf("seine-ovs image %q, agent image %q: want the OVS image, not Seine's", c.Image, ag.Spec.Template.Spec.Containers[0].Image)
+	}
+	if !slices.Equal(c.Command, []string{StartOVSCommand}) {
+		t.Errorf("seine-ovs command %v", c.Command)
+	}
+	if !spec.HostNetwork || spec.NodeSelector[corev1.LabelOSStable] != "linux" || c.SecurityContext == nil || !*c.SecurityContext.Privileged {
+		t.Errorf("seine-ovs: hostNetwork %v, nodeSelector %v, privileged %v", spec.HostNetwork, spec.NodeSelector, c.SecurityContext)
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.Exec == nil || c.ReadinessProbe == nil {
+		t.Errorf("seine-ovs probes: liveness %+v readiness %+v", c.LivenessProbe, c.ReadinessProbe)
+	}
+	hostPath := func(ds *appsv1.DaemonSet, mountPath string) *corev1.HostPathVolumeSource {
+		t.Helper()
+		s := ds.Spec.Template.Spec
+		for _, ctr := range s.Containers {
+			for _, m := range ctr.VolumeMounts {
+				if m.MountPath != mountPath {
+					continue
+				}
+				for _, v := range s.Volumes {
+					if v.Name == m.Name && v.HostPath != nil {
+						return v.HostPath
+					}
+				}
+			}
+		}
+		return nil
+	}
+	cfg, err := agent.ParseConfig([]byte(strings.Replace(AgentConfigTemplate, `nodeName: ""`, "nodeName: node-1", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{cfg.OVS.RunDir, hostOVSDBDir, hostOVSLogDir, "/lib/modules"} {
+		hp := hostPath(ovs, p)
+		if hp == nil || hp.Path != p || *hp.Type != corev1.HostPathDirectoryOrCreate {
+			t.Errorf("seine-ovs: %s is %+v, want host path %s, DirectoryOrCreate", p, hp, p)
+		}
+	}
+	if hp := hostPath(ag, cfg.OVS.RunDir); hp == nil || hp.Path != cfg.OVS.RunDir {
+		t.Errorf("agent: ovs.runDir %s is %+v, want the host path seine-ovs shares", cfg.OVS.RunDir, hp)
+	}
+	if hp := hostPath(ag, "/lib/modules"); hp != nil {
+		t.Errorf("agent mounts /lib/modules (%+v): only Open vSwitch loads modules", hp)
 	}
 }

@@ -66,6 +66,7 @@ func Objects(o Options) []any {
 		configMap(),
 		controllerService(),
 		controllerDeployment(o),
+		ovsDaemonSet(o),
 		agentDaemonSet(o),
 		controlplaneAPIService(),
 	}

@@ -1,6 +1,6 @@
 // Package images builds the container images of the lab's real nodes as
 // tarballs (installer/image), with no registry: Seine's own image, the pod
-// sandbox (pause), agnhost (the upstream e2e suite's do-everything test
+// sandbox (pause), Open vSwitch's (the seine-ovs DaemonSet), agnhost (the upstream e2e suite's do-everything test
 // image, with the shell, nc, curl and dig it execs) and CoreDNS. The lab
 // imports them into every node's containerd; a person can push the same
 // files to a registry (`crane push bin/images/seine.tar <ref>`).
@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/seine-cni/seine/installer/image"
@@ -42,6 +43,7 @@ type Inputs struct {
 // Names are the images' full references.
 type Names struct {
 	Seine   string `json:"seine"`
+	OVS     string `json:"ovs"`
 	Pause   string `json:"pause"`
 	Agnhost string `json:"agnhost"`
 	CoreDNS string `json:"coredns"`
@@ -123,6 +125,13 @@ func Build(outDir string, in Inputs, log func(format string, args ...any)) (*Ind
 		}
 		n.Seine = image.SeineRepository + ":" + tag
 	}
+	if n.OVS == "" {
+		tag, err := image.OVSTag()
+		if err != nil {
+			return nil, fmt.Errorf("ovs image: %w", err)
+		}
+		n.OVS = image.OVSRepository + ":" + tag
+	}
 	def := func(s *string, d string) {
 		if *s == "" {
 			*s = d
@@ -147,6 +156,7 @@ func Build(outDir string, in Inputs, log func(format string, args ...any)) (*Ind
 		make func() (*image.Image, error)
 	}{
 		{"seine.tar", func() (*image.Image, error) { return image.Seine(n.Seine, in.SeineBin) }},
+		{"seine-ovs.tar", func() (*image.Image, error) { return image.OVS(n.OVS) }},
 		{"pause.tar", func() (*image.Image, error) { return Pause(n.Pause, in.Pause) }},
 		{"agnhost.tar", func() (*image.Image, error) { return Agnhost(n.Agnhost, in.Agnhost) }},
 		{"coredns.tar", func() (*image.Image, error) { return CoreDNS(n.CoreDNS, in.CoreDNS) }},
@@ -213,6 +223,15 @@ func Agnhost(name, prog string) (*image.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agnhost image: %w (apt-get install bash netcat-openbsd curl bind9-dnsutils)", err)
 	}
+	// agnhost is linked like the control plane it shares compiled packages
+	// with (cgo on: libc's resolver); its libraries, not the program's own
+	// path, join the image.
+	libs, err := image.Closure(prog)
+	if err != nil {
+		return nil, fmt.Errorf("agnhost image: %w", err)
+	}
+	libs = slices.DeleteFunc(libs, func(f image.File) bool { return f.Src == prog || f.Path == prog })
+	tools = image.Merge(tools, libs)
 	own := []image.File{
 		{Path: "/agnhost", Src: prog},
 		{Path: "/agnhost-2", Link: "agnhost"},

@@ -107,14 +107,32 @@ func needRoot(t *testing.T) {
 
 // TestAgnhostImageHasTheToolsE2EExecs unpacks the agnhost image and runs,
 // inside it, what the upstream e2e suite execs in agnhost pods: sh, bash,
-// OpenBSD nc (-z, -u), curl and dig. The agnhost program itself is stood in
-// for by busybox (a static binary), as only the image's layout is tested.
+// OpenBSD nc (-z, -u), curl and dig. The agnhost program (linked against
+// libc like the control plane) is stood in for by a copy of ovs-vsctl, a
+// program whose libraries (libunbound, libnuma, ...) none of the tools
+// loads: /agnhost must run, so the image carries the program's own
+// libraries.
 func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
 	needRoot(t)
+	ci.RequireCommands(t, "ovs-vsctl")
 	dir := t.TempDir()
-	img, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", pauseProgram(t))
+	vsctl, _ := exec.LookPath("ovs-vsctl")
+	b, err := os.ReadFile(vsctl)
 	if err != nil {
 		t.Fatal(err)
+	}
+	prog := filepath.Join(dir, "agnhost")
+	if err := os.WriteFile(prog, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range img.Layers[0] {
+		if strings.HasPrefix(f.Path, dir) {
+			t.Errorf("the image carries the program's build path %s", f.Path)
+		}
 	}
 	if err := write(filepath.Join(dir, "agnhost.tar"), img); err != nil {
 		t.Fatal(err)
@@ -130,7 +148,8 @@ func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
 		{"/bin/sh", "-c", "nc -h 2>&1 | grep -q -- -z && nc -h 2>&1 | grep -q -- -u"},
 		{"/usr/bin/curl", "--version"},
 		{"/usr/bin/dig", "-v"},
-		{"/agnhost-2", "-v"},
+		{"/agnhost", "--version"},
+		{"/agnhost-2", "--version"},
 	} {
 		if out, err := chroot(root, argv...); err != nil {
 			t.Errorf("%q in the agnhost image: %v\n%s", argv, err, out)
@@ -217,9 +236,9 @@ func write(p string, img *image.Image) error {
 }
 
 // TestSeineImageRunsItsPrograms unpacks Seine's image and runs, inside it,
-// Open vSwitch's daemons and tools and the iptables programs the agent
-// runs, each from the closure copied from this machine; Seine's own
-// programs are stood in for by pause.
+// the iptables programs the agent runs and Open vSwitch's tools, each from
+// the closure copied from this machine; Seine's own programs are stood in
+// for by pause. Open vSwitch's daemons are not in it (the OVS image's).
 func TestSeineImageRunsItsPrograms(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
@@ -248,18 +267,64 @@ func TestSeineImageRunsItsPrograms(t *testing.T) {
 	for _, argv := range [][]string{
 		{"/usr/local/bin/seine-agent", "-v"},
 		{"/usr/local/bin/seinectl", "-v"},
-		{"/usr/sbin/ovs-vswitchd", "--version"},
-		{"/usr/sbin/ovsdb-server", "--version"},
 		{"/usr/bin/ovs-vsctl", "--version"},
 		{"/usr/bin/ovs-ofctl", "--version"},
-		{"/usr/bin/ovsdb-tool", "--version"},
-		{"/bin/sh", "-c", "test -s /usr/share/openvswitch/vswitch.ovsschema"},
+		{"/usr/bin/ovs-appctl", "--version"},
 		{"/usr/sbin/iptables-restore", "--version"},
 		{"/usr/sbin/ip6tables-save", "--version"},
-		{"/bin/sh", "-n", "/usr/local/bin/start-ovs"},
 	} {
 		if out, err := chroot(root, argv...); err != nil {
 			t.Errorf("%q in the seine image: %v\n%s", argv, err, out)
+		}
+	}
+	for _, p := range []string{"/usr/sbin/ovs-vswitchd", "/usr/local/bin/start-ovs"} {
+		if _, err := os.Lstat(filepath.Join(root, p)); err == nil {
+			t.Errorf("the seine image holds %s (the OVS image's)", p)
+		}
+	}
+}
+
+// TestOVSImageRunsOpenVSwitch unpacks the OVS image, checks its tag is the
+// Debian package's version and runs, inside it, Open vSwitch's daemons and
+// tools and start-ovs's syntax check; it holds no program of Seine's.
+func TestOVSImageRunsOpenVSwitch(t *testing.T) {
+	needRoot(t)
+	tag, err := image.OVSTag()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(tag, "+~:") || tag == "" {
+		t.Errorf("OVSTag %q is not a valid tag", tag)
+	}
+	img, err := image.OVS(image.OVSRepository + ":" + tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := write(filepath.Join(dir, "ovs.tar"), img); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	ep, _ := unpack(t, filepath.Join(dir, "ovs.tar"), root)
+	if strings.Join(ep, " ") != "/usr/local/bin/start-ovs" {
+		t.Errorf("entrypoint %q", ep)
+	}
+	for _, argv := range [][]string{
+		{"/usr/sbin/ovs-vswitchd", "--version"},
+		{"/usr/sbin/ovsdb-server", "--version"},
+		{"/usr/bin/ovs-vsctl", "--version"},
+		{"/usr/bin/ovs-appctl", "--version"},
+		{"/usr/bin/ovsdb-tool", "--version"},
+		{"/bin/sh", "-c", "test -s /usr/share/openvswitch/vswitch.ovsschema"},
+		{"/bin/sh", "-n", "/usr/local/bin/start-ovs"},
+	} {
+		if out, err := chroot(root, argv...); err != nil {
+			t.Errorf("%q in the ovs image: %v\n%s", argv, err, out)
+		}
+	}
+	for _, p := range image.SeinePrograms {
+		if _, err := os.Lstat(filepath.Join(root, "/usr/local/bin", p)); err == nil {
+			t.Errorf("the ovs image holds %s", p)
 		}
 	}
 }

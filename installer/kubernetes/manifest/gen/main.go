@@ -12,8 +12,9 @@ import (
 func main() {
 	out := flag.String("o", "-", "output file (- for stdout)")
 	image := flag.String("image", manifest.DefaultImage, "container image of every Seine container")
+	ovsImage := flag.String("ovs-image", manifest.DefaultOVSImage, "container image of the seine-ovs DaemonSet (Open vSwitch)")
 	flag.Parse()
-	b, err := manifest.YAML(manifest.Options{Image: *image})
+	b, err := manifest.YAML(manifest.Options{Image: *image, OVSImage: *ovsImage})
 	if err == nil {
 		if *out == "-" {
 			_, err = os.Stdout.Write(b)
