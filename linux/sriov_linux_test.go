@@ -3,8 +3,6 @@ package linux
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,67 +10,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/seine-cni/seine/platform"
+	"github.com/seine-cni/seine/test/sriovfs"
 )
-
-// fakePF describes one SR-IOV NIC port for writeSysfs: the sysfs a
-// switchdev driver (mlx5) shows, with relative links as sysfs has them.
-type fakePF struct {
-	PCI, Name string
-	// SwitchID is phys_switch_id ("" leaves it out: legacy mode).
-	SwitchID         string
-	NumVFs, TotalVFs int
-	VFs              []fakeVF
-}
-
-// fakeVF is one VF: Netdev "" means no netdev in the node's view (moved
-// into a pod, or bound to vfio-pci); Rep "" means no representor.
-type fakeVF struct{ PCI, Netdev, Rep string }
-
-// writeSysfs writes the PFs' sysfs under root (standing for /sys).
-func writeSysfs(t testing.TB, root string, pfs ...fakePF) {
-	t.Helper()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	devs := filepath.Join(root, "bus/pci/devices")
-	class := filepath.Join(root, "class/net")
-	write := func(path, content string) {
-		must(os.MkdirAll(filepath.Dir(path), 0o755))
-		must(os.WriteFile(path, []byte(content+"\n"), 0o644))
-	}
-	netdev := func(name, pci, switchID, portName string) {
-		must(os.MkdirAll(filepath.Join(devs, pci, "net", name), 0o755))
-		dir := filepath.Join(class, name)
-		must(os.MkdirAll(dir, 0o755))
-		must(os.Symlink("../../../bus/pci/devices/"+pci, filepath.Join(dir, "device")))
-		if switchID != "" {
-			write(filepath.Join(dir, "phys_switch_id"), switchID)
-		}
-		if portName != "" {
-			write(filepath.Join(dir, "phys_port_name"), portName)
-		}
-	}
-	for _, pf := range pfs {
-		must(os.MkdirAll(filepath.Join(devs, pf.PCI), 0o755))
-		write(filepath.Join(devs, pf.PCI, "sriov_totalvfs"), fmt.Sprint(pf.TotalVFs))
-		write(filepath.Join(devs, pf.PCI, "sriov_numvfs"), fmt.Sprint(pf.NumVFs))
-		netdev(pf.Name, pf.PCI, pf.SwitchID, "p0")
-		for i, vf := range pf.VFs {
-			must(os.MkdirAll(filepath.Join(devs, vf.PCI), 0o755))
-			must(os.Symlink("../"+vf.PCI, filepath.Join(devs, pf.PCI, fmt.Sprintf("virtfn%d", i))))
-			must(os.Symlink("../"+pf.PCI, filepath.Join(devs, vf.PCI, "physfn")))
-			if vf.Netdev != "" {
-				netdev(vf.Netdev, vf.PCI, "", "")
-			}
-			if vf.Rep != "" {
-				netdev(vf.Rep, pf.PCI, pf.SwitchID, fmt.Sprintf("pf0vf%d", i))
-			}
-		}
-	}
-}
 
 // fakeDevlink answers devlink questions from a map (no entry: an error,
 // as on a machine whose driver has no devlink instance for the device).
@@ -118,9 +57,9 @@ func (f fakeNetlinkOps) DevLinkGetPortByNetdevName(name string) (*netlink.Devlin
 	return nil, errors.New("no such device")
 }
 
-func testSriovHost(t *testing.T, dl fakeDevlink, pfs ...fakePF) *sriovHost {
+func testSriovHost(t *testing.T, dl fakeDevlink, pfs ...sriovfs.PF) *sriovHost {
 	root := t.TempDir()
-	writeSysfs(t, root, pfs...)
+	sriovfs.Write(t, root, pfs...)
 	h := newSriovHost(root, nil)
 	h.devlink = dl
 	h.nlops = fakeNetlinkOps{}
@@ -129,10 +68,10 @@ func testSriovHost(t *testing.T, dl fakeDevlink, pfs ...fakePF) *sriovHost {
 
 // nic is a two-port NIC: pf0 in switchdev mode with three VFs enabled of
 // four (VF 1 without a netdev, VF 2 without a representor), pf1 legacy.
-func nic() []fakePF {
-	return []fakePF{{
+func nic() []sriovfs.PF {
+	return []sriovfs.PF{{
 		PCI: "0000:5e:00.0", Name: "ens1f0", SwitchID: "b8cef603003c1e5a", NumVFs: 3, TotalVFs: 8,
-		VFs: []fakeVF{
+		VFs: []sriovfs.VF{
 			{PCI: "0000:5e:00.2", Netdev: "ens1f0v0", Rep: "ens1f0_0"},
 			{PCI: "0000:5e:00.3", Rep: "ens1f0_1"},
 			{PCI: "0000:5e:00.4", Netdev: "ens1f0v2"},
@@ -140,7 +79,7 @@ func nic() []fakePF {
 		},
 	}, {
 		PCI: "0000:5e:00.1", Name: "ens1f1", NumVFs: 1, TotalVFs: 8,
-		VFs: []fakeVF{{PCI: "0000:5e:01.2", Netdev: "ens1f1v0"}},
+		VFs: []sriovfs.VF{{PCI: "0000:5e:01.2", Netdev: "ens1f1v0"}},
 	}}
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
 	"github.com/seine-cni/seine/test/ovsdaemon"
+	"github.com/seine-cni/seine/test/sriovfs"
 )
 
 // emulatedNIC is nic()'s switchdev PF with its VFs' netdevs and
@@ -17,7 +18,7 @@ import (
 // between them as the NIC's embedded switch does between a VF and its
 // representor. VF netdevs start with MAC 02:f0:00:00:00:0<i>, MTU 1500,
 // down (as a driver creates them).
-func emulatedNIC(t *testing.T, node string) (*sriovHost, fakePF) {
+func emulatedNIC(t *testing.T, node string) (*sriovHost, sriovfs.PF) {
 	t.Helper()
 	pf := nic()[0]
 	for i, vf := range pf.VFs {
@@ -119,7 +120,7 @@ func TestDetachVFRestoresUp(t *testing.T) {
 	b.sriov, _ = emulatedNIC(t, node)
 	sh(t, node, "ip", "link", "set", "ens1f0v3", "up", "mtu", "9000")
 	pod := vfPod(podNS)
-	b.sriov = testSriovHost(t, fakeDevlink{}, fakePF{PCI: "0000:5e:00.0", Name: "ens1f0", SwitchID: "x", NumVFs: 4, TotalVFs: 4, VFs: nic()[0].VFs})
+	b.sriov = testSriovHost(t, fakeDevlink{}, sriovfs.PF{PCI: "0000:5e:00.0", Name: "ens1f0", SwitchID: "x", NumVFs: 4, TotalVFs: 4, VFs: nic()[0].VFs})
 	iface, err := b.AttachVF(ctx, pod, "0000:5e:00.5")
 	if err != nil {
 		t.Fatal(err)

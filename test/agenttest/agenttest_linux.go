@@ -24,7 +24,7 @@ import (
 )
 
 // NodeIP is the node's address on its uplink; its podCIDR is 10.244.1.0/24
-// and a peer node-2 (192.168.77.12, 10.244.2.0/24) exists in the API.
+// and a peer node-2 (Node2IP, 10.244.2.0/24) exists in the API.
 const NodeIP = "192.168.77.11"
 
 // Node is a running node.
@@ -37,51 +37,92 @@ type Node struct {
 	Kube   *fake.Clientset // the agent's API: node-1 and node-2
 }
 
+// Options change how a node is set up.
+type Options struct {
+	// SysfsRoot is the Linux backend's platform.Config.SysfsRoot: a tree
+	// standing for /sys that describes (emulated) SR-IOV VFs.
+	SysfsRoot string
+}
+
 // Start sets the node up and returns once the agent has written its CNI
 // configuration (it is ready). Everything is undone in tb's cleanup. It
 // skips with the reason when OVS cannot run here.
-func Start(tb testing.TB) *Node {
+func Start(tb testing.TB) *Node { return StartWith(tb, Options{}) }
+
+// StartWith is Start with options.
+func StartWith(tb testing.TB, o Options) *Node {
 	tb.Helper()
 	ovsdaemon.SkipUnlessCanRun(tb)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	tb.Cleanup(cancel)
+	binDir := buildCNI(tb)
+	d := ovsdaemon.StartForTest(tb)
+	peerNS := ovsdaemon.NewNetNS(tb)
+	// The node's uplink: eth0, a veth to a peer namespace, with the node IP.
+	inNS(tb, d.NetNS(), "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "up-peer")
+	inNS(tb, d.NetNS(), "ip", "link", "set", "up-peer", "netns", peerNS)
+	return startNode(tb, d, binDir, "node-1", NodeIP, o)
+}
+
+// Node2IP is node-2's address in StartPair.
+const Node2IP = "192.168.77.12"
+
+// StartPair starts node-1 and node-2 (10.244.2.0/24 at Node2IP), each a
+// Start node whose uplink is one end of the same veth pair, so the two
+// reach each other directly: pods on one reach pods on the other through
+// the Geneve tunnel, as on two machines.
+func StartPair(tb testing.TB, o Options) (*Node, *Node) {
+	tb.Helper()
+	ovsdaemon.SkipUnlessCanRun(tb)
+	binDir := buildCNI(tb)
+	d1, d2 := ovsdaemon.StartForTest(tb), ovsdaemon.StartForTest(tb)
+	inNS(tb, d1.NetNS(), "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-n2")
+	inNS(tb, d1.NetNS(), "ip", "link", "set", "eth0-n2", "netns", d2.NetNS())
+	inNS(tb, d2.NetNS(), "ip", "link", "set", "eth0-n2", "name", "eth0")
+	return startNode(tb, d1, binDir, "node-1", NodeIP, o), startNode(tb, d2, binDir, "node-2", Node2IP, Options{})
+}
+
+func buildCNI(tb testing.TB) string {
+	tb.Helper()
 	binDir := tb.TempDir()
 	if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "seine"), "github.com/seine-cni/seine/services/seine-cni").CombinedOutput(); err != nil {
 		tb.Fatalf("build seine-cni: %v\n%s", err, out)
 	}
-	d := ovsdaemon.StartForTest(tb)
-	nodeNS := d.NetNS()
-	peerNS := ovsdaemon.NewNetNS(tb)
-	// The node's uplink: eth0, a veth to a peer namespace, with the node IP.
-	for _, args := range [][]string{
-		{"ip", "link", "add", "eth0", "type", "veth", "peer", "name", "up-peer"},
-		{"ip", "link", "set", "up-peer", "netns", peerNS},
-		{"ip", "addr", "add", NodeIP + "/24", "dev", "eth0"},
-		{"ip", "link", "set", "eth0", "up"},
-	} {
-		if out, err := exec.Command("nsenter", append([]string{"--net=" + nodeNS, "--"}, args...)...).CombinedOutput(); err != nil {
-			tb.Fatalf("%v: %v\n%s", args, err, out)
-		}
+	return binDir
+}
+
+func inNS(tb testing.TB, netns string, args ...string) {
+	tb.Helper()
+	if out, err := exec.Command("nsenter", append([]string{"--net=" + netns, "--"}, args...)...).CombinedOutput(); err != nil {
+		tb.Fatalf("%v: %v\n%s", args, err, out)
 	}
+}
+
+// startNode gives the node's eth0 its address and runs the agent.
+func startNode(tb testing.TB, d *ovsdaemon.Daemon, binDir, name, ip string, o Options) *Node {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	tb.Cleanup(cancel)
+	nodeNS := d.NetNS()
+	inNS(tb, nodeNS, "ip", "addr", "add", ip+"/24", "dev", "eth0")
+	inNS(tb, nodeNS, "ip", "link", "set", "eth0", "up")
 	db, err := ovsdb.Connect(ctx, ovsdb.Config{Endpoint: d.DBEndpoint()})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(db.Close)
 	log := slog.New(slog.NewTextHandler(logWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	backend, err := linux.New(platform.Config{Logger: log, OVSDB: db, Datapath: ovsdb.DatapathNetdev, OVSRunDir: d.RunDir(), HostNetNS: nodeNS})
+	backend, err := linux.New(platform.Config{Logger: log, OVSDB: db, Datapath: ovsdb.DatapathNetdev, OVSRunDir: d.RunDir(), HostNetNS: nodeNS, SysfsRoot: o.SysfsRoot})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { backend.Close() })
 	dir := tb.TempDir()
 	cfg := &agent.Config{
-		NodeName: "node-1",
+		NodeName: name,
 		OVS:      agent.OVSConfig{DBEndpoint: d.DBEndpoint(), RunDir: d.RunDir(), Bridge: "br-int", DatapathType: "netdev"},
 		Topology: "bridgedUplink", Uplink: "eth0", TrafficMode: "encap", TunnelType: "geneve",
 		CNISocket: filepath.Join(dir, "cni.sock"), CNIConfDir: filepath.Join(dir, "net.d"), StateDir: filepath.Join(dir, "state"),
 	}
-	kube := fake.NewClientset(k8sNode("node-1", NodeIP, "10.244.1.0/24"), k8sNode("node-2", "192.168.77.12", "10.244.2.0/24"))
+	kube := fake.NewClientset(k8sNode("node-1", NodeIP, "10.244.1.0/24"), k8sNode("node-2", Node2IP, "10.244.2.0/24"))
 	// The discovery of an apiserver that serves ServiceCIDRs (1.33+),
 	// which the agent checks before following them.
 	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{{
