@@ -33,12 +33,14 @@ var Default = Build
 // debPackages maps a command the tests and the lab need to the Debian package
 // that provides it.
 var debPackages = map[string]string{
-	"ovs-vswitchd":    "openvswitch-switch",
-	"ovs-ofctl":       "openvswitch-common",
-	"ip":              "iproute2",
-	"nsenter":         "util-linux",
-	"iptables":        "iptables",
-	"iptables-save":   "iptables",
+	"ovs-vswitchd":  "openvswitch-switch",
+	"ovs-ofctl":     "openvswitch-common",
+	"ip":            "iproute2",
+	"nsenter":       "util-linux",
+	"iptables":      "iptables",
+	"iptables-save": "iptables",
+	// kube-proxy's nftables mode (the lab's kube-proxy) drives nft.
+	"nft":             "nftables",
 	"ethtool":         "ethtool",
 	"ping":            "iputils-ping",
 	"conntrack":       "conntrack",

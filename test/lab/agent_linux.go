@@ -38,13 +38,22 @@ healthAddress: 127.0.0.1:10350
 flowSetOS: %s
 hostRulesResyncPeriod: %s
 proxy:
-  mode: seine
+  mode: %s
   serviceCIDRs: [%s]
 `, n.Name, c.KubeconfigPath("seine-agent"),
 		filepath.Join(ovs, "run", "db.sock"), filepath.Join(ovs, "run"),
 		c.TrafficMode, c.TunnelType,
 		filepath.Join(c.NodeSeineDir(n.Name), "cni.sock"),
-		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), flowSetOS(n), AgentHostRulesResync, c.ServiceCIDR)
+		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), flowSetOS(n), AgentHostRulesResync, c.proxyMode(), c.ServiceCIDR)
+}
+
+// proxyMode is seine-agent's proxy mode: Seine's own, or kube-proxy's when
+// the lab runs kube-proxy.
+func (c *Config) proxyMode() string {
+	if c.KubeProxy != "" {
+		return "kubeProxy"
+	}
+	return "seine"
 }
 
 // AgentHostRulesResync is the lab agents' host rules resync period:

@@ -70,6 +70,10 @@ type Config struct {
 	TunnelType  string `json:"tunnelType"`
 	// WindowsNodes poses the last N nodes as Windows nodes (kubernetes.io/os=windows).
 	WindowsNodes int `json:"windowsNodes"`
+	// KubeProxy runs kube-proxy on every node in that mode (iptables or
+	// nftables); seine-agent then leaves Services to it (proxy mode
+	// kubeProxy). Empty: no kube-proxy, Seine's own proxy.
+	KubeProxy string `json:"kubeProxy,omitempty"`
 
 	// Kubelet is KubeletStandIn (default) or KubeletReal.
 	Kubelet string `json:"kubelet"`
@@ -119,8 +123,19 @@ func (c *Config) Defaults() {
 	}
 }
 
+// kube-proxy modes the lab can run on every node (Config.KubeProxy).
+const (
+	KubeProxyIPTables = "iptables"
+	KubeProxyNFTables = "nftables"
+)
+
 // Validate reports a configuration the lab cannot build.
 func (c *Config) Validate() error {
+	switch c.KubeProxy {
+	case "", KubeProxyIPTables, KubeProxyNFTables:
+	default:
+		return fmt.Errorf("kubeProxy %q: want %s or %s", c.KubeProxy, KubeProxyIPTables, KubeProxyNFTables)
+	}
 	if c.Nodes < 1 || c.Nodes > 50 {
 		return fmt.Errorf("nodes: %d is outside 1..50", c.Nodes)
 	}

@@ -47,6 +47,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.SeineBin = "" }, "seine-agent, seine-cni and seine-controller"},
 		{func(c *Config) { c.TrafficMode = "overlay" }, "traffic mode"},
 		{func(c *Config) { c.TunnelType = "stt" }, "tunnel type"},
+		{func(c *Config) { c.KubeProxy = "ipvs" }, "kubeProxy"},
 	} {
 		c := &Config{Nodes: 3, SeineBin: "/opt/seine"}
 		c.Defaults()

@@ -137,6 +137,11 @@ func (c *Config) startNode(ctx context.Context, n Node) error {
 			return fmt.Errorf("seine-agent: %w", err)
 		}
 	}
+	if c.KubeProxy != "" {
+		if err := c.startKubeProxy(n); err != nil {
+			return fmt.Errorf("kube-proxy: %w", err)
+		}
+	}
 	return c.startComponent(component{
 		name:  "kubelet-" + n.Name,
 		netns: c.NetNSPath(n.Name),
@@ -191,6 +196,9 @@ func (c *Config) nodeComponents(node string) []string {
 	}
 	if c.CNI == CNISeine && c.Kubelet != KubeletReal {
 		comps = append(comps, "agent-"+node)
+	}
+	if c.KubeProxy != "" {
+		comps = append(comps, "kube-proxy-"+node)
 	}
 	return comps
 }

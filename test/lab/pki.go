@@ -40,6 +40,9 @@ func (c *Config) identities() []identity {
 		// and delegates its clients' authentication and authorization
 		// (see controller_linux.go).
 		{"seine-controller", "seine:controller", nil},
+		// kube-proxy's identity: the built-in system:node-proxier binding
+		// names this user.
+		{"kube-proxy", "system:kube-proxy", nil},
 	}
 	for _, n := range c.NodeList() {
 		ids = append(ids, identity{n.Name, "system:node:" + n.Name, []string{"system:nodes"}})

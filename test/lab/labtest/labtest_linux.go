@@ -126,6 +126,9 @@ type Options struct {
 	// WindowsNodes poses the last N nodes as Windows nodes: labelled
 	// kubernetes.io/os=windows, their agents build the Windows flow set.
 	WindowsNodes int
+	// KubeProxy runs kube-proxy on every node in this mode (iptables,
+	// nftables) with seine-agent in its kube-proxy mode.
+	KubeProxy string
 }
 
 // Up brings up a lab running Seine and takes it down in tb's cleanup (with
@@ -143,7 +146,7 @@ func Up(tb testing.TB, o Options) (*lab.Config, kubernetes.Interface) {
 		o.EtcdPort += off
 	}
 	c := &lab.Config{
-		Nodes: o.Nodes, WindowsNodes: o.WindowsNodes,
+		Nodes: o.Nodes, WindowsNodes: o.WindowsNodes, KubeProxy: o.KubeProxy,
 		StateDir: fmt.Sprintf("/run/seine-%s-%d", o.Name, time.Now().UnixNano()%1e6),
 		NSPrefix: "seine-" + o.Name + "-",
 		APIPort:  o.APIPort, EtcdPort: o.EtcdPort,

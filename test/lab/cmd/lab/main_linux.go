@@ -28,7 +28,7 @@ import (
 const usage = `usage: lab <command> [flags]
 
 commands:
-  up [--nodes N] [--windows-nodes K] [--kube-bin PATH]   bring the lab up
+  up [--nodes N] [--windows-nodes K] [--kube-proxy iptables|nftables] [--kube-bin PATH]   bring the lab up
   down                      stop everything and remove all the lab made
   status                    components, nodes and pods
   kubeconfig                print the admin kubeconfig path (export KUBECONFIG=$(lab kubeconfig))
@@ -65,6 +65,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		c := &lab.Config{}
 		fs.IntVar(&c.Nodes, "nodes", 3, "number of nodes")
 		fs.IntVar(&c.WindowsNodes, "windows-nodes", 0, "pose the last K nodes as Windows nodes")
+		fs.StringVar(&c.KubeProxy, "kube-proxy", "", "run kube-proxy on every node in this mode (iptables or nftables); seine-agent leaves Services to it")
 		fs.StringVar(&c.KubeBin, "kube-bin", os.Getenv("SEINE_LAB_KUBE_BIN"), "the labkube control-plane binary (make kube-binaries builds it)")
 		fs.StringVar(&c.CNIBin, "cni-bin", "", "directory of CNI plugins (default: cni/ beside this binary)")
 		fs.StringVar(&c.CNI, "cni", lab.CNISeine, "the nodes' network: seine, or ptp (the reference plugins)")
