@@ -66,5 +66,6 @@ func hasIPv6State(s platform.HostState) bool {
 	is6 := func(p netip.Prefix) bool { return p.Addr().Is6() }
 	return slices.ContainsFunc(s.PodCIDRs, is6) || slices.ContainsFunc(s.ClusterCIDRs, is6) ||
 		slices.ContainsFunc(s.PeerRoutes, func(r platform.PeerRoute) bool { return is6(r.PodCIDR) }) ||
-		slices.ContainsFunc(s.ServiceRoutes, func(r platform.ServiceRoute) bool { return is6(r.CIDR) })
+		slices.ContainsFunc(s.ServiceRoutes, func(r platform.ServiceRoute) bool { return is6(r.CIDR) }) ||
+		slices.ContainsFunc(s.KubeProxyCIDRs, is6)
 }

@@ -86,15 +86,24 @@ func natRules(s platform.HostState, ipv6 bool) []string {
 	return rules
 }
 
-// filterRules are SEINE-FORWARD's rules: accept what the gateway forwards.
-func filterRules(s platform.HostState) []string {
+// filterRules are SEINE-FORWARD's rules: accept what the gateway forwards,
+// except traffic to kube-proxy's service CIDRs that kube-proxy did not
+// DNAT (a Service without endpoints): that goes on to kube-proxy's own
+// FORWARD rules, which reject it.
+func filterRules(s platform.HostState, ipv6 bool) []string {
 	if s.Gateway == "" {
 		return nil
 	}
-	return []string{
+	var rules []string
+	for _, c := range s.KubeProxyCIDRs {
+		if c.Addr().Is6() == ipv6 {
+			rules = append(rules, fmt.Sprintf(`-A %s -d %s -m comment --comment "seine: service traffic kube-proxy did not translate" -j RETURN`, ChainForward, c))
+		}
+	}
+	return append(rules,
 		fmt.Sprintf(`-A %s -i %s -m comment --comment "seine: from pods" -j ACCEPT`, ChainForward, s.Gateway),
 		fmt.Sprintf(`-A %s -o %s -m comment --comment "seine: to pods" -j ACCEPT`, ChainForward, s.Gateway),
-	}
+	)
 }
 
 // rawRules are SEINE-PREROUTING's rules: drop, before conntrack, what
@@ -133,7 +142,7 @@ func chainRules(s platform.HostState, ipv6 bool, chain string) []string {
 	case ChainPostrouting:
 		return natRules(s, ipv6)
 	case ChainForward:
-		return filterRules(s)
+		return filterRules(s, ipv6)
 	case ChainPrerouting:
 		return rawRules(s)
 	}

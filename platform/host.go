@@ -35,6 +35,14 @@ type HostState struct {
 	// the pipeline treats it as its virtual router. Required when a
 	// ServiceRoute has a NextHop.
 	ServiceNextHopMAC net.HardwareAddr
+	// KubeProxyCIDRs are the service CIDRs a kube-proxy on the host
+	// serves (the agent's kube-proxy mode). Forwarded traffic still
+	// addressed to them is traffic kube-proxy did not translate: a Service
+	// without endpoints, which its own FORWARD rules reject. The host's
+	// rules that accept pod traffic leave it to them (on Linux, Seine's
+	// FORWARD chain comes first and would otherwise accept it, and the
+	// client would time out instead of being refused).
+	KubeProxyCIDRs []netip.Prefix
 	// NoHostIngress names interfaces whose received frames the host's own
 	// network stack must not process. On the userspace (netdev) datapath OVS
 	// reads a port's frames through a packet socket while the kernel
@@ -134,6 +142,9 @@ func (s HostState) Validate() error {
 				errs = append(errs, fmt.Errorf("service route %s: next hop of another family", r))
 			}
 		}
+	}
+	for _, p := range s.KubeProxyCIDRs {
+		network("kube-proxy service CIDR", p)
 	}
 	if needGateway && s.Gateway == "" {
 		errs = append(errs, errors.New("routes through the gateway but no gateway interface"))

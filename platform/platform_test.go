@@ -188,6 +188,7 @@ func TestHostStateValidate(t *testing.T) {
 		{"no gateway", func(s *platform.HostState) { s.Gateway = "" }, "no gateway interface"},
 		{"no next hop MAC", func(s *platform.HostState) { s.ServiceNextHopMAC = nil }, "service next hop MAC"},
 		{"next hop family", func(s *platform.HostState) { s.ServiceRoutes[0].NextHop = ip("fd00::253") }, "next hop of another family"},
+		{"kube-proxy CIDR host bits", func(s *platform.HostState) { s.KubeProxyCIDRs = []netip.Prefix{pfx("10.96.0.1/16")} }, "kube-proxy service CIDR"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good

@@ -29,7 +29,9 @@ import (
 // Every part is attempted; the error joins the failures and the next Sync
 // redoes what is missing. NoHostIngress needs nothing on Windows: the
 // extension owns the uplink's frames, the host stack only sees what OVS
-// sends to the bridge's port.
+// sends to the bridge's port. KubeProxyCIDRs need nothing either: Seine
+// adds no forwarding rule on Windows that could take kube-proxy's traffic
+// before kube-proxy's own (HNS) rules see it.
 func (b *Backend) Sync(ctx context.Context, s platform.HostState) error {
 	if err := s.Validate(); err != nil {
 		return err

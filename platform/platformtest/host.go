@@ -128,6 +128,7 @@ func (f *FakeHostRules) Dump() string {
 //	neigh 169.254.0.253 lladdr aa:bb:cc:dd:ee:ff dev seine-gw0
 //	snat 10.244.1.0/24 to 192.168.1.11 except 10.244.0.0/16 and out seine-gw0
 //	no-host-ingress eth0
+//	kube-proxy 10.96.0.0/16
 func RenderHostState(s platform.HostState) []string {
 	var out []string
 	for _, name := range s.NoHostIngress {
@@ -147,6 +148,9 @@ func RenderHostState(s platform.HostState) []string {
 		} else {
 			out = append(out, fmt.Sprintf("route %s dev %s", r.CIDR, s.Gateway))
 		}
+	}
+	for _, c := range s.KubeProxyCIDRs {
+		out = append(out, "kube-proxy "+c.String())
 	}
 	if !s.NoSNAT {
 		for _, p := range s.PodCIDRs {
