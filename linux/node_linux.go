@@ -100,6 +100,19 @@ func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 	if _, err := b.host.setSysctl("net/ipv4/conf/"+cfg.Gateway+"/rp_filter", "2"); err != nil {
 		return st, err
 	}
+	// No ICMP redirects: the host routes pod traffic back out of the
+	// gateway it came in by (kube-proxy's DNAT to a pod of this node). A
+	// redirect would make the pod send that cluster IP's packets straight
+	// to the other pod, past the DNAT, and each one resets the host's ICMP
+	// rate limit for the pod, which then misses the errors that follow
+	// (kube-proxy's REJECT of a Service without endpoints: the pod timed
+	// out instead of being refused). The kernel sends a redirect when the
+	// interface's or "all"'s send_redirects is on, so both go off.
+	for _, k := range []string{"net/ipv4/conf/all/send_redirects", "net/ipv4/conf/" + cfg.Gateway + "/send_redirects"} {
+		if _, err := b.host.setSysctl(k, "0"); err != nil {
+			return st, err
+		}
+	}
 	if st.Gateway, err = b.portState(cfg.Gateway, ofport); err != nil {
 		return st, err
 	}

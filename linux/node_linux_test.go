@@ -114,11 +114,13 @@ func TestSetupRoutedHost(t *testing.T) {
 	// Every internal port is up (a down netdev tap makes ovs-vswitchd spin).
 	mustContain(t, "bridge port", sh(t, node, "ip", "-o", "link", "show", "br-int"), "NOARP", ",UP")
 	for key, want := range map[string]string{
-		"net/ipv4/ip_forward":                "1",
-		"net/ipv6/conf/all/forwarding":       "1",
-		"net/ipv4/conf/seine-gw0/rp_filter":  "2",
-		"net/ipv4/conf/eth0/rp_filter":       "0",
-		"net/ipv6/conf/seine-gw0/forwarding": "1",
+		"net/ipv4/ip_forward":                    "1",
+		"net/ipv6/conf/all/forwarding":           "1",
+		"net/ipv4/conf/seine-gw0/rp_filter":      "2",
+		"net/ipv4/conf/eth0/rp_filter":           "0",
+		"net/ipv4/conf/all/send_redirects":       "0",
+		"net/ipv4/conf/seine-gw0/send_redirects": "0",
+		"net/ipv6/conf/seine-gw0/forwarding":     "1",
 	} {
 		if got := strings.TrimSpace(sh(t, node, "cat", "/proc/sys/"+key)); got != want {
 			t.Errorf("%s = %s, want %s", key, got, want)
