@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -177,16 +178,30 @@ func serviceCIDRsOf(o *networkingv1.ServiceCIDR) []netip.Prefix {
 // the service CIDRs, the Services' external and load-balancer IPs and the
 // node-port target, routed into OVS through the gateway. It returns the
 // node ports whose host connections the backend redirects there.
+//
+// In the kube-proxy mode only the service CIDRs are routed there: the
+// host's own connection to a cluster IP needs a route before kube-proxy's
+// OUTPUT DNAT rewrites it (a node without a default route otherwise fails
+// with "network is unreachable"); once DNATed the packet follows the
+// endpoint's route, so the gateway route only decides the source address.
 func (a *Agent) proxyHostState(hs *platform.HostState) platform.NodePortState {
 	var nps platform.NodePortState
-	if a.proxy == nil {
-		return nps
-	}
-	hs.ServiceNextHopMAC = pipeline.ServiceNextHopMAC
 	routes := map[netip.Prefix]bool{}
 	for _, p := range a.serviceCIDRs() {
 		routes[p] = true
 	}
+	if a.proxy == nil {
+		if a.cfg.Proxy.Mode == ProxyModeKubeProxy {
+			hs.KubeProxyCIDRs = slices.Collect(maps.Keys(routes))
+			slices.SortFunc(hs.KubeProxyCIDRs, comparePrefix)
+			hs.ServiceRoutes = serviceRoutes(routes)
+			if len(hs.ServiceRoutes) > 0 {
+				hs.ServiceNextHopMAC = pipeline.ServiceNextHopMAC
+			}
+		}
+		return nps
+	}
+	hs.ServiceNextHopMAC = pipeline.ServiceNextHopMAC
 	ports := map[platform.NodePort]bool{}
 	for _, s := range a.proxy.Services() {
 		for i := range s.Ports {
@@ -214,20 +229,22 @@ func (a *Agent) proxyHostState(hs *platform.HostState) platform.NodePortState {
 			return int(x.Port) - int(y.Port)
 		})
 	}
+	hs.ServiceRoutes = serviceRoutes(routes)
+	return nps
+}
+
+// serviceRoutes routes the prefixes to the service next hop, sorted.
+func serviceRoutes(routes map[netip.Prefix]bool) []platform.ServiceRoute {
 	var cidrs []netip.Prefix
 	for p := range routes {
 		cidrs = append(cidrs, p)
 	}
-	slices.SortFunc(cidrs, func(x, y netip.Prefix) int {
-		if c := x.Addr().Compare(y.Addr()); c != 0 {
-			return c
-		}
-		return x.Bits() - y.Bits()
-	})
+	slices.SortFunc(cidrs, comparePrefix)
+	var out []platform.ServiceRoute
 	for _, p := range cidrs {
-		hs.ServiceRoutes = append(hs.ServiceRoutes, platform.ServiceRoute{CIDR: p, NextHop: pipeline.ServiceNextHopIP})
+		out = append(out, platform.ServiceRoute{CIDR: p, NextHop: pipeline.ServiceNextHopIP})
 	}
-	return nps
+	return out
 }
 
 // syncNodePorts redirects the host's own node-port connections, when the
@@ -322,4 +339,11 @@ func (a *Agent) replayServices(ctx context.Context, w FlowWriter, r pipeline.Rou
 		}
 	}
 	return msgs, flows, nil
+}
+
+func comparePrefix(x, y netip.Prefix) int {
+	if c := x.Addr().Compare(y.Addr()); c != 0 {
+		return c
+	}
+	return x.Bits() - y.Bits()
 }

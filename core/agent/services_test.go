@@ -193,8 +193,11 @@ func TestServices(t *testing.T) {
 	}
 }
 
-// In the kube-proxy mode the agent installs no service flow and routes
-// nothing: Service traffic is the host's.
+// In the kube-proxy mode the agent installs no service flow, routes only
+// the service CIDRs to the gateway (the host's own connections to a
+// cluster IP need a route before kube-proxy DNATs them) and tells the host
+// rules they are kube-proxy's (traffic to them kube-proxy did not DNAT is
+// left to its REJECT): Service traffic is the host's.
 func TestKubeProxyMode(t *testing.T) {
 	w := newWorld(t, twoNodesSlice()...)
 	w.cfg.Proxy.Mode = ProxyModeKubeProxy
@@ -208,8 +211,12 @@ func TestKubeProxyMode(t *testing.T) {
 	if w.sw.count(pipeline.CategoryService, 0) != 0 || strings.Contains(w.sw.text(), "table=44") && strings.Contains(w.sw.text(), "nat(src=") {
 		t.Errorf("service flows in the kube-proxy mode:\n%s", w.sw.text())
 	}
-	if d := w.backend.FakeHostRules.Dump(); strings.Contains(d, "10.96.0.0/16") {
-		t.Errorf("service routes in the kube-proxy mode:\n%s", d)
+	poll(t, "the service CIDR routed to the gateway", func() (bool, string) {
+		d := w.backend.FakeHostRules.Dump()
+		return strings.Contains(d, "route 10.96.0.0/16 via 169.254.0.253") && strings.Contains(d, "kube-proxy 10.96.0.0/16"), d
+	})
+	if d := w.backend.FakeHostRules.Dump(); strings.Contains(d, "192.0.2.20") {
+		t.Errorf("an external IP routed in the kube-proxy mode (kube-proxy's):\n%s", d)
 	}
 	// Pod traffic to the service CIDR goes to the host unjudged (egress
 	// policy judges it when the host sends it back DNATed).
