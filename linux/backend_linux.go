@@ -33,6 +33,10 @@ type Backend struct {
 	sriov    *sriovHost
 
 	mu sync.Mutex // serialises Setup, Teardown and Sync
+	// vfMu serialises the moves of SR-IOV VFs (AttachVF, DetachVF): the
+	// rollback of a failed attach looks for its VF on the node by name,
+	// which must not find one another attach is moving.
+	vfMu sync.Mutex
 	// syncedGateway is the gateway of the last synced state, whose changes
 	// WatchHostRules reports.
 	syncedGateway atomic.Pointer[string]

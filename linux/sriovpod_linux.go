@@ -26,6 +26,8 @@ func (b *Backend) AttachVF(ctx context.Context, pod platform.PodNetwork, pci str
 		return platform.PodInterface{}, err
 	}
 	what := fmt.Sprintf("attach pod %s to VF %s", pod.PodRef, pci)
+	b.vfMu.Lock()
+	defer b.vfMu.Unlock()
 	podNS, err := openPodNetNS(pod.NetNS)
 	if err != nil {
 		return platform.PodInterface{}, fmt.Errorf("%s: %w", what, err)
@@ -146,6 +148,8 @@ func (b *Backend) DetachVF(_ context.Context, ref platform.PodRef, vf platform.V
 	if vf.HostName == "" {
 		return fmt.Errorf("detach pod %s from %s: no host name recorded for the VF", ref, vf)
 	}
+	b.vfMu.Lock()
+	defer b.vfMu.Unlock()
 	var podNS *netNS
 	if ref.NetNS != "" {
 		n, err := openPodNetNS(ref.NetNS)

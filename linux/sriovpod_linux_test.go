@@ -181,3 +181,39 @@ func TestFailedAttachVFLeavesNothing(t *testing.T) {
 		})
 	}
 }
+
+// Two pods given the same VF at once (a device plugin never does that,
+// but a stale allocation might): one gets it, the other a clear error, and
+// the loser's rollback leaves the winner's VF alone.
+func TestAttachVFRace(t *testing.T) {
+	requirePrivileges(t)
+	ctx := testCtx(t)
+	node := ovsdaemon.NewNetNS(t)
+	b := newBackend(t, node, nil, ovsdb.DatapathNetdev, "")
+	b.sriov, _ = emulatedNIC(t, node)
+	pods := []platform.PodNetwork{vfPod(ovsdaemon.NewNetNS(t)), vfPod(ovsdaemon.NewNetNS(t))}
+	pods[1].Name, pods[1].ContainerID = "web-1", "0123456789abcdef"
+	errs := make(chan error, 2)
+	for _, p := range pods {
+		go func() {
+			_, err := b.AttachVF(ctx, p, "0000:5e:00.2")
+			errs <- err
+		}()
+	}
+	var failed int
+	for range pods {
+		if err := <-errs; err != nil {
+			failed++
+			if !errors.Is(err, platform.ErrVFUnavailable) {
+				t.Errorf("the losing AttachVF: %v, want ErrVFUnavailable", err)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Fatalf("%d of 2 AttachVF failed, want 1", failed)
+	}
+	got := linkNamesIn(t, pods[0].NetNS) + " | " + linkNamesIn(t, pods[1].NetNS)
+	if got != "lo eth0 | lo" && got != "lo | lo eth0" {
+		t.Errorf("pod links: %s, want the VF in exactly one pod", got)
+	}
+}
