@@ -130,6 +130,32 @@ func TestVFPodRealPackets(t *testing.T) {
 		t.Errorf("representor port external_ids: %s, %v", ids, err)
 	}
 
+	t.Run("busy and missing VFs", func(t *testing.T) {
+		portsBefore, _ := n1.OVS.Vsctl(ctx, "list-ports", "br-int")
+		for _, tc := range []struct{ pci, want string }{
+			{"0000:5e:00.2", "not in the node's network namespace (in use by another pod?)"},
+			{"0000:5e:00.6", "no PCI device 0000:5e:00.6 on this node"},
+		} {
+			netns := ovsdaemon.NewNetNS(t)
+			rt := &libcni.RuntimeConf{ContainerID: "sriov-test-busy", NetNS: netns, IfName: "eth0",
+				Args:           [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "busy-0"}},
+				CapabilityArgs: map[string]any{"deviceID": tc.pci}}
+			_, err := n1.CNI.AddNetworkList(ctx, n1.Config, rt)
+			if err == nil || !strings.Contains(err.Error(), "SR-IOV VF unavailable") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ADD on VF %s: %v; want an error saying %q", tc.pci, err, tc.want)
+			}
+			if got := inNS(t, netns, "ip", "-o", "link", "show"); strings.Count(got, "\n") != 1 {
+				t.Errorf("the refused pod's namespace has links:\n%s", got)
+			}
+			if ports, _ := n1.OVS.Vsctl(ctx, "list-ports", "br-int"); ports != portsBefore {
+				t.Errorf("br-int ports after the refused ADD:\n%s\nwant\n%s", ports, portsBefore)
+			}
+			if err := n1.CNI.DelNetworkList(ctx, n1.Config, rt); err != nil {
+				t.Errorf("DEL after the refused ADD: %v", err)
+			}
+		}
+	})
+
 	t.Run("reachability", func(t *testing.T) {
 		for _, proto := range []string{"tcp", "udp"} {
 			wantReach(t, vf, local, proto)
