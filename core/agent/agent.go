@@ -34,6 +34,7 @@ import (
 	"github.com/seine-cni/seine/core/agent/policywatch"
 	"github.com/seine-cni/seine/core/agent/proxier"
 	"github.com/seine-cni/seine/core/ipam"
+	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/core/sriov"
 	"github.com/seine-cni/seine/ovs/openflow"
@@ -139,6 +140,8 @@ type Agent struct {
 	healthChecks      *proxier.HealthChecks
 	noNodePortsLogged bool
 	metrics           *prometheus.Registry
+	m                 *metrics.Agent // the agent's event metrics (metrics.go)
+	connectedOnce     atomic.Bool    // a connection to ovs-vswitchd was made
 }
 
 var errNotReady = errors.New("node setup is not done yet")
@@ -167,11 +170,18 @@ func New(o Options) (*Agent, error) {
 	if a.mode != pipeline.NoEncap {
 		a.tunnel, _ = a.cfg.tunnelType()
 	}
+	a.metrics = o.Metrics
+	if a.metrics == nil {
+		a.metrics = prometheus.NewRegistry()
+	}
+	if err := a.setupMetrics(); err != nil {
+		return nil, err
+	}
 	newSwitch := o.NewSwitch
 	if newSwitch == nil {
-		newSwitch = OpenFlowSwitch
+		newSwitch = observedSwitch(a.m.FlowOperation)
 	}
-	a.sw = newSwitch("unix:"+filepath.Join(a.cfg.OVS.RunDir, a.cfg.OVS.Bridge+".mgmt"), a.onConnect, a.onPacketIn)
+	a.sw = newSwitch("unix:"+filepath.Join(a.cfg.OVS.RunDir, a.cfg.OVS.Bridge+".mgmt"), a.onConnectCounted, a.onPacketIn)
 	// The informers' caches hold every Node, Service and EndpointSlice:
 	// their managed fields (often the largest part) are never read.
 	a.factory = informers.NewSharedInformerFactoryWithOptions(a.kube, 0, informers.WithTransform(stripManagedFields))
@@ -184,10 +194,6 @@ func New(o Options) (*Agent, error) {
 		DeleteFunc: func(any) { a.poke() },
 	}); err != nil {
 		return nil, fmt.Errorf("node informer: %w", err)
-	}
-	a.metrics = o.Metrics
-	if a.metrics == nil {
-		a.metrics = prometheus.NewRegistry()
 	}
 	if err := a.watchServiceCIDRs(); err != nil {
 		return nil, err
@@ -393,7 +399,7 @@ func (a *Agent) run(ctx context.Context) error {
 // serveCNISocket starts the CNI server on the configured socket (the
 // agent's serveCNI); stop shuts it down.
 func (a *Agent) serveCNISocket() (stop func(), err error) {
-	srv, err := server.New(server.Options{SocketPath: a.cfg.CNISocket, Handler: a, Logger: a.log.With("component", "cni-server")})
+	srv, err := server.New(server.Options{SocketPath: a.cfg.CNISocket, Handler: meteredCNI{a}, Logger: a.log.With("component", "cni-server")})
 	if err != nil {
 		return nil, err
 	}

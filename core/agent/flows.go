@@ -41,17 +41,29 @@ type NewSwitchFunc func(addr string, onConnect func(context.Context, FlowWriter)
 
 // OpenFlowSwitch is the production Switch: an openflow.Client.
 func OpenFlowSwitch(addr string, onConnect func(context.Context, FlowWriter) error, packetIn func(*openflow.PacketIn)) Switch {
-	return ofSwitch{openflow.NewClient(addr, openflow.Config{
-		OnConnect: func(ctx context.Context, c *openflow.Conn) error { return onConnect(ctx, c) },
-		PacketIn:  packetIn,
-		Dialer:    ofDialer,
-		// ovs-vswitchd restarts in about a second: keep the retries short so
-		// the flows come back soon after it does.
-		BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second,
-	})}
+	return observedSwitch(nil)(addr, onConnect, packetIn)
+}
+
+// observedSwitch is OpenFlowSwitch telling observe of every flow
+// operation (openflow.Config.Observe).
+func observedSwitch(observe func(op string, msgs int, d time.Duration, err error)) NewSwitchFunc {
+	return func(addr string, onConnect func(context.Context, FlowWriter) error, packetIn func(*openflow.PacketIn)) Switch {
+		return ofSwitch{openflow.NewClient(addr, openflow.Config{
+			OnConnect: func(ctx context.Context, c *openflow.Conn) error { return onConnect(ctx, c) },
+			PacketIn:  packetIn,
+			Dialer:    ofDialer,
+			// ovs-vswitchd restarts in about a second: keep the retries short so
+			// the flows come back soon after it does.
+			BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second,
+			Observe: observe,
+		})}
+	}
 }
 
 type ofSwitch struct{ cl *openflow.Client }
+
+// Connected reports whether the connection is up (the metrics read it).
+func (s ofSwitch) Connected() bool { return s.cl.Live() != nil }
 
 func (s ofSwitch) Run(ctx context.Context) error { return s.cl.Run(ctx) }
 func (s ofSwitch) Do(ctx context.Context, fn func(FlowWriter) error) error {

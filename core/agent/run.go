@@ -8,11 +8,14 @@ import (
 	"net/url"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
 )
@@ -29,10 +32,13 @@ func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBacken
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var db *ovsdb.Client
 	if err := retry(ctx, log, "connect to OVSDB", func(ctx context.Context) error {
 		var err error
-		db, err = ovsdb.Connect(ctx, ovsdb.Config{Endpoint: cfg.OVS.DBEndpoint, Logger: log.With("component", "ovsdb")})
+		db, err = ovsdb.Connect(ctx, ovsdb.Config{Endpoint: cfg.OVS.DBEndpoint, Logger: log.With("component", "ovsdb"),
+			Metrics: reg, MetricsNamespace: metrics.LibOVSDBNamespace, MetricsSubsystem: metrics.LibOVSDBSubsystem})
 		return err
 	}); err != nil {
 		return err
@@ -46,7 +52,7 @@ func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBacken
 		return fmt.Errorf("backend: %w", err)
 	}
 	defer backend.Close()
-	a, err := New(Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend, ControlPlane: rc})
+	a, err := New(Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend, ControlPlane: rc, Metrics: reg})
 	if err != nil {
 		return err
 	}

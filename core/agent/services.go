@@ -306,6 +306,7 @@ func (f ctFlusher) FlushConntrack(ctx context.Context, zone uint16, orig, reply 
 
 // onPacketIn takes the bridge's packet-ins.
 func (a *Agent) onPacketIn(pi *openflow.PacketIn) {
+	a.m.PacketIn(packetInReason(pi))
 	if a.proxy != nil && a.proxy.HandlePacketIn(pi) {
 		return
 	}

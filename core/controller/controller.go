@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"k8s.io/client-go/informers"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"github.com/seine-cni/seine/core/metrics"
 )
 
 // flushKey asks the worker to publish dirty objects; policy keys are
@@ -63,6 +65,28 @@ type Controller struct {
 	// goneATG, goneAG and goneNP are objects to delete from the stores at
 	// the end of the next flush, after what replaces them is published.
 	goneATG, goneAG, goneNP map[string]struct{}
+
+	metrics *metrics.Controller // nil: none (SetMetrics)
+}
+
+// SetMetrics makes the controller record its computations in m. Call it
+// before Run.
+func (c *Controller) SetMetrics(m *metrics.Controller) { c.metrics = m }
+
+// QueueDepth is the number of NetworkPolicy changes waiting to be
+// translated.
+func (c *Controller) QueueDepth() int { return c.queue.Len() }
+
+// Unpublished counts the computed objects not published yet, by kind.
+func (c *Controller) Unpublished() metrics.ObjectCounts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return metrics.ObjectCounts{len(c.dirtyATG), len(c.dirtyAG), len(c.dirtyNP)}
+}
+
+// Stored counts the objects of the stores, by kind.
+func (c *Controller) Stored() metrics.ObjectCounts {
+	return metrics.ObjectCounts{c.AppliedToGroups.Len(), c.AddressGroups.Len(), c.NetworkPolicies.Len()}
 }
 
 // New returns a Controller fed by the pod, namespace and NetworkPolicy
@@ -157,11 +181,15 @@ func (c *Controller) work() {
 			return
 		}
 		if key != flushKey {
+			start := time.Now()
 			c.syncPolicy(key)
+			c.metrics.PolicySynced(time.Since(start))
 		}
 		c.queue.Done(key)
 		if c.queue.Len() == 0 && c.started.Load() {
+			start := time.Now()
 			c.flush()
+			c.metrics.Published(time.Since(start))
 		}
 	}
 }

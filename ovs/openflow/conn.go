@@ -32,6 +32,11 @@ type Config struct {
 	OnConnect func(ctx context.Context, c *Conn) error
 	// Backoff bounds a Client's reconnect delay (defaults 100ms and 5s).
 	BackoffMin, BackoffMax time.Duration
+	// Observe, when set, is told of every flow operation when it ends:
+	// op is add, modify or delete (BundleFlows), bundle (Bundle) or
+	// delete_cookie (DeleteFlowsByCookie); msgs the messages it carried;
+	// err its outcome. It runs on the caller's goroutine.
+	Observe func(op string, msgs int, d time.Duration, err error)
 }
 
 func (c *Config) setDefaults() {

@@ -3,6 +3,7 @@ package openflow
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Bundle applies msgs atomically and in order in one OpenFlow bundle
@@ -11,7 +12,8 @@ import (
 // and the returned *Error names the failing message(s) in Failed. A message
 // longer than MaxBundledLen (a flow-mod longer than MaxFlowModLen)
 // discards the bundle too, with an error wrapping ErrTooLarge.
-func (c *Conn) Bundle(ctx context.Context, msgs ...Message) error {
+func (c *Conn) Bundle(ctx context.Context, msgs ...Message) (err error) {
+	defer c.observe("bundle", len(msgs), time.Now(), &err)
 	return c.bundle(ctx, len(msgs), func(b []byte, i int, id uint32, xid uint32) ([]byte, error) {
 		return appendBundleAdd(b, id, BundleAtomic|BundleOrdered, msgs[i], xid)
 	}, func(i int) string { return Describe(msgs[i]) })
@@ -22,7 +24,8 @@ func (c *Conn) Bundle(ctx context.Context, msgs ...Message) error {
 // socket buffer, so it is the fast path for installing many flows. A flow
 // whose flow-mod is longer than MaxFlowModLen is refused before the bundle
 // is opened, with an error wrapping ErrTooLarge.
-func (c *Conn) BundleFlows(ctx context.Context, command uint8, flows []*Flow) error {
+func (c *Conn) BundleFlows(ctx context.Context, command uint8, flows []*Flow) (err error) {
+	defer c.observe(commandOp(command), len(flows), time.Now(), &err)
 	fm := FlowMod{Command: command, OutPort: PortAny, OutGroup: GroupAny, BufferID: NoBuffer}
 	for i, f := range flows {
 		if n, max := f.flowModLen(), maxLen(&fm, true); n > max {
@@ -141,7 +144,8 @@ func (c *Conn) AddFlows(ctx context.Context, flows ...*Flow) error {
 
 // DeleteFlowsByCookie deletes, in every table, the flows whose cookie
 // equals cookie under mask, and waits for the switch to finish.
-func (c *Conn) DeleteFlowsByCookie(ctx context.Context, cookie, mask uint64) error {
+func (c *Conn) DeleteFlowsByCookie(ctx context.Context, cookie, mask uint64) (err error) {
+	defer c.observe("delete_cookie", 1, time.Now(), &err)
 	return c.Apply(ctx, DeleteFlows(TableAll, nil, cookie, mask))
 }
 
@@ -238,4 +242,24 @@ func (c *Conn) MeterDesc(ctx context.Context, meter uint32) ([]*MeterEntry, erro
 		return nil, err
 	}
 	return ParseMeterDesc(b)
+}
+
+// observe reports a finished flow operation to Config.Observe.
+func (c *Conn) observe(op string, msgs int, start time.Time, err *error) {
+	if c.cfg.Observe != nil {
+		c.cfg.Observe(op, msgs, time.Since(start), *err)
+	}
+}
+
+// commandOp names a flow-mod command for Config.Observe.
+func commandOp(command uint8) string {
+	switch command {
+	case FlowAdd:
+		return "add"
+	case FlowModify, FlowModifyStrict:
+		return "modify"
+	case FlowDelete, FlowDeleteStrict:
+		return "delete"
+	}
+	return fmt.Sprintf("command%d", command)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/ovn-org/libovsdb/client"
 	"github.com/ovn-org/libovsdb/model"
 	"github.com/ovn-org/libovsdb/ovsdb"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Sentinel errors; test with errors.Is.
@@ -48,6 +49,12 @@ type Config struct {
 	// cur_cfg, so a bridge exists in ovs-vswitchd (and has its management
 	// socket) when EnsureBridge returns.
 	NoWait bool
+	// Metrics, when set, receives libovsdb's metrics (disconnects, monitor
+	// updates) named <MetricsNamespace>_<MetricsSubsystem>_... . A client
+	// made again after a failed Connect replaces the metrics of the one
+	// before.
+	Metrics                            prometheus.Registerer
+	MetricsNamespace, MetricsSubsystem string
 }
 
 // Client is a connected, monitoring OVSDB client. It reconnects by itself;
@@ -105,11 +112,15 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	bo.MaxInterval = maxInterval
 	bo.MaxElapsedTime = 0 // retry forever; callers bound their operations with ctx
 	lr := logr.FromSlogHandler(log.With("component", "libovsdb").Handler())
-	ovs, err := client.NewOVSDBClient(dbModel,
+	opts := []client.Option{
 		client.WithEndpoint(addr),
 		client.WithLogger(&lr),
 		client.WithInactivityCheck(probe, 5*time.Second, bo),
-	)
+	}
+	if cfg.Metrics != nil {
+		opts = append(opts, client.WithMetricsRegistryNamespaceSubsystem(replacing{cfg.Metrics}, cfg.MetricsNamespace, cfg.MetricsSubsystem))
+	}
+	ovs, err := client.NewOVSDBClient(dbModel, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ovsdb client for %s: %w", cfg.Endpoint, err)
 	}
@@ -310,4 +321,27 @@ func (b *broadcaster) notify() {
 	defer b.mu.Unlock()
 	close(b.ch)
 	b.ch = make(chan struct{})
+}
+
+// replacing registers collectors in place of those already registered
+// under the same names: libovsdb registers (MustRegister) for every client
+// it makes, and the client that counts is the last.
+type replacing struct{ prometheus.Registerer }
+
+func (r replacing) Register(c prometheus.Collector) error {
+	err := r.Registerer.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		r.Registerer.Unregister(are.ExistingCollector)
+		return r.Registerer.Register(c)
+	}
+	return err
+}
+
+func (r replacing) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,10 +35,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/controller/apiserver"
+	"github.com/seine-cni/seine/core/metrics"
 )
 
 func main() {
@@ -94,6 +97,11 @@ func run(log *slog.Logger, args []string) error {
 	if err := trackNodes(factory, srv); err != nil {
 		return err
 	}
+	// Served with the apiserver's own at /metrics, over HTTPS, authorized
+	// through the kube-apiserver (nonResourceURL /metrics, verb get).
+	if err := registerMetrics(legacyregistry.Registerer(), ctrl, srv); err != nil {
+		return err
+	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 
@@ -120,6 +128,21 @@ func run(log *slog.Logger, args []string) error {
 	case <-time.After(30 * time.Second):
 	}
 	return err
+}
+
+// registerMetrics registers the controller's metrics (core/metrics) with
+// reg and hands them to ctrl and srv.
+func registerMetrics(reg prometheus.Registerer, ctrl *controller.Controller, srv *apiserver.Server) error {
+	m, err := metrics.NewController(reg)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	ctrl.SetMetrics(m)
+	srv.SetMetrics(m)
+	if _, err := metrics.NewControllerCollector(reg, ctrl, srv); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
 }
 
 // trackNodes makes the server drop the realization report of a node that

@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/seine-cni/seine/core/agent"
+	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/linux"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -35,6 +37,8 @@ type Node struct {
 	CNI    *libcni.CNIConfig // finds seine-cni as the "seine" plugin
 	Config *libcni.NetworkConfigList
 	Kube   *fake.Clientset // the agent's API: node-1 and node-2
+	// Metrics is the agent's registry (its /metrics), with libovsdb's.
+	Metrics *prometheus.Registry
 }
 
 // Options change how a node is set up.
@@ -104,7 +108,9 @@ func startNode(tb testing.TB, d *ovsdaemon.Daemon, binDir, name, ip string, o Op
 	nodeNS := d.NetNS()
 	inNS(tb, nodeNS, "ip", "addr", "add", ip+"/24", "dev", "eth0")
 	inNS(tb, nodeNS, "ip", "link", "set", "eth0", "up")
-	db, err := ovsdb.Connect(ctx, ovsdb.Config{Endpoint: d.DBEndpoint()})
+	reg := prometheus.NewRegistry()
+	db, err := ovsdb.Connect(ctx, ovsdb.Config{Endpoint: d.DBEndpoint(),
+		Metrics: reg, MetricsNamespace: metrics.LibOVSDBNamespace, MetricsSubsystem: metrics.LibOVSDBSubsystem})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -128,7 +134,7 @@ func startNode(tb testing.TB, d *ovsdaemon.Daemon, binDir, name, ip string, o Op
 	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{{
 		GroupVersion: "networking.k8s.io/v1", APIResources: []metav1.APIResource{{Name: "servicecidrs"}},
 	}}
-	a, err := agent.New(agent.Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend})
+	a, err := agent.New(agent.Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend, Metrics: reg})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -155,7 +161,7 @@ func startNode(tb testing.TB, d *ovsdaemon.Daemon, binDir, name, ip string, o Op
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Node{OVS: d, NetNS: nodeNS, Agent: a, CNI: libcni.NewCNIConfig([]string{binDir}, nil), Config: list, Kube: kube}
+	return &Node{OVS: d, NetNS: nodeNS, Agent: a, CNI: libcni.NewCNIConfig([]string{binDir}, nil), Config: list, Kube: kube, Metrics: reg}
 }
 
 func k8sNode(name, ip, podCIDR string) *corev1.Node {

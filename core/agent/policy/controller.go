@@ -16,9 +16,11 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
@@ -120,6 +122,32 @@ type Controller struct {
 	latest   *resolved
 
 	changed chan struct{} // signalled when realized or failed changed
+
+	// stateCounts are the object counts of state, for the metrics.
+	stateCounts atomic.Pointer[metrics.PolicyCounts]
+}
+
+func countState(s *State) *metrics.PolicyCounts {
+	return &metrics.PolicyCounts{NetworkPolicies: len(s.NetworkPolicies), AppliedToGroups: len(s.AppliedToGroups), AddressGroups: len(s.AddressGroups)}
+}
+
+// Counts returns the number of policies and groups of the desired state,
+// and of the rules installed by direction.
+func (c *Controller) Counts() metrics.PolicyCounts {
+	var out metrics.PolicyCounts
+	if p := c.stateCounts.Load(); p != nil {
+		out = *p
+	}
+	c.flowMu.Lock()
+	defer c.flowMu.Unlock()
+	for _, r := range c.installed.Rules {
+		if r.Direction == pipeline.PolicyIngress {
+			out.IngressRules++
+		} else {
+			out.EgressRules++
+		}
+	}
+	return out
 }
 
 // Realization is how one policy stands on the node.
@@ -179,6 +207,7 @@ func (c *Controller) Load() error {
 		return nil
 	}
 	c.state = s
+	c.stateCounts.Store(countState(s))
 	r, _ := c.resolve()
 	if _, err := pipeline.PolicyFlows(r.set, 0); err != nil {
 		return fmt.Errorf("policies on disk: %w", err)
@@ -201,6 +230,7 @@ func (c *Controller) Sync(ctx context.Context, s State) error {
 		return err
 	}
 	c.state = &s
+	c.stateCounts.Store(countState(&s))
 	if c.file != "" {
 		if err := writeState(c.file, &s); err != nil {
 			c.unlock()

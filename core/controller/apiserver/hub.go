@@ -47,6 +47,7 @@ type entry[T any] struct {
 	obj     T
 	span    *controller.Span
 	version uint64
+	at      time.Time // when the hub stored it (the realization lag's start)
 }
 
 // change is one step of a hub's history. The objects sent for it are built
@@ -170,7 +171,7 @@ func (h *hub[T]) apply(key string, obj T, span *controller.Span, deleted bool) {
 	if deleted {
 		delete(h.items, key)
 	} else {
-		c.new, c.hasNew = entry[T]{obj: obj, span: span, version: h.version}, true
+		c.new, c.hasNew = entry[T]{obj: obj, span: span, version: h.version, at: time.Now()}, true
 		h.items[key] = c.new
 	}
 	if len(h.history) < historySize {
@@ -310,6 +311,29 @@ func (h *hub[T]) watchFrom(node string, initial bool, rv uint64, bookmark bool) 
 }
 
 // numWatchers is the number of open watches, for tests and metrics.
+// since returns when the hub stored object name at generation gen with a
+// span holding node; ok is false when it holds something else.
+func (h *hub[T]) since(name string, gen int64, node string) (at time.Time, ok bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	e, have := h.items[name]
+	if !have || e.obj.GetGeneration() != gen || !e.span.Has(node) {
+		return time.Time{}, false
+	}
+	return e.at, true
+}
+
+// watchingNodes adds the nodes with a watch open to set.
+func (h *hub[T]) watchingNodes(set map[string]struct{}) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for w := range h.watchers {
+		if w.node != "" {
+			set[w.node] = struct{}{}
+		}
+	}
+}
+
 func (h *hub[T]) numWatchers() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()

@@ -32,6 +32,7 @@ import (
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/controller"
+	"github.com/seine-cni/seine/core/metrics"
 )
 
 // DefaultPort is the controller's default secure port.
@@ -261,6 +262,34 @@ func NodesNotSynced() error {
 
 // ForgetNode drops the realization report of a node that left the cluster.
 func (s *Server) ForgetNode(name string) { s.reports.forget(name) }
+
+// SetMetrics makes the server record node reports and realization lags
+// in m. Call it before Run.
+func (s *Server) SetMetrics(m *metrics.Controller) {
+	s.reports.mu.Lock()
+	defer s.reports.mu.Unlock()
+	s.reports.onReport = func(node string, newly map[string]int64, at time.Time) {
+		m.Report()
+		for name, gen := range newly {
+			if since, ok := s.np.since(name, gen, node); ok {
+				m.Realized(at.Sub(since))
+			}
+		}
+	}
+}
+
+// WatcherCounts is the number of open watches per kind, in
+// metrics.ObjectKinds' order.
+func (s *Server) WatcherCounts() metrics.ObjectCounts {
+	return metrics.ObjectCounts{s.atg.numWatchers(), s.ag.numWatchers(), s.np.numWatchers()}
+}
+
+// ConnectedAgents is the number of nodes watching networkpolicies.
+func (s *Server) ConnectedAgents() int {
+	set := map[string]struct{}{}
+	s.np.watchingNodes(set)
+	return len(set)
+}
 
 // Watchers is the number of open watches of each resource.
 func (s *Server) Watchers() (networkPolicies, appliedToGroups, addressGroups int) {

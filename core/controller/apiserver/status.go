@@ -44,6 +44,10 @@ type reports struct {
 	// nodeExists, when set, tells whether a node exists; a report is
 	// refused with its error (see Server.TrackNodes).
 	nodeExists func(name string) error
+	// onReport, when set, is told of every report stored: the policies
+	// it shows realized at a generation the node's last report did not.
+	// It runs after the lock is released.
+	onReport func(node string, newly map[string]int64, at time.Time)
 }
 
 func newReports() *reports {
@@ -79,6 +83,14 @@ func (r *reports) set(in *cp.NodePolicyStatus, now time.Time, dryRun bool) (*cp.
 	for _, p := range in.Policies {
 		rep.policies[p.Name] = realization{generation: p.Generation, err: p.Error}
 	}
+	var newly map[string]int64
+	var onReport func(string, map[string]int64, time.Time)
+	// After the lock is released: onReport looks at the hub.
+	defer func() {
+		if onReport != nil {
+			onReport(in.Name, newly, now)
+		}
+	}()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.nodeExists != nil {
@@ -91,7 +103,22 @@ func (r *reports) set(in *cp.NodePolicyStatus, now time.Time, dryRun bool) (*cp.
 	}
 	r.version++
 	rep.version = r.version
+	prev := r.nodes[in.Name]
 	r.nodes[in.Name] = rep
+	if onReport = r.onReport; onReport != nil {
+		newly = map[string]int64{}
+		for name, p := range rep.policies {
+			if p.err != "" {
+				continue
+			}
+			if prev != nil {
+				if old, ok := prev.policies[name]; ok && old.generation == p.generation && old.err == "" {
+					continue
+				}
+			}
+			newly[name] = p.generation
+		}
+	}
 	return rep.object(in.Name), nil
 }
 
