@@ -97,14 +97,13 @@ var (
 )
 
 // The agent's OVSDB client (libovsdb) metrics, registered with namespace
-// "seine" and subsystem "agent_ovsdb" (LibOVSDBNamespace).
+// "seine" and subsystem "agent_ovsdb" (LibOVSDBNamespace). Its update
+// counters are not registered: libovsdb counts only legacy "update"
+// notifications, which today's OVS never sends its monitors
+// (ovs/ovsdb neverCounted).
 var (
 	OVSDBDisconnects = Def{Name: "seine_agent_ovsdb_disconnects_total", Kind: Counter, Component: "agent", From: "libovsdb",
 		Help: "Count of libovsdb disconnects encountered"}
-	OVSDBUpdates = Def{Name: "seine_agent_ovsdb_update_messages_total", Kind: Counter, Component: "agent", From: "libovsdb",
-		Help: "Count of libovsdb monitor update messages processed, partitioned by database", Labels: []string{"database", "primary_model"}}
-	OVSDBTableUpdates = Def{Name: "seine_agent_ovsdb_table_updates_total", Kind: Counter, Component: "agent", From: "libovsdb",
-		Help: "Count of libovsdb monitor update messages per table", Labels: []string{"database", "primary_model", "table"}}
 	OVSDBMonitors = Def{Name: "seine_agent_ovsdb_monitors", Kind: Gauge, Component: "agent", From: "libovsdb",
 		Help: "Number of running libovsdb ovsdb monitors", Labels: []string{"primary_model"}}
 )
@@ -127,9 +126,7 @@ func proxyDefs() []Def {
 	return []Def{ProxyProgrammingDuration, ProxySyncDuration, ProxyServices, ProxyRejected}
 }
 
-func libovsdbDefs() []Def {
-	return []Def{OVSDBDisconnects, OVSDBUpdates, OVSDBTableUpdates, OVSDBMonitors}
-}
+func libovsdbDefs() []Def { return []Def{OVSDBDisconnects, OVSDBMonitors} }
 
 // CNI commands and results, and flow operations: their series exist at
 // zero from the start.
