@@ -44,6 +44,7 @@ var debPackages = map[string]string{
 	"ethtool":         "ethtool",
 	"ping":            "iputils-ping",
 	"conntrack":       "conntrack",
+	"prometheus":      "prometheus", // the lab's metrics test (test/lab/prometheus_linux.go)
 	"tcpdump":         "tcpdump",
 	"iperf3":          "iperf3",
 	"wixl":            "wixl",

@@ -44,4 +44,6 @@ func TestDemo(t *testing.T) {
 	if len(pods.Items) != 0 {
 		t.Errorf("%d pods keep the demo's server label", len(pods.Items))
 	}
+	// The demo's traffic and policy are what the metrics show.
+	t.Run("prometheus", func(t *testing.T) { checkPrometheus(t, e) })
 }

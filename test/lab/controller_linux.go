@@ -223,6 +223,10 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 			// Realization reports: a create replaces the node's last one.
 			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"nodepolicystatuses"}, Verbs: []string{"create"}},
 		}},
+		// Prometheus (StartPrometheus) scrapes the controller's /metrics.
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-metrics-reader"}, Rules: []rbacv1.PolicyRule{
+			{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}},
+		}},
 	}
 	bindings := []*rbacv1.ClusterRoleBinding{
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller"}, Subjects: user,
@@ -232,6 +236,9 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"},
 			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:agent"}},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-agent-controlplane"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-metrics-reader"},
+			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: PrometheusUser}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-metrics-reader"}},
 	}
 	for _, r := range roles {
 		if _, err := cs.RbacV1().ClusterRoles().Create(ctx, r, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {

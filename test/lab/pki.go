@@ -43,6 +43,8 @@ func (c *Config) identities() []identity {
 		// kube-proxy's identity: the built-in system:node-proxier binding
 		// names this user.
 		{"kube-proxy", "system:kube-proxy", nil},
+		// Prometheus' identity: get on /metrics (controller_linux.go).
+		{"prometheus", PrometheusUser, nil},
 	}
 	for _, n := range c.NodeList() {
 		ids = append(ids, identity{n.Name, "system:node:" + n.Name, []string{"system:nodes"}})
