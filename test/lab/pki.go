@@ -20,6 +20,10 @@ import (
 	"time"
 )
 
+// PrometheusUser is the lab identity Prometheus scrapes seine-controller
+// as (StartPrometheus); it may get /metrics and nothing else.
+const PrometheusUser = "seine:prometheus"
+
 // identity is a user of the lab's kube-apiserver, authenticated by a static
 // token (kube-apiserver's --token-auth-file).
 type identity struct {

@@ -20,10 +20,6 @@ import (
 	"github.com/seine-cni/seine/test/lab/netns"
 )
 
-// PrometheusUser is the lab identity Prometheus scrapes seine-controller
-// as; it may get /metrics and nothing else.
-const PrometheusUser = "seine:prometheus"
-
 // Prometheus is a real Prometheus server (Debian's prometheus package)
 // scraping the lab's seine-controller over HTTPS, authorized through the
 // kube-apiserver, and every node's seine-agent. Agents serve /metrics on
