@@ -93,8 +93,11 @@ func agentDaemonSet(o Options) *appsv1.DaemonSet {
 		Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "spec.nodeName"},
 		}}},
+		// volOVS: node-prep checks that Open vSwitch's run directory
+		// exists (seine-ovs's sockets appear in it; either pod may start
+		// first, and DirectoryOrCreate makes it for whichever does).
 		VolumeMounts: append([]corev1.VolumeMount{{Name: configMapName, MountPath: templateDir, ReadOnly: true}},
-			mounts(volRun, volState, volCNIBin, volCNIConf)...),
+			mounts(volRun, volState, volCNIBin, volCNIConf, volOVS)...),
 		SecurityContext: privileged,
 	}
 	agent := corev1.Container{

@@ -299,6 +299,15 @@ func TestOpenVSwitchHasADaemonSetOfItsOwn(t *testing.T) {
 	if hp := hostPath(ag, cfg.OVS.RunDir); hp == nil || hp.Path != cfg.OVS.RunDir {
 		t.Errorf("agent: ovs.runDir %s is %+v, want the host path seine-ovs shares", cfg.OVS.RunDir, hp)
 	}
+	// node-prep checks the run directory: without it mounted the check
+	// fails on every node (seen on the lab's real nodes).
+	var prepMounts bool
+	for _, m := range ag.Spec.Template.Spec.InitContainers[0].VolumeMounts {
+		prepMounts = prepMounts || m.MountPath == cfg.OVS.RunDir
+	}
+	if !prepMounts {
+		t.Errorf("node-prep does not mount ovs.runDir %s, which it checks", cfg.OVS.RunDir)
+	}
 	if hp := hostPath(ag, "/lib/modules"); hp != nil {
 		t.Errorf("agent mounts /lib/modules (%+v): only Open vSwitch loads modules", hp)
 	}

@@ -29,6 +29,9 @@ const usage = `usage: lab <command> [flags]
 
 commands:
   up [--nodes N] [--windows-nodes K] [--kube-proxy iptables|nftables] [--kube-bin PATH]   bring the lab up
+  install-seine [-f seine.yml]   real nodes (up --kubelet real --cni none): kubectl apply
+                            the manifest with the lab's patches (images, userspace datapath,
+                            node-local API server) and wait until Seine is ready
   down                      stop everything and remove all the lab made
   status                    components, nodes and pods
   kubeconfig                print the admin kubeconfig path (export KUBECONFIG=$(lab kubeconfig))
@@ -95,6 +98,22 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 			return err
 		}
 		fmt.Printf("lab is up: export KUBECONFIG=%s\n", c.AdminKubeconfig())
+		return nil
+	case "install-seine":
+		file := fs.String("f", "installer/kubernetes/seine.yml", "the manifest")
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return err
+		}
+		if err := c.InstallSeine(ctx, log, b); err != nil {
+			return err
+		}
+		fmt.Printf("seine is installed (the applied manifest: %s)\n", c.SeineManifestPath())
 		return nil
 	case "down":
 		fs.Parse(args)
