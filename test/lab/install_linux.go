@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -217,4 +218,15 @@ func apiServiceAvailable(ctx context.Context, cs kubernetes.Interface, name stri
 		}
 	}
 	return false, "no Available condition"
+}
+
+// TagImage gives an image of a real node's containerd a second name (ctr
+// images tag), as if a new release had been pulled: a test can then roll a
+// DaemonSet to it.
+func (c *Config) TagImage(ctx context.Context, node, src, dst string) error {
+	_, err := c.inMountNS(ctx, node, filepath.Join(c.RuntimeBin, "ctr"), "--address", containerdSocket, "--namespace", "k8s.io", "images", "tag", "--force", src, dst)
+	if err != nil {
+		return fmt.Errorf("tag %s as %s on %s: %w", src, dst, node, err)
+	}
+	return nil
 }
