@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -67,6 +69,7 @@ func (b *Backend) AttachVF(ctx context.Context, pod platform.PodNetwork, pci str
 	vf := platform.VF{
 		PCIAddress: pci, PF: vfi.PF, Index: vfi.Index, Representor: vfi.Representor,
 		HostName: va.Name, HostMAC: slices.Clone(va.HardwareAddr), HostMTU: va.MTU, HostUp: va.Flags&net.FlagUp != 0,
+		HostAlias: va.Alias,
 	}
 	log := b.log.With("pod", pod.Namespace+"/"+pod.Name, "container", pod.ContainerID, "vf", pci, "representor", vf.Representor)
 	iface, err := b.attachVF(pod, podNS, vfLink, repLink, vf)
@@ -82,6 +85,12 @@ func (b *Backend) AttachVF(ctx context.Context, pod platform.PodNetwork, pci str
 
 func (b *Backend) attachVF(pod platform.PodNetwork, podNS *netNS, vfLink, repLink netlink.Link, vf platform.VF) (platform.PodInterface, error) {
 	tmp := vfTempName(vf.PCIAddress)
+	// The record travels with the VF (its alias), for a DEL that lost it.
+	if alias := vfAlias(vf); alias != "" {
+		if err := b.host.nl.LinkSetAlias(vfLink, alias); err != nil {
+			return platform.PodInterface{}, fmt.Errorf("set %s alias: %w", vf.HostName, err)
+		}
+	}
 	// Renamed on the node first: neither name may clash in the pod.
 	if err := b.host.nl.LinkSetDown(vfLink); err != nil {
 		return platform.PodInterface{}, fmt.Errorf("set %s down: %w", vf.HostName, err)
@@ -129,6 +138,33 @@ func (b *Backend) attachVF(pod platform.PodNetwork, podNS *netNS, vfLink, repLin
 	return iface, nil
 }
 
+// vfAliasPrefix starts the alias a VF carries while a pod has it: the
+// prefix and the VF's record as JSON.
+const vfAliasPrefix = "seine-vf:"
+
+// vfAlias is the alias recording vf on the VF itself, "" when the record
+// does not fit (IFALIASZ is 256 bytes with its NUL).
+func vfAlias(vf platform.VF) string {
+	b, err := json.Marshal(vf)
+	if err != nil || len(vfAliasPrefix)+len(b) > 255 {
+		return ""
+	}
+	return vfAliasPrefix + string(b)
+}
+
+// vfFromAlias reads the record a VF carries, for the VF at pci.
+func vfFromAlias(alias, pci string) (platform.VF, bool) {
+	s, ok := strings.CutPrefix(alias, vfAliasPrefix)
+	if !ok {
+		return platform.VF{}, false
+	}
+	var vf platform.VF
+	if err := json.Unmarshal([]byte(s), &vf); err != nil || vf.PCIAddress != pci || vf.HostName == "" {
+		return platform.VF{}, false
+	}
+	return vf, true
+}
+
 // vfTempName is the name a VF has while it moves between namespaces.
 func vfTempName(pci string) string {
 	sum := sha256.Sum256([]byte(pci))
@@ -145,8 +181,8 @@ func (b *Backend) DetachVF(_ context.Context, ref platform.PodRef, vf platform.V
 	if err := ref.Validate(); err != nil {
 		return err
 	}
-	if vf.HostName == "" {
-		return fmt.Errorf("detach pod %s from %s: no host name recorded for the VF", ref, vf)
+	if err := platform.ValidPCIAddress(vf.PCIAddress); err != nil {
+		return fmt.Errorf("detach pod %s: %w", ref, err)
 	}
 	b.vfMu.Lock()
 	defer b.vfMu.Unlock()
@@ -162,10 +198,53 @@ func (b *Backend) DetachVF(_ context.Context, ref platform.PodRef, vf platform.V
 			defer n.Close()
 		}
 	}
+	if vf.HostName == "" {
+		found, err := b.recordOnVF(podNS, vf.PCIAddress, ref.IfName)
+		if err != nil {
+			return fmt.Errorf("detach pod %s from %s: %w", ref, vf, err)
+		}
+		if found == nil {
+			b.log.Warn("VF with no record found in the pod or on the node; nothing to give back", "vf", vf.String(), "pod", ref.String())
+			return nil
+		}
+		vf = *found
+	}
 	if err := b.returnVF(podNS, vf, ref.IfName); err != nil {
 		return fmt.Errorf("detach pod %s from %s: %w", ref, vf, err)
 	}
 	return nil
+}
+
+// recordOnVF finds the VF at pci, in podNS (nil when gone) as podName or
+// its temporary name, or on the node by its temporary name or through
+// sysfs, and returns the record its alias carries; nil when there is none.
+func (b *Backend) recordOnVF(podNS *netNS, pci, podName string) (*platform.VF, error) {
+	tmp := vfTempName(pci)
+	type place struct {
+		nl   *netlink.Handle
+		name string
+	}
+	var places []place
+	if podNS != nil {
+		places = append(places, place{podNS.nl, podName}, place{podNS.nl, tmp})
+	}
+	places = append(places, place{b.host.nl, tmp})
+	if vfi, err := b.sriov.lookupVF(pci); err == nil && vfi.Netdev != "" {
+		places = append(places, place{b.host.nl, vfi.Netdev})
+	}
+	for _, p := range places {
+		link, err := p.nl.LinkByName(p.name)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("look up %s: %w", p.name, err)
+		}
+		if vf, ok := vfFromAlias(link.Attrs().Alias, pci); ok {
+			return &vf, nil
+		}
+	}
+	return nil, nil
 }
 
 // returnVF gives the VF back to the node: from podNS (nil when it is
@@ -255,6 +334,11 @@ func (b *Backend) restoreVF(link netlink.Link, vf platform.VF) error {
 	if vf.HostMTU != 0 && a.MTU != vf.HostMTU {
 		if err := b.host.nl.LinkSetMTU(link, vf.HostMTU); err != nil {
 			return fmt.Errorf("restore %s MTU %d: %w", vf.HostName, vf.HostMTU, err)
+		}
+	}
+	if a.Alias != vf.HostAlias {
+		if err := b.host.nl.LinkSetAlias(link, vf.HostAlias); err != nil {
+			return fmt.Errorf("restore %s alias: %w", vf.HostName, err)
 		}
 	}
 	set := b.host.nl.LinkSetDown

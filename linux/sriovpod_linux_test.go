@@ -217,3 +217,36 @@ func TestAttachVFRace(t *testing.T) {
 		t.Errorf("pod links: %s, want the VF in exactly one pod", got)
 	}
 }
+
+// A DEL that lost the VF's record (the agent crashed between AttachVF and
+// storing it) still gives the VF back: the record travels on the VF as its
+// alias, and the VF's own alias comes back too.
+func TestDetachVFWithoutRecord(t *testing.T) {
+	requirePrivileges(t)
+	ctx := testCtx(t)
+	node, podNS := ovsdaemon.NewNetNS(t), ovsdaemon.NewNetNS(t)
+	b := newBackend(t, node, nil, ovsdb.DatapathNetdev, "")
+	b.sriov, _ = emulatedNIC(t, node)
+	sh(t, node, "ip", "link", "set", "ens1f0v0", "alias", "rack-7 port 3")
+	pod := vfPod(podNS)
+	iface, err := b.AttachVF(ctx, pod, "0000:5e:00.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if iface.VF.HostAlias != "rack-7 port 3" {
+		t.Errorf("recorded alias %q", iface.VF.HostAlias)
+	}
+	mustContain(t, "pod link", sh(t, podNS, "ip", "-o", "link", "show", "eth0"), `alias seine-vf:{"pci":"0000:5e:00.2"`)
+	if err := b.DetachVF(ctx, pod.PodRef, platform.VF{PCIAddress: "0000:5e:00.2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := linkNamesIn(t, podNS); got != "lo" {
+		t.Errorf("pod links after DetachVF: %s, want lo", got)
+	}
+	mustContain(t, "VF after", sh(t, node, "ip", "-o", "link", "show", "ens1f0v0"), "mtu 1500", "state DOWN", "link/ether 02:f0:00:00:00:00", "alias rack-7 port 3")
+	// Again: nothing carries a record any more, nothing to do.
+	if err := b.DetachVF(ctx, pod.PodRef, platform.VF{PCIAddress: "0000:5e:00.2"}); err != nil {
+		t.Errorf("second DetachVF: %v", err)
+	}
+	mustContain(t, "VF after the second DetachVF", sh(t, node, "ip", "-o", "link", "show", "ens1f0v0"), "alias rack-7 port 3")
+}

@@ -34,6 +34,9 @@ type VF struct {
 	HostMAC  net.HardwareAddr `json:"mac,omitempty"`
 	HostMTU  int              `json:"mtu,omitempty"`
 	HostUp   bool             `json:"up,omitempty"`
+	// HostAlias is the VF netdev's alias (ifalias) before AttachVF, which
+	// keeps a copy of this record on the VF while it is in the pod.
+	HostAlias string `json:"alias,omitempty"`
 }
 
 func (v VF) String() string {
@@ -66,7 +69,9 @@ func ValidPCIAddress(s string) error {
 // failed AttachVF leaves the VF on the node as it was.
 //
 // DetachVF returns the VF to the node under its old name with its old MAC,
-// MTU and state; a VF already back is success. CheckVF reports how the pod
+// MTU and state; a VF already back is success. Given only the PCI address
+// (the record was lost: a crash between AttachVF and storing it), it finds
+// the record the backend keeps on the VF itself. CheckVF reports how the pod
 // differs from pod without changing anything.
 //
 // Find it by type assertion; a backend without it cannot give pods VFs

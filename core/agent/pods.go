@@ -271,12 +271,15 @@ func (a *Agent) Del(ctx context.Context, r *cni.Request) error {
 	if ref.ContainerID == "" || ref.IfName == "" {
 		return cni.Errorf(types.ErrInvalidEnvironmentVariables, "CNI_CONTAINERID and CNI_IFNAME are required")
 	}
-	return a.deletePod(ctx, ref)
+	// A DEL carries the ADD's configuration: its device ID finds a VF
+	// whose record was lost (a crash between attaching it and storing it).
+	deviceID, _ := requestDeviceID(r)
+	return a.deletePod(ctx, ref, deviceID)
 }
 
 // deletePod tears one attachment down, finding what it holds in the agent's
 // state, in OVSDB external_ids and in IPAM.
-func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
+func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef, deviceID string) error {
 	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
 	// A pod still waiting for its interface stops waiting first (it may
 	// connect meanwhile: then it is in a.pods below).
@@ -327,6 +330,9 @@ func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef) error {
 	vf, err := a.podVF(p, ports, &ref)
 	if err != nil {
 		return err
+	}
+	if vf == nil && deviceID != "" {
+		vf = &platform.VF{PCIAddress: deviceID} // the backend finds the rest on the VF
 	}
 	if ref.Namespace != "" && ref.Name != "" {
 		if err := a.detachInterface(ctx, ref, vf); err != nil {
@@ -422,7 +428,7 @@ func (a *Agent) GC(ctx context.Context, _ *cni.Request, valid []cni.Attachment) 
 	}
 	var errs []error
 	for _, ref := range stale {
-		if err := a.deletePod(ctx, ref); err != nil {
+		if err := a.deletePod(ctx, ref, ""); err != nil {
 			errs = append(errs, err)
 		}
 	}

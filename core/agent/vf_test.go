@@ -220,3 +220,32 @@ func TestVFNodeInfo(t *testing.T) {
 		})
 	}
 }
+
+// A DEL whose VF record is lost (the agent died between attaching the VF
+// and adding its OVS port) still gives the VF back: the DEL's device ID
+// names it and the backend finds the rest on the VF.
+func TestVFPodDelWithoutRecord(t *testing.T) {
+	w := newWorld(t, twoNodesSlice()...)
+	w.vfs = platformtest.NewFakeVFs("0000:5e:00.2")
+	a, stop := w.start()
+	waitReady(t, a)
+	ctx := context.Background()
+	if _, err := a.Add(ctx, w.vfReq(cni.CmdAdd, "c1", "web-0", "0000:5e:00.2")); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := w.db.DeletePort(ctx, "pf0_0"); err != nil { // as if never added
+		t.Fatal(err)
+	}
+	b, _ := w.start()
+	waitReady(t, b)
+	if got := w.vfs.Dump(); got == "" {
+		t.Fatal("the VF was given back before DEL; the test needs it still in the pod")
+	}
+	if err := b.Del(ctx, w.vfReq(cni.CmdDel, "c1", "web-0", "0000:5e:00.2")); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.vfs.Dump() + w.leftovers(b); got != "" {
+		t.Errorf("left after DEL:\n%s\nVF log:\n%s", got, w.vfs.Log())
+	}
+}

@@ -21,6 +21,7 @@ type FakeVFs struct {
 	vfs   []string                       // PCI addresses, by index
 	users map[string]platform.PodRef     // PCI address -> pod
 	nets  map[string]platform.PodNetwork // PCI address -> pod network
+	recs  map[string]platform.VF         // PCI address -> record
 	eswi  string
 }
 
@@ -31,7 +32,7 @@ var (
 
 // NewFakeVFs returns a NIC with the given VFs, free.
 func NewFakeVFs(pcis ...string) *FakeVFs {
-	return &FakeVFs{vfs: pcis, users: map[string]platform.PodRef{}, nets: map[string]platform.PodNetwork{},
+	return &FakeVFs{vfs: pcis, users: map[string]platform.PodRef{}, nets: map[string]platform.PodNetwork{}, recs: map[string]platform.VF{},
 		eswi: "switchdev"}
 }
 
@@ -84,6 +85,7 @@ func (f *FakeVFs) AttachVF(_ context.Context, pod platform.PodNetwork, pci strin
 		HostName: fmt.Sprintf("pf0v%d", i), HostMAC: fakeMAC(pci), HostMTU: 1500}
 	f.users[pci] = pod.PodRef
 	f.nets[pci] = pod
+	f.recs[pci] = vf
 	f.logf("%s -> %s", line, vf.Representor)
 	mac := pod.MAC
 	if mac == nil {
@@ -93,7 +95,8 @@ func (f *FakeVFs) AttachVF(_ context.Context, pod platform.PodNetwork, pci strin
 		HostMAC: fakeMAC(vf.Representor), IPs: slices.Clone(pod.IPs), VF: &vf}, nil
 }
 
-// DetachVF frees the VF; a free one is not an error.
+// DetachVF frees the VF; a free one is not an error. A record with only
+// the PCI address (lost by the core) is completed from the fake's own.
 func (f *FakeVFs) DetachVF(_ context.Context, ref platform.PodRef, vf platform.VF) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -106,9 +109,11 @@ func (f *FakeVFs) DetachVF(_ context.Context, ref platform.PodRef, vf platform.V
 		f.logf("%s (no change)", line)
 		return nil
 	}
+	rec := f.recs[vf.PCIAddress]
 	delete(f.users, vf.PCIAddress)
 	delete(f.nets, vf.PCIAddress)
-	f.logf("%s -> %s back", line, vf.HostName)
+	delete(f.recs, vf.PCIAddress)
+	f.logf("%s -> %s back", line, rec.HostName)
 	return nil
 }
 
