@@ -163,9 +163,10 @@ func BenchmarkServiceFirstPacketScale(b *testing.B) {
 				return nil, err
 			}
 			// Every side starts from an empty datapath cache and conntrack
-			// table. Without the flush, connections reusing the client port
-			// of one in TIME_WAIT from an earlier run timed out after the
-			// flows were replaced (see /work/notes/proxy.md).
+			// table. Without the flush, after about 14,000 connections
+			// (the client reusing its ports while their entries are in
+			// TIME_WAIT) new connections time out: an open defect, see
+			// test/bench/README.md.
 			for _, cmd := range []string{"dpctl/del-flows", "dpctl/flush-conntrack"} {
 				if out, err := d.Appctl(ctx, "ovs-vswitchd", cmd); err != nil {
 					return nil, fmt.Errorf("%s: %v\n%s", cmd, err, out)
