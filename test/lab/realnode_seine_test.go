@@ -86,6 +86,7 @@ func TestSeineOnRealNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
 	t.Run("rolling upgrade", func(t *testing.T) { rollingUpgrade(t, ctx, c, idx, pods) })
 
 	components := c.runningComponents()
@@ -209,6 +210,46 @@ func rollingUpgrade(t *testing.T, ctx context.Context, c *Config, idx *images.In
 	for uid, p := range list("seine-ovs") {
 		if _, ok := ovsBefore[uid]; !ok || p.Status.ContainerStatuses[0].RestartCount != 0 {
 			t.Errorf("seine-ovs pod %s was replaced or restarted by the agents' upgrade", p.Name)
+		}
+	}
+}
+
+// agentIdentity: a ServiceAccount token of seine-agent bound to the agent's
+// pod on node-1 (as the kubelet mounts it) lists node-1's span of
+// controlplane.seine.io through the aggregator, and is refused node-2's
+// and everything (seine-controller checks the node the token is bound to).
+func agentIdentity(t *testing.T, ctx context.Context, c *Config) {
+	cs, err := c.Client("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents, err := cs.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "component=seine-agent", FieldSelector: "spec.nodeName=node-1"})
+	if err != nil || len(agents.Items) != 1 {
+		t.Fatalf("the agent pod of node-1: %v (%d pods)", err, len(agents.Items))
+	}
+	token, err := c.Kubectl(ctx, "-n", "kube-system", "create", "token", "seine-agent", "--bound-object-kind", "Pod", "--bound-object-name", agents.Items[0].Name, "--duration", "10m")
+	if err != nil {
+		t.Fatalf("create token: %v\n%s", err, token)
+	}
+	asAgent := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, c.KubeBin, append([]string{"kubectl", "--kubeconfig", os.DevNull,
+			"--server", "https://127.0.0.1:" + strconv.Itoa(c.APIPort), "--certificate-authority", c.pki("ca.crt"), "--token", token}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	for _, res := range []string{"appliedtogroups", "addressgroups", "networkpolicies"} {
+		if out, err := asAgent("get", res+".controlplane.seine.io", "--field-selector", "nodeName=node-1"); err != nil {
+			t.Errorf("node-1's agent listing node-1's %s: %v\n%s", res, err, out)
+		}
+		for _, sel := range []string{"nodeName=node-2", ""} {
+			args := []string{"get", res + ".controlplane.seine.io"}
+			if sel != "" {
+				args = append(args, "--field-selector", sel)
+			}
+			out, err := asAgent(args...)
+			if err == nil || !strings.Contains(out, "Forbidden") || !strings.Contains(out, "node-1") {
+				t.Errorf("node-1's agent listing %s with %q: %v, want Forbidden naming node-1\n%s", res, sel, err, out)
+			}
 		}
 	}
 }

@@ -16,8 +16,10 @@ import (
 // 1,500 reviews to the kube-apiserver and never hit the cache. Without the
 // selector, the agents' identical requests share one cached decision.
 //
-// Nothing is lost: RBAC cannot grant by field selector, and Seine does not
-// restrict an agent to its own node's view (agents share one identity).
+// Nothing is lost: RBAC cannot grant by field selector. Agents share one
+// ServiceAccount; what keeps one to its own node's view is the node its
+// pod-bound token carries, checked by the storage itself (checkReader),
+// not by the authorizer.
 type withoutSelectors struct{ authorizer.Authorizer }
 
 func (a withoutSelectors) Authorize(ctx context.Context, attrs authorizer.Attributes) (authorizer.Decision, string, error) {

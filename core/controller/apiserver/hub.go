@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -258,6 +259,18 @@ func (h *hub[T]) get(name string) (runtime.Object, error) {
 		h.status([]T{obj}, []*controller.Span{e.span})
 	}
 	return any(obj).(runtime.Object), nil
+}
+
+// getIn returns one object if its span holds one of nodes, as get does;
+// otherwise it is not found.
+func (h *hub[T]) getIn(name string, nodes []string) (runtime.Object, error) {
+	h.mu.RLock()
+	e, ok := h.items[name]
+	h.mu.RUnlock()
+	if ok && slices.ContainsFunc(nodes, func(n string) bool { return inSpan(e.span, n) }) {
+		return h.get(name)
+	}
+	return nil, apierrors.NewNotFound(controlplaneResource(h.k.resource), name)
 }
 
 // watchFrom starts a watcher of node. With initial set (resourceVersion ""

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
@@ -55,12 +57,20 @@ func (s *storage[T]) Get(ctx context.Context, name string, _ *metav1.GetOptions)
 	if err := s.waitReady(ctx); err != nil {
 		return nil, err
 	}
+	if bound := boundNodes(ctx); len(bound) > 0 {
+		// A node's agent sees only its span: an object outside it does
+		// not exist for the agent, as in its list.
+		return s.h.getIn(name, bound)
+	}
 	return s.h.get(name)
 }
 
 func (s *storage[T]) List(ctx context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
 	node, err := nodeSelected(opts)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkReader(ctx, s.h.k.resource, node); err != nil {
 		return nil, err
 	}
 	if err := s.waitReady(ctx); err != nil {
@@ -72,6 +82,9 @@ func (s *storage[T]) List(ctx context.Context, opts *metainternalversion.ListOpt
 func (s *storage[T]) Watch(ctx context.Context, opts *metainternalversion.ListOptions) (watch.Interface, error) {
 	node, err := nodeSelected(opts)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkReader(ctx, s.h.k.resource, node); err != nil {
 		return nil, err
 	}
 	if err := s.waitReady(ctx); err != nil {
@@ -114,4 +127,30 @@ func nodeFromFields(sel fields.Selector) (string, error) {
 		return "", apierrors.NewBadRequest(fmt.Sprintf("field selector %q: only %s=<node> is supported", sel, cp.NodeNameField))
 	}
 	return reqs[0].Value, nil
+}
+
+// boundNodes returns the nodes the requester's credential is bound to (a
+// pod's ServiceAccount token: nodeNameExtra), none for any other.
+func boundNodes(ctx context.Context) []string {
+	u, ok := request.UserFrom(ctx)
+	if !ok {
+		return nil
+	}
+	return u.GetExtra()[nodeNameExtra]
+}
+
+// checkReader refuses a list or watch by a credential bound to a node
+// unless it selects that node (fieldSelector=nodeName=<its node>): an
+// agent's token lets it see its own node's span only, never another
+// node's or everything. Agents share one ServiceAccount, so RBAC cannot
+// tell them apart; their pod-bound tokens can. Credentials bound to no
+// node (admins, the controller's viewers, static tokens) are left to RBAC.
+func checkReader(ctx context.Context, resource, node string) error {
+	bound := boundNodes(ctx)
+	if len(bound) == 0 || (len(bound) == 1 && bound[0] == node) {
+		return nil
+	}
+	u, _ := request.UserFrom(ctx)
+	return apierrors.NewForbidden(cp.Resource(resource), "",
+		fmt.Errorf("%s may list and watch only with fieldSelector %s=%s, the node its credential is bound to", u.GetName(), cp.NodeNameField, strings.Join(bound, ",")))
 }
