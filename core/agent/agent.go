@@ -275,6 +275,13 @@ func (a *Agent) run(ctx context.Context) error {
 		a.late.wait()
 		a.factory.Shutdown()
 	}()
+	if a.cfg.MetricsAddress != "" {
+		stop, err := a.serveMetrics(a.cfg.MetricsAddress)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if a.cfg.HealthAddress != "" {
 		stop, err := a.serveHealth(a.cfg.HealthAddress)
 		if err != nil {

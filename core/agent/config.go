@@ -39,6 +39,15 @@ type Config struct {
 	CNIConfDir    string `json:"cniConfDir"`
 	StateDir      string `json:"stateDir"`
 	HealthAddress string `json:"healthAddress"`
+	// MetricsAddress, when set (ip:port), serves /metrics over HTTPS to
+	// clients the kube-apiserver authenticates (TokenReview) and
+	// authorizes for get on /metrics (SubjectAccessReview), as
+	// seine-controller's API does; the agent's identity needs the
+	// system:auth-delegator ClusterRole. The certificate is
+	// MetricsTLSCertFile/MetricsTLSKeyFile, or one the agent signs itself.
+	MetricsAddress     string `json:"metricsAddress"`
+	MetricsTLSCertFile string `json:"metricsTLSCertFile"`
+	MetricsTLSKeyFile  string `json:"metricsTLSKeyFile"`
 	// FlowSetOS, when set (linux or windows), builds the OpenFlow pipeline
 	// for that OS instead of the one the agent runs on. The lab sets it on
 	// the nodes that pose as Windows nodes. The flows are the same for both
@@ -213,6 +222,14 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(c.HealthAddress); err != nil {
 			errs = append(errs, fmt.Errorf("healthAddress %q: want ip:port: %w", c.HealthAddress, err))
 		}
+	}
+	if c.MetricsAddress != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsAddress); err != nil {
+			errs = append(errs, fmt.Errorf("metricsAddress %q: want ip:port: %w", c.MetricsAddress, err))
+		}
+	}
+	if (c.MetricsTLSCertFile == "") != (c.MetricsTLSKeyFile == "") {
+		errs = append(errs, errors.New("metricsTLSCertFile and metricsTLSKeyFile go together"))
 	}
 	switch pipeline.OS(c.FlowSetOS) {
 	case "", pipeline.OSLinux, pipeline.OSWindows:

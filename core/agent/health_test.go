@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -41,4 +42,31 @@ func TestHealthEndpoints(t *testing.T) {
 	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "podCIDR") {
 		t.Errorf("/readyz before setup: %d %q, want 503 naming the podCIDR", code, body)
 	}
+}
+
+// TestMetricsEndpointRefusesAnonymous: the HTTPS metrics endpoint answers
+// a client without credentials 401 (authenticated scrapes are the lab's
+// TestDemo/prometheus, against a real kube-apiserver).
+func TestMetricsEndpointRefusesAnonymous(t *testing.T) {
+	w := newWorld(t, node("node-1", "172.30.0.11", ""))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	w.cfg.MetricsAddress = addr
+	w.start()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	poll(t, "GET /metrics", func() (bool, string) {
+		resp, err := client.Get("https://" + addr + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || resp.TLS == nil {
+			t.Errorf("anonymous GET /metrics: %d (TLS %v), want 401 over TLS", resp.StatusCode, resp.TLS != nil)
+		}
+		return true, ""
+	})
 }

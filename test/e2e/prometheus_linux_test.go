@@ -30,20 +30,21 @@ import (
 // the lab after the demo's traffic: it scrapes the controller over HTTPS
 // as an identity allowed only /metrics, and every agent; every metric of
 // the catalog must be there with sane values, and every expression of the
-// Grafana dashboard must parse and return data. The controller's /metrics
-// refuses a client without credentials and one without the right.
+// Grafana dashboard must parse and return data. The controller's and the
+// agents' /metrics refuse a client without credentials and one without the
+// right.
 func checkPrometheus(t *testing.T, e *env) {
 	if _, err := exec.LookPath("prometheus"); err != nil {
 		ci.Skipf(t, "prometheus is not installed (Debian package prometheus; go tool mage deps installs it): %v", err)
 	}
 	start := time.Now()
-	checkMetricsAuth(t, e)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p, err := e.c.StartPrometheus(e.ctx, log, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Stop()
+	checkMetricsAuth(t, e, p.Agents)
 	// Every target up, and at least three scrapes of each, so that rate()
 	// over the dashboard's window has points.
 	poll := func(what string, cond func() (bool, string)) {
@@ -146,19 +147,21 @@ func dashboardExpr(expr string) string {
 	return strings.NewReplacer("$__rate_interval", "1m", "$node", ".*").Replace(expr)
 }
 
-// checkMetricsAuth: the controller's /metrics wants a client the
-// kube-apiserver authenticates and authorizes for it.
-func checkMetricsAuth(t *testing.T, e *env) {
+// checkMetricsAuth: the controller's and the agents' /metrics want a
+// client the kube-apiserver authenticates and authorizes for it.
+func checkMetricsAuth(t *testing.T, e *env, agents map[string]string) {
 	ca, err := os.ReadFile(filepath.Join(e.c.PKIDir(), "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	get := func(who string) int {
+	verified := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	// Agents sign their own certificates in the lab.
+	unverified := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	get := func(client *http.Client, url, who string) int {
 		t.Helper()
-		req, err := http.NewRequestWithContext(e.ctx, http.MethodGet, e.c.ControllerURL()+"/metrics", nil)
+		req, err := http.NewRequestWithContext(e.ctx, http.MethodGet, url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,14 +181,21 @@ func checkMetricsAuth(t *testing.T, e *env) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	// Anonymous requests are authenticated as system:anonymous, which
-	// may not get /metrics: 403 (401 where anonymous auth is off).
-	if got := get(""); got != http.StatusForbidden && got != http.StatusUnauthorized {
-		t.Errorf("controller /metrics without credentials: %d, want 401 or 403", got)
+	targets := map[string]*http.Client{e.c.ControllerURL() + "/metrics": verified}
+	for _, addr := range agents {
+		targets["https://"+addr+"/metrics"] = unverified
 	}
-	for who, want := range map[string]int{"seine-agent": http.StatusForbidden, "prometheus": http.StatusOK} {
-		if got := get(who); got != want {
-			t.Errorf("controller /metrics as %q: %d, want %d", who, got, want)
+	for url, client := range targets {
+		// The controller takes a request without credentials as
+		// system:anonymous, which may not get /metrics (403); an agent
+		// answers it 401.
+		if got := get(client, url, ""); got != http.StatusForbidden && got != http.StatusUnauthorized {
+			t.Errorf("%s without credentials: %d, want 401 or 403", url, got)
+		}
+		for who, want := range map[string]int{"seine-agent": http.StatusForbidden, "prometheus": http.StatusOK} {
+			if got := get(client, url, who); got != want {
+				t.Errorf("%s as %q: %d, want %d", url, who, got, want)
+			}
 		}
 	}
 }

@@ -35,6 +35,7 @@ cniSocket: %s
 cniConfDir: %s
 stateDir: %s
 healthAddress: 127.0.0.1:10350
+metricsAddress: 127.0.0.1:%d
 flowSetOS: %s
 hostRulesResyncPeriod: %s
 proxy:
@@ -44,7 +45,7 @@ proxy:
 		filepath.Join(ovs, "run", "db.sock"), filepath.Join(ovs, "run"),
 		c.TrafficMode, c.TunnelType,
 		filepath.Join(c.NodeSeineDir(n.Name), "cni.sock"),
-		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), flowSetOS(n), AgentHostRulesResync, c.proxyMode(), c.ServiceCIDR)
+		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), AgentMetricsPort, flowSetOS(n), AgentHostRulesResync, c.proxyMode(), c.ServiceCIDR)
 }
 
 // proxyMode is seine-agent's proxy mode: Seine's own, or kube-proxy's when
@@ -55,6 +56,11 @@ func (c *Config) proxyMode() string {
 	}
 	return "seine"
 }
+
+// AgentMetricsPort is where lab agents serve /metrics over HTTPS with
+// delegated authorization, on the loopback of their node's namespace
+// (StartPrometheus relays to it).
+const AgentMetricsPort = 10351
 
 // AgentHostRulesResync is the lab agents' host rules resync period:
 // shorter than the default, so a test that breaks a node's NAT or routes

@@ -236,6 +236,16 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"},
 			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:agent"}},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-agent-controlplane"}},
+		// The agents delegate the authentication and authorization of
+		// their /metrics scrapes (metricsAddress).
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-auth-delegator"},
+			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:agent"}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"}},
+		// The agents delegate the authentication and authorization of
+		// their /metrics scrapes (metricsAddress).
+		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-auth-delegator"},
+			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:agent"}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-metrics-reader"},
 			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: PrometheusUser}},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-metrics-reader"}},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,10 +22,11 @@ import (
 )
 
 // Prometheus is a real Prometheus server (Debian's prometheus package)
-// scraping the lab's seine-controller over HTTPS, authorized through the
-// kube-apiserver, and every node's seine-agent. Agents serve /metrics on
-// 127.0.0.1:10350 inside their node's namespace; a relay in the machine's
-// namespace reaches each one there (as ServeAPIProxy does the other way).
+// scraping the lab's seine-controller and every node's seine-agent over
+// HTTPS, authorized through the kube-apiserver. Agents serve /metrics on
+// 127.0.0.1:AgentMetricsPort inside their node's namespace; a relay in the
+// machine's namespace reaches each one there (as ServeAPIProxy does the
+// other way).
 type Prometheus struct {
 	// URL is the server's HTTP API (http://127.0.0.1:port).
 	URL string
@@ -72,7 +74,7 @@ func (c *Config) StartPrometheus(ctx context.Context, log *slog.Logger, dir stri
 		p.lns = append(p.lns, ln)
 		p.Agents[n.Name] = ln.Addr().String()
 		p.wg.Add(1)
-		go p.relay(log, ln, c.NetNSPath(n.Name), "127.0.0.1:10350")
+		go p.relay(log, ln, c.NetNSPath(n.Name), net.JoinHostPort("127.0.0.1", strconv.Itoa(AgentMetricsPort)))
 	}
 	port, err := freePort()
 	if err != nil {
@@ -128,8 +130,15 @@ scrape_configs:
   static_configs:
   - targets: ['%s']
 - job_name: seine-agent
+  scheme: https
+  authorization:
+    credentials_file: %s
+  tls_config:
+    # Each agent signs its own serving certificate (no metricsTLSCertFile
+    # in the lab): the token is still checked, the server is not.
+    insecure_skip_verify: true
   static_configs:
-`, ScrapeInterval, ScrapeInterval, tokenFile, c.pki("ca.crt"), strings.TrimPrefix(c.ControllerURL(), "https://"))
+`, ScrapeInterval, ScrapeInterval, tokenFile, c.pki("ca.crt"), strings.TrimPrefix(c.ControllerURL(), "https://"), tokenFile)
 	for _, n := range c.NodeList() {
 		fmt.Fprintf(&b, "  - targets: ['%s']\n    labels: {node: '%s'}\n", agents[n.Name], n.Name)
 	}

@@ -33,6 +33,9 @@ const (
 	ControllerPort = 10349
 	// AgentHealthPort is the agent's /healthz and /readyz on the node's loopback.
 	AgentHealthPort = 10350
+	// AgentMetricsPort is the agent's /metrics over HTTPS on every node
+	// address, for clients the kube-apiserver authorizes (seine-metrics-reader).
+	AgentMetricsPort = 10351
 
 	// Paths on the node (host paths, mounted at the same place in the agent).
 	hostRunDir     = "/var/run/seine"

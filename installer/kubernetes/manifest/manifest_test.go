@@ -92,8 +92,8 @@ func keys(m map[string][]byte) []string {
 func TestManifestHasEveryObject(t *testing.T) {
 	want := []string{
 		"APIService/v1beta1.controlplane.seine.io",
-		"ClusterRole/seine-agent", "ClusterRole/seine-controller", "ClusterRole/seine-controlplane-viewer",
-		"ClusterRoleBinding/seine-agent", "ClusterRoleBinding/seine-controller", "ClusterRoleBinding/seine-controller-auth-delegator",
+		"ClusterRole/seine-agent", "ClusterRole/seine-controller", "ClusterRole/seine-controlplane-viewer", "ClusterRole/seine-metrics-reader",
+		"ClusterRoleBinding/seine-agent", "ClusterRoleBinding/seine-agent-auth-delegator", "ClusterRoleBinding/seine-controller", "ClusterRoleBinding/seine-controller-auth-delegator",
 		"ConfigMap/seine-config", "DaemonSet/seine-agent", "DaemonSet/seine-ovs", "Deployment/seine-controller",
 		"RoleBinding/seine-controller-authentication-reader",
 		"Service/seine-controller", "ServiceAccount/seine-agent", "ServiceAccount/seine-controller",

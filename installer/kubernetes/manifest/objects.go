@@ -36,6 +36,9 @@ cniSocket: ` + hostRunDir + `/cni.sock
 cniConfDir: ` + containerCNIConf + `
 stateDir: ` + hostStateDir + `
 healthAddress: 127.0.0.1:10350
+# /metrics over HTTPS for clients the kube-apiserver authorizes to get it
+# (bind a scraper to the seine-metrics-reader ClusterRole); "" turns it off.
+metricsAddress: 0.0.0.0:10351
 # Without kube-proxy, the API server's own address: the in-cluster one is
 # the kubernetes Service's cluster IP, which Seine serves once it runs.
 # kubeAPIServer: https://<control plane>:6443
@@ -61,6 +64,9 @@ func Objects(o Options) []any {
 		// seine-controller delegates authentication and authorization of
 		// controlplane.seine.io requests to the kube-apiserver.
 		clusterRoleBinding(controllerName+"-auth-delegator", "system:auth-delegator", controllerName),
+		// seine-agent delegates those of its /metrics scrapes.
+		clusterRoleBinding(agentName+"-auth-delegator", "system:auth-delegator", agentName),
+		metricsReaderClusterRole(),
 		authReaderBinding(),
 		viewerClusterRole(),
 		configMap(),
@@ -143,6 +149,16 @@ func viewerClusterRole() *rbacv1.ClusterRole {
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies", "nodepolicystatuses"}, Verbs: readOnly},
 		},
+	}
+}
+
+// metricsReaderClusterRole is what a Prometheus needs to scrape the agents'
+// and the controller's /metrics; the installer binds nobody to it.
+func metricsReaderClusterRole() *rbacv1.ClusterRole {
+	return &rbacv1.ClusterRole{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+		ObjectMeta: meta("seine-metrics-reader", false, ""),
+		Rules:      []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}},
 	}
 }
 
