@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/seine-cni/seine/test/bench/benchutil"
 	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
@@ -54,27 +52,8 @@ func BenchmarkPodToPodTCP(b *testing.B) {
 	c, cs := upLab(b, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	for _, p := range []struct{ name, node string }{{"iperf-server", "node-2"}, {"iperf-client", "node-1"}} {
-		if _, err := cs.CoreV1().Pods("default").Create(ctx, labtest.PinnedPod(p.name, p.node), metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	srv, err := labtest.WaitPodReady(ctx, cs, "iperf-server", 2*time.Minute)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cli, err := labtest.WaitPodReady(ctx, cs, "iperf-client", 2*time.Minute)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srvNS, err := c.PodNetNS(srv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cliNS, err := c.PodNetNS(cli)
-	if err != nil {
-		b.Fatal(err)
-	}
+	pp := labtest.StartPodPair(ctx, b, c, cs, "iperf-server", "node-2", "iperf-client", "node-1")
+	srv, srvNS, cliNS := pp.Server, pp.ServerNS, pp.ClientNS
 	// The first packets to a new remote node are dropped while OVS resolves
 	// the tunnel next hop: measure only once a TCP handshake gets through.
 	waitTCP(b, cliNS, srv.Status.PodIP)

@@ -71,27 +71,8 @@ func upServiceLab(b *testing.B, name, kubeProxy string, apiPort int) *svcLab {
 		TrafficMode: "encap", TunnelType: "geneve", KubeProxy: kubeProxy})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	for _, p := range []struct{ name, node string }{{"bench-server", "node-2"}, {"bench-client", "node-1"}} {
-		if _, err := cs.CoreV1().Pods("default").Create(ctx, labtest.PinnedPod(p.name, p.node), metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	srv, err := labtest.WaitPodReady(ctx, cs, "bench-server", 2*time.Minute)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cli, err := labtest.WaitPodReady(ctx, cs, "bench-client", 2*time.Minute)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srvNS, err := c.PodNetNS(srv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cliNS, err := c.PodNetNS(cli)
-	if err != nil {
-		b.Fatal(err)
-	}
+	pp := labtest.StartPodPair(ctx, b, c, cs, "bench-server", "node-2", "bench-client", "node-1")
+	srv, srvNS, cliNS := pp.Server, pp.ServerNS, pp.ClientNS
 	serve(b, srvNS)
 	ip := createService(ctx, b, cs, srv.Status.PodIP)
 	l := &svcLab{name: name, cliNS: cliNS, podIP: srv.Status.PodIP, clusterIP: ip}

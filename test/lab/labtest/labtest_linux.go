@@ -231,3 +231,37 @@ func WaitPodReady(ctx context.Context, cs kubernetes.Interface, name string, tim
 		}
 	}
 }
+
+// PodPair is a server pod and a client pod of the default namespace, each
+// pinned to its node, Ready, with the paths of their network namespaces.
+type PodPair struct {
+	Server, Client     *corev1.Pod
+	ServerNS, ClientNS string
+}
+
+// StartPodPair creates pod server on serverNode and pod client on
+// clientNode (PinnedPod), waits until both are Ready and finds their
+// network namespaces; it fails tb otherwise.
+func StartPodPair(ctx context.Context, tb testing.TB, c *lab.Config, cs kubernetes.Interface, server, serverNode, client, clientNode string) PodPair {
+	tb.Helper()
+	for _, p := range []struct{ name, node string }{{server, serverNode}, {client, clientNode}} {
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, PinnedPod(p.name, p.node), metav1.CreateOptions{}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	var pp PodPair
+	var err error
+	if pp.Server, err = WaitPodReady(ctx, cs, server, 2*time.Minute); err != nil {
+		tb.Fatal(err)
+	}
+	if pp.Client, err = WaitPodReady(ctx, cs, client, 2*time.Minute); err != nil {
+		tb.Fatal(err)
+	}
+	if pp.ServerNS, err = c.PodNetNS(pp.Server); err != nil {
+		tb.Fatal(err)
+	}
+	if pp.ClientNS, err = c.PodNetNS(pp.Client); err != nil {
+		tb.Fatal(err)
+	}
+	return pp
+}
