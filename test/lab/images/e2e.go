@@ -1,0 +1,113 @@
+package images
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/seine-cni/seine/installer/image"
+)
+
+// The images of the upstream network e2e suite besides agnhost and pause
+// (test/e2e/upstream: which specs use which is in its README). Each is
+// built from this machine's Debian packages or from Go sources of the same
+// Kubernetes release, under the name `e2e.test --list-images` prints;
+// what each upstream image is built from is named in its function.
+
+// BusyBox is registry.k8s.io/e2e-test-images/busybox (upstream: Docker
+// Hub's busybox 1.37): a static busybox with a link per applet, sh as its
+// command. The suite runs it as init containers and short-lived clients
+// (`sh -c 'sleep ...'`, `nc`, `echo ... | nc -u`).
+func BusyBox(name string) (*image.Image, error) {
+	base, err := image.Base()
+	if err != nil {
+		return nil, err
+	}
+	bb, err := image.Busybox()
+	if err != nil {
+		return nil, err
+	}
+	return &image.Image{
+		Name:   name,
+		Layers: [][]image.File{image.Merge(base, bb)},
+		Cmd:    []string{"sh"},
+		Env:    []string{"PATH=/usr/local/bin:/usr/sbin:/usr/bin"},
+		Labels: map[string]string{debianLabel: debianPackages("busybox-static")},
+	}, nil
+}
+
+// glibcDNSTools are what the DNS specs run in the glibc querier: sh -c
+// with dig over UDP and TCP, getent hosts (glibc's resolver, reading
+// /etc/hosts and nsswitch.conf), seq, sleep, test and echo; host,
+// nslookup and the text tools of Debian's slim image (grep, sed, awk, ...)
+// for a person debugging a pod.
+var glibcDNSTools = []string{
+	"/usr/bin/dash", "/usr/bin/bash", "/usr/bin/dig", "/usr/bin/host", "/usr/bin/nslookup", "/usr/bin/getent",
+	"/usr/bin/seq", "/usr/bin/sleep", "/usr/bin/cat", "/usr/bin/echo", "/usr/bin/test", "/usr/bin/ls",
+	"/usr/bin/hostname", "/usr/bin/mkdir", "/usr/bin/rm", "/usr/bin/grep", "/usr/bin/sed", "/usr/bin/mawk",
+	"/usr/bin/wc", "/usr/bin/head", "/usr/bin/tail", "/usr/bin/tr", "/usr/bin/cut", "/usr/bin/sort",
+}
+
+// GlibcDNSTesting is registry.k8s.io/e2e-test-images/glibc-dns-testing
+// (formerly jessie-dnsutils; upstream: debian bookworm-slim with dnsutils
+// and a CoreDNS at /coredns): Debian's dash as /bin/sh, bash, dig, host,
+// nslookup, getent and the coreutils the probes use, each with its
+// libraries from this machine (bookworm too). coredns, when given, is the
+// lab's CoreDNS program at /coredns (the DNS configMap specs run it; the
+// lab's selection skips them as Serial).
+func GlibcDNSTesting(name, coredns string) (*image.Image, error) {
+	base, err := image.Base()
+	if err != nil {
+		return nil, err
+	}
+	tools, err := image.Closure(glibcDNSTools...)
+	if err != nil {
+		return nil, fmt.Errorf("glibc-dns-testing image: %w (apt-get install bind9-dnsutils bash dash coreutils libc-bin hostname grep sed mawk)", err)
+	}
+	own := []image.File{{Path: "/usr/bin/sh", Link: "dash"}, {Path: "/usr/bin/awk", Link: "mawk"}, {Path: "/results", Dir: true}}
+	if coredns != "" {
+		own = append(own, image.File{Path: "/coredns", Src: coredns})
+	}
+	return &image.Image{
+		Name:   name,
+		Layers: [][]image.File{image.Merge(base, tools), own},
+		Cmd:    []string{"/bin/sh"},
+		Env:    []string{"PATH=/usr/local/bin:/usr/sbin:/usr/bin"},
+		Labels: map[string]string{debianLabel: debianPackages("bind9-dnsutils", "libc-bin", "dash", "bash", "coreutils", "grep", "sed", "mawk")},
+	}, nil
+}
+
+// RegressionIssue74839 is registry.k8s.io/e2e-test-images/regression-issue-74839
+// (upstream: the same program on debian-base): the "boom" server of
+// kubernetes#74839, built from k8s.io/kubernetes test/images of the lab's
+// release, as its entrypoint. The conntrack spec "proxy implementation
+// should not be vulnerable to the invalid conntrack state bug" runs it:
+// it answers a connection with an out-of-window TCP packet that a proxy
+// must drop rather than pass to the client as a reset.
+func RegressionIssue74839(name, prog string) (*image.Image, error) {
+	if prog == "" {
+		return nil, errors.New("regression-issue-74839 image: no program given")
+	}
+	base, err := image.Base()
+	if err != nil {
+		return nil, err
+	}
+	return &image.Image{
+		Name:       name,
+		Layers:     [][]image.File{base, {{Path: "/regression-issue-74839", Src: prog}}},
+		Entrypoint: []string{"/regression-issue-74839"},
+	}, nil
+}
+
+// debianLabel records the Debian packages an image's programs come from.
+const debianLabel = "io.seine.debian-packages"
+
+// debianPackages is "name=version ..." of installed Debian packages.
+func debianPackages(pkgs ...string) string {
+	out, err := exec.Command("dpkg-query", append([]string{"-W", "-f", "${Package}=${Version} "}, pkgs...)...).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}

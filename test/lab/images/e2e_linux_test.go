@@ -1,0 +1,77 @@
+package images
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestE2EImagesRunWhatTheSuiteRuns unpacks the busybox, glibc-dns-testing
+// and regression-issue-74839 images and runs, inside each, what the
+// upstream specs run there (the command lines are the specs'): a busybox
+// init container's sleep and a TCP client's nc, the DNS probes' dig,
+// getent, seq and test under sh, and the Go programs at their paths (the
+// boom server as the entrypoint, /coredns): pause -v stands in for both,
+// a static Go program as theirs are.
+func TestE2EImagesRunWhatTheSuiteRuns(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	pause := pauseProgram(t)
+	cases := []struct {
+		name       string
+		make       func() (*imageT, error)
+		entrypoint string
+		cmd        string
+		runs       [][]string
+	}{
+		{"registry.k8s.io/e2e-test-images/busybox:1.37.0-2", func() (*imageT, error) { return BusyBox("registry.k8s.io/e2e-test-images/busybox:1.37.0-2") }, "", "sh",
+			[][]string{
+				{"/bin/sh", "-c", "echo Pausing start. && sleep 0"},
+				{"/bin/sh", "-c", "nc --help 2>&1 | grep -q 'IPADDR PORT'"},
+				{"/bin/sh", "-c", "test \"$(seq 1 3 | wc -l)\" = 3"},
+			}},
+		{"registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1", func() (*imageT, error) {
+			return GlibcDNSTesting("registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1", pause)
+		}, "", "/bin/sh",
+			[][]string{
+				{"sh", "-c", `check="$(getent passwd root)" && test -n "$check" && echo OK > /results/getent`},
+				{"sh", "-c", `for i in $(seq 1 3); do sleep 0; done; cat /results/getent | grep -q OK && echo a.b | awk -F. '{print $2}' | grep -qx b`},
+				{"/usr/bin/dig", "-v"},
+				{"sh", "-c", "host -V 2>&1 || nslookup -version"},
+				{"bash", "-c", "echo bash works"},
+				{"/coredns", "-v"},
+			}},
+		{"registry.k8s.io/e2e-test-images/regression-issue-74839:1.5", func() (*imageT, error) {
+			return RegressionIssue74839("registry.k8s.io/e2e-test-images/regression-issue-74839:1.5", pause)
+		}, "/regression-issue-74839", "",
+			[][]string{{"/regression-issue-74839", "-v"}}},
+	}
+	for _, c := range cases {
+		t.Run(strings.Split(filepath.Base(c.name), ":")[0], func(t *testing.T) {
+			img, err := c.make()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img.Name != c.name {
+				t.Errorf("name %q, want %q", img.Name, c.name)
+			}
+			tarball := filepath.Join(dir, filepath.Base(strings.Split(c.name, ":")[0])+".tar")
+			if err := write(tarball, img); err != nil {
+				t.Fatal(err)
+			}
+			root := filepath.Join(dir, "root-"+filepath.Base(tarball))
+			ep, cmd := unpack(t, tarball, root)
+			if strings.Join(ep, " ") != c.entrypoint || strings.Join(cmd, " ") != c.cmd {
+				t.Errorf("entrypoint %q cmd %q, want %q %q", ep, cmd, c.entrypoint, c.cmd)
+			}
+			for _, argv := range c.runs {
+				if out, err := chroot(root, argv...); err != nil {
+					t.Errorf("%q in %s: %v\n%s", argv, c.name, err, out)
+				}
+			}
+		})
+	}
+	if _, err := RegressionIssue74839("registry.k8s.io/e2e-test-images/regression-issue-74839:1.5", ""); err == nil {
+		t.Error("regression-issue-74839 without a program: no error")
+	}
+}
