@@ -3,7 +3,10 @@ package images
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/seine-cni/seine/installer/image"
@@ -110,4 +113,107 @@ func debianPackages(pkgs ...string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// nginxConf serves /usr/share/nginx/html on port 80 in the foreground,
+// logging to the container's stdout and stderr, as upstream's image does.
+const nginxConf = `user nobody nogroup;
+worker_processes 1;
+pid /run/nginx.pid;
+error_log stderr;
+events {
+    worker_connections 1024;
+}
+http {
+    access_log /dev/stdout;
+    default_type text/html;
+    server {
+        listen 80;
+        location / {
+            root /usr/share/nginx/html;
+            index index.html;
+        }
+    }
+}
+`
+
+// Nginx is registry.k8s.io/e2e-test-images/nginx (upstream: nginx 1.27 on
+// Alpine): Debian's nginx program, from the package unpacked below root
+// (DebianPackage: installing it would start a server on the machine), with
+// its libraries from this machine, a configuration serving a page on port
+// 80 in the foreground, and the temporary directories Debian's build names.
+// The Endpoints and EndpointSlice Conformance specs run it as the pods a
+// Service selects.
+func Nginx(name, root string) (*image.Image, error) {
+	if root == "" {
+		return nil, errors.New("nginx image: no unpacked nginx package given")
+	}
+	prog := filepath.Join(root, "usr/sbin/nginx")
+	libs, err := image.Closure(prog)
+	if err != nil {
+		return nil, fmt.Errorf("nginx image: %w", err)
+	}
+	libs = slices.DeleteFunc(libs, func(f image.File) bool { return f.Src == prog || f.Path == prog })
+	base, err := image.Base()
+	if err != nil {
+		return nil, err
+	}
+	own := []image.File{
+		{Path: "/usr/sbin/nginx", Src: prog},
+		{Path: "/etc/nginx/nginx.conf", Data: []byte(nginxConf)},
+		{Path: "/usr/share/nginx/html/index.html", Data: []byte("<!DOCTYPE html>\n<title>Welcome to nginx!</title>\n<h1>Welcome to nginx!</h1>\n")},
+		{Path: "/var/log/nginx/access.log", Link: "/dev/stdout"},
+		{Path: "/var/log/nginx/error.log", Link: "/dev/stderr"},
+	}
+	for _, d := range []string{"body", "fastcgi", "proxy", "scgi", "uwsgi"} {
+		own = append(own, image.File{Path: "/var/lib/nginx/" + d, Dir: true, Mode: 0o777})
+	}
+	return &image.Image{
+		Name:       name,
+		Layers:     [][]image.File{image.Merge(base, libs), own},
+		Entrypoint: []string{"/usr/sbin/nginx", "-g", "daemon off;"},
+		Env:        []string{"PATH=/usr/local/bin:/usr/sbin:/usr/bin"},
+		Labels:     map[string]string{debianLabel: "nginx=" + debVersion(root)},
+	}, nil
+}
+
+// DebianPackage downloads a Debian package with apt (no install: nothing
+// runs, nothing of the machine changes) and unpacks it below dir/root,
+// which it returns; the package's version is in dir/root/.version.
+func DebianPackage(pkg, dir string) (string, error) {
+	download := func() error {
+		cmd := exec.Command("apt-get", "download", "-q", pkg)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("apt-get download %s: %w\n%s", pkg, err, out)
+		}
+		return nil
+	}
+	if err := download(); err != nil {
+		if out, uerr := exec.Command("apt-get", "update", "-q").CombinedOutput(); uerr != nil {
+			return "", fmt.Errorf("%w (apt-get update: %v\n%s)", err, uerr, out)
+		}
+		if err := download(); err != nil {
+			return "", err
+		}
+	}
+	debs, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
+	if len(debs) != 1 {
+		return "", fmt.Errorf("apt-get download %s: %d .deb files in %s", pkg, len(debs), dir)
+	}
+	root := filepath.Join(dir, "root")
+	if out, err := exec.Command("dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("dpkg-deb -x %s: %w\n%s", debs[0], err, out)
+	}
+	version, err := exec.Command("dpkg-deb", "-f", debs[0], "Version").Output()
+	if err != nil {
+		return "", fmt.Errorf("dpkg-deb -f %s Version: %w", debs[0], err)
+	}
+	return root, os.WriteFile(filepath.Join(root, ".version"), version, 0o644)
+}
+
+func debVersion(root string) string {
+	b, _ := os.ReadFile(filepath.Join(root, ".version"))
+	return strings.TrimSpace(string(b))
 }

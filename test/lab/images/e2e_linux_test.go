@@ -1,22 +1,28 @@
 package images
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/seine-cni/seine/test/ci"
 )
 
 // TestE2EImagesRunWhatTheSuiteRuns unpacks the busybox, glibc-dns-testing
 // and regression-issue-74839 images and runs, inside each, what the
 // upstream specs run there (the command lines are the specs'): a busybox
 // init container's sleep and a TCP client's nc, the DNS probes' dig,
-// getent, seq and test under sh, and the Go programs at their paths (the
+// getent, seq and test under sh, nginx's check of its configuration
+// (nginx -t: its libraries, the user it runs as, its directories), and
+// the Go programs at their paths (the
 // boom server as the entrypoint, /coredns): pause -v stands in for both,
 // a static Go program as theirs are.
 func TestE2EImagesRunWhatTheSuiteRuns(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
 	pause := pauseProgram(t)
+	nginx := nginxRoot(t)
 	cases := []struct {
 		name       string
 		make       func() (*imageT, error)
@@ -40,6 +46,13 @@ func TestE2EImagesRunWhatTheSuiteRuns(t *testing.T) {
 				{"sh", "-c", "host -V 2>&1 || nslookup -version"},
 				{"bash", "-c", "echo bash works"},
 				{"/coredns", "-v"},
+			}},
+		{"registry.k8s.io/e2e-test-images/nginx:1.27.0-2", func() (*imageT, error) {
+			return Nginx("registry.k8s.io/e2e-test-images/nginx:1.27.0-2", nginx)
+		}, "/usr/sbin/nginx -g daemon off;", "",
+			[][]string{
+				{"/usr/sbin/nginx", "-t"},
+				{"/usr/sbin/nginx", "-V"},
 			}},
 		{"registry.k8s.io/e2e-test-images/regression-issue-74839:1.5", func() (*imageT, error) {
 			return RegressionIssue74839("registry.k8s.io/e2e-test-images/regression-issue-74839:1.5", pause)
@@ -74,4 +87,22 @@ func TestE2EImagesRunWhatTheSuiteRuns(t *testing.T) {
 	if _, err := RegressionIssue74839("registry.k8s.io/e2e-test-images/regression-issue-74839:1.5", ""); err == nil {
 		t.Error("regression-issue-74839 without a program: no error")
 	}
+	if _, err := Nginx("registry.k8s.io/e2e-test-images/nginx:1.27.0-2", ""); err == nil {
+		t.Error("nginx without its package: no error")
+	}
+}
+
+// nginxRoot is Debian's nginx package unpacked: SEINE_LAB_NGINX_ROOT (what
+// make images unpacked) or, without it, downloaded with apt here.
+func nginxRoot(t *testing.T) string {
+	t.Helper()
+	if root := os.Getenv("SEINE_LAB_NGINX_ROOT"); root != "" {
+		return root
+	}
+	ci.RequireCommands(t, "apt-get", "dpkg-deb")
+	root, err := DebianPackage("nginx", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }
