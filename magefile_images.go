@@ -177,38 +177,52 @@ func labAgnhost() (string, error) {
 // release the lab builds from its source (test/utils/image/manifest.go),
 // so the lab's images carry the names its kubelet and e2e suite ask for.
 func upstreamImageNames() (pause, agnhost string, err error) {
+	names, err := releaseImages("Pause", "pause", "Agnhost", "agnhost")
+	if err != nil {
+		return "", "", err
+	}
+	return names["Pause"], names["Agnhost"], nil
+}
+
+// releaseImages reads images of the lab's Kubernetes release from its
+// test/utils/image/manifest.go: pairs of (image ID, image name), returned
+// as full references by ID.
+func releaseImages(idName ...string) (map[string]string, error) {
 	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
 	cmd.Dir = "test/lab/agnhost"
 	out, err := cmd.Output()
 	if err != nil {
-		return "", "", fmt.Errorf("locate k8s.io/kubernetes: %w", err)
+		return nil, fmt.Errorf("locate k8s.io/kubernetes: %w", err)
 	}
 	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "test/utils/image/manifest.go"))
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
-	find := func(id, name string) (string, error) {
-		m := regexp.MustCompile(`configs\[` + id + `\] = Config\{list\.(\w+), "` + name + `", "([^"]+)"\}`).FindSubmatch(src)
+	registries := map[string]string{
+		"PromoterE2eRegistry": "registry.k8s.io/e2e-test-images",
+		"GcRegistry":          "registry.k8s.io",
+		"BuildImageRegistry":  "registry.k8s.io/build-image",
+	}
+	names := map[string]string{}
+	for i := 0; i+1 < len(idName); i += 2 {
+		id, name := idName[i], idName[i+1]
+		m := regexp.MustCompile(`configs\[` + id + `\] = Config\{list\.(\w+), "` + regexp.QuoteMeta(name) + `", "([^"]+)"\}`).FindSubmatch(src)
 		if m == nil {
-			return "", fmt.Errorf("no %s image in k8s.io/kubernetes test/utils/image/manifest.go", id)
+			return nil, fmt.Errorf("no %s image in k8s.io/kubernetes test/utils/image/manifest.go", id)
 		}
-		registry := map[string]string{"PromoterE2eRegistry": "registry.k8s.io/e2e-test-images", "GcRegistry": "registry.k8s.io"}[string(m[1])]
+		registry := registries[string(m[1])]
 		if registry == "" {
-			return "", fmt.Errorf("%s image: unknown registry %s", id, m[1])
+			return nil, fmt.Errorf("%s image: unknown registry %s", id, m[1])
 		}
-		return registry + "/" + name + ":" + string(m[2]), nil
+		names[id] = registry + "/" + name + ":" + string(m[2])
 	}
-	if pause, err = find("Pause", "pause"); err != nil {
-		return "", "", err
-	}
-	agnhost, err = find("Agnhost", "agnhost")
-	return pause, agnhost, err
+	return names, nil
 }
 
 // labImages builds what the lab's real nodes need and writes the images
 // into bin/images; it returns the runtime's directory. withTestImages adds
-// agnhost and CoreDNS (make images: the upstream e2e suite and cluster DNS
-// need them); without, only Seine's image and pause are written (make
+// agnhost, CoreDNS and the upstream e2e suite's other images (make images:
+// the upstream e2e suite and cluster DNS need them); without, only Seine's image and pause are written (make
 // test: its real-node tests run neither, and a fresh machine would spend
 // most of an hour compiling them).
 func labImages(withTestImages bool) (runtimeDir string, err error) {
@@ -251,6 +265,9 @@ func labImages(withTestImages bool) (runtimeDir string, err error) {
 	_, err = images.Build("bin/images", images.Inputs{
 		SeineBin: seineBin, Pause: "bin/pause", Agnhost: agnhost, CoreDNS: coredns, Names: names,
 	}, func(format string, args ...any) { fmt.Printf(format+"\n", args...) })
+	if err == nil && withTestImages {
+		err = e2eImages(coredns)
+	}
 	if err == nil {
 		fmt.Printf("images written to bin/images in %s\n", time.Since(start).Round(time.Second))
 	}

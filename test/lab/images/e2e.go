@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/seine-cni/seine/installer/image"
 )
@@ -216,4 +217,55 @@ func DebianPackage(pkg, dir string) (string, error) {
 func debVersion(root string) string {
 	b, _ := os.ReadFile(filepath.Join(root, ".version"))
 	return strings.TrimSpace(string(b))
+}
+
+// E2EInputs are what the upstream suite's images besides agnhost and
+// pause are built from, with their names (read by the caller from the
+// release's test/utils/image/manifest.go).
+type E2EInputs struct {
+	// NginxRoot is Debian's nginx package unpacked (DebianPackage).
+	NginxRoot string
+	// RegressionIssue74839 is that program, built from k8s.io/kubernetes.
+	RegressionIssue74839 string
+	// CoreDNS, when given, joins glibc-dns-testing at /coredns.
+	CoreDNS string
+	// Names: busybox, glibc-dns-testing, nginx, regression-issue-74839.
+	BusyBox, GlibcDNSTesting, Nginx, RegressionIssue74839Name string
+}
+
+// BuildE2E writes the upstream suite's images into outDir, next to what
+// Build wrote, and adds them to its Index (images.json), so the lab
+// imports them into every node with the others. Build must have run
+// first; a failed image leaves images.json as it was.
+func BuildE2E(outDir string, in E2EInputs, log func(format string, args ...any)) (*Index, error) {
+	idx, err := ReadIndex(outDir)
+	if err != nil {
+		return nil, err
+	}
+	recipes := []struct {
+		file string
+		make func() (*image.Image, error)
+	}{
+		{"busybox.tar", func() (*image.Image, error) { return BusyBox(in.BusyBox) }},
+		{"glibc-dns-testing.tar", func() (*image.Image, error) { return GlibcDNSTesting(in.GlibcDNSTesting, in.CoreDNS) }},
+		{"nginx.tar", func() (*image.Image, error) { return Nginx(in.Nginx, in.NginxRoot) }},
+		{"regression-issue-74839.tar", func() (*image.Image, error) {
+			return RegressionIssue74839(in.RegressionIssue74839Name, in.RegressionIssue74839)
+		}},
+	}
+	for _, r := range recipes {
+		start := time.Now()
+		img, err := r.make()
+		if err != nil {
+			return nil, err
+		}
+		res, err := image.Write(filepath.Join(outDir, r.file), img)
+		if err != nil {
+			return nil, err
+		}
+		log("image %s: %s, %.1f MiB (%s)", img.Name, r.file, float64(res.Size)/(1<<20), time.Since(start).Round(time.Millisecond))
+		idx.Images = slices.DeleteFunc(idx.Images, func(b Built) bool { return b.File == r.file })
+		idx.Images = append(idx.Images, Built{Name: img.Name, File: r.file, Manifest: res.Manifest, Size: res.Size})
+	}
+	return idx, writeIndex(outDir, idx)
 }

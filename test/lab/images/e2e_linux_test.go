@@ -106,3 +106,51 @@ func nginxRoot(t *testing.T) string {
 	}
 	return root
 }
+
+// TestBuildE2EAddsToTheIndex: the suite's images join what Build wrote
+// (images.json keeps its entries and gains one per image, once however
+// often it runs), and a failed image leaves images.json as it was.
+func TestBuildE2EAddsToTheIndex(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	before := &Index{Names: Names{Pause: DefaultPause}, Images: []Built{{Name: DefaultPause, File: "pause.tar"}}}
+	if err := writeIndex(dir, before); err != nil {
+		t.Fatal(err)
+	}
+	in := E2EInputs{
+		NginxRoot: nginxRoot(t), RegressionIssue74839: pauseProgram(t),
+		BusyBox:                  "registry.k8s.io/e2e-test-images/busybox:1.37.0-2",
+		GlibcDNSTesting:          "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
+		Nginx:                    "registry.k8s.io/e2e-test-images/nginx:1.27.0-2",
+		RegressionIssue74839Name: "registry.k8s.io/e2e-test-images/regression-issue-74839:1.5",
+	}
+	for range 2 {
+		if _, err := BuildE2E(dir, in, t.Logf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx, err := ReadIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range idx.Images {
+		got = append(got, b.File)
+		if _, err := os.Stat(filepath.Join(dir, b.File)); err != nil && b.File != "pause.tar" {
+			t.Error(err)
+		}
+	}
+	want := []string{"pause.tar", "busybox.tar", "glibc-dns-testing.tar", "nginx.tar", "regression-issue-74839.tar"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("images.json lists %q, want %q", got, want)
+	}
+	written, _ := os.ReadFile(filepath.Join(dir, IndexFile))
+	bad := in
+	bad.NginxRoot = filepath.Join(dir, "no-such-package")
+	if _, err := BuildE2E(dir, bad, t.Logf); err == nil {
+		t.Error("BuildE2E without nginx's program: no error")
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, IndexFile)); string(after) != string(written) {
+		t.Errorf("a failed BuildE2E changed images.json:\n%s\nwas\n%s", after, written)
+	}
+}

@@ -1,9 +1,11 @@
 // Package images builds the container images of the lab's real nodes as
 // tarballs (installer/image), with no registry: Seine's own image, the pod
-// sandbox (pause), Open vSwitch's (the seine-ovs DaemonSet), agnhost (the upstream e2e suite's do-everything test
-// image, with the shell, nc, curl and dig it execs) and CoreDNS. The lab
-// imports them into every node's containerd; a person can push the same
-// files to a registry (`crane push bin/images/seine.tar <ref>`).
+// sandbox (pause), Open vSwitch's (the seine-ovs DaemonSet), agnhost (the
+// upstream e2e suite's do-everything test image, with the shell, nc, curl,
+// dig and getent it execs), CoreDNS, and the upstream suite's other images
+// (e2e.go: busybox, glibc-dns-testing, nginx, regression-issue-74839). The
+// lab imports them into every node's containerd; a person can push the
+// same files to a registry (`crane push bin/images/seine.tar <ref>`).
 //
 // Upstream images are built under their upstream names (the ones the
 // kubelet, containerd and `e2e.test --list-images` ask for), so nothing has
@@ -180,15 +182,21 @@ func Build(outDir string, in Inputs, log func(format string, args ...any)) (*Ind
 		log("image %s: %s, %.1f MiB (%s)", img.Name, r.file, float64(res.Size)/(1<<20), time.Since(start).Round(time.Millisecond))
 		idx.Images = append(idx.Images, Built{Name: img.Name, File: r.file, Manifest: res.Manifest, Size: res.Size})
 	}
+	return idx, writeIndex(outDir, idx)
+}
+
+// writeIndex writes idx as outDir's images.json (a temporary file renamed
+// into place: a reader never sees half of it).
+func writeIndex(outDir string, idx *Index) error {
 	b, err := json.MarshalIndent(idx, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tmp := filepath.Join(outDir, "."+IndexFile)
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return nil, err
+		return err
 	}
-	return idx, os.Rename(tmp, filepath.Join(outDir, IndexFile))
+	return os.Rename(tmp, filepath.Join(outDir, IndexFile))
 }
 
 // Pause is the pod sandbox image: the pause program alone.
@@ -205,8 +213,8 @@ func Pause(name, prog string) (*image.Image, error) {
 
 // Agnhost is agnhost with what the e2e suite runs beside it through
 // `kubectl exec`: sh and the usual tools (busybox), bash, nc (OpenBSD's:
-// -u, -z), curl and dig, each with its shared libraries from this
-// machine's Debian packages. As upstream: ENTRYPOINT /agnhost, CMD pause.
+// -u, -z), curl, dig and getent (the DNS specs' /etc/hosts check), each
+// with its shared libraries from this machine's Debian packages. As upstream: ENTRYPOINT /agnhost, CMD pause.
 func Agnhost(name, prog string) (*image.Image, error) {
 	if prog == "" {
 		return nil, errors.New("agnhost image: no agnhost program given")
@@ -219,9 +227,9 @@ func Agnhost(name, prog string) (*image.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	tools, err := image.Closure("/usr/bin/bash", "/usr/bin/nc.openbsd", "/usr/bin/curl", "/usr/bin/dig")
+	tools, err := image.Closure("/usr/bin/bash", "/usr/bin/nc.openbsd", "/usr/bin/curl", "/usr/bin/dig", "/usr/bin/getent")
 	if err != nil {
-		return nil, fmt.Errorf("agnhost image: %w (apt-get install bash netcat-openbsd curl bind9-dnsutils)", err)
+		return nil, fmt.Errorf("agnhost image: %w (apt-get install bash netcat-openbsd curl bind9-dnsutils libc-bin)", err)
 	}
 	// agnhost is linked like the control plane it shares compiled packages
 	// with (cgo on: libc's resolver); its libraries, not the program's own

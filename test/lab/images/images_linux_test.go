@@ -107,7 +107,7 @@ func needRoot(t *testing.T) {
 
 // TestAgnhostImageHasTheToolsE2EExecs unpacks the agnhost image and runs,
 // inside it, what the upstream e2e suite execs in agnhost pods: sh, bash,
-// OpenBSD nc (-z, -u), curl and dig. The agnhost program (linked against
+// OpenBSD nc (-z, -u), curl, dig and getent. The agnhost program (linked against
 // libc like the control plane) is stood in for by a copy of ovs-vsctl, a
 // program whose libraries (libunbound, libnuma, ...) none of the tools
 // loads: /agnhost must run, so the image carries the program's own
@@ -148,6 +148,7 @@ func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
 		{"/bin/sh", "-c", "nc -h 2>&1 | grep -q -- -z && nc -h 2>&1 | grep -q -- -u"},
 		{"/usr/bin/curl", "--version"},
 		{"/usr/bin/dig", "-v"},
+		{"/bin/sh", "-c", `test -n "$(getent passwd root)"`},
 		{"/agnhost", "--version"},
 		{"/agnhost-2", "--version"},
 	} {

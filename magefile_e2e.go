@@ -1,0 +1,174 @@
+//go:build mage
+
+// The upstream Kubernetes network e2e suite (issue 15): its binary, built
+// and cached like the control plane, and what a run of it selects.
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/seine-cni/seine/test/lab/images"
+	"github.com/seine-cni/seine/test/lab/upstream"
+)
+
+const (
+	e2eModule    = "test/e2e/upstream"
+	e2eSelection = e2eModule + "/selection.txt"
+	e2eOut       = "bin/e2e-upstream"
+)
+
+// E2EBinary builds e2e.test, the upstream network e2e suite of the lab's
+// Kubernetes release (test/e2e/upstream), or finds it cached in
+// ~/.cache/seine-lab, and links bin/e2e.test to it. kubectl is the lab's
+// (bin/kubectl, the same release).
+func E2EBinary() error {
+	bin, err := e2eBinary()
+	if err != nil {
+		return err
+	}
+	fmt.Println(bin)
+	return nil
+}
+
+// e2eBinary returns the cached e2e.test. It is compiled as the control
+// plane is (-trimpath, cgo as the environment has it, the same module
+// versions), so the Kubernetes packages both link come from Go's build
+// cache when labkube was built on this machine.
+func e2eBinary() (string, error) {
+	inputs := []string{e2eModule + "/go.mod", e2eModule + "/go.sum", e2eModule + "/e2e_test.go", e2eModule + "/doc.go"}
+	dir, err := cachedBuild("e2e", "the suite's framework and specs; longer on a machine whose Go cache lacks the control plane's packages", inputs, labkubeLDFlags,
+		func(dir string) error {
+			abs, _ := filepath.Abs(filepath.Join(dir, "e2e.test"))
+			fmt.Println("+ (cd "+e2eModule+") go test -c -trimpath", "-ldflags="+labkubeLDFlags, "-o", abs)
+			cmd := exec.Command("go", "test", "-c", "-trimpath", "-ldflags="+labkubeLDFlags, "-o", abs, ".")
+			cmd.Dir = e2eModule
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			return cmd.Run()
+		})
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "e2e.test")
+	if err := os.MkdirAll("bin", 0o755); err != nil {
+		return "", err
+	}
+	link := filepath.Join("bin", "e2e.test")
+	os.Remove(link)
+	return bin, os.Symlink(bin, link)
+}
+
+// E2EList shows what a run of the upstream suite would do, without a
+// cluster: the images its release names (e2e.test --list-images) and, in
+// bin/e2e-upstream/selected.md, every spec the selection focuses on, with
+// the reason of each one it skips (a Ginkgo dry run).
+func E2EList() error {
+	bin, err := e2eBinary()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(e2eSelection)
+	if err != nil {
+		return err
+	}
+	sel, err := upstream.ParseSelection(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", e2eSelection, err)
+	}
+	if err := os.MkdirAll(e2eOut, 0o755); err != nil {
+		return err
+	}
+	images, err := exec.Command(bin, "--list-images").Output()
+	if err != nil {
+		return fmt.Errorf("e2e.test --list-images: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(e2eOut, "images.txt"), images, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("images the release names (%s/images.txt):\n%s", e2eOut, images)
+	report, _ := filepath.Abs(filepath.Join(e2eOut, "dryrun.json"))
+	args := append([]string{"--provider=local", "--ginkgo.dry-run", "--ginkgo.no-color", "--ginkgo.json-report=" + report}, sel.Args()...)
+	fmt.Println("+", bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = e2eOut
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("e2e.test --ginkgo.dry-run: %w\n%s", err, out)
+	}
+	rf, err := os.Open(report)
+	if err != nil {
+		return err
+	}
+	defer rf.Close()
+	results, err := upstream.Results(rf, sel)
+	if err != nil {
+		return err
+	}
+	out, err := os.Create(filepath.Join(e2eOut, "selected.md"))
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := upstream.WriteTable(out, results); err != nil {
+		return err
+	}
+	// In a dry run every spec that would run reads "passed".
+	fmt.Printf("%s (dry run: passed = would run) in %s/selected.md\n", upstream.Summary(results), e2eOut)
+	return nil
+}
+
+// e2eImages writes the upstream suite's images besides agnhost and pause
+// into bin/images (make images), under the names of the lab's release:
+// busybox, glibc-dns-testing (with the lab's CoreDNS at /coredns), nginx
+// (Debian's package, downloaded and unpacked, cached by its version) and
+// regression-issue-74839 (built from the release's Go sources, cached).
+func e2eImages(coredns string) error {
+	names, err := releaseImages("BusyBox", "busybox", "GlibcDnsTesting", "glibc-dns-testing",
+		"Nginx", "nginx", "RegressionIssue74839", "regression-issue-74839")
+	if err != nil {
+		return err
+	}
+	policy, err := exec.Command("apt-cache", "policy", "nginx").Output()
+	if err != nil {
+		return fmt.Errorf("apt-cache policy nginx: %w", err)
+	}
+	candidate := ""
+	for _, line := range strings.Split(string(policy), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate:"); ok {
+			candidate = strings.TrimSpace(v)
+		}
+	}
+	if candidate == "" || candidate == "(none)" {
+		return fmt.Errorf("apt-cache policy nginx: no candidate version (apt-get update?)")
+	}
+	nginxDir, err := cachedBuild("nginx", "Debian's nginx package, seconds", nil, candidate, func(dir string) error {
+		_, err := images.DebianPackage("nginx", dir)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	regression, err := cachedBuild("regression-issue-74839", "seconds", []string{e2eModule + "/go.mod", e2eModule + "/go.sum"}, "-s -w",
+		func(dir string) error {
+			abs, _ := filepath.Abs(dir)
+			return goBuild(e2eModule, []string{"CGO_ENABLED=0"}, "-trimpath", "-ldflags=-s -w", "-o", abs+"/",
+				"k8s.io/kubernetes/test/images/regression-issue-74839")
+		})
+	if err != nil {
+		return err
+	}
+	_, err = images.BuildE2E("bin/images", images.E2EInputs{
+		NginxRoot:                filepath.Join(nginxDir, "root"),
+		RegressionIssue74839:     filepath.Join(regression, "regression-issue-74839"),
+		CoreDNS:                  coredns,
+		BusyBox:                  names["BusyBox"],
+		GlibcDNSTesting:          names["GlibcDnsTesting"],
+		Nginx:                    names["Nginx"],
+		RegressionIssue74839Name: names["RegressionIssue74839"],
+	}, func(format string, args ...any) { fmt.Printf(format+"\n", args...) })
+	return err
+}
