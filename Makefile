@@ -2,7 +2,7 @@
 # same name through `go tool mage`, so mage need not be installed.
 MAGE := go tool mage
 
-.PHONY: build test lab lab-down lint bench deps kube-binaries images windows-test msi
+.PHONY: build test lab lab-down lint bench deps kube-binaries images e2e-upstream windows-test msi
 build:         ; $(MAGE) build
 test:          ; $(MAGE) test
 lab:           ; $(MAGE) lab
@@ -12,5 +12,6 @@ bench:         ; $(MAGE) bench
 deps:          ; $(MAGE) deps
 kube-binaries: ; $(MAGE) kubeBinaries
 images:        ; $(MAGE) images
+e2e-upstream:  ; $(MAGE) e2eUpstream
 windows-test:  ; $(MAGE) windowsTest
 msi:           ; $(MAGE) msi

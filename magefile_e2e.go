@@ -11,6 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/magefile/mage/mg"
 
 	"github.com/seine-cni/seine/test/lab/images"
 	"github.com/seine-cni/seine/test/lab/upstream"
@@ -71,14 +74,9 @@ func E2EList() error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(e2eSelection)
+	sel, err := readSelection()
 	if err != nil {
 		return err
-	}
-	sel, err := upstream.ParseSelection(f)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("%s: %w", e2eSelection, err)
 	}
 	if err := os.MkdirAll(e2eOut, 0o755); err != nil {
 		return err
@@ -171,4 +169,133 @@ func e2eImages(coredns string) error {
 		RegressionIssue74839Name: names["RegressionIssue74839"],
 	}, func(format string, args ...any) { fmt.Printf(format+"\n", args...) })
 	return err
+}
+
+// E2EUpstream runs the upstream network e2e suite against Seine: a lab of
+// 3 real nodes on its own state directory, namespaces and ports, Seine
+// installed from seine.yml, then e2e.test with the selection's flags
+// (selection.txt). It writes bin/e2e-upstream/results.md (every selected
+// spec: result, time, why) and, for a whole run, the same table into
+// test/e2e/upstream/README.md between its results markers; it fails when a
+// spec failed. E2E_FOCUS (a regex) replaces the selection's focus rules
+// for a partial run, which leaves the README alone. Run it under
+// /work/bin/labslot: it brings up a whole lab.
+func E2EUpstream() error {
+	mg.SerialDeps(Deps, LabBin)
+	kube, err := labkube()
+	if err != nil {
+		return err
+	}
+	runtimeDir, err := labImages(true)
+	if err != nil {
+		return err
+	}
+	bin, err := e2eBinary()
+	if err != nil {
+		return err
+	}
+	sel, err := readSelection()
+	if err != nil {
+		return err
+	}
+	partial := os.Getenv("E2E_FOCUS")
+	if partial != "" {
+		sel, err = sel.WithFocus(partial)
+		if err != nil {
+			return fmt.Errorf("E2E_FOCUS: %w", err)
+		}
+	}
+	// Its own lab, beside the lead's and the tests' (a second slot shifts
+	// the ports, as lab.Slot() does for the tests).
+	slot := 0
+	if os.Getenv("SEINE_LAB_SLOT") == "2" {
+		slot = 1
+	}
+	state := fmt.Sprintf("/run/seine-e2e-upstream-%d", slot)
+	up := []string{"up", "--kubelet", "real", "--cni", "none", "--nodes", "3",
+		"--kube-bin", kube, "--runtime-bin", runtimeDir, "--images", "bin/images",
+		"--state-dir", state, "--ns-prefix", fmt.Sprintf("e2eup%d-", slot),
+		"--api-port", fmt.Sprint(38443 + 100*slot), "--etcd-port", fmt.Sprint(38379 + 100*slot)}
+	start := time.Now()
+	if err := run(nil, "bin/lab", up...); err != nil {
+		run(nil, "bin/lab", "down", "--state-dir", state)
+		return err
+	}
+	defer func() {
+		if err := run(nil, "bin/lab", "down", "--state-dir", state); err != nil {
+			fmt.Println("lab down:", err)
+		}
+	}()
+	if err := run(nil, "bin/lab", "install-seine", "--state-dir", state); err != nil {
+		return err
+	}
+	fmt.Printf("lab up and Seine installed in %s\n", time.Since(start).Round(time.Second))
+	if err := os.MkdirAll(e2eOut, 0o755); err != nil {
+		return err
+	}
+	out, _ := filepath.Abs(e2eOut)
+	kubectl, _ := filepath.Abs("bin/kubectl")
+	report := filepath.Join(out, "report.json")
+	os.Remove(report)
+	args := append([]string{
+		"--kubeconfig=" + filepath.Join(state, "kubeconfig", "admin.conf"),
+		"--provider=local", "--kubectl-path=" + kubectl,
+		"--node-os-distro=debian", "--dns-domain=cluster.local", "--allowed-not-ready-nodes=0",
+		"--report-dir=" + out, "--ginkgo.json-report=" + report,
+		"--ginkgo.timeout=4h", "--ginkgo.no-color",
+	}, sel.Args()...)
+	fmt.Println("+", bin, strings.Join(args, " "))
+	runStart := time.Now()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = out
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	runErr := cmd.Run()
+	wall := time.Since(runStart).Round(time.Second)
+	rf, err := os.Open(report)
+	if err != nil {
+		return fmt.Errorf("e2e.test wrote no report (%v): %w", runErr, err)
+	}
+	results, err := upstream.Results(rf, sel)
+	rf.Close()
+	if err != nil {
+		return err
+	}
+	var table strings.Builder
+	if err := upstream.WriteTable(&table, results); err != nil {
+		return err
+	}
+	fmt.Fprintf(&table, "\nWall time of the run: %s (e2e.test), %s with the lab's bring-up; %s.\n",
+		wall, time.Since(start).Round(time.Second), time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	if err := os.WriteFile(filepath.Join(out, "results.md"), []byte(table.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("%s\n(table: %s/results.md)\n", upstream.Summary(results), e2eOut)
+	if partial == "" {
+		if err := upstream.ReplaceResults(filepath.Join(e2eModule, "README.md"), table.String()); err != nil {
+			return err
+		}
+	}
+	for _, r := range results {
+		if r.Failed() {
+			return fmt.Errorf("upstream e2e: %s", upstream.Summary(results))
+		}
+	}
+	if runErr != nil {
+		return fmt.Errorf("e2e.test: %w", runErr)
+	}
+	return nil
+}
+
+// readSelection parses test/e2e/upstream/selection.txt.
+func readSelection() (*upstream.Selection, error) {
+	f, err := os.Open(e2eSelection)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sel, err := upstream.ParseSelection(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e2eSelection, err)
+	}
+	return sel, nil
 }

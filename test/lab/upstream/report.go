@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -153,4 +154,32 @@ func firstLine(s string) string {
 // cell escapes what would break a Markdown table cell.
 func cell(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+// The markers around the results in test/e2e/upstream/README.md.
+const (
+	ResultsBegin = "<!-- results: written by go tool mage e2eUpstream -->"
+	ResultsEnd   = "<!-- end of results -->"
+)
+
+// ReplaceResults puts table between the results markers of the file at
+// path, leaving the rest of it as it was; a file without both markers, in
+// order, is an error and is not changed.
+func ReplaceResults(path, table string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i := strings.Index(s, ResultsBegin)
+	j := strings.Index(s, ResultsEnd)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q ... %q section for the results", path, ResultsBegin, ResultsEnd)
+	}
+	s = s[:i+len(ResultsBegin)] + "\n\n" + strings.TrimSpace(table) + "\n\n" + s[j:]
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

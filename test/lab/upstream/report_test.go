@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -77,6 +79,33 @@ func TestResultsRefusesWhatIsNoReport(t *testing.T) {
 	for _, text := range []string{"", "{}", "[]", "not json"} {
 		if _, err := Results(strings.NewReader(text), sel); err == nil {
 			t.Errorf("Results accepted %q", text)
+		}
+	}
+}
+
+func TestReplaceResultsKeepsTheRestOfTheFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "README.md")
+	before := "# title\n\ntext\n\n" + ResultsBegin + "\n\nold table\n\n" + ResultsEnd + "\n\nmore text\n"
+	if err := os.WriteFile(p, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReplaceResults(p, "| new | table |\n\nsummary\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	want := "# title\n\ntext\n\n" + ResultsBegin + "\n\n| new | table |\n\nsummary\n\n" + ResultsEnd + "\n\nmore text\n"
+	if string(got) != want {
+		t.Errorf("README after ReplaceResults:\n%s\nwant\n%s", got, want)
+	}
+	for _, text := range []string{"no markers\n", ResultsEnd + "\n" + ResultsBegin + "\n", ResultsBegin + " only\n"} {
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := ReplaceResults(p, "table"); err == nil {
+			t.Errorf("ReplaceResults accepted %q", text)
+		}
+		if got, _ := os.ReadFile(p); string(got) != text {
+			t.Errorf("a refused ReplaceResults changed the file: %q", got)
 		}
 	}
 }

@@ -148,3 +148,19 @@ func (s *Selection) KnownCause(text string) string {
 	}
 	return ""
 }
+
+// WithFocus is the selection with its focus rules replaced by one, expr
+// (a partial run: one spec or a group), and its skip and known rules kept.
+func (s *Selection) WithFocus(expr string) (*Selection, error) {
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return nil, err
+	}
+	out := &Selection{Rules: []Rule{{Kind: Focus, Regex: re}}}
+	for _, r := range s.Rules {
+		if r.Kind != Focus {
+			out.Rules = append(out.Rules, r)
+		}
+	}
+	return out, nil
+}

@@ -124,3 +124,32 @@ func TestTheLabsSelection(t *testing.T) {
 		}
 	}
 }
+
+// A partial run (E2E_FOCUS) keeps the selection's skips: an SCTP spec
+// stays skipped however the focus is written.
+func TestWithFocusKeepsTheSkips(t *testing.T) {
+	sel, err := ParseSelection(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := sel.WithFocus(`Netpol`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs, _ := part.Decide("[sig-network] Netpol NetworkPolicy between server and client should support allow-all policy [Feature:NetworkPolicy]"); !runs {
+		t.Error("the partial focus does not select a Netpol spec")
+	}
+	if runs, why := part.Decide("[sig-network] Netpol NetworkPolicy between server and client using SCTP should enforce policy based on Ports [Feature:NetworkPolicy]"); runs || why != "No SCTP in this kernel." {
+		t.Errorf("SCTP spec under a partial focus: runs %v, %q", runs, why)
+	}
+	if runs, _ := part.Decide("[sig-network] Services should serve a basic endpoint from pods [Conformance]"); runs {
+		t.Error("the partial focus still selects what the file's focus rules did")
+	}
+	want := []string{"--ginkgo.focus=Netpol", `--ginkgo.skip=SCTP`, `--ginkgo.skip=\[Provider:`}
+	if got := part.Args(); !slices.Equal(got, want) {
+		t.Errorf("Args() = %q, want %q", got, want)
+	}
+	if _, err := sel.WithFocus("[unclosed"); err == nil {
+		t.Error("WithFocus accepted a bad regex")
+	}
+}
