@@ -1,8 +1,12 @@
 // The upstream Kubernetes network e2e suite as one test binary, e2e.test:
 // k8s.io/kubernetes v1.37.2's test/e2e (the suite's setup and runner),
 // test/e2e/network and test/e2e/common/network, and nothing else of the
-// suite. The requirements and the replace block repeat the lab's control
-// plane module (test/lab/k8s), so this build reuses its compiled packages
+// suite. The replace block repeats the lab's control plane module
+// (test/lab/k8s), and every module both need resolves to the same version
+// (checked with go list -m all), so this build reuses the control plane's
+// compiled packages; the control plane's own files, which key its cache,
+// stay untouched.
+module (test/lab/k8s), so this build reuses its compiled packages
 // and resolves every k8s.io staging module to the same release; the
 // control plane's own files, which key its cache, stay untouched.
 module github.com/seine-cni/seine/test/e2e/upstream
