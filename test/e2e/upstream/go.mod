@@ -6,9 +6,6 @@
 // (checked with go list -m all), so this build reuses the control plane's
 // compiled packages; the control plane's own files, which key its cache,
 // stay untouched.
-module (test/lab/k8s), so this build reuses its compiled packages
-// and resolves every k8s.io staging module to the same release; the
-// control plane's own files, which key its cache, stay untouched.
 module github.com/seine-cni/seine/test/e2e/upstream
 
 go 1.26.0
