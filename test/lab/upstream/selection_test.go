@@ -104,6 +104,8 @@ func TestTheLabsSelection(t *testing.T) {
 		"[sig-network] Services should fallback to terminating endpoints when there are no ready endpoints with internalTrafficPolicy=Cluster",
 		"[sig-network] Conntrack should be able to preserve UDP traffic when server pod cycles for a ClusterIP service",
 		"[sig-network] Networking Granular Checks: Services should function for node-Service: udp",
+		// SCTP in a policy, probed over TCP: no SCTP kernel module needed.
+		"[sig-network] Netpol NetworkPolicy between server and client should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP', even if the plugin doesn't support SCTP [Feature:NetworkPolicy]",
 	} {
 		if runs, why := sel.Decide(text); !runs {
 			t.Errorf("%q does not run: %s", text, why)
