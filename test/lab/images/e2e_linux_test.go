@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/seine-cni/seine/test/ci"
@@ -93,19 +94,29 @@ func TestE2EImagesRunWhatTheSuiteRuns(t *testing.T) {
 }
 
 // nginxRoot is Debian's nginx package unpacked: SEINE_LAB_NGINX_ROOT (what
-// make images unpacked) or, without it, downloaded with apt here.
+// make images unpacked) or, without it, downloaded with apt once per run.
 func nginxRoot(t *testing.T) string {
 	t.Helper()
 	if root := os.Getenv("SEINE_LAB_NGINX_ROOT"); root != "" {
 		return root
 	}
 	ci.RequireCommands(t, "apt-get", "dpkg-deb")
-	root, err := DebianPackage("nginx", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	nginxOnce.Do(func() {
+		if nginxDir, nginxErr = os.MkdirTemp("", "seine-images-nginx-"); nginxErr == nil {
+			nginxPath, nginxErr = DebianPackage("nginx", nginxDir)
+		}
+	})
+	if nginxErr != nil {
+		t.Fatal(nginxErr)
 	}
-	return root
+	return nginxPath
 }
+
+var (
+	nginxOnce           sync.Once
+	nginxDir, nginxPath string
+	nginxErr            error
+)
 
 // TestBuildE2EAddsToTheIndex: the suite's images join what Build wrote
 // (images.json keeps its entries and gains one per image, once however

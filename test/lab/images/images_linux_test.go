@@ -191,6 +191,9 @@ func TestMain(m *testing.M) {
 	if pausePath != "" {
 		os.RemoveAll(filepath.Dir(pausePath))
 	}
+	if nginxDir != "" {
+		os.RemoveAll(nginxDir)
+	}
 	os.Exit(code)
 }
 
