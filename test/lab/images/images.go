@@ -212,7 +212,7 @@ func Pause(name, prog string) (*image.Image, error) {
 }
 
 // Agnhost is agnhost with what the e2e suite runs beside it through
-// `kubectl exec`: sh and the usual tools (busybox), bash, nc (OpenBSD's:
+// `kubectl exec`: sh (dash) and the usual tools (busybox), bash, nc (OpenBSD's:
 // -u, -z), curl, dig and getent (the DNS specs' /etc/hosts check), each
 // with its shared libraries from this machine's Debian packages. As upstream: ENTRYPOINT /agnhost, CMD pause.
 func Agnhost(name, prog string) (*image.Image, error) {
@@ -223,13 +223,17 @@ func Agnhost(name, prog string) (*image.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	bb, err := image.Busybox()
+	// /bin/sh is Debian's dash, not busybox: Debian's static busybox is a
+	// standalone shell that runs its own applet for any name it has one
+	// for, whatever PATH says, so `sh -c 'nc -u ...'` would get busybox's
+	// nc (no -u) instead of OpenBSD's. Busybox keeps the other tools.
+	bb, err := image.Busybox("sh", "ash", "nc")
 	if err != nil {
 		return nil, err
 	}
-	tools, err := image.Closure("/usr/bin/bash", "/usr/bin/nc.openbsd", "/usr/bin/curl", "/usr/bin/dig", "/usr/bin/getent")
+	tools, err := image.Closure("/usr/bin/dash", "/usr/bin/bash", "/usr/bin/nc.openbsd", "/usr/bin/curl", "/usr/bin/dig", "/usr/bin/getent")
 	if err != nil {
-		return nil, fmt.Errorf("agnhost image: %w (apt-get install bash netcat-openbsd curl bind9-dnsutils libc-bin)", err)
+		return nil, fmt.Errorf("agnhost image: %w (apt-get install dash bash netcat-openbsd curl bind9-dnsutils libc-bin)", err)
 	}
 	// agnhost is linked like the control plane it shares compiled packages
 	// with (cgo on: libc's resolver); its libraries, not the program's own
@@ -244,6 +248,7 @@ func Agnhost(name, prog string) (*image.Image, error) {
 		{Path: "/agnhost", Src: prog},
 		{Path: "/agnhost-2", Link: "agnhost"},
 		{Path: "/usr/bin/nc", Link: "nc.openbsd"},
+		{Path: "/usr/bin/sh", Link: "dash"},
 		{Path: "/uploads", Dir: true},
 	}
 	return &image.Image{

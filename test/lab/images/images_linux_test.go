@@ -87,6 +87,15 @@ func unpack(t *testing.T, tarball, root string) (entrypoint, cmd []string) {
 			}
 		}
 	}
+	// A container always has /proc, and programs behave differently
+	// without it (busybox's shell runs its own applets only when it can
+	// re-execute itself through /proc/self/exe).
+	proc := filepath.Join(root, "proc")
+	os.MkdirAll(proc, 0o555)
+	if err := syscall.Mount("proc", proc, "proc", 0, ""); err != nil {
+		t.Fatalf("mount proc in the unpacked image: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(proc, syscall.MNT_DETACH) })
 	return cfg.Config.Entrypoint, cfg.Config.Cmd
 }
 
