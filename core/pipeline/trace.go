@@ -26,6 +26,7 @@ type Packet struct {
 	IPSrc, IPDst     netip.Addr
 	IPProto          uint8
 	TTL              uint8
+	DSCP             uint8  // the Traceflow tag rides here
 	SrcPort, DstPort uint16 // TCP, UDP and SCTP
 	TCPFlags         uint16
 	ICMPType         uint8
@@ -195,6 +196,8 @@ type PacketIn struct {
 	Userdata []byte
 	MeterID  uint32
 	Packet   Packet
+	// Regs are the registers when the packet was sent (reg0..reg15).
+	Regs [16]uint32
 }
 
 // Trace is the path of one packet and what came out.

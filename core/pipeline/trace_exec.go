@@ -329,7 +329,7 @@ func (p Packet) fields() (fields, error) {
 		put(openflow.FieldIPDst, addr(p.IPDst))
 		putUint(openflow.FieldIPProto, uint64(p.IPProto))
 		putUint(openflow.FieldNwTTL, uint64(p.TTL))
-		putUint(openflow.FieldIPDSCP, 0)
+		putUint(openflow.FieldIPDSCP, uint64(p.DSCP))
 		putUint(openflow.FieldIPECN, 0)
 		switch p.IPProto {
 		case ProtoTCP:
@@ -377,6 +377,7 @@ func (fs fields) packet() Packet {
 	case EthIPv4:
 		p.IPSrc, p.IPDst = addr(openflow.FieldIPSrc), addr(openflow.FieldIPDst)
 		p.IPProto, p.TTL = uint8(fs.uint(openflow.FieldIPProto)), uint8(fs.uint(openflow.FieldNwTTL))
+		p.DSCP = uint8(fs.uint(openflow.FieldIPDSCP))
 		switch p.IPProto {
 		case ProtoTCP:
 			p.SrcPort, p.DstPort = uint16(fs.uint(openflow.FieldTCPSrc)), uint16(fs.uint(openflow.FieldTCPDst))

@@ -201,7 +201,11 @@ func hashBucket(g *openflow.GroupEntry, p Packet) int {
 
 // packetIn records a controller action.
 func (x *run) packetIn(tbl uint8, step int, c openflow.Controller) {
-	x.tr.PacketIns = append(x.tr.PacketIns, PacketIn{Table: Table(tbl), Userdata: c.Userdata, MeterID: c.MeterID, Packet: x.fs.packet()})
+	pi := PacketIn{Table: Table(tbl), Userdata: c.Userdata, MeterID: c.MeterID, Packet: x.fs.packet()}
+	for i := range pi.Regs {
+		pi.Regs[i] = uint32(x.fs.uint(openflow.Reg(i)))
+	}
+	x.tr.PacketIns = append(x.tr.PacketIns, pi)
 	x.note(step, "packet-in to the controller (userdata %x, meter %d)", c.Userdata, c.MeterID)
 }
 

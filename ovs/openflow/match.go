@@ -22,6 +22,10 @@ type Match struct {
 // NewMatch returns an empty match (which matches every packet).
 func NewMatch() *Match { return &Match{b: make([]byte, 0, 64)} }
 
+// MatchFromBytes returns a match holding the encoded OXM TLVs b, as
+// Flow.MatchBytes returns them, to extend a match read from a switch.
+func MatchFromBytes(b []byte) *Match { return &Match{b: append(make([]byte, 0, len(b)+16), b...)} }
+
 // Reset empties the match so the builder can be reused.
 func (m *Match) Reset() *Match { m.b = m.b[:0]; return m }
 

@@ -1,0 +1,146 @@
+package traceflow
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+)
+
+// ErrInvalid wraps every reason a Traceflow's spec is refused.
+var ErrInvalid = errors.New("invalid traceflow")
+
+// Validate checks a spec as the controller does before tagging it (the
+// CRD's schema checks types and ranges; this checks what it cannot say).
+func Validate(s crd.TraceflowSpec) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	if s.Source.Namespace == "" || s.Source.Pod == "" {
+		return bad("source needs a namespace and a pod")
+	}
+	d := s.Destination
+	n := 0
+	for _, set := range []bool{d.Pod != "", d.Service != "", d.IP != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return bad("destination needs exactly one of pod, service or ip (got %d)", n)
+	}
+	if (d.Pod != "" || d.Service != "") && d.Namespace == "" {
+		return bad("destination pod or service needs a namespace")
+	}
+	if d.IP != "" {
+		a, err := netip.ParseAddr(d.IP)
+		if err != nil {
+			return bad("destination ip %q: %v", d.IP, err)
+		}
+		if !a.Is4() {
+			return bad("destination ip %s: only IPv4 is traced", a)
+		}
+	}
+	if _, err := Protocol(s.Packet.Protocol); err != nil {
+		return bad("%v", err)
+	}
+	for name, v := range map[string]int32{"srcPort": s.Packet.SrcPort, "dstPort": s.Packet.DstPort} {
+		if v < 0 || v > 65535 {
+			return bad("%s %d out of range 0-65535", name, v)
+		}
+	}
+	if t := s.Packet.TTL; t < 0 || t > 255 {
+		return bad("ttl %d out of range 0-255", t)
+	}
+	if f := s.Packet.TCPFlags; f < 0 || f > 255 {
+		return bad("tcpFlags %d out of range 0-255", f)
+	}
+	if l := s.Packet.Length; l < 0 || l > 1500 {
+		return bad("length %d out of range 0-1500", l)
+	}
+	if t := s.Timeout; t != 0 && (t < crd.MinTimeout || t > crd.MaxTimeout) {
+		return bad("timeout %d s out of range %d-%d", t, crd.MinTimeout, crd.MaxTimeout)
+	}
+	if s.LiveTraffic || s.DroppedOnly {
+		return bad("liveTraffic and droppedOnly are not supported yet: Seine traces injected packets only")
+	}
+	return nil
+}
+
+// Protocol maps the spec's protocol name to its number (TCP when empty).
+func Protocol(name string) (uint8, error) {
+	switch strings.ToUpper(name) {
+	case "", "TCP":
+		return ProtoTCP, nil
+	case "UDP":
+		return ProtoUDP, nil
+	case "ICMP":
+		return ProtoICMP, nil
+	}
+	return 0, fmt.Errorf("protocol %q: want TCP, UDP or ICMP", name)
+}
+
+// Timeout is the spec's timeout, or the default.
+func Timeout(s crd.TraceflowSpec) time.Duration {
+	if s.Timeout == 0 {
+		return crd.DefaultTimeout * time.Second
+	}
+	return time.Duration(s.Timeout) * time.Second
+}
+
+// Ended reports whether the node results hold a verdict: some node's last
+// observation is anything but Forwarded (Delivered, Dropped, Rejected,
+// ForwardedOutOfNetwork).
+func Ended(results []crd.NodeResult) bool {
+	for _, r := range results {
+		if n := len(r.Observations); n > 0 && r.Observations[n-1].Action != crd.ActionForwarded {
+			return true
+		}
+	}
+	return false
+}
+
+// Ready reports whether every node the injection waits for installed the
+// trace's flows.
+func Ready(st crd.TraceflowStatus) bool {
+	if st.SourceNode == "" {
+		return false
+	}
+	for _, n := range st.Nodes {
+		i := slices.IndexFunc(st.Results, func(r crd.NodeResult) bool { return r.Node == n })
+		if i < 0 || !st.Results[i].FlowsInstalled {
+			return false
+		}
+	}
+	return true
+}
+
+// TimeoutReason says why a Traceflow did not finish in time: the nodes
+// that never installed its flows, or else where the packet was last seen.
+func TimeoutReason(st crd.TraceflowStatus, after time.Duration) string {
+	var missing []string
+	for _, n := range st.Nodes {
+		i := slices.IndexFunc(st.Results, func(r crd.NodeResult) bool { return r.Node == n })
+		if i < 0 || !st.Results[i].FlowsInstalled {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Sprintf("timed out after %s: node %s did not install the trace's flows (is its agent running?)", after, strings.Join(missing, ", "))
+	}
+	for _, r := range st.Results {
+		if n := len(r.Observations); n > 0 {
+			o := r.Observations[n-1]
+			where := o.TunnelDstIP
+			if where == "" {
+				where = o.OutputPort
+			}
+			return fmt.Sprintf("timed out after %s: last seen on %s, %s %s to %s; the next node never reported it", after, r.Node, o.Component, o.Action, where)
+		}
+	}
+	return fmt.Sprintf("timed out after %s: the packet was injected but no node observed it", after)
+}
