@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -97,6 +99,92 @@ func TestServerSideApply(t *testing.T) {
 	// dryRun=All persisted nothing.
 	if _, err := dyn.Resource(mustMapping(t, mapper, "apps", "DaemonSet")).Namespace(Namespace).Get(ctx, "seine-agent", metav1.GetOptions{}); err == nil {
 		t.Error("the dry run created the DaemonSet")
+	}
+	t.Run("tier admission", func(t *testing.T) { checkTierAdmission(ctx, t, dyn, b) })
+}
+
+// checkTierAdmission applies seine.yml's CustomResourceDefinitions and its
+// ValidatingAdmissionPolicy for real and shows the kube-apiserver enforcing
+// it: a built-in tier cannot be deleted, moved, or created with another
+// priority; a tier of one's own cannot take a built-in's priority or one
+// past the Kubernetes NetworkPolicy slot; a good one is created and deleted.
+func checkTierAdmission(ctx context.Context, t *testing.T, dyn dynamic.Interface, manifest []byte) {
+	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	vapGVR := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
+	bindGVR := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"}
+	for _, doc := range bytes.Split(manifest, []byte("\n---\n"))[1:] {
+		var obj unstructured.Unstructured
+		if err := yaml.Unmarshal(doc, &obj.Object); err != nil {
+			t.Fatal(err)
+		}
+		var gvr schema.GroupVersionResource
+		switch obj.GetKind() {
+		case "CustomResourceDefinition":
+			gvr = crdGVR
+		case "ValidatingAdmissionPolicy":
+			gvr = vapGVR
+		case "ValidatingAdmissionPolicyBinding":
+			gvr = bindGVR
+		default:
+			continue
+		}
+		if _, err := dyn.Resource(gvr).Create(ctx, &obj, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create %s %s: %v", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	tiersGVR := schema.GroupVersionResource{Group: "crd.seine.io", Version: "v1beta1", Resource: "tiers"}
+	tier := func(name string, prio int64) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "crd.seine.io/v1beta1", "kind": "Tier",
+			"metadata": map[string]any{"name": name}, "spec": map[string]any{"priority": prio},
+		}}
+	}
+	// The CRD is served, and the policy is in force, a moment after they
+	// are created: wait until a dry-run delete of a built-in tier is denied.
+	var err error
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		if _, err = dyn.Resource(tiersGVR).Create(ctx, tier("baseline", 253), metav1.CreateOptions{}); err == nil || apierrors.IsAlreadyExists(err) {
+			err = dyn.Resource(tiersGVR).Delete(ctx, "baseline", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+			if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the built-in tier policy is not in force after 45 s: last %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("delete tier baseline: %v", err)
+	if !strings.Contains(err.Error(), "tier baseline is built in and cannot be deleted") {
+		t.Errorf("delete of a built-in tier: %v", err)
+	}
+	refused := func(what string, err error, want string) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want a refusal saying %q", what, err, want)
+		} else {
+			t.Logf("%s: %v", what, err)
+		}
+	}
+	moved, err := dyn.Resource(tiersGVR).Get(ctx, "baseline", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved.Object["spec"] = map[string]any{"priority": int64(10)}
+	_, err = dyn.Resource(tiersGVR).Update(ctx, moved, metav1.UpdateOptions{})
+	refused("move baseline to 10", err, "its priority is 253 and cannot change")
+	_, err = dyn.Resource(tiersGVR).Create(ctx, tier("emergency", 1), metav1.CreateOptions{})
+	refused("create emergency at 1", err, "its priority is 50")
+	_, err = dyn.Resource(tiersGVR).Create(ctx, tier("mine", 250), metav1.CreateOptions{})
+	refused("a custom tier at application's 250", err, "tier priority 250 is not available")
+	_, err = dyn.Resource(tiersGVR).Create(ctx, tier("mine", 253), metav1.CreateOptions{})
+	refused("a custom tier at 253", err, "tier priority 253 is not available")
+	if _, err := dyn.Resource(tiersGVR).Create(ctx, tier("mine", 120), metav1.CreateOptions{}); err != nil {
+		t.Errorf("a custom tier at 120: %v", err)
+	}
+	if err := dyn.Resource(tiersGVR).Delete(ctx, "mine", metav1.DeleteOptions{}); err != nil {
+		t.Errorf("delete a custom tier: %v", err)
 	}
 }
 

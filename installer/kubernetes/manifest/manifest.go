@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+//go:generate go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 crd:allowDangerousTypes=true paths=../../../core/apis/crd/... output:crd:dir=crds
 //go:generate go run ./gen -o ../seine.yml
 
 // Namespace is where every namespaced object of the manifest lives.
@@ -58,6 +59,7 @@ const (
 	ovsName           = "seine-ovs"
 	controllerName    = "seine-controller"
 	controlplaneGroup = "controlplane.seine.io"
+	crdGroup          = "crd.seine.io"
 	// controlplaneAPIServiceName is the APIService of controlplaneGroup v1beta1.
 	controlplaneAPIServiceName = "v1beta1." + controlplaneGroup
 )

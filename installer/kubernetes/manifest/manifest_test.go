@@ -35,6 +35,11 @@ func TestCheckedInManifestIsGenerated(t *testing.T) {
 	}
 }
 
+var clusterScoped = map[string]bool{
+	"APIService": true, "CustomResourceDefinition": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+}
+
 // documents splits the rendered manifest into its YAML documents, keyed by
 // kind/name.
 func documents(t *testing.T) map[string][]byte {
@@ -59,7 +64,7 @@ func documents(t *testing.T) map[string][]byte {
 		if _, dup := docs[key]; dup {
 			t.Errorf("%s appears twice", key)
 		}
-		if h.Kind != "APIService" && !strings.HasPrefix(h.Kind, "Cluster") && h.Metadata.Namespace != Namespace {
+		if !clusterScoped[h.Kind] && !strings.HasPrefix(h.Kind, "Cluster") && h.Metadata.Namespace != Namespace {
 			t.Errorf("%s: namespace %q, want %s", key, h.Metadata.Namespace, Namespace)
 		}
 		docs[key] = []byte(d)
@@ -94,9 +99,13 @@ func TestManifestHasEveryObject(t *testing.T) {
 		"APIService/v1beta1.controlplane.seine.io",
 		"ClusterRole/seine-agent", "ClusterRole/seine-controller", "ClusterRole/seine-controlplane-viewer", "ClusterRole/seine-metrics-reader",
 		"ClusterRoleBinding/seine-agent", "ClusterRoleBinding/seine-agent-auth-delegator", "ClusterRoleBinding/seine-controller", "ClusterRoleBinding/seine-controller-auth-delegator",
-		"ConfigMap/seine-config", "DaemonSet/seine-agent", "DaemonSet/seine-ovs", "Deployment/seine-controller",
+		"ConfigMap/seine-config",
+		"CustomResourceDefinition/clusternetworkpolicies.crd.seine.io", "CustomResourceDefinition/tiers.crd.seine.io",
+		"CustomResourceDefinition/traceflows.crd.seine.io",
+		"DaemonSet/seine-agent", "DaemonSet/seine-ovs", "Deployment/seine-controller",
 		"RoleBinding/seine-controller-authentication-reader",
 		"Service/seine-controller", "ServiceAccount/seine-agent", "ServiceAccount/seine-controller",
+		"ValidatingAdmissionPolicy/seine-tiers", "ValidatingAdmissionPolicyBinding/seine-tiers",
 	}
 	if got := keys(documents(t)); !slices.Equal(got, want) {
 		t.Errorf("objects:\n got %v\nwant %v", got, want)

@@ -51,10 +51,10 @@ proxy:
 `
 
 // Objects returns the manifest's objects in the order kubectl should create
-// them: identities and RBAC, configuration, the controller and its Service,
-// the agent DaemonSet, the APIService.
+// them: the CustomResourceDefinitions, identities and RBAC, configuration,
+// the controller and its Service, the agent DaemonSet, the APIService.
 func Objects(o Options) []any {
-	objs := []any{
+	objs := append(mustCRDs(), []any{
 		serviceAccount(agentName),
 		serviceAccount(controllerName),
 		agentClusterRole(),
@@ -75,8 +75,9 @@ func Objects(o Options) []any {
 		ovsDaemonSet(o),
 		agentDaemonSet(o),
 		controlplaneAPIService(),
-	}
-	return objs
+	}...)
+	vap, binding := builtInTiersPolicy()
+	return append(objs, vap, binding)
 }
 
 func meta(name string, namespaced bool, component string) metav1.ObjectMeta {
@@ -130,6 +131,11 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: readOnly},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: readOnly},
+			// Tiered policy: the controller creates the built-in tiers,
+			// refuses to let them go, and writes policies' status.
+			{APIGroups: []string{crdGroup}, Resources: []string{"tiers", "clusternetworkpolicies"}, Verbs: readOnly},
+			{APIGroups: []string{crdGroup}, Resources: []string{"tiers"}, Verbs: []string{"create", "update", "patch"}},
+			{APIGroups: []string{crdGroup}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{controlplaneAPIServiceName}, Verbs: []string{"get", "patch"}},
 		},

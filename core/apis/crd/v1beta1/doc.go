@@ -1,9 +1,12 @@
 // Package v1beta1 holds Seine's custom resources, group crd.seine.io: the
-// objects users create and read with kubectl (Traceflow today), which the
-// kube-apiserver stores as CustomResourceDefinitions. The internal objects
+// objects users create and read with kubectl, which the kube-apiserver
+// stores as CustomResourceDefinitions (their YAML is generated from these
+// types into installer/kubernetes/seine.yml). The internal objects
 // seine-controller serves to agents are in core/apis/controlplane instead.
 //
-// Deepcopy functions are generated: run `go generate ./core/apis/crd/v1beta1`.
+// Deepcopy functions are generated: run `go generate ./core/apis/crd/v1beta1`
+// (deepcopy), then `go generate ./installer/kubernetes/manifest` (CRD YAML
+// and seine.yml).
 //
 // +k8s:deepcopy-gen=package
 // +groupName=crd.seine.io

@@ -9,8 +9,12 @@ import (
 // SchemeGroupVersion is crd.seine.io/v1beta1.
 var SchemeGroupVersion = schema.GroupVersion{Group: GroupName, Version: Version}
 
-// TraceflowsResource is the Traceflow resource, for dynamic clients.
-var TraceflowsResource = SchemeGroupVersion.WithResource("traceflows")
+// Resources, for dynamic clients and informers.
+var (
+	TraceflowsResource             = SchemeGroupVersion.WithResource("traceflows")
+	TiersResource                  = SchemeGroupVersion.WithResource("tiers")
+	ClusterNetworkPoliciesResource = SchemeGroupVersion.WithResource("clusternetworkpolicies")
+)
 
 var (
 	// SchemeBuilder registers the group's types.
@@ -20,7 +24,11 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(SchemeGroupVersion, &Traceflow{}, &TraceflowList{})
+	s.AddKnownTypes(SchemeGroupVersion,
+		&Traceflow{}, &TraceflowList{},
+		&Tier{}, &TierList{},
+		&ClusterNetworkPolicy{}, &ClusterNetworkPolicyList{},
+	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil
 }
