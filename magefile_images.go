@@ -36,8 +36,8 @@ func Images() error {
 }
 
 // NodeImages builds only what make test's real-node tests need: the
-// container runtime (cached) and the images of Seine and pause in
-// bin/images (no agnhost, no CoreDNS; make images builds those too).
+// container runtime (cached) and the images of Seine, seine-ovs, pause and
+// CoreDNS (cached) in bin/images (no agnhost: make images builds it too).
 func NodeImages() error {
 	mg.SerialDeps(Deps, LabBin)
 	_, err := labImages(false)
@@ -45,7 +45,7 @@ func NodeImages() error {
 }
 
 // nodeImagesEnv builds what make test's real-node tests need (the container
-// runtime, cached; Seine's image and pause, written every time) and returns
+// runtime and CoreDNS, cached; the images, written every time) and returns
 // the variables that point the tests at them.
 func nodeImagesEnv() ([]string, error) {
 	runtimeDir, err := labImages(false)
@@ -220,20 +220,20 @@ func releaseImages(idName ...string) (map[string]string, error) {
 }
 
 // labImages builds what the lab's real nodes need and writes the images
-// into bin/images; it returns the runtime's directory. withTestImages adds
-// agnhost, CoreDNS and the upstream e2e suite's other images (make images:
-// the upstream e2e suite and cluster DNS need them); without, only Seine's image and pause are written (make
-// test: its real-node tests run neither, and a fresh machine would spend
-// most of an hour compiling them).
+// into bin/images; it returns the runtime's directory: Seine's image,
+// seine-ovs, pause and CoreDNS (the cluster DNS every real-node lab with
+// Seine installs). withTestImages adds agnhost and the upstream e2e suite's
+// other images (make images); make test's real-node tests run none of them.
 func labImages(withTestImages bool) (runtimeDir string, err error) {
 	if runtimeDir, err = labRuntime(); err != nil {
 		return "", err
 	}
-	var coredns, agnhost string
+	coredns, err := labCoreDNS()
+	if err != nil {
+		return "", err
+	}
+	var agnhost string
 	if withTestImages {
-		if coredns, err = labCoreDNS(); err != nil {
-			return "", err
-		}
 		if agnhost, err = labAgnhost(); err != nil {
 			return "", err
 		}

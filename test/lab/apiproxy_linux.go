@@ -12,33 +12,39 @@ import (
 	"github.com/seine-cni/seine/test/lab/netns"
 )
 
-// ServeAPIProxy makes kube-apiserver reachable at the same loopback address
-// inside every node namespace. It listens on listenAddr inside each namespace
-// in nsPaths (the sockets are created on a thread switched into that
-// namespace) and relays every connection to target, dialled from the
-// machine's own namespace.
+// ProxyListen is one address the api proxy listens on, inside the network
+// namespace at NetNS.
+type ProxyListen struct{ NetNS, Addr string }
+
+// ServeAPIProxy makes kube-apiserver reachable inside the node namespaces:
+// at the same loopback address in every one of them, and at the address
+// the apiserver advertises (the "kubernetes" Service's endpoint) in the
+// control-plane node's (Config.APIListens). It listens on each of listens
+// (the sockets are created on a thread switched into that namespace) and
+// relays every connection to target, dialled from the machine's own
+// namespace.
 //
 // Why not route to the apiserver over the fabric: nodes would then reach the
 // control plane through the very data path a CNI under test rebuilds (in the
 // bridged-uplink topology the node IP moves onto the OVS bridge), and a
 // broken pipeline would take the node's Kubernetes connection down with it.
 // Real clusters keep that path robust; the lab keeps it out of the way.
-func ServeAPIProxy(ctx context.Context, log *slog.Logger, listenAddr, target string, nsPaths []string) error {
+func ServeAPIProxy(ctx context.Context, log *slog.Logger, target string, listens []ProxyListen) error {
 	var lns []net.Listener
 	defer func() {
 		for _, ln := range lns {
 			ln.Close()
 		}
 	}()
-	for _, p := range nsPaths {
+	for _, l := range listens {
 		var ln net.Listener
-		err := netns.Do(p, func() error {
+		err := netns.Do(l.NetNS, func() error {
 			var err error
-			ln, err = net.Listen("tcp", listenAddr)
+			ln, err = net.Listen("tcp", l.Addr)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("listen on %s in %s: %w", listenAddr, p, err)
+			return fmt.Errorf("listen on %s in %s: %w", l.Addr, l.NetNS, err)
 		}
 		lns = append(lns, ln)
 	}
@@ -51,7 +57,7 @@ func ServeAPIProxy(ctx context.Context, log *slog.Logger, listenAddr, target str
 				conn, err := ln.Accept()
 				if err != nil {
 					if !errors.Is(err, net.ErrClosed) {
-						log.Error("accept", "netns", nsPaths[i], "err", err)
+						log.Error("accept", "netns", listens[i].NetNS, "addr", listens[i].Addr, "err", err)
 					}
 					return
 				}
@@ -59,7 +65,7 @@ func ServeAPIProxy(ctx context.Context, log *slog.Logger, listenAddr, target str
 			}
 		}()
 	}
-	log.Info("api proxy serving", "listen", listenAddr, "target", target, "namespaces", len(lns))
+	log.Info("api proxy serving", "target", target, "listeners", len(lns))
 	<-ctx.Done()
 	for _, ln := range lns {
 		ln.Close()

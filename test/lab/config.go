@@ -151,6 +151,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("CIDR %q: %w", s, err)
 		}
 	}
+	if p := netip.MustParsePrefix(c.ServiceCIDR); !p.Addr().Is4() || p.Bits() > 24 {
+		return fmt.Errorf("service CIDR %q: want an IPv4 prefix of /24 or larger (kube-dns takes its tenth address)", c.ServiceCIDR)
+	}
 	switch c.Kubelet {
 	case KubeletStandIn:
 		if c.CNI == CNINone {
@@ -192,6 +195,23 @@ type Node struct {
 	Name string `json:"name"`
 	IP   string `json:"ip"` // on eth0 in the node's namespace
 	OS   string `json:"os"`
+}
+
+// APIAdvertiseIP is the address kube-apiserver advertises, the endpoint of
+// the "kubernetes" Service: node-1's, where the lab's api proxy serves the
+// apiserver (APIListens). Node-1 stands for a control-plane node.
+func (c *Config) APIAdvertiseIP() string { return c.NodeList()[0].IP }
+
+// ClusterDomain is the lab's DNS domain (kubelets' clusterDomain, CoreDNS's
+// zone).
+const ClusterDomain = "cluster.local"
+
+// ClusterDNSIP is the kube-dns Service's ClusterIP, the kubelets'
+// clusterDNS: the service range's tenth address, as kubeadm picks it.
+func (c *Config) ClusterDNSIP() string {
+	base := netip.MustParsePrefix(c.ServiceCIDR).Masked().Addr().As4()
+	base[3] += 10
+	return netip.AddrFrom4(base).String()
 }
 
 // NodeList returns the nodes the configuration describes.

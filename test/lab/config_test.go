@@ -43,6 +43,8 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.FabricCIDR = "10.0.0.0/28" }, "fabric CIDR"},
 		{func(c *Config) { c.FabricCIDR = "fd00::/64" }, "fabric CIDR"},
 		{func(c *Config) { c.ServiceCIDR = "10.96/12" }, "CIDR"},
+		{func(c *Config) { c.ServiceCIDR = "10.96.0.0/28" }, "service CIDR"},
+		{func(c *Config) { c.ServiceCIDR = "fd00:96::/108" }, "service CIDR"},
 		{func(c *Config) { c.CNI = "flannel" }, "cni"},
 		{func(c *Config) { c.SeineBin = "" }, "seine-agent, seine-cni and seine-controller"},
 		{func(c *Config) { c.TrafficMode = "overlay" }, "traffic mode"},

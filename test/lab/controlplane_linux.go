@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,20 @@ import (
 )
 
 func (c *Config) pki(name string) string { return filepath.Join(c.PKIDir(), name) }
+
+// APIListens are the api proxy's addresses: 127.0.0.1:<api port> in every
+// node's namespace (how the lab's own components and Seine's pods reach the
+// apiserver whatever the data path does) and the advertised address
+// APIAdvertiseIP:<api port> in node-1's (how pods reach it through the
+// "kubernetes" Service).
+func (c *Config) APIListens() []ProxyListen {
+	port := strconv.Itoa(c.APIPort)
+	var ls []ProxyListen
+	for _, n := range c.NodeList() {
+		ls = append(ls, ProxyListen{NetNS: c.NetNSPath(n.Name), Addr: "127.0.0.1:" + port})
+	}
+	return append(ls, ProxyListen{NetNS: c.NetNSPath(c.NodeList()[0].Name), Addr: net.JoinHostPort(c.APIAdvertiseIP(), port)})
+}
 
 func (c *Config) etcdURL() string { return "http://127.0.0.1:" + strconv.Itoa(c.EtcdPort) }
 
@@ -33,10 +48,14 @@ func (c *Config) controlPlane() []component {
 		kube("kube-apiserver",
 			"--etcd-servers="+c.etcdURL(),
 			"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(c.APIPort),
-			// The apiserver is on loopback only; the "kubernetes" Service
-			// gets no endpoints (nothing in the lab dials it: nodes use the
-			// api proxy).
-			"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+			// The apiserver listens on the machine's loopback only, and
+			// advertises node-1's address: the lab's api proxy serves it
+			// there (APIListens), as a kubeadm control-plane node serves
+			// its apiserver at its own address. The apiserver's lease
+			// reconciler (the default) keeps the "kubernetes" Service's
+			// Endpoints and EndpointSlice on it, so pods reach the API at
+			// 10.96.0.1:443 through the cluster's service proxy.
+			"--advertise-address="+c.APIAdvertiseIP(),
 			"--tls-cert-file="+c.pki("apiserver.crt"), "--tls-private-key-file="+c.pki("apiserver.key"),
 			"--client-ca-file="+c.pki("ca.crt"),
 			"--token-auth-file="+c.pki("tokens.csv"),

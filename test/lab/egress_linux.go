@@ -245,7 +245,7 @@ func tunnel(ctx context.Context, in net.Conn, buffered *bufio.Reader, out net.Co
 // ServeProxies runs the lab's two proxies in one process until ctx ends:
 // the apiserver inside every node namespace (ServeAPIProxy) and the
 // apiserver's egress into the nodes (ServeEgress).
-func ServeProxies(ctx context.Context, log *slog.Logger, c *Config, listenAddr, target string, nsPaths []string) error {
+func ServeProxies(ctx context.Context, log *slog.Logger, c *Config, target string, listens []ProxyListen) error {
 	cs, err := c.Client("admin")
 	if err != nil {
 		return err
@@ -258,7 +258,7 @@ func ServeProxies(ctx context.Context, log *slog.Logger, c *Config, listenAddr, 
 		egress <- ServeEgress(ctx, log, c.EgressSocket(), route.netNS)
 		cancel()
 	}()
-	err = ServeAPIProxy(ctx, log, listenAddr, target, nsPaths)
+	err = ServeAPIProxy(ctx, log, target, listens)
 	cancel()
 	return errors.Join(err, <-egress)
 }

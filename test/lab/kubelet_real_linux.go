@@ -115,8 +115,13 @@ authentication:
     clientCAFile: %s
 authorization:
   mode: Webhook
-# Pods must never use the machine's resolver.
+# Pods must never use the machine's resolver: the cluster's DNS
+# (InstallClusterDNS) is theirs, and this file, which names no server, is
+# what pods of dnsPolicy Default and host-network pods get.
 resolvConf: %s
+clusterDomain: %s
+clusterDNS:
+- %s
 # All nodes share one disk: no image GC (it would remove the imported
 # images, which no registry can give back) and no disk-pressure eviction.
 imageGCHighThresholdPercent: 100
@@ -128,7 +133,7 @@ evictionHard:
   imagefs.available: "0%%"
   imagefs.inodesFree: "0%%"
 serializeImagePulls: false
-`, c.NodeCgroupRoot(n.Name), containerdSocket, c.pki("kubelet-"+n.Name+".crt"), c.pki("kubelet-"+n.Name+".key"), c.pki("ca.crt"), c.ResolvConfPath())
+`, c.NodeCgroupRoot(n.Name), containerdSocket, c.pki("kubelet-"+n.Name+".crt"), c.pki("kubelet-"+n.Name+".key"), c.pki("ca.crt"), c.ResolvConfPath(), ClusterDomain, c.ClusterDNSIP())
 }
 
 // startRealNode makes the node's mount namespace and cgroups, starts its

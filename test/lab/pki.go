@@ -102,7 +102,7 @@ func (c *Config) writePKI() error {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.IP(svcIP.AsSlice())},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.IP(svcIP.AsSlice()), net.ParseIP(c.APIAdvertiseIP())},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
 	if err != nil {

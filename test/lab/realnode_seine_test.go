@@ -25,7 +25,8 @@ import (
 // seine-controller Deployment become ready and the controlplane.seine.io
 // APIService Available; then containers on both nodes reach each other
 // through Seine (real packets over Geneve, probed with `kubectl exec`),
-// `kubectl logs` reads the agent's log, a rolling upgrade of the agents
+// `kubectl logs` reads the agent's log, the "kubernetes" Service and the
+// cluster DNS serve pods (clusterDNS), a rolling upgrade of the agents
 // loses no ping of 100 per second (rollingUpgrade), and `lab down` leaves
 // nothing.
 func TestSeineOnRealNodes(t *testing.T) {
@@ -87,6 +88,7 @@ func TestSeineOnRealNodes(t *testing.T) {
 	})
 
 	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
+	t.Run("cluster DNS", func(t *testing.T) { clusterDNS(t, ctx, c, pods) })
 	t.Run("rolling upgrade", func(t *testing.T) { rollingUpgrade(t, ctx, c, idx, pods) })
 
 	components := c.runningComponents()

@@ -29,9 +29,12 @@ const usage = `usage: lab <command> [flags]
 
 commands:
   up [--nodes N] [--windows-nodes K] [--kube-proxy iptables|nftables] [--kube-bin PATH]   bring the lab up
-  install-seine [-f seine.yml]   real nodes (up --kubelet real --cni none): kubectl apply
-                            the manifest with the lab's patches (images, userspace datapath,
-                            node-local API server) and wait until Seine is ready
+  install-seine [-f seine.yml] [--dns=false]   real nodes (up --kubelet real --cni none):
+                            kubectl apply the manifest with the lab's patches (images,
+                            userspace datapath, node-local API server), wait until Seine is
+                            ready, then install the cluster DNS (install-dns) unless --dns=false
+  install-dns               real nodes with a network plugin: CoreDNS in kube-system behind
+                            the kube-dns Service (the kubelets' clusterDNS); waits until ready
   down                      stop everything and remove all the lab made
   status                    components, nodes and pods
   kubeconfig                print the admin kubeconfig path (export KUBECONFIG=$(lab kubeconfig))
@@ -101,6 +104,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		return nil
 	case "install-seine":
 		file := fs.String("f", "installer/kubernetes/seine.yml", "the manifest")
+		dns := fs.Bool("dns", true, "then install the cluster DNS (install-dns)")
 		fs.Parse(args)
 		c, err := lab.Load(*stateDir)
 		if err != nil {
@@ -114,6 +118,24 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 			return err
 		}
 		fmt.Printf("seine is installed (the applied manifest: %s)\n", c.SeineManifestPath())
+		if !*dns {
+			return nil
+		}
+		if err := c.InstallClusterDNS(ctx, log); err != nil {
+			return err
+		}
+		fmt.Printf("cluster DNS is installed at %s (the applied manifest: %s)\n", c.ClusterDNSIP(), c.ClusterDNSManifestPath())
+		return nil
+	case "install-dns":
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		if err := c.InstallClusterDNS(ctx, log); err != nil {
+			return err
+		}
+		fmt.Printf("cluster DNS is installed at %s (the applied manifest: %s)\n", c.ClusterDNSIP(), c.ClusterDNSManifestPath())
 		return nil
 	case "down":
 		fs.Parse(args)
@@ -210,12 +232,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		if err != nil {
 			return err
 		}
-		var paths []string
-		for _, n := range c.NodeList() {
-			paths = append(paths, c.NetNSPath(n.Name))
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(c.APIPort)
-		return lab.ServeProxies(ctx, log, c, addr, addr, paths)
+		return lab.ServeProxies(ctx, log, c, "127.0.0.1:"+strconv.Itoa(c.APIPort), c.APIListens())
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil
