@@ -98,6 +98,7 @@ func (a *Agent) setupNode(ctx context.Context) error {
 	a.nodeState = st
 	a.podMTU = st.MTU
 	a.setupSRIOV(ctx)
+	a.warnOVSDefects(ctx)
 	if err := a.ensureTunnel(ctx); err != nil {
 		return err
 	}

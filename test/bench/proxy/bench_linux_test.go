@@ -39,7 +39,7 @@ func (n *node) Install(ctx context.Context, fn func(proxier.Writer, *pipeline.No
 	return fn(n.conn, &c, 1)
 }
 
-func startNode(b *testing.B, d *ovsdaemon.Daemon) *node {
+func startNode(b testing.TB, d *ovsdaemon.Daemon) *node {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }

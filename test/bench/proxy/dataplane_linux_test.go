@@ -124,7 +124,7 @@ func createService(ctx context.Context, b *testing.B, cs kubernetes.Interface, i
 
 // serve starts the benchmark's listeners inside the server pod's netns
 // (a socket keeps the namespace it was made in); they stop at cleanup.
-func serve(b *testing.B, nsPath string) {
+func serve(b testing.TB, nsPath string) {
 	for _, off := range []int{0, directOffset} {
 		var rr, sink net.Listener
 		if err := netns.Do(nsPath, func() error {

@@ -36,7 +36,7 @@ var (
 	srvPodIP = netip.MustParseAddr("10.244.1.11")
 )
 
-func startPacketNode(b *testing.B, d *ovsdaemon.Daemon) *packetNode {
+func startPacketNode(b testing.TB, d *ovsdaemon.Daemon) *packetNode {
 	n := startNode(b, d)
 	b.Cleanup(n.stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -164,9 +164,9 @@ func BenchmarkServiceFirstPacketScale(b *testing.B) {
 			}
 			// Every side starts from an empty datapath cache and conntrack
 			// table. Without the flush, after about 14,000 connections
-			// (the client reusing its ports while their entries are in
-			// TIME_WAIT) new connections time out: an open defect, see
-			// test/bench/README.md.
+			// (the client reusing its ports while their entries are
+			// closed) new connections time out on OVS releases with the
+			// userspace conntrack defect TestServicePortReuse pins.
 			for _, cmd := range []string{"dpctl/del-flows", "dpctl/flush-conntrack"} {
 				if out, err := d.Appctl(ctx, "ovs-vswitchd", cmd); err != nil {
 					return nil, fmt.Errorf("%s: %v\n%s", cmd, err, out)

@@ -1,0 +1,114 @@
+package proxybench
+
+import (
+	"context"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/seine-cni/seine/core/agent"
+	"github.com/seine-cni/seine/ovs/ovsdb"
+	"github.com/seine-cni/seine/test/ovsdaemon"
+)
+
+// portReuseConnections is how many sequential connections
+// TestServicePortReuse makes: the affected OVS release measured here
+// stalled after 14,000-22,000.
+const portReuseConnections = 30000
+
+// TestServicePortReuse pins a defect of OVS's userspace conntrack that
+// the agent warns about (core/agent/ovsdefects.go): a client pod making
+// sequential connections to a Service, the server closing each, reuses its
+// ports while their conntrack entries are closed but not yet swept. On an
+// affected release the conntrack moves the reused port and the server,
+// still holding the moved-to port in TIME_WAIT, drops the SYN (its PAWS
+// check counts it): the test then checks that this is what happens, so
+// the warning is about the defect this machine has. On a fixed release
+// every connection must succeed.
+func TestServicePortReuse(t *testing.T) {
+	ovsdaemon.SkipUnlessCanRun(t)
+	d := ovsdaemon.StartForTest(t)
+	p := startPacketNode(t, d)
+	serve(t, p.srvNS)
+	ctx := context.Background()
+	if err := p.install(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.Vsctl(ctx, "get", "Open_vSwitch", ".", "ovs_version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := strings.Trim(strings.TrimSpace(out), `"`)
+	affected := len(agent.KnownOVSDefects(version, ovsdb.DatapathNetdev)) > 0
+	vip := target{ip: "10.96.0.1", rr: "80"}
+	if err := waitConnect(ctx, p.cliNS, vip); err != nil {
+		t.Fatal(err)
+	}
+	for i := range portReuseConnections {
+		_, err := crrOnce(p.cliNS, vip)
+		if err == nil {
+			continue
+		}
+		if !affected {
+			t.Fatalf("OVS %s: connection %d to the Service failed: %v", version, i, err)
+		}
+		paws := counter(t, p.srvNS, "TcpExtPAWSTimewait")
+		moved := movedPorts(t, d)
+		t.Logf("OVS %s (affected): connection %d failed (%v); server SYNs dropped by PAWS in TIME_WAIT: %d; conntrack entries with the client port moved: %d",
+			version, i, err, paws, moved)
+		if paws == 0 || moved == 0 {
+			t.Errorf("the failure is not the known defect: want SYNs dropped by the server's PAWS check and moved client ports")
+		}
+		return
+	}
+	if affected {
+		t.Errorf("OVS %s is listed as affected, but %d connections all succeeded: the defect's description is wrong", version, portReuseConnections)
+	}
+}
+
+// counter reads one of nstat's counters in the namespace.
+func counter(t *testing.T, ns, name string) int {
+	out, err := exec.Command("nsenter", "--net="+ns, "nstat", "-az", name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nstat: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == name {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
+// movedPorts counts the conntrack entries whose reply tuple's destination
+// port is not the original source port.
+func movedPorts(t *testing.T, d *ovsdaemon.Daemon) int {
+	out, err := d.Appctl(context.Background(), "ovs-vswitchd", "dpctl/dump-conntrack")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		orig, reply, ok := strings.Cut(l, "reply=(")
+		if !ok {
+			continue
+		}
+		if field(orig, "sport") != field(reply, "dport") {
+			n++
+		}
+	}
+	return n
+}
+
+// field is the value of name= in a conntrack tuple.
+func field(tuple, name string) string {
+	_, v, ok := strings.Cut(tuple, name+"=")
+	if !ok {
+		return ""
+	}
+	v, _, _ = strings.Cut(v, ",")
+	v, _, _ = strings.Cut(v, ")")
+	return v
+}
