@@ -11,6 +11,7 @@ import (
 // ovsDefect is a defect of an OVS release that changes what Seine's
 // pipeline does on a node, and the releases that fixed it.
 type ovsDefect struct {
+	id       string
 	datapath ovsdb.DatapathType
 	// fixed holds, per release branch (major.minor), the first patch
 	// release with the fix; releases of branches after the last listed
@@ -20,6 +21,12 @@ type ovsDefect struct {
 }
 
 type ovsRelease struct{ major, minor, patch int }
+
+// The known defects, by name (OVSDefectAffects).
+const (
+	OVSDefectNATPortReuse     = "nat-port-reuse"
+	OVSDefectSCTPWithoutPorts = "sctp-without-ports"
+)
 
 // ovsDefects are the known ones. Each comes with what an operator sees,
 // the upstream fix, and what to run instead.
@@ -35,11 +42,26 @@ var ovsDefects = []ovsDefect{{
 	// TIME_WAIT from an earlier connection and its PAWS check drops the
 	// SYN. Fixed by "conntrack: Remove nat_conn introducing key
 	// directionality" in 2.17.8, 3.0.5, 3.1.3, 3.2.3 and 3.3.0.
+	id:       OVSDefectNATPortReuse,
 	datapath: ovsdb.DatapathNetdev,
 	fixed:    []ovsRelease{{2, 17, 8}, {3, 0, 5}, {3, 1, 3}, {3, 2, 3}},
 	what: "the userspace datapath's conntrack moves a client's source port when it reuses the port of a closed " +
 		"connection to a Service, and the server may drop the SYN (connections to Services stall under high " +
 		"connection rates); fixed in OVS 2.17.8, 3.0.5, 3.1.3, 3.2.3 and 3.3.0",
+}, {
+	// Found by the NetworkPolicy suite's SCTP accounting (branch
+	// netpolsuite, /work notes): before OVS 3.2.0 the userspace conntrack
+	// tracks SCTP as an address pair, ports zeroed ("conntrack: Extract
+	// l4 information for SCTP" added them). Seine's policy tables let a
+	// tracked packet that is not new pass, so once an isolated pod has
+	// sent SCTP to a peer, the peer's SCTP to that pod on any port is the
+	// entry's reply and is delivered whatever the pod's ingress says,
+	// while the entry lives.
+	id:       OVSDefectSCTPWithoutPorts,
+	datapath: ovsdb.DatapathNetdev,
+	fixed:    []ovsRelease{{3, 2, 0}},
+	what: "the userspace datapath's conntrack tracks SCTP without ports, so NetworkPolicy does not isolate SCTP " +
+		"from a peer the pod has itself sent SCTP to (any port, while the entry lives); fixed in OVS 3.2.0",
 }}
 
 // parseOVSVersion reads major.minor.patch from ovs_version ("3.1.0",
@@ -100,6 +122,21 @@ func KnownOVSDefects(v string, dp ovsdb.DatapathType) []string {
 		}
 	}
 	return out
+}
+
+// OVSDefectAffects reports whether OVS version v on datapath dp has the
+// known defect id; false when v cannot be read.
+func OVSDefectAffects(id, v string, dp ovsdb.DatapathType) bool {
+	r, ok := parseOVSVersion(v)
+	if !ok {
+		return false
+	}
+	for _, d := range ovsDefects {
+		if d.id == id {
+			return d.affects(r, dp)
+		}
+	}
+	return false
 }
 
 // versioner is the part of *ovsdb.Client that reads OVS's version.

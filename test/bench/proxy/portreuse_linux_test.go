@@ -40,7 +40,7 @@ func TestServicePortReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	version := strings.Trim(strings.TrimSpace(out), `"`)
-	affected := len(agent.KnownOVSDefects(version, ovsdb.DatapathNetdev)) > 0
+	affected := agent.OVSDefectAffects(agent.OVSDefectNATPortReuse, version, ovsdb.DatapathNetdev)
 	vip := target{ip: "10.96.0.1", rr: "80"}
 	if err := waitConnect(ctx, p.cliNS, vip); err != nil {
 		t.Fatal(err)
