@@ -137,6 +137,15 @@ type NodeTeardown interface {
 	Teardown(ctx context.Context, cfg NodeConfig) error
 }
 
+// HostRulesRemover is a capability: remove everything HostRules.Sync and
+// NodePortRedirector.SyncNodePorts installed on the host (on Linux Seine's
+// iptables chains and the jumps to them, and the routes Seine marks as its
+// own), for node cleanup (`seinectl node-cleanup`) once the agent is gone.
+// Removing what is absent is not an error. Find it by type assertion.
+type HostRulesRemover interface {
+	RemoveHostRules(ctx context.Context) error
+}
+
 // NextHopResolver is a capability: the link-layer address of the next hop
 // the host uses towards ip (ip itself on a connected subnet, else the
 // gateway of the route to it), from the host's own neighbour table. fresh
