@@ -42,6 +42,8 @@ usage:
   seinectl check     [--config FILE] [--cni-conf-dir DIR] [-o table|wide|json|yaml]
   seinectl node-prep [--config FILE] [--config-template FILE --node-name NAME]
                      [--cni-bin-dir DIR] [--install-cni FILE] [--check] [-o ...]
+  seinectl node-cleanup [--config FILE] [--host-root DIR] [--cni-bin-dir DIR]
+                     [--cni-conf-dir DIR] [-o ...]
   seinectl bundle    -o FILE.tar.gz [--config FILE] [--agent-log FILE] [--kubeconfig FILE]
   seinectl get pods  [--config FILE] [-o table|wide|json|yaml]
   seinectl get flows [--config FILE] [--table N] [-o table|wide|json|yaml]
@@ -76,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 		return runCheck(ctx, args, stdout, stderr, log)
 	case "node-prep":
 		return runNodePrep(args, stdout, stderr)
+	case "node-cleanup":
+		return runNodeCleanup(ctx, args, stdout, stderr, log)
 	case "bundle":
 		return runBundle(ctx, args, stdout, stderr, log)
 	case "get":

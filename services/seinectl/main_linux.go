@@ -40,3 +40,15 @@ func newDiagnostics(cfg *agent.Config, log *slog.Logger) (platform.Diagnostics, 
 	}
 	return b, func() { b.Close() }, nil
 }
+
+// openBackend opens the Linux backend in this process's network namespace
+// for node-cleanup.
+func openBackend(log *slog.Logger) func(*agent.Config, platform.OVSDB) (platform.Backend, error) {
+	return func(cfg *agent.Config, db platform.OVSDB) (platform.Backend, error) {
+		dp := ovsdb.DatapathSystem
+		if cfg.OVS.DatapathType == "netdev" {
+			dp = ovsdb.DatapathNetdev
+		}
+		return linux.New(platform.Config{Logger: log, OVSDB: db, OVSRunDir: cfg.OVS.RunDir, Datapath: dp})
+	}
+}

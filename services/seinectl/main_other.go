@@ -29,3 +29,10 @@ func exe(name string) string { return name }
 func newDiagnostics(*agent.Config, *slog.Logger) (platform.Diagnostics, func(), error) {
 	return nil, nil, platform.NotSupported("diagnostics on this OS")
 }
+
+// openBackend: not on this OS.
+func openBackend(*slog.Logger) func(*agent.Config, platform.OVSDB) (platform.Backend, error) {
+	return func(*agent.Config, platform.OVSDB) (platform.Backend, error) {
+		return nil, platform.NotSupported("node-cleanup on this OS")
+	}
+}

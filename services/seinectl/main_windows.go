@@ -36,3 +36,10 @@ func exe(name string) string { return name + ".exe" }
 func newDiagnostics(*agent.Config, *slog.Logger) (platform.Diagnostics, func(), error) {
 	return nil, nil, platform.NotSupported("windows diagnostics (no Windows backend yet)")
 }
+
+// openBackend: the Windows backend is not wired into seinectl yet.
+func openBackend(*slog.Logger) func(*agent.Config, platform.OVSDB) (platform.Backend, error) {
+	return func(*agent.Config, platform.OVSDB) (platform.Backend, error) {
+		return nil, platform.NotSupported("node-cleanup on Windows")
+	}
+}

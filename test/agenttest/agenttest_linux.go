@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +40,18 @@ type Node struct {
 	Kube   *fake.Clientset // the agent's API: node-1 and node-2
 	// Metrics is the agent's registry (its /metrics), with libovsdb's.
 	Metrics *prometheus.Registry
+	// AgentConfig is the agent's configuration (its paths are under the
+	// test's temporary directory).
+	AgentConfig *agent.Config
+	// CNIBinDir holds seine-cni as the "seine" plugin.
+	CNIBinDir string
+
+	stop func() error
 }
+
+// StopAgent stops the agent and returns what its Run returned; the node's
+// OVS keeps running. Later calls return the same.
+func (n *Node) StopAgent() error { return n.stop() }
 
 // Options change how a node is set up.
 type Options struct {
@@ -138,12 +150,15 @@ func startNode(tb testing.TB, d *ovsdaemon.Daemon, binDir, name, ip string, o Op
 	if err != nil {
 		tb.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
+	runCtx, cancelRun := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
+	stop := sync.OnceValue(func() error {
+		cancelRun()
+		return <-done
+	})
 	tb.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			tb.Errorf("agent: %v", err)
 		}
 	})
@@ -161,7 +176,8 @@ func startNode(tb testing.TB, d *ovsdaemon.Daemon, binDir, name, ip string, o Op
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Node{OVS: d, NetNS: nodeNS, Agent: a, CNI: libcni.NewCNIConfig([]string{binDir}, nil), Config: list, Kube: kube, Metrics: reg}
+	return &Node{OVS: d, NetNS: nodeNS, Agent: a, CNI: libcni.NewCNIConfig([]string{binDir}, nil), Config: list, Kube: kube, Metrics: reg,
+		AgentConfig: cfg, CNIBinDir: binDir, stop: stop}
 }
 
 func k8sNode(name, ip, podCIDR string) *corev1.Node {

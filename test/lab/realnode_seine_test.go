@@ -27,8 +27,9 @@ import (
 // through Seine (real packets over Geneve, probed with `kubectl exec`),
 // `kubectl logs` reads the agent's log, the "kubernetes" Service and the
 // cluster DNS serve pods (clusterDNS), a rolling upgrade of the agents
-// loses no ping of 100 per second (rollingUpgrade), and `lab down` leaves
-// nothing.
+// loses no ping of 100 per second (rollingUpgrade), uninstalling as the
+// installer's README says leaves the nodes clean (uninstall), installing
+// again works (reinstall), and `lab down` leaves nothing.
 func TestSeineOnRealNodes(t *testing.T) {
 	runtimeBin, imagesDir := realNodeInputs(t)
 	manifest, err := os.ReadFile("../../installer/kubernetes/seine.yml")
@@ -90,12 +91,14 @@ func TestSeineOnRealNodes(t *testing.T) {
 	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
 	t.Run("cluster DNS", func(t *testing.T) { clusterDNS(t, ctx, c, pods) })
 	t.Run("rolling upgrade", func(t *testing.T) { rollingUpgrade(t, ctx, c, idx, pods) })
+	t.Run("uninstall", func(t *testing.T) { uninstall(t, ctx, c) })
+	t.Run("reinstall", func(t *testing.T) { reinstall(t, ctx, c, idx, manifest) })
 
-	components := c.runningComponents()
+	components, mntns := c.runningComponents(), c.nodeMountNSes()
 	if err := Down(ctx, log, c.StateDir); err != nil {
 		t.Fatalf("lab down: %v", err)
 	}
-	checkLeftovers(t, c, before, beforeReal, components, runtimeBin)
+	checkLeftovers(t, c, before, beforeReal, components, mntns, runtimeBin)
 }
 
 // mustPods runs nameServer's Deployment "web" of two pods, one per node,

@@ -4,12 +4,15 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,30 +199,44 @@ func TestRealNodes(t *testing.T) {
 		}
 	})
 
-	components := c.runningComponents()
+	components, mntns := c.runningComponents(), c.nodeMountNSes()
 	if err := Down(ctx, log, c.StateDir); err != nil {
 		t.Fatalf("lab down: %v", err)
 	}
-	checkLeftovers(t, c, before, beforeReal, components, runtimeBin)
+	checkLeftovers(t, c, before, beforeReal, components, mntns, runtimeBin)
 }
 
 // checkLeftovers fails t when `lab down` left anything of the lab's on the
 // machine: what snapshotHost covers, cgroups, sysctls, created mount
 // points, the lab's processes and any process of the container runtime
-// (containerd's shims name neither the lab nor its state directory).
-func checkLeftovers(t *testing.T, c *Config, before []string, beforeReal realHostState, components []process, runtimeBin string) {
+// (containerd's shims name neither the lab nor its state directory) in one
+// of the lab's node mount namespaces (mntns, from nodeMountNSes before
+// down) or in the machine's own: another lab running at the same time (a
+// second lab slot) has its own.
+func checkLeftovers(t *testing.T, c *Config, before []string, beforeReal realHostState, components []process, mntns map[string]bool, runtimeBin string) {
 	t.Helper()
 	if ours, _ := hostChanges(before, snapshotHost(t), c); len(ours) > 0 {
 		t.Errorf("lab down left the machine changed (+ added, - removed):\n%s", strings.Join(ours, "\n"))
 	}
-	if after := snapshotRealHost(t); after != beforeReal {
+	// Cgroups: only the lab's own (named by its prefix) count, since a lab
+	// in the other lab slot makes and removes its own meanwhile.
+	after := snapshotRealHost(t)
+	for _, cg := range strings.Split(after.cgroups, "\n") {
+		if strings.HasPrefix(filepath.Base(cg), c.NSPrefix) && !slices.Contains(strings.Split(beforeReal.cgroups, "\n"), cg) {
+			t.Errorf("lab down left the cgroup %s", cg)
+		}
+	}
+	if after.sysctls != beforeReal.sysctls || after.paths != beforeReal.paths {
 		t.Errorf("lab down left the machine changed:\nbefore: %+v\nafter:  %+v", beforeReal, after)
 	}
 	left := labProcesses(c.StateDir, components)
+	self, _ := os.Readlink("/proc/self/ns/mnt")
 	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, f := range cmdlines {
-		if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), runtimeBin) {
-			left = append(left, filepath.Base(filepath.Dir(f))+": "+strings.ReplaceAll(string(b), "\x00", " "))
+		pid := filepath.Dir(f)
+		ns, _ := os.Readlink(filepath.Join(pid, "ns", "mnt"))
+		if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), runtimeBin) && (mntns[ns] || ns == self) {
+			left = append(left, filepath.Base(pid)+": "+strings.ReplaceAll(string(b), "\x00", " "))
 		}
 	}
 	if len(left) > 0 {
@@ -288,9 +305,22 @@ func TestNodeContainerd(t *testing.T) {
 	if !strings.Contains(out, "cri") {
 		t.Errorf("no CRI plugin in containerd:\n%s", out)
 	}
-	components := c.runningComponents()
+	components, mntns := c.runningComponents(), c.nodeMountNSes()
 	if err := Down(ctx, log, c.StateDir); err != nil {
 		t.Fatalf("lab down: %v", err)
 	}
-	checkLeftovers(t, c, before, beforeReal, components, runtimeBin)
+	checkLeftovers(t, c, before, beforeReal, components, mntns, runtimeBin)
+}
+
+// nodeMountNSes are the mount namespaces ("mnt:[inode]") of the lab's
+// nodes while they exist, for checkLeftovers.
+func (c *Config) nodeMountNSes() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range c.NodeList() {
+		var st syscall.Stat_t
+		if err := syscall.Stat(c.NodeMountNS(n.Name), &st); err == nil {
+			m[fmt.Sprintf("mnt:[%d]", st.Ino)] = true
+		}
+	}
+	return m
 }

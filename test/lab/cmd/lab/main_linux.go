@@ -35,6 +35,8 @@ commands:
                             ready, then install the cluster DNS (install-dns) unless --dns=false
   install-dns               real nodes with a network plugin: CoreDNS in kube-system behind
                             the kube-dns Service (the kubelets' clusterDNS); waits until ready
+  uninstall-seine [-f seine-cleanup.yml]   remove Seine as installer/kubernetes/README.md
+                            says (agents, then node cleanup, then kubectl delete)
   down                      stop everything and remove all the lab made
   status                    components, nodes and pods
   kubeconfig                print the admin kubeconfig path (export KUBECONFIG=$(lab kubeconfig))
@@ -136,6 +138,22 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 			return err
 		}
 		fmt.Printf("cluster DNS is installed at %s (the applied manifest: %s)\n", c.ClusterDNSIP(), c.ClusterDNSManifestPath())
+		return nil
+	case "uninstall-seine":
+		file := fs.String("f", "installer/kubernetes/seine-cleanup.yml", "the cleanup manifest")
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return err
+		}
+		if err := c.UninstallSeine(ctx, log, b); err != nil {
+			return err
+		}
+		fmt.Println("seine is uninstalled and every node cleaned")
 		return nil
 	case "down":
 		fs.Parse(args)

@@ -1,0 +1,138 @@
+//go:build linux
+
+package lab
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/seine-cni/seine/test/lab/images"
+)
+
+// uninstall removes Seine as the installer's README says (UninstallSeine:
+// agents deleted, seine-cleanup.yml's node-cleanup on every node while
+// Open vSwitch runs, then kubectl delete of both manifests) while the "web"
+// pods still run, and checks every node: its address is back on eth0, and
+// its namespaces hold no bridge, link, route, iptables rule, CNI
+// configuration or plugin, state or run file of Seine's; the nodes go
+// NotReady (no network plugin any more).
+func uninstall(t *testing.T, ctx context.Context, c *Config) {
+	cleanupManifest, err := os.ReadFile("../../installer/kubernetes/seine-cleanup.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := c.UninstallSeine(ctx, testLogger(t), cleanupManifest); err != nil {
+		t.Fatalf("uninstall: %v\n%s", err, c.realNodeLogs(ctx))
+	}
+	t.Logf("uninstall (agents, node cleanup, kubectl delete) took %s", time.Since(start).Round(time.Millisecond))
+	for _, n := range c.NodeList() {
+		for _, l := range seineLeftovers(ctx, c, n) {
+			t.Errorf("%s after uninstall: %s", n.Name, l)
+		}
+	}
+	cs, err := c.Client("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		var ready []string
+		for _, n := range nodes.Items {
+			if NodeReady(&n) {
+				ready = append(ready, n.Name)
+			}
+		}
+		if err == nil && len(ready) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("nodes still Ready a minute after Seine was removed: %v (%v)", ready, err)
+			break
+		}
+	}
+}
+
+// seineLeftovers lists what of Seine's is left on a real node: in its
+// network namespace any link but lo and eth0, eth0 without the node's
+// address, a route of Seine's (proto 83) or a SEINE- iptables chain; in its
+// mount namespace the CNI configuration or plugin, anything in Seine's state
+// and run directories (bound by the lab, so they stay as empty
+// directories), and a bridge in Open vSwitch's database.
+func seineLeftovers(ctx context.Context, c *Config, n Node) []string {
+	var out []string
+	run := func(args ...string) string {
+		o, err := sh(ctx, "nsenter", append([]string{"--net=" + c.NetNSPath(n.Name), "--mount=" + c.NodeMountNS(n.Name), "--"}, args...)...)
+		if err != nil {
+			out = append(out, err.Error())
+		}
+		return o
+	}
+	for _, l := range strings.Split(strings.TrimSpace(run("ip", "-o", "link", "show")), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if name != "lo" && name != "eth0" {
+			out = append(out, "link "+l)
+		}
+	}
+	if a := run("ip", "-o", "-4", "addr", "show", "dev", "eth0"); !strings.Contains(a, " "+n.IP+"/") {
+		out = append(out, "eth0 lacks the node address "+n.IP+": "+a)
+	}
+	if r := run("ip", "route", "show", "table", "all", "proto", "83"); strings.TrimSpace(r) != "" {
+		out = append(out, "routes of Seine's: "+r)
+	}
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		for _, l := range strings.Split(run(save), "\n") {
+			if strings.Contains(l, "SEINE") {
+				out = append(out, save+": "+l)
+			}
+		}
+	}
+	for _, dir := range []string{"/etc/cni/net.d", "/opt/cni/bin", "/var/lib/seine", "/var/run/seine"} {
+		for _, f := range strings.Fields(run("ls", "-A", dir)) {
+			if strings.Contains(dir, "seine") || strings.Contains(f, "seine") {
+				out = append(out, "file "+dir+"/"+f)
+			}
+		}
+	}
+	db := run("ovsdb-tool", "query", "/var/lib/openvswitch/conf.db",
+		`["Open_vSwitch",{"op":"select","table":"Bridge","where":[],"columns":["name"]}]`)
+	if !strings.Contains(db, `"rows":[]`) {
+		out = append(out, "bridges in Open vSwitch's database: "+db)
+	}
+	return out
+}
+
+// reinstall applies seine.yml again on the cleaned nodes, recreates the
+// web pods (their interfaces went with the uninstall) and checks that
+// they reach each other through Seine again.
+func reinstall(t *testing.T, ctx context.Context, c *Config, idx *images.Index, manifest []byte) {
+	if err := c.InstallSeine(ctx, testLogger(t), manifest); err != nil {
+		t.Fatalf("install seine.yml again: %v\n%s", err, c.realNodeLogs(ctx))
+	}
+	if out, err := c.Kubectl(ctx, "delete", "pods", "-l", "app=web", "--wait=true", "--timeout=2m"); err != nil {
+		t.Fatalf("recreate the web pods: %v\n%s", err, out)
+	}
+	cs, err := c.Client("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := WaitDeploymentReady(ctx, cs, "default", "web", 3*time.Minute)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, c.realNodeLogs(ctx))
+	}
+	for i, p := range pods {
+		other := pods[(i+1)%len(pods)]
+		if out, err := c.Kubectl(ctx, "exec", p.Name, "--", "nc", "-w", "3", other.Status.PodIP, "8080"); err != nil || out != other.Name {
+			t.Errorf("after reinstalling, from %s (%s) to %s (%s, node %s): %q, %v", p.Name, p.Spec.NodeName, other.Name, other.Status.PodIP, other.Spec.NodeName, out, err)
+		}
+	}
+}
