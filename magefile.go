@@ -284,6 +284,12 @@ func Test() error {
 		return err
 	}
 	env = append(env, nodeEnv...)
+	// The upstream suite's NetworkPolicy subset (its own step below):
+	// e2e.test, cached, compiled mostly from labkube's packages.
+	e2e, err := e2eBinary()
+	if err != nil {
+		return err
+	}
 	return runSteps(append([]testrun.Step{
 		{Name: "windows build", Argv: []string{"go", "build", "./..."}, Env: []string{"GOOS=windows"}},
 		{Name: "windows vet", Argv: []string{"go", "vet", "./..."}, Env: []string{"GOOS=windows"}},
@@ -295,6 +301,10 @@ func Test() error {
 		// whole cluster; on 2 cores they are more reliable one package at a time.
 		{Name: "go test", Tests: "go", Env: env,
 			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m", "./..."}},
+		// The Kubernetes project's own NetworkPolicy e2e specs against Seine
+		// on 3 real nodes (test/e2e/upstream/README.md): fails, never skips.
+		{Name: "upstream e2e (NetworkPolicy subset)", Env: append(env, "SEINE_E2E_BIN="+e2e),
+			Argv: []string{"go", "tool", "mage", "e2eUpstreamSubset"}},
 		// Every benchmark once in short mode (smaller sizes, fewest rounds),
 		// so a broken benchmark fails the build. It checks their code, not
 		// their targets: numbers measured on a loaded CI machine mean nothing.

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -175,13 +176,13 @@ func e2eImages(coredns string) error {
 
 // E2EUpstream runs the upstream network e2e suite against Seine: a lab of
 // 3 real nodes on its own state directory, namespaces and ports, Seine
-// installed from seine.yml, then e2e.test with the selection's flags
-// (selection.txt). It writes bin/e2e-upstream/results.md (every selected
-// spec: result, time, why) and, for a whole run, the same table into
-// test/e2e/upstream/README.md between its results markers; it fails when a
-// spec failed. E2E_FOCUS (a regex) replaces the selection's focus rules
-// for a partial run, which leaves the README alone. Run it under
-// /work/bin/labslot: it brings up a whole lab.
+// installed from seine.yml (with the cluster DNS), then e2e.test with the
+// selection's flags (selection.txt). It writes bin/e2e-upstream/results.md
+// (every selected spec: result, time, why) and, for a whole run, the same
+// table into test/e2e/upstream/README.md between its results markers; it
+// fails when a spec failed. E2E_FOCUS (a regex) replaces the selection's
+// focus rules for a partial run, which leaves the README alone. Run it
+// under /work/bin/labslot: it brings up a whole lab.
 func E2EUpstream() error {
 	mg.SerialDeps(Deps, LabBin)
 	kube, err := labkube()
@@ -207,6 +208,100 @@ func E2EUpstream() error {
 			return fmt.Errorf("E2E_FOCUS: %w", err)
 		}
 	}
+	// A whole run's table goes into the README whatever its verdict.
+	table, err := runUpstream(upstreamRun{kube: kube, runtime: runtimeDir, images: "bin/images", e2e: bin, sel: sel, out: e2eOut})
+	if table != "" && partial == "" {
+		if rerr := upstream.ReplaceResults(filepath.Join(e2eModule, "README.md"), table); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+// e2eSubsetFocus is make test's subset of the upstream suite: NetworkPolicy
+// specs over TCP and UDP (default deny ingress and all, namespace
+// selectors, ports, egress deny, an updated policy, allow-all, a named
+// egress port), each probing every pod pair of the netpol matrix through
+// Seine's policy and its service proxy (probes go to Service IPs). ~2.5 min
+// of specs, ~4 min with the lab's bring-up (test/e2e/upstream/README.md).
+const e2eSubsetFocus = `\[sig-network\] Netpol (\[LinuxOnly\] )?NetworkPolicy between server and client (using UDP )?should (` +
+	`support a 'default-deny-ingress' policy|support a 'default-deny-all' policy|` +
+	`enforce policy to allow traffic only from a different namespace, based on NamespaceSelector|` +
+	`enforce policy based on Ports|deny egress from all pods in a namespace|enforce updated policy|` +
+	`support allow-all policy|allow egress access on one named port) \[Feature:NetworkPolicy\]`
+
+// e2eSubsetSpecs is how many specs e2eSubsetFocus selects: a run with
+// fewer (a spec renamed upstream, a focus that no longer matches) fails.
+const e2eSubsetSpecs = 10
+
+// E2EUpstreamSubset is make test's step of the upstream suite: the
+// NetworkPolicy specs of e2eSubsetFocus against Seine on 3 real nodes, as
+// E2EUpstream runs them (results in bin/e2e-upstream-subset). It fails when
+// a spec fails, is skipped or is missing, and when the lab cannot come up:
+// it never skips. make test builds its inputs first and hands them over in
+// SEINE_LAB_KUBE_BIN, SEINE_LAB_RUNTIME_BIN, SEINE_LAB_IMAGES (with agnhost)
+// and SEINE_E2E_BIN; run alone, it builds them.
+func E2EUpstreamSubset() error {
+	r := upstreamRun{kube: os.Getenv("SEINE_LAB_KUBE_BIN"), runtime: os.Getenv("SEINE_LAB_RUNTIME_BIN"),
+		images: os.Getenv("SEINE_LAB_IMAGES"), e2e: os.Getenv("SEINE_E2E_BIN"), out: e2eOut + "-subset"}
+	if r.kube == "" || r.runtime == "" || r.images == "" || r.e2e == "" {
+		mg.SerialDeps(Deps, LabBin)
+		var err error
+		if r.kube, err = labkube(); err != nil {
+			return err
+		}
+		if r.runtime, err = buildLabImages(policyImageSet); err != nil {
+			return err
+		}
+		r.images = "bin/images"
+		if r.e2e, err = e2eBinary(); err != nil {
+			return err
+		}
+	}
+	sel, err := readSelection()
+	if err != nil {
+		return err
+	}
+	if r.sel, err = sel.WithFocus(e2eSubsetFocus); err != nil {
+		return err
+	}
+	if _, err := runUpstream(r); err != nil {
+		return err
+	}
+	rf, err := os.Open(filepath.Join(r.out, "report.json"))
+	if err != nil {
+		return err
+	}
+	results, err := upstream.Results(rf, r.sel)
+	rf.Close()
+	if err != nil {
+		return err
+	}
+	var passed int
+	for _, res := range results {
+		if !res.Passed() {
+			return fmt.Errorf("upstream e2e subset: %s %s (every spec of the subset must run and pass)", res.Text, res.State)
+		}
+		passed++
+	}
+	if passed != e2eSubsetSpecs {
+		return fmt.Errorf("upstream e2e subset: %d specs passed, want %d (has the focus stopped matching?)", passed, e2eSubsetSpecs)
+	}
+	return nil
+}
+
+// upstreamRun is one run of e2e.test against a lab of its own.
+type upstreamRun struct {
+	kube, runtime, images, e2e string // labkube, the runtime's directory, bin/images, e2e.test
+	sel                        *upstream.Selection
+	out                        string // report.json, junit, results.md
+}
+
+// runUpstream brings up 3 real nodes, installs Seine and the cluster DNS
+// (lab install-seine), runs e2e.test with the selection's flags, writes
+// the results table into r.out/results.md and returns it, and takes the
+// lab down (also on failure). It fails when a spec failed.
+func runUpstream(r upstreamRun) (table string, err error) {
 	// Its own lab, beside the lead's and the tests' (a second slot shifts
 	// the ports, as lab.Slot() does for the tests).
 	slot := 0
@@ -215,13 +310,13 @@ func E2EUpstream() error {
 	}
 	state := fmt.Sprintf("/run/seine-e2e-upstream-%d", slot)
 	up := []string{"up", "--kubelet", "real", "--cni", "none", "--nodes", "3",
-		"--kube-bin", kube, "--runtime-bin", runtimeDir, "--images", "bin/images",
+		"--kube-bin", r.kube, "--runtime-bin", r.runtime, "--images", r.images,
 		"--state-dir", state, "--ns-prefix", fmt.Sprintf("e2eup%d-", slot),
 		"--api-port", fmt.Sprint(38443 + 100*slot), "--etcd-port", fmt.Sprint(38379 + 100*slot)}
 	start := time.Now()
 	if err := run(nil, "bin/lab", up...); err != nil {
 		run(nil, "bin/lab", "down", "--state-dir", state)
-		return err
+		return "", err
 	}
 	defer func() {
 		if err := run(nil, "bin/lab", "down", "--state-dir", state); err != nil {
@@ -229,13 +324,13 @@ func E2EUpstream() error {
 		}
 	}()
 	if err := run(nil, "bin/lab", "install-seine", "--state-dir", state); err != nil {
-		return err
+		return "", err
 	}
-	fmt.Printf("lab up and Seine installed in %s\n", time.Since(start).Round(time.Second))
-	if err := os.MkdirAll(e2eOut, 0o755); err != nil {
-		return err
+	fmt.Printf("lab up, Seine and the cluster DNS installed in %s\n", time.Since(start).Round(time.Second))
+	if err := os.MkdirAll(r.out, 0o755); err != nil {
+		return "", err
 	}
-	out, _ := filepath.Abs(e2eOut)
+	out, _ := filepath.Abs(r.out)
 	kubectl, _ := filepath.Abs("bin/kubectl")
 	report := filepath.Join(out, "report.json")
 	os.Remove(report)
@@ -245,47 +340,42 @@ func E2EUpstream() error {
 		"--node-os-distro=debian", "--dns-domain=cluster.local", "--allowed-not-ready-nodes=0",
 		"--report-dir=" + out, "--ginkgo.json-report=" + report,
 		"--ginkgo.timeout=4h", "--ginkgo.no-color",
-	}, sel.Args()...)
-	fmt.Println("+", bin, strings.Join(args, " "))
+	}, r.sel.Args()...)
+	fmt.Println("+", r.e2e, strings.Join(args, " "))
 	runStart := time.Now()
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(r.e2e, args...)
 	cmd.Dir = out
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	runErr := cmd.Run()
 	wall := time.Since(runStart).Round(time.Second)
 	rf, err := os.Open(report)
 	if err != nil {
-		return fmt.Errorf("e2e.test wrote no report (%v): %w", runErr, err)
+		return "", fmt.Errorf("e2e.test wrote no report (%v): %w", runErr, err)
 	}
-	results, err := upstream.Results(rf, sel)
+	results, err := upstream.Results(rf, r.sel)
 	rf.Close()
 	if err != nil {
-		return err
+		return "", err
 	}
-	var table strings.Builder
-	if err := upstream.WriteTable(&table, results); err != nil {
-		return err
+	var b strings.Builder
+	if err := upstream.WriteTable(&b, results); err != nil {
+		return "", err
 	}
-	fmt.Fprintf(&table, "\nWall time of the run: %s (e2e.test), %s with the lab's bring-up; %s.\n",
+	fmt.Fprintf(&b, "\nWall time of the run: %s (e2e.test), %s with the lab's bring-up; %s.\n",
 		wall, time.Since(start).Round(time.Second), time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	if err := os.WriteFile(filepath.Join(out, "results.md"), []byte(table.String()), 0o644); err != nil {
-		return err
+	if err := os.WriteFile(filepath.Join(out, "results.md"), []byte(b.String()), 0o644); err != nil {
+		return "", err
 	}
-	fmt.Printf("%s\n(table: %s/results.md)\n", upstream.Summary(results), e2eOut)
-	if partial == "" {
-		if err := upstream.ReplaceResults(filepath.Join(e2eModule, "README.md"), table.String()); err != nil {
-			return err
-		}
-	}
-	for _, r := range results {
-		if r.Failed() {
-			return fmt.Errorf("upstream e2e: %s", upstream.Summary(results))
+	fmt.Printf("%s\n(table: %s/results.md)\n", upstream.Summary(results), r.out)
+	for _, res := range results {
+		if res.Failed() {
+			return b.String(), fmt.Errorf("upstream e2e: %s", upstream.Summary(results))
 		}
 	}
 	if runErr != nil {
-		return fmt.Errorf("e2e.test: %w", runErr)
+		return b.String(), fmt.Errorf("e2e.test: %w", runErr)
 	}
-	return nil
+	return b.String(), nil
 }
 
 // readSelection parses test/e2e/upstream/selection.txt.

@@ -44,11 +44,12 @@ func NodeImages() error {
 	return err
 }
 
-// nodeImagesEnv builds what make test's real-node tests need (the container
-// runtime and CoreDNS, cached; the images, written every time) and returns
-// the variables that point the tests at them.
+// nodeImagesEnv builds what make test's real-node tests and its upstream
+// e2e subset need (the container runtime, CoreDNS and agnhost, cached; the
+// images, written every time) and returns the variables that point the
+// tests at them.
 func nodeImagesEnv() ([]string, error) {
-	runtimeDir, err := labImages(false)
+	runtimeDir, err := buildLabImages(policyImageSet)
 	if err != nil {
 		return nil, err
 	}
@@ -230,6 +231,30 @@ func releaseImages(idName ...string) (map[string]string, error) {
 // Seine installs). withTestImages adds agnhost and the upstream e2e suite's
 // other images (make images); make test's real-node tests run none of them.
 func labImages(withTestImages bool) (runtimeDir string, err error) {
+	set := nodeImageSet
+	if withTestImages {
+		set = allImageSet
+	}
+	return buildLabImages(set)
+}
+
+// imageSet is what buildLabImages writes into bin/images.
+type imageSet int
+
+const (
+	// nodeImageSet: Seine, seine-ovs, pause, CoreDNS.
+	nodeImageSet imageSet = iota
+	// policyImageSet adds agnhost: the upstream suite's NetworkPolicy
+	// specs run nothing else (make test's subset).
+	policyImageSet
+	// allImageSet adds the upstream suite's other images (make images).
+	allImageSet
+)
+
+// buildLabImages writes set into bin/images; it returns the runtime's
+// directory.
+func buildLabImages(set imageSet) (runtimeDir string, err error) {
+	withTestImages := set == allImageSet
 	if runtimeDir, err = labRuntime(); err != nil {
 		return "", err
 	}
@@ -238,7 +263,7 @@ func labImages(withTestImages bool) (runtimeDir string, err error) {
 		return "", err
 	}
 	var agnhost string
-	if withTestImages {
+	if set >= policyImageSet {
 		if agnhost, err = labAgnhost(); err != nil {
 			return "", err
 		}
@@ -264,7 +289,7 @@ func labImages(withTestImages bool) (runtimeDir string, err error) {
 		return "", err
 	}
 	names := images.Names{Pause: pauseName, Seine: seineImageName()}
-	if withTestImages {
+	if set >= policyImageSet {
 		names.Agnhost = agnhostName
 	}
 	_, err = images.Build("bin/images", images.Inputs{
