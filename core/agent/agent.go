@@ -37,6 +37,7 @@ import (
 	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/core/sriov"
+	"github.com/seine-cni/seine/core/traceflow"
 	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -128,6 +129,7 @@ type Agent struct {
 	serveCNI func() (stop func(), err error)
 
 	policy *policy.Controller
+	tf     atomic.Pointer[traceflow.Agent] // nil without a kube-apiserver
 
 	late lateConns // pods waiting for their interface (late.go)
 
@@ -362,6 +364,19 @@ func (a *Agent) run(ctx context.Context) error {
 			defer wg.Done()
 			if err := pw.Run(ctx); err != nil && ctx.Err() == nil {
 				a.log.Error("policy watch ended", "err", err)
+			}
+		}()
+	}
+	runTraceflow, err := a.startTraceflow()
+	if err != nil {
+		return err
+	}
+	if runTraceflow != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := runTraceflow(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("traceflow ended", "err", err)
 			}
 		}()
 	}

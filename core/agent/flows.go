@@ -289,6 +289,10 @@ func (a *Agent) onConnect(ctx context.Context, w FlowWriter) error {
 	}
 	// A restarted ovs-vswitchd has forgotten the tunnel neighbours too.
 	a.kickTunnelNeighbours()
+	// The replay deleted the old round's flows, running traces' copies too.
+	if tf := a.tf.Load(); tf != nil {
+		tf.Resync()
+	}
 	// The replay installed the policy flows last installed; a Sync that
 	// failed while the switch was away is installed now.
 	a.policy.PodsChangedLater()

@@ -310,6 +310,9 @@ func (a *Agent) onPacketIn(pi *openflow.PacketIn) {
 	if a.proxy != nil && a.proxy.HandlePacketIn(pi) {
 		return
 	}
+	if tf := a.tf.Load(); tf != nil && tf.HandlePacketIn(pi) {
+		return
+	}
 	a.log.Debug("packet-in nobody asked for", "table", pi.TableID, "cookie", fmt.Sprintf("%#x", pi.Cookie))
 }
 

@@ -41,6 +41,7 @@ import (
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/controller/apiserver"
 	"github.com/seine-cni/seine/core/metrics"
+	"github.com/seine-cni/seine/core/traceflow"
 )
 
 func main() {
@@ -115,6 +116,21 @@ func run(log *slog.Logger, args []string) error {
 		} else {
 			log.Info("serving certificate given: the APIService's caBundle is the installer's", "apiservice", opts.APIService)
 		}
+	}
+
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
+	if served, err := traceflow.Served(cs.Discovery()); err != nil || !served {
+		log.Warn("traceflow off: the cluster does not serve traceflows.crd.seine.io (seine.yml installs it; restart the controller after)", "err", err)
+	} else {
+		tfc := traceflow.NewController(dyn, cs, log.With("component", "traceflow"))
+		go func() {
+			if err := tfc.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("traceflow controller ended", "err", err)
+			}
+		}()
 	}
 
 	errc := make(chan error, 2)

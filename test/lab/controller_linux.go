@@ -217,11 +217,18 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 			// For a self-signed serving certificate (StartControllerSelfSigned).
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{APIServiceName}, Verbs: []string{"get", "patch"}},
+			// Traceflow (as seine.yml grants it).
+			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
 		}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"networkpolicies", "appliedtogroups", "addressgroups"}, Verbs: []string{"get", "list", "watch"}},
 			// Realization reports: a create replaces the node's last one.
 			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"nodepolicystatuses"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
 		}},
 		// Prometheus (StartPrometheus) scrapes the controller's /metrics.
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-metrics-reader"}, Rules: []rbacv1.PolicyRule{

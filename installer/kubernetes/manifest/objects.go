@@ -114,6 +114,10 @@ func agentClusterRole() *rbacv1.ClusterRole {
 			// The agent reports the policies it realized (a create replaces
 			// its previous report).
 			{APIGroups: []string{controlplaneGroup}, Resources: []string{"nodepolicystatuses"}, Verbs: []string{"create"}},
+			// Traceflow: each agent installs running traces' flows and
+			// writes its node's results into the status (server-side apply).
+			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows"}, Verbs: readOnly},
+			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
 		},
 	}
 }
@@ -136,6 +140,12 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{crdGroup}, Resources: []string{"tiers", "clusternetworkpolicies"}, Verbs: readOnly},
 			{APIGroups: []string{crdGroup}, Resources: []string{"tiers"}, Verbs: []string{"create", "update", "patch"}},
 			{APIGroups: []string{crdGroup}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
+			// Traceflow: resolve the source and destination, tag, and
+			// write the verdict.
+			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}},
+			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows"}, Verbs: readOnly},
+			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{controlplaneAPIServiceName}, Verbs: []string{"get", "patch"}},
 		},
@@ -154,6 +164,7 @@ func viewerClusterRole() *rbacv1.ClusterRole {
 		ObjectMeta: m,
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies", "nodepolicystatuses"}, Verbs: readOnly},
+			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows"}, Verbs: readOnly},
 		},
 	}
 }

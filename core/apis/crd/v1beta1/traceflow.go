@@ -12,7 +12,16 @@ import (
 // +genclient
 // +genclient:nonNamespaced
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
-// +kubebuilder:resource:scope=Cluster
+// +kubebuilder:resource:scope=Cluster,shortName=tf
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Source",type=string,JSONPath=`.spec.source.pod`
+// +kubebuilder:printcolumn:name="Dst-Pod",type=string,JSONPath=`.spec.destination.pod`
+// +kubebuilder:printcolumn:name="Dst-Service",type=string,JSONPath=`.spec.destination.service`
+// +kubebuilder:printcolumn:name="Dst-IP",type=string,JSONPath=`.spec.destination.ip`
+// +kubebuilder:printcolumn:name="Tag",type=integer,JSONPath=`.status.dataplaneTag`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Traceflow struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -34,6 +43,8 @@ type TraceflowSpec struct {
 	DroppedOnly bool `json:"droppedOnly,omitempty"`
 	// Timeout in seconds (MinTimeout..MaxTimeout, DefaultTimeout when 0):
 	// the Traceflow fails if it is not complete by then.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=300
 	Timeout int32 `json:"timeout,omitempty"`
 }
 
@@ -62,20 +73,32 @@ type Destination struct {
 // Packet describes the injected packet.
 type Packet struct {
 	// Protocol is TCP (the default), UDP or ICMP.
+	// +kubebuilder:validation:Enum=TCP;UDP;ICMP;tcp;udp;icmp
 	Protocol string `json:"protocol,omitempty"`
 	// SrcPort is chosen by Seine when 0 (TCP, UDP).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
 	SrcPort int32 `json:"srcPort,omitempty"`
 	// DstPort defaults to 80 (TCP, UDP); for a Service, its first port.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
 	DstPort int32 `json:"dstPort,omitempty"`
 	// TCPFlags defaults to SYN (2).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=255
 	TCPFlags int32 `json:"tcpFlags,omitempty"`
 	// TTL defaults to 64.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=255
 	TTL int32 `json:"ttl,omitempty"`
 	// Length is the IP packet's total length; the headers alone when 0.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1500
 	Length int32 `json:"length,omitempty"`
 }
 
 // Phase is where a Traceflow is.
+// +kubebuilder:validation:Enum=Pending;Running;Succeeded;Failed
 type Phase string
 
 // Phases of a Traceflow.
@@ -99,6 +122,8 @@ type TraceflowStatus struct {
 	// counts from it.
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 	// DataplaneTag is the DSCP value (1-63) the packet carries.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=63
 	DataplaneTag int32 `json:"dataplaneTag,omitempty"`
 	// SourceNode injects the packet once every node of Nodes reported its
 	// flows installed.
@@ -107,6 +132,9 @@ type TraceflowStatus struct {
 	// The packet as injected (addresses resolved).
 	SrcIP string `json:"srcIP,omitempty"`
 	DstIP string `json:"dstIP,omitempty"`
+	// DstPort is the destination port (TCP, UDP) the packet is sent to:
+	// the spec's, else a Service's first port of the protocol, else 80.
+	DstPort int32 `json:"dstPort,omitempty"`
 	// Results holds one entry per node, written by that node's agent.
 	// +listType=map
 	// +listMapKey=node
@@ -123,6 +151,7 @@ type NodeResult struct {
 }
 
 // Component is the part of the pipeline that observed the packet.
+// +kubebuilder:validation:Enum=SpoofGuard;Classification;Conntrack;LB;NetworkPolicy;Forwarding
 type Component string
 
 // Components.
@@ -136,6 +165,7 @@ const (
 )
 
 // Action is what the component did.
+// +kubebuilder:validation:Enum=Received;Forwarded;Delivered;Dropped;Rejected;ForwardedOutOfNetwork
 type Action string
 
 // Actions.

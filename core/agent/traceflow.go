@@ -1,0 +1,84 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/core/traceflow"
+	"k8s.io/client-go/dynamic"
+)
+
+// startTraceflow runs the agent's side of Traceflow (core/traceflow) when
+// the agent talks to a kube-apiserver; it returns the function that runs it.
+func (a *Agent) startTraceflow() (func(context.Context) error, error) {
+	if a.controlPlane == nil {
+		return nil, nil
+	}
+	served, err := traceflow.Served(a.kube.Discovery())
+	if err != nil {
+		a.log.Warn("traceflow off: cannot tell whether the cluster serves it", "err", err)
+		return nil, nil
+	}
+	if !served {
+		a.log.Warn("traceflow off: the cluster does not serve traceflows.crd.seine.io (seine.yml installs it; restart the agent after)")
+		return nil, nil
+	}
+	dyn, err := dynamic.NewForConfig(a.controlPlane)
+	if err != nil {
+		return nil, fmt.Errorf("traceflow: dynamic client: %w", err)
+	}
+	tf := traceflow.NewAgent(a.cfg.NodeName, dyn, traceflowNode{a}, a.log.With("component", "traceflow"))
+	a.tf.Store(tf)
+	return tf.Run, nil
+}
+
+// traceflowNode is the agent as core/traceflow sees it.
+type traceflowNode struct{ a *Agent }
+
+// Install runs fn on the live connection under the flow lock, so the
+// tagged copies are taken from (and added to) flows no other writer is
+// changing.
+func (n traceflowNode) Install(ctx context.Context, fn func(traceflow.Writer, *pipeline.NodeConfig, pipeline.Round) error) error {
+	a := n.a
+	return a.doLocked(ctx, a.sw.Do, func(w FlowWriter, node *pipeline.NodeConfig, round pipeline.Round) error {
+		tw, ok := w.(traceflow.Writer)
+		if !ok {
+			return fmt.Errorf("openflow connection %T cannot send packet-outs", w)
+		}
+		if node == nil {
+			return errNotReady
+		}
+		copied := *node
+		return fn(tw, &copied, round)
+	})
+}
+
+// LocalPod finds a local pod by namespace/name, or by IP when name is "".
+func (n traceflowNode) LocalPod(namespace, name string, ip netip.Addr) (traceflow.LocalPod, bool) {
+	a := n.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.pods {
+		if p.ofport == 0 || len(p.ips) == 0 {
+			continue
+		}
+		if name != "" && (p.ref.Namespace != namespace || p.ref.Name != name) {
+			continue
+		}
+		for _, pip := range p.ips {
+			if name != "" || pip.Addr() == ip {
+				if pip.Addr().Is4() {
+					return traceflow.LocalPod{Port: p.ofport, MAC: p.mac, IP: pip.Addr()}, true
+				}
+			}
+		}
+	}
+	return traceflow.LocalPod{}, false
+}
+
+// IsolatedBy names the policies isolating the pod on port.
+func (n traceflowNode) IsolatedBy(ingress bool, port uint32) []string {
+	return n.a.policy.IsolatedBy(ingress, port)
+}

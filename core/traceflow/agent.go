@@ -1,0 +1,361 @@
+package traceflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// Writer is what the agent does on its OpenFlow connection for traces.
+// *openflow.Conn implements it.
+type Writer interface {
+	Bundle(ctx context.Context, msgs ...openflow.Message) error
+	Apply(ctx context.Context, msgs ...openflow.Message) error
+	DumpFlows(ctx context.Context, table uint8, cookie, mask uint64) ([]openflow.FlowStats, error)
+	DeleteFlowsByCookie(ctx context.Context, cookie, mask uint64) error
+}
+
+// LocalPod is a pod of this node as the switch knows it.
+type LocalPod struct {
+	Port uint32
+	MAC  net.HardwareAddr
+	IP   netip.Addr
+}
+
+// AgentNode is what the agent side needs from the agent.
+type AgentNode interface {
+	// Install runs fn on the live OpenFlow connection under the agent's
+	// flow lock, with the node's configuration and the round its flows
+	// carry (an error before node setup).
+	Install(ctx context.Context, fn func(w Writer, n *pipeline.NodeConfig, r pipeline.Round) error) error
+	// LocalPod finds a pod of this node by name or (name "") by IP.
+	LocalPod(namespace, name string, ip netip.Addr) (LocalPod, bool)
+	// IsolatedBy names the policies that isolate the pod on port.
+	IsolatedBy(ingress bool, port uint32) []string
+}
+
+// Agent is seine-agent's side of Traceflow: it installs the tagged copies
+// of every running trace, reports them installed, injects the packet of
+// the traces whose source pod it hosts once every node on the path is
+// ready, and turns packet-ins into its node's observations.
+type Agent struct {
+	nodeName string
+	node     AgentNode
+	log      *slog.Logger
+	inf      cache.SharedIndexInformer
+	queue    workqueue.TypedRateLimitingInterface[string]
+	reports  chan Report
+	// apply writes this node's result (applyStatus; tests record it).
+	apply func(ctx context.Context, name string, st *crd.TraceflowStatus) error
+
+	mu           sync.Mutex
+	traces       map[string]*agentTrace // by name
+	clusterCIDRs []netip.Prefix         // the node's ClusterPodCIDRs
+}
+
+type agentTrace struct {
+	tag       uint8
+	in        Injected
+	installed bool           // the copies are on the switch
+	round     pipeline.Round // ...in this round
+	reported  bool           // flowsInstalled is in the status
+	injected  bool
+	obs       []crd.Observation
+}
+
+// NewAgent makes the agent side for nodeName; Run starts it.
+func NewAgent(nodeName string, dyn dynamic.Interface, node AgentNode, log *slog.Logger) *Agent {
+	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	a := &Agent{nodeName: nodeName, node: node, log: log,
+		inf:     f.ForResource(crd.TraceflowsResource).Informer(),
+		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		reports: make(chan Report, 64), traces: map[string]*agentTrace{}}
+	a.apply = func(ctx context.Context, name string, st *crd.TraceflowStatus) error {
+		return applyStatus(ctx, dyn, name, AgentManager(nodeName), st)
+	}
+	enqueue := func(obj any) {
+		if k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			a.queue.Add(k)
+		}
+	}
+	a.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }, DeleteFunc: enqueue,
+	})
+	return a
+}
+
+// HandlePacketIn takes the bridge's packet-ins; it reports whether the
+// packet-in was a trace's. It never blocks.
+func (a *Agent) HandlePacketIn(pi *openflow.PacketIn) bool {
+	r, err := FromPacketIn(pi)
+	if errors.Is(err, ErrNotTraceflow) {
+		return false
+	}
+	if err != nil {
+		a.log.Debug("traceflow packet-in", "err", err)
+		return true
+	}
+	select {
+	case a.reports <- r:
+	default:
+	}
+	return true
+}
+
+// Resync installs every running trace's copies again: the agent calls it
+// after replaying its flows under a new round (which deleted them).
+func (a *Agent) Resync() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for name, t := range a.traces {
+		t.installed = false
+		a.queue.Add(name)
+	}
+}
+
+// Run runs until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.queue.ShutDown()
+	go a.inf.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), a.inf.HasSynced) {
+		return ctx.Err()
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				a.queue.ShutDown()
+				return
+			case r := <-a.reports:
+				if name := a.observe(r); name != "" {
+					a.queue.Add(name)
+				}
+			}
+		}
+	}()
+	for {
+		name, quit := a.queue.Get()
+		if quit {
+			return nil
+		}
+		if err := a.sync(ctx, name); err != nil && ctx.Err() == nil {
+			a.log.Warn("traceflow", "traceflow", name, "err", err)
+			a.queue.AddRateLimited(name)
+		} else {
+			a.queue.Forget(name)
+		}
+		a.queue.Done(name)
+	}
+}
+
+// observe records a report as its trace's observations; it returns the
+// trace's name ("" if the report is nobody's). The policy lookup runs
+// without a.mu: it may wait for a policy install, which waits for the
+// flow lock that install holds while it takes a.mu.
+func (a *Agent) observe(r Report) string {
+	a.mu.Lock()
+	var name string
+	var t *agentTrace
+	for n, tr := range a.traces {
+		if tr.tag == r.Packet.Tag && tr.in.Matches(r) {
+			name, t = n, tr
+			break
+		}
+	}
+	cidrs := a.clusterCIDRs
+	a.mu.Unlock()
+	if t == nil {
+		return ""
+	}
+	obs, _ := Observe(t.in, r, Node{ClusterCIDRs: cidrs, Policies: a.node.IsolatedBy})
+	a.mu.Lock()
+	t.obs = append(t.obs, obs...)
+	a.mu.Unlock()
+	return name
+}
+
+func (a *Agent) sync(ctx context.Context, name string) error {
+	obj, exists, err := a.inf.GetStore().GetByKey(name)
+	if err != nil {
+		return err
+	}
+	var tf *crd.Traceflow
+	if exists {
+		if tf, err = fromUnstructured(obj); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
+	t := a.traces[name]
+	a.mu.Unlock()
+	if tf == nil || tf.Status.Phase != crd.Running || tf.Status.DataplaneTag <= 0 || tf.Status.DataplaneTag > MaxTag {
+		if t == nil {
+			return nil
+		}
+		return a.forget(ctx, name, t.tag)
+	}
+	tag := uint8(tf.Status.DataplaneTag)
+	if t == nil || t.tag != tag {
+		in, err := injected(tf)
+		if err != nil {
+			return err
+		}
+		t = &agentTrace{tag: tag, in: in}
+		a.mu.Lock()
+		a.traces[name] = t
+		a.mu.Unlock()
+	}
+	if !t.installed {
+		if err := a.install(ctx, t); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
+	obs, reported := append([]crd.Observation(nil), t.obs...), t.reported
+	a.mu.Unlock()
+	if !reported || len(obs) > len(resultOf(tf, a.nodeName).Observations) {
+		st := crd.TraceflowStatus{Results: []crd.NodeResult{{Node: a.nodeName, FlowsInstalled: true, Observations: obs}}}
+		if err := a.apply(ctx, name, &st); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		t.reported = true
+		a.mu.Unlock()
+	}
+	if tf.Status.SourceNode == a.nodeName && !t.injected && Ready(tf.Status) {
+		if err := a.inject(ctx, tf, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func resultOf(tf *crd.Traceflow, node string) crd.NodeResult {
+	for _, r := range tf.Status.Results {
+		if r.Node == node {
+			return r
+		}
+	}
+	return crd.NodeResult{}
+}
+
+// install adds the trace's copies of the switch's terminal flows.
+func (a *Agent) install(ctx context.Context, t *agentTrace) error {
+	return a.node.Install(ctx, func(w Writer, n *pipeline.NodeConfig, r pipeline.Round) error {
+		a.mu.Lock()
+		a.clusterCIDRs = n.ClusterPodCIDRs
+		a.mu.Unlock()
+		var base []*openflow.Flow
+		for _, tbl := range ObservedTables() {
+			stats, err := w.DumpFlows(ctx, tbl, 0, 0)
+			if err != nil {
+				return fmt.Errorf("dump table %d: %w", tbl, err)
+			}
+			for _, s := range stats {
+				base = append(base, s.Flow)
+			}
+		}
+		copies, err := TaggedFlows(base, t.tag, Cookie(r, t.tag))
+		if err != nil {
+			return err
+		}
+		msgs := make([]openflow.Message, len(copies))
+		for i, f := range copies {
+			msgs[i] = openflow.AddFlow(f)
+		}
+		if err := w.Bundle(ctx, msgs...); err != nil {
+			return fmt.Errorf("install %d tagged flows of tag %d: %w", len(copies), t.tag, err)
+		}
+		a.mu.Lock()
+		t.installed, t.round = true, r
+		a.mu.Unlock()
+		return nil
+	})
+}
+
+// forget removes a finished or deleted trace's copies.
+func (a *Agent) forget(ctx context.Context, name string, tag uint8) error {
+	err := a.node.Install(ctx, func(w Writer, _ *pipeline.NodeConfig, _ pipeline.Round) error {
+		c, m := Selector(tag)
+		return w.DeleteFlowsByCookie(ctx, c, m)
+	})
+	if err != nil {
+		return fmt.Errorf("remove the flows of tag %d: %w", tag, err)
+	}
+	a.mu.Lock()
+	delete(a.traces, name)
+	a.mu.Unlock()
+	return nil
+}
+
+// inject sends the trace's packet from its source pod's port.
+func (a *Agent) inject(ctx context.Context, tf *crd.Traceflow, t *agentTrace) error {
+	src, ok := a.node.LocalPod(tf.Spec.Source.Namespace, tf.Spec.Source.Pod, netip.Addr{})
+	if !ok {
+		return fmt.Errorf("source pod %s/%s has no port on this node", tf.Spec.Source.Namespace, tf.Spec.Source.Pod)
+	}
+	return a.node.Install(ctx, func(w Writer, n *pipeline.NodeConfig, _ pipeline.Round) error {
+		p := Packet{SrcMAC: src.MAC, DstMAC: n.GatewayMAC, SrcIP: t.in.SrcIP, DstIP: t.in.DstIP, Proto: t.in.Proto,
+			SrcPort: t.in.SrcPort, DstPort: t.in.DstPort, TCPFlags: uint8(tf.Spec.Packet.TCPFlags), TTL: uint8(tf.Spec.Packet.TTL),
+			Tag: t.tag, ID: t.in.ID, Length: int(tf.Spec.Packet.Length), ICMPID: t.in.ID, ICMPSeq: 1}
+		if p.Proto == ProtoTCP && p.TCPFlags == 0 {
+			p.TCPFlags = 0x02
+		}
+		if dst, ok := a.node.LocalPod("", "", t.in.DstIP); ok {
+			p.DstMAC = dst.MAC // a pod on its own subnet sends to the pod's MAC
+		}
+		frame, err := p.Frame()
+		if err != nil {
+			return err
+		}
+		out := openflow.NewPacketOut(src.Port, frame, openflow.NewActions().Output(openflow.PortTable))
+		if err := w.Apply(ctx, out); err != nil {
+			return fmt.Errorf("inject: %w", err)
+		}
+		a.mu.Lock()
+		t.injected = true
+		a.mu.Unlock()
+		a.log.Info("traceflow injected", "traceflow", tf.Name, "tag", t.tag, "packet", fmt.Sprintf("%s:%d > %s:%d", p.SrcIP, p.SrcPort, p.DstIP, p.DstPort))
+		return nil
+	})
+}
+
+// injected derives the injected packet's identity from the Traceflow
+// alone, so every node knows it: the IPv4 ID (and a source port when the
+// spec has none) come from the Traceflow's UID.
+func injected(tf *crd.Traceflow) (Injected, error) {
+	proto, err := Protocol(tf.Spec.Packet.Protocol)
+	if err != nil {
+		return Injected{}, err
+	}
+	src, err1 := netip.ParseAddr(tf.Status.SrcIP)
+	dst, err2 := netip.ParseAddr(tf.Status.DstIP)
+	if err := errors.Join(err1, err2); err != nil {
+		return Injected{}, fmt.Errorf("traceflow %s status addresses: %w", tf.Name, err)
+	}
+	h := fnv.New32a()
+	h.Write([]byte(tf.UID))
+	sum := h.Sum32()
+	in := Injected{Tag: uint8(tf.Status.DataplaneTag), ID: uint16(sum) | 1, Proto: proto, SrcIP: src, DstIP: dst}
+	if proto != ProtoICMP {
+		in.SrcPort = uint16(tf.Spec.Packet.SrcPort)
+		if in.SrcPort == 0 {
+			in.SrcPort = 32768 + uint16(sum>>16)%28000
+		}
+		in.DstPort = uint16(tf.Status.DstPort)
+	}
+	return in, nil
+}

@@ -1,0 +1,170 @@
+package traceflow
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"testing"
+
+	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynfake "k8s.io/client-go/dynamic/fake"
+)
+
+// fakeSwitch is a switch holding the test node's flows: it answers dumps
+// from them, adds bundled flows, deletes by cookie and records packet-outs.
+type fakeSwitch struct {
+	flows   []*openflow.Flow
+	outs    []*openflow.PacketOut
+	state   pipeline.State
+	bundles int
+}
+
+func (s *fakeSwitch) Bundle(_ context.Context, msgs ...openflow.Message) error {
+	s.bundles++
+	for _, m := range msgs {
+		s.flows = append(s.flows, m.(*openflow.FlowMod).Flow)
+	}
+	return nil
+}
+
+func (s *fakeSwitch) Apply(_ context.Context, msgs ...openflow.Message) error {
+	for _, m := range msgs {
+		s.outs = append(s.outs, m.(*openflow.PacketOut))
+	}
+	return nil
+}
+
+func (s *fakeSwitch) DumpFlows(_ context.Context, table uint8, _, _ uint64) ([]openflow.FlowStats, error) {
+	var out []openflow.FlowStats
+	for _, f := range s.flows {
+		if f.TableID() == table {
+			out = append(out, openflow.FlowStats{Flow: f})
+		}
+	}
+	return out, nil
+}
+
+func (s *fakeSwitch) DeleteFlowsByCookie(_ context.Context, cookie, mask uint64) error {
+	s.flows = slices.DeleteFunc(s.flows, func(f *openflow.Flow) bool { return f.CookieValue()&mask == cookie&mask })
+	return nil
+}
+
+type fakeAgentNode struct{ sw *fakeSwitch }
+
+func (n fakeAgentNode) Install(_ context.Context, fn func(Writer, *pipeline.NodeConfig, pipeline.Round) error) error {
+	node := n.sw.state.Node
+	return fn(n.sw, &node, 1)
+}
+
+func (n fakeAgentNode) LocalPod(ns, name string, ip netip.Addr) (LocalPod, bool) {
+	for _, p := range n.sw.state.Pods {
+		if (name != "" && p.Namespace == ns && p.Name == name) || (name == "" && p.IPs[0] == ip) {
+			return LocalPod{Port: p.Port, MAC: p.MAC, IP: p.IPs[0]}, true
+		}
+	}
+	return LocalPod{}, false
+}
+
+func (n fakeAgentNode) IsolatedBy(ingress bool, port uint32) []string { return policies(ingress, port) }
+
+// TestAgentInstallsInjectsObserves runs one trace through the agent side:
+// copies installed and acknowledged, the packet held back until the other
+// node acknowledged too, injected from the source pod's port, traced
+// through the node's flows (the tracer stands for ovs-vswitchd), its
+// packet-in reported as the node's observations, and the copies removed
+// when the trace ends.
+func TestAgentInstallsInjectsObserves(t *testing.T) {
+	st := nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve)
+	base := baseFlows(t, st)
+	sw := &fakeSwitch{flows: slices.Clone(base), state: st}
+	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{crd.TraceflowsResource: "TraceflowList"})
+	a := NewAgent("node-a", dyn, fakeAgentNode{sw}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var applied []crd.NodeResult
+	a.apply = func(_ context.Context, _ string, s *crd.TraceflowStatus) error {
+		applied = append(applied, s.Results...)
+		return nil
+	}
+	tf := &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "t", UID: "u-1"},
+		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "web-0"}, Destination: crd.Destination{Namespace: "prod", Pod: "db-0"}},
+		Status: crd.TraceflowStatus{Phase: crd.Running, DataplaneTag: testTag, SourceNode: "node-a", Nodes: []string{"node-a", "node-b"},
+			SrcIP: webIP.String(), DstIP: dbIP.String(), DstPort: 80}}
+	store := func() {
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(tf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.inf.GetStore().Update(&unstructured.Unstructured{Object: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync := func() {
+		t.Helper()
+		if err := a.sync(context.Background(), "t"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store()
+	sync()
+	copies := tagged(t, base)
+	if len(sw.flows) != len(base)+len(copies) || len(applied) != 1 || !applied[0].FlowsInstalled || len(sw.outs) != 0 {
+		t.Fatalf("after the first sync: %d flows (want %d), applied %+v, %d packet-outs before node-b is ready",
+			len(sw.flows), len(base)+len(copies), applied, len(sw.outs))
+	}
+	tf.Status.Results = []crd.NodeResult{{Node: "node-a", FlowsInstalled: true}, {Node: "node-b", FlowsInstalled: true}}
+	store()
+	sync()
+	if len(sw.outs) != 1 {
+		t.Fatalf("%d packet-outs once every node is ready, want 1", len(sw.outs))
+	}
+	out := sw.outs[0]
+	if out.InPort != portWeb {
+		t.Errorf("injected from port %d, want web-0's %d", out.InPort, portWeb)
+	}
+	p, err := ParseFrame(out.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Tag != testTag || p.SrcIP != webIP || p.DstIP != dbIP || p.DstPort != 80 || p.TCPFlags != 0x02 || p.DstMAC.String() != dbMAC.String() {
+		t.Errorf("injected %s", p)
+	}
+	sync()
+	if len(sw.outs) != 1 {
+		t.Errorf("injected again on a later sync")
+	}
+	// The tracer plays ovs-vswitchd: db-0 is isolated for ingress.
+	tp := pipeline.TCPPacket(portWeb, p.SrcMAC, p.DstMAC, p.SrcIP, p.DstIP, p.SrcPort, p.DstPort)
+	tp.DSCP = p.Tag
+	tr := traceWith(t, sw.flows, tp)
+	if len(tr.PacketIns) != 1 {
+		t.Fatalf("%d packet-ins", len(tr.PacketIns))
+	}
+	r := reportOf(tr.PacketIns[0])
+	r.Packet.ID = p.ID
+	other := r
+	other.Packet.ID++ // real traffic with the same DSCP
+	if name := a.observe(other); name != "" {
+		t.Errorf("a packet with another IP ID was taken for trace %s", name)
+	}
+	if name := a.observe(r); name != "t" {
+		t.Fatalf("the injected packet's packet-in went to %q", name)
+	}
+	sync()
+	last := applied[len(applied)-1]
+	if n := len(last.Observations); n != 2 || last.Observations[1].Action != crd.ActionDropped || last.Observations[1].NetworkPolicy != "prod/db-allow-web" {
+		t.Errorf("reported %+v", last)
+	}
+	tf.Status.Phase = crd.Succeeded
+	store()
+	sync()
+	if len(sw.flows) != len(base) {
+		t.Errorf("%d flows after the trace ended, want the %d untagged ones", len(sw.flows), len(base))
+	}
+}
