@@ -28,6 +28,9 @@ type Writer interface {
 	DeleteFlowsByCookie(ctx context.Context, cookie, mask uint64) error
 }
 
+// allTables is OFPTT_ALL for flow stats requests.
+const allTables = 0xff
+
 // LocalPod is a pod of this node as the switch knows it.
 type LocalPod struct {
 	Port uint32
@@ -258,19 +261,21 @@ func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 		a.mu.Lock()
 		a.clusterCIDRs = n.ClusterPodCIDRs
 		a.mu.Unlock()
-		var base []*openflow.Flow
-		for _, tbl := range ObservedTables() {
-			stats, err := w.DumpFlows(ctx, tbl, 0, 0)
-			if err != nil {
-				return fmt.Errorf("dump table %d: %w", tbl, err)
-			}
-			for _, s := range stats {
-				base = append(base, s.Flow)
-			}
+		stats, err := w.DumpFlows(ctx, allTables, 0, 0)
+		if err != nil {
+			return fmt.Errorf("dump flows: %w", err)
 		}
-		copies, err := TaggedFlows(base, t.tag, Cookie(r, t.tag))
+		base := make([]*openflow.Flow, 0, len(stats))
+		for _, s := range stats {
+			base = append(base, s.Flow)
+		}
+		copies, skipped, err := TaggedFlows(base, t.tag, Cookie(r, t.tag))
 		if err != nil {
 			return err
+		}
+		if len(skipped) > 0 {
+			a.log.Warn("traceflow: flows without a tagged copy (their neighbour one priority up could overlap it); packets they decide are not observed",
+				"tag", t.tag, "flows", len(skipped), "first", skipped[0].String())
 		}
 		msgs := make([]openflow.Message, len(copies))
 		for i, f := range copies {

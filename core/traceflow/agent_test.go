@@ -45,7 +45,7 @@ func (s *fakeSwitch) Apply(_ context.Context, msgs ...openflow.Message) error {
 func (s *fakeSwitch) DumpFlows(_ context.Context, table uint8, _, _ uint64) ([]openflow.FlowStats, error) {
 	var out []openflow.FlowStats
 	for _, f := range s.flows {
-		if f.TableID() == table {
+		if table == allTables || f.TableID() == table {
 			out = append(out, openflow.FlowStats{Flow: f})
 		}
 	}

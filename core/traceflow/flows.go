@@ -3,7 +3,6 @@ package traceflow
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
@@ -21,20 +20,13 @@ const (
 	KindReject byte = 2 // the proxy's reject (a controller action)
 )
 
-// ObservedTables are the tables whose terminal flows get tagged copies:
-// where a packet can leave the pipeline. The Classifier (whose outputs
-// carry uplink and tunnel frames, never a pod's inner packet) and the ARP
-// responder are not among them. Policy tiers may fill 50-59 and 80-89.
-func ObservedTables() []uint8 {
-	ts := []uint8{uint8(pipeline.SpoofGuard), uint8(pipeline.ConntrackState), uint8(pipeline.ServiceLB)}
-	for t := pipeline.EgressPolicy; t < pipeline.L3Forwarding; t++ {
-		ts = append(ts, uint8(t))
-	}
-	ts = append(ts, uint8(pipeline.L3Forwarding), uint8(pipeline.L3DecTTL), uint8(pipeline.L2ForwardingCalc))
-	for t := pipeline.IngressPolicy; t < pipeline.ConntrackCommit; t++ {
-		ts = append(ts, uint8(t))
-	}
-	return append(ts, uint8(pipeline.ConntrackCommit), uint8(pipeline.Output))
+// Observed reports whether table's terminal flows get tagged copies:
+// every table where a packet can leave the pipeline, except the
+// Classifier (whose outputs carry uplink and tunnel frames, never a pod's
+// inner packet) and the ARP responder. Tables added later (policy tiers)
+// are observed without a change here.
+func Observed(table uint8) bool {
+	return table != uint8(pipeline.Classifier) && table != uint8(pipeline.ARPResponder)
 }
 
 // Cookie is the cookie of trace tag's flows in round r.
@@ -63,27 +55,45 @@ func AllSelector() (cookie, mask uint64) {
 // earlier copies of this one) are never made.
 //
 // A copy at priority p+1 wins exactly where its original does, unless
-// another flow of the table at p+1 overlaps the original; TaggedFlows
-// refuses such a table rather than shadow that flow.
-func TaggedFlows(base []*openflow.Flow, tag uint8, cookie uint64) ([]*openflow.Flow, error) {
+// another flow of the table at p+1 overlaps the original; such a flow
+// (and one at the highest priority) gets no copy rather than shadow its
+// neighbour: it is returned in skipped, and a packet it decides is not
+// observed (the trace then times out saying where it was last seen).
+func TaggedFlows(base []*openflow.Flow, tag uint8, cookie uint64) (copies, skipped []*openflow.Flow, err error) {
 	if tag == 0 || tag > MaxTag {
-		return nil, fmt.Errorf("tag %d out of range 1-%d", tag, MaxTag)
+		return nil, nil, fmt.Errorf("tag %d out of range 1-%d", tag, MaxTag)
 	}
-	observed := ObservedTables()
 	prio := map[[2]int]bool{} // table, priority of the non-trace flows
 	for _, f := range base {
 		if pipeline.Cookie(f.CookieValue()).Category() != pipeline.CategoryTraceflow {
 			prio[[2]int{int(f.TableID()), int(f.Priority())}] = true
 		}
 	}
-	var out []*openflow.Flow
+	// A drop in a table reached by resubmit returns to the caller, which
+	// goes on: such tables end nothing, and their flows get no copy.
+	resubmitted := map[uint8]bool{}
 	for _, f := range base {
-		if !slices.Contains(observed, f.TableID()) || pipeline.Cookie(f.CookieValue()).Category() == pipeline.CategoryTraceflow {
+		acts, err := openflow.DecodeInstructions(f.InstructionBytes())
+		if err != nil {
+			return nil, nil, fmt.Errorf("table %d flow %s: %w", f.TableID(), f.MatchString(), err)
+		}
+		for _, a := range acts {
+			if r, ok := a.(openflow.Resubmit); ok {
+				t := r.Table
+				if t == openflow.TableAll {
+					t = f.TableID()
+				}
+				resubmitted[t] = true
+			}
+		}
+	}
+	for _, f := range base {
+		if resubmitted[f.TableID()] || !Observed(f.TableID()) || pipeline.Cookie(f.CookieValue()).Category() == pipeline.CategoryTraceflow {
 			continue
 		}
 		acts, err := openflow.DecodeInstructions(f.InstructionBytes())
 		if err != nil {
-			return nil, fmt.Errorf("table %d flow %s: %w", f.TableID(), f.MatchString(), err)
+			return nil, nil, fmt.Errorf("table %d flow %s: %w", f.TableID(), f.MatchString(), err)
 		}
 		kind, ok := terminal(acts)
 		if !ok {
@@ -93,18 +103,16 @@ func TaggedFlows(base []*openflow.Flow, tag uint8, cookie uint64) ([]*openflow.F
 		if !ok {
 			continue // not IPv4
 		}
-		if f.Priority() == 0xffff {
-			return nil, fmt.Errorf("table %d: a flow at the highest priority cannot be traced", f.TableID())
-		}
-		if prio[[2]int{int(f.TableID()), int(f.Priority()) + 1}] && f.Priority() != 0 {
+		if f.Priority() == 0xffff || prio[[2]int{int(f.TableID()), int(f.Priority()) + 1}] {
 			// A neighbour one priority up could overlap this flow.
-			return nil, fmt.Errorf("table %d: priority %d is taken, no room for the tagged copy of %s", f.TableID(), f.Priority()+1, f.MatchString())
+			skipped = append(skipped, f)
+			continue
 		}
 		c := openflow.Controller{Reason: openflow.ReasonAction, Userdata: []byte{PacketInTraceflow, tag, kind}}
 		a := openflow.NewActions().Append(c).Append(acts...)
-		out = append(out, openflow.NewFlow(f.TableID(), f.Priority()+1).Cookie(cookie).Match(m).Actions(a))
+		copies = append(copies, openflow.NewFlow(f.TableID(), f.Priority()+1).Cookie(cookie).Match(m).Actions(a))
 	}
-	return out, nil
+	return copies, skipped, nil
 }
 
 // terminal reports whether the actions end the packet's way through the

@@ -139,11 +139,11 @@ func final(r Report, n Node) crd.Observation {
 		if r.Kind == KindReject {
 			o.Action, o.ComponentInfo = crd.ActionRejected, "no endpoints"
 		}
-	case tbl >= pipeline.EgressPolicy && tbl < pipeline.L3Forwarding:
-		o.Component, o.ComponentInfo = crd.ComponentNetworkPolicy, "EgressPolicy"
+	case tbl > pipeline.ServiceSNAT && tbl < pipeline.L3Forwarding: // egress policy and its tiers
+		o.Component, o.ComponentInfo = crd.ComponentNetworkPolicy, tbl.String()
 		policyDrop(&o, n, false, r.InPort)
-	case tbl >= pipeline.IngressPolicy && tbl < pipeline.ConntrackCommit:
-		o.Component, o.ComponentInfo = crd.ComponentNetworkPolicy, "IngressPolicy"
+	case tbl > pipeline.L2ForwardingCalc && tbl < pipeline.ConntrackCommit: // ingress policy and its tiers
+		o.Component, o.ComponentInfo = crd.ComponentNetworkPolicy, tbl.String()
 		policyDrop(&o, n, true, r.Regs[pipeline.TargetPortField.Reg])
 	case tbl == pipeline.Output && r.Kind == KindOutput:
 		o.Component = crd.ComponentForwarding
