@@ -13,6 +13,7 @@ import (
 	"github.com/seine-cni/seine/cni/server"
 	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/core/traceflow"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
 
@@ -79,6 +80,9 @@ func (h meteredCNI) observe(cmd string, start time.Time, err *error) {
 func packetInReason(pi *openflow.PacketIn) string {
 	if len(pi.Userdata) > 0 && pi.Userdata[0] == pipeline.PacketInReject {
 		return "service_reject"
+	}
+	if len(pi.Userdata) > 0 && pi.Userdata[0] == traceflow.PacketInTraceflow {
+		return "traceflow"
 	}
 	return "unknown"
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/seine-cni/seine/cni"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/core/traceflow"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
 
@@ -36,6 +37,7 @@ func TestAgentMetrics(t *testing.T) {
 	}
 	a.onPacketIn(&openflow.PacketIn{Userdata: []byte{pipeline.PacketInReject}})
 	a.onPacketIn(&openflow.PacketIn{})
+	a.onPacketIn(&openflow.PacketIn{Userdata: []byte{traceflow.PacketInTraceflow, 5, traceflow.KindDrop}})
 	if err := w.sw.restart(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -52,9 +54,10 @@ seine_agent_cni_requests_total{command="GC",result="error"} 0
 seine_agent_cni_requests_total{command="GC",result="success"} 0
 seine_agent_cni_requests_total{command="STATUS",result="error"} 0
 seine_agent_cni_requests_total{command="STATUS",result="success"} 0
-# HELP seine_agent_packet_ins_total Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), unknown.
+# HELP seine_agent_packet_ins_total Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), traceflow (a Traceflow's tagged copy), unknown.
 # TYPE seine_agent_packet_ins_total counter
 seine_agent_packet_ins_total{reason="service_reject"} 1
+seine_agent_packet_ins_total{reason="traceflow"} 1
 seine_agent_packet_ins_total{reason="unknown"} 1
 # HELP seine_agent_openflow_reconnects_total Connections to ovs-vswitchd the agent made after its first (each replays the flow set).
 # TYPE seine_agent_openflow_reconnects_total counter
