@@ -236,8 +236,12 @@ func LabBin() error {
 	return nil
 }
 
-// Lab brings up the lab cluster (3 nodes; LAB_NODES overrides) with Seine's
-// main job running on it, and shows its nodes and pods.
+// Lab brings up the lab cluster on real nodes (3; LAB_NODES overrides):
+// kubelet, containerd and runc per node, the images built locally (the
+// runtime, CoreDNS and agnhost cached), Seine installed from seine.yml
+// with the cluster DNS (bin/lab install-seine), then the demo through the
+// Kubernetes API (bin/lab demo). The kubelet stand-in (bin/lab up without
+// --kubelet real) stays for the fast tests.
 func Lab() error {
 	mg.SerialDeps(Deps, LabBin)
 	kube, err := labkube()
@@ -248,11 +252,18 @@ func Lab() error {
 		fmt.Println("the lab is already up (make lab-down removes it); running the demo on it")
 		return run(nil, "bin/lab", "demo")
 	}
-	args := []string{"up", "--kube-bin", kube}
+	runtimeDir, err := buildLabImages(policyImageSet)
+	if err != nil {
+		return err
+	}
+	args := []string{"up", "--kube-bin", kube, "--kubelet", "real", "--cni", "none", "--runtime-bin", runtimeDir, "--images", "bin/images"}
 	if n := os.Getenv("LAB_NODES"); n != "" {
 		args = append(args, "--nodes", n)
 	}
 	if err := run(nil, "bin/lab", args...); err != nil {
+		return err
+	}
+	if err := run(nil, "bin/lab", "install-seine"); err != nil {
 		return err
 	}
 	return run(nil, "bin/lab", "demo")

@@ -35,12 +35,13 @@ func Images() error {
 	return err
 }
 
-// NodeImages builds only what make test's real-node tests need: the
-// container runtime (cached) and the images of Seine, seine-ovs, pause and
-// CoreDNS (cached) in bin/images (no agnhost: make images builds it too).
+// NodeImages builds only what make test's real-node tests and make lab
+// need: the container runtime (cached) and the images of Seine, seine-ovs,
+// pause, CoreDNS and agnhost (both cached) in bin/images (make images adds
+// the upstream e2e suite's other images).
 func NodeImages() error {
 	mg.SerialDeps(Deps, LabBin)
-	_, err := labImages(false)
+	_, err := buildLabImages(policyImageSet)
 	return err
 }
 
@@ -229,7 +230,7 @@ func releaseImages(idName ...string) (map[string]string, error) {
 // into bin/images; it returns the runtime's directory: Seine's image,
 // seine-ovs, pause and CoreDNS (the cluster DNS every real-node lab with
 // Seine installs). withTestImages adds agnhost and the upstream e2e suite's
-// other images (make images); make test's real-node tests run none of them.
+// other images (make images).
 func labImages(withTestImages bool) (runtimeDir string, err error) {
 	set := nodeImageSet
 	if withTestImages {
@@ -245,7 +246,8 @@ const (
 	// nodeImageSet: Seine, seine-ovs, pause, CoreDNS.
 	nodeImageSet imageSet = iota
 	// policyImageSet adds agnhost: the upstream suite's NetworkPolicy
-	// specs run nothing else (make test's subset).
+	// specs run nothing else (make test's subset), and the demo's pods
+	// (make lab, TestSeineOnRealNodes/demo).
 	policyImageSet
 	// allImageSet adds the upstream suite's other images (make images).
 	allImageSet

@@ -132,6 +132,9 @@ func WaitDeploymentReady(ctx context.Context, cs kubernetes.Interface, ns, name 
 // (see demoNetworkPolicyStep), shows its realization status and that it is
 // enforced, and removes it.
 func Demo(ctx context.Context, c *Config, w io.Writer, replicas int32) error {
+	if c.Kubelet == KubeletReal {
+		return realDemo(ctx, c, w, replicas)
+	}
 	cs, err := c.Client("admin")
 	if err != nil {
 		return err

@@ -91,6 +91,14 @@ func TestSeineOnRealNodes(t *testing.T) {
 	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
 	t.Run("cluster DNS", func(t *testing.T) { clusterDNS(t, ctx, c, pods) })
 	t.Run("rolling upgrade", func(t *testing.T) { rollingUpgrade(t, ctx, c, idx, pods) })
+	t.Run("demo", func(t *testing.T) {
+		var out strings.Builder
+		err := Demo(ctx, c, &out, 4)
+		t.Logf("lab demo:\n%s", out.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("uninstall", func(t *testing.T) { uninstall(t, ctx, c) })
 	t.Run("reinstall", func(t *testing.T) { reinstall(t, ctx, c, idx, manifest) })
 
