@@ -40,7 +40,10 @@ type Controller struct {
 	queue    workqueue.TypedInterface[string]
 	synced   []cache.InformerSynced
 	npLister networkinglisters.NetworkPolicyLister
-	started  atomic.Bool
+	// cnpIndexer and tierIndexer hold crd.seine.io's ClusterNetworkPolicies
+	// and Tiers (AddTiered); nil without.
+	cnpIndexer, tierIndexer cache.Indexer
+	started                 atomic.Bool
 
 	// AppliedToGroups, AddressGroups and NetworkPolicies hold the computed
 	// objects, keyed by name, with their spans.
@@ -215,6 +218,11 @@ func (c *Controller) enqueuePolicy(o any) {
 		c.log.Error("network policy key", "error", err)
 		return
 	}
+	c.enqueueKey(key)
+}
+
+// enqueueKey queues the policy of key for translation.
+func (c *Controller) enqueueKey(key string) {
 	c.mu.Lock()
 	c.pendingKeys[key] = struct{}{}
 	c.mu.Unlock()

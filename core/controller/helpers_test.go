@@ -33,6 +33,13 @@ type testEnv struct {
 // until it has computed everything.
 func start(t *testing.T, objs ...runtime.Object) *testEnv {
 	t.Helper()
+	return startWith(t, nil, objs...)
+}
+
+// startWith is start with a hook that may register more informers (of
+// other factories it starts with ctx) before the controller runs.
+func startWith(t *testing.T, more func(ctx context.Context, c *Controller), objs ...runtime.Object) *testEnv {
+	t.Helper()
 	client := fake.NewSimpleClientset(objs...)
 	factory := informers.NewSharedInformerFactory(client, 0)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -41,6 +48,9 @@ func start(t *testing.T, objs ...runtime.Object) *testEnv {
 		t.Fatalf("new controller: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	if more != nil {
+		more(ctx, c)
+	}
 	done := make(chan error, 1)
 	factory.Start(ctx.Done())
 	go func() { done <- c.Run(ctx) }()
@@ -135,6 +145,18 @@ func (e *testEnv) dump() string {
 			atgs = append(atgs, name(n))
 		}
 		s := fmt.Sprintf("np %s/%s types=%v atg=%v span=%v", p.SourceRef.Namespace, p.SourceRef.Name, p.PolicyTypes, atgs, it.Span.Nodes())
+		if p.SourceRef.Type == controlplane.SeineClusterNetworkPolicy {
+			s = fmt.Sprintf("cnp %s types=%v atg=%v span=%v", p.SourceRef.Name, p.PolicyTypes, atgs, it.Span.Nodes())
+			if p.TierPriority != nil {
+				s += fmt.Sprintf(" tier=%s/%d", p.Tier, *p.TierPriority)
+			}
+			if p.Priority != nil {
+				s += fmt.Sprintf(" priority=%g", *p.Priority)
+			}
+			if p.TranslationError != "" {
+				s += " error=" + p.TranslationError
+			}
+		}
 		for _, r := range p.Rules {
 			peer := r.From
 			if r.Direction == controlplane.DirectionOut {
@@ -162,6 +184,12 @@ func (e *testEnv) dump() string {
 				svcs = append(svcs, x)
 			}
 			s += fmt.Sprintf("\n  %s peers=%v services=%v priority=%d", r.Direction, ps, svcs, r.Priority)
+			if r.Action != nil {
+				s += fmt.Sprintf(" action=%s", *r.Action)
+			}
+			if r.Name != "" {
+				s += " name=" + r.Name
+			}
 		}
 		lines = append(lines, s)
 	}

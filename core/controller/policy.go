@@ -33,6 +33,10 @@ func (c *Controller) syncPolicy(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.pendingKeys, key)
+	if name, ok := strings.CutPrefix(key, cnpKeyPrefix); ok {
+		c.syncClusterPolicy(key, name)
+		return
+	}
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		c.log.Error("bad network policy key", "key", key, "error", err)
@@ -43,11 +47,8 @@ func (c *Controller) syncPolicy(key string) {
 		c.log.Error("get network policy", "key", key, "error", err)
 		return
 	}
-	p := c.policies[key]
 	if np == nil {
-		if p != nil {
-			c.deletePolicy(p)
-		}
+		c.forgetPolicy(key)
 		return
 	}
 	obj, atgs, ags := c.translate(np)
@@ -55,6 +56,20 @@ func (c *Controller) syncPolicy(key string) {
 		c.log.Warn("network policy only partly translated; what could not be is denied",
 			"key", key, "error", obj.TranslationError)
 	}
+	c.storePolicy(key, obj, atgs, ags)
+}
+
+// forgetPolicy deletes the policy of key, if there is one.
+func (c *Controller) forgetPolicy(key string) {
+	if p := c.policies[key]; p != nil {
+		c.deletePolicy(p)
+	}
+}
+
+// storePolicy makes obj, with the groups it holds references on, the
+// internal policy of key.
+func (c *Controller) storePolicy(key string, obj *controlplane.NetworkPolicy, atgs, ags []*group) {
+	p := c.policies[key]
 	if p == nil {
 		p = &policyState{key: key}
 		c.policies[key] = p

@@ -30,6 +30,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -38,6 +39,7 @@ import (
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/controller/apiserver"
 	"github.com/seine-cni/seine/core/metrics"
@@ -97,6 +99,13 @@ func run(log *slog.Logger, args []string) error {
 	}
 	if err := trackNodes(factory, srv); err != nil {
 		return err
+	}
+	tiered, err := startTiered(ctx, cfg, cs, ctrl, log)
+	if err != nil {
+		return err
+	}
+	if tiered != nil {
+		defer tiered.Shutdown()
 	}
 	// Served with the apiserver's own at /metrics, over HTTPS, authorized
 	// through the kube-apiserver (nonResourceURL /metrics, verb get).
@@ -212,4 +221,55 @@ func restConfig(kubeconfig, apiServer string) (*rest.Config, error) {
 		return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
 	return cfg, nil
+}
+
+// startTiered makes ctrl compute crd.seine.io's tiered policies when the
+// cluster serves them (seine.yml installs their CustomResourceDefinitions),
+// and creates the built-in tiers. Without the CRDs it says so and returns
+// nil: Kubernetes NetworkPolicy works alone (installing the CRDs later
+// takes a controller restart).
+func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, ctrl *controller.Controller, log *slog.Logger) (dynamicinformer.DynamicSharedInformerFactory, error) {
+	res, err := cs.Discovery().ServerResourcesForGroupVersion(crdv1.SchemeGroupVersion.String())
+	if err != nil || !servesAll(res, crdv1.TiersResource.Resource, crdv1.ClusterNetworkPoliciesResource.Resource) {
+		log.Warn("crd.seine.io is not served: tiered policy (Tier, ClusterNetworkPolicy) is off; apply seine.yml's CustomResourceDefinitions and restart", "err", err)
+		return nil, nil
+	}
+	dc, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	go func() {
+		// Retried: the first attempt may race the admission policy's
+		// start, and a lost one costs only kubectl get tiers.
+		for ctx.Err() == nil {
+			err := controller.EnsureBuiltInTiers(ctx, dc)
+			if err == nil {
+				return
+			}
+			log.Warn("create the built-in tiers", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Second):
+			}
+		}
+	}()
+	f := dynamicinformer.NewDynamicSharedInformerFactory(dc, 0)
+	if err := ctrl.AddTiered(f); err != nil {
+		return nil, err
+	}
+	f.Start(ctx.Done())
+	return f, nil
+}
+
+func servesAll(l *metav1.APIResourceList, names ...string) bool {
+	for _, n := range names {
+		found := false
+		for _, r := range l.APIResources {
+			found = found || r.Name == n
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }

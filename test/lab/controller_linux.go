@@ -21,6 +21,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/seine-cni/seine/installer/kubernetes/apiext"
 )
 
 // startController runs seine-controller on the machine, listening on
@@ -32,6 +34,9 @@ func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) e
 		return err
 	}
 	if err := c.addControllerLink(ctx); err != nil {
+		return err
+	}
+	if err := c.installAPIExtensions(ctx); err != nil {
 		return err
 	}
 	if err := c.runController(ctx); err != nil {
@@ -214,6 +219,10 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			// Tiered policy, as seine.yml grants it.
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers", "clusternetworkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers"}, Verbs: []string{"create", "update", "patch"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
 			// For a self-signed serving certificate (StartControllerSelfSigned).
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{APIServiceName}, Verbs: []string{"get", "patch"}},
@@ -276,6 +285,70 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	}
 	if _, err := cs.RbacV1().RoleBindings("kube-system").Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("rolebinding %s: %w", rb.Name, err)
+	}
+	return nil
+}
+
+// installAPIExtensions creates seine.yml's CustomResourceDefinitions
+// (crd.seine.io) and the tiers' ValidatingAdmissionPolicy, as `kubectl
+// apply -f seine.yml` does, and waits until the CRDs are established, so
+// the controller starts with tiered policy on.
+func (c *Config) installAPIExtensions(ctx context.Context) error {
+	objs, err := apiext.Objects()
+	if err != nil {
+		return err
+	}
+	rc, err := c.restConfig("admin")
+	if err != nil {
+		return err
+	}
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	gvrs := map[string]schema.GroupVersionResource{
+		"CustomResourceDefinition":         {Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"},
+		"ValidatingAdmissionPolicy":        {Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"},
+		"ValidatingAdmissionPolicyBinding": {Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicybindings"},
+	}
+	var crds []string
+	for _, m := range objs {
+		u := &unstructured.Unstructured{Object: m}
+		gvr, ok := gvrs[u.GetKind()]
+		if !ok {
+			return fmt.Errorf("api extension of unknown kind %s", u.GetKind())
+		}
+		if _, err := dc.Resource(gvr).Create(ctx, u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		if u.GetKind() == "CustomResourceDefinition" {
+			crds = append(crds, u.GetName())
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, name := range crds {
+		for {
+			got, err := dc.Resource(gvrs["CustomResourceDefinition"]).Get(ctx, name, metav1.GetOptions{})
+			established := false
+			if err == nil {
+				conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+				for _, cd := range conds {
+					m, _ := cd.(map[string]any)
+					established = established || (m["type"] == "Established" && m["status"] == "True")
+				}
+			}
+			if established {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("crd %s not established after 30s (last error: %v)", name, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-//go:generate go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 crd:allowDangerousTypes=true paths=../../../core/apis/crd/... output:crd:dir=crds
+//go:generate go generate ../apiext
 //go:generate go run ./gen -o ../seine.yml
 
 // Namespace is where every namespaced object of the manifest lives.

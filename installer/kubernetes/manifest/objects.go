@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/seine-cni/seine/installer/kubernetes/apiext"
 )
 
 // AgentConfigTemplate is the agent configuration the ConfigMap carries. Its
@@ -54,7 +56,7 @@ proxy:
 // them: the CustomResourceDefinitions, identities and RBAC, configuration,
 // the controller and its Service, the agent DaemonSet, the APIService.
 func Objects(o Options) []any {
-	objs := append(mustCRDs(), []any{
+	objs := append(apiExtensions(), []any{
 		serviceAccount(agentName),
 		serviceAccount(controllerName),
 		agentClusterRole(),
@@ -76,8 +78,7 @@ func Objects(o Options) []any {
 		agentDaemonSet(o),
 		controlplaneAPIService(),
 	}...)
-	vap, binding := builtInTiersPolicy()
-	return append(objs, vap, binding)
+	return objs
 }
 
 func meta(name string, namespaced bool, component string) metav1.ObjectMeta {
@@ -332,4 +333,20 @@ type ServiceReference struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	Port      *int32 `json:"port,omitempty"`
+}
+
+// apiExtensions are the CustomResourceDefinitions of crd.seine.io and the
+// tiers' ValidatingAdmissionPolicy (installer/kubernetes/apiext). The
+// files are embedded and a test renders them, so an error is a broken
+// build.
+func apiExtensions() []any {
+	objs, err := apiext.Objects()
+	if err != nil {
+		panic(err)
+	}
+	out := make([]any, len(objs))
+	for i, o := range objs {
+		out[i] = o
+	}
+	return out
 }

@@ -102,8 +102,26 @@ type AddressGroupList struct {
 // NetworkPolicyType is the kind of user policy a NetworkPolicy comes from.
 type NetworkPolicyType string
 
-// K8sNetworkPolicy is a networking.k8s.io/v1 NetworkPolicy.
-const K8sNetworkPolicy NetworkPolicyType = "K8sNetworkPolicy"
+// Kinds of user policy.
+const (
+	// K8sNetworkPolicy is a networking.k8s.io/v1 NetworkPolicy.
+	K8sNetworkPolicy NetworkPolicyType = "K8sNetworkPolicy"
+	// SeineClusterNetworkPolicy is a crd.seine.io/v1beta1 ClusterNetworkPolicy.
+	SeineClusterNetworkPolicy NetworkPolicyType = "SeineClusterNetworkPolicy"
+)
+
+// RuleAction is what a tiered rule does with a new connection it matches
+// (see core/tiers/README.md). A rule without one allows: that is all a
+// Kubernetes NetworkPolicy rule does.
+type RuleAction string
+
+// Rule actions.
+const (
+	RuleActionAllow  RuleAction = "Allow"
+	RuleActionDrop   RuleAction = "Drop"
+	RuleActionReject RuleAction = "Reject"
+	RuleActionPass   RuleAction = "Pass"
+)
 
 // NetworkPolicyReference points back at the user's policy.
 type NetworkPolicyReference struct {
@@ -145,14 +163,21 @@ type Service struct {
 // NetworkPolicies, which are not ordered among themselves.
 const DefaultRulePriority int32 = -1
 
-// NetworkPolicyRule allows traffic from (In) or to (Out) a peer on the
-// listed services; no services means every port and protocol.
+// NetworkPolicyRule matches traffic from (In) or to (Out) a peer on the
+// listed services (no services means every port and protocol) and allows
+// it, or, in a tiered policy, takes its Action. Priority is the rule's index
+// among the rules of its direction in a tiered policy (evaluated in that
+// order), DefaultRulePriority in a Kubernetes NetworkPolicy.
 type NetworkPolicyRule struct {
 	Direction Direction         `json:"direction"`
 	From      NetworkPolicyPeer `json:"from,omitempty"`
 	To        NetworkPolicyPeer `json:"to,omitempty"`
 	Services  []Service         `json:"services,omitempty"`
 	Priority  int32             `json:"priority,omitempty"`
+	// Action is nil for Allow (every Kubernetes NetworkPolicy rule).
+	Action *RuleAction `json:"action,omitempty"`
+	// Name is the user's name of the rule, if any.
+	Name string `json:"name,omitempty"`
 }
 
 // +genclient
@@ -170,6 +195,15 @@ type NetworkPolicy struct {
 	AppliedToGroups   []string                `json:"appliedToGroups,omitempty"`
 	PolicyTypes       []PolicyType            `json:"policyTypes,omitempty"`
 	SourceRef         *NetworkPolicyReference `json:"sourceRef,omitempty"`
+	// TierPriority is the priority of a tiered policy's tier (lower is
+	// evaluated first; from tiers.BaselinePriority on, after Kubernetes
+	// NetworkPolicy); nil for a Kubernetes NetworkPolicy. A tiered policy
+	// isolates nothing: PolicyTypes is empty and only its rules act.
+	TierPriority *int32 `json:"tierPriority,omitempty"`
+	// Tier names the tier, for people.
+	Tier string `json:"tier,omitempty"`
+	// Priority orders the tiered policies of one tier, lower first.
+	Priority *float64 `json:"priority,omitempty"`
 	// TranslationError, when set, says which parts of the Kubernetes policy
 	// the controller could not translate (a selector or CIDR an older
 	// apiserver stored that this controller cannot parse). They are denied:

@@ -363,6 +363,16 @@ func (in *NetworkPolicy) DeepCopyInto(out *NetworkPolicy) {
 		*out = new(NetworkPolicyReference)
 		**out = **in
 	}
+	if in.TierPriority != nil {
+		in, out := &in.TierPriority, &out.TierPriority
+		*out = new(int32)
+		**out = **in
+	}
+	if in.Priority != nil {
+		in, out := &in.Priority, &out.Priority
+		*out = new(float64)
+		**out = **in
+	}
 	if in.Status != nil {
 		in, out := &in.Status, &out.Status
 		*out = new(NetworkPolicyStatus)
@@ -477,6 +487,11 @@ func (in *NetworkPolicyRule) DeepCopyInto(out *NetworkPolicyRule) {
 		for i := range *in {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
+	}
+	if in.Action != nil {
+		in, out := &in.Action, &out.Action
+		*out = new(RuleAction)
+		**out = **in
 	}
 	return
 }

@@ -6,7 +6,7 @@
 //
 // Deepcopy functions are generated: run `go generate ./core/apis/crd/v1beta1`
 // (deepcopy), then `go generate ./installer/kubernetes/manifest` (CRD YAML
-// and seine.yml).
+// and seine.yml: go generate ./installer/kubernetes/manifest runs both).
 //
 // +k8s:deepcopy-gen=package
 // +groupName=crd.seine.io

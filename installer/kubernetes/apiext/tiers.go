@@ -1,10 +1,11 @@
-package manifest
+package apiext
 
 import (
 	"fmt"
 	"strings"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/seine-cni/seine/core/tiers"
@@ -14,14 +15,14 @@ import (
 // binding) that keeps the built-in tiers as they are.
 const builtInTiersPolicyName = "seine-tiers"
 
-// builtInTiersPolicy is enforced by the kube-apiserver itself (CEL, no
+// BuiltInTiersPolicy is enforced by the kube-apiserver itself (CEL, no
 // webhook to run): a built-in tier can be neither deleted nor moved, and is
 // created only with its own priority (whoever creates it first: the
 // controller, or a user); a custom tier takes a priority in
 // 1-MaxCustomPriority that no built-in holds. A tier still used by a policy
 // is kept by the controller's finalizer instead (see core/tiers/README.md):
 // that needs a look at other objects, which CEL cannot take.
-func builtInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.ValidatingAdmissionPolicyBinding) {
+func BuiltInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.ValidatingAdmissionPolicyBinding) {
 	var entries, prios []string
 	for _, t := range tiers.BuiltIn {
 		entries = append(entries, fmt.Sprintf("'%s': %d", t.Name, t.Priority))
@@ -29,15 +30,15 @@ func builtInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.
 	}
 	builtIn := "{" + strings.Join(entries, ", ") + "}"
 	p := &admissionv1.ValidatingAdmissionPolicy{
-		TypeMeta:   typeMeta("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
-		ObjectMeta: meta(builtInTiersPolicyName, false, ""),
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: builtInTiersPolicyName, Labels: map[string]string{"app": "seine"}},
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: ptr.To(admissionv1.Fail),
 			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
 				RuleWithOperations: admissionv1.RuleWithOperations{
 					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update, admissionv1.Delete},
 					Rule: admissionv1.Rule{
-						APIGroups: []string{crdGroup}, APIVersions: []string{"*"}, Resources: []string{"tiers"},
+						APIGroups: []string{"crd.seine.io"}, APIVersions: []string{"*"}, Resources: []string{"tiers"},
 					},
 				},
 			}}},
@@ -64,8 +65,8 @@ func builtInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.
 		},
 	}
 	b := &admissionv1.ValidatingAdmissionPolicyBinding{
-		TypeMeta:   typeMeta("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
-		ObjectMeta: meta(builtInTiersPolicyName, false, ""),
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
+		ObjectMeta: metav1.ObjectMeta{Name: builtInTiersPolicyName, Labels: map[string]string{"app": "seine"}},
 		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
 			PolicyName:        builtInTiersPolicyName,
 			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},

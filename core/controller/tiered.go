@@ -1,0 +1,337 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/tiers"
+)
+
+// cnpKeyPrefix starts the work queue key of a ClusterNetworkPolicy; a
+// namespace name never holds a colon, so it never meets a Kubernetes
+// policy's namespace/name key.
+const cnpKeyPrefix = "cnp:"
+
+// AddTiered makes the controller compute Seine's ClusterNetworkPolicies,
+// in the order of their Tiers, from the informers of f (a dynamic factory
+// of a client of the cluster's crd.seine.io). Call it after New and before
+// f.Start and Run. See core/tiers/README.md.
+func (c *Controller) AddTiered(f dynamicinformer.DynamicSharedInformerFactory) error {
+	cnps := f.ForResource(crdv1.ClusterNetworkPoliciesResource).Informer()
+	tierInf := f.ForResource(crdv1.TiersResource).Informer()
+	enqueueCNP := func(o any) {
+		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(o)
+		if err != nil {
+			c.log.Error("cluster network policy key", "error", err)
+			return
+		}
+		c.enqueueKey(cnpKeyPrefix + key)
+	}
+	// A tier's priority is part of its policies' order: a change of a
+	// tier (created after its policies, moved, deleted) recomputes them.
+	onTier := func(o any) {
+		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			return
+		}
+		for _, p := range cnps.GetIndexer().List() {
+			pu, ok := p.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			if t, _, _ := unstructured.NestedString(pu.Object, "spec", "tier"); tierName(t) == u.GetName() {
+				enqueueCNP(p)
+			}
+		}
+	}
+	for _, t := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{
+		{cnps, cache.ResourceEventHandlerFuncs{
+			AddFunc: enqueueCNP, UpdateFunc: func(_, o any) { enqueueCNP(o) }, DeleteFunc: enqueueCNP,
+		}},
+		{tierInf, cache.ResourceEventHandlerFuncs{
+			AddFunc: onTier, UpdateFunc: func(_, o any) { onTier(o) }, DeleteFunc: onTier,
+		}},
+	} {
+		reg, err := t.inf.AddEventHandler(t.h)
+		if err != nil {
+			return fmt.Errorf("add informer event handler: %w", err)
+		}
+		c.synced = append(c.synced, reg.HasSynced)
+	}
+	c.cnpIndexer, c.tierIndexer = cnps.GetIndexer(), tierInf.GetIndexer()
+	return nil
+}
+
+func tierName(t string) string {
+	if t == "" {
+		return tiers.DefaultTier
+	}
+	return t
+}
+
+// tierPriority is the priority of the tier named name: a built-in tier's
+// is fixed, another's is its Tier object's.
+func (c *Controller) tierPriority(name string) (int32, error) {
+	for _, t := range tiers.BuiltIn {
+		if t.Name == name {
+			return t.Priority, nil
+		}
+	}
+	o, ok, err := c.tierIndexer.GetByKey(name)
+	if err != nil || !ok {
+		return 0, fmt.Errorf("tier %q does not exist", name)
+	}
+	var t crdv1.Tier
+	if err := fromUnstructured(o, &t); err != nil {
+		return 0, fmt.Errorf("tier %q: %w", name, err)
+	}
+	if err := tiers.ValidateCustomPriority(t.Spec.Priority); err != nil {
+		return 0, fmt.Errorf("tier %q: %w", name, err)
+	}
+	return t.Spec.Priority, nil
+}
+
+func fromUnstructured(o any, into any) error {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return fmt.Errorf("unexpected object %T", o)
+	}
+	return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into)
+}
+
+// syncClusterPolicy recomputes the internal policy of one
+// ClusterNetworkPolicy. Call with c.mu held.
+func (c *Controller) syncClusterPolicy(key, name string) {
+	o, ok, err := c.cnpIndexer.GetByKey(name)
+	if err != nil {
+		c.log.Error("get cluster network policy", "name", name, "error", err)
+		return
+	}
+	if !ok {
+		c.forgetPolicy(key)
+		return
+	}
+	var cnp crdv1.ClusterNetworkPolicy
+	if err := fromUnstructured(o, &cnp); err != nil {
+		// The CRD's schema makes this unreachable for stored objects;
+		// keep the last translation rather than open anything.
+		c.log.Error("decode cluster network policy: keeping its last translation", "name", name, "error", err)
+		return
+	}
+	obj, atgs, ags := c.translateCluster(&cnp)
+	if obj.TranslationError != "" {
+		c.log.Warn("cluster network policy only partly translated", "name", name, "error", obj.TranslationError)
+	}
+	c.storePolicy(key, obj, atgs, ags)
+}
+
+// clusterInternalName names the internal policy of a ClusterNetworkPolicy
+// after its UID, or a hash of its kind and name when it has none (tests).
+func clusterInternalName(cnp *crdv1.ClusterNetworkPolicy) string {
+	if cnp.UID != "" {
+		return string(cnp.UID)
+	}
+	sum := sha256.Sum256([]byte("ClusterNetworkPolicy/" + cnp.Name))
+	return hex.EncodeToString(sum[:16])
+}
+
+// translateCluster builds the internal policy of a ClusterNetworkPolicy
+// and takes references on its groups. Like translate it never fails; what
+// it cannot translate is named in TranslationError (the policy's status is
+// then Failed):
+//
+//   - an unknown tier: the policy gets no rules (it is not enforced, and
+//     says so), since no place in the order can be guessed for it;
+//   - an appliedTo entry that cannot be parsed or selects nothing
+//     explicitly (neither selector) is left out;
+//   - a peer that cannot be parsed is left out of its rule: a rule whose
+//     peers are all left out matches nothing, so an Allow allows less and
+//     a Drop drops less — the error says which.
+func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *controlplane.NetworkPolicy, atgs, ags []*group) {
+	var problems []string
+	tier := tierName(cnp.Spec.Tier)
+	prio := cnp.Spec.Priority
+	obj = &controlplane.NetworkPolicy{
+		SourceRef: &controlplane.NetworkPolicyReference{
+			Type: controlplane.SeineClusterNetworkPolicy, Name: cnp.Name, UID: string(cnp.UID),
+		},
+		Tier:     tier,
+		Priority: &prio,
+	}
+	obj.Name = clusterInternalName(cnp)
+	obj.Generation = cnp.Generation
+	for i, at := range cnp.Spec.AppliedTo {
+		gs, err := clusterSelection(at.PodSelector, at.NamespaceSelector)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("appliedTo %d: %v: left out", i, err))
+			continue
+		}
+		g := c.ensureGroup(appliedToKind, gs)
+		atgs = append(atgs, g)
+		if !containsString(obj.AppliedToGroups, g.name) {
+			obj.AppliedToGroups = append(obj.AppliedToGroups, g.name)
+		}
+	}
+	tp, err := c.tierPriority(tier)
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("%v: the policy is not enforced", err))
+		obj.TranslationError = strings.Join(problems, "; ")
+		return obj, atgs, ags
+	}
+	obj.TierPriority = &tp
+	for _, d := range []struct {
+		dir   controlplane.Direction
+		name  string
+		rules []crdv1.Rule
+	}{
+		{controlplane.DirectionIn, "ingress", cnp.Spec.Ingress},
+		{controlplane.DirectionOut, "egress", cnp.Spec.Egress},
+	} {
+		for i, r := range d.rules {
+			peers := r.From
+			if d.dir == controlplane.DirectionOut {
+				peers = r.To
+			}
+			peer, errs := c.clusterPeer(peers, &ags)
+			for _, err := range errs {
+				problems = append(problems, fmt.Sprintf("%s rule %d: %v: peer left out", d.name, i, err))
+			}
+			action := controlplane.RuleAction(r.Action)
+			switch action {
+			case controlplane.RuleActionAllow, controlplane.RuleActionDrop, controlplane.RuleActionReject, controlplane.RuleActionPass:
+			default:
+				problems = append(problems, fmt.Sprintf("%s rule %d: unknown action %q: rule left out", d.name, i, r.Action))
+				continue
+			}
+			rule := controlplane.NetworkPolicyRule{
+				Direction: d.dir, Services: services(clusterPorts(r.Ports)),
+				Priority: int32(i), Action: &action, Name: r.Name,
+			}
+			if d.dir == controlplane.DirectionIn {
+				rule.From = peer
+			} else {
+				rule.To = peer
+			}
+			obj.Rules = append(obj.Rules, rule)
+		}
+	}
+	obj.TranslationError = strings.Join(problems, "; ")
+	return obj, atgs, ags
+}
+
+// clusterSelection is a cluster-wide pod selection: podSelector alone
+// selects in every namespace, namespaceSelector alone every pod of the
+// selected namespaces, both the selected pods of the selected namespaces.
+func clusterSelection(podSel, nsSel *metav1.LabelSelector) (*groupSelector, error) {
+	if podSel == nil && nsSel == nil {
+		return nil, fmt.Errorf("neither podSelector nor namespaceSelector")
+	}
+	pod, err := parseSelector(podSel)
+	if err != nil {
+		return nil, fmt.Errorf("podSelector: %w", err)
+	}
+	ns, err := parseSelector(nsSel)
+	if err != nil {
+		return nil, fmt.Errorf("namespaceSelector: %w", err)
+	}
+	return &groupSelector{pod: pod, ns: ns}, nil
+}
+
+// clusterPeer translates a tiered rule's peers as peer does a Kubernetes
+// rule's, with cluster-wide selections; no peers means every address.
+func (c *Controller) clusterPeer(peers []crdv1.Peer, ags *[]*group) (controlplane.NetworkPolicyPeer, []error) {
+	if len(peers) == 0 {
+		return matchAll(), nil
+	}
+	var out controlplane.NetworkPolicyPeer
+	var errs []error
+	for i, pr := range peers {
+		if pr.IPBlock != nil {
+			if pr.PodSelector != nil || pr.NamespaceSelector != nil {
+				errs = append(errs, fmt.Errorf("peer %d: ipBlock with a selector", i))
+				continue
+			}
+			b, err := ipBlock(&networkingv1.IPBlock{CIDR: pr.IPBlock.CIDR, Except: pr.IPBlock.Except})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("peer %d: %w", i, err))
+				continue
+			}
+			out.IPBlocks = append(out.IPBlocks, b)
+			continue
+		}
+		gs, err := clusterSelection(pr.PodSelector, pr.NamespaceSelector)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("peer %d: %w", i, err))
+			continue
+		}
+		g := c.ensureGroup(addressKind, gs)
+		*ags = append(*ags, g)
+		if !containsString(out.AddressGroups, g.name) {
+			out.AddressGroups = append(out.AddressGroups, g.name)
+		}
+	}
+	return out, errs
+}
+
+func clusterPorts(ports []crdv1.NetworkPolicyPort) []networkingv1.NetworkPolicyPort {
+	out := make([]networkingv1.NetworkPolicyPort, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, networkingv1.NetworkPolicyPort{Protocol: p.Protocol, Port: p.Port, EndPort: p.EndPort})
+	}
+	return out
+}
+
+func containsString(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// EnsureBuiltInTiers creates the built-in tiers that do not exist yet. The
+// kube-apiserver keeps them from being deleted or moved (seine.yml's
+// ValidatingAdmissionPolicy seine-tiers); the controller orders policies of
+// built-in tiers by their fixed priorities whether their objects exist or
+// not, so this is for people (kubectl get tiers), not for enforcement.
+func EnsureBuiltInTiers(ctx context.Context, dc dynamic.Interface) error {
+	var errs []error
+	for _, t := range tiers.BuiltIn {
+		o := &crdv1.Tier{
+			TypeMeta:   metav1.TypeMeta{APIVersion: crdv1.SchemeGroupVersion.String(), Kind: "Tier"},
+			ObjectMeta: metav1.ObjectMeta{Name: t.Name, Labels: map[string]string{"app": "seine"}},
+			Spec:       crdv1.TierSpec{Priority: t.Priority, Description: "built in (seine-controller)"},
+		}
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			return err
+		}
+		_, err = dc.Resource(crdv1.TiersResource).Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			errs = append(errs, fmt.Errorf("create tier %s: %w", t.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
