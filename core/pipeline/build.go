@@ -157,14 +157,18 @@ func PipelineFlows(r Round) []*openflow.Flow {
 	// resubmit; a learned endpoint is DNATed at once; an endpoint
 	// EndpointDNAT no longer knows (removed since it was learned) is
 	// forgotten and selected again.
-	b.add(ServiceLB, prioMiss, nil, gotoT(EgressPolicy))
+	b.add(ServiceLB, prioMiss, nil, gotoT(EgressTier))
 	b.add(SessionAffinity, prioMiss, nil, nil)
 	b.add(ServiceSelect, prioSvcPinned, AffinityMark.match(match()), actions().Resubmit(openflow.PortInPort, uint8(EndpointDNAT)))
 	b.add(ServiceSelect, prioMiss, nil, nil)
 	b.add(EndpointDNAT, prioMiss, nil, loadMarks(actions(), RegMark{AffinityField, 0, "NoAffinity"}).
 		Resubmit(openflow.PortInPort, uint8(ServiceSelect)))
-	b.add(ServiceSNAT, prioMiss, nil, gotoT(EgressPolicy))
-	b.add(EgressPolicy, prioMiss, nil, gotoT(L3Forwarding))
+	b.add(ServiceSNAT, prioMiss, nil, gotoT(EgressTier))
+	// Policy, in the order of core/tiers/README.md: tiers, Kubernetes
+	// NetworkPolicy, baseline tiers. A table's miss asks the next one.
+	b.add(EgressTier, prioMiss, nil, gotoT(EgressPolicy))
+	b.add(EgressPolicy, prioMiss, nil, gotoT(EgressBaseline))
+	b.add(EgressBaseline, prioMiss, nil, gotoT(L3Forwarding))
 
 	// Traffic L3 forwarding does not route keeps its destination MAC.
 	b.add(L3Forwarding, prioMiss, nil, gotoT(L2ForwardingCalc))
@@ -172,8 +176,10 @@ func PipelineFlows(r Round) []*openflow.Flow {
 	b.add(L3DecTTL, prioHigh, FromGatewayMark.match(match().IP()), gotoT(L2ForwardingCalc))
 	b.add(L3DecTTL, prioNormal, match().IP(), actions().DecTTL().GotoTable(uint8(L2ForwardingCalc)))
 	b.add(L3DecTTL, prioMiss, nil, gotoT(L2ForwardingCalc))
-	b.add(L2ForwardingCalc, prioMiss, nil, gotoT(IngressPolicy))
-	b.add(IngressPolicy, prioMiss, nil, gotoT(ConntrackCommit))
+	b.add(L2ForwardingCalc, prioMiss, nil, gotoT(IngressTier))
+	b.add(IngressTier, prioMiss, nil, gotoT(IngressPolicy))
+	b.add(IngressPolicy, prioMiss, nil, gotoT(IngressBaseline))
+	b.add(IngressBaseline, prioMiss, nil, gotoT(ConntrackCommit))
 
 	// The proxy committed its connections with their NAT already.
 	b.add(ConntrackCommit, prioHigh, match().IP().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew).
@@ -317,7 +323,7 @@ func toGateway(n *NodeConfig) *openflow.Actions {
 // and reg0 says what kind of port it is.
 func outputTo(port uint32, dest RegMark) *openflow.Actions {
 	a := actions().SetReg(TargetPortField.Reg, regPort(port))
-	return loadMarks(a, dest, OutputToPortMark).GotoTable(uint8(IngressPolicy))
+	return loadMarks(a, dest, OutputToPortMark).GotoTable(uint8(IngressTier))
 }
 
 // arpReply turns an ARP request into the reply "ip is at mac" and sends it

@@ -9,7 +9,8 @@ import "github.com/seine-cni/seine/ovs/openflow"
 //
 //   - egress policy does not judge the first pass (the destination is a
 //     service address, not what the pod talks to): pod traffic to the
-//     service CIDRs goes to the host unchecked;
+//     service CIDRs goes to the host unchecked (from EgressTier, the first
+//     policy table, past all of them);
 //   - on the second pass the packet comes from the gateway with the pod's
 //     address: SpoofGuard gives it back the pod's port as in_port, so
 //     egress policy judges it as the pod's, against the endpoint;
@@ -22,7 +23,7 @@ import "github.com/seine-cni/seine/ovs/openflow"
 func (b *builder) kubeProxyNodeFlows() {
 	n := b.n
 	for _, cidr := range n.ServiceCIDRs {
-		b.add(EgressPolicy, prioSvcLocalSrc+5, FromPodMark.match(match().IP()).IPDst(cidr), gotoT(L3Forwarding))
+		b.add(EgressTier, prioTierKubeProxy, FromPodMark.match(match().IP()).IPDst(cidr), gotoT(L3Forwarding))
 	}
 }
 

@@ -71,6 +71,12 @@ type PolicyRule struct {
 	Peers []PolicyPeer
 	// Services are what the rule allows; none means every protocol and port.
 	Services []PolicyService
+	// Tier is TierNone for a Kubernetes NetworkPolicy rule; a tiered rule
+	// (core/tiers) takes Action at its own OpenFlow Priority in the tier
+	// or baseline table of its direction (see policy_tier.go).
+	Tier     PolicyTier
+	Action   PolicyAction
+	Priority uint16
 }
 
 // PolicySet is the desired policy state of a node.
@@ -132,7 +138,7 @@ var ErrBadPolicy = errors.New("invalid policy input")
 // Conjunction IDs are PolicyConjID(Policy, Key); should two rules collide,
 // the later one (in Policy, Key order) takes the next free ID.
 func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
-	p := &policyBuilder{clauses: map[clauseKey]*clauseFlow{}}
+	p := &policyBuilder{clauses: map[clauseKey]*clauseFlow{}, tables: map[Table]bool{}}
 	b := &builder{cookie: NewCookie(r, CategoryPolicy, 0)}
 	est := func() *openflow.Match {
 		return match().IP().CTState(openflow.CTTracked, openflow.CTTracked|openflow.CTNew)
@@ -168,6 +174,11 @@ func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
 		used[id] = true
 		if err := p.rule(b, ru, id); err != nil {
 			return nil, err
+		}
+	}
+	for _, t := range []Table{EgressTier, EgressBaseline, IngressTier, IngressBaseline} {
+		if p.tables[t] {
+			tierTableFlows(b, t, s.NodeSources)
 		}
 	}
 	cfs, err := p.flows(r)
@@ -210,6 +221,7 @@ type clauseFlow struct {
 // most of their clauses, so each match is built once.
 type clauseKey struct {
 	table  Table
+	prio   uint16 // prioPolicyRule, or a tiered rule's own
 	kind   clauseKind
 	port   uint32       // clauseTarget
 	prefix netip.Prefix // clausePeer
@@ -232,12 +244,12 @@ func (k clauseKey) match() *openflow.Match {
 	m := match().IP()
 	switch k.kind {
 	case clauseTarget:
-		if k.table == EgressPolicy {
+		if isEgressTable(k.table) {
 			return m.InPort(k.port)
 		}
 		return m.Reg(TargetPortField.Reg, regPort(k.port), 0xffffffff)
 	case clausePeer:
-		if k.table == EgressPolicy {
+		if isEgressTable(k.table) {
 			return m.IPDst(k.prefix)
 		}
 		return m.IPSrc(k.prefix)
@@ -257,6 +269,7 @@ func (k clauseKey) match() *openflow.Match {
 
 type policyBuilder struct {
 	clauses map[clauseKey]*clauseFlow
+	tables  map[Table]bool // tables that got rules
 }
 
 func (p *policyBuilder) clause(k clauseKey, policy string, c openflow.Conjunction) {
@@ -275,29 +288,24 @@ func (p *policyBuilder) clause(k clauseKey, policy string, c openflow.Conjunctio
 // empty clause (no local targets, no IPv4 peer left) can never match and
 // gets no flows.
 func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
-	var table, next Table
-	switch ru.Direction {
-	case PolicyEgress:
-		table, next = EgressPolicy, L3Forwarding
-	case PolicyIngress:
-		table, next = IngressPolicy, ConntrackCommit
-	default:
-		return fmt.Errorf("%w: rule %q of policy %s has direction %s", ErrBadPolicy, ru.Key, ru.Policy, ru.Direction)
+	table, next, prio, err := ruleTable(ru)
+	if err != nil {
+		return err
 	}
 	var targets, peers, services []clauseKey
 	for _, port := range sortedPorts(ru.Targets) {
-		targets = append(targets, clauseKey{table: table, kind: clauseTarget, port: port})
+		targets = append(targets, clauseKey{table: table, prio: prio, kind: clauseTarget, port: port})
 	}
 	for _, peer := range ru.Peers {
 		if !peer.CIDR.Addr().Unmap().Is4() {
 			continue
 		}
 		for _, c := range SubtractPrefixes(peer.CIDR, peer.Except) {
-			peers = append(peers, clauseKey{table: table, kind: clausePeer, prefix: c})
+			peers = append(peers, clauseKey{table: table, prio: prio, kind: clausePeer, prefix: c})
 		}
 	}
 	for _, svc := range ru.Services {
-		ks, err := serviceKeys(table, svc)
+		ks, err := serviceKeys(table, prio, svc)
 		if err != nil {
 			return fmt.Errorf("rule %q of policy %s: %w", ru.Key, ru.Policy, err)
 		}
@@ -316,7 +324,8 @@ func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
 		}
 	}
 	ob := &builder{cookie: NewCookie(b.cookie.Round(), CategoryPolicy, PolicyID(ru.Policy))}
-	ob.add(table, prioPolicyRule, match().IP().ConjID(id), gotoT(next))
+	ob.add(table, prio, match().IP().ConjID(id), ruleActions(ru.Action, next, table))
+	p.tables[table] = true
 	b.flows = append(b.flows, ob.flows...)
 	return nil
 }
@@ -348,7 +357,7 @@ func (p *policyBuilder) flows(r Round) ([]*openflow.Flow, error) {
 			if j > 0 {
 				m.Metadata(0, clauseCopyBit(j))
 			}
-			out = append(out, openflow.NewFlow(uint8(cf.key.table), prioPolicyRule).
+			out = append(out, openflow.NewFlow(uint8(cf.key.table), cf.key.prio).
 				Cookie(uint64(NewCookie(r, CategoryPolicy, id))).Match(m).Actions(a))
 		}
 	}
@@ -357,13 +366,13 @@ func (p *policyBuilder) flows(r Round) ([]*openflow.Flow, error) {
 
 // serviceKeys are the clauses of one service: the protocol, and the
 // destination port, or the masked ports that cover a range exactly.
-func serviceKeys(t Table, s PolicyService) ([]clauseKey, error) {
+func serviceKeys(t Table, prio uint16, s PolicyService) ([]clauseKey, error) {
 	switch s.Protocol {
 	case ProtoTCP, ProtoUDP, ProtoSCTP:
 	default:
 		return nil, fmt.Errorf("%w: protocol %d", ErrBadPolicy, s.Protocol)
 	}
-	k := clauseKey{table: t, kind: clauseService, proto: s.Protocol}
+	k := clauseKey{table: t, prio: prio, kind: clauseService, proto: s.Protocol}
 	if s.Port == 0 {
 		if s.EndPort != 0 {
 			return nil, fmt.Errorf("%w: endPort %d without a port", ErrBadPolicy, s.EndPort)

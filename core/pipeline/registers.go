@@ -93,6 +93,9 @@ var (
 	RewriteMACField = RegField{0, 8, 8, "RewriteMAC"}
 	// OutputField (reg0[9]): L2 forwarding found an output port in reg1.
 	OutputField = RegField{0, 9, 9, "Output"}
+	// RejectReplyField (reg0 bit 10) marks the agent's answer to a
+	// connection a tiered rule rejected: every policy table passes it.
+	RejectReplyField = RegField{0, 10, 10, "RejectReply"}
 	// TargetPortField (reg1) is the output port chosen by L2 forwarding.
 	TargetPortField = RegField{1, 0, 31, "TargetPort"}
 	// EndpointIPField (reg3) and EndpointPortField (reg4[0..15]) are the
@@ -129,6 +132,7 @@ var (
 	NoRewriteMACMark = RegMark{RewriteMACField, 0, "NoRewriteMAC"}
 	OutputToPortMark = RegMark{OutputField, 1, "OutputToPort"}
 	AffinityMark     = RegMark{AffinityField, 1, "Affinity"}
+	RejectReplyMark  = RegMark{RejectReplyField, 1, "RejectReply"}
 	// FromNodeMark matches FromGateway (2) and FromPod (3) together: the
 	// clients on this node, which reach external frontends of a Service
 	// with externalTrafficPolicy Local through its cluster endpoints.

@@ -407,7 +407,7 @@ func (b *builder) serviceNodeFlows() {
 	// the gateway IP, so the reply comes back here to be un-DNATed. Local
 	// endpoints see the client's address.
 	for _, cidr := range n.PodCIDRs {
-		b.add(ServiceSNAT, prioNormal, FromUplinkMark.match(match().IP()).IPDst(cidr), gotoT(EgressPolicy))
+		b.add(ServiceSNAT, prioNormal, FromUplinkMark.match(match().IP()).IPDst(cidr), gotoT(EgressTier))
 	}
 	b.add(ServiceSNAT, prioLow, FromUplinkMark.match(match().IP()), snat(n.GatewayIP))
 	// Replies to a client on the uplink leave by the uplink, to the MAC
@@ -432,7 +432,7 @@ func snat(ip netip.Addr) *openflow.Actions {
 	mark := openflow.NewCT().Commit().Zone(CtZone).
 		Exec(actions().SetFieldMasked(openflow.FieldCTMark, be32(ServiceSNATCTMark), be32(ServiceSNATCTMark)))
 	exec := actions().SetFieldMasked(openflow.FieldCTMark, be32(ServiceCTMark), be32(ServiceCTMark))
-	return actions().CT(mark).CT(openflow.NewCT().Commit().Zone(SNATZone).Table(uint8(EgressPolicy)).
+	return actions().CT(mark).CT(openflow.NewCT().Commit().Zone(SNATZone).Table(uint8(EgressTier)).
 		NAT(openflow.NAT{Src: true, IPMin: ip}).Exec(exec))
 }
 

@@ -50,8 +50,14 @@ const (
 	// ServiceSNAT source-NATs the service connections whose replies would
 	// otherwise not come back through this node (SNATZone).
 	ServiceSNAT Table = 44
-	// EgressPolicy is reserved for egress NetworkPolicy (tables 50-59).
+	// EgressTier holds the egress rules of tiered policies evaluated before
+	// Kubernetes NetworkPolicy (core/tiers/README.md).
+	EgressTier Table = 45
+	// EgressPolicy holds egress Kubernetes NetworkPolicy.
 	EgressPolicy Table = 50
+	// EgressBaseline holds the egress rules of baseline tiers: only
+	// traffic of pods no NetworkPolicy isolates reaches it.
+	EgressBaseline Table = 51
 	// L3Forwarding picks the next hop by destination IP and rewrites MACs.
 	L3Forwarding Table = 60
 	// L3DecTTL decrements the TTL of packets the pipeline routed, unless the
@@ -59,8 +65,13 @@ const (
 	L3DecTTL Table = 61
 	// L2ForwardingCalc maps the destination MAC to the output port (reg1).
 	L2ForwardingCalc Table = 70
-	// IngressPolicy is reserved for ingress NetworkPolicy (tables 80-89).
+	// IngressTier holds the ingress rules of tiered policies evaluated
+	// before Kubernetes NetworkPolicy.
+	IngressTier Table = 75
+	// IngressPolicy holds ingress Kubernetes NetworkPolicy.
 	IngressPolicy Table = 80
+	// IngressBaseline holds the ingress rules of baseline tiers.
+	IngressBaseline Table = 81
 	// ConntrackCommit commits new connections in CtZone.
 	ConntrackCommit Table = 90
 	// Output sends the packet to the port in reg1.
@@ -70,16 +81,18 @@ const (
 // Tables lists the tables in pipeline order.
 var Tables = []Table{
 	Classifier, SpoofGuard, ARPResponder, UnSNAT, ConntrackZone, ConntrackState, ServiceLB, SessionAffinity,
-	ServiceSelect, EndpointDNAT, ServiceSNAT, EgressPolicy, L3Forwarding, L3DecTTL, L2ForwardingCalc, IngressPolicy, ConntrackCommit, Output,
+	ServiceSelect, EndpointDNAT, ServiceSNAT, EgressTier, EgressPolicy, EgressBaseline, L3Forwarding, L3DecTTL, L2ForwardingCalc,
+	IngressTier, IngressPolicy, IngressBaseline, ConntrackCommit, Output,
 }
 
 var tableNames = map[Table]string{
 	Classifier: "Classifier", SpoofGuard: "SpoofGuard", ARPResponder: "ARPResponder",
 	UnSNAT: "UnSNAT", ConntrackZone: "ConntrackZone", ConntrackState: "ConntrackState", ServiceLB: "ServiceLB",
 	SessionAffinity: "SessionAffinity", ServiceSelect: "ServiceSelect", EndpointDNAT: "EndpointDNAT",
-	ServiceSNAT:  "ServiceSNAT",
-	EgressPolicy: "EgressPolicy", L3Forwarding: "L3Forwarding", L3DecTTL: "L3DecTTL",
-	L2ForwardingCalc: "L2ForwardingCalc", IngressPolicy: "IngressPolicy",
+	ServiceSNAT: "ServiceSNAT",
+	EgressTier:  "EgressTier", EgressPolicy: "EgressPolicy", EgressBaseline: "EgressBaseline",
+	L3Forwarding: "L3Forwarding", L3DecTTL: "L3DecTTL", L2ForwardingCalc: "L2ForwardingCalc",
+	IngressTier: "IngressTier", IngressPolicy: "IngressPolicy", IngressBaseline: "IngressBaseline",
 	ConntrackCommit: "ConntrackCommit", Output: "Output",
 }
 

@@ -1,0 +1,180 @@
+package pipeline
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/seine-cni/seine/ovs/openflow"
+)
+
+// Tiered policy (core/tiers/README.md): rules of Seine's tiered policies
+// fill EgressTier/IngressTier (before Kubernetes NetworkPolicy) and
+// EgressBaseline/IngressBaseline (after it, reached only by traffic of
+// pods no NetworkPolicy isolates). Each rule is a conjunction, as a
+// Kubernetes rule is, at an OpenFlow priority of its own (the agent's
+// tiers.Allocator keeps them in evaluation order), and its conj_id flow
+// takes the rule's action.
+
+// PolicyTier says which tables a rule belongs to.
+type PolicyTier uint8
+
+// Policy tiers.
+const (
+	// TierNone: a Kubernetes NetworkPolicy rule (EgressPolicy, IngressPolicy).
+	TierNone PolicyTier = iota
+	// TierMain: a tier evaluated before Kubernetes NetworkPolicy.
+	TierMain
+	// TierBaseline: a tier evaluated after it.
+	TierBaseline
+)
+
+// PolicyAction is what a rule does with the new connections it matches.
+type PolicyAction uint8
+
+// Policy actions. A Kubernetes NetworkPolicy rule allows.
+const (
+	ActionAllow PolicyAction = iota
+	ActionDrop
+	ActionReject
+	// ActionPass skips the remaining tiers (TierMain: on to Kubernetes
+	// NetworkPolicy); in the baseline it decides nothing (allowed).
+	ActionPass
+)
+
+func (a PolicyAction) String() string {
+	switch a {
+	case ActionAllow:
+		return "Allow"
+	case ActionDrop:
+		return "Drop"
+	case ActionReject:
+		return "Reject"
+	case ActionPass:
+		return "Pass"
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// The priorities of tiered rules, and above them the flows every tier
+// table starts with. Tiered rules take even priorities only (Traceflow's
+// tagged copy of a flow takes the priority above it).
+const (
+	TierPrioMin uint16 = 1000
+	TierPrioMax uint16 = 64000
+
+	prioTierReply     uint16 = 65000 // RejectReplyMark: the agent's answers pass
+	prioTierBypass    uint16 = 64900 // ct_state=-new+trk
+	prioTierNode      uint16 = 64800 // ingress: the node reaching its pods
+	prioTierKubeProxy uint16 = 64700 // egress, kube-proxy mode: to the service CIDRs
+)
+
+// PolicyRejectMeter bounds the packet-ins of rejected connections
+// (PolicyRejectRate per second): a flood of denied SYNs cannot starve the
+// agent; what the meter drops is dropped, and the client retries.
+const (
+	PolicyRejectMeter uint32 = 2
+	PolicyRejectRate  uint32 = 200
+)
+
+// PacketInPolicyReject is the first byte of the userdata of a packet-in of
+// a connection a tiered rule rejects.
+const PacketInPolicyReject byte = 2
+
+// PolicyMeters are the meters the policy flows use. OVS refuses meter mods
+// inside bundles: install them before the flows.
+func PolicyMeters() []*openflow.MeterEntry {
+	return []*openflow.MeterEntry{{
+		ID: PolicyRejectMeter, Flags: openflow.MeterPktps | openflow.MeterBurst,
+		Bands: []openflow.MeterBand{{Rate: PolicyRejectRate, BurstSize: PolicyRejectRate}},
+	}}
+}
+
+func isEgressTable(t Table) bool { return t == EgressTier || t == EgressPolicy || t == EgressBaseline }
+
+// ruleTable is the table of a rule, where its allowed connections go on,
+// and the priority of its flows.
+func ruleTable(ru *PolicyRule) (table, next Table, prio uint16, err error) {
+	egress := false
+	switch ru.Direction {
+	case PolicyEgress:
+		egress, next = true, L3Forwarding
+	case PolicyIngress:
+		next = ConntrackCommit
+	default:
+		return 0, 0, 0, fmt.Errorf("%w: rule %q of policy %s has direction %s", ErrBadPolicy, ru.Key, ru.Policy, ru.Direction)
+	}
+	switch ru.Tier {
+	case TierNone:
+		if ru.Action != ActionAllow {
+			return 0, 0, 0, fmt.Errorf("%w: rule %q of policy %s: a Kubernetes rule only allows (%s)", ErrBadPolicy, ru.Key, ru.Policy, ru.Action)
+		}
+		table = IngressPolicy
+		if egress {
+			table = EgressPolicy
+		}
+		return table, next, prioPolicyRule, nil
+	case TierMain:
+		table = IngressTier
+		if egress {
+			table = EgressTier
+		}
+	case TierBaseline:
+		table = IngressBaseline
+		if egress {
+			table = EgressBaseline
+		}
+	default:
+		return 0, 0, 0, fmt.Errorf("%w: rule %q of policy %s: tier %d", ErrBadPolicy, ru.Key, ru.Policy, ru.Tier)
+	}
+	if ru.Priority < TierPrioMin || ru.Priority > TierPrioMax {
+		return 0, 0, 0, fmt.Errorf("%w: rule %q of policy %s: priority %d outside %d-%d", ErrBadPolicy, ru.Key, ru.Policy, ru.Priority, TierPrioMin, TierPrioMax)
+	}
+	if ru.Action > ActionPass {
+		return 0, 0, 0, fmt.Errorf("%w: rule %q of policy %s: %s", ErrBadPolicy, ru.Key, ru.Policy, ru.Action)
+	}
+	return table, next, ru.Priority, nil
+}
+
+// ruleActions are the actions of a rule's conj_id flow: Allow continues
+// past every policy table of its direction (next), Drop drops, Reject asks
+// the agent to answer (through the meter) and drops, Pass goes on to
+// Kubernetes NetworkPolicy from a tier table and past the baseline from a
+// baseline table.
+func ruleActions(a PolicyAction, next Table, table Table) *openflow.Actions {
+	switch a {
+	case ActionDrop:
+		return nil
+	case ActionReject:
+		return actions().Controller(openflow.Controller{
+			Reason: openflow.ReasonAction, Userdata: []byte{PacketInPolicyReject}, MeterID: PolicyRejectMeter,
+		})
+	case ActionPass:
+		switch table {
+		case EgressTier:
+			return gotoT(EgressPolicy)
+		case IngressTier:
+			return gotoT(IngressPolicy)
+		}
+	}
+	return gotoT(next)
+}
+
+// tierTableFlows are the flows a tier or baseline table holds once it has
+// rules: the agent's reject answers, connections already judged and (for
+// ingress) the node's own sources pass.
+func tierTableFlows(b *builder, t Table, nodeSources []netip.Addr) {
+	next := L3Forwarding
+	if !isEgressTable(t) {
+		next = ConntrackCommit
+	}
+	b.add(t, prioTierReply, RejectReplyMark.match(match().IP()), gotoT(next))
+	b.add(t, prioTierBypass, match().IP().CTState(openflow.CTTracked, openflow.CTTracked|openflow.CTNew), gotoT(next))
+	if isEgressTable(t) {
+		return
+	}
+	for _, a := range sortedAddrs(nodeSources) {
+		if a.Unmap().Is4() {
+			b.add(t, prioTierNode, match().IP().IPSrcAddr(a), gotoT(next))
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package pipeline
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+)
+
+// tierScenario is policyScenario's node with tiered policies (the OpenFlow
+// priorities stand for what the agent's allocator gives them, higher is
+// evaluated first) beside a Kubernetes NetworkPolicy:
+//
+//   - K8s "db": db-0 isolated for ingress; TCP 5432 allowed from web-0 and
+//     node-b's pod.
+//   - securityops (60000): ingress to db-0 from node-b's pod: Drop.
+//   - application (40000): ingress to db-0 from web-0: Pass.
+//   - application (30000): ingress to db-0 from node-c's pods, TCP 22: Allow.
+//   - application (50000): egress from web-0 to node-b's pod, TCP 80: Reject;
+//     (20000) egress from web-0 to node-b's pod: Allow.
+//   - baseline (10000): ingress to web-0 from node-b's pod: Drop; ingress
+//     to db-0 from node-c's pods: Allow.
+func tierScenario() PolicySet {
+	host := func(a netip.Addr) PolicyPeer { return PolicyPeer{CIDR: netip.PrefixFrom(a, 32)} }
+	nodeC := PolicyPeer{CIDR: pfx("10.244.3.0/24")}
+	return PolicySet{
+		IngressIsolated: []uint32{portDB},
+		NodeSources:     []netip.Addr{gatewayIP},
+		Rules: []PolicyRule{
+			{Policy: "db", Key: "0", Direction: PolicyIngress, Targets: []uint32{portDB},
+				Peers: []PolicyPeer{host(webIP), host(peerBPod)}, Services: []PolicyService{{Protocol: ProtoTCP, Port: 5432}}},
+			{Policy: "secops", Key: "0", Direction: PolicyIngress, Targets: []uint32{portDB}, Peers: []PolicyPeer{host(peerBPod)},
+				Tier: TierMain, Action: ActionDrop, Priority: 60000},
+			{Policy: "app", Key: "0", Direction: PolicyIngress, Targets: []uint32{portDB}, Peers: []PolicyPeer{host(webIP)},
+				Tier: TierMain, Action: ActionPass, Priority: 40000},
+			{Policy: "app", Key: "1", Direction: PolicyIngress, Targets: []uint32{portDB}, Peers: []PolicyPeer{nodeC},
+				Services: []PolicyService{{Protocol: ProtoTCP, Port: 22}}, Tier: TierMain, Action: ActionAllow, Priority: 30000},
+			{Policy: "app", Key: "2", Direction: PolicyEgress, Targets: []uint32{portWeb}, Peers: []PolicyPeer{host(peerBPod)},
+				Services: []PolicyService{{Protocol: ProtoTCP, Port: 80}}, Tier: TierMain, Action: ActionReject, Priority: 50000},
+			{Policy: "app", Key: "3", Direction: PolicyEgress, Targets: []uint32{portWeb}, Peers: []PolicyPeer{host(peerBPod)},
+				Tier: TierMain, Action: ActionAllow, Priority: 20000},
+			{Policy: "base", Key: "0", Direction: PolicyIngress, Targets: []uint32{portWeb}, Peers: []PolicyPeer{host(peerBPod)},
+				Tier: TierBaseline, Action: ActionDrop, Priority: 10000},
+			{Policy: "base", Key: "1", Direction: PolicyIngress, Targets: []uint32{portDB}, Peers: []PolicyPeer{nodeC},
+				Tier: TierBaseline, Action: ActionAllow, Priority: 8000},
+		},
+	}
+}
+
+// TestPolicyTierGolden compares the tiered flows with
+// testdata/policy-tiered.flows (-update to regenerate).
+func TestPolicyTierGolden(t *testing.T) {
+	got := Text(policyFlowsOrFail(t, tierScenario(), goldenRound))
+	path := goldenPath("policy-tiered")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("flows differ from %s (run with -update to accept):\n%s", path, lineDiff(string(want), got))
+	}
+}
+
+// The evaluation order of core/tiers/README.md, traced through the node's
+// whole pipeline.
+func TestTraceTierVerdicts(t *testing.T) {
+	flows := buildOrFail(t, scenarioByName(t, "routed-encap-geneve"), 1)
+	flows = append(flows, policyFlowsOrFail(t, tierScenario(), 1)...)
+	tr, err := NewTracer(flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerC := netip.AddrFrom4([4]byte{10, 244, 3, 30})
+	for _, tc := range []struct {
+		name    string
+		p       Packet
+		outPort uint32 // 0: dropped
+		dropIn  Table
+	}{
+		{"node-b -> db tcp/5432: a securityops Drop beats the K8s allow",
+			fromTunnel(TCPPacket(0, nil, nil, peerBPod, dbIP, 40000, 5432)), 0, IngressTier},
+		{"web -> db tcp/5432: Pass, then the K8s allow", TCPPacket(portWeb, webMAC, dbMAC, webIP, dbIP, 40001, 5432), portDB, 0},
+		{"web -> db tcp/22: Pass, then the K8s isolation", TCPPacket(portWeb, webMAC, dbMAC, webIP, dbIP, 40002, 22), 0, IngressPolicy},
+		{"node-c -> db tcp/22: a tier Allow needs no K8s allow", fromTunnel(TCPPacket(0, nil, nil, peerC, dbIP, 40003, 22)), portDB, 0},
+		{"node-c -> db udp/53: db is isolated by K8s, so the baseline Allow is never reached",
+			fromTunnel(UDPPacket(0, nil, nil, peerC, dbIP, 40004, 53)), 0, IngressPolicy},
+		{"node-b -> web tcp/80: web is isolated by no K8s policy: the baseline Drop applies",
+			fromTunnel(TCPPacket(0, nil, nil, peerBPod, webIP, 40005, 80)), 0, IngressBaseline},
+		{"node-c -> web tcp/80: nothing decides: allowed", fromTunnel(TCPPacket(0, nil, nil, peerC, webIP, 40006, 80)), portWeb, 0},
+		{"web -> node-b tcp/81: the lower Allow", TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerBPod, 40007, 81), portTunnel, 0},
+		{"host -> db tcp/9999: the node reaches its pods", TCPPacket(portGateway, gatewayMAC, dbMAC, gatewayIP, dbIP, 40008, 9999), portDB, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := trace(t, tr, tc.p)
+			if tc.outPort != 0 {
+				wantOutput(t, res, tc.outPort)
+				return
+			}
+			wantDrop(t, res, tc.dropIn, "drop in table")
+			if len(res.PacketIns) != 0 {
+				t.Errorf("a drop sent a packet-in:\n%s", res)
+			}
+		})
+	}
+	// The higher Reject beats the lower Allow: the agent is asked to
+	// answer, through the reject meter, and the packet goes no further.
+	res := trace(t, tr, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerBPod, 40009, 80))
+	if len(res.Outputs) != 0 || len(res.PacketIns) != 1 || res.PacketIns[0].Table != EgressTier ||
+		string(res.PacketIns[0].Userdata) != string([]byte{PacketInPolicyReject}) || res.PacketIns[0].MeterID != PolicyRejectMeter {
+		t.Errorf("web -> node-b tcp/80: want one reject packet-in from EgressTier and no output:\n%s", res)
+	}
+}
+
+// Tiered rules are checked: a priority outside the range, a Kubernetes
+// rule with an action, an unknown tier.
+func TestPolicyTierBadInput(t *testing.T) {
+	base := PolicyRule{Policy: "p", Key: "0", Direction: PolicyIngress, Targets: []uint32{portDB}, Peers: []PolicyPeer{{CIDR: pfx("10.0.0.0/8")}}}
+	for name, mod := range map[string]func(*PolicyRule){
+		"priority below the range": func(r *PolicyRule) { r.Tier, r.Priority = TierMain, TierPrioMin-1 },
+		"priority above the range": func(r *PolicyRule) { r.Tier, r.Priority = TierBaseline, TierPrioMax+1 },
+		"k8s rule that drops":      func(r *PolicyRule) { r.Action = ActionDrop },
+		"unknown tier":             func(r *PolicyRule) { r.Tier, r.Priority = 9, 2000 },
+		"unknown action":           func(r *PolicyRule) { r.Tier, r.Priority, r.Action = TierMain, 2000, 9 },
+	} {
+		r := base
+		mod(&r)
+		if _, err := PolicyFlows(PolicySet{Rules: []PolicyRule{r}}, 1); !errors.Is(err, ErrBadPolicy) {
+			t.Errorf("%s: %v, want ErrBadPolicy", name, err)
+		}
+	}
+	// Without tiered rules the tier tables get nothing but the pipeline's
+	// miss flows: a node without tiered policy keeps its flows.
+	for _, f := range policyFlowsOrFail(t, policyScenario(), 1) {
+		if tbl := Table(f.TableID()); tbl == EgressTier || tbl == IngressTier || tbl == EgressBaseline || tbl == IngressBaseline {
+			t.Errorf("Kubernetes policy put a flow in %s: %s", tbl, f)
+		}
+	}
+	if got := Text(policyFlowsOrFail(t, tierScenario(), 1)); !strings.Contains(got, "table=75, priority=65000,ip,reg0=0x400/0x400 actions=goto_table:90") {
+		t.Errorf("the tier table does not pass reject answers:\n%s", got)
+	}
+}
