@@ -71,6 +71,10 @@ type Options struct {
 
 // Agent is one node's agent.
 type Agent struct {
+	// policyRejects are the packet-ins of connections tiered rules
+	// rejected, waiting for their answer (policyreject.go).
+	policyRejects chan *openflow.PacketIn
+
 	cfg     *Config
 	log     *slog.Logger
 	kube    kubernetes.Interface
@@ -163,8 +167,9 @@ func New(o Options) (*Agent, error) {
 		cfg: o.Config, log: o.Logger, controlPlane: o.ControlPlane, kube: o.Kube, db: o.OVSDB, backend: o.Backend,
 		pods: map[ipam.Key]*podState{}, flowLock: make(chan struct{}, 1),
 		kick: make(chan struct{}, 1), tnlKick: make(chan struct{}, 1),
-		vswitchd:   dialVswitchd(o.Config.OVS.RunDir),
-		hostResync: o.Config.hostRulesResyncPeriod(),
+		policyRejects: make(chan *openflow.PacketIn, policyRejectQueue),
+		vswitchd:      dialVswitchd(o.Config.OVS.RunDir),
+		hostResync:    o.Config.hostRulesResyncPeriod(),
 	}
 	a.serveCNI = a.serveCNISocket
 	a.topo, _ = a.cfg.topology()
@@ -326,6 +331,11 @@ func (a *Agent) run(ctx context.Context) error {
 		a.log.Error("policies kept on disk not loaded; enforcing none until the controller syncs", "err", err)
 	}
 
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.answerPolicyRejects(ctx)
+	}()
 	// Deferred pod changes and retries of failed policy installs.
 	wg.Add(1)
 	go func() {

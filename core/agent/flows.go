@@ -128,7 +128,11 @@ func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
 	if err != nil {
 		return fmt.Errorf("build flows: %w", err)
 	}
-	// Policy flows ride in the same bundle, so pods never run unpoliced.
+	// Policy flows ride in the same bundle, so pods never run unpoliced;
+	// their meters go first.
+	if err := installPolicyMeters(ctx, w); err != nil {
+		return fmt.Errorf("policy meters: %w", err)
+	}
 	pf, err := a.policy.Flows(next)
 	if err != nil {
 		return fmt.Errorf("build policy flows: %w", err)

@@ -84,6 +84,9 @@ func packetInReason(pi *openflow.PacketIn) string {
 	if len(pi.Userdata) > 0 && pi.Userdata[0] == traceflow.PacketInTraceflow {
 		return "traceflow"
 	}
+	if len(pi.Userdata) > 0 && pi.Userdata[0] == pipeline.PacketInPolicyReject {
+		return "policy_reject"
+	}
 	return "unknown"
 }
 

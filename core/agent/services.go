@@ -313,6 +313,9 @@ func (a *Agent) onPacketIn(pi *openflow.PacketIn) {
 	if tf := a.tf.Load(); tf != nil && tf.HandlePacketIn(pi) {
 		return
 	}
+	if a.handlePolicyReject(pi) {
+		return
+	}
 	a.log.Debug("packet-in nobody asked for", "table", pi.TableID, "cookie", fmt.Sprintf("%#x", pi.Cookie))
 }
 

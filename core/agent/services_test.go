@@ -220,7 +220,7 @@ func TestKubeProxyMode(t *testing.T) {
 	}
 	// Pod traffic to the service CIDR goes to the host unjudged (egress
 	// policy judges it when the host sends it back DNATed).
-	if !strings.Contains(w.sw.text(), "table=50, priority=215,ip,reg0=0x3/0xf,nw_dst=10.96.0.0/16 actions=goto_table:60") {
+	if !strings.Contains(w.sw.text(), "table=45, priority=64700,ip,reg0=0x3/0xf,nw_dst=10.96.0.0/16 actions=goto_table:60") {
 		t.Errorf("no egress bypass for the service CIDR:\n%s", w.sw.text())
 	}
 }

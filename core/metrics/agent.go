@@ -34,7 +34,7 @@ var (
 	AgentOpenFlowReconnects = Def{Name: "seine_agent_openflow_reconnects_total", Kind: Counter, Component: "agent",
 		Help: "Connections to ovs-vswitchd the agent made after its first (each replays the flow set)."}
 	AgentPacketIns = Def{Name: "seine_agent_packet_ins_total", Kind: Counter, Component: "agent",
-		Help:   "Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), traceflow (a Traceflow's tagged copy), unknown.",
+		Help:   "Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), policy_reject (a connection a tiered policy rule rejects), traceflow (a Traceflow's tagged copy), unknown.",
 		Labels: []string{"reason"}}
 )
 
@@ -133,7 +133,7 @@ func libovsdbDefs() []Def { return []Def{OVSDBDisconnects, OVSDBMonitors} }
 var (
 	CNICommands     = []string{"ADD", "DEL", "CHECK", "STATUS", "GC"}
 	FlowOperations  = []string{"add", "modify", "delete", "bundle", "delete_cookie"}
-	PacketInReasons = []string{"service_reject", "traceflow", "unknown"}
+	PacketInReasons = []string{"service_reject", "policy_reject", "traceflow", "unknown"}
 )
 
 // Agent holds the agent's event metrics.

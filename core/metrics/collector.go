@@ -142,6 +142,8 @@ func MeterReason(id uint32) string {
 	switch id {
 	case pipeline.ServiceRejectMeter:
 		return "service_reject"
+	case pipeline.PolicyRejectMeter:
+		return "policy_reject"
 	}
 	return "unknown"
 }

@@ -78,7 +78,7 @@ const (
 
 // PacketInPolicyReject is the first byte of the userdata of a packet-in of
 // a connection a tiered rule rejects.
-const PacketInPolicyReject byte = 2
+const PacketInPolicyReject byte = 3
 
 // PolicyMeters are the meters the policy flows use. OVS refuses meter mods
 // inside bundles: install them before the flows.
@@ -177,4 +177,16 @@ func tierTableFlows(b *builder, t Table, nodeSources []netip.Addr) {
 			b.add(t, prioTierNode, match().IP().IPSrcAddr(a), gotoT(next))
 		}
 	}
+}
+
+// PolicyRejectActions are the actions of the packet-out that carries the
+// agent's answer to a rejected connection (a TCP RST or an ICMP
+// unreachable from the destination to the source): marked so every policy
+// table lets it pass, and routed like a reply — through conntrack with NAT
+// (the answer to a connection the proxy DNATed is un-DNATed to the Service
+// address the client used), then from L3Forwarding to a local pod, a
+// tunnel or the uplink.
+func PolicyRejectActions() *openflow.Actions {
+	return loadMarks(actions(), RejectReplyMark, RewriteMACMark).
+		CT(openflow.NewCT().Zone(CtZone).Table(uint8(L3Forwarding)).NAT(openflow.NAT{}))
 }

@@ -1,9 +1,11 @@
 package tiers
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // Rule is a rule to place: its key (unique in the table) and its order.
@@ -36,11 +38,15 @@ func NewAllocator(lo, hi uint16) *Allocator {
 // and that are not in rules are forgotten. On error nothing changes.
 func (a *Allocator) Assign(rules []Rule) (map[string]uint16, int, error) {
 	sorted := slices.Clone(rules)
-	slices.SortFunc(sorted, func(x, y Rule) int { return x.Order.Compare(y.Order) })
-	for i := 1; i < len(sorted); i++ {
-		if sorted[i].Key == sorted[i-1].Key {
-			return nil, 0, fmt.Errorf("rule %q placed twice", sorted[i].Key)
+	// Rules of equal order (the numbers of one named port) are ordered by
+	// key, so the assignment does not depend on the input's order.
+	slices.SortFunc(sorted, func(x, y Rule) int { return cmp.Or(x.Order.Compare(y.Order), strings.Compare(x.Key, y.Key)) })
+	seen := make(map[string]bool, len(sorted))
+	for _, r := range sorted {
+		if seen[r.Key] {
+			return nil, 0, fmt.Errorf("rule %q placed twice", r.Key)
 		}
+		seen[r.Key] = true
 	}
 	n := len(sorted)
 	if n > int(a.Hi)-int(a.Lo)+1 {

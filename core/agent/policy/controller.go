@@ -90,7 +90,9 @@ type Controller struct {
 	// state and retry.
 	sem   chan struct{}
 	state *State // nil until a State was synced or loaded
-	retry bool   // the last apply failed: Run tries again
+	// prios are the OpenFlow priorities of tiered rules (guarded by sem).
+	prios priorities
+	retry bool // the last apply failed: Run tries again
 
 	// Pod changes are coalesced: every PodsChanged call takes a ticket,
 	// and any apply that starts after the ticket was taken serves it.
@@ -431,6 +433,9 @@ func (c *Controller) setInstallFailedLocked(r resolved, err error) {
 func (c *Controller) resolve() (resolved, map[uint32][]netip.Addr) {
 	pods := c.node.LocalPods()
 	r := resolve(*c.state, pods, c.node.NodeSources())
+	if _, err := c.prios.assign(&r.set, r.orders); err != nil {
+		r.problems = append(r.problems, err.Error())
+	}
 	for _, p := range r.problems {
 		c.log.Warn("policy not enforced", "problem", p)
 	}

@@ -207,6 +207,9 @@ func renderSet(s pipeline.PolicySet) string {
 				fmt.Fprintf(&sb, "-%d", s.EndPort)
 			}
 		}
+		if r.Tier != pipeline.TierNone {
+			fmt.Fprintf(&sb, " tier=%d %s prio=%d", r.Tier, r.Action, r.Priority)
+		}
 		sb.WriteString("\n")
 	}
 	return sb.String()

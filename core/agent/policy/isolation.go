@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"github.com/seine-cni/seine/core/tiers"
 )
 
 // IsolatedBy names the policies (namespace/name of the Kubernetes policy,
@@ -33,7 +34,7 @@ func (c *Controller) IsolatedBy(ingress bool, port uint32) []string {
 		if np == nil || !slices.Contains(np.PolicyTypes, want) {
 			continue
 		}
-		_, targets, _, err := resolvePolicy(np, *c.state, local)
+		_, targets, _, err := resolvePolicy(np, *c.state, local, map[string]tiers.Order{})
 		if err != nil || !slices.ContainsFunc(targets, func(t target) bool { return t.pod.OFPort == port }) {
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/core/tiers"
 )
 
 // Pod is a local pod as the agent knows it: the pods of this node with an
@@ -30,6 +31,9 @@ type resolved struct {
 	gens     map[string]int64
 	failed   map[string]Realization
 	problems []string
+	// orders is the evaluation order of every tiered rule, by
+	// "<policy UID>/<key>": the input of the priority allocation.
+	orders map[string]tiers.Order
 }
 
 // errMissing marks a group the State lacks: the watch has not delivered it
@@ -59,7 +63,7 @@ var errMissing = errors.New("missing")
 // incomplete (a bad port, protocol or address) also marks its policy as
 // failed, with the reason.
 func resolve(s State, pods []Pod, sources []netip.Addr) resolved {
-	r := resolved{gens: map[string]int64{}, failed: map[string]Realization{}}
+	r := resolved{gens: map[string]int64{}, failed: map[string]Realization{}, orders: map[string]tiers.Order{}}
 	local := map[string]Pod{}
 	for _, p := range pods {
 		local[p.Namespace+"/"+p.Name] = p
@@ -70,7 +74,7 @@ func resolve(s State, pods []Pod, sources []netip.Addr) resolved {
 		if np == nil {
 			continue
 		}
-		rules, targets, ruleErrs, err := resolvePolicy(np, s, local)
+		rules, targets, ruleErrs, err := resolvePolicy(np, s, local, r.orders)
 		if err != nil {
 			r.problems = append(r.problems, fmt.Sprintf("policy %s: %v", name, err))
 			continue
@@ -115,7 +119,7 @@ type target struct {
 // whole; a rule that cannot be resolved (a missing AddressGroup, a bad
 // port) is left out and reported in ruleErrs while the policy still
 // isolates its pods: the policy then allows less than intended, never more.
-func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod) (rules []pipeline.PolicyRule, targets []target, ruleErrs []error, err error) {
+func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod, orders map[string]tiers.Order) (rules []pipeline.PolicyRule, targets []target, ruleErrs []error, err error) {
 	uid := string(np.UID)
 	if uid == "" {
 		uid = np.Name
@@ -145,12 +149,12 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 		switch rule.Direction {
 		case controlplane.DirectionIn:
 			dir, peer = pipeline.PolicyIngress, rule.From
-			if !slices.Contains(np.PolicyTypes, controlplane.PolicyTypeIngress) {
+			if np.TierPriority == nil && !slices.Contains(np.PolicyTypes, controlplane.PolicyTypeIngress) {
 				continue
 			}
 		case controlplane.DirectionOut:
 			dir, peer = pipeline.PolicyEgress, rule.To
-			if !slices.Contains(np.PolicyTypes, controlplane.PolicyTypeEgress) {
+			if np.TierPriority == nil && !slices.Contains(np.PolicyTypes, controlplane.PolicyTypeEgress) {
 				continue
 			}
 		default:
@@ -163,6 +167,14 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 			continue
 		}
 		rs, err := resolveRule(uid, i, dir, rule, targets, members, peer.IPBlocks)
+		if err == nil {
+			err = tierRules(np, rule, rs)
+		}
+		if err == nil && np.TierPriority != nil {
+			for _, r := range rs {
+				orders[r.Policy+"/"+r.Key] = tierOrder(np, rule)
+			}
+		}
 		if err != nil {
 			ruleErrs = append(ruleErrs, fmt.Errorf("rule %d: %w", i, err))
 			continue

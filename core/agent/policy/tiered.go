@@ -1,0 +1,116 @@
+package policy
+
+import (
+	"fmt"
+
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/core/tiers"
+)
+
+// tierRules marks the resolved rules rs of a tiered policy's rule with
+// their tier table and action; their OpenFlow priorities are assigned once
+// every policy is resolved (assignPriorities). A Kubernetes policy's rules
+// stay as they are.
+func tierRules(np *controlplane.NetworkPolicy, rule controlplane.NetworkPolicyRule, rs []pipeline.PolicyRule) error {
+	if np.TierPriority == nil {
+		if rule.Action != nil && *rule.Action != controlplane.RuleActionAllow {
+			return fmt.Errorf("action %s in a Kubernetes NetworkPolicy", *rule.Action)
+		}
+		return nil
+	}
+	action := pipeline.ActionAllow
+	if rule.Action != nil {
+		switch *rule.Action {
+		case controlplane.RuleActionAllow:
+		case controlplane.RuleActionDrop:
+			action = pipeline.ActionDrop
+		case controlplane.RuleActionReject:
+			action = pipeline.ActionReject
+		case controlplane.RuleActionPass:
+			action = pipeline.ActionPass
+		default:
+			return fmt.Errorf("unknown action %q", *rule.Action)
+		}
+	}
+	tier := pipeline.TierMain
+	if tiers.IsBaseline(*np.TierPriority) {
+		tier = pipeline.TierBaseline
+	}
+	for i := range rs {
+		rs[i].Tier, rs[i].Action = tier, action
+	}
+	return nil
+}
+
+// tierOrder is where a tiered policy's rule stands in the evaluation order.
+func tierOrder(np *controlplane.NetworkPolicy, rule controlplane.NetworkPolicyRule) tiers.Order {
+	o := tiers.Order{Tier: *np.TierPriority, Policy: np.Name, Rule: rule.Priority}
+	if np.Priority != nil {
+		o.Priority = *np.Priority
+	}
+	return o
+}
+
+// tierTable names the four tables tiered rules are placed in.
+type tierTable struct {
+	dir  pipeline.PolicyDirection
+	tier pipeline.PolicyTier
+}
+
+// priorities keeps one Allocator per tier table, so a policy inserted
+// between two others takes a free priority between theirs and the rest
+// keep theirs (core/tiers/README.md). Tiered rules take even priorities
+// (Traceflow's tagged copy of a flow takes the one above it).
+type priorities struct {
+	alloc map[tierTable]*tiers.Allocator
+}
+
+// assign gives every tiered rule of set its priority. orders holds the
+// order of each tiered rule by "<policy>/<key>". A table with more rules
+// than priorities loses its tiered rules, reported in the error.
+func (p *priorities) assign(set *pipeline.PolicySet, orders map[string]tiers.Order) (moved int, err error) {
+	if p.alloc == nil {
+		p.alloc = map[tierTable]*tiers.Allocator{}
+	}
+	byTable := map[tierTable][]tiers.Rule{}
+	for _, r := range set.Rules {
+		if r.Tier == pipeline.TierNone {
+			continue
+		}
+		t := tierTable{r.Direction, r.Tier}
+		key := r.Policy + "/" + r.Key
+		byTable[t] = append(byTable[t], tiers.Rule{Key: key, Order: orders[key]})
+	}
+	assigned := map[tierTable]map[string]uint16{}
+	for _, t := range []tierTable{
+		{pipeline.PolicyEgress, pipeline.TierMain}, {pipeline.PolicyEgress, pipeline.TierBaseline},
+		{pipeline.PolicyIngress, pipeline.TierMain}, {pipeline.PolicyIngress, pipeline.TierBaseline},
+	} {
+		a := p.alloc[t]
+		if a == nil {
+			a = tiers.NewAllocator(pipeline.TierPrioMin/2, pipeline.TierPrioMax/2)
+			p.alloc[t] = a
+		}
+		got, m, aerr := a.Assign(byTable[t])
+		if aerr != nil {
+			err = fmt.Errorf("%s tier rules: %w", t.dir, aerr)
+			continue
+		}
+		moved += m
+		assigned[t] = got
+	}
+	kept := set.Rules[:0]
+	for _, r := range set.Rules {
+		if r.Tier != pipeline.TierNone {
+			got, ok := assigned[tierTable{r.Direction, r.Tier}]
+			if !ok {
+				continue
+			}
+			r.Priority = 2 * got[r.Policy+"/"+r.Key]
+		}
+		kept = append(kept, r)
+	}
+	set.Rules = kept
+	return moved, err
+}
