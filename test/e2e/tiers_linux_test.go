@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/test/lab/probe"
+)
+
+// checkTieredPolicy shows Seine's ClusterNetworkPolicy and tiers with real
+// packets (core/tiers/README.md): a server pod S and clients A and B on
+// other nodes. Each step changes the policies and waits until every probe
+// gives the verdict the evaluation order says; a drop must time out, a
+// reject must be refused (TCP RST, ICMP port unreachable), never the
+// other way round.
+func (e *env) checkTieredPolicy(pods []corev1.Pod) {
+	e.t.Helper()
+	start := time.Now()
+	var s, a, b *corev1.Pod
+	for i := range pods {
+		p := &pods[i]
+		switch {
+		case s == nil:
+			s = p
+		case a == nil && p.Spec.NodeName != s.Spec.NodeName:
+			a = p
+		case b == nil && p.Spec.NodeName != s.Spec.NodeName && (a == nil || p.Spec.NodeName != a.Spec.NodeName):
+			b = p
+		}
+	}
+	if s == nil || a == nil || b == nil {
+		e.t.Fatalf("want pods on three nodes, have %d pods", len(pods))
+	}
+	for p, role := range map[*corev1.Pod]string{s: "server", a: "a", b: "b"} {
+		patch := fmt.Sprintf(`{"metadata":{"labels":{"tier-role":%q}}}`, role)
+		if _, err := e.cs.CoreV1().Pods("default").Patch(e.ctx, p.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	rc, err := e.c.RESTConfig("admin")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cnps := dc.Resource(crdv1.ClusterNetworkPoliciesResource)
+	e.t.Cleanup(func() {
+		_ = cnps.DeleteCollection(e.ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		_ = e.cs.NetworkingV1().NetworkPolicies("default").Delete(e.ctx, "tier-k8s", metav1.DeleteOptions{})
+	})
+	aNS, bNS := e.podNS(a), e.podNS(b)
+	sIP := s.Status.PodIP
+
+	// verdicts: "." answered, "X" dropped (timeout), "R" refused.
+	type probeCase struct {
+		from  string // "a" or "b"
+		proto string
+		want  string
+	}
+	expect := func(step string, cases ...probeCase) {
+		e.t.Helper()
+		deadline := time.Now().Add(45 * time.Second)
+		for {
+			var bad []string
+			for _, c := range cases {
+				ns := map[string]string{"a": aNS, "b": bNS}[c.from]
+				port := map[string]string{"tcp": "8080", "udp": "8081"}[c.proto]
+				reply, err := probe.Probe(e.ctx, ns, c.proto, sIP+":"+port, time.Second)
+				got := "?"
+				switch {
+				case err == nil && reply == s.Name:
+					got = "."
+				case errors.Is(err, probe.ErrTimeout):
+					got = "X"
+				case errors.Is(err, probe.ErrRefused):
+					got = "R"
+				}
+				if got != c.want {
+					bad = append(bad, fmt.Sprintf("%s -> server %s: got %s (%v, reply %q), want %s", c.from, c.proto, got, err, reply, c.want))
+				}
+			}
+			if len(bad) == 0 {
+				e.t.Logf("tiers: %s: as expected", step)
+				return
+			}
+			if time.Now().After(deadline) {
+				e.t.Fatalf("tiers: %s:\n  %s", step, strings.Join(bad, "\n  "))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	role := func(r string) map[string]any {
+		return map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"tier-role": r}}}
+	}
+	port := func(proto string, p int64) []any {
+		return []any{map[string]any{"protocol": proto, "port": p}}
+	}
+	rule := func(action string, peer map[string]any, ports []any) map[string]any {
+		r := map[string]any{"action": action}
+		if peer != nil {
+			r["from"] = []any{peer}
+		}
+		if ports != nil {
+			r["ports"] = ports
+		}
+		return r
+	}
+	apply := func(name, tier string, prio float64, appliedTo string, ingress, egress []any) {
+		e.t.Helper()
+		spec := map[string]any{"tier": tier, "priority": prio, "appliedTo": []any{role(appliedTo)}}
+		if ingress != nil {
+			spec["ingress"] = ingress
+		}
+		if egress != nil {
+			spec["egress"] = egress
+		}
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
+			"metadata": map[string]any{"name": name}, "spec": spec,
+		}}
+		old, err := cnps.Get(e.ctx, name, metav1.GetOptions{})
+		if err == nil {
+			u.SetResourceVersion(old.GetResourceVersion())
+			_, err = cnps.Update(e.ctx, u, metav1.UpdateOptions{})
+		} else {
+			_, err = cnps.Create(e.ctx, u, metav1.CreateOptions{})
+		}
+		if err != nil {
+			e.t.Fatalf("apply cluster network policy %s: %v", name, err)
+		}
+	}
+	del := func(name string) {
+		e.t.Helper()
+		if err := cnps.Delete(e.ctx, name, metav1.DeleteOptions{}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	p8080, p8081 := intstr.FromInt32(8080), intstr.FromInt32(8081)
+	k8s := func(proto *corev1.Protocol, p *intstr.IntOrString) {
+		e.t.Helper()
+		np := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "tier-k8s"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"tier-role": "server"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier-role": "a"}}}},
+					Ports: []networkingv1.NetworkPolicyPort{{Protocol: proto, Port: p}},
+				}},
+			},
+		}
+		if _, err := e.cs.NetworkingV1().NetworkPolicies("default").Create(e.ctx, np, metav1.CreateOptions{}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+
+	// A Kubernetes NetworkPolicy isolates S: only A on TCP.
+	k8s(&tcp, &p8080)
+	expect("Kubernetes NetworkPolicy alone", probeCase{"a", "tcp", "."}, probeCase{"b", "tcp", "X"}, probeCase{"a", "udp", "X"})
+
+	// A securityops Drop beats the Kubernetes allow.
+	apply("tier-sec", "securityops", 10, "server", []any{rule("Drop", role("a"), port("TCP", 8080))}, nil)
+	expect("securityops Drop over a Kubernetes allow", probeCase{"a", "tcp", "X"}, probeCase{"b", "tcp", "X"})
+	e.waitTieredRealized(dc, "tier-sec")
+
+	// Pass hands the decision back to the Kubernetes policy.
+	apply("tier-sec", "securityops", 10, "server", []any{rule("Pass", role("a"), port("TCP", 8080))}, nil)
+	expect("securityops Pass", probeCase{"a", "tcp", "."}, probeCase{"b", "tcp", "X"})
+
+	// Priority inside a tier: an Allow at 5 beats a Drop at 10, whatever
+	// the Kubernetes policy says; moved to 20, the Drop wins.
+	apply("tier-sec", "securityops", 10, "server", []any{rule("Drop", nil, port("TCP", 8080))}, nil)
+	apply("tier-first", "securityops", 5, "server", []any{rule("Allow", role("b"), port("TCP", 8080))}, nil)
+	expect("priority 5 Allow before priority 10 Drop", probeCase{"a", "tcp", "X"}, probeCase{"b", "tcp", "."})
+	apply("tier-first", "securityops", 20, "server", []any{rule("Allow", role("b"), port("TCP", 8080))}, nil)
+	expect("priority 20 Allow after priority 10 Drop", probeCase{"a", "tcp", "X"}, probeCase{"b", "tcp", "X"})
+	del("tier-first")
+
+	// Reject, ingress (S's node answers B through the tunnel) and egress
+	// (A's node answers A): a reset for TCP, a port unreachable for UDP.
+	apply("tier-sec", "securityops", 10, "server", []any{rule("Reject", role("b"), nil)}, nil)
+	apply("tier-egress", "application", 10, "a", nil, []any{map[string]any{"action": "Reject", "to": []any{role("server")}}})
+	expect("Reject in both directions", probeCase{"b", "tcp", "R"}, probeCase{"b", "udp", "R"}, probeCase{"a", "tcp", "R"}, probeCase{"a", "udp", "R"})
+	del("tier-egress")
+	del("tier-sec")
+
+	// The baseline applies only where no Kubernetes policy isolates: with
+	// S isolated (A allowed on UDP) a baseline Drop of UDP changes nothing;
+	// without the Kubernetes policy it drops.
+	if err := e.cs.NetworkingV1().NetworkPolicies("default").Delete(e.ctx, "tier-k8s", metav1.DeleteOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	k8s(&udp, &p8081)
+	apply("tier-base", "baseline", 10, "server", []any{rule("Drop", nil, port("UDP", 8081))}, nil)
+	expect("baseline Drop under a Kubernetes isolation", probeCase{"a", "udp", "."}, probeCase{"b", "udp", "X"}, probeCase{"a", "tcp", "X"})
+	if err := e.cs.NetworkingV1().NetworkPolicies("default").Delete(e.ctx, "tier-k8s", metav1.DeleteOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	expect("baseline Drop without a Kubernetes policy", probeCase{"a", "udp", "X"}, probeCase{"b", "udp", "X"}, probeCase{"a", "tcp", "."})
+	del("tier-base")
+	expect("no policy", probeCase{"a", "udp", "."}, probeCase{"b", "tcp", "."})
+	e.t.Logf("tiered policy checks took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// waitTieredRealized waits until the internal policy of the
+// ClusterNetworkPolicy name is Realized on every node of its span, as
+// `kubectl get networkpolicies.controlplane.seine.io` shows it.
+func (e *env) waitTieredRealized(dc dynamic.Interface, name string) {
+	e.t.Helper()
+	gvr := schema.GroupVersionResource{Group: "controlplane.seine.io", Version: "v1beta1", Resource: "networkpolicies"}
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		l, err := dc.Resource(gvr).List(e.ctx, metav1.ListOptions{})
+		if err == nil {
+			for _, it := range l.Items {
+				if n, _, _ := unstructured.NestedString(it.Object, "sourceRef", "name"); n != name {
+					continue
+				}
+				phase, _, _ := unstructured.NestedString(it.Object, "status", "phase")
+				desired, _, _ := unstructured.NestedInt64(it.Object, "status", "desiredNodes")
+				realized, _, _ := unstructured.NestedInt64(it.Object, "status", "realizedNodes")
+				tier, _, _ := unstructured.NestedString(it.Object, "tier")
+				last = fmt.Sprintf("phase %s, %d/%d nodes, tier %s", phase, realized, desired, tier)
+				if phase == "Realized" && desired > 0 && realized == desired && tier == "securityops" {
+					e.t.Logf("tiers: %s realized: %s", name, last)
+					return
+				}
+			}
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	e.t.Errorf("tiers: %s not realized after 30 s: %s", name, last)
+}
