@@ -100,7 +100,7 @@ func run(log *slog.Logger, args []string) error {
 	if err := trackNodes(factory, srv); err != nil {
 		return err
 	}
-	tiered, err := startTiered(ctx, cfg, cs, ctrl, log)
+	tiered, err := startTiered(ctx, cfg, cs, ctrl, srv, log)
 	if err != nil {
 		return err
 	}
@@ -228,7 +228,7 @@ func restConfig(kubeconfig, apiServer string) (*rest.Config, error) {
 // and creates the built-in tiers. Without the CRDs it says so and returns
 // nil: Kubernetes NetworkPolicy works alone (installing the CRDs later
 // takes a controller restart).
-func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, ctrl *controller.Controller, log *slog.Logger) (dynamicinformer.DynamicSharedInformerFactory, error) {
+func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, ctrl *controller.Controller, srv *apiserver.Server, log *slog.Logger) (dynamicinformer.DynamicSharedInformerFactory, error) {
 	res, err := cs.Discovery().ServerResourcesForGroupVersion(crdv1.SchemeGroupVersion.String())
 	if err != nil || !servesAll(res, crdv1.TiersResource.Resource, crdv1.ClusterNetworkPoliciesResource.Resource) {
 		log.Warn("crd.seine.io is not served: tiered policy (Tier, ClusterNetworkPolicy) is off; apply seine.yml's CustomResourceDefinitions and restart", "err", err)
@@ -258,6 +258,7 @@ func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface,
 		return nil, err
 	}
 	f.Start(ctx.Done())
+	go srv.WriteTieredStatus(ctx, dc, time.Second)
 	return f, nil
 }
 

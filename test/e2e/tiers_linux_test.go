@@ -238,8 +238,19 @@ func (e *env) waitTieredRealized(dc dynamic.Interface, name string) {
 				tier, _, _ := unstructured.NestedString(it.Object, "tier")
 				last = fmt.Sprintf("phase %s, %d/%d nodes, tier %s", phase, realized, desired, tier)
 				if phase == "Realized" && desired > 0 && realized == desired && tier == "securityops" {
-					e.t.Logf("tiers: %s realized: %s", name, last)
-					return
+					// The ClusterNetworkPolicy's own status says the same.
+					cnp, err := dc.Resource(crdv1.ClusterNetworkPoliciesResource).Get(e.ctx, name, metav1.GetOptions{})
+					if err != nil {
+						last = err.Error()
+						break
+					}
+					cphase, _, _ := unstructured.NestedString(cnp.Object, "status", "phase")
+					cur, _, _ := unstructured.NestedInt64(cnp.Object, "status", "currentNodesRealized")
+					last += fmt.Sprintf("; the ClusterNetworkPolicy's status: %s, %d nodes", cphase, cur)
+					if cphase == "Realized" && cur == realized {
+						e.t.Logf("tiers: %s realized: %s", name, last)
+						return
+					}
 				}
 			}
 		} else {
