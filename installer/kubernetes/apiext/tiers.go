@@ -19,9 +19,9 @@ const builtInTiersPolicyName = "seine-tiers"
 // webhook to run): a built-in tier can be neither deleted nor moved, and is
 // created only with its own priority (whoever creates it first: the
 // controller, or a user); a custom tier takes a priority in
-// 1-MaxCustomPriority that no built-in holds. A tier still used by a policy
-// is kept by the controller's finalizer instead (see core/tiers/README.md):
-// that needs a look at other objects, which CEL cannot take.
+// 1-MaxCustomPriority that no built-in holds. Keeping a tier that policies
+// still use needs a look at other objects, which CEL cannot take: not done
+// yet (see core/tiers/README.md).
 func BuiltInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.ValidatingAdmissionPolicyBinding) {
 	var entries, prios []string
 	for _, t := range tiers.BuiltIn {
