@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +21,15 @@ import (
 // so `kubectl get clusternetworkpolicies` shows the realization without
 // the aggregated API.
 func (s *Server) WriteTieredStatus(ctx context.Context, dc dynamic.Interface, every time.Duration) {
+	writeTieredStatus(ctx, func() (*cp.NetworkPolicyList, bool) {
+		l, ok := s.np.list("").(*cp.NetworkPolicyList)
+		return l, ok
+	}, dc, every, s.log)
+}
+
+// writeTieredStatus is WriteTieredStatus over list, the policies with their
+// status as an admin lists them.
+func writeTieredStatus(ctx context.Context, list func() (*cp.NetworkPolicyList, bool), dc dynamic.Interface, every time.Duration, log *slog.Logger) {
 	written := map[string]crdv1.NetworkPolicyStatus{}
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -29,7 +39,7 @@ func (s *Server) WriteTieredStatus(ctx context.Context, dc dynamic.Interface, ev
 			return
 		case <-t.C:
 		}
-		l, ok := s.np.list("").(*cp.NetworkPolicyList)
+		l, ok := list()
 		if !ok {
 			continue
 		}
@@ -55,7 +65,7 @@ func (s *Server) WriteTieredStatus(ctx context.Context, dc dynamic.Interface, ev
 			}
 			_, err = dc.Resource(crdv1.ClusterNetworkPoliciesResource).Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{}, "status")
 			if err != nil {
-				s.log.Debug("write cluster network policy status", "name", name, "err", err)
+				log.Debug("write cluster network policy status", "name", name, "err", err)
 				continue
 			}
 			written[name] = st

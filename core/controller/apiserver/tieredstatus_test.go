@@ -1,0 +1,81 @@
+package apiserver
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+)
+
+// The realization of a ClusterNetworkPolicy's internal policy reaches the
+// ClusterNetworkPolicy's status, a change of it too, and an unchanged
+// status is not written again; Kubernetes policies are left alone.
+func TestWriteTieredStatus(t *testing.T) {
+	cnp := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
+		"metadata": map[string]any{"name": "block"}, "spec": map[string]any{"priority": int64(1)},
+	}}
+	dc := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		crdv1.ClusterNetworkPoliciesResource: "ClusterNetworkPolicyList",
+	}, cnp)
+	var mu sync.Mutex
+	status := &cp.NetworkPolicyStatus{Generation: 1, DesiredNodes: 2, RealizedNodes: 1, Phase: cp.PolicyRealizing}
+	list := func() (*cp.NetworkPolicyList, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		st := *status
+		return &cp.NetworkPolicyList{Items: []cp.NetworkPolicy{
+			{SourceRef: &cp.NetworkPolicyReference{Type: cp.SeineClusterNetworkPolicy, Name: "block"}, Status: &st},
+			{SourceRef: &cp.NetworkPolicyReference{Type: cp.K8sNetworkPolicy, Namespace: "x", Name: "block"}, Status: &st},
+		}}, true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		writeTieredStatus(ctx, list, dc, 10*time.Millisecond, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+	read := func() (string, int64, int64) {
+		u, err := dc.Resource(crdv1.ClusterNetworkPoliciesResource).Get(ctx, "block", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+		desired, _, _ := unstructured.NestedInt64(u.Object, "status", "desiredNodesRealized")
+		cur, _, _ := unstructured.NestedInt64(u.Object, "status", "currentNodesRealized")
+		return phase, desired, cur
+	}
+	poll(t, "status Realizing 1/2", func() bool { p, d, c := read(); return p == "Realizing" && d == 2 && c == 1 })
+	mu.Lock()
+	status = &cp.NetworkPolicyStatus{Generation: 1, DesiredNodes: 2, RealizedNodes: 2, Phase: cp.PolicyRealized}
+	mu.Unlock()
+	poll(t, "status Realized 2/2", func() bool { p, d, c := read(); return p == "Realized" && d == 2 && c == 2 })
+	patches := func() int {
+		n := 0
+		for _, a := range dc.Actions() {
+			if a.GetVerb() == "patch" {
+				if a.GetSubresource() != "status" {
+					t.Errorf("patched %q, want the status subresource", a.GetSubresource())
+				}
+				n++
+			}
+		}
+		return n
+	}
+	before := patches()
+	time.Sleep(100 * time.Millisecond) // ~10 rounds with nothing new
+	if after := patches(); after != before || before != 2 {
+		t.Errorf("%d patches, then %d after unchanged rounds; want 2 and no more", before, after)
+	}
+}
