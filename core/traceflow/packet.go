@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/seine-cni/seine/core/internal/inet"
 )
 
 // IP protocols a Traceflow injects.
@@ -83,7 +85,7 @@ func (p Packet) Frame() ([]byte, error) {
 	src, dst := p.SrcIP.As4(), p.DstIP.As4()
 	copy(ip[12:16], src[:])
 	copy(ip[16:20], dst[:])
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip[:ipv4Len], 0))
+	binary.BigEndian.PutUint16(ip[10:], inet.Checksum(ip[:ipv4Len], 0))
 	seg := ip[ipv4Len:total]
 	switch p.Proto {
 	case ProtoTCP:
@@ -93,17 +95,17 @@ func (p Packet) Frame() ([]byte, error) {
 		seg[12] = 5 << 4
 		seg[13] = p.TCPFlags
 		binary.BigEndian.PutUint16(seg[14:], 64240) // window
-		binary.BigEndian.PutUint16(seg[16:], pseudoChecksum(src[:], dst[:], ProtoTCP, seg))
+		binary.BigEndian.PutUint16(seg[16:], inet.L4Checksum(src[:], dst[:], ProtoTCP, seg))
 	case ProtoUDP:
 		binary.BigEndian.PutUint16(seg[0:], p.SrcPort)
 		binary.BigEndian.PutUint16(seg[2:], p.DstPort)
 		binary.BigEndian.PutUint16(seg[4:], uint16(len(seg)))
-		binary.BigEndian.PutUint16(seg[6:], pseudoChecksum(src[:], dst[:], ProtoUDP, seg))
+		binary.BigEndian.PutUint16(seg[6:], inet.L4Checksum(src[:], dst[:], ProtoUDP, seg))
 	case ProtoICMP:
 		seg[0] = 8 // echo request
 		binary.BigEndian.PutUint16(seg[4:], p.ICMPID)
 		binary.BigEndian.PutUint16(seg[6:], p.ICMPSeq)
-		binary.BigEndian.PutUint16(seg[2:], checksum(seg, 0))
+		binary.BigEndian.PutUint16(seg[2:], inet.Checksum(seg, 0))
 	}
 	return b, nil
 }
@@ -146,29 +148,6 @@ func ParseFrame(b []byte) (Packet, error) {
 		}
 	}
 	return p, nil
-}
-
-func pseudoChecksum(src, dst []byte, proto uint8, seg []byte) uint16 {
-	var sum uint32
-	for _, a := range [][]byte{src, dst} {
-		sum += uint32(binary.BigEndian.Uint16(a)) + uint32(binary.BigEndian.Uint16(a[2:]))
-	}
-	sum += uint32(proto) + uint32(len(seg))
-	return checksum(seg, sum)
-}
-
-func checksum(b []byte, sum uint32) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }
 
 func (p Packet) String() string {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+
+	"github.com/seine-cni/seine/core/internal/inet"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -21,17 +23,17 @@ func TestFrameRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		ip := b[ethLen:]
-		if checksum(ip[:ipv4Len], 0) != 0 {
+		if inet.Checksum(ip[:ipv4Len], 0) != 0 {
 			t.Errorf("proto %d: bad IPv4 header checksum", p.Proto)
 		}
 		seg := ip[ipv4Len:]
 		switch p.Proto {
 		case ProtoTCP, ProtoUDP:
-			if pseudoChecksum(ip[12:16], ip[16:20], p.Proto, seg) != 0 {
+			if inet.L4Checksum(ip[12:16], ip[16:20], p.Proto, seg) != 0 {
 				t.Errorf("proto %d: bad L4 checksum", p.Proto)
 			}
 		case ProtoICMP:
-			if checksum(seg, 0) != 0 {
+			if inet.Checksum(seg, 0) != 0 {
 				t.Error("bad ICMP checksum")
 			}
 		}

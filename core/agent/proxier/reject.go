@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/seine-cni/seine/core/internal/inet"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
@@ -103,7 +104,7 @@ func RejectReply(p []byte) ([]byte, error) {
 		tcp[12] = 5 << 4
 		tcp[13] = 0x14 // RST, ACK
 		out := append(eth, ipv4Header(dst, src, 6, len(tcp))...)
-		binary.BigEndian.PutUint16(tcp[16:], l4Checksum(dst, src, 6, tcp))
+		binary.BigEndian.PutUint16(tcp[16:], inet.L4Checksum(dst, src, 6, tcp))
 		return append(out, tcp...), nil
 	case 1:
 		return nil, fmt.Errorf("ICMP: %w", errNoReply)
@@ -112,7 +113,7 @@ func RejectReply(p []byte) ([]byte, error) {
 		icmp := make([]byte, 8+len(quote))
 		icmp[0], icmp[1] = 3, 3 // destination unreachable, port unreachable
 		copy(icmp[8:], quote)
-		binary.BigEndian.PutUint16(icmp[2:], checksum(icmp, 0))
+		binary.BigEndian.PutUint16(icmp[2:], inet.Checksum(icmp, 0))
 		out := append(eth, ipv4Header(dst, src, 1, len(icmp))...)
 		return append(out, icmp...), nil
 	}
@@ -128,31 +129,6 @@ func ipv4Header(src, dst []byte, proto uint8, payload int) []byte {
 	h[9] = proto
 	copy(h[12:16], src)
 	copy(h[16:20], dst)
-	binary.BigEndian.PutUint16(h[10:], checksum(h, 0))
+	binary.BigEndian.PutUint16(h[10:], inet.Checksum(h, 0))
 	return h
-}
-
-// l4Checksum is the TCP/UDP checksum of seg with the IPv4 pseudo-header.
-func l4Checksum(src, dst []byte, proto uint8, seg []byte) uint16 {
-	var sum uint32
-	for _, b := range [][]byte{src, dst} {
-		sum += uint32(binary.BigEndian.Uint16(b)) + uint32(binary.BigEndian.Uint16(b[2:]))
-	}
-	sum += uint32(proto) + uint32(len(seg))
-	return checksum(seg, sum)
-}
-
-// checksum is the Internet checksum of b, starting from sum.
-func checksum(b []byte, sum uint32) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/seine-cni/seine/core/internal/inet"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/core/proxy"
 	"github.com/seine-cni/seine/ovs/openflow"
@@ -56,7 +57,7 @@ func TestRejectReply(t *testing.T) {
 	if !bytes.Equal(ip[12:16], vip) || !bytes.Equal(ip[16:20], clientIP) || ip[9] != 6 {
 		t.Errorf("IP %v -> %v proto %d", ip[12:16], ip[16:20], ip[9])
 	}
-	if checksum(ip, 0) != 0 {
+	if inet.Checksum(ip, 0) != 0 {
 		t.Error("bad IP checksum")
 	}
 	if sp, dp := binary.BigEndian.Uint16(tcp), binary.BigEndian.Uint16(tcp[2:]); sp != 80 || dp != 40000 {
@@ -65,7 +66,7 @@ func TestRejectReply(t *testing.T) {
 	if tcp[13] != 0x14 || binary.BigEndian.Uint32(tcp[8:]) != 1001 {
 		t.Errorf("flags %#x ack %d, want RST+ACK acking 1001", tcp[13], binary.BigEndian.Uint32(tcp[8:]))
 	}
-	if l4Checksum(ip[12:16], ip[16:20], 6, tcp) != 0 {
+	if inet.L4Checksum(ip[12:16], ip[16:20], 6, tcp) != 0 {
 		t.Error("bad TCP checksum")
 	}
 
@@ -86,7 +87,7 @@ func TestRejectReply(t *testing.T) {
 	if !bytes.Equal(icmp[8:], in[14:14+28]) {
 		t.Errorf("quote %x, want %x", icmp[8:], in[14:42])
 	}
-	if checksum(icmp, 0) != 0 {
+	if inet.Checksum(icmp, 0) != 0 {
 		t.Error("bad ICMP checksum")
 	}
 
