@@ -90,18 +90,7 @@ func GlibcDNSTesting(name, coredns string) (*image.Image, error) {
 // it answers a connection with an out-of-window TCP packet that a proxy
 // must drop rather than pass to the client as a reset.
 func RegressionIssue74839(name, prog string) (*image.Image, error) {
-	if prog == "" {
-		return nil, errors.New("regression-issue-74839 image: no program given")
-	}
-	base, err := image.Base()
-	if err != nil {
-		return nil, err
-	}
-	return &image.Image{
-		Name:       name,
-		Layers:     [][]image.File{base, {{Path: "/regression-issue-74839", Src: prog}}},
-		Entrypoint: []string{"/regression-issue-74839"},
-	}, nil
+	return programOnBase(name, "regression-issue-74839", prog)
 }
 
 // debianLabel records the Debian packages an image's programs come from.

@@ -263,8 +263,14 @@ func Agnhost(name, prog string) (*image.Image, error) {
 // CoreDNS is the cluster DNS server's image, as upstream: /coredns as the
 // entrypoint, its Corefile given by the Deployment.
 func CoreDNS(name, prog string) (*image.Image, error) {
+	return programOnBase(name, "coredns", prog)
+}
+
+// programOnBase is an image of the base files (image.Base) and one
+// program, /<path>, as its entrypoint.
+func programOnBase(name, path, prog string) (*image.Image, error) {
 	if prog == "" {
-		return nil, errors.New("coredns image: no coredns program given")
+		return nil, fmt.Errorf("%s image: no %s program given", path, path)
 	}
 	base, err := image.Base()
 	if err != nil {
@@ -272,7 +278,7 @@ func CoreDNS(name, prog string) (*image.Image, error) {
 	}
 	return &image.Image{
 		Name:       name,
-		Layers:     [][]image.File{base, {{Path: "/coredns", Src: prog}}},
-		Entrypoint: []string{"/coredns"},
+		Layers:     [][]image.File{base, {{Path: "/" + path, Src: prog}}},
+		Entrypoint: []string{"/" + path},
 	}, nil
 }
