@@ -65,6 +65,10 @@ func TestConnectivity(t *testing.T) {
 					t.Errorf("%d ready pods, want 30", len(big))
 				}
 			}
+			// Last: it leaves a pod isolated until the lab goes.
+			start := time.Now()
+			e.checkTraceflow(pods, tc.mode)
+			t.Logf("traceflow checks took %s", time.Since(start).Round(time.Millisecond))
 		})
 	}
 }

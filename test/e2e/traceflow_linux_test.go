@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/test/lab/probe"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+)
+
+// checkTraceflow runs Traceflows between the pods (which listen on TCP
+// 8080) through real OVS on the lab's nodes: same node and across nodes
+// (Delivered; across, the source node forwards into the tunnel to the
+// destination's node IP), to a ClusterIP Service (the endpoint it was
+// DNATed to), to an address outside the cluster (ForwardedOutOfNetwork),
+// and into a pod an ingress NetworkPolicy isolates (Dropped, naming the
+// policy). mode is the lab's traffic mode. It leaves the other-node pod
+// isolated (until the test's cleanup): callers run it last.
+func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
+	e.t.Helper()
+	rc, err := e.c.RESTConfig("admin")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	src := pods[0]
+	var same, other *corev1.Pod
+	for i := range pods[1:] {
+		p := &pods[1+i]
+		if p.Spec.NodeName == src.Spec.NodeName && same == nil {
+			same = p
+		}
+		if p.Spec.NodeName != src.Spec.NodeName && other == nil {
+			other = p
+		}
+	}
+	if same == nil {
+		// Six pods on three nodes: some node has two; start from there.
+		for i := range pods {
+			for j := range pods {
+				if i != j && pods[i].Spec.NodeName == pods[j].Spec.NodeName {
+					src, same = pods[i], &pods[j]
+				}
+			}
+		}
+		for i := range pods {
+			if pods[i].Spec.NodeName != src.Spec.NodeName {
+				other = &pods[i]
+			}
+		}
+	}
+	spec := func(dst crd.Destination) crd.TraceflowSpec {
+		return crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: src.Name}, Destination: dst,
+			Packet: crd.Packet{Protocol: "TCP", DstPort: 8080}}
+	}
+
+	t0 := time.Now()
+	tf := e.traceflow(dyn, "tf-same-node", spec(crd.Destination{Namespace: "default", Pod: same.Name}))
+	e.t.Logf("same node: Succeeded %s after creation", time.Since(t0).Round(time.Millisecond))
+	wantLast(e, tf, src.Spec.NodeName, crd.ActionDelivered)
+
+	t0 = time.Now()
+	tf = e.traceflow(dyn, "tf-other-node", spec(crd.Destination{Namespace: "default", Pod: other.Name}))
+	e.t.Logf("other node: Succeeded %s after creation", time.Since(t0).Round(time.Millisecond))
+	out := wantLast(e, tf, src.Spec.NodeName, crd.ActionForwarded)
+	if want := e.nodeIP(other.Spec.NodeName); mode == "encap" && out.TunnelDstIP != want || mode == "noEncap" && out.TunnelDstIP != "" {
+		e.t.Errorf("%s: tunnel destination %q (%s's node IP is %s)", mode, out.TunnelDstIP, other.Spec.NodeName, e.nodeIP(other.Spec.NodeName))
+	}
+	wantLast(e, tf, other.Spec.NodeName, crd.ActionDelivered)
+	if r := result(tf, other.Spec.NodeName); len(r.Observations) < 2 || r.Observations[0].Action != crd.ActionReceived {
+		e.t.Errorf("destination node observations %+v: want Received first", r.Observations)
+	}
+
+	svc := e.service(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "tf-web"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": src.Labels["app"]}, Ports: []corev1.ServicePort{
+			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}, len(pods))
+	tf = e.traceflow(dyn, "tf-service", crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: src.Name},
+		Destination: crd.Destination{Namespace: "default", Service: svc.Name}})
+	lb := find(tf, src.Spec.NodeName, crd.ComponentLB)
+	if lb == nil || !slices.ContainsFunc(pods, func(p corev1.Pod) bool { return p.Status.PodIP == lb.TranslatedDstIP }) || lb.TranslatedDstPort != 8080 {
+		e.t.Errorf("service trace: LB observation %+v, want a web pod's IP and port 8080\n%s", lb, render(tf))
+	}
+	if !slices.ContainsFunc(tf.Status.Results, func(r crd.NodeResult) bool {
+		n := len(r.Observations)
+		return n > 0 && r.Observations[n-1].Action == crd.ActionDelivered
+	}) {
+		e.t.Errorf("service trace delivered nowhere:\n%s", render(tf))
+	}
+
+	tf = e.traceflow(dyn, "tf-external", spec(crd.Destination{IP: "198.51.100.7"}))
+	wantLast(e, tf, src.Spec.NodeName, crd.ActionForwardedOutOfNetwork)
+
+	// An ingress policy isolating the other-node pod, allowing nothing.
+	if _, err := e.cs.CoreV1().Pods("default").Patch(e.ctx, other.Name, "application/merge-patch+json",
+		[]byte(`{"metadata":{"labels":{"tf-target":"yes"}}}`), metav1.PatchOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: "tf-deny-ingress"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"tf-target": "yes"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+	if _, err := e.cs.NetworkingV1().NetworkPolicies("default").Create(e.ctx, np, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		_ = e.cs.NetworkingV1().NetworkPolicies("default").Delete(e.ctx, np.Name, metav1.DeleteOptions{})
+	})
+	ns := e.podNS(&src)
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		_, err := probe.Probe(e.ctx, ns, "tcp", other.Status.PodIP+":8080", time.Second)
+		if errors.Is(err, probe.ErrTimeout) {
+			break
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the ingress policy never dropped %s: %v", other.Name, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	tf = e.traceflow(dyn, "tf-dropped", spec(crd.Destination{Namespace: "default", Pod: other.Name}))
+	drop := wantLast(e, tf, other.Spec.NodeName, crd.ActionDropped)
+	if drop.Component != crd.ComponentNetworkPolicy || drop.ComponentInfo != "IngressPolicy" || drop.NetworkPolicy != "default/tf-deny-ingress" || drop.Rule == "" {
+		e.t.Errorf("drop observation %+v: want NetworkPolicy IngressPolicy default/tf-deny-ingress with its rule", drop)
+	}
+	if out, err := e.c.Kubectl(e.ctx, "get", "traceflows", "-o", "wide"); err != nil {
+		e.t.Errorf("kubectl get traceflows: %v\n%s", err, out)
+	} else {
+		e.t.Logf("kubectl get traceflows -o wide:\n%s", out)
+	}
+}
+
+// traceflow creates a Traceflow and waits for it to end; it must succeed.
+func (e *env) traceflow(dyn dynamic.Interface, name string, spec crd.TraceflowSpec) *crd.Traceflow {
+	e.t.Helper()
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&crd.Traceflow{
+		TypeMeta:   metav1.TypeMeta{APIVersion: crd.SchemeGroupVersion.String(), Kind: "Traceflow"},
+		ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	delete(obj, "status")
+	res := dyn.Resource(crd.TraceflowsResource)
+	if _, err := res.Create(e.ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+		e.t.Fatalf("create traceflow %s: %v", name, err)
+	}
+	for deadline := time.Now().Add(40 * time.Second); ; {
+		u, err := res.Get(e.ctx, name, metav1.GetOptions{})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		var tf crd.Traceflow
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &tf); err != nil {
+			e.t.Fatal(err)
+		}
+		switch tf.Status.Phase {
+		case crd.Succeeded:
+			e.t.Logf("traceflow %s:\n%s", name, render(&tf))
+			return &tf
+		case crd.Failed:
+			e.t.Fatalf("traceflow %s failed: %s\n%s", name, tf.Status.Reason, render(&tf))
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("traceflow %s still %q after 40s\n%s", name, tf.Status.Phase, render(&tf))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func result(tf *crd.Traceflow, node string) crd.NodeResult {
+	for _, r := range tf.Status.Results {
+		if r.Node == node {
+			return r
+		}
+	}
+	return crd.NodeResult{}
+}
+
+func find(tf *crd.Traceflow, node string, c crd.Component) *crd.Observation {
+	for _, o := range result(tf, node).Observations {
+		if o.Component == c {
+			return &o
+		}
+	}
+	return nil
+}
+
+// wantLast checks node's last observation.
+func wantLast(e *env, tf *crd.Traceflow, node string, a crd.Action) crd.Observation {
+	e.t.Helper()
+	obs := result(tf, node).Observations
+	if len(obs) == 0 || obs[len(obs)-1].Action != a {
+		e.t.Errorf("traceflow %s: %s's last observation is not %s\n%s", tf.Name, node, a, render(tf))
+		return crd.Observation{}
+	}
+	return obs[len(obs)-1]
+}
+
+func render(tf *crd.Traceflow) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "phase %s tag %d %s -> %s:%d reason %q\n", tf.Status.Phase, tf.Status.DataplaneTag, tf.Status.SrcIP, tf.Status.DstIP, tf.Status.DstPort, tf.Status.Reason)
+	for _, r := range tf.Status.Results {
+		fmt.Fprintf(&sb, "  %s (flows installed: %v)\n", r.Node, r.FlowsInstalled)
+		for _, o := range r.Observations {
+			fmt.Fprintf(&sb, "    %+v\n", o)
+		}
+	}
+	return sb.String()
+}
