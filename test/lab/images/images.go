@@ -36,7 +36,8 @@ type Inputs struct {
 	// Pause, Agnhost and CoreDNS are the programs of those images. Seine's
 	// image and pause are always built (a real node needs both); agnhost
 	// and CoreDNS only when their program is given (make test's lab runs
-	// neither and does not build them).
+	// neither and does not build them); agnhost needs CoreDNS's program too
+	// (it carries it at /coredns, as upstream's does).
 	Pause, Agnhost, CoreDNS string
 	// Names of the images; empty fields take the defaults of Defaults.
 	Names Names
@@ -160,7 +161,7 @@ func Build(outDir string, in Inputs, log func(format string, args ...any)) (*Ind
 		{"seine.tar", func() (*image.Image, error) { return image.Seine(n.Seine, in.SeineBin) }},
 		{"seine-ovs.tar", func() (*image.Image, error) { return image.OVS(n.OVS) }},
 		{"pause.tar", func() (*image.Image, error) { return Pause(n.Pause, in.Pause) }},
-		{"agnhost.tar", func() (*image.Image, error) { return Agnhost(n.Agnhost, in.Agnhost) }},
+		{"agnhost.tar", func() (*image.Image, error) { return Agnhost(n.Agnhost, in.Agnhost, in.CoreDNS) }},
 		{"coredns.tar", func() (*image.Image, error) { return CoreDNS(n.CoreDNS, in.CoreDNS) }},
 	}
 	idx := &Index{Names: n}
@@ -214,10 +215,16 @@ func Pause(name, prog string) (*image.Image, error) {
 // Agnhost is agnhost with what the e2e suite runs beside it through
 // `kubectl exec`: sh (dash) and the usual tools (busybox), bash, nc (OpenBSD's:
 // -u, -z), curl, dig and getent (the DNS specs' /etc/hosts check), each
-// with its shared libraries from this machine's Debian packages. As upstream: ENTRYPOINT /agnhost, CMD pause.
-func Agnhost(name, prog string) (*image.Image, error) {
+// with its shared libraries from this machine's Debian packages, and the
+// lab's CoreDNS program at /coredns: upstream's agnhost carries CoreDNS, and
+// the DNS specs run it from this image as their own test DNS server. As
+// upstream: ENTRYPOINT /agnhost, CMD pause.
+func Agnhost(name, prog, coredns string) (*image.Image, error) {
 	if prog == "" {
 		return nil, errors.New("agnhost image: no agnhost program given")
+	}
+	if coredns == "" {
+		return nil, errors.New("agnhost image: no CoreDNS program given (upstream's agnhost carries /coredns: the DNS specs run it)")
 	}
 	base, err := image.Base()
 	if err != nil {
@@ -247,6 +254,7 @@ func Agnhost(name, prog string) (*image.Image, error) {
 	own := []image.File{
 		{Path: "/agnhost", Src: prog},
 		{Path: "/agnhost-2", Link: "agnhost"},
+		{Path: "/coredns", Src: coredns},
 		{Path: "/usr/bin/nc", Link: "nc.openbsd"},
 		{Path: "/usr/bin/sh", Link: "dash"},
 		{Path: "/uploads", Dir: true},

@@ -116,7 +116,10 @@ func needRoot(t *testing.T) {
 
 // TestAgnhostImageHasTheToolsE2EExecs unpacks the agnhost image and runs,
 // inside it, what the upstream e2e suite execs in agnhost pods: sh, bash,
-// OpenBSD nc (-z, -u), curl, dig and getent. The agnhost program (linked against
+// OpenBSD nc (-z, -u), curl, dig and getent, and /coredns, the DNS server
+// the DNS specs start from the agnhost image ("should support configurable
+// pod resolv.conf"; upstream's image carries CoreDNS; the lab's program
+// stood in for by pause, static). The agnhost program (linked against
 // libc like the control plane) is stood in for by a copy of ovs-vsctl, a
 // program whose libraries (libunbound, libnuma, ...) none of the tools
 // loads: /agnhost must run, so the image carries the program's own
@@ -134,9 +137,12 @@ func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
 	if err := os.WriteFile(prog, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	img, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog)
+	img, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog, pauseProgram(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog, ""); err == nil {
+		t.Error("agnhost without CoreDNS: no error")
 	}
 	for _, f := range img.Layers[0] {
 		if strings.HasPrefix(f.Path, dir) {
@@ -160,6 +166,7 @@ func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
 		{"/bin/sh", "-c", `test -n "$(getent passwd root)"`},
 		{"/agnhost", "--version"},
 		{"/agnhost-2", "--version"},
+		{"/coredns", "-v"},
 	} {
 		if out, err := chroot(root, argv...); err != nil {
 			t.Errorf("%q in the agnhost image: %v\n%s", argv, err, out)
