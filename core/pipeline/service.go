@@ -297,8 +297,15 @@ func be32(v uint32) []byte { return []byte{byte(v >> 24), byte(v >> 16), byte(v 
 // group builds the select group of eps. Without affinity a bucket DNATs
 // straight away; with it a bucket puts the endpoint in the registers,
 // learns it for the client and DNATs in EndpointDNAT.
+//
+// The group selects with dp_hash over the 5-tuple (selectionParam's
+// algorithm 0, OVS_HASH_ALG_L4), not OVS's default: that is dp_hash with
+// the symmetric L3/L4 hash, which in the userspace datapath leaves UDP
+// ports out, so every UDP flow of a client went to one endpoint. Where the
+// buckets cannot be mapped onto dp_hash values (above 256) OVS falls back
+// to its hash method, as with the default.
 func (sb *serviceBuilder) group(p *proxy.Port, id, gid uint32, eps []proxy.Endpoint) error {
-	g := &openflow.GroupEntry{ID: gid, Type: openflow.GroupTypeSelect}
+	g := &openflow.GroupEntry{ID: gid, Type: openflow.GroupTypeSelect, SelectionMethod: selectionMethod, SelectionParam: selectionParam}
 	for i, e := range eps {
 		if err := checkServiceIPv4("endpoint", e.IP); err != nil {
 			return err
@@ -325,6 +332,13 @@ func (sb *serviceBuilder) group(p *proxy.Port, id, gid uint32, eps []proxy.Endpo
 	sb.groups = append(sb.groups, g)
 	return nil
 }
+
+// The service groups' selection: dp_hash, hash algorithm 0 (the upper 32
+// bits of the parameter: the 5-tuple, UDP ports included) and basis 0.
+const (
+	selectionMethod        = "dp_hash"
+	selectionParam  uint64 = 0
+)
 
 func be32u(a netip.Addr) uint32 {
 	v := a.Unmap().As4()

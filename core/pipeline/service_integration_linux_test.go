@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/seine-cni/seine/core/proxy"
 	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/test/lab/netns"
@@ -331,12 +333,24 @@ func TestServicesWithRealPackets(t *testing.T) {
 	day := &proxy.Service{Namespace: "default", Name: "day", Ports: []proxy.Port{{
 		Protocol: proxy.ProtoTCP, Port: 80, ClusterIP: dayVIP, AffinitySeconds: 86400, HasEndpoints: true, ClusterEndpoints: both,
 	}}}
+	udpBoth := []proxy.Endpoint{ep(webIP, 5353, true), ep(dbIP, 5353, true)}
+	udpSpread := &proxy.Service{Namespace: "default", Name: "udp", Ports: []proxy.Port{{
+		Protocol: proxy.ProtoUDP, Port: 53, ClusterIP: udpVIP, HasEndpoints: true, ClusterEndpoints: udpBoth,
+	}}}
 	ids := map[string]map[string]uint32{
 		"default/web": {"http/TCP": 1}, "default/spread": {"/TCP": 2}, "default/sticky": {"/TCP": 3}, "default/day": {"/TCP": 4},
+		"default/udp": {"/UDP": 5},
 	}
-	r := startRealNode(t, []*proxy.Service{web, spread, sticky, day}, ids)
+	r := startRealNode(t, []*proxy.Service{web, spread, sticky, day, udpSpread}, ids)
 	serve(t, r.pods["web-0"], "web-0", 8080)
 	serve(t, r.pods["db-0"], "db-0", 8080)
+	for _, name := range []string{"web-0", "db-0"} {
+		stop, err := probe.Serve(r.ctx, r.pods[name], name, []corev1.ContainerPort{{Protocol: corev1.ProtocolUDP, ContainerPort: 5353}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+	}
 	ctx := r.ctx
 
 	check := func(name, ns, addr string, lines int, want string) {
@@ -378,6 +392,23 @@ func TestServicesWithRealPackets(t *testing.T) {
 	}
 	if m := seen("10.96.0.11:80", 20); len(m) != 2 {
 		t.Errorf("20 connections without affinity reached %v, want both endpoints", m)
+	}
+	// UDP too: each datagram from a new source port is a new connection.
+	// OVS's default selection (dp_hash with its symmetric L3/L4 hash)
+	// leaves UDP ports out of the userspace datapath's hash, so every
+	// datagram of a client went to one endpoint (the upstream specs
+	// "Granular Checks: Services should function for pod-Service: udp"
+	// and "should update nodePort: udp" saw one endpoint of three).
+	udpSeen := map[string]int{}
+	for i := 0; i < 20; i++ {
+		got, err := probe.Probe(ctx, r.pods["cli-0"], "udp", netip.AddrPortFrom(udpVIP, 53).String(), 3*time.Second)
+		if err != nil {
+			t.Fatalf("udp %s: %v", udpVIP, err)
+		}
+		udpSeen[got]++
+	}
+	if len(udpSeen) != 2 {
+		t.Errorf("20 UDP datagrams from new source ports reached %v, want both endpoints", udpSeen)
 	}
 	// With affinity: the first connection learns its endpoint; once
 	// ovs-vswitchd's revalidators have run (the datapath flows cached

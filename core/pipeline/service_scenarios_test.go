@@ -20,6 +20,7 @@ var (
 	stickyVIP   = netip.MustParseAddr("10.96.0.12")
 	localVIP    = netip.MustParseAddr("10.96.0.13")
 	dayVIP      = netip.MustParseAddr("10.96.0.14")
+	udpVIP      = netip.MustParseAddr("10.96.0.15")
 	lbIP        = netip.MustParseAddr("192.0.2.10")
 	extSvcIP    = netip.MustParseAddr("192.0.2.20")
 	clientIP    = netip.MustParseAddr("198.51.100.7") // inside np's source range
