@@ -1,0 +1,81 @@
+package flowexport
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/vmware/go-ipfix/pkg/collector"
+	"github.com/vmware/go-ipfix/pkg/entities"
+)
+
+// received is one data record as go-ipfix's collector decoded it.
+type received struct {
+	obsDomain uint32
+	template  uint16
+	fields    map[string]any
+}
+
+// startCollector runs go-ipfix's collecting process on addr ("127.0.0.1:0"
+// for any port) and returns its address and the data records it decodes.
+// It is stopped in t.Cleanup.
+func startCollector(t testing.TB, proto, addr string) (string, <-chan received) {
+	t.Helper()
+	cp, err := collector.InitCollectingProcess(collector.CollectorInput{
+		Address: addr, Protocol: proto, MaxBufferSize: 65535, TemplateTTL: 0,
+		DecodingMode: collector.DecodingModeStrict,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go cp.Start()
+	deadline := time.Now().Add(10 * time.Second)
+	var a net.Addr
+	for {
+		a = cp.GetAddress()
+		if a == nil {
+			// not listening yet
+		} else if _, port, _ := net.SplitHostPort(a.String()); port != "0" && port != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("collector did not start on %s", addr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	out := make(chan received, 100000)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m := range cp.GetMsgChan() {
+			set := m.GetSet()
+			if set.GetSetType() != entities.Data {
+				continue
+			}
+			for _, r := range set.GetRecords() {
+				out <- received{obsDomain: m.GetObsDomainID(), template: r.GetTemplateID(), fields: r.GetElementMap()}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cp.Stop()
+		<-done
+	})
+	return a.String(), out
+}
+
+// collect waits for n records (at most timeout) and returns them.
+func collect(t testing.TB, ch <-chan received, n int, timeout time.Duration) []received {
+	t.Helper()
+	var got []received
+	end := time.After(timeout)
+	for len(got) < n {
+		select {
+		case r := <-ch:
+			got = append(got, r)
+		case <-end:
+			t.Fatalf("collector decoded %d records in %s, want %d", len(got), timeout, n)
+		}
+	}
+	return got
+}

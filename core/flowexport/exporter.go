@@ -1,0 +1,406 @@
+package flowexport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmware/go-ipfix/pkg/entities"
+	"github.com/vmware/go-ipfix/pkg/exporter"
+)
+
+// Defaults (README.md, "Timeouts" and "Bounds").
+const (
+	DefaultPollInterval    = 5 * time.Second
+	DefaultActiveTimeout   = 30 * time.Second
+	DefaultIdleTimeout     = 15 * time.Second
+	DefaultTemplateRefresh = 60 * time.Second
+	DefaultMaxConnections  = 65536
+	DefaultQueueSize       = 8192
+)
+
+// TLS is the exporter's TLS client configuration (PEM contents).
+type TLS struct {
+	CAData, CertData, KeyData []byte
+	ServerName                string
+}
+
+// Config configures one node's flow export.
+type Config struct {
+	// NodeName names the exporting node (its Observation Domain ID).
+	NodeName string
+	// Collector is host:port.
+	Collector string
+	// Transport is tcp, udp or tls.
+	Transport string
+	TLS       *TLS
+	// Zero durations and sizes take the defaults.
+	PollInterval, ActiveTimeout, IdleTimeout, TemplateRefresh time.Duration
+	MaxConnections, QueueSize                                 int
+	// RetryInterval is the first wait after a failed connection to the
+	// collector (doubled up to 30 s); zero means 1 s.
+	RetryInterval time.Duration
+}
+
+// Check fills in the defaults and refuses what cannot work, naming it.
+func (c *Config) Check() error {
+	if c.NodeName == "" {
+		return errors.New("flow export: nodeName is empty")
+	}
+	if _, _, err := net.SplitHostPort(c.Collector); err != nil {
+		return fmt.Errorf("flow export: collector %q: want host:port: %w", c.Collector, err)
+	}
+	switch c.Transport {
+	case "tcp", "udp":
+		if c.TLS != nil {
+			return fmt.Errorf("flow export: TLS settings need transport tls, not %s", c.Transport)
+		}
+	case "tls":
+		if c.TLS == nil || len(c.TLS.CAData) == 0 {
+			return errors.New("flow export: transport tls needs a CA")
+		}
+	default:
+		return fmt.Errorf("flow export: transport %q: want tcp, udp or tls", c.Transport)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	for _, d := range []*time.Duration{&c.PollInterval, &c.ActiveTimeout, &c.IdleTimeout, &c.TemplateRefresh, &c.RetryInterval} {
+		if *d < 0 {
+			return fmt.Errorf("flow export: negative duration %s", *d)
+		}
+	}
+	def(&c.PollInterval, DefaultPollInterval)
+	def(&c.ActiveTimeout, DefaultActiveTimeout)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.TemplateRefresh, DefaultTemplateRefresh)
+	def(&c.RetryInterval, time.Second)
+	if c.ActiveTimeout < c.PollInterval || c.IdleTimeout < c.PollInterval {
+		return fmt.Errorf("flow export: active (%s) and idle (%s) timeouts must not be shorter than the poll interval (%s)", c.ActiveTimeout, c.IdleTimeout, c.PollInterval)
+	}
+	if c.TemplateRefresh < time.Second {
+		return fmt.Errorf("flow export: template refresh %s: want at least 1s", c.TemplateRefresh)
+	}
+	if c.MaxConnections < 0 || c.QueueSize < 0 {
+		return errors.New("flow export: negative maxConnections or queueSize")
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	return nil
+}
+
+// Source is where connections come from: ConntrackSource in the agent, a
+// fake in tests.
+type Source interface {
+	Dump(ctx context.Context) ([]Conn, error)
+}
+
+// Stats are the exporter's counters since it started.
+type Stats struct {
+	Polls, PollErrors   uint64
+	RecordsSent         uint64
+	RecordsDropped      uint64 // queue full: the oldest record was dropped
+	ConnectionsDropped  uint64 // beyond MaxConnections, not tracked
+	Connections         int    // followed now
+	Queued              int    // records waiting for the collector
+	CollectorConnected  bool
+	CollectorReconnects uint64
+}
+
+// Exporter polls a Source, follows connections in a Table and sends their
+// records to the collector from a bounded queue.
+type Exporter struct {
+	cfg   Config
+	src   Source
+	log   *slog.Logger
+	table Table
+
+	mu     sync.Mutex
+	queue  []Record // ring of cfg.QueueSize
+	head   int
+	n      int
+	wake   chan struct{}
+	conns  int
+	cdrops uint64
+
+	polls, pollErrors, sent, dropped, reconnects atomic.Uint64
+	connected                                    atomic.Bool
+}
+
+// New checks cfg and returns an Exporter; Run starts it.
+func New(cfg Config, src Source, res Resolver, log *slog.Logger) (*Exporter, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	if src == nil {
+		return nil, errors.New("flow export: no connection source")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Exporter{
+		cfg: cfg, src: src, log: log,
+		table: Table{Resolver: res, ActiveTimeout: cfg.ActiveTimeout, IdleTimeout: cfg.IdleTimeout, MaxConnections: cfg.MaxConnections},
+		queue: make([]Record, cfg.QueueSize),
+		wake:  make(chan struct{}, 1),
+	}, nil
+}
+
+// Stats returns the counters.
+func (x *Exporter) Stats() Stats {
+	x.mu.Lock()
+	s := Stats{Connections: x.conns, ConnectionsDropped: x.cdrops, Queued: x.n}
+	x.mu.Unlock()
+	s.Polls, s.PollErrors = x.polls.Load(), x.pollErrors.Load()
+	s.RecordsSent, s.RecordsDropped = x.sent.Load(), x.dropped.Load()
+	s.CollectorConnected, s.CollectorReconnects = x.connected.Load(), x.reconnects.Load()
+	return s
+}
+
+// Run polls and exports until ctx ends. Records still queued then are
+// lost (and were counted as neither sent nor dropped).
+func (x *Exporter) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		x.sendLoop(ctx)
+	}()
+	t := time.NewTicker(x.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		x.Poll(ctx, time.Now())
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Poll runs one cycle: dump, update the table, queue the records due.
+func (x *Exporter) Poll(ctx context.Context, now time.Time) {
+	x.polls.Add(1)
+	conns, err := x.src.Dump(ctx)
+	if err != nil {
+		x.pollErrors.Add(1)
+		if ctx.Err() == nil {
+			x.log.Warn("flow export: poll failed", "err", err)
+		}
+		return
+	}
+	recs := x.table.Update(conns, now)
+	x.mu.Lock()
+	x.conns, x.cdrops = x.table.Len(), x.table.Dropped
+	x.mu.Unlock()
+	x.enqueue(recs)
+}
+
+func (x *Exporter) enqueue(recs []Record) {
+	if len(recs) == 0 {
+		return
+	}
+	x.mu.Lock()
+	for _, r := range recs {
+		if x.n == len(x.queue) { // full: drop the oldest
+			x.head = (x.head + 1) % len(x.queue)
+			x.n--
+			x.dropped.Add(1)
+		}
+		x.queue[(x.head+x.n)%len(x.queue)] = r
+		x.n++
+	}
+	x.mu.Unlock()
+	select {
+	case x.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes up to max records from the front of the queue.
+func (x *Exporter) take(max int) []Record {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	k := min(max, x.n)
+	out := make([]Record, k)
+	for i := range out {
+		out[i] = x.queue[(x.head+i)%len(x.queue)]
+	}
+	x.head = (x.head + k) % len(x.queue)
+	x.n -= k
+	return out
+}
+
+// putBack returns unsent records to the front of the queue, as far as
+// there is room; what does not fit is dropped and counted.
+func (x *Exporter) putBack(recs []Record) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i := len(recs) - 1; i >= 0; i-- {
+		if x.n == len(x.queue) {
+			x.dropped.Add(uint64(i + 1))
+			return
+		}
+		x.head = (x.head - 1 + len(x.queue)) % len(x.queue)
+		x.queue[x.head] = recs[i]
+		x.n++
+	}
+}
+
+// sender is what sendLoop needs of go-ipfix's exporting process.
+type sender interface {
+	SendSet(entities.Set) (int, error)
+	SendDataRecords(templateID uint16, records []entities.Record, buf *bytes.Buffer) (int, int, error)
+	CloseConnToCollector()
+}
+
+func (x *Exporter) dial() (sender, error) {
+	in := exporter.ExporterInput{
+		CollectorAddress:    x.cfg.Collector,
+		CollectorProtocol:   x.cfg.Transport,
+		ObservationDomainID: ObservationDomainID(x.cfg.NodeName),
+		TempRefTimeout:      uint32(x.cfg.TemplateRefresh / time.Second),
+	}
+	if x.cfg.Transport == "tls" {
+		in.CollectorProtocol = "tcp"
+		in.TLSClientConfig = &exporter.ExporterTLSClientConfig{
+			ServerName: x.cfg.TLS.ServerName, CAData: x.cfg.TLS.CAData,
+			CertData: x.cfg.TLS.CertData, KeyData: x.cfg.TLS.KeyData,
+		}
+	}
+	ep, err := exporter.InitExportingProcess(in)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range []uint16{TemplateIPv4, TemplateIPv6} {
+		set, err := templateSet(id)
+		if err == nil {
+			_, err = ep.SendSet(set)
+		}
+		if err != nil {
+			ep.CloseConnToCollector()
+			return nil, fmt.Errorf("send template %d: %w", id, err)
+		}
+	}
+	return ep, nil
+}
+
+const batchSize = 512
+
+func (x *Exporter) sendLoop(ctx context.Context) {
+	var s sender
+	defer func() {
+		if s != nil {
+			s.CloseConnToCollector()
+		}
+		x.connected.Store(false)
+	}()
+	retry := x.cfg.RetryInterval
+	var buf bytes.Buffer
+	for {
+		if s == nil {
+			var err error
+			if s, err = x.dial(); err != nil {
+				x.log.Warn("flow export: collector unreachable", "collector", x.cfg.Collector, "transport", x.cfg.Transport, "err", err, "retry", retry)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(retry):
+				}
+				retry = min(2*retry, 30*time.Second)
+				continue
+			}
+			retry = x.cfg.RetryInterval
+			if x.reconnects.Add(1) > 1 {
+				x.log.Info("flow export: collector reconnected", "collector", x.cfg.Collector)
+			}
+			x.connected.Store(true)
+		}
+		recs := x.take(batchSize)
+		if len(recs) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-x.wake:
+			}
+			continue
+		}
+		if err := x.send(s, recs, &buf); err != nil {
+			x.log.Warn("flow export: send failed, reconnecting", "collector", x.cfg.Collector, "err", err)
+			s.CloseConnToCollector()
+			s = nil
+			x.connected.Store(false)
+		}
+	}
+}
+
+// send sends recs, one data set per family; what was not sent goes back
+// to the queue.
+func (x *Exporter) send(s sender, recs []Record, buf *bytes.Buffer) error {
+	byID := map[uint16][]entities.Record{}
+	var order []uint16
+	var kept []Record
+	for i := range recs {
+		d, err := dataRecord(&recs[i])
+		if err != nil { // cannot be encoded: dropped, said once per batch
+			x.dropped.Add(1)
+			x.log.Error("flow export: record not encodable", "err", err)
+			continue
+		}
+		id := templateFor(&recs[i])
+		if byID[id] == nil {
+			order = append(order, id)
+		}
+		byID[id] = append(byID[id], d)
+		kept = append(kept, recs[i])
+	}
+	for _, id := range order {
+		n, _, err := s.SendDataRecords(id, byID[id], buf)
+		x.sent.Add(uint64(n))
+		if err != nil {
+			// Records of the families not yet sent and the rest of
+			// this one go back, in their original order.
+			var back []Record
+			left := map[uint16]int{id: n}
+			for _, r := range kept {
+				fid := templateFor(&r)
+				if fid == id && left[id] > 0 {
+					left[id]--
+					continue
+				}
+				if fid == id || !sentFamily(order, id, fid) {
+					back = append(back, r)
+				}
+			}
+			x.putBack(back)
+			return err
+		}
+	}
+	return nil
+}
+
+// sentFamily reports whether family fid was sent before cur in order.
+func sentFamily(order []uint16, cur, fid uint16) bool {
+	for _, id := range order {
+		if id == cur {
+			return false
+		}
+		if id == fid {
+			return true
+		}
+	}
+	return false
+}
