@@ -3,7 +3,10 @@ package policywatch
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync/atomic"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -16,9 +19,17 @@ import (
 
 // Client lists and watches controlplane.seine.io/v1beta1 for one node, and
 // reports what the node realized, through the generated clientset.
+//
+// It asks for tiered policies (fieldSelector nodeName=<node>,tiered=true):
+// a controller leaves them out of a node's view unless its agent says it
+// enforces them. A controller older than tiered policy refuses the field
+// (400, field label "tiered" not supported); it has no tiered policy to
+// serve, so the client then asks without it until its next session.
 type Client struct {
 	cp   cpclient.ControlplaneV1beta1Interface
 	node string
+	// untiered is set while the controller refused tiered=true.
+	untiered atomic.Bool
 }
 
 // Resources served by seine-controller.
@@ -57,13 +68,40 @@ func (c *Client) options(rv string) metav1.ListOptions {
 	o := metav1.ListOptions{ResourceVersion: rv}
 	if c.node != "" {
 		o.FieldSelector = cp.NodeNameField + "=" + c.node
+		if !c.untiered.Load() {
+			o.FieldSelector += "," + cp.TieredField + "=true"
+		}
 	}
 	return o
 }
 
+// AskTiered makes the next requests ask for tiered policies again, after a
+// controller refused them: a new session may meet an upgraded controller.
+func (c *Client) AskTiered() { c.untiered.Store(false) }
+
+// Untiered says whether the controller refused tiered=true (it is older
+// than tiered policy).
+func (c *Client) Untiered() bool { return c.untiered.Load() }
+
+// call runs do, and once more without tiered=true if the controller refused
+// that field. Only a controller older than tiered policy refuses it, and
+// it serves no tiered policy, so asking without it hides nothing.
+func call[T any](c *Client, do func() (T, error)) (T, error) {
+	v, err := do()
+	if err != nil && c.node != "" && !c.untiered.Load() && refusedTiered(err) {
+		c.untiered.Store(true)
+		return do()
+	}
+	return v, err
+}
+
+func refusedTiered(err error) bool {
+	return apierrors.IsBadRequest(err) && strings.Contains(err.Error(), `"`+cp.TieredField+`"`)
+}
+
 // ListNetworkPolicies lists the node's NetworkPolicies.
 func (c *Client) ListNetworkPolicies(ctx context.Context) (*cp.NetworkPolicyList, error) {
-	l, err := c.cp.NetworkPolicies().List(ctx, c.options(""))
+	l, err := call(c, func() (*cp.NetworkPolicyList, error) { return c.cp.NetworkPolicies().List(ctx, c.options("")) })
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", NetworkPolicies, err)
 	}
@@ -72,7 +110,7 @@ func (c *Client) ListNetworkPolicies(ctx context.Context) (*cp.NetworkPolicyList
 
 // ListAppliedToGroups lists the node's AppliedToGroups.
 func (c *Client) ListAppliedToGroups(ctx context.Context) (*cp.AppliedToGroupList, error) {
-	l, err := c.cp.AppliedToGroups().List(ctx, c.options(""))
+	l, err := call(c, func() (*cp.AppliedToGroupList, error) { return c.cp.AppliedToGroups().List(ctx, c.options("")) })
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", AppliedToGroups, err)
 	}
@@ -81,7 +119,7 @@ func (c *Client) ListAppliedToGroups(ctx context.Context) (*cp.AppliedToGroupLis
 
 // ListAddressGroups lists the node's AddressGroups.
 func (c *Client) ListAddressGroups(ctx context.Context) (*cp.AddressGroupList, error) {
-	l, err := c.cp.AddressGroups().List(ctx, c.options(""))
+	l, err := call(c, func() (*cp.AddressGroupList, error) { return c.cp.AddressGroups().List(ctx, c.options("")) })
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", AddressGroups, err)
 	}
@@ -93,18 +131,18 @@ func (c *Client) ListAddressGroups(ctx context.Context) (*cp.AddressGroupList, e
 // membership changes arrive as MODIFIED events carrying an
 // *AppliedToGroupPatch or *AddressGroupPatch.
 func (c *Client) Watch(ctx context.Context, resource, rv string) (watch.Interface, error) {
-	var w watch.Interface
-	var err error
+	var start func(context.Context, metav1.ListOptions) (watch.Interface, error)
 	switch resource {
 	case NetworkPolicies:
-		w, err = c.cp.NetworkPolicies().Watch(ctx, c.options(rv))
+		start = c.cp.NetworkPolicies().Watch
 	case AppliedToGroups:
-		w, err = c.cp.AppliedToGroups().Watch(ctx, c.options(rv))
+		start = c.cp.AppliedToGroups().Watch
 	case AddressGroups:
-		w, err = c.cp.AddressGroups().Watch(ctx, c.options(rv))
+		start = c.cp.AddressGroups().Watch
 	default:
 		return nil, fmt.Errorf("watch %s: not a watched resource", resource)
 	}
+	w, err := call(c, func() (watch.Interface, error) { return start(ctx, c.options(rv)) })
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", resource, err)
 	}

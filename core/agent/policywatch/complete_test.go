@@ -26,6 +26,31 @@ type fakeAPI struct {
 	lists   map[string]runtime.Object
 	watches map[string]chan *watch.FakeWatcher
 	listed  map[string]int
+	// selectors are the field selectors of every list and watch, in order
+	// ("list networkpolicies nodeName=n1,tiered=true").
+	selectors []string
+	// refuse, when set, answers a field selector with an error, as a
+	// server that does not know one of its fields.
+	refuse func(fields string) error
+}
+
+// seen records a request's field selector and returns the error refuse
+// has for it.
+func (f *fakeAPI) seen(a k8stesting.Action) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var sel string
+	switch a := a.(type) {
+	case k8stesting.ListAction:
+		sel = a.GetListRestrictions().Fields.String()
+	case k8stesting.WatchAction:
+		sel = a.GetWatchRestrictions().Fields.String()
+	}
+	f.selectors = append(f.selectors, a.GetVerb()+" "+a.GetResource().Resource+" "+sel)
+	if f.refuse != nil {
+		return f.refuse(sel)
+	}
+	return nil
 }
 
 func newFakeAPI() *fakeAPI {
@@ -33,13 +58,19 @@ func newFakeAPI() *fakeAPI {
 		watches: map[string]chan *watch.FakeWatcher{}}
 	for _, res := range []string{NetworkPolicies, AppliedToGroups, AddressGroups} {
 		f.watches[res] = make(chan *watch.FakeWatcher, 16)
-		f.cs.PrependReactor("list", res, func(k8stesting.Action) (bool, runtime.Object, error) {
+		f.cs.PrependReactor("list", res, func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if err := f.seen(a); err != nil {
+				return true, nil, err
+			}
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.listed[res]++
 			return true, f.lists[res].DeepCopyObject(), nil
 		})
-		f.cs.PrependWatchReactor(res, func(k8stesting.Action) (bool, watch.Interface, error) {
+		f.cs.PrependWatchReactor(res, func(a k8stesting.Action) (bool, watch.Interface, error) {
+			if err := f.seen(a); err != nil {
+				return true, nil, err
+			}
 			w := watch.NewFakeWithChanSize(16, false)
 			f.watches[res] <- w
 			return true, w, nil

@@ -186,6 +186,7 @@ func (w *Watcher) session(ctx context.Context) error {
 	defer cancel()
 	w.relists.Add(1)
 	st := &state{nps: map[string]*cp.NetworkPolicy{}, atgs: map[string]*cp.AppliedToGroup{}, ags: map[string]*cp.AddressGroup{}}
+	w.client.AskTiered()
 	atgs, err := w.client.ListAppliedToGroups(ctx)
 	if err != nil {
 		return err
@@ -217,6 +218,9 @@ func (w *Watcher) session(ctx context.Context) error {
 		w.report.Kick() // the controller may have restarted: report everything again
 	}
 	w.log.Info("controlplane state listed", "networkPolicies", len(st.nps), "appliedToGroups", len(st.atgs), "addressGroups", len(st.ags))
+	if w.client.Untiered() {
+		w.log.Warn("the controller refused tiered=true: it is older than tiered policy and serves none; watching without it until the next session")
+	}
 
 	events := make(chan event, 64)
 	for resource, rv := range map[string]string{NetworkPolicies: nps.ResourceVersion, AppliedToGroups: atgs.ResourceVersion, AddressGroups: ags.ResourceVersion} {

@@ -42,6 +42,9 @@ type kind[T metav1.Object] struct {
 	// patch returns the change from old to new as a patch object, or nil if
 	// the resource is always sent whole.
 	patch func(old, new T, rv string) runtime.Object
+	// tiered, when set, says whether obj is a tiered policy, which a node's
+	// view holds only if its agent asked for them (view.tiered).
+	tiered func(obj T) bool
 }
 
 type entry[T any] struct {
@@ -182,7 +185,7 @@ func (h *hub[T]) apply(key string, obj T, span *controller.Span, deleted bool) {
 		h.first = (h.first + 1) % historySize
 	}
 	for w := range h.watchers {
-		if ev, ok := h.eventFor(w.node, c); ok {
+		if ev, ok := h.eventFor(w.view, c); ok {
 			w.send(ev)
 		}
 	}
@@ -190,10 +193,20 @@ func (h *hub[T]) apply(key string, obj T, span *controller.Span, deleted bool) {
 
 func inSpan(span *controller.Span, node string) bool { return node == "" || span.Has(node) }
 
-// eventFor is what a watcher of node sees of change c.
-func (h *hub[T]) eventFor(node string, c *change[T]) (watch.Event, bool) {
-	oldIn := c.hadOld && inSpan(c.old.span, node)
-	newIn := c.hasNew && inSpan(c.new.span, node)
+// sees says whether view v holds entry e: its span holds v's node, and it
+// is not a tiered policy hidden from an agent that did not ask for them.
+func (h *hub[T]) sees(v view, e entry[T]) bool {
+	if !inSpan(e.span, v.node) {
+		return false
+	}
+	return v.node == "" || v.tiered || h.k.tiered == nil || !h.k.tiered(e.obj)
+}
+
+// eventFor is what a watcher of view v sees of change c.
+func (h *hub[T]) eventFor(v view, c *change[T]) (watch.Event, bool) {
+	node := v.node
+	oldIn := c.hadOld && h.sees(v, c.old)
+	newIn := c.hasNew && h.sees(v, c.new)
 	rv := strconv.FormatUint(c.version, 10)
 	switch {
 	case newIn && !oldIn:
@@ -224,14 +237,15 @@ func (h *hub[T]) eventFor(node string, c *change[T]) (watch.Event, bool) {
 	return watch.Event{}, false
 }
 
-// list returns the objects in node's span; without a node, with their
+// list returns the objects view v holds; without a node, with their
 // status.
-func (h *hub[T]) list(node string) runtime.Object {
+func (h *hub[T]) list(v view) runtime.Object {
+	node := v.node
 	h.mu.RLock()
 	objs := make([]T, 0, len(h.items))
 	var spans []*controller.Span
 	for _, e := range h.items {
-		if inSpan(e.span, node) {
+		if h.sees(v, e) {
 			objs = append(objs, h.k.stamp(e.obj, strconv.FormatUint(e.version, 10)))
 			if node == "" {
 				spans = append(spans, e.span)
@@ -273,12 +287,12 @@ func (h *hub[T]) getIn(name string, nodes []string) (runtime.Object, error) {
 	return nil, apierrors.NewNotFound(controlplaneResource(h.k.resource), name)
 }
 
-// watchFrom starts a watcher of node. With initial set (resourceVersion ""
-// or "0", or sendInitialEvents) it first sees every object of its span as
+// watchFrom starts a watcher of view v. With initial set (resourceVersion ""
+// or "0", or sendInitialEvents) it first sees every object of its view as
 // ADDED, followed by a bookmark if bookmark is set; otherwise it resumes
 // after version rv from the history, or fails with 410 Gone when rv is not
 // in it any more.
-func (h *hub[T]) watchFrom(node string, initial bool, rv uint64, bookmark bool) (*watcher, error) {
+func (h *hub[T]) watchFrom(v view, initial bool, rv uint64, bookmark bool) (*watcher, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var backlog []watch.Event
@@ -286,7 +300,7 @@ func (h *hub[T]) watchFrom(node string, initial bool, rv uint64, bookmark bool) 
 	case initial:
 		backlog = make([]watch.Event, 0, len(h.items)+1)
 		for _, e := range h.items {
-			if inSpan(e.span, node) {
+			if h.sees(v, e) {
 				obj := any(h.k.stamp(e.obj, strconv.FormatUint(e.version, 10))).(runtime.Object)
 				backlog = append(backlog, watch.Event{Type: watch.Added, Object: obj})
 			}
@@ -309,12 +323,12 @@ func (h *hub[T]) watchFrom(node string, initial bool, rv uint64, bookmark bool) 
 			if c.version <= rv {
 				continue
 			}
-			if ev, ok := h.eventFor(node, c); ok {
+			if ev, ok := h.eventFor(v, c); ok {
 				backlog = append(backlog, ev)
 			}
 		}
 	}
-	w := newWatcher(node, backlog, func(w *watcher) {
+	w := newWatcher(v, backlog, func(w *watcher) {
 		h.mu.Lock()
 		delete(h.watchers, w)
 		h.mu.Unlock()
@@ -341,8 +355,8 @@ func (h *hub[T]) watchingNodes(set map[string]struct{}) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for w := range h.watchers {
-		if w.node != "" {
-			set[w.node] = struct{}{}
+		if w.view.node != "" {
+			set[w.view.node] = struct{}{}
 		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -32,7 +34,12 @@ type env struct {
 
 // startHubs runs a controller over a fake clientset and the three hubs over
 // its stores, once it has computed the initial state.
-func startHubs(t *testing.T) *env {
+func startHubs(t *testing.T) *env { t.Helper(); return startHubsWith(t, nil) }
+
+// startHubsWith is startHubs with tiered policy on, when crd is not nil:
+// crd holds the crd.seine.io objects (unstructured) of a fake dynamic
+// client the controller follows.
+func startHubsWith(t *testing.T, crd *dynamicfake.FakeDynamicClient) *env {
 	t.Helper()
 	client := fake.NewClientset(
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
@@ -57,6 +64,14 @@ func startHubs(t *testing.T) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	factory.Start(ctx.Done())
+	if crd != nil {
+		f := dynamicinformer.NewDynamicSharedInformerFactory(crd, 0)
+		if err := c.AddTiered(f); err != nil {
+			t.Fatal(err)
+		}
+		f.Start(ctx.Done())
+		t.Cleanup(f.Shutdown)
+	}
 	go func() { defer close(done); c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done; factory.Shutdown() })
 	poll(t, "controller idle", c.Idle)
@@ -73,6 +88,10 @@ func startHubs(t *testing.T) *env {
 	}
 	return e
 }
+
+// agent is the view of an agent of node that asked for tiered policies (a
+// node of "": everything).
+func agent(node string) view { return view{node: node, tiered: true} }
 
 type testWriter struct{ t *testing.T }
 
@@ -135,9 +154,9 @@ func (e *env) watchNode(node string) *nodeWatch {
 	e.t.Helper()
 	nw := &nodeWatch{t: e.t}
 	for _, start := range []func() (*watcher, error){
-		func() (*watcher, error) { return e.np.watchFrom(node, true, 0, false) },
-		func() (*watcher, error) { return e.atg.watchFrom(node, true, 0, false) },
-		func() (*watcher, error) { return e.ag.watchFrom(node, true, 0, false) },
+		func() (*watcher, error) { return e.np.watchFrom(agent(node), true, 0, false) },
+		func() (*watcher, error) { return e.atg.watchFrom(agent(node), true, 0, false) },
+		func() (*watcher, error) { return e.ag.watchFrom(agent(node), true, 0, false) },
 	} {
 		w, err := start()
 		if err != nil {
@@ -219,11 +238,11 @@ func TestWatchBySpanWithPatches(t *testing.T) {
 	all.expect("MODIFIED AppliedToGroup [web-2@node-b]")
 
 	// Lists agree with what the watches built.
-	l := e.atg.list("node-b").(*cp.AppliedToGroupList)
+	l := e.atg.list(agent("node-b")).(*cp.AppliedToGroupList)
 	if len(l.Items) != 1 || len(l.Items[0].Members) != 1 || l.Items[0].Members[0].Pod.Name != "web-2" {
 		t.Errorf("node-b AppliedToGroups: %+v", l.Items)
 	}
-	if l := e.np.list("node-a").(*cp.NetworkPolicyList); len(l.Items) != 0 {
+	if l := e.np.list(agent("node-a")).(*cp.NetworkPolicyList); len(l.Items) != 0 {
 		t.Errorf("node-a NetworkPolicies: %d, want none", len(l.Items))
 	}
 }
@@ -231,14 +250,14 @@ func TestWatchBySpanWithPatches(t *testing.T) {
 func TestWatchResumesFromHistory(t *testing.T) {
 	e := startHubs(t)
 	ctx := context.Background()
-	rv := e.ag.list("node-a").(*cp.AddressGroupList).ResourceVersion
+	rv := e.ag.list(agent("node-a")).(*cp.AddressGroupList).ResourceVersion
 	if _, err := e.client.CoreV1().Pods("default").Create(ctx, testPod("client-2", "node-c", "10.0.2.1", "client"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "address group change", func() bool { return e.ag.list("node-a").(*cp.AddressGroupList).ResourceVersion != rv })
+	poll(t, "address group change", func() bool { return e.ag.list(agent("node-a")).(*cp.AddressGroupList).ResourceVersion != rv })
 	var n uint64
 	fmt.Sscan(rv, &n)
-	w, err := e.ag.watchFrom("node-a", false, n, false)
+	w, err := e.ag.watchFrom(agent("node-a"), false, n, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +265,7 @@ func TestWatchResumesFromHistory(t *testing.T) {
 	(&nodeWatch{t: t, ws: []*watcher{w, w, w}}).expect("MODIFIED AddressGroupPatch +[client-2@node-c] -[]")
 
 	// A version from before the history (a restarted controller) is gone.
-	if _, err := e.ag.watchFrom("node-a", false, 1, false); !apierrors.IsResourceExpired(err) {
+	if _, err := e.ag.watchFrom(agent("node-a"), false, 1, false); !apierrors.IsResourceExpired(err) {
 		t.Errorf("watch from version 1: %v, want 410 Gone", err)
 	}
 }
@@ -277,10 +296,10 @@ func TestDiffMembers(t *testing.T) {
 func TestWatchersGetTheirOwnObjects(t *testing.T) {
 	e := startHubs(t)
 	var rv uint64
-	fmt.Sscan(e.ag.list("node-a").(*cp.AddressGroupList).ResourceVersion, &rv)
+	fmt.Sscan(e.ag.list(agent("node-a")).(*cp.AddressGroupList).ResourceVersion, &rv)
 	var ws []*watcher
 	for range 2 {
-		w, err := e.ag.watchFrom("node-a", false, rv, false)
+		w, err := e.ag.watchFrom(agent("node-a"), false, rv, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -31,6 +31,7 @@ var networkPolicyKind = kind[*cp.NetworkPolicy]{
 		l.ResourceVersion = rv
 		return l
 	},
+	tiered: func(o *cp.NetworkPolicy) bool { return o.TierPriority != nil },
 }
 
 var appliedToGroupKind = kind[*cp.AppliedToGroup]{

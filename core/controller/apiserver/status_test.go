@@ -111,9 +111,9 @@ func TestStatusFromReports(t *testing.T) {
 	if _, err := e.client.NetworkingV1().NetworkPolicies("default").Create(ctx, deny, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "second policy", func() bool { return len(e.np.list("").(*cp.NetworkPolicyList).Items) == 2 })
+	poll(t, "second policy", func() bool { return len(e.np.list(agent("")).(*cp.NetworkPolicyList).Items) == 2 })
 	r.set(report("node-b", cp.PolicyRealization{Name: name, Generation: 2}, cp.PolicyRealization{Name: "uid-deny-client", Generation: 5}), time.Now(), false)
-	l := e.np.list("").(*cp.NetworkPolicyList)
+	l := e.np.list(agent("")).(*cp.NetworkPolicyList)
 	var got []string
 	for _, np := range l.Items {
 		got = append(got, np.SourceRef.Name+": "+renderStatus(np.Status))
@@ -131,12 +131,12 @@ func TestStatusFromReports(t *testing.T) {
 	}
 
 	// What agents list and watch never carries a status.
-	for _, np := range e.np.list("node-b").(*cp.NetworkPolicyList).Items {
+	for _, np := range e.np.list(agent("node-b")).(*cp.NetworkPolicyList).Items {
 		if np.Status != nil {
 			t.Errorf("node-b's list carries a status: %s", renderStatus(np.Status))
 		}
 	}
-	w, err := e.np.watchFrom("", true, 0, false)
+	w, err := e.np.watchFrom(agent(""), true, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +348,7 @@ func TestStatusOfAPartlyTranslatedPolicy(t *testing.T) {
 	if got := renderStatus(st); got != "gen 3 1/1 Failed" || !strings.Contains(st.Error, `parse cidr "010.0.0.0/8"`) {
 		t.Errorf("status %s, error %q: want Failed 1/1 with the CIDR named", got, st.Error)
 	}
-	l := e.np.list("").(*cp.NetworkPolicyList)
+	l := e.np.list(agent("")).(*cp.NetworkPolicyList)
 	if len(l.Items) != 1 || l.Items[0].Status.Phase != cp.PolicyFailed {
 		t.Errorf("listed status %+v: want Failed", l.Items[0].Status)
 	}

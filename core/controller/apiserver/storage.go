@@ -66,25 +66,25 @@ func (s *storage[T]) Get(ctx context.Context, name string, _ *metav1.GetOptions)
 }
 
 func (s *storage[T]) List(ctx context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
-	node, err := nodeSelected(opts)
+	v, err := viewSelected(opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkReader(ctx, s.h.k.resource, node); err != nil {
+	if err := checkReader(ctx, s.h.k.resource, v.node); err != nil {
 		return nil, err
 	}
 	if err := s.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	return s.h.list(node), nil
+	return s.h.list(v), nil
 }
 
 func (s *storage[T]) Watch(ctx context.Context, opts *metainternalversion.ListOptions) (watch.Interface, error) {
-	node, err := nodeSelected(opts)
+	v, err := viewSelected(opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkReader(ctx, s.h.k.resource, node); err != nil {
+	if err := checkReader(ctx, s.h.k.resource, v.node); err != nil {
 		return nil, err
 	}
 	if err := s.waitReady(ctx); err != nil {
@@ -102,31 +102,63 @@ func (s *storage[T]) Watch(ctx context.Context, opts *metainternalversion.ListOp
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("resourceVersion %q: %v", opts.ResourceVersion, err))
 		}
 	}
-	return s.h.watchFrom(node, initial, rv, bookmark)
+	return s.h.watchFrom(v, initial, rv, bookmark)
 }
 
-// nodeSelected returns the node of fieldSelector=nodeName=<node>, "" for
-// no selector, and refuses any other selector.
-func nodeSelected(opts *metainternalversion.ListOptions) (string, error) {
+// view is what one list or watch sees: the objects whose span holds node
+// (every object for node ""), and, for a node, tiered policies only if its
+// agent asked for them with tiered=true. An agent older than tiered policy
+// does not ask, and would read their Drop rules as allows; a list without a
+// node (an admin's, the controller's own) sees everything.
+type view struct {
+	node   string
+	tiered bool
+}
+
+// viewSelected returns the view of fieldSelector nodeName=<node> and
+// tiered=true|false (both optional), and refuses any other selector.
+func viewSelected(opts *metainternalversion.ListOptions) (view, error) {
 	if opts == nil {
-		return "", nil
+		return view{}, nil
 	}
 	if opts.LabelSelector != nil && !opts.LabelSelector.Empty() {
-		return "", apierrors.NewBadRequest("label selectors are not supported")
+		return view{}, apierrors.NewBadRequest("label selectors are not supported")
 	}
 	if opts.FieldSelector == nil || opts.FieldSelector.Empty() {
-		return "", nil
+		return view{}, nil
 	}
-	return nodeFromFields(opts.FieldSelector)
+	return viewFromFields(opts.FieldSelector)
 }
 
-func nodeFromFields(sel fields.Selector) (string, error) {
-	reqs := sel.Requirements()
-	if len(reqs) != 1 || reqs[0].Field != cp.NodeNameField ||
-		(reqs[0].Operator != selection.Equals && reqs[0].Operator != selection.DoubleEquals) || reqs[0].Value == "" {
-		return "", apierrors.NewBadRequest(fmt.Sprintf("field selector %q: only %s=<node> is supported", sel, cp.NodeNameField))
+func viewFromFields(sel fields.Selector) (view, error) {
+	var v view
+	seen := map[string]bool{}
+	for _, r := range sel.Requirements() {
+		if seen[r.Field] || (r.Operator != selection.Equals && r.Operator != selection.DoubleEquals) {
+			return view{}, badSelector(sel)
+		}
+		seen[r.Field] = true
+		switch r.Field {
+		case cp.NodeNameField:
+			if r.Value == "" {
+				return view{}, badSelector(sel)
+			}
+			v.node = r.Value
+		case cp.TieredField:
+			t, err := strconv.ParseBool(r.Value)
+			if err != nil {
+				return view{}, badSelector(sel)
+			}
+			v.tiered = t
+		default:
+			return view{}, badSelector(sel)
+		}
 	}
-	return reqs[0].Value, nil
+	return v, nil
+}
+
+func badSelector(sel fields.Selector) error {
+	return apierrors.NewBadRequest(fmt.Sprintf("field selector %q: only %s=<node> and %s=true|false are supported", sel, cp.NodeNameField, cp.TieredField))
 }
 
 // boundNodes returns the nodes the requester's credential is bound to (a

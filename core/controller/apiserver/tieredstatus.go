@@ -22,7 +22,7 @@ import (
 // the aggregated API.
 func (s *Server) WriteTieredStatus(ctx context.Context, dc dynamic.Interface, every time.Duration) {
 	writeTieredStatus(ctx, func() (*cp.NetworkPolicyList, bool) {
-		l, ok := s.np.list("").(*cp.NetworkPolicyList)
+		l, ok := s.np.list(view{}).(*cp.NetworkPolicyList)
 		return l, ok
 	}, dc, every, s.log)
 }

@@ -16,7 +16,7 @@ const maxPending = 10000
 // watcher is one watch. The hub queues events without blocking (it holds
 // its lock); a goroutine hands them to the apiserver's watch handler.
 type watcher struct {
-	node   string
+	view   view
 	remove func(*watcher)
 
 	mu       sync.Mutex
@@ -30,9 +30,9 @@ type watcher struct {
 	stopOnce sync.Once
 }
 
-func newWatcher(node string, backlog []watch.Event, remove func(*watcher)) *watcher {
+func newWatcher(v view, backlog []watch.Event, remove func(*watcher)) *watcher {
 	w := &watcher{
-		node: node, remove: remove,
+		view: v, remove: remove,
 		queue: backlog, limit: len(backlog) + maxPending,
 		kick: make(chan struct{}, 1), result: make(chan watch.Event), done: make(chan struct{}),
 	}

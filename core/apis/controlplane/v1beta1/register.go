@@ -33,6 +33,12 @@ func Objects() []runtime.Object {
 // fieldSelector=nodeName=<node> selects the objects whose span holds node.
 const NodeNameField = "nodeName"
 
+// TieredField is the field an agent that enforces tiered policies adds to
+// its selector (fieldSelector=nodeName=<node>,tiered=true). A node's list
+// or watch without it leaves tiered policies (TierPriority set) out: an
+// agent older than them would read their Drop rules as allows.
+const TieredField = "tiered"
+
 var (
 	// SchemeBuilder registers the API's types under SchemeGroupVersion.
 	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
@@ -46,10 +52,10 @@ func addKnownTypes(s *runtime.Scheme) error {
 	for _, kind := range []string{"NetworkPolicy", "AppliedToGroup", "AddressGroup"} {
 		err := s.AddFieldLabelConversionFunc(SchemeGroupVersion.WithKind(kind), func(label, value string) (string, string, error) {
 			switch label {
-			case NodeNameField:
+			case NodeNameField, TieredField:
 				return label, value, nil
 			}
-			return "", "", fmt.Errorf("field label %q is not supported: use %q", label, NodeNameField)
+			return "", "", fmt.Errorf("field label %q is not supported: use %q and %q", label, NodeNameField, TieredField)
 		})
 		if err != nil {
 			return err
