@@ -165,9 +165,15 @@ func clusterInternalName(cnp *crdv1.ClusterNetworkPolicy) string {
 //     says so), since no place in the order can be guessed for it;
 //   - an appliedTo entry that cannot be parsed or selects nothing
 //     explicitly (neither selector) is left out;
-//   - a peer that cannot be parsed is left out of its rule: a rule whose
-//     peers are all left out matches nothing, so an Allow allows less and
-//     a Drop drops less — the error says which.
+//   - a peer that cannot be parsed is left out of an Allow rule (a rule
+//     whose peers are all left out matches nothing: it allows less); a
+//     deny rule never denies less for it: a Drop or Reject takes every
+//     address instead, a Pass becomes a Drop of every address (a Pass
+//     narrowed or left out lets a later tier's Allow decide);
+//   - an action this controller does not know becomes a Drop.
+//
+// The agent does the same with what it cannot realize (core/agent/policy,
+// failClosed).
 func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *controlplane.NetworkPolicy, atgs, ags []*group) {
 	var problems []string
 	tier := tierName(cnp.Spec.Tier)
@@ -214,15 +220,32 @@ func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *con
 				peers = r.To
 			}
 			peer, errs := c.clusterPeer(peers, &ags)
-			for _, err := range errs {
-				problems = append(problems, fmt.Sprintf("%s rule %d: %v: peer left out", d.name, i, err))
-			}
 			action := controlplane.RuleAction(r.Action)
 			switch action {
 			case controlplane.RuleActionAllow, controlplane.RuleActionDrop, controlplane.RuleActionReject, controlplane.RuleActionPass:
 			default:
-				problems = append(problems, fmt.Sprintf("%s rule %d: unknown action %q: rule left out", d.name, i, r.Action))
-				continue
+				problems = append(problems, fmt.Sprintf("%s rule %d: unknown action %q: installed as Drop (fails closed)", d.name, i, r.Action))
+				action = controlplane.RuleActionDrop
+			}
+			// A bad peer of an Allow rule is left out (it allows less); of
+			// a deny rule it would deny less: the rule takes every address
+			// instead, and a Pass becomes a Drop (core/tiers/README.md,
+			// "Rules that cannot be realized").
+			for _, err := range errs {
+				switch action {
+				case controlplane.RuleActionAllow:
+					problems = append(problems, fmt.Sprintf("%s rule %d: %v: peer left out", d.name, i, err))
+				case controlplane.RuleActionPass:
+					problems = append(problems, fmt.Sprintf("%s rule %d: %v: installed as Drop of every address (fails closed)", d.name, i, err))
+				default:
+					problems = append(problems, fmt.Sprintf("%s rule %d: %v: %s of every address (fails closed)", d.name, i, err, action))
+				}
+			}
+			if len(errs) > 0 && action != controlplane.RuleActionAllow {
+				peer = matchAll()
+				if action == controlplane.RuleActionPass {
+					action = controlplane.RuleActionDrop
+				}
 			}
 			rule := controlplane.NetworkPolicyRule{
 				Direction: d.dir, Services: services(clusterPorts(r.Ports)),

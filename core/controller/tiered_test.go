@@ -171,6 +171,39 @@ cnp bad types=[] atg=[{namespaceSelector= podSelector=app=web}] span=[n1] tier=a
   Out peers=[{namespaceSelector= podSelector=app=db}] services=[] priority=0 action=Allow`)
 }
 
+// A peer the controller cannot translate never makes a deny rule deny
+// less: a Drop or Reject takes every address, a Pass becomes a Drop of
+// every address, an unknown action a Drop; an Allow only loses the peer.
+func TestTieredDenyRulesFailClosed(t *testing.T) {
+	bad := crdv1.Peer{IPBlock: &crdv1.IPBlock{CIDR: "10.0.0.0/33"}}
+	db := crdv1.Peer{PodSelector: sel("app", "db")}
+	p := cnp("bad", "", 1, []crdv1.AppliedTo{{PodSelector: sel("app", "web")}},
+		[]crdv1.Rule{
+			{Action: crdv1.RuleActionDrop, From: []crdv1.Peer{bad, db}},
+			{Action: crdv1.RuleActionReject, From: []crdv1.Peer{db, bad}},
+			{Action: crdv1.RuleActionPass, From: []crdv1.Peer{bad}, Ports: []crdv1.NetworkPolicyPort{tcpPort(80, nil)}},
+			{Action: crdv1.RuleActionAllow, From: []crdv1.Peer{bad, db}},
+			{Action: "Log", From: []crdv1.Peer{db}},
+		}, nil)
+	e := startTiered(t, []runtime.Object{p},
+		ns("x", nil), pod("x", "web", "n1", "10.0.1.1", map[string]string{"app": "web"}))
+	parse := `parse cidr "10.0.0.0/33": netip.ParsePrefix("10.0.0.0/33"): prefix length out of range`
+	e.waitFor(`
+ag {namespaceSelector= podSelector=app=db} members=[] span=[n1]
+atg {namespaceSelector= podSelector=app=web} members=[x/web@n1,10.0.1.1] span=[n1]
+cnp bad types=[] atg=[{namespaceSelector= podSelector=app=web}] span=[n1] tier=application/250 priority=1 error=` +
+		`ingress rule 0: peer 0: ipBlock: ` + parse + `: Drop of every address (fails closed); ` +
+		`ingress rule 1: peer 1: ipBlock: ` + parse + `: Reject of every address (fails closed); ` +
+		`ingress rule 2: peer 0: ipBlock: ` + parse + `: installed as Drop of every address (fails closed); ` +
+		`ingress rule 3: peer 0: ipBlock: ` + parse + `: peer left out; ` +
+		`ingress rule 4: unknown action "Log": installed as Drop (fails closed)
+  In peers=[0.0.0.0/0 ::/0] services=[] priority=0 action=Drop
+  In peers=[0.0.0.0/0 ::/0] services=[] priority=1 action=Reject
+  In peers=[0.0.0.0/0 ::/0] services=[TCP/80] priority=2 action=Drop
+  In peers=[{namespaceSelector= podSelector=app=db}] services=[] priority=3 action=Allow
+  In peers=[{namespaceSelector= podSelector=app=db}] services=[] priority=4 action=Drop`)
+}
+
 // The built-in tiers are created once; those that exist are left alone.
 func TestEnsureBuiltInTiers(t *testing.T) {
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{

@@ -162,22 +162,31 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 			continue
 		}
 		members, err := peerMembers(peer, s)
-		if err != nil {
-			ruleErrs = append(ruleErrs, fmt.Errorf("rule %d: %w", i, err))
-			continue
+		groupMissing := err != nil
+		var rs []pipeline.PolicyRule
+		if err == nil {
+			rs, err = resolveRule(uid, i, dir, rule, targets, members, peer.IPBlocks)
 		}
-		rs, err := resolveRule(uid, i, dir, rule, targets, members, peer.IPBlocks)
 		if err == nil {
 			err = tierRules(np, rule, rs)
 		}
-		if err == nil && np.TierPriority != nil {
-			for _, r := range rs {
-				orders[r.Policy+"/"+r.Key] = tierOrder(np, rule)
+		if err != nil && np.TierPriority != nil {
+			// A tiered rule must not open what it would deny: see
+			// failClosed.
+			var how string
+			if rs, how = failClosed(uid, i, dir, rule, targets, members, peer.IPBlocks, groupMissing, np); how != "" {
+				err = fmt.Errorf("%w (%s)", err, how)
 			}
+		} else if err != nil {
+			rs = nil
 		}
 		if err != nil {
 			ruleErrs = append(ruleErrs, fmt.Errorf("rule %d: %w", i, err))
-			continue
+		}
+		if np.TierPriority != nil {
+			for _, r := range rs {
+				orders[r.Policy+"/"+r.Key] = tierOrder(np, rule)
+			}
 		}
 		rules = append(rules, rs...)
 	}

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
+	"strings"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
@@ -41,6 +43,76 @@ func tierRules(np *controlplane.NetworkPolicy, rule controlplane.NetworkPolicyRu
 		rs[i].Tier, rs[i].Action = tier, action
 	}
 	return nil
+}
+
+// failClosed is what a tiered rule the agent cannot realize (a missing
+// AddressGroup, a bad ipBlock, protocol or port, an unknown action) becomes
+// instead of being left out, so that it never opens what it would deny:
+//
+//   - Allow: nothing. Left out, it can only allow less (what it accepted is
+//     judged by the rules after it, whose worst is an allow).
+//   - Drop and Reject: the rule with its bad part widened, same action —
+//     its peers become every address when a group is missing or an
+//     ipBlock is bad, its ports every protocol and port when one is bad.
+//     A wider deny denies more, never less.
+//   - Pass, or an action this agent does not know: a Drop of that widened
+//     match. A Pass left out lets the tiers after it decide (an Allow there
+//     opens what Kubernetes policy would isolate); a widened Pass hands
+//     more to Kubernetes policy (which allows what a later tier would
+//     deny). Only a drop is safe.
+//
+// groupMissing says that one of the rule's AddressGroups is missing. It
+// returns the rules and how the rule was installed ("" when nothing is).
+func failClosed(uid string, index int, dir pipeline.PolicyDirection, rule controlplane.NetworkPolicyRule,
+	targets []target, members []controlplane.GroupMember, blocks []controlplane.IPBlock, groupMissing bool, np *controlplane.NetworkPolicy) ([]pipeline.PolicyRule, string) {
+	act := controlplane.RuleActionAllow
+	if rule.Action != nil {
+		act = *rule.Action
+	}
+	var action pipeline.PolicyAction
+	switch act {
+	case controlplane.RuleActionAllow:
+		return nil, ""
+	case controlplane.RuleActionReject:
+		action = pipeline.ActionReject
+	default: // Drop, Pass, unknown
+		action = pipeline.ActionDrop
+	}
+	var widened []string
+	// Every peer: when a group is missing or the peers do not resolve on
+	// their own.
+	anyPeer := false
+	if _, err := resolveRule(uid, index, dir, controlplane.NetworkPolicyRule{}, targets, members, blocks); err != nil || groupMissing {
+		anyPeer, members, blocks = true, nil, nil
+		widened = append(widened, "every peer")
+	}
+	if _, err := resolveRule(uid, index, dir, controlplane.NetworkPolicyRule{Services: rule.Services}, targets, nil, nil); err != nil {
+		rule.Services = nil
+		widened = append(widened, "every port")
+	}
+	rs, err := resolveRule(uid, index, dir, rule, targets, members, blocks)
+	if err != nil {
+		// Cannot happen: both parts resolved on their own; widen both.
+		rule.Services, anyPeer = nil, true
+		if rs, err = resolveRule(uid, index, dir, rule, targets, nil, nil); err != nil {
+			return nil, ""
+		}
+	}
+	tier := pipeline.TierMain
+	if tiers.IsBaseline(*np.TierPriority) {
+		tier = pipeline.TierBaseline
+	}
+	for i := range rs {
+		rs[i].Tier, rs[i].Action = tier, action
+		if anyPeer {
+			rs[i].Peers = []pipeline.PolicyPeer{{CIDR: netip.MustParsePrefix("0.0.0.0/0")}, {CIDR: netip.MustParsePrefix("::/0")}}
+		}
+	}
+	how := "installed as " + action.String()
+	if len(widened) > 0 {
+		how += " of " + strings.Join(widened, " and ")
+	}
+	return rs, how + ": fails closed"
 }
 
 // tierOrder is where a tiered policy's rule stands in the evaluation order.

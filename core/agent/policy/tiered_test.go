@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"testing"
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
@@ -89,5 +90,93 @@ uid-sec/1 ingress targets=[10] peers=0.0.0.0/0 services= tier=1 Pass prio=22000
 	r := resolve(State{AppliedToGroups: s.AppliedToGroups, NetworkPolicies: map[string]*controlplane.NetworkPolicy{"k8s": bad}}, []Pod{webPod}, nodeSrc)
 	if len(r.failed) != 1 || len(r.set.Rules) != 0 {
 		t.Fatalf("a Kubernetes Drop rule: failed %v, rules %v", r.failed, r.set.Rules)
+	}
+}
+
+// A tiered rule the agent cannot realize must not open what it would deny
+// (core/tiers/README.md, "Rules the agent cannot realize"): a Drop or
+// Reject rule is installed with its bad part widened (a missing
+// AddressGroup or a bad ipBlock: every peer; a bad protocol or port: every
+// port), keeping its action; a Pass rule, or an action this agent does not
+// know, becomes a Drop of the same widened match (a Pass left out lets a
+// lower tier's Allow decide, a widened Pass hands more to Kubernetes
+// policy: either may open); an Allow rule is left out (it can only allow
+// less). A peer group that exists but is empty is not a bad part. The
+// policy is still reported failed, naming the rule.
+func TestTieredRuleFailsClosed(t *testing.T) {
+	web := controlplane.NetworkPolicyPeer{IPBlocks: []controlplane.IPBlock{block("10.244.2.0/24")}}
+	ghost := controlplane.NetworkPolicyPeer{AddressGroups: []string{"ghost"}}
+	badBlock := controlplane.NetworkPolicyPeer{IPBlocks: []controlplane.IPBlock{{CIDR: controlplane.IPNet{IP: []byte{10, 0, 0, 0}, PrefixLength: 40}}}}
+	withPorts := func(r controlplane.NetworkPolicyRule, svcs ...controlplane.Service) controlplane.NetworkPolicyRule {
+		r.Services = svcs
+		return r
+	}
+	badPort := tcp(70000)
+	badProto := controlplane.Service{Protocol: "ICMP"}
+	s := State{
+		AppliedToGroups: map[string]*controlplane.AppliedToGroup{"web": atg("web", member("default", "web-0", "10.244.1.10"))},
+		AddressGroups:   map[string]*controlplane.AddressGroup{},
+		NetworkPolicies: map[string]*controlplane.NetworkPolicy{
+			"sec": tiered("sec", tiers.SecurityOpsPriority, 5, []string{"web"},
+				withPorts(action(controlplane.RuleActionDrop, controlplane.DirectionIn, ghost, 0), tcp(80)),
+				withPorts(action(controlplane.RuleActionReject, controlplane.DirectionIn, web, 1), badPort),
+				withPorts(action(controlplane.RuleActionPass, controlplane.DirectionIn, badBlock, 2), tcp(443)),
+				withPorts(action(controlplane.RuleActionAllow, controlplane.DirectionIn, web, 3), badPort),
+				withPorts(action("Log", controlplane.DirectionOut, web, 4), tcp(53)),
+				withPorts(action(controlplane.RuleActionDrop, controlplane.DirectionOut, ghost, 5), badProto),
+				withPorts(action(controlplane.RuleActionDrop, controlplane.DirectionOut, controlplane.NetworkPolicyPeer{AddressGroups: []string{"empty"}}, 6), badPort),
+			),
+		},
+	}
+	s.AddressGroups["empty"] = ag("empty")
+	r := resolve(s, []Pod{webPod, dbPod}, nodeSrc)
+	if _, err := (&priorities{}).assign(&r.set, r.orders); err != nil {
+		t.Fatal(err)
+	}
+	// The flows build.
+	if _, err := pipeline.PolicyFlows(r.set, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range r.set.Rules {
+		r.set.Rules[i].Priority = 0 // the order is TestResolveTiered's business
+	}
+	want := `isolated ingress [] egress []
+uid-sec/0 ingress targets=[10] peers=0.0.0.0/0,::/0 services=6:80 tier=1 Drop prio=0
+uid-sec/1 ingress targets=[10] peers=10.244.2.0/24 services= tier=1 Reject prio=0
+uid-sec/2 ingress targets=[10] peers=0.0.0.0/0,::/0 services=6:443 tier=1 Drop prio=0
+uid-sec/4 egress targets=[10] peers=10.244.2.0/24 services=6:53 tier=1 Drop prio=0
+uid-sec/5 egress targets=[10] peers=0.0.0.0/0,::/0 services= tier=1 Drop prio=0
+uid-sec/6 egress targets=[10] peers= services= tier=1 Drop prio=0
+`
+	if got := renderSet(r.set); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	f, ok := r.failed["sec"]
+	if !ok {
+		t.Fatalf("policy sec not reported failed: %v", r.failed)
+	}
+	for _, part := range []string{
+		"rule 1: port 70000 out of range (installed as Reject of every port: fails closed)",
+		"rule 2: ipBlock prefix 10.0.0.0/40 (installed as Drop of every peer: fails closed)",
+		"rule 3: port 70000 out of range;",
+		`rule 4: unknown action "Log" (installed as Drop: fails closed)`,
+		"rule 6: port 70000 out of range (installed as Drop of every port: fails closed)",
+	} {
+		if !strings.Contains(f.Error, part) {
+			t.Errorf("failure %q lacks %q", f.Error, part)
+		}
+	}
+	// A missing group is transient (not a failure), but reported too.
+	problems := strings.Join(r.problems, "\n")
+	for _, part := range []string{
+		"rule 0: addressGroup ghost is missing (installed as Drop of every peer: fails closed)",
+		"rule 5: addressGroup ghost is missing (installed as Drop of every peer and every port: fails closed)",
+	} {
+		if !strings.Contains(problems, part) {
+			t.Errorf("problems %q lack %q", problems, part)
+		}
+	}
+	if _, realized := r.gens["sec"]; realized {
+		t.Error("a policy with a rule it could not realize counted as realized")
 	}
 }
