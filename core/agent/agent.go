@@ -33,6 +33,7 @@ import (
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/agent/policywatch"
 	"github.com/seine-cni/seine/core/agent/proxier"
+	"github.com/seine-cni/seine/core/flowexport"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/core/pipeline"
@@ -125,6 +126,12 @@ type Agent struct {
 	// Datapath flow cache purges by policy changes (DatapathStats).
 	dpFlushes, dpDeleted atomic.Int64
 
+	// Flow export (flowexport.go): what it waits for, its resolver, and
+	// the exporter once it runs (read by the metrics).
+	flowExportSynced []cache.InformerSynced
+	flowResolver     flowexport.Resolver
+	flowExporter     atomic.Pointer[flowexport.Exporter]
+
 	ready  atomic.Bool
 	reason atomic.Value // string: why not ready
 	// serveCNI starts answering the runtime (serveCNISocket); the unit
@@ -209,6 +216,9 @@ func New(o Options) (*Agent, error) {
 		if err := a.setupProxy(a.metrics); err != nil {
 			return nil, err
 		}
+	}
+	if err := a.setupFlowExport(); err != nil {
+		return nil, err
 	}
 	pc, err := policy.New(policy.Config{Node: policyNode{a}, Logger: a.log.With("component", "policy"), StateFile: policyStateFile(a.cfg)})
 	if err != nil {
@@ -390,6 +400,13 @@ func (a *Agent) run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := a.runFlowExport(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("flow export ended", "err", err)
+		}
+	}()
 	if err := a.syncHost(ctx); err != nil {
 		a.log.Error("host rules", "err", err) // retried on the next peer change or resync
 	}

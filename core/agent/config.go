@@ -68,6 +68,9 @@ type Config struct {
 	KubeAPIServer string `json:"kubeAPIServer,omitempty"`
 	// Proxy configures the service proxy.
 	Proxy ProxyConfig `json:"proxy,omitempty"`
+	// FlowExport, when it names a collector, exports the node's
+	// connections as IPFIX (core/flowexport).
+	FlowExport *FlowExportConfig `json:"flowExport,omitempty"`
 }
 
 // DefaultHostRulesResyncPeriod is the host rules' resync period when the
@@ -230,6 +233,11 @@ func (c *Config) Validate() error {
 	}
 	if (c.MetricsTLSCertFile == "") != (c.MetricsTLSKeyFile == "") {
 		errs = append(errs, errors.New("metricsTLSCertFile and metricsTLSKeyFile go together"))
+	}
+	if c.FlowExport != nil && c.FlowExport.Collector != "" {
+		if _, err := c.FlowExport.exporterConfig(c.NodeName, false); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	switch pipeline.OS(c.FlowSetOS) {
 	case "", pipeline.OSLinux, pipeline.OSWindows:

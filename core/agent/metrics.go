@@ -197,6 +197,20 @@ func (s metricSource) Interfaces(ctx context.Context) (out []metrics.InterfaceSt
 	return out, err
 }
 
+// FlowExport reads the flow exporter's counters while it runs.
+func (s metricSource) FlowExport() (metrics.FlowExportStats, bool) {
+	x := s.a.flowExporter.Load()
+	if x == nil {
+		return metrics.FlowExportStats{}, false
+	}
+	st := x.Stats()
+	return metrics.FlowExportStats{
+		RecordsSent: st.RecordsSent, RecordsDropped: st.RecordsDropped,
+		UntrackedConnections: st.ConnectionsDropped, PollErrors: st.PollErrors,
+		Connections: st.Connections, QueuedRecords: st.Queued, CollectorConnected: st.CollectorConnected,
+	}, true
+}
+
 // Conntrack asks ovs-vswitchd for its datapath's connection count and
 // limit. The kernel datapath answers too (through its netlink API).
 func (s metricSource) Conntrack(ctx context.Context) (entries, limit int, err error) {

@@ -75,7 +75,7 @@ func (c *Conn) Ended() bool { return c.closed }
 // [-m] [-s]`, one entry per line. A line it cannot read is an error naming
 // the line; keys it does not know are skipped (newer OVS releases add some).
 func ParseConntrack(text string) ([]Conn, error) {
-	var conns []Conn
+	conns := make([]Conn, 0, strings.Count(text, "\n")+1)
 	for n, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" {

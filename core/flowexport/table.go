@@ -94,6 +94,7 @@ type Table struct {
 
 	conns map[connKey]*entry
 	gen   uint64
+	out   []Record
 	// Dropped counts connections not tracked because of MaxConnections.
 	Dropped uint64
 }
@@ -102,7 +103,7 @@ type Table struct {
 func (t *Table) Len() int { return len(t.conns) }
 
 // Update takes one poll's connections, seen at now, and returns the
-// records due: connections that ended (reason 3; also those gone from the
+// records due (valid until the next Update): connections that ended (reason 3; also those gone from the
 // dump), went idle (1) or stayed active for ActiveTimeout since their last
 // export (2).
 func (t *Table) Update(conns []Conn, now time.Time) []Record {
@@ -110,7 +111,10 @@ func (t *Table) Update(conns []Conn, now time.Time) []Record {
 		t.conns = make(map[connKey]*entry)
 	}
 	t.gen++
-	var out []Record
+	// The records' slice is kept for the next poll, so 50k records are not
+	// copied a dozen times while it grows on every poll.
+	out := t.out[:0]
+	defer func() { t.out = out[:0] }()
 	var fresh []*Conn
 	for i := range conns {
 		c := &conns[i]

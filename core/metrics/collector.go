@@ -26,6 +26,7 @@ type AgentCollector struct {
 	flows, tableFlows, ofUp, dbUp, meterDrop *prometheus.Desc
 	ctEntries, ctLimit                       *prometheus.Desc
 	ifPackets, ifBytes, ifDrops, ifErrors    *prometheus.Desc
+	fe                                       []*prometheus.Desc
 }
 
 // ScrapeSources are the OVS reads AgentCollector makes.
@@ -43,6 +44,10 @@ func NewAgentCollector(reg prometheus.Registerer, src AgentSource) (*AgentCollec
 		ctEntries: AgentConntrackEntries.Desc(), ctLimit: AgentConntrackLimit.Desc(),
 		ifPackets: AgentIfacePackets.Desc(), ifBytes: AgentIfaceBytes.Desc(), ifDrops: AgentIfaceDrops.Desc(), ifErrors: AgentIfaceErrors.Desc(),
 	}
+	for _, d := range []Def{AgentFlowExportSent, AgentFlowExportDropped, AgentFlowExportUntracked, AgentFlowExportPollErrors,
+		AgentFlowExportConnections, AgentFlowExportQueued, AgentFlowExportConnected} {
+		c.fe = append(c.fe, d.Desc())
+	}
 	for _, s := range ScrapeSources {
 		c.errs.WithLabelValues(s)
 	}
@@ -56,6 +61,9 @@ func NewAgentCollector(reg prometheus.Registerer, src AgentSource) (*AgentCollec
 func (c *AgentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.localPods, c.policies, c.rules, c.atgs, c.ags, c.flows, c.tableFlows, c.ofUp, c.dbUp,
 		c.meterDrop, c.ctEntries, c.ctLimit, c.ifPackets, c.ifBytes, c.ifDrops, c.ifErrors} {
+		ch <- d
+	}
+	for _, d := range c.fe {
 		ch <- d
 	}
 	c.errs.Describe(ch)
@@ -77,6 +85,15 @@ func (c *AgentCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	gauge(c.localPods, float64(c.src.LocalPods()))
+	if fe, ok := c.src.FlowExport(); ok {
+		counter(c.fe[0], fe.RecordsSent)
+		counter(c.fe[1], fe.RecordsDropped)
+		counter(c.fe[2], fe.UntrackedConnections)
+		counter(c.fe[3], fe.PollErrors)
+		gauge(c.fe[4], float64(fe.Connections))
+		gauge(c.fe[5], float64(fe.QueuedRecords))
+		gauge(c.fe[6], boolValue(fe.CollectorConnected))
+	}
 	pc := c.src.PolicyCounts()
 	gauge(c.policies, float64(pc.NetworkPolicies))
 	gauge(c.atgs, float64(pc.AppliedToGroups))

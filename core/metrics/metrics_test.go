@@ -131,8 +131,9 @@ func TestLintCatchesAntreasMistakes(t *testing.T) {
 
 // fakeSource stands for an agent and its switch.
 type fakeSource struct {
-	err  error
-	hang bool
+	err          error
+	hang         bool
+	noFlowExport bool
 }
 
 func (fakeSource) LocalPods() int { return 7 }
@@ -158,6 +159,10 @@ func (s fakeSource) Meters(ctx context.Context) ([]openflow.MeterStats, error) {
 	return []openflow.MeterStats{{MeterID: pipeline.ServiceRejectMeter, Bands: []openflow.BucketCounter{{PacketCount: 6}}}}, s.wait(ctx)
 }
 func (s fakeSource) Conntrack(ctx context.Context) (int, int, error) { return 12, 1000, s.wait(ctx) }
+func (s fakeSource) FlowExport() (metrics.FlowExportStats, bool) {
+	return metrics.FlowExportStats{RecordsSent: 40, RecordsDropped: 2, UntrackedConnections: 1, PollErrors: 3,
+		Connections: 17, QueuedRecords: 5, CollectorConnected: true}, !s.noFlowExport
+}
 
 type fakeCtrl struct{}
 
@@ -266,6 +271,50 @@ seine_agent_conntrack_entries 12
 	}
 	if got := testutil.ToFloat64(gatherOne(t, reg, "seine_agent_ovs_interface_packets_total", "receive")); got != 3 {
 		t.Errorf("tunnel receive packets %v, want 3", got)
+	}
+}
+
+// TestFlowExportMetrics: the flow exporter's counters while it runs, and
+// no series while flow export is off.
+func TestFlowExportMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := metrics.NewAgentCollector(reg, fakeSource{}); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP seine_agent_flow_export_records_sent_total IPFIX flow records sent to the collector (flow export on).
+# TYPE seine_agent_flow_export_records_sent_total counter
+seine_agent_flow_export_records_sent_total 40
+# HELP seine_agent_flow_export_records_dropped_total IPFIX flow records dropped: the queue to the collector was full (the oldest go first, so memory stays bounded while the collector is away).
+# TYPE seine_agent_flow_export_records_dropped_total counter
+seine_agent_flow_export_records_dropped_total 2
+# HELP seine_agent_flow_export_untracked_connections_total Connections the flow exporter did not follow because it already followed maxConnections.
+# TYPE seine_agent_flow_export_untracked_connections_total counter
+seine_agent_flow_export_untracked_connections_total 1
+# HELP seine_agent_flow_export_queued_records IPFIX flow records waiting for the collector.
+# TYPE seine_agent_flow_export_queued_records gauge
+seine_agent_flow_export_queued_records 5
+# HELP seine_agent_flow_export_collector_connected 1 while the flow exporter is connected to its collector, else 0.
+# TYPE seine_agent_flow_export_collector_connected gauge
+seine_agent_flow_export_collector_connected 1
+`
+	names := []string{"seine_agent_flow_export_records_sent_total", "seine_agent_flow_export_records_dropped_total",
+		"seine_agent_flow_export_untracked_connections_total", "seine_agent_flow_export_queued_records", "seine_agent_flow_export_collector_connected"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Error(err)
+	}
+	off := prometheus.NewRegistry()
+	if _, err := metrics.NewAgentCollector(off, fakeSource{noFlowExport: true}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := off.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "seine_agent_flow_export_") {
+			t.Errorf("%s reported while flow export is off", mf.GetName())
+		}
 	}
 }
 

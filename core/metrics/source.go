@@ -24,6 +24,18 @@ type AgentSource interface {
 	Meters(ctx context.Context) ([]openflow.MeterStats, error)
 	// Conntrack reads the datapath connection tracker's size and limit.
 	Conntrack(ctx context.Context) (entries, limit int, err error)
+	// FlowExport returns the flow exporter's counters; false while flow
+	// export is off (its series are then left out).
+	FlowExport() (FlowExportStats, bool)
+}
+
+// FlowExportStats are the flow exporter's counters (core/flowexport's
+// Stats).
+type FlowExportStats struct {
+	RecordsSent, RecordsDropped      uint64
+	UntrackedConnections, PollErrors uint64
+	Connections, QueuedRecords       int
+	CollectorConnected               bool
 }
 
 // PolicyCounts are the node's policy objects and installed rules.
