@@ -59,6 +59,7 @@ var debPackages = map[string]string{
 	"dig":        "bind9-dnsutils",
 	"nc.openbsd": "netcat-openbsd",
 	"bash":       "bash",
+	"wget":       "wget", // agnhost's wget: busybox's crashes on -T
 }
 
 // Deps installs the Debian packages whose commands are missing.

@@ -214,7 +214,7 @@ func Pause(name, prog string) (*image.Image, error) {
 
 // Agnhost is agnhost with what the e2e suite runs beside it through
 // `kubectl exec`: sh (dash) and the usual tools (busybox), bash, nc (OpenBSD's:
-// -u, -z), curl, dig and getent (the DNS specs' /etc/hosts check), each
+// -u, -z), curl, GNU wget, dig and getent (the DNS specs' /etc/hosts check), each
 // with its shared libraries from this machine's Debian packages, and the
 // lab's CoreDNS program at /coredns: upstream's agnhost carries CoreDNS, and
 // the DNS specs run it from this image as their own test DNS server. As
@@ -234,13 +234,15 @@ func Agnhost(name, prog, coredns string) (*image.Image, error) {
 	// standalone shell that runs its own applet for any name it has one
 	// for, whatever PATH says, so `sh -c 'nc -u ...'` would get busybox's
 	// nc (no -u) instead of OpenBSD's. Busybox keeps the other tools.
-	bb, err := image.Busybox("sh", "ash", "nc")
+	// wget is GNU wget: Debian's static busybox 1.35 wget crashes
+	// (SIGSEGV) on -T, which the Services specs pass (`wget -q -O - -T 1`).
+	bb, err := image.Busybox("sh", "ash", "nc", "wget")
 	if err != nil {
 		return nil, err
 	}
-	tools, err := image.Closure("/usr/bin/dash", "/usr/bin/bash", "/usr/bin/nc.openbsd", "/usr/bin/curl", "/usr/bin/dig", "/usr/bin/getent")
+	tools, err := image.Closure("/usr/bin/dash", "/usr/bin/bash", "/usr/bin/nc.openbsd", "/usr/bin/curl", "/usr/bin/dig", "/usr/bin/getent", "/usr/bin/wget")
 	if err != nil {
-		return nil, fmt.Errorf("agnhost image: %w (apt-get install dash bash netcat-openbsd curl bind9-dnsutils libc-bin)", err)
+		return nil, fmt.Errorf("agnhost image: %w (apt-get install dash bash netcat-openbsd curl bind9-dnsutils libc-bin wget)", err)
 	}
 	// agnhost is linked like the control plane it shares compiled packages
 	// with (cgo on: libc's resolver); its libraries, not the program's own

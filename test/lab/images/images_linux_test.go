@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,6 +173,14 @@ func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
 		if out, err := chroot(root, argv...); err != nil {
 			t.Errorf("%q in the agnhost image: %v\n%s", argv, err, out)
 		}
+	}
+	// The Services specs fetch their backends' hostnames with `wget -q -O
+	// - -T 1` (verifyServeHostnameServiceUp); Debian's static busybox 1.35
+	// wget crashes (SIGSEGV) on -T, so every such spec failed.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "hostname-1") }))
+	defer srv.Close()
+	if out, err := chroot(root, "/bin/sh", "-c", "wget -q -O - -T 1 "+srv.URL+" 2>&1"); err != nil || out != "hostname-1" {
+		t.Errorf("wget -q -O - -T 1 in the agnhost image: %q, %v", out, err)
 	}
 }
 
