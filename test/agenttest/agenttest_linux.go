@@ -58,6 +58,9 @@ type Options struct {
 	// SysfsRoot is the Linux backend's platform.Config.SysfsRoot: a tree
 	// standing for /sys that describes (emulated) SR-IOV VFs.
 	SysfsRoot string
+	// FlowExport is the agents' flow export configuration (both nodes of
+	// a pair).
+	FlowExport *agent.FlowExportConfig
 }
 
 // Start sets the node up and returns once the agent has written its CNI
@@ -93,7 +96,7 @@ func StartPair(tb testing.TB, o Options) (*Node, *Node) {
 	inNS(tb, d1.NetNS(), "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-n2")
 	inNS(tb, d1.NetNS(), "ip", "link", "set", "eth0-n2", "netns", d2.NetNS())
 	inNS(tb, d2.NetNS(), "ip", "link", "set", "eth0-n2", "name", "eth0")
-	return startNode(tb, d1, binDir, "node-1", NodeIP, o), startNode(tb, d2, binDir, "node-2", Node2IP, Options{})
+	return startNode(tb, d1, binDir, "node-1", NodeIP, o), startNode(tb, d2, binDir, "node-2", Node2IP, Options{FlowExport: o.FlowExport})
 }
 
 func buildCNI(tb testing.TB) string {
@@ -139,6 +142,7 @@ func startNode(tb testing.TB, d *ovsdaemon.Daemon, binDir, name, ip string, o Op
 		OVS:      agent.OVSConfig{DBEndpoint: d.DBEndpoint(), RunDir: d.RunDir(), Bridge: "br-int", DatapathType: "netdev"},
 		Topology: "bridgedUplink", Uplink: "eth0", TrafficMode: "encap", TunnelType: "geneve",
 		CNISocket: filepath.Join(dir, "cni.sock"), CNIConfDir: filepath.Join(dir, "net.d"), StateDir: filepath.Join(dir, "state"),
+		FlowExport: o.FlowExport,
 	}
 	kube := fake.NewClientset(k8sNode("node-1", NodeIP, "10.244.1.0/24"), k8sNode("node-2", Node2IP, "10.244.2.0/24"))
 	// The discovery of an apiserver that serves ServiceCIDRs (1.33+),
