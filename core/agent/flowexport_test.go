@@ -45,7 +45,7 @@ func TestFlowExportConfig(t *testing.T) {
 		}
 	}
 	// TLS files are read when the exporter starts; a missing one is named.
-	dir := t.TempDir()
+	dir := testDir(t) // Wine cannot remove a t.TempDir's files
 	ca := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(ca, []byte("PEM"), 0o600); err != nil {
 		t.Fatal(err)

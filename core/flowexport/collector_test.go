@@ -2,6 +2,7 @@ package flowexport
 
 import (
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,15 @@ type received struct {
 // for any port) and returns its address and the data records it decodes.
 // It is stopped in t.Cleanup.
 func startCollector(t testing.TB, proto, addr string) (string, <-chan received) {
+	t.Helper()
+	_, ch, a := startCollectorProcess(t, proto, addr)
+	return a, ch
+}
+
+// startCollectorProcess is startCollector that also returns the process
+// (to stop it early: Stop twice is not allowed, so Cleanup skips a
+// stopped one).
+func startCollectorProcess(t testing.TB, proto, addr string) (*stoppable, <-chan received, string) {
 	t.Helper()
 	cp, err := collector.InitCollectingProcess(collector.CollectorInput{
 		Address: addr, Protocol: proto, MaxBufferSize: 65535, TemplateTTL: 0,
@@ -57,12 +67,21 @@ func startCollector(t testing.TB, proto, addr string) (string, <-chan received) 
 			}
 		}
 	}()
-	t.Cleanup(func() {
+	s := &stoppable{stop: func() {
 		cp.Stop()
 		<-done
-	})
-	return a.String(), out
+	}}
+	t.Cleanup(s.Stop)
+	return s, out, a.String()
 }
+
+// stoppable stops a collector once.
+type stoppable struct {
+	once sync.Once
+	stop func()
+}
+
+func (s *stoppable) Stop() { s.once.Do(s.stop) }
 
 // collect waits for n records (at most timeout) and returns them.
 func collect(t testing.TB, ch <-chan received, n int, timeout time.Duration) []received {

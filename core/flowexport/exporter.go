@@ -273,6 +273,10 @@ func (x *Exporter) dial() (sender, error) {
 		CollectorProtocol:   x.cfg.Transport,
 		ObservationDomainID: ObservationDomainID(x.cfg.NodeName),
 		TempRefTimeout:      uint32(x.cfg.TemplateRefresh / time.Second),
+		// go-ipfix closes a TCP connection the collector closed when it
+		// next looks (default every 10 s); records written before that
+		// are lost (IPFIX has no acknowledgements), so look every second.
+		CheckConnInterval: checkConnInterval,
 	}
 	if x.cfg.Transport == "tls" {
 		in.CollectorProtocol = "tcp"
@@ -299,6 +303,10 @@ func (x *Exporter) dial() (sender, error) {
 }
 
 const batchSize = 512
+
+// checkConnInterval is how often a TCP connection is checked for a
+// collector that went away.
+const checkConnInterval = time.Second
 
 func (x *Exporter) sendLoop(ctx context.Context) {
 	var s sender
