@@ -18,7 +18,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/magefile/mage/mg"
@@ -302,6 +304,14 @@ func Test() error {
 	if err != nil {
 		return err
 	}
+	streamA, streamB, err := labStreams()
+	if err != nil {
+		return err
+	}
+	slotA, slotB, err := streamSlots()
+	if err != nil {
+		return err
+	}
 	return runSteps(append([]testrun.Step{
 		{Name: "windows build", Argv: []string{"go", "build", "./..."}, Env: []string{"GOOS=windows"}},
 		{Name: "windows vet", Argv: []string{"go", "vet", "./..."}, Env: []string{"GOOS=windows"}},
@@ -309,20 +319,68 @@ func Test() error {
 		// subset) is off below, as under -p 1 it would analyse the
 		// module's 1400 dependencies one at a time on a fresh machine.
 		{Name: "linux vet", Argv: []string{"go", "vet", "./..."}, Env: goEnv},
-		// -p 1: the privileged tests create namespaces, OVS instances and a
-		// whole cluster; on 2 cores they are more reliable one package at a time.
-		{Name: "go test", Tests: "go", Env: env,
-			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m", "./..."}},
+		// Two streams of go test at once, each -p 1 (the privileged tests
+		// create namespaces, OVS instances and whole clusters; on 2 cores
+		// they are more reliable one package at a time) and each in its own
+		// lab slot: the labs spend most of their time waiting, so two
+		// overlap at little cost (labStreams).
+		{Name: "go test (labs)", Tests: "go", Group: "tests", Env: append(env, "SEINE_LAB_SLOT="+slotA),
+			Argv: append([]string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m"}, streamA...)},
+		{Name: "go test", Tests: "go", Group: "tests", Env: append(env, "SEINE_LAB_SLOT="+slotB),
+			Argv: append([]string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m"}, streamB...)},
 		// The Kubernetes project's own NetworkPolicy e2e specs against Seine
 		// on 3 real nodes (test/e2e/upstream/README.md): fails, never skips.
-		{Name: "upstream e2e (NetworkPolicy subset)", Env: append(env, "SEINE_E2E_BIN="+e2e),
+		{Name: "upstream e2e (NetworkPolicy subset)", Group: "after", Env: append(env, "SEINE_E2E_BIN="+e2e, "SEINE_LAB_SLOT="+slotA),
 			Argv: []string{"go", "tool", "mage", "e2eUpstreamSubset"}},
 		// Every benchmark once in short mode (smaller sizes, fewest rounds),
 		// so a broken benchmark fails the build. It checks their code, not
 		// their targets: numbers measured on a loaded CI machine mean nothing.
-		{Name: "benchmarks (short)", Tests: "go", Env: env,
+		{Name: "benchmarks (short)", Tests: "go", Group: "after", Env: append(env, "SEINE_LAB_SLOT="+slotB),
 			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
 	}, wineSteps()...))
+}
+
+// labStreamPackages are the packages of make test's first go test stream:
+// the two longest lab suites (about 11 of the 24 minutes the packages took
+// one at a time) and every real-node lab (test/lab), so that real-node labs
+// never run at the same time as each other (the upstream subset comes after
+// them in the same slot). Every other package is in the second stream.
+var labStreamPackages = []string{module + "/test/e2e", module + "/test/lab"}
+
+// labStreams splits the module's packages into make test's two go test
+// streams (labStreamPackages, the rest).
+func labStreams() (a, b []string, err error) {
+	cmd := exec.Command("go", "list", "./...")
+	cmd.Env = append(os.Environ(), goEnv...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("go list ./...: %w", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if slices.Contains(labStreamPackages, pkg) {
+			a = append(a, pkg)
+		} else {
+			b = append(b, pkg)
+		}
+	}
+	if len(a) != len(labStreamPackages) {
+		return nil, nil, fmt.Errorf("go list ./... lists %v of the lab stream's packages %v", a, labStreamPackages)
+	}
+	return a, b, nil
+}
+
+// streamSlots are the lab slots of make test's two streams: the one make
+// test was given (SEINE_LAB_SLOT, 0 when unset: the labs' own ports) and
+// that one plus 3, so that two make tests in slots 1 and 2 never collide.
+func streamSlots() (a, b string, err error) {
+	n := 0
+	if v := os.Getenv("SEINE_LAB_SLOT"); v != "" {
+		if n, err = strconv.Atoi(v); err != nil || n < 0 || n > 6 {
+			return "", "", fmt.Errorf("SEINE_LAB_SLOT=%q: make test needs 0 to 6 (its second stream takes that plus 3)", v)
+		}
+	}
+	return strconv.Itoa(n), strconv.Itoa(n + 3), nil
 }
 
 const (

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -302,11 +303,12 @@ type upstreamRun struct {
 // the results table into r.out/results.md and returns it, and takes the
 // lab down (also on failure). It fails when a spec failed.
 func runUpstream(r upstreamRun) (table string, err error) {
-	// Its own lab, beside the lead's and the tests' (a second slot shifts
-	// the ports, as lab.Slot() does for the tests).
-	slot := 0
-	if os.Getenv("SEINE_LAB_SLOT") == "2" {
-		slot = 1
+	// Its own lab, beside the lead's and the tests': SEINE_LAB_SLOT=n
+	// (1..9) shifts its ports by 100*n and names it after n, as lab.Slot()
+	// does for the tests.
+	slot, perr := strconv.Atoi(os.Getenv("SEINE_LAB_SLOT"))
+	if perr != nil || slot < 0 || slot > 9 {
+		slot = 0
 	}
 	state := fmt.Sprintf("/run/seine-e2e-upstream-%d", slot)
 	up := []string{"up", "--kubelet", "real", "--cni", "none", "--nodes", "3",

@@ -1,11 +1,13 @@
 package testrun
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -17,6 +19,11 @@ type Step struct {
 	Env   []string
 	Dir   string
 	Argv  []string
+	// Group: adjacent steps with the same non-empty Group run at the same
+	// time, each line of their output prefixed with "[<name>] "; the step
+	// after them starts when all of them ended. Their results are
+	// reported one by one, in order, as for any step.
+	Group string
 }
 
 type outcome struct {
@@ -36,27 +43,34 @@ type outcome struct {
 func RunSteps(steps []Step, allow []Allowed, module string, out io.Writer) error {
 	var done []outcome
 	var skips []Skip
-	for _, st := range steps {
-		fmt.Fprintf(out, "\n=== %s: %s\n", st.Name, strings.Join(st.Argv, " "))
-		start := time.Now()
-		cmd := exec.Command(st.Argv[0], st.Argv[1:]...)
-		cmd.Env = append(os.Environ(), st.Env...)
-		cmd.Dir = st.Dir
-		o := outcome{step: st}
-		if st.Tests != "" {
-			var res Result
-			res, o.err = Run(st.Tests, cmd, out)
-			skips = append(skips, res.Skips...)
-			o.failures = res.Failures
-			if len(res.Failed) > 0 {
-				o.err = fmt.Errorf("failed: %s", strings.Join(res.Failed, ", "))
-			}
-		} else {
-			cmd.Stdout, cmd.Stderr = out, out
-			o.err = cmd.Run()
+	for i := 0; i < len(steps); {
+		j := i + 1
+		for steps[i].Group != "" && j < len(steps) && steps[j].Group == steps[i].Group {
+			j++
 		}
-		o.took = time.Since(start)
-		done = append(done, o)
+		results := make([]outcome, j-i)
+		stepSkips := make([][]Skip, j-i)
+		if j-i == 1 {
+			results[0], stepSkips[0] = runStep(steps[i], out)
+		} else {
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for k, st := range steps[i:j] {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					w := &prefixWriter{mu: &mu, out: out, prefix: "[" + st.Name + "] "}
+					results[k], stepSkips[k] = runStep(st, w)
+					w.Flush()
+				}()
+			}
+			wg.Wait()
+		}
+		done = append(done, results...)
+		for _, s := range stepSkips {
+			skips = append(skips, s...)
+		}
+		i = j
 	}
 
 	fmt.Fprintf(out, "\n=== summary: %d skipped tests\n", len(skips))
@@ -98,4 +112,64 @@ func RunSteps(steps []Step, allow []Allowed, module string, out io.Writer) error
 		return fmt.Errorf("failed: %s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// runStep runs one step, writing its readable output to out.
+func runStep(st Step, out io.Writer) (outcome, []Skip) {
+	fmt.Fprintf(out, "\n=== %s: %s\n", st.Name, strings.Join(st.Argv, " "))
+	start := time.Now()
+	cmd := exec.Command(st.Argv[0], st.Argv[1:]...)
+	cmd.Env = append(os.Environ(), st.Env...)
+	cmd.Dir = st.Dir
+	o := outcome{step: st}
+	var skips []Skip
+	if st.Tests != "" {
+		var res Result
+		res, o.err = Run(st.Tests, cmd, out)
+		skips = res.Skips
+		o.failures = res.Failures
+		if len(res.Failed) > 0 {
+			o.err = fmt.Errorf("failed: %s", strings.Join(res.Failed, ", "))
+		}
+	} else {
+		cmd.Stdout, cmd.Stderr = out, out
+		o.err = cmd.Run()
+	}
+	o.took = time.Since(start)
+	return o, skips
+}
+
+// prefixWriter writes whole lines to out, each prefixed, holding mu so
+// that the lines of steps running at the same time never mix.
+type prefixWriter struct {
+	mu      *sync.Mutex
+	out     io.Writer
+	prefix  string
+	partial []byte
+}
+
+func (w *prefixWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		if _, err := fmt.Fprintf(w.out, "%s%s", w.prefix, w.partial[:i+1]); err != nil {
+			return 0, err
+		}
+		w.partial = w.partial[i+1:]
+	}
+}
+
+// Flush writes what is left of a last line without its newline.
+func (w *prefixWriter) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.partial) > 0 {
+		fmt.Fprintf(w.out, "%s%s\n", w.prefix, w.partial)
+		w.partial = nil
+	}
 }

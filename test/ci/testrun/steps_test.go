@@ -100,3 +100,38 @@ func TestRunStepsRunsEveryStep(t *testing.T) {
 		}
 	}
 }
+
+// TestRunStepsRunsAGroupAtOnce: the steps of a group run at the same time
+// (each waits for a file the other writes: one after the other, the first
+// would give up), their lines prefixed and whole, then the next step runs;
+// a failure in one is reported under its own name, as a go test step's
+// failed test is.
+func TestRunStepsRunsAGroupAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	meet := func(mine, theirs string) []string {
+		return []string{"sh", "-c", `touch "$1"; for i in $(seq 100); do [ -e "$2" ] && { echo "$3 met"; exit 0; }; sleep 0.1; done; echo "$3 waited alone"; exit 1`,
+			"sh", dir + "/" + mine, dir + "/" + theirs, mine}
+	}
+	fails := goTest(".")
+	fails.Name, fails.Group = "fixture", "g"
+	var out strings.Builder
+	err := RunSteps([]Step{
+		{Name: "a", Group: "g", Argv: meet("a", "b")},
+		{Name: "b", Group: "g", Argv: meet("b", "a")},
+		fails,
+		{Name: "after", Argv: []string{"sh", "-c", `[ -e "$0/a" ] && [ -e "$0/b" ] && echo after the group`, dir}},
+	}, nil, "example.com", &out)
+	text := out.String()
+	if err == nil || !strings.HasPrefix(err.Error(), "failed: fixture; ") {
+		t.Errorf("RunSteps = %v, want failed: fixture; <unexpected skips>", err)
+	}
+	for _, want := range []string{"\n[a] a met\n", "\n[b] b met\n", "\n[fixture] --- FAIL: TestFails/sub", "\nafter the group\n",
+		"=== FAILED (fixture): example.com/fixture TestFails/sub", "\na ", "\nb ", "\nfixture ", "\nafter "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "] a waited alone") || strings.Contains(text, "] b waited alone") {
+		t.Errorf("the group's steps ran one after the other:\n%s", text)
+	}
+}
