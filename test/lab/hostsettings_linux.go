@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,56 +16,11 @@ import (
 // kubeletSysctls are the kernel settings a kubelet writes at start unless
 // protectKernelDefaults is set (pkg/kubelet/cm setupKernelTunables), and
 // with it refuses to start unless they already hold those values. They are
-// machine-wide; the lab records their values before the first kubelet and
-// writes them back at `lab down`.
+// machine-wide; the first real-node lab records their values and the last
+// one down writes them back (hostshare_linux.go).
 var kubeletSysctls = []string{
 	"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
 	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
-}
-
-func (c *Config) sysctlsFile() string { return c.path("sysctls.json") }
-
-// saveSysctls records the kubelet's sysctls once per lab.
-func (c *Config) saveSysctls() error {
-	if _, err := os.Stat(c.sysctlsFile()); err == nil {
-		return nil
-	}
-	vals := map[string]string{}
-	for _, k := range kubeletSysctls {
-		b, err := os.ReadFile("/proc/sys/" + k)
-		if err != nil {
-			return fmt.Errorf("read sysctl %s: %w", k, err)
-		}
-		vals[k] = strings.TrimSpace(string(b))
-	}
-	b, _ := json.Marshal(vals)
-	return os.WriteFile(c.sysctlsFile(), b, 0o644)
-}
-
-// restoreSysctls writes back what saveSysctls recorded.
-func (c *Config) restoreSysctls() error {
-	b, err := os.ReadFile(c.sysctlsFile())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var vals map[string]string
-	if err := json.Unmarshal(b, &vals); err != nil {
-		return fmt.Errorf("read %s: %w", c.sysctlsFile(), err)
-	}
-	var errs []error
-	for k, v := range vals {
-		cur, _ := os.ReadFile("/proc/sys/" + k)
-		if strings.TrimSpace(string(cur)) == v {
-			continue
-		}
-		if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("restore sysctl %s=%s: %w", k, v, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 const cgroupFS = "/sys/fs/cgroup"

@@ -262,11 +262,8 @@ func (c *Config) upRealNodes(ctx context.Context, log *slog.Logger, cs kubernete
 	if err != nil {
 		return err
 	}
-	if err := c.saveSysctls(); err != nil {
+	if err := machine.join(c.StateDir); err != nil {
 		return err
-	}
-	if err := c.ensureMountPoints(); err != nil {
-		return fmt.Errorf("mount points: %w", err)
 	}
 	if err := os.WriteFile(c.ResolvConfPath(), []byte("# seine lab: pods get no resolver but the cluster's\n"), 0o644); err != nil {
 		return err

@@ -243,6 +243,12 @@ func waitServiceAccount(ctx context.Context, cs kubernetes.Interface, timeout ti
 // (with their links) and the state directory. It works on a half-built lab
 // and on no lab at all.
 func Down(ctx context.Context, log *slog.Logger, stateDir string) error {
+	// Down cleans up after runs that ran out of time, so it does not stop
+	// with the caller's context: commands under an expired one fail at
+	// once (the namespaces were never listed, so never deleted, and the
+	// state directory that names them was removed). Its own bound instead.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	defer cancel()
 	c, err := Load(stateDir)
 	if err != nil {
 		c = &Config{StateDir: stateDir}
@@ -271,11 +277,14 @@ func Down(ctx context.Context, log *slog.Logger, stateDir string) error {
 	errs = appendErr(errs, c.removeMountNamespaces())
 	errs = appendErr(errs, unmountUnder(stateDir))
 	errs = appendErr(errs, c.removeNamespaces(ctx))
-	errs = appendErr(errs, c.removeCreatedPaths())
-	errs = appendErr(errs, c.restoreSysctls())
-	errs = appendErr(errs, os.RemoveAll(stateDir))
+	errs = appendErr(errs, machine.leave(stateDir))
 	if len(errs) > 0 {
+		// The state directory stays, so that the next `lab down` finds
+		// what is left and finishes.
 		return errors.Join(errs...)
+	}
+	if err := os.RemoveAll(stateDir); err != nil {
+		return err
 	}
 	log.Info("lab down", "stateDir", stateDir)
 	return nil

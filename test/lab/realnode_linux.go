@@ -28,8 +28,8 @@ import (
 //     runc, and each is started with nsenter --net --mount.
 //
 // The mount points must exist on the machine's file system; those that do
-// not are created and recorded (createdPaths), and `lab down` removes them
-// again, so the machine is left as it was.
+// not are created, and the last real-node lab down removes them again
+// (hostshare_linux.go), so the machine is left as it was.
 
 // nodeMounts are the paths a node owns, bound to node-private directories.
 // The paths are canonical (no /var/run: it links to /run).
@@ -68,80 +68,6 @@ func (c *Config) NodeMountNS(node string) string { return filepath.Join(c.mountN
 // NodeRoot is the directory below which a real node's private directories
 // live: NodeRoot(n)/var/lib/kubelet is the node's /var/lib/kubelet.
 func (c *Config) NodeRoot(node string) string { return c.path("nodes", node, "root") }
-
-// createdPathsFile records the mount points Up created on the machine.
-func (c *Config) createdPathsFile() string { return c.path("created-paths") }
-
-// ensureMountPoints creates the mount points of nodeMounts and nodeFiles
-// that do not exist on the machine, recording each created path (parents
-// first) so that removeCreatedPaths can remove exactly those.
-func (c *Config) ensureMountPoints() error {
-	var created []string
-	record := func(p string) {
-		created = append(created, p)
-	}
-	mkdirAll := func(p string) error {
-		var missing []string
-		for d := p; d != "/"; d = filepath.Dir(d) {
-			if _, err := os.Lstat(d); err == nil {
-				break
-			}
-			missing = append([]string{d}, missing...)
-		}
-		for _, d := range missing {
-			if err := os.Mkdir(d, 0o755); err != nil {
-				return err
-			}
-			record(d)
-		}
-		return nil
-	}
-	for _, p := range nodeMounts {
-		if err := mkdirAll(p); err != nil {
-			return err
-		}
-	}
-	for _, p := range nodeFiles {
-		if _, err := os.Lstat(p); err == nil {
-			continue
-		}
-		if err := mkdirAll(filepath.Dir(p)); err != nil {
-			return err
-		}
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o600)
-		if err != nil {
-			return err
-		}
-		f.Close()
-		record(p)
-	}
-	if len(created) == 0 {
-		return nil
-	}
-	old, _ := os.ReadFile(c.createdPathsFile())
-	return os.WriteFile(c.createdPathsFile(), append(old, []byte(strings.Join(created, "\n")+"\n")...), 0o644)
-}
-
-// removeCreatedPaths removes the mount points ensureMountPoints created,
-// deepest first; a directory something else has filled since is left, with
-// an error.
-func (c *Config) removeCreatedPaths() error {
-	b, err := os.ReadFile(c.createdPathsFile())
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	paths := strings.Fields(string(b))
-	var errs []error
-	for i := len(paths) - 1; i >= 0; i-- {
-		if err := os.Remove(paths[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove %s the lab created: %w", paths[i], err))
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // createMountNS makes the node's persistent mount namespace and binds the
 // node's private directories into it.

@@ -4,6 +4,8 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +33,7 @@ func TestNodeMountNamespace(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cleanup := func() error {
-		errs := []error{c.killMountNS("node-1"), c.removeMountNamespaces(), unmountUnder(c.StateDir), c.removeCreatedPaths()}
+		errs := []error{c.killMountNS("node-1"), c.removeMountNamespaces(), unmountUnder(c.StateDir), machine.leave(c.StateDir)}
 		for _, err := range errs {
 			if err != nil {
 				return err
@@ -40,7 +42,7 @@ func TestNodeMountNamespace(t *testing.T) {
 		return nil
 	}
 	t.Cleanup(func() { cleanup() })
-	if err := c.ensureMountPoints(); err != nil {
+	if err := machine.join(c.StateDir); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.createMountNS(ctx, "node-1"); err != nil {
@@ -82,10 +84,8 @@ func TestNodeMountNamespace(t *testing.T) {
 	}
 	// What this test touches (other labs on a shared machine change links,
 	// namespaces and mounts of their own meanwhile).
-	after := snapshotRealHost(t)
-	if after.cgroups != before.cgroups || after.sysctls != before.sysctls || after.paths != before.paths {
-		t.Errorf("the machine changed:\nbefore: %s | %s | %s\nafter:  %s | %s | %s",
-			before.cgroups, before.sysctls, before.paths, after.cgroups, after.sysctls, after.paths)
+	for _, d := range machineChanges(before, snapshotRealHost(t), c.NSPrefix) {
+		t.Error(d)
 	}
 	b, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(b), "\n") {
@@ -99,6 +99,39 @@ func TestNodeMountNamespace(t *testing.T) {
 // besides what snapshotHost covers.
 type realHostState struct {
 	cgroups, sysctls, paths string
+	// The record real-node labs up share (hostshare_linux.go): how many
+	// were up, and the paths they created.
+	sharedLabs    int
+	sharedCreated []string
+}
+
+// machineChanges is what changed on the machine between two snapshots
+// that a lab with nsPrefix is to blame for: its own cgroups; mount points
+// and sysctls, unless they belong to real-node labs still up (or up at
+// the first snapshot and gone since), since those are theirs together.
+func machineChanges(before, after realHostState, nsPrefix string) []string {
+	var out []string
+	old := strings.Split(before.cgroups, "\n")
+	for _, cg := range strings.Split(after.cgroups, "\n") {
+		if strings.HasPrefix(filepath.Base(cg), nsPrefix) && !slices.Contains(old, cg) {
+			out = append(out, "cgroup left: "+cg)
+		}
+	}
+	if before.sharedLabs == 0 && after.sharedLabs == 0 && after.sysctls != before.sysctls {
+		out = append(out, fmt.Sprintf("sysctls changed: before %s, after %s", before.sysctls, after.sysctls))
+	}
+	was, is := strings.Fields(before.paths), strings.Fields(after.paths)
+	for _, p := range is {
+		if !slices.Contains(was, p) && !slices.Contains(after.sharedCreated, p) {
+			out = append(out, "path left: "+p)
+		}
+	}
+	for _, p := range was {
+		if !slices.Contains(is, p) && !slices.Contains(before.sharedCreated, p) {
+			out = append(out, "path removed: "+p)
+		}
+	}
+	return out
 }
 
 func snapshotRealHost(t *testing.T) realHostState {
@@ -128,5 +161,12 @@ func snapshotRealHost(t *testing.T) realHostState {
 	}
 	slices.Sort(paths)
 	s.paths = strings.Join(slices.Compact(paths), " ")
+	if b, err := os.ReadFile(machine.record); err == nil {
+		var sh sharedHost
+		if err := json.Unmarshal(b, &sh); err != nil {
+			t.Fatalf("%s: %v", machine.record, err)
+		}
+		s.sharedLabs, s.sharedCreated = len(sh.Labs), sh.Created
+	}
 	return s
 }

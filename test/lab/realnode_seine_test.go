@@ -102,11 +102,11 @@ func TestSeineOnRealNodes(t *testing.T) {
 	t.Run("uninstall", func(t *testing.T) { uninstall(t, ctx, c) })
 	t.Run("reinstall", func(t *testing.T) { reinstall(t, ctx, c, idx, manifest) })
 
-	components, mntns := c.runningComponents(), c.nodeMountNSes()
+	components, inNodes := c.runningComponents(), c.nodeProcesses(runtimeBin)
 	if err := Down(ctx, log, c.StateDir); err != nil {
 		t.Fatalf("lab down: %v", err)
 	}
-	checkLeftovers(t, c, before, beforeReal, components, mntns, runtimeBin)
+	checkLeftovers(t, c, before, beforeReal, components, inNodes)
 }
 
 // mustPods runs nameServer's Deployment "web" of two pods, one per node,

@@ -10,7 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -199,11 +199,11 @@ func TestRealNodes(t *testing.T) {
 		}
 	})
 
-	components, mntns := c.runningComponents(), c.nodeMountNSes()
+	components, inNodes := c.runningComponents(), c.nodeProcesses(runtimeBin)
 	if err := Down(ctx, log, c.StateDir); err != nil {
 		t.Fatalf("lab down: %v", err)
 	}
-	checkLeftovers(t, c, before, beforeReal, components, mntns, runtimeBin)
+	checkLeftovers(t, c, before, beforeReal, components, inNodes)
 }
 
 // checkLeftovers fails t when `lab down` left anything of the lab's on the
@@ -213,30 +213,21 @@ func TestRealNodes(t *testing.T) {
 // of the lab's node mount namespaces (mntns, from nodeMountNSes before
 // down) or in the machine's own: another lab running at the same time (a
 // second lab slot) has its own.
-func checkLeftovers(t *testing.T, c *Config, before []string, beforeReal realHostState, components []process, mntns map[string]bool, runtimeBin string) {
+func checkLeftovers(t *testing.T, c *Config, before []string, beforeReal realHostState, components, inNodes []process) {
 	t.Helper()
 	if ours, _ := hostChanges(before, snapshotHost(t), c); len(ours) > 0 {
 		t.Errorf("lab down left the machine changed (+ added, - removed):\n%s", strings.Join(ours, "\n"))
 	}
 	// Cgroups: only the lab's own (named by its prefix) count, since a lab
-	// in the other lab slot makes and removes its own meanwhile.
-	after := snapshotRealHost(t)
-	for _, cg := range strings.Split(after.cgroups, "\n") {
-		if strings.HasPrefix(filepath.Base(cg), c.NSPrefix) && !slices.Contains(strings.Split(beforeReal.cgroups, "\n"), cg) {
-			t.Errorf("lab down left the cgroup %s", cg)
-		}
-	}
-	if after.sysctls != beforeReal.sysctls || after.paths != beforeReal.paths {
-		t.Errorf("lab down left the machine changed:\nbefore: %+v\nafter:  %+v", beforeReal, after)
+	// in the other lab slot makes and removes its own meanwhile; mount
+	// points and sysctls are shared with real-node labs still up.
+	for _, d := range machineChanges(beforeReal, snapshotRealHost(t), c.NSPrefix) {
+		t.Errorf("lab down left the machine changed: %s", d)
 	}
 	left := labProcesses(c.StateDir, components)
-	self, _ := os.Readlink("/proc/self/ns/mnt")
-	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range cmdlines {
-		pid := filepath.Dir(f)
-		ns, _ := os.Readlink(filepath.Join(pid, "ns", "mnt"))
-		if b, err := os.ReadFile(f); err == nil && strings.HasPrefix(string(b), runtimeBin) && (mntns[ns] || ns == self) {
-			left = append(left, filepath.Base(pid)+": "+strings.ReplaceAll(string(b), "\x00", " "))
+	for _, p := range inNodes {
+		if start, err := procStartTime(p.pid); err == nil && start == p.start && !isZombie(p.pid) {
+			left = append(left, fmt.Sprintf("%d: %s", p.pid, p.name))
 		}
 	}
 	if len(left) > 0 {
@@ -273,7 +264,7 @@ func TestNodeContainerd(t *testing.T) {
 	n := c.NodeList()[0]
 	steps := []func() error{
 		func() error { return c.createTopology(ctx) },
-		c.ensureMountPoints,
+		func() error { return machine.join(c.StateDir) },
 		func() error { return c.createMountNS(ctx, n.Name) },
 		func() error { return c.createCgroupRoot(n.Name) },
 		func() error {
@@ -305,22 +296,40 @@ func TestNodeContainerd(t *testing.T) {
 	if !strings.Contains(out, "cri") {
 		t.Errorf("no CRI plugin in containerd:\n%s", out)
 	}
-	components, mntns := c.runningComponents(), c.nodeMountNSes()
+	components, inNodes := c.runningComponents(), c.nodeProcesses(runtimeBin)
 	if err := Down(ctx, log, c.StateDir); err != nil {
 		t.Fatalf("lab down: %v", err)
 	}
-	checkLeftovers(t, c, before, beforeReal, components, mntns, runtimeBin)
+	checkLeftovers(t, c, before, beforeReal, components, inNodes)
 }
 
-// nodeMountNSes are the mount namespaces ("mnt:[inode]") of the lab's
-// nodes while they exist, for checkLeftovers.
-func (c *Config) nodeMountNSes() map[string]bool {
-	m := map[string]bool{}
+// nodeProcesses are the processes running in the lab's node mount
+// namespaces, and those of the container runtime (runtimeBin) in the
+// machine's own, with their start times: what checkLeftovers expects gone
+// after `lab down`. Taken while the lab is up, as the kernel reuses a
+// namespace's number once it is gone (another lab's new node may get it).
+func (c *Config) nodeProcesses(runtimeBin string) []process {
+	ours := map[string]bool{}
 	for _, n := range c.NodeList() {
 		var st syscall.Stat_t
 		if err := syscall.Stat(c.NodeMountNS(n.Name), &st); err == nil {
-			m[fmt.Sprintf("mnt:[%d]", st.Ino)] = true
+			ours[fmt.Sprintf("mnt:[%d]", st.Ino)] = true
 		}
 	}
-	return m
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	var found []process
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		dir := filepath.Dir(f)
+		ns, _ := os.Readlink(filepath.Join(dir, "ns", "mnt"))
+		b, err := os.ReadFile(f)
+		if err != nil || !(ours[ns] || ns == self && strings.HasPrefix(string(b), runtimeBin)) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(dir))
+		if start, err := procStartTime(pid); err == nil {
+			found = append(found, process{name: strings.ReplaceAll(string(b), "\x00", " "), pid: pid, start: start})
+		}
+	}
+	return found
 }
