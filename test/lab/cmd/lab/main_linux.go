@@ -2,7 +2,7 @@
 // Linux machine (see test/lab/README.md).
 //
 //	lab up [--nodes N] [--windows-nodes K] --kube-bin PATH
-//	lab down | status | kubeconfig | demo
+//	lab down | status | memory | kubeconfig | demo
 //	lab exec <namespace/pod> -- command [args...]
 //	lab check <namespace/pod>
 //	lab logs <component>
@@ -39,6 +39,8 @@ commands:
                             says (agents, then node cleanup, then kubectl delete)
   down                      stop everything and remove all the lab made
   status                    components, nodes and pods
+  memory                    what the lab's processes hold in memory (PSS and RSS), by
+                            component: control plane, node programs, containers
   kubeconfig                print the admin kubeconfig path (export KUBECONFIG=$(lab kubeconfig))
   demo [--replicas N]       run a Deployment across the nodes and probe every pod pair;
                             with Seine, then apply a NetworkPolicy and show it realized and enforced
@@ -173,6 +175,17 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 			return err
 		}
 		return lab.Status(ctx, c, os.Stdout)
+	case "memory":
+		fs.Parse(args)
+		c, err := lab.Load(*stateDir)
+		if err != nil {
+			return err
+		}
+		uses, err := c.Memory()
+		if err != nil {
+			return err
+		}
+		return lab.WriteMemory(os.Stdout, uses)
 	case "demo":
 		replicas := fs.Int("replicas", 6, "replicas of the demo Deployment")
 		fs.Parse(args)
