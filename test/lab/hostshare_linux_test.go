@@ -86,8 +86,15 @@ func TestSharedHostSettings(t *testing.T) {
 	if v := readTrim(t, overcommit); v != "0" {
 		t.Errorf("after the last lab down vm/overcommit_memory=%s, want 0 (before the first lab)", v)
 	}
+	checkPutBack(t, h)
+}
+
+// checkPutBack fails t unless the fake machine's root is as empty as it
+// was and the record is gone.
+func checkPutBack(t *testing.T, h hostPaths) {
+	t.Helper()
 	if left, _ := os.ReadDir(h.root); len(left) != 0 {
-		t.Errorf("after the last lab down the machine's root holds %v", left)
+		t.Errorf("the machine's root holds %v", left)
 	}
 	if _, err := os.Stat(h.record); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the record outlived the last lab: %v", err)
@@ -124,12 +131,7 @@ func TestSharedHostSettingsRecovers(t *testing.T) {
 	if err := h.leave(labA); err != nil {
 		t.Fatalf("a second down: %v", err)
 	}
-	if left, _ := os.ReadDir(h.root); len(left) != 0 {
-		t.Errorf("after the second down the machine's root holds %v", left)
-	}
-	if _, err := os.Stat(h.record); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the record outlived the cleanup: %v", err)
-	}
+	checkPutBack(t, h)
 }
 
 // TestDownWithAnExpiredContext: `lab down` is what cleans up after a run
