@@ -77,6 +77,7 @@ type agentTrace struct {
 	reported  bool           // flowsInstalled is in the status
 	injected  bool
 	obs       []crd.Observation
+	live      liveTrace // live traffic (agent_live.go)
 }
 
 // NewAgent makes the agent side for nodeName; Run starts it.
@@ -124,7 +125,7 @@ func (a *Agent) Resync() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for name, t := range a.traces {
-		t.installed = false
+		t.installed, t.live.armed = false, false
 		a.queue.Add(name)
 	}
 }
@@ -179,9 +180,12 @@ func (a *Agent) observe(r Report) string {
 		}
 	}
 	cidrs := a.clusterCIDRs
+	if t != nil && t.in.Live && !t.live.take(r) {
+		t = nil // a live packet after the traced one, or one to correlate later
+	}
 	a.mu.Unlock()
 	if t == nil {
-		return ""
+		return name
 	}
 	obs, _ := Observe(t.in, r, Node{ClusterCIDRs: cidrs, Policies: a.node.IsolatedBy})
 	a.mu.Lock()
@@ -216,7 +220,7 @@ func (a *Agent) sync(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		t = &agentTrace{tag: tag, in: in}
+		t = &agentTrace{tag: tag, in: in, live: liveTrace{tagging: tf.Status.SourceNode == a.nodeName, droppedOnly: tf.Spec.DroppedOnly}}
 		a.mu.Lock()
 		a.traces[name] = t
 		a.mu.Unlock()
@@ -226,17 +230,23 @@ func (a *Agent) sync(ctx context.Context, name string) error {
 			return err
 		}
 	}
+	if t.in.Live {
+		a.correlate(tf, t)
+	}
 	a.mu.Lock()
-	obs, reported := append([]crd.Observation(nil), t.obs...), t.reported
+	obs, reported, captured := append([]crd.Observation(nil), t.obs...), t.reported, t.live.captured
 	a.mu.Unlock()
 	if !reported || len(obs) > len(resultOf(tf, a.nodeName).Observations) {
-		st := crd.TraceflowStatus{Results: []crd.NodeResult{{Node: a.nodeName, FlowsInstalled: true, Observations: obs}}}
+		st := crd.TraceflowStatus{Results: []crd.NodeResult{{Node: a.nodeName, FlowsInstalled: true, Observations: obs, CapturedPacket: captured}}}
 		if err := a.apply(ctx, name, &st); err != nil {
 			return err
 		}
 		a.mu.Lock()
 		t.reported = true
 		a.mu.Unlock()
+	}
+	if tf.Status.SourceNode == a.nodeName && t.in.Live && Ready(tf.Status) {
+		return a.armLive(ctx, tf, t)
 	}
 	if tf.Status.SourceNode == a.nodeName && !t.injected && Ready(tf.Status) {
 		if err := a.inject(ctx, tf, t); err != nil {
@@ -269,7 +279,8 @@ func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 		for _, s := range stats {
 			base = append(base, s.Flow)
 		}
-		copies, skipped, err := TaggedFlows(base, t.tag, Cookie(r, t.tag))
+		mode := Mode{Live: t.in.Live, DroppedOnly: t.live.droppedOnly, ClusterCIDRs: n.ClusterPodCIDRs}
+		copies, skipped, err := Copies(base, t.tag, Cookie(r, t.tag), mode)
 		if err != nil {
 			return err
 		}
@@ -342,6 +353,9 @@ func (a *Agent) inject(ctx context.Context, tf *crd.Traceflow, t *agentTrace) er
 // alone, so every node knows it: the IPv4 ID (and a source port when the
 // spec has none) come from the Traceflow's UID.
 func injected(tf *crd.Traceflow) (Injected, error) {
+	if tf.Spec.LiveTraffic {
+		return liveInjected(tf)
+	}
 	proto, err := Protocol(tf.Spec.Packet.Protocol)
 	if err != nil {
 		return Injected{}, err

@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
@@ -166,5 +168,143 @@ func TestAgentInstallsInjectsObserves(t *testing.T) {
 	sync()
 	if len(sw.flows) != len(base) {
 		t.Errorf("%d flows after the trace ended, want the %d untagged ones", len(sw.flows), len(base))
+	}
+}
+
+// agentFixture is an agent of node-a over a fake switch with the node's
+// flows, whose status writes are recorded, and one Traceflow it syncs.
+type agentFixture struct {
+	t       *testing.T
+	sw      *fakeSwitch
+	base    []*openflow.Flow
+	a       *Agent
+	tf      *crd.Traceflow
+	applied []crd.NodeResult
+}
+
+func newAgentFixture(t *testing.T, tf *crd.Traceflow) *agentFixture {
+	st := nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve)
+	f := &agentFixture{t: t, base: baseFlows(t, st), tf: tf}
+	f.sw = &fakeSwitch{flows: slices.Clone(f.base), state: st}
+	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{crd.TraceflowsResource: "TraceflowList"})
+	f.a = NewAgent("node-a", dyn, fakeAgentNode{f.sw}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.a.apply = func(_ context.Context, _ string, s *crd.TraceflowStatus) error {
+		f.applied = append(f.applied, s.Results...)
+		return nil
+	}
+	return f
+}
+
+// sync stores the Traceflow and syncs it.
+func (f *agentFixture) sync() {
+	f.t.Helper()
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(f.tf)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.a.inf.GetStore().Update(&unstructured.Unstructured{Object: u}); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.a.sync(context.Background(), f.tf.Name); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *agentFixture) tagFlows() []*openflow.Flow {
+	c, m := TagSelector(testTag)
+	return slices.DeleteFunc(slices.Clone(f.sw.flows), func(fl *openflow.Flow) bool { return fl.CookieValue()&m != c })
+}
+
+func (f *agentFixture) last() crd.NodeResult { return f.applied[len(f.applied)-1] }
+
+// TestAgentLiveTagging: on the tagging node the tagging flow goes in only
+// once every node of the path installed its copies, tags web-0's next new
+// connection, whose packet-in becomes the node's observations and captured
+// packet, and comes out at once; packets tagged meanwhile are ignored;
+// the trace's end removes every flow.
+func TestAgentLiveTagging(t *testing.T) {
+	start := metav1.Now()
+	f := newAgentFixture(t, &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "live", UID: "u-2"},
+		Spec: crd.TraceflowSpec{LiveTraffic: true, Source: crd.Source{Namespace: "default", Pod: "web-0"},
+			Destination: crd.Destination{Namespace: "default", Pod: "remote"}, Packet: crd.Packet{Protocol: "TCP"}},
+		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: testTag, SourceNode: "node-a",
+			Nodes: []string{"node-a", "node-b"}, SrcIP: webIP.String(), DstIP: peerPod.String()}})
+	f.sync()
+	if len(f.tagFlows()) != 0 || len(f.applied) != 1 || !f.applied[0].FlowsInstalled {
+		t.Fatalf("before node-b is ready: tagging flows %v, applied %+v", f.tagFlows(), f.applied)
+	}
+	f.tf.Status.Results = []crd.NodeResult{{Node: "node-a", FlowsInstalled: true}, {Node: "node-b", FlowsInstalled: true}}
+	f.sync()
+	tags := f.tagFlows()
+	if len(tags) != 1 || !strings.Contains(tags[0].String(), "in_port=10") || !strings.Contains(tags[0].String(), "nw_dst=10.244.2.20") {
+		t.Fatalf("tagging flows once every node is ready: %v", tags)
+	}
+	syn := tcp(portWeb, "0a:00:00:00:01:0a", "0a:00:00:00:01:01", webIP, peerPod, 80)
+	tr := traceWith(t, f.sw.flows, syn)
+	if len(tr.PacketIns) != 1 || len(tr.Outputs) != 1 || tr.Outputs[0].Packet.DSCP != testTag {
+		t.Fatalf("web-0's SYN: want one packet-in and the tunnel output tagged:\n%s", tr)
+	}
+	r := reportOf(tr.PacketIns[0])
+	r.Packet.ID = 0x1234
+	if name := f.a.observe(r); name != "live" {
+		t.Fatalf("the live packet-in went to %q", name)
+	}
+	later := r
+	later.Packet.SrcPort, later.Packet.ID = 40001, 0x1240 // tagged before the flow went
+	f.a.observe(later)
+	f.sync()
+	if len(f.tagFlows()) != 0 {
+		t.Errorf("tagging flow still installed after it fired: %v", f.tagFlows())
+	}
+	got := f.last()
+	want := &crd.CapturedPacket{SrcIP: webIP.String(), DstIP: peerPod.String(), Protocol: "TCP", SrcPort: 40000, DstPort: 80, IPID: 0x1234, TTL: 63, TCPFlags: 2} // routed: TTL-1
+	if len(got.Observations) != 2 || got.Observations[1].TunnelDstIP != peerIP.String() || !reflect.DeepEqual(got.CapturedPacket, want) {
+		t.Errorf("reported %+v captured %+v, want %+v", got.Observations, got.CapturedPacket, want)
+	}
+	again := syn
+	again.SrcPort = 40002
+	if tr := traceWith(t, f.sw.flows, again); len(tr.PacketIns) != 0 || tr.Outputs[0].Packet.DSCP != 0 {
+		t.Errorf("a new connection after the traced one was tagged:\n%s", tr)
+	}
+	f.tf.Status.Phase = crd.Succeeded
+	f.sync()
+	if len(f.sw.flows) != len(f.base) {
+		t.Errorf("%d flows after the trace ended, want the %d untagged ones", len(f.sw.flows), len(f.base))
+	}
+}
+
+// TestAgentLiveCorrelates: a node the live packet reaches keeps the tagged
+// packets it sees until the tagging node's captured packet says which one
+// was traced, and reports that one only.
+func TestAgentLiveCorrelates(t *testing.T) {
+	start := metav1.Now()
+	f := newAgentFixture(t, &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "live", UID: "u-3"},
+		Spec: crd.TraceflowSpec{LiveTraffic: true, Source: crd.Source{Namespace: "default", Pod: "remote"},
+			Destination: crd.Destination{Namespace: "default", Pod: "web-0"}},
+		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: testTag, SourceNode: "node-b",
+			Nodes: []string{"node-b", "node-a"}, SrcIP: peerPod.String(), DstIP: webIP.String()}})
+	f.sync()
+	var reports []Report
+	for i, sport := range []uint16{40000, 40001} {
+		p := tcp(portTunnel, "52:54:00:00:10:0c", "02:53:45:49:4e:45", peerPod, webIP, 80)
+		p.SrcPort, p.DSCP = sport, testTag
+		tr := traceWith(t, f.sw.flows, p)
+		if len(tr.PacketIns) != 1 || tr.Outputs[0].Packet.DSCP != 0 {
+			t.Fatalf("tagged packet %d from the tunnel: want one packet-in and delivery without the tag:\n%s", i, tr)
+		}
+		r := reportOf(tr.PacketIns[0])
+		r.Packet.ID = uint16(0x100 + i)
+		reports = append(reports, r)
+		f.a.observe(r)
+	}
+	f.sync()
+	if obs := f.last().Observations; len(obs) != 0 {
+		t.Fatalf("reported %+v before the tagging node captured its packet", obs)
+	}
+	f.tf.Status.Results = []crd.NodeResult{{Node: "node-b", FlowsInstalled: true, CapturedPacket: capture(reports[1].Packet)}}
+	f.sync()
+	got := f.last()
+	if len(got.Observations) != 2 || got.Observations[1].Action != crd.ActionDelivered || got.CapturedPacket == nil || got.CapturedPacket.SrcPort != 40001 {
+		t.Errorf("reported %+v captured %+v, want the second packet delivered", got.Observations, got.CapturedPacket)
 	}
 }

@@ -143,7 +143,7 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 		}
 		start := metav1.NewTime(now)
 		st = crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: int32(tag),
-			SourceNode: r.sourceNode, Nodes: r.nodes, SrcIP: r.srcIP.String(), DstIP: r.dstIP.String(), DstPort: r.dstPort}
+			SourceNode: r.sourceNode, Nodes: r.nodes, SrcIP: addrString(r.srcIP), DstIP: addrString(r.dstIP), DstPort: r.dstPort}
 		if err := c.apply(ctx, name, &st); err != nil {
 			c.tags.Release(name)
 			return err
@@ -164,7 +164,7 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 		}
 		deadline := start.Add(Timeout(tf.Spec))
 		if !now.Before(deadline) {
-			return c.finish(ctx, tf, st, crd.Failed, TimeoutReason(tf.Status, Timeout(tf.Spec)))
+			return c.finish(ctx, tf, st, crd.Failed, TimeoutReason(tf.Spec, tf.Status, Timeout(tf.Spec)))
 		}
 		c.queue.AddAfter(name, deadline.Sub(now))
 		return nil
@@ -195,26 +195,42 @@ type resolved struct {
 
 func (c *Controller) resolve(ctx context.Context, s crd.TraceflowSpec) (resolved, error) {
 	var r resolved
-	src, err := c.kube.CoreV1().Pods(s.Source.Namespace).Get(ctx, s.Source.Pod, metav1.GetOptions{})
-	if err != nil {
-		return r, fmt.Errorf("source pod %s/%s: %w", s.Source.Namespace, s.Source.Pod, err)
-	}
-	if r.srcIP, err = podIP(src); err != nil {
-		return r, fmt.Errorf("source %w", err)
-	}
-	r.sourceNode = src.Spec.NodeName
-	r.nodes = []string{r.sourceNode}
 	add := func(n string) {
 		if n != "" && !slices.Contains(r.nodes, n) {
 			r.nodes = append(r.nodes, n)
 		}
 	}
+	switch {
+	case s.Source.Pod != "":
+		src, err := c.kube.CoreV1().Pods(s.Source.Namespace).Get(ctx, s.Source.Pod, metav1.GetOptions{})
+		if err != nil {
+			return r, fmt.Errorf("source pod %s/%s: %w", s.Source.Namespace, s.Source.Pod, err)
+		}
+		if r.srcIP, err = podIP(src); err != nil {
+			return r, fmt.Errorf("source %w", err)
+		}
+		r.sourceNode = src.Spec.NodeName
+		add(r.sourceNode)
+	case s.Source.IP != "":
+		r.srcIP = netip.MustParseAddr(s.Source.IP) // Validate checked it
+	}
 	d := s.Destination
 	proto, _ := Protocol(s.Packet.Protocol)
+	if s.LiveTraffic {
+		proto, _ = LiveProtocol(s.Packet.Protocol)
+	}
 	if proto != ProtoICMP {
 		r.dstPort = s.Packet.DstPort
 	}
 	switch {
+	case d.Pod == "" && d.Service == "" && d.IP == "": // live traffic to anywhere
+		nodes, err := c.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return r, fmt.Errorf("nodes (a live trace without a destination waits for every node): %w", err)
+		}
+		for _, n := range nodes.Items {
+			add(n.Name)
+		}
 	case d.Pod != "":
 		dst, err := c.kube.CoreV1().Pods(d.Namespace).Get(ctx, d.Pod, metav1.GetOptions{})
 		if err != nil {
@@ -224,6 +240,9 @@ func (c *Controller) resolve(ctx context.Context, s crd.TraceflowSpec) (resolved
 			return r, fmt.Errorf("destination %w", err)
 		}
 		add(dst.Spec.NodeName)
+		if r.sourceNode == "" {
+			r.sourceNode = dst.Spec.NodeName // live traffic: tagged where it arrives
+		}
 	case d.Service != "":
 		svc, err := c.kube.CoreV1().Services(d.Namespace).Get(ctx, d.Service, metav1.GetOptions{})
 		if err != nil {
@@ -232,7 +251,7 @@ func (c *Controller) resolve(ctx context.Context, s crd.TraceflowSpec) (resolved
 		if r.dstIP, err = netip.ParseAddr(svc.Spec.ClusterIP); err != nil || !r.dstIP.Is4() {
 			return r, fmt.Errorf("destination service %s/%s has no IPv4 cluster IP (%q)", d.Namespace, d.Service, svc.Spec.ClusterIP)
 		}
-		if r.dstPort == 0 && proto != ProtoICMP {
+		if r.dstPort == 0 && proto != ProtoICMP && !s.LiveTraffic {
 			want := map[uint8]corev1.Protocol{ProtoTCP: corev1.ProtocolTCP, ProtoUDP: corev1.ProtocolUDP}[proto]
 			for _, p := range svc.Spec.Ports {
 				if p.Protocol == want {
@@ -269,7 +288,7 @@ func (c *Controller) resolve(ctx context.Context, s crd.TraceflowSpec) (resolved
 			}
 		}
 	}
-	if r.dstPort == 0 && proto != ProtoICMP {
+	if r.dstPort == 0 && proto != ProtoICMP && !s.LiveTraffic {
 		r.dstPort = 80
 	}
 	return r, nil
@@ -291,4 +310,12 @@ func podIP(p *corev1.Pod) (netip.Addr, error) {
 		return a, nil
 	}
 	return netip.Addr{}, fmt.Errorf("pod %s/%s has no IPv4 address yet", p.Namespace, p.Name)
+}
+
+// addrString is a's text, "" when a is not set (a live trace's any).
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }

@@ -38,6 +38,9 @@ func pod(ns, name, node, ip string) *corev1.Pod {
 
 func newTestController(t *testing.T) *testController {
 	kube := kubefake.NewClientset(
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-2"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-3"}},
 		pod("default", "a", "node-1", "10.244.1.10"),
 		pod("default", "b", "node-2", "10.244.2.10"),
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "host"}, Spec: corev1.PodSpec{NodeName: "node-1", HostNetwork: true}},
@@ -211,5 +214,39 @@ func TestControllerRestartAndExhaustion(t *testing.T) {
 	restarted.sync("tf-0")
 	if st := restarted.sync("one-more"); st.Phase != crd.Running {
 		t.Errorf("waiting trace after a tag was freed: %s %q", st.Phase, st.Reason)
+	}
+}
+
+// TestControllerLive: a live trace is tagged on its source pod's node, or
+// on its destination pod's without one; without a destination it waits
+// for every node; nothing is defaulted (no port means any port).
+func TestControllerLive(t *testing.T) {
+	tc := newTestController(t)
+	for _, c := range []struct {
+		name                    string
+		spec                    crd.TraceflowSpec
+		source, nodes, src, dst string
+		dstPort                 int32
+	}{
+		{"anywhere", crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "a"}},
+			"node-1", "node-1,node-2,node-3", "10.244.1.10", "", 0},
+		{"from-ip", crd.TraceflowSpec{Source: crd.Source{IP: "192.0.2.1"}, Destination: crd.Destination{Namespace: "default", Pod: "b"}, Packet: crd.Packet{Protocol: "TCP", DstPort: 8080}},
+			"node-2", "node-2", "192.0.2.1", "10.244.2.10", 8080},
+		{"from-anywhere", crd.TraceflowSpec{Destination: crd.Destination{Namespace: "default", Pod: "b"}, DroppedOnly: true},
+			"node-2", "node-2", "", "10.244.2.10", 0},
+		{"to-svc", crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "a"}, Destination: crd.Destination{Namespace: "default", Service: "web"}, Packet: crd.Packet{Protocol: "UDP"}},
+			"node-1", "node-1,node-3,node-2", "10.244.1.10", "10.96.0.10", 0},
+	} {
+		c.spec.LiveTraffic = true
+		tc.add(c.name, c.spec)
+		st := tc.sync(c.name)
+		if st.Phase != crd.Running || st.DataplaneTag == 0 || st.SourceNode != c.source || strings.Join(st.Nodes, ",") != c.nodes ||
+			st.SrcIP != c.src || st.DstIP != c.dst || st.DstPort != c.dstPort {
+			t.Errorf("%s: status %+v", c.name, st)
+		}
+	}
+	tc.add("inject-from-ip", crd.TraceflowSpec{Source: crd.Source{IP: "192.0.2.1"}, Destination: crd.Destination{IP: "10.0.0.1"}})
+	if st := tc.sync("inject-from-ip"); st.Phase != crd.Failed || !strings.Contains(st.Reason, "live traffic only") {
+		t.Errorf("injected trace from an IP: %+v", st)
 	}
 }

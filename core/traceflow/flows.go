@@ -34,10 +34,11 @@ func Cookie(r pipeline.Round, tag uint8) uint64 {
 	return uint64(pipeline.NewCookie(r, pipeline.CategoryTraceflow, uint64(tag)))
 }
 
-// Selector selects the flows of tag in every round, for deleting them
-// (a restart may have left them under an older round).
+// Selector selects the flows of tag in every round (its copies and a live
+// trace's tagging flow), for deleting them (a restart may have left them
+// under an older round).
 func Selector(tag uint8) (cookie, mask uint64) {
-	return uint64(pipeline.NewCookie(0, pipeline.CategoryTraceflow, uint64(tag))), ^pipeline.RoundMask
+	return uint64(pipeline.NewCookie(0, pipeline.CategoryTraceflow, uint64(tag))), ^pipeline.RoundMask &^ tagFlowID
 }
 
 // AllSelector selects every trace's flows in every round.
@@ -60,6 +61,14 @@ func AllSelector() (cookie, mask uint64) {
 // neighbour: it is returned in skipped, and a packet it decides is not
 // observed (the trace then times out saying where it was last seen).
 func TaggedFlows(base []*openflow.Flow, tag uint8, cookie uint64) (copies, skipped []*openflow.Flow, err error) {
+	return Copies(base, tag, cookie, Mode{})
+}
+
+// Copies is TaggedFlows for a trace of mode: a live trace's copies that
+// output a packet also clear its tag where it stays on this node or
+// leaves the cluster's network (live.go), and a droppedOnly trace's
+// report only drops and rejects.
+func Copies(base []*openflow.Flow, tag uint8, cookie uint64, mode Mode) (copies, skipped []*openflow.Flow, err error) {
 	if tag == 0 || tag > MaxTag {
 		return nil, nil, fmt.Errorf("tag %d out of range 1-%d", tag, MaxTag)
 	}
@@ -73,6 +82,9 @@ func TaggedFlows(base []*openflow.Flow, tag uint8, cookie uint64) (copies, skipp
 	// goes on: such tables end nothing, and their flows get no copy.
 	resubmitted := map[uint8]bool{}
 	for _, f := range base {
+		if pipeline.Cookie(f.CookieValue()).Category() == pipeline.CategoryTraceflow {
+			continue // a live trace's tagging flow resubmits to its own table
+		}
 		acts, err := openflow.DecodeInstructions(f.InstructionBytes())
 		if err != nil {
 			return nil, nil, fmt.Errorf("table %d flow %s: %w", f.TableID(), f.MatchString(), err)
@@ -108,8 +120,20 @@ func TaggedFlows(base []*openflow.Flow, tag uint8, cookie uint64) (copies, skipp
 			skipped = append(skipped, f)
 			continue
 		}
-		c := openflow.Controller{Reason: openflow.ReasonAction, Userdata: []byte{PacketInTraceflow, tag, kind}}
-		a := openflow.NewActions().Append(c).Append(acts...)
+		if mode.Live && kind == KindOutput {
+			live, ok := liveOutputCopies(f, m, acts, tag, cookie, mode, prio)
+			if !ok {
+				skipped = append(skipped, f)
+				continue
+			}
+			copies = append(copies, live...)
+			continue
+		}
+		a := openflow.NewActions()
+		if !mode.DroppedOnly || kind != KindOutput {
+			a.Append(openflow.Controller{Reason: openflow.ReasonAction, Userdata: []byte{PacketInTraceflow, tag, kind}})
+		}
+		a.Append(acts...)
 		copies = append(copies, openflow.NewFlow(f.TableID(), f.Priority()+1).Cookie(cookie).Match(m).Actions(a))
 	}
 	return copies, skipped, nil

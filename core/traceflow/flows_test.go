@@ -241,6 +241,7 @@ func injectedOf(p pipeline.Packet) Injected {
 func reportOf(pi pipeline.PacketIn) Report {
 	p := pi.Packet
 	r := Report{Table: uint8(pi.Table), Kind: pi.Userdata[2], Regs: pi.Regs, InPort: p.InPort, TunDst: p.TunDst,
-		Packet: Packet{SrcIP: p.IPSrc, DstIP: p.IPDst, Proto: p.IPProto, SrcPort: p.SrcPort, DstPort: p.DstPort, Tag: p.DSCP}}
+		Packet: Packet{SrcIP: p.IPSrc, DstIP: p.IPDst, Proto: p.IPProto, SrcPort: p.SrcPort, DstPort: p.DstPort, Tag: p.DSCP,
+			TTL: p.TTL, TCPFlags: uint8(p.TCPFlags)}}
 	return r
 }

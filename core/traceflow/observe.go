@@ -17,9 +17,13 @@ import (
 // tag, ID and protocol agree, so real traffic that happens to carry the
 // tag's DSCP is never taken for the trace.
 type Injected struct {
-	Tag              uint8
+	Tag uint8
+	// Live: the trace tags real packets, which Matches takes whatever
+	// their ID (the agent tells the traced one from later ones by the
+	// tagging node's captured packet).
+	Live             bool
 	ID               uint16
-	Proto            uint8
+	Proto            uint8 // live: 0 is any
 	SrcIP, DstIP     netip.Addr
 	SrcPort, DstPort uint16
 }
@@ -58,6 +62,9 @@ func FromPacketIn(pi *openflow.PacketIn) (Report, error) {
 
 // Matches reports whether the report is the injected packet's.
 func (in Injected) Matches(r Report) bool {
+	if in.Live {
+		return r.Packet.Tag == in.Tag && (in.Proto == 0 || r.Packet.Proto == in.Proto)
+	}
 	return r.Packet.Tag == in.Tag && r.Packet.ID == in.ID && r.Packet.Proto == in.Proto
 }
 
@@ -114,13 +121,13 @@ func received(from string) crd.Observation {
 func translated(in Injected, p Packet) (crd.Observation, bool) {
 	o := crd.Observation{Component: crd.ComponentLB, Table: pipeline.ServiceLB.String(), Action: crd.ActionForwarded}
 	changed := false
-	if p.DstIP != in.DstIP || (in.DstPort != 0 && p.DstPort != in.DstPort) {
+	if in.DstIP.IsValid() && (p.DstIP != in.DstIP || (in.DstPort != 0 && p.DstPort != in.DstPort)) {
 		o.TranslatedDstIP, changed = p.DstIP.String(), true
 		if p.DstPort != 0 {
 			o.TranslatedDstPort = int32(p.DstPort)
 		}
 	}
-	if p.SrcIP != in.SrcIP {
+	if in.SrcIP.IsValid() && p.SrcIP != in.SrcIP {
 		o.TranslatedSrcIP, changed = p.SrcIP.String(), true
 	}
 	return o, changed

@@ -20,7 +20,25 @@ func Validate(s crd.TraceflowSpec) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 	}
-	if s.Source.Namespace == "" || s.Source.Pod == "" {
+	if s.DroppedOnly && !s.LiveTraffic {
+		return bad("droppedOnly needs liveTraffic: an injected packet is traced whatever happens to it")
+	}
+	srcPod := s.Source.Pod != ""
+	if srcPod && s.Source.Namespace == "" {
+		return bad("source pod needs a namespace")
+	}
+	if s.Source.IP != "" {
+		if !s.LiveTraffic {
+			return bad("source ip is for live traffic only: an injected packet comes from a pod")
+		}
+		if srcPod {
+			return bad("source needs a pod or an ip, not both")
+		}
+		if a, err := netip.ParseAddr(s.Source.IP); err != nil || !a.Is4() {
+			return bad("source ip %q: want an IPv4 address", s.Source.IP)
+		}
+	}
+	if !s.LiveTraffic && !srcPod {
 		return bad("source needs a namespace and a pod")
 	}
 	d := s.Destination
@@ -30,8 +48,11 @@ func Validate(s crd.TraceflowSpec) error {
 			n++
 		}
 	}
-	if n != 1 {
+	switch {
+	case n > 1 || n == 0 && !s.LiveTraffic:
 		return bad("destination needs exactly one of pod, service or ip (got %d)", n)
+	case s.LiveTraffic && !srcPod && d.Pod == "":
+		return bad("live traffic needs a source pod or a destination pod: the packet is tagged on its node")
 	}
 	if (d.Pod != "" || d.Service != "") && d.Namespace == "" {
 		return bad("destination pod or service needs a namespace")
@@ -43,6 +64,15 @@ func Validate(s crd.TraceflowSpec) error {
 		}
 		if !a.Is4() {
 			return bad("destination ip %s: only IPv4 is traced", a)
+		}
+	}
+	if s.LiveTraffic {
+		p := s.Packet
+		if p.TTL != 0 || p.Length != 0 || p.TCPFlags != 0 {
+			return bad("ttl, length and tcpFlags describe an injected packet: live traffic is matched by protocol and ports only")
+		}
+		if (p.Protocol == "" || strings.EqualFold(p.Protocol, "ICMP")) && (p.SrcPort != 0 || p.DstPort != 0) {
+			return bad("ports need a protocol with ports (TCP or UDP)")
 		}
 	}
 	if _, err := Protocol(s.Packet.Protocol); err != nil {
@@ -65,13 +95,11 @@ func Validate(s crd.TraceflowSpec) error {
 	if t := s.Timeout; t != 0 && (t < crd.MinTimeout || t > crd.MaxTimeout) {
 		return bad("timeout %d s out of range %d-%d", t, crd.MinTimeout, crd.MaxTimeout)
 	}
-	if s.LiveTraffic || s.DroppedOnly {
-		return bad("liveTraffic and droppedOnly are not supported yet: Seine traces injected packets only")
-	}
 	return nil
 }
 
-// Protocol maps the spec's protocol name to its number (TCP when empty).
+// Protocol maps the spec's protocol name to its number (TCP when empty;
+// LiveProtocol says "any" for a live trace).
 func Protocol(name string) (uint8, error) {
 	switch strings.ToUpper(name) {
 	case "", "TCP":
@@ -82,6 +110,14 @@ func Protocol(name string) (uint8, error) {
 		return ProtoICMP, nil
 	}
 	return 0, fmt.Errorf("protocol %q: want TCP, UDP or ICMP", name)
+}
+
+// LiveProtocol is the protocol a live trace matches: 0 (any) when empty.
+func LiveProtocol(name string) (uint8, error) {
+	if name == "" {
+		return 0, nil
+	}
+	return Protocol(name)
 }
 
 // Timeout is the spec's timeout, or the default.
@@ -121,7 +157,7 @@ func Ready(st crd.TraceflowStatus) bool {
 
 // TimeoutReason says why a Traceflow did not finish in time: the nodes
 // that never installed its flows, or else where the packet was last seen.
-func TimeoutReason(st crd.TraceflowStatus, after time.Duration) string {
+func TimeoutReason(s crd.TraceflowSpec, st crd.TraceflowStatus, after time.Duration) string {
 	var missing []string
 	for _, n := range st.Nodes {
 		i := slices.IndexFunc(st.Results, func(r crd.NodeResult) bool { return r.Node == n })
@@ -141,6 +177,12 @@ func TimeoutReason(st crd.TraceflowStatus, after time.Duration) string {
 			}
 			return fmt.Sprintf("timed out after %s: last seen on %s, %s %s to %s; the next node never reported it", after, r.Node, o.Component, o.Action, where)
 		}
+	}
+	switch {
+	case s.DroppedOnly:
+		return fmt.Sprintf("timed out after %s: no matching live packet was dropped", after)
+	case s.LiveTraffic:
+		return fmt.Sprintf("timed out after %s: no live packet matched (a new connection from the source to the destination)", after)
 	}
 	return fmt.Sprintf("timed out after %s: the packet was injected but no node observed it", after)
 }

@@ -4,8 +4,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Traceflow asks Seine to inject one packet from a pod and report, node by
-// node, what the OpenFlow pipeline did with it. It is cluster-scoped: the
+// Traceflow asks Seine to inject one packet from a pod (or to tag a real
+// one: liveTraffic) and report, node by node, what the OpenFlow pipeline
+// did with it. It is cluster-scoped: the
 // source and destination name their namespaces. core/traceflow/README.md
 // explains how it works.
 //
@@ -19,6 +20,8 @@ import (
 // +kubebuilder:printcolumn:name="Dst-Pod",type=string,JSONPath=`.spec.destination.pod`
 // +kubebuilder:printcolumn:name="Dst-Service",type=string,JSONPath=`.spec.destination.service`
 // +kubebuilder:printcolumn:name="Dst-IP",type=string,JSONPath=`.spec.destination.ip`
+// +kubebuilder:printcolumn:name="Live",type=boolean,JSONPath=`.spec.liveTraffic`,priority=1
+// +kubebuilder:printcolumn:name="Dropped-Only",type=boolean,JSONPath=`.spec.droppedOnly`,priority=1
 // +kubebuilder:printcolumn:name="Tag",type=integer,JSONPath=`.status.dataplaneTag`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -36,10 +39,14 @@ type TraceflowSpec struct {
 	Destination Destination `json:"destination"`
 	// Packet is the packet to inject; a TCP SYN to port 80 when empty.
 	Packet Packet `json:"packet,omitempty"`
-	// LiveTraffic traces the next real packet that matches instead of
-	// injecting one (not supported yet: such a Traceflow fails).
+	// LiveTraffic traces a real packet instead of injecting one: the
+	// first packet of a new connection that matches the source, the
+	// destination and the packet's protocol and ports (all optional but a
+	// source or destination pod) is tagged where it enters the pipeline.
+	// Packet then only filters (protocol, srcPort, dstPort).
 	LiveTraffic bool `json:"liveTraffic,omitempty"`
-	// DroppedOnly reports a live packet only if it is dropped.
+	// DroppedOnly (live traffic only) traces matching packets until one is
+	// dropped, and reports only that drop.
 	DroppedOnly bool `json:"droppedOnly,omitempty"`
 	// Timeout in seconds (MinTimeout..MaxTimeout, DefaultTimeout when 0):
 	// the Traceflow fails if it is not complete by then.
@@ -55,14 +62,18 @@ const (
 	MaxTimeout     = 300
 )
 
-// Source is the pod the packet comes from.
+// Source is the pod the packet comes from; for live traffic it may be an
+// IP address instead (or nothing: any source), and the packet is then
+// tagged on the destination pod's node.
 type Source struct {
-	Namespace string `json:"namespace"`
-	Pod       string `json:"pod"`
+	Namespace string `json:"namespace,omitempty"`
+	Pod       string `json:"pod,omitempty"`
+	// IP is a live packet's source address (live traffic only).
+	IP string `json:"ip,omitempty"`
 }
 
 // Destination is exactly one of a pod, a Service (its cluster IP) or an
-// IP address.
+// IP address (for live traffic, at most one: none is any destination).
 type Destination struct {
 	Namespace string `json:"namespace,omitempty"`
 	Pod       string `json:"pod,omitempty"`
@@ -72,7 +83,8 @@ type Destination struct {
 
 // Packet describes the injected packet.
 type Packet struct {
-	// Protocol is TCP (the default), UDP or ICMP.
+	// Protocol is TCP (the default), UDP or ICMP; for live traffic, empty
+	// is any protocol.
 	// +kubebuilder:validation:Enum=TCP;UDP;ICMP;tcp;udp;icmp
 	Protocol string `json:"protocol,omitempty"`
 	// SrcPort is chosen by Seine when 0 (TCP, UDP).
@@ -125,8 +137,9 @@ type TraceflowStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=63
 	DataplaneTag int32 `json:"dataplaneTag,omitempty"`
-	// SourceNode injects the packet once every node of Nodes reported its
-	// flows installed.
+	// SourceNode injects the packet (live traffic: starts tagging packets)
+	// once every node of Nodes reported its flows installed. A live trace
+	// without a source pod is tagged on its destination pod's node.
 	SourceNode string   `json:"sourceNode,omitempty"`
 	Nodes      []string `json:"nodes,omitempty"`
 	// The packet as injected (addresses resolved).
@@ -148,6 +161,25 @@ type NodeResult struct {
 	FlowsInstalled bool `json:"flowsInstalled,omitempty"`
 	// Observations in the order the packet met them.
 	Observations []Observation `json:"observations,omitempty"`
+	// CapturedPacket is the live packet as this node last saw it (live
+	// traffic only; after any NAT of this node).
+	CapturedPacket *CapturedPacket `json:"capturedPacket,omitempty"`
+}
+
+// CapturedPacket is the headers of a traced live packet.
+type CapturedPacket struct {
+	SrcIP    string `json:"srcIP"`
+	DstIP    string `json:"dstIP"`
+	Protocol string `json:"protocol"`
+	SrcPort  int32  `json:"srcPort,omitempty"`
+	DstPort  int32  `json:"dstPort,omitempty"`
+	// IPID is the IPv4 identification; with the protocol and ports it
+	// tells the traced packet from others tagged before the tagging
+	// flow was removed.
+	IPID     int32 `json:"ipID"`
+	TTL      int32 `json:"ttl"`
+	Length   int32 `json:"length"`
+	TCPFlags int32 `json:"tcpFlags,omitempty"`
 }
 
 // Component is the part of the pipeline that observed the packet.
