@@ -2,7 +2,8 @@
 // (-o table|wide|json|yaml, --kubeconfig). On a node it checks the install
 // (check), prepares the node for the agent (node-prep: the DaemonSet's init
 // container and the Windows PowerShell module call it), collects a support
-// bundle (bundle) and shows the node's pods and flows (get pods|flows). The OS backend, for the bundle's diagnostics, is
+// bundle (bundle) and shows the node's pods and flows (get pods|flows);
+// against the cluster it runs Traceflows (traceflow). The OS backend, for the bundle's diagnostics, is
 // chosen in main_<os>.go only.
 package main
 
@@ -47,6 +48,9 @@ usage:
   seinectl bundle    -o FILE.tar.gz [--config FILE] [--agent-log FILE] [--kubeconfig FILE]
   seinectl get pods  [--config FILE] [-o table|wide|json|yaml]
   seinectl get flows [--config FILE] [--table N] [-o table|wide|json|yaml]
+  seinectl traceflow -S NS/POD -D NS/POD|NS/SERVICE|IP [-p tcp|udp|icmp] [--sport N] [--dport N]
+                     [--live [--dropped-only]] [-t SECONDS] [--keep] [-o table|json|yaml]
+                     [--kubeconfig FILE] [--context NAME] (seinectl traceflow -h: details)
 `
 
 func main() {
@@ -84,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 		return runBundle(ctx, args, stdout, stderr, log)
 	case "get":
 		return runGet(ctx, args, stdout, stderr, log)
+	case "traceflow", "tf":
+		return runTraceflow(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
