@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,11 +37,13 @@ var (
 		Help: "From the controller's last change of a policy (its rules or its span) to a node of its span reporting that generation realized.",
 		// 10 ms to 164 s.
 		Buckets: expBuckets(0.01, 15)}
+	CtrlTraceflows = Def{Name: "seine_controller_traceflows_running", Kind: Gauge, Component: "controller",
+		Help: "Traceflows holding a data-plane tag (at most 63 run at once); 0 while the cluster does not serve traceflows.crd.seine.io."}
 )
 
 func controllerDefs() []Def {
 	return []Def{CtrlPolicySyncs, CtrlPolicySyncDuration, CtrlPublishes, CtrlPublishDuration, CtrlQueueDepth, CtrlUnpublished,
-		CtrlObjects, CtrlWatchers, CtrlConnectedAgents, CtrlReports, CtrlRealizationLag}
+		CtrlObjects, CtrlWatchers, CtrlConnectedAgents, CtrlReports, CtrlRealizationLag, CtrlTraceflows}
 }
 
 // Controller holds the controller's event metrics; its methods do nothing
@@ -120,16 +123,22 @@ type ServerState interface {
 type ControllerCollector struct {
 	ctrl ControllerState
 	srv  ServerState
+	// traceflows counts the running Traceflows (SetTraceflows).
+	traceflows atomic.Pointer[func() int]
 
-	queue, unpublished, objects, watchers, agents *prometheus.Desc
+	queue, unpublished, objects, watchers, agents, tfRunning *prometheus.Desc
 }
+
+// SetTraceflows gives the collector the Traceflow controller's count of
+// running traces (core/traceflow's Controller.Running), once it runs.
+func (c *ControllerCollector) SetTraceflows(running func() int) { c.traceflows.Store(&running) }
 
 // NewControllerCollector registers the collector of ctrl's and srv's state
 // with reg.
 func NewControllerCollector(reg prometheus.Registerer, ctrl ControllerState, srv ServerState) (*ControllerCollector, error) {
 	c := &ControllerCollector{ctrl: ctrl, srv: srv,
 		queue: CtrlQueueDepth.Desc(), unpublished: CtrlUnpublished.Desc(), objects: CtrlObjects.Desc(),
-		watchers: CtrlWatchers.Desc(), agents: CtrlConnectedAgents.Desc()}
+		watchers: CtrlWatchers.Desc(), agents: CtrlConnectedAgents.Desc(), tfRunning: CtrlTraceflows.Desc()}
 	if err := register(reg, c); err != nil {
 		return nil, err
 	}
@@ -138,7 +147,7 @@ func NewControllerCollector(reg prometheus.Registerer, ctrl ControllerState, srv
 
 // Describe implements prometheus.Collector.
 func (c *ControllerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.queue, c.unpublished, c.objects, c.watchers, c.agents} {
+	for _, d := range []*prometheus.Desc{c.queue, c.unpublished, c.objects, c.watchers, c.agents, c.tfRunning} {
 		ch <- d
 	}
 }
@@ -159,4 +168,9 @@ func (c *ControllerCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.watchers, watch[i], watchResources[i])
 	}
 	gauge(c.agents, c.srv.ConnectedAgents())
+	running := 0
+	if fn := c.traceflows.Load(); fn != nil {
+		running = (*fn)()
+	}
+	gauge(c.tfRunning, running)
 }

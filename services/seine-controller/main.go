@@ -109,7 +109,8 @@ func run(log *slog.Logger, args []string) error {
 	}
 	// Served with the apiserver's own at /metrics, over HTTPS, authorized
 	// through the kube-apiserver (nonResourceURL /metrics, verb get).
-	if err := registerMetrics(legacyregistry.Registerer(), ctrl, srv); err != nil {
+	collector, err := registerMetrics(legacyregistry.Registerer(), ctrl, srv)
+	if err != nil {
 		return err
 	}
 	factory.Start(ctx.Done())
@@ -135,6 +136,7 @@ func run(log *slog.Logger, args []string) error {
 		log.Warn("traceflow off: the cluster does not serve traceflows.crd.seine.io (seine.yml installs it; restart the controller after)", "err", err)
 	} else {
 		tfc := traceflow.NewController(dyn, cs, log.With("component", "traceflow"))
+		collector.SetTraceflows(tfc.Running)
 		go func() {
 			if err := tfc.Run(ctx); err != nil && ctx.Err() == nil {
 				log.Error("traceflow controller ended", "err", err)
@@ -157,17 +159,18 @@ func run(log *slog.Logger, args []string) error {
 
 // registerMetrics registers the controller's metrics (core/metrics) with
 // reg and hands them to ctrl and srv.
-func registerMetrics(reg prometheus.Registerer, ctrl *controller.Controller, srv *apiserver.Server) error {
+func registerMetrics(reg prometheus.Registerer, ctrl *controller.Controller, srv *apiserver.Server) (*metrics.ControllerCollector, error) {
 	m, err := metrics.NewController(reg)
 	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	ctrl.SetMetrics(m)
 	srv.SetMetrics(m)
-	if _, err := metrics.NewControllerCollector(reg, ctrl, srv); err != nil {
-		return fmt.Errorf("metrics: %w", err)
+	c, err := metrics.NewControllerCollector(reg, ctrl, srv)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	return nil
+	return c, nil
 }
 
 // trackNodes makes the server drop the realization report of a node that
