@@ -1,6 +1,7 @@
 package traceflow
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -150,8 +151,10 @@ func liveOutputCopies(f *openflow.Flow, m *openflow.Match, acts []openflow.Actio
 }
 
 // mergeMatch adds the OXM fields of add to the match m. A field m has too
-// is combined (both fixed 4-byte values: a packet must match both); false
-// when the two can never match together, or cannot be combined.
+// is combined (a packet must match both): also a 32-bit register that m
+// matches as half of a 64-bit one (OVS reports reg0 and reg1 together as
+// xreg0, OXM_OF_PKT_REG0, in OpenFlow 1.5 flow stats). False when the two
+// can never match together.
 func mergeMatch(m, add []byte) ([]byte, bool) {
 	out := append([]byte(nil), m...)
 	for b := add; len(b) >= 4; {
@@ -159,24 +162,68 @@ func mergeMatch(m, add []byte) ([]byte, bool) {
 		n := int(h & 0xff)
 		tlv := b[:4+n]
 		b = b[4+n:]
-		i := findField(out, h&0xfffffe00)
-		if i < 0 {
+		v, mask := oxmValue(h, tlv[4:])
+		merged := false
+		for _, c := range candidates(h, len(v)) {
+			i := findField(out, c.field)
+			if i < 0 {
+				continue
+			}
+			oh := binary.BigEndian.Uint32(out[i:])
+			ov, om := oxmValue(oh, out[i+4:i+4+int(oh&0xff)])
+			if len(ov) != c.width {
+				return nil, false
+			}
+			for k := range v {
+				j := c.offset + k
+				if (ov[j]^v[k])&om[j]&mask[k] != 0 {
+					return nil, false // never both
+				}
+				ov[j] = ov[j]&om[j] | v[k]&mask[k]
+				om[j] |= mask[k]
+			}
+			t := binary.BigEndian.AppendUint32(nil, c.field|1<<8|uint32(2*c.width))
+			t = append(append(t, ov...), om...)
+			out = append(out[:i], append(t, out[i+4+int(oh&0xff):]...)...)
+			merged = true
+			break
+		}
+		if !merged {
 			out = append(out, tlv...)
-			continue
 		}
-		oh := binary.BigEndian.Uint32(out[i:])
-		v1, m1, ok1 := value32(oh, out[i+4:])
-		v2, m2, ok2 := value32(h, tlv[4:])
-		if !ok1 || !ok2 || (v1^v2)&m1&m2 != 0 {
-			return nil, false
-		}
-		v, mask := v1&m1|v2&m2, m1|m2
-		merged := binary.BigEndian.AppendUint32(nil, h&0xfffffe00|1<<8|8)
-		merged = binary.BigEndian.AppendUint32(merged, v)
-		merged = binary.BigEndian.AppendUint32(merged, mask)
-		out = append(out[:i], append(merged, out[i+4+int(oh&0xff):]...)...)
 	}
 	return out, true
+}
+
+// candidate is where a field may already be in a match: a field header
+// (without mask bit and length), and the offset and width of the whole
+// field's value there.
+type candidate struct {
+	field         uint32
+	offset, width int
+}
+
+const (
+	classNXM1   = 0x0001
+	classPktReg = 0x8001
+)
+
+func candidates(h uint32, n int) []candidate {
+	field := h & 0xfffffe00
+	cs := []candidate{{field, 0, n}}
+	if class, f := h>>16, (h>>9)&0x7f; class == classNXM1 && f < 16 && n == 4 {
+		cs = append(cs, candidate{classPktReg<<16 | (f/2)<<9, int(f%2) * 4, 8})
+	}
+	return cs
+}
+
+// oxmValue copies a TLV's value and mask (all ones without one).
+func oxmValue(h uint32, body []byte) (v, mask []byte) {
+	if h&0x100 == 0 {
+		return append([]byte(nil), body...), bytes.Repeat([]byte{0xff}, len(body))
+	}
+	half := len(body) / 2
+	return append([]byte(nil), body[:half]...), append([]byte(nil), body[half:]...)
 }
 
 // findField is the offset of the TLV of field (header without mask bit
@@ -190,15 +237,4 @@ func findField(m []byte, field uint32) int {
 		i += 4 + int(h&0xff)
 	}
 	return -1
-}
-
-// value32 is a 4-byte OXM value and its mask (all ones without one).
-func value32(h uint32, body []byte) (v, mask uint32, ok bool) {
-	switch {
-	case h&0x100 == 0 && h&0xff == 4 && len(body) >= 4:
-		return binary.BigEndian.Uint32(body), ^uint32(0), true
-	case h&0x100 != 0 && h&0xff == 8 && len(body) >= 8:
-		return binary.BigEndian.Uint32(body), binary.BigEndian.Uint32(body[4:]), true
-	}
-	return 0, 0, false
 }

@@ -201,4 +201,14 @@ func TestMergeMatch(t *testing.T) {
 	if _, ok := mergeMatch(openflow.NewMatch().Reg(0, 0x30, 0xf0).Bytes(), openflow.NewMatch().Reg(0, 0x10, 0xf0).Bytes()); ok {
 		t.Error("conflicting values merged")
 	}
+	// OVS's flow stats give reg0 and reg1 as xreg0 (OXM_OF_PKT_REG0): the
+	// register is merged into its half, never added twice.
+	x := openflow.NewMatch().IP().FieldMasked(openflow.XReg(0), []byte{0, 0, 2, 0, 0, 0, 0, 2}, []byte{0, 0, 2, 0, 0xff, 0xff, 0xff, 0xff})
+	got, ok = mergeMatch(x.Bytes(), openflow.NewMatch().Reg(0, 0x10, 0xf0).Bytes())
+	if s := openflow.MatchFromBytes(got).String(); !ok || !strings.Contains(s, "reg0=0x210/0x2f0") || !strings.Contains(s, "reg1=0x2") || strings.Count(s, "reg0") != 1 {
+		t.Errorf("merged into xreg0: %v %s", ok, s)
+	}
+	if _, ok := mergeMatch(x.Bytes(), openflow.NewMatch().Reg(1, 0x3, 0xffffffff).Bytes()); ok {
+		t.Error("reg1=0x3 merged with xreg0's reg1=0x2")
+	}
 }
