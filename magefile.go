@@ -319,23 +319,26 @@ func Test() error {
 		// subset) is off below, as under -p 1 it would analyse the
 		// module's 1400 dependencies one at a time on a fresh machine.
 		{Name: "linux vet", Argv: []string{"go", "vet", "./..."}, Env: goEnv},
+		// Each step's Env is a new slice (slices.Concat): appended to env
+		// itself, steps share its spare capacity and each sees the last
+		// step's SEINE_LAB_SLOT, so both streams' labs took one slot.
 		// Two streams of go test at once, each -p 1 (the privileged tests
 		// create namespaces, OVS instances and whole clusters; on 2 cores
 		// they are more reliable one package at a time) and each in its own
 		// lab slot: the labs spend most of their time waiting, so two
 		// overlap at little cost (labStreams).
-		{Name: "go test (labs)", Tests: "go", Group: "tests", Env: append(env, "SEINE_LAB_SLOT="+slotA),
+		{Name: "go test (labs)", Tests: "go", Group: "tests", Env: slices.Concat(env, []string{"SEINE_LAB_SLOT=" + slotA}),
 			Argv: append([]string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m"}, streamA...)},
-		{Name: "go test", Tests: "go", Group: "tests", Env: append(env, "SEINE_LAB_SLOT="+slotB),
+		{Name: "go test", Tests: "go", Group: "tests", Env: slices.Concat(env, []string{"SEINE_LAB_SLOT=" + slotB}),
 			Argv: append([]string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m"}, streamB...)},
 		// The Kubernetes project's own NetworkPolicy e2e specs against Seine
 		// on 3 real nodes (test/e2e/upstream/README.md): fails, never skips.
-		{Name: "upstream e2e (NetworkPolicy subset)", Group: "after", Env: append(env, "SEINE_E2E_BIN="+e2e, "SEINE_LAB_SLOT="+slotA),
+		{Name: "upstream e2e (NetworkPolicy subset)", Group: "after", Env: slices.Concat(env, []string{"SEINE_E2E_BIN=" + e2e, "SEINE_LAB_SLOT=" + slotA}),
 			Argv: []string{"go", "tool", "mage", "e2eUpstreamSubset"}},
 		// Every benchmark once in short mode (smaller sizes, fewest rounds),
 		// so a broken benchmark fails the build. It checks their code, not
 		// their targets: numbers measured on a loaded CI machine mean nothing.
-		{Name: "benchmarks (short)", Tests: "go", Group: "after", Env: append(env, "SEINE_LAB_SLOT="+slotB),
+		{Name: "benchmarks (short)", Tests: "go", Group: "after", Env: slices.Concat(env, []string{"SEINE_LAB_SLOT=" + slotB}),
 			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
 	}, wineSteps()...))
 }
