@@ -74,19 +74,19 @@ var (
 		Help: "Packets one of the node's interfaces on the bridge dropped, by direction.", Labels: []string{"interface", "kind", "direction"}}
 	AgentIfaceErrors = Def{Name: "seine_agent_ovs_interface_errors_total", Kind: Counter, Component: "agent",
 		Help: "Errors of one of the node's interfaces on the bridge, by direction.", Labels: []string{"interface", "kind", "direction"}}
-	AgentFlowExportSent = Def{Name: "seine_agent_flow_export_records_sent_total", Kind: Counter, Component: "agent",
+	AgentFlowExportSent = Def{Name: "seine_agent_flow_export_records_sent_total", Kind: Counter, Component: "agent", When: "flow export on",
 		Help: "IPFIX flow records sent to the collector (flow export on)."}
-	AgentFlowExportDropped = Def{Name: "seine_agent_flow_export_records_dropped_total", Kind: Counter, Component: "agent",
+	AgentFlowExportDropped = Def{Name: "seine_agent_flow_export_records_dropped_total", Kind: Counter, Component: "agent", When: "flow export on",
 		Help: "IPFIX flow records dropped: the queue to the collector was full (the oldest go first, so memory stays bounded while the collector is away)."}
-	AgentFlowExportUntracked = Def{Name: "seine_agent_flow_export_untracked_connections_total", Kind: Counter, Component: "agent",
+	AgentFlowExportUntracked = Def{Name: "seine_agent_flow_export_untracked_connections_total", Kind: Counter, Component: "agent", When: "flow export on",
 		Help: "Connections the flow exporter did not follow because it already followed maxConnections."}
-	AgentFlowExportPollErrors = Def{Name: "seine_agent_flow_export_poll_errors_total", Kind: Counter, Component: "agent",
+	AgentFlowExportPollErrors = Def{Name: "seine_agent_flow_export_poll_errors_total", Kind: Counter, Component: "agent", When: "flow export on",
 		Help: "Reads of the datapath's connections for flow export that failed."}
-	AgentFlowExportConnections = Def{Name: "seine_agent_flow_export_connections", Kind: Gauge, Component: "agent",
+	AgentFlowExportConnections = Def{Name: "seine_agent_flow_export_connections", Kind: Gauge, Component: "agent", When: "flow export on",
 		Help: "Connections the flow exporter follows."}
-	AgentFlowExportQueued = Def{Name: "seine_agent_flow_export_queued_records", Kind: Gauge, Component: "agent",
+	AgentFlowExportQueued = Def{Name: "seine_agent_flow_export_queued_records", Kind: Gauge, Component: "agent", When: "flow export on",
 		Help: "IPFIX flow records waiting for the collector."}
-	AgentFlowExportConnected = Def{Name: "seine_agent_flow_export_collector_connected", Kind: Gauge, Component: "agent",
+	AgentFlowExportConnected = Def{Name: "seine_agent_flow_export_collector_connected", Kind: Gauge, Component: "agent", When: "flow export on",
 		Help: "1 while the flow exporter is connected to its collector, else 0."}
 	AgentScrapeErrors = Def{Name: "seine_agent_ovs_scrape_errors_total", Kind: Counter, Component: "agent",
 		Help:   "Reads of OVS state for a scrape that failed or timed out, by source (tables, ports, meters, conntrack); their metrics are left out of that scrape.",

@@ -36,6 +36,9 @@ type Def struct {
 	// From says where the series come from when it is not Seine's own
 	// code (a library Seine configures, e.g. libovsdb).
 	From string
+	// When names the condition without which it has no series (a feature
+	// off by default, e.g. "flow export on"); "" when always exposed.
+	When string
 }
 
 func (d Def) opts() prometheus.Opts { return prometheus.Opts{Name: d.Name, Help: d.Help} }
