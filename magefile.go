@@ -304,11 +304,11 @@ func Test() error {
 	if err != nil {
 		return err
 	}
-	streamA, streamB, err := labStreams()
+	slotA, slotB, err := streamSlots()
 	if err != nil {
 		return err
 	}
-	slotA, slotB, err := streamSlots()
+	goTests, err := goTestSteps(env, e2e, slotA, slotB)
 	if err != nil {
 		return err
 	}
@@ -319,7 +319,7 @@ func Test() error {
 		// subset) is off below, as under -p 1 it would analyse the
 		// module's 1400 dependencies one at a time on a fresh machine.
 		{Name: "linux vet", Argv: []string{"go", "vet", "./..."}, Env: goEnv},
-	}, goTestSteps(env, e2e, streamA, streamB, slotA, slotB), wineSteps()))
+	}, goTests, wineSteps()))
 }
 
 // goTestSteps are make test's go test, the upstream subset and the short
@@ -331,7 +331,7 @@ func Test() error {
 // benchmarks: the labs mostly wait, so two overlap at little cost, but a
 // run at load 25 failed a NetworkPolicy reachability check, so it stays
 // opt-in until a quiet machine has shown it reliable.
-func goTestSteps(env []string, e2e string, streamA, streamB []string, slotA, slotB string) []testrun.Step {
+func goTestSteps(env []string, e2e, slotA, slotB string) ([]testrun.Step, error) {
 	goTest := []string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m"}
 	// Each step's Env is a new slice: appended to env itself, steps share
 	// its spare capacity and each sees the last step's SEINE_LAB_SLOT (both
@@ -341,6 +341,10 @@ func goTestSteps(env []string, e2e string, streamA, streamB []string, slotA, slo
 	tests := []testrun.Step{{Name: "go test", Tests: "go", Env: with("SEINE_LAB_SLOT=" + slotA), Argv: append(goTest, "./...")}}
 	if os.Getenv("SEINE_TEST_STREAMS") == "2" {
 		group, after, benchSlot = "tests", "after", slotB
+		streamA, streamB, err := labStreams()
+		if err != nil {
+			return nil, err
+		}
 		tests = []testrun.Step{
 			{Name: "go test (labs)", Tests: "go", Group: group, Env: with("SEINE_LAB_SLOT=" + slotA), Argv: slices.Concat(goTest, streamA)},
 			{Name: "go test", Tests: "go", Group: group, Env: with("SEINE_LAB_SLOT=" + slotB), Argv: slices.Concat(goTest, streamB)},
@@ -356,7 +360,7 @@ func goTestSteps(env []string, e2e string, streamA, streamB []string, slotA, slo
 		// their targets: numbers measured on a loaded CI machine mean nothing.
 		testrun.Step{Name: "benchmarks (short)", Tests: "go", Group: after, Env: with("SEINE_LAB_SLOT=" + benchSlot),
 			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
-	)
+	), nil
 }
 
 // labStreamPackages are the packages of make test's first go test stream:
