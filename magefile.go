@@ -312,23 +312,32 @@ func Test() error {
 	if err != nil {
 		return err
 	}
-	return runSteps(slices.Concat([]testrun.Step{
+	// The Windows lane (cross-build, vet, the tests under Wine: CPU-bound
+	// on a fresh machine) runs beside go test, whose labs mostly wait.
+	windows := slices.Concat([]testrun.Step{
 		{Name: "windows build", Argv: []string{"go", "build", "./..."}, Env: []string{"GOOS=windows"}},
 		{Name: "windows vet", Argv: []string{"go", "vet", "./..."}, Env: []string{"GOOS=windows"}},
+	}, wineSteps())
+	for k := range windows {
+		windows[k].Group, windows[k].Lane = "tests", "windows"
+	}
+	return runSteps(slices.Concat([]testrun.Step{
 		// Every analyzer of go vet, in parallel; go test's own vet (a
 		// subset) is off below, as under -p 1 it would analyse the
 		// module's 1400 dependencies one at a time on a fresh machine.
 		{Name: "linux vet", Argv: []string{"go", "vet", "./..."}, Env: goEnv},
-	}, goTests, wineSteps()))
+	}, windows, goTests))
 }
 
 // goTestSteps are make test's go test, the upstream subset and the short
-// benchmarks. By default go test runs one package at a time (-p 1: the
+// benchmarks, in lanes of the group "tests" (the Windows lane runs beside
+// them). By default go test runs one package at a time (-p 1: the
 // privileged tests create namespaces, OVS instances and whole clusters; on
-// 2 cores they are more reliable one package at a time). With
-// SEINE_TEST_STREAMS=2 it runs as two streams at once, each -p 1 in a lab
-// slot of its own (labStreams), then the upstream subset beside the
-// benchmarks: the labs mostly wait, so two overlap at little cost, but a
+// 2 cores they are more reliable one package at a time), then the upstream
+// subset, then the benchmarks, in one lane. With SEINE_TEST_STREAMS=2 it
+// runs as two lanes, each -p 1 in a lab slot of its own (labStreams): the
+// lab stream then the upstream subset, the other packages then the
+// benchmarks. The labs mostly wait, so two overlap at little cost, but a
 // run at load 25 failed a NetworkPolicy reachability check, so it stays
 // opt-in until a quiet machine has shown it reliable.
 func goTestSteps(env []string, e2e, slotA, slotB string) ([]testrun.Step, error) {
@@ -337,30 +346,34 @@ func goTestSteps(env []string, e2e, slotA, slotB string) ([]testrun.Step, error)
 	// its spare capacity and each sees the last step's SEINE_LAB_SLOT (both
 	// streams' labs took one slot).
 	with := func(extra ...string) []string { return slices.Concat(env, extra) }
-	group, after, benchSlot := "", "", slotA
-	tests := []testrun.Step{{Name: "go test", Tests: "go", Env: with("SEINE_LAB_SLOT=" + slotA), Argv: append(goTest, "./...")}}
+	laneB, benchSlot := "labs", slotA
+	tests := []testrun.Step{{Name: "go test", Tests: "go", Lane: "labs", Env: with("SEINE_LAB_SLOT=" + slotA), Argv: append(goTest, "./...")}}
 	if os.Getenv("SEINE_TEST_STREAMS") == "2" {
-		group, after, benchSlot = "tests", "after", slotB
+		laneB, benchSlot = "rest", slotB
 		streamA, streamB, err := labStreams()
 		if err != nil {
 			return nil, err
 		}
 		tests = []testrun.Step{
-			{Name: "go test (labs)", Tests: "go", Group: group, Env: with("SEINE_LAB_SLOT=" + slotA), Argv: slices.Concat(goTest, streamA)},
-			{Name: "go test", Tests: "go", Group: group, Env: with("SEINE_LAB_SLOT=" + slotB), Argv: slices.Concat(goTest, streamB)},
+			{Name: "go test (labs)", Tests: "go", Lane: "labs", Env: with("SEINE_LAB_SLOT=" + slotA), Argv: slices.Concat(goTest, streamA)},
+			{Name: "go test", Tests: "go", Lane: laneB, Env: with("SEINE_LAB_SLOT=" + slotB), Argv: slices.Concat(goTest, streamB)},
 		}
 	}
-	return append(tests,
+	tests = append(tests,
 		// The Kubernetes project's own NetworkPolicy e2e specs against Seine
 		// on 3 real nodes (test/e2e/upstream/README.md): fails, never skips.
-		testrun.Step{Name: "upstream e2e (NetworkPolicy subset)", Group: after, Env: with("SEINE_E2E_BIN="+e2e, "SEINE_LAB_SLOT="+slotA),
+		testrun.Step{Name: "upstream e2e (NetworkPolicy subset)", Lane: "labs", Env: with("SEINE_E2E_BIN="+e2e, "SEINE_LAB_SLOT="+slotA),
 			Argv: []string{"go", "tool", "mage", "e2eUpstreamSubset"}},
 		// Every benchmark once in short mode (smaller sizes, fewest rounds),
 		// so a broken benchmark fails the build. It checks their code, not
 		// their targets: numbers measured on a loaded CI machine mean nothing.
-		testrun.Step{Name: "benchmarks (short)", Tests: "go", Group: after, Env: with("SEINE_LAB_SLOT=" + benchSlot),
+		testrun.Step{Name: "benchmarks (short)", Tests: "go", Lane: laneB, Env: with("SEINE_LAB_SLOT=" + benchSlot),
 			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
-	), nil
+	)
+	for k := range tests {
+		tests[k].Group = "tests"
+	}
+	return tests, nil
 }
 
 // labStreamPackages are the packages of make test's first go test stream:

@@ -24,6 +24,11 @@ type Step struct {
 	// after them starts when all of them ended. Their results are
 	// reported one by one, in order, as for any step.
 	Group string
+	// Lane: inside a group, steps with the same Lane run one after the
+	// other, in their order, each starting when the one before it ended
+	// (failed or not); lanes run at the same time. A step without a Lane
+	// is a lane of its own.
+	Lane string
 }
 
 type outcome struct {
@@ -53,18 +58,7 @@ func RunSteps(steps []Step, allow []Allowed, module string, out io.Writer) error
 		if j-i == 1 {
 			results[0], stepSkips[0] = runStep(steps[i], out)
 		} else {
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			for k, st := range steps[i:j] {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					w := &prefixWriter{mu: &mu, out: out, prefix: "[" + st.Name + "] "}
-					results[k], stepSkips[k] = runStep(st, w)
-					w.Flush()
-				}()
-			}
-			wg.Wait()
+			runGroup(steps[i:j], results, stepSkips, out)
 		}
 		done = append(done, results...)
 		for _, s := range stepSkips {
@@ -112,6 +106,36 @@ func RunSteps(steps []Step, allow []Allowed, module string, out io.Writer) error
 		return fmt.Errorf("failed: %s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// runGroup runs the steps of one group, each lane of them at the same time
+// as the others, writing each step's result and skips at its index.
+func runGroup(group []Step, results []outcome, stepSkips [][]Skip, out io.Writer) {
+	var lanes [][]int
+	lane := map[string]int{}
+	for k, st := range group {
+		n, ok := lane[st.Lane]
+		if !ok || st.Lane == "" {
+			n = len(lanes)
+			lanes = append(lanes, nil)
+			lane[st.Lane] = n
+		}
+		lanes[n] = append(lanes[n], k)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, steps := range lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, k := range steps {
+				w := &prefixWriter{mu: &mu, out: out, prefix: "[" + group[k].Name + "] "}
+				results[k], stepSkips[k] = runStep(group[k], w)
+				w.Flush()
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // runStep runs one step, writing its readable output to out.

@@ -135,3 +135,31 @@ func TestRunStepsRunsAGroupAtOnce(t *testing.T) {
 		t.Errorf("the group's steps ran one after the other:\n%s", text)
 	}
 }
+
+// TestRunStepsRunsLanes: inside a group the steps of one lane run one after
+// the other (the second finds what the first left when it ended), lanes at
+// the same time (the other lane's step meets both in turn), and a lane
+// goes on after a failed step.
+func TestRunStepsRunsLanes(t *testing.T) {
+	dir := t.TempDir()
+	// wait "$1" waits for a file of the directory, up to 10 s.
+	const wait = `wait() { for i in $(seq 100); do [ -e "$0/$1" ] && return 0; sleep 0.1; done; echo "waited alone for $1"; exit 1; }; `
+	step := func(name, lane, script string) Step {
+		return Step{Name: name, Group: "g", Lane: lane, Argv: []string{"sh", "-c", wait + script, dir}}
+	}
+	var out strings.Builder
+	err := RunSteps([]Step{
+		step("x1", "x", `touch "$0/x1"; wait y; touch "$0/x1.done"; exit 1`),
+		step("x2", "x", `[ -e "$0/x1.done" ] || { echo "x2 before x1 ended"; exit 1; }; touch "$0/x2"; echo x2 after x1`),
+		step("y", "y", `touch "$0/y"; wait x1; wait x2; echo y met both`),
+	}, nil, "example.com", &out)
+	text := out.String()
+	if err == nil || err.Error() != "failed: x1" {
+		t.Errorf("RunSteps = %v, want failed: x1", err)
+	}
+	for _, want := range []string{"\n[x2] x2 after x1\n", "\n[y] y met both\n", "\nx1 ", "\nx2 ", "\ny "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in:\n%s", want, text)
+		}
+	}
+}
