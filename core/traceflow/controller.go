@@ -155,7 +155,7 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 		if tf.Status.DataplaneTag > 0 {
 			_ = c.tags.Claim(tf.Name, uint8(tf.Status.DataplaneTag))
 		}
-		if Ended(tf.Status.Results) {
+		if Ended(tf.Spec, tf.Status) {
 			return c.finish(ctx, tf, st, crd.Succeeded, "")
 		}
 		start := tf.CreationTimestamp.Time
@@ -164,6 +164,10 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 		}
 		deadline := start.Add(Timeout(tf.Spec))
 		if !now.Before(deadline) {
+			if HasVerdict(tf.Status.Results) {
+				// The source node's report never came: the verdict stands.
+				return c.finish(ctx, tf, st, crd.Succeeded, "")
+			}
 			return c.finish(ctx, tf, st, crd.Failed, TimeoutReason(tf.Spec, tf.Status, Timeout(tf.Spec)))
 		}
 		c.queue.AddAfter(name, deadline.Sub(now))

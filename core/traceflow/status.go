@@ -128,16 +128,31 @@ func Timeout(s crd.TraceflowSpec) time.Duration {
 	return time.Duration(s.Timeout) * time.Second
 }
 
-// Ended reports whether the node results hold a verdict: some node's last
-// observation is anything but Forwarded (Delivered, Dropped, Rejected,
+// HasVerdict reports whether the node results hold a verdict: some node's
+// last observation is anything but Forwarded (Delivered, Dropped, Rejected,
 // ForwardedOutOfNetwork).
-func Ended(results []crd.NodeResult) bool {
+func HasVerdict(results []crd.NodeResult) bool {
 	for _, r := range results {
 		if n := len(r.Observations); n > 0 && r.Observations[n-1].Action != crd.ActionForwarded {
 			return true
 		}
 	}
 	return false
+}
+
+// Ended reports whether a trace is complete: a verdict (HasVerdict), and the
+// source node's observations too, as every node reports on its own and the
+// destination's Delivered can arrive first. A droppedOnly trace reports
+// drops only, so the source node may rightly have nothing to say.
+func Ended(s crd.TraceflowSpec, st crd.TraceflowStatus) bool {
+	if !HasVerdict(st.Results) {
+		return false
+	}
+	if st.SourceNode == "" || s.DroppedOnly {
+		return true
+	}
+	i := slices.IndexFunc(st.Results, func(r crd.NodeResult) bool { return r.Node == st.SourceNode })
+	return i >= 0 && len(st.Results[i].Observations) > 0
 }
 
 // Ready reports whether every node the injection waits for installed the

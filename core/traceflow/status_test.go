@@ -67,7 +67,7 @@ func TestEndedReady(t *testing.T) {
 	fwd := crd.Observation{Component: crd.ComponentForwarding, Action: crd.ActionForwarded, TunnelDstIP: "192.168.10.12"}
 	st := crd.TraceflowStatus{SourceNode: "n1", Nodes: []string{"n1", "n2"},
 		Results: []crd.NodeResult{{Node: "n1", FlowsInstalled: true, Observations: []crd.Observation{sgFwd, fwd}}}}
-	if Ended(st.Results) {
+	if Ended(crd.TraceflowSpec{}, st) {
 		t.Error("forwarded into a tunnel is not the end")
 	}
 	if Ready(st) {
@@ -90,7 +90,31 @@ func TestEndedReady(t *testing.T) {
 		t.Errorf("reason %q", r)
 	}
 	st.Results[1].Observations = []crd.Observation{received("tunnel"), {Component: crd.ComponentForwarding, Action: crd.ActionDelivered}}
-	if !Ended(st.Results) {
+	if !Ended(crd.TraceflowSpec{}, st) {
 		t.Error("delivered is the end")
+	}
+}
+
+// TestEndedWaitsForTheSourceNode: the destination's Delivered can reach the
+// status before the source node's report (seen in the lab under load: a
+// trace Succeeded with nothing from its source node); the trace ends only
+// when both are in, but a droppedOnly trace ends at its drop.
+func TestEndedWaitsForTheSourceNode(t *testing.T) {
+	delivered := crd.NodeResult{Node: "n2", FlowsInstalled: true,
+		Observations: []crd.Observation{received("tunnel"), {Component: crd.ComponentForwarding, Action: crd.ActionDelivered}}}
+	st := crd.TraceflowStatus{SourceNode: "n1", Nodes: []string{"n1", "n2"},
+		Results: []crd.NodeResult{{Node: "n1", FlowsInstalled: true}, delivered}}
+	if Ended(crd.TraceflowSpec{}, st) {
+		t.Error("ended before the source node reported")
+	}
+	if !HasVerdict(st.Results) {
+		t.Error("no verdict in a Delivered")
+	}
+	if !Ended(crd.TraceflowSpec{LiveTraffic: true, DroppedOnly: true}, st) {
+		t.Error("a droppedOnly trace waits for a source node that reports drops only")
+	}
+	st.Results[0].Observations = []crd.Observation{sgFwd}
+	if !Ended(crd.TraceflowSpec{}, st) {
+		t.Error("not ended with the source node's and the destination's observations")
 	}
 }
