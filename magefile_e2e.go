@@ -314,7 +314,7 @@ func runUpstream(r upstreamRun) (table string, err error) {
 	up := []string{"up", "--kubelet", "real", "--cni", "none", "--nodes", "3",
 		"--kube-bin", r.kube, "--runtime-bin", r.runtime, "--images", r.images,
 		"--state-dir", state, "--ns-prefix", fmt.Sprintf("e2eup%d-", slot),
-		"--api-port", fmt.Sprint(38443 + 100*slot), "--etcd-port", fmt.Sprint(38379 + 100*slot)}
+		"--api-port", fmt.Sprint(13443 + 100*slot), "--etcd-port", fmt.Sprint(13379 + 100*slot)}
 	start := time.Now()
 	if err := run(nil, "bin/lab", up...); err != nil {
 		run(nil, "bin/lab", "down", "--state-dir", state)

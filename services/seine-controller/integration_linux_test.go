@@ -195,7 +195,7 @@ func fakePod(t *testing.T, cs kubernetes.Interface, name, node, ip, app string) 
 // span filtering by fieldSelector=nodeName, membership changes as patches,
 // delegated authentication and authorization, and API aggregation.
 func TestControlPlaneAPI(t *testing.T) {
-	o := labtest.Options{Name: "h6", Nodes: 1, APIPort: 51443, EtcdPort: 51379}
+	o := labtest.Options{Name: "h6", Nodes: 1, APIPort: 20443, EtcdPort: 20379}
 	// SEINE_CONTROLLER_PORT_BASE moves the lab's ports (and names), so two
 	// runs can share a machine.
 	if b, err := strconv.Atoi(os.Getenv("SEINE_CONTROLLER_PORT_BASE")); err == nil && b > 0 {

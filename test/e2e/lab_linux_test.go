@@ -41,7 +41,7 @@ func upLab(t *testing.T, mode, tunnel string) *env {
 // ports are the e2e suite's).
 func upLabWith(t *testing.T, o labtest.Options) *env {
 	t.Helper()
-	o.Name, o.Nodes, o.APIPort, o.EtcdPort = "e2e", 3, 36443, 32379
+	o.Name, o.Nodes, o.APIPort, o.EtcdPort = "e2e", 3, 18443, 18379
 	c, cs := labtest.Up(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)

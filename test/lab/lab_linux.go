@@ -33,6 +33,9 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	if err := c.checkHostPorts(); err != nil {
+		return err
+	}
 	if _, err := os.Stat(c.stateFile()); err == nil {
 		return fmt.Errorf("%w in %s: run `lab down` first", ErrAlreadyUp, c.StateDir)
 	}

@@ -189,14 +189,14 @@ func checkTierAdmission(ctx context.Context, t *testing.T, dyn dynamic.Interface
 }
 
 // clusterWithoutSeine brings up a one-node lab in ptp mode (state
-// /run/seine-h3, namespaces seine-h3-*, API port 53443, etcd 53379) and
+// /run/seine-h3, namespaces seine-h3-*, API port 21443, etcd 21379) and
 // takes it down in t's cleanup.
 func clusterWithoutSeine(t *testing.T) *lab.Config {
 	kube := labtest.Require(t)
 	_, labCLI := labtest.Binaries(t)
 	off, suffix := lab.Slot()
 	c := &lab.Config{
-		Nodes: 1, StateDir: "/run/seine-h3" + suffix, NSPrefix: "seine-h3" + suffix + "-", APIPort: 53443 + off, EtcdPort: 53379 + off,
+		Nodes: 1, StateDir: "/run/seine-h3" + suffix, NSPrefix: "seine-h3" + suffix + "-", APIPort: 21443 + off, EtcdPort: 21379 + off,
 		CNI: lab.CNIPtp, KubeBin: kube, LabBin: labCLI,
 	}
 	log := labtest.Logger(t)

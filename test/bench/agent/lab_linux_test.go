@@ -20,5 +20,5 @@ func TestMain(m *testing.M) {
 // down in b's cleanup. It skips with the precise reason when it cannot run.
 func upLab(b *testing.B, nodes int) (*lab.Config, kubernetes.Interface) {
 	b.Helper()
-	return labtest.Up(b, labtest.Options{Name: "bench-agent", Nodes: nodes, APIPort: 46443, EtcdPort: 42379})
+	return labtest.Up(b, labtest.Options{Name: "bench-agent", Nodes: nodes, APIPort: 30443, EtcdPort: 30379})
 }

@@ -116,7 +116,7 @@ func BenchmarkControlPlaneFanout(b *testing.B) {
 	if testing.Short() {
 		agentCount = fanoutShortAgents
 	}
-	c, _ := labtest.Up(b, labtest.Options{Name: "h6bench", Nodes: 1, APIPort: 51453, EtcdPort: 51389})
+	c, _ := labtest.Up(b, labtest.Options{Name: "h6bench", Nodes: 1, APIPort: 20453, EtcdPort: 20389})
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	admin, err := c.RESTConfig("admin")

@@ -25,6 +25,6 @@ func TestMain(m *testing.M) {
 func upLab(b *testing.B, nodes int) (*lab.Config, kubernetes.Interface) {
 	b.Helper()
 	ci.RequireCommands(b, "iperf3", "ethtool")
-	return labtest.Up(b, labtest.Options{Name: "bench-dataplane", Nodes: nodes, APIPort: 47443, EtcdPort: 43379,
+	return labtest.Up(b, labtest.Options{Name: "bench-dataplane", Nodes: nodes, APIPort: 31443, EtcdPort: 31379,
 		TrafficMode: os.Getenv("SEINE_BENCH_TRAFFIC_MODE"), TunnelType: os.Getenv("SEINE_BENCH_TUNNEL_TYPE")})
 }

@@ -113,7 +113,7 @@ type suite struct {
 
 func setUp(t *testing.T) *suite {
 	t.Helper()
-	o := labtest.Options{Name: "netpol", Nodes: 3, APIPort: 55443, EtcdPort: 55379}
+	o := labtest.Options{Name: "netpol", Nodes: 3, APIPort: 19443, EtcdPort: 19379}
 	// SEINE_NETPOL_PORT_BASE moves the lab's ports, so two runs can share a machine.
 	if b, err := strconv.Atoi(os.Getenv("SEINE_NETPOL_PORT_BASE")); err == nil && b > 0 {
 		o.Name, o.APIPort, o.EtcdPort = fmt.Sprintf("netpol%d", b), b+443, b+379
