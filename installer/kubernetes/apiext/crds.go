@@ -54,7 +54,7 @@ func Objects() ([]map[string]any, error) {
 		return nil, err
 	}
 	vap, binding := BuiltInTiersPolicy()
-	for _, o := range []any{vap, binding} {
+	for _, o := range append([]any{vap, binding}, TierPolicies()...) {
 		b, err := json.Marshal(o)
 		if err != nil {
 			return nil, err

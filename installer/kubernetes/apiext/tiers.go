@@ -19,9 +19,8 @@ const builtInTiersPolicyName = "seine-tiers"
 // webhook to run): a built-in tier can be neither deleted nor moved, and is
 // created only with its own priority (whoever creates it first: the
 // controller, or a user); a custom tier takes a priority in
-// 1-MaxCustomPriority that no built-in holds. Keeping a tier that policies
-// still use needs a look at other objects, which CEL cannot take: not done
-// yet (see core/tiers/README.md).
+// 1-MaxCustomPriority that no built-in holds. TierPolicies adds the checks
+// that look at other objects.
 func BuiltInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.ValidatingAdmissionPolicyBinding) {
 	var entries, prios []string
 	for _, t := range tiers.BuiltIn {
@@ -73,4 +72,69 @@ func BuiltInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.
 		},
 	}
 	return p, b
+}
+
+// Names of the ValidatingAdmissionPolicies (and bindings) that look at
+// other objects through params.
+const (
+	tierPrioritiesPolicyName = "seine-tier-priorities"
+	tiersInUsePolicyName     = "seine-tiers-in-use"
+)
+
+// TierPolicies are the checks of a tier against other objects, also
+// enforced by the kube-apiserver with CEL: a policy's binding selects every
+// object of its paramKind as params (paramRef.selector {}), and the
+// kube-apiserver evaluates the validation once per param, refusing the
+// request if any fails (no param: allowed).
+//
+//   - seine-tier-priorities (params: every Tier): two tiers never share a
+//     priority, so the order of their policies is never up to their names.
+//   - seine-tiers-in-use (params: every ClusterNetworkPolicy): a tier that
+//     a ClusterNetworkPolicy names cannot be deleted (its policies would
+//     stop being enforced); delete or move the policies first.
+//
+// The params come from the kube-apiserver's informers, so a policy created
+// in the same instant as its tier's deletion may slip through; the
+// controller then reports the policy's unknown tier in its status.
+func TierPolicies() []any {
+	var out []any
+	add := func(name, paramKind string, ops []admissionv1.OperationType, v admissionv1.Validation) {
+		out = append(out, &admissionv1.ValidatingAdmissionPolicy{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "seine"}},
+			Spec: admissionv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr.To(admissionv1.Fail),
+				ParamKind:     &admissionv1.ParamKind{APIVersion: "crd.seine.io/v1beta1", Kind: paramKind},
+				MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionv1.RuleWithOperations{
+						Operations: ops,
+						Rule:       admissionv1.Rule{APIGroups: []string{"crd.seine.io"}, APIVersions: []string{"*"}, Resources: []string{"tiers"}},
+					},
+				}}},
+				Validations: []admissionv1.Validation{v},
+			},
+		}, &admissionv1.ValidatingAdmissionPolicyBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "seine"}},
+			Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName: name,
+				ParamRef: &admissionv1.ParamRef{
+					Selector:                &metav1.LabelSelector{},
+					ParameterNotFoundAction: ptr.To(admissionv1.AllowAction),
+				},
+				ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+			},
+		})
+	}
+	add(tierPrioritiesPolicyName, "Tier", []admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, admissionv1.Validation{
+		Expression: "object.metadata.name == params.metadata.name || object.spec.priority != params.spec.priority",
+		MessageExpression: "'tier priority ' + string(object.spec.priority) + ' is taken by tier ' + params.metadata.name + " +
+			"': two tiers never share a priority'",
+	})
+	add(tiersInUsePolicyName, "ClusterNetworkPolicy", []admissionv1.OperationType{admissionv1.Delete}, admissionv1.Validation{
+		Expression: fmt.Sprintf("oldObject.metadata.name != (has(params.spec.tier) ? params.spec.tier : '%s')", tiers.DefaultTier),
+		MessageExpression: "'tier ' + oldObject.metadata.name + ' is in use by ClusterNetworkPolicy ' + params.metadata.name + " +
+			"': delete the policy or move it to another tier first'",
+	})
+	return out
 }

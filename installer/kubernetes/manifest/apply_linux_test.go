@@ -107,7 +107,9 @@ func TestServerSideApply(t *testing.T) {
 // ValidatingAdmissionPolicy for real and shows the kube-apiserver enforcing
 // it: a built-in tier cannot be deleted, moved, or created with another
 // priority; a tier of one's own cannot take a built-in's priority or one
-// past the Kubernetes NetworkPolicy slot; a good one is created and deleted.
+// past the Kubernetes NetworkPolicy slot, nor another tier's priority; a
+// tier a ClusterNetworkPolicy uses cannot be deleted until the policy is
+// gone; good ones are created, updated and deleted.
 func checkTierAdmission(ctx context.Context, t *testing.T, dyn dynamic.Interface, manifest []byte) {
 	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 	vapGVR := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"}
@@ -181,10 +183,76 @@ func checkTierAdmission(ctx context.Context, t *testing.T, dyn dynamic.Interface
 	_, err = dyn.Resource(tiersGVR).Create(ctx, tier("mine", 253), metav1.CreateOptions{})
 	refused("a custom tier at 253", err, "tier priority 253 is not available")
 	if _, err := dyn.Resource(tiersGVR).Create(ctx, tier("mine", 120), metav1.CreateOptions{}); err != nil {
-		t.Errorf("a custom tier at 120: %v", err)
+		t.Fatalf("a custom tier at 120: %v", err)
 	}
-	if err := dyn.Resource(tiersGVR).Delete(ctx, "mine", metav1.DeleteOptions{}); err != nil {
-		t.Errorf("delete a custom tier: %v", err)
+
+	// The checks against other objects (params: every Tier, every
+	// ClusterNetworkPolicy) see them once the kube-apiserver's informers
+	// do: poll with dry runs until refused.
+	eventually := func(what string, try func() error, want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := try()
+			if err != nil && strings.Contains(err.Error(), want) {
+				t.Logf("%s: %v", what, err)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s: %v, want a refusal saying %q within 30 s", what, err, want)
+				return
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	eventually("a second custom tier at 120", func() error {
+		_, err := dyn.Resource(tiersGVR).Create(ctx, tier("yours", 120), dry)
+		return err
+	}, "tier priority 120 is taken by tier mine")
+	mine, err := dyn.Resource(tiersGVR).Get(ctx, "mine", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine.SetLabels(map[string]string{"team": "sec"})
+	if _, err := dyn.Resource(tiersGVR).Update(ctx, mine, metav1.UpdateOptions{}); err != nil {
+		t.Errorf("update of tier mine keeping its own priority: %v", err)
+	}
+	if _, err := dyn.Resource(tiersGVR).Create(ctx, tier("yours", 121), metav1.CreateOptions{}); err != nil {
+		t.Errorf("a second custom tier at a free priority: %v", err)
+	}
+
+	cnpGVR := schema.GroupVersionResource{Group: "crd.seine.io", Version: "v1beta1", Resource: "clusternetworkpolicies"}
+	cnp := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
+		"metadata": map[string]any{"name": "uses-mine"},
+		"spec": map[string]any{"tier": "mine", "priority": int64(1),
+			"appliedTo": []any{map[string]any{"podSelector": map[string]any{}}},
+			"ingress":   []any{map[string]any{"action": "Drop"}}},
+	}}
+	if _, err := dyn.Resource(cnpGVR).Create(ctx, cnp, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create a ClusterNetworkPolicy in tier mine: %v", err)
+	}
+	eventually("delete tier mine while a policy uses it", func() error {
+		return dyn.Resource(tiersGVR).Delete(ctx, "mine", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+	}, "tier mine is in use by ClusterNetworkPolicy uses-mine")
+	if err := dyn.Resource(tiersGVR).Delete(ctx, "yours", metav1.DeleteOptions{}); err != nil {
+		t.Errorf("delete tier yours, which no policy uses: %v", err)
+	}
+	if err := dyn.Resource(cnpGVR).Delete(ctx, "uses-mine", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		err := dyn.Resource(tiersGVR).Delete(ctx, "mine", metav1.DeleteOptions{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("delete tier mine once its policy is gone: %v", err)
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 }
 

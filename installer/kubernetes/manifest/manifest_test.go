@@ -105,7 +105,8 @@ func TestManifestHasEveryObject(t *testing.T) {
 		"DaemonSet/seine-agent", "DaemonSet/seine-ovs", "Deployment/seine-controller",
 		"RoleBinding/seine-controller-authentication-reader",
 		"Service/seine-controller", "ServiceAccount/seine-agent", "ServiceAccount/seine-controller",
-		"ValidatingAdmissionPolicy/seine-tiers", "ValidatingAdmissionPolicyBinding/seine-tiers",
+		"ValidatingAdmissionPolicy/seine-tier-priorities", "ValidatingAdmissionPolicy/seine-tiers", "ValidatingAdmissionPolicy/seine-tiers-in-use",
+		"ValidatingAdmissionPolicyBinding/seine-tier-priorities", "ValidatingAdmissionPolicyBinding/seine-tiers", "ValidatingAdmissionPolicyBinding/seine-tiers-in-use",
 	}
 	if got := keys(documents(t)); !slices.Equal(got, want) {
 		t.Errorf("objects:\n got %v\nwant %v", got, want)
