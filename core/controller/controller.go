@@ -43,7 +43,10 @@ type Controller struct {
 	// cnpIndexer and tierIndexer hold crd.seine.io's ClusterNetworkPolicies
 	// and Tiers (AddTiered); nil without.
 	cnpIndexer, tierIndexer cache.Indexer
-	started                 atomic.Bool
+	// upstreamIndexer holds policy.networking.k8s.io's
+	// ClusterNetworkPolicies (AddUpstream); nil without.
+	upstreamIndexer cache.Indexer
+	started         atomic.Bool
 
 	// AppliedToGroups, AddressGroups and NetworkPolicies hold the computed
 	// objects, keyed by name, with their spans.

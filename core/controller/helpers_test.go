@@ -145,8 +145,12 @@ func (e *testEnv) dump() string {
 			atgs = append(atgs, name(n))
 		}
 		s := fmt.Sprintf("np %s/%s types=%v atg=%v span=%v", p.SourceRef.Namespace, p.SourceRef.Name, p.PolicyTypes, atgs, it.Span.Nodes())
-		if p.SourceRef.Type == controlplane.SeineClusterNetworkPolicy {
-			s = fmt.Sprintf("cnp %s types=%v atg=%v span=%v", p.SourceRef.Name, p.PolicyTypes, atgs, it.Span.Nodes())
+		if p.SourceRef.Type == controlplane.SeineClusterNetworkPolicy || p.SourceRef.Type == controlplane.UpstreamClusterNetworkPolicy {
+			kind := "cnp"
+			if p.SourceRef.Type == controlplane.UpstreamClusterNetworkPolicy {
+				kind = "upstream-cnp"
+			}
+			s = fmt.Sprintf("%s %s types=%v atg=%v span=%v", kind, p.SourceRef.Name, p.PolicyTypes, atgs, it.Span.Nodes())
 			if p.TierPriority != nil {
 				s += fmt.Sprintf(" tier=%s/%d", p.Tier, *p.TierPriority)
 			}

@@ -37,6 +37,10 @@ func (c *Controller) syncPolicy(key string) {
 		c.syncClusterPolicy(key, name)
 		return
 	}
+	if name, ok := strings.CutPrefix(key, upstreamKeyPrefix); ok {
+		c.syncUpstreamPolicy(key, name)
+		return
+	}
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		c.log.Error("bad network policy key", "key", key, "error", err)

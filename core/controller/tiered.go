@@ -175,19 +175,46 @@ func clusterInternalName(cnp *crdv1.ClusterNetworkPolicy) string {
 // The agent does the same with what it cannot realize (core/agent/policy,
 // failClosed).
 func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *controlplane.NetworkPolicy, atgs, ags []*group) {
-	var problems []string
 	tier := tierName(cnp.Spec.Tier)
-	prio := cnp.Spec.Priority
+	tp, err := c.tierPriority(tier)
+	return c.translateTiered(tieredSpec{
+		ref:  controlplane.NetworkPolicyReference{Type: controlplane.SeineClusterNetworkPolicy, Name: cnp.Name, UID: string(cnp.UID)},
+		name: clusterInternalName(cnp), generation: cnp.Generation,
+		tier: tier, tierPriority: tp, tierErr: err, priority: cnp.Spec.Priority,
+		appliedTo: cnp.Spec.AppliedTo, ingress: cnp.Spec.Ingress, egress: cnp.Spec.Egress,
+	})
+}
+
+// tieredSpec is a tiered policy of any kind (Seine's ClusterNetworkPolicy,
+// the upstream one) in Seine's terms, for translateTiered.
+type tieredSpec struct {
+	ref             controlplane.NetworkPolicyReference
+	name            string
+	generation      int64
+	tier            string
+	tierPriority    int32
+	tierErr         error
+	priority        float64
+	appliedTo       []crdv1.AppliedTo
+	ingress, egress []crdv1.Rule
+	// peerErrs are peers of a rule ("ingress/<i>", "egress/<i>") that
+	// have no Seine equivalent, treated as peers that do not parse.
+	peerErrs map[string][]error
+}
+
+func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPolicy, atgs, ags []*group) {
+	var problems []string
+	tier := sp.tier
+	prio := sp.priority
+	ref := sp.ref
 	obj = &controlplane.NetworkPolicy{
-		SourceRef: &controlplane.NetworkPolicyReference{
-			Type: controlplane.SeineClusterNetworkPolicy, Name: cnp.Name, UID: string(cnp.UID),
-		},
-		Tier:     tier,
-		Priority: &prio,
+		SourceRef: &ref,
+		Tier:      tier,
+		Priority:  &prio,
 	}
-	obj.Name = clusterInternalName(cnp)
-	obj.Generation = cnp.Generation
-	for i, at := range cnp.Spec.AppliedTo {
+	obj.Name = sp.name
+	obj.Generation = sp.generation
+	for i, at := range sp.appliedTo {
 		gs, err := clusterSelection(at.PodSelector, at.NamespaceSelector)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("appliedTo %d: %v: left out", i, err))
@@ -199,7 +226,7 @@ func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *con
 			obj.AppliedToGroups = append(obj.AppliedToGroups, g.name)
 		}
 	}
-	tp, err := c.tierPriority(tier)
+	tp, err := sp.tierPriority, sp.tierErr
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("%v: the policy is not enforced", err))
 		obj.TranslationError = strings.Join(problems, "; ")
@@ -211,8 +238,8 @@ func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *con
 		name  string
 		rules []crdv1.Rule
 	}{
-		{controlplane.DirectionIn, "ingress", cnp.Spec.Ingress},
-		{controlplane.DirectionOut, "egress", cnp.Spec.Egress},
+		{controlplane.DirectionIn, "ingress", sp.ingress},
+		{controlplane.DirectionOut, "egress", sp.egress},
 	} {
 		for i, r := range d.rules {
 			peers := r.From
@@ -220,6 +247,14 @@ func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *con
 				peers = r.To
 			}
 			peer, errs := c.clusterPeer(peers, &ags)
+			if extra := sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)]; len(extra) > 0 {
+				if len(peers) == 0 {
+					// Every peer had no equivalent: the rule matches
+					// nothing (no peers would mean every address).
+					peer = controlplane.NetworkPolicyPeer{}
+				}
+				errs = append(errs, extra...)
+			}
 			action := controlplane.RuleAction(r.Action)
 			switch action {
 			case controlplane.RuleActionAllow, controlplane.RuleActionDrop, controlplane.RuleActionReject, controlplane.RuleActionPass:

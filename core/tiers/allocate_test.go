@@ -190,7 +190,7 @@ func TestOrderCompare(t *testing.T) {
 }
 
 func TestValidateCustomPriority(t *testing.T) {
-	for p, ok := range map[int32]bool{0: false, 1: true, 49: true, 50: false, 252: true, 253: false, 254: false} {
+	for p, ok := range map[int32]bool{0: false, 1: true, 49: true, 50: false, 239: true, 240: false, 252: true, 253: false, 254: false} {
 		if err := ValidateCustomPriority(p); (err == nil) != ok {
 			t.Errorf("priority %d: %v", p, err)
 		}

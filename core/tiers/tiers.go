@@ -24,7 +24,7 @@ const (
 	NetworkOpsPriority  int32 = 150
 	PlatformPriority    int32 = 200
 	// UpstreamAdminPriority is where the upstream ClusterNetworkPolicy's
-	// Admin tier is evaluated (not served yet).
+	// Admin tier is evaluated; no custom tier takes it.
 	UpstreamAdminPriority int32 = 240
 	ApplicationPriority   int32 = 250
 	// MaxCustomPriority is the highest priority a custom tier may take:
@@ -35,7 +35,7 @@ const (
 	// that no NetworkPolicy isolates.
 	BaselinePriority int32 = 253
 	// UpstreamBaselinePriority is where the upstream ClusterNetworkPolicy's
-	// Baseline tier is evaluated (not served yet).
+	// Baseline tier is evaluated.
 	UpstreamBaselinePriority int32 = 254
 )
 
@@ -85,6 +85,9 @@ func ValidateCustomPriority(p int32) error {
 		if t.Priority == p {
 			return fmt.Errorf("tier priority %d is the built-in tier %s's", p, t.Name)
 		}
+	}
+	if p == UpstreamAdminPriority {
+		return fmt.Errorf("tier priority %d is the upstream ClusterNetworkPolicy's Admin tier's", p)
 	}
 	return nil
 }

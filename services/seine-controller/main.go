@@ -260,6 +260,17 @@ func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface,
 	if err := ctrl.AddTiered(f); err != nil {
 		return nil, err
 	}
+	// The upstream ClusterNetworkPolicy (policy.networking.k8s.io), when
+	// its CRD (shipped beside seine.yml) is installed.
+	up := controller.UpstreamClusterNetworkPoliciesResource
+	if res, err := cs.Discovery().ServerResourcesForGroupVersion(up.GroupVersion().String()); err == nil && servesAll(res, up.Resource) {
+		if err := ctrl.AddUpstream(f); err != nil {
+			return nil, err
+		}
+		log.Info("enforcing the upstream ClusterNetworkPolicy", "groupVersion", up.GroupVersion().String())
+	} else {
+		log.Info("the upstream ClusterNetworkPolicy is not served: apply its CRD (installer/kubernetes/apiext/upstream) and restart to use it", "err", err)
+	}
 	f.Start(ctx.Done())
 	go srv.WriteTieredStatus(ctx, dc, time.Second)
 	return f, nil

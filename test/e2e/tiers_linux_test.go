@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/test/lab/probe"
 )
 
@@ -214,6 +215,54 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	expect("baseline Drop without a Kubernetes policy", probeCase{"a", "udp", "X"}, probeCase{"b", "udp", "X"}, probeCase{"a", "tcp", "."})
 	del("tier-base")
 	expect("no policy", probeCase{"a", "udp", "."}, probeCase{"b", "tcp", "."})
+
+	// The upstream ClusterNetworkPolicy (policy.networking.k8s.io) in the
+	// same order: Admin (240) before Kubernetes policy, Baseline (254)
+	// after it, only where nothing isolates.
+	ups := dc.Resource(controller.UpstreamClusterNetworkPoliciesResource)
+	e.t.Cleanup(func() { _ = ups.DeleteCollection(e.ctx, metav1.DeleteOptions{}, metav1.ListOptions{}) })
+	upPods := func(r string) map[string]any {
+		return map[string]any{"pods": map[string]any{"namespaceSelector": map[string]any{}, "podSelector": map[string]any{"matchLabels": map[string]any{"tier-role": r}}}}
+	}
+	applyUp := func(name, tier, action string) {
+		e.t.Helper()
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "policy.networking.k8s.io/v1beta1", "kind": "ClusterNetworkPolicy",
+			"metadata": map[string]any{"name": name},
+			"spec": map[string]any{"tier": tier, "priority": int64(10), "subject": upPods("server"),
+				"ingress": []any{map[string]any{"action": action, "from": []any{upPods("a")},
+					"protocols": []any{map[string]any{"tcp": map[string]any{"destinationPort": map[string]any{"number": int64(8080)}}}}}}},
+		}}
+		old, err := ups.Get(e.ctx, name, metav1.GetOptions{})
+		if err == nil {
+			u.SetResourceVersion(old.GetResourceVersion())
+			_, err = ups.Update(e.ctx, u, metav1.UpdateOptions{})
+		} else {
+			_, err = ups.Create(e.ctx, u, metav1.CreateOptions{})
+		}
+		if err != nil {
+			e.t.Fatalf("apply upstream cluster network policy %s: %v", name, err)
+		}
+	}
+	k8s(&tcp, &p8080)
+	applyUp("up-admin", "Admin", "Deny")
+	expect("upstream Admin Deny over a Kubernetes allow", probeCase{"a", "tcp", "X"}, probeCase{"b", "tcp", "X"})
+	e.waitUpstreamRealized(ups, "up-admin")
+	applyUp("up-admin", "Admin", "Pass")
+	expect("upstream Admin Pass", probeCase{"a", "tcp", "."}, probeCase{"b", "tcp", "X"})
+	if err := ups.Delete(e.ctx, "up-admin", metav1.DeleteOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	applyUp("up-base", "Baseline", "Deny")
+	expect("upstream Baseline Deny under a Kubernetes isolation", probeCase{"a", "tcp", "."}, probeCase{"b", "tcp", "X"})
+	if err := e.cs.NetworkingV1().NetworkPolicies("default").Delete(e.ctx, "tier-k8s", metav1.DeleteOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	expect("upstream Baseline Deny without a Kubernetes policy", probeCase{"a", "tcp", "X"}, probeCase{"b", "tcp", "."})
+	if err := ups.Delete(e.ctx, "up-base", metav1.DeleteOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	expect("no policy again", probeCase{"a", "tcp", "."}, probeCase{"b", "tcp", "."})
 	e.t.Logf("tiered policy checks took %s", time.Since(start).Round(time.Millisecond))
 }
 
@@ -259,4 +308,29 @@ func (e *env) waitTieredRealized(dc dynamic.Interface, name string) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	e.t.Errorf("tiers: %s not realized after 30 s: %s", name, last)
+}
+
+// waitUpstreamRealized waits until the upstream ClusterNetworkPolicy name
+// has the condition Realized True, written by seine-controller.
+func (e *env) waitUpstreamRealized(ups dynamic.NamespaceableResourceInterface, name string) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		u, err := ups.Get(e.ctx, name, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+		} else {
+			conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+			last = fmt.Sprint(conds)
+			for _, c := range conds {
+				if m, _ := c.(map[string]any); m["type"] == "Realized" && m["status"] == "True" {
+					e.t.Logf("tiers: upstream %s realized: %v", name, m["message"])
+					return
+				}
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	e.t.Fatalf("upstream cluster network policy %s not Realized after 30 s: %s", name, last)
 }

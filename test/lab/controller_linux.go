@@ -223,6 +223,8 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers", "clusternetworkpolicies"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers"}, Verbs: []string{"create", "update", "patch"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
+			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
 			// For a self-signed serving certificate (StartControllerSelfSigned).
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{APIServiceName}, Verbs: []string{"get", "patch"}},
@@ -290,14 +292,20 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 }
 
 // installAPIExtensions creates seine.yml's CustomResourceDefinitions
-// (crd.seine.io) and the tiers' ValidatingAdmissionPolicy, as `kubectl
-// apply -f seine.yml` does, and waits until the CRDs are established, so
-// the controller starts with tiered policy on.
+// (crd.seine.io) and the tiers' ValidatingAdmissionPolicies, as `kubectl
+// apply -f seine.yml` does, and the upstream ClusterNetworkPolicy's CRD
+// shipped beside it, and waits until the CRDs are established, so the
+// controller starts with tiered policy on.
 func (c *Config) installAPIExtensions(ctx context.Context) error {
 	objs, err := apiext.Objects()
 	if err != nil {
 		return err
 	}
+	upstream, err := apiext.UpstreamCRD()
+	if err != nil {
+		return err
+	}
+	objs = append(objs, upstream)
 	rc, err := c.restConfig("admin")
 	if err != nil {
 		return err

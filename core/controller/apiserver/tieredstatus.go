@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -12,11 +13,14 @@ import (
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/controller"
 )
 
 // WriteTieredStatus keeps the status of every ClusterNetworkPolicy
 // (crd.seine.io) what the controlplane API computes for its internal
-// policy (phase, generation, desired and realized nodes, the error),
+// policy (phase, generation, desired and realized nodes, the error), and
+// that of every upstream one (policy.networking.k8s.io) as its condition
+// Realized,
 // checking every interval until ctx ends and writing only what changed,
 // so `kubectl get clusternetworkpolicies` shows the realization without
 // the aggregated API.
@@ -46,29 +50,42 @@ func writeTieredStatus(ctx context.Context, list func() (*cp.NetworkPolicyList, 
 		seen := map[string]bool{}
 		for i := range l.Items {
 			np := &l.Items[i]
-			if np.SourceRef == nil || np.SourceRef.Type != cp.SeineClusterNetworkPolicy || np.Status == nil {
+			if np.SourceRef == nil || np.Status == nil {
+				continue
+			}
+			gvr := crdv1.ClusterNetworkPoliciesResource
+			switch np.SourceRef.Type {
+			case cp.SeineClusterNetworkPolicy:
+			case cp.UpstreamClusterNetworkPolicy:
+				gvr = controller.UpstreamClusterNetworkPoliciesResource
+			default:
 				continue
 			}
 			name := np.SourceRef.Name
-			seen[name] = true
+			key := string(np.SourceRef.Type) + "/" + name
+			seen[key] = true
 			st := crdv1.NetworkPolicyStatus{
 				Phase: string(np.Status.Phase), ObservedGeneration: np.Status.Generation,
 				DesiredNodesRealized: np.Status.DesiredNodes, CurrentNodesRealized: np.Status.RealizedNodes,
 				Message: np.Status.Error,
 			}
-			if written[name] == st {
+			if written[key] == st {
 				continue
 			}
-			b, err := json.Marshal(map[string]any{"status": st})
+			var body any = st
+			if np.SourceRef.Type == cp.UpstreamClusterNetworkPolicy {
+				body = upstreamStatus(st)
+			}
+			b, err := json.Marshal(map[string]any{"status": body})
 			if err != nil {
 				continue
 			}
-			_, err = dc.Resource(crdv1.ClusterNetworkPoliciesResource).Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{}, "status")
+			_, err = dc.Resource(gvr).Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{}, "status")
 			if err != nil {
-				log.Debug("write cluster network policy status", "name", name, "err", err)
+				log.Debug("write cluster network policy status", "kind", np.SourceRef.Type, "name", name, "err", err)
 				continue
 			}
-			written[name] = st
+			written[key] = st
 		}
 		for name := range written {
 			if !seen[name] {
@@ -76,4 +93,27 @@ func writeTieredStatus(ctx context.Context, list func() (*cp.NetworkPolicyList, 
 			}
 		}
 	}
+}
+
+// upstreamStatus is the realization as the upstream API's status: one
+// condition, Realized, True once every node that needs the policy enforces
+// its generation, with the phase as reason and the node counts (and any
+// error) as message.
+func upstreamStatus(st crdv1.NetworkPolicyStatus) map[string]any {
+	status := metav1.ConditionFalse
+	if st.Phase == string(cp.PolicyRealized) {
+		status = metav1.ConditionTrue
+	}
+	msg := fmt.Sprintf("%d of %d nodes realized generation %d", st.CurrentNodesRealized, st.DesiredNodesRealized, st.ObservedGeneration)
+	if st.Message != "" {
+		msg += ": " + st.Message
+	}
+	reason := st.Phase
+	if reason == "" {
+		reason = "Pending"
+	}
+	return map[string]any{"conditions": []metav1.Condition{{
+		Type: "Realized", Status: status, ObservedGeneration: st.ObservedGeneration,
+		LastTransitionTime: metav1.Now(), Reason: reason, Message: msg,
+	}}}
 }

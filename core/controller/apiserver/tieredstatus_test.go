@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/controller"
 )
 
 // The realization of a ClusterNetworkPolicy's internal policy reaches the
@@ -78,4 +80,52 @@ func TestWriteTieredStatus(t *testing.T) {
 	if after := patches(); after != before || before != 2 {
 		t.Errorf("%d patches, then %d after unchanged rounds; want 2 and no more", before, after)
 	}
+}
+
+// An upstream ClusterNetworkPolicy's realization becomes its condition
+// Realized: False with the phase and node counts while realizing, True
+// once realized.
+func TestWriteUpstreamStatus(t *testing.T) {
+	ucnp := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "policy.networking.k8s.io/v1beta1", "kind": "ClusterNetworkPolicy",
+		"metadata": map[string]any{"name": "deny"}, "spec": map[string]any{"tier": "Admin", "priority": int64(1)},
+	}}
+	gvr := controller.UpstreamClusterNetworkPoliciesResource
+	dc := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		gvr: "ClusterNetworkPolicyList",
+	}, ucnp)
+	var mu sync.Mutex
+	status := &cp.NetworkPolicyStatus{Generation: 1, DesiredNodes: 2, RealizedNodes: 1, Phase: cp.PolicyRealizing}
+	list := func() (*cp.NetworkPolicyList, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		st := *status
+		return &cp.NetworkPolicyList{Items: []cp.NetworkPolicy{
+			{SourceRef: &cp.NetworkPolicyReference{Type: cp.UpstreamClusterNetworkPolicy, Name: "deny"}, Status: &st},
+		}}, true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		writeTieredStatus(ctx, list, dc, 10*time.Millisecond, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+	condition := func() string {
+		u, err := dc.Resource(gvr).Get(ctx, "deny", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		if len(conds) != 1 {
+			return fmt.Sprint(conds)
+		}
+		c := conds[0].(map[string]any)
+		return fmt.Sprintf("%v %v %v: %v", c["type"], c["status"], c["reason"], c["message"])
+	}
+	poll(t, "Realized False", func() bool { return condition() == "Realized False Realizing: 1 of 2 nodes realized generation 1" })
+	mu.Lock()
+	status = &cp.NetworkPolicyStatus{Generation: 1, DesiredNodes: 2, RealizedNodes: 2, Phase: cp.PolicyRealized}
+	mu.Unlock()
+	poll(t, "Realized True", func() bool { return condition() == "Realized True Realized: 2 of 2 nodes realized generation 1" })
 }

@@ -69,3 +69,25 @@ func Objects() ([]map[string]any, error) {
 	}
 	return out, nil
 }
+
+// The upstream ClusterNetworkPolicy's CustomResourceDefinition
+// (policy.networking.k8s.io, sigs.k8s.io/network-policy-api v0.3.0's
+// standard channel, unchanged). It ships beside seine.yml rather than in
+// it: a cluster may have it from elsewhere, and its owner is that project.
+// seine-controller enforces it when the cluster serves it.
+//
+//go:embed upstream/policy.networking.k8s.io_clusternetworkpolicies.yaml
+var upstreamCRD []byte
+
+// UpstreamCRDPath is where the upstream CRD is, from the repository root.
+const UpstreamCRDPath = "installer/kubernetes/apiext/upstream/policy.networking.k8s.io_clusternetworkpolicies.yaml"
+
+// UpstreamCRD returns the upstream ClusterNetworkPolicy's
+// CustomResourceDefinition.
+func UpstreamCRD() (map[string]any, error) {
+	var m map[string]any
+	if err := yaml.Unmarshal(upstreamCRD, &m); err != nil {
+		return nil, fmt.Errorf("parse the upstream CRD: %w", err)
+	}
+	return m, nil
+}

@@ -27,6 +27,8 @@ func BuiltInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.
 		entries = append(entries, fmt.Sprintf("'%s': %d", t.Name, t.Priority))
 		prios = append(prios, fmt.Sprint(t.Priority))
 	}
+	// The upstream ClusterNetworkPolicy's Admin tier has its place too.
+	prios = append(prios, fmt.Sprint(tiers.UpstreamAdminPriority))
 	builtIn := "{" + strings.Join(entries, ", ") + "}"
 	p := &admissionv1.ValidatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
@@ -58,7 +60,7 @@ func BuiltInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.
 						"(object.spec.priority >= 1 && object.spec.priority <= %d && !(object.spec.priority in [%s]))",
 						tiers.MaxCustomPriority, strings.Join(prios, ", ")),
 					MessageExpression: fmt.Sprintf("'tier priority ' + string(object.spec.priority) + ' is not available: "+
-						"a tier of your own takes 1-%d, not a built-in tier\\'s priority (%s)'", tiers.MaxCustomPriority, strings.Join(prios, ", ")),
+						"a tier of your own takes 1-%d, not a built-in or upstream tier\\'s priority (%s)'", tiers.MaxCustomPriority, strings.Join(prios, ", ")),
 				},
 			},
 		},

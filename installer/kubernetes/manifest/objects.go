@@ -141,6 +141,9 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{crdGroup}, Resources: []string{"tiers", "clusternetworkpolicies"}, Verbs: readOnly},
 			{APIGroups: []string{crdGroup}, Resources: []string{"tiers"}, Verbs: []string{"create", "update", "patch"}},
 			{APIGroups: []string{crdGroup}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
+			// The upstream ClusterNetworkPolicy, when its CRD is installed.
+			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: readOnly},
+			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
 			// Traceflow: resolve the source and destination, tag, and
 			// write the verdict.
 			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get"}},

@@ -108,6 +108,9 @@ const (
 	K8sNetworkPolicy NetworkPolicyType = "K8sNetworkPolicy"
 	// SeineClusterNetworkPolicy is a crd.seine.io/v1beta1 ClusterNetworkPolicy.
 	SeineClusterNetworkPolicy NetworkPolicyType = "SeineClusterNetworkPolicy"
+	// UpstreamClusterNetworkPolicy is a policy.networking.k8s.io
+	// ClusterNetworkPolicy (sigs.k8s.io/network-policy-api).
+	UpstreamClusterNetworkPolicy NetworkPolicyType = "UpstreamClusterNetworkPolicy"
 )
 
 // RuleAction is what a tiered rule does with a new connection it matches
