@@ -114,6 +114,7 @@ var (
 	FieldTunID       = newField("tun_id", "NXM_NX_TUN_ID", hdr(classOXM, 38), hdr(classNXM1, 16), 8, fmtHex)
 	FieldTCPFlags    = newField("tcp_flags", "NXM_NX_TCP_FLAGS", hdr(classOXM, 42), hdr(classNXM1, 34), 2, fmtTCPFlags)
 	FieldNwTTL       = newField("nw_ttl", "NXM_NX_IP_TTL", hdr(classNXM1, 29), 0, 1, fmtDec)
+	FieldIPFrag      = newField("nw_frag", "NXM_NX_IP_FRAG", hdr(classNXM1, 26), 0, 1, fmtHex)
 	FieldTunSrc      = newField("tun_src", "NXM_NX_TUN_IPV4_SRC", hdr(classNXM1, 31), 0, 4, fmtIPv4)
 	FieldTunDst      = newField("tun_dst", "NXM_NX_TUN_IPV4_DST", hdr(classNXM1, 32), 0, 4, fmtIPv4)
 	FieldPktMark     = newField("pkt_mark", "NXM_NX_PKT_MARK", hdr(classNXM1, 33), 0, 4, fmtHex)

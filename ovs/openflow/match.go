@@ -216,6 +216,23 @@ func (m *Match) IPECN(ecn uint8) *Match { return m.u8(FieldIPECN, ecn) }
 // NwTTL matches the IP TTL / hop limit.
 func (m *Match) NwTTL(ttl uint8) *Match { return m.u8(FieldNwTTL, ttl) }
 
+// Bits of nw_frag (NXM_NX_IP_FRAG): NwFragAny is set in every fragment,
+// NwFragLater in every fragment but the first (which alone carries the
+// transport header).
+const (
+	NwFragAny   uint8 = 1
+	NwFragLater uint8 = 2
+)
+
+// NwFrag matches the fragment bits (NwFragAny, NwFragLater) under mask:
+// (NwFragAny|NwFragLater, NwFragAny|NwFragLater) is ovs-ofctl's
+// nw_frag=later, (NwFragAny, NwFragAny|NwFragLater) nw_frag=first,
+// (0, NwFragAny) nw_frag=no.
+func (m *Match) NwFrag(v, mask uint8) *Match {
+	mask &= NwFragAny | NwFragLater
+	return m.FieldMasked(FieldIPFrag, []byte{v & mask}, []byte{mask})
+}
+
 // IPSrc matches the IPv4 source address or prefix.
 func (m *Match) IPSrc(p netip.Prefix) *Match { return m.prefix4(FieldIPSrc, p) }
 

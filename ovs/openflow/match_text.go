@@ -250,6 +250,25 @@ func formatMatch(mv matchView, priority uint16) string {
 	if v, _, ok := mv.uint(FieldNwTTL); ok {
 		t.kv("nw_ttl", strconv.FormatUint(v, 10))
 	}
+	if v, m, ok := mv.uint(FieldIPFrag); ok {
+		switch m & 3 {
+		case 3:
+			switch v & 3 {
+			case 3:
+				t.kv("nw_frag", "later")
+			case 1:
+				t.kv("nw_frag", "first")
+			case 0:
+				t.kv("nw_frag", "no")
+			default:
+				t.kv("nw_frag", "<error>")
+			}
+		case 1:
+			t.kv("nw_frag", map[bool]string{true: "yes", false: "no"}[v&1 != 0])
+		case 2:
+			t.kv("nw_frag", map[bool]string{true: "later", false: "not_later"}[v&2 != 0])
+		}
+	}
 	switch {
 	case hasType && dlType == 0x0800 && proto == 1:
 		t.decMasked(mv, FieldICMPType, "icmp_type")
