@@ -31,8 +31,10 @@ var _ platform.NodePortRedirector = (*Backend)(nil)
 // host chose for its own address is its node IP, to which an endpoint on
 // another node would answer straight through the fabric, past the bridge's
 // conntrack; the gateway's address brings the answer back through the
-// bridge. One iptables-restore transaction rebuilds both chains and
-// ensures their jumps (nat OUTPUT, nat POSTROUTING) once.
+// bridge. It also masquerades what the host forwards from s.Forwarded
+// (service connections to another node's hostNetwork endpoint, which the
+// bridge hands the host). One iptables-restore transaction rebuilds both
+// chains and ensures their jumps (nat OUTPUT, nat POSTROUTING) once.
 func (b *Backend) SyncNodePorts(ctx context.Context, s platform.NodePortState) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -62,6 +64,9 @@ func nodePortsInput(s platform.NodePortState, saved string) string {
 	fmt.Fprintf(&b, ":%s - [0:0]\n", ChainNodePortsMasq)
 	if len(s.Ports) > 0 {
 		fmt.Fprintf(&b, "-A %s -d %s/32 -m comment --comment \"seine: node ports\" -j MASQUERADE\n", ChainNodePortsMasq, s.Target)
+	}
+	if s.Forwarded.IsValid() {
+		fmt.Fprintf(&b, "-A %s -s %s/32 -m comment --comment \"seine: service connections to other nodes' host endpoints\" -j MASQUERADE\n", ChainNodePortsMasq, s.Forwarded)
 	}
 	for _, j := range []jump{nodePortsJump, nodePortsMasqJump} {
 		for _, r := range jumpFix(saved, j) {

@@ -20,7 +20,8 @@ func TestSyncNodePorts(t *testing.T) {
 	node := rulesNode(t)
 	b := newBackend(t, node, nil, ovsdb.DatapathSystem, "")
 	target := ip("169.254.0.252")
-	s := platform.NodePortState{Target: target, Ports: []platform.NodePort{{Protocol: 6, Port: 30080}, {Protocol: 17, Port: 30081}}}
+	s := platform.NodePortState{Target: target, Ports: []platform.NodePort{{Protocol: 6, Port: 30080}, {Protocol: 17, Port: 30081}},
+		Forwarded: ip("169.254.0.253")}
 	for i := 0; i < 2; i++ { // the second sync changes nothing
 		if err := b.SyncNodePorts(ctx, s); err != nil {
 			t.Fatal(err)
@@ -32,6 +33,7 @@ func TestSyncNodePorts(t *testing.T) {
 		`-A SEINE-NODEPORTS ! -d 127.0.0.0/8 -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 30080 -m comment --comment "seine: node port tcp/30080" -j DNAT --to-destination 169.254.0.252:30080`,
 		`-A SEINE-NODEPORTS ! -d 127.0.0.0/8 -p udp -m addrtype --dst-type LOCAL -m udp --dport 30081 -m comment --comment "seine: node port udp/30081" -j DNAT --to-destination 169.254.0.252:30081`,
 		`-A SEINE-NODEPORTS-MASQ -d 169.254.0.252/32 -m comment --comment "seine: node ports" -j MASQUERADE`,
+		`-A SEINE-NODEPORTS-MASQ -s 169.254.0.253/32 -m comment --comment "seine: service connections to other nodes' host endpoints" -j MASQUERADE`,
 		"-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE")
 	if n := strings.Count(nat, "-j SEINE-NODEPORTS\n"); n != 1 {
 		t.Errorf("%d jumps to SEINE-NODEPORTS", n)
@@ -56,7 +58,7 @@ func TestSyncNodePorts(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustNotContain(t, "nat table after removing every port", saveTable(t, node, "iptables-save", "nat"),
-		"DNAT --to-destination 169.254.0.252", "-d 169.254.0.252/32")
+		"DNAT --to-destination 169.254.0.252", "-d 169.254.0.252/32", "-s 169.254.0.253/32")
 	if err := b.SyncNodePorts(ctx, platform.NodePortState{Ports: []platform.NodePort{{Protocol: 6, Port: 1}}}); err == nil {
 		t.Error("ports without a target accepted")
 	}

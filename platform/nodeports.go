@@ -37,10 +37,21 @@ func (p NodePort) String() string {
 type NodePortState struct {
 	Target netip.Addr
 	Ports  []NodePort
+	// Forwarded, when valid, is the address from which the bridge hands the
+	// host the connections of outside clients (to node ports, external and
+	// load-balancer IPs) whose endpoint is outside the pod network (a
+	// hostNetwork pod: this node or another). The host masquerades those it
+	// forwards to another node, so that node answers this one; the
+	// address's route through the gateway (a ServiceRoute) brings every
+	// answer back into the bridge.
+	Forwarded netip.Addr
 }
 
 // Validate checks s for mistakes any backend would reject.
 func (s NodePortState) Validate() error {
+	if s.Forwarded.IsValid() && !s.Forwarded.Is4() {
+		return fmt.Errorf("node ports: forwarded source %s: want an IPv4 address", s.Forwarded)
+	}
 	if len(s.Ports) == 0 {
 		return nil
 	}

@@ -186,6 +186,7 @@ func serviceCIDRsOf(o *networkingv1.ServiceCIDR) []netip.Prefix {
 // endpoint's route, so the gateway route only decides the source address.
 func (a *Agent) proxyHostState(hs *platform.HostState) platform.NodePortState {
 	var nps platform.NodePortState
+	var hostRoutes []platform.ServiceRoute
 	routes := map[netip.Prefix]bool{}
 	for _, p := range a.serviceCIDRs() {
 		routes[p] = true
@@ -202,6 +203,15 @@ func (a *Agent) proxyHostState(hs *platform.HostState) platform.NodePortState {
 		return nps
 	}
 	hs.ServiceNextHopMAC = pipeline.ServiceNextHopMAC
+	if a.topo == platform.BridgedUplink {
+		// Outside clients' connections to endpoints outside the pod network
+		// reach the host from ServiceNextHopIP (pipeline, ServiceSNAT): its
+		// answers go back through the gateway (the neighbour entry of the
+		// other service routes gives it the MAC), and what it forwards to
+		// other nodes is masqueraded.
+		hostRoutes = append(hostRoutes, platform.ServiceRoute{CIDR: netip.PrefixFrom(pipeline.ServiceNextHopIP, 32)})
+		nps.Forwarded = pipeline.ServiceNextHopIP
+	}
 	ports := map[platform.NodePort]bool{}
 	for _, s := range a.proxy.Services() {
 		for i := range s.Ports {
@@ -229,7 +239,7 @@ func (a *Agent) proxyHostState(hs *platform.HostState) platform.NodePortState {
 			return int(x.Port) - int(y.Port)
 		})
 	}
-	hs.ServiceRoutes = serviceRoutes(routes)
+	hs.ServiceRoutes = append(serviceRoutes(routes), hostRoutes...)
 	return nps
 }
 

@@ -55,6 +55,8 @@ const (
 	prioSvcRangeLSrc uint16 = 215 // the same, within loadBalancerSourceRanges
 	prioSvcRange     uint16 = 205 // within loadBalancerSourceRanges
 	prioSvcFrontend  uint16 = 200
+	prioSvcToHost    uint16 = 212 // L3Forwarding: SNATed to ServiceNextHopIP, to the host
+	prioSvcPodSNAT   uint16 = 195 // ServiceSNAT: uplink client to another node's pod
 )
 
 // MaxServicePortID bounds the IDs of ServiceFlows: a port's groups are
@@ -88,7 +90,7 @@ func ServiceFlows(n NodeConfig, s *proxy.Service, ids map[string]uint32, r Round
 		return out, fmt.Errorf("node %s: service flows without the service proxy: %w", n.Name, ErrBadService)
 	}
 	b := &builder{n: &n, cookie: NewCookie(r, CategoryService, ServiceID(s.Key()))}
-	sb := &serviceBuilder{builder: b}
+	sb := &serviceBuilder{builder: b, svc: s}
 	for i := range s.Ports {
 		p := &s.Ports[i]
 		id, ok := ids[p.Key()]
@@ -106,6 +108,7 @@ func ServiceFlows(n NodeConfig, s *proxy.Service, ids map[string]uint32, r Round
 
 type serviceBuilder struct {
 	*builder
+	svc    *proxy.Service
 	groups []*openflow.GroupEntry
 }
 
@@ -251,8 +254,23 @@ func l4(m *openflow.Match, proto uint8, ip netip.Addr, port uint16) *openflow.Ma
 
 // frontend adds the flows that send new connections to f (and, with
 // extra, only those extra matches too) to t.
+//
+// Each has a twin for fragments (nw_frag=yes). A datagram larger than the
+// MTU arrives in fragments; the userspace datapath's ct reassembles it in
+// CtZone's first ct, but the fragments, not the datagram, go on through the
+// tables, and the flow tables see no transport ports in any fragment (OVS's
+// default "normal" fragment handling: ports 0; only the later fragments
+// lack the header itself). Matched by tp_dst, the fragments missed the
+// Service and left for the cluster IP itself, committed without NAT, and
+// nothing answered. The twin matches the datagram's port as conntrack saw
+// it (ct_tp_dst), so every fragment takes the Service's group and the ct
+// whose fragment completes the datagram DNATs them all alike. OVS gives
+// later fragments ct_tp_dst only from 3.1.7 (3.2.5, 3.3.4, 3.4.2, 3.5.0)
+// on; where the frontend is its Service's only port of its protocol on a
+// cluster IP, the twin leaves the port out and works with older OVS too
+// (README, "Fragments").
 func (sb *serviceBuilder) frontend(p *proxy.Port, id uint32, f frontend, prio uint16, extra func(*openflow.Match), t target) {
-	m := func() *openflow.Match {
+	whole := func() *openflow.Match {
 		m := match().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew)
 		l4(m, p.Protocol, f.ip, f.port)
 		if extra != nil {
@@ -260,6 +278,33 @@ func (sb *serviceBuilder) frontend(p *proxy.Port, id uint32, f frontend, prio ui
 		}
 		return m
 	}
+	frag := func() *openflow.Match {
+		m := match().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew)
+		m.IP().IPProto(p.Protocol).IPDstAddr(f.ip).NwFrag(openflow.NwFragAny, openflow.NwFragAny)
+		if f.external || !sb.onlyPort(p) {
+			m.CTNwProto(p.Protocol).CTTpDst(f.port)
+		}
+		if extra != nil {
+			extra(m)
+		}
+		return m
+	}
+	sb.frontendFlows(p, id, prio, whole, t)
+	sb.frontendFlows(p, id, prio, frag, t)
+}
+
+// onlyPort: p is its Service's only port of its protocol.
+func (sb *serviceBuilder) onlyPort(p *proxy.Port) bool {
+	n := 0
+	for i := range sb.svc.Ports {
+		if sb.svc.Ports[i].Protocol == p.Protocol {
+			n++
+		}
+	}
+	return n == 1
+}
+
+func (sb *serviceBuilder) frontendFlows(p *proxy.Port, id uint32, prio uint16, m func() *openflow.Match, t target) {
 	switch {
 	case t.group != 0 && p.AffinitySeconds != 0:
 		// The learned endpoint, if any, then the group (whose buckets
@@ -423,7 +468,23 @@ func (b *builder) serviceNodeFlows() {
 	for _, cidr := range n.PodCIDRs {
 		b.add(ServiceSNAT, prioNormal, FromUplinkMark.match(match().IP()).IPDst(cidr), gotoT(EgressTier))
 	}
-	b.add(ServiceSNAT, prioLow, FromUplinkMark.match(match().IP()), snat(n.GatewayIP))
+	for _, cidr := range n.ClusterPodCIDRs {
+		b.add(ServiceSNAT, prioSvcPodSNAT, FromUplinkMark.match(match().IP()).IPDst(cidr), snat(n.GatewayIP))
+	}
+	// An endpoint outside the pod network (a hostNetwork pod: this node's
+	// IP or another node's) is the host's to reach: SNAT to
+	// ServiceNextHopIP, which no host owns, and hand it to the host through
+	// the gateway. The host delivers it (its own IP) or forwards it and
+	// masquerades it (a peer's), and answers ServiceNextHopIP through the
+	// gateway (HostRules routes it there), where UnSNAT and CtZone undo
+	// both NATs and the reply leaves by the uplink as any other. The
+	// gateway IP would not do: the host drops packets from its own address
+	// (martian), and delivered to LOCAL it answers its own address itself.
+	b.add(ServiceSNAT, prioLow, FromUplinkMark.match(match().IP()), snat(ServiceNextHopIP))
+	b.add(UnSNAT, prioNormal, match().IP().IPDstAddr(ServiceNextHopIP),
+		actions().CT(openflow.NewCT().Zone(SNATZone).Table(uint8(ConntrackZone)).NAT(openflow.NAT{})))
+	b.add(L3Forwarding, prioSvcToHost, match().IP().IPSrcAddr(ServiceNextHopIP),
+		actions().SetEthSrc(ServiceNextHopMAC).SetEthDst(n.GatewayMAC).GotoTable(uint8(L3DecTTL)))
 	// Replies to a client on the uplink leave by the uplink, to the MAC
 	// the connection came from: the host never saw the connection.
 	m := match().IP().CTState(openflow.CTTracked|openflow.CTReply, openflow.CTTracked|openflow.CTReply).

@@ -33,8 +33,9 @@ func ep(ip netip.Addr, port uint16, local bool) proxy.Endpoint {
 	return proxy.Endpoint{IP: ip, Port: port, Local: local, Ready: true, Serving: true}
 }
 
-// serviceFixtures: web (two ports: http, also on node port 30081, to a
-// local and a remote endpoint; dns without endpoints), np (NodePort, external and load-balancer IPs,
+// serviceFixtures: web (three ports: http, also on node port 30081, to a
+// local and a remote endpoint; dns without endpoints; syslog, a second UDP
+// port), np (NodePort, external and load-balancer IPs,
 // externalTrafficPolicy Local, a source range), sticky (ClientIP affinity),
 // local (internalTrafficPolicy Local without local endpoints), day (UDP,
 // affinity of a day: beyond OpenFlow's 16-bit timeouts).
@@ -43,6 +44,8 @@ func serviceFixtures() ([]*proxy.Service, map[string]map[string]uint32) {
 		{Name: "dns", Protocol: proxy.ProtoUDP, Port: 53, ClusterIP: webVIP, ClusterEndpoints: []proxy.Endpoint{}},
 		{Name: "http", Protocol: proxy.ProtoTCP, Port: 80, ClusterIP: webVIP, NodePort: 30081, HasEndpoints: true,
 			ClusterEndpoints: []proxy.Endpoint{ep(webIP, 8080, true), ep(peerBPod, 8080, false)}},
+		{Name: "syslog", Protocol: proxy.ProtoUDP, Port: 514, ClusterIP: webVIP, HasEndpoints: true,
+			ClusterEndpoints: []proxy.Endpoint{ep(webIP, 5514, true)}},
 	}}
 	np := &proxy.Service{Namespace: "default", Name: "np", Ports: []proxy.Port{{
 		Protocol: proxy.ProtoTCP, Port: 80, ClusterIP: npVIP, NodePort: 30080,
@@ -64,7 +67,7 @@ func serviceFixtures() ([]*proxy.Service, map[string]map[string]uint32) {
 		ClusterEndpoints: []proxy.Endpoint{ep(dbIP, 5353, true)},
 	}}}
 	ids := map[string]map[string]uint32{
-		"default/web":    {"http/TCP": 1, "dns/UDP": 2},
+		"default/web":    {"http/TCP": 1, "dns/UDP": 2, "syslog/UDP": 7},
 		"default/np":     {"/TCP": 3},
 		"default/sticky": {"/TCP": 4},
 		"default/local":  {"/TCP": 5},

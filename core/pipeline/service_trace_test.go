@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/seine-cni/seine/core/proxy"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
 
@@ -325,4 +326,86 @@ func TestTraceNodePortRemoteEndpointNoEncap(t *testing.T) {
 	back := wantOutput(t, trace(t, tr, r), portUplink)
 	wantTuple(t, back.Packet, nodeIP, 30081, clientIP, 50000)
 	wantMACs(t, back.Packet, nodeMAC, clientMAC)
+}
+
+// Fragments of a datagram: the flow tables see no ports in a fragment, so
+// the Service is found by the datagram's tuple as conntrack saw it (which
+// reassembled it): a later fragment to a Service's only UDP port takes its
+// group by address alone (day: through affinity), and on a cluster IP with
+// two UDP ports by ct_tp_dst (web: syslog has an endpoint, dns none).
+func TestTraceFragments(t *testing.T) {
+	tr := serviceTracer(t, 0)
+	frag := UDPPacket(portWeb, webMAC, gatewayMAC, webIP, dayVIP, 40000, 53)
+	frag.LaterFragment = true
+	out := wantOutput(t, trace(t, tr, frag), portDB)
+	wantTuple(t, out.Packet, webIP, 0, dbIP, 0)
+
+	frag = UDPPacket(portDB, dbMAC, gatewayMAC, dbIP, webVIP, 40001, 514)
+	frag.LaterFragment = true
+	out = wantOutput(t, trace(t, tr, frag), portWeb)
+	wantTuple(t, out.Packet, dbIP, 0, webIP, 0)
+
+	frag = UDPPacket(portDB, dbMAC, gatewayMAC, dbIP, webVIP, 40002, 53)
+	frag.LaterFragment = true
+	res := trace(t, tr, frag)
+	if len(res.Outputs) != 0 || !strings.Contains(res.String(), "controller") {
+		t.Errorf("a fragment to the port without endpoints: want the reject's packet-in, got:\n%s", res)
+	}
+}
+
+// hostEndpointTracer traces the service golden node with one more Service:
+// node port 30090 whose endpoints are hostNetwork pods, on this node
+// (bucket 0) and on peer node B (bucket 1).
+func hostEndpointTracer(t *testing.T, pick int) *Tracer {
+	t.Helper()
+	tr := serviceTracer(t, pick)
+	s := &proxy.Service{Namespace: "default", Name: "host", Ports: []proxy.Port{{
+		Protocol: proxy.ProtoTCP, Port: 80, ClusterIP: netip.MustParseAddr("10.96.0.30"), NodePort: 30090, HasEndpoints: true,
+		ClusterEndpoints: []proxy.Endpoint{ep(nodeIP, 10080, true), ep(peerBIP, 10080, false)},
+	}}}
+	set, err := ServiceFlows(serviceState().Node, s, map[string]uint32{"/TCP": 20}, goldenRound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.AddFlows(set.Flows...); err != nil {
+		t.Fatal(err)
+	}
+	tr.AddGroups(set.Groups...)
+	return tr
+}
+
+// A client on the uplink reaches a node port whose endpoints are
+// hostNetwork pods: this node's IP or a peer node's. The connection is
+// SNATed to ServiceNextHopIP and handed to the host through the gateway
+// (with the gateway IP as source the host dropped it as martian, or, for
+// its own IP, answered its own address itself); the host's answer to
+// ServiceNextHopIP comes back through the gateway, is un-SNATed and
+// un-DNATed and leaves by the uplink to the client, from the node port.
+func TestTraceNodePortHostEndpoints(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		pick int
+		ep   netip.Addr
+	}{{"this node", 0, nodeIP}, {"peer node", 1, peerBIP}} {
+		t.Run(c.name, func(t *testing.T) {
+			tr := hostEndpointTracer(t, c.pick)
+			syn := TCPPacket(portUplink, clientMAC, nodeMAC, clientIP, nodeIP, 50000, 30090)
+			out := wantOutput(t, trace(t, tr, syn), portGateway)
+			if out.Packet.IPSrc != ServiceNextHopIP || out.Packet.IPDst != c.ep || out.Packet.DstPort != 10080 {
+				t.Fatalf("to the host %s, want %s -> %s:10080", out.Packet, ServiceNextHopIP, c.ep)
+			}
+			wantMACs(t, out.Packet, ServiceNextHopMAC, gatewayMAC)
+			r := reply(out.Packet, portGateway)
+			r.EthSrc, r.EthDst = gatewayMAC, ServiceNextHopMAC
+			r.TTL = 63 // the host forwarded it (a peer's answer) or sent it
+			back := wantOutput(t, trace(t, tr, r), portUplink)
+			wantTuple(t, back.Packet, nodeIP, 30090, clientIP, 50000)
+			wantMACs(t, back.Packet, nodeMAC, clientMAC)
+			// The client's next packet takes the same way.
+			ack := syn
+			ack.TCPFlags = 0x010
+			again := wantOutput(t, trace(t, tr, ack), portGateway)
+			wantTuple(t, again.Packet, ServiceNextHopIP, out.Packet.SrcPort, c.ep, 10080)
+		})
+	}
 }

@@ -37,6 +37,14 @@ type Packet struct {
 
 	// CTInvalid makes conntrack find the packet invalid (a stray segment).
 	CTInvalid bool
+	// LaterFragment makes the packet a non-first fragment of its datagram
+	// (nw_frag=later): the flow tables see no transport ports (0, as in
+	// every fragment under OVS's default "normal" fragment handling), while
+	// conntrack, which reassembles the datagram first, sees SrcPort and
+	// DstPort (ct_tp_src, ct_tp_dst, as OVS gives them from 3.1.7 on). The
+	// tracer does not model reassembly itself: the trace is the fragment's
+	// own walk.
+	LaterFragment bool
 }
 
 // Ethernet types and IP protocols the tracer knows.

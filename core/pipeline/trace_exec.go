@@ -19,6 +19,9 @@ func (t *Tracer) Trace(p Packet) (*Trace, error) {
 		return nil, err
 	}
 	x := &run{t: t, fs: fs, invalid: p.CTInvalid, tr: &Trace{}, cur: map[uint16]*conn{}, curState: map[uint16]uint32{}}
+	if p.LaterFragment {
+		x.later, x.sport, x.dport = true, p.SrcPort, p.DstPort
+	}
 	if err := x.table(uint8(Classifier), 0); err != nil {
 		return x.tr, fmt.Errorf("%w\n%s", err, x.tr)
 	}
@@ -38,6 +41,10 @@ type run struct {
 	// trace, and curState its state then.
 	cur      map[uint16]*conn
 	curState map[uint16]uint32
+	// later: the packet is a later fragment; sport and dport are its
+	// datagram's ports, which only conntrack sees.
+	later        bool
+	sport, dport uint16
 }
 
 // lookup finds the flow of table tbl that matches, refusing to choose
@@ -252,6 +259,9 @@ func (x *run) connKey(zone uint16) connKey {
 	case ProtoSCTP:
 		k.sport, k.dport = uint16(x.fs.uint(openflow.FieldSCTPSrc)), uint16(x.fs.uint(openflow.FieldSCTPDst))
 	}
+	if x.later {
+		k.sport, k.dport = x.sport, x.dport
+	}
 	return k
 }
 
@@ -280,6 +290,9 @@ func ctStateText(s uint32) string {
 
 // fields turns the packet into the tracer's field map.
 func (p Packet) fields() (fields, error) {
+	if p.LaterFragment {
+		p.SrcPort, p.DstPort, p.TCPFlags = 0, 0, 0
+	}
 	fs := fields{}
 	put := func(f *openflow.Field, v []byte) { fs[f] = append([]byte(nil), v...) }
 	putUint := func(f *openflow.Field, v uint64) {
@@ -304,7 +317,8 @@ func (p Packet) fields() (fields, error) {
 	put(openflow.FieldEthDst, mac(p.EthDst))
 	putUint(openflow.FieldEthType, uint64(p.EthType))
 	for _, f := range []*openflow.Field{openflow.FieldMetadata, openflow.FieldPktMark, openflow.FieldTunID,
-		openflow.FieldCTState, openflow.FieldCTZone, openflow.FieldCTMark, openflow.FieldConjID} {
+		openflow.FieldCTState, openflow.FieldCTZone, openflow.FieldCTMark, openflow.FieldConjID,
+		openflow.FieldCTNwProto, openflow.FieldCTNwSrc, openflow.FieldCTNwDst, openflow.FieldCTTpSrc, openflow.FieldCTTpDst} {
 		putUint(f, 0)
 	}
 	fs[openflow.FieldCTLabel] = make([]byte, 16)
@@ -331,6 +345,10 @@ func (p Packet) fields() (fields, error) {
 		putUint(openflow.FieldNwTTL, uint64(p.TTL))
 		putUint(openflow.FieldIPDSCP, uint64(p.DSCP))
 		putUint(openflow.FieldIPECN, 0)
+		putUint(openflow.FieldIPFrag, 0)
+		if p.LaterFragment {
+			putUint(openflow.FieldIPFrag, uint64(openflow.NwFragAny|openflow.NwFragLater))
+		}
 		switch p.IPProto {
 		case ProtoTCP:
 			putUint(openflow.FieldTCPSrc, uint64(p.SrcPort))

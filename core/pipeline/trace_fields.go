@@ -24,6 +24,8 @@ var tracedFields = func() []*openflow.Field {
 		openflow.FieldARPTHA, openflow.FieldTunID, openflow.FieldTCPFlags, openflow.FieldNwTTL,
 		openflow.FieldTunSrc, openflow.FieldTunDst, openflow.FieldPktMark, openflow.FieldCTState,
 		openflow.FieldCTZone, openflow.FieldCTMark, openflow.FieldCTLabel, openflow.FieldConjID, openflow.FieldSCTPSrc, openflow.FieldSCTPDst,
+		openflow.FieldCTNwProto, openflow.FieldCTNwSrc, openflow.FieldCTNwDst, openflow.FieldCTTpSrc, openflow.FieldCTTpDst,
+		openflow.FieldIPFrag,
 	}
 	for i := 0; i < 16; i++ {
 		fs = append(fs, openflow.Reg(i))

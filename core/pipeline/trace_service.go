@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 
 	"github.com/seine-cni/seine/ovs/openflow"
 )
@@ -106,6 +107,22 @@ func (x *run) conntrack(step int, a *openflow.CT) (int, error) {
 	}
 	x.fs.setUint(openflow.FieldCTMark, uint64(mark))
 	copy(x.fs[openflow.FieldCTLabel], label[:])
+	// The original direction's tuple (ct_nw_*, ct_tp_*): the connection's,
+	// or the packet's own for a new one; also for a later fragment, whose
+	// datagram conntrack reassembled.
+	orig := k
+	if c != nil {
+		orig = c.orig
+	}
+	if x.invalid {
+		orig = connKey{src: netip.IPv4Unspecified(), dst: netip.IPv4Unspecified()}
+	}
+	src, dst := orig.src.As4(), orig.dst.As4()
+	x.fs.setUint(openflow.FieldCTNwProto, uint64(orig.proto))
+	copy(x.fs[openflow.FieldCTNwSrc], src[:])
+	copy(x.fs[openflow.FieldCTNwDst], dst[:])
+	x.fs.setUint(openflow.FieldCTTpSrc, uint64(orig.sport))
+	x.fs.setUint(openflow.FieldCTTpDst, uint64(orig.dport))
 	x.note(step, "ct: zone %d finds %s, ct_mark=%#x; recirculate to table %d", zone, ctStateText(state), mark, info.Table)
 	return info.Table, nil
 }
@@ -152,6 +169,10 @@ func (x *run) setTuple(k connKey) {
 	src, dst := k.src.As4(), k.dst.As4()
 	copy(x.fs[openflow.FieldIPSrc], src[:])
 	copy(x.fs[openflow.FieldIPDst], dst[:])
+	if x.later { // no transport header: the first fragment carries it
+		x.sport, x.dport = k.sport, k.dport
+		return
+	}
 	switch k.proto {
 	case ProtoTCP:
 		x.fs.setUint(openflow.FieldTCPSrc, uint64(k.sport))

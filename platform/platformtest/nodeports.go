@@ -46,6 +46,9 @@ func renderNodePorts(s platform.NodePortState) string {
 	for _, p := range s.Ports {
 		parts = append(parts, fmt.Sprintf("%s -> %s", p, s.Target))
 	}
+	if s.Forwarded.IsValid() {
+		parts = append(parts, "masquerade forwarded from "+s.Forwarded.String())
+	}
 	if len(parts) == 0 {
 		return "none"
 	}
