@@ -66,7 +66,7 @@ func nodePortsInput(s platform.NodePortState, saved string) string {
 		fmt.Fprintf(&b, "-A %s -d %s/32 -m comment --comment \"seine: node ports\" -j MASQUERADE\n", ChainNodePortsMasq, s.Target)
 	}
 	if s.Forwarded.IsValid() {
-		fmt.Fprintf(&b, "-A %s -s %s/32 -m comment --comment \"seine: service connections to other nodes' host endpoints\" -j MASQUERADE\n", ChainNodePortsMasq, s.Forwarded)
+		fmt.Fprintf(&b, "-A %s -s %s/32 -m comment --comment \"seine: service connections to hostNetwork endpoints on other nodes\" -j MASQUERADE\n", ChainNodePortsMasq, s.Forwarded)
 	}
 	for _, j := range []jump{nodePortsJump, nodePortsMasqJump} {
 		for _, r := range jumpFix(saved, j) {

@@ -33,7 +33,7 @@ func TestSyncNodePorts(t *testing.T) {
 		`-A SEINE-NODEPORTS ! -d 127.0.0.0/8 -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 30080 -m comment --comment "seine: node port tcp/30080" -j DNAT --to-destination 169.254.0.252:30080`,
 		`-A SEINE-NODEPORTS ! -d 127.0.0.0/8 -p udp -m addrtype --dst-type LOCAL -m udp --dport 30081 -m comment --comment "seine: node port udp/30081" -j DNAT --to-destination 169.254.0.252:30081`,
 		`-A SEINE-NODEPORTS-MASQ -d 169.254.0.252/32 -m comment --comment "seine: node ports" -j MASQUERADE`,
-		`-A SEINE-NODEPORTS-MASQ -s 169.254.0.253/32 -m comment --comment "seine: service connections to other nodes' host endpoints" -j MASQUERADE`,
+		`-A SEINE-NODEPORTS-MASQ -s 169.254.0.253/32 -m comment --comment "seine: service connections to hostNetwork endpoints on other nodes" -j MASQUERADE`,
 		"-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE")
 	if n := strings.Count(nat, "-j SEINE-NODEPORTS\n"); n != 1 {
 		t.Errorf("%d jumps to SEINE-NODEPORTS", n)
