@@ -112,12 +112,20 @@ func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"tf-target": "yes"}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
-	if _, err := e.cs.NetworkingV1().NetworkPolicies("default").Create(e.ctx, np, metav1.CreateOptions{}); err != nil {
+	np, err = e.cs.NetworkingV1().NetworkPolicies("default").Create(e.ctx, np, metav1.CreateOptions{})
+	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() {
 		_ = e.cs.NetworkingV1().NetworkPolicies("default").Delete(e.ctx, np.Name, metav1.DeleteOptions{})
 	})
+	// Realized on every node first: a trace copies the flows there when it
+	// starts, so a drop flow installed after that drops the tagged packet
+	// unseen (a probe's 1 s timeout alone was taken for the drop under
+	// load, and tf-dropped timed out with nothing from the destination).
+	if _, _, err := e.c.WaitPolicyRealized(e.ctx, np, time.Minute); err != nil {
+		e.t.Fatal(err)
+	}
 	ns := e.podNS(&src)
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		_, err := probe.Probe(e.ctx, ns, "tcp", other.Status.PodIP+":8080", time.Second)

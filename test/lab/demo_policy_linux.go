@@ -78,7 +78,7 @@ func demoNetworkPolicyStep(ctx context.Context, c *Config, cs kubernetes.Interfa
 	}
 	fmt.Fprintf(w, "NetworkPolicy %s: %s (%s) accepts the demo's pods on TCP 8080 only\n\n", demoPolicy, server.Name, server.Spec.NodeName)
 
-	st, took, err := c.waitPolicyRealized(ctx, np, 30*time.Second)
+	st, took, err := c.WaitPolicyRealized(ctx, np, 30*time.Second)
 	if err != nil {
 		return err
 	}
@@ -119,10 +119,10 @@ func demoNetworkPolicyStep(ctx context.Context, c *Config, cs kubernetes.Interfa
 	return nil
 }
 
-// waitPolicyRealized reads np's internal policy through the kube-apiserver
+// WaitPolicyRealized reads np's internal policy through the kube-apiserver
 // (API aggregation, as kubectl does) until seine-controller reports it
 // realized at np's generation on every node of its span.
-func (c *Config) waitPolicyRealized(ctx context.Context, np *networkingv1.NetworkPolicy, timeout time.Duration) (*cp.NetworkPolicy, time.Duration, error) {
+func (c *Config) WaitPolicyRealized(ctx context.Context, np *networkingv1.NetworkPolicy, timeout time.Duration) (*cp.NetworkPolicy, time.Duration, error) {
 	rc, err := c.RESTConfig("admin")
 	if err != nil {
 		return nil, 0, err

@@ -258,7 +258,7 @@ func (c *Config) realPolicyStep(ctx context.Context, cs kubernetes.Interface, w 
 		return fmt.Errorf("create network policy: %w", err)
 	}
 	fmt.Fprintf(w, "NetworkPolicy %s: %s (%s) accepts the demo's pods on TCP 8080 only\n\n", demoPolicy, server.Name, server.Spec.NodeName)
-	st, took, err := c.waitPolicyRealized(ctx, np, time.Minute)
+	st, took, err := c.WaitPolicyRealized(ctx, np, time.Minute)
 	if err != nil {
 		return err
 	}
