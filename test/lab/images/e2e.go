@@ -258,3 +258,23 @@ func BuildE2E(outDir string, in E2EInputs, log func(format string, args ...any))
 	}
 	return idx, writeIndex(outDir, idx)
 }
+
+// Add writes img into outDir as file and adds it to the Index of the
+// images there (images.json; an entry of the same file is replaced), so
+// the lab imports it into every node with the others. Build must have run
+// first; a failed image leaves images.json as it was.
+func Add(outDir, file string, img *image.Image, log func(format string, args ...any)) error {
+	idx, err := ReadIndex(outDir)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := image.Write(filepath.Join(outDir, file), img)
+	if err != nil {
+		return err
+	}
+	log("image %s: %s, %.1f MiB (%s)", img.Name, file, float64(res.Size)/(1<<20), time.Since(start).Round(time.Millisecond))
+	idx.Images = slices.DeleteFunc(idx.Images, func(b Built) bool { return b.File == file })
+	idx.Images = append(idx.Images, Built{Name: img.Name, File: file, Manifest: res.Manifest, Size: res.Size})
+	return writeIndex(outDir, idx)
+}

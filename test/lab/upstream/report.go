@@ -166,17 +166,24 @@ const (
 // path, leaving the rest of it as it was; a file without both markers, in
 // order, is an error and is not changed.
 func ReplaceResults(path, table string) error {
+	return ReplaceSection(path, ResultsBegin, ResultsEnd, table)
+}
+
+// ReplaceSection puts table between the markers begin and end of the file
+// at path (the network-policy-api suite's README has a begin marker of its
+// own), as ReplaceResults does.
+func ReplaceSection(path, begin, end, table string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	s := string(b)
-	i := strings.Index(s, ResultsBegin)
-	j := strings.Index(s, ResultsEnd)
+	i := strings.Index(s, begin)
+	j := strings.Index(s, end)
 	if i < 0 || j < i {
-		return fmt.Errorf("%s: no %q ... %q section for the results", path, ResultsBegin, ResultsEnd)
+		return fmt.Errorf("%s: no %q ... %q section for the results", path, begin, end)
 	}
-	s = s[:i+len(ResultsBegin)] + "\n\n" + strings.TrimSpace(table) + "\n\n" + s[j:]
+	s = s[:i+len(begin)] + "\n\n" + strings.TrimSpace(table) + "\n\n" + s[j:]
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
 		return err
