@@ -24,7 +24,9 @@ import (
 // destination's node IP), to a ClusterIP Service (the endpoint it was
 // DNATed to), to an address outside the cluster (ForwardedOutOfNetwork),
 // and into a pod an ingress NetworkPolicy isolates (Dropped, naming the
-// policy). mode is the lab's traffic mode. It leaves the other-node pod
+// policy); live traffic across nodes (a real connection's SYN followed to
+// its delivery, the same packet captured on both nodes) and droppedOnly
+// (real connections into the isolated pod, reported where dropped). mode is the lab's traffic mode. It leaves the other-node pod
 // isolated (until the test's cleanup): callers run it last.
 func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 	e.t.Helper()
@@ -84,6 +86,22 @@ func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 		e.t.Errorf("destination node observations %+v: want Received first", r.Observations)
 	}
 
+	// Live traffic: the source pod's next new connection to the other pod
+	// is tagged on its node and followed to its delivery.
+	ns := e.podNS(&src)
+	live := spec(crd.Destination{Namespace: "default", Pod: other.Name})
+	live.LiveTraffic = true
+	t0 = time.Now()
+	tf = e.traceflowWith(dyn, "tf-live", live, e.connect(ns, other.Status.PodIP+":8080"))
+	e.t.Logf("live: Succeeded %s after creation (connections every 100 ms)", time.Since(t0).Round(time.Millisecond))
+	wantLast(e, tf, src.Spec.NodeName, crd.ActionForwarded)
+	wantLast(e, tf, other.Spec.NodeName, crd.ActionDelivered)
+	cs, cd := result(tf, src.Spec.NodeName).CapturedPacket, result(tf, other.Spec.NodeName).CapturedPacket
+	if cs == nil || cd == nil || cs.SrcIP != src.Status.PodIP || cs.DstIP != other.Status.PodIP || cs.DstPort != 8080 || cs.Protocol != "TCP" ||
+		cs.TCPFlags != 0x02 || cd.IPID != cs.IPID || cd.SrcPort != cs.SrcPort {
+		e.t.Errorf("live trace: captured packets (source node %+v, destination node %+v): want the same SYN to %s:8080\n%s", cs, cd, other.Status.PodIP, render(tf))
+	}
+
 	svc := e.service(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "tf-web"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": src.Labels["app"]}, Ports: []corev1.ServicePort{
 			{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}, len(pods))
@@ -126,7 +144,6 @@ func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 	if _, _, err := e.c.WaitPolicyRealized(e.ctx, np, time.Minute); err != nil {
 		e.t.Fatal(err)
 	}
-	ns := e.podNS(&src)
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		_, err := probe.Probe(e.ctx, ns, "tcp", other.Status.PodIP+":8080", time.Second)
 		if errors.Is(err, probe.ErrTimeout) {
@@ -142,6 +159,18 @@ func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 	if drop.Component != crd.ComponentNetworkPolicy || drop.ComponentInfo != "IngressPolicy" || drop.NetworkPolicy != "default/tf-deny-ingress" || drop.Rule == "" {
 		e.t.Errorf("drop observation %+v: want NetworkPolicy IngressPolicy default/tf-deny-ingress with its rule", drop)
 	}
+	// droppedOnly: real connections to the isolated pod, reported where
+	// they are dropped only (the source node has nothing to say).
+	dropped := spec(crd.Destination{Namespace: "default", Pod: other.Name})
+	dropped.LiveTraffic, dropped.DroppedOnly = true, true
+	tf = e.traceflowWith(dyn, "tf-live-dropped", dropped, e.connect(ns, other.Status.PodIP+":8080"))
+	drop = wantLast(e, tf, other.Spec.NodeName, crd.ActionDropped)
+	if drop.NetworkPolicy != "default/tf-deny-ingress" || result(tf, other.Spec.NodeName).CapturedPacket == nil {
+		e.t.Errorf("droppedOnly: drop %+v, want default/tf-deny-ingress and the captured packet\n%s", drop, render(tf))
+	}
+	if obs := result(tf, src.Spec.NodeName).Observations; len(obs) != 0 {
+		e.t.Errorf("droppedOnly: the source node reported %+v", obs)
+	}
 	if out, err := e.c.Kubectl(e.ctx, "get", "traceflows", "-o", "wide"); err != nil {
 		e.t.Errorf("kubectl get traceflows: %v\n%s", err, out)
 	} else {
@@ -152,6 +181,34 @@ func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 // traceflow creates a Traceflow and waits for it to end; it must succeed.
 func (e *env) traceflow(dyn dynamic.Interface, name string, spec crd.TraceflowSpec) *crd.Traceflow {
 	e.t.Helper()
+	return e.traceflowWith(dyn, name, spec, nil)
+}
+
+// connect returns traffic that opens a TCP connection from the pod of
+// netns to addr every 100 ms (each one new: live traces tag one) until
+// stop is closed.
+func (e *env) connect(netns, addr string) func(stop <-chan struct{}) {
+	return func(stop <-chan struct{}) {
+		for {
+			_, _ = probe.Probe(e.ctx, netns, "tcp", addr, 100*time.Millisecond)
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// traceflowWith is traceflow with traffic running (when not nil) from the
+// creation to the end: what a live trace tags.
+func (e *env) traceflowWith(dyn dynamic.Interface, name string, spec crd.TraceflowSpec, traffic func(stop <-chan struct{})) *crd.Traceflow {
+	e.t.Helper()
+	stop, done := make(chan struct{}), make(chan struct{})
+	defer func() { close(stop); <-done }()
+	if traffic == nil {
+		close(done)
+	}
 	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&crd.Traceflow{
 		TypeMeta:   metav1.TypeMeta{APIVersion: crd.SchemeGroupVersion.String(), Kind: "Traceflow"},
 		ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec})
@@ -162,6 +219,9 @@ func (e *env) traceflow(dyn dynamic.Interface, name string, spec crd.TraceflowSp
 	res := dyn.Resource(crd.TraceflowsResource)
 	if _, err := res.Create(e.ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
 		e.t.Fatalf("create traceflow %s: %v", name, err)
+	}
+	if traffic != nil {
+		go func() { defer close(done); traffic(stop) }()
 	}
 	for deadline := time.Now().Add(40 * time.Second); ; {
 		u, err := res.Get(e.ctx, name, metav1.GetOptions{})
@@ -220,6 +280,9 @@ func render(tf *crd.Traceflow) string {
 	fmt.Fprintf(&sb, "phase %s tag %d %s -> %s:%d reason %q\n", tf.Status.Phase, tf.Status.DataplaneTag, tf.Status.SrcIP, tf.Status.DstIP, tf.Status.DstPort, tf.Status.Reason)
 	for _, r := range tf.Status.Results {
 		fmt.Fprintf(&sb, "  %s (flows installed: %v)\n", r.Node, r.FlowsInstalled)
+		if c := r.CapturedPacket; c != nil {
+			fmt.Fprintf(&sb, "    captured %+v\n", *c)
+		}
 		for _, o := range r.Observations {
 			fmt.Fprintf(&sb, "    %+v\n", o)
 		}
