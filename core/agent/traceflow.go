@@ -82,3 +82,8 @@ func (n traceflowNode) LocalPod(namespace, name string, ip netip.Addr) (traceflo
 func (n traceflowNode) IsolatedBy(ingress bool, port uint32) []string {
 	return n.a.policy.IsolatedBy(ingress, port)
 }
+
+// TieredRule names the tiered rule at priority in a tier table.
+func (n traceflowNode) TieredRule(table uint8, priority uint16) (string, string, bool) {
+	return n.a.policy.TieredRule(table, priority)
+}

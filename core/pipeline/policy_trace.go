@@ -57,8 +57,11 @@ func conjunctionsOf(f *tracedFlow) (cs []openflow.Conjunction, ok bool) {
 
 // conjunctionFlow returns the conj_id flow of a conjunction the packet
 // completed at priority prio, or nil when it completed none. Like OVS, it
-// looks the conj_id flow up with conj_id set, among the flows of that
-// priority; conj_id is 0 again afterwards. Several complete conjunctions
+// looks the conj_id flow up again with conj_id set, taking the highest
+// priority flow at prio or above that matches (so a Traceflow copy of a
+// conj_id flow, one priority up and matching the tag too, wins for tagged
+// packets: core/traceflow's TestTieredCopiesOnRealOVS shows ovs-vswitchd
+// does); conj_id is 0 again afterwards. Several complete conjunctions
 // are fine when their conj_id flows do the same (two rules allowing the
 // same connection); otherwise the trace refuses to choose.
 func (x *run) conjunctionFlow(tbl uint8, prio uint16, conj conjClauses) (*tracedFlow, error) {
@@ -71,9 +74,9 @@ func (x *run) conjunctionFlow(tbl uint8, prio uint16, conj conjClauses) (*traced
 	for _, id := range ids {
 		x.fs.setUint(openflow.FieldConjID, uint64(id))
 		var f *tracedFlow
-		for _, cand := range x.t.tables[tbl] {
-			if cand.flow.Priority() != prio {
-				continue
+		for _, cand := range x.t.tables[tbl] { // highest priority first
+			if cand.flow.Priority() < prio {
+				break
 			}
 			if _, soft := conjunctionsOf(cand); !soft && x.fs.matches(cand.match) {
 				f = cand

@@ -48,6 +48,9 @@ type AgentNode interface {
 	LocalPod(namespace, name string, ip netip.Addr) (LocalPod, bool)
 	// IsolatedBy names the policies that isolate the pod on port.
 	IsolatedBy(ingress bool, port uint32) []string
+	// TieredRule names the tiered policy and rule whose flows sit in a
+	// tier table at an OpenFlow priority (see RuleLookup).
+	TieredRule(table uint8, priority uint16) (policy, rule string, ok bool)
 }
 
 // Agent is seine-agent's side of Traceflow: it installs the tagged copies
@@ -187,7 +190,7 @@ func (a *Agent) observe(r Report) string {
 	if t == nil {
 		return name
 	}
-	obs, _ := Observe(t.in, r, Node{ClusterCIDRs: cidrs, Policies: a.node.IsolatedBy})
+	obs, _ := Observe(t.in, r, Node{ClusterCIDRs: cidrs, Policies: a.node.IsolatedBy, Rules: a.node.TieredRule})
 	a.mu.Lock()
 	t.obs = append(t.obs, obs...)
 	a.mu.Unlock()

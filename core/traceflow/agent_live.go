@@ -80,7 +80,7 @@ func (a *Agent) correlate(tf *crd.Traceflow, t *agentTrace) {
 	l.taken, l.captured, l.pending = true, capture(r.Packet), nil
 	cidrs := a.clusterCIDRs
 	a.mu.Unlock()
-	obs, _ := Observe(t.in, r, Node{ClusterCIDRs: cidrs, Policies: a.node.IsolatedBy})
+	obs, _ := Observe(t.in, r, Node{ClusterCIDRs: cidrs, Policies: a.node.IsolatedBy, Rules: a.node.TieredRule})
 	a.mu.Lock()
 	t.obs = append(t.obs, obs...)
 	a.mu.Unlock()

@@ -76,6 +76,9 @@ func (n fakeAgentNode) LocalPod(ns, name string, ip netip.Addr) (LocalPod, bool)
 }
 
 func (n fakeAgentNode) IsolatedBy(ingress bool, port uint32) []string { return policies(ingress, port) }
+func (n fakeAgentNode) TieredRule(table uint8, prio uint16) (string, string, bool) {
+	return tieredRules(table, prio)
+}
 
 // TestAgentInstallsInjectsObserves runs one trace through the agent side:
 // copies installed and acknowledged, the packet held back until the other

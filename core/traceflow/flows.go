@@ -10,8 +10,16 @@ import (
 
 // PacketInTraceflow is the first byte of the userdata of a tagged copy's
 // packet-in (the proxy's reject uses 1, pipeline.PacketInReject). The
-// userdata is {PacketInTraceflow, tag, kind}.
+// userdata is {PacketInTraceflow, tag, kind, priority (2 bytes)}: the
+// priority is the copied flow's, which names the tiered rule that dropped
+// or rejected the packet (a packet-in carries neither the flow's priority
+// nor its conj_id).
 const PacketInTraceflow byte = 2
+
+// userdata is the userdata of a copy of a flow at priority prio.
+func userdata(tag, kind byte, prio uint16) []byte {
+	return []byte{PacketInTraceflow, tag, kind, byte(prio >> 8), byte(prio)}
+}
 
 // What the copied flow did with the packet (the third userdata byte).
 const (
@@ -131,7 +139,7 @@ func Copies(base []*openflow.Flow, tag uint8, cookie uint64, mode Mode) (copies,
 		}
 		a := openflow.NewActions()
 		if !mode.DroppedOnly || kind != KindOutput {
-			a.Append(openflow.Controller{Reason: openflow.ReasonAction, Userdata: []byte{PacketInTraceflow, tag, kind}})
+			a.Append(openflow.Controller{Reason: openflow.ReasonAction, Userdata: userdata(tag, kind, f.Priority())})
 		}
 		a.Append(acts...)
 		copies = append(copies, openflow.NewFlow(f.TableID(), f.Priority()+1).Cookie(cookie).Match(m).Actions(a))

@@ -240,8 +240,71 @@ func injectedOf(p pipeline.Packet) Injected {
 // packet-in.
 func reportOf(pi pipeline.PacketIn) Report {
 	p := pi.Packet
-	r := Report{Table: uint8(pi.Table), Kind: pi.Userdata[2], Regs: pi.Regs, InPort: p.InPort, TunDst: p.TunDst,
+	r := Report{Table: uint8(pi.Table), Kind: pi.Userdata[2], Priority: uint16(pi.Userdata[3])<<8 | uint16(pi.Userdata[4]), Regs: pi.Regs, InPort: p.InPort, TunDst: p.TunDst,
 		Packet: Packet{SrcIP: p.IPSrc, DstIP: p.IPDst, Proto: p.IPProto, SrcPort: p.SrcPort, DstPort: p.DstPort, Tag: p.DSCP,
 			TTL: p.TTL, TCPFlags: uint8(p.TCPFlags)}}
 	return r
+}
+
+// TestTaggedCopiesTieredTrace: through the pipeline tracer, a tagged
+// packet that a tiered rule drops or rejects is reported by the copy of
+// that rule's conj_id flow, and Observe names the rule from the copied
+// flow's priority (TestTieredCopiesOnRealOVS shows the same with a real
+// ovs-vswitchd); untagged packets go as they did without the copies.
+func TestTaggedCopiesTieredTrace(t *testing.T) {
+	s := nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve)
+	base, err := pipeline.Build(s, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := pipeline.PolicyFlows(tieredPolicy, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base = append(base, pf...)
+	copies := tagged(t, base)
+	node := Node{ClusterCIDRs: []netip.Prefix{clusterNet}, Rules: tieredRules}
+	for _, tc := range []struct {
+		name string
+		p    pipeline.Packet
+		want crd.Observation
+	}{
+		{"Drop above a Drop", tcp(portWeb, "0a:00:00:00:01:0a", "0a:00:00:00:01:0b", webIP, dbIP, 5432),
+			crd.Observation{Component: crd.ComponentNetworkPolicy, ComponentInfo: "IngressTier", Table: "IngressTier", Action: crd.ActionDropped,
+				NetworkPolicy: "clusternetworkpolicies.crd.seine.io/secops", Rule: "deny-db"}},
+		{"the lower Drop", tcp(portWeb, "0a:00:00:00:01:0a", "0a:00:00:00:01:0b", webIP, dbIP, 22),
+			crd.Observation{Component: crd.ComponentNetworkPolicy, ComponentInfo: "IngressTier", Table: "IngressTier", Action: crd.ActionDropped,
+				NetworkPolicy: "clusternetworkpolicies.crd.seine.io/app", Rule: "ingress rule 1"}},
+		{"Allow above both", tcp(portWeb, "0a:00:00:00:01:0a", "0a:00:00:00:01:0b", webIP, dbIP, 80),
+			crd.Observation{Component: crd.ComponentForwarding, Table: "Output", Action: crd.ActionDelivered, OutputPort: "11"}},
+		{"Reject", tcp(portWeb, "0a:00:00:00:01:0a", "0a:00:00:00:01:01", webIP, peerPod, 80),
+			crd.Observation{Component: crd.ComponentNetworkPolicy, ComponentInfo: "EgressTier", Table: "EgressTier", Action: crd.ActionRejected,
+				NetworkPolicy: "clusternetworkpolicies.crd.seine.io/app", Rule: "reject-peer"}},
+		{"baseline Drop", tcp(portDB, "0a:00:00:00:01:0b", "0a:00:00:00:01:0a", dbIP, webIP, 8080),
+			crd.Observation{Component: crd.ComponentNetworkPolicy, ComponentInfo: "IngressBaseline", Table: "IngressBaseline", Action: crd.ActionDropped,
+				NetworkPolicy: "clusternetworkpolicies.crd.seine.io/base", Rule: "baseline-db"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plain := traceWith(t, base, tc.p)
+			if withCopies := traceWith(t, append(slices.Clone(base), copies...), tc.p); !reflect.DeepEqual(summary(plain), summary(withCopies)) {
+				t.Errorf("untagged packet changed by the copies:\n%v\n%v", summary(plain), summary(withCopies))
+			}
+			tp := tc.p
+			tp.DSCP = testTag
+			tr := traceWith(t, append(slices.Clone(base), copies...), tp)
+			var own []pipeline.PacketIn
+			for _, pi := range tr.PacketIns {
+				if len(pi.Userdata) > 0 && pi.Userdata[0] == PacketInTraceflow {
+					own = append(own, pi)
+				}
+			}
+			if len(own) != 1 {
+				t.Fatalf("%d trace packet-ins, want 1:\n%s", len(own), tr)
+			}
+			obs, _ := Observe(injectedOf(tc.p), reportOf(own[0]), node)
+			if got := obs[len(obs)-1]; got != tc.want {
+				t.Errorf("observation\n got %+v\nwant %+v\n%s", got, tc.want, tr)
+			}
+		})
+	}
 }

@@ -97,3 +97,48 @@ func baseFlows(t *testing.T, s pipeline.State) []*openflow.Flow {
 	}
 	return append(flows, pf...)
 }
+
+// Tiered rules as the agent installs them (core/agent/policy): each a
+// conjunction whose conj_id flow takes the rule's action, at an even
+// priority of its own.
+var tieredPolicy = pipeline.PolicySet{
+	Rules: []pipeline.PolicyRule{
+		// secops denies web-0 -> db-0:5432 ...
+		{Policy: "uid-secops", Key: "0", Direction: pipeline.PolicyIngress, Targets: []uint32{portDB},
+			Peers: []pipeline.PolicyPeer{{CIDR: netip.PrefixFrom(webIP, 32)}}, Services: []pipeline.PolicyService{{Protocol: pipeline.ProtoTCP, Port: 5432}},
+			Tier: pipeline.TierMain, Action: pipeline.ActionDrop, Priority: 40000},
+		// ... below an allow of web-0 -> db-0:80 that overlaps it on
+		// everything but the port ...
+		{Policy: "uid-app", Key: "0", Direction: pipeline.PolicyIngress, Targets: []uint32{portDB},
+			Peers: []pipeline.PolicyPeer{{CIDR: netip.PrefixFrom(webIP, 32)}}, Services: []pipeline.PolicyService{{Protocol: pipeline.ProtoTCP, Port: 80}},
+			Tier: pipeline.TierMain, Action: pipeline.ActionAllow, Priority: 50000},
+		// ... and a lower rule denying everything from web-0, which the
+		// Drop above must win over for 5432.
+		{Policy: "uid-app", Key: "1", Direction: pipeline.PolicyIngress, Targets: []uint32{portDB},
+			Peers: []pipeline.PolicyPeer{{CIDR: netip.PrefixFrom(webIP, 32)}},
+			Tier:  pipeline.TierMain, Action: pipeline.ActionDrop, Priority: 20000},
+		// web-0 -> the peer's pod on TCP 80 is rejected; the baseline drops
+		// db-0 -> web-0.
+		{Policy: "uid-app", Key: "2", Direction: pipeline.PolicyEgress, Targets: []uint32{portWeb},
+			Peers: []pipeline.PolicyPeer{{CIDR: netip.PrefixFrom(peerPod, 32)}}, Services: []pipeline.PolicyService{{Protocol: pipeline.ProtoTCP, Port: 80}},
+			Tier: pipeline.TierMain, Action: pipeline.ActionReject, Priority: 30000},
+		{Policy: "uid-base", Key: "0", Direction: pipeline.PolicyIngress, Targets: []uint32{portWeb},
+			Peers: []pipeline.PolicyPeer{{CIDR: netip.PrefixFrom(dbIP, 32)}},
+			Tier:  pipeline.TierBaseline, Action: pipeline.ActionDrop, Priority: 10000},
+	},
+	NodeSources: []netip.Addr{gatewayIP},
+}
+
+// tieredRules names the rules of tieredPolicy by table and priority, as
+// the agent's policy controller does.
+func tieredRules(table uint8, prio uint16) (string, string, bool) {
+	names := map[[2]int][2]string{
+		{int(pipeline.IngressTier), 40000}:     {"clusternetworkpolicies.crd.seine.io/secops", "deny-db"},
+		{int(pipeline.IngressTier), 50000}:     {"clusternetworkpolicies.crd.seine.io/app", "allow-http"},
+		{int(pipeline.IngressTier), 20000}:     {"clusternetworkpolicies.crd.seine.io/app", "ingress rule 1"},
+		{int(pipeline.EgressTier), 30000}:      {"clusternetworkpolicies.crd.seine.io/app", "reject-peer"},
+		{int(pipeline.IngressBaseline), 10000}: {"clusternetworkpolicies.crd.seine.io/base", "baseline-db"},
+	}
+	n, ok := names[[2]int{int(table), int(prio)}]
+	return n[0], n[1], ok
+}

@@ -121,7 +121,7 @@ func liveOutputCopies(f *openflow.Flow, m *openflow.Match, acts []openflow.Actio
 	}
 	report := func(a *openflow.Actions) *openflow.Actions {
 		if !mode.DroppedOnly {
-			a.Append(openflow.Controller{Reason: openflow.ReasonAction, Userdata: []byte{PacketInTraceflow, tag, KindOutput}})
+			a.Append(openflow.Controller{Reason: openflow.ReasonAction, Userdata: userdata(tag, KindOutput, f.Priority())})
 		}
 		return a
 	}

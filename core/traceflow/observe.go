@@ -1,6 +1,7 @@
 package traceflow
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -30,12 +31,14 @@ type Injected struct {
 
 // Report is one tagged copy's packet-in, decoded.
 type Report struct {
-	Table  uint8
-	Kind   byte
-	Packet Packet
-	Regs   [16]uint32
-	InPort uint32
-	TunDst netip.Addr
+	Table uint8
+	// Priority is the priority of the flow whose copy sent the packet-in.
+	Priority uint16
+	Kind     byte
+	Packet   Packet
+	Regs     [16]uint32
+	InPort   uint32
+	TunDst   netip.Addr
 }
 
 // ErrNotTraceflow: the packet-in is not a tagged copy's.
@@ -43,14 +46,14 @@ var ErrNotTraceflow = errors.New("not a traceflow packet-in")
 
 // FromPacketIn decodes a packet-in of a tagged copy.
 func FromPacketIn(pi *openflow.PacketIn) (Report, error) {
-	if len(pi.Userdata) != 3 || pi.Userdata[0] != PacketInTraceflow {
+	if len(pi.Userdata) != 5 || pi.Userdata[0] != PacketInTraceflow {
 		return Report{}, ErrNotTraceflow
 	}
 	p, err := ParseFrame(pi.Packet)
 	if err != nil {
 		return Report{}, fmt.Errorf("traceflow packet-in: %w", err)
 	}
-	r := Report{Table: pi.TableID, Kind: pi.Userdata[2], Packet: p, InPort: pi.InPort()}
+	r := Report{Table: pi.TableID, Kind: pi.Userdata[2], Priority: binary.BigEndian.Uint16(pi.Userdata[3:]), Packet: p, InPort: pi.InPort()}
 	for i := range r.Regs {
 		r.Regs[i] = pi.Reg(i)
 	}
@@ -79,7 +82,14 @@ type Node struct {
 	// leaves the cluster's network.
 	ClusterCIDRs []netip.Prefix
 	Policies     PolicyLookup
+	// Rules names the tiered rule of a policy table's flow at a priority.
+	// It may be nil.
+	Rules RuleLookup
 }
+
+// RuleLookup names the tiered policy and rule whose flow sits in table at
+// priority (its conj_id flow), and says whether there is one.
+type RuleLookup func(table uint8, priority uint16) (policy, rule string, ok bool)
 
 // DefaultDenyRule is the rule named for a drop by isolation: no rule of
 // the policies that select the pod allows the packet.
@@ -146,10 +156,13 @@ func final(r Report, n Node) crd.Observation {
 		if r.Kind == KindReject {
 			o.Action, o.ComponentInfo = crd.ActionRejected, "no endpoints"
 		}
-	case tbl > pipeline.ServiceSNAT && tbl < pipeline.L3Forwarding: // egress policy and its tiers
+	case isTierTable(tbl):
+		o.Component, o.ComponentInfo = crd.ComponentNetworkPolicy, tbl.String()
+		tieredDrop(&o, n, r)
+	case tbl > pipeline.ServiceSNAT && tbl < pipeline.L3Forwarding: // egress policy
 		o.Component, o.ComponentInfo = crd.ComponentNetworkPolicy, tbl.String()
 		policyDrop(&o, n, false, r.InPort)
-	case tbl > pipeline.L2ForwardingCalc && tbl < pipeline.ConntrackCommit: // ingress policy and its tiers
+	case tbl > pipeline.L2ForwardingCalc && tbl < pipeline.ConntrackCommit: // ingress policy
 		o.Component, o.ComponentInfo = crd.ComponentNetworkPolicy, tbl.String()
 		policyDrop(&o, n, true, r.Regs[pipeline.TargetPortField.Reg])
 	case tbl == pipeline.Output && r.Kind == KindOutput:
@@ -180,6 +193,30 @@ func final(r Report, n Node) crd.Observation {
 		}
 	}
 	return o
+}
+
+func isTierTable(t pipeline.Table) bool {
+	switch t {
+	case pipeline.EgressTier, pipeline.EgressBaseline, pipeline.IngressTier, pipeline.IngressBaseline:
+		return true
+	}
+	return false
+}
+
+// tieredDrop names the tiered rule whose conj_id flow (at the report's
+// priority) dropped or rejected the packet. A tiered policy drops only by
+// its rules' actions: it isolates nothing.
+func tieredDrop(o *crd.Observation, n Node, r Report) {
+	if r.Kind == KindReject {
+		o.Action = crd.ActionRejected
+	}
+	if n.Rules != nil {
+		if policy, rule, ok := n.Rules(r.Table, r.Priority); ok {
+			o.NetworkPolicy, o.Rule = policy, rule
+			return
+		}
+	}
+	o.Rule = fmt.Sprintf("tiered rule at OpenFlow priority %d (no longer known to the agent)", r.Priority)
 }
 
 func policyDrop(o *crd.Observation, n Node, ingress bool, port uint32) {

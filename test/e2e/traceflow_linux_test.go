@@ -171,10 +171,39 @@ func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 	if obs := result(tf, src.Spec.NodeName).Observations; len(obs) != 0 {
 		e.t.Errorf("droppedOnly: the source node reported %+v", obs)
 	}
+	e.checkTieredTraceflow(dyn, spec(crd.Destination{Namespace: "default", Pod: other.Name}), src, *other)
 	if out, err := e.c.Kubectl(e.ctx, "get", "traceflows", "-o", "wide"); err != nil {
 		e.t.Errorf("kubectl get traceflows: %v\n%s", err, out)
 	} else {
 		e.t.Logf("kubectl get traceflows -o wide:\n%s", out)
+	}
+}
+
+// checkTieredTraceflow: a securityops ClusterNetworkPolicy dropping the
+// source's TCP 8080 into the isolated pod (before the Kubernetes policy
+// that isolates it) is named in the drop, with its rule.
+func (e *env) checkTieredTraceflow(dyn dynamic.Interface, spec crd.TraceflowSpec, src, dst corev1.Pod) {
+	e.t.Helper()
+	cnps := dyn.Resource(crd.ClusterNetworkPoliciesResource)
+	cnp := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
+		"metadata": map[string]any{"name": "tf-tier-deny"},
+		"spec": map[string]any{"tier": "securityops", "priority": int64(1),
+			"appliedTo": []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"tf-target": "yes"}}}},
+			"ingress": []any{map[string]any{"name": "tf-deny-web", "action": "Drop",
+				"from":  []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"app": src.Labels["app"]}}}},
+				"ports": []any{map[string]any{"protocol": "TCP", "port": int64(8080)}}}},
+		}}}
+	if _, err := cnps.Create(e.ctx, cnp, metav1.CreateOptions{}); err != nil {
+		e.t.Fatalf("create ClusterNetworkPolicy tf-tier-deny: %v", err)
+	}
+	e.t.Cleanup(func() { _ = cnps.Delete(e.ctx, "tf-tier-deny", metav1.DeleteOptions{}) })
+	e.waitTieredRealized(dyn, "tf-tier-deny")
+	tf := e.traceflow(dyn, "tf-tier-dropped", spec)
+	drop := wantLast(e, tf, dst.Spec.NodeName, crd.ActionDropped)
+	if drop.Component != crd.ComponentNetworkPolicy || drop.ComponentInfo != "IngressTier" ||
+		drop.NetworkPolicy != "clusternetworkpolicies.crd.seine.io/tf-tier-deny" || drop.Rule != "tf-deny-web" {
+		e.t.Errorf("tiered drop %+v: want NetworkPolicy IngressTier clusternetworkpolicies.crd.seine.io/tf-tier-deny, rule tf-deny-web\n%s", drop, render(tf))
 	}
 }
 

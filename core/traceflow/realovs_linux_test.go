@@ -1,0 +1,172 @@
+package traceflow
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/openflow"
+	"github.com/seine-cni/seine/test/ovsdaemon"
+)
+
+// TestTieredCopiesOnRealOVS shows on a real ovs-vswitchd what the tracer
+// cannot: a tagged copy of a tiered rule's conj_id flow, one priority above
+// its conjunction, is the flow OVS picks for a tagged packet (the
+// conjunction is found at the clauses' priority, the conj_id flow in a
+// second lookup), and the packet-in names the rule: packets injected from
+// web-0's port are dropped by the right Drop (not the lower one that also
+// matches, not the Allow above that does not), rejected by the Reject
+// (whose own packet-in still follows) and dropped by the baseline.
+func TestTieredCopiesOnRealOVS(t *testing.T) {
+	d := ovsdaemon.StartForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := d.Vsctl(ctx, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+		"protocols=OpenFlow15", "fail_mode=secure",
+		"--", "add-port", "br-int", "web0", "--", "set", "interface", "web0", "type=internal", "ofport_request=10",
+		"--", "add-port", "br-int", "db0", "--", "set", "interface", "db0", "type=internal", "ofport_request=11"); err != nil {
+		t.Fatalf("add-br: %v\n%s", err, out)
+	}
+	pins := make(chan *openflow.PacketIn, 16)
+	c, err := openflow.Dial(ctx, "unix:"+d.MgmtSocketPath("br-int"), openflow.Config{PacketIn: func(pi *openflow.PacketIn) {
+		select {
+		case pins <- pi:
+		default:
+		}
+	}})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.Close()
+
+	const tag = 9
+	s := nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve)
+	flows, err := pipeline.Build(s, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := pipeline.PolicyFlows(tieredPolicy, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows = append(flows, pf...)
+	copies, skipped, err := TaggedFlows(flows, tag, Cookie(1, tag))
+	if err != nil || len(skipped) > 0 {
+		t.Fatalf("copies: %v, skipped %d", err, len(skipped))
+	}
+	var meters []openflow.Message
+	for _, m := range pipeline.PolicyMeters() {
+		meters = append(meters, openflow.AddMeter(m))
+	}
+	if err := c.Apply(ctx, meters...); err != nil {
+		t.Fatalf("meters: %v", err)
+	}
+	if err := c.AddFlows(ctx, append(flows, copies...)...); err != nil {
+		t.Fatalf("flows: %v", err)
+	}
+
+	node := Node{ClusterCIDRs: []netip.Prefix{clusterNet}, Rules: tieredRules}
+	for i, tc := range []struct {
+		name             string
+		src, dst         netip.Addr
+		srcMAC           string
+		dport            uint16
+		table            pipeline.Table
+		want             crd.Observation
+		rejectPacketIns  int
+		untaggedIsSilent bool
+	}{
+		{name: "Drop above a Drop", src: webIP, dst: dbIP, dport: 5432, table: pipeline.IngressTier,
+			want: crd.Observation{Component: crd.ComponentNetworkPolicy, ComponentInfo: "IngressTier", Table: "IngressTier", Action: crd.ActionDropped,
+				NetworkPolicy: "clusternetworkpolicies.crd.seine.io/secops", Rule: "deny-db"}},
+		{name: "the lower Drop", src: webIP, dst: dbIP, dport: 22, table: pipeline.IngressTier,
+			want: crd.Observation{Component: crd.ComponentNetworkPolicy, ComponentInfo: "IngressTier", Table: "IngressTier", Action: crd.ActionDropped,
+				NetworkPolicy: "clusternetworkpolicies.crd.seine.io/app", Rule: "ingress rule 1"}},
+		{name: "Allow above both", src: webIP, dst: dbIP, dport: 80, table: pipeline.Output,
+			want: crd.Observation{Component: crd.ComponentForwarding, Table: "Output", Action: crd.ActionDelivered, OutputPort: "11"}},
+		{name: "Reject", src: webIP, dst: peerPod, dport: 80, table: pipeline.EgressTier, rejectPacketIns: 1,
+			want: crd.Observation{Component: crd.ComponentNetworkPolicy, ComponentInfo: "EgressTier", Table: "EgressTier", Action: crd.ActionRejected,
+				NetworkPolicy: "clusternetworkpolicies.crd.seine.io/app", Rule: "reject-peer"}},
+		{name: "baseline Drop", src: dbIP, dst: webIP, srcMAC: "db", dport: 8080, table: pipeline.IngressBaseline,
+			want: crd.Observation{Component: crd.ComponentNetworkPolicy, ComponentInfo: "IngressBaseline", Table: "IngressBaseline", Action: crd.ActionDropped,
+				NetworkPolicy: "clusternetworkpolicies.crd.seine.io/base", Rule: "baseline-db"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inPort, srcMAC, dstMAC := uint32(portWeb), webMAC, dbMAC
+			if tc.srcMAC == "db" {
+				inPort, srcMAC, dstMAC = portDB, dbMAC, webMAC
+			}
+			if !clusterNet.Contains(tc.dst) || tc.dst == peerPod {
+				dstMAC = gatewayMAC
+			}
+			p := Packet{SrcMAC: srcMAC, DstMAC: dstMAC, SrcIP: tc.src, DstIP: tc.dst, Proto: ProtoTCP,
+				SrcPort: 40000 + uint16(i), DstPort: tc.dport, TCPFlags: 0x02, Tag: tag, ID: 0x4000 + uint16(i)}
+			frame, err := p.Frame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Apply(ctx, openflow.NewPacketOut(inPort, frame, openflow.NewActions().Output(openflow.PortTable))); err != nil {
+				t.Fatalf("packet-out: %v", err)
+			}
+			var reports []Report
+			rejects := 0
+			deadline := time.After(5 * time.Second)
+		wait:
+			for {
+				select {
+				case pi := <-pins:
+					if len(pi.Userdata) == 1 && pi.Userdata[0] == pipeline.PacketInPolicyReject {
+						rejects++
+					} else {
+						r, err := FromPacketIn(pi)
+						if err != nil {
+							t.Fatalf("packet-in (userdata %x): %v", pi.Userdata, err)
+						}
+						reports = append(reports, r)
+					}
+					if len(reports) == 1 && rejects == tc.rejectPacketIns {
+						// Give a further packet-in (there must be none) a moment.
+						deadline = time.After(300 * time.Millisecond)
+					}
+				case <-deadline:
+					break wait
+				}
+			}
+			if len(reports) != 1 || rejects != tc.rejectPacketIns {
+				t.Fatalf("got %d trace packet-ins (%+v) and %d reject packet-ins, want 1 and %d\n%s", len(reports), reports, rejects, tc.rejectPacketIns, dumpTables(t, ctx, d))
+			}
+			r := reports[0]
+			if pipeline.Table(r.Table) != tc.table {
+				t.Errorf("packet-in from table %s, want %s", pipeline.Table(r.Table), tc.table)
+			}
+			in := Injected{Tag: tag, ID: p.ID, Proto: ProtoTCP, SrcIP: tc.src, DstIP: tc.dst, SrcPort: p.SrcPort, DstPort: p.DstPort}
+			if !in.Matches(r) {
+				t.Errorf("report %+v is not the injected packet's", r)
+			}
+			obs, _ := Observe(in, r, node)
+			if got := obs[len(obs)-1]; got != tc.want {
+				t.Errorf("observation\n got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func dumpTables(t *testing.T, ctx context.Context, d *ovsdaemon.Daemon) string {
+	out, err := d.Ofctl(ctx, "-O", "OpenFlow15", "--no-names", "dump-flows", "br-int")
+	if err != nil {
+		return err.Error()
+	}
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		for _, tbl := range []string{"table=45,", "table=51,", "table=75,", "table=81,"} {
+			if strings.Contains(l, tbl) {
+				keep = append(keep, l)
+			}
+		}
+	}
+	return strings.Join(keep, "\n")
+}
