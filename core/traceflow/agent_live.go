@@ -126,7 +126,7 @@ func (a *Agent) armLive(ctx context.Context, tf *crd.Traceflow, t *agentTrace) e
 		lm.InPort = src.Port
 	}
 	return a.node.Install(ctx, func(w Writer, _ *pipeline.NodeConfig, r pipeline.Round) error {
-		f, err := TagFlow(lm, t.tag, TagCookie(r, t.tag), left)
+		f, err := TagFlow(lm, t.tag, t.live.droppedOnly, TagCookie(r, t.tag), left)
 		if err != nil {
 			return err
 		}

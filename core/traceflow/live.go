@@ -46,10 +46,27 @@ func TagSelector(tag uint8) (cookie, mask uint64) {
 	return TagCookie(0, tag), ^pipeline.RoundMask
 }
 
-// TagPriority is the tagging flow's priority in ConntrackState: above
-// every flow of the table (those match established connections, or
-// invalid ones; the tagging flow only new ones).
-const TagPriority = 1000
+// TagPriority is the priority of trace tag's tagging flow in
+// ConntrackState: above every flow of the table (those match established
+// connections, or invalid ones; a tagging flow only new ones), and of its
+// own, so that two live traces of one node whose matches overlap never
+// share one. Sharing it, OVS would pick either flow for a packet both
+// match (and replace one by the other when their matches are equal), and
+// the other trace could wait for a packet it never gets. A packet carries
+// one tag, so it goes to the trace with the higher priority; that trace
+// removes its flow once it has its packet and the next connection goes to
+// the other. A trace that takes one packet ranks above every droppedOnly
+// one, which keeps its flow until a packet is dropped and would otherwise
+// take every packet from it.
+func TagPriority(tag uint8, droppedOnly bool) uint16 {
+	if droppedOnly {
+		return tagPriorityBase + uint16(tag)
+	}
+	return tagPriorityBase + MaxTag + 1 + uint16(tag)
+}
+
+// tagPriorityBase is where the tagging flows' priorities start.
+const tagPriorityBase = 1000
 
 // LiveMatch is what a live trace's tagging flow matches; zero fields
 // match anything.
@@ -65,8 +82,9 @@ type LiveMatch struct {
 // cluster IP), the first packet of a new connection that matches lm and
 // carries DSCP 0 gets the tag, then meets ConntrackState again, where this
 // flow no longer matches it, and goes its normal way. OVS removes the
-// flow by itself after hard (at least 1 s), should its agent not.
-func TagFlow(lm LiveMatch, tag uint8, cookie uint64, hard time.Duration) (*openflow.Flow, error) {
+// flow by itself after hard (at least 1 s), should its agent not. Its
+// priority is TagPriority(tag, droppedOnly).
+func TagFlow(lm LiveMatch, tag uint8, droppedOnly bool, cookie uint64, hard time.Duration) (*openflow.Flow, error) {
 	if tag == 0 || tag > MaxTag {
 		return nil, fmt.Errorf("tag %d out of range 1-%d", tag, MaxTag)
 	}
@@ -106,7 +124,7 @@ func TagFlow(lm LiveMatch, tag uint8, cookie uint64, hard time.Duration) (*openf
 	secs := max(1, min(int((hard+time.Second-1)/time.Second), 0xffff))
 	a := openflow.NewActions().SetFieldUint(openflow.FieldIPDSCP, uint64(tag)).
 		Resubmit(openflow.PortInPort, uint8(pipeline.ConntrackState))
-	return openflow.NewFlow(uint8(pipeline.ConntrackState), TagPriority).Cookie(cookie).
+	return openflow.NewFlow(uint8(pipeline.ConntrackState), TagPriority(tag, droppedOnly)).Cookie(cookie).
 		HardTimeout(uint16(secs)).Match(m).Actions(a), nil
 }
 

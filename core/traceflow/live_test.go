@@ -1,6 +1,7 @@
 package traceflow
 
 import (
+	"bytes"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -22,7 +23,7 @@ func liveFlows(t *testing.T, s pipeline.State, mode Mode, lm LiveMatch) []*openf
 	if err != nil || len(skipped) > 0 {
 		t.Fatalf("%v, %d skipped", err, len(skipped))
 	}
-	tf, err := TagFlow(lm, testTag, TagCookie(1, testTag), 20*time.Second)
+	tf, err := TagFlow(lm, testTag, mode.DroppedOnly, TagCookie(1, testTag), 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,11 +167,11 @@ func TestLiveDroppedOnly(t *testing.T) {
 }
 
 func TestTagFlow(t *testing.T) {
-	f, err := TagFlow(LiveMatch{InPort: portWeb, Src: webIP, Dst: dbIP, Proto: ProtoUDP, SrcPort: 53, DstPort: 5353}, 9, TagCookie(3, 9), 1500*time.Millisecond)
+	f, err := TagFlow(LiveMatch{InPort: portWeb, Src: webIP, Dst: dbIP, Proto: ProtoUDP, SrcPort: 53, DstPort: 5353}, 9, false, TagCookie(3, 9), 1500*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"table=31", "priority=1000", "hard_timeout=2", "ct_state=+new-inv+trk", "in_port=10", "nw_src=10.244.1.10",
+	for _, want := range []string{"table=31", "priority=1073", "hard_timeout=2", "ct_state=+new-inv+trk", "in_port=10", "nw_src=10.244.1.10",
 		"nw_dst=10.244.1.11", "tp_src=53", "tp_dst=5353", "nw_tos=0", "set_field:9->ip_dscp", "resubmit(,31)"} {
 		if !strings.Contains(f.String(), want) {
 			t.Errorf("tagging flow %s lacks %q", f, want)
@@ -183,11 +184,11 @@ func TestTagFlow(t *testing.T) {
 		t.Errorf("TagSelector(9) takes the copies too")
 	}
 	for _, bad := range []LiveMatch{{Proto: ProtoICMP, DstPort: 1}, {DstPort: 80}} {
-		if _, err := TagFlow(bad, 9, 0, time.Second); err == nil {
+		if _, err := TagFlow(bad, 9, false, 0, time.Second); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
 	}
-	if _, err := TagFlow(LiveMatch{}, 0, 0, time.Second); err == nil {
+	if _, err := TagFlow(LiveMatch{}, 0, false, 0, time.Second); err == nil {
 		t.Error("tag 0 accepted")
 	}
 }
@@ -211,4 +212,100 @@ func TestMergeMatch(t *testing.T) {
 	if _, ok := mergeMatch(x.Bytes(), openflow.NewMatch().Reg(1, 0x3, 0xffffffff).Bytes()); ok {
 		t.Error("reg1=0x3 merged with xreg0's reg1=0x2")
 	}
+}
+
+// TestOverlappingLiveTraces: two live traces on one node whose matches
+// overlap both complete. A packet both match is tagged for exactly one of
+// them (a DSCP holds one tag); once that trace took its packet and its
+// tagging flow is gone, the next connection is tagged for the other. A
+// trace that takes one packet goes before a droppedOnly one (which keeps
+// tagging until a packet is dropped, and would keep every packet from the
+// other), whatever their tags.
+func TestOverlappingLiveTraces(t *testing.T) {
+	s := nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve)
+	mode := Mode{Live: true, ClusterCIDRs: []netip.Prefix{clusterNet}}
+	type trace struct {
+		tag         uint8
+		droppedOnly bool
+		lm          LiveMatch
+	}
+	wide := LiveMatch{InPort: portWeb, Src: webIP, Proto: ProtoTCP}                              // web-0's TCP to anywhere
+	narrow := LiveMatch{InPort: portWeb, Src: webIP, Dst: peerPod, Proto: ProtoTCP, DstPort: 80} // to the peer's pod on 80
+	for _, tc := range []struct {
+		name  string
+		a, b  trace
+		first uint8 // the tag the first packet must get; 0: either
+	}{
+		{"two one-packet traces", trace{5, false, wide}, trace{9, false, narrow}, 0},
+		{"the same match", trace{5, false, narrow}, trace{9, false, narrow}, 0},
+		{"one-packet before droppedOnly", trace{5, false, narrow}, trace{9, true, wide}, 5},
+		{"one-packet before droppedOnly, lower tag", trace{9, true, narrow}, trace{5, false, wide}, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := baseFlows(t, s)
+			flows := slices.Clone(base)
+			for _, tr := range []trace{tc.a, tc.b} {
+				m := mode
+				m.DroppedOnly = tr.droppedOnly
+				copies, skipped, err := Copies(base, tr.tag, Cookie(1, tr.tag), m)
+				if err != nil || len(skipped) > 0 {
+					t.Fatalf("%v, %d skipped", err, len(skipped))
+				}
+				f, err := TagFlow(tr.lm, tr.tag, tr.droppedOnly, TagCookie(1, tr.tag), 20*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				flows = append(append(flows, copies...), f)
+			}
+			p := tcp(portWeb, "0a:00:00:00:01:0a", "0a:00:00:00:01:01", webIP, peerPod, 80)
+			tagOf := func(flows []*openflow.Flow) uint8 {
+				t.Helper()
+				tr := traceWith(t, flows, p)
+				var tags []uint8
+				for _, o := range tr.Outputs {
+					if o.Packet.DSCP != 0 {
+						tags = append(tags, o.Packet.DSCP)
+					}
+				}
+				if len(tags) != 1 {
+					t.Fatalf("the packet left with tags %v, want one (it goes to the tunnel):\n%s", tags, tr)
+				}
+				return tags[0]
+			}
+			first := tagOf(flows)
+			if first != tc.a.tag && first != tc.b.tag || tc.first != 0 && first != tc.first {
+				t.Fatalf("first packet tagged %d, want %d", first, tc.first)
+			}
+			// The agent removes the trace's tagging flow once it took its
+			// packet (a droppedOnly one stays until a packet was dropped:
+			// not here, these packets are delivered).
+			if (first == tc.a.tag && tc.a.droppedOnly) || (first == tc.b.tag && tc.b.droppedOnly) {
+				t.Fatalf("the droppedOnly trace took the packet")
+			}
+			rest := slices.DeleteFunc(onSwitch(flows), func(f *openflow.Flow) bool {
+				return f.CookieValue() == TagCookie(1, first)
+			})
+			other := tc.a.tag + tc.b.tag - first
+			if got := tagOf(rest); got != other {
+				t.Errorf("next connection tagged %d, want %d (the other trace)", got, other)
+			}
+		})
+	}
+}
+
+// onSwitch is what a switch holds after flows were added in order: a flow
+// with the table, priority and match of an earlier one replaces it.
+func onSwitch(flows []*openflow.Flow) []*openflow.Flow {
+	var out []*openflow.Flow
+	for _, f := range flows {
+		i := slices.IndexFunc(out, func(o *openflow.Flow) bool {
+			return o.TableID() == f.TableID() && o.Priority() == f.Priority() && bytes.Equal(o.MatchBytes(), f.MatchBytes())
+		})
+		if i >= 0 {
+			out[i] = f
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
 }
