@@ -34,14 +34,7 @@ type testEvent struct {
 // "Error" in it. A failure of root itself (its setup: the base pods never
 // Ready) is a row of its own.
 func GoTestResults(r io.Reader, root string, sel *Selection) ([]Result, error) {
-	type test struct {
-		name    string
-		state   string
-		elapsed time.Duration
-		output  []string
-		leaf    bool
-	}
-	tests := map[string]*test{}
+	tests := map[string]*goTest{}
 	var order []string
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
@@ -61,7 +54,7 @@ func GoTestResults(r io.Reader, root string, sel *Selection) ([]Result, error) {
 		sawRoot = true
 		tt := tests[ev.Test]
 		if tt == nil {
-			tt = &test{name: ev.Test, leaf: true}
+			tt = &goTest{name: ev.Test, leaf: true}
 			tests[ev.Test] = tt
 			order = append(order, ev.Test)
 			if i := strings.LastIndexByte(ev.Test, '/'); i >= 0 {
@@ -90,8 +83,8 @@ func GoTestResults(r io.Reader, root string, sel *Selection) ([]Result, error) {
 		if name != root && !tt.leaf {
 			continue
 		}
-		if name == root && (!tt.leaf && tt.state != "failed") {
-			continue
+		if name == root && !tt.leaf && (tt.state != "failed" || anyFailed(tests, root)) {
+			continue // root fails with any test below it: only its own failure (the setup) is a row
 		}
 		rel := strings.TrimPrefix(strings.TrimPrefix(name, root), "/")
 		short, _, _ := strings.Cut(rel, "/")
@@ -122,6 +115,17 @@ func GoTestResults(r io.Reader, root string, sel *Selection) ([]Result, error) {
 	return out, nil
 }
 
+// goTest is one test of the events.
+type goTest struct {
+	name    string
+	state   string
+	elapsed time.Duration
+	output  []string
+	leaf    bool
+}
+
+func (t *goTest) failed() bool { return t.state == "failed" }
+
 // skipMessage is what t.Skip printed ("    x_test.go:12: message").
 func skipMessage(output []string) string {
 	for _, l := range output {
@@ -136,10 +140,22 @@ func skipMessage(output []string) string {
 	return ""
 }
 
-// failureLine is the first line the test logged that says what failed.
+// anyFailed: a test below root failed.
+func anyFailed[T interface{ failed() bool }](tests map[string]T, root string) bool {
+	for name, t := range tests {
+		if strings.HasPrefix(name, root+"/") && t.failed() {
+			return true
+		}
+	}
+	return false
+}
+
+// failureLine is the last line the test logged that says what failed: the
+// suite's probes retry until their timeout, logging each failed attempt,
+// and the last one is the verdict.
 func failureLine(output []string) string {
-	for _, l := range output {
-		l = strings.TrimSpace(l)
+	for i := len(output) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(output[i])
 		if strings.Contains(l, "FAILED") && !strings.Contains(l, "FAILED Command was") || strings.Contains(l, "Error") || strings.Contains(l, "Expected") {
 			if _, msg, ok := strings.Cut(l, ".go:"); ok {
 				if _, m, ok := strings.Cut(msg, ": "); ok {

@@ -27,6 +27,7 @@ const goTestJSON = `go: downloading something
 {"Action":"fail","Test":"TestConformance/CNPAdminTierIngressTCP","Elapsed":13.75}
 {"Action":"run","Test":"TestConformance/CNPAdminTierEgressNodePeers"}
 {"Action":"run","Test":"TestConformance/CNPAdminTierEgressNodePeers/Should_deny_nodes"}
+{"Action":"output","Test":"TestConformance/CNPAdminTierEgressNodePeers/Should_deny_nodes","Output":"    helper.go:103: Expected connection to succeed (an attempt before the policy was in place)\n"}
 {"Action":"output","Test":"TestConformance/CNPAdminTierEgressNodePeers/Should_deny_nodes","Output":"    helper.go:103: Expected connection to fail\n"}
 {"Action":"fail","Test":"TestConformance/CNPAdminTierEgressNodePeers/Should_deny_nodes","Elapsed":10}
 {"Action":"fail","Test":"TestConformance/CNPAdminTierEgressNodePeers","Elapsed":10}
@@ -35,6 +36,7 @@ const goTestJSON = `go: downloading something
 {"Action":"run","Test":"TestConformance/CNPBaselineTierGress"}
 {"Action":"run","Test":"TestConformance/CNPBaselineTierGress/Should_support_a_'gress'_policy"}
 {"Action":"output","Test":"TestConformance/CNPBaselineTierGress/Should_support_a_'gress'_policy","Output":"    helper.go:70: poking\n"}
+{"Action":"fail","Test":"TestConformance","Elapsed":120}
 `
 
 func TestGoTestResults(t *testing.T) {
