@@ -42,8 +42,14 @@ func ParsePortRanges(s string) ([]PortRange, error) {
 // namespace (on 127.0.0.1): kube-apiserver, etcd's client and peer ports.
 // The API proxy's listeners are in the nodes' namespaces, seine-controller
 // on an address of its own.
-func (c *Config) hostPorts() map[string]int {
-	return map[string]int{"api port": c.APIPort, "etcd port": c.EtcdPort, "etcd peer port": c.EtcdPort + 1}
+func (c *Config) hostPorts() []struct {
+	name string
+	port int
+} {
+	return []struct {
+		name string
+		port int
+	}{{"api port", c.APIPort}, {"etcd port", c.EtcdPort}, {"etcd peer port", c.EtcdPort + 1}}
 }
 
 // CheckPorts refuses a port of the lab's in the kernel's ephemeral range
@@ -52,8 +58,8 @@ func (c *Config) hostPorts() map[string]int {
 // starts, and the lab then fails with "bind: address already in use" (two
 // test labs did so on 2026-12-06, etcd's peer port taken).
 func (c *Config) CheckPorts(ephemeral PortRange, reserved []PortRange) error {
-	for _, name := range []string{"api port", "etcd port", "etcd peer port"} {
-		p := c.hostPorts()[name]
+	for _, hp := range c.hostPorts() {
+		name, p := hp.name, hp.port
 		if p < 1 || p > 65535 {
 			return fmt.Errorf("%s %d: not a TCP port", name, p)
 		}
