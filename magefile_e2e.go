@@ -303,28 +303,12 @@ type upstreamRun struct {
 // the results table into r.out/results.md and returns it, and takes the
 // lab down (also on failure). It fails when a spec failed.
 func runUpstream(r upstreamRun) (table string, err error) {
-	// Its own lab, beside the lead's and the tests': SEINE_LAB_SLOT=n
-	// (1..9) shifts its ports by 100*n and names it after n, as lab.Slot()
-	// does for the tests.
-	slot, perr := strconv.Atoi(os.Getenv("SEINE_LAB_SLOT"))
-	if perr != nil || slot < 0 || slot > 9 {
-		slot = 0
-	}
-	state := fmt.Sprintf("/run/seine-e2e-upstream-%d", slot)
-	up := []string{"up", "--kubelet", "real", "--cni", "none", "--nodes", "3",
-		"--kube-bin", r.kube, "--runtime-bin", r.runtime, "--images", r.images,
-		"--state-dir", state, "--ns-prefix", fmt.Sprintf("e2eup%d-", slot),
-		"--api-port", fmt.Sprint(13443 + 100*slot), "--etcd-port", fmt.Sprint(13379 + 100*slot)}
 	start := time.Now()
-	if err := run(nil, "bin/lab", up...); err != nil {
-		run(nil, "bin/lab", "down", "--state-dir", state)
+	state, down, err := upRealLab("e2e-upstream", "e2eup", 13443, 13379, r.kube, r.runtime, r.images)
+	if err != nil {
 		return "", err
 	}
-	defer func() {
-		if err := run(nil, "bin/lab", "down", "--state-dir", state); err != nil {
-			fmt.Println("lab down:", err)
-		}
-	}()
+	defer down()
 	if err := run(nil, "bin/lab", "install-seine", "--state-dir", state); err != nil {
 		return "", err
 	}
@@ -378,6 +362,32 @@ func runUpstream(r upstreamRun) (table string, err error) {
 		return b.String(), fmt.Errorf("e2e.test: %w", runErr)
 	}
 	return b.String(), nil
+}
+
+// upRealLab brings up a lab of 3 real nodes of its own, beside the lead's
+// and the tests': state /run/seine-<name>-<n>, namespaces <prefix><n>-, the
+// API and etcd ports apiPort and etcdPort plus 100*n, where n is
+// SEINE_LAB_SLOT (0..9), as lab.Slot() shifts the tests' labs. down takes
+// it down (an up that failed is taken down here).
+func upRealLab(name, prefix string, apiPort, etcdPort int, kube, runtime, images string) (state string, down func(), err error) {
+	slot, perr := strconv.Atoi(os.Getenv("SEINE_LAB_SLOT"))
+	if perr != nil || slot < 0 || slot > 9 {
+		slot = 0
+	}
+	state = fmt.Sprintf("/run/seine-%s-%d", name, slot)
+	up := []string{"up", "--kubelet", "real", "--cni", "none", "--nodes", "3",
+		"--kube-bin", kube, "--runtime-bin", runtime, "--images", images,
+		"--state-dir", state, "--ns-prefix", fmt.Sprintf("%s%d-", prefix, slot),
+		"--api-port", fmt.Sprint(apiPort + 100*slot), "--etcd-port", fmt.Sprint(etcdPort + 100*slot)}
+	if err := run(nil, "bin/lab", up...); err != nil {
+		run(nil, "bin/lab", "down", "--state-dir", state)
+		return "", nil, err
+	}
+	return state, func() {
+		if err := run(nil, "bin/lab", "down", "--state-dir", state); err != nil {
+			fmt.Println("lab down:", err)
+		}
+	}, nil
 }
 
 // readSelection parses test/e2e/upstream/selection.txt.

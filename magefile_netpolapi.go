@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -256,25 +255,13 @@ func netpolAPIImages(dir string) error {
 // through test2json, writes the results table into bin/netpol-api and
 // returns it, and takes the lab down (also on failure).
 func runNetpolAPI(kube, runtimeDir, bin string, sel *upstream.Selection, only string) (table string, err error) {
-	slot, perr := strconv.Atoi(os.Getenv("SEINE_LAB_SLOT"))
-	if perr != nil || slot < 0 || slot > 9 {
-		slot = 0
-	}
-	state := fmt.Sprintf("/run/seine-netpol-api-%d", slot)
-	up := []string{"up", "--kubelet", "real", "--cni", "none", "--nodes", "3",
-		"--kube-bin", kube, "--runtime-bin", runtimeDir, "--images", "bin/images",
-		"--state-dir", state, "--ns-prefix", fmt.Sprintf("npapi%d-", slot),
-		"--api-port", fmt.Sprint(14443 + 100*slot), "--etcd-port", fmt.Sprint(14379 + 100*slot)}
+	// Ports apart from every other lab's: 15443/15379 plus 100 per slot.
 	start := time.Now()
-	if err := run(nil, "bin/lab", up...); err != nil {
-		run(nil, "bin/lab", "down", "--state-dir", state)
+	state, down, err := upRealLab("netpol-api", "npapi", 15443, 15379, kube, runtimeDir, "bin/images")
+	if err != nil {
 		return "", err
 	}
-	defer func() {
-		if err := run(nil, "bin/lab", "down", "--state-dir", state); err != nil {
-			fmt.Println("lab down:", err)
-		}
-	}()
+	defer down()
 	kubeconfig := filepath.Join(state, "kubeconfig", "admin.conf")
 	crds, err := filepath.Glob("installer/kubernetes/apiext/upstream/*.yaml")
 	if err != nil || len(crds) == 0 {
