@@ -231,8 +231,17 @@ func (a *Agent) syncFlows(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, flowWriteTimeout)
 		defer cancel()
 		if a.onSwitch == nil {
-			return a.replayFlows(ctx, w)
+			if err := a.replayFlows(ctx, w); err != nil {
+				return err
+			}
+			// The replay deleted the old round's flows, running traces'
+			// copies too.
+			if tf := a.tf.Load(); tf != nil {
+				tf.Resync()
+			}
+			return nil
 		}
+		w = a.traced(w)
 		a.mu.Lock()
 		if a.node == nil {
 			a.mu.Unlock()
@@ -315,7 +324,7 @@ func (a *Agent) doLocked(ctx context.Context, do func(context.Context, func(Flow
 		a.mu.Lock()
 		node, round := a.node, a.round
 		a.mu.Unlock()
-		return fn(w, node, round)
+		return fn(a.traced(w), node, round)
 	})
 }
 

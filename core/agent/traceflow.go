@@ -7,6 +7,7 @@ import (
 
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/core/traceflow"
+	"github.com/seine-cni/seine/ovs/openflow"
 	"k8s.io/client-go/dynamic"
 )
 
@@ -86,4 +87,61 @@ func (n traceflowNode) IsolatedBy(ingress bool, port uint32) []string {
 // TieredRule names the tiered rule at priority in a tier table.
 func (n traceflowNode) TieredRule(table uint8, priority uint16) (string, string, bool) {
 	return n.a.policy.TieredRule(table, priority)
+}
+
+// traced is w for a flow writer holding the flow lock: while a Traceflow's
+// copies are on the switch, every flow change it sends is followed by the
+// changes of the copies of the flows it touched (traceflow.Agent.Follow),
+// so a trace sees the flows as they are, not as they were when it started.
+// Without Traceflow, or while no trace runs, w goes to the switch as it is.
+func (a *Agent) traced(w FlowWriter) FlowWriter {
+	tf := a.tf.Load()
+	if tf == nil {
+		return w
+	}
+	return tracedWriter{FlowWriter: w, tf: tf}
+}
+
+type tracedWriter struct {
+	FlowWriter
+	tf *traceflow.Agent
+}
+
+func (w tracedWriter) Bundle(ctx context.Context, msgs ...openflow.Message) error {
+	err := w.FlowWriter.Bundle(ctx, msgs...)
+	if w.tf.Following() {
+		w.tf.Follow(ctx, w.FlowWriter.Bundle, msgs, err)
+	}
+	return err
+}
+
+func (w tracedWriter) BundleFlows(ctx context.Context, command uint8, flows []*openflow.Flow) error {
+	err := w.FlowWriter.BundleFlows(ctx, command, flows)
+	if w.tf.Following() {
+		msgs := make([]openflow.Message, len(flows))
+		for i, f := range flows {
+			fm := openflow.AddFlow(f)
+			fm.Command = command
+			msgs[i] = fm
+		}
+		w.tf.Follow(ctx, w.FlowWriter.Bundle, msgs, err)
+	}
+	return err
+}
+
+func (w tracedWriter) DeleteFlowsByCookie(ctx context.Context, cookie, mask uint64) error {
+	err := w.FlowWriter.DeleteFlowsByCookie(ctx, cookie, mask)
+	if w.tf.Following() {
+		w.tf.Follow(ctx, w.FlowWriter.Bundle, []openflow.Message{openflow.DeleteFlows(openflow.TableAll, nil, cookie, mask)}, err)
+	}
+	return err
+}
+
+// Apply sends packet-outs and meter-mods (no flows) as the connection does.
+func (w tracedWriter) Apply(ctx context.Context, msgs ...openflow.Message) error {
+	ap, ok := w.FlowWriter.(applier)
+	if !ok {
+		return fmt.Errorf("openflow connection %T cannot apply messages", w.FlowWriter)
+	}
+	return ap.Apply(ctx, msgs...)
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
@@ -70,6 +71,10 @@ type Agent struct {
 	mu           sync.Mutex
 	traces       map[string]*agentTrace // by name
 	clusterCIDRs []netip.Prefix         // the node's ClusterPodCIDRs
+	// shadow is the switch's flows the installed traces' copies follow
+	// (follow.go); nil while no trace's copies are on the switch.
+	shadow    *Shadow
+	following atomic.Bool // shadow != nil
 }
 
 type agentTrace struct {
@@ -127,10 +132,72 @@ func (a *Agent) HandlePacketIn(pi *openflow.PacketIn) bool {
 func (a *Agent) Resync() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.dropShadowLocked()
 	for name, t := range a.traces {
 		t.installed, t.live.armed = false, false
 		a.queue.Add(name)
 	}
+}
+
+// Following reports whether any trace's copies are on the switch, so that
+// the agent's flow changes must go through Follow.
+func (a *Agent) Following() bool { return a.following.Load() }
+
+// Follow keeps the running traces' copies in step with msgs, a bundle of
+// flow changes the caller (holding the agent's flow lock) just sent to the
+// switch, which answered sendErr: the copies of the flows it added or
+// replaced are added, those of the flows it deleted deleted, with bundle
+// (the connection's, right after the change and under the same lock). A
+// change it cannot follow, one whose outcome is unknown, or a failed
+// bundle of copies makes every trace copy the switch's flows again.
+func (a *Agent) Follow(ctx context.Context, bundle func(context.Context, ...openflow.Message) error, msgs []openflow.Message, sendErr error) {
+	if !a.following.Load() {
+		return
+	}
+	if sendErr != nil {
+		var oe *openflow.Error
+		if !errors.As(sendErr, &oe) && !errors.Is(sendErr, openflow.ErrTooLarge) {
+			a.recopy("a flow change of unknown outcome", sendErr)
+		}
+		return // refused: the switch holds what it held
+	}
+	a.mu.Lock()
+	if a.shadow == nil {
+		a.mu.Unlock()
+		return
+	}
+	changes, err := a.shadow.Follow(msgs)
+	a.mu.Unlock()
+	if err != nil {
+		a.recopy("a flow change", err)
+		return
+	}
+	if len(changes) == 0 {
+		return
+	}
+	if err := bundle(ctx, changes...); err != nil {
+		a.recopy("the copies' changes", err)
+		return
+	}
+	a.log.Debug("traceflow copies follow a flow change", "changes", len(msgs), "copy_changes", len(changes))
+}
+
+// recopy makes every trace copy the switch's flows again (after a change
+// Follow could not keep them in step with).
+func (a *Agent) recopy(what string, err error) {
+	a.log.Info("traceflow: copying the flows again", "after", what, "err", err)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.dropShadowLocked()
+	for name, t := range a.traces {
+		t.installed = false
+		a.queue.Add(name)
+	}
+}
+
+func (a *Agent) dropShadowLocked() {
+	a.shadow = nil
+	a.following.Store(false)
 }
 
 // Run runs until ctx ends.
@@ -283,19 +350,43 @@ func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 			base = append(base, s.Flow)
 		}
 		mode := Mode{Live: t.in.Live, DroppedOnly: t.live.droppedOnly, ClusterCIDRs: n.ClusterPodCIDRs}
-		copies, skipped, err := Copies(base, t.tag, Cookie(r, t.tag), mode)
+		// The shadow of the flows, which every later flow change keeps
+		// the copies in step with (Follow), starts from this dump.
+		a.mu.Lock()
+		if a.shadow == nil {
+			a.shadow, err = NewShadow(base)
+		} else {
+			err = a.shadow.Rebase(base)
+		}
+		var copies, skipped []*openflow.Flow
+		if err == nil {
+			copies, skipped, err = a.shadow.Trace(t.tag, Cookie(r, t.tag), mode)
+		}
 		if err != nil {
+			a.dropShadowLocked()
+			a.mu.Unlock()
 			return err
 		}
+		a.following.Store(true)
+		a.mu.Unlock()
 		if len(skipped) > 0 {
 			a.log.Warn("traceflow: flows without a tagged copy (their neighbour one priority up could overlap it); packets they decide are not observed",
 				"tag", t.tag, "flows", len(skipped), "first", skipped[0].String())
 		}
-		msgs := make([]openflow.Message, len(copies))
-		for i, f := range copies {
-			msgs[i] = openflow.AddFlow(f)
+		// Copies an earlier install left (of flows since gone) go in the
+		// same bundle; a live trace's tagging flow stays.
+		c, m := copySelector(t.tag)
+		msgs := make([]openflow.Message, 0, len(copies)+1)
+		msgs = append(msgs, openflow.DeleteFlows(openflow.TableAll, nil, c, m))
+		for _, f := range copies {
+			msgs = append(msgs, openflow.AddFlow(f))
 		}
 		if err := w.Bundle(ctx, msgs...); err != nil {
+			a.mu.Lock()
+			if a.shadow != nil && a.shadow.Forget(t.tag) == 0 {
+				a.dropShadowLocked()
+			}
+			a.mu.Unlock()
 			return fmt.Errorf("install %d tagged flows of tag %d: %w", len(copies), t.tag, err)
 		}
 		a.mu.Lock()
@@ -309,7 +400,15 @@ func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 func (a *Agent) forget(ctx context.Context, name string, tag uint8) error {
 	err := a.node.Install(ctx, func(w Writer, _ *pipeline.NodeConfig, _ pipeline.Round) error {
 		c, m := Selector(tag)
-		return w.DeleteFlowsByCookie(ctx, c, m)
+		if err := w.DeleteFlowsByCookie(ctx, c, m); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		if a.shadow != nil && a.shadow.Forget(tag) == 0 {
+			a.dropShadowLocked()
+		}
+		a.mu.Unlock()
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("remove the flows of tag %d: %w", tag, err)

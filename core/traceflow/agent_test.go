@@ -21,7 +21,8 @@ import (
 )
 
 // fakeSwitch is a switch holding the test node's flows: it answers dumps
-// from them, adds bundled flows, deletes by cookie and records packet-outs.
+// from them, applies bundled flow-mods (add or replace, strict delete,
+// delete by cookie), deletes by cookie and records packet-outs.
 type fakeSwitch struct {
 	flows   []*openflow.Flow
 	outs    []*openflow.PacketOut
@@ -32,7 +33,22 @@ type fakeSwitch struct {
 func (s *fakeSwitch) Bundle(_ context.Context, msgs ...openflow.Message) error {
 	s.bundles++
 	for _, m := range msgs {
-		s.flows = append(s.flows, m.(*openflow.FlowMod).Flow)
+		fm := m.(*openflow.FlowMod)
+		k := flowKey(fm.Flow)
+		switch fm.Command {
+		case openflow.FlowAdd:
+			if i := slices.IndexFunc(s.flows, func(f *openflow.Flow) bool { return flowKey(f) == k }); i >= 0 {
+				s.flows[i] = fm.Flow
+			} else {
+				s.flows = append(s.flows, fm.Flow)
+			}
+		case openflow.FlowDeleteStrict:
+			s.flows = slices.DeleteFunc(s.flows, func(f *openflow.Flow) bool { return flowKey(f) == k })
+		case openflow.FlowDelete:
+			s.flows = slices.DeleteFunc(s.flows, func(f *openflow.Flow) bool {
+				return f.CookieValue()&fm.CookieMask == fm.Flow.CookieValue()&fm.CookieMask
+			})
+		}
 	}
 	return nil
 }

@@ -49,6 +49,12 @@ func Selector(tag uint8) (cookie, mask uint64) {
 	return uint64(pipeline.NewCookie(0, pipeline.CategoryTraceflow, uint64(tag))), ^pipeline.RoundMask &^ tagFlowID
 }
 
+// copySelector selects the copies of tag in every round (not a live
+// trace's tagging flow).
+func copySelector(tag uint8) (cookie, mask uint64) {
+	return uint64(pipeline.NewCookie(0, pipeline.CategoryTraceflow, uint64(tag))), ^pipeline.RoundMask
+}
+
 // AllSelector selects every trace's flows in every round.
 func AllSelector() (cookie, mask uint64) {
 	return uint64(pipeline.NewCookie(0, pipeline.CategoryTraceflow, 0)), pipeline.CategoryMask &^ pipeline.RoundMask
@@ -80,71 +86,102 @@ func Copies(base []*openflow.Flow, tag uint8, cookie uint64, mode Mode) (copies,
 	if tag == 0 || tag > MaxTag {
 		return nil, nil, fmt.Errorf("tag %d out of range 1-%d", tag, MaxTag)
 	}
-	prio := map[[2]int]bool{} // table, priority of the non-trace flows
-	for _, f := range base {
-		if pipeline.Cookie(f.CookieValue()).Category() != pipeline.CategoryTraceflow {
-			prio[[2]int{int(f.TableID()), int(f.Priority())}] = true
-		}
-	}
-	// A drop in a table reached by resubmit returns to the caller, which
-	// goes on: such tables end nothing, and their flows get no copy.
-	resubmitted := map[uint8]bool{}
+	ix := baseIndex{prio: map[[2]int]bool{}, resub: map[uint8]bool{}} // of the non-trace flows
 	for _, f := range base {
 		if pipeline.Cookie(f.CookieValue()).Category() == pipeline.CategoryTraceflow {
 			continue // a live trace's tagging flow resubmits to its own table
 		}
-		acts, err := openflow.DecodeInstructions(f.InstructionBytes())
+		ix.prio[[2]int{int(f.TableID()), int(f.Priority())}] = true
+		tables, err := resubmits(f)
 		if err != nil {
-			return nil, nil, fmt.Errorf("table %d flow %s: %w", f.TableID(), f.MatchString(), err)
+			return nil, nil, err
 		}
-		for _, a := range acts {
-			if r, ok := a.(openflow.Resubmit); ok {
-				t := r.Table
-				if t == openflow.TableAll {
-					t = f.TableID()
-				}
-				resubmitted[t] = true
-			}
+		for _, t := range tables {
+			ix.resub[t] = true
 		}
 	}
 	for _, f := range base {
-		if resubmitted[f.TableID()] || !Observed(f.TableID()) || pipeline.Cookie(f.CookieValue()).Category() == pipeline.CategoryTraceflow {
-			continue
-		}
-		acts, err := openflow.DecodeInstructions(f.InstructionBytes())
+		c, skip, err := copiesOf(f, tag, cookie, mode, ix)
 		if err != nil {
-			return nil, nil, fmt.Errorf("table %d flow %s: %w", f.TableID(), f.MatchString(), err)
+			return nil, nil, err
 		}
-		kind, ok := terminal(acts)
-		if !ok {
-			continue
-		}
-		m, ok := taggedMatch(f.MatchBytes(), tag)
-		if !ok {
-			continue // not IPv4
-		}
-		if f.Priority() == 0xffff || prio[[2]int{int(f.TableID()), int(f.Priority()) + 1}] {
-			// A neighbour one priority up could overlap this flow.
+		if skip {
 			skipped = append(skipped, f)
-			continue
 		}
-		if mode.Live && kind == KindOutput {
-			live, ok := liveOutputCopies(f, m, acts, tag, cookie, mode, prio)
-			if !ok {
-				skipped = append(skipped, f)
-				continue
-			}
-			copies = append(copies, live...)
-			continue
-		}
-		a := openflow.NewActions()
-		if !mode.DroppedOnly || kind != KindOutput {
-			a.Append(openflow.Controller{Reason: openflow.ReasonAction, Userdata: userdata(tag, kind, f.Priority())})
-		}
-		a.Append(acts...)
-		copies = append(copies, openflow.NewFlow(f.TableID(), f.Priority()+1).Cookie(cookie).Match(m).Actions(a))
+		copies = append(copies, c...)
 	}
 	return copies, skipped, nil
+}
+
+// flowIndex tells copiesOf about the other flows of the switch.
+type flowIndex interface {
+	// occupied: a flow (not a trace's) sits in table at priority prio.
+	occupied(table uint8, prio int) bool
+	// resubmitted: a flow resubmits to table. A drop in such a table
+	// returns to the caller, which goes on: its flows end nothing and get
+	// no copy.
+	resubmitted(table uint8) bool
+}
+
+type baseIndex struct {
+	prio  map[[2]int]bool
+	resub map[uint8]bool
+}
+
+func (ix baseIndex) occupied(table uint8, prio int) bool { return ix.prio[[2]int{int(table), prio}] }
+func (ix baseIndex) resubmitted(table uint8) bool        { return ix.resub[table] }
+
+// resubmits lists the tables f's actions resubmit to.
+func resubmits(f *openflow.Flow) ([]uint8, error) {
+	acts, err := openflow.DecodeInstructions(f.InstructionBytes())
+	if err != nil {
+		return nil, fmt.Errorf("table %d flow %s: %w", f.TableID(), f.MatchString(), err)
+	}
+	var out []uint8
+	for _, a := range acts {
+		if r, ok := a.(openflow.Resubmit); ok {
+			t := r.Table
+			if t == openflow.TableAll {
+				t = f.TableID()
+			}
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// copiesOf is trace tag's copies of f (none when f ends nothing, is a
+// trace's own, or is not IPv4); skipped when f gets none because a
+// neighbour one (a live output copy: two) priority up could overlap them.
+func copiesOf(f *openflow.Flow, tag uint8, cookie uint64, mode Mode, ix flowIndex) (copies []*openflow.Flow, skipped bool, err error) {
+	if ix.resubmitted(f.TableID()) || !Observed(f.TableID()) || pipeline.Cookie(f.CookieValue()).Category() == pipeline.CategoryTraceflow {
+		return nil, false, nil
+	}
+	acts, err := openflow.DecodeInstructions(f.InstructionBytes())
+	if err != nil {
+		return nil, false, fmt.Errorf("table %d flow %s: %w", f.TableID(), f.MatchString(), err)
+	}
+	kind, ok := terminal(acts)
+	if !ok {
+		return nil, false, nil
+	}
+	m, ok := taggedMatch(f.MatchBytes(), tag)
+	if !ok {
+		return nil, false, nil // not IPv4
+	}
+	if f.Priority() == 0xffff || ix.occupied(f.TableID(), int(f.Priority())+1) {
+		return nil, true, nil // a neighbour one priority up could overlap this flow
+	}
+	if mode.Live && kind == KindOutput {
+		live, ok := liveOutputCopies(f, m, acts, tag, cookie, mode, ix)
+		return live, !ok, nil
+	}
+	a := openflow.NewActions()
+	if !mode.DroppedOnly || kind != KindOutput {
+		a.Append(openflow.Controller{Reason: openflow.ReasonAction, Userdata: userdata(tag, kind, f.Priority())})
+	}
+	a.Append(acts...)
+	return []*openflow.Flow{openflow.NewFlow(f.TableID(), f.Priority()+1).Cookie(cookie).Match(m).Actions(a)}, false, nil
 }
 
 // terminal reports whether the actions end the packet's way through the

@@ -132,9 +132,9 @@ func TagFlow(lm LiveMatch, tag uint8, droppedOnly bool, cookie uint64, hard time
 // already carries the tag): at p+1 one that clears the tag, at p+2 those
 // that keep it for packets going on to another node. ok is false when a
 // neighbour of f at p+2 could overlap them.
-func liveOutputCopies(f *openflow.Flow, m *openflow.Match, acts []openflow.Action, tag uint8, cookie uint64, mode Mode, prio map[[2]int]bool) ([]*openflow.Flow, bool) {
+func liveOutputCopies(f *openflow.Flow, m *openflow.Match, acts []openflow.Action, tag uint8, cookie uint64, mode Mode, ix flowIndex) ([]*openflow.Flow, bool) {
 	p := int(f.Priority())
-	if p+2 > 0xffff || prio[[2]int{int(f.TableID()), p + 2}] {
+	if p+2 > 0xffff || ix.occupied(f.TableID(), p+2) {
 		return nil, false
 	}
 	report := func(a *openflow.Actions) *openflow.Actions {

@@ -3,6 +3,7 @@ package traceflow
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,4 +170,152 @@ func dumpTables(t *testing.T, ctx context.Context, d *ovsdaemon.Daemon) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// TestCopiesFollowOnRealOVS: on a real ovs-vswitchd, copies made from the
+// switch's dump follow flow changes sent in the agent's own encoding (its
+// field order, reg0 and reg1 where OVS dumps xreg0): a policy realized
+// after the trace started reports the tagged packet it drops (it was
+// dropped unseen with copies made once), and once the policy goes the
+// copies on the switch are exactly those of its flows again (the strict
+// deletes of copies made from dumped flows found them).
+func TestCopiesFollowOnRealOVS(t *testing.T) {
+	d := ovsdaemon.StartForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := d.Vsctl(ctx, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+		"protocols=OpenFlow15", "fail_mode=secure",
+		"--", "add-port", "br-int", "web0", "--", "set", "interface", "web0", "type=internal", "ofport_request=10",
+		"--", "add-port", "br-int", "db0", "--", "set", "interface", "db0", "type=internal", "ofport_request=11"); err != nil {
+		t.Fatalf("add-br: %v\n%s", err, out)
+	}
+	pins := make(chan *openflow.PacketIn, 16)
+	c, err := openflow.Dial(ctx, "unix:"+d.MgmtSocketPath("br-int"), openflow.Config{PacketIn: func(pi *openflow.PacketIn) {
+		select {
+		case pins <- pi:
+		default:
+		}
+	}})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.Close()
+
+	const tag = 9
+	flows, err := pipeline.Build(nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddFlows(ctx, flows...); err != nil {
+		t.Fatalf("flows: %v", err)
+	}
+	dump := func() (base, copies []*openflow.Flow) {
+		t.Helper()
+		stats, err := c.DumpFlows(ctx, allTables, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range stats {
+			if isTraceFlow(s.Flow) {
+				copies = append(copies, s.Flow)
+			} else {
+				base = append(base, s.Flow)
+			}
+		}
+		return base, copies
+	}
+	base, _ := dump()
+	s, err := NewShadow(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copies, _, err := s.Trace(tag, Cookie(1, tag), Mode{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Bundle(ctx, adds(copies)...); err != nil {
+		t.Fatalf("copies: %v", err)
+	}
+	change := func(msgs []openflow.Message) {
+		t.Helper()
+		if err := c.Bundle(ctx, msgs...); err != nil {
+			t.Fatalf("change: %v", err)
+		}
+		out, err := s.Follow(msgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Bundle(ctx, out...); err != nil {
+			t.Fatalf("copy changes: %v", err)
+		}
+	}
+	// inject sends web-0 -> db-0:dport tagged and returns the table of its
+	// one packet-in (-1: none within 2 s).
+	inject := func(i int, dport uint16) int {
+		t.Helper()
+		p := Packet{SrcMAC: webMAC, DstMAC: dbMAC, SrcIP: webIP, DstIP: dbIP, Proto: ProtoTCP,
+			SrcPort: 41000 + uint16(i), DstPort: dport, TCPFlags: 0x02, Tag: tag, ID: 0x5000 + uint16(i)}
+		frame, err := p.Frame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(ctx, openflow.NewPacketOut(portWeb, frame, openflow.NewActions().Output(openflow.PortTable))); err != nil {
+			t.Fatalf("packet-out: %v", err)
+		}
+		select {
+		case pi := <-pins:
+			r, err := FromPacketIn(pi)
+			if err != nil {
+				t.Fatalf("packet-in (userdata %x): %v", pi.Userdata, err)
+			}
+			return int(r.Table)
+		case <-time.After(2 * time.Second):
+			return -1
+		}
+	}
+	if got := inject(0, 22); got != int(pipeline.Output) {
+		t.Fatalf("before the policy: packet-in from table %d, want Output (%d)", got, pipeline.Output)
+	}
+	pf, err := pipeline.PolicyFlows(dbPolicy, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	change(adds(pf))
+	if got := inject(1, 22); got != int(pipeline.IngressPolicy) {
+		t.Errorf("with the policy realized: packet-in from table %d, want IngressPolicy (%d)", got, pipeline.IngressPolicy)
+	}
+	keys := func(fs []*openflow.Flow) []string {
+		var out []string
+		for _, f := range fs {
+			out = append(out, flowKey(f)+" "+f.ActionsString())
+		}
+		slices.Sort(out)
+		return out
+	}
+	exact := func(what string) {
+		t.Helper()
+		base, onSwitch := dump()
+		want, _, err := Copies(base, tag, Cookie(1, tag), Mode{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h, w := keys(onSwitch), keys(want); !slices.Equal(h, w) {
+			t.Errorf("copies on the switch after %s:\n%s\nwant:\n%s", what, strings.Join(h, "\n"), strings.Join(w, "\n"))
+		}
+	}
+	change(deletes(pf))
+	exact("the policy went")
+	// The Output flow, which OVS dumps with reg0 as xreg0, deleted and
+	// added back in the agent's encoding: its copy (made from the dump)
+	// goes and comes back.
+	i := slices.IndexFunc(flows, func(f *openflow.Flow) bool {
+		return f.TableID() == uint8(pipeline.Output) && strings.Contains(f.MatchString(), "reg0=0x200/0x200")
+	})
+	change(deletes(flows[i : i+1]))
+	exact("the Output flow went")
+	change(adds(flows[i : i+1]))
+	exact("the Output flow came back")
+	if got := inject(2, 22); got != int(pipeline.Output) {
+		t.Errorf("after the policy went: packet-in from table %d, want Output (%d)", got, pipeline.Output)
+	}
 }
