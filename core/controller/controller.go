@@ -43,6 +43,9 @@ type Controller struct {
 	// cnpIndexer and tierIndexer hold crd.seine.io's ClusterNetworkPolicies
 	// and Tiers (AddTiered); nil without.
 	cnpIndexer, tierIndexer cache.Indexer
+	// cgIndexer holds crd.seine.io's ClusterGroups (AddClusterGroups);
+	// nil without.
+	cgIndexer cache.Indexer
 	// upstreamIndexer holds policy.networking.k8s.io's
 	// ClusterNetworkPolicies (AddUpstream); nil without.
 	upstreamIndexer cache.Indexer
@@ -60,9 +63,14 @@ type Controller struct {
 	atgs, ags     map[string]*group
 	clusterGroups map[*group]struct{} // groups with a namespaceSelector
 	policies      map[string]*policyState
-	dirtyATG      map[*group]struct{}
-	dirtyAG       map[*group]struct{}
-	dirtyNP       map[*policyState]struct{}
+	// groupUsers maps a ClusterGroup's name to the keys of the policies
+	// that read it (as a peer, an appliedTo or a child group).
+	groupUsers map[string]map[string]struct{}
+	// afterSync, when set (tests), is called with each policy key synced.
+	afterSync func(key string)
+	dirtyATG  map[*group]struct{}
+	dirtyAG   map[*group]struct{}
+	dirtyNP   map[*policyState]struct{}
 	// pendingKeys are policy keys queued and not synced yet: with the dirty
 	// maps they tell Idle that something is still to be published.
 	pendingKeys map[string]struct{}
@@ -110,6 +118,7 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 		ags:             make(map[string]*group),
 		clusterGroups:   make(map[*group]struct{}),
 		policies:        make(map[string]*policyState),
+		groupUsers:      make(map[string]map[string]struct{}),
 		dirtyATG:        make(map[*group]struct{}),
 		dirtyAG:         make(map[*group]struct{}),
 		dirtyNP:         make(map[*policyState]struct{}),

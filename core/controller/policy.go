@@ -26,6 +26,7 @@ type policyState struct {
 	span    *Span
 	changed bool // obj replaced since last stored
 	stored  bool
+	groups  []string // ClusterGroups read by the last translation
 }
 
 // syncPolicy recomputes the internal policy of one Kubernetes policy.
@@ -33,6 +34,9 @@ func (c *Controller) syncPolicy(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.pendingKeys, key)
+	if c.afterSync != nil {
+		defer c.afterSync(key)
+	}
 	if name, ok := strings.CutPrefix(key, cnpKeyPrefix); ok {
 		c.syncClusterPolicy(key, name)
 		return
@@ -128,6 +132,7 @@ func (c *Controller) detach(p *policyState) {
 // next flush, after whatever else changed in the same batch is published
 // (a policy created alongside may be what keeps p's pods isolated).
 func (c *Controller) deletePolicy(p *policyState) {
+	c.useGroups(p.key, nil)
 	c.detach(p)
 	delete(c.policies, p.key)
 	delete(c.dirtyNP, p)

@@ -139,11 +139,12 @@ func (c *Controller) syncClusterPolicy(key, name string) {
 		c.log.Error("decode cluster network policy: keeping its last translation", "name", name, "error", err)
 		return
 	}
-	obj, atgs, ags := c.translateCluster(&cnp)
+	obj, atgs, ags, groups := c.translateCluster(&cnp)
 	if obj.TranslationError != "" {
 		c.log.Warn("cluster network policy only partly translated", "name", name, "error", obj.TranslationError)
 	}
 	c.storePolicy(key, obj, atgs, ags)
+	c.useGroups(key, groups)
 }
 
 // clusterInternalName names the internal policy of a ClusterNetworkPolicy
@@ -174,7 +175,7 @@ func clusterInternalName(cnp *crdv1.ClusterNetworkPolicy) string {
 //
 // The agent does the same with what it cannot realize (core/agent/policy,
 // failClosed).
-func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *controlplane.NetworkPolicy, atgs, ags []*group) {
+func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *controlplane.NetworkPolicy, atgs, ags []*group, groups []string) {
 	tier := tierName(cnp.Spec.Tier)
 	tp, err := c.tierPriority(tier)
 	return c.translateTiered(tieredSpec{
@@ -202,7 +203,8 @@ type tieredSpec struct {
 	peerErrs map[string][]error
 }
 
-func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPolicy, atgs, ags []*group) {
+// translateTiered also returns the ClusterGroups it read.
+func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPolicy, atgs, ags []*group, groups []string) {
 	var problems []string
 	tier := sp.tier
 	prio := sp.priority
@@ -215,22 +217,24 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 	obj.Name = sp.name
 	obj.Generation = sp.generation
 	for i, at := range sp.appliedTo {
-		gs, err := clusterSelection(at.PodSelector, at.NamespaceSelector)
+		sels, err := c.appliedToSelections(at, &groups)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("appliedTo %d: %v: left out", i, err))
 			continue
 		}
-		g := c.ensureGroup(appliedToKind, gs)
-		atgs = append(atgs, g)
-		if !containsString(obj.AppliedToGroups, g.name) {
-			obj.AppliedToGroups = append(obj.AppliedToGroups, g.name)
+		for _, gs := range sels {
+			g := c.ensureGroup(appliedToKind, gs)
+			atgs = append(atgs, g)
+			if !containsString(obj.AppliedToGroups, g.name) {
+				obj.AppliedToGroups = append(obj.AppliedToGroups, g.name)
+			}
 		}
 	}
 	tp, err := sp.tierPriority, sp.tierErr
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("%v: the policy is not enforced", err))
 		obj.TranslationError = strings.Join(problems, "; ")
-		return obj, atgs, ags
+		return obj, atgs, ags, groups
 	}
 	obj.TierPriority = &tp
 	for _, d := range []struct {
@@ -246,7 +250,7 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 			if d.dir == controlplane.DirectionOut {
 				peers = r.To
 			}
-			peer, errs := c.clusterPeer(peers, &ags)
+			peer, errs := c.clusterPeer(peers, &ags, &groups)
 			if extra := sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)]; len(extra) > 0 {
 				if len(peers) == 0 {
 					// Every peer had no equivalent: the rule matches
@@ -295,7 +299,31 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 		}
 	}
 	obj.TranslationError = strings.Join(problems, "; ")
-	return obj, atgs, ags
+	return obj, atgs, ags, groups
+}
+
+// appliedToSelections is the pod selections of one appliedTo entry: its
+// selectors, or the ClusterGroup it names (whose IP blocks cannot be
+// applied to).
+func (c *Controller) appliedToSelections(at crdv1.AppliedTo, groups *[]string) ([]*groupSelector, error) {
+	if at.Group == "" {
+		gs, err := clusterSelection(at.PodSelector, at.NamespaceSelector)
+		if err != nil {
+			return nil, err
+		}
+		return []*groupSelector{gs}, nil
+	}
+	if at.PodSelector != nil || at.NamespaceSelector != nil {
+		return nil, fmt.Errorf("group %s with a selector beside it (a group stands alone in its entry)", at.Group)
+	}
+	r, err := c.resolveGroup(at.Group, groups)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.blocks) > 0 {
+		return nil, fmt.Errorf("group %s holds ipBlocks: a policy applies to pods only", at.Group)
+	}
+	return r.sels, nil
 }
 
 // clusterSelection is a cluster-wide pod selection: podSelector alone
@@ -318,13 +346,36 @@ func clusterSelection(podSel, nsSel *metav1.LabelSelector) (*groupSelector, erro
 
 // clusterPeer translates a tiered rule's peers as peer does a Kubernetes
 // rule's, with cluster-wide selections; no peers means every address.
-func (c *Controller) clusterPeer(peers []crdv1.Peer, ags *[]*group) (controlplane.NetworkPolicyPeer, []error) {
+func (c *Controller) clusterPeer(peers []crdv1.Peer, ags *[]*group, groups *[]string) (controlplane.NetworkPolicyPeer, []error) {
 	if len(peers) == 0 {
 		return matchAll(), nil
 	}
 	var out controlplane.NetworkPolicyPeer
 	var errs []error
+	addSel := func(gs *groupSelector) {
+		g := c.ensureGroup(addressKind, gs)
+		*ags = append(*ags, g)
+		if !containsString(out.AddressGroups, g.name) {
+			out.AddressGroups = append(out.AddressGroups, g.name)
+		}
+	}
 	for i, pr := range peers {
+		if pr.Group != "" {
+			if pr.PodSelector != nil || pr.NamespaceSelector != nil || pr.IPBlock != nil {
+				errs = append(errs, fmt.Errorf("peer %d: group %s with a selector or ipBlock beside it (a group stands alone in its entry)", i, pr.Group))
+				continue
+			}
+			r, err := c.resolveGroup(pr.Group, groups)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("peer %d: %w", i, err))
+				continue
+			}
+			for _, gs := range r.sels {
+				addSel(gs)
+			}
+			out.IPBlocks = append(out.IPBlocks, r.blocks...)
+			continue
+		}
 		if pr.IPBlock != nil {
 			if pr.PodSelector != nil || pr.NamespaceSelector != nil {
 				errs = append(errs, fmt.Errorf("peer %d: ipBlock with a selector", i))
@@ -343,11 +394,7 @@ func (c *Controller) clusterPeer(peers []crdv1.Peer, ags *[]*group) (controlplan
 			errs = append(errs, fmt.Errorf("peer %d: %w", i, err))
 			continue
 		}
-		g := c.ensureGroup(addressKind, gs)
-		*ags = append(*ags, g)
-		if !containsString(out.AddressGroups, g.name) {
-			out.AddressGroups = append(out.AddressGroups, g.name)
-		}
+		addSel(gs)
 	}
 	return out, errs
 }

@@ -33,10 +33,14 @@ func startTiered(t *testing.T, crd []runtime.Object, kube ...runtime.Object) *ti
 	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
 		crdv1.ClusterNetworkPoliciesResource: "ClusterNetworkPolicyList",
 		crdv1.TiersResource:                  "TierList",
+		crdv1.ClusterGroupsResource:          "ClusterGroupList",
 	}, us...)
 	e := startWith(t, func(ctx context.Context, c *Controller) {
 		f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 		if err := c.AddTiered(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.AddClusterGroups(f); err != nil {
 			t.Fatal(err)
 		}
 		f.Start(ctx.Done())
@@ -57,6 +61,8 @@ func toUnstructured(t *testing.T, o runtime.Object) *unstructured.Unstructured {
 		u.SetGroupVersionKind(crdv1.SchemeGroupVersion.WithKind("ClusterNetworkPolicy"))
 	case *crdv1.Tier:
 		u.SetGroupVersionKind(crdv1.SchemeGroupVersion.WithKind("Tier"))
+	case *crdv1.ClusterGroup:
+		u.SetGroupVersionKind(crdv1.SchemeGroupVersion.WithKind("ClusterGroup"))
 	}
 	return u
 }
@@ -65,8 +71,11 @@ func (e *tieredEnv) apply(o runtime.Object) {
 	e.t.Helper()
 	u := toUnstructured(e.t, o)
 	gvr := crdv1.ClusterNetworkPoliciesResource
-	if _, ok := o.(*crdv1.Tier); ok {
+	switch o.(type) {
+	case *crdv1.Tier:
 		gvr = crdv1.TiersResource
+	case *crdv1.ClusterGroup:
+		gvr = crdv1.ClusterGroupsResource
 	}
 	ctx := context.Background()
 	if _, err := e.dyn.Resource(gvr).Update(ctx, u, metav1.UpdateOptions{}); err != nil {

@@ -124,7 +124,7 @@ func (c *Controller) syncUpstreamPolicy(key, name string) {
 		c.log.Error("decode upstream cluster network policy: keeping its last translation", "name", name, "error", err)
 		return
 	}
-	obj, atgs, ags := c.translateTiered(upstreamSpec(&p))
+	obj, atgs, ags, _ := c.translateTiered(upstreamSpec(&p))
 	if obj.TranslationError != "" {
 		c.log.Warn("upstream cluster network policy only partly translated", "name", name, "error", obj.TranslationError)
 	}

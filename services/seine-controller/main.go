@@ -260,6 +260,14 @@ func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface,
 	if err := ctrl.AddTiered(f); err != nil {
 		return nil, err
 	}
+	groups := servesAll(res, crdv1.ClusterGroupsResource.Resource)
+	if groups {
+		if err := ctrl.AddClusterGroups(f); err != nil {
+			return nil, err
+		}
+	} else {
+		log.Warn("crd.seine.io does not serve clustergroups: a policy naming a ClusterGroup fails closed; apply seine.yml's CustomResourceDefinitions and restart")
+	}
 	// The upstream ClusterNetworkPolicy (policy.networking.k8s.io), when
 	// its CRD (shipped beside seine.yml) is installed.
 	up := controller.UpstreamClusterNetworkPoliciesResource
@@ -273,6 +281,9 @@ func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface,
 	}
 	f.Start(ctx.Done())
 	go srv.WriteTieredStatus(ctx, dc, time.Second)
+	if groups {
+		go ctrl.WriteClusterGroupStatus(ctx, dc, time.Second)
+	}
 	return f, nil
 }
 

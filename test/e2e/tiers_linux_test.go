@@ -8,12 +8,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/util/retry"
 
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/controller"
@@ -133,14 +135,7 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 			"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
 			"metadata": map[string]any{"name": name}, "spec": spec,
 		}}
-		old, err := cnps.Get(e.ctx, name, metav1.GetOptions{})
-		if err == nil {
-			u.SetResourceVersion(old.GetResourceVersion())
-			_, err = cnps.Update(e.ctx, u, metav1.UpdateOptions{})
-		} else {
-			_, err = cnps.Create(e.ctx, u, metav1.CreateOptions{})
-		}
-		if err != nil {
+		if err := e.createOrUpdate(cnps, u); err != nil {
 			e.t.Fatalf("apply cluster network policy %s: %v", name, err)
 		}
 	}
@@ -216,6 +211,17 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	del("tier-base")
 	expect("no policy", probeCase{"a", "udp", "."}, probeCase{"b", "tcp", "."})
 
+	// A ClusterGroup as a rule's peer: its members follow pod labels and
+	// its own spec, with real packets (checkClusterGroup).
+	e.checkClusterGroup(dc, a, b, func(step string, aWant, bWant string) {
+		e.t.Helper()
+		expect(step, probeCase{"a", "tcp", aWant}, probeCase{"b", "tcp", bWant})
+	}, func(group string) {
+		e.t.Helper()
+		apply("tier-group", "securityops", 10, "server", []any{rule("Drop", map[string]any{"group": group}, port("TCP", 8080))}, nil)
+	})
+	del("tier-group")
+
 	// The upstream ClusterNetworkPolicy (policy.networking.k8s.io) in the
 	// same order: Admin (240) before Kubernetes policy, Baseline (254)
 	// after it, only where nothing isolates.
@@ -233,14 +239,7 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 				"ingress": []any{map[string]any{"action": action, "from": []any{upPods("a")},
 					"protocols": []any{map[string]any{"tcp": map[string]any{"destinationPort": map[string]any{"number": int64(8080)}}}}}}},
 		}}
-		old, err := ups.Get(e.ctx, name, metav1.GetOptions{})
-		if err == nil {
-			u.SetResourceVersion(old.GetResourceVersion())
-			_, err = ups.Update(e.ctx, u, metav1.UpdateOptions{})
-		} else {
-			_, err = ups.Create(e.ctx, u, metav1.CreateOptions{})
-		}
-		if err != nil {
+		if err := e.createOrUpdate(ups, u); err != nil {
 			e.t.Fatalf("apply upstream cluster network policy %s: %v", name, err)
 		}
 	}
@@ -264,6 +263,25 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	}
 	expect("no policy again", probeCase{"a", "tcp", "."}, probeCase{"b", "tcp", "."})
 	e.t.Logf("tiered policy checks took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// createOrUpdate creates u or updates it to u, again if the update meets
+// a conflict: seine-controller writes the status of these objects every
+// second, and each write moves their resourceVersion.
+func (e *env) createOrUpdate(r dynamic.ResourceInterface, u *unstructured.Unstructured) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		old, err := r.Get(e.ctx, u.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = r.Create(e.ctx, u, metav1.CreateOptions{})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		u.SetResourceVersion(old.GetResourceVersion())
+		_, err = r.Update(e.ctx, u, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // waitTieredRealized waits until the internal policy of the

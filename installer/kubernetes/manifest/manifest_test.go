@@ -100,6 +100,7 @@ func TestManifestHasEveryObject(t *testing.T) {
 		"ClusterRole/seine-agent", "ClusterRole/seine-controller", "ClusterRole/seine-controlplane-viewer", "ClusterRole/seine-metrics-reader",
 		"ClusterRoleBinding/seine-agent", "ClusterRoleBinding/seine-agent-auth-delegator", "ClusterRoleBinding/seine-controller", "ClusterRoleBinding/seine-controller-auth-delegator",
 		"ConfigMap/seine-config",
+		"CustomResourceDefinition/clustergroups.crd.seine.io",
 		"CustomResourceDefinition/clusternetworkpolicies.crd.seine.io", "CustomResourceDefinition/tiers.crd.seine.io",
 		"CustomResourceDefinition/traceflows.crd.seine.io",
 		"DaemonSet/seine-agent", "DaemonSet/seine-ovs", "Deployment/seine-controller",

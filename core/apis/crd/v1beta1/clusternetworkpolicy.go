@@ -52,12 +52,16 @@ type ClusterNetworkPolicySpec struct {
 
 // AppliedTo selects pods: podSelector alone selects in every namespace,
 // namespaceSelector alone every pod of the selected namespaces, both the
-// selected pods of the selected namespaces.
+// selected pods of the selected namespaces; or group, the pods of a
+// ClusterGroup (alone in its entry).
 type AppliedTo struct {
 	// +optional
 	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	// Group names a ClusterGroup of pods.
+	// +optional
+	Group string `json:"group,omitempty"`
 }
 
 // RuleAction is what a rule does with the connections it matches.
@@ -99,8 +103,12 @@ type Rule struct {
 }
 
 // Peer is the other end of a rule: pods (podSelector and/or
-// namespaceSelector, with AppliedTo's meaning) or an ipBlock.
+// namespaceSelector, with AppliedTo's meaning), an ipBlock, or a
+// ClusterGroup (group, alone in its entry).
 type Peer struct {
+	// Group names a ClusterGroup: its pods and IP blocks.
+	// +optional
+	Group string `json:"group,omitempty"`
 	// +optional
 	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
 	// +optional

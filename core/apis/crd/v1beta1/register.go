@@ -14,6 +14,7 @@ var (
 	TraceflowsResource             = SchemeGroupVersion.WithResource("traceflows")
 	TiersResource                  = SchemeGroupVersion.WithResource("tiers")
 	ClusterNetworkPoliciesResource = SchemeGroupVersion.WithResource("clusternetworkpolicies")
+	ClusterGroupsResource          = SchemeGroupVersion.WithResource("clustergroups")
 )
 
 var (
@@ -28,6 +29,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&Traceflow{}, &TraceflowList{},
 		&Tier{}, &TierList{},
 		&ClusterNetworkPolicy{}, &ClusterNetworkPolicyList{},
+		&ClusterGroup{}, &ClusterGroupList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil

@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+)
+
+// checkClusterGroup shows a ClusterGroup (crd.seine.io) as the peer of a
+// securityops Drop to the server, with real packets: clients a and b are
+// dropped exactly while the group holds them, as pod labels and the
+// group's own selector change; the group's status lists its pods; and the
+// kube-apiserver refuses a group of two kinds and a group that is its own
+// child (the CRD's validation rules). expect(step, a, b) waits for the
+// verdicts of a and b on TCP ("." answered, "X" dropped); drop(group)
+// applies the Drop naming group.
+func (e *env) checkClusterGroup(dc dynamic.Interface, a, b *corev1.Pod, expect func(step, a, b string), drop func(group string)) {
+	e.t.Helper()
+	start := time.Now()
+	cgs := dc.Resource(crdv1.ClusterGroupsResource)
+	label := func(p *corev1.Pod, v any) {
+		e.t.Helper()
+		patch := fmt.Sprintf(`{"metadata":{"labels":{"tier-client":%s}}}`, map[bool]string{true: `"yes"`, false: "null"}[v != nil])
+		if _, err := e.cs.CoreV1().Pods(p.Namespace).Patch(e.ctx, p.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	e.t.Cleanup(func() {
+		_ = cgs.Delete(e.ctx, "tier-clients", metav1.DeleteOptions{})
+		for _, p := range []*corev1.Pod{a, b} {
+			_, _ = e.cs.CoreV1().Pods(p.Namespace).Patch(e.ctx, p.Name, types.MergePatchType, []byte(`{"metadata":{"labels":{"tier-client":null}}}`), metav1.PatchOptions{})
+		}
+	})
+	group := func(spec map[string]any) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterGroup",
+			"metadata": map[string]any{"name": "tier-clients"}, "spec": spec,
+		}}
+	}
+	podSel := func(k, v string) map[string]any {
+		return map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{k: v}}}
+	}
+
+	// The kube-apiserver refuses what cannot be a group.
+	for _, bad := range []struct {
+		spec map[string]any
+		want string
+	}{
+		{map[string]any{"podSelector": map[string]any{}, "ipBlocks": []any{map[string]any{"cidr": "10.0.0.0/8"}}}, "one kind of member"},
+		{map[string]any{"childGroups": []any{"tier-clients"}}, "its own child group"},
+	} {
+		_, err := cgs.Create(e.ctx, group(bad.spec), metav1.CreateOptions{})
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			_ = cgs.Delete(e.ctx, "tier-clients", metav1.DeleteOptions{})
+			e.t.Fatalf("create ClusterGroup %v: %v, want refused: %s", bad.spec, err, bad.want)
+		}
+		e.t.Logf("tiers: the kube-apiserver refused a bad ClusterGroup: %v", err)
+	}
+
+	if err := e.createOrUpdate(cgs, group(podSel("tier-client", "yes"))); err != nil {
+		e.t.Fatalf("create ClusterGroup: %v", err)
+	}
+	drop("tier-clients")
+	expect("Drop from an empty ClusterGroup", ".", ".")
+	label(a, "yes")
+	expect("Drop from a ClusterGroup holding a", "X", ".")
+	e.waitGroupMembers(cgs, "tier-clients", a.Name)
+	label(b, "yes")
+	label(a, nil)
+	expect("b joined the ClusterGroup, a left it", ".", "X")
+	e.waitGroupMembers(cgs, "tier-clients", b.Name)
+	// The group's own selector changes: the policy follows.
+	if err := e.createOrUpdate(cgs, group(podSel("tier-role", "a"))); err != nil {
+		e.t.Fatalf("update ClusterGroup: %v", err)
+	}
+	expect("the ClusterGroup now selects a", "X", ".")
+	e.waitGroupMembers(cgs, "tier-clients", a.Name)
+	label(b, nil)
+	e.t.Logf("ClusterGroup checks took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// waitGroupMembers waits until the ClusterGroup's status, written by
+// seine-controller, lists exactly the pods names.
+func (e *env) waitGroupMembers(cgs dynamic.ResourceInterface, name string, names ...string) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	want := strings.Join(names, ",")
+	var last string
+	for time.Now().Before(deadline) {
+		u, err := cgs.Get(e.ctx, name, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+		} else {
+			var g crdv1.ClusterGroup
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &g); err != nil {
+				e.t.Fatal(err)
+			}
+			var got []string
+			for _, p := range g.Status.Pods {
+				got = append(got, p.Name)
+			}
+			last = fmt.Sprintf("phase %s, podCount %d, pods %v", g.Status.Phase, g.Status.PodCount, got)
+			if g.Status.Phase == crdv1.ClusterGroupComputed && strings.Join(got, ",") == want && int(g.Status.PodCount) == len(names) && g.Status.ObservedGeneration == u.GetGeneration() {
+				e.t.Logf("tiers: ClusterGroup %s status: %s", name, last)
+				return
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	e.t.Fatalf("ClusterGroup %s status: %s, want pods %s", name, last, want)
+}
