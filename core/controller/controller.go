@@ -46,6 +46,9 @@ type Controller struct {
 	// cgIndexer holds crd.seine.io's ClusterGroups (AddClusterGroups);
 	// nil without.
 	cgIndexer cache.Indexer
+	// snpIndexer holds crd.seine.io's namespaced NetworkPolicies
+	// (AddNamespacedTiered); nil without.
+	snpIndexer cache.Indexer
 	// upstreamIndexer holds policy.networking.k8s.io's
 	// ClusterNetworkPolicies (AddUpstream); nil without.
 	upstreamIndexer cache.Indexer

@@ -145,12 +145,15 @@ func (e *testEnv) dump() string {
 			atgs = append(atgs, name(n))
 		}
 		s := fmt.Sprintf("np %s/%s types=%v atg=%v span=%v", p.SourceRef.Namespace, p.SourceRef.Name, p.PolicyTypes, atgs, it.Span.Nodes())
-		if p.SourceRef.Type == controlplane.SeineClusterNetworkPolicy || p.SourceRef.Type == controlplane.UpstreamClusterNetworkPolicy {
-			kind := "cnp"
-			if p.SourceRef.Type == controlplane.UpstreamClusterNetworkPolicy {
+		if t := p.SourceRef.Type; t == controlplane.SeineClusterNetworkPolicy || t == controlplane.UpstreamClusterNetworkPolicy || t == controlplane.SeineNetworkPolicy {
+			kind, name := "cnp", p.SourceRef.Name
+			switch t {
+			case controlplane.UpstreamClusterNetworkPolicy:
 				kind = "upstream-cnp"
+			case controlplane.SeineNetworkPolicy:
+				kind, name = "snp", p.SourceRef.Namespace+"/"+name
 			}
-			s = fmt.Sprintf("%s %s types=%v atg=%v span=%v", kind, p.SourceRef.Name, p.PolicyTypes, atgs, it.Span.Nodes())
+			s = fmt.Sprintf("%s %s types=%v atg=%v span=%v", kind, name, p.PolicyTypes, atgs, it.Span.Nodes())
 			if p.TierPriority != nil {
 				s += fmt.Sprintf(" tier=%s/%d", p.Tier, *p.TierPriority)
 			}

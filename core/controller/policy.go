@@ -41,6 +41,10 @@ func (c *Controller) syncPolicy(key string) {
 		c.syncClusterPolicy(key, name)
 		return
 	}
+	if name, ok := strings.CutPrefix(key, snpKeyPrefix); ok {
+		c.syncNamespacedPolicy(key, name)
+		return
+	}
 	if name, ok := strings.CutPrefix(key, upstreamKeyPrefix); ok {
 		c.syncUpstreamPolicy(key, name)
 		return

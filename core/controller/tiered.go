@@ -61,6 +61,18 @@ func (c *Controller) AddTiered(f dynamicinformer.DynamicSharedInformerFactory) e
 				enqueueCNP(p)
 			}
 		}
+		if c.snpIndexer == nil {
+			return
+		}
+		for _, p := range c.snpIndexer.List() {
+			pu, ok := p.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			if t, _, _ := unstructured.NestedString(pu.Object, "spec", "tier"); tierName(t) == u.GetName() {
+				c.enqueueNamespaced(p)
+			}
+		}
 	}
 	for _, t := range []struct {
 		inf cache.SharedIndexInformer
@@ -189,13 +201,16 @@ func (c *Controller) translateCluster(cnp *crdv1.ClusterNetworkPolicy) (obj *con
 // tieredSpec is a tiered policy of any kind (Seine's ClusterNetworkPolicy,
 // the upstream one) in Seine's terms, for translateTiered.
 type tieredSpec struct {
-	ref             controlplane.NetworkPolicyReference
-	name            string
-	generation      int64
-	tier            string
-	tierPriority    int32
-	tierErr         error
-	priority        float64
+	ref          controlplane.NetworkPolicyReference
+	name         string
+	generation   int64
+	tier         string
+	tierPriority int32
+	tierErr      error
+	priority     float64
+	// namespace confines a namespaced policy's selections (empty: a
+	// cluster-wide policy).
+	namespace       string
 	appliedTo       []crdv1.AppliedTo
 	ingress, egress []crdv1.Rule
 	// peerErrs are peers of a rule ("ingress/<i>", "egress/<i>") that
@@ -217,7 +232,7 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 	obj.Name = sp.name
 	obj.Generation = sp.generation
 	for i, at := range sp.appliedTo {
-		sels, err := c.appliedToSelections(at, &groups)
+		sels, err := c.appliedToSelections(at, sp.namespace, &groups)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("appliedTo %d: %v: left out", i, err))
 			continue
@@ -250,7 +265,7 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 			if d.dir == controlplane.DirectionOut {
 				peers = r.To
 			}
-			peer, errs := c.clusterPeer(peers, &ags, &groups)
+			peer, errs := c.clusterPeer(peers, sp.namespace, &ags, &groups)
 			if extra := sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)]; len(extra) > 0 {
 				if len(peers) == 0 {
 					// Every peer had no equivalent: the rule matches
@@ -305,7 +320,10 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 // appliedToSelections is the pod selections of one appliedTo entry: its
 // selectors, or the ClusterGroup it names (whose IP blocks cannot be
 // applied to).
-func (c *Controller) appliedToSelections(at crdv1.AppliedTo, groups *[]string) ([]*groupSelector, error) {
+func (c *Controller) appliedToSelections(at crdv1.AppliedTo, namespace string, groups *[]string) ([]*groupSelector, error) {
+	if namespace != "" {
+		return namespacedAppliedTo(at, namespace)
+	}
 	if at.Group == "" {
 		gs, err := clusterSelection(at.PodSelector, at.NamespaceSelector)
 		if err != nil {
@@ -346,7 +364,7 @@ func clusterSelection(podSel, nsSel *metav1.LabelSelector) (*groupSelector, erro
 
 // clusterPeer translates a tiered rule's peers as peer does a Kubernetes
 // rule's, with cluster-wide selections; no peers means every address.
-func (c *Controller) clusterPeer(peers []crdv1.Peer, ags *[]*group, groups *[]string) (controlplane.NetworkPolicyPeer, []error) {
+func (c *Controller) clusterPeer(peers []crdv1.Peer, namespace string, ags *[]*group, groups *[]string) (controlplane.NetworkPolicyPeer, []error) {
 	if len(peers) == 0 {
 		return matchAll(), nil
 	}
@@ -360,6 +378,10 @@ func (c *Controller) clusterPeer(peers []crdv1.Peer, ags *[]*group, groups *[]st
 		}
 	}
 	for i, pr := range peers {
+		if pr.Group != "" && namespace != "" {
+			errs = append(errs, fmt.Errorf("peer %d: group %s: ClusterGroups are for cluster-wide policies", i, pr.Group))
+			continue
+		}
 		if pr.Group != "" {
 			if pr.PodSelector != nil || pr.NamespaceSelector != nil || pr.IPBlock != nil {
 				errs = append(errs, fmt.Errorf("peer %d: group %s with a selector or ipBlock beside it (a group stands alone in its entry)", i, pr.Group))
@@ -390,6 +412,10 @@ func (c *Controller) clusterPeer(peers []crdv1.Peer, ags *[]*group, groups *[]st
 			continue
 		}
 		gs, err := clusterSelection(pr.PodSelector, pr.NamespaceSelector)
+		if err == nil && namespace != "" && pr.NamespaceSelector == nil {
+			// A podSelector alone selects in the policy's namespace.
+			gs.ns, gs.namespace = nil, namespace
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("peer %d: %w", i, err))
 			continue

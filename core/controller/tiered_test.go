@@ -34,6 +34,7 @@ func startTiered(t *testing.T, crd []runtime.Object, kube ...runtime.Object) *ti
 		crdv1.ClusterNetworkPoliciesResource: "ClusterNetworkPolicyList",
 		crdv1.TiersResource:                  "TierList",
 		crdv1.ClusterGroupsResource:          "ClusterGroupList",
+		crdv1.NetworkPoliciesResource:        "NetworkPolicyList",
 	}, us...)
 	e := startWith(t, func(ctx context.Context, c *Controller) {
 		f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
@@ -41,6 +42,9 @@ func startTiered(t *testing.T, crd []runtime.Object, kube ...runtime.Object) *ti
 			t.Fatal(err)
 		}
 		if err := c.AddClusterGroups(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.AddNamespacedTiered(f); err != nil {
 			t.Fatal(err)
 		}
 		f.Start(ctx.Done())
@@ -63,6 +67,8 @@ func toUnstructured(t *testing.T, o runtime.Object) *unstructured.Unstructured {
 		u.SetGroupVersionKind(crdv1.SchemeGroupVersion.WithKind("Tier"))
 	case *crdv1.ClusterGroup:
 		u.SetGroupVersionKind(crdv1.SchemeGroupVersion.WithKind("ClusterGroup"))
+	case *crdv1.NetworkPolicy:
+		u.SetGroupVersionKind(crdv1.SchemeGroupVersion.WithKind("NetworkPolicy"))
 	}
 	return u
 }
@@ -76,10 +82,13 @@ func (e *tieredEnv) apply(o runtime.Object) {
 		gvr = crdv1.TiersResource
 	case *crdv1.ClusterGroup:
 		gvr = crdv1.ClusterGroupsResource
+	case *crdv1.NetworkPolicy:
+		gvr = crdv1.NetworkPoliciesResource
 	}
 	ctx := context.Background()
-	if _, err := e.dyn.Resource(gvr).Update(ctx, u, metav1.UpdateOptions{}); err != nil {
-		if _, err := e.dyn.Resource(gvr).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+	r := e.dyn.Resource(gvr).Namespace(u.GetNamespace())
+	if _, err := r.Update(ctx, u, metav1.UpdateOptions{}); err != nil {
+		if _, err := r.Create(ctx, u, metav1.CreateOptions{}); err != nil {
 			e.t.Fatal(err)
 		}
 	}

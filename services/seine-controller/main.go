@@ -260,6 +260,13 @@ func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface,
 	if err := ctrl.AddTiered(f); err != nil {
 		return nil, err
 	}
+	if servesAll(res, crdv1.NetworkPoliciesResource.Resource) {
+		if err := ctrl.AddNamespacedTiered(f); err != nil {
+			return nil, err
+		}
+	} else {
+		log.Warn("crd.seine.io does not serve networkpolicies: Seine's namespaced NetworkPolicy is off; apply seine.yml's CustomResourceDefinitions and restart")
+	}
 	groups := servesAll(res, crdv1.ClusterGroupsResource.Resource)
 	if groups {
 		if err := ctrl.AddClusterGroups(f); err != nil {

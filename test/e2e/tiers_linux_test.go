@@ -222,6 +222,13 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	})
 	del("tier-group")
 
+	// A namespaced Seine NetworkPolicy in the pods' namespace, on the same
+	// path (checkNamespacedTiered).
+	e.checkNamespacedTiered(dc, func(step string, aWant, bWant string) {
+		e.t.Helper()
+		expect(step, probeCase{"a", "tcp", aWant}, probeCase{"b", "tcp", bWant})
+	})
+
 	// The upstream ClusterNetworkPolicy (policy.networking.k8s.io) in the
 	// same order: Admin (240) before Kubernetes policy, Baseline (254)
 	// after it, only where nothing isolates.

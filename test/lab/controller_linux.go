@@ -220,9 +220,9 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
 			// Tiered policy, as seine.yml grants it.
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers", "clusternetworkpolicies", "clustergroups"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers", "clusternetworkpolicies", "clustergroups", "networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers"}, Verbs: []string{"create", "update", "patch"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"clusternetworkpolicies/status", "clustergroups/status"}, Verbs: []string{"update", "patch"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"clusternetworkpolicies/status", "clustergroups/status", "networkpolicies/status"}, Verbs: []string{"update", "patch"}},
 			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
 			// For a self-signed serving certificate (StartControllerSelfSigned).

@@ -133,6 +133,8 @@ func policyName(np *controlplane.NetworkPolicy) string {
 		return "clusternetworkpolicies.crd.seine.io/" + ref.Name
 	case controlplane.UpstreamClusterNetworkPolicy:
 		return "clusternetworkpolicies.policy.networking.k8s.io/" + ref.Name
+	case controlplane.SeineNetworkPolicy:
+		return "networkpolicies.crd.seine.io/" + ref.Namespace + "/" + ref.Name
 	}
 	if ref.Namespace != "" {
 		return ref.Namespace + "/" + ref.Name

@@ -16,8 +16,8 @@ import (
 	"github.com/seine-cni/seine/core/controller"
 )
 
-// WriteTieredStatus keeps the status of every ClusterNetworkPolicy
-// (crd.seine.io) what the controlplane API computes for its internal
+// WriteTieredStatus keeps the status of every ClusterNetworkPolicy and
+// NetworkPolicy (crd.seine.io) what the controlplane API computes for its internal
 // policy (phase, generation, desired and realized nodes, the error), and
 // that of every upstream one (policy.networking.k8s.io) as its condition
 // Realized,
@@ -56,13 +56,15 @@ func writeTieredStatus(ctx context.Context, list func() (*cp.NetworkPolicyList, 
 			gvr := crdv1.ClusterNetworkPoliciesResource
 			switch np.SourceRef.Type {
 			case cp.SeineClusterNetworkPolicy:
+			case cp.SeineNetworkPolicy:
+				gvr = crdv1.NetworkPoliciesResource
 			case cp.UpstreamClusterNetworkPolicy:
 				gvr = controller.UpstreamClusterNetworkPoliciesResource
 			default:
 				continue
 			}
-			name := np.SourceRef.Name
-			key := string(np.SourceRef.Type) + "/" + name
+			name, namespace := np.SourceRef.Name, np.SourceRef.Namespace
+			key := string(np.SourceRef.Type) + "/" + namespace + "/" + name
 			seen[key] = true
 			st := crdv1.NetworkPolicyStatus{
 				Phase: string(np.Status.Phase), ObservedGeneration: np.Status.Generation,
@@ -80,7 +82,7 @@ func writeTieredStatus(ctx context.Context, list func() (*cp.NetworkPolicyList, 
 			if err != nil {
 				continue
 			}
-			_, err = dc.Resource(gvr).Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{}, "status")
+			_, err = dc.Resource(gvr).Namespace(namespace).Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{}, "status")
 			if err != nil {
 				log.Debug("write cluster network policy status", "kind", np.SourceRef.Type, "name", name, "err", err)
 				continue

@@ -139,9 +139,9 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 			// Tiered policy: the controller creates the built-in tiers,
 			// refuses to let them go, and writes policies' status and
 			// ClusterGroups' members.
-			{APIGroups: []string{crdGroup}, Resources: []string{"tiers", "clusternetworkpolicies", "clustergroups"}, Verbs: readOnly},
+			{APIGroups: []string{crdGroup}, Resources: []string{"tiers", "clusternetworkpolicies", "clustergroups", "networkpolicies"}, Verbs: readOnly},
 			{APIGroups: []string{crdGroup}, Resources: []string{"tiers"}, Verbs: []string{"create", "update", "patch"}},
-			{APIGroups: []string{crdGroup}, Resources: []string{"clusternetworkpolicies/status", "clustergroups/status"}, Verbs: []string{"update", "patch"}},
+			{APIGroups: []string{crdGroup}, Resources: []string{"clusternetworkpolicies/status", "clustergroups/status", "networkpolicies/status"}, Verbs: []string{"update", "patch"}},
 			// The upstream ClusterNetworkPolicy, when its CRD is installed.
 			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: readOnly},
 			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},

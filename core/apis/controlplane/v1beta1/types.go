@@ -108,6 +108,8 @@ const (
 	K8sNetworkPolicy NetworkPolicyType = "K8sNetworkPolicy"
 	// SeineClusterNetworkPolicy is a crd.seine.io/v1beta1 ClusterNetworkPolicy.
 	SeineClusterNetworkPolicy NetworkPolicyType = "SeineClusterNetworkPolicy"
+	// SeineNetworkPolicy is a crd.seine.io/v1beta1 NetworkPolicy (namespaced).
+	SeineNetworkPolicy NetworkPolicyType = "SeineNetworkPolicy"
 	// UpstreamClusterNetworkPolicy is a policy.networking.k8s.io
 	// ClusterNetworkPolicy (sigs.k8s.io/network-policy-api).
 	UpstreamClusterNetworkPolicy NetworkPolicyType = "UpstreamClusterNetworkPolicy"

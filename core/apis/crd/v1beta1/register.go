@@ -15,6 +15,7 @@ var (
 	TiersResource                  = SchemeGroupVersion.WithResource("tiers")
 	ClusterNetworkPoliciesResource = SchemeGroupVersion.WithResource("clusternetworkpolicies")
 	ClusterGroupsResource          = SchemeGroupVersion.WithResource("clustergroups")
+	NetworkPoliciesResource        = SchemeGroupVersion.WithResource("networkpolicies")
 )
 
 var (
@@ -30,6 +31,7 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&Tier{}, &TierList{},
 		&ClusterNetworkPolicy{}, &ClusterNetworkPolicyList{},
 		&ClusterGroup{}, &ClusterGroupList{},
+		&NetworkPolicy{}, &NetworkPolicyList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil
