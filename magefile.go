@@ -331,15 +331,12 @@ func Test() error {
 
 // goTestSteps are make test's go test, the upstream subset and the short
 // benchmarks, in lanes of the group "tests" (the Windows lane runs beside
-// them). By default go test runs one package at a time (-p 1: the
+// them). go test runs as two lanes, each one package at a time (-p 1: the
 // privileged tests create namespaces, OVS instances and whole clusters; on
-// 2 cores they are more reliable one package at a time), then the upstream
-// subset, then the benchmarks, in one lane. With SEINE_TEST_STREAMS=2 it
-// runs as two lanes, each -p 1 in a lab slot of its own (labStreams): the
-// lab stream then the upstream subset, the other packages then the
-// benchmarks. The labs mostly wait, so two overlap at little cost, but a
-// run at load 25 failed a NetworkPolicy reachability check, so it stays
-// opt-in until a quiet machine has shown it reliable.
+// 2 cores they are more reliable one package at a time) in a lab slot of
+// its own (labStreams): the lab stream then the upstream subset, the other
+// packages then the benchmarks. The labs mostly wait, so two overlap at
+// little cost. SEINE_TEST_STREAMS=1 runs it all in one lane instead.
 func goTestSteps(env []string, e2e, slotA, slotB string) ([]testrun.Step, error) {
 	goTest := []string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m"}
 	// Each step's Env is a new slice: appended to env itself, steps share
@@ -348,7 +345,7 @@ func goTestSteps(env []string, e2e, slotA, slotB string) ([]testrun.Step, error)
 	with := func(extra ...string) []string { return slices.Concat(env, extra) }
 	laneB, benchSlot := "labs", slotA
 	tests := []testrun.Step{{Name: "go test", Tests: "go", Lane: "labs", Env: with("SEINE_LAB_SLOT=" + slotA), Argv: append(goTest, "./...")}}
-	if os.Getenv("SEINE_TEST_STREAMS") == "2" {
+	if os.Getenv("SEINE_TEST_STREAMS") != "1" {
 		laneB, benchSlot = "rest", slotB
 		streamA, streamB, err := labStreams()
 		if err != nil {
