@@ -43,7 +43,10 @@ func upLabWith(t *testing.T, o labtest.Options) *env {
 	t.Helper()
 	o.Name, o.Nodes, o.APIPort, o.EtcdPort = "e2e", 3, 18443, 18379
 	c, cs := labtest.Up(t, o)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	// A guard against a hang, not a time target: the encap-geneve case
+	// runs every check (matrix, Services, tiers, Traceflow) in about 5
+	// minutes on a quiet machine, and at load 60-95 it hit 15.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	t.Cleanup(cancel)
 	return &env{t: t, c: c, cs: cs, ctx: ctx}
 }
