@@ -312,21 +312,21 @@ func Test() error {
 	if err != nil {
 		return err
 	}
-	// The Windows lane (cross-build, vet, the tests under Wine: CPU-bound
-	// on a fresh machine) runs beside go test, whose labs mostly wait.
+	// The vet lane (go vet for linux, then the cross-build, vet and the
+	// tests under Wine for windows: CPU-bound on a fresh machine) runs
+	// beside go test, whose labs mostly wait. go vet runs every analyzer,
+	// in parallel; go test's own vet (a subset) is off below, as under
+	// -p 1 it would analyse the module's 1400 dependencies one at a time
+	// on a fresh machine.
 	windows := slices.Concat([]testrun.Step{
+		{Name: "linux vet", Argv: []string{"go", "vet", "./..."}, Env: goEnv},
 		{Name: "windows build", Argv: []string{"go", "build", "./..."}, Env: []string{"GOOS=windows"}},
 		{Name: "windows vet", Argv: []string{"go", "vet", "./..."}, Env: []string{"GOOS=windows"}},
 	}, wineSteps())
 	for k := range windows {
-		windows[k].Group, windows[k].Lane = "tests", "windows"
+		windows[k].Group, windows[k].Lane = "tests", "vet"
 	}
-	return runSteps(slices.Concat([]testrun.Step{
-		// Every analyzer of go vet, in parallel; go test's own vet (a
-		// subset) is off below, as under -p 1 it would analyse the
-		// module's 1400 dependencies one at a time on a fresh machine.
-		{Name: "linux vet", Argv: []string{"go", "vet", "./..."}, Env: goEnv},
-	}, windows, goTests))
+	return runSteps(slices.Concat(windows, goTests))
 }
 
 // goTestSteps are make test's go test, the upstream subset and the short
