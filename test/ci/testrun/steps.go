@@ -29,6 +29,10 @@ type Step struct {
 	// (failed or not); lanes run at the same time. A step without a Lane
 	// is a lane of its own.
 	Lane string
+	// After names a step of the same group, in another lane, that must
+	// end before this one starts (what it needs is built there). When
+	// that step failed, this one does not run and fails saying so.
+	After string
 }
 
 type outcome struct {
@@ -122,6 +126,12 @@ func runGroup(group []Step, results []outcome, stepSkips [][]Skip, out io.Writer
 		}
 		lanes[n] = append(lanes[n], k)
 	}
+	ended := make([]chan struct{}, len(group))
+	byName := map[string]int{}
+	for k, st := range group {
+		ended[k] = make(chan struct{})
+		byName[st.Name] = k
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, steps := range lanes {
@@ -130,12 +140,33 @@ func runGroup(group []Step, results []outcome, stepSkips [][]Skip, out io.Writer
 			defer wg.Done()
 			for _, k := range steps {
 				w := &prefixWriter{mu: &mu, out: out, prefix: "[" + group[k].Name + "] "}
-				results[k], stepSkips[k] = runStep(group[k], w)
+				results[k], stepSkips[k] = runAfter(group, k, byName, ended, results, w)
 				w.Flush()
+				close(ended[k])
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// runAfter runs group[k] once the step it comes after (if any) ended, or
+// fails it without running it when that step failed or is not in the group
+// (in the same lane it would wait for itself).
+func runAfter(group []Step, k int, byName map[string]int, ended []chan struct{}, results []outcome, out io.Writer) (outcome, []Skip) {
+	st := group[k]
+	if st.After == "" {
+		return runStep(st, out)
+	}
+	a, ok := byName[st.After]
+	if !ok || group[a].Lane == st.Lane {
+		return outcome{step: st, err: fmt.Errorf("comes after %q, which is no step of another lane of its group", st.After)}, nil
+	}
+	<-ended[a]
+	if results[a].err != nil {
+		fmt.Fprintf(out, "\n=== %s: not run, as %s failed\n", st.Name, st.After)
+		return outcome{step: st, err: fmt.Errorf("not run: %s failed", st.After)}, nil
+	}
+	return runStep(st, out)
 }
 
 // runStep runs one step, writing its readable output to out.

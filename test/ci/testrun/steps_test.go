@@ -1,6 +1,8 @@
 package testrun
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -161,5 +163,36 @@ func TestRunStepsRunsLanes(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("no %q in:\n%s", want, text)
 		}
+	}
+}
+
+func TestRunStepsRunsAfter(t *testing.T) {
+	dir := t.TempDir()
+	step := func(name, lane, after, script string) Step {
+		return Step{Name: name, Group: "g", Lane: lane, After: after, Argv: []string{"sh", "-c", script, dir}}
+	}
+	var out strings.Builder
+	err := RunSteps([]Step{
+		// "build" ends late; "use" in another lane starts only after it.
+		step("build", "b", "", `sleep 0.5; touch "$0/built"`),
+		step("use", "u", "build", `[ -e "$0/built" ] || { echo "use before build ended"; exit 1; }; echo use after build`),
+		// "broken" fails: "needs" does not run, and says why.
+		step("broken", "c", "", `exit 3`),
+		step("needs", "d", "broken", `touch "$0/ran"`),
+		// A step after one of its own lane, or of none, is refused.
+		step("self", "b", "build", `touch "$0/ran"`),
+		step("nowhere", "e", "missing", `touch "$0/ran"`),
+	}, nil, "example.com", &out)
+	text := out.String()
+	if err == nil || err.Error() != "failed: broken; needs; self; nowhere" {
+		t.Errorf("RunSteps = %v, want failed: broken; needs; self; nowhere", err)
+	}
+	for _, want := range []string{"\n[use] use after build\n", "needs: not run, as broken failed", "not run: broken failed", `comes after "build", which is no step of another lane`, `comes after "missing"`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in:\n%s", want, text)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Error("a step ran whose After failed or was refused")
 	}
 }
