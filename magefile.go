@@ -291,24 +291,11 @@ func Test() error {
 		return err
 	}
 	env := labEnv(kube)
-	// Real nodes (test/lab TestRealNodes): containerd and runc, cached like
-	// the control plane, and the images of Seine and pause.
-	nodeEnv, err := nodeImagesEnv()
-	if err != nil {
-		return err
-	}
-	env = append(env, nodeEnv...)
-	// The upstream suite's NetworkPolicy subset (its own step below):
-	// e2e.test, cached, compiled mostly from labkube's packages.
-	e2e, err := e2eBinary()
-	if err != nil {
-		return err
-	}
 	slotA, slotB, err := streamSlots()
 	if err != nil {
 		return err
 	}
-	goTests, err := goTestSteps(env, e2e, slotA, slotB)
+	goTests, err := goTestSteps(env, slotA, slotB)
 	if err != nil {
 		return err
 	}
@@ -334,73 +321,89 @@ func Test() error {
 // them). go test runs as two lanes, each one package at a time (-p 1: the
 // privileged tests create namespaces, OVS instances and whole clusters; on
 // 2 cores they are more reliable one package at a time) in a lab slot of
-// its own (labStreams): the lab stream then the upstream subset, the other
+// its own (labStreams): the stand-in lab suite, the real-node labs (once
+// the node build in a third lane ended) and the upstream subset; the other
 // packages then the benchmarks. The labs mostly wait, so two overlap at
 // little cost. SEINE_TEST_STREAMS=1 runs it all in one lane instead.
-func goTestSteps(env []string, e2e, slotA, slotB string) ([]testrun.Step, error) {
+func goTestSteps(env []string, slotA, slotB string) ([]testrun.Step, error) {
 	goTest := []string{"go", "test", "-json", "-p", "1", "-count=1", "-vet=off", "-timeout", "60m"}
 	// Each step's Env is a new slice: appended to env itself, steps share
 	// its spare capacity and each sees the last step's SEINE_LAB_SLOT (both
 	// streams' labs took one slot).
 	with := func(extra ...string) []string { return slices.Concat(env, extra) }
-	laneB, benchSlot := "labs", slotA
-	tests := []testrun.Step{{Name: "go test", Tests: "go", Lane: "labs", Env: with("SEINE_LAB_SLOT=" + slotA), Argv: append(goTest, "./...")}}
-	if os.Getenv("SEINE_TEST_STREAMS") != "1" {
-		laneB, benchSlot = "rest", slotB
-		streamA, streamB, err := labStreams()
+	// What the real-node tests and the upstream subset need (the
+	// container runtime, CoreDNS, agnhost, e2e.test, the images: about 7
+	// minutes on a fresh machine, seconds once cached) is built in a lane
+	// of its own, beside the tests that need none of it.
+	nodes := testrun.Step{Name: "node build", Lane: "nodes", Argv: []string{"go", "tool", "mage", "testNodeBuild"}}
+	nodeEnv := nodeTestEnv()
+	upstream := testrun.Step{Name: "upstream e2e (NetworkPolicy subset)", Lane: "labs", After: nodes.Name,
+		Env: with(append(nodeEnv, "SEINE_LAB_SLOT="+slotA)...), Argv: []string{"go", "tool", "mage", "e2eUpstreamSubset"}}
+	// Every benchmark once in short mode (smaller sizes, fewest rounds),
+	// so a broken benchmark fails the build. It checks their code, not
+	// their targets: numbers measured on a loaded CI machine mean nothing.
+	bench := testrun.Step{Name: "benchmarks (short)", Tests: "go", Lane: "rest", Env: with("SEINE_LAB_SLOT=" + slotB),
+		Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}}
+	var tests []testrun.Step
+	if os.Getenv("SEINE_TEST_STREAMS") == "1" {
+		// One lane: the node build, every package, the upstream subset,
+		// the benchmarks.
+		nodes.Lane, upstream.After, bench.Lane, bench.Env = "labs", "", "labs", with("SEINE_LAB_SLOT="+slotA)
+		tests = []testrun.Step{nodes,
+			{Name: "go test", Tests: "go", Lane: "labs", Env: with(append(nodeEnv, "SEINE_LAB_SLOT="+slotA)...), Argv: append(goTest, "./...")},
+			upstream, bench}
+	} else {
+		standIn, realNodes, rest, err := labStreams()
 		if err != nil {
 			return nil, err
 		}
-		tests = []testrun.Step{
-			{Name: "go test (labs)", Tests: "go", Lane: "labs", Env: with("SEINE_LAB_SLOT=" + slotA), Argv: slices.Concat(goTest, streamA)},
-			{Name: "go test", Tests: "go", Lane: laneB, Env: with("SEINE_LAB_SLOT=" + slotB), Argv: slices.Concat(goTest, streamB)},
-		}
+		tests = []testrun.Step{nodes,
+			{Name: "go test (labs)", Tests: "go", Lane: "labs", Env: with("SEINE_LAB_SLOT=" + slotA), Argv: slices.Concat(goTest, standIn)},
+			{Name: "go test (real nodes)", Tests: "go", Lane: "labs", After: nodes.Name, Env: with(append(nodeEnv, "SEINE_LAB_SLOT="+slotA)...), Argv: slices.Concat(goTest, realNodes)},
+			upstream,
+			{Name: "go test", Tests: "go", Lane: "rest", Env: with("SEINE_LAB_SLOT=" + slotB), Argv: slices.Concat(goTest, rest)},
+			bench}
 	}
-	tests = append(tests,
-		// The Kubernetes project's own NetworkPolicy e2e specs against Seine
-		// on 3 real nodes (test/e2e/upstream/README.md): fails, never skips.
-		testrun.Step{Name: "upstream e2e (NetworkPolicy subset)", Lane: "labs", Env: with("SEINE_E2E_BIN="+e2e, "SEINE_LAB_SLOT="+slotA),
-			Argv: []string{"go", "tool", "mage", "e2eUpstreamSubset"}},
-		// Every benchmark once in short mode (smaller sizes, fewest rounds),
-		// so a broken benchmark fails the build. It checks their code, not
-		// their targets: numbers measured on a loaded CI machine mean nothing.
-		testrun.Step{Name: "benchmarks (short)", Tests: "go", Lane: laneB, Env: with("SEINE_LAB_SLOT=" + benchSlot),
-			Argv: []string{"go", "test", "-json", "-p", "1", "-count=1", "-short", "-run", "^$", "-bench", ".", "-benchtime", "1x", "-timeout", "30m", "./test/bench/..."}},
-	)
 	for k := range tests {
 		tests[k].Group = "tests"
 	}
 	return tests, nil
 }
 
-// labStreamPackages are the packages of make test's first go test stream:
-// the two longest lab suites (about 11 of the 24 minutes the packages took
-// one at a time) and every real-node lab (test/lab), so that real-node labs
-// never run at the same time as each other (the upstream subset comes after
-// them in the same slot). Every other package is in the second stream.
-var labStreamPackages = []string{module + "/test/e2e", module + "/test/lab"}
+// The packages of make test's first go test stream: the longest lab suite
+// (about 9 of the 30 minutes the packages took one at a time), then every
+// real-node lab (test/lab: they need the node build, and never run at the
+// same time as each other; the upstream subset comes after them in the
+// same slot). Every other package is in the second stream.
+const (
+	standInPackage   = module + "/test/e2e"
+	realNodesPackage = module + "/test/lab"
+)
 
-// labStreams splits the module's packages into make test's two go test
-// streams (labStreamPackages, the rest).
-func labStreams() (a, b []string, err error) {
+// labStreams splits the module's packages into make test's go test runs:
+// the stand-in lab suite, the real-node labs, the rest.
+func labStreams() (standIn, realNodes, rest []string, err error) {
 	cmd := exec.Command("go", "list", "./...")
 	cmd.Env = append(os.Environ(), goEnv...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, nil, fmt.Errorf("go list ./...: %w", err)
+		return nil, nil, nil, fmt.Errorf("go list ./...: %w", err)
 	}
 	for _, pkg := range strings.Fields(string(out)) {
-		if slices.Contains(labStreamPackages, pkg) {
-			a = append(a, pkg)
-		} else {
-			b = append(b, pkg)
+		switch pkg {
+		case standInPackage:
+			standIn = append(standIn, pkg)
+		case realNodesPackage:
+			realNodes = append(realNodes, pkg)
+		default:
+			rest = append(rest, pkg)
 		}
 	}
-	if len(a) != len(labStreamPackages) {
-		return nil, nil, fmt.Errorf("go list ./... lists %v of the lab stream's packages %v", a, labStreamPackages)
+	if len(standIn) != 1 || len(realNodes) != 1 {
+		return nil, nil, nil, fmt.Errorf("go list ./... lists neither or not both of %s and %s", standInPackage, realNodesPackage)
 	}
-	return a, b, nil
+	return standIn, realNodes, rest, nil
 }
 
 // streamSlots are the lab slots of make test's two streams: the one make

@@ -61,12 +61,7 @@ func e2eBinary() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "e2e.test")
-	if err := os.MkdirAll("bin", 0o755); err != nil {
-		return "", err
-	}
-	link := filepath.Join("bin", "e2e.test")
-	os.Remove(link)
-	return bin, os.Symlink(bin, link)
+	return bin, relink(bin, filepath.Join("bin", "e2e.test"))
 }
 
 // E2EList shows what a run of the upstream suite would do, without a

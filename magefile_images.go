@@ -45,17 +45,42 @@ func NodeImages() error {
 	return err
 }
 
-// nodeImagesEnv builds what make test's real-node tests and its upstream
-// e2e subset need (the container runtime, CoreDNS and agnhost, cached; the
-// images, written every time) and returns the variables that point the
-// tests at them.
-func nodeImagesEnv() ([]string, error) {
+// TestNodeBuild builds what make test's real-node tests and its upstream
+// e2e subset need, for make test's "node build" step (beside its first
+// tests): the container runtime, CoreDNS, agnhost and e2e.test (cached),
+// and the images (written every time). nodeTestEnv names them.
+func TestNodeBuild() error {
 	runtimeDir, err := buildLabImages(policyImageSet)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	abs, _ := filepath.Abs("bin/images")
-	return []string{"SEINE_LAB_RUNTIME_BIN=" + runtimeDir, "SEINE_LAB_IMAGES=" + abs}, nil
+	if err := relink(runtimeDir, testRuntimeLink); err != nil {
+		return err
+	}
+	_, err = e2eBinary()
+	return err
+}
+
+// testRuntimeLink is the link TestNodeBuild makes to the runtime's cached
+// directory, so that make test can name it before it is built.
+const testRuntimeLink = "bin/runtime"
+
+// nodeTestEnv points the real-node tests and the upstream subset at what
+// TestNodeBuild builds (through links under bin/, as make test names them
+// before that step ran).
+func nodeTestEnv() []string {
+	abs, _ := filepath.Abs("bin")
+	return []string{"SEINE_LAB_RUNTIME_BIN=" + filepath.Join(abs, "runtime"), "SEINE_LAB_IMAGES=" + filepath.Join(abs, "images"),
+		"SEINE_E2E_BIN=" + filepath.Join(abs, "e2e.test")}
+}
+
+// relink makes link a symbolic link to target.
+func relink(target, link string) error {
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		return err
+	}
+	os.Remove(link)
+	return os.Symlink(target, link)
 }
 
 // labCache is the directory of cached lab builds.
