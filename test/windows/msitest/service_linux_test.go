@@ -2,6 +2,7 @@ package msitest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -76,9 +77,14 @@ func TestServiceCommandsUnderWine(t *testing.T) {
 	if out, err := agent("start"); err != nil {
 		t.Logf("seine-agent start: %v\n%s", err, out)
 	}
+	// The service's state goes with the log into the failure message: a
+	// fresh-machine run once saw no log in 2 minutes (not reproduced).
 	poll(t, 2*time.Minute, "the agent logs why it cannot start", func() (bool, string) {
 		b, _ := os.ReadFile(p.path(`C:\seine\log\agent.log`))
-		return strings.Contains(string(b), "Host Network Service (hns) is not installed"), string(b)
+		if strings.Contains(string(b), "Host Network Service (hns) is not installed") {
+			return true, ""
+		}
+		return false, fmt.Sprintf("service %s, log %q", status(), b)
 	})
 	poll(t, time.Minute, "the service is stopped", func() (bool, string) {
 		s := status()
