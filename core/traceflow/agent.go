@@ -8,10 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
@@ -263,7 +261,6 @@ func (a *Agent) observe(r Report) string {
 	a.mu.Lock()
 	t.obs = append(t.obs, obs...)
 	a.mu.Unlock()
-	a.log.Info("traceflow packet-in", "traceflow", name, "tag", t.tag, "table", pipeline.Table(r.Table).String(), "observations", len(obs))
 	return name
 }
 
@@ -299,37 +296,21 @@ func (a *Agent) sync(ctx context.Context, name string) error {
 		a.mu.Unlock()
 	}
 	if !t.installed {
-		if err := a.install(ctx, name, t); err != nil {
+		if err := a.install(ctx, t); err != nil {
 			return err
 		}
 	}
 	if t.in.Live {
 		a.correlate(tf, t)
 	}
-	// The source node knows its own copies are in: it injects once every
-	// other node of the path acknowledged, without waiting for its own
-	// acknowledgement to come back through its watch (for a trace within
-	// one node, a whole write and watch round trip).
-	if tf.Status.SourceNode == a.nodeName && !t.in.Live && !t.injected && readyWith(tf.Status, a.nodeName) {
-		if err := a.inject(ctx, tf, t); err != nil {
-			return err
-		}
-	}
 	a.mu.Lock()
 	obs, reported, captured := append([]crd.Observation(nil), t.obs...), t.reported, t.live.captured
 	a.mu.Unlock()
-	// A node the injection does not wait for (not in status.nodes) writes
-	// its result only once it has observations: its acknowledgement alone
-	// would be one more write (and watch event for every agent and the
-	// controller) per node of the cluster and trace, which nobody reads.
-	onPath := tf.Status.SourceNode == a.nodeName || slices.Contains(tf.Status.Nodes, a.nodeName)
-	if !reported && onPath || len(obs) > len(resultOf(tf, a.nodeName).Observations) {
+	if !reported || len(obs) > len(resultOf(tf, a.nodeName).Observations) {
 		st := crd.TraceflowStatus{Results: []crd.NodeResult{{Node: a.nodeName, FlowsInstalled: true, Observations: obs, CapturedPacket: captured}}}
-		t0 := time.Now()
 		if err := a.apply(ctx, name, &st); err != nil {
 			return err
 		}
-		a.log.Info("traceflow result written", "traceflow", name, "observations", len(obs), "ms", ms(time.Since(t0)))
 		a.mu.Lock()
 		t.reported = true
 		a.mu.Unlock()
@@ -355,17 +336,15 @@ func resultOf(tf *crd.Traceflow, node string) crd.NodeResult {
 }
 
 // install adds the trace's copies of the switch's terminal flows.
-func (a *Agent) install(ctx context.Context, name string, t *agentTrace) error {
+func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 	return a.node.Install(ctx, func(w Writer, n *pipeline.NodeConfig, r pipeline.Round) error {
 		a.mu.Lock()
 		a.clusterCIDRs = n.ClusterPodCIDRs
 		a.mu.Unlock()
-		t0 := time.Now()
 		stats, err := w.DumpFlows(ctx, allTables, 0, 0)
 		if err != nil {
 			return fmt.Errorf("dump flows: %w", err)
 		}
-		t1 := time.Now()
 		base := make([]*openflow.Flow, 0, len(stats))
 		for _, s := range stats {
 			base = append(base, s.Flow)
@@ -402,7 +381,6 @@ func (a *Agent) install(ctx context.Context, name string, t *agentTrace) error {
 		for _, f := range copies {
 			msgs = append(msgs, openflow.AddFlow(f))
 		}
-		t2 := time.Now()
 		if err := w.Bundle(ctx, msgs...); err != nil {
 			a.mu.Lock()
 			if a.shadow != nil && a.shadow.Forget(t.tag) == 0 {
@@ -411,8 +389,6 @@ func (a *Agent) install(ctx context.Context, name string, t *agentTrace) error {
 			a.mu.Unlock()
 			return fmt.Errorf("install %d tagged flows of tag %d: %w", len(copies), t.tag, err)
 		}
-		a.log.Info("traceflow copies installed", "traceflow", name, "tag", t.tag, "flows", len(stats), "copies", len(copies),
-			"dump_ms", ms(t1.Sub(t0)), "copy_ms", ms(t2.Sub(t1)), "bundle_ms", ms(time.Since(t2)))
 		a.mu.Lock()
 		t.installed, t.round = true, r
 		a.mu.Unlock()
@@ -474,9 +450,6 @@ func (a *Agent) inject(ctx context.Context, tf *crd.Traceflow, t *agentTrace) er
 		return nil
 	})
 }
-
-// ms is d in milliseconds, for the logs.
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // injected derives the injected packet's identity from the Traceflow
 // alone, so every node knows it: the IPv4 ID (and a source port when the
