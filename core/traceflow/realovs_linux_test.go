@@ -23,26 +23,9 @@ import (
 // matches, not the Allow above that does not), rejected by the Reject
 // (whose own packet-in still follows) and dropped by the baseline.
 func TestTieredCopiesOnRealOVS(t *testing.T) {
-	d := ovsdaemon.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if out, err := d.Vsctl(ctx, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
-		"protocols=OpenFlow15", "fail_mode=secure",
-		"--", "add-port", "br-int", "web0", "--", "set", "interface", "web0", "type=internal", "ofport_request=10",
-		"--", "add-port", "br-int", "db0", "--", "set", "interface", "db0", "type=internal", "ofport_request=11"); err != nil {
-		t.Fatalf("add-br: %v\n%s", err, out)
-	}
-	pins := make(chan *openflow.PacketIn, 16)
-	c, err := openflow.Dial(ctx, "unix:"+d.MgmtSocketPath("br-int"), openflow.Config{PacketIn: func(pi *openflow.PacketIn) {
-		select {
-		case pins <- pi:
-		default:
-		}
-	}})
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer c.Close()
+	d, c, pins := startTraceSwitch(ctx, t)
 
 	const tag = 9
 	s := nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve)
@@ -180,26 +163,9 @@ func dumpTables(t *testing.T, ctx context.Context, d *ovsdaemon.Daemon) string {
 // copies on the switch are exactly those of its flows again (the strict
 // deletes of copies made from dumped flows found them).
 func TestCopiesFollowOnRealOVS(t *testing.T) {
-	d := ovsdaemon.StartForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if out, err := d.Vsctl(ctx, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
-		"protocols=OpenFlow15", "fail_mode=secure",
-		"--", "add-port", "br-int", "web0", "--", "set", "interface", "web0", "type=internal", "ofport_request=10",
-		"--", "add-port", "br-int", "db0", "--", "set", "interface", "db0", "type=internal", "ofport_request=11"); err != nil {
-		t.Fatalf("add-br: %v\n%s", err, out)
-	}
-	pins := make(chan *openflow.PacketIn, 16)
-	c, err := openflow.Dial(ctx, "unix:"+d.MgmtSocketPath("br-int"), openflow.Config{PacketIn: func(pi *openflow.PacketIn) {
-		select {
-		case pins <- pi:
-		default:
-		}
-	}})
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	defer c.Close()
+	_, c, pins := startTraceSwitch(ctx, t)
 
 	const tag = 9
 	flows, err := pipeline.Build(nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve), 1)
@@ -318,4 +284,30 @@ func TestCopiesFollowOnRealOVS(t *testing.T) {
 	if got := inject(2, 22); got != int(pipeline.Output) {
 		t.Errorf("after the policy went: packet-in from table %d, want Output (%d)", got, pipeline.Output)
 	}
+}
+
+// startTraceSwitch starts a private OVS with br-int (netdev, OpenFlow 1.5)
+// and the internal ports web0 (10) and db0 (11), and connects to it; the
+// switch's packet-ins arrive on the channel (dropped when it is full).
+func startTraceSwitch(ctx context.Context, t *testing.T) (*ovsdaemon.Daemon, *openflow.Conn, chan *openflow.PacketIn) {
+	t.Helper()
+	d := ovsdaemon.StartForTest(t)
+	if out, err := d.Vsctl(ctx, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
+		"protocols=OpenFlow15", "fail_mode=secure",
+		"--", "add-port", "br-int", "web0", "--", "set", "interface", "web0", "type=internal", "ofport_request=10",
+		"--", "add-port", "br-int", "db0", "--", "set", "interface", "db0", "type=internal", "ofport_request=11"); err != nil {
+		t.Fatalf("add-br: %v\n%s", err, out)
+	}
+	pins := make(chan *openflow.PacketIn, 16)
+	c, err := openflow.Dial(ctx, "unix:"+d.MgmtSocketPath("br-int"), openflow.Config{PacketIn: func(pi *openflow.PacketIn) {
+		select {
+		case pins <- pi:
+		default:
+		}
+	}})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return d, c, pins
 }
