@@ -157,15 +157,11 @@ func KubeBinaries() error {
 // linkKubectl makes bin/kubectl a link to the lab's Kubernetes binary, which
 // runs kubectl (of the lab's release) when invoked by that name.
 func linkKubectl(kube string) error {
-	if err := os.MkdirAll("bin", 0o755); err != nil {
-		return err
-	}
 	link := filepath.Join("bin", "kubectl")
 	if target, err := os.Readlink(link); err == nil && target == kube {
 		return nil
 	}
-	os.Remove(link)
-	return os.Symlink(kube, link)
+	return relink(kube, link)
 }
 
 // labkubeLDFlags strip the binary and stamp the Kubernetes version its
