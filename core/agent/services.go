@@ -203,15 +203,14 @@ func (a *Agent) proxyHostState(hs *platform.HostState) platform.NodePortState {
 		return nps
 	}
 	hs.ServiceNextHopMAC = pipeline.ServiceNextHopMAC
-	if a.topo == platform.BridgedUplink {
-		// Outside clients' connections to endpoints outside the pod network
-		// reach the host from ServiceNextHopIP (pipeline, ServiceSNAT): its
-		// answers go back through the gateway (the neighbour entry of the
-		// other service routes gives it the MAC), and what it forwards to
-		// other nodes is masqueraded.
-		hostRoutes = append(hostRoutes, platform.ServiceRoute{CIDR: netip.PrefixFrom(pipeline.ServiceNextHopIP, 32)})
-		nps.Forwarded = pipeline.ServiceNextHopIP
-	}
+	// The host's own service connections (every topology) and outside
+	// clients' (bridged uplink) to endpoints outside the pod network reach
+	// the host from ServiceNextHopIP (pipeline, ServiceSNAT): its answers
+	// go back through the gateway (the neighbour entry of the other service
+	// routes gives it the MAC), and what it forwards to other nodes is
+	// masqueraded.
+	hostRoutes = append(hostRoutes, platform.ServiceRoute{CIDR: netip.PrefixFrom(pipeline.ServiceNextHopIP, 32)})
+	nps.Forwarded = pipeline.ServiceNextHopIP
 	ports := map[platform.NodePort]bool{}
 	for _, s := range a.proxy.Services() {
 		for i := range s.Ports {

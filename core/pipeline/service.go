@@ -453,12 +453,39 @@ func protoMatch(proto uint8) *openflow.Match {
 }
 
 // serviceNodeFlows are the node's flows the Services rely on: un-SNAT of
-// replies to the gateway IP, SNAT of external clients' connections to
-// endpoints elsewhere, replies to uplink clients.
+// replies to the gateway IP and to ServiceNextHopIP, SNAT of the host's
+// and external clients' connections to endpoints elsewhere, replies to
+// uplink clients.
 func (b *builder) serviceNodeFlows() {
 	n := b.n
 	b.add(UnSNAT, prioNormal, match().IP().IPDstAddr(n.GatewayIP),
 		actions().CT(openflow.NewCT().Zone(SNATZone).Table(uint8(ConntrackZone)).NAT(openflow.NAT{})))
+	// The host's own connections (through the gateway) to a Service whose
+	// endpoint is outside the pod network: a hostNetwork pod, on this node
+	// (the node IP) or another. Left as they came (from the gateway IP, or
+	// the node IP for the host's node-port connections), the host would
+	// get back packets from its own address, which it drops as martian.
+	// SNATed to ServiceNextHopIP, which no host owns, they go back to the
+	// host by the port they came in on (IN_PORT below); the host delivers
+	// them or forwards them, masqueraded, to the endpoint's node, and
+	// answers ServiceNextHopIP through the gateway (HostRules routes it
+	// there), where UnSNAT and CtZone undo both NATs and the reply goes
+	// back to the gateway as any other. Endpoints in the pod network see
+	// the host's address, as before.
+	for _, cidr := range n.ClusterPodCIDRs {
+		b.add(ServiceSNAT, prioNormal, FromGatewayMark.match(match().IP()).IPDst(cidr), gotoT(EgressTier))
+	}
+	b.add(ServiceSNAT, prioLow, FromGatewayMark.match(match().IP()), snat(ServiceNextHopIP))
+	b.add(UnSNAT, prioNormal, match().IP().IPDstAddr(ServiceNextHopIP),
+		actions().CT(openflow.NewCT().Zone(SNATZone).Table(uint8(ConntrackZone)).NAT(openflow.NAT{})))
+	b.add(L3Forwarding, prioSvcToHost, match().IP().IPSrcAddr(ServiceNextHopIP),
+		actions().SetEthSrc(ServiceNextHopMAC).SetEthDst(n.GatewayMAC).GotoTable(uint8(L3DecTTL)))
+	// Both legs of such a connection, and the un-NATed replies of the
+	// host's connections, leave by the gateway they came in on: OpenFlow
+	// drops an output to the input port unless it says IN_PORT.
+	gm := OutputToPortMark.match(match().InPort(n.Ports.Gateway))
+	gm.Reg(TargetPortField.Reg, regPort(n.Ports.Gateway), TargetPortField.Mask())
+	b.add(Output, prioHigh, gm, actions().OutputInPort())
 	if n.Topology != BridgedUplink {
 		return
 	}
@@ -472,19 +499,12 @@ func (b *builder) serviceNodeFlows() {
 		b.add(ServiceSNAT, prioSvcPodSNAT, FromUplinkMark.match(match().IP()).IPDst(cidr), snat(n.GatewayIP))
 	}
 	// An endpoint outside the pod network (a hostNetwork pod: this node's
-	// IP or another node's) is the host's to reach: SNAT to
-	// ServiceNextHopIP, which no host owns, and hand it to the host through
-	// the gateway. The host delivers it (its own IP) or forwards it and
-	// masquerades it (a peer's), and answers ServiceNextHopIP through the
-	// gateway (HostRules routes it there), where UnSNAT and CtZone undo
-	// both NATs and the reply leaves by the uplink as any other. The
+	// IP or another node's) is the host's to reach, as for the host's own
+	// connections above: SNAT to ServiceNextHopIP and hand it to the host
+	// through the gateway; the reply leaves by the uplink as any other. The
 	// gateway IP would not do: the host drops packets from its own address
 	// (martian), and delivered to LOCAL it answers its own address itself.
 	b.add(ServiceSNAT, prioLow, FromUplinkMark.match(match().IP()), snat(ServiceNextHopIP))
-	b.add(UnSNAT, prioNormal, match().IP().IPDstAddr(ServiceNextHopIP),
-		actions().CT(openflow.NewCT().Zone(SNATZone).Table(uint8(ConntrackZone)).NAT(openflow.NAT{})))
-	b.add(L3Forwarding, prioSvcToHost, match().IP().IPSrcAddr(ServiceNextHopIP),
-		actions().SetEthSrc(ServiceNextHopMAC).SetEthDst(n.GatewayMAC).GotoTable(uint8(L3DecTTL)))
 	// Replies to a client on the uplink leave by the uplink, to the MAC
 	// the connection came from: the host never saw the connection.
 	m := match().IP().CTState(openflow.CTTracked|openflow.CTReply, openflow.CTTracked|openflow.CTReply).

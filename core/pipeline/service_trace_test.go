@@ -353,25 +353,93 @@ func TestTraceFragments(t *testing.T) {
 	}
 }
 
+// hostVIP is the cluster IP of hostEndpointTracer's Service.
+var hostVIP = netip.MustParseAddr("10.96.0.30")
+
 // hostEndpointTracer traces the service golden node with one more Service:
 // node port 30090 whose endpoints are hostNetwork pods, on this node
 // (bucket 0) and on peer node B (bucket 1).
 func hostEndpointTracer(t *testing.T, pick int) *Tracer {
 	t.Helper()
-	tr := serviceTracer(t, pick)
-	s := &proxy.Service{Namespace: "default", Name: "host", Ports: []proxy.Port{{
-		Protocol: proxy.ProtoTCP, Port: 80, ClusterIP: netip.MustParseAddr("10.96.0.30"), NodePort: 30090, HasEndpoints: true,
+	return hostEndpointTracerOf(t, serviceState(), pick)
+}
+
+// hostEndpointTracerOf is hostEndpointTracer for node st with the service
+// fixtures and that Service.
+func hostEndpointTracerOf(t *testing.T, st State, pick int) *Tracer {
+	t.Helper()
+	flows := buildOrFail(t, st, goldenRound)
+	var groups []*openflow.GroupEntry
+	svcs, ids := serviceFixtures()
+	svcs = append(svcs, &proxy.Service{Namespace: "default", Name: "host", Ports: []proxy.Port{{
+		Protocol: proxy.ProtoTCP, Port: 80, ClusterIP: hostVIP, NodePort: 30090, HasEndpoints: true,
 		ClusterEndpoints: []proxy.Endpoint{ep(nodeIP, 10080, true), ep(peerBIP, 10080, false)},
-	}}}
-	set, err := ServiceFlows(serviceState().Node, s, map[string]uint32{"/TCP": 20}, goldenRound)
+	}}})
+	ids["default/host"] = map[string]uint32{"/TCP": 20}
+	for _, s := range svcs {
+		set, err := ServiceFlows(st.Node, s, ids[s.Key()], goldenRound)
+		if err != nil {
+			t.Fatalf("service %s: %v", s.Key(), err)
+		}
+		flows, groups = append(flows, set.Flows...), append(groups, set.Groups...)
+	}
+	tr, err := NewTracer(flows)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.AddFlows(set.Flows...); err != nil {
-		t.Fatal(err)
-	}
-	tr.AddGroups(set.Groups...)
+	tr.AddGroups(groups...)
+	tr.Select = func(*openflow.GroupEntry, Packet) int { return pick }
 	return tr
+}
+
+// The host itself reaches a Service whose endpoints are hostNetwork pods
+// (this node's IP, a peer node's), through the gateway, on either
+// topology: by its cluster IP (from the gateway IP) and by its node port
+// (the host DNATs that to NodePortVirtualIP, from the node IP). Both are
+// SNATed to ServiceNextHopIP and handed back to the host by the gateway
+// they came in on (from its own address the host would drop them as
+// martian); the host's answer to ServiceNextHopIP is un-SNATed and
+// un-DNATed and goes back to the gateway from the Service's address.
+func TestTraceHostToClusterIPHostEndpoints(t *testing.T) {
+	routed := baseState(OSLinux, RoutedHost, Encap, Geneve)
+	routed.Node.ServiceProxy = true
+	for _, topo := range []struct {
+		name string
+		st   State
+	}{{"bridged", serviceState()}, {"routed", routed}} {
+		for _, c := range []struct {
+			name string
+			pick int
+			ep   netip.Addr
+		}{{"this node", 0, nodeIP}, {"peer node", 1, peerBIP}} {
+			for _, f := range []struct {
+				name    string
+				src, ip netip.Addr
+				port    uint16
+			}{{"cluster IP", gatewayIP, hostVIP, 80}, {"node port", nodeIP, NodePortVirtualIP, 30090}} {
+				t.Run(topo.name+"/"+c.name+"/"+f.name, func(t *testing.T) {
+					tr := hostEndpointTracerOf(t, topo.st, c.pick)
+					syn := TCPPacket(portGateway, gatewayMAC, ServiceNextHopMAC, f.src, f.ip, 41000, f.port)
+					out := wantOutput(t, trace(t, tr, syn), portGateway)
+					if out.Packet.IPSrc != ServiceNextHopIP || out.Packet.IPDst != c.ep || out.Packet.DstPort != 10080 {
+						t.Fatalf("to the host %s, want %s -> %s:10080", out.Packet, ServiceNextHopIP, c.ep)
+					}
+					wantMACs(t, out.Packet, ServiceNextHopMAC, gatewayMAC)
+					r := reply(out.Packet, portGateway)
+					r.EthSrc, r.EthDst = gatewayMAC, ServiceNextHopMAC
+					back := wantOutput(t, trace(t, tr, r), portGateway)
+					wantTuple(t, back.Packet, f.ip, f.port, f.src, 41000)
+					if back.Packet.EthDst.String() != gatewayMAC.String() {
+						t.Errorf("reply to the host to %s, want the gateway's %s", back.Packet.EthDst, gatewayMAC)
+					}
+					ack := syn
+					ack.TCPFlags = 0x010
+					again := wantOutput(t, trace(t, tr, ack), portGateway)
+					wantTuple(t, again.Packet, ServiceNextHopIP, out.Packet.SrcPort, c.ep, 10080)
+				})
+			}
+		}
+	}
 }
 
 // A client on the uplink reaches a node port whose endpoints are
