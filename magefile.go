@@ -26,6 +26,7 @@ import (
 	"github.com/magefile/mage/mg"
 
 	msi "github.com/seine-cni/seine/installer/windows/msi"
+	"github.com/seine-cni/seine/test/ci/buildcache"
 	"github.com/seine-cni/seine/test/ci/testrun"
 )
 
@@ -191,22 +192,16 @@ func labkube() (string, error) {
 		cache = filepath.Join(home, "seine-lab")
 	}
 	bin := filepath.Join(cache, "labkube-"+hex.EncodeToString(h.Sum(nil))[:16])
-	if _, err := os.Stat(bin); err == nil {
-		return bin, linkKubectl(bin)
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", err
-	}
-	fmt.Println("building the lab's Kubernetes control plane (first time: several minutes)")
-	abs, _ := filepath.Abs(bin + ".tmp")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+labkubeLDFlags, "-o", abs, ".")
-	cmd.Dir = "test/lab/k8s"
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
+	_, err := buildcache.Ensure(bin, waitingFor("the lab's Kubernetes control plane"), func(tmp string) error {
+		fmt.Println("building the lab's Kubernetes control plane (first time: several minutes)")
+		abs, _ := filepath.Abs(tmp)
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+labkubeLDFlags, "-o", abs, ".")
+		cmd.Dir = "test/lab/k8s"
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		return cmd.Run()
+	})
+	if err != nil {
 		return "", fmt.Errorf("build labkube: %w", err)
-	}
-	if err := os.Rename(abs, bin); err != nil {
-		return "", err
 	}
 	return bin, linkKubectl(bin)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/magefile/mage/mg"
 
+	"github.com/seine-cni/seine/test/ci/buildcache"
 	"github.com/seine-cni/seine/test/lab/images"
 )
 
@@ -96,7 +97,8 @@ func labCache() string {
 // build fills, running build only when no directory exists for the hash of
 // the files in inputs and of extra (flags, versions). The build writes into
 // a temporary directory renamed into place, so an interrupted build is
-// never taken for a finished one.
+// never taken for a finished one; two runs asking at once build it once
+// (test/ci/buildcache).
 func cachedBuild(name, about string, inputs []string, extra string, build func(dir string) error) (string, error) {
 	h := sha256.New()
 	for _, f := range inputs {
@@ -110,25 +112,26 @@ func cachedBuild(name, about string, inputs []string, extra string, build func(d
 	}
 	io.WriteString(h, runtime.Version()+extra)
 	dir := filepath.Join(labCache(), name+"-"+hex.EncodeToString(h.Sum(nil))[:16])
-	if _, err := os.Stat(dir); err == nil {
-		return dir, nil
-	}
-	if err := os.MkdirAll(labCache(), 0o755); err != nil {
-		return "", err
-	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return "", err
-	}
-	fmt.Printf("building %s (first time: %s; cached afterwards in %s)\n", name, about, labCache())
 	start := time.Now()
-	if err := build(tmp); err != nil {
-		os.RemoveAll(tmp)
+	built, err := buildcache.Ensure(dir, waitingFor(name), func(tmp string) error {
+		if err := os.MkdirAll(tmp, 0o755); err != nil {
+			return err
+		}
+		fmt.Printf("building %s (first time: %s; cached afterwards in %s)\n", name, about, labCache())
+		return build(tmp)
+	})
+	if err != nil {
 		return "", fmt.Errorf("build %s: %w", name, err)
 	}
-	fmt.Printf("built %s in %s\n", name, time.Since(start).Round(time.Second))
-	return dir, os.Rename(tmp, dir)
+	if built {
+		fmt.Printf("built %s in %s\n", name, time.Since(start).Round(time.Second))
+	}
+	return dir, nil
+}
+
+// waitingFor tells that another run is building name and this one waits.
+func waitingFor(name string) func() {
+	return func() { fmt.Printf("waiting for another run's build of %s\n", name) }
 }
 
 // goBuild runs go build in dir with env, printing the command.
