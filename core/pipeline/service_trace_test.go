@@ -420,13 +420,7 @@ func TestTraceHostToClusterIPHostEndpoints(t *testing.T) {
 				t.Run(topo.name+"/"+c.name+"/"+f.name, func(t *testing.T) {
 					tr := hostEndpointTracerOf(t, topo.st, c.pick)
 					syn := TCPPacket(portGateway, gatewayMAC, ServiceNextHopMAC, f.src, f.ip, 41000, f.port)
-					out := wantOutput(t, trace(t, tr, syn), portGateway)
-					if out.Packet.IPSrc != ServiceNextHopIP || out.Packet.IPDst != c.ep || out.Packet.DstPort != 10080 {
-						t.Fatalf("to the host %s, want %s -> %s:10080", out.Packet, ServiceNextHopIP, c.ep)
-					}
-					wantMACs(t, out.Packet, ServiceNextHopMAC, gatewayMAC)
-					r := reply(out.Packet, portGateway)
-					r.EthSrc, r.EthDst = gatewayMAC, ServiceNextHopMAC
+					out, r := wantHandedToHost(t, tr, syn, c.ep)
 					back := wantOutput(t, trace(t, tr, r), portGateway)
 					wantTuple(t, back.Packet, f.ip, f.port, f.src, 41000)
 					if back.Packet.EthDst.String() != gatewayMAC.String() {
@@ -435,11 +429,26 @@ func TestTraceHostToClusterIPHostEndpoints(t *testing.T) {
 					ack := syn
 					ack.TCPFlags = 0x010
 					again := wantOutput(t, trace(t, tr, ack), portGateway)
-					wantTuple(t, again.Packet, ServiceNextHopIP, out.Packet.SrcPort, c.ep, 10080)
+					wantTuple(t, again.Packet, ServiceNextHopIP, out.SrcPort, c.ep, 10080)
 				})
 			}
 		}
 	}
+}
+
+// wantHandedToHost traces p, which must be handed to the host through the
+// gateway SNATed to ServiceNextHopIP, for endpoint ep:10080; it returns
+// that packet and the host's answer to it, as it enters the bridge.
+func wantHandedToHost(t *testing.T, tr *Tracer, p Packet, ep netip.Addr) (out, answer Packet) {
+	t.Helper()
+	out = wantOutput(t, trace(t, tr, p), portGateway).Packet
+	if out.IPSrc != ServiceNextHopIP || out.IPDst != ep || out.DstPort != 10080 {
+		t.Fatalf("to the host %s, want %s -> %s:10080", out, ServiceNextHopIP, ep)
+	}
+	wantMACs(t, out, ServiceNextHopMAC, gatewayMAC)
+	answer = reply(out, portGateway)
+	answer.EthSrc, answer.EthDst = gatewayMAC, ServiceNextHopMAC
+	return out, answer
 }
 
 // A client on the uplink reaches a node port whose endpoints are
@@ -458,13 +467,7 @@ func TestTraceNodePortHostEndpoints(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			tr := hostEndpointTracer(t, c.pick)
 			syn := TCPPacket(portUplink, clientMAC, nodeMAC, clientIP, nodeIP, 50000, 30090)
-			out := wantOutput(t, trace(t, tr, syn), portGateway)
-			if out.Packet.IPSrc != ServiceNextHopIP || out.Packet.IPDst != c.ep || out.Packet.DstPort != 10080 {
-				t.Fatalf("to the host %s, want %s -> %s:10080", out.Packet, ServiceNextHopIP, c.ep)
-			}
-			wantMACs(t, out.Packet, ServiceNextHopMAC, gatewayMAC)
-			r := reply(out.Packet, portGateway)
-			r.EthSrc, r.EthDst = gatewayMAC, ServiceNextHopMAC
+			out, r := wantHandedToHost(t, tr, syn, c.ep)
 			r.TTL = 63 // the host forwarded it (a peer's answer) or sent it
 			back := wantOutput(t, trace(t, tr, r), portUplink)
 			wantTuple(t, back.Packet, nodeIP, 30090, clientIP, 50000)
@@ -473,7 +476,7 @@ func TestTraceNodePortHostEndpoints(t *testing.T) {
 			ack := syn
 			ack.TCPFlags = 0x010
 			again := wantOutput(t, trace(t, tr, ack), portGateway)
-			wantTuple(t, again.Packet, ServiceNextHopIP, out.Packet.SrcPort, c.ep, 10080)
+			wantTuple(t, again.Packet, ServiceNextHopIP, out.SrcPort, c.ep, 10080)
 		})
 	}
 }
