@@ -17,9 +17,11 @@ import (
 
 // HealthChecks serves the health-check node port of every Service with
 // externalTrafficPolicy Local (type LoadBalancer), as kube-proxy does: an
-// external load balancer asks each node, and only nodes with a local
+// external load balancer asks each node, and only nodes with a local ready
 // endpoint answer 200 (503 otherwise), so it sends the traffic only there.
-// The answer is kube-proxy's JSON.
+// A node whose local endpoints are all terminating answers 503 while the
+// proxy still sends them the traffic that arrives (its fallback), so the
+// load balancer drains the node. The answer is kube-proxy's JSON.
 type HealthChecks struct {
 	log    *slog.Logger
 	listen func(port uint16) (net.Listener, error)
@@ -65,7 +67,10 @@ func (h *HealthChecks) Set(k string, s *proxy.Service) {
 			}
 			port = p.HealthCheckNodePort
 			for _, e := range p.LocalEndpoints {
-				if !seen[e.IP.String()] {
+				// Ready ones only, as kube-proxy counts
+				// (EndpointsMap.LocalReadyEndpoints): LocalEndpoints
+				// holds the serving terminating ones when none is ready.
+				if e.Ready && !seen[e.IP.String()] {
 					seen[e.IP.String()] = true
 					local++
 				}

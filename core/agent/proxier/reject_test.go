@@ -173,13 +173,21 @@ func TestHealthChecks(t *testing.T) {
 		return ln, err
 	})
 	defer hc.Close()
-	svc := func(local int) *proxy.Service {
+	// svc has local ready endpoints, or with terminating the serving
+	// terminating ones the proxy falls back to when no local endpoint is
+	// ready (its LocalEndpoints then).
+	svcOf := func(local int, terminating bool) *proxy.Service {
 		p := proxy.Port{Name: "http", Protocol: proxy.ProtoTCP, Port: 80, HealthCheckNodePort: 31000, LocalEndpoints: []proxy.Endpoint{}}
 		for i := 0; i < local; i++ {
-			p.LocalEndpoints = append(p.LocalEndpoints, proxy.Endpoint{IP: netipAddr(fmt.Sprintf("10.244.1.%d", 5+i)), Port: 8080})
+			e := proxy.Endpoint{IP: netipAddr(fmt.Sprintf("10.244.1.%d", 5+i)), Port: 8080, Local: true, Ready: true, Serving: true}
+			if terminating {
+				e.Ready, e.Terminating = false, true
+			}
+			p.LocalEndpoints = append(p.LocalEndpoints, e)
 		}
 		return &proxy.Service{Namespace: "default", Name: "lb", Ports: []proxy.Port{p}}
 	}
+	svc := func(local int) *proxy.Service { return svcOf(local, false) }
 	get := func() (int, map[string]any) {
 		t.Helper()
 		resp, err := http.Get("http://" + addr + "/healthz")
@@ -201,6 +209,15 @@ func TestHealthChecks(t *testing.T) {
 	hc.Set("default/lb", svc(0))
 	if code, m := get(); code != 503 || m["localEndpoints"] != float64(0) {
 		t.Errorf("no local endpoint: %d %v", code, m)
+	}
+	// Only terminating endpoints left on the node: the Service still
+	// sends them its traffic, but the node asks the load balancer for none
+	// (kube-proxy counts the ready local endpoints; the upstream spec
+	// "should fail health check node port if there are only terminating
+	// endpoints" wants 503).
+	hc.Set("default/lb", svcOf(1, true))
+	if code, m := get(); code != 503 || m["localEndpoints"] != float64(0) {
+		t.Errorf("only a terminating local endpoint: %d %v, want 503 and 0", code, m)
 	}
 	hc.Set("default/lb", nil)
 	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
