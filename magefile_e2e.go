@@ -25,6 +25,10 @@ const (
 	e2eModule    = "test/e2e/upstream"
 	e2eSelection = e2eModule + "/selection.txt"
 	e2eOut       = "bin/e2e-upstream"
+	// e2eStore keeps every spec's last verdict and the runs that gave
+	// them; the README's table is written from it (upstream.Store).
+	e2eStore  = e2eModule + "/results.json"
+	e2eReadme = e2eModule + "/README.md"
 )
 
 // E2EBinary builds e2e.test, the upstream network e2e suite of the lab's
@@ -88,20 +92,7 @@ func E2EList() error {
 		return err
 	}
 	fmt.Printf("images the release names (%s/images.txt):\n%s", e2eOut, images)
-	report, _ := filepath.Abs(filepath.Join(e2eOut, "dryrun.json"))
-	args := append([]string{"--provider=local", "--ginkgo.dry-run", "--ginkgo.no-color", "--ginkgo.json-report=" + report}, sel.Args()...)
-	fmt.Println("+", bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = e2eOut
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("e2e.test --ginkgo.dry-run: %w\n%s", err, out)
-	}
-	rf, err := os.Open(report)
-	if err != nil {
-		return err
-	}
-	defer rf.Close()
-	results, err := upstream.Results(rf, sel)
+	results, err := e2eDryRun(bin, sel)
 	if err != nil {
 		return err
 	}
@@ -116,6 +107,29 @@ func E2EList() error {
 	// In a dry run every spec that would run reads "passed".
 	fmt.Printf("%s (dry run: passed = would run) in %s/selected.md\n", upstream.Summary(results), e2eOut)
 	return nil
+}
+
+// e2eDryRun is a Ginkgo dry run of sel (no cluster, seconds): every spec
+// the selection focuses on, sorted, "passed" when it would run and
+// "skipped" with its reason when a skip rule takes it.
+func e2eDryRun(bin string, sel *upstream.Selection) ([]upstream.Result, error) {
+	if err := os.MkdirAll(e2eOut, 0o755); err != nil {
+		return nil, err
+	}
+	report, _ := filepath.Abs(filepath.Join(e2eOut, "dryrun.json"))
+	args := append([]string{"--provider=local", "--ginkgo.dry-run", "--ginkgo.no-color", "--ginkgo.json-report=" + report}, sel.Args()...)
+	fmt.Println("+", bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = e2eOut
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("e2e.test --ginkgo.dry-run: %w\n%s", err, out)
+	}
+	rf, err := os.Open(report)
+	if err != nil {
+		return nil, err
+	}
+	defer rf.Close()
+	return upstream.Results(rf, sel)
 }
 
 // e2eImages writes the upstream suite's images besides agnhost and pause
@@ -173,12 +187,21 @@ func e2eImages(coredns string) error {
 // E2EUpstream runs the upstream network e2e suite against Seine: a lab of
 // 3 real nodes on its own state directory, namespaces and ports, Seine
 // installed from seine.yml (with the cluster DNS), then e2e.test with the
-// selection's flags (selection.txt). It writes bin/e2e-upstream/results.md
-// (every selected spec: result, time, why) and, for a whole run, the same
-// table into test/e2e/upstream/README.md between its results markers; it
-// fails when a spec failed. E2E_FOCUS (a regex) replaces the selection's
-// focus rules for a partial run, which leaves the README alone. Run it
-// under /work/bin/labslot: it brings up a whole lab.
+// selection's flags (selection.txt). The whole selection takes about two
+// hours; a run may take a part of it, chosen from a dry run of the
+// selection and the verdicts so far (upstream.ParsePart):
+//
+//	E2E_FOCUS=<regex>      the selected specs whose text it matches
+//	E2E_ONLY=missing,failed,before=<run>
+//	                       those without a verdict, whose last one failed,
+//	                       or older than a run ("2026-12-07 03:55", or a prefix)
+//	E2E_SHARD=k/n          the k-th of n shards of the whole selection
+//
+// Either way the run's verdicts are merged into results.json (each spec
+// keeps the verdict of the last run that gave one) and the table in
+// test/e2e/upstream/README.md is written again from it; the run's own
+// table is bin/e2e-upstream/results.md. It fails when a spec failed. Run
+// it in a lab slot of its own (SEINE_LAB_SLOT): it brings up a whole lab.
 func E2EUpstream() error {
 	mg.SerialDeps(Deps, LabBin)
 	kube, err := labkube()
@@ -197,21 +220,86 @@ func E2EUpstream() error {
 	if err != nil {
 		return err
 	}
-	partial := os.Getenv("E2E_FOCUS")
-	if partial != "" {
-		sel, err = sel.WithFocus(partial)
-		if err != nil {
-			return fmt.Errorf("E2E_FOCUS: %w", err)
-		}
+	part, err := upstream.ParsePart(os.Getenv("E2E_FOCUS"), os.Getenv("E2E_ONLY"), os.Getenv("E2E_SHARD"))
+	if err != nil {
+		return err
 	}
-	// A whole run's table goes into the README whatever its verdict.
-	table, err := runUpstream(upstreamRun{kube: kube, runtime: runtimeDir, images: "bin/images", e2e: bin, sel: sel, out: e2eOut})
-	if table != "" && partial == "" {
-		if rerr := upstream.ReplaceResults(filepath.Join(e2eModule, "README.md"), table); rerr != nil {
-			return errors.Join(err, rerr)
-		}
+	store, err := upstream.ReadStore(e2eStore)
+	if err != nil {
+		return err
 	}
-	return err
+	dry, err := e2eDryRun(bin, sel)
+	if err != nil {
+		return err
+	}
+	runSel, specs := sel, 0
+	if part.Whole() {
+		for _, d := range dry {
+			if d.Passed() { // a dry run passes what would run
+				specs++
+			}
+		}
+	} else {
+		picked := part.Pick(dry, sel, store)
+		if len(picked) == 0 {
+			return fmt.Errorf("%s: no spec of the selection to run", part)
+		}
+		fmt.Printf("%s: %d specs\n", part, len(picked))
+		runSel, specs = sel.WithSpecs(picked), len(picked)
+	}
+	results, rec, err := runUpstream(upstreamRun{kube: kube, runtime: runtimeDir, images: "bin/images", e2e: bin, sel: runSel, out: e2eOut})
+	if rec.ID == "" {
+		return err // no report: nothing to merge
+	}
+	rec.Part, rec.Specs = part.String(), specs
+	n := store.Merge(rec, results)
+	fmt.Printf("%d verdicts merged into %s\n", n, e2eStore)
+	return errors.Join(err, writeE2ETable(store, dry, sel))
+}
+
+// E2ETable writes the table of test/e2e/upstream/README.md again from
+// results.json, a dry run of the selection (no cluster) and the selection
+// as it is now (its skips' reasons, its known causes).
+func E2ETable() error {
+	bin, err := e2eBinary()
+	if err != nil {
+		return err
+	}
+	sel, err := readSelection()
+	if err != nil {
+		return err
+	}
+	store, err := upstream.ReadStore(e2eStore)
+	if err != nil {
+		return err
+	}
+	dry, err := e2eDryRun(bin, sel)
+	if err != nil {
+		return err
+	}
+	return writeE2ETable(store, dry, sel)
+}
+
+// writeE2ETable drops the verdicts of specs the selection no longer runs,
+// writes the store and the README's table.
+func writeE2ETable(store *upstream.Store, dry []upstream.Result, sel *upstream.Selection) error {
+	var specs []string
+	for _, d := range dry {
+		specs = append(specs, d.Text)
+	}
+	for _, t := range store.Prune(specs) {
+		fmt.Println("dropped the verdict of a spec the selection no longer runs:", t)
+	}
+	if err := store.Write(e2eStore); err != nil {
+		return err
+	}
+	rows := store.Rows(dry, sel)
+	var b strings.Builder
+	if err := store.WriteMergedTable(&b, rows); err != nil {
+		return err
+	}
+	fmt.Println(store.MergedSummary(rows))
+	return upstream.ReplaceResults(e2eReadme, b.String())
 }
 
 // e2eSubsetFocus is make test's subset of the upstream suite: NetworkPolicy
@@ -261,15 +349,7 @@ func E2EUpstreamSubset() error {
 	if r.sel, err = sel.WithFocus(e2eSubsetFocus); err != nil {
 		return err
 	}
-	if _, err := runUpstream(r); err != nil {
-		return err
-	}
-	rf, err := os.Open(filepath.Join(r.out, "report.json"))
-	if err != nil {
-		return err
-	}
-	results, err := upstream.Results(rf, r.sel)
-	rf.Close()
+	results, _, err := runUpstream(r)
 	if err != nil {
 		return err
 	}
@@ -295,21 +375,25 @@ type upstreamRun struct {
 
 // runUpstream brings up 3 real nodes, installs Seine and the cluster DNS
 // (lab install-seine), runs e2e.test with the selection's flags, writes
-// the results table into r.out/results.md and returns it, and takes the
-// lab down (also on failure). It fails when a spec failed.
-func runUpstream(r upstreamRun) (table string, err error) {
+// the run's table into r.out/results.md and takes the lab down (also on
+// failure). It returns the results and the run's record (its start, wall
+// times, commit and load; no ID when e2e.test wrote no report), and fails
+// when a spec failed.
+func runUpstream(r upstreamRun) ([]upstream.Result, upstream.Run, error) {
 	start := time.Now()
+	rec := upstream.Run{Commit: seineCommit()}
+	loadStart := loadAverage()
 	state, down, err := upRealLab("e2e-upstream", "e2eup", 13443, 13379, r.kube, r.runtime, r.images)
 	if err != nil {
-		return "", err
+		return nil, rec, err
 	}
 	defer down()
 	if err := run(nil, "bin/lab", "install-seine", "--state-dir", state); err != nil {
-		return "", err
+		return nil, rec, err
 	}
 	fmt.Printf("lab up, Seine and the cluster DNS installed in %s\n", time.Since(start).Round(time.Second))
 	if err := os.MkdirAll(r.out, 0o755); err != nil {
-		return "", err
+		return nil, rec, err
 	}
 	out, _ := filepath.Abs(r.out)
 	kubectl, _ := filepath.Abs("bin/kubectl")
@@ -328,35 +412,65 @@ func runUpstream(r upstreamRun) (table string, err error) {
 	cmd.Dir = out
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	runErr := cmd.Run()
-	wall := time.Since(runStart).Round(time.Second)
+	rec.E2E = upstream.Dur(time.Since(runStart))
 	rf, err := os.Open(report)
 	if err != nil {
-		return "", fmt.Errorf("e2e.test wrote no report (%v): %w", runErr, err)
+		return nil, rec, fmt.Errorf("e2e.test wrote no report (%v): %w", runErr, err)
 	}
 	results, err := upstream.Results(rf, r.sel)
 	rf.Close()
 	if err != nil {
-		return "", err
+		return nil, rec, err
 	}
+	rec.ID = start.UTC().Format(upstream.RunID)
+	rec.Total = upstream.Dur(time.Since(start))
+	rec.Load = loadStart + " at the start, " + loadAverage() + " at the end"
 	var b strings.Builder
 	if err := upstream.WriteTable(&b, results); err != nil {
-		return "", err
+		return nil, rec, err
 	}
-	fmt.Fprintf(&b, "\nWall time of the run: %s (e2e.test), %s with the lab's bring-up; %s.\n",
-		wall, time.Since(start).Round(time.Second), time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "\nWall time of the run: %s (e2e.test), %s with the lab's bring-up; started %s UTC, Seine at %s, load %s.\n",
+		time.Duration(rec.E2E).Round(time.Second), time.Duration(rec.Total).Round(time.Second), rec.ID, rec.Commit, rec.Load)
 	if err := os.WriteFile(filepath.Join(out, "results.md"), []byte(b.String()), 0o644); err != nil {
-		return "", err
+		return nil, rec, err
 	}
 	fmt.Printf("%s\n(table: %s/results.md)\n", upstream.Summary(results), r.out)
 	for _, res := range results {
 		if res.Failed() {
-			return b.String(), fmt.Errorf("upstream e2e: %s", upstream.Summary(results))
+			return results, rec, fmt.Errorf("upstream e2e: %s", upstream.Summary(results))
 		}
 	}
 	if runErr != nil {
-		return b.String(), fmt.Errorf("e2e.test: %w", runErr)
+		return results, rec, fmt.Errorf("e2e.test: %w", runErr)
 	}
-	return b.String(), nil
+	return results, rec, nil
+}
+
+// seineCommit is the checkout's commit, "+ changes" when files git tracks
+// differ from it.
+func seineCommit() string {
+	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(head))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += " + changes"
+	}
+	return c
+}
+
+// loadAverage is the machine's 1-minute load average, as /proc/loadavg has it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // upRealLab brings up a lab of 3 real nodes of its own, beside the lead's

@@ -19,12 +19,25 @@ type Result struct {
 	// first line of Ginkgo's message; for a skip, the selection's reason
 	// or the spec's own Skip message.
 	Why string
+	// Message is the first line of Ginkgo's message alone (a failure's, or
+	// the spec's own Skip message): what a merged table keeps, to give it
+	// the causes known when it is written (Store).
+	Message string
+	// Suite marks a suite node (BeforeSuite, ReportAfterSuite, ...), not a
+	// spec: the run's, not any spec's.
+	Suite bool
 }
 
 // Passed, Failed and Skipped group Ginkgo's states the way the table counts them.
 func (r Result) Passed() bool  { return r.State == "passed" }
 func (r Result) Skipped() bool { return r.State == "skipped" || r.State == "pending" }
-func (r Result) Failed() bool  { return !r.Passed() && !r.Skipped() }
+func (r Result) Failed() bool  { return !r.Passed() && !r.Skipped() && !r.NotRun() }
+
+// NotRun is a spec of a merged table that no run has given a verdict yet.
+func (r Result) NotRun() bool { return r.State == NotRun }
+
+// NotRun is the state of a spec no run has given a verdict (Store.Rows).
+const NotRun = "not run"
 
 // The parts of Ginkgo's JSON report (--ginkgo.json-report) the table needs.
 type ginkgoReport struct {
@@ -59,14 +72,14 @@ func Results(r io.Reader, sel *Selection) ([]Result, error) {
 				texts = append(texts, s.LeafNodeText)
 			}
 			text := strings.Join(nonEmpty(texts), " ")
-			res := Result{Text: text, State: s.State, Time: s.RunTime}
 			msg := firstLine(s.Failure.Message)
+			res := Result{Text: text, State: s.State, Time: s.RunTime, Message: msg}
 			if s.LeafNodeType != "It" {
 				if res.Passed() || res.Skipped() {
 					continue
 				}
 				res.Text = strings.TrimSpace(s.LeafNodeType + " " + text)
-				res.Why = msg
+				res.Why, res.Suite = msg, true
 				out = append(out, res)
 				continue
 			}

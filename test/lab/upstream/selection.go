@@ -164,3 +164,20 @@ func (s *Selection) WithFocus(expr string) (*Selection, error) {
 	}
 	return out, nil
 }
+
+// WithSpecs is the selection with its focus rules replaced by one per
+// spec of texts, each matching that spec's whole text only (Ginkgo matches
+// a focus against the suite's description, a space and the spec's text),
+// and its skip and known rules kept: a run of a list of specs (Part.Pick).
+func (s *Selection) WithSpecs(texts []string) *Selection {
+	out := &Selection{}
+	for _, t := range texts {
+		out.Rules = append(out.Rules, Rule{Kind: Focus, Regex: regexp.MustCompile(`(^| )` + regexp.QuoteMeta(t) + `$`)})
+	}
+	for _, r := range s.Rules {
+		if r.Kind != Focus {
+			out.Rules = append(out.Rules, r)
+		}
+	}
+	return out
+}
