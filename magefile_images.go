@@ -192,8 +192,10 @@ func labCoreDNS() (string, error) {
 // labAgnhost builds agnhost, a main package of k8s.io/kubernetes, in
 // test/lab/agnhost: the control plane's requirements plus agnhost's own, so
 // the build reuses the control plane's compiled packages while
-// test/lab/k8s (the control plane's cache key) stays untouched.
-func labAgnhost() (string, error) {
+// test/lab/k8s (the control plane's cache key) stays untouched. porter is
+// the directory of porter's TLS pair in the module's source, which the
+// image carries.
+func labAgnhost() (prog, porter string, err error) {
 	mod := "test/lab/agnhost"
 	dir, err := cachedBuild("agnhost", "a few minutes, less once the control plane is built", []string{mod + "/go.mod", mod + "/go.sum"}, "-s -w cgo",
 		func(dir string) error {
@@ -205,7 +207,27 @@ func labAgnhost() (string, error) {
 			// 35 s with labkube's packages in the Go cache.
 			return goBuild(mod, nil, "-trimpath", "-ldflags=-s -w", "-o", abs+"/agnhost", "k8s.io/kubernetes/test/images/agnhost")
 		})
-	return filepath.Join(dir, "agnhost"), err
+	if err != nil {
+		return "", "", err
+	}
+	src, err := kubernetesSource()
+	if err != nil {
+		return "", "", err
+	}
+	// porter's TLS pair, which upstream's image carries (images.Agnhost).
+	return filepath.Join(dir, "agnhost"), filepath.Join(src, "test/images/agnhost/porter"), nil
+}
+
+// kubernetesSource is the directory of the k8s.io/kubernetes module the
+// lab's images are built from (agnhost's, in the module cache).
+func kubernetesSource() (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
+	cmd.Dir = "test/lab/agnhost"
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("locate k8s.io/kubernetes: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 // upstreamImageNames reads the pause and agnhost images of the Kubernetes
@@ -223,13 +245,11 @@ func upstreamImageNames() (pause, agnhost string, err error) {
 // test/utils/image/manifest.go: pairs of (image ID, image name), returned
 // as full references by ID.
 func releaseImages(idName ...string) (map[string]string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
-	cmd.Dir = "test/lab/agnhost"
-	out, err := cmd.Output()
+	dir, err := kubernetesSource()
 	if err != nil {
-		return nil, fmt.Errorf("locate k8s.io/kubernetes: %w", err)
+		return nil, err
 	}
-	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "test/utils/image/manifest.go"))
+	src, err := os.ReadFile(filepath.Join(dir, "test/utils/image/manifest.go"))
 	if err != nil {
 		return nil, err
 	}
@@ -292,9 +312,9 @@ func buildLabImages(set imageSet) (runtimeDir string, err error) {
 	if err != nil {
 		return "", err
 	}
-	var agnhost string
+	var agnhost, porter string
 	if set >= policyImageSet {
-		if agnhost, err = labAgnhost(); err != nil {
+		if agnhost, porter, err = labAgnhost(); err != nil {
 			return "", err
 		}
 	}
@@ -323,7 +343,7 @@ func buildLabImages(set imageSet) (runtimeDir string, err error) {
 		names.Agnhost = agnhostName
 	}
 	_, err = images.Build("bin/images", images.Inputs{
-		SeineBin: seineBin, Pause: "bin/pause", Agnhost: agnhost, CoreDNS: coredns, Names: names,
+		SeineBin: seineBin, Pause: "bin/pause", Agnhost: agnhost, CoreDNS: coredns, AgnhostPorter: porter, Names: names,
 	}, func(format string, args ...any) { fmt.Printf(format+"\n", args...) })
 	if err == nil && withTestImages {
 		err = e2eImages(coredns)

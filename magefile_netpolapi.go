@@ -216,7 +216,7 @@ func netpolAPIImages(dir string) error {
 	if err != nil {
 		return err
 	}
-	agnhost, err := labAgnhost()
+	agnhost, porter, err := labAgnhost()
 	if err != nil {
 		return err
 	}
@@ -239,7 +239,7 @@ func netpolAPIImages(dir string) error {
 		if repo != "registry.k8s.io/e2e-test-images/agnhost" {
 			return fmt.Errorf("the suite's manifests name image %s, which the lab does not build", name)
 		}
-		img, err := images.Agnhost(name, agnhost, coredns)
+		img, err := images.Agnhost(name, agnhost, coredns, porter)
 		if err != nil {
 			return err
 		}

@@ -37,8 +37,9 @@ type Inputs struct {
 	// image and pause are always built (a real node needs both); agnhost
 	// and CoreDNS only when their program is given (make test's lab runs
 	// neither and does not build them); agnhost needs CoreDNS's program too
-	// (it carries it at /coredns, as upstream's does).
-	Pause, Agnhost, CoreDNS string
+	// (it carries it at /coredns, as upstream's does), and AgnhostPorter,
+	// the directory of porter's TLS pair (Agnhost).
+	Pause, Agnhost, CoreDNS, AgnhostPorter string
 	// Names of the images; empty fields take the defaults of Defaults.
 	Names Names
 }
@@ -161,7 +162,7 @@ func Build(outDir string, in Inputs, log func(format string, args ...any)) (*Ind
 		{"seine.tar", func() (*image.Image, error) { return image.Seine(n.Seine, in.SeineBin) }},
 		{"seine-ovs.tar", func() (*image.Image, error) { return image.OVS(n.OVS) }},
 		{"pause.tar", func() (*image.Image, error) { return Pause(n.Pause, in.Pause) }},
-		{"agnhost.tar", func() (*image.Image, error) { return Agnhost(n.Agnhost, in.Agnhost, in.CoreDNS) }},
+		{"agnhost.tar", func() (*image.Image, error) { return Agnhost(n.Agnhost, in.Agnhost, in.CoreDNS, in.AgnhostPorter) }},
 		{"coredns.tar", func() (*image.Image, error) { return CoreDNS(n.CoreDNS, in.CoreDNS) }},
 	}
 	idx := &Index{Names: n}
@@ -219,12 +220,26 @@ func Pause(name, prog string) (*image.Image, error) {
 // lab's CoreDNS program at /coredns: upstream's agnhost carries CoreDNS, and
 // the DNS specs run it from this image as their own test DNS server. As
 // upstream: ENTRYPOINT /agnhost, CMD pause.
-func Agnhost(name, prog, coredns string) (*image.Image, error) {
+//
+// porter is the directory of the release's porter
+// (test/images/agnhost/porter): its TLS pair, localhost.crt and
+// localhost.key, goes to /, porter's working directory, as upstream's
+// image has it (`agnhost porter` serves its SERVE_TLS_PORT_ ports with it;
+// the proxy Conformance spec reaches them).
+func Agnhost(name, prog, coredns, porter string) (*image.Image, error) {
 	if prog == "" {
 		return nil, errors.New("agnhost image: no agnhost program given")
 	}
 	if coredns == "" {
 		return nil, errors.New("agnhost image: no CoreDNS program given (upstream's agnhost carries /coredns: the DNS specs run it)")
+	}
+	var tls []image.File
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		src := filepath.Join(porter, f)
+		if _, err := os.Stat(src); err != nil {
+			return nil, fmt.Errorf("agnhost image: porter's TLS pair: %w", err)
+		}
+		tls = append(tls, image.File{Path: "/" + f, Src: src})
 	}
 	base, err := image.Base()
 	if err != nil {
@@ -261,6 +276,7 @@ func Agnhost(name, prog, coredns string) (*image.Image, error) {
 		{Path: "/usr/bin/sh", Link: "dash"},
 		{Path: "/uploads", Dir: true},
 	}
+	own = append(own, tls...)
 	return &image.Image{
 		Name:       name,
 		Layers:     [][]image.File{image.Merge(base, bb, tools), own},

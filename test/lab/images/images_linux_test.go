@@ -139,12 +139,25 @@ func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
 	if err := os.WriteFile(prog, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	img, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog, pauseProgram(t))
+	// porter's TLS pair, as the release's test/images/agnhost/porter has it.
+	porter := filepath.Join(dir, "porter")
+	if err := os.MkdirAll(porter, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		if err := os.WriteFile(filepath.Join(porter, f), []byte("the release's "+f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog, pauseProgram(t), porter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog, ""); err == nil {
+	if _, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog, "", porter); err == nil {
 		t.Error("agnhost without CoreDNS: no error")
+	}
+	if _, err := Agnhost("registry.k8s.io/e2e-test-images/agnhost:2.66.1", prog, pauseProgram(t), dir); err == nil {
+		t.Error("agnhost without porter's TLS pair: no error")
 	}
 	for _, f := range img.Layers[0] {
 		if strings.HasPrefix(f.Path, dir) {
@@ -172,6 +185,16 @@ func TestAgnhostImageHasTheToolsE2EExecs(t *testing.T) {
 	} {
 		if out, err := chroot(root, argv...); err != nil {
 			t.Errorf("%q in the agnhost image: %v\n%s", argv, err, out)
+		}
+	}
+	// porter serves TLS with localhost.crt and localhost.key from its
+	// working directory, /: upstream's image carries them there, and the
+	// proxy spec "should proxy through a service and a pod" reaches its
+	// TLS ports (without them porter logs "open localhost.crt: no such
+	// file or directory" and the apiserver's proxy answers 503).
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		if b, err := os.ReadFile(filepath.Join(root, f)); err != nil || string(b) != "the release's "+f {
+			t.Errorf("/%s in the agnhost image: %q, %v", f, b, err)
 		}
 	}
 	// The Services specs fetch their backends' hostnames with `wget -q -O
