@@ -212,93 +212,97 @@ func E2EUpstream() error {
 	if err != nil {
 		return err
 	}
-	bin, err := e2eBinary()
-	if err != nil {
-		return err
-	}
-	sel, err := readSelection()
-	if err != nil {
-		return err
-	}
 	part, err := upstream.ParsePart(os.Getenv("E2E_FOCUS"), os.Getenv("E2E_ONLY"), os.Getenv("E2E_SHARD"))
 	if err != nil {
 		return err
 	}
-	store, err := upstream.ReadStore(e2eStore)
+	t, err := readE2ETable()
 	if err != nil {
 		return err
 	}
-	dry, err := e2eDryRun(bin, sel)
-	if err != nil {
-		return err
-	}
-	runSel, specs := sel, 0
+	runSel, specs := t.sel, 0
 	if part.Whole() {
-		for _, d := range dry {
+		for _, d := range t.dry {
 			if d.Passed() { // a dry run passes what would run
 				specs++
 			}
 		}
 	} else {
-		picked := part.Pick(dry, sel, store)
+		picked := part.Pick(t.dry, t.sel, t.store)
 		if len(picked) == 0 {
 			return fmt.Errorf("%s: no spec of the selection to run", part)
 		}
 		fmt.Printf("%s: %d specs\n", part, len(picked))
-		runSel, specs = sel.WithSpecs(picked), len(picked)
+		runSel, specs = t.sel.WithSpecs(picked), len(picked)
 	}
-	results, rec, err := runUpstream(upstreamRun{kube: kube, runtime: runtimeDir, images: "bin/images", e2e: bin, sel: runSel, out: e2eOut})
+	results, rec, err := runUpstream(upstreamRun{kube: kube, runtime: runtimeDir, images: "bin/images", e2e: t.bin, sel: runSel, out: e2eOut})
 	if rec.ID == "" {
 		return err // no report: nothing to merge
 	}
 	rec.Part, rec.Specs = part.String(), specs
-	n := store.Merge(rec, results)
+	n := t.store.Merge(rec, results)
 	fmt.Printf("%d verdicts merged into %s\n", n, e2eStore)
-	return errors.Join(err, writeE2ETable(store, dry, sel))
+	return errors.Join(err, t.write())
 }
 
 // E2ETable writes the table of test/e2e/upstream/README.md again from
 // results.json, a dry run of the selection (no cluster) and the selection
 // as it is now (its skips' reasons, its known causes).
 func E2ETable() error {
-	bin, err := e2eBinary()
+	t, err := readE2ETable()
 	if err != nil {
 		return err
 	}
-	sel, err := readSelection()
-	if err != nil {
-		return err
-	}
-	store, err := upstream.ReadStore(e2eStore)
-	if err != nil {
-		return err
-	}
-	dry, err := e2eDryRun(bin, sel)
-	if err != nil {
-		return err
-	}
-	return writeE2ETable(store, dry, sel)
+	return t.write()
 }
 
-// writeE2ETable drops the verdicts of specs the selection no longer runs,
-// writes the store and the README's table.
-func writeE2ETable(store *upstream.Store, dry []upstream.Result, sel *upstream.Selection) error {
+// e2eTable is what a run picks its specs from and the README's table is
+// written from: the selection, a dry run of it (every spec it selects)
+// and the verdicts so far.
+type e2eTable struct {
+	bin   string // e2e.test
+	sel   *upstream.Selection
+	dry   []upstream.Result
+	store *upstream.Store
+}
+
+func readE2ETable() (*e2eTable, error) {
+	t := &e2eTable{}
+	var err error
+	if t.bin, err = e2eBinary(); err != nil {
+		return nil, err
+	}
+	if t.sel, err = readSelection(); err != nil {
+		return nil, err
+	}
+	if t.store, err = upstream.ReadStore(e2eStore); err != nil {
+		return nil, err
+	}
+	if t.dry, err = e2eDryRun(t.bin, t.sel); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// write drops the verdicts of specs the selection no longer runs, writes
+// the store and the README's table.
+func (t *e2eTable) write() error {
 	var specs []string
-	for _, d := range dry {
+	for _, d := range t.dry {
 		specs = append(specs, d.Text)
 	}
-	for _, t := range store.Prune(specs) {
-		fmt.Println("dropped the verdict of a spec the selection no longer runs:", t)
+	for _, text := range t.store.Prune(specs) {
+		fmt.Println("dropped the verdict of a spec the selection no longer runs:", text)
 	}
-	if err := store.Write(e2eStore); err != nil {
+	if err := t.store.Write(e2eStore); err != nil {
 		return err
 	}
-	rows := store.Rows(dry, sel)
+	rows := t.store.Rows(t.dry, t.sel)
 	var b strings.Builder
-	if err := store.WriteMergedTable(&b, rows); err != nil {
+	if err := t.store.WriteMergedTable(&b, rows); err != nil {
 		return err
 	}
-	fmt.Println(store.MergedSummary(rows))
+	fmt.Println(t.store.MergedSummary(rows))
 	return upstream.ReplaceResults(e2eReadme, b.String())
 }
 
@@ -412,7 +416,7 @@ func runUpstream(r upstreamRun) ([]upstream.Result, upstream.Run, error) {
 	cmd.Dir = out
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	runErr := cmd.Run()
-	rec.E2E = upstream.Dur(time.Since(runStart))
+	rec.E2E = upstream.Dur(time.Since(runStart).Round(time.Second))
 	rf, err := os.Open(report)
 	if err != nil {
 		return nil, rec, fmt.Errorf("e2e.test wrote no report (%v): %w", runErr, err)
@@ -423,7 +427,7 @@ func runUpstream(r upstreamRun) ([]upstream.Result, upstream.Run, error) {
 		return nil, rec, err
 	}
 	rec.ID = start.UTC().Format(upstream.RunID)
-	rec.Total = upstream.Dur(time.Since(start))
+	rec.Total = upstream.Dur(time.Since(start).Round(time.Second))
 	rec.Load = loadStart + " at the start, " + loadAverage() + " at the end"
 	var b strings.Builder
 	if err := upstream.WriteTable(&b, results); err != nil {

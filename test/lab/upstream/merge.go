@@ -135,7 +135,7 @@ func (s *Store) Merge(run Run, results []Result) int {
 		if !isVerdict(r) {
 			continue
 		}
-		v := Verdict{Text: r.Text, State: r.State, Time: Dur(r.Time), Message: r.Message, Run: run.ID, Suite: r.Suite}
+		v := Verdict{Text: r.Text, State: r.State, Time: Dur(r.Time.Round(time.Millisecond)), Message: r.Message, Run: run.ID, Suite: r.Suite}
 		if i, ok := at[r.Text]; ok && !r.Suite {
 			verdicts[i] = v
 		} else {
