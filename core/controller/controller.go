@@ -30,9 +30,10 @@ const flushKey = ""
 // Pod and namespace events update the label index and the membership of
 // existing groups directly. Policy events go through a work queue; one
 // worker translates policies, and whenever the queue runs empty it publishes
-// what changed in dependency order: AppliedToGroups (members, span), then
-// NetworkPolicies (span = union of their AppliedToGroups' spans), then
-// AddressGroups (span = union of the spans of the policies using them). At
+// what changed in dependency order: AppliedToGroups' members, then
+// NetworkPolicies (span = the nodes of the members of their
+// AppliedToGroups), then AppliedToGroups and AddressGroups (span = union of
+// the spans of the policies using them). At
 // a cold start nothing is published before the informers have synced, so
 // every object is published once, from a complete index.
 type Controller struct {

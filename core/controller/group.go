@@ -93,10 +93,14 @@ type group struct {
 	refs     int // rule or policy references
 	members  map[*podEntry]struct{}
 	policies map[*policyState]int // policies using it, with reference counts
-	span     *Span
-	ag       *controlplane.AddressGroup // last built, for span-only updates
-	dirty    bool                       // members changed since last stored
-	stored   bool
+	// span is an AddressGroup's span; an AppliedToGroup's is the nodes of
+	// its members (its published span, the union of its policies', is
+	// computed when it is published).
+	span   *Span
+	ag     *controlplane.AddressGroup   // last built, for span-only updates
+	atg    *controlplane.AppliedToGroup // likewise
+	dirty  bool                         // members changed since last stored
+	stored bool
 }
 
 func (g *group) scope() string {

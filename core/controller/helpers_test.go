@@ -197,6 +197,13 @@ func (e *testEnv) dump() string {
 			if r.Name != "" {
 				s += " name=" + r.Name
 			}
+			if len(r.AppliedToGroups) > 0 {
+				var rs []string
+				for _, n := range r.AppliedToGroups {
+					rs = append(rs, name(n))
+				}
+				s += fmt.Sprintf(" appliedTo=%v", rs)
+			}
 		}
 		lines = append(lines, s)
 	}

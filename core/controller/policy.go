@@ -118,6 +118,9 @@ func (c *Controller) detach(p *policyState) {
 	for _, g := range p.atgs {
 		if g.policies[p]--; g.policies[p] == 0 {
 			delete(g.policies, p)
+			if g.refs > 1 {
+				c.markGroupSpan(g) // its span is its policies'
+			}
 		}
 		c.releaseGroup(g)
 	}

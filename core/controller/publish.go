@@ -30,52 +30,35 @@ import (
 //     replacement is in.
 //
 // Spans are computed first, in the order they depend on each other
-// (AppliedToGroup members -> policies -> AddressGroups).
+// (AppliedToGroup members -> policies -> AppliedToGroups and AddressGroups:
+// the union of the spans of the policies using them).
 func (c *Controller) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 
-	// AppliedToGroups: members and spans; a changed span moves the spans of
-	// the policies applied to it.
-	type atgUpdate struct {
-		g         *group
-		obj       *controlplane.AppliedToGroup
-		span      *Span
-		union     *controlplane.AppliedToGroup // members it gains and loses, or nil
-		unionSpan *Span
-		shrinks   bool
-	}
-	var atgs []atgUpdate
+	// AppliedToGroups, first their members and the nodes of their members
+	// (g.span): a change of those nodes moves the spans of the policies
+	// applied to the group. Their own spans come after the policies'.
+	atgSpans := make(map[*group]struct{}, len(c.dirtyATG))
 	for g := range c.dirtyATG {
-		if !g.dirty && g.stored {
-			continue
+		atgSpans[g] = struct{}{}
+		if !g.dirty && g.atg != nil {
+			continue // only its span may change
 		}
-		u := atgUpdate{g: g, obj: &controlplane.AppliedToGroup{Members: g.buildMembers()}}
-		u.obj.Name = g.name
+		g.atg = &controlplane.AppliedToGroup{Members: g.buildMembers()}
+		g.atg.Name = g.name
 		sb := spanBuilder{nodes: c.nodes}
 		for p := range g.members {
 			sb.add(p.nodeID)
 		}
-		u.span = sb.span()
-		if old, ok := c.AppliedToGroups.Get(g.name); ok {
-			if lost := lostMembers(old.Object.Members, u.obj.Members); len(lost) > 0 {
-				u.shrinks = true
-				if !sameKeys(old.Object.Members, lost, u.obj.Members) {
-					// It also gains or changes members: first both.
-					u.union = &controlplane.AppliedToGroup{Members: mergeMembers(u.obj.Members, lost)}
-					u.union.Name = g.name
-					u.unionSpan = unionOf(c.nodes, u.span, old.Span)
-				}
-			}
-		}
-		if !g.stored || !u.span.equal(g.span) {
+		span := sb.span()
+		if !g.stored || !span.equal(g.span) {
 			for p := range g.policies {
 				c.dirtyNP[p] = struct{}{}
 			}
 		}
-		g.span = u.span
+		g.span = span
 		g.dirty, g.stored = false, true
-		atgs = append(atgs, u)
 	}
 	clear(c.dirtyATG)
 
@@ -106,6 +89,9 @@ func (c *Controller) flush() {
 				c.dirtyAG[g] = struct{}{}
 			}
 		}
+		for _, g := range p.atgs {
+			atgSpans[g] = struct{}{}
+		}
 		u := npUpdate{p: p, span: span, pubSpan: span}
 		if old, ok := c.NetworkPolicies.Get(p.obj.Name); ok {
 			u.pubSpan, u.shrinks = growthSpan(c.nodes, span, old.Span)
@@ -118,6 +104,62 @@ func (c *Controller) flush() {
 		nps = append(nps, u)
 	}
 	clear(c.dirtyNP)
+
+	// AppliedToGroups' spans: the union of the spans of the policies
+	// applied to them, so every node of a policy's span has all of the
+	// policy's groups, also one none of whose pods runs there (another
+	// appliedTo entry's, or another rule's, pods do), and the agent never
+	// waits for a group it will not get. That union holds the nodes of the
+	// group's members. A group that loses members is first published with
+	// the members it gains (if any) and the ones it loses, then without
+	// these once the policies have moved (below).
+	type atgUpdate struct {
+		g        *group
+		span     *Span
+		grow     *controlplane.AppliedToGroup // published in the growth step, or nil
+		growSpan *Span
+		shrinks  bool // g.atg and span published in the shrinking step
+	}
+	var atgs []atgUpdate
+	for g := range atgSpans {
+		var span *Span
+		if len(g.policies) == 1 {
+			for p := range g.policies {
+				span = p.span
+			}
+		} else {
+			sb := spanBuilder{nodes: c.nodes}
+			for p := range g.policies {
+				sb.union(p.span)
+			}
+			span = sb.span()
+		}
+		u := atgUpdate{g: g, span: span}
+		old, ok := c.AppliedToGroups.Get(g.name)
+		if !ok {
+			u.grow, u.growSpan = g.atg, span
+			atgs = append(atgs, u)
+			continue
+		}
+		grow := g.atg
+		if old.Object != g.atg {
+			if lost := lostMembers(old.Object.Members, g.atg.Members); len(lost) > 0 {
+				u.shrinks = true
+				grow = old.Object // it only loses members: they go when it shrinks
+				if !sameKeys(old.Object.Members, lost, g.atg.Members) {
+					// It also gains or changes members: first both.
+					grow = &controlplane.AppliedToGroup{Members: mergeMembers(g.atg.Members, lost)}
+					grow.Name = g.name
+				}
+			}
+		}
+		growSpan, spanShrinks := growthSpan(c.nodes, span, old.Span)
+		u.shrinks = u.shrinks || spanShrinks
+		if grow != old.Object || !growSpan.equal(old.Span) {
+			u.grow, u.growSpan = grow, growSpan
+		}
+		atgs = append(atgs, u)
+	}
 
 	// AddressGroups: span = union of the spans of the policies using them.
 	type agUpdate struct {
@@ -161,11 +203,8 @@ func (c *Controller) flush() {
 
 	// 1. Growth.
 	for _, u := range atgs {
-		switch {
-		case u.union != nil:
-			c.AppliedToGroups.Set(u.g.name, u.union, u.unionSpan)
-		case !u.shrinks:
-			c.AppliedToGroups.Set(u.g.name, u.obj, u.span)
+		if u.grow != nil {
+			c.AppliedToGroups.Set(u.g.name, u.grow, u.growSpan)
 		}
 	}
 	for _, u := range ags {
@@ -187,7 +226,7 @@ func (c *Controller) flush() {
 	}
 	for _, u := range atgs {
 		if u.shrinks {
-			c.AppliedToGroups.Set(u.g.name, u.obj, u.span)
+			c.AppliedToGroups.Set(u.g.name, u.g.atg, u.span)
 		}
 	}
 	for _, u := range ags {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -177,7 +178,10 @@ func clusterInternalName(cnp *crdv1.ClusterNetworkPolicy) string {
 //   - an unknown tier: the policy gets no rules (it is not enforced, and
 //     says so), since no place in the order can be guessed for it;
 //   - an appliedTo entry that cannot be parsed or selects nothing
-//     explicitly (neither selector) is left out;
+//     explicitly (neither selector) is left out; a rule whose own appliedTo
+//     (the policy has none) is left out whole, or that has none, is left
+//     out; appliedTo on the policy and on rules (refused by the CRD's
+//     validation) is enforced with each rule's own, or the policy's;
 //   - a peer that cannot be parsed is left out of an Allow rule (a rule
 //     whose peers are all left out matches nothing: it allows less); a
 //     deny rule never denies less for it: a Drop or Reject takes every
@@ -231,19 +235,42 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 	}
 	obj.Name = sp.name
 	obj.Generation = sp.generation
-	for i, at := range sp.appliedTo {
-		sels, err := c.appliedToSelections(at, sp.namespace, &groups)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("appliedTo %d: %v: left out", i, err))
-			continue
-		}
-		for _, gs := range sels {
-			g := c.ensureGroup(appliedToKind, gs)
-			atgs = append(atgs, g)
-			if !containsString(obj.AppliedToGroups, g.name) {
-				obj.AppliedToGroups = append(obj.AppliedToGroups, g.name)
+	// appliedTo adds the groups of entries to the policy's (the union every
+	// node of its span receives) and returns their names.
+	appliedTo := func(what string, entries []crdv1.AppliedTo) []string {
+		var names []string
+		for i, at := range entries {
+			sels, err := c.appliedToSelections(at, sp.namespace, &groups)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%sappliedTo %d: %v: left out", what, i, err))
+				continue
+			}
+			for _, gs := range sels {
+				g := c.ensureGroup(appliedToKind, gs)
+				atgs = append(atgs, g)
+				if !containsString(names, g.name) {
+					names = append(names, g.name)
+				}
+				if !containsString(obj.AppliedToGroups, g.name) {
+					obj.AppliedToGroups = append(obj.AppliedToGroups, g.name)
+				}
 			}
 		}
+		return names
+	}
+	policyATGs := appliedTo("", sp.appliedTo)
+	perRule := false
+	for _, r := range slices.Concat(sp.ingress, sp.egress) {
+		perRule = perRule || len(r.AppliedTo) > 0
+	}
+	switch {
+	case perRule && len(sp.appliedTo) > 0:
+		// The kube-apiserver refuses this (the CRD's validation); one
+		// stored before is enforced with what each rule says.
+		problems = append(problems, "appliedTo is set on the policy and on rules, not on one or the other: "+
+			"each rule applies to its own appliedTo, a rule without one to the policy's")
+	case !perRule && len(sp.appliedTo) == 0 && len(sp.ingress)+len(sp.egress) > 0:
+		problems = append(problems, "no appliedTo on the policy nor on its rules: it applies to no pod")
 	}
 	tp, err := sp.tierPriority, sp.tierErr
 	if err != nil {
@@ -261,6 +288,24 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 		{controlplane.DirectionOut, "egress", sp.egress},
 	} {
 		for i, r := range d.rules {
+			// A rule applies to the pods of its own appliedTo when the
+			// policy's rules have one (then every rule names its groups:
+			// an empty list means the policy's, and the policy's list is
+			// the union of the rules').
+			var ruleATGs []string
+			if perRule {
+				ruleATGs = policyATGs
+				if len(r.AppliedTo) > 0 {
+					ruleATGs = appliedTo(fmt.Sprintf("%s rule %d: ", d.name, i), r.AppliedTo)
+				} else if len(sp.appliedTo) == 0 {
+					problems = append(problems, fmt.Sprintf("%s rule %d: no appliedTo (nor on the policy): left out", d.name, i))
+				}
+				if len(ruleATGs) == 0 {
+					// It applies to no pod (yet: a ClusterGroup not
+					// created; or its entries were left out).
+					continue
+				}
+			}
 			peers := r.From
 			if d.dir == controlplane.DirectionOut {
 				peers = r.To
@@ -304,6 +349,7 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 			rule := controlplane.NetworkPolicyRule{
 				Direction: d.dir, Services: services(clusterPorts(r.Ports)),
 				Priority: int32(i), Action: &action, Name: r.Name,
+				AppliedToGroups: ruleATGs,
 			}
 			if d.dir == controlplane.DirectionIn {
 				rule.From = peer

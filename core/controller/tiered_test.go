@@ -116,6 +116,10 @@ func tcpPort(p int32, end *int32) crdv1.NetworkPolicyPort {
 // alone: every namespace; namespaceSelector alone: every pod of the
 // namespaces), rules in order with their actions and names, cluster-wide
 // peers, ipBlocks and port ranges, and no isolation (no policyTypes).
+// Every node of the policy's span gets both AppliedToGroups, also n1 where
+// no pod of the second runs (before, each went only to its members' nodes,
+// and the agent of n1 waited for a group it never got and did not enforce
+// the policy at all).
 func TestTieredClusterPolicyTranslation(t *testing.T) {
 	end := int32(8090)
 	p := cnp("block", "securityops", 5.5,
@@ -138,8 +142,8 @@ func TestTieredClusterPolicyTranslation(t *testing.T) {
 	e.waitFor(`
 ag {namespaceSelector= podSelector=app=db} members=[y/db@n2,10.0.2.1] span=[n1 n2 n3]
 ag {namespaceSelector=env=x podSelector=} members=[x/web@n1,10.0.1.1] span=[n1 n2 n3]
-atg {namespaceSelector= podSelector=app=web} members=[x/web@n1,10.0.1.1] span=[n1]
-atg {namespaceSelector=team=db podSelector=} members=[y/db@n2,10.0.2.1 y/other@n3,10.0.3.1] span=[n2 n3]
+atg {namespaceSelector= podSelector=app=web} members=[x/web@n1,10.0.1.1] span=[n1 n2 n3]
+atg {namespaceSelector=team=db podSelector=} members=[y/db@n2,10.0.2.1 y/other@n3,10.0.3.1] span=[n1 n2 n3]
 cnp block types=[] atg=[{namespaceSelector= podSelector=app=web} {namespaceSelector=team=db podSelector=}] span=[n1 n2 n3] tier=securityops/100 priority=5.5
   In peers=[{namespaceSelector=env=x podSelector=}] services=[] priority=0 action=Drop name=no-x
   In peers=[0.0.0.0/0 ::/0] services=[TCP/8080-8090] priority=1 action=Pass name=rest

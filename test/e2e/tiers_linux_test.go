@@ -211,6 +211,21 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	del("tier-base")
 	expect("no policy", probeCase{"a", "udp", "."}, probeCase{"b", "tcp", "."})
 
+	// Per-rule appliedTo (the policy has none): each rule acts on its own
+	// pods only. S's node gets the group of B's rule too, where no pod of it
+	// runs (the agent waits for every group a policy names).
+	e.checkPerRuleAppliedTo(cnps, func(step string, want map[string]string) {
+		e.t.Helper()
+		var cases []probeCase
+		for _, k := range []string{"a tcp", "a udp", "b tcp", "b udp"} {
+			from, proto, _ := strings.Cut(k, " ")
+			cases = append(cases, probeCase{from, proto, want[k]})
+		}
+		expect(step, cases...)
+	}, role, port)
+	e.waitTieredRealized(dc, "tier-per-rule")
+	del("tier-per-rule")
+
 	// A ClusterGroup as a rule's peer: its members follow pod labels and
 	// its own spec, with real packets (checkClusterGroup).
 	e.checkClusterGroup(dc, a, b, func(step string, aWant, bWant string) {

@@ -44,7 +44,9 @@ var errMissing = errors.New("missing")
 //
 //   - a policy applies to the local pods among the members of its
 //     AppliedToGroups (matched by namespace/name); without any, it adds
-//     nothing on this node;
+//     nothing on this node; a rule with AppliedToGroups of its own (a
+//     tiered policy's per-rule appliedTo) applies to those of its groups'
+//     members only;
 //   - those pods are isolated for ingress/egress when the policy's types
 //     say so, even if it has no rule in that direction;
 //   - a rule's peers are the IPs of its AddressGroups' members and its
@@ -124,26 +126,23 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 	if uid == "" {
 		uid = np.Name
 	}
-	seen := map[uint32]bool{}
-	for _, g := range np.AppliedToGroups {
-		atg, ok := s.AppliedToGroups[g]
-		if !ok || atg == nil {
-			return nil, nil, nil, fmt.Errorf("appliedToGroup %s is %w", g, errMissing)
-		}
-		for _, m := range atg.Members {
-			p, ok := local[m.Pod.Namespace+"/"+m.Pod.Name]
-			if !ok || seen[p.OFPort] {
-				continue
-			}
-			seen[p.OFPort] = true
-			targets = append(targets, target{pod: p, named: m.NamedPorts})
-		}
-	}
-	sort.Slice(targets, func(i, j int) bool { return targets[i].pod.OFPort < targets[j].pod.OFPort })
-	if len(targets) == 0 {
-		return nil, nil, nil, nil
+	targets, err = localTargets(np.AppliedToGroups, s, local)
+	if err != nil || len(targets) == 0 {
+		return nil, nil, nil, err
 	}
 	for i, rule := range np.Rules {
+		// A rule with AppliedToGroups of its own (a tiered policy's
+		// per-rule appliedTo) applies to their local pods only.
+		ruleTargets := targets
+		if len(rule.AppliedToGroups) > 0 {
+			if ruleTargets, err = localTargets(rule.AppliedToGroups, s, local); err != nil {
+				ruleErrs = append(ruleErrs, fmt.Errorf("rule %d: %w", i, err))
+				continue
+			}
+			if len(ruleTargets) == 0 {
+				continue
+			}
+		}
 		var dir pipeline.PolicyDirection
 		var peer controlplane.NetworkPolicyPeer
 		switch rule.Direction {
@@ -165,7 +164,7 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 		groupMissing := err != nil
 		var rs []pipeline.PolicyRule
 		if err == nil {
-			rs, err = resolveRule(uid, i, dir, rule, targets, members, peer.IPBlocks)
+			rs, err = resolveRule(uid, i, dir, rule, ruleTargets, members, peer.IPBlocks)
 		}
 		if err == nil {
 			err = tierRules(np, rule, rs)
@@ -174,7 +173,7 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 			// A tiered rule must not open what it would deny: see
 			// failClosed.
 			var how string
-			if rs, how = failClosed(uid, i, dir, rule, targets, members, peer.IPBlocks, groupMissing, np); how != "" {
+			if rs, how = failClosed(uid, i, dir, rule, ruleTargets, members, peer.IPBlocks, groupMissing, np); how != "" {
 				err = fmt.Errorf("%w (%s)", err, how)
 			}
 		} else if err != nil {
@@ -191,6 +190,28 @@ func resolvePolicy(np *controlplane.NetworkPolicy, s State, local map[string]Pod
 		rules = append(rules, rs...)
 	}
 	return rules, targets, ruleErrs, nil
+}
+
+// localTargets is the local pods among the members of groups, by ofport.
+func localTargets(groups []string, s State, local map[string]Pod) ([]target, error) {
+	var targets []target
+	seen := map[uint32]bool{}
+	for _, g := range groups {
+		atg, ok := s.AppliedToGroups[g]
+		if !ok || atg == nil {
+			return nil, fmt.Errorf("appliedToGroup %s is %w", g, errMissing)
+		}
+		for _, m := range atg.Members {
+			p, ok := local[m.Pod.Namespace+"/"+m.Pod.Name]
+			if !ok || seen[p.OFPort] {
+				continue
+			}
+			seen[p.OFPort] = true
+			targets = append(targets, target{pod: p, named: m.NamedPorts})
+		}
+	}
+	sort.Slice(targets, func(i, j int) bool { return targets[i].pod.OFPort < targets[j].pod.OFPort })
+	return targets, nil
 }
 
 func peerMembers(peer controlplane.NetworkPolicyPeer, s State) ([]controlplane.GroupMember, error) {

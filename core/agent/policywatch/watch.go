@@ -158,6 +158,11 @@ func (s *state) missing(limit int) []string {
 			}
 		}
 		for _, r := range np.Rules {
+			for _, g := range r.AppliedToGroups {
+				if s.atgs[g] == nil && !slices.Contains(np.AppliedToGroups, g) {
+					out = append(out, np.Name+" -> AppliedToGroup "+g)
+				}
+			}
 			for _, g := range slices.Concat(r.From.AddressGroups, r.To.AddressGroups) {
 				if s.ags[g] == nil {
 					out = append(out, np.Name+" -> AddressGroup "+g)

@@ -183,6 +183,11 @@ type NetworkPolicyRule struct {
 	Action *RuleAction `json:"action,omitempty"`
 	// Name is the user's name of the rule, if any.
 	Name string `json:"name,omitempty"`
+	// AppliedToGroups, when set, are the pods this rule applies to (a
+	// tiered policy with a per-rule appliedTo); empty: the policy's. The
+	// policy's AppliedToGroups then hold the groups of every rule, so the
+	// policy spans the nodes of all of them and a node has every group.
+	AppliedToGroups []string `json:"appliedToGroups,omitempty"`
 }
 
 // +genclient

@@ -493,6 +493,11 @@ func (in *NetworkPolicyRule) DeepCopyInto(out *NetworkPolicyRule) {
 		*out = new(RuleAction)
 		**out = **in
 	}
+	if in.AppliedToGroups != nil {
+		in, out := &in.AppliedToGroups, &out.AppliedToGroups
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	return
 }
 

@@ -28,6 +28,13 @@ type ClusterNetworkPolicy struct {
 }
 
 // ClusterNetworkPolicySpec is what the policy applies to and its rules.
+// The pods a rule applies to are either the policy's appliedTo or, when
+// the policy has none, the rule's own appliedTo, which every rule then
+// has (as in Antrea): the two are never mixed.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.appliedTo) && size(self.appliedTo) > 0) || (has(self.ingress) && size(self.ingress) > 0) || (has(self.egress) && size(self.egress) > 0)",message="appliedTo is required: set it on the policy, or on every rule"
+// +kubebuilder:validation:XValidation:rule="!has(self.ingress) || (has(self.appliedTo) && size(self.appliedTo) > 0 ? self.ingress.all(r, !has(r.appliedTo) || size(r.appliedTo) == 0) : self.ingress.all(r, has(r.appliedTo) && size(r.appliedTo) > 0))",message="appliedTo is set either on the policy or on every rule, not both: with spec.appliedTo no ingress rule may have one, without it every ingress rule needs one"
+// +kubebuilder:validation:XValidation:rule="!has(self.egress) || (has(self.appliedTo) && size(self.appliedTo) > 0 ? self.egress.all(r, !has(r.appliedTo) || size(r.appliedTo) == 0) : self.egress.all(r, has(r.appliedTo) && size(r.appliedTo) > 0))",message="appliedTo is set either on the policy or on every rule, not both: with spec.appliedTo no egress rule may have one, without it every egress rule needs one"
 type ClusterNetworkPolicySpec struct {
 	// Tier names the Tier the policy is evaluated in (application when
 	// empty).
@@ -39,9 +46,9 @@ type ClusterNetworkPolicySpec struct {
 	// +kubebuilder:validation:Maximum=10000
 	Priority float64 `json:"priority"`
 	// AppliedTo selects the pods the policy applies to: the union of its
-	// entries.
-	// +kubebuilder:validation:MinItems=1
-	AppliedTo []AppliedTo `json:"appliedTo"`
+	// entries. Without it, every rule has an appliedTo of its own.
+	// +optional
+	AppliedTo []AppliedTo `json:"appliedTo,omitempty"`
 	// Ingress rules judge new connections to the selected pods, in order.
 	// +optional
 	Ingress []Rule `json:"ingress,omitempty"`
@@ -90,6 +97,11 @@ type Rule struct {
 	// Name names the rule in status, logs and traces; unique in the policy.
 	// +optional
 	Name string `json:"name,omitempty"`
+	// AppliedTo selects the pods this rule applies to (the union of its
+	// entries), when the policy has no appliedTo of its own; then every
+	// rule has one. The policy spans the nodes of all of them.
+	// +optional
+	AppliedTo []AppliedTo `json:"appliedTo,omitempty"`
 	// From are the sources of an ingress rule; none means every source.
 	// +optional
 	From []Peer `json:"from,omitempty"`
