@@ -65,7 +65,9 @@ type Controller struct {
 	idx           *labelIndex
 	nodes         *nodeTable
 	atgs, ags     map[string]*group
-	clusterGroups map[*group]struct{} // groups with a namespaceSelector
+	clusterGroups map[*group]struct{}  // groups with a namespaceSelector
+	nodeGroups    map[*group]struct{}  // groups of Nodes (a peer's nodeSelector)
+	nodeEntries   map[string]*podEntry // every Node, by name
 	policies      map[string]*policyState
 	// groupUsers maps a ClusterGroup's name to the keys of the policies
 	// that read it (as a peer, an appliedTo or a child group).
@@ -121,6 +123,8 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 		atgs:            make(map[string]*group),
 		ags:             make(map[string]*group),
 		clusterGroups:   make(map[*group]struct{}),
+		nodeGroups:      make(map[*group]struct{}),
+		nodeEntries:     make(map[string]*podEntry),
 		policies:        make(map[string]*policyState),
 		groupUsers:      make(map[string]map[string]struct{}),
 		dirtyATG:        make(map[*group]struct{}),
@@ -154,6 +158,11 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 			AddFunc:    c.enqueuePolicy,
 			UpdateFunc: func(_, o any) { c.enqueuePolicy(o) },
 			DeleteFunc: c.enqueuePolicy,
+		}},
+		{nodeInformer(factory), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { c.onNode(o) },
+			UpdateFunc: func(_, o any) { c.onNode(o) },
+			DeleteFunc: func(o any) { c.onNodeDelete(o) },
 		}},
 	} {
 		reg, err := t.inf.AddEventHandler(t.h)
@@ -305,6 +314,16 @@ func (c *Controller) ensureGroup(kind groupKind, sel *groupSelector) *group {
 	}
 	g := &group{kind: kind, name: name, sel: sel, refs: 1, members: make(map[*podEntry]struct{}), policies: make(map[*policyState]int)}
 	groups[name] = g
+	if sel.node != nil {
+		for _, e := range c.nodeEntries {
+			if len(e.ips) > 0 && sel.node.matches(e.labels) {
+				g.members[e] = struct{}{}
+			}
+		}
+		c.nodeGroups[g] = struct{}{}
+		c.markGroup(g)
+		return g
+	}
 	add := func(p *podEntry) {
 		if g.admits(p) {
 			g.members[p] = struct{}{}
@@ -332,7 +351,9 @@ func (c *Controller) releaseGroup(g *group) {
 	if g.refs > 0 {
 		return
 	}
-	if g.sel.ns == nil {
+	if g.sel.node != nil {
+		delete(c.nodeGroups, g)
+	} else if g.sel.ns == nil {
 		n := c.idx.ns(g.sel.namespace)
 		if k, ok := g.groupIndexKey(); ok {
 			removeFrom(n.groupBy, k, g)

@@ -22,11 +22,13 @@ const (
 )
 
 // groupSelector is a normalized pod selection: pods matching pod either in
-// namespace (when ns is nil) or in every namespace matching ns.
+// namespace (when ns is nil) or in every namespace matching ns; or, when
+// node is set (and nothing else), the Nodes matching node.
 type groupSelector struct {
 	namespace string
 	pod       *selector
 	ns        *selector
+	node      *selector
 }
 
 // parseSelector parses a LabelSelector; nil selects everything, as an
@@ -65,6 +67,9 @@ func parseSelector(ls *metav1.LabelSelector) (*selector, error) {
 // normalized is the canonical text of the selection: two selections with
 // the same text select the same pods, whatever order their terms came in.
 func (g *groupSelector) normalized() string {
+	if g.node != nil {
+		return "nodeSelector=" + g.node.sel.String()
+	}
 	var b strings.Builder
 	if g.ns == nil {
 		b.WriteString("namespace=")
@@ -140,6 +145,10 @@ func (g *group) buildMembers() []controlplane.GroupMember {
 	}
 	out := make([]controlplane.GroupMember, 0, len(g.members))
 	for p := range g.members {
+		if p.isNode {
+			out = append(out, controlplane.GroupMember{Node: p.name, IPs: p.ips})
+			continue
+		}
 		out = append(out, controlplane.GroupMember{
 			Pod:        controlplane.PodReference{Name: p.name, Namespace: p.namespace},
 			IPs:        p.ips,
@@ -151,7 +160,10 @@ func (g *group) buildMembers() []controlplane.GroupMember {
 		if c := strings.Compare(a.Pod.Namespace, b.Pod.Namespace); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Pod.Name, b.Pod.Name)
+		if c := strings.Compare(a.Pod.Name, b.Pod.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Node, b.Node)
 	})
 	return out
 }

@@ -220,6 +220,9 @@ func members(ms []controlplane.GroupMember) string {
 	var out []string
 	for _, m := range ms {
 		s := m.Pod.Namespace + "/" + m.Pod.Name + "@" + m.NodeName
+		if m.Node != "" {
+			s = "node:" + m.Node
+		}
 		for _, ip := range m.IPs {
 			a, _ := netip.AddrFromSlice(ip)
 			s += "," + a.String()

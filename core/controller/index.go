@@ -20,6 +20,9 @@ type podEntry struct {
 	node            string
 	nodeID          int32
 	eligible        bool
+	// isNode marks the entry of a Node (a member of nodeSelector groups):
+	// name is the Node's, ips its addresses.
+	isNode bool
 }
 
 // nsEntry holds one namespace: its labels (once the Namespace object is

@@ -424,6 +424,19 @@ func (c *Controller) clusterPeer(peers []crdv1.Peer, namespace string, ags *[]*g
 		}
 	}
 	for i, pr := range peers {
+		if pr.NodeSelector != nil {
+			if pr.Group != "" || pr.PodSelector != nil || pr.NamespaceSelector != nil || pr.IPBlock != nil {
+				errs = append(errs, fmt.Errorf("peer %d: nodeSelector with a selector, ipBlock or group beside it (a nodeSelector stands alone in its entry)", i))
+				continue
+			}
+			gs, err := nodeSelection(pr.NodeSelector)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("peer %d: nodeSelector: %w", i, err))
+				continue
+			}
+			addSel(gs)
+			continue
+		}
 		if pr.Group != "" && namespace != "" {
 			errs = append(errs, fmt.Errorf("peer %d: group %s: ClusterGroups are for cluster-wide policies", i, pr.Group))
 			continue

@@ -136,10 +136,10 @@ func (c *Controller) syncUpstreamPolicy(key, name string) {
 // application tier), Baseline at 254 (after Seine's baseline); priority as
 // is; subject namespaces or pods as appliedTo; Accept, Deny and Pass as
 // Allow, Drop and Pass; peers namespaces and pods, egress networks as
-// ipBlocks; protocols with their destination port, range or named port.
-// Node and domain name peers have no equivalent yet: a rule loses them
-// like a peer that does not parse (an Accept allows less, a Deny or Pass
-// fails closed).
+// ipBlocks, egress nodes as a nodeSelector peer; protocols with their
+// destination port, range or named port. Domain name peers have no
+// equivalent yet: a rule loses them like a peer that does not parse (an
+// Accept allows less, a Deny or Pass fails closed).
 func upstreamSpec(p *upstreamCNP) tieredSpec {
 	sp := tieredSpec{
 		ref:        controlplane.NetworkPolicyReference{Type: controlplane.UpstreamClusterNetworkPolicy, Name: p.Name, UID: string(p.UID)},
@@ -189,7 +189,7 @@ func upstreamSpec(p *upstreamCNP) tieredSpec {
 						out = append(out, crdv1.Peer{IPBlock: &crdv1.IPBlock{CIDR: n}})
 					}
 				case pr.Nodes != nil:
-					sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)] = append(sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)], fmt.Errorf("peer %d: nodes are not supported yet", j))
+					out = append(out, crdv1.Peer{NodeSelector: pr.Nodes})
 				case len(pr.DomainNames) > 0:
 					sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)] = append(sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)], fmt.Errorf("peer %d: domainNames are not supported yet", j))
 				default:

@@ -226,6 +226,9 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	e.waitTieredRealized(dc, "tier-per-rule")
 	del("tier-per-rule")
 
+	// A nodeSelector peer: the selected Nodes' addresses, as labels move.
+	e.checkNodeSelectorPeer(cnps, a, s, b, role)
+
 	// A ClusterGroup as a rule's peer: its members follow pod labels and
 	// its own spec, with real packets (checkClusterGroup).
 	e.checkClusterGroup(dc, a, b, func(step string, aWant, bWant string) {

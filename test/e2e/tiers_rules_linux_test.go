@@ -1,11 +1,18 @@
 package e2e
 
 import (
+	"errors"
+	"fmt"
 	"strings"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/seine-cni/seine/test/lab/probe"
 )
 
 // checkPerRuleAppliedTo shows a ClusterNetworkPolicy whose rules each have
@@ -55,4 +62,78 @@ func (e *env) checkPerRuleAppliedTo(cnps dynamic.ResourceInterface, expect func(
 	}
 	expect("per-rule appliedTo: a Drop on the server, a Reject on b",
 		map[string]string{"a tcp": "X", "a udp": ".", "b tcp": ".", "b udp": "R"})
+}
+
+// checkNodeSelectorPeer shows a nodeSelector peer with real packets: an
+// egress Drop from client a to the Nodes labelled tier-node=yes. A TCP
+// connection from a to a closed port of a node's address is refused by
+// that node's kernel ("R"); while the node is selected it is dropped
+// ("X"). The peer follows the label from the server's node to b's node.
+func (e *env) checkNodeSelectorPeer(cnps dynamic.ResourceInterface, a, s, b *corev1.Pod, role func(string) map[string]any) {
+	e.t.Helper()
+	label := func(node string, on bool) {
+		e.t.Helper()
+		patch := `{"metadata":{"labels":{"tier-node":null}}}`
+		if on {
+			patch = `{"metadata":{"labels":{"tier-node":"yes"}}}`
+		}
+		if _, err := e.cs.CoreV1().Nodes().Patch(e.ctx, node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	e.t.Cleanup(func() {
+		for _, n := range []string{s.Spec.NodeName, b.Spec.NodeName} {
+			_, _ = e.cs.CoreV1().Nodes().Patch(e.ctx, n, types.MergePatchType, []byte(`{"metadata":{"labels":{"tier-node":null}}}`), metav1.PatchOptions{})
+		}
+	})
+	aNS := e.podNS(a)
+	sNode, bNode := e.nodeIP(s.Spec.NodeName), e.nodeIP(b.Spec.NodeName)
+	expect := func(step, sWant, bWant string) {
+		e.t.Helper()
+		deadline := time.Now().Add(45 * time.Second)
+		for {
+			var bad []string
+			for ip, want := range map[string]string{sNode: sWant, bNode: bWant} {
+				_, err := probe.Probe(e.ctx, aNS, "tcp", ip+":1", time.Second)
+				got := "?"
+				switch {
+				case errors.Is(err, probe.ErrTimeout):
+					got = "X"
+				case errors.Is(err, probe.ErrRefused):
+					got = "R"
+				}
+				if got != want {
+					bad = append(bad, fmt.Sprintf("a -> node %s tcp/1: got %s (%v), want %s", ip, got, err, want))
+				}
+			}
+			if len(bad) == 0 {
+				e.t.Logf("tiers: %s: as expected", step)
+				return
+			}
+			if time.Now().After(deadline) {
+				e.t.Fatalf("tiers: %s:\n  %s", step, strings.Join(bad, "\n  "))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	expect("no policy: the nodes refuse", "R", "R")
+	label(s.Spec.NodeName, true)
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
+		"metadata": map[string]any{"name": "tier-nodes"},
+		"spec": map[string]any{"tier": "securityops", "priority": 10.0, "appliedTo": []any{role("a")},
+			"egress": []any{map[string]any{"action": "Drop", "name": "no-infra",
+				"to": []any{map[string]any{"nodeSelector": map[string]any{"matchLabels": map[string]any{"tier-node": "yes"}}}}}}},
+	}}
+	if err := e.createOrUpdate(cnps, u); err != nil {
+		e.t.Fatalf("apply cluster network policy tier-nodes: %v", err)
+	}
+	expect("nodeSelector Drop: the server's node", "X", "R")
+	label(s.Spec.NodeName, false)
+	label(b.Spec.NodeName, true)
+	expect("nodeSelector Drop: the label moved to b's node", "R", "X")
+	if err := cnps.Delete(e.ctx, "tier-nodes", metav1.DeleteOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	expect("nodeSelector policy deleted", "R", "R")
 }

@@ -15,6 +15,10 @@ func MemberKey(m *GroupMember) string {
 	b.WriteString(m.Pod.Name)
 	b.WriteByte('|')
 	b.WriteString(m.NodeName)
+	if m.Node != "" {
+		b.WriteString("|node:")
+		b.WriteString(m.Node)
+	}
 	for _, ip := range m.IPs {
 		b.WriteByte('|')
 		b.Write(ip)

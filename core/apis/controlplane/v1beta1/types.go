@@ -49,12 +49,15 @@ type NamedPort struct {
 	Protocol Protocol `json:"protocol,omitempty"`
 }
 
-// GroupMember is one pod of a group.
+// GroupMember is one pod of a group, or one Node of an AddressGroup of a
+// tiered rule's nodeSelector peer (Node set, Pod empty; IPs its
+// InternalIP and ExternalIP addresses).
 type GroupMember struct {
 	Pod        PodReference `json:"pod"`
 	IPs        []IPAddress  `json:"ips,omitempty"`
 	NamedPorts []NamedPort  `json:"namedPorts,omitempty"`
 	NodeName   string       `json:"nodeName,omitempty"`
+	Node       string       `json:"node,omitempty"`
 }
 
 // +genclient

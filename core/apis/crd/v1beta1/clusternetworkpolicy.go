@@ -115,8 +115,8 @@ type Rule struct {
 }
 
 // Peer is the other end of a rule: pods (podSelector and/or
-// namespaceSelector, with AppliedTo's meaning), an ipBlock, or a
-// ClusterGroup (group, alone in its entry).
+// namespaceSelector, with AppliedTo's meaning), an ipBlock, a ClusterGroup
+// (group, alone in its entry), or Nodes (nodeSelector, alone in its entry).
 type Peer struct {
 	// Group names a ClusterGroup: its pods and IP blocks.
 	// +optional
@@ -127,6 +127,11 @@ type Peer struct {
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 	// +optional
 	IPBlock *IPBlock `json:"ipBlock,omitempty"`
+	// NodeSelector selects Nodes by label: the peer is their addresses
+	// (every InternalIP and ExternalIP of their status.addresses), as
+	// Nodes come, go and change.
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 }
 
 // IPBlock is a CIDR minus the CIDRs in Except.

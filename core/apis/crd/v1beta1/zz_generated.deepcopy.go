@@ -523,6 +523,11 @@ func (in *Peer) DeepCopyInto(out *Peer) {
 		*out = new(IPBlock)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.NodeSelector != nil {
+		in, out := &in.NodeSelector, &out.NodeSelector
+		*out = new(v1.LabelSelector)
+		(*in).DeepCopyInto(*out)
+	}
 	return
 }
 
