@@ -33,6 +33,7 @@ import (
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/agent/policywatch"
 	"github.com/seine-cni/seine/core/agent/proxier"
+	"github.com/seine-cni/seine/core/auditlog"
 	"github.com/seine-cni/seine/core/flowexport"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/metrics"
@@ -75,6 +76,8 @@ type Agent struct {
 	// policyRejects are the packet-ins of connections tiered rules
 	// rejected, waiting for their answer (policyreject.go).
 	policyRejects chan *openflow.PacketIn
+	// audit is the policy audit log (policylog.go).
+	audit *auditlog.Logger
 
 	cfg     *Config
 	log     *slog.Logger
@@ -220,6 +223,11 @@ func New(o Options) (*Agent, error) {
 	if err := a.setupFlowExport(); err != nil {
 		return nil, err
 	}
+	audit, err := auditlog.New(auditlog.Config{Path: a.cfg.PolicyAuditLogFile})
+	if err != nil {
+		return nil, err
+	}
+	a.audit = audit
 	pc, err := policy.New(policy.Config{Node: policyNode{a}, Logger: a.log.With("component", "policy"), StateFile: policyStateFile(a.cfg)})
 	if err != nil {
 		return nil, err
@@ -345,6 +353,16 @@ func (a *Agent) run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		a.answerPolicyRejects(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if a.audit == nil {
+			return
+		}
+		if err := a.audit.Run(ctx); err != nil {
+			a.log.Error("policy audit log stopped", "err", err)
+		}
 	}()
 	// Deferred pod changes and retries of failed policy installs.
 	wg.Add(1)

@@ -71,6 +71,11 @@ type Config struct {
 	// FlowExport, when it names a collector, exports the node's
 	// connections as IPFIX (core/flowexport).
 	FlowExport *FlowExportConfig `json:"flowExport,omitempty"`
+	// PolicyAuditLogFile is the policy audit log (core/auditlog: one line
+	// per connection a rule with enableLogging decides, rotated by size).
+	// Empty: auditlog.DefaultPath (/var/log/seine/networkpolicy/np.log on
+	// Linux, C:\ProgramData\Seine\logs\networkpolicy\np.log on Windows).
+	PolicyAuditLogFile string `json:"policyAuditLogFile,omitempty"`
 }
 
 // DefaultHostRulesResyncPeriod is the host rules' resync period when the

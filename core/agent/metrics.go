@@ -87,6 +87,9 @@ func packetInReason(pi *openflow.PacketIn) string {
 	if len(pi.Userdata) > 0 && pi.Userdata[0] == pipeline.PacketInPolicyReject {
 		return "policy_reject"
 	}
+	if len(pi.Userdata) > 0 && pi.Userdata[0] == pipeline.PacketInPolicyLog {
+		return "policy_log"
+	}
 	return "unknown"
 }
 

@@ -322,6 +322,9 @@ func (a *Agent) onPacketIn(pi *openflow.PacketIn) {
 	if tf := a.tf.Load(); tf != nil && tf.HandlePacketIn(pi) {
 		return
 	}
+	if a.handlePolicyLog(pi) {
+		return
+	}
 	if a.handlePolicyReject(pi) {
 		return
 	}

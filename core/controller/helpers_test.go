@@ -197,6 +197,9 @@ func (e *testEnv) dump() string {
 			if r.Name != "" {
 				s += " name=" + r.Name
 			}
+			if r.EnableLogging {
+				s += " log"
+			}
 			if len(r.AppliedToGroups) > 0 {
 				var rs []string
 				for _, n := range r.AppliedToGroups {

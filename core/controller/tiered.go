@@ -349,7 +349,7 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 			rule := controlplane.NetworkPolicyRule{
 				Direction: d.dir, Services: services(clusterPorts(r.Ports)),
 				Priority: int32(i), Action: &action, Name: r.Name,
-				AppliedToGroups: ruleATGs,
+				AppliedToGroups: ruleATGs, EnableLogging: r.EnableLogging,
 			}
 			if d.dir == controlplane.DirectionIn {
 				rule.From = peer

@@ -115,7 +115,8 @@ func tcpPort(p int32, end *int32) crdv1.NetworkPolicyPort {
 // its own priority, one AppliedToGroup per appliedTo entry (podSelector
 // alone: every namespace; namespaceSelector alone: every pod of the
 // namespaces), rules in order with their actions and names, cluster-wide
-// peers, ipBlocks and port ranges, and no isolation (no policyTypes).
+// peers, ipBlocks and port ranges, enableLogging, and no isolation (no
+// policyTypes).
 // Every node of the policy's span gets both AppliedToGroups, also n1 where
 // no pod of the second runs (before, each went only to its members' nodes,
 // and the agent of n1 waited for a group it never got and did not enforce
@@ -125,7 +126,7 @@ func TestTieredClusterPolicyTranslation(t *testing.T) {
 	p := cnp("block", "securityops", 5.5,
 		[]crdv1.AppliedTo{{PodSelector: sel("app", "web")}, {NamespaceSelector: sel("team", "db")}},
 		[]crdv1.Rule{
-			{Action: crdv1.RuleActionDrop, Name: "no-x", From: []crdv1.Peer{{NamespaceSelector: sel("env", "x")}}},
+			{Action: crdv1.RuleActionDrop, Name: "no-x", From: []crdv1.Peer{{NamespaceSelector: sel("env", "x")}}, EnableLogging: true},
 			{Action: crdv1.RuleActionPass, Name: "rest", Ports: []crdv1.NetworkPolicyPort{tcpPort(8080, &end)}},
 		},
 		[]crdv1.Rule{
@@ -145,7 +146,7 @@ ag {namespaceSelector=env=x podSelector=} members=[x/web@n1,10.0.1.1] span=[n1 n
 atg {namespaceSelector= podSelector=app=web} members=[x/web@n1,10.0.1.1] span=[n1 n2 n3]
 atg {namespaceSelector=team=db podSelector=} members=[y/db@n2,10.0.2.1 y/other@n3,10.0.3.1] span=[n1 n2 n3]
 cnp block types=[] atg=[{namespaceSelector= podSelector=app=web} {namespaceSelector=team=db podSelector=}] span=[n1 n2 n3] tier=securityops/100 priority=5.5
-  In peers=[{namespaceSelector=env=x podSelector=}] services=[] priority=0 action=Drop name=no-x
+  In peers=[{namespaceSelector=env=x podSelector=}] services=[] priority=0 action=Drop name=no-x log
   In peers=[0.0.0.0/0 ::/0] services=[TCP/8080-8090] priority=1 action=Pass name=rest
   Out peers=[{namespaceSelector= podSelector=app=db} 10.0.0.0/8 except:10.1.0.0/16] services=[] priority=0 action=Reject`)
 }

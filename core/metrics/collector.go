@@ -161,6 +161,8 @@ func MeterReason(id uint32) string {
 		return "service_reject"
 	case pipeline.PolicyRejectMeter:
 		return "policy_reject"
+	case pipeline.PolicyLogMeter:
+		return "policy_log"
 	}
 	return "unknown"
 }

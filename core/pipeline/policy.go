@@ -77,6 +77,10 @@ type PolicyRule struct {
 	Tier     PolicyTier
 	Action   PolicyAction
 	Priority uint16
+	// Log sends the first packet of each connection the rule decides to
+	// the agent (a tiered rule's enableLogging), through PolicyLogMeter,
+	// for the policy audit log.
+	Log bool
 }
 
 // PolicySet is the desired policy state of a node.
@@ -324,7 +328,11 @@ func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
 		}
 	}
 	ob := &builder{cookie: NewCookie(b.cookie.Round(), CategoryPolicy, PolicyID(ru.Policy))}
-	ob.add(table, prio, match().IP().ConjID(id), ruleActions(ru.Action, next, table))
+	var log []byte
+	if ru.Log {
+		log = PolicyLogUserdata(ru)
+	}
+	ob.add(table, prio, match().IP().ConjID(id), ruleActions(ru.Action, next, table, log))
 	p.tables[table] = true
 	b.flows = append(b.flows, ob.flows...)
 	return nil

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/seine-cni/seine/ovs/openflow"
 )
@@ -80,12 +81,60 @@ const (
 // a connection a tiered rule rejects.
 const PacketInPolicyReject byte = 3
 
+// PolicyLogMeter bounds the packet-ins of connections that rules with
+// enableLogging decide (PolicyLogRate per second, as a burst too): a flood
+// cannot starve the agent; what the meter drops goes unlogged (and is
+// counted: seine_agent_ovs_meter_dropped_packets_total{reason="policy_log"}),
+// the connection itself is decided as if not logged.
+const (
+	PolicyLogMeter uint32 = 3
+	PolicyLogRate  uint32 = 100
+)
+
+// PacketInPolicyLog is the first byte of the userdata of a packet-in of a
+// connection a rule with enableLogging decided; PolicyLogUserdata says
+// what follows.
+const PacketInPolicyLog byte = 4
+
+// PolicyLogUserdata is the userdata of a logged rule's packet-in:
+// PacketInPolicyLog, the rule's action and direction, then its policy's
+// UID, a slash and its Key.
+func PolicyLogUserdata(ru *PolicyRule) []byte {
+	b := []byte{PacketInPolicyLog, byte(ru.Action), byte(ru.Direction)}
+	return append(append(append(b, ru.Policy...), '/'), ru.Key...)
+}
+
+// PolicyLogInfo is what a logged rule's packet-in says of its rule.
+type PolicyLogInfo struct {
+	Action    PolicyAction
+	Direction PolicyDirection
+	Policy    string // the policy's UID
+	Key       string // the rule's Key in its policy
+}
+
+// ParsePolicyLogUserdata reads PolicyLogUserdata; ok is false for any
+// other userdata.
+func ParsePolicyLogUserdata(u []byte) (info PolicyLogInfo, ok bool) {
+	if len(u) < 3 || u[0] != PacketInPolicyLog {
+		return info, false
+	}
+	rest := string(u[3:])
+	i := strings.IndexByte(rest, '/')
+	if i < 0 {
+		return info, false
+	}
+	return PolicyLogInfo{Action: PolicyAction(u[1]), Direction: PolicyDirection(u[2]), Policy: rest[:i], Key: rest[i+1:]}, true
+}
+
 // PolicyMeters are the meters the policy flows use. OVS refuses meter mods
 // inside bundles: install them before the flows.
 func PolicyMeters() []*openflow.MeterEntry {
 	return []*openflow.MeterEntry{{
 		ID: PolicyRejectMeter, Flags: openflow.MeterPktps | openflow.MeterBurst,
 		Bands: []openflow.MeterBand{{Rate: PolicyRejectRate, BurstSize: PolicyRejectRate}},
+	}, {
+		ID: PolicyLogMeter, Flags: openflow.MeterPktps | openflow.MeterBurst,
+		Bands: []openflow.MeterBand{{Rate: PolicyLogRate, BurstSize: PolicyLogRate}},
 	}}
 }
 
@@ -139,24 +188,32 @@ func ruleTable(ru *PolicyRule) (table, next Table, prio uint16, err error) {
 // past every policy table of its direction (next), Drop drops, Reject asks
 // the agent to answer (through the meter) and drops, Pass goes on to
 // Kubernetes NetworkPolicy from a tier table and past the baseline from a
-// baseline table.
-func ruleActions(a PolicyAction, next Table, table Table) *openflow.Actions {
+// baseline table. A logged rule (log: its userdata) first sends the
+// packet to the agent through PolicyLogMeter, then does the same.
+func ruleActions(a PolicyAction, next Table, table Table, log []byte) *openflow.Actions {
+	acts := actions()
+	if log != nil {
+		acts.Controller(openflow.Controller{Reason: openflow.ReasonAction, Userdata: log, MeterID: PolicyLogMeter})
+	}
 	switch a {
 	case ActionDrop:
-		return nil
+		if log == nil {
+			return nil
+		}
+		return acts
 	case ActionReject:
-		return actions().Controller(openflow.Controller{
+		return acts.Controller(openflow.Controller{
 			Reason: openflow.ReasonAction, Userdata: []byte{PacketInPolicyReject}, MeterID: PolicyRejectMeter,
 		})
 	case ActionPass:
 		switch table {
 		case EgressTier:
-			return gotoT(EgressPolicy)
+			return acts.GotoTable(uint8(EgressPolicy))
 		case IngressTier:
-			return gotoT(IngressPolicy)
+			return acts.GotoTable(uint8(IngressPolicy))
 		}
 	}
-	return gotoT(next)
+	return acts.GotoTable(uint8(next))
 }
 
 // tierTableFlows are the flows a tier or baseline table holds once it has

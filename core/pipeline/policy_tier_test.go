@@ -146,3 +146,63 @@ func TestPolicyTierBadInput(t *testing.T) {
 		t.Errorf("the tier table does not pass reject answers:\n%s", got)
 	}
 }
+
+// A rule with Log sends the connection's first packet to the agent through
+// the log meter, with userdata naming its policy, rule, action and
+// direction, and then does what it does: the Drop drops, the Allow
+// continues to the tunnel, the Reject asks for its answer too. Rules
+// without Log send nothing.
+func TestTraceTierLogged(t *testing.T) {
+	s := tierScenario()
+	for i := range s.Rules {
+		switch s.Rules[i].Policy + "/" + s.Rules[i].Key {
+		case "secops/0", "app/2", "app/3":
+			s.Rules[i].Log = true
+		}
+	}
+	flows := buildOrFail(t, scenarioByName(t, "routed-encap-geneve"), 1)
+	flows = append(flows, policyFlowsOrFail(t, s, 1)...)
+	tr, err := NewTracer(flows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := func(res *Trace) []PolicyLogInfo {
+		var out []PolicyLogInfo
+		for _, pi := range res.PacketIns {
+			if info, ok := ParsePolicyLogUserdata(pi.Userdata); ok {
+				if pi.MeterID != PolicyLogMeter {
+					t.Errorf("a log packet-in through meter %d, want %d", pi.MeterID, PolicyLogMeter)
+				}
+				out = append(out, info)
+			}
+		}
+		return out
+	}
+	// The securityops Drop, logged.
+	res := trace(t, tr, fromTunnel(TCPPacket(0, nil, nil, peerBPod, dbIP, 41000, 5432)))
+	got := logged(res)
+	if len(res.Outputs) != 0 || len(got) != 1 ||
+		got[0] != (PolicyLogInfo{Action: ActionDrop, Direction: PolicyIngress, Policy: "secops", Key: "0"}) {
+		t.Errorf("node-b -> db tcp/5432: want one log packet-in of secops/0 (Drop, ingress) and a drop, got %+v:\n%s", got, res)
+	}
+	// The Allow, logged, still forwards.
+	res = trace(t, tr, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerBPod, 41001, 81))
+	wantOutput(t, res, portTunnel)
+	if got := logged(res); len(got) != 1 || got[0] != (PolicyLogInfo{Action: ActionAllow, Direction: PolicyEgress, Policy: "app", Key: "3"}) {
+		t.Errorf("web -> node-b tcp/81: want one log packet-in of app/3 (Allow, egress), got %+v:\n%s", got, res)
+	}
+	// The Reject, logged: two packet-ins, the log and the reject.
+	res = trace(t, tr, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerBPod, 41002, 80))
+	if got := logged(res); len(res.Outputs) != 0 || len(res.PacketIns) != 2 || len(got) != 1 || got[0].Action != ActionReject {
+		t.Errorf("web -> node-b tcp/80: want a log and a reject packet-in, got %+v:\n%s", got, res)
+	}
+	// Not logged: the Pass of app/0.
+	res = trace(t, tr, TCPPacket(portWeb, webMAC, dbMAC, webIP, dbIP, 41003, 5432))
+	wantOutput(t, res, portDB)
+	if len(res.PacketIns) != 0 {
+		t.Errorf("web -> db tcp/5432 (Pass, not logged): packet-ins:\n%s", res)
+	}
+	if _, ok := ParsePolicyLogUserdata([]byte{PacketInPolicyReject}); ok {
+		t.Error("a reject's userdata parsed as a log's")
+	}
+}

@@ -142,7 +142,7 @@ func startNode(tb testing.TB, d *ovsdaemon.Daemon, binDir, name, ip string, o Op
 		OVS:      agent.OVSConfig{DBEndpoint: d.DBEndpoint(), RunDir: d.RunDir(), Bridge: "br-int", DatapathType: "netdev"},
 		Topology: "bridgedUplink", Uplink: "eth0", TrafficMode: "encap", TunnelType: "geneve",
 		CNISocket: filepath.Join(dir, "cni.sock"), CNIConfDir: filepath.Join(dir, "net.d"), StateDir: filepath.Join(dir, "state"),
-		FlowExport: o.FlowExport,
+		FlowExport: o.FlowExport, PolicyAuditLogFile: filepath.Join(dir, "log", "networkpolicy", "np.log"),
 	}
 	kube := fake.NewClientset(k8sNode("node-1", NodeIP, "10.244.1.0/24"), k8sNode("node-2", Node2IP, "10.244.2.0/24"))
 	// The discovery of an apiserver that serves ServiceCIDRs (1.33+),

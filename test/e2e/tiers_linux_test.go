@@ -214,7 +214,7 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	// Per-rule appliedTo (the policy has none): each rule acts on its own
 	// pods only. S's node gets the group of B's rule too, where no pod of it
 	// runs (the agent waits for every group a policy names).
-	e.checkPerRuleAppliedTo(cnps, func(step string, want map[string]string) {
+	e.checkPerRuleAppliedTo(cnps, a, s, b, func(step string, want map[string]string) {
 		e.t.Helper()
 		var cases []probeCase
 		for _, k := range []string{"a tcp", "a udp", "b tcp", "b udp"} {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -22,10 +23,12 @@ import (
 // acts on its own pods only: a's UDP and b's TCP pass. The server's node
 // enforces its rule although it runs no pod of b's rule (it gets that
 // rule's group too). The kube-apiserver refuses appliedTo on the policy
-// and on a rule, and a rule without one when the policy has none.
+// and on a rule, and a rule without one when the policy has none. Both
+// rules have enableLogging: the server's node logs a's dropped
+// connection, b's node b's rejected one, in their policy audit logs.
 // expect(step, want) waits for the verdicts of "a tcp", "a udp", "b tcp",
 // "b udp" ("." answered, "X" dropped, "R" refused).
-func (e *env) checkPerRuleAppliedTo(cnps dynamic.ResourceInterface, expect func(step string, want map[string]string),
+func (e *env) checkPerRuleAppliedTo(cnps dynamic.ResourceInterface, a, s, b *corev1.Pod, expect func(step string, want map[string]string),
 	role func(string) map[string]any, port func(string, int64) []any) {
 	e.t.Helper()
 	policy := func(spec map[string]any) *unstructured.Unstructured {
@@ -35,9 +38,9 @@ func (e *env) checkPerRuleAppliedTo(cnps dynamic.ResourceInterface, expect func(
 		}}
 	}
 	dropA := map[string]any{"action": "Drop", "name": "drop-a", "appliedTo": []any{role("server")},
-		"from": []any{role("a")}, "ports": port("TCP", 8080)}
+		"from": []any{role("a")}, "ports": port("TCP", 8080), "enableLogging": true}
 	rejectB := map[string]any{"action": "Reject", "name": "reject-b", "appliedTo": []any{role("b")},
-		"to": []any{role("server")}, "ports": port("UDP", 8081)}
+		"to": []any{role("server")}, "ports": port("UDP", 8081), "enableLogging": true}
 
 	// The kube-apiserver refuses the mixes (the CRD's validation rules).
 	for _, bad := range []struct {
@@ -62,6 +65,40 @@ func (e *env) checkPerRuleAppliedTo(cnps dynamic.ResourceInterface, expect func(
 	}
 	expect("per-rule appliedTo: a Drop on the server, a Reject on b",
 		map[string]string{"a tcp": "X", "a udp": ".", "b tcp": ".", "b udp": "R"})
+
+	// The audit logs: each line names the policy, rule, direction,
+	// action, 5-tuple and both pods (core/auditlog).
+	e.waitAuditLine(s.Spec.NodeName, fmt.Sprintf(" SeineClusterNetworkPolicy/tier-per-rule drop-a Ingress Drop TCP %s:", a.Status.PodIP),
+		fmt.Sprintf(" %s:8080 %s/%s %s/%s", s.Status.PodIP, a.Namespace, a.Name, s.Namespace, s.Name))
+	e.waitAuditLine(b.Spec.NodeName, fmt.Sprintf(" SeineClusterNetworkPolicy/tier-per-rule reject-b Egress Reject UDP %s:", b.Status.PodIP),
+		fmt.Sprintf(" %s:8081 %s/%s %s/%s", s.Status.PodIP, b.Namespace, b.Name, s.Namespace, s.Name))
+}
+
+// waitAuditLine waits until node's policy audit log holds a line with
+// both parts (the ports between them vary), and logs it.
+func (e *env) waitAuditLine(node, part1, part2 string) {
+	e.t.Helper()
+	path := e.c.NodePolicyAuditLog(node)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		for _, l := range strings.Split(string(b), "\n") {
+			if i := strings.Index(l, part1); i >= 0 && strings.Contains(l[i:], part2) {
+				e.t.Logf("tiers: %s's audit log: %s", node, l)
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("tiers: no line with %q ... %q in %s:\n%s", part1, part2, path, lastLines(string(b), 10))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(ls[max(0, len(ls)-n):], "\n")
 }
 
 // checkNodeSelectorPeer shows a nodeSelector peer with real packets: an

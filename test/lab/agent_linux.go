@@ -38,6 +38,7 @@ healthAddress: 127.0.0.1:10350
 metricsAddress: 127.0.0.1:%d
 flowSetOS: %s
 hostRulesResyncPeriod: %s
+policyAuditLogFile: %s
 proxy:
   mode: %s
   serviceCIDRs: [%s]
@@ -45,7 +46,8 @@ proxy:
 		filepath.Join(ovs, "run", "db.sock"), filepath.Join(ovs, "run"),
 		c.TrafficMode, c.TunnelType,
 		filepath.Join(c.NodeSeineDir(n.Name), "cni.sock"),
-		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), AgentMetricsPort, flowSetOS(n), AgentHostRulesResync, c.proxyMode(), c.ServiceCIDR)
+		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), AgentMetricsPort, flowSetOS(n), AgentHostRulesResync,
+		c.NodePolicyAuditLog(n.Name), c.proxyMode(), c.ServiceCIDR)
 }
 
 // proxyMode is seine-agent's proxy mode: Seine's own, or kube-proxy's when

@@ -270,6 +270,12 @@ func (c *Config) SeineCNIBinDir() string  { return c.path("cni", "bin") }
 func (c *Config) NodeSeineDir(node string) string {
 	return c.path("nodes", node, "seine")
 }
+
+// NodePolicyAuditLog is the node agent's policy audit log (core/auditlog).
+func (c *Config) NodePolicyAuditLog(node string) string {
+	return filepath.Join(c.NodeSeineDir(node), "networkpolicy", "np.log")
+}
+
 func (c *Config) AgentConfigPath(node string) string {
 	return c.path("nodes", node, "seine-agent.yaml")
 }

@@ -127,6 +127,11 @@ type Controller struct {
 
 	// stateCounts are the object counts of state, for the metrics.
 	stateCounts atomic.Pointer[metrics.PolicyCounts]
+	// synced is state, for the policy audit log's lookups (audit.go),
+	// which never wait for an apply.
+	synced  atomic.Pointer[State]
+	auditMu sync.Mutex
+	audit   *auditIndex
 }
 
 func countState(s *State) *metrics.PolicyCounts {
@@ -210,6 +215,7 @@ func (c *Controller) Load() error {
 	}
 	c.state = s
 	c.stateCounts.Store(countState(s))
+	c.synced.Store(s)
 	r, _ := c.resolve()
 	if _, err := pipeline.PolicyFlows(r.set, 0); err != nil {
 		return fmt.Errorf("policies on disk: %w", err)
@@ -233,6 +239,7 @@ func (c *Controller) Sync(ctx context.Context, s State) error {
 	}
 	c.state = &s
 	c.stateCounts.Store(countState(&s))
+	c.synced.Store(&s)
 	if c.file != "" {
 		if err := writeState(c.file, &s); err != nil {
 			c.unlock()

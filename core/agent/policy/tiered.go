@@ -40,7 +40,7 @@ func tierRules(np *controlplane.NetworkPolicy, rule controlplane.NetworkPolicyRu
 		tier = pipeline.TierBaseline
 	}
 	for i := range rs {
-		rs[i].Tier, rs[i].Action = tier, action
+		rs[i].Tier, rs[i].Action, rs[i].Log = tier, action, rule.EnableLogging
 	}
 	return nil
 }
@@ -103,7 +103,7 @@ func failClosed(uid string, index int, dir pipeline.PolicyDirection, rule contro
 		tier = pipeline.TierBaseline
 	}
 	for i := range rs {
-		rs[i].Tier, rs[i].Action = tier, action
+		rs[i].Tier, rs[i].Action, rs[i].Log = tier, action, rule.EnableLogging
 		if anyPeer {
 			rs[i].Peers = []pipeline.PolicyPeer{{CIDR: netip.MustParsePrefix("0.0.0.0/0")}, {CIDR: netip.MustParsePrefix("::/0")}}
 		}

@@ -38,11 +38,13 @@ var (
 	volCNIConf  = hostVolume{name: "host-cni-conf", hostPath: hostCNIConfDir, mountPath: containerCNIConf, typ: corev1.HostPathDirectoryOrCreate}
 	// Open vSwitch's sockets: seine-ovs creates them, the agent waits for
 	// them (either pod may start first).
-	volOVS     = hostVolume{name: "host-ovs-run", hostPath: hostOVSRunDir, mountPath: hostOVSRunDir, typ: corev1.HostPathDirectoryOrCreate}
-	volOVSDB   = hostVolume{name: "host-ovs-db", hostPath: hostOVSDBDir, mountPath: hostOVSDBDir, typ: corev1.HostPathDirectoryOrCreate}
-	volOVSLog  = hostVolume{name: "host-ovs-log", hostPath: hostOVSLogDir, mountPath: hostOVSLogDir, typ: corev1.HostPathDirectoryOrCreate}
-	volNetNS   = hostVolume{name: "host-netns", hostPath: "/var/run/netns", mountPath: "/var/run/netns", typ: corev1.HostPathDirectoryOrCreate, propagation: ptr.To(corev1.MountPropagationHostToContainer)}
-	volXtables = hostVolume{name: "xtables-lock", hostPath: "/run/xtables.lock", mountPath: "/run/xtables.lock", typ: corev1.HostPathFileOrCreate}
+	volOVS    = hostVolume{name: "host-ovs-run", hostPath: hostOVSRunDir, mountPath: hostOVSRunDir, typ: corev1.HostPathDirectoryOrCreate}
+	volOVSDB  = hostVolume{name: "host-ovs-db", hostPath: hostOVSDBDir, mountPath: hostOVSDBDir, typ: corev1.HostPathDirectoryOrCreate}
+	volOVSLog = hostVolume{name: "host-ovs-log", hostPath: hostOVSLogDir, mountPath: hostOVSLogDir, typ: corev1.HostPathDirectoryOrCreate}
+	// The policy audit log, kept on the node (rotated by the agent).
+	volSeineLog = hostVolume{name: "host-seine-log", hostPath: hostSeineLogDir, mountPath: hostSeineLogDir, typ: corev1.HostPathDirectoryOrCreate}
+	volNetNS    = hostVolume{name: "host-netns", hostPath: "/var/run/netns", mountPath: "/var/run/netns", typ: corev1.HostPathDirectoryOrCreate, propagation: ptr.To(corev1.MountPropagationHostToContainer)}
+	volXtables  = hostVolume{name: "xtables-lock", hostPath: "/run/xtables.lock", mountPath: "/run/xtables.lock", typ: corev1.HostPathFileOrCreate}
 	// The kernel's modules, for loading openvswitch (kernel datapath). A
 	// node without them (the userspace datapath, a kernel without
 	// modules) still runs Open vSwitch: DirectoryOrCreate, not Directory.
@@ -74,7 +76,7 @@ func agentDaemonSet(o Options) *appsv1.DaemonSet {
 			LocalObjectReference: corev1.LocalObjectReference{Name: configMapName},
 		}},
 	}}
-	for _, v := range []hostVolume{volRun, volState, volCNIBin, volCNIConf, volOVS, volNetNS, volXtables} {
+	for _, v := range []hostVolume{volRun, volState, volCNIBin, volCNIConf, volOVS, volNetNS, volXtables, volSeineLog} {
 		volumes = append(volumes, v.volume())
 	}
 	probe := func(path string, failures int32) *corev1.Probe {
@@ -104,7 +106,7 @@ func agentDaemonSet(o Options) *appsv1.DaemonSet {
 		Name:            agentName,
 		Image:           o.image(),
 		Command:         []string{imageBinDir + "/" + agentName, "run", "--config=" + renderedConfig},
-		VolumeMounts:    mounts(volRun, volState, volCNIConf, volCNIBinRO, volOVS, volNetNS, volXtables),
+		VolumeMounts:    mounts(volRun, volState, volCNIConf, volCNIBinRO, volOVS, volNetNS, volXtables, volSeineLog),
 		SecurityContext: privileged,
 		ReadinessProbe:  probe("/readyz", 3),
 		LivenessProbe:   probe("/healthz", 5),

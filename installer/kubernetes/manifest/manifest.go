@@ -39,13 +39,16 @@ const (
 	AgentMetricsPort = 10351
 
 	// Paths on the node (host paths, mounted at the same place in the agent).
-	hostRunDir     = "/var/run/seine"
-	hostStateDir   = "/var/lib/seine"
-	hostOVSRunDir  = "/var/run/openvswitch"
-	hostOVSDBDir   = "/var/lib/openvswitch"
-	hostOVSLogDir  = "/var/log/openvswitch"
-	hostCNIBinDir  = "/opt/cni/bin"
-	hostCNIConfDir = "/etc/cni/net.d"
+	hostRunDir    = "/var/run/seine"
+	hostStateDir  = "/var/lib/seine"
+	hostOVSRunDir = "/var/run/openvswitch"
+	hostOVSDBDir  = "/var/lib/openvswitch"
+	hostOVSLogDir = "/var/log/openvswitch"
+	// hostSeineLogDir holds the agent's policy audit log
+	// (networkpolicy/np.log, core/auditlog).
+	hostSeineLogDir = "/var/log/seine"
+	hostCNIBinDir   = "/opt/cni/bin"
+	hostCNIConfDir  = "/etc/cni/net.d"
 
 	// Paths inside the agent's containers.
 	templateDir       = "/etc/seine"

@@ -41,6 +41,9 @@ healthAddress: 127.0.0.1:10350
 # /metrics over HTTPS for clients the kube-apiserver authorizes to get it
 # (bind a scraper to the seine-metrics-reader ClusterRole); "" turns it off.
 metricsAddress: 0.0.0.0:10351
+# The policy audit log (rules with enableLogging), rotated by size; empty:
+# /var/log/seine/networkpolicy/np.log.
+policyAuditLogFile: ""
 # Without kube-proxy, the API server's own address: the in-cluster one is
 # the kubernetes Service's cluster IP, which Seine serves once it runs.
 # kubeAPIServer: https://<control plane>:6443

@@ -191,6 +191,9 @@ type NetworkPolicyRule struct {
 	// policy's AppliedToGroups then hold the groups of every rule, so the
 	// policy spans the nodes of all of them and a node has every group.
 	AppliedToGroups []string `json:"appliedToGroups,omitempty"`
+	// EnableLogging: the node logs every connection the rule decides in
+	// its policy audit log.
+	EnableLogging bool `json:"enableLogging,omitempty"`
 }
 
 // +genclient

@@ -102,6 +102,11 @@ type Rule struct {
 	// rule has one. The policy spans the nodes of all of them.
 	// +optional
 	AppliedTo []AppliedTo `json:"appliedTo,omitempty"`
+	// EnableLogging writes a line to the policy audit log of the node that
+	// decides it for every connection the rule decides (time, policy, rule,
+	// direction, action, addresses, ports and pods): core/tiers/README.md.
+	// +optional
+	EnableLogging bool `json:"enableLogging,omitempty"`
 	// From are the sources of an ingress rule; none means every source.
 	// +optional
 	From []Peer `json:"from,omitempty"`

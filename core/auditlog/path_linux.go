@@ -1,0 +1,4 @@
+package auditlog
+
+// DefaultPath is the policy audit log on a Linux node.
+const DefaultPath = "/var/log/seine/networkpolicy/np.log"
