@@ -122,18 +122,7 @@ func (c *Controller) flush() {
 	}
 	var atgs []atgUpdate
 	for g := range atgSpans {
-		var span *Span
-		if len(g.policies) == 1 {
-			for p := range g.policies {
-				span = p.span
-			}
-		} else {
-			sb := spanBuilder{nodes: c.nodes}
-			for p := range g.policies {
-				sb.union(p.span)
-			}
-			span = sb.span()
-		}
+		span := c.policiesSpan(g)
 		u := atgUpdate{g: g, span: span}
 		old, ok := c.AppliedToGroups.Get(g.name)
 		if !ok {
@@ -171,18 +160,7 @@ func (c *Controller) flush() {
 	}
 	var ags []agUpdate
 	for g := range c.dirtyAG {
-		var span *Span
-		if len(g.policies) == 1 {
-			for p := range g.policies {
-				span = p.span
-			}
-		} else {
-			sb := spanBuilder{nodes: c.nodes}
-			for p := range g.policies {
-				sb.union(p.span)
-			}
-			span = sb.span()
-		}
+		span := c.policiesSpan(g)
 		u := agUpdate{g: g, span: span, pubSpan: span}
 		rebuilt := g.dirty || g.ag == nil
 		if rebuilt {
@@ -255,6 +233,21 @@ func (c *Controller) flush() {
 	clear(c.goneNP)
 	clear(c.goneATG)
 	clear(c.goneAG)
+}
+
+// policiesSpan is the union of the spans of the policies using g: the
+// span of an AddressGroup, and of an AppliedToGroup.
+func (c *Controller) policiesSpan(g *group) *Span {
+	if len(g.policies) == 1 {
+		for p := range g.policies {
+			return p.span
+		}
+	}
+	sb := spanBuilder{nodes: c.nodes}
+	for p := range g.policies {
+		sb.union(p.span)
+	}
+	return sb.span()
 }
 
 // covers reports whether span a holds every node of b.

@@ -76,9 +76,7 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	}
 	expect := func(step string, cases ...probeCase) {
 		e.t.Helper()
-		deadline := time.Now().Add(45 * time.Second)
-		for {
-			var bad []string
+		e.waitTiers(step, func() (bad []string) {
 			for _, c := range cases {
 				ns := map[string]string{"a": aNS, "b": bNS}[c.from]
 				port := map[string]string{"tcp": "8080", "udp": "8081"}[c.proto]
@@ -96,15 +94,8 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 					bad = append(bad, fmt.Sprintf("%s -> server %s: got %s (%v, reply %q), want %s", c.from, c.proto, got, err, reply, c.want))
 				}
 			}
-			if len(bad) == 0 {
-				e.t.Logf("tiers: %s: as expected", step)
-				return
-			}
-			if time.Now().After(deadline) {
-				e.t.Fatalf("tiers: %s:\n  %s", step, strings.Join(bad, "\n  "))
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
+			return bad
+		})
 	}
 	role := func(r string) map[string]any {
 		return map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"tier-role": r}}}

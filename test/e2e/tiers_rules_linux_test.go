@@ -74,6 +74,25 @@ func (e *env) checkPerRuleAppliedTo(cnps dynamic.ResourceInterface, a, s, b *cor
 		fmt.Sprintf(" %s:8081 %s/%s %s/%s", s.Status.PodIP, b.Namespace, b.Name, s.Namespace, s.Name))
 }
 
+// waitTiers calls check until it finds nothing wrong, for 45 s at the
+// most (then the test fails with what check found); check returns what is
+// not as expected.
+func (e *env) waitTiers(step string, check func() []string) {
+	e.t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		bad := check()
+		if len(bad) == 0 {
+			e.t.Logf("tiers: %s: as expected", step)
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("tiers: %s:\n  %s", step, strings.Join(bad, "\n  "))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // waitAuditLine waits until node's policy audit log holds a line with
 // both parts (the ports between them vary), and logs it.
 func (e *env) waitAuditLine(node, part1, part2 string) {
@@ -127,9 +146,7 @@ func (e *env) checkNodeSelectorPeer(cnps dynamic.ResourceInterface, a, s, b *cor
 	sNode, bNode := e.nodeIP(s.Spec.NodeName), e.nodeIP(b.Spec.NodeName)
 	expect := func(step, sWant, bWant string) {
 		e.t.Helper()
-		deadline := time.Now().Add(45 * time.Second)
-		for {
-			var bad []string
+		e.waitTiers(step, func() (bad []string) {
 			for ip, want := range map[string]string{sNode: sWant, bNode: bWant} {
 				_, err := probe.Probe(e.ctx, aNS, "tcp", ip+":1", time.Second)
 				got := "?"
@@ -143,15 +160,8 @@ func (e *env) checkNodeSelectorPeer(cnps dynamic.ResourceInterface, a, s, b *cor
 					bad = append(bad, fmt.Sprintf("a -> node %s tcp/1: got %s (%v), want %s", ip, got, err, want))
 				}
 			}
-			if len(bad) == 0 {
-				e.t.Logf("tiers: %s: as expected", step)
-				return
-			}
-			if time.Now().After(deadline) {
-				e.t.Fatalf("tiers: %s:\n  %s", step, strings.Join(bad, "\n  "))
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
+			return bad
+		})
 	}
 	expect("no policy: the nodes refuse", "R", "R")
 	label(s.Spec.NodeName, true)
