@@ -25,7 +25,8 @@ import (
 // rule's group too). The kube-apiserver refuses appliedTo on the policy
 // and on a rule, and a rule without one when the policy has none. Both
 // rules have enableLogging: the server's node logs a's dropped
-// connection, b's node b's rejected one, in their policy audit logs.
+// connection, b's node b's rejected one, in their policy audit logs, one
+// line per connection attempt.
 // expect(step, want) waits for the verdicts of "a tcp", "a udp", "b tcp",
 // "b udp" ("." answered, "X" dropped, "R" refused).
 func (e *env) checkPerRuleAppliedTo(cnps dynamic.ResourceInterface, a, s, b *corev1.Pod, expect func(step string, want map[string]string),
@@ -72,6 +73,25 @@ func (e *env) checkPerRuleAppliedTo(cnps dynamic.ResourceInterface, a, s, b *cor
 		fmt.Sprintf(" %s:8080 %s/%s %s/%s", s.Status.PodIP, a.Namespace, a.Name, s.Namespace, s.Name))
 	e.waitAuditLine(b.Spec.NodeName, fmt.Sprintf(" SeineClusterNetworkPolicy/tier-per-rule reject-b Egress Reject UDP %s:", b.Status.PodIP),
 		fmt.Sprintf(" %s:8081 %s/%s %s/%s", s.Status.PodIP, b.Namespace, b.Name, s.Namespace, s.Name))
+
+	// One line per connection attempt: three more denied connections from
+	// a (each a SYN and its retransmission), three more lines.
+	drops := func() int {
+		log, _ := os.ReadFile(e.c.NodePolicyAuditLog(s.Spec.NodeName))
+		return strings.Count(string(log), fmt.Sprintf(" drop-a Ingress Drop TCP %s:", a.Status.PodIP))
+	}
+	before := drops()
+	for range 3 {
+		if _, err := probe.Probe(e.ctx, e.podNS(a), "tcp", s.Status.PodIP+":8080", 1500*time.Millisecond); !errors.Is(err, probe.ErrTimeout) {
+			e.t.Fatalf("tiers: a -> server tcp/8080: %v, want a timeout (the Drop)", err)
+		}
+	}
+	time.Sleep(time.Second)
+	if got := drops() - before; got != 3 {
+		e.t.Errorf("tiers: 3 denied connection attempts wrote %d lines to %s's audit log, want 3", got, s.Spec.NodeName)
+	} else {
+		e.t.Logf("tiers: 3 denied connection attempts, 3 lines in the audit log")
+	}
 }
 
 // waitTiers calls check until it finds nothing wrong, for 45 s at the
