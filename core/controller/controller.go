@@ -68,6 +68,11 @@ type Controller struct {
 	clusterGroups map[*group]struct{}  // groups with a namespaceSelector
 	nodeGroups    map[*group]struct{}  // groups of Nodes (a peer's nodeSelector)
 	nodeEntries   map[string]*podEntry // every Node, by name
+	// nodeIndexer and nodesSynced are the Node informer's (NodeExists);
+	// nodeDeleted are called with each deleted Node's name (OnNodeDelete).
+	nodeIndexer cache.Indexer
+	nodesSynced cache.InformerSynced
+	nodeDeleted []func(name string)
 	policies      map[string]*policyState
 	// groupUsers maps a ClusterGroup's name to the keys of the policies
 	// that read it (as a peer, an appliedTo or a child group).
@@ -140,6 +145,7 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 	c.AppliedToGroups.seq, c.AddressGroups.seq, c.NetworkPolicies.seq = seq, seq, seq
 
 	pods, nss, nps := trimmedInformers(factory)
+	nodes := nodeInformer(factory)
 	for _, t := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
@@ -159,7 +165,7 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 			UpdateFunc: func(_, o any) { c.enqueuePolicy(o) },
 			DeleteFunc: c.enqueuePolicy,
 		}},
-		{nodeInformer(factory), cache.ResourceEventHandlerFuncs{
+		{nodes, cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(o any) { c.onNode(o) },
 			UpdateFunc: func(_, o any) { c.onNode(o) },
 			DeleteFunc: func(o any) { c.onNodeDelete(o) },
@@ -174,6 +180,7 @@ func New(factory informers.SharedInformerFactory, log *slog.Logger) (*Controller
 		c.synced = append(c.synced, reg.HasSynced)
 	}
 	c.npLister = networkinglisters.NewNetworkPolicyLister(nps.GetIndexer())
+	c.nodeIndexer, c.nodesSynced = nodes.GetIndexer(), nodes.HasSynced
 	return c, nil
 }
 

@@ -118,9 +118,35 @@ func (c *Controller) onNodeDelete(o any) {
 	if !ok {
 		return
 	}
+	c.forgetNode(n.Name)
+	for _, fn := range c.nodeDeleted {
+		fn(n.Name)
+	}
+}
+
+// NodeExists reports whether the cluster has a Node of that name, as the
+// controller's Node informer sees it; synced is false until the informer
+// has listed the Nodes once (exists means nothing then).
+func (c *Controller) NodeExists(name string) (exists, synced bool) {
+	if !c.nodesSynced() {
+		return false, false
+	}
+	_, exists, err := c.nodeIndexer.GetByKey(name)
+	return exists && err == nil, true
+}
+
+// OnNodeDelete has fn called with the name of every Node deleted, after
+// the controller's groups of Nodes let it go (seine-controller drops the
+// node's realization report). Call it before the informers start.
+func (c *Controller) OnNodeDelete(fn func(name string)) {
+	c.nodeDeleted = append(c.nodeDeleted, fn)
+}
+
+// forgetNode takes a deleted Node out of every group of Nodes.
+func (c *Controller) forgetNode(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.nodeEntries[n.Name]
+	e := c.nodeEntries[name]
 	if e == nil {
 		return
 	}
@@ -130,7 +156,7 @@ func (c *Controller) onNodeDelete(o any) {
 			c.markGroup(g)
 		}
 	}
-	delete(c.nodeEntries, n.Name)
+	delete(c.nodeEntries, name)
 }
 
 // reconcileNode updates whether node e belongs to the node group g: it does

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,4 +74,36 @@ ag {nodeSelector=role=infra} members=[node:n1,192.168.0.1,203.0.113.1 node:n2,19
 	}
 	e.waitFor(`
 ag {nodeSelector=role=infra} members=[node:n1,192.168.0.11] span=[n1]` + rest)
+}
+
+// The controller's Node informer also answers seine-controller's report
+// checks (one Node watch for both): whether a Node exists, and each
+// Node deleted, after its groups let it go.
+func TestNodeExistsAndOnNodeDelete(t *testing.T) {
+	deleted := make(chan string, 1)
+	var c *Controller
+	e := startWith(t, func(_ context.Context, ctrl *Controller) {
+		c = ctrl
+		c.OnNodeDelete(func(name string) { deleted <- name })
+	}, node("n1", nil, internalIP("192.168.0.1")))
+	if exists, synced := c.NodeExists("n1"); !exists || !synced {
+		t.Fatalf("n1: exists %v, synced %v", exists, synced)
+	}
+	if exists, synced := c.NodeExists("n9"); exists || !synced {
+		t.Fatalf("n9: exists %v, synced %v", exists, synced)
+	}
+	if err := e.client.CoreV1().Nodes().Delete(context.Background(), "n1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-deleted:
+		if name != "n1" {
+			t.Fatalf("deleted %q", name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no deletion reported")
+	}
+	if exists, _ := c.NodeExists("n1"); exists {
+		t.Error("n1 exists after its deletion")
+	}
 }

@@ -27,14 +27,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
@@ -97,9 +95,7 @@ func run(log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := trackNodes(factory, srv); err != nil {
-		return err
-	}
+	trackNodes(ctrl, srv)
 	tiered, err := startTiered(ctx, cfg, cs, ctrl, srv, log)
 	if err != nil {
 		return err
@@ -174,41 +170,20 @@ func registerMetrics(reg prometheus.Registerer, ctrl *controller.Controller, srv
 }
 
 // trackNodes makes the server drop the realization report of a node that
-// is deleted, and refuse reports for nodes that do not exist. The Node
-// informer keeps names only.
-func trackNodes(factory informers.SharedInformerFactory, srv *apiserver.Server) error {
-	inf := factory.Core().V1().Nodes()
-	informer := inf.Informer()
-	if err := informer.SetTransform(func(o any) (any, error) {
-		if n, ok := o.(*corev1.Node); ok {
-			return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}, nil
-		}
-		return o, nil
-	}); err != nil {
-		return fmt.Errorf("node informer: %w", err)
-	}
-	lister := inf.Lister()
+// is deleted, and refuse reports for nodes that do not exist, as the
+// controller's Node informer (the one its nodeSelector peers follow) sees
+// them.
+func trackNodes(ctrl *controller.Controller, srv *apiserver.Server) {
 	srv.TrackNodes(func(name string) error {
-		if !informer.HasSynced() {
+		switch exists, synced := ctrl.NodeExists(name); {
+		case !synced:
 			return apiserver.NodesNotSynced()
-		}
-		if _, err := lister.Get(name); err != nil {
+		case !exists:
 			return apiserver.NodeNotFound(name)
 		}
 		return nil
 	})
-	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
-		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-			o = d.Obj
-		}
-		if n, ok := o.(*corev1.Node); ok {
-			srv.ForgetNode(n.Name)
-		}
-	}})
-	if err != nil {
-		return fmt.Errorf("node informer: %w", err)
-	}
-	return nil
+	ctrl.OnNodeDelete(srv.ForgetNode)
 }
 
 func restConfig(kubeconfig, apiServer string) (*rest.Config, error) {
