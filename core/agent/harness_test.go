@@ -40,6 +40,9 @@ type world struct {
 	hostResync time.Duration
 	// vfs, when set, gives the backend SR-IOV VFs (vf_test.go).
 	vfs *platformtest.FakeVFs
+	// vswitchd, when set, is ovs-vswitchd's unixctl server for the agents
+	// start makes (a fakeVswitchd's dial).
+	vswitchd func(context.Context) (vswitchdControl, error)
 }
 
 func newWorld(t *testing.T, nodes ...*corev1.Node) *world {
@@ -133,6 +136,9 @@ func (w *world) start() (*Agent, func()) {
 	}
 	if w.hostResync > 0 {
 		a.hostResync = w.hostResync
+	}
+	if w.vswitchd != nil {
+		a.vswitchd = w.vswitchd
 	}
 	noCNISocketUnderWine(a)
 	ctx, cancel := context.WithCancel(context.Background())

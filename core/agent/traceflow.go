@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/core/traceflow"
@@ -87,6 +88,35 @@ func (n traceflowNode) IsolatedBy(ingress bool, port uint32) []string {
 // TieredRule names the tiered rule at priority in a tier table.
 func (n traceflowNode) TieredRule(table uint8, priority uint16) (string, string, bool) {
 	return n.a.policy.TieredRule(table, priority)
+}
+
+// FlushDatapath deletes every flow the datapath cached: a trace calls it
+// once its copies are in, before anything depends on them. A cached flow
+// made before the copies does not match on DSCP and keeps the actions of
+// the tables it was made from until a revalidator translates it again;
+// ovs-vswitchd wakes its revalidators only after the copies' commit, and
+// one already in a pass skips the flows it considers unchanged, so a
+// packet-out right after the bundle took such a flow and the trace saw
+// nothing (core/traceflow's README, "The datapath's cached flows"). The
+// flush costs about what the copies cost anyway: a revalidator deletes
+// every cached flow whose translation now reads the DSCP (its mask is too
+// wide), nearly every IP flow; the flush does it before the agent goes on.
+// Unlike policyNode.SettleDatapath it does not wait for revalidator/wait
+// (which can take the revalidators' 500 ms period): a packet that misses
+// is translated against the current tables, even while ovs-vswitchd does
+// not cache the result yet.
+func (n traceflowNode) FlushDatapath(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := n.a.vswitchd(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Call(ctx, "dpctl/del-flows"); err != nil {
+		return fmt.Errorf("dpctl/del-flows: %w", err)
+	}
+	return nil
 }
 
 // traced is w for a flow writer holding the flow lock: while a Traceflow's

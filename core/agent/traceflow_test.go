@@ -82,6 +82,8 @@ func (s *fakeSwitch) copiesInStep(tag uint8) string {
 func TestTraceflowCopiesFollowFlowChanges(t *testing.T) {
 	w := newWorld(t, twoNodesSlice()...)
 	w.cfg.Proxy.ServiceCIDRs = []string{"10.96.0.0/16"}
+	vsd := newFakeVswitchd()
+	w.vswitchd = vsd.dial
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := w.kube.CoreV1().Services("default").Create(ctx, webService(), metav1.CreateOptions{}); err != nil {
@@ -116,6 +118,12 @@ func TestTraceflowCopiesFollowFlowChanges(t *testing.T) {
 	poll(t, "the trace's copies", func() (bool, string) {
 		d := w.sw.copiesInStep(tag)
 		return d == "", d
+	})
+	// ...and the datapath's cached flows made before them flushed.
+	poll(t, "the datapath flushed after the copies", func() (bool, string) {
+		vsd.mu.Lock()
+		defer vsd.mu.Unlock()
+		return slices.Contains(vsd.calls, "dpctl/del-flows"), strings.Join(vsd.calls, "\n")
 	})
 
 	// Each change must leave the copies in step, and change how many

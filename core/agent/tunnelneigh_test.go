@@ -14,7 +14,8 @@ import (
 )
 
 // fakeVswitchd answers the unixctl commands the tunnel neighbour check
-// uses, printing them the way ovs-vswitchd 3.1 does.
+// uses, printing them the way ovs-vswitchd 3.1 does, and records every
+// call (a trace's dpctl/del-flows among them).
 type fakeVswitchd struct {
 	mu      sync.Mutex
 	neigh   map[string]string // ip -> "mac bridge[ STALE]"
@@ -68,6 +69,8 @@ func (f *fakeVswitchd) Call(_ context.Context, method string, args ...string) (s
 			return "", errors.New("Not found")
 		}
 		return fmt.Sprintf("src 172.30.0.11\ngateway %s\ndev br-int\n", gw), nil
+	case "dpctl/del-flows":
+		return "", nil
 	case "tnl/neigh/set":
 		if len(args) != 3 {
 			return "", errors.New("usage")

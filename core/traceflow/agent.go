@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
@@ -52,6 +53,11 @@ type AgentNode interface {
 	// TieredRule names the tiered policy and rule whose flows sit in a
 	// tier table at an OpenFlow priority (see RuleLookup).
 	TieredRule(table uint8, priority uint16) (policy, rule string, ok bool)
+	// FlushDatapath deletes every flow the datapath cached (megaflows),
+	// so that the next packet of any traffic is translated against the
+	// flow tables as they are now (see "The datapath's cached flows" in
+	// the README).
+	FlushDatapath(ctx context.Context) error
 }
 
 // Agent is seine-agent's side of Traceflow: it installs the tagged copies
@@ -82,6 +88,7 @@ type agentTrace struct {
 	in        Injected
 	installed bool           // the copies are on the switch
 	round     pipeline.Round // ...in this round
+	settled   bool           // ...and the datapath forgot what it cached before them
 	reported  bool           // flowsInstalled is in the status
 	injected  bool
 	obs       []crd.Observation
@@ -300,6 +307,12 @@ func (a *Agent) sync(ctx context.Context, name string) error {
 			return err
 		}
 	}
+	// Nothing depends on the copies (the acknowledgement, the injection,
+	// the tagging flow) before the datapath stopped using what it cached
+	// without them.
+	if err := a.settle(ctx, t); err != nil {
+		return err
+	}
 	if t.in.Live {
 		a.correlate(tf, t)
 	}
@@ -390,11 +403,37 @@ func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 			return fmt.Errorf("install %d tagged flows of tag %d: %w", len(copies), t.tag, err)
 		}
 		a.mu.Lock()
-		t.installed, t.round = true, r
+		t.installed, t.settled, t.round = true, false, r
 		a.mu.Unlock()
 		return nil
 	})
 }
+
+// settle flushes the datapath's cached flows once after the trace's
+// copies went in (again after every new install of them): until then a
+// tagged packet may take a cached flow made before the copies existed,
+// which does not look at its DSCP, and go its way unseen.
+func (a *Agent) settle(ctx context.Context, t *agentTrace) error {
+	a.mu.Lock()
+	settled := t.settled
+	a.mu.Unlock()
+	if settled {
+		return nil
+	}
+	start := time.Now()
+	if err := a.node.FlushDatapath(ctx); err != nil {
+		return fmt.Errorf("flush the datapath's cached flows after the copies of tag %d: %w", t.tag, err)
+	}
+	a.mu.Lock()
+	// A new install meanwhile (installed false) flushes again after it.
+	t.settled = t.installed
+	a.mu.Unlock()
+	a.log.Debug("traceflow: datapath flows flushed after the copies", "tag", t.tag, "ms", ms(time.Since(start)))
+	return nil
+}
+
+// ms is d in milliseconds, for the logs.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // forget removes a finished or deleted trace's copies.
 func (a *Agent) forget(ctx context.Context, name string, tag uint8) error {

@@ -125,7 +125,7 @@ func (a *Agent) armLive(ctx context.Context, tf *crd.Traceflow, t *agentTrace) e
 		}
 		lm.InPort = src.Port
 	}
-	return a.node.Install(ctx, func(w Writer, _ *pipeline.NodeConfig, r pipeline.Round) error {
+	err := a.node.Install(ctx, func(w Writer, _ *pipeline.NodeConfig, r pipeline.Round) error {
 		f, err := TagFlow(lm, t.tag, t.live.droppedOnly, TagCookie(r, t.tag), left)
 		if err != nil {
 			return err
@@ -139,6 +139,17 @@ func (a *Agent) armLive(ctx context.Context, tf *crd.Traceflow, t *agentTrace) e
 		a.log.Info("traceflow live: tagging", "traceflow", tf.Name, "tag", t.tag, "flow", f.String())
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// The connections the tagging flow is for may already have cached
+	// flows (made before it, for their earlier new connections), which
+	// would let the next ones pass untagged until ovs-vswitchd
+	// revalidates them. Not flushing only delays the tagging: no retry.
+	if err := a.node.FlushDatapath(ctx); err != nil {
+		a.log.Warn("traceflow live: the datapath's cached flows not flushed after the tagging flow", "traceflow", tf.Name, "tag", t.tag, "err", err)
+	}
+	return nil
 }
 
 // liveInjected is what every node knows of a live trace's packets: the

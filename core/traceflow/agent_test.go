@@ -2,6 +2,7 @@ package traceflow
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -28,10 +29,15 @@ type fakeSwitch struct {
 	outs    []*openflow.PacketOut
 	state   pipeline.State
 	bundles int
+	// log is what the switch was told, in order: "bundle", "flush" (of
+	// the datapath's cached flows), "packet-out"; flushErr fails flushes.
+	log      []string
+	flushErr error
 }
 
 func (s *fakeSwitch) Bundle(_ context.Context, msgs ...openflow.Message) error {
 	s.bundles++
+	s.log = append(s.log, "bundle")
 	for _, m := range msgs {
 		fm := m.(*openflow.FlowMod)
 		k := flowKey(fm.Flow)
@@ -56,6 +62,7 @@ func (s *fakeSwitch) Bundle(_ context.Context, msgs ...openflow.Message) error {
 func (s *fakeSwitch) Apply(_ context.Context, msgs ...openflow.Message) error {
 	for _, m := range msgs {
 		s.outs = append(s.outs, m.(*openflow.PacketOut))
+		s.log = append(s.log, "packet-out")
 	}
 	return nil
 }
@@ -89,6 +96,14 @@ func (n fakeAgentNode) LocalPod(ns, name string, ip netip.Addr) (LocalPod, bool)
 		}
 	}
 	return LocalPod{}, false
+}
+
+func (n fakeAgentNode) FlushDatapath(context.Context) error {
+	if n.sw.flushErr != nil {
+		return n.sw.flushErr
+	}
+	n.sw.log = append(n.sw.log, "flush")
+	return nil
 }
 
 func (n fakeAgentNode) IsolatedBy(ingress bool, port uint32) []string { return policies(ingress, port) }
@@ -209,6 +224,7 @@ func newAgentFixture(t *testing.T, tf *crd.Traceflow) *agentFixture {
 	f.a = NewAgent("node-a", dyn, fakeAgentNode{f.sw}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	f.a.apply = func(_ context.Context, _ string, s *crd.TraceflowStatus) error {
 		f.applied = append(f.applied, s.Results...)
+		f.sw.log = append(f.sw.log, "write")
 		return nil
 	}
 	return f
@@ -325,5 +341,48 @@ func TestAgentLiveCorrelates(t *testing.T) {
 	got := f.last()
 	if len(got.Observations) != 2 || got.Observations[1].Action != crd.ActionDelivered || got.CapturedPacket == nil || got.CapturedPacket.SrcPort != 40001 {
 		t.Errorf("reported %+v captured %+v, want the second packet delivered", got.Observations, got.CapturedPacket)
+	}
+}
+
+// TestAgentFlushesTheDatapathBeforeAnythingDependsOnTheCopies: the
+// datapath's cached flows made before the copies would take the tagged
+// packet past them unseen (TestInjectRightAfterCopiesOnRealOVS shows it on
+// a real ovs-vswitchd), so a node flushes them after every install of its
+// copies and before it acknowledges them or injects; a failed flush is
+// retried, with nothing acknowledged meanwhile; copies installed again
+// (after a replay) are flushed again.
+func TestAgentFlushesTheDatapathBeforeAnythingDependsOnTheCopies(t *testing.T) {
+	start := metav1.Now()
+	f := newAgentFixture(t, &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "t", UID: "u-6"},
+		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "web-0"}, Destination: crd.Destination{Namespace: "prod", Pod: "db-0"}},
+		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: testTag, SourceNode: "node-a", Nodes: []string{"node-a"},
+			SrcIP: webIP.String(), DstIP: dbIP.String(), DstPort: 80}})
+	f.sw.flushErr = errors.New("ovs-vswitchd: connection refused")
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(f.tf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.inf.GetStore().Add(&unstructured.Unstructured{Object: u}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.sync(context.Background(), "t"); err == nil {
+		t.Fatal("a failed flush did not fail the sync")
+	}
+	if got := strings.Join(f.sw.log, " "); got != "bundle" {
+		t.Fatalf("with the flush failing: %q, want the copies' bundle only (no acknowledgement)", got)
+	}
+	f.sw.flushErr = nil
+	for i := 0; i < 2 && len(f.sw.outs) == 0; i++ {
+		f.sync()
+		f.tf.Status.Results = []crd.NodeResult{{Node: "node-a", FlowsInstalled: true}}
+	}
+	if got := f.sw.log; len(got) != 4 || got[0] != "bundle" || got[1] != "flush" || !slices.Contains(got, "write") || !slices.Contains(got, "packet-out") {
+		t.Fatalf("the switch was told %q, want the copies' bundle, the flush, then the acknowledgement and the packet-out", got)
+	}
+	f.sw.log = nil
+	f.a.Resync()
+	f.sync()
+	if got := strings.Join(f.sw.log, " "); got != "bundle flush" {
+		t.Errorf("copies installed again: %q, want them flushed again", got)
 	}
 }

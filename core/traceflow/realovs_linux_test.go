@@ -2,6 +2,8 @@ package traceflow
 
 import (
 	"context"
+	"encoding/hex"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -10,8 +12,14 @@ import (
 
 	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/ovs/appctl"
 	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/test/ovsdaemon"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynfake "k8s.io/client-go/dynamic/fake"
 )
 
 // TestTieredCopiesOnRealOVS shows on a real ovs-vswitchd what the tracer
@@ -291,11 +299,25 @@ func TestCopiesFollowOnRealOVS(t *testing.T) {
 // switch's packet-ins arrive on the channel (dropped when it is full).
 func startTraceSwitch(ctx context.Context, t *testing.T) (*ovsdaemon.Daemon, *openflow.Conn, chan *openflow.PacketIn) {
 	t.Helper()
-	d := ovsdaemon.StartForTest(t)
+	return startTraceSwitchPorts(ctx, t, "internal")
+}
+
+// startTraceSwitchPorts is startTraceSwitch with web0 and db0 of
+// portType; "dummy" starts ovs-vswitchd with --enable-dummy, and
+// `netdev-dummy/receive web0 <frame>` hands it a frame as received on
+// web0: real traffic, whose flows the datapath caches (it caches none of
+// a packet-out's).
+func startTraceSwitchPorts(ctx context.Context, t *testing.T, portType string) (*ovsdaemon.Daemon, *openflow.Conn, chan *openflow.PacketIn) {
+	t.Helper()
+	var o ovsdaemon.Options
+	if portType == "dummy" {
+		o.ExtraVswitchdArgs = []string{"--enable-dummy"}
+	}
+	d := ovsdaemon.StartForTestWith(t, o)
 	if out, err := d.Vsctl(ctx, "add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev",
 		"protocols=OpenFlow15", "fail_mode=secure",
-		"--", "add-port", "br-int", "web0", "--", "set", "interface", "web0", "type=internal", "ofport_request=10",
-		"--", "add-port", "br-int", "db0", "--", "set", "interface", "db0", "type=internal", "ofport_request=11"); err != nil {
+		"--", "add-port", "br-int", "web0", "--", "set", "interface", "web0", "type="+portType, "ofport_request=10",
+		"--", "add-port", "br-int", "db0", "--", "set", "interface", "db0", "type="+portType, "ofport_request=11"); err != nil {
 		t.Fatalf("add-br: %v\n%s", err, out)
 	}
 	pins := make(chan *openflow.PacketIn, 16)
@@ -310,4 +332,137 @@ func startTraceSwitch(ctx context.Context, t *testing.T) (*ovsdaemon.Daemon, *op
 	}
 	t.Cleanup(func() { c.Close() })
 	return d, c, pins
+}
+
+// TestInjectRightAfterCopiesOnRealOVS: a trace whose source node injects
+// right after its copies went in (no write and watch round trip between,
+// as within one node) is observed on a real ovs-vswitchd even when the
+// datapath already cached flows for the source pod's traffic. Those
+// cached flows (after conntrack's recirculation; the packet-out shares
+// their recirculation ID) were made before the copies, do not match on
+// DSCP, and keep their actions until a revalidator looks at them again,
+// which ovs-vswitchd only starts after the copies' commit: the tagged
+// packet took them and was delivered unseen (the e2e tf-same-node failure
+// of 2026-12-07: injected 1 ms after the copies, no packet-in in 20 s).
+// The revalidators are paused here so that the test does not depend on
+// how fast they run; the agent flushes the datapath's flows after its
+// copies.
+func TestInjectRightAfterCopiesOnRealOVS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d, c, pins := startTraceSwitchPorts(ctx, t, "dummy")
+	st := nodeState(pipeline.RoutedHost, pipeline.Encap, pipeline.Geneve)
+	flows, err := pipeline.Build(st, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddFlows(ctx, flows...); err != nil {
+		t.Fatalf("flows: %v", err)
+	}
+	// web-0's earlier traffic to db-0 (two SYNs received on web0): the
+	// datapath caches its flows, the one after conntrack among them.
+	for i := range 2 {
+		p := Packet{SrcMAC: webMAC, DstMAC: dbMAC, SrcIP: webIP, DstIP: dbIP, Proto: ProtoTCP,
+			SrcPort: 42000 + uint16(i), DstPort: 80, TCPFlags: 0x02, ID: 0x6000 + uint16(i)}
+		frame, err := p.Frame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := d.Appctl(ctx, "ovs-vswitchd", "netdev-dummy/receive", "web0", hex.EncodeToString(frame)); err != nil {
+			t.Fatalf("netdev-dummy/receive: %v\n%s", err, out)
+		}
+	}
+	dp, err := d.Appctl(ctx, "ovs-vswitchd", "dpctl/dump-flows")
+	if err != nil || !strings.Contains(dp, "recirc_id(0x") {
+		t.Fatalf("no datapath flow after a recirculation cached (%v):\n%s", err, dp)
+	}
+	t.Logf("datapath flows of web-0's traffic:\n%s", dp)
+	if out, err := d.Appctl(ctx, "ovs-vswitchd", "revalidator/pause"); err != nil {
+		t.Fatalf("revalidator/pause: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = d.Appctl(context.Background(), "ovs-vswitchd", "revalidator/resume") })
+
+	const tag = 9
+	start := metav1.Now()
+	tf := &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "t", UID: "u-ovs"},
+		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "web-0"}, Destination: crd.Destination{Namespace: "prod", Pod: "db-0"},
+			Packet: crd.Packet{Protocol: "TCP", DstPort: 80}},
+		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: tag, SourceNode: "node-a", Nodes: []string{"node-a"},
+			SrcIP: webIP.String(), DstIP: dbIP.String(), DstPort: 80}}
+	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{crd.TraceflowsResource: "TraceflowList"})
+	a := NewAgent("node-a", dyn, ovsAgentNode{c: c, d: d, state: st}, slog.New(slog.NewTextHandler(testLog{t}, nil)))
+	a.apply = func(context.Context, string, *crd.TraceflowStatus) error { return nil }
+	// The acknowledgement comes back at once (the test's watch round
+	// trip is nil): the injection follows the copies as closely as an
+	// agent can make it.
+	sent := func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		tr := a.traces["t"]
+		return tr != nil && tr.injected
+	}
+	for i := 0; i < 2 && !sent(); i++ {
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(tf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.inf.GetStore().Update(&unstructured.Unstructured{Object: u}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.sync(ctx, "t"); err != nil {
+			t.Fatal(err)
+		}
+		tf.Status.Results = []crd.NodeResult{{Node: "node-a", FlowsInstalled: true}}
+	}
+	select {
+	case pi := <-pins:
+		r, err := FromPacketIn(pi)
+		if err != nil {
+			t.Fatalf("packet-in (userdata %x): %v", pi.Userdata, err)
+		}
+		if name := a.observe(r); name != "t" || pipeline.Table(r.Table) != pipeline.Output {
+			t.Errorf("packet-in from table %s taken by %q, want Output and the trace", pipeline.Table(r.Table), name)
+		}
+	case <-time.After(3 * time.Second):
+		dp, _ := d.Appctl(ctx, "ovs-vswitchd", "dpctl/dump-flows")
+		t.Fatalf("injected right after the copies: no packet-in in 3 s (the tagged packet took a datapath flow cached before them); datapath flows:\n%s", dp)
+	}
+}
+
+// ovsAgentNode is node-a for the agent on a real switch: its OpenFlow
+// connection and ovs-vswitchd's unixctl server.
+type ovsAgentNode struct {
+	c     *openflow.Conn
+	d     *ovsdaemon.Daemon
+	state pipeline.State
+}
+
+func (n ovsAgentNode) Install(_ context.Context, fn func(Writer, *pipeline.NodeConfig, pipeline.Round) error) error {
+	node := n.state.Node
+	return fn(n.c, &node, 1)
+}
+
+func (n ovsAgentNode) FlushDatapath(ctx context.Context) error {
+	c, err := appctl.DialTarget(ctx, n.d.RunDir(), "ovs-vswitchd")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Call(ctx, "dpctl/del-flows")
+	return err
+}
+
+func (n ovsAgentNode) LocalPod(ns, name string, ip netip.Addr) (LocalPod, bool) {
+	return fakeAgentNode{&fakeSwitch{state: n.state}}.LocalPod(ns, name, ip)
+}
+
+func (ovsAgentNode) IsolatedBy(bool, uint32) []string                { return nil }
+func (ovsAgentNode) TieredRule(uint8, uint16) (string, string, bool) { return "", "", false }
+
+// testLog writes the agent's log to the test's.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
