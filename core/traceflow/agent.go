@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -268,6 +269,7 @@ func (a *Agent) observe(r Report) string {
 	a.mu.Lock()
 	t.obs = append(t.obs, obs...)
 	a.mu.Unlock()
+	a.log.Info("traceflow packet-in", "traceflow", name, "tag", t.tag, "table", pipeline.Table(r.Table).String(), "observations", len(obs))
 	return name
 }
 
@@ -303,27 +305,43 @@ func (a *Agent) sync(ctx context.Context, name string) error {
 		a.mu.Unlock()
 	}
 	if !t.installed {
-		if err := a.install(ctx, t); err != nil {
+		if err := a.install(ctx, name, t); err != nil {
 			return err
 		}
 	}
 	// Nothing depends on the copies (the acknowledgement, the injection,
 	// the tagging flow) before the datapath stopped using what it cached
 	// without them.
-	if err := a.settle(ctx, t); err != nil {
+	if err := a.settle(ctx, name, t); err != nil {
 		return err
 	}
 	if t.in.Live {
 		a.correlate(tf, t)
 	}
+	// The source node knows its own copies are in: it injects once every
+	// other node of the path acknowledged, without waiting for its own
+	// acknowledgement to come back through its watch (for a trace within
+	// one node, a whole write and watch round trip).
+	if tf.Status.SourceNode == a.nodeName && !t.in.Live && !t.injected && readyWith(tf.Status, a.nodeName) {
+		if err := a.inject(ctx, tf, t); err != nil {
+			return err
+		}
+	}
 	a.mu.Lock()
 	obs, reported, captured := append([]crd.Observation(nil), t.obs...), t.reported, t.live.captured
 	a.mu.Unlock()
-	if !reported || len(obs) > len(resultOf(tf, a.nodeName).Observations) {
+	// A node the injection does not wait for (not in status.nodes) writes
+	// its result only once it has observations: its acknowledgement alone
+	// would be one more write (and watch event for every agent and the
+	// controller) per node of the cluster and trace, which nobody reads.
+	onPath := tf.Status.SourceNode == a.nodeName || slices.Contains(tf.Status.Nodes, a.nodeName)
+	if !reported && onPath || len(obs) > len(resultOf(tf, a.nodeName).Observations) {
 		st := crd.TraceflowStatus{Results: []crd.NodeResult{{Node: a.nodeName, FlowsInstalled: true, Observations: obs, CapturedPacket: captured}}}
+		t0 := time.Now()
 		if err := a.apply(ctx, name, &st); err != nil {
 			return err
 		}
+		a.log.Info("traceflow result written", "traceflow", name, "observations", len(obs), "ms", ms(time.Since(t0)))
 		a.mu.Lock()
 		t.reported = true
 		a.mu.Unlock()
@@ -349,15 +367,17 @@ func resultOf(tf *crd.Traceflow, node string) crd.NodeResult {
 }
 
 // install adds the trace's copies of the switch's terminal flows.
-func (a *Agent) install(ctx context.Context, t *agentTrace) error {
+func (a *Agent) install(ctx context.Context, name string, t *agentTrace) error {
 	return a.node.Install(ctx, func(w Writer, n *pipeline.NodeConfig, r pipeline.Round) error {
 		a.mu.Lock()
 		a.clusterCIDRs = n.ClusterPodCIDRs
 		a.mu.Unlock()
+		t0 := time.Now()
 		stats, err := w.DumpFlows(ctx, allTables, 0, 0)
 		if err != nil {
 			return fmt.Errorf("dump flows: %w", err)
 		}
+		t1 := time.Now()
 		base := make([]*openflow.Flow, 0, len(stats))
 		for _, s := range stats {
 			base = append(base, s.Flow)
@@ -394,6 +414,7 @@ func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 		for _, f := range copies {
 			msgs = append(msgs, openflow.AddFlow(f))
 		}
+		t2 := time.Now()
 		if err := w.Bundle(ctx, msgs...); err != nil {
 			a.mu.Lock()
 			if a.shadow != nil && a.shadow.Forget(t.tag) == 0 {
@@ -402,6 +423,8 @@ func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 			a.mu.Unlock()
 			return fmt.Errorf("install %d tagged flows of tag %d: %w", len(copies), t.tag, err)
 		}
+		a.log.Info("traceflow copies installed", "traceflow", name, "tag", t.tag, "flows", len(stats), "copies", len(copies),
+			"dump_ms", ms(t1.Sub(t0)), "copy_ms", ms(t2.Sub(t1)), "bundle_ms", ms(time.Since(t2)))
 		a.mu.Lock()
 		t.installed, t.settled, t.round = true, false, r
 		a.mu.Unlock()
@@ -413,7 +436,7 @@ func (a *Agent) install(ctx context.Context, t *agentTrace) error {
 // copies went in (again after every new install of them): until then a
 // tagged packet may take a cached flow made before the copies existed,
 // which does not look at its DSCP, and go its way unseen.
-func (a *Agent) settle(ctx context.Context, t *agentTrace) error {
+func (a *Agent) settle(ctx context.Context, name string, t *agentTrace) error {
 	a.mu.Lock()
 	settled := t.settled
 	a.mu.Unlock()
@@ -428,7 +451,7 @@ func (a *Agent) settle(ctx context.Context, t *agentTrace) error {
 	// A new install meanwhile (installed false) flushes again after it.
 	t.settled = t.installed
 	a.mu.Unlock()
-	a.log.Debug("traceflow: datapath flows flushed after the copies", "tag", t.tag, "ms", ms(time.Since(start)))
+	a.log.Info("traceflow datapath flushed", "traceflow", name, "tag", t.tag, "ms", ms(time.Since(start)))
 	return nil
 }
 

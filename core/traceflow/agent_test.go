@@ -386,3 +386,59 @@ func TestAgentFlushesTheDatapathBeforeAnythingDependsOnTheCopies(t *testing.T) {
 		t.Errorf("copies installed again: %q, want them flushed again", got)
 	}
 }
+
+// TestAgentOffPathWritesObservationsOnly: a node the injection does not
+// wait for (not in status.nodes) installs the copies but writes no bare
+// acknowledgement (one write per node of the cluster and trace, which
+// nobody reads); a packet it does see is reported, flowsInstalled with it.
+func TestAgentOffPathWritesObservationsOnly(t *testing.T) {
+	start := metav1.Now()
+	f := newAgentFixture(t, &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "t", UID: "u-4"},
+		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "remote"}, Destination: crd.Destination{IP: "10.244.1.10"},
+			Packet: crd.Packet{Protocol: "TCP", DstPort: 80}},
+		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: testTag, SourceNode: "node-b",
+			Nodes: []string{"node-b"}, SrcIP: peerPod.String(), DstIP: webIP.String(), DstPort: 80}})
+	f.sync()
+	if len(f.applied) != 0 || len(f.sw.flows) <= len(f.base) {
+		t.Fatalf("off the path: applied %+v, %d flows (%d without copies)", f.applied, len(f.sw.flows), len(f.base))
+	}
+	in, err := injected(f.tf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tcp(portTunnel, "52:54:00:00:10:0c", "02:53:45:49:4e:45", peerPod, webIP, 80)
+	p.SrcPort, p.DSCP = in.SrcPort, testTag
+	tr := traceWith(t, f.sw.flows, p)
+	if len(tr.PacketIns) != 1 {
+		t.Fatalf("the tagged packet from the tunnel: %d packet-ins\n%s", len(tr.PacketIns), tr)
+	}
+	r := reportOf(tr.PacketIns[0])
+	r.Packet.ID = in.ID
+	if name := f.a.observe(r); name != "t" {
+		t.Fatalf("the packet-in went to %q", name)
+	}
+	f.sync()
+	if len(f.applied) != 1 || !f.last().FlowsInstalled || len(f.last().Observations) == 0 || f.last().Observations[len(f.last().Observations)-1].Action != crd.ActionDelivered {
+		t.Errorf("after a packet: applied %+v", f.applied)
+	}
+}
+
+// TestAgentInjectsWithoutItsOwnEcho: the source node of a trace within
+// one node injects in the sync that installs its copies: it does not wait
+// for its own acknowledgement to come back through its watch.
+func TestAgentInjectsWithoutItsOwnEcho(t *testing.T) {
+	start := metav1.Now()
+	f := newAgentFixture(t, &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "t", UID: "u-5"},
+		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "web-0"}, Destination: crd.Destination{Namespace: "prod", Pod: "db-0"}},
+		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: testTag, SourceNode: "node-a", Nodes: []string{"node-a"},
+			SrcIP: webIP.String(), DstIP: dbIP.String(), DstPort: 80}})
+	f.sync()
+	if len(f.sw.outs) != 1 || len(f.applied) != 1 || !f.applied[0].FlowsInstalled {
+		t.Fatalf("first sync: %d packet-outs (want 1), applied %+v", len(f.sw.outs), f.applied)
+	}
+	f.tf.Status.Results = []crd.NodeResult{{Node: "node-a", FlowsInstalled: true}}
+	f.sync()
+	if len(f.sw.outs) != 1 {
+		t.Errorf("injected again when the acknowledgement came back: %d packet-outs", len(f.sw.outs))
+	}
+}

@@ -170,6 +170,21 @@ func Ready(st crd.TraceflowStatus) bool {
 	return true
 }
 
+// readyWith is Ready with node's own flows counted as installed (the node
+// knows they are before its acknowledgement is in the status).
+func readyWith(st crd.TraceflowStatus, node string) bool {
+	if st.SourceNode == "" {
+		return false
+	}
+	for _, n := range st.Nodes {
+		i := slices.IndexFunc(st.Results, func(r crd.NodeResult) bool { return r.Node == n })
+		if n != node && (i < 0 || !st.Results[i].FlowsInstalled) {
+			return false
+		}
+	}
+	return true
+}
+
 // TimeoutReason says why a Traceflow did not finish in time: the nodes
 // that never installed its flows, or else where the packet was last seen.
 func TimeoutReason(s crd.TraceflowSpec, st crd.TraceflowStatus, after time.Duration) string {
