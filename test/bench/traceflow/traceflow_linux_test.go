@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,12 +67,16 @@ func BenchmarkTraceflow(b *testing.B) {
 		b.Fatal(err)
 	}
 	// The first trace also waits for the agents' informers: untimed.
-	if _, err := trace(ctx, dyn, "bench-warmup", pp.Client.Name, pp.Server.Name); err != nil {
+	if _, _, err := trace(ctx, dyn, "bench-warmup", pp.Client.Name, pp.Server.Name); err != nil {
 		b.Fatal(err)
 	}
+	steps := map[string][]timeline{}
 	side := func(name, dst string) benchutil.Side {
 		return benchutil.Side{Name: name, Run: func(round int) (benchutil.Sample, error) {
-			ms, err := trace(ctx, dyn, fmt.Sprintf("bench-%s-%d", name, round), pp.Client.Name, dst)
+			ms, tl, err := trace(ctx, dyn, fmt.Sprintf("bench-%s-%d", name, round), pp.Client.Name, dst)
+			if err == nil {
+				steps[name] = append(steps[name], tl)
+			}
 			return benchutil.Sample{"ms": ms}, err
 		}}
 	}
@@ -91,6 +96,13 @@ func BenchmarkTraceflow(b *testing.B) {
 			b.Fatal(err)
 		}
 		r.Report(b)
+		lines, err := agentLines(c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, name := range []string{"same-node", "other-node"} {
+			b.Logf("%s, where the time goes (from the watch's events):\n%s%s", name, breakdown(steps[name]), agentBreakdown(lines, "bench-"+name+"-"))
+		}
 		s, o, a := r.Stats("same-node", "ms"), r.Stats("other-node", "ms"), r.Stats("api-write-watch", "ms")
 		b.Logf("same node p50 %.0f ms p95 %.0f ms; other node p50 %.0f ms p95 %.0f ms; one API write seen by a watch p50 %.1f ms p95 %.1f ms; other node p95 / Antrea's 2 s floor %.2f",
 			s.Percentile(50), s.Percentile(95), o.Percentile(50), o.Percentile(95), a.Percentile(50), a.Percentile(95), o.Percentile(95)/2000)
@@ -102,14 +114,15 @@ func BenchmarkTraceflow(b *testing.B) {
 
 // trace creates a Traceflow from src to dst (pods of default, TCP 8080),
 // returns the time from the create request to its Succeeded seen through
-// a watch, and deletes it.
-func trace(ctx context.Context, dyn dynamic.Interface, name, src, dst string) (float64, error) {
+// a watch and when each step's write was seen, and deletes it.
+func trace(ctx context.Context, dyn dynamic.Interface, name, src, dst string) (float64, timeline, error) {
 	ctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
 	res := dyn.Resource(crd.TraceflowsResource)
+	var tl timeline
 	w, err := res.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
 	if err != nil {
-		return 0, err
+		return 0, tl, err
 	}
 	defer w.Stop()
 	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&crd.Traceflow{
@@ -118,12 +131,12 @@ func trace(ctx context.Context, dyn dynamic.Interface, name, src, dst string) (f
 		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: src}, Destination: crd.Destination{Namespace: "default", Pod: dst},
 			Packet: crd.Packet{Protocol: "TCP", DstPort: 8080}}})
 	if err != nil {
-		return 0, err
+		return 0, tl, err
 	}
 	delete(obj, "status")
 	start := time.Now()
 	if _, err := res.Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
-		return 0, err
+		return 0, tl, err
 	}
 	defer func() { _ = res.Delete(context.Background(), name, metav1.DeleteOptions{}) }()
 	for ev := range w.ResultChan() {
@@ -131,16 +144,92 @@ func trace(ctx context.Context, dyn dynamic.Interface, name, src, dst string) (f
 		if !ok || ev.Type == watch.Deleted {
 			continue
 		}
-		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
-		switch crd.Phase(phase) {
+		at := float64(time.Since(start).Microseconds()) / 1000
+		var tf crd.Traceflow
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &tf); err != nil {
+			return 0, tl, err
+		}
+		tl.see(at, &tf)
+		switch tf.Status.Phase {
 		case crd.Succeeded:
-			return float64(time.Since(start).Microseconds()) / 1000, nil
+			return at, tl, nil
 		case crd.Failed:
-			reason, _, _ := unstructured.NestedString(u.Object, "status", "reason")
-			return 0, fmt.Errorf("traceflow %s failed: %s", name, reason)
+			return 0, tl, fmt.Errorf("traceflow %s failed: %s", name, tf.Status.Reason)
 		}
 	}
-	return 0, fmt.Errorf("traceflow %s: no verdict: %w", name, ctx.Err())
+	return 0, tl, fmt.Errorf("traceflow %s: no verdict: %w", name, ctx.Err())
+}
+
+// timeline is when the client's watch saw each step of one trace, in ms
+// from the create request: each is a status write (and its watch event).
+type timeline struct {
+	tagged   float64 // the controller's Running, with the tag
+	firstAck float64 // the first node's flowsInstalled
+	acked    float64 // every node of status.nodes installed its copies
+	observed float64 // the first observations (after the injection)
+	verdict  float64 // Succeeded
+	events   int     // watch events until the verdict: status writes
+}
+
+func (tl *timeline) see(at float64, tf *crd.Traceflow) {
+	tl.events++
+	st := tf.Status
+	if tl.tagged == 0 && st.Phase == crd.Running && st.DataplaneTag > 0 {
+		tl.tagged = at
+	}
+	acked, some, obs := len(st.Nodes) > 0, false, false
+	for _, n := range st.Nodes {
+		installed := false
+		for _, r := range st.Results {
+			if r.Node == n && r.FlowsInstalled {
+				installed = true
+			}
+		}
+		acked = acked && installed
+		some = some || installed
+	}
+	for _, r := range st.Results {
+		obs = obs || len(r.Observations) > 0
+	}
+	if tl.firstAck == 0 && some {
+		tl.firstAck = at
+	}
+	if tl.acked == 0 && acked {
+		tl.acked = at
+	}
+	if tl.observed == 0 && obs {
+		tl.observed = at
+	}
+	if st.Phase == crd.Succeeded {
+		tl.verdict = at
+	}
+}
+
+// breakdown is the median and p95 of each step of the traces, as the time
+// from the step before.
+func breakdown(tls []timeline) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "  %-48s %8s %8s\n", "step (from the one before)", "p50 ms", "p95 ms")
+	for _, st := range []struct {
+		name string
+		d    func(timeline) float64
+	}{
+		{"create -> Running with tag (controller)", func(t timeline) float64 { return t.tagged }},
+		{"-> first node's flowsInstalled (agent)", func(t timeline) float64 { return t.firstAck - t.tagged }},
+		{"-> every node's flowsInstalled", func(t timeline) float64 { return t.acked - t.firstAck }},
+		{"-> first observations (inject, packet-in, write)", func(t timeline) float64 { return t.observed - t.acked }},
+		{"-> Succeeded (controller's verdict)", func(t timeline) float64 { return t.verdict - t.observed }},
+		{"total", func(t timeline) float64 { return t.verdict }},
+		{"watch events (status writes) per trace", func(t timeline) float64 { return float64(t.events) }},
+	} {
+		var v []float64
+		for _, t := range tls {
+			v = append(v, st.d(t))
+		}
+		s := benchutil.Summarize(v)
+		fmt.Fprintf(&sb, "  %-48s %8.1f %8.1f\n", st.name, s.Percentile(50), s.Percentile(95))
+	}
+	return sb.String()
 }
 
 // writeWatch creates a ConfigMap and returns the time until a watch
