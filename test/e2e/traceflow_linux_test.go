@@ -130,19 +130,27 @@ func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"tf-target": "yes"}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
-	np, err = e.cs.NetworkingV1().NetworkPolicies("default").Create(e.ctx, np, metav1.CreateOptions{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() {
-		_ = e.cs.NetworkingV1().NetworkPolicies("default").Delete(e.ctx, np.Name, metav1.DeleteOptions{})
+	// The policy is created while a droppedOnly trace of real connections
+	// into the pod runs, once every node installed its copies: the drop
+	// flow it brings must be followed by a copy (copies made once at the
+	// trace's start dropped the tagged packet unseen, and the trace timed
+	// out with no verdict).
+	midTrace := spec(crd.Destination{Namespace: "default", Pod: other.Name})
+	midTrace.LiveTraffic, midTrace.DroppedOnly, midTrace.Timeout = true, true, 60
+	tf = e.traceflowDuring(dyn, "tf-realized-mid-trace", midTrace, e.connect(ns, other.Status.PodIP+":8080"), func() {
+		np, err = e.cs.NetworkingV1().NetworkPolicies("default").Create(e.ctx, np, metav1.CreateOptions{})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() {
+			_ = e.cs.NetworkingV1().NetworkPolicies("default").Delete(e.ctx, np.Name, metav1.DeleteOptions{})
+		})
+		if _, _, err := e.c.WaitPolicyRealized(e.ctx, np, time.Minute); err != nil {
+			e.t.Fatal(err)
+		}
 	})
-	// Realized on every node first: a trace copies the flows there when it
-	// starts, so a drop flow installed after that drops the tagged packet
-	// unseen (a probe's 1 s timeout alone was taken for the drop under
-	// load, and tf-dropped timed out with nothing from the destination).
-	if _, _, err := e.c.WaitPolicyRealized(e.ctx, np, time.Minute); err != nil {
-		e.t.Fatal(err)
+	if drop := wantLast(e, tf, other.Spec.NodeName, crd.ActionDropped); drop.NetworkPolicy != "default/tf-deny-ingress" {
+		e.t.Errorf("a policy realized mid-trace: drop %+v, want default/tf-deny-ingress\n%s", drop, render(tf))
 	}
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		_, err := probe.Probe(e.ctx, ns, "tcp", other.Status.PodIP+":8080", time.Second)
@@ -233,6 +241,13 @@ func (e *env) connect(netns, addr string) func(stop <-chan struct{}) {
 // creation to the end: what a live trace tags.
 func (e *env) traceflowWith(dyn dynamic.Interface, name string, spec crd.TraceflowSpec, traffic func(stop <-chan struct{})) *crd.Traceflow {
 	e.t.Helper()
+	return e.traceflowDuring(dyn, name, spec, traffic, nil)
+}
+
+// traceflowDuring is traceflowWith calling ready (when not nil) once the
+// trace runs and every node of its path installed its copies.
+func (e *env) traceflowDuring(dyn dynamic.Interface, name string, spec crd.TraceflowSpec, traffic func(stop <-chan struct{}), ready func()) *crd.Traceflow {
+	e.t.Helper()
 	stop, done := make(chan struct{}), make(chan struct{})
 	defer func() { close(stop); <-done }()
 	if traffic == nil {
@@ -268,11 +283,28 @@ func (e *env) traceflowWith(dyn dynamic.Interface, name string, spec crd.Tracefl
 		case crd.Failed:
 			e.t.Fatalf("traceflow %s failed: %s\n%s", name, tf.Status.Reason, render(&tf))
 		}
+		if ready != nil && tf.Status.Phase == crd.Running && installed(tf.Status) {
+			t0 := time.Now()
+			ready()
+			ready = nil
+			e.t.Logf("traceflow %s: the change while it ran took %s", name, time.Since(t0).Round(time.Millisecond))
+			deadline = time.Now().Add(40 * time.Second)
+		}
 		if time.Now().After(deadline) {
 			e.t.Fatalf("traceflow %s still %q after 40s\n%s", name, tf.Status.Phase, render(&tf))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// installed: every node of the trace's path installed its copies.
+func installed(st crd.TraceflowStatus) bool {
+	for _, n := range st.Nodes {
+		if !slices.ContainsFunc(st.Results, func(r crd.NodeResult) bool { return r.Node == n && r.FlowsInstalled }) {
+			return false
+		}
+	}
+	return len(st.Nodes) > 0
 }
 
 func result(tf *crd.Traceflow, node string) crd.NodeResult {
