@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	dynfake "k8s.io/client-go/dynamic/fake"
 )
 
@@ -252,6 +253,15 @@ func (f *agentFixture) tagFlows() []*openflow.Flow {
 
 func (f *agentFixture) last() crd.NodeResult { return f.applied[len(f.applied)-1] }
 
+// sameNodeTrace is a running trace from web-0 to db-0, both on node-a.
+func sameNodeTrace(uid types.UID) *crd.Traceflow {
+	start := metav1.Now()
+	return &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "t", UID: uid},
+		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "web-0"}, Destination: crd.Destination{Namespace: "prod", Pod: "db-0"}},
+		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: testTag, SourceNode: "node-a", Nodes: []string{"node-a"},
+			SrcIP: webIP.String(), DstIP: dbIP.String(), DstPort: 80}}
+}
+
 // TestAgentLiveTagging: on the tagging node the tagging flow goes in only
 // once every node of the path installed its copies, tags web-0's next new
 // connection, whose packet-in becomes the node's observations and captured
@@ -352,11 +362,7 @@ func TestAgentLiveCorrelates(t *testing.T) {
 // retried, with nothing acknowledged meanwhile; copies installed again
 // (after a replay) are flushed again.
 func TestAgentFlushesTheDatapathBeforeAnythingDependsOnTheCopies(t *testing.T) {
-	start := metav1.Now()
-	f := newAgentFixture(t, &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "t", UID: "u-6"},
-		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "web-0"}, Destination: crd.Destination{Namespace: "prod", Pod: "db-0"}},
-		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: testTag, SourceNode: "node-a", Nodes: []string{"node-a"},
-			SrcIP: webIP.String(), DstIP: dbIP.String(), DstPort: 80}})
+	f := newAgentFixture(t, sameNodeTrace("u-6"))
 	f.sw.flushErr = errors.New("ovs-vswitchd: connection refused")
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(f.tf)
 	if err != nil {
@@ -427,11 +433,7 @@ func TestAgentOffPathWritesObservationsOnly(t *testing.T) {
 // one node injects in the sync that installs its copies: it does not wait
 // for its own acknowledgement to come back through its watch.
 func TestAgentInjectsWithoutItsOwnEcho(t *testing.T) {
-	start := metav1.Now()
-	f := newAgentFixture(t, &crd.Traceflow{ObjectMeta: metav1.ObjectMeta{Name: "t", UID: "u-5"},
-		Spec: crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: "web-0"}, Destination: crd.Destination{Namespace: "prod", Pod: "db-0"}},
-		Status: crd.TraceflowStatus{Phase: crd.Running, StartTime: &start, DataplaneTag: testTag, SourceNode: "node-a", Nodes: []string{"node-a"},
-			SrcIP: webIP.String(), DstIP: dbIP.String(), DstPort: 80}})
+	f := newAgentFixture(t, sameNodeTrace("u-5"))
 	f.sync()
 	if len(f.sw.outs) != 1 || len(f.applied) != 1 || !f.applied[0].FlowsInstalled {
 		t.Fatalf("first sync: %d packet-outs (want 1), applied %+v", len(f.sw.outs), f.applied)
