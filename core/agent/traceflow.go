@@ -27,7 +27,7 @@ func (a *Agent) startTraceflow() (func(context.Context) error, error) {
 		a.log.Warn("traceflow off: the cluster does not serve traceflows.crd.seine.io (seine.yml installs it; restart the agent after)")
 		return nil, nil
 	}
-	dyn, err := dynamic.NewForConfig(a.controlPlane)
+	dyn, err := dynamic.NewForConfig(traceflow.ClientConfig(a.controlPlane))
 	if err != nil {
 		return nil, fmt.Errorf("traceflow: dynamic client: %w", err)
 	}

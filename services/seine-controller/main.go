@@ -124,14 +124,21 @@ func run(log *slog.Logger, args []string) error {
 		}
 	}
 
-	dyn, err := dynamic.NewForConfig(cfg)
+	// Traceflow's clients have a client-side limit of their own (its
+	// status writes and pod lookups come in bursts: traceflow.ClientConfig).
+	tfcfg := traceflow.ClientConfig(cfg)
+	dyn, err := dynamic.NewForConfig(tfcfg)
 	if err != nil {
 		return fmt.Errorf("dynamic client: %w", err)
+	}
+	tcs, err := kubernetes.NewForConfig(tfcfg)
+	if err != nil {
+		return fmt.Errorf("traceflow kube client: %w", err)
 	}
 	if served, err := traceflow.Served(cs.Discovery()); err != nil || !served {
 		log.Warn("traceflow off: the cluster does not serve traceflows.crd.seine.io (seine.yml installs it; restart the controller after)", "err", err)
 	} else {
-		tfc := traceflow.NewController(dyn, cs, log.With("component", "traceflow"))
+		tfc := traceflow.NewController(dyn, tcs, log.With("component", "traceflow"))
 		collector.SetTraceflows(tfc.Running)
 		go func() {
 			if err := tfc.Run(ctx); err != nil && ctx.Err() == nil {
