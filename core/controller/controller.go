@@ -73,7 +73,7 @@ type Controller struct {
 	nodeIndexer cache.Indexer
 	nodesSynced cache.InformerSynced
 	nodeDeleted []func(name string)
-	policies      map[string]*policyState
+	policies    map[string]*policyState
 	// groupUsers maps a ClusterGroup's name to the keys of the policies
 	// that read it (as a peer, an appliedTo or a child group).
 	groupUsers map[string]map[string]struct{}
