@@ -367,11 +367,52 @@ func TestNarrowedTraffic(t *testing.T) {
 		{"a node source went", with(func(s *pipeline.PolicySet) { s.NodeSources = nil }), "[everything]"},
 		{"a target that went has no traffic", with(func(s *pipeline.PolicySet) { s.Rules[1].Targets = nil; s.Rules[0].Targets = []uint32{12} }),
 			"[ingress targets=[10.244.1.11] peers=[10.244.2.0/24 10.244.3.5/32] services=[{6 80 0} {17 53 0}] egress targets=[10.244.1.10] peers=[0.0.0.0/0] services=[]]"},
+		// Tiered rules narrow by coming too: a new Drop (or Reject, or
+		// Pass) takes its traffic, a new Allow nothing.
+		{"a tiered Drop came", with(func(s *pipeline.PolicySet) { s.Rules = append(s.Rules, tierRule("2", pipeline.ActionDrop, 30000)) }),
+			"[ingress targets=[10.244.1.10] peers=[10.244.9.0/24] services=[{6 80 0}]]"},
+		{"a tiered Pass came", with(func(s *pipeline.PolicySet) { s.Rules = append(s.Rules, tierRule("2", pipeline.ActionPass, 30000)) }),
+			"[ingress targets=[10.244.1.10] peers=[10.244.9.0/24] services=[{6 80 0}]]"},
+		{"a tiered Allow came", with(func(s *pipeline.PolicySet) { s.Rules = append(s.Rules, tierRule("2", pipeline.ActionAllow, 30000)) }), "[]"},
 	} {
 		if got := fmt.Sprint(narrowedTraffic(base, c.cur, ips)); got != c.want {
 			t.Errorf("%s:\n got %s\nwant %s", c.name, got, c.want)
 		}
 	}
+	// From a set with a tiered Allow and a tiered Drop.
+	tbase := with(func(s *pipeline.PolicySet) {
+		s.Rules = append(s.Rules, tierRule("2", pipeline.ActionDrop, 30000), tierRule("3", pipeline.ActionAllow, 40000))
+	})
+	for _, c := range []struct {
+		name string
+		cur  func(s *pipeline.PolicySet)
+		want string
+	}{
+		{"nothing changed", func(*pipeline.PolicySet) {}, "[]"},
+		// (The service it no longer names is taken too, as for any rule:
+		// more than needed, never less.)
+		{"the Drop widened", func(s *pipeline.PolicySet) { s.Rules[2].Services = nil },
+			"[ingress targets=[10.244.1.10] peers=[10.244.9.0/24] services=[{6 80 0}] ingress targets=[10.244.1.10] peers=[10.244.9.0/24] services=[]]"},
+		{"the Allow became a Drop", func(s *pipeline.PolicySet) { s.Rules[3].Action = pipeline.ActionDrop },
+			"[ingress targets=[10.244.1.10] peers=[10.244.9.0/24] services=[{6 80 0}]]"},
+		{"the Allow moved below the Drop", func(s *pipeline.PolicySet) { s.Rules[3].Priority = 20000 },
+			"[ingress targets=[10.244.1.10] peers=[10.244.9.0/24] services=[{6 80 0}]]"},
+	} {
+		cur := tbase
+		cur.Rules = slices.Clone(tbase.Rules)
+		c.cur(&cur)
+		if got := fmt.Sprint(narrowedTraffic(tbase, cur, ips)); got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.name, got, c.want)
+		}
+	}
+}
+
+// tierRule is a securityops rule of policy p on web-0's ingress from
+// 10.244.9.0/24, TCP 80.
+func tierRule(key string, a pipeline.PolicyAction, prio uint16) pipeline.PolicyRule {
+	return pipeline.PolicyRule{Policy: "p", Key: key, Direction: pipeline.PolicyIngress, Targets: []uint32{10},
+		Peers:    []pipeline.PolicyPeer{{CIDR: netip.MustParsePrefix("10.244.9.0/24")}},
+		Services: []pipeline.PolicyService{{Protocol: pipeline.ProtoTCP, Port: 80}}, Tier: pipeline.TierMain, Action: a, Priority: prio}
 }
 
 // The controller puts a pod in its AppliedToGroups once it is bound to a

@@ -34,9 +34,10 @@ func (n Narrowed) String() string {
 // narrowedTraffic is what going from the policy set old to new may stop
 // allowing, rule by rule: a rule that went takes its whole traffic; a rule
 // that lost targets, peers or services takes the traffic of what it lost
-// (with the rest of the rule); a pod newly isolated in a direction takes
-// all its traffic in that direction; a node source that went narrows
-// everything. Peers are taken whole, without their
+// (with the rest of the rule); a tiered deny or Pass rule that came or
+// changed takes its traffic, a tiered rule that moved in the order its old
+// traffic; a pod newly isolated in a direction takes all its traffic in
+// that direction; a node source that went narrows everything. Peers are taken whole, without their
 // excepts (a superset). ips gives a local pod's addresses by OpenFlow
 // port; a pod without any (it went) has no traffic left to narrow.
 func narrowedTraffic(old, cur pipeline.PolicySet, ips map[uint32][]netip.Addr) []Narrowed {
@@ -82,6 +83,28 @@ func narrowedTraffic(old, cur pipeline.PolicySet, ips map[uint32][]netip.Addr) [
 			}
 		}
 	}
+	// A tiered rule also narrows by coming or changing: a Drop, Reject or
+	// Pass (a Pass hands the decision to Kubernetes policy, which may
+	// isolate) that is new or changed takes its whole traffic; a tiered
+	// rule whose priority moved takes its old traffic (a deny may now come
+	// before it).
+	was := make(map[string]*pipeline.PolicyRule, len(old.Rules))
+	for i := range old.Rules {
+		was[old.Rules[i].Policy+"/"+old.Rules[i].Key] = &old.Rules[i]
+	}
+	for i := range cur.Rules {
+		n := &cur.Rules[i]
+		if n.Tier == pipeline.TierNone {
+			continue
+		}
+		o := was[n.Policy+"/"+n.Key]
+		switch {
+		case n.Action != pipeline.ActionAllow && (o == nil || !sameRule(o, n)):
+			add(n.Direction, n.Targets, n.Peers, n.Services)
+		case o != nil && o.Priority != n.Priority:
+			add(o.Direction, o.Targets, o.Peers, o.Services)
+		}
+	}
 	if len(minus(old.NodeSources, cur.NodeSources)) > 0 {
 		// The node's own sources passed every ingress policy: any pod's
 		// ingress may have narrowed.
@@ -94,6 +117,14 @@ func narrowedTraffic(old, cur pipeline.PolicySet, ips map[uint32][]netip.Addr) [
 		add(pipeline.PolicyEgress, gone, nil, nil)
 	}
 	return out
+}
+
+// sameRule reports whether two resolved rules match and act alike.
+func sameRule(a, b *pipeline.PolicyRule) bool {
+	return a.Direction == b.Direction && a.Tier == b.Tier && a.Action == b.Action && a.Priority == b.Priority &&
+		len(minus(a.Targets, b.Targets))+len(minus(b.Targets, a.Targets)) == 0 &&
+		len(minusPeers(a.Peers, b.Peers))+len(minusPeers(b.Peers, a.Peers)) == 0 &&
+		len(minus(a.Services, b.Services))+len(minus(b.Services, a.Services)) == 0
 }
 
 // minus returns the elements of a that are not in b.
