@@ -126,14 +126,15 @@ func TestPolicyAuditLogOnRealNode(t *testing.T) {
 			in, dropped, passed, limit, len(flood))
 	}
 
-	// A flood of 10 s, as fast as bash sends (the issue asks for 10k
-	// denied packets a second): the agent's heap and the log grow by what
-	// the meter lets through, not by what was sent.
+	// A flood of 10 s, about 10k denied connections a second (bursts of
+	// 200, 10 ms apart: what the issue asks, without taking a core from
+	// the tests beside this one): the agent's heap and the log grow by
+	// what the meter lets through, not by what was sent.
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	start = time.Now()
-	script = fmt.Sprintf(`end=$((SECONDS+10)); while [ $SECONDS -lt $end ]; do echo x > /dev/udp/%s/53; done`, db.ip)
+	script = fmt.Sprintf(`end=$((SECONDS+10)); while [ $SECONDS -lt $end ]; do for i in {1..200}; do echo x > /dev/udp/%s/53; done; sleep 0.01; done`, db.ip)
 	if out, err := exec.Command("nsenter", "--net="+web.netns, "--", "bash", "-c", script).CombinedOutput(); err != nil {
 		t.Fatalf("flood: %v\n%s", err, out)
 	}
@@ -155,6 +156,9 @@ func TestPolicyAuditLogOnRealNode(t *testing.T) {
 	t.Logf("flood of %s: %d sent (%.0f/s), meter dropped %d; %d lines; heap %+d kB; log %d bytes",
 		took.Round(time.Millisecond), in2, float64(in2)/took.Seconds(), dropped2, flood2, growth/1024, fi.Size())
 	limit = int(float64(pipeline.PolicyLogRate)*(took.Seconds()+1)) + int(pipeline.PolicyLogRate)
+	if float64(in2)/took.Seconds() < 5000 {
+		t.Logf("the flood reached only %.0f/s on this machine", float64(in2)/took.Seconds())
+	}
 	if flood2 > limit || in2-dropped2 > limit || growth > 32<<20 || fi.Size() > 1<<20 {
 		t.Errorf("10 s flood: %d lines, %d passed the meter (at most %d expected), heap %+d kB (at most 32 MB), log %d bytes (at most 1 MB)",
 			flood2, in2-dropped2, limit, growth/1024, fi.Size())
