@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"testing"
 	"time"
 
 	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/test/lab/labtest"
 	"github.com/seine-cni/seine/test/lab/probe"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -30,14 +32,7 @@ import (
 // isolated (until the test's cleanup): callers run it last.
 func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 	e.t.Helper()
-	rc, err := e.c.RESTConfig("admin")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	dyn := e.dynamic()
 	src := pods[0]
 	var same, other *corev1.Pod
 	for i := range pods[1:] {
@@ -138,8 +133,8 @@ func (e *env) checkTraceflow(pods []corev1.Pod, mode string) {
 	midTrace := spec(crd.Destination{Namespace: "default", Pod: other.Name})
 	midTrace.LiveTraffic, midTrace.DroppedOnly, midTrace.Timeout = true, true, 60
 	tf = e.traceflowDuring(dyn, "tf-realized-mid-trace", midTrace, e.connect(ns, other.Status.PodIP+":8080"), func() {
-		np, err = e.cs.NetworkingV1().NetworkPolicies("default").Create(e.ctx, np, metav1.CreateOptions{})
-		if err != nil {
+		var err error
+		if np, err = e.cs.NetworkingV1().NetworkPolicies("default").Create(e.ctx, np, metav1.CreateOptions{}); err != nil {
 			e.t.Fatal(err)
 		}
 		e.t.Cleanup(func() {
@@ -349,4 +344,58 @@ func render(tf *crd.Traceflow) string {
 		}
 	}
 	return sb.String()
+}
+
+// dynamic is a dynamic client of the lab's kube-apiserver as its admin.
+func (e *env) dynamic() dynamic.Interface {
+	e.t.Helper()
+	rc, err := e.c.RESTConfig("admin")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return dyn
+}
+
+// TestTraceflowWindowsNode: node-3 poses as a Windows node (labelled
+// kubernetes.io/os=windows, its agent builds the Windows flow set); a
+// trace into a pod on it from another node and one out of it are
+// Delivered, the source node forwarding into the tunnel to the other's
+// node IP and the destination node receiving it.
+func TestTraceflowWindowsNode(t *testing.T) {
+	e := upLabWith(t, labtest.Options{WindowsNodes: 1})
+	if n, err := e.cs.CoreV1().Nodes().Get(e.ctx, "node-3", metav1.GetOptions{}); err != nil || n.Labels["kubernetes.io/os"] != "windows" {
+		t.Fatalf("node-3 does not pose as a Windows node (%v): labels %v", err, n.GetLabels())
+	}
+	pods := e.deploy("web", 6)
+	checkSpread(t, pods)
+	var win, lin *corev1.Pod
+	for i := range pods {
+		switch {
+		case pods[i].Spec.NodeName == "node-3" && win == nil:
+			win = &pods[i]
+		case pods[i].Spec.NodeName != "node-3" && lin == nil:
+			lin = &pods[i]
+		}
+	}
+	dyn := e.dynamic()
+	for _, tc := range []struct {
+		name     string
+		src, dst *corev1.Pod
+	}{{"tf-to-windows", lin, win}, {"tf-from-windows", win, lin}} {
+		t0 := time.Now()
+		tf := e.traceflow(dyn, tc.name, crd.TraceflowSpec{Source: crd.Source{Namespace: "default", Pod: tc.src.Name},
+			Destination: crd.Destination{Namespace: "default", Pod: tc.dst.Name}, Packet: crd.Packet{Protocol: "TCP", DstPort: 8080}})
+		t.Logf("%s (%s -> %s): Succeeded %s after creation", tc.name, tc.src.Spec.NodeName, tc.dst.Spec.NodeName, time.Since(t0).Round(time.Millisecond))
+		if out := wantLast(e, tf, tc.src.Spec.NodeName, crd.ActionForwarded); out.TunnelDstIP != e.nodeIP(tc.dst.Spec.NodeName) {
+			t.Errorf("%s: tunnel destination %q, want %s's node IP %s\n%s", tc.name, out.TunnelDstIP, tc.dst.Spec.NodeName, e.nodeIP(tc.dst.Spec.NodeName), render(tf))
+		}
+		wantLast(e, tf, tc.dst.Spec.NodeName, crd.ActionDelivered)
+		if r := result(tf, tc.dst.Spec.NodeName); len(r.Observations) < 2 || r.Observations[0].Action != crd.ActionReceived {
+			t.Errorf("%s: destination node observations %+v, want Received first", tc.name, r.Observations)
+		}
+	}
 }
