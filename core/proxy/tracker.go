@@ -93,10 +93,16 @@ func sliceService(s *discoveryv1.EndpointSlice) string {
 
 // UpdateSlice records an EndpointSlice that was added or changed. Slices
 // that belong to no Service (no kubernetes.io/service-name label) are
-// ignored.
+// ignored; a slice labelled service.kubernetes.io/headless is not the
+// proxy's, as kube-proxy watches only slices without that label, and is
+// forgotten (the label may come to a slice the proxy took).
 func (t *Tracker) UpdateSlice(s *discoveryv1.EndpointSlice) {
 	k := sliceService(s)
 	if k == "" {
+		return
+	}
+	if _, headless := s.Labels[LabelHeadless]; headless {
+		t.DeleteSlice(s)
 		return
 	}
 	m := t.slices[k]

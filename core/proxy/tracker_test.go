@@ -282,6 +282,37 @@ func TestSkippedServices(t *testing.T) {
 	}
 }
 
+// An EndpointSlice labelled service.kubernetes.io/headless is not the
+// proxy's, as kube-proxy watches only slices without that label: a
+// Service whose only slice takes it has no endpoints (the upstream spec
+// "should implement service.kubernetes.io/headless" labels the slice of a
+// selectorless Service and wants it unreachable), and has them again when
+// the label goes.
+func TestHeadlessSlicesAreNotProxied(t *testing.T) {
+	tr := newTracker(t, "node-1")
+	tr.UpdateService(svc("ns", "web", "10.96.0.10", ":80"))
+	s := slice("ns", "web", "w", []string{":8080"}, ep{addr: "10.244.1.5", node: "node-1"})
+	tr.UpdateSlice(s)
+	const proxied = "ns/web\n  /TCP 10.96.0.10:80 cluster=[10.244.1.5:8080]"
+	if got := tr.Service("ns/web").String(); got != proxied {
+		t.Fatalf("before the label: %s, want %s", got, proxied)
+	}
+	tr.Changed()
+	labelled := s.DeepCopy()
+	labelled.Labels[LabelHeadless] = ""
+	tr.UpdateSlice(labelled)
+	if got := tr.Changed(); !slices.Equal(got, []string{"ns/web"}) {
+		t.Errorf("changes after the label came: %v", got)
+	}
+	if got := tr.Service("ns/web").String(); !strings.Contains(got, "no-endpoints") {
+		t.Errorf("with its only slice labelled headless: %s, want no endpoints", got)
+	}
+	tr.UpdateSlice(s)
+	if got := tr.Service("ns/web").String(); got != proxied {
+		t.Errorf("after the label went: %s, want %s", got, proxied)
+	}
+}
+
 // TestChangedIsPerService checks the O(what changed) contract: an event
 // marks only its own Service.
 func TestChangedIsPerService(t *testing.T) {
