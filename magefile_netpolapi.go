@@ -148,7 +148,7 @@ func copyTree(from, to string) error {
 // for a whole run, the same table into test/e2e/netpolapi/README.md between
 // its results markers; it fails when a test failed. NETPOL_API_RUN (a regex
 // of test short names) runs only those, which leaves the README alone. Run
-// it under /work/bin/labslot: it brings up a whole lab.
+// it in a lab slot of its own (SEINE_LAB_SLOT): it brings up a whole lab.
 func NetpolAPI() error {
 	mg.SerialDeps(Deps, LabBin)
 	kube, err := labkube()
