@@ -350,6 +350,12 @@ func (s *scaleBench) run(b *testing.B, sizes []int, dur time.Duration, rounds, c
 	cold := map[string]time.Duration{}
 	for _, p := range s.sides {
 		took, rss, hwm, err := s.coldSync(b, p.name)
+		if err != nil && p.name != "seine" && !testing.Short() {
+			// A baseline that cannot sync this size in the time is a
+			// result, not a broken harness: measure the others.
+			b.Logf("%-8s cold sync of %d Services x 10 endpoints: not done in 10 minutes (%v)", p.name, top, err)
+			continue
+		}
 		if err != nil {
 			b.Fatalf("%s cold sync: %v", p.name, err)
 		}
