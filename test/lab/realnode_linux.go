@@ -45,6 +45,7 @@ var nodeMounts = []string{
 	"/var/log/openvswitch",
 	"/var/lib/seine",
 	"/run/seine",
+	"/var/log/seine", // the policy audit log
 	"/var/log/pods",
 	"/var/log/containers",
 	// Seine's DaemonSet mounts /lib/modules (type Directory); this
