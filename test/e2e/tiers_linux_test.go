@@ -52,14 +52,7 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 			e.t.Fatal(err)
 		}
 	}
-	rc, err := e.c.RESTConfig("admin")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	dc, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	dc := e.dynamic()
 	cnps := dc.Resource(crdv1.ClusterNetworkPoliciesResource)
 	e.t.Cleanup(func() {
 		_ = cnps.DeleteCollection(e.ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
