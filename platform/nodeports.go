@@ -11,7 +11,9 @@ import (
 // (same port) instead, which the host routes into the bridge (a
 // ServiceRoute), where the pipeline's service proxy takes them, from the
 // gateway's address (not the node IP the host chose, to which a remote
-// endpoint would answer past the bridge). Traffic
+// endpoint would answer past the bridge; the bridge itself SNATs the
+// connection to the node IP for an endpoint on a tunnelled peer, whose
+// node sends the replies back through the tunnel). Traffic
 // from other hosts reaches the node ports through the bridge directly and
 // needs nothing here. Linux does it with a DNAT in the host's output path;
 // a backend without it leaves the node unable to reach its own node ports

@@ -59,6 +59,9 @@ func PeerFlows(n NodeConfig, p Peer, r Round) ([]*openflow.Flow, error) {
 				arpReply(GlobalVirtualMAC, gatewayOf(cidr)))
 			a := actions().SetEthSrc(n.GatewayMAC).SetEthDst(GlobalVirtualMAC).SetTunDst(p.NodeIP)
 			b.add(L3Forwarding, prioPeer, m, a.GotoTable(uint8(L3DecTTL)))
+			if n.ServiceProxy {
+				b.serviceTunnelPeerCIDR(cidr)
+			}
 		case n.Topology == BridgedUplink && p.NodeMAC != nil:
 			// Straight out of the uplink to the peer's node MAC.
 			a := actions().SetEthSrc(n.NodeMAC).SetEthDst(p.NodeMAC)
@@ -67,6 +70,9 @@ func PeerFlows(n NodeConfig, p Peer, r Round) ([]*openflow.Flow, error) {
 			// The host routes it via the peer's node IP.
 			b.add(L3Forwarding, prioPeer, m, toGateway(&n))
 		}
+	}
+	if n.ServiceProxy && n.encapsulates(&p) {
+		b.serviceTunnelPeer(&p)
 	}
 	return b.flows, nil
 }

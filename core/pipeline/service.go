@@ -57,6 +57,8 @@ const (
 	prioSvcFrontend  uint16 = 200
 	prioSvcToHost    uint16 = 212 // L3Forwarding: SNATed to ServiceNextHopIP, to the host
 	prioSvcPodSNAT   uint16 = 195 // ServiceSNAT: uplink client to another node's pod
+	prioSvcHostSNAT  uint16 = 205 // ServiceSNAT: the host to a tunnelled peer's pod
+	prioTunnelReply  uint16 = 185 // L3Forwarding: replies to a peer's node address
 )
 
 // MaxServicePortID bounds the IDs of ServiceFlows: a port's groups are
@@ -486,6 +488,14 @@ func (b *builder) serviceNodeFlows() {
 	gm := OutputToPortMark.match(match().InPort(n.Ports.Gateway))
 	gm.Reg(TargetPortField.Reg, regPort(n.Ports.Gateway), TargetPortField.Mask())
 	b.add(Output, prioHigh, gm, actions().OutputInPort())
+	if n.usesTunnel() {
+		// Replies to the host's connections SNATed to the node IP
+		// (serviceTunnelPeerCIDR) come back through the tunnel.
+		for _, ip := range n.NodeIPs {
+			b.add(UnSNAT, prioNormal, FromTunnelMark.match(match().IP()).IPDstAddr(ip),
+				actions().CT(openflow.NewCT().Zone(SNATZone).Table(uint8(ConntrackZone)).NAT(openflow.NAT{})))
+		}
+	}
 	if n.Topology != BridgedUplink {
 		return
 	}
@@ -518,6 +528,31 @@ func (b *builder) serviceNodeFlows() {
 	om := OutputToPortMark.match(match().InPort(n.Ports.Uplink))
 	om.Reg(TargetPortField.Reg, regPort(n.Ports.Uplink), TargetPortField.Mask())
 	b.add(Output, prioHigh, om, actions().OutputInPort())
+}
+
+// serviceTunnelPeerCIDR SNATs the host's own Service connections to an
+// endpoint in a tunnelled peer's pod CIDR to the node IP: kube-proxy
+// masquerades the node's own traffic to a Service (its node ports, kept
+// for externalTrafficPolicy Local by the short-circuit, and cluster IPs
+// from outside the cluster CIDR), so the endpoint sees the node's
+// address, where the host chose the gateway's (a cluster IP through the
+// gateway route, a node port through NodePortRedirector's masquerade).
+// The endpoint's node sends the replies back through the tunnel
+// (serviceTunnelPeer); UnSNAT undoes it here.
+func (b *builder) serviceTunnelPeerCIDR(cidr netip.Prefix) {
+	b.add(ServiceSNAT, prioSvcHostSNAT, FromGatewayMark.match(match().IP()).IPDst(cidr), snat(b.n.NodeIPs[0]))
+}
+
+// serviceTunnelPeer sends the replies of connections that came through the
+// tunnel from a peer's node address (that peer's host reaching a Service,
+// SNATed by serviceTunnelPeerCIDR there) back through the tunnel to it:
+// routed by the host to the peer's address they would reach the peer past
+// the conntrack that holds the connection's NAT.
+func (b *builder) serviceTunnelPeer(p *Peer) {
+	m := match().IP().CTState(openflow.CTTracked|openflow.CTReply, openflow.CTTracked|openflow.CTReply).
+		CTMark(FromTunnelMark.Value<<ctMarkSourceShift, ctMarkSourceMask).IPDstAddr(p.NodeIP)
+	a := actions().SetEthSrc(b.n.GatewayMAC).SetEthDst(GlobalVirtualMAC).SetTunDst(p.NodeIP)
+	b.add(L3Forwarding, prioTunnelReply, m, a.GotoTable(uint8(L3DecTTL)))
 }
 
 // snat source-NATs a new service connection to ip in SNATZone and

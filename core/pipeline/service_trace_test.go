@@ -146,10 +146,83 @@ func TestTraceExternalTrafficPolicyLocal(t *testing.T) {
 	out = wantOutput(t, trace(t, tr, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, extSvcIP, 40000, 80)), portTunnel)
 	wantTuple(t, out.Packet, webIP, 40000, peerCPod, 5432)
 	// From the host to its own node port (DNATed by the host to the
-	// virtual node-port IP): the cluster group as well.
+	// virtual node-port IP): the cluster group as well, and the endpoint
+	// on node-c sees this node's address (TestTraceHostToTunnelledEndpoint).
 	p := TCPPacket(portGateway, gatewayMAC, ServiceNextHopMAC, gatewayIP, NodePortVirtualIP, 40001, 30080)
 	out = wantOutput(t, trace(t, tr, p), portTunnel)
-	wantTuple(t, out.Packet, gatewayIP, 40001, peerCPod, 5432)
+	if out.Packet.IPSrc != nodeIP || out.Packet.IPDst != peerCPod || out.Packet.DstPort != 5432 {
+		t.Errorf("tunnelled %s, want %s -> %s:5432", out.Packet, nodeIP, peerCPod)
+	}
+}
+
+// The host's own connection to a Service whose endpoint is a pod on a
+// tunnelled peer (its own node port of an externalTrafficPolicy Local
+// Service, kube-proxy's short-circuit, or a cluster IP) reaches the
+// endpoint from the node's address, as kube-proxy's masquerade of the
+// node's own traffic does, not from the gateway address the host chose.
+// The endpoint's node sends the reply back through the tunnel
+// (TestTraceTunnelledNodeConnectionReply); here it is un-SNATed and
+// un-DNATed and goes back to the gateway.
+func TestTraceHostToTunnelledEndpoint(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		vip   netip.Addr
+		port  uint16
+		pick  int
+		pod   netip.Addr
+		peer  netip.Addr
+		dport uint16
+	}{
+		{"own node port, etp Local", NodePortVirtualIP, 30080, 1, peerCPod, peerCIP, 5432},
+		{"cluster IP", webVIP, 80, 1, peerBPod, peerBIP, 8080},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr := serviceTracer(t, c.pick)
+			syn := TCPPacket(portGateway, gatewayMAC, ServiceNextHopMAC, gatewayIP, c.vip, 40001, c.port)
+			out := wantOutput(t, trace(t, tr, syn), portTunnel)
+			if out.Packet.IPSrc != nodeIP || out.Packet.IPDst != c.pod || out.Packet.DstPort != c.dport || out.Packet.TunDst != c.peer {
+				t.Fatalf("tunnelled %s (tun_dst %s), want %s -> %s:%d to %s", out.Packet, out.Packet.TunDst, nodeIP, c.pod, c.dport, c.peer)
+			}
+			r := reply(out.Packet, portTunnel)
+			r.EthSrc, r.EthDst = gatewayMAC, GlobalVirtualMAC
+			r.TunSrc, r.TunDst = c.peer, nodeIP
+			back := wantOutput(t, trace(t, tr, r), portGateway)
+			wantTuple(t, back.Packet, c.vip, c.port, gatewayIP, 40001)
+			// Later packets from the host are SNATed like the first.
+			ack := syn
+			ack.TCPFlags = 0x010
+			again := wantOutput(t, trace(t, tr, ack), portTunnel)
+			if again.Packet.IPSrc != nodeIP || again.Packet.SrcPort != out.Packet.SrcPort {
+				t.Errorf("second packet %s, want the first's source %s:%d", again.Packet, nodeIP, out.Packet.SrcPort)
+			}
+		})
+	}
+}
+
+// A peer's node reaching a local pod through the tunnel from its node
+// address (its own connection to a Service, SNATed there as above): the
+// pod's reply goes back through the tunnel to that peer, where the
+// connection's NAT is, not to the gateway, from where the host would send
+// it straight to the peer's address past the peer's conntrack.
+func TestTraceTunnelledNodeConnectionReply(t *testing.T) {
+	tr := serviceTracer(t, 0)
+	in := TCPPacket(portTunnel, gatewayMAC, GlobalVirtualMAC, peerBIP, webIP, 50000, 8080)
+	in.TunSrc, in.TunDst = peerBIP, nodeIP
+	out := wantOutput(t, trace(t, tr, in), portWeb)
+	wantTuple(t, out.Packet, peerBIP, 50000, webIP, 8080)
+	back := wantOutput(t, trace(t, tr, reply(out.Packet, portWeb)), portTunnel)
+	if back.Packet.TunDst != peerBIP {
+		t.Errorf("reply tun_dst %s, want %s", back.Packet.TunDst, peerBIP)
+	}
+	wantTuple(t, back.Packet, webIP, 8080, peerBIP, 50000)
+	// A connection of the pod to that address is not taken into the
+	// tunnel: it is not a reply.
+	res := trace(t, tr, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerBIP, 41000, 22))
+	for _, o := range res.Outputs {
+		if o.Port == portTunnel {
+			t.Errorf("pod's own connection to a peer's node address tunnelled:\n%s", res)
+		}
+	}
 }
 
 // loadBalancerSourceRanges: a client outside the ranges is dropped, one
