@@ -47,6 +47,9 @@ const (
 	// step's matrices must keep matching (at least one whole round). It is
 	// the same for steps that allow and steps that deny.
 	hold = time.Second
+	// slowReprobes bounds the reprobes of an allowed pair that connected
+	// but got no answer (reprobeTimeouts).
+	slowReprobes = 3
 )
 
 func TestMain(m *testing.M) {
@@ -276,7 +279,7 @@ func (s *suite) expect(t *testing.T, step string, checks ...check) {
 		}
 		var b strings.Builder
 		for i, c := range checks {
-			s.reprobeTimeouts(c, got[i])
+			s.reprobeTimeouts(t, c, got[i])
 			if len(c.want.diff(got[i])) > 0 {
 				b.WriteString(render(c.t, c.want, got[i]))
 			}
@@ -315,9 +318,15 @@ func (s *suite) awaitRealized(t *testing.T, step string, checks ...check) time.D
 // TCP resends a lost SYN only after a second, the first probe's whole
 // budget, and on a loaded machine the budget can end between the handshake
 // and the listener's answer, so one slow exchange is not a verdict. A pair
-// a late change really denies times out again. A denied pair is never
-// probed again: one answer (or connection) on it fails the step.
-func (s *suite) reprobeTimeouts(c check, got *observed) {
+// a late change really denies times out again: a timed-out pair gets one
+// more probe. A pair that connected was let through by every policy table
+// (policy judges only a connection's first packet; the handshake is done),
+// so its silence says nothing about policy: it gets up to slowReprobes
+// more, and when the last one is silent too, the cell carries what the
+// kernels of both pods said about the connection (socketReport). Every
+// reprobe is logged. A denied pair is never probed again: one answer (or
+// connection) on it fails the step.
+func (s *suite) reprobeTimeouts(t *testing.T, c check, got *observed) {
 	if s.traced(c.t) {
 		return
 	}
@@ -326,8 +335,47 @@ func (s *suite) reprobeTimeouts(c check, got *observed) {
 			continue
 		}
 		i, j := slices.Index(got.pods, m.from), slices.Index(got.pods, m.to)
-		got.cells[i][j] = s.probeWith(m.from, m.to, c.t, 3*probeTimeout)
+		tries := 1
+		if m.got.slow {
+			tries = slowReprobes
+		}
+		for n := 1; n <= tries; n++ {
+			cl := s.probeWith(m.from, m.to, c.t, 3*probeTimeout)
+			t.Logf("%s %s -> %s: %s; probed again with %s (%d of %d): %s", c.t, m.from, m.to, describe(got.cells[i][j]), 3*probeTimeout, n, tries, describe(cl))
+			if cl.slow && n == tries {
+				cl.detail += "\n" + s.socketReport(m.from, m.to, c.t)
+			}
+			got.cells[i][j] = cl
+			if !cl.slow {
+				break
+			}
+		}
 	}
+}
+
+// socketReport is what the kernels of the two pods say about connections
+// between them on the target's port, right after a probe connected and got
+// no answer: the server's listener and its sockets (ss: a full accept queue
+// shows as the listener's Recv-Q, an unfinished handshake as SYN-RECV) with
+// the namespace's listen and backlog drop counters, and the client's side.
+func (s *suite) socketReport(from, to podRef, tg target) string {
+	if tg.proto != corev1.ProtocolTCP {
+		return ""
+	}
+	port := strconv.Itoa(int(tg.port))
+	run := func(ns string, args ...string) string {
+		out, err := exec.Command("nsenter", append([]string{"--net=" + ns, "--"}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "server %s: %s\n", to, run(s.netns[to], "ss", "-tanoi", "sport", "=", ":"+port))
+	fmt.Fprintf(&b, "server %s counters: %s\n", to, strings.Join(strings.Fields(run(s.netns[to], "nstat", "-asz",
+		"TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPReqQFullDrop", "TcpExtTCPBacklogDrop", "TcpRetransSegs", "TcpExtTCPTimeouts")), " "))
+	fmt.Fprintf(&b, "client %s: %s", from, run(s.netns[from], "ss", "-tanoi", "dst", s.ip[to]+":"+port))
+	return b.String()
 }
 
 // await is expect returning the failure instead of failing a test.

@@ -165,13 +165,17 @@ func (m mismatch) String() string {
 	if m.allow {
 		want = "answered"
 	}
-	got := map[verdict]string{answered: "answered", dropped: "timed out", refused: "refused/reset",
-		unreachable: "unreachable", wrong: "wrong answer or error"}[m.got.v]
-	s := fmt.Sprintf("%s -> %s: want %s, got %s", m.from, m.to, want, got)
-	if m.got.detail != "" {
-		s += ": " + m.got.detail
+	return fmt.Sprintf("%s -> %s: want %s, got %s", m.from, m.to, want, describe(m.got))
+}
+
+// describe is a cell's verdict and detail for a log line.
+func describe(c cell) string {
+	v := map[verdict]string{answered: "answered", dropped: "timed out", refused: "refused/reset",
+		unreachable: "unreachable", wrong: "wrong answer or error"}[c.v]
+	if c.detail != "" {
+		v += ": " + c.detail
 	}
-	return s
+	return v
 }
 
 // diff lists the cells where got differs from r (the diagonal excluded).
