@@ -1,0 +1,140 @@
+package admission
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+)
+
+// Path is where seine-controller serves the webhook.
+const Path = "/validate/crd.seine.io"
+
+// maxRequest bounds an AdmissionReview: an object and its old version, each
+// at most the kube-apiserver's 1.5 MiB request limit, and the envelope.
+const maxRequest = 4 << 20
+
+// Handler serves ValidatingWebhook calls (admission.k8s.io/v1
+// AdmissionReview) for crd.seine.io's ClusterNetworkPolicies,
+// NetworkPolicies and ClusterGroups: CREATE and UPDATE are validated
+// (ValidatePolicy, ValidateClusterGroup); an UPDATE that leaves the spec as
+// it was (labels, finalizers, an object being deleted) is allowed as is, so
+// an object stored before a check existed can still be changed and
+// deleted. Any other kind or operation is allowed. While l is not synced
+// every request is refused, saying so: the kube-apiserver's client retries,
+// a person tries again.
+func Handler(l Lookup, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST an admission.k8s.io/v1 AdmissionReview", http.StatusMethodNotAllowed)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxRequest+1))
+		if err != nil || len(body) > maxRequest {
+			http.Error(w, fmt.Sprintf("read the AdmissionReview: %v (at most %d bytes)", err, maxRequest), http.StatusBadRequest)
+			return
+		}
+		var review admissionv1.AdmissionReview
+		if err := json.Unmarshal(body, &review); err != nil || review.Request == nil {
+			http.Error(w, fmt.Sprintf("not an AdmissionReview with a request: %v", err), http.StatusBadRequest)
+			return
+		}
+		resp := Review(review.Request, l)
+		if !resp.Allowed {
+			log.Info("refused", "kind", review.Request.Kind.Kind, "namespace", review.Request.Namespace, "name", review.Request.Name,
+				"operation", review.Request.Operation, "user", review.Request.UserInfo.Username, "reason", resp.Result.Message)
+		}
+		out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
+		if out.APIVersion == "" {
+			out.APIVersion, out.Kind = admissionv1.SchemeGroupVersion.String(), "AdmissionReview"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(out); err != nil {
+			log.Warn("write the admission response", "err", err)
+		}
+	})
+}
+
+// Review answers one admission request.
+func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionResponse {
+	allow := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
+	if req.Kind.Group != crdv1.GroupName || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
+		return allow
+	}
+	deny := func(code int32, reason metav1.StatusReason, msg string, causes []metav1.StatusCause) *admissionv1.AdmissionResponse {
+		return &admissionv1.AdmissionResponse{UID: req.UID, Result: &metav1.Status{
+			Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg,
+			Details: &metav1.StatusDetails{Name: req.Name, Group: req.Kind.Group, Kind: req.Kind.Kind, Causes: causes},
+		}}
+	}
+	var errs field.ErrorList
+	switch req.Kind.Kind {
+	case KindClusterNetworkPolicy, KindNetworkPolicy:
+		var obj, old struct {
+			metav1.ObjectMeta `json:"metadata"`
+			Spec              crdv1.ClusterNetworkPolicySpec `json:"spec"`
+		}
+		if err := decode(req, &obj, &old); err != nil {
+			return deny(400, metav1.StatusReasonBadRequest, err.Error(), nil)
+		}
+		if req.Operation == admissionv1.Update && reflect.DeepEqual(obj.Spec, old.Spec) {
+			return allow
+		}
+		if !l.Synced() {
+			return notSynced(deny)
+		}
+		errs = ValidatePolicy(Policy{Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name, Spec: &obj.Spec}, l)
+	case KindClusterGroup:
+		var obj, old crdv1.ClusterGroup
+		if err := decode(req, &obj, &old); err != nil {
+			return deny(400, metav1.StatusReasonBadRequest, err.Error(), nil)
+		}
+		if req.Operation == admissionv1.Update && reflect.DeepEqual(obj.Spec, old.Spec) {
+			return allow
+		}
+		if !l.Synced() {
+			return notSynced(deny)
+		}
+		obj.Name = req.Name
+		errs = ValidateClusterGroup(&obj, l)
+	default:
+		return allow
+	}
+	if len(errs) == 0 {
+		return allow
+	}
+	msgs := make([]string, len(errs))
+	causes := make([]metav1.StatusCause, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+		causes[i] = metav1.StatusCause{Type: metav1.CauseType(e.Type), Message: e.ErrorBody(), Field: e.Field}
+	}
+	return deny(422, metav1.StatusReasonInvalid, strings.Join(msgs, "; "), causes)
+}
+
+func notSynced(deny func(int32, metav1.StatusReason, string, []metav1.StatusCause) *admissionv1.AdmissionResponse) *admissionv1.AdmissionResponse {
+	return deny(503, metav1.StatusReasonServiceUnavailable,
+		"seine-controller has not listed tiers, policies and ClusterGroups yet: try again in a few seconds", nil)
+}
+
+// decode reads the request's object and, for an UPDATE, its old version.
+func decode(req *admissionv1.AdmissionRequest, obj, old any) error {
+	if err := json.Unmarshal(req.Object.Raw, obj); err != nil {
+		return fmt.Errorf("decode %s %s: %w", req.Kind.Kind, req.Name, err)
+	}
+	if req.Operation == admissionv1.Update {
+		if err := json.Unmarshal(req.OldObject.Raw, old); err != nil {
+			return fmt.Errorf("decode the stored %s %s: %w", req.Kind.Kind, req.Name, err)
+		}
+	}
+	return nil
+}
