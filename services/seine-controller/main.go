@@ -6,12 +6,16 @@
 //	seine-controller [--kubeconfig <file>] [--kube-apiserver https://host:port] [--bind-address <ip>] [--secure-port <port>]
 //	                 [--tls-cert-file <file> --tls-private-key-file <file>]
 //	                 [--service <namespace>/<name>] [--apiservice <name>]
+//	                 [--validating-webhook-configuration <name>]
 //
 // Without --kubeconfig it uses the in-cluster configuration. Authentication
 // and authorization of its clients are delegated to the kube-apiserver. The
 // serving certificate is self-signed in memory unless one is given; it is
 // then valid for the --service's DNS name, and its CA is kept as the
-// caBundle of the --apiservice, so the aggregator verifies the controller.
+// caBundle of the --apiservice, so the aggregator verifies the controller,
+// and of the webhooks of --validating-webhook-configuration, so the
+// kube-apiserver verifies it when it calls the admission webhook of
+// crd.seine.io (core/admission), which the same server serves.
 package main
 
 import (
@@ -37,6 +41,7 @@ import (
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
+	"github.com/seine-cni/seine/core/admission"
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/controller/apiserver"
@@ -91,7 +96,10 @@ func run(log *slog.Logger, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := apiserver.New(opts, apiserver.FromController(ctrl), log.With("component", "apiserver"))
+	st := apiserver.FromController(ctrl)
+	// The lookups refuse until startTiered's informers have synced.
+	st.Admission = admission.Handler(ctrl.AdmissionLookup(), log.With("component", "admission"))
+	srv, err := apiserver.New(opts, st, log.With("component", "apiserver"))
 	if err != nil {
 		return err
 	}
@@ -112,15 +120,21 @@ func run(log *slog.Logger, args []string) error {
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 
-	if opts.APIService != "" {
+	if opts.APIService != "" || opts.ValidatingWebhook != "" {
 		if ca := srv.SelfSignedCA(); ca != nil {
 			dc, err := dynamic.NewForConfig(cfg)
 			if err != nil {
 				return fmt.Errorf("dynamic client: %w", err)
 			}
-			go apiserver.PublishCABundle(ctx, dc, opts.APIService, ca, log.With("component", "cabundle"))
+			if opts.APIService != "" {
+				go apiserver.PublishCABundle(ctx, dc, opts.APIService, ca, log.With("component", "cabundle"))
+			}
+			if opts.ValidatingWebhook != "" {
+				go apiserver.PublishWebhookCABundle(ctx, dc, opts.ValidatingWebhook, ca, log.With("component", "cabundle"))
+			}
 		} else {
-			log.Info("serving certificate given: the APIService's caBundle is the installer's", "apiservice", opts.APIService)
+			log.Info("serving certificate given: the caBundles of the APIService and the webhooks are the installer's",
+				"apiservice", opts.APIService, "validatingwebhookconfiguration", opts.ValidatingWebhook)
 		}
 	}
 

@@ -28,7 +28,11 @@ import (
 // restart brings a new CA, and an install that re-applies the APIService
 // must not leave it untrusted. This replaces insecureSkipTLSVerify, which
 // lets anything that can take over the Service's endpoints read every
-// agent's policies and feed them its own.
+// agent's policies and feed them its own. The kube-apiserver calls the
+// admission webhook of crd.seine.io (core/admission, served by the same
+// server) through the same Service, so the same CA is kept as the
+// caBundle of its ValidatingWebhookConfiguration
+// (--validating-webhook-configuration).
 
 // APIServiceGVR is the resource of APIService objects.
 var APIServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
@@ -78,18 +82,32 @@ func caFromChain(chain []byte) ([]byte, error) {
 // again when it differs. Failures (the APIService not created yet, a
 // transient error) are retried with a back-off up to 30 s.
 func PublishCABundle(ctx context.Context, dc dynamic.Interface, name string, ca []byte, log *slog.Logger) {
+	keepPublished(ctx, func(ctx context.Context) (bool, error) { return ensureCABundle(ctx, dc, name, ca) }, log.With("apiservice", name))
+}
+
+// PublishWebhookCABundle does for every webhook of the
+// ValidatingWebhookConfiguration name what PublishCABundle does for an
+// APIService: the kube-apiserver verifies the controller with that CA
+// when it calls the admission webhook (core/admission).
+func PublishWebhookCABundle(ctx context.Context, dc dynamic.Interface, name string, ca []byte, log *slog.Logger) {
+	keepPublished(ctx, func(ctx context.Context) (bool, error) { return ensureWebhookCABundle(ctx, dc, name, ca) }, log.With("validatingwebhookconfiguration", name))
+}
+
+// keepPublished calls ensure until ctx ends: every minute, or after a
+// failure with a back-off up to 30 s.
+func keepPublished(ctx context.Context, ensure func(context.Context) (bool, error), log *slog.Logger) {
 	var backoff time.Duration
 	for {
 		delay := caBundleCheckEvery
-		changed, err := ensureCABundle(ctx, dc, name, ca)
+		changed, err := ensure(ctx)
 		switch {
 		case err != nil:
 			backoff = min(max(2*backoff, time.Second), caBundleRetryMax)
 			delay = backoff
-			log.Warn("publishing the serving CA to the APIService", "apiservice", name, "err", err, "retry_in", delay)
+			log.Warn("publishing the serving CA", "err", err, "retry_in", delay)
 		case changed:
 			backoff = 0
-			log.Info("published the serving CA to the APIService", "apiservice", name)
+			log.Info("published the serving CA")
 		default:
 			backoff = 0
 		}
@@ -99,6 +117,51 @@ func PublishCABundle(ctx context.Context, dc dynamic.Interface, name string, ca 
 		case <-time.After(delay):
 		}
 	}
+}
+
+// ValidatingWebhookConfigurationGVR is the resource of
+// ValidatingWebhookConfiguration objects.
+var ValidatingWebhookConfigurationGVR = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingwebhookconfigurations"}
+
+// ensureWebhookCABundle sets the caBundle of every webhook of the
+// ValidatingWebhookConfiguration name to ca unless it is already, and
+// reports whether it changed it.
+func ensureWebhookCABundle(ctx context.Context, dc dynamic.Interface, name string, ca []byte) (bool, error) {
+	r := dc.Resource(ValidatingWebhookConfigurationGVR)
+	vwc, err := r.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, fmt.Errorf("validatingwebhookconfiguration %s does not exist (yet)", name)
+		}
+		return false, err
+	}
+	want := base64.StdEncoding.EncodeToString(ca)
+	hooks, _, _ := unstructured.NestedSlice(vwc.Object, "webhooks")
+	changed := false
+	for _, h := range hooks {
+		m, ok := h.(map[string]any)
+		if !ok {
+			continue
+		}
+		if have, _, _ := unstructured.NestedString(m, "clientConfig", "caBundle"); have != want {
+			if err := unstructured.SetNestedField(m, want, "clientConfig", "caBundle"); err != nil {
+				return false, err
+			}
+			changed = true
+		}
+	}
+	if !changed {
+		return false, nil
+	}
+	if err := unstructured.SetNestedSlice(vwc.Object, hooks, "webhooks"); err != nil {
+		return false, err
+	}
+	// The update carries the resourceVersion read: it fails rather than
+	// overwrite a concurrent change; the next round reads it again.
+	if _, err := r.Update(ctx, vwc, metav1.UpdateOptions{FieldManager: "seine-controller"}); err != nil {
+		return false, fmt.Errorf("validatingwebhookconfiguration %s: %w", name, err)
+	}
+	return true, nil
 }
 
 // ensureCABundle sets the APIService's caBundle to ca unless it is already

@@ -191,3 +191,48 @@ func TestEnsureCABundle(t *testing.T) {
 		t.Errorf("missing APIService: %v", err)
 	}
 }
+
+// TestEnsureWebhookCABundle: every webhook of the
+// ValidatingWebhookConfiguration gets the CA, the rest of it stays; one
+// already right is left alone; a missing one is an error to retry.
+func TestEnsureWebhookCABundle(t *testing.T) {
+	ca := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	hook := func(name string) map[string]any {
+		return map[string]any{"name": name, "sideEffects": "None", "clientConfig": map[string]any{
+			"service": map[string]any{"namespace": "kube-system", "name": "seine-controller", "path": "/validate/crd.seine.io"},
+		}}
+	}
+	vwc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+		"metadata": map[string]any{"name": "seine", "resourceVersion": "1"},
+		"webhooks": []any{hook("a.crd.seine.io"), hook("b.crd.seine.io")},
+	}}
+	dc := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{ValidatingWebhookConfigurationGVR: "ValidatingWebhookConfigurationList"}, vwc)
+	ctx := context.Background()
+	if changed, err := ensureWebhookCABundle(ctx, dc, "seine", ca); err != nil || !changed {
+		t.Fatalf("first ensure: changed %v, %v", changed, err)
+	}
+	got, err := dc.Resource(ValidatingWebhookConfigurationGVR).Get(ctx, "seine", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks, _, _ := unstructured.NestedSlice(got.Object, "webhooks")
+	for _, h := range hooks {
+		m := h.(map[string]any)
+		bundle, _, _ := unstructured.NestedString(m, "clientConfig", "caBundle")
+		path, _, _ := unstructured.NestedString(m, "clientConfig", "service", "path")
+		if bundle != base64.StdEncoding.EncodeToString(ca) || path != "/validate/crd.seine.io" || m["sideEffects"] != "None" {
+			t.Errorf("webhook %v after the ensure: caBundle %q, path %q, %v", m["name"], bundle, path, m)
+		}
+	}
+	if len(hooks) != 2 {
+		t.Errorf("%d webhooks after the ensure, want 2", len(hooks))
+	}
+	if changed, err := ensureWebhookCABundle(ctx, dc, "seine", ca); err != nil || changed {
+		t.Errorf("second ensure: changed %v, %v; want nothing to do", changed, err)
+	}
+	if _, err := ensureWebhookCABundle(ctx, dc, "other", ca); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing ValidatingWebhookConfiguration: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ import (
 	genericoptions "k8s.io/apiserver/pkg/server/options"
 	"k8s.io/apiserver/pkg/util/compatibility"
 
+	"github.com/seine-cni/seine/core/admission"
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/metrics"
@@ -51,6 +53,10 @@ type Options struct {
 	// APIService is the APIService the controller serves; with a
 	// self-signed certificate main keeps its caBundle (PublishCABundle).
 	APIService string
+	// ValidatingWebhook is the ValidatingWebhookConfiguration whose
+	// webhooks call the controller; with a self-signed certificate main
+	// keeps their caBundle (PublishWebhookCABundle).
+	ValidatingWebhook string
 }
 
 // NewOptions returns the defaults: port DefaultPort on every address, a
@@ -78,6 +84,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"namespace/name of the Service in front of the controller: a self-signed serving certificate is valid for <name>.<namespace>.svc")
 	fs.StringVar(&o.APIService, "apiservice", o.APIService,
 		"the APIService this controller serves: with a self-signed serving certificate, its caBundle is kept set to the certificate's CA")
+	fs.StringVar(&o.ValidatingWebhook, "validating-webhook-configuration", o.ValidatingWebhook,
+		"the ValidatingWebhookConfiguration whose webhooks call this controller (crd.seine.io's admission): with a self-signed serving certificate, their caBundle is kept set to the certificate's CA")
 }
 
 // serviceDNSNames are the names the aggregator may verify the serving
@@ -109,6 +117,11 @@ type Stores struct {
 	AppliedToGroups *controller.Store[*cp.AppliedToGroup]
 	AddressGroups   *controller.Store[*cp.AddressGroup]
 	Ready           func() bool
+	// Admission, when set, is served at admission.Path (POST, no
+	// authentication or authorization: the kube-apiserver calls webhooks
+	// without credentials, and the answer tells only whether an object it
+	// sends is valid).
+	Admission http.Handler
 }
 
 // FromController returns the stores of c.
@@ -145,6 +158,9 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 		if selfSignedCA, err = caFromChain(chain); err != nil {
 			return nil, err
 		}
+	}
+	if st.Admission != nil && !slices.Contains(o.Authorization.AlwaysAllowPaths, admission.Path) {
+		o.Authorization.WithAlwaysAllowPaths(admission.Path)
 	}
 	var errs []error
 	errs = append(errs, o.SecureServing.Validate()...)
@@ -192,6 +208,9 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 	}
 	if err := generic.InstallAPIGroup(&info); err != nil {
 		return nil, fmt.Errorf("install %s: %w", cp.GroupName, err)
+	}
+	if st.Admission != nil {
+		generic.Handler.NonGoRestfulMux.Handle(admission.Path, st.Admission)
 	}
 	err = generic.AddReadyzChecks(healthz.NamedCheck("policies-computed", func(*http.Request) error {
 		if !s.serving.Load() {

@@ -1,0 +1,155 @@
+package controller
+
+import (
+	"slices"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/seine-cni/seine/core/admission"
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/tiers"
+)
+
+// AdmissionLookup answers the admission webhook's questions
+// (core/admission) from the controller's informers: the same view of
+// tiers, ClusterGroups and policies the controller computes from. Call it
+// after AddTiered (and AddNamespacedTiered, AddClusterGroups when the
+// cluster serves them).
+func (c *Controller) AdmissionLookup() admission.Lookup { return lookup{c} }
+
+type lookup struct{ c *Controller }
+
+func (l lookup) Synced() bool {
+	for _, s := range l.c.synced {
+		if !s() {
+			return false
+		}
+	}
+	return l.c.tierIndexer != nil
+}
+
+func (l lookup) Tiers() []tiers.Tier {
+	out := slices.Clone(tiers.BuiltIn)
+	for _, o := range l.c.tierIndexer.List() {
+		var t crdv1.Tier
+		if err := fromUnstructured(o, &t); err != nil || tiers.IsBuiltIn(t.Name) {
+			continue
+		}
+		out = append(out, tiers.Tier{Name: t.Name, Priority: t.Spec.Priority})
+	}
+	return out
+}
+
+func (l lookup) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
+	g, err := l.c.getClusterGroup(name)
+	return g, err == nil && g != nil
+}
+
+func (l lookup) PoliciesAt(tier string, priority float64) []admission.Policy {
+	var out []admission.Policy
+	for _, s := range []struct {
+		kind string
+		idx  cache.Indexer
+	}{{admission.KindClusterNetworkPolicy, l.c.cnpIndexer}, {admission.KindNetworkPolicy, l.c.snpIndexer}} {
+		if s.idx == nil {
+			continue
+		}
+		for _, o := range s.idx.List() {
+			u, ok := o.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			// Read in place: only the few at the place are decoded.
+			t, _, _ := unstructured.NestedString(u.Object, "spec", "tier")
+			p, _, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "priority")
+			if tierName(t) != tier || number(p) != priority {
+				continue
+			}
+			var np crdv1.NetworkPolicy
+			if err := fromUnstructured(o, &np); err != nil {
+				continue
+			}
+			out = append(out, admission.Policy{Kind: s.kind, Namespace: np.Namespace, Name: np.Name, Spec: &np.Spec})
+		}
+	}
+	return out
+}
+
+// number is a JSON number of an unstructured object (10 decodes as an
+// int64, 10.5 as a float64).
+func number(v any) float64 {
+	switch n := v.(type) {
+	case int64:
+		return float64(n)
+	case float64:
+		return n
+	}
+	return -1
+}
+
+func (l lookup) AppliedToUsers(group string) []string {
+	var out []string
+	for _, s := range []struct {
+		kind string
+		idx  cache.Indexer
+	}{{admission.KindClusterNetworkPolicy, l.c.cnpIndexer}} {
+		if s.idx == nil {
+			continue
+		}
+		for _, o := range s.idx.List() {
+			u, ok := o.(*unstructured.Unstructured)
+			if ok && namesGroupInAppliedTo(u.Object, group) {
+				out = append(out, s.kind+" "+u.GetName())
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// namesGroupInAppliedTo reports whether a policy names group in its
+// appliedTo or a rule's.
+func namesGroupInAppliedTo(obj map[string]any, group string) bool {
+	in := func(v any) bool {
+		l, _ := v.([]any)
+		for _, e := range l {
+			if m, _ := e.(map[string]any); m["group"] == group {
+				return true
+			}
+		}
+		return false
+	}
+	if v, _, _ := unstructured.NestedFieldNoCopy(obj, "spec", "appliedTo"); in(v) {
+		return true
+	}
+	for _, dir := range []string{"ingress", "egress"} {
+		rules, _, _ := unstructured.NestedFieldNoCopy(obj, "spec", dir)
+		l, _ := rules.([]any)
+		for _, r := range l {
+			if m, _ := r.(map[string]any); in(m["appliedTo"]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (l lookup) Parents(group string) []string {
+	if l.c.cgIndexer == nil {
+		return nil
+	}
+	var out []string
+	for _, o := range l.c.cgIndexer.List() {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		children, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "childGroups")
+		if slices.Contains(children, group) {
+			out = append(out, u.GetName())
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,82 @@
+package controller
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+)
+
+// The admission webhook's lookups answer from the controller's informers:
+// tiers (built in and custom), ClusterGroups, the policies of both kinds
+// at one tier and priority (a priority the kube-apiserver stores as an
+// integer too), the policies naming a group in appliedTo, a group's
+// parents.
+func TestAdmissionLookup(t *testing.T) {
+	intPrio := toUnstructured(t, cnp("int-prio", "securityops", 0, []crdv1.AppliedTo{{PodSelector: sel("app", "a")}}, nil, nil))
+	if err := unstructured.SetNestedField(intPrio.Object, int64(10), "spec", "priority"); err != nil {
+		t.Fatal(err)
+	}
+	e := startTiered(t, []runtime.Object{
+		tier("mine", 120),
+		cnp("sec-10", "securityops", 10, []crdv1.AppliedTo{{Group: "web"}}, nil, nil),
+		cnp("sec-11", "securityops", 11, nil, []crdv1.Rule{{Action: crdv1.RuleActionDrop, AppliedTo: []crdv1.AppliedTo{{Group: "parent"}}}}, nil),
+		cnp("default-10", "", 10, nil, nil, []crdv1.Rule{{Action: crdv1.RuleActionDrop, AppliedTo: []crdv1.AppliedTo{{Group: "web"}}}}),
+		intPrio,
+		snp("x", "ns-10", "", 10, []crdv1.AppliedTo{{PodSelector: sel("app", "a")}}, nil, nil),
+		clusterGroup("web", crdv1.ClusterGroupSpec{PodSelector: sel("app", "web")}),
+		clusterGroup("parent", crdv1.ClusterGroupSpec{ChildGroups: []string{"web"}}),
+	})
+	l := e.c.AdmissionLookup()
+	deadline := time.Now().Add(10 * time.Second)
+	for !l.Synced() {
+		if time.Now().After(deadline) {
+			t.Fatal("lookups not synced after 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := fmt.Sprint(l.Tiers()); got != "[{emergency 50} {securityops 100} {networkops 150} {platform 200} {application 250} {baseline 253} {mine 120}]" {
+		t.Errorf("tiers %s", got)
+	}
+	if g, ok := l.ClusterGroup("web"); !ok || g.Spec.PodSelector.MatchLabels["app"] != "web" {
+		t.Errorf("ClusterGroup web: %v %v", g, ok)
+	}
+	if g, ok := l.ClusterGroup("nope"); ok {
+		t.Errorf("ClusterGroup nope: %v", g)
+	}
+	for _, c := range []struct {
+		tier string
+		prio float64
+		want string
+	}{
+		{"securityops", 10, "[ClusterNetworkPolicy int-prio ClusterNetworkPolicy sec-10]"},
+		{"application", 10, "[ClusterNetworkPolicy default-10 NetworkPolicy x/ns-10]"},
+		{"securityops", 11, "[ClusterNetworkPolicy sec-11]"},
+		{"securityops", 12, "[]"},
+	} {
+		var got []string
+		for _, p := range l.PoliciesAt(c.tier, c.prio) {
+			if p.Spec == nil {
+				t.Errorf("%s without its spec", p)
+			}
+			got = append(got, p.String())
+		}
+		if s := fmt.Sprint(slices.Sorted(slices.Values(got))); s != c.want {
+			t.Errorf("policies at %s %v: %s, want %s", c.tier, c.prio, s, c.want)
+		}
+	}
+	if got := fmt.Sprint(l.AppliedToUsers("web")); got != "[ClusterNetworkPolicy default-10 ClusterNetworkPolicy sec-10]" {
+		t.Errorf("users of web in appliedTo: %s", got)
+	}
+	if got := fmt.Sprint(l.AppliedToUsers("parent")); got != "[ClusterNetworkPolicy sec-11]" {
+		t.Errorf("users of parent in appliedTo: %s", got)
+	}
+	if got := fmt.Sprint(l.Parents("web"), l.Parents("parent")); got != "[parent] []" {
+		t.Errorf("parents of web, parent: %s", got)
+	}
+}
