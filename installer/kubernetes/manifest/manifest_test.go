@@ -11,12 +11,15 @@ import (
 	"strings"
 	"testing"
 
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/seine-cni/seine/core/admission"
 	"github.com/seine-cni/seine/core/agent"
+	"github.com/seine-cni/seine/installer/kubernetes/apiext"
 )
 
 const checkedIn = "../seine.yml"
@@ -37,7 +40,7 @@ func TestCheckedInManifestIsGenerated(t *testing.T) {
 
 var clusterScoped = map[string]bool{
 	"APIService": true, "CustomResourceDefinition": true,
-	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true, "ValidatingWebhookConfiguration": true,
 }
 
 // documents splits the rendered manifest into its YAML documents, keyed by
@@ -109,6 +112,7 @@ func TestManifestHasEveryObject(t *testing.T) {
 		"Service/seine-controller", "ServiceAccount/seine-agent", "ServiceAccount/seine-controller",
 		"ValidatingAdmissionPolicy/seine-tier-priorities", "ValidatingAdmissionPolicy/seine-tiers", "ValidatingAdmissionPolicy/seine-tiers-in-use",
 		"ValidatingAdmissionPolicyBinding/seine-tier-priorities", "ValidatingAdmissionPolicyBinding/seine-tiers", "ValidatingAdmissionPolicyBinding/seine-tiers-in-use",
+		"ValidatingWebhookConfiguration/seine-validation",
 	}
 	if got := keys(documents(t)); !slices.Equal(got, want) {
 		t.Errorf("objects:\n got %v\nwant %v", got, want)
@@ -232,6 +236,47 @@ func TestControllerServesTheAPIService(t *testing.T) {
 			slices.Equal(r.ResourceNames, []string{apisvc.Name}) && slices.Contains(r.Verbs, "get") && slices.Contains(r.Verbs, "patch")
 	}) {
 		t.Errorf("the controller may not get and patch APIService %s: %+v", apisvc.Name, role.Rules)
+	}
+}
+
+// The admission webhook of crd.seine.io calls the controller through the
+// Service the APIService uses, at the path the controller serves it, with
+// no CA of its own (the controller, told its name, keeps it set and may
+// update exactly that object); it fails closed, has no side effects, a
+// small timeout, and matches creates and updates of the policies and
+// groups only (not tiers, not status, not deletes).
+func TestControllerServesTheAdmissionWebhook(t *testing.T) {
+	docs := documents(t)
+	vwc := decode[admissionregv1.ValidatingWebhookConfiguration](t, docs, "ValidatingWebhookConfiguration/"+apiext.WebhookConfigurationName)
+	apisvc := decode[APIService](t, docs, "APIService/v1beta1.controlplane.seine.io")
+	dep := decode[appsv1.Deployment](t, docs, "Deployment/seine-controller")
+	if len(vwc.Webhooks) != 1 {
+		t.Fatalf("%d webhooks, want 1", len(vwc.Webhooks))
+	}
+	w := vwc.Webhooks[0]
+	svc := w.ClientConfig.Service
+	if svc == nil || svc.Namespace != apisvc.Spec.Service.Namespace || svc.Name != apisvc.Spec.Service.Name || *svc.Port != *apisvc.Spec.Service.Port ||
+		svc.Path == nil || *svc.Path != admission.Path || len(w.ClientConfig.CABundle) != 0 || w.ClientConfig.URL != nil {
+		t.Errorf("clientConfig %+v (service %+v), want the controller's Service at %s without a caBundle", w.ClientConfig, svc, admission.Path)
+	}
+	if *w.FailurePolicy != admissionregv1.Fail || *w.SideEffects != admissionregv1.SideEffectClassNone || *w.TimeoutSeconds > 5 ||
+		!slices.Equal(w.AdmissionReviewVersions, []string{"v1"}) {
+		t.Errorf("failurePolicy %s sideEffects %s timeoutSeconds %d reviews %v", *w.FailurePolicy, *w.SideEffects, *w.TimeoutSeconds, w.AdmissionReviewVersions)
+	}
+	if len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Operations, []admissionregv1.OperationType{admissionregv1.Create, admissionregv1.Update}) ||
+		!slices.Equal(w.Rules[0].APIGroups, []string{"crd.seine.io"}) ||
+		!slices.Equal(w.Rules[0].Resources, []string{"clusternetworkpolicies", "networkpolicies", "clustergroups"}) {
+		t.Errorf("rules %+v", w.Rules)
+	}
+	if c := dep.Spec.Template.Spec.Containers[0]; !slices.Contains(c.Args, "--validating-webhook-configuration="+vwc.Name) {
+		t.Errorf("controller args %v lack --validating-webhook-configuration=%s", c.Args, vwc.Name)
+	}
+	role := decode[rbacv1.ClusterRole](t, docs, "ClusterRole/seine-controller")
+	if !slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+		return slices.Equal(r.APIGroups, []string{"admissionregistration.k8s.io"}) && slices.Equal(r.Resources, []string{"validatingwebhookconfigurations"}) &&
+			slices.Equal(r.ResourceNames, []string{vwc.Name}) && slices.Contains(r.Verbs, "get") && slices.Contains(r.Verbs, "update")
+	}) {
+		t.Errorf("the controller may not get and update ValidatingWebhookConfiguration %s: %+v", vwc.Name, role.Rules)
 	}
 }
 

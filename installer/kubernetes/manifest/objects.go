@@ -57,7 +57,9 @@ proxy:
 
 // Objects returns the manifest's objects in the order kubectl should create
 // them: the CustomResourceDefinitions, identities and RBAC, configuration,
-// the controller and its Service, the agent DaemonSet, the APIService.
+// the controller and its Service, the agent DaemonSet, the APIService, the
+// admission webhook of crd.seine.io (its caBundle, like the APIService's,
+// is the controller's to set).
 func Objects(o Options) []any {
 	objs := append(apiExtensions(), []any{
 		serviceAccount(agentName),
@@ -80,6 +82,7 @@ func Objects(o Options) []any {
 		ovsDaemonSet(o),
 		agentDaemonSet(o),
 		controlplaneAPIService(),
+		apiext.AdmissionWebhook(Namespace, controllerName, nil),
 	}...)
 	return objs
 }
@@ -128,7 +131,7 @@ func agentClusterRole() *rbacv1.ClusterRole {
 
 // controllerClusterRole is what seine-controller reads to compute policies,
 // the nodes (a node's realization report goes when the node does), and its
-// own APIService, whose caBundle it keeps set to the CA of its
+// own APIService and admission webhook, whose caBundles it keeps set to the CA of its
 // self-signed serving certificate; delegating authentication and
 // authorization is granted by the bindings to system:auth-delegator and
 // extension-apiserver-authentication-reader.
@@ -156,6 +159,9 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{controlplaneAPIServiceName}, Verbs: []string{"get", "patch"}},
+			// The admission webhook's caBundle (--validating-webhook-configuration).
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"},
+				ResourceNames: []string{apiext.WebhookConfigurationName}, Verbs: []string{"get", "update"}},
 		},
 	}
 }
@@ -276,11 +282,12 @@ func controllerDeployment(o Options) *appsv1.Deployment {
 						Command: []string{imageBinDir + "/" + controllerName},
 						// No --tls-cert-file: the controller signs its serving
 						// certificate for the Service's name and publishes the
-						// CA to the APIService.
+						// CA to the APIService and the admission webhook.
 						Args: []string{
 							fmt.Sprintf("--secure-port=%d", ControllerPort),
 							"--service=" + Namespace + "/" + controllerName,
 							"--apiservice=" + controlplaneAPIServiceName,
+							"--validating-webhook-configuration=" + apiext.WebhookConfigurationName,
 						},
 						Ports: []corev1.ContainerPort{{
 							Name: "api", ContainerPort: ControllerPort, Protocol: corev1.ProtocolTCP,
