@@ -34,9 +34,11 @@ import (
 	"github.com/seine-cni/seine/core/agent/policy"
 	"github.com/seine-cni/seine/core/agent/policywatch"
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/client/clientset/versioned"
 	cpinformers "github.com/seine-cni/seine/core/client/informers/externalversions"
 	"github.com/seine-cni/seine/core/controller/apiserver"
+	"github.com/seine-cni/seine/installer/kubernetes/apiext"
 	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
 )
@@ -445,6 +447,8 @@ func TestControlPlaneAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("admission webhook", func(t *testing.T) { testAdmissionWebhook(ctx, t, c) })
+
 	// Last: it leaves the controller running as seine.yml runs it.
 	t.Run("self-signed certificate", func(t *testing.T) { testSelfSigned(ctx, t, c, cs, recs["node-y"]) })
 }
@@ -468,8 +472,13 @@ func testSelfSigned(ctx context.Context, t *testing.T, c *lab.Config, cs kuberne
 	if err := c.StopController(); err != nil {
 		t.Fatal(err)
 	}
-	// The APIService as seine.yml creates it: no caBundle.
+	// The APIService and the admission webhook as seine.yml creates them:
+	// no caBundle.
 	if _, err := apisvc.Patch(ctx, lab.APIServiceName, types.MergePatchType, []byte(`{"spec":{"caBundle":null}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.Resource(apiserver.ValidatingWebhookConfigurationGVR).Patch(ctx, apiext.WebhookConfigurationName, types.JSONPatchType,
+		[]byte(`[{"op":"remove","path":"/webhooks/0/clientConfig/caBundle"}]`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.StartControllerSelfSigned(ctx); err != nil {
@@ -504,6 +513,31 @@ func testSelfSigned(ctx context.Context, t *testing.T, c *lab.Config, cs kuberne
 	if err != nil || len(certs) != 1 || !certs[0].IsCA {
 		t.Errorf("caBundle holds %d certificates (%v), want the controller's CA", len(certs), err)
 	}
+	// The admission webhook's caBundle too: the kube-apiserver verifies
+	// the new certificate when it calls it.
+	vwcs := dc.Resource(apiserver.ValidatingWebhookConfigurationGVR)
+	waitFor(t, "the controller's CA published to the admission webhook, and the webhook answering", "published, refused by the webhook", func() string {
+		vwc, err := vwcs.Get(ctx, apiext.WebhookConfigurationName, metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		hooks, _, _ := unstructured.NestedSlice(vwc.Object, "webhooks")
+		if len(hooks) != 1 {
+			return fmt.Sprintf("%d webhooks", len(hooks))
+		}
+		if b, _, _ := unstructured.NestedString(hooks[0].(map[string]any), "clientConfig", "caBundle"); b != bundle {
+			return "caBundle not the APIService's"
+		}
+		bad := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy", "metadata": map[string]any{"name": "h6-self-signed"},
+			"spec": map[string]any{"tier": "h6-nope", "priority": int64(1), "appliedTo": []any{map[string]any{"podSelector": map[string]any{}}}},
+		}}
+		_, err = dc.Resource(crdv1.ClusterNetworkPoliciesResource).Create(ctx, bad, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err == nil || !strings.Contains(err.Error(), "tier h6-nope does not exist") {
+			return fmt.Sprintf("published, the dry run create: %v", err)
+		}
+		return "published, refused by the webhook"
+	})
 	// Through the aggregator, an agent's watch sees a change made now.
 	fakePod(t, cs, "cli-y9", "node-y", "10.250.1.9", "h6-cli")
 	waitFor(t, "node-y through the self-signed controller", "true", func() string {

@@ -129,12 +129,15 @@ func (e *env) checkNamespacedTiered(dc dynamic.Interface, expect func(step, a, b
 	start := time.Now()
 	snps := dc.Resource(crdv1.NetworkPoliciesResource).Namespace("default")
 	e.t.Cleanup(func() { _ = snps.DeleteCollection(e.ctx, metav1.DeleteOptions{}, metav1.ListOptions{}) })
-	apply := func(name, tier, action, from string) {
+	// Two policies of one tier at one priority applied to the same pods
+	// are refused by the admission webhook (core/admission): ns-allow-b
+	// takes another priority than ns-drop-a.
+	apply := func(name, tier string, prio int64, action, from string) {
 		e.t.Helper()
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "crd.seine.io/v1beta1", "kind": "NetworkPolicy",
 			"metadata": map[string]any{"name": name, "namespace": "default"},
-			"spec": map[string]any{"tier": tier, "priority": int64(10),
+			"spec": map[string]any{"tier": tier, "priority": prio,
 				"appliedTo": []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"tier-role": "server"}}}},
 				"ingress": []any{map[string]any{"action": action,
 					"from":  []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"tier-role": from}}}},
@@ -144,7 +147,7 @@ func (e *env) checkNamespacedTiered(dc dynamic.Interface, expect func(step, a, b
 			e.t.Fatalf("apply seine network policy %s: %v", name, err)
 		}
 	}
-	apply("ns-drop-a", "securityops", "Drop", "a")
+	apply("ns-drop-a", "securityops", 10, "Drop", "a")
 	expect("namespaced securityops Drop from a", "X", ".")
 	// Its own status, written by seine-controller.
 	deadline := time.Now().Add(30 * time.Second)
@@ -166,8 +169,8 @@ func (e *env) checkNamespacedTiered(dc dynamic.Interface, expect func(step, a, b
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	apply("ns-allow-b", "securityops", "Allow", "b")
-	apply("ns-drop-b", "emergency", "Drop", "b")
+	apply("ns-allow-b", "securityops", 20, "Allow", "b")
+	apply("ns-drop-b", "emergency", 10, "Drop", "b")
 	expect("namespaced emergency Drop of b over a securityops Allow", "X", "X")
 	for _, n := range []string{"ns-drop-a", "ns-allow-b", "ns-drop-b"} {
 		if err := snps.Delete(e.ctx, n, metav1.DeleteOptions{}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
@@ -42,7 +44,10 @@ func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) e
 	if err := c.runController(ctx); err != nil {
 		return err
 	}
-	return c.registerAPIService(ctx, cs)
+	if err := c.registerAPIService(ctx, cs); err != nil {
+		return err
+	}
+	return c.registerAdmissionWebhook(ctx)
 }
 
 // runController starts the seine-controller process and waits until it is
@@ -61,7 +66,8 @@ func (c *Config) runControllerWith(ctx context.Context, selfSigned bool) error {
 		"--bind-address", c.ControllerIP(), "--secure-port", strconv.Itoa(c.ControllerPort),
 	}
 	if selfSigned {
-		argv = append(argv, "--service", controllerNamespace+"/"+controllerService, "--apiservice", APIServiceName)
+		argv = append(argv, "--service", controllerNamespace+"/"+controllerService, "--apiservice", APIServiceName,
+			"--validating-webhook-configuration", apiext.WebhookConfigurationName)
 	} else {
 		argv = append(argv, "--tls-cert-file", c.pki("seine-controller.crt"), "--tls-private-key-file", c.pki("seine-controller.key"))
 	}
@@ -210,6 +216,55 @@ func (c *Config) registerAPIService(ctx context.Context, cs kubernetes.Interface
 	}
 }
 
+// registerAdmissionWebhook registers seine-controller's admission webhook
+// of crd.seine.io as seine.yml does (apiext.AdmissionWebhook), with the lab
+// CA as its caBundle, and waits until the kube-apiserver calls it: a dry
+// run create of a ClusterNetworkPolicy in a tier that does not exist is
+// refused by the webhook.
+func (c *Config) registerAdmissionWebhook(ctx context.Context) error {
+	ca, err := os.ReadFile(c.pki("ca.crt"))
+	if err != nil {
+		return err
+	}
+	rc, err := c.restConfig("admin")
+	if err != nil {
+		return err
+	}
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(apiext.AdmissionWebhook(controllerNamespace, controllerService, ca))
+	if err != nil {
+		return err
+	}
+	vwcGVR := schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingwebhookconfigurations"}
+	if _, err := dc.Resource(vwcGVR).Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("validatingwebhookconfiguration: %w", err)
+	}
+	probe := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
+		"metadata": map[string]any{"name": "lab-webhook-probe"},
+		"spec":     map[string]any{"tier": "lab-no-such-tier", "priority": int64(1), "appliedTo": []any{map[string]any{"podSelector": map[string]any{}}}},
+	}}
+	cnps := dc.Resource(schema.GroupVersionResource{Group: "crd.seine.io", Version: "v1beta1", Resource: "clusternetworkpolicies"})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cnps.Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil && strings.Contains(err.Error(), "tier lab-no-such-tier does not exist") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the admission webhook does not answer after 30s: a dry run create in a tier that does not exist: %v\n%s", err, c.logTail("seine-controller", 15))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // controllerRBAC grants seine-controller what it reads and the right to
 // delegate authentication (TokenReview) and authorization
 // (SubjectAccessReview), and lets seine-agent read controlplane.seine.io.
@@ -228,6 +283,8 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 			// For a self-signed serving certificate (StartControllerSelfSigned).
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{APIServiceName}, Verbs: []string{"get", "patch"}},
+			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"},
+				ResourceNames: []string{apiext.WebhookConfigurationName}, Verbs: []string{"get", "update"}},
 			// Traceflow (as seine.yml grants it).
 			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get"}},
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}},
