@@ -79,33 +79,18 @@ func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionR
 	var errs field.ErrorList
 	switch req.Kind.Kind {
 	case KindClusterNetworkPolicy, KindNetworkPolicy:
-		var obj, old struct {
-			metav1.ObjectMeta `json:"metadata"`
-			Spec              crdv1.ClusterNetworkPolicySpec `json:"spec"`
-		}
-		if err := decode(req, &obj, &old); err != nil {
-			return deny(400, metav1.StatusReasonBadRequest, err.Error(), nil)
-		}
-		if req.Operation == admissionv1.Update && reflect.DeepEqual(obj.Spec, old.Spec) {
-			return allow
-		}
-		if !l.Synced() {
-			return notSynced(deny)
+		obj, resp := decodeChanged[crdv1.NetworkPolicy](req, l, allow, deny)
+		if resp != nil {
+			return resp
 		}
 		errs = ValidatePolicy(Policy{Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name, Spec: &obj.Spec}, l)
 	case KindClusterGroup:
-		var obj, old crdv1.ClusterGroup
-		if err := decode(req, &obj, &old); err != nil {
-			return deny(400, metav1.StatusReasonBadRequest, err.Error(), nil)
-		}
-		if req.Operation == admissionv1.Update && reflect.DeepEqual(obj.Spec, old.Spec) {
-			return allow
-		}
-		if !l.Synced() {
-			return notSynced(deny)
+		obj, resp := decodeChanged[crdv1.ClusterGroup](req, l, allow, deny)
+		if resp != nil {
+			return resp
 		}
 		obj.Name = req.Name
-		errs = ValidateClusterGroup(&obj, l)
+		errs = ValidateClusterGroup(obj, l)
 	default:
 		return allow
 	}
@@ -121,20 +106,43 @@ func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionR
 	return deny(422, metav1.StatusReasonInvalid, strings.Join(msgs, "; "), causes)
 }
 
-func notSynced(deny func(int32, metav1.StatusReason, string, []metav1.StatusCause) *admissionv1.AdmissionResponse) *admissionv1.AdmissionResponse {
-	return deny(503, metav1.StatusReasonServiceUnavailable,
-		"seine-controller has not listed tiers, policies and ClusterGroups yet: try again in a few seconds", nil)
+// object is a kind whose spec decides what is validated.
+type object interface {
+	crdv1.NetworkPolicy | crdv1.ClusterGroup
 }
 
-// decode reads the request's object and, for an UPDATE, its old version.
-func decode(req *admissionv1.AdmissionRequest, obj, old any) error {
-	if err := json.Unmarshal(req.Object.Raw, obj); err != nil {
-		return fmt.Errorf("decode %s %s: %w", req.Kind.Kind, req.Name, err)
+// decodeChanged decodes the request's object (a ClusterNetworkPolicy
+// decodes as a NetworkPolicy: the same spec). It returns a response
+// instead when there is nothing to validate (an UPDATE that leaves the
+// spec as it was), nothing can be (a body that does not decode, lookups
+// not synced yet).
+func decodeChanged[T object](req *admissionv1.AdmissionRequest, l Lookup, allow *admissionv1.AdmissionResponse,
+	deny func(int32, metav1.StatusReason, string, []metav1.StatusCause) *admissionv1.AdmissionResponse) (*T, *admissionv1.AdmissionResponse) {
+	var obj, old T
+	if err := json.Unmarshal(req.Object.Raw, &obj); err != nil {
+		return nil, deny(400, metav1.StatusReasonBadRequest, fmt.Sprintf("decode %s %s: %v", req.Kind.Kind, req.Name, err), nil)
 	}
 	if req.Operation == admissionv1.Update {
-		if err := json.Unmarshal(req.OldObject.Raw, old); err != nil {
-			return fmt.Errorf("decode the stored %s %s: %w", req.Kind.Kind, req.Name, err)
+		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+			return nil, deny(400, metav1.StatusReasonBadRequest, fmt.Sprintf("decode the stored %s %s: %v", req.Kind.Kind, req.Name, err), nil)
 		}
+		if reflect.DeepEqual(spec(&obj), spec(&old)) {
+			return nil, allow
+		}
+	}
+	if !l.Synced() {
+		return nil, deny(503, metav1.StatusReasonServiceUnavailable,
+			"seine-controller has not listed tiers, policies and ClusterGroups yet: try again in a few seconds", nil)
+	}
+	return &obj, nil
+}
+
+func spec(o any) any {
+	switch o := o.(type) {
+	case *crdv1.NetworkPolicy:
+		return o.Spec
+	case *crdv1.ClusterGroup:
+		return o.Spec
 	}
 	return nil
 }

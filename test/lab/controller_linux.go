@@ -30,7 +30,8 @@ import (
 // startController runs seine-controller on the machine, listening on
 // ControllerIP, and registers it as the server of controlplane.seine.io
 // (Service + EndpointSlice + APIService), so agents and kubectl reach it
-// through the kube-apiserver. It returns once the APIService is Available.
+// through the kube-apiserver, and of crd.seine.io's admission webhook. It
+// returns once the APIService is Available and the webhook answers.
 func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) error {
 	if err := controllerRBAC(ctx, cs); err != nil {
 		return err
@@ -44,10 +45,18 @@ func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) e
 	if err := c.runController(ctx); err != nil {
 		return err
 	}
-	if err := c.registerAPIService(ctx, cs); err != nil {
+	ca, err := os.ReadFile(c.pki("ca.crt"))
+	if err != nil {
 		return err
 	}
-	return c.registerAdmissionWebhook(ctx)
+	dc, err := c.adminDynamic()
+	if err != nil {
+		return err
+	}
+	if err := c.registerAPIService(ctx, cs, dc, ca); err != nil {
+		return err
+	}
+	return c.registerAdmissionWebhook(ctx, dc, ca)
 }
 
 // runController starts the seine-controller process and waits until it is
@@ -138,8 +147,9 @@ func (c *Config) removeControllerLink(ctx context.Context) error {
 var apiServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
 
 // registerAPIService points v1beta1.controlplane.seine.io at the
-// controller and waits until the aggregator reports it Available.
-func (c *Config) registerAPIService(ctx context.Context, cs kubernetes.Interface) error {
+// controller, trusting ca, and waits until the aggregator reports it
+// Available.
+func (c *Config) registerAPIService(ctx context.Context, cs kubernetes.Interface, dc dynamic.Interface, ca []byte) error {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: controllerService, Namespace: controllerNamespace},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{
@@ -160,18 +170,6 @@ func (c *Config) registerAPIService(ctx context.Context, cs kubernetes.Interface
 	}
 	if _, err := cs.DiscoveryV1().EndpointSlices(controllerNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("endpointslice: %w", err)
-	}
-	ca, err := os.ReadFile(c.pki("ca.crt"))
-	if err != nil {
-		return err
-	}
-	rc, err := c.restConfig("admin")
-	if err != nil {
-		return err
-	}
-	dc, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return err
 	}
 	as := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apiregistration.k8s.io/v1",
@@ -216,24 +214,21 @@ func (c *Config) registerAPIService(ctx context.Context, cs kubernetes.Interface
 	}
 }
 
+// adminDynamic is a dynamic client of the lab's admin.
+func (c *Config) adminDynamic() (dynamic.Interface, error) {
+	rc, err := c.restConfig("admin")
+	if err != nil {
+		return nil, err
+	}
+	return dynamic.NewForConfig(rc)
+}
+
 // registerAdmissionWebhook registers seine-controller's admission webhook
 // of crd.seine.io as seine.yml does (apiext.AdmissionWebhook), with the lab
 // CA as its caBundle, and waits until the kube-apiserver calls it: a dry
 // run create of a ClusterNetworkPolicy in a tier that does not exist is
 // refused by the webhook.
-func (c *Config) registerAdmissionWebhook(ctx context.Context) error {
-	ca, err := os.ReadFile(c.pki("ca.crt"))
-	if err != nil {
-		return err
-	}
-	rc, err := c.restConfig("admin")
-	if err != nil {
-		return err
-	}
-	dc, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
+func (c *Config) registerAdmissionWebhook(ctx context.Context, dc dynamic.Interface, ca []byte) error {
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(apiext.AdmissionWebhook(controllerNamespace, controllerService, ca))
 	if err != nil {
 		return err
@@ -363,11 +358,7 @@ func (c *Config) installAPIExtensions(ctx context.Context) error {
 		return err
 	}
 	objs = append(objs, upstream)
-	rc, err := c.restConfig("admin")
-	if err != nil {
-		return err
-	}
-	dc, err := dynamic.NewForConfig(rc)
+	dc, err := c.adminDynamic()
 	if err != nil {
 		return err
 	}
