@@ -19,6 +19,9 @@ const (
 	prioCluster uint16 = 170
 	prioRouted  uint16 = 160
 	prioMiss    uint16 = 0
+	// prioLoopback drops in L3Forwarding what is for 127.0.0.0/8, above
+	// every other flow of the table.
+	prioLoopback uint16 = 250
 )
 
 // builder accumulates flows under one cookie.
@@ -312,7 +315,14 @@ func (b *builder) podCIDRFlows() {
 	}
 	// Whatever else was routed to this node is the host's.
 	b.add(L3Forwarding, prioRouted, RewriteMACMark.match(match().IP()), toGateway(n))
+	// Nothing the bridge forwards is for the host's loopback: the gateway
+	// has route_localnet (the host's own connections from 127.0.0.1 to a
+	// pod's host port leave by it), with which the host would take a pod's
+	// packets to 127.0.0.0/8 for its own (CVE-2020-8558).
+	b.add(L3Forwarding, prioLoopback, match().IP().IPDst(loopback), nil)
 }
+
+var loopback = netip.MustParsePrefix("127.0.0.0/8")
 
 // toGateway hands the packet to the host through the gateway port.
 func toGateway(n *NodeConfig) *openflow.Actions {

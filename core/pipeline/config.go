@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"github.com/seine-cni/seine/core/hostport"
 	"net"
 	"net/netip"
 	"slices"
@@ -201,6 +202,10 @@ type Pod struct {
 	Port            uint32
 	IPs             []netip.Addr
 	MAC             net.HardwareAddr
+	// HostPorts are the pod's host ports (hostPort in its spec, passed by
+	// the runtime); a node with the service proxy DNATs those on its
+	// addresses to the pod (hostport.go).
+	HostPorts []hostport.Mapping
 }
 
 // Key is namespace/name.
@@ -407,6 +412,14 @@ func (c *NodeConfig) validatePod(p *Pod) error {
 			return fmt.Errorf("pod %s: IP %s is the gateway IP", p.Key(), ip)
 		}
 	}
+	for i, m := range p.HostPorts {
+		if err := m.Validate(); err != nil {
+			return fmt.Errorf("pod %s: %w", p.Key(), err)
+		}
+		if j := slices.IndexFunc(p.HostPorts[:i], m.Overlaps); j >= 0 {
+			return fmt.Errorf("pod %s: host ports %s and %s overlap", p.Key(), p.HostPorts[j], m)
+		}
+	}
 	return nil
 }
 
@@ -469,6 +482,13 @@ func (s *State) Validate() error {
 				return fmt.Errorf("pods %s and %s share IP %s", other, p.Key(), ip)
 			}
 			ips[ip] = p.Key()
+		}
+		for j := range i {
+			for _, m := range p.HostPorts {
+				if k := slices.IndexFunc(s.Pods[j].HostPorts, m.Overlaps); k >= 0 {
+					return fmt.Errorf("pods %s and %s take host ports %s and %s", s.Pods[j].Key(), p.Key(), s.Pods[j].HostPorts[k], m)
+				}
+			}
 		}
 	}
 	names := map[string]bool{}

@@ -32,6 +32,7 @@ func PodFlows(n NodeConfig, p Pod, r Round) ([]*openflow.Flow, error) {
 	b.add(L2ForwardingCalc, prioNormal, match().EthDst(p.MAC), outputTo(p.Port, ToLocalPodMark))
 	if n.ServiceProxy {
 		b.servicePodFlows(&p)
+		b.hostPortFlows(&p)
 	} else {
 		b.kubeProxyPodFlows(&p)
 	}

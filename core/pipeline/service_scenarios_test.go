@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/seine-cni/seine/core/hostport"
 	"github.com/seine-cni/seine/core/proxy"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
@@ -78,8 +79,23 @@ func serviceFixtures() ([]*proxy.Service, map[string]map[string]uint32) {
 
 // serviceState is the bridged Geneve node with the service proxy on.
 func serviceState() State {
-	s := baseState(OSLinux, BridgedUplink, Encap, Geneve)
+	return withHostPorts(baseState(OSLinux, BridgedUplink, Encap, Geneve))
+}
+
+// withHostPorts turns the service proxy on and gives the pods the upstream
+// HostPort spec's three mappings of port 54323 (web-0 TCP on the node IP,
+// db-0 UDP on the node IP and TCP on 127.0.0.1, the host's alone: no
+// flow) and web-0 TCP 8443 on every address.
+func withHostPorts(s State) State {
 	s.Node.ServiceProxy = true
+	s.Pods[0].HostPorts = []hostport.Mapping{
+		{Protocol: hostport.TCP, HostIP: nodeIP, HostPort: 54323, PodPort: 8080},
+		{Protocol: hostport.TCP, HostPort: 8443, PodPort: 8080},
+	}
+	s.Pods[1].HostPorts = []hostport.Mapping{
+		{Protocol: hostport.UDP, HostIP: nodeIP, HostPort: 54323, PodPort: 5353},
+		{Protocol: hostport.TCP, HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 54323, PodPort: 5432},
+	}
 	return s
 }
 
