@@ -14,7 +14,7 @@ var _ platform.HostRulesRemover = (*Backend)(nil)
 
 // allJumps are the jumps to every chain of Seine's: those Sync ensures and
 // those of the node-port redirector.
-var allJumps = append(append([]jump(nil), jumps...), nodePortsJump, nodePortsMasqJump)
+var allJumps = append(append([]jump(nil), jumps...), nodePortsJump, nodePortsMasqJump, hostPortsOutputJump, hostPortsPreroutingJump)
 
 // RemoveHostRules removes what Sync and SyncNodePorts installed
 // (platform.HostRulesRemover): per IP family, in one iptables-restore
@@ -76,8 +76,10 @@ func removeInput(saved string) string {
 				lines = append(lines, "-D "+strings.TrimPrefix(l, "-A "))
 			}
 		}
+		var chains []string // a chain may have several jumps (SEINE-HOSTPORTS)
 		for _, j := range allJumps {
-			if _, declared := savedChain(saved, table, j.target); j.table == table && declared {
+			if _, declared := savedChain(saved, table, j.target); j.table == table && declared && !slices.Contains(chains, j.target) {
+				chains = append(chains, j.target)
 				lines = append(lines, "-F "+j.target, "-X "+j.target)
 			}
 		}

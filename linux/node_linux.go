@@ -100,6 +100,15 @@ func (b *Backend) setup(ctx context.Context, cfg platform.NodeConfig) (platform.
 	if _, err := b.host.setSysctl("net/ipv4/conf/"+cfg.Gateway+"/rp_filter", "2"); err != nil {
 		return st, err
 	}
+	// route_localnet: the host's connections from 127.0.0.1 to a pod's
+	// host port, DNATed to the pod (SyncNodePorts), are routed out of the
+	// gateway before their masquerade; the kernel refuses a loopback source
+	// on any other interface without it. What it would also let in, pod
+	// packets to 127.0.0.0/8 (CVE-2020-8558), the bridge drops
+	// (core/pipeline L3Forwarding).
+	if _, err := b.host.setSysctl("net/ipv4/conf/"+cfg.Gateway+"/route_localnet", "1"); err != nil {
+		return st, err
+	}
 	// No ICMP redirects: the host routes pod traffic back out of the
 	// gateway it came in by (kube-proxy's DNAT to a pod of this node). A
 	// redirect would make the pod send that cluster IP's packets straight

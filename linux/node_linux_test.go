@@ -117,6 +117,7 @@ func TestSetupRoutedHost(t *testing.T) {
 		"net/ipv4/ip_forward":                    "1",
 		"net/ipv6/conf/all/forwarding":           "1",
 		"net/ipv4/conf/seine-gw0/rp_filter":      "2",
+		"net/ipv4/conf/seine-gw0/route_localnet": "1",
 		"net/ipv4/conf/eth0/rp_filter":           "0",
 		"net/ipv4/conf/all/send_redirects":       "0",
 		"net/ipv4/conf/seine-gw0/send_redirects": "0",

@@ -3,6 +3,7 @@ package linux
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/seine-cni/seine/platform"
@@ -14,6 +15,9 @@ import (
 const (
 	ChainNodePorts     = "SEINE-NODEPORTS"
 	ChainNodePortsMasq = "SEINE-NODEPORTS-MASQ"
+	// ChainHostPorts holds the DNAT of pods' host ports (nat OUTPUT and
+	// PREROUTING).
+	ChainHostPorts = "SEINE-HOSTPORTS"
 )
 
 var (
@@ -21,6 +25,10 @@ var (
 		comment: "seine: host connections to node ports go to the service proxy"}
 	nodePortsMasqJump = jump{table: "nat", chain: "POSTROUTING", target: ChainNodePortsMasq,
 		comment: "seine: host connections to node ports leave from the gateway address"}
+	hostPortsOutputJump = jump{table: "nat", chain: "OUTPUT", target: ChainHostPorts,
+		comment: "seine: host connections to pod host ports", insert: true}
+	hostPortsPreroutingJump = jump{table: "nat", chain: "PREROUTING", target: ChainHostPorts,
+		comment: "seine: pod host ports", insert: true}
 )
 
 var _ platform.NodePortRedirector = (*Backend)(nil)
@@ -68,11 +76,36 @@ func nodePortsInput(s platform.NodePortState, saved string) string {
 	if s.Forwarded.IsValid() {
 		fmt.Fprintf(&b, "-A %s -s %s/32 -m comment --comment \"seine: service connections to hostNetwork endpoints on other nodes\" -j MASQUERADE\n", ChainNodePortsMasq, s.Forwarded)
 	}
-	for _, j := range []jump{nodePortsJump, nodePortsMasqJump} {
+	hostPortsInput(&b, s.HostPorts)
+	for _, j := range []jump{nodePortsJump, nodePortsMasqJump, hostPortsOutputJump, hostPortsPreroutingJump} {
 		for _, r := range jumpFix(saved, j) {
 			b.WriteString(r + "\n")
 		}
 	}
 	b.WriteString("COMMIT\n")
 	return b.String()
+}
+
+// hostPortsInput writes the host ports' chain: each DNATs its address (a
+// hostIP, or any local one) and port to the pod, whether the host
+// originates the connection (OUTPUT) or receives it (PREROUTING: a routed
+// host's uplink; a bridged uplink's reach the bridge first). What the host
+// originates is also masqueraded on its way to the pod (the MASQ chain):
+// a connection from 127.0.0.1 could not leave the host otherwise (the
+// gateway has route_localnet for the route lookup of such a packet), and
+// the gateway's address is the node's own source, which NetworkPolicy lets
+// through.
+func hostPortsInput(b *strings.Builder, hps []platform.HostPort) {
+	fmt.Fprintf(b, ":%s - [0:0]\n", ChainHostPorts)
+	for _, h := range hps {
+		proto := map[uint8]string{6: "tcp", 17: "udp", 132: "sctp"}[h.Protocol]
+		dst := "-m addrtype --dst-type LOCAL"
+		if h.HostIP.IsValid() {
+			dst = "-d " + h.HostIP.String() + "/32"
+		}
+		fmt.Fprintf(b, "-A %s -p %s %s -m %s --dport %d -m comment --comment \"seine: host port %s\" -j DNAT --to-destination %s\n",
+			ChainHostPorts, proto, dst, proto, h.Port, h, netip.AddrPortFrom(h.PodIP, h.PodPort))
+		fmt.Fprintf(b, "-A %s -p %s -d %s/32 -m %s --dport %d -m addrtype --src-type LOCAL -m conntrack --ctstate DNAT --ctorigdstport %d -m comment --comment \"seine: host port %s\" -j MASQUERADE\n",
+			ChainNodePortsMasq, proto, h.PodIP, proto, h.PodPort, h.Port, h)
+	}
 }

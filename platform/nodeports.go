@@ -47,12 +47,47 @@ type NodePortState struct {
 	// address's route through the gateway (a ServiceRoute) brings every
 	// answer back into the bridge.
 	Forwarded netip.Addr
+	// HostPorts are the node's pods' host ports. The host DNATs its own
+	// connections to them (and those it receives: on a routed host, the
+	// uplink's) to the pod, masquerading the ones it originates so the pod
+	// answers the gateway (127.0.0.1 cannot leave the host, and the node's
+	// address would not pass NetworkPolicy as the node). The bridge DNATs
+	// what reaches it from pods and, on a bridged uplink, from the uplink
+	// (core/pipeline).
+	HostPorts []HostPort
+}
+
+// HostPort is one host port of a pod on this node.
+type HostPort struct {
+	Protocol uint8 // 6 TCP, 17 UDP, 132 SCTP
+	// HostIP is the address it is on; the zero Addr is every address of
+	// the host, 127.0.0.1 included.
+	HostIP  netip.Addr
+	Port    uint16
+	PodIP   netip.Addr
+	PodPort uint16
+}
+
+func (h HostPort) String() string {
+	ip := "*"
+	if h.HostIP.IsValid() {
+		ip = h.HostIP.String()
+	}
+	return fmt.Sprintf("%s %s:%d -> %s", NodePort{Protocol: h.Protocol, Port: h.Port}, ip, h.Port, netip.AddrPortFrom(h.PodIP, h.PodPort))
 }
 
 // Validate checks s for mistakes any backend would reject.
 func (s NodePortState) Validate() error {
 	if s.Forwarded.IsValid() && !s.Forwarded.Is4() {
 		return fmt.Errorf("node ports: forwarded source %s: want an IPv4 address", s.Forwarded)
+	}
+	for _, h := range s.HostPorts {
+		if h.Port == 0 || h.PodPort == 0 || (h.Protocol != 6 && h.Protocol != 17 && h.Protocol != 132) {
+			return fmt.Errorf("host port %s: bad protocol or port", h)
+		}
+		if !h.PodIP.Is4() || (h.HostIP.IsValid() && !h.HostIP.Is4()) {
+			return fmt.Errorf("host port %s: want IPv4 addresses", h)
+		}
 	}
 	if len(s.Ports) == 0 {
 		return nil

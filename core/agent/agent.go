@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/seine-cni/seine/core/hostport"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -105,11 +106,14 @@ type Agent struct {
 	// mu guards the desired flow state and the round its flows carry. It
 	// is held only briefly, never across a call to OVS: see lockFlows for
 	// what serializes the writes of flows.
-	mu    sync.Mutex
-	node  *pipeline.NodeConfig // nil until node setup is done
-	pods  map[ipam.Key]*podState
-	peers []pipeline.Peer
-	round pipeline.Round
+	mu   sync.Mutex
+	node *pipeline.NodeConfig // nil until node setup is done
+	pods map[ipam.Key]*podState
+	// hostPorts are the local pods' host ports, reserved by ADD
+	// (hostports.go).
+	hostPorts hostport.Table
+	peers     []pipeline.Peer
+	round     pipeline.Round
 
 	// flowLock is the flow lock (lockFlows); onSwitch, guarded by it, is
 	// the pipeline's flows (all but policy) of the current round as the

@@ -22,9 +22,11 @@ func (a *Agent) writeCNIConfig() error {
 		"cniVersion": cni.ResultVersion,
 		"name":       "seine",
 		// The deviceID capability makes libcni runtimes (and Multus) pass an
-		// SR-IOV device plugin's allocation as runtimeConfig.deviceID.
+		// SR-IOV device plugin's allocation as runtimeConfig.deviceID, and
+		// portMappings the pod's host ports as runtimeConfig.portMappings
+		// (containerd and CRI-O pass them only to a plugin that declares it).
 		"plugins": []map[string]any{{"type": cni.PluginType, "socketPath": a.cfg.CNISocket,
-			"capabilities": map[string]bool{"deviceID": true}}},
+			"capabilities": map[string]bool{"deviceID": true, "portMappings": true}}},
 	}
 	b, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {

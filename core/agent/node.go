@@ -328,6 +328,7 @@ func (a *Agent) hostState() (platform.HostState, platform.NodePortState) {
 	if a.node != nil {
 		nps = a.proxyHostState(&hs)
 	}
+	nps.HostPorts = a.hostPortsLocked()
 	return hs, nps
 }
 

@@ -12,6 +12,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/seine-cni/seine/cni"
+	"github.com/seine-cni/seine/core/hostport"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/core/sriov"
@@ -41,10 +42,22 @@ type podState struct {
 	ips    []netip.Prefix
 	mac    net.HardwareAddr
 	vf     *platform.VF // the pod's SR-IOV VF (vf.go); nil for a veth
+	// hostPorts are the pod's host ports (hostports.go).
+	hostPorts []hostport.Mapping
+}
+
+// ipv4 is the pod's IPv4 address (the zero Addr without one).
+func (p *podState) ipv4() netip.Addr {
+	for _, ip := range p.ips {
+		if ip.Addr().Is4() {
+			return ip.Addr()
+		}
+	}
+	return netip.Addr{}
 }
 
 func (p *podState) pipelinePod() pipeline.Pod {
-	pp := pipeline.Pod{Namespace: p.ref.Namespace, Name: p.ref.Name, Port: p.ofport, MAC: p.mac}
+	pp := pipeline.Pod{Namespace: p.ref.Namespace, Name: p.ref.Name, Port: p.ofport, MAC: p.mac, HostPorts: p.hostPorts}
 	for _, ip := range p.ips {
 		pp.IPs = append(pp.IPs, ip.Addr())
 	}
@@ -66,6 +79,9 @@ func (p *podState) externalIDs() map[string]string {
 	}
 	if p.vf != nil {
 		ids[sriov.ExternalID] = sriov.Encode(*p.vf)
+	}
+	if len(p.hostPorts) > 0 {
+		ids[extHostPorts] = hostport.Encode(p.hostPorts)
 	}
 	return ids
 }
@@ -107,6 +123,10 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	if err != nil {
 		return nil, err
 	}
+	hostPorts, err := requestHostPorts(r)
+	if err != nil {
+		return nil, err
+	}
 	log := a.log.With("pod", ref.Namespace+"/"+ref.Name, "container", shortID(ref.ContainerID))
 	key := ipam.Key{ContainerID: ref.ContainerID, IfName: ref.IfName}
 
@@ -139,6 +159,15 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 			return a.result(cur, platform.PodInterface{HostName: cur.port}), nil
 		}
 	}
+	// The pod's host ports first: a port another pod holds refuses the ADD
+	// before anything is taken.
+	unreserve, err := a.reserveHostPorts(&podState{key: key, ref: ref, hostPorts: hostPorts})
+	if err != nil {
+		return nil, err
+	}
+	if unreserve != nil {
+		undo = append(undo, unreserve)
+	}
 	alloc, err := a.ipam.Allocate(ipam.Owner{Key: key, PodNamespace: ref.Namespace, PodName: ref.Name, NetNS: ref.NetNS})
 	if err != nil {
 		if errors.Is(err, ipam.ErrExhausted) {
@@ -166,7 +195,7 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	}
 	undo = append(undo, func(ctx context.Context) error { return a.detachInterface(ctx, ref, iface.VF) })
 
-	p := &podState{key: key, ref: ref, port: iface.HostName, ips: alloc.IPs, mac: iface.MAC, vf: iface.VF}
+	p := &podState{key: key, ref: ref, port: iface.HostName, ips: alloc.IPs, mac: iface.MAC, vf: iface.VF, hostPorts: hostPorts}
 	if iface.Late {
 		return a.addLate(ctx, p, iface, &undo)
 	}
@@ -187,6 +216,11 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 		return nil, err
 	}
 	undo = append(undo, func(ctx context.Context) error { return a.removePodFlows(ctx, p, false) })
+	// The host's DNAT of its own connections to the pod's host ports
+	// before the runtime starts the pod's containers.
+	if err := a.syncPodHostPorts(ctx, p); err != nil {
+		return nil, err
+	}
 	// Policy for the new pod before the runtime starts its containers.
 	// Concurrent ADDs share this recomputation; a failure is retried by
 	// the policy controller.
@@ -321,6 +355,12 @@ func (a *Agent) deletePod(ctx context.Context, ref platform.PodRef, deviceID str
 		// Its policy flows go later: the port is gone, and an ADD that
 		// reuses its ofport recomputes the policy flows before it returns.
 		a.policy.PodsChangedLater()
+	}
+	a.hostPorts.Release(key.String())
+	if p != nil {
+		if err := a.syncPodHostPorts(ctx, p); err != nil {
+			a.log.Warn("host ports not unmapped now; the next host resync does it", "pod", p.ref.Namespace+"/"+p.ref.Name, "err", err)
+		}
 	}
 	for _, port := range ports {
 		if err := a.db.DeletePort(ctx, port.Name); err != nil {

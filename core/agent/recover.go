@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"github.com/seine-cni/seine/core/hostport"
 	"net"
 	"net/netip"
 	"slices"
@@ -186,6 +187,14 @@ func (a *Agent) recoverPod(ctx context.Context, name string, ofport int, ids map
 		return nil, nil, err.Error()
 	}
 	p := &podState{key: key, ref: ref, port: name, ips: ips, mac: mac, vf: vf}
+	if p.hostPorts, err = hostport.Decode(ids[extHostPorts]); err != nil {
+		a.log.Warn("pod kept without its host ports", "pod", ref.Namespace+"/"+ref.Name, "err", err)
+		p.hostPorts = nil
+	}
+	if err := a.hostPorts.Reserve(key.String(), ref.Namespace+"/"+ref.Name, p.hostPorts); err != nil {
+		a.log.Warn("pod kept without its host ports", "pod", ref.Namespace+"/"+ref.Name, "err", err)
+		p.hostPorts = nil
+	}
 	if ofport > 0 {
 		p.ofport = uint32(ofport)
 		return p, nil, ""

@@ -261,9 +261,9 @@ func serviceRoutes(routes map[netip.Prefix]bool) []platform.ServiceRoute {
 func (a *Agent) syncNodePorts(ctx context.Context, nps platform.NodePortState) error {
 	r, ok := a.backend.(platform.NodePortRedirector)
 	if !ok {
-		if len(nps.Ports) > 0 && !a.noNodePortsLogged {
+		if (len(nps.Ports) > 0 || len(nps.HostPorts) > 0) && !a.noNodePortsLogged {
 			a.noNodePortsLogged = true
-			a.log.Warn("this backend cannot redirect the host's own connections to its node ports",
+			a.log.Warn("this backend cannot redirect the host's own connections to its node ports and pods' host ports",
 				"err", platform.ErrNotSupported)
 		}
 		return nil

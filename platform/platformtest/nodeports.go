@@ -49,6 +49,9 @@ func renderNodePorts(s platform.NodePortState) string {
 	if s.Forwarded.IsValid() {
 		parts = append(parts, "masquerade forwarded from "+s.Forwarded.String())
 	}
+	for _, h := range s.HostPorts {
+		parts = append(parts, "host port "+h.String())
+	}
 	if len(parts) == 0 {
 		return "none"
 	}
