@@ -26,7 +26,8 @@ import (
 // APIService Available; then containers on both nodes reach each other
 // through Seine (real packets over Geneve, probed with `kubectl exec`),
 // `kubectl logs` reads the agent's log, the "kubernetes" Service and the
-// cluster DNS serve pods (clusterDNS), a rolling upgrade of the agents
+// cluster DNS serve pods (clusterDNS), a pod's hostPort is mapped and
+// unmapped (hostPort), a rolling upgrade of the agents
 // loses no ping of 100 per second (rollingUpgrade), uninstalling as the
 // installer's README says leaves the nodes clean (uninstall), installing
 // again works (reinstall), and `lab down` leaves nothing.
@@ -90,6 +91,7 @@ func TestSeineOnRealNodes(t *testing.T) {
 
 	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
 	t.Run("cluster DNS", func(t *testing.T) { clusterDNS(t, ctx, c, pods) })
+	t.Run("host port", func(t *testing.T) { hostPort(t, ctx, c, idx, pods) })
 	t.Run("rolling upgrade", func(t *testing.T) { rollingUpgrade(t, ctx, c, idx, pods) })
 	t.Run("demo", func(t *testing.T) {
 		var out strings.Builder
