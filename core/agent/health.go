@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -13,7 +15,9 @@ import (
 
 // serveHealth serves /healthz (the process is alive), /readyz (node setup
 // is done and CNI requests are served), /nodeinfo (the node's SR-IOV
-// capabilities, JSON) and /metrics (Prometheus) on addr.
+// capabilities, JSON) and /metrics (Prometheus) on addr; on a loopback
+// addr also Go's profiles under /debug/pprof/ (heap, CPU, goroutines):
+// only processes on the node reach them.
 func (a *Agent) serveHealth(addr string) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -33,6 +37,9 @@ func (a *Agent) serveHealth(addr string) (stop func(), err error) {
 	})
 	mux.HandleFunc("GET /nodeinfo", a.serveNodeInfo)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().IsLoopback() {
+		servePprof(mux)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -44,4 +51,14 @@ func (a *Agent) serveHealth(addr string) (stop func(), err error) {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}, nil
+}
+
+// servePprof adds net/http/pprof's handlers to mux (not to
+// http.DefaultServeMux, which nothing here serves).
+func servePprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
