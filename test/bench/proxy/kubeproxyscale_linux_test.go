@@ -3,8 +3,10 @@ package proxybench
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
@@ -58,12 +62,30 @@ import (
 //	go test -run '^$' -bench ServiceScaleKubeProxy -benchtime 1x -timeout 60m ./test/bench/proxy
 //
 // -short: 10 and 100 Services, one 0.3 s round, 2 changes.
+//
+// For a part of it: SEINE_BENCH_KPSCALE_SIZES (e.g. "10000": Services
+// created at once, ratios need two sizes), SEINE_BENCH_KPSCALE_PROXIES
+// (e.g. "seine": the kube-proxies are not started) and
+// SEINE_BENCH_KPSCALE_PROFILES (a directory: seine-agent's heap profile
+// after the largest size and after its cold sync, and a CPU profile
+// across the endpoint changes, from its loopback /debug/pprof).
 func BenchmarkServiceScaleKubeProxy(b *testing.B) {
 	sizes, dur, rounds, changes := []int{100, 1000, 10000}, 2*time.Second, 3, 20
 	if testing.Short() {
 		sizes, dur, rounds, changes = []int{10, 100}, 300*time.Millisecond, 1, 2
 	}
-	s := upScaleBench(b)
+	if v := os.Getenv("SEINE_BENCH_KPSCALE_SIZES"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("SEINE_BENCH_KPSCALE_SIZES=%q: want sizes like 100,10000", v)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	s := upScaleBench(b, os.Getenv("SEINE_BENCH_KPSCALE_PROXIES"))
+	s.profiles = os.Getenv("SEINE_BENCH_KPSCALE_PROFILES")
 	for b.Loop() {
 		s.run(b, sizes, dur, rounds, changes)
 	}
@@ -86,9 +108,13 @@ type scaleBench struct {
 	changed int // chg-<k> Services created so far
 	sides   []proxySide
 	kps     map[string]*kubeProxy
+	// profiles, when set, is where seine-agent's profiles go.
+	profiles string
 }
 
-func upScaleBench(b *testing.B) *scaleBench {
+// upScaleBench brings the lab and the proxies up: Seine and, of iptables
+// and nftables, those named in only (all when it is empty).
+func upScaleBench(b *testing.B, only string) *scaleBench {
 	c, _ := labtest.Up(b, labtest.Options{Name: "kpscale", Nodes: 1, APIPort: 11443, EtcdPort: 11379, // a base of its own (test/lab/README.md)
 		TrafficMode: "encap", TunnelType: "geneve"})
 	rc, err := clientcmd.BuildConfigFromFlags("", c.AdminKubeconfig())
@@ -122,6 +148,9 @@ func upScaleBench(b *testing.B) *scaleBench {
 		return err
 	}})
 	for _, mode := range []string{"iptables", "nftables"} {
+		if only != "" && !slices.Contains(strings.Split(only, ","), mode) {
+			continue
+		}
 		kp := startKubeProxy(b, c, mode, s.srvIP)
 		s.kps[mode] = kp
 		s.sides = append(s.sides, proxySide{name: mode, clientNS: kp.ns})
@@ -291,6 +320,9 @@ func (s *scaleBench) run(b *testing.B, sizes []int, dur time.Duration, rounds, c
 	}
 	for _, n := range sizes {
 		s.grow(b, n)
+		if n == sizes[len(sizes)-1] {
+			s.profile(b, fmt.Sprintf("heap-%d", n), "heap?gc=1")
+		}
 		for r := range rounds {
 			// Rotate the order of the proxies per round.
 			for k := range s.sides {
@@ -334,8 +366,15 @@ func (s *scaleBench) run(b *testing.B, sizes []int, dur time.Duration, rounds, c
 		b.ReportMetric(med(res[p.name][top].p50), p.name+"-first-p50-us")
 	}
 
-	// One endpoint change at the largest size.
+	// One endpoint change at the largest size (and the agent's CPU
+	// profile meanwhile).
+	cpu := make(chan struct{})
+	go func() {
+		defer close(cpu)
+		s.profile(b, fmt.Sprintf("cpu-changes-%d", top), fmt.Sprintf("profile?seconds=%d", 3*changes))
+	}()
 	lat := s.changeLatencies(b, changes)
+	<-cpu
 	for _, p := range s.sides {
 		b.Logf("%-8s one endpoint change at %d Services: p50 %.1f ms, p99 %.1f ms (%d changes)",
 			p.name, top, pct(lat[p.name], 0.5)/1e3, pct(lat[p.name], 0.99)/1e3, changes)
@@ -364,6 +403,9 @@ func (s *scaleBench) run(b *testing.B, sizes []int, dur time.Duration, rounds, c
 			b.ReportMetric(took.Seconds()/cold["seine"].Seconds(), p.name+"/seine-cold-sync-x")
 		}
 		b.Logf("%-8s cold sync of %d Services x 10 endpoints: %.2f s; RSS %.0f MB (peak %.0f MB)", p.name, top, took.Seconds(), rss/1e6, hwm/1e6)
+		if p.name == "seine" {
+			s.profile(b, fmt.Sprintf("heap-cold-%d", top), "heap?gc=1")
+		}
 		b.ReportMetric(took.Seconds(), p.name+"-cold-sync-s")
 		b.ReportMetric(rss/1e6, p.name+"-rss-MB")
 		b.ReportMetric(hwm/1e6, p.name+"-rss-peak-MB")
@@ -392,9 +434,23 @@ func (s *scaleBench) changeLatencies(b *testing.B, changes int) map[string][]tim
 		// Let every proxy install the Service (refusing) first.
 		time.Sleep(2 * time.Second)
 		t := target{ip: svc.Spec.ClusterIP, rr: "80"}
+		progSum, progN := s.agentHistogram("seine_proxy_network_programming_duration_seconds")
+		// The apiserver's part: a watch of the bench's own sees the slice
+		// when any watcher (the agent's informer) can.
+		wt, err := s.cs.DiscoveryV1().EndpointSlices("bench").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name + "-1"})
+		if err != nil {
+			b.Fatal(err)
+		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		start := time.Now()
+		seen := make(chan time.Duration, 1)
+		go func() {
+			for range wt.ResultChan() {
+				seen <- time.Since(start)
+				return
+			}
+		}()
 		for _, p := range s.sides {
 			wg.Add(1)
 			go func() {
@@ -418,14 +474,87 @@ func (s *scaleBench) changeLatencies(b *testing.B, changes int) map[string][]tim
 		if _, err := s.put(ctx, scaleService(name), s.serverSlice(name)); err != nil {
 			b.Fatal(err)
 		}
+		returned := time.Since(start)
 		wg.Wait()
+		var watched time.Duration
+		select {
+		case watched = <-seen:
+		case <-time.After(10 * time.Second):
+		}
+		wt.Stop()
 		for _, p := range s.sides {
 			if len(out[p.name]) != k+1 {
 				b.Fatalf("%s: change %d never answered within %s", p.name, k, changeWait)
 			}
 		}
+		// Where Seine's time went: the agent's own programming duration
+		// (the slice's trigger time, stamped just before the request, to
+		// its flows in the bridge) against the first connection through.
+		if sum, n := s.agentHistogram("seine_proxy_network_programming_duration_seconds"); n == progN+1 && len(out["seine"]) == k+1 {
+			b.Logf("change %d: the slice's create returned after %.1f ms, a watch saw it after %.1f ms; seine connected after %.1f ms, the agent's programming duration %.1f ms",
+				k, ms(returned), ms(watched), ms(out["seine"][k]), (sum-progSum)*1e3)
+		}
 	}
 	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+// agentHistogram is the sum and count of one of seine-agent's histograms
+// (its loopback /metrics); zeros when it cannot be read.
+func (s *scaleBench) agentHistogram(name string) (sum float64, count int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	code, body, err := lab.HTTPGetInNS(ctx, s.c.NetNSPath("node-1"), "http://127.0.0.1:10350/metrics")
+	if err != nil || code != 200 {
+		return 0, 0
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+"_sum "); ok {
+			sum, _ = strconv.ParseFloat(v, 64)
+		}
+		if v, ok := strings.CutPrefix(l, name+"_count "); ok {
+			count, _ = strconv.Atoi(v)
+		}
+	}
+	return sum, count
+}
+
+// profile saves seine-agent's /debug/pprof/<what> as <name>.pb.gz in the
+// profiles directory, when there is one.
+func (s *scaleBench) profile(b *testing.B, name, what string) {
+	if s.profiles == "" {
+		return
+	}
+	// Not lab.HTTPGetInNS: a profile is binary, and a CPU profile takes
+	// longer than its 5 s.
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := ns.WithNetNSPath(s.c.NetNSPath("node-1"), func(ns.NetNS) error {
+			var err error
+			c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Minute}).Get("http://127.0.0.1:10350/debug/pprof/" + what)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, body)
+		}
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(s.profiles, name+".pb.gz"), body, 0o644)
+	}
+	if err != nil {
+		b.Errorf("profile %s: %v", name, err)
+		return
+	}
+	b.Logf("seine-agent profile %s saved (%d bytes)", name, len(body))
 }
 
 // coldSync starts the proxy afresh on an empty datapath and times it until
