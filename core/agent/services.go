@@ -19,6 +19,7 @@ import (
 
 	"github.com/seine-cni/seine/core/agent/proxier"
 	"github.com/seine-cni/seine/core/pipeline"
+	"github.com/seine-cni/seine/core/proxy"
 	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/platform"
 )
@@ -43,6 +44,16 @@ func (a *Agent) setupProxy(reg prometheus.Registerer) error {
 	a.proxy = pc
 	svcs := a.factory.Core().V1().Services().Informer()
 	slices_ := a.factory.Discovery().V1().EndpointSlices().Informer()
+	// The caches keep only what the proxy (and flow export) read: at
+	// 10,000 Services and 100,000 endpoints the API's EndpointSlices were
+	// the largest part of the agent's heap, beside the tracker's own
+	// parsed copy of the same endpoints.
+	if err := svcs.SetTransform(trimService); err != nil {
+		return fmt.Errorf("service informer: %w", err)
+	}
+	if err := slices_.SetTransform(parseSlice); err != nil {
+		return fmt.Errorf("endpointslice informer: %w", err)
+	}
 	if _, err := svcs.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { withService(o, pc.UpdateService) },
 		UpdateFunc: func(_, o any) { withService(o, pc.UpdateService) },
@@ -55,9 +66,9 @@ func (a *Agent) setupProxy(reg prometheus.Registerer) error {
 		return fmt.Errorf("service informer: %w", err)
 	}
 	if _, err := slices_.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { withSlice(o, pc.UpdateSlice) },
-		UpdateFunc: func(_, o any) { withSlice(o, pc.UpdateSlice) },
-		DeleteFunc: func(o any) { withSlice(tombstone(o), pc.DeleteSlice) },
+		AddFunc:    func(o any) { withSlice(o, pc.UpdateParsedSlice) },
+		UpdateFunc: func(_, o any) { withSlice(o, pc.UpdateParsedSlice) },
+		DeleteFunc: func(o any) { withSlice(tombstone(o), pc.DeleteParsedSlice) },
 	}); err != nil {
 		return fmt.Errorf("endpointslice informer: %w", err)
 	}
@@ -139,10 +150,38 @@ func withService(o any, fn func(*corev1.Service)) {
 	}
 }
 
-func withSlice(o any, fn func(*discoveryv1.EndpointSlice)) {
-	if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+func withSlice(o any, fn func(*proxy.Slice)) {
+	if s, ok := o.(*proxy.Slice); ok {
 		fn(s)
 	}
+}
+
+// parseSlice is the EndpointSlice informer's transform: the cache and the
+// proxy's tracker keep one parsed copy of each slice (proxy.ParseSlice).
+func parseSlice(o any) (any, error) {
+	if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+		return proxy.ParseSlice(s), nil
+	}
+	return o, nil
+}
+
+// trimService is the Service informer's transform: the fields the proxy
+// (core/proxy parseService, skipReason) and flow export (cluster IPs) read.
+// Annotations (kubectl's last-applied copy of the whole object), managed
+// fields, the selector and the status' conditions go.
+func trimService(o any) (any, error) {
+	s, ok := o.(*corev1.Service)
+	if !ok {
+		return o, nil
+	}
+	t := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID,
+			ResourceVersion: s.ResourceVersion, DeletionTimestamp: s.DeletionTimestamp, Labels: s.Labels},
+		Spec: s.Spec,
+	}
+	t.Spec.Selector = nil
+	t.Status.LoadBalancer = s.Status.LoadBalancer
+	return t, nil
 }
 
 // serviceCIDRs are the service address ranges routed into OVS: the

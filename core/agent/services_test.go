@@ -254,3 +254,54 @@ func TestServiceCIDRAPIMissing(t *testing.T) {
 	_, stop := w.start()
 	stop()
 }
+
+// TestServiceCachesKeepWhatTheProxyReads: the Service and EndpointSlice
+// informers cache only what the proxy reads. At 10,000 Services and
+// 100,000 endpoints the cached EndpointSlices were the largest part of the
+// agent's heap, beside the tracker's own parsed copy of them: the cache now
+// holds the parsed slice (proxy.Slice), and Services lose their
+// annotations, managed fields and selector. The Service is still proxied
+// from them.
+func TestServiceCachesKeepWhatTheProxyReads(t *testing.T) {
+	w := newWorld(t, twoNodesSlice()...)
+	w.cfg.Proxy.ServiceCIDRs = []string{"10.96.0.0/16"}
+	ctx := context.Background()
+	svc := webService()
+	svc.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("x", 4096)}
+	svc.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}
+	svc.Spec.Selector = map[string]string{"app": "web"}
+	if _, err := w.kube.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sl := webSlice("10.244.1.5", "10.244.2.5")
+	host, zone := "web-0", "zone-a"
+	for i := range sl.Endpoints {
+		sl.Endpoints[i].TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: "web-" + sl.Endpoints[i].Addresses[0], UID: "0123456789abcdef"}
+		sl.Endpoints[i].Hostname, sl.Endpoints[i].Zone = &host, &zone
+	}
+	if _, err := w.kube.DiscoveryV1().EndpointSlices("default").Create(ctx, sl, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := w.start()
+	waitReady(t, a)
+	if strings.Count(w.sw.groupText(), "bucket=") != 2 {
+		t.Fatalf("web not installed with its 2 endpoints:\n%s", w.sw.groupText())
+	}
+	for _, o := range a.factory.Discovery().V1().EndpointSlices().Informer().GetStore().List() {
+		if _, ok := o.(*discoveryv1.EndpointSlice); ok {
+			t.Errorf("the EndpointSlice cache holds the API object %T, want the proxy's parsed slice", o)
+		}
+	}
+	for _, o := range a.factory.Core().V1().Services().Informer().GetStore().List() {
+		s, ok := o.(*corev1.Service)
+		if !ok {
+			t.Fatalf("service cache holds %T", o)
+		}
+		if len(s.Annotations) > 0 || len(s.ManagedFields) > 0 || len(s.Spec.Selector) > 0 {
+			t.Errorf("cached Service %s keeps %d annotations, %d managed fields, selector %v", s.Name, len(s.Annotations), len(s.ManagedFields), s.Spec.Selector)
+		}
+		if s.Spec.ClusterIP != "10.96.0.10" || len(s.Spec.Ports) != 1 || s.Spec.Ports[0].NodePort != 30080 || len(s.Spec.ExternalIPs) != 1 {
+			t.Errorf("cached Service %s lost what the proxy reads: %+v", s.Name, s.Spec)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -8,25 +9,58 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
-// sliceInfo is the part of an EndpointSlice the tracker keeps: for each of
-// its ports (name/PROTO) the port number and the slice's endpoints.
-type sliceInfo struct {
-	ports     map[string]uint16
-	endpoints []Endpoint // Port unset: the port number is per slice port
+// Slice is the part of an EndpointSlice the proxy reads (ParseSlice): its
+// name, Service, family, trigger time, ports and endpoints, parsed. The
+// agent's informer keeps it in place of the object (a transform), and the
+// tracker keeps the same value: one compact copy of each slice in the
+// process.
+type Slice struct {
+	metav1.TypeMeta
+	// ObjectMeta holds the name, namespace, resource version and deletion
+	// timestamp only.
+	metav1.ObjectMeta
+	// Service is the kubernetes.io/service-name label ("" for none);
+	// Headless is set by the service.kubernetes.io/headless label.
+	Service  string
+	Headless bool
+	IPv6     bool // the address type: IPv4 or IPv6 (FQDN slices have no endpoints here)
+	// Trigger is the endpoints.kubernetes.io/last-change-trigger-time.
+	Trigger time.Time
+	// Ports maps name/PROTO to the slice's port number.
+	Ports map[string]uint16
+	// Endpoints have Port unset (the port number is per slice port) and
+	// Local unset (the tracker knows the node).
+	Endpoints []Endpoint
 }
 
-// parseSlice reads s for one family; endpoints without an address of the
-// family, and ports without a name or number, are left out (kube-proxy does
-// the same).
-func parseSlice(s *discoveryv1.EndpointSlice, v6 bool, node string) *sliceInfo {
-	want := discoveryv1.AddressTypeIPv4
-	if v6 {
-		want = discoveryv1.AddressTypeIPv6
+// DeepCopyObject makes Slice a runtime.Object (the informer's store keeps
+// it). Endpoints' hints are shared: nothing changes them.
+func (s *Slice) DeepCopyObject() runtime.Object {
+	c := *s
+	s.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	c.Ports = maps.Clone(s.Ports)
+	c.Endpoints = slices.Clone(s.Endpoints)
+	return &c
+}
+
+// ParseSlice reads what the proxy needs from s. Endpoints without an
+// address of the slice's family, and ports without a name or number, are
+// left out (kube-proxy does the same).
+func ParseSlice(s *discoveryv1.EndpointSlice) *Slice {
+	si := &Slice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, UID: s.UID,
+			ResourceVersion: s.ResourceVersion, DeletionTimestamp: s.DeletionTimestamp},
+		Service: s.Labels[discoveryv1.LabelServiceName],
+		IPv6:    s.AddressType == discoveryv1.AddressTypeIPv6,
+		Ports:   map[string]uint16{},
 	}
-	si := &sliceInfo{ports: map[string]uint16{}}
-	if s.AddressType != want {
+	_, si.Headless = s.Labels[LabelHeadless]
+	si.Trigger, _ = triggerTime(s)
+	if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
 		return si
 	}
 	for _, p := range s.Ports {
@@ -41,14 +75,15 @@ func parseSlice(s *discoveryv1.EndpointSlice, v6 bool, node string) *sliceInfo {
 		if err != nil {
 			continue
 		}
-		si.ports[*p.Name+"/"+ProtoName(n)] = uint16(*p.Port)
+		si.Ports[*p.Name+"/"+ProtoName(n)] = uint16(*p.Port)
 	}
+	si.Endpoints = make([]Endpoint, 0, len(s.Endpoints))
 	for _, e := range s.Endpoints {
 		if len(e.Addresses) == 0 {
 			continue
 		}
 		ip, err := netip.ParseAddr(e.Addresses[0])
-		if err != nil || ip.Unmap().Is4() == v6 {
+		if err != nil || ip.Unmap().Is4() == si.IPv6 {
 			continue
 		}
 		ep := Endpoint{
@@ -59,17 +94,17 @@ func parseSlice(s *discoveryv1.EndpointSlice, v6 bool, node string) *sliceInfo {
 		}
 		if e.NodeName != nil {
 			ep.Node = *e.NodeName
-			ep.Local = ep.Node == node
 		}
-		if e.Hints != nil {
+		if e.Hints != nil && (len(e.Hints.ForZones) > 0 || len(e.Hints.ForNodes) > 0) {
+			ep.hints = &hints{}
 			for _, z := range e.Hints.ForZones {
-				ep.zoneHints = append(ep.zoneHints, z.Name)
+				ep.hints.zones = append(ep.hints.zones, z.Name)
 			}
 			for _, n := range e.Hints.ForNodes {
-				ep.nodeHints = append(ep.nodeHints, n.Name)
+				ep.hints.nodes = append(ep.hints.nodes, n.Name)
 			}
 		}
-		si.endpoints = append(si.endpoints, ep)
+		si.Endpoints = append(si.Endpoints, ep)
 	}
 	return si
 }
@@ -93,16 +128,17 @@ func triggerTime(s *discoveryv1.EndpointSlice) (time.Time, bool) {
 // name/PROTO). An address in two slices (an endpoint moving between slices,
 // or a new pod reusing a terminating pod's IP) is taken once, preferring
 // the entry that is not terminating. The result is sorted by address.
-func endpointsOf(slices_ map[string]*sliceInfo, key string) []Endpoint {
+func endpointsOf(slices_ map[string]*Slice, key, node string) []Endpoint {
 	byAddr := map[netip.AddrPort]Endpoint{}
 	for _, name := range sortedSliceNames(slices_) {
 		si := slices_[name]
-		port, ok := si.ports[key]
+		port, ok := si.Ports[key]
 		if !ok {
 			continue
 		}
-		for _, e := range si.endpoints {
+		for _, e := range si.Endpoints {
 			e.Port = port
+			e.Local = e.Node != "" && e.Node == node
 			if old, dup := byAddr[e.AddrPort()]; dup && !old.Terminating {
 				continue
 			}
@@ -117,7 +153,7 @@ func endpointsOf(slices_ map[string]*sliceInfo, key string) []Endpoint {
 	return out
 }
 
-func sortedSliceNames(m map[string]*sliceInfo) []string {
+func sortedSliceNames(m map[string]*Slice) []string {
 	names := make([]string, 0, len(m))
 	for n := range m {
 		names = append(names, n)
@@ -146,14 +182,14 @@ func topologyMode(eps []Endpoint, node, zone string) string {
 			continue
 		}
 		ready = true
-		if len(e.nodeHints) == 0 {
+		if len(e.nodeHints()) == 0 {
 			allNode = false
-		} else if slices.Contains(e.nodeHints, node) {
+		} else if slices.Contains(e.nodeHints(), node) {
 			forNode = true
 		}
-		if len(e.zoneHints) == 0 {
+		if len(e.zoneHints()) == 0 {
 			allZone = false
-		} else if slices.Contains(e.zoneHints, zone) {
+		} else if slices.Contains(e.zoneHints(), zone) {
 			forZone = true
 		}
 	}
@@ -171,9 +207,9 @@ func topologyMode(eps []Endpoint, node, zone string) string {
 func availableForTopology(e Endpoint, mode, node, zone string) bool {
 	switch mode {
 	case topoSameNode:
-		return slices.Contains(e.nodeHints, node)
+		return slices.Contains(e.nodeHints(), node)
 	case topoSameZone:
-		return slices.Contains(e.zoneHints, zone)
+		return slices.Contains(e.zoneHints(), zone)
 	}
 	return true
 }
@@ -239,7 +275,7 @@ func filter(eps []Endpoint, keep func(Endpoint) bool) []Endpoint {
 	out := []Endpoint{}
 	for _, e := range eps {
 		if keep(e) {
-			e.zoneHints, e.nodeHints = nil, nil
+			e.hints = nil
 			out = append(out, e)
 		}
 	}

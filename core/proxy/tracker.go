@@ -31,9 +31,9 @@ type Tracker struct {
 	cfg  Config
 	zone string
 
-	services map[string]*serviceInfo // proxied Services by namespace/name
-	skipped  map[string]string       // Services seen but not proxied: why
-	slices   map[string]map[string]*sliceInfo
+	services map[string]*serviceInfo      // proxied Services by namespace/name
+	skipped  map[string]string            // Services seen but not proxied: why
+	slices   map[string]map[string]*Slice // by Service, then slice name
 	dirty    map[string]bool
 	triggers map[string][]time.Time
 	errs     map[string]error
@@ -46,7 +46,7 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	return &Tracker{
 		cfg: cfg, services: map[string]*serviceInfo{}, skipped: map[string]string{},
-		slices: map[string]map[string]*sliceInfo{}, dirty: map[string]bool{},
+		slices: map[string]map[string]*Slice{}, dirty: map[string]bool{},
 		triggers: map[string][]time.Time{}, errs: map[string]error{},
 	}, nil
 }
@@ -82,47 +82,52 @@ func (t *Tracker) DeleteService(namespace, name string) {
 	delete(t.errs, k)
 }
 
-// sliceService is the Service a slice belongs to ("" for none).
-func sliceService(s *discoveryv1.EndpointSlice) string {
-	name := s.Labels[discoveryv1.LabelServiceName]
-	if name == "" {
-		return ""
-	}
-	return key(s.Namespace, name)
-}
+// UpdateSlice records an EndpointSlice that was added or changed (see
+// UpdateParsedSlice).
+func (t *Tracker) UpdateSlice(s *discoveryv1.EndpointSlice) { t.UpdateParsedSlice(ParseSlice(s)) }
 
-// UpdateSlice records an EndpointSlice that was added or changed. Slices
-// that belong to no Service (no kubernetes.io/service-name label) are
-// ignored; a slice labelled service.kubernetes.io/headless is not the
-// proxy's, as kube-proxy watches only slices without that label, and is
-// forgotten (the label may come to a slice the proxy took).
-func (t *Tracker) UpdateSlice(s *discoveryv1.EndpointSlice) {
-	k := sliceService(s)
-	if k == "" {
+// UpdateParsedSlice records an EndpointSlice that was added or changed, as
+// ParseSlice read it; the tracker keeps s itself. Slices that belong to no
+// Service (no kubernetes.io/service-name label) are ignored; a slice
+// labelled service.kubernetes.io/headless is not the proxy's, as
+// kube-proxy watches only slices without that label, and is forgotten (the
+// label may come to a slice the proxy took). A slice of the other family
+// is kept without endpoints (the family of a slice never changes).
+func (t *Tracker) UpdateParsedSlice(s *Slice) {
+	if s.Service == "" {
 		return
 	}
-	if _, headless := s.Labels[LabelHeadless]; headless {
-		t.DeleteSlice(s)
+	if s.Headless {
+		t.DeleteParsedSlice(s)
 		return
+	}
+	k := key(s.Namespace, s.Service)
+	if s.IPv6 != t.cfg.IPv6 {
+		c := *s
+		c.Ports, c.Endpoints = nil, nil
+		s = &c
 	}
 	m := t.slices[k]
 	if m == nil {
-		m = map[string]*sliceInfo{}
+		m = map[string]*Slice{}
 		t.slices[k] = m
 	}
-	m[s.Name] = parseSlice(s, t.cfg.IPv6, t.cfg.NodeName)
+	m[s.Name] = s
 	t.dirty[k] = true
-	if tt, ok := triggerTime(s); ok && s.DeletionTimestamp == nil {
-		t.triggers[k] = append(t.triggers[k], tt)
+	if !s.Trigger.IsZero() && s.DeletionTimestamp == nil {
+		t.triggers[k] = append(t.triggers[k], s.Trigger)
 	}
 }
 
 // DeleteSlice forgets an EndpointSlice.
-func (t *Tracker) DeleteSlice(s *discoveryv1.EndpointSlice) {
-	k := sliceService(s)
-	if k == "" {
+func (t *Tracker) DeleteSlice(s *discoveryv1.EndpointSlice) { t.DeleteParsedSlice(ParseSlice(s)) }
+
+// DeleteParsedSlice forgets an EndpointSlice.
+func (t *Tracker) DeleteParsedSlice(s *Slice) {
+	if s.Service == "" {
 		return
 	}
+	k := key(s.Namespace, s.Service)
 	if m := t.slices[k]; m != nil {
 		delete(m, s.Name)
 		if len(m) == 0 {
@@ -191,7 +196,7 @@ func (t *Tracker) Service(k string) *Service {
 	sl := t.slices[k]
 	for i, sp := range si.ports {
 		p := sp.Port
-		categorize(&p, endpointsOf(sl, p.Key()), t.cfg.NodeName, t.zone)
+		categorize(&p, endpointsOf(sl, p.Key(), t.cfg.NodeName), t.cfg.NodeName, t.zone)
 		s.Ports[i] = p
 	}
 	return s

@@ -177,6 +177,22 @@ func (c *Controller) DeleteSlice(s *discoveryv1.EndpointSlice) {
 	c.wake()
 }
 
+// UpdateParsedSlice and DeleteParsedSlice take slices the informer's
+// transform parsed (proxy.ParseSlice); the tracker keeps s itself.
+func (c *Controller) UpdateParsedSlice(s *proxy.Slice) {
+	c.mu.Lock()
+	c.tracker.UpdateParsedSlice(s)
+	c.mu.Unlock()
+	c.wake()
+}
+
+func (c *Controller) DeleteParsedSlice(s *proxy.Slice) {
+	c.mu.Lock()
+	c.tracker.DeleteParsedSlice(s)
+	c.mu.Unlock()
+	c.wake()
+}
+
 func (c *Controller) SetNodeLabels(labels map[string]string) {
 	c.mu.Lock()
 	c.tracker.SetNodeLabels(labels)
