@@ -250,32 +250,18 @@ func (a *Agent) proxyHostState(hs *platform.HostState) platform.NodePortState {
 	// masqueraded.
 	hostRoutes = append(hostRoutes, platform.ServiceRoute{CIDR: netip.PrefixFrom(pipeline.ServiceNextHopIP, 32)})
 	nps.Forwarded = pipeline.ServiceNextHopIP
-	ports := map[platform.NodePort]bool{}
-	for _, s := range a.proxy.Services() {
-		for i := range s.Ports {
-			p := &s.Ports[i]
-			for _, ip := range append(slices.Clone(p.ExternalIPs), p.LoadBalancerIPs...) {
-				if ip.Is4() {
-					routes[netip.PrefixFrom(ip, 32)] = true
-				}
-			}
-			if p.NodePort != 0 {
-				ports[platform.NodePort{Protocol: p.Protocol, Port: p.NodePort}] = true
-			}
-		}
+	// The proxy counts them as Services come and go: this runs after every
+	// service change and reads no Service.
+	ips, ports := a.proxy.HostAddresses()
+	for _, ip := range ips {
+		routes[netip.PrefixFrom(ip, 32)] = true
 	}
 	if len(ports) > 0 {
 		routes[netip.PrefixFrom(pipeline.NodePortVirtualIP, 32)] = true
 		nps.Target = pipeline.NodePortVirtualIP
-		for np := range ports {
-			nps.Ports = append(nps.Ports, np)
+		for _, np := range ports {
+			nps.Ports = append(nps.Ports, platform.NodePort{Protocol: np.Protocol, Port: np.Port})
 		}
-		slices.SortFunc(nps.Ports, func(x, y platform.NodePort) int {
-			if x.Protocol != y.Protocol {
-				return int(x.Protocol) - int(y.Protocol)
-			}
-			return int(x.Port) - int(y.Port)
-		})
 	}
 	hs.ServiceRoutes = append(serviceRoutes(routes), hostRoutes...)
 	return nps

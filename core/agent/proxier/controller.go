@@ -14,6 +14,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -101,6 +104,7 @@ type Controller struct {
 	// may wait for the agent while holding it.
 	instMu    sync.Mutex
 	installed map[string]*installed
+	host      hostRefs        // counted over installed (setInstalled)
 	unknown   map[string]bool // the last install's outcome is unknown
 	ids       *portIDs
 
@@ -218,22 +222,11 @@ func (c *Controller) Prime() {
 	defer c.instMu.Unlock()
 	for _, k := range keys {
 		if w := wants[k]; w != nil {
-			c.installed[k] = &installed{svc: w, ids: c.ids.assign(w), flows: map[string]*openflow.Flow{},
-				groups: map[uint32]uint64{}, affinity: map[uint64]uint32{}}
+			c.setInstalled(k, &installed{svc: w, ids: c.ids.assign(w), flows: map[string]*openflow.Flow{},
+				groups: map[uint32]uint64{}, affinity: map[uint64]uint32{}})
 			c.unknown[k] = true // built by the replay
 		}
 	}
-}
-
-// Services returns the desired state of every installed Service.
-func (c *Controller) Services() []*proxy.Service {
-	c.instMu.Lock()
-	defer c.instMu.Unlock()
-	out := make([]*proxy.Service, 0, len(c.installed))
-	for _, in := range c.installed {
-		out = append(out, in.svc)
-	}
-	return out
 }
 
 // ReplayMessages returns what a full replay under round r installs for the
@@ -251,7 +244,7 @@ func (c *Controller) ReplayMessages(n pipeline.NodeConfig, r pipeline.Round) (me
 		set, err := pipeline.ServiceFlows(n, in.svc, in.ids, r)
 		if err != nil {
 			c.log.Error("service left out of the replay", "service", k, "err", err)
-			delete(c.installed, k)
+			c.setInstalled(k, nil)
 			continue
 		}
 		for _, g := range set.Groups {
@@ -289,7 +282,77 @@ func (c *Controller) record(k string, svc *proxy.Service, ids map[string]uint32,
 			}
 		}
 	}
+	c.setInstalled(k, in)
+}
+
+// setInstalled records in as what the bridge holds for Service k (nil:
+// nothing) and keeps the host's addresses and node ports counted. The
+// caller holds instMu.
+func (c *Controller) setInstalled(k string, in *installed) {
+	if old := c.installed[k]; old != nil {
+		c.host.count(old.svc, -1)
+	}
+	if in == nil {
+		delete(c.installed, k)
+		return
+	}
+	c.host.count(in.svc, 1)
 	c.installed[k] = in
+}
+
+// NodePort is a node port of an installed Service.
+type NodePort struct {
+	Protocol uint8
+	Port     uint16
+}
+
+// hostRefs counts, over the installed Services, the IPv4 external and
+// load-balancer IPs the host routes into the bridge and the node ports it
+// redirects: the agent's host sync after every change reads the sets, not
+// every Service.
+type hostRefs struct {
+	ips   map[netip.Addr]int
+	ports map[NodePort]int
+}
+
+func (h *hostRefs) count(s *proxy.Service, d int) {
+	if h.ips == nil {
+		h.ips, h.ports = map[netip.Addr]int{}, map[NodePort]int{}
+	}
+	for i := range s.Ports {
+		p := &s.Ports[i]
+		for _, ips := range [][]netip.Addr{p.ExternalIPs, p.LoadBalancerIPs} {
+			for _, ip := range ips {
+				if ip.Is4() {
+					if h.ips[ip] += d; h.ips[ip] <= 0 {
+						delete(h.ips, ip)
+					}
+				}
+			}
+		}
+		if p.NodePort != 0 {
+			np := NodePort{Protocol: p.Protocol, Port: p.NodePort}
+			if h.ports[np] += d; h.ports[np] <= 0 {
+				delete(h.ports, np)
+			}
+		}
+	}
+}
+
+// HostAddresses returns the IPv4 external and load-balancer IPs and the
+// node ports of the installed Services, sorted: what the host routes into
+// the bridge and redirects there. Its cost is theirs, not the Services'.
+func (c *Controller) HostAddresses() ([]netip.Addr, []NodePort) {
+	c.instMu.Lock()
+	defer c.instMu.Unlock()
+	ips := slices.SortedFunc(maps.Keys(c.host.ips), netip.Addr.Compare)
+	ports := slices.SortedFunc(maps.Keys(c.host.ports), func(x, y NodePort) int {
+		if x.Protocol != y.Protocol {
+			return int(x.Protocol) - int(y.Protocol)
+		}
+		return int(x.Port) - int(y.Port)
+	})
+	return ips, ports
 }
 
 // groupPrint fingerprints a group by its type and the encoding of its

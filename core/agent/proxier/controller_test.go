@@ -3,6 +3,7 @@ package proxier
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -226,5 +227,42 @@ func TestProgrammingDuration(t *testing.T) {
 	}
 	if h := pb.GetHistogram(); h.GetSampleCount() != 1 || h.GetSampleSum() < 2 || h.GetSampleSum() > 60 {
 		t.Errorf("programming duration: %d samples, sum %.3f s; want 1 of 2 s and a little", h.GetSampleCount(), h.GetSampleSum())
+	}
+}
+
+// TestHostAddresses: the host's routed addresses and node ports are
+// counted as Services are installed and removed (the agent reads them
+// after every sync instead of every Service): an external IP two Services
+// share stays until the last one goes.
+func TestHostAddresses(t *testing.T) {
+	n := newFakeNode()
+	c := newController(t, n, nil)
+	ext := func(ips ...string) func(*corev1.Service) {
+		return func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeNodePort
+			s.Spec.ExternalIPs = ips
+			s.Spec.Ports[0].NodePort = 30000 + s.Spec.Ports[0].Port
+		}
+	}
+	c.UpdateService(service("a", "10.96.0.1", 80, ext("192.0.2.1", "192.0.2.2")))
+	c.UpdateService(service("b", "10.96.0.2", 81, ext("192.0.2.2")))
+	c.Prime()
+	replay(t, c, n)
+	got := func() string {
+		ips, ports := c.HostAddresses()
+		return fmt.Sprint(ips, ports)
+	}
+	if g := got(); g != "[192.0.2.1 192.0.2.2] [{6 30080} {6 30081}]" {
+		t.Fatalf("after the replay: %s", g)
+	}
+	c.DeleteService("default", "a")
+	syncOK(t, c)
+	if g := got(); g != "[192.0.2.2] [{6 30081}]" {
+		t.Errorf("a deleted: %s, want b's", g)
+	}
+	c.UpdateService(service("b", "10.96.0.2", 81, nil))
+	syncOK(t, c)
+	if g := got(); g != "[] []" {
+		t.Errorf("b a ClusterIP: %s, want nothing", g)
 	}
 }

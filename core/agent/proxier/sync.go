@@ -260,7 +260,7 @@ func (p *plan) commit(c *Controller) map[string]*proxy.Service {
 			c.ids.release(k, ids)
 			continue
 		}
-		delete(c.installed, k)
+		c.setInstalled(k, nil)
 		c.ids.release(k, nil)
 	}
 	return olds
