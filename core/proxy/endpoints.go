@@ -128,10 +128,15 @@ func triggerTime(s *discoveryv1.EndpointSlice) (time.Time, bool) {
 // name/PROTO). An address in two slices (an endpoint moving between slices,
 // or a new pod reusing a terminating pod's IP) is taken once, preferring
 // the entry that is not terminating. The result is sorted by address.
-func endpointsOf(slices_ map[string]*Slice, key, node string) []Endpoint {
-	byAddr := map[netip.AddrPort]Endpoint{}
-	for _, name := range sortedSliceNames(slices_) {
-		si := slices_[name]
+func endpointsOf(slices_ []*Slice, key, node string) []Endpoint {
+	n := 0
+	for _, si := range slices_ {
+		if _, ok := si.Ports[key]; ok {
+			n += len(si.Endpoints)
+		}
+	}
+	all := make([]Endpoint, 0, n)
+	for _, si := range slices_ { // sorted by name
 		port, ok := si.Ports[key]
 		if !ok {
 			continue
@@ -139,27 +144,28 @@ func endpointsOf(slices_ map[string]*Slice, key, node string) []Endpoint {
 		for _, e := range si.Endpoints {
 			e.Port = port
 			e.Local = e.Node != "" && e.Node == node
-			if old, dup := byAddr[e.AddrPort()]; dup && !old.Terminating {
-				continue
-			}
-			byAddr[e.AddrPort()] = e
+			all = append(all, e)
 		}
 	}
-	out := make([]Endpoint, 0, len(byAddr))
-	for _, e := range byAddr {
-		out = append(out, e)
+	// Sorted by address (stable: slice order within one); of the entries
+	// of one address the first that is not terminating, else the last.
+	slices.SortStableFunc(all, func(a, b Endpoint) int { return a.AddrPort().Compare(b.AddrPort()) })
+	out := all[:0]
+	for i := 0; i < len(all); {
+		j, pick := i+1, i
+		for j < len(all) && all[j].AddrPort() == all[i].AddrPort() {
+			j++
+		}
+		for k := i; k < j; k++ {
+			pick = k
+			if !all[k].Terminating {
+				break
+			}
+		}
+		out = append(out, all[pick])
+		i = j
 	}
-	slices.SortFunc(out, func(a, b Endpoint) int { return a.AddrPort().Compare(b.AddrPort()) })
 	return out
-}
-
-func sortedSliceNames(m map[string]*Slice) []string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
 }
 
 // Topology modes (the values of spec.trafficDistribution that the

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,9 +32,11 @@ type Tracker struct {
 	cfg  Config
 	zone string
 
-	services map[string]*serviceInfo      // proxied Services by namespace/name
-	skipped  map[string]string            // Services seen but not proxied: why
-	slices   map[string]map[string]*Slice // by Service, then slice name
+	services map[string]*serviceInfo // proxied Services by namespace/name
+	skipped  map[string]string       // Services seen but not proxied: why
+	// slices are each Service's, sorted by name (most Services have one:
+	// a slice rather than a map per Service saves ~500 bytes each).
+	slices   map[string][]*Slice
 	dirty    map[string]bool
 	triggers map[string][]time.Time
 	errs     map[string]error
@@ -46,7 +49,7 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	return &Tracker{
 		cfg: cfg, services: map[string]*serviceInfo{}, skipped: map[string]string{},
-		slices: map[string]map[string]*Slice{}, dirty: map[string]bool{},
+		slices: map[string][]*Slice{}, dirty: map[string]bool{},
 		triggers: map[string][]time.Time{}, errs: map[string]error{},
 	}, nil
 }
@@ -107,12 +110,13 @@ func (t *Tracker) UpdateParsedSlice(s *Slice) {
 		c.Ports, c.Endpoints = nil, nil
 		s = &c
 	}
-	m := t.slices[k]
-	if m == nil {
-		m = map[string]*Slice{}
-		t.slices[k] = m
+	l := t.slices[k]
+	i, found := slices.BinarySearchFunc(l, s.Name, func(x *Slice, name string) int { return strings.Compare(x.Name, name) })
+	if found {
+		l[i] = s
+	} else {
+		t.slices[k] = slices.Insert(l, i, s)
 	}
-	m[s.Name] = s
 	t.dirty[k] = true
 	if !s.Trigger.IsZero() && s.DeletionTimestamp == nil {
 		t.triggers[k] = append(t.triggers[k], s.Trigger)
@@ -128,10 +132,12 @@ func (t *Tracker) DeleteParsedSlice(s *Slice) {
 		return
 	}
 	k := key(s.Namespace, s.Service)
-	if m := t.slices[k]; m != nil {
-		delete(m, s.Name)
-		if len(m) == 0 {
+	l := t.slices[k]
+	if i, found := slices.BinarySearchFunc(l, s.Name, func(x *Slice, name string) int { return strings.Compare(x.Name, name) }); found {
+		if l = slices.Delete(l, i, i+1); len(l) == 0 {
 			delete(t.slices, k)
+		} else {
+			t.slices[k] = l
 		}
 	}
 	t.dirty[k] = true

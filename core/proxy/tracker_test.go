@@ -468,7 +468,7 @@ func TestParsedSliceIsKept(t *testing.T) {
 	tr.UpdateService(svc("ns", "web", "10.96.0.10", "http:80"))
 	s := ParseSlice(slice("ns", "web", "web-1", []string{"http:8080"}, ep{addr: "10.0.0.1", node: "node-1"}))
 	tr.UpdateParsedSlice(s)
-	if tr.slices["ns/web"]["web-1"] != s {
+	if l := tr.slices["ns/web"]; len(l) != 1 || l[0] != s {
 		t.Error("the tracker keeps a copy of the parsed slice, not the slice")
 	}
 	v6 := slice("ns", "web", "web-2", []string{"http:8080"}, ep{addr: "fd00::1", node: "node-1"})
@@ -483,5 +483,32 @@ func TestParsedSliceIsKept(t *testing.T) {
 	}
 	if c, ok := s.DeepCopyObject().(*Slice); !ok || c == s || len(c.Endpoints) != 1 || c.Service != "web" {
 		t.Errorf("DeepCopyObject: %#v", c)
+	}
+}
+
+// TestSlicesOfOneService: slices come and go in any order; the Service has
+// the endpoints of those that remain.
+func TestSlicesOfOneService(t *testing.T) {
+	tr, _ := New(Config{NodeName: "node-1"})
+	tr.UpdateService(svc("ns", "web", "10.96.0.10", "http:80"))
+	addr := map[string]string{"web-a": "10.0.0.1", "web-b": "10.0.0.2", "web-c": "10.0.0.3"}
+	for _, n := range []string{"web-b", "web-a", "web-c"} {
+		tr.UpdateSlice(slice("ns", "web", n, []string{"http:8080"}, ep{addr: addr[n], node: "node-2"}))
+	}
+	tr.UpdateSlice(slice("ns", "web", "web-b", []string{"http:8080"}, ep{addr: "10.0.0.4", node: "node-2"}))
+	if got := endpointList(tr.Service("ns/web").Ports[0].ClusterEndpoints); got != "[10.0.0.1:8080 10.0.0.3:8080 10.0.0.4:8080]" {
+		t.Errorf("three slices, b replaced: %s", got)
+	}
+	tr.DeleteSlice(slice("ns", "web", "web-a", nil))
+	if got := endpointList(tr.Service("ns/web").Ports[0].ClusterEndpoints); got != "[10.0.0.3:8080 10.0.0.4:8080]" {
+		t.Errorf("a deleted: %s", got)
+	}
+	tr.DeleteSlice(slice("ns", "web", "web-b", nil))
+	tr.DeleteSlice(slice("ns", "web", "web-c", nil))
+	if _, ok := tr.slices["ns/web"]; ok {
+		t.Error("web's slices stay after the last was deleted")
+	}
+	if got := tr.Service("ns/web"); got == nil || len(got.Ports[0].ClusterEndpoints) != 0 || got.Ports[0].HasEndpoints {
+		t.Errorf("web without slices: %s", got)
 	}
 }
