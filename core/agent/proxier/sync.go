@@ -294,9 +294,14 @@ func flowMod(command uint8, f *openflow.Flow) *openflow.FlowMod {
 	return &openflow.FlowMod{Command: command, Flow: f, OutPort: openflow.PortAny, OutGroup: openflow.GroupAny, BufferID: openflow.NoBuffer}
 }
 
-// flowKey names a flow as OVS tells flows apart: table, priority, match.
+// flowKey names a flow as OVS tells flows apart: table, priority, match
+// (their bytes: the installed state keeps one key per flow of every
+// Service, and hex doubled it).
 func flowKey(f *openflow.Flow) string {
-	return fmt.Sprintf("%d/%d/%x", f.TableID(), f.Priority(), f.MatchBytes())
+	m := f.MatchBytes()
+	b := make([]byte, 3, 3+len(m))
+	b[0], b[1], b[2] = f.TableID(), byte(f.Priority()>>8), byte(f.Priority())
+	return string(append(b, m...))
 }
 
 // sameFlow reports whether f's actions equal old's (the round in the
