@@ -63,6 +63,7 @@ func TestParseConfig(t *testing.T) {
 		{"host rules resync", "mtu: 0", "mtu: 0\nhostRulesResyncPeriod: 100ms", "hostRulesResyncPeriod 100ms: want at least 1s"},
 		{"host rules resync syntax", "mtu: 0", "mtu: 0\nhostRulesResyncPeriod: often", "decode"},
 		{"windows flow set routed", "topology: bridgedUplink", "topology: routedHost\nflowSetOS: windows", "flowSetOS windows needs topology bridgedUplink"},
+		{"gc percent", "mtu: 0", "mtu: 0\ngcPercent: -1", "gcPercent -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(strings.Replace(labConfig, osPaths(tc.from), osPaths(tc.to), 1)))
@@ -87,6 +88,18 @@ func TestParseConfig(t *testing.T) {
 	fast, err := ParseConfig([]byte(strings.Replace(labConfig, "mtu: 0", "mtu: 0\nhostRulesResyncPeriod: 5s", 1)))
 	if err != nil || fast.hostRulesResyncPeriod() != 5*time.Second {
 		t.Errorf("hostRulesResyncPeriod: 5s: %v, %v", err, fast)
+	}
+	// The GC target: the default, the configured one, or GOGC's.
+	noEnv := func(string) string { return "" }
+	if got := cfg.gcPercent(noEnv); got != DefaultGCPercent {
+		t.Errorf("gcPercent without the key: %d, want %d", got, DefaultGCPercent)
+	}
+	gc, err := ParseConfig([]byte(strings.Replace(labConfig, "mtu: 0", "mtu: 0\ngcPercent: 80", 1)))
+	if err != nil || gc.gcPercent(noEnv) != 80 {
+		t.Errorf("gcPercent: 80: %v, %v", err, gc)
+	}
+	if got := gc.gcPercent(func(k string) string { return map[string]string{"GOGC": "200"}[k] }); got != -1 {
+		t.Errorf("gcPercent with GOGC=200 in the environment: %d, want -1 (GOGC's)", got)
 	}
 	// noEncap needs no tunnel type.
 	if _, err := ParseConfig([]byte(strings.NewReplacer("trafficMode: encap", "trafficMode: noEncap", "tunnelType: geneve\n", "").Replace(labConfig))); err != nil {

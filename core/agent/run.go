@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,6 +29,10 @@ type NewBackendFunc func(platform.Config) (platform.Backend, error)
 // agent until ctx ends: the whole of `seine-agent run`.
 func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBackend NewBackendFunc) error {
 	klog.SetSlogLogger(log.With("component", "client-go"))
+	if p := cfg.gcPercent(os.Getenv); p > 0 {
+		debug.SetGCPercent(p)
+		log.Info("garbage collector target", "gcPercent", p)
+	}
 	kube, rc, err := kubeClient(cfg.Kubeconfig, cfg.KubeAPIServer)
 	if err != nil {
 		return err
