@@ -154,52 +154,39 @@ func (c *Controller) wake() {
 // UpdateService, DeleteService, UpdateSlice, DeleteSlice and SetNodeLabels
 // are the informers' handlers.
 func (c *Controller) UpdateService(s *corev1.Service) {
-	c.mu.Lock()
-	c.tracker.UpdateService(s)
-	c.mu.Unlock()
-	c.wake()
+	c.update(func(t *proxy.Tracker) { t.UpdateService(s) })
 }
 
 func (c *Controller) DeleteService(namespace, name string) {
-	c.mu.Lock()
-	c.tracker.DeleteService(namespace, name)
-	c.mu.Unlock()
-	c.wake()
+	c.update(func(t *proxy.Tracker) { t.DeleteService(namespace, name) })
 }
 
 func (c *Controller) UpdateSlice(s *discoveryv1.EndpointSlice) {
-	c.mu.Lock()
-	c.tracker.UpdateSlice(s)
-	c.mu.Unlock()
-	c.wake()
+	c.UpdateParsedSlice(proxy.ParseSlice(s))
 }
 
 func (c *Controller) DeleteSlice(s *discoveryv1.EndpointSlice) {
-	c.mu.Lock()
-	c.tracker.DeleteSlice(s)
-	c.mu.Unlock()
-	c.wake()
+	c.DeleteParsedSlice(proxy.ParseSlice(s))
 }
 
 // UpdateParsedSlice and DeleteParsedSlice take slices the informer's
 // transform parsed (proxy.ParseSlice); the tracker keeps s itself.
 func (c *Controller) UpdateParsedSlice(s *proxy.Slice) {
-	c.mu.Lock()
-	c.tracker.UpdateParsedSlice(s)
-	c.mu.Unlock()
-	c.wake()
+	c.update(func(t *proxy.Tracker) { t.UpdateParsedSlice(s) })
 }
 
 func (c *Controller) DeleteParsedSlice(s *proxy.Slice) {
-	c.mu.Lock()
-	c.tracker.DeleteParsedSlice(s)
-	c.mu.Unlock()
-	c.wake()
+	c.update(func(t *proxy.Tracker) { t.DeleteParsedSlice(s) })
 }
 
 func (c *Controller) SetNodeLabels(labels map[string]string) {
+	c.update(func(t *proxy.Tracker) { t.SetNodeLabels(labels) })
+}
+
+// update applies one informer event to the tracker and wakes the loop.
+func (c *Controller) update(fn func(*proxy.Tracker)) {
 	c.mu.Lock()
-	c.tracker.SetNodeLabels(labels)
+	fn(c.tracker)
 	c.mu.Unlock()
 	c.wake()
 }
