@@ -49,10 +49,11 @@ func (p Policy) String() string {
 }
 
 // Lookup is what validation reads of the cluster. Every method answers
-// from a complete view (Handler refuses while Synced is false).
+// from a complete view (Handler refuses while Ready is not nil).
 type Lookup interface {
-	// Synced reports whether the other methods see every object.
-	Synced() bool
+	// Ready is nil when the other methods see every object, or says why
+	// they do not (yet).
+	Ready() error
 	// Tiers returns every tier that exists, the built-in ones always.
 	Tiers() []tiers.Tier
 	// ClusterGroup returns the ClusterGroup name, or false.

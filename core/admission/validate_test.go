@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -53,7 +54,12 @@ func parseSpec(t *testing.T, spec string) *crdv1.ClusterNetworkPolicySpec {
 	return &s
 }
 
-func (f *fakeLookup) Synced() bool        { return f.synced }
+func (f *fakeLookup) Ready() error {
+	if !f.synced {
+		return errors.New("not synced (fake)")
+	}
+	return nil
+}
 func (f *fakeLookup) Tiers() []tiers.Tier { return slices.Clone(f.tiers) }
 func (f *fakeLookup) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
 	g, ok := f.groups[name]

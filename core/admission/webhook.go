@@ -130,9 +130,8 @@ func decodeChanged[T object](req *admissionv1.AdmissionRequest, l Lookup, allow 
 			return nil, allow
 		}
 	}
-	if !l.Synced() {
-		return nil, deny(503, metav1.StatusReasonServiceUnavailable,
-			"seine-controller has not listed tiers, policies and ClusterGroups yet: try again in a few seconds", nil)
+	if err := l.Ready(); err != nil {
+		return nil, deny(503, metav1.StatusReasonServiceUnavailable, err.Error(), nil)
 	}
 	return &obj, nil
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"slices"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -20,13 +21,17 @@ func (c *Controller) AdmissionLookup() admission.Lookup { return lookup{c} }
 
 type lookup struct{ c *Controller }
 
-func (l lookup) Synced() bool {
+func (l lookup) Ready() error {
+	if l.c.tierIndexer == nil {
+		return errors.New("seine-controller does not enforce crd.seine.io's policies: the cluster did not serve their CustomResourceDefinitions " +
+			"when it started (seine.yml installs them); restart it")
+	}
 	for _, s := range l.c.synced {
 		if !s() {
-			return false
+			return errors.New("seine-controller has not listed tiers, policies and ClusterGroups yet: try again in a few seconds")
 		}
 	}
-	return l.c.tierIndexer != nil
+	return nil
 }
 
 func (l lookup) Tiers() []tiers.Tier {

@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,7 +35,7 @@ func TestAdmissionLookup(t *testing.T) {
 	})
 	l := e.c.AdmissionLookup()
 	deadline := time.Now().Add(10 * time.Second)
-	for !l.Synced() {
+	for l.Ready() != nil {
 		if time.Now().After(deadline) {
 			t.Fatal("lookups not synced after 10 s")
 		}
@@ -78,5 +79,15 @@ func TestAdmissionLookup(t *testing.T) {
 	}
 	if got := fmt.Sprint(l.Parents("web"), l.Parents("parent")); got != "[parent] []" {
 		t.Errorf("parents of web, parent: %s", got)
+	}
+}
+
+// Without crd.seine.io (AddTiered not called: the cluster did not serve
+// the CRDs at start) the webhook refuses with the reason, not "not yet".
+func TestAdmissionLookupWithoutTieredPolicy(t *testing.T) {
+	e := start(t)
+	err := e.c.AdmissionLookup().Ready()
+	if err == nil || !strings.Contains(err.Error(), "did not serve their CustomResourceDefinitions when it started (seine.yml installs them); restart it") {
+		t.Errorf("Ready without tiered policy: %v", err)
 	}
 }
