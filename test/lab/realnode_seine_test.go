@@ -23,7 +23,9 @@ import (
 // LabPatches), on two real nodes that have no network plugin: the nodes go
 // from NotReady to Ready, the seine-ovs and seine-agent DaemonSets and the
 // seine-controller Deployment become ready and the controlplane.seine.io
-// APIService Available; then containers on both nodes reach each other
+// APIService Available; seine-controller's admission webhook, registered
+// by seine.yml with the CA the controller publishes, refuses a bad policy
+// through kubectl (admissionWebhook); then containers on both nodes reach each other
 // through Seine (real packets over Geneve, probed with `kubectl exec`),
 // `kubectl logs` reads the agent's log, the "kubernetes" Service and the
 // cluster DNS serve pods (clusterDNS), a pod's hostPort is mapped and
@@ -90,6 +92,7 @@ func TestSeineOnRealNodes(t *testing.T) {
 	})
 
 	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
+	t.Run("admission webhook", func(t *testing.T) { admissionWebhook(t, ctx, c) })
 	t.Run("cluster DNS", func(t *testing.T) { clusterDNS(t, ctx, c, pods) })
 	t.Run("host port", func(t *testing.T) { hostPort(t, ctx, c, idx, pods) })
 	t.Run("rolling upgrade", func(t *testing.T) { rollingUpgrade(t, ctx, c, idx, pods) })
@@ -266,5 +269,51 @@ func agentIdentity(t *testing.T, ctx context.Context, c *Config) {
 				t.Errorf("node-1's agent listing %s with %q: %v, want Forbidden naming node-1\n%s", res, sel, err, out)
 			}
 		}
+	}
+}
+
+// admissionWebhook: seine.yml's ValidatingWebhookConfiguration, whose
+// caBundle the in-cluster seine-controller publishes (the same CA as its
+// APIService's), makes the kube-apiserver call the controller: kubectl
+// gets the webhook's refusal of a ClusterNetworkPolicy in a tier that does
+// not exist, and a valid one is created.
+func admissionWebhook(t *testing.T, ctx context.Context, c *Config) {
+	dir := t.TempDir()
+	policy := func(name, tier string) string {
+		t.Helper()
+		f := dir + "/" + name + ".yaml"
+		y := "apiVersion: crd.seine.io/v1beta1\nkind: ClusterNetworkPolicy\nmetadata: {name: " + name + "}\n" +
+			"spec: {tier: " + tier + ", priority: 5, appliedTo: [{podSelector: {matchLabels: {app: rn-none}}}], ingress: [{action: Allow}]}\n"
+		if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	bad, good := policy("rn-bad", "rn-nope"), policy("rn-good", "securityops")
+	// kubectl prints the refusal's causes ("The ClusterNetworkPolicy
+	// "rn-bad" is invalid: spec.tier: ..."); only the webhook says this.
+	const want = `spec.tier: Invalid value: "rn-nope": tier rn-nope does not exist: create it or use one of emergency, securityops`
+	start := time.Now()
+	for {
+		out, err := c.Kubectl(ctx, "create", "--dry-run=server", "-f", bad)
+		if err != nil && strings.Contains(out, want) {
+			t.Logf("refused %s after seine was ready: %s", time.Since(start).Round(time.Millisecond), out)
+			break
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatalf("kubectl create -f (a policy in a tier that does not exist): %v %s\nwant refused: %s", err, out, want)
+		}
+		time.Sleep(time.Second)
+	}
+	if out, err := c.Kubectl(ctx, "create", "-f", good); err != nil {
+		t.Fatalf("kubectl create -f (a valid policy): %v %s", err, out)
+	}
+	if out, err := c.Kubectl(ctx, "delete", "-f", good); err != nil {
+		t.Errorf("kubectl delete -f (the valid policy): %v %s", err, out)
+	}
+	hook, err1 := c.Kubectl(ctx, "get", "validatingwebhookconfiguration", "seine-validation", "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}")
+	api, err2 := c.Kubectl(ctx, "get", "apiservice", "v1beta1.controlplane.seine.io", "-o", "jsonpath={.spec.caBundle}")
+	if err1 != nil || err2 != nil || hook == "" || hook != api {
+		t.Errorf("the webhook's caBundle %q (%v), the APIService's %q (%v): want the controller's CA in both", hook, err1, api, err2)
 	}
 }
