@@ -16,6 +16,7 @@ import (
 
 	"github.com/seine-cni/seine/cni"
 	"github.com/seine-cni/seine/core/agent"
+	"github.com/seine-cni/seine/core/auditlog"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
 )
@@ -154,6 +155,9 @@ func Cleanup(ctx context.Context, o CleanupOptions) *Report {
 	}
 	r.removed("cni socket", removeFile(socket))
 	r.removed("state dir", removeSeineDir(onNode(cfg.StateDir)))
+	for _, res := range removeAuditLog(onNode(cmp.Or(cfg.PolicyAuditLogFile, auditlog.DefaultPath))) {
+		r.removed("policy audit log", res)
+	}
 	r.removed("agent config", removeFile(configPath))
 	for i, dir := range []string{filepath.Dir(socket), filepath.Dir(configPath)} {
 		if i == 1 && dir == filepath.Dir(socket) {
@@ -266,6 +270,44 @@ func removeFile(path string) Result {
 		return Result{OK: true, Target: path, Detail: "absent"}
 	}
 	return Result{Target: path, Detail: err.Error()}
+}
+
+// removeAuditLog removes the policy audit log (path) and its rotated
+// backups (core/auditlog: np-<time>.log, np-<time>.log.gz), then its
+// directory and that directory's parent when they are empty and the
+// parent is Seine's (/var/log/seine/networkpolicy, /var/log/seine); a
+// directory holding anything else stays.
+func removeAuditLog(path string) []Result {
+	dir, base := filepath.Split(path)
+	dir = filepath.Clean(dir)
+	ext := filepath.Ext(base)
+	stem := strings.TrimSuffix(base, ext)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return []Result{{OK: true, Target: path, Detail: "absent"}}
+	}
+	if err != nil {
+		return []Result{{Target: dir, Detail: err.Error()}}
+	}
+	var out []Result
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || !(n == base || strings.HasPrefix(n, stem+"-") && (strings.HasSuffix(n, ext) || strings.HasSuffix(n, ext+".gz"))) {
+			continue
+		}
+		out = append(out, removeFile(filepath.Join(dir, n)))
+	}
+	parent := filepath.Dir(dir)
+	if !seineDir(parent) {
+		return out
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
+		out = append(out, removeDirItself(dir))
+	}
+	if res := removeEmptySeineDir(parent); res.Target != "" {
+		out = append(out, res)
+	}
+	return out
 }
 
 // seineDir: a directory node-cleanup may remove with everything in it

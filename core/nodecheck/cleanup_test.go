@@ -58,12 +58,16 @@ tunnelType: geneve
 cniSocket: /var/run/seine/cni.sock
 cniConfDir: /host/etc/cni/net.d
 stateDir: /var/lib/seine
+policyAuditLogFile: /var/log/seine/networkpolicy/np.log
 `)
 	write(n.stateDir+"/ipam/10.244.1.2", "pod")
 	write(n.cniBin+"/seine", "plugin")
 	write(n.cniBin+"/bridge", "another plugin")
 	write(n.cniConf+"/"+agent.CNIConfFile, "{}")
 	write(n.cniConf+"/99-other.conflist", "{}")
+	write("/var/log/seine/networkpolicy/np.log", "a line")
+	write("/var/log/seine/networkpolicy/np-2026-12-07T06-13-26.797.log", "a rotated line")
+	write("/var/log/syslog", "not Seine's")
 	return n
 }
 
@@ -150,12 +154,12 @@ func TestCleanupFiles(t *testing.T) {
 	if strings.Join(calls, "\n") != strings.Join(want, "\n") {
 		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
 	}
-	for _, gone := range []string{n.config, "/var/run/seine", n.stateDir, n.cniBin + "/seine", n.cniConf + "/" + agent.CNIConfFile} {
+	for _, gone := range []string{n.config, "/var/run/seine", n.stateDir, n.cniBin + "/seine", n.cniConf + "/" + agent.CNIConfFile, "/var/log/seine"} {
 		if n.exists(gone) {
 			t.Errorf("%s left", gone)
 		}
 	}
-	for _, kept := range []string{n.cniBin + "/bridge", n.cniConf + "/99-other.conflist", "/var/run", "/var/lib"} {
+	for _, kept := range []string{n.cniBin + "/bridge", n.cniConf + "/99-other.conflist", "/var/run", "/var/lib", "/var/log/syslog"} {
 		if !n.exists(kept) {
 			t.Errorf("%s (not Seine's) removed", kept)
 		}

@@ -96,7 +96,7 @@ func seineLeftovers(ctx context.Context, c *Config, n Node) []string {
 			}
 		}
 	}
-	for _, dir := range []string{"/etc/cni/net.d", "/opt/cni/bin", "/var/lib/seine", "/var/run/seine"} {
+	for _, dir := range []string{"/etc/cni/net.d", "/opt/cni/bin", "/var/lib/seine", "/var/run/seine", "/var/log/seine"} {
 		for _, f := range strings.Fields(run("ls", "-A", dir)) {
 			if strings.Contains(dir, "seine") || strings.Contains(f, "seine") {
 				out = append(out, "file "+dir+"/"+f)
