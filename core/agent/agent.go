@@ -148,6 +148,9 @@ type Agent struct {
 
 	policy *policy.Controller
 	tf     atomic.Pointer[traceflow.Agent] // nil without a kube-apiserver
+	// pwatch follows the controller's policies; nil without a
+	// kube-apiserver (its connection is in the node's SeineAgentInfo).
+	pwatch atomic.Pointer[policywatch.Watcher]
 
 	late lateConns // pods waiting for their interface (late.go)
 
@@ -401,6 +404,7 @@ func (a *Agent) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("policy watch: %w", err)
 		}
+		a.pwatch.Store(pw)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -412,6 +416,15 @@ func (a *Agent) run(ctx context.Context) error {
 	runTraceflow, err := a.startTraceflow()
 	if err != nil {
 		return err
+	}
+	if runInventory, err := a.startInventory(); err != nil {
+		return err
+	} else if runInventory != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = runInventory(ctx)
+		}()
 	}
 	if runTraceflow != nil {
 		wg.Add(1)

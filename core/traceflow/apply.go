@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"github.com/seine-cni/seine/core/internal/served"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -56,19 +56,7 @@ func fromUnstructured(obj any) (*crd.Traceflow, error) {
 // the CustomResourceDefinition). Without it, agent and controller leave
 // Traceflow off, saying so once, rather than retry a watch forever.
 func Served(d discovery.DiscoveryInterface) (bool, error) {
-	rl, err := d.ServerResourcesForGroupVersion(crd.SchemeGroupVersion.String())
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("discover %s: %w", crd.SchemeGroupVersion, err)
-	}
-	for _, r := range rl.APIResources {
-		if r.Name == crd.TraceflowsResource.Resource {
-			return true, nil
-		}
-	}
-	return false, nil
+	return served.Resource(d, crd.TraceflowsResource)
 }
 
 // ClientConfig is rc for the clients that write Traceflows' status (the

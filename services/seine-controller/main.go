@@ -45,6 +45,7 @@ import (
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/controller/apiserver"
+	"github.com/seine-cni/seine/core/inventory"
 	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/core/traceflow"
 )
@@ -115,6 +116,9 @@ func run(log *slog.Logger, args []string) error {
 	// through the kube-apiserver (nonResourceURL /metrics, verb get).
 	collector, err := registerMetrics(legacyregistry.Registerer(), ctrl, srv)
 	if err != nil {
+		return err
+	}
+	if err := startInventory(ctx, cfg, cs, factory, ctrl, srv, log); err != nil {
 		return err
 	}
 	factory.Start(ctx.Done())
@@ -301,4 +305,48 @@ func servesAll(l *metav1.APIResourceList, names ...string) bool {
 		}
 	}
 	return true
+}
+
+// startInventory keeps one SeineAgentInfo per node and the
+// SeineControllerInfo (core/inventory) when the cluster serves them; call
+// it before factory starts.
+func startInventory(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, factory informers.SharedInformerFactory,
+	ctrl *controller.Controller, srv *apiserver.Server, log *slog.Logger) error {
+	if ok, err := inventory.Served(cs.Discovery()); err != nil || !ok {
+		log.Warn("inventory off: the cluster does not serve seineagentinfos.crd.seine.io (seine.yml installs it; restart the controller after)", "err", err)
+		return nil
+	}
+	// Traceflow's client-side limits: creating the objects of a
+	// thousand nodes at start is a burst of writes.
+	dyn, err := dynamic.NewForConfig(traceflow.ClientConfig(cfg))
+	if err != nil {
+		return fmt.Errorf("inventory: dynamic client: %w", err)
+	}
+	o := inventory.ControllerOptions{NodeName: os.Getenv("NODE_NAME")}
+	if ns, name := os.Getenv("POD_NAMESPACE"), os.Getenv("POD_NAME"); name != "" {
+		o.Pod = ns + "/" + name
+	}
+	inv, err := inventory.NewController(dyn, factory.Core().V1().Nodes(), inventorySource{ctrl, srv}, log.With("component", "inventory"), o)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := inv.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("inventory ended", "err", err)
+		}
+	}()
+	return nil
+}
+
+// inventorySource is the controller as core/inventory reads it.
+type inventorySource struct {
+	ctrl *controller.Controller
+	srv  *apiserver.Server
+}
+
+func (s inventorySource) ConnectedAgents() int { return s.srv.ConnectedAgents() }
+
+func (s inventorySource) Policy() crdv1.PolicyInfo {
+	n := s.ctrl.Stored() // AppliedToGroups, AddressGroups, NetworkPolicies
+	return crdv1.PolicyInfo{AppliedToGroups: int32(n[0]), AddressGroups: int32(n[1]), NetworkPolicies: int32(n[2])}
 }

@@ -52,6 +52,7 @@ func TestConnectivity(t *testing.T) {
 				e.checkServices(pods, "web")
 				e.checkDNSPolicy()
 				if tc.mode == "encap" {
+					e.checkInventory(pods)
 					e.checkTieredPolicy(pods)
 					e.checkServiceLifecycle(pods)
 					e.checkLargeServices(pods)

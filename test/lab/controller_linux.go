@@ -285,6 +285,10 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
+			// Inventory (as seine.yml grants it).
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seineagentinfos"}, Verbs: []string{"list", "create", "delete"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seinecontrollerinfos"}, Verbs: []string{"get", "create"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seinecontrollerinfos/status"}, Verbs: []string{"patch"}},
 		}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"networkpolicies", "appliedtogroups", "addressgroups"}, Verbs: []string{"get", "list", "watch"}},
@@ -292,6 +296,8 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"nodepolicystatuses"}, Verbs: []string{"create"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seineagentinfos", "seineagentinfos/status"}, Verbs: []string{"get"}},
+			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seineagentinfos/status"}, Verbs: []string{"patch"}},
 		}},
 		// Prometheus (StartPrometheus) scrapes the controller's /metrics.
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-metrics-reader"}, Rules: []rbacv1.PolicyRule{

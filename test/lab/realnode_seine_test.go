@@ -4,6 +4,7 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -269,6 +270,40 @@ func agentIdentity(t *testing.T, ctx context.Context, c *Config) {
 				t.Errorf("node-1's agent listing %s with %q: %v, want Forbidden naming node-1\n%s", res, sel, err, out)
 			}
 		}
+	}
+	// The inventory: the agent writes its own node's SeineAgentInfo
+	// status and no other's (seine.yml's seine-agent-info-own-node).
+	// Its next heartbeat (a minute at most) puts back what this patch
+	// changes.
+	patch := `{"status":{"version":"written-by-identity-check"}}`
+	if out, err := asAgent("patch", "seineagentinfos.crd.seine.io", "node-1", "--subresource=status", "--type=merge", "-p", patch); err != nil {
+		t.Errorf("node-1's agent writing node-1's SeineAgentInfo status: %v\n%s", err, out)
+	}
+	out, err := asAgent("patch", "seineagentinfos.crd.seine.io", "node-2", "--subresource=status", "--type=merge", "-p", patch)
+	if err == nil || !strings.Contains(out, "may write only the SeineAgentInfo of node node-1") {
+		t.Errorf("node-1's agent writing node-2's SeineAgentInfo status: %v, want refused by seine-agent-info-own-node\n%s", err, out)
+	}
+	// Every node's agent reports itself Ready through its own token.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := c.Kubectl(ctx, "get", "seineagentinfos", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.ready}/{.status.localPods} {end}`)
+		want := make([]string, 0, c.Nodes)
+		for i := 1; i <= c.Nodes; i++ {
+			want = append(want, fmt.Sprintf("node-%d=True/", i))
+		}
+		ok := err == nil
+		for _, w := range want {
+			ok = ok && strings.Contains(out, w)
+		}
+		if ok {
+			t.Logf("seineagentinfos: %s", out)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("seineagentinfos after a minute: %v %s, want %v", err, out, want)
+			break
+		}
+		time.Sleep(time.Second)
 	}
 }
 

@@ -59,6 +59,10 @@ type Watcher struct {
 
 	syncs   atomic.Int64
 	relists atomic.Int64
+	// connected is true while a session has its state listed and follows
+	// the watches; lastErr is what ended the last session.
+	connected atomic.Bool
+	lastErr   atomic.Pointer[string]
 }
 
 // New returns a Watcher of node's span at cfg that syncs into s.
@@ -92,6 +96,19 @@ func (w *Watcher) Reporter() *Reporter { return w.report }
 func (w *Watcher) Syncs() int64   { return w.syncs.Load() }
 func (w *Watcher) Relists() int64 { return w.relists.Load() }
 
+// Connected says whether the watcher has the controller's state and
+// follows it; when not, why (the error that ended the last session, or
+// that none has listed the state yet).
+func (w *Watcher) Connected() (bool, string) {
+	if w.connected.Load() {
+		return true, ""
+	}
+	if e := w.lastErr.Load(); e != nil {
+		return false, *e
+	}
+	return false, "the controller's state has not been listed yet"
+}
+
 // Run follows the API until ctx ends. Only complete states are synced: all
 // three lists are in, and every group a policy refers to is present (a
 // policy without its AppliedToGroup would leave its pods unisolated, one
@@ -112,9 +129,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for {
 		start := time.Now()
 		err := w.session(ctx)
+		w.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}
+		msg := fmt.Sprint(err)
+		w.lastErr.Store(&msg)
 		if time.Since(start) > time.Minute {
 			backoff = time.Second
 		}
@@ -222,6 +242,7 @@ func (w *Watcher) session(ctx context.Context) error {
 	if w.report != nil {
 		w.report.Kick() // the controller may have restarted: report everything again
 	}
+	w.connected.Store(true)
 	w.log.Info("controlplane state listed", "networkPolicies", len(st.nps), "appliedToGroups", len(st.atgs), "addressGroups", len(st.ags))
 	if w.client.Untiered() {
 		w.log.Warn("the controller refused tiered=true: it is older than tiered policy and serves none; watching without it until the next session")

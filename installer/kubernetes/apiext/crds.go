@@ -45,16 +45,17 @@ func CRDs() ([]map[string]any, error) {
 	return out, nil
 }
 
-// Objects are the CustomResourceDefinitions, then the tiers'
-// ValidatingAdmissionPolicy and its binding, as unstructured maps without
-// status and null fields.
+// Objects are the CustomResourceDefinitions, then the
+// ValidatingAdmissionPolicies (the tiers', the agent infos') and their
+// bindings, as unstructured maps without status and null fields.
 func Objects() ([]map[string]any, error) {
 	out, err := CRDs()
 	if err != nil {
 		return nil, err
 	}
 	vap, binding := BuiltInTiersPolicy()
-	for _, o := range append([]any{vap, binding}, TierPolicies()...) {
+	info, infoBinding := AgentInfoPolicy()
+	for _, o := range append([]any{vap, binding, info, infoBinding}, TierPolicies()...) {
 		b, err := json.Marshal(o)
 		if err != nil {
 			return nil, err

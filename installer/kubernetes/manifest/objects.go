@@ -125,6 +125,10 @@ func agentClusterRole() *rbacv1.ClusterRole {
 			// writes its node's results into the status (server-side apply).
 			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows"}, Verbs: readOnly},
 			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
+			// Inventory: the agent writes its node's SeineAgentInfo status
+			// (seine-agent-info-own-node keeps it to its own node).
+			{APIGroups: []string{crdGroup}, Resources: []string{"seineagentinfos", "seineagentinfos/status"}, Verbs: []string{"get"}},
+			{APIGroups: []string{crdGroup}, Resources: []string{"seineagentinfos/status"}, Verbs: []string{"patch"}},
 		},
 	}
 }
@@ -157,6 +161,10 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}},
 			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows"}, Verbs: readOnly},
 			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
+			// Inventory: one SeineAgentInfo per node, the SeineControllerInfo.
+			{APIGroups: []string{crdGroup}, Resources: []string{"seineagentinfos"}, Verbs: []string{"list", "create", "delete"}},
+			{APIGroups: []string{crdGroup}, Resources: []string{"seinecontrollerinfos"}, Verbs: []string{"get", "create"}},
+			{APIGroups: []string{crdGroup}, Resources: []string{"seinecontrollerinfos/status"}, Verbs: []string{"patch"}},
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
 				ResourceNames: []string{controlplaneAPIServiceName}, Verbs: []string{"get", "patch"}},
 			// The admission webhook's caBundle (--validating-webhook-configuration).
@@ -178,7 +186,7 @@ func viewerClusterRole() *rbacv1.ClusterRole {
 		ObjectMeta: m,
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies", "nodepolicystatuses"}, Verbs: readOnly},
-			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows"}, Verbs: readOnly},
+			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows", "seineagentinfos", "seinecontrollerinfos"}, Verbs: readOnly},
 		},
 	}
 }
@@ -292,6 +300,12 @@ func controllerDeployment(o Options) *appsv1.Deployment {
 						Ports: []corev1.ContainerPort{{
 							Name: "api", ContainerPort: ControllerPort, Protocol: corev1.ProtocolTCP,
 						}},
+						// Where it runs, for its SeineControllerInfo.
+						Env: []corev1.EnvVar{
+							fieldEnv("POD_NAME", "metadata.name"),
+							fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+							fieldEnv("NODE_NAME", "spec.nodeName"),
+						},
 						ReadinessProbe: probe("/readyz"),
 						LivenessProbe:  probe("/livez"),
 						Resources:      resources("200m", "100Mi"),
@@ -300,6 +314,11 @@ func controllerDeployment(o Options) *appsv1.Deployment {
 			},
 		},
 	}
+}
+
+// fieldEnv is an environment variable set from a field of the pod.
+func fieldEnv(name, path string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 }
 
 // controlplaneAPIService registers seine-controller with the kube-apiserver's

@@ -16,6 +16,8 @@ var (
 	ClusterNetworkPoliciesResource = SchemeGroupVersion.WithResource("clusternetworkpolicies")
 	ClusterGroupsResource          = SchemeGroupVersion.WithResource("clustergroups")
 	NetworkPoliciesResource        = SchemeGroupVersion.WithResource("networkpolicies")
+	SeineAgentInfosResource        = SchemeGroupVersion.WithResource("seineagentinfos")
+	SeineControllerInfosResource   = SchemeGroupVersion.WithResource("seinecontrollerinfos")
 )
 
 var (
@@ -32,6 +34,8 @@ func addKnownTypes(s *runtime.Scheme) error {
 		&ClusterNetworkPolicy{}, &ClusterNetworkPolicyList{},
 		&ClusterGroup{}, &ClusterGroupList{},
 		&NetworkPolicy{}, &NetworkPolicyList{},
+		&SeineAgentInfo{}, &SeineAgentInfoList{},
+		&SeineControllerInfo{}, &SeineControllerInfoList{},
 	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil
