@@ -41,7 +41,7 @@ type testPod struct {
 
 // addPod creates a pod through the CNI and serves probe answers on ports
 // (TCP and UDP) inside it; everything is removed in cleanup.
-func addPod(t *testing.T, n *agenttest.Node, name string, ports ...corev1.ContainerPort) testPod {
+func addPod(t testing.TB, n *agenttest.Node, name string, ports ...corev1.ContainerPort) testPod {
 	t.Helper()
 	ctx := context.Background()
 	nsPath := ovsdaemon.NewNetNS(t)
