@@ -141,4 +141,3 @@ func changed(a, b []string) int {
 	}
 	return n
 }
-
