@@ -26,8 +26,8 @@ func AgentInfoPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.Val
 	has := "has(request.userInfo.extra) && '" + nodeNameExtra + "' in request.userInfo.extra"
 	bound := "request.userInfo.extra['" + nodeNameExtra + "']"
 	p := &admissionv1.ValidatingAdmissionPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: AgentInfoPolicyName, Labels: map[string]string{"app": "seine"}},
+		TypeMeta:   policyType,
+		ObjectMeta: seineMeta(AgentInfoPolicyName),
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: ptr.To(admissionv1.Fail),
 			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
@@ -56,13 +56,5 @@ func AgentInfoPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.Val
 			}},
 		},
 	}
-	b := &admissionv1.ValidatingAdmissionPolicyBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: AgentInfoPolicyName, Labels: map[string]string{"app": "seine"}},
-		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        AgentInfoPolicyName,
-			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
-		},
-	}
-	return p, b
+	return p, denyBinding(AgentInfoPolicyName)
 }

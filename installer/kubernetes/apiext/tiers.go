@@ -31,8 +31,8 @@ func BuiltInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.
 	prios = append(prios, fmt.Sprint(tiers.UpstreamAdminPriority))
 	builtIn := "{" + strings.Join(entries, ", ") + "}"
 	p := &admissionv1.ValidatingAdmissionPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: builtInTiersPolicyName, Labels: map[string]string{"app": "seine"}},
+		TypeMeta:   policyType,
+		ObjectMeta: seineMeta(builtInTiersPolicyName),
 		Spec: admissionv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: ptr.To(admissionv1.Fail),
 			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
@@ -65,15 +65,7 @@ func BuiltInTiersPolicy() (*admissionv1.ValidatingAdmissionPolicy, *admissionv1.
 			},
 		},
 	}
-	b := &admissionv1.ValidatingAdmissionPolicyBinding{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
-		ObjectMeta: metav1.ObjectMeta{Name: builtInTiersPolicyName, Labels: map[string]string{"app": "seine"}},
-		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        builtInTiersPolicyName,
-			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
-		},
-	}
-	return p, b
+	return p, denyBinding(builtInTiersPolicyName)
 }
 
 // Names of the ValidatingAdmissionPolicies (and bindings) that look at
@@ -102,8 +94,8 @@ func TierPolicies() []any {
 	var out []any
 	add := func(name, paramKind string, ops []admissionv1.OperationType, v admissionv1.Validation) {
 		out = append(out, &admissionv1.ValidatingAdmissionPolicy{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"},
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "seine"}},
+			TypeMeta:   policyType,
+			ObjectMeta: seineMeta(name),
 			Spec: admissionv1.ValidatingAdmissionPolicySpec{
 				FailurePolicy: ptr.To(admissionv1.Fail),
 				ParamKind:     &admissionv1.ParamKind{APIVersion: "crd.seine.io/v1beta1", Kind: paramKind},
@@ -115,18 +107,7 @@ func TierPolicies() []any {
 				}}},
 				Validations: []admissionv1.Validation{v},
 			},
-		}, &admissionv1.ValidatingAdmissionPolicyBinding{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"},
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "seine"}},
-			Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
-				PolicyName: name,
-				ParamRef: &admissionv1.ParamRef{
-					Selector:                &metav1.LabelSelector{},
-					ParameterNotFoundAction: ptr.To(admissionv1.AllowAction),
-				},
-				ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
-			},
-		})
+		}, withParams(denyBinding(name)))
 	}
 	add(tierPrioritiesPolicyName, "Tier", []admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, admissionv1.Validation{
 		Expression: "object.metadata.name == params.metadata.name || object.spec.priority != params.spec.priority",
@@ -139,4 +120,34 @@ func TierPolicies() []any {
 			"': delete the policy or move it to another tier first'",
 	})
 	return out
+}
+
+// The kinds of seine.yml's admission policies.
+var (
+	policyType  = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicy"}
+	bindingType = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingAdmissionPolicyBinding"}
+)
+
+// seineMeta names one of Seine's admission objects.
+func seineMeta(name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "seine"}}
+}
+
+// denyBinding binds the policy of the same name, denying what it refuses.
+func denyBinding(name string) *admissionv1.ValidatingAdmissionPolicyBinding {
+	return &admissionv1.ValidatingAdmissionPolicyBinding{
+		TypeMeta:   bindingType,
+		ObjectMeta: seineMeta(name),
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        name,
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+		},
+	}
+}
+
+// withParams makes b evaluate its policy once per object of the policy's
+// param kind (every one: an empty selector), allowing when there is none.
+func withParams(b *admissionv1.ValidatingAdmissionPolicyBinding) *admissionv1.ValidatingAdmissionPolicyBinding {
+	b.Spec.ParamRef = &admissionv1.ParamRef{Selector: &metav1.LabelSelector{}, ParameterNotFoundAction: ptr.To(admissionv1.AllowAction)}
+	return b
 }
