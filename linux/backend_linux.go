@@ -40,6 +40,8 @@ type Backend struct {
 	// syncedGateway is the gateway of the last synced state, whose changes
 	// WatchHostRules reports.
 	syncedGateway atomic.Pointer[string]
+	// udpHostPorts are the UDP host ports of the last SyncNodePorts (mu).
+	udpHostPorts map[platform.HostPort]bool
 }
 
 var (

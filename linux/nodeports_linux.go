@@ -2,9 +2,13 @@ package linux
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/seine-cni/seine/platform"
 )
@@ -57,7 +61,44 @@ func (b *Backend) SyncNodePorts(ctx context.Context, s platform.NodePortState) e
 	if _, err := b.host.run(ctx, []byte(input), familyV4.restore, "--noflush", "-w", "5"); err != nil {
 		return fmt.Errorf("node ports: %w\ninput:\n%s", err, input)
 	}
-	return nil
+	return b.flushNewUDPHostPorts(s.HostPorts)
+}
+
+// flushNewUDPHostPorts deletes the host's conntrack entries of each UDP
+// host port that was not there at the last sync: a client that sent to the
+// address and port before (answered with port unreachable) and keeps its
+// source port would stay on that entry, which the nat table never sees,
+// until it times out (kube's portmap plugin does the same). TCP needs
+// nothing: a new connection is a new entry. b.mu held.
+func (b *Backend) flushNewUDPHostPorts(hps []platform.HostPort) error {
+	now := map[platform.HostPort]bool{}
+	var errs []error
+	for _, h := range hps {
+		if h.Protocol != 17 {
+			continue
+		}
+		now[h] = true
+		if b.udpHostPorts[h] {
+			continue
+		}
+		f := &netlink.ConntrackFilter{}
+		err := f.AddProtocol(17)
+		if err == nil {
+			err = f.AddPort(netlink.ConntrackOrigDstPort, h.Port)
+		}
+		if err == nil && h.HostIP.IsValid() {
+			err = f.AddIP(netlink.ConntrackOrigDstIP, h.HostIP.AsSlice())
+		}
+		if err == nil {
+			_, err = b.host.nl.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
+		}
+		if err != nil {
+			delete(now, h) // tried again at the next sync
+			errs = append(errs, fmt.Errorf("host port %s: flush conntrack: %w", h, err))
+		}
+	}
+	b.udpHostPorts = now
+	return errors.Join(errs...)
 }
 
 // nodePortsInput is the iptables-restore --noflush input for s.

@@ -189,3 +189,73 @@ func TestSyncHostPorts(t *testing.T) {
 		t.Errorf("127.0.0.1:54323 after the mapping went: %q, want refused", got)
 	}
 }
+
+// A UDP host port that appears while the host already has a conntrack
+// entry for its address and port (a client that sent before the pod was
+// there, and keeps its source port: DNS, statsd) is DNATed from the next
+// datagram on: the sync deletes those entries, which the NAT table would
+// otherwise never see again until they time out.
+func TestSyncHostPortsFlushesUDP(t *testing.T) {
+	requirePrivileges(t, "iptables", "iptables-save", "iptables-restore")
+	ctx := testCtx(t)
+	node := rulesNode(t)
+	pod := ovsdaemon.NewNetNS(t)
+	sh(t, node, "ip", "link", "set", "gw-peer", "netns", pod)
+	for _, c := range [][]string{
+		{"ip", "addr", "add", "10.244.1.5/24", "dev", "gw-peer"},
+		{"ip", "link", "set", "gw-peer", "up"}, {"ip", "link", "set", "lo", "up"},
+		{"ip", "route", "add", "default", "via", "10.244.1.1"},
+	} {
+		sh(t, pod, c...)
+	}
+	doIn(t, pod, func() error {
+		u, err := net.ListenPacket("udp", "10.244.1.5:8082")
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { u.Close() })
+		go func() {
+			buf := make([]byte, 100)
+			for {
+				_, from, err := u.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				u.WriteTo([]byte("pod"), from)
+			}
+		}()
+		return nil
+	})
+	var client net.PacketConn
+	doIn(t, node, func() error {
+		var err error
+		client, err = net.ListenPacket("udp", "192.168.1.11:40053")
+		return err
+	})
+	t.Cleanup(func() { client.Close() })
+	dst := &net.UDPAddr{IP: net.ParseIP("192.168.1.11"), Port: 54323}
+	ask := func() string {
+		buf := make([]byte, 100)
+		for range 3 {
+			if _, err := client.WriteTo([]byte("hostname"), dst); err != nil {
+				t.Fatal(err)
+			}
+			client.SetReadDeadline(time.Now().Add(time.Second))
+			if n, _, err := client.ReadFrom(buf); err == nil {
+				return string(buf[:n])
+			}
+		}
+		return ""
+	}
+	if got := ask(); got != "" {
+		t.Fatalf("answer before the mapping: %q", got)
+	}
+	b := newBackend(t, node, nil, ovsdb.DatapathSystem, "")
+	s := platform.NodePortState{HostPorts: []platform.HostPort{{Protocol: 17, HostIP: ip("192.168.1.11"), Port: 54323, PodIP: ip("10.244.1.5"), PodPort: 8082}}}
+	if err := b.SyncNodePorts(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(); got != "pod" {
+		t.Errorf("same client port after the mapping: %q, want the pod's answer", got)
+	}
+}

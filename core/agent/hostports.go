@@ -3,12 +3,14 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/seine-cni/seine/cni"
 	"github.com/seine-cni/seine/core/hostport"
+	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/platform"
 )
 
@@ -83,6 +85,35 @@ func cmpHostPort(x, y platform.HostPort) int {
 		return int(x.Port) - int(y.Port)
 	}
 	return x.HostIP.Compare(y.HostIP)
+}
+
+// flushHostPortsUDP deletes the bridge's conntrack entries of the pod's
+// UDP host ports on the node IPs: a pod that sent to one before it was
+// mapped was committed as plain traffic, and while it keeps its source
+// port (DNS, statsd) its datagrams would follow that entry past the DNAT
+// until it idles out. The host's own entries are the backend's
+// (SyncNodePorts). A failure is logged: the entries time out.
+func (a *Agent) flushHostPortsUDP(ctx context.Context, p *podState) {
+	a.mu.Lock()
+	var nodeIPs []netip.Addr
+	if a.node != nil {
+		nodeIPs = a.node.NodeIPs
+	}
+	a.mu.Unlock()
+	for _, m := range p.hostPorts {
+		if m.Protocol != hostport.UDP {
+			continue
+		}
+		for _, ip := range nodeIPs {
+			if m.HostIP.IsValid() && m.HostIP != ip {
+				continue
+			}
+			orig := fmt.Sprintf("ct_nw_proto=17,ct_nw_dst=%s,ct_tp_dst=%d", ip, m.HostPort)
+			if err := (ctFlusher{a}).FlushConntrack(ctx, pipeline.CtZone, orig, ""); err != nil {
+				a.log.Warn("stale conntrack entries of a UDP host port not flushed", "pod", p.ref.Namespace+"/"+p.ref.Name, "err", err)
+			}
+		}
+	}
 }
 
 // syncPodHostPorts brings the host's DNAT in line once a pod with host

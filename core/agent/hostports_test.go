@@ -104,3 +104,29 @@ func TestHostPorts(t *testing.T) {
 		t.Errorf("ADD with host port 0: code %d (%v), want 7", cniCode(err), err)
 	}
 }
+
+// A UDP host port's stale conntrack entries in the bridge (a pod that sent
+// to the node IP's port before the mapping, committed as plain traffic and
+// never DNATed while its source port stays) are flushed when the pod with
+// the port is added; TCP needs nothing.
+func TestHostPortsFlushUDPConntrack(t *testing.T) {
+	w := newWorld(t, twoNodesSlice()...)
+	vsd := newFakeVswitchd()
+	w.vswitchd = vsd.dial
+	a, _ := w.start()
+	waitReady(t, a)
+	ctx := context.Background()
+	m := `[{"hostPort":54323,"containerPort":8080,"protocol":"udp"},{"hostPort":54324,"containerPort":8080,"protocol":"tcp"}]`
+	if _, err := a.Add(ctx, withPortMappings(w.req(cni.CmdAdd, "c1", "dns"), m)); err != nil {
+		t.Fatal(err)
+	}
+	vsd.mu.Lock()
+	calls := strings.Join(vsd.calls, "\n")
+	vsd.mu.Unlock()
+	if want := "dpctl/flush-conntrack zone=65520 ct_nw_proto=17,ct_nw_dst=172.30.0.11,ct_tp_dst=54323"; !strings.Contains(calls, want) {
+		t.Errorf("no %q among the calls to ovs-vswitchd:\n%s", want, calls)
+	}
+	if strings.Contains(calls, "54324") {
+		t.Errorf("TCP host port flushed:\n%s", calls)
+	}
+}

@@ -221,6 +221,7 @@ func (a *Agent) Add(ctx context.Context, r *cni.Request) (_ *current.Result, err
 	if err := a.syncPodHostPorts(ctx, p); err != nil {
 		return nil, err
 	}
+	a.flushHostPortsUDP(ctx, p)
 	// Policy for the new pod before the runtime starts its containers.
 	// Concurrent ADDs share this recomputation; a failure is retried by
 	// the policy controller.

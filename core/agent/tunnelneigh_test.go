@@ -69,7 +69,7 @@ func (f *fakeVswitchd) Call(_ context.Context, method string, args ...string) (s
 			return "", errors.New("Not found")
 		}
 		return fmt.Sprintf("src 172.30.0.11\ngateway %s\ndev br-int\n", gw), nil
-	case "dpctl/del-flows":
+	case "dpctl/del-flows", "dpctl/flush-conntrack":
 		return "", nil
 	case "tnl/neigh/set":
 		if len(args) != 3 {
