@@ -61,7 +61,12 @@ func (b *Backend) SyncNodePorts(ctx context.Context, s platform.NodePortState) e
 	if _, err := b.host.run(ctx, []byte(input), familyV4.restore, "--noflush", "-w", "5"); err != nil {
 		return fmt.Errorf("node ports: %w\ninput:\n%s", err, input)
 	}
-	return b.flushNewUDPHostPorts(s.HostPorts)
+	if err := b.flushNewUDPHostPorts(s.HostPorts); err != nil {
+		// The mapping is in place; stale entries only delay it for a
+		// client that keeps its port, until they time out.
+		b.log.Warn("stale conntrack entries of UDP host ports not deleted; retried at the next sync", "err", err)
+	}
+	return nil
 }
 
 // flushNewUDPHostPorts deletes the host's conntrack entries of each UDP
