@@ -66,6 +66,46 @@ func TestSyncNodePorts(t *testing.T) {
 	}
 }
 
+// podBehindGateway moves rulesNode's gw-peer into a new network namespace,
+// a pod at 10.244.1.5 whose default route is the gateway, and returns it.
+func podBehindGateway(t *testing.T, node string) string {
+	t.Helper()
+	pod := ovsdaemon.NewNetNS(t)
+	sh(t, node, "ip", "link", "set", "gw-peer", "netns", pod)
+	for _, c := range [][]string{
+		{"ip", "addr", "add", "10.244.1.5/24", "dev", "gw-peer"},
+		{"ip", "link", "set", "gw-peer", "up"}, {"ip", "link", "set", "lo", "up"},
+		{"ip", "route", "add", "default", "via", "10.244.1.1"},
+	} {
+		sh(t, pod, c...)
+	}
+	return pod
+}
+
+// udpWho answers each datagram to 10.244.1.5:8082 in the pod with "8082
+// <the client's address>".
+func udpWho(t *testing.T, pod string) {
+	t.Helper()
+	doIn(t, pod, func() error {
+		u, err := net.ListenPacket("udp", "10.244.1.5:8082")
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { u.Close() })
+		go func() {
+			buf := make([]byte, 100)
+			for {
+				_, from, err := u.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				u.WriteTo(fmt.Appendf(nil, "8082 %s", from.(*net.UDPAddr).IP), from)
+			}
+		}()
+		return nil
+	})
+}
+
 // The host's own connections to pods' host ports, with real packets: the
 // upstream HostPort spec's three mappings of one port (127.0.0.1 over
 // TCP, the node IP over TCP and over UDP) and one on every address reach
@@ -77,15 +117,7 @@ func TestSyncHostPorts(t *testing.T) {
 	requirePrivileges(t, "iptables", "iptables-save", "iptables-restore")
 	ctx := testCtx(t)
 	node := rulesNode(t)
-	pod := ovsdaemon.NewNetNS(t)
-	sh(t, node, "ip", "link", "set", "gw-peer", "netns", pod)
-	for _, c := range [][]string{
-		{"ip", "addr", "add", "10.244.1.5/24", "dev", "gw-peer"},
-		{"ip", "link", "set", "gw-peer", "up"}, {"ip", "link", "set", "lo", "up"},
-		{"ip", "route", "add", "default", "via", "10.244.1.1"},
-	} {
-		sh(t, pod, c...)
-	}
+	pod := podBehindGateway(t, node)
 	sh(t, node, "sysctl", "-qw", "net.ipv4.conf.seine-gw0.route_localnet=1") // as Setup does
 	podIP := ip("10.244.1.5")
 	s := platform.NodePortState{HostPorts: []platform.HostPort{
@@ -114,23 +146,9 @@ func TestSyncHostPorts(t *testing.T) {
 				}
 			}()
 		}
-		u, err := net.ListenPacket("udp", "10.244.1.5:8082")
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { u.Close() })
-		go func() {
-			buf := make([]byte, 100)
-			for {
-				_, from, err := u.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				u.WriteTo(fmt.Appendf(nil, "8082 %s", from.(*net.UDPAddr).IP), from)
-			}
-		}()
 		return nil
 	})
+	udpWho(t, pod)
 	b := newBackend(t, node, nil, ovsdb.DatapathSystem, "")
 	for i := 0; i < 2; i++ { // the second sync changes nothing
 		if err := b.SyncNodePorts(ctx, s); err != nil {
@@ -199,33 +217,8 @@ func TestSyncHostPortsFlushesUDP(t *testing.T) {
 	requirePrivileges(t, "iptables", "iptables-save", "iptables-restore")
 	ctx := testCtx(t)
 	node := rulesNode(t)
-	pod := ovsdaemon.NewNetNS(t)
-	sh(t, node, "ip", "link", "set", "gw-peer", "netns", pod)
-	for _, c := range [][]string{
-		{"ip", "addr", "add", "10.244.1.5/24", "dev", "gw-peer"},
-		{"ip", "link", "set", "gw-peer", "up"}, {"ip", "link", "set", "lo", "up"},
-		{"ip", "route", "add", "default", "via", "10.244.1.1"},
-	} {
-		sh(t, pod, c...)
-	}
-	doIn(t, pod, func() error {
-		u, err := net.ListenPacket("udp", "10.244.1.5:8082")
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { u.Close() })
-		go func() {
-			buf := make([]byte, 100)
-			for {
-				_, from, err := u.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				u.WriteTo([]byte("pod"), from)
-			}
-		}()
-		return nil
-	})
+	pod := podBehindGateway(t, node)
+	udpWho(t, pod)
 	var client net.PacketConn
 	doIn(t, node, func() error {
 		var err error
@@ -255,7 +248,7 @@ func TestSyncHostPortsFlushesUDP(t *testing.T) {
 	if err := b.SyncNodePorts(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	if got := ask(); got != "pod" {
+	if got := ask(); got != "8082 10.244.1.1" {
 		t.Errorf("same client port after the mapping: %q, want the pod's answer", got)
 	}
 }
