@@ -46,8 +46,9 @@ func CRDs() ([]map[string]any, error) {
 }
 
 // Objects are the CustomResourceDefinitions, then the
-// ValidatingAdmissionPolicies (the tiers', the agent infos') and their
-// bindings, as unstructured maps without status and null fields.
+// ValidatingAdmissionPolicies (the tiers', the ClusterGroups', the agent
+// infos') and their bindings, as unstructured maps without status and null
+// fields.
 func Objects() ([]map[string]any, error) {
 	out, err := CRDs()
 	if err != nil {
@@ -55,7 +56,7 @@ func Objects() ([]map[string]any, error) {
 	}
 	vap, binding := BuiltInTiersPolicy()
 	info, infoBinding := AgentInfoPolicy()
-	for _, o := range append([]any{vap, binding, info, infoBinding}, TierPolicies()...) {
+	for _, o := range slices.Concat([]any{vap, binding, info, infoBinding}, TierPolicies(), GroupPolicies()) {
 		b, err := json.Marshal(o)
 		if err != nil {
 			return nil, err

@@ -93,21 +93,7 @@ const (
 func TierPolicies() []any {
 	var out []any
 	add := func(name, paramKind string, ops []admissionv1.OperationType, v admissionv1.Validation) {
-		out = append(out, &admissionv1.ValidatingAdmissionPolicy{
-			TypeMeta:   policyType,
-			ObjectMeta: seineMeta(name),
-			Spec: admissionv1.ValidatingAdmissionPolicySpec{
-				FailurePolicy: ptr.To(admissionv1.Fail),
-				ParamKind:     &admissionv1.ParamKind{APIVersion: "crd.seine.io/v1beta1", Kind: paramKind},
-				MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
-					RuleWithOperations: admissionv1.RuleWithOperations{
-						Operations: ops,
-						Rule:       admissionv1.Rule{APIGroups: []string{"crd.seine.io"}, APIVersions: []string{"*"}, Resources: []string{"tiers"}},
-					},
-				}}},
-				Validations: []admissionv1.Validation{v},
-			},
-		}, withParams(denyBinding(name)))
+		out = append(out, paramPolicy(name, "tiers", paramKind, ops, v)...)
 	}
 	add(tierPrioritiesPolicyName, "Tier", []admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, admissionv1.Validation{
 		Expression: "object.metadata.name == params.metadata.name || object.spec.priority != params.spec.priority",
@@ -120,6 +106,69 @@ func TierPolicies() []any {
 			"': delete the policy or move it to another tier first'",
 	})
 	return out
+}
+
+// Names of the ValidatingAdmissionPolicies (and bindings) that keep a
+// ClusterGroup in use.
+const (
+	groupsInPoliciesPolicyName = "seine-clustergroups-in-use"
+	groupsInGroupsPolicyName   = "seine-clustergroups-children"
+)
+
+// GroupPolicies keep a ClusterGroup that others name from being deleted,
+// in CEL as TierPolicies keep a tier in use (params: every object of the
+// kind; refused if any names it), so they hold while seine-controller is
+// down:
+//
+//   - seine-clustergroups-in-use (params: every ClusterNetworkPolicy): a
+//     group a policy names in appliedTo or in a rule's peers or appliedTo
+//     (a deny rule whose only peer it is would match nothing without it);
+//   - seine-clustergroups-children (params: every ClusterGroup): a group
+//     another names as a child group.
+//
+// Namespaced NetworkPolicies take no ClusterGroups. The same race as
+// TierPolicies': a policy created in the instant its group is deleted may
+// slip through, and then selects nothing from that group.
+func GroupPolicies() []any {
+	names := func(list, field string) string {
+		return fmt.Sprintf("(has(%[1]s) && %[1]s.exists(e, has(e.%[2]s) && e.%[2]s == oldObject.metadata.name))", list, field)
+	}
+	rules := func(dir, peers string) string {
+		return fmt.Sprintf("(has(params.spec.%[1]s) && params.spec.%[1]s.exists(r, %[2]s || %[3]s))", dir, names("r.appliedTo", "group"), names("r."+peers, "group"))
+	}
+	del := []admissionv1.OperationType{admissionv1.Delete}
+	out := paramPolicy(groupsInPoliciesPolicyName, "clustergroups", "ClusterNetworkPolicy", del, admissionv1.Validation{
+		Expression: "!(" + names("params.spec.appliedTo", "group") + " || " + rules("ingress", "from") + " || " + rules("egress", "to") + ")",
+		MessageExpression: "'ClusterGroup ' + oldObject.metadata.name + ' is in use by ClusterNetworkPolicy ' + params.metadata.name + " +
+			"': remove it from the policy, or delete the policy, first'",
+	})
+	return append(out, paramPolicy(groupsInGroupsPolicyName, "clustergroups", "ClusterGroup", del, admissionv1.Validation{
+		Expression: "!has(params.spec.childGroups) || !(oldObject.metadata.name in params.spec.childGroups)",
+		MessageExpression: "'ClusterGroup ' + oldObject.metadata.name + ' is a child group of ClusterGroup ' + params.metadata.name + " +
+			"': remove it from there first'",
+	})...)
+}
+
+// paramPolicy is a ValidatingAdmissionPolicy of crd.seine.io's resource
+// with its binding, which takes every paramKind object as params: the
+// kube-apiserver evaluates v once per param and refuses the request if any
+// evaluation fails (no param: allowed).
+func paramPolicy(name, resource, paramKind string, ops []admissionv1.OperationType, v admissionv1.Validation) []any {
+	return []any{&admissionv1.ValidatingAdmissionPolicy{
+		TypeMeta:   policyType,
+		ObjectMeta: seineMeta(name),
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionv1.Fail),
+			ParamKind:     &admissionv1.ParamKind{APIVersion: "crd.seine.io/v1beta1", Kind: paramKind},
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: ops,
+					Rule:       admissionv1.Rule{APIGroups: []string{"crd.seine.io"}, APIVersions: []string{"*"}, Resources: []string{resource}},
+				},
+			}}},
+			Validations: []admissionv1.Validation{v},
+		},
+	}, withParams(denyBinding(name))}
 }
 
 // The kinds of seine.yml's admission policies.

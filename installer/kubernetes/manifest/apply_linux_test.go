@@ -244,6 +244,7 @@ func checkTierAdmission(ctx context.Context, t *testing.T, dyn dynamic.Interface
 	if err := dyn.Resource(cnpGVR).Delete(ctx, "uses-mine", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	checkGroupsInUse(ctx, t, dyn, cnpGVR, eventually)
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		err := dyn.Resource(tiersGVR).Delete(ctx, "mine", metav1.DeleteOptions{})
@@ -255,6 +256,68 @@ func checkTierAdmission(ctx context.Context, t *testing.T, dyn dynamic.Interface
 			break
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// checkGroupsInUse: a ClusterGroup a ClusterNetworkPolicy names (in a
+// rule's peers, in appliedTo) or another group names as a child cannot be
+// deleted (seine-clustergroups-in-use, seine-clustergroups-children);
+// once nothing names it, it can.
+func checkGroupsInUse(ctx context.Context, t *testing.T, dyn dynamic.Interface, cnpGVR schema.GroupVersionResource, eventually func(string, func() error, string)) {
+	cgGVR := schema.GroupVersionResource{Group: "crd.seine.io", Version: "v1beta1", Resource: "clustergroups"}
+	obj := func(kind, name string, spec map[string]any) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "crd.seine.io/v1beta1", "kind": kind, "metadata": map[string]any{"name": name}, "spec": spec}}
+	}
+	pods := map[string]any{"podSelector": map[string]any{}}
+	for _, o := range []struct {
+		gvr schema.GroupVersionResource
+		u   *unstructured.Unstructured
+	}{
+		{cgGVR, obj("ClusterGroup", "peer", pods)},
+		{cgGVR, obj("ClusterGroup", "target", pods)},
+		{cgGVR, obj("ClusterGroup", "child", pods)},
+		{cgGVR, obj("ClusterGroup", "parent", map[string]any{"childGroups": []any{"child"}})},
+		{cgGVR, obj("ClusterGroup", "free", pods)},
+		{cnpGVR, obj("ClusterNetworkPolicy", "uses-groups", map[string]any{"priority": int64(1),
+			"ingress": []any{map[string]any{"action": "Drop", "appliedTo": []any{map[string]any{"group": "target"}}}},
+			"egress":  []any{map[string]any{"action": "Drop", "appliedTo": []any{pods}, "to": []any{map[string]any{"group": "peer"}}}}})},
+	} {
+		if _, err := dyn.Resource(o.gvr).Create(ctx, o.u, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create %s %s: %v", o.u.GetKind(), o.u.GetName(), err)
+		}
+	}
+	dryDelete := func(name string) func() error {
+		return func() error {
+			return dyn.Resource(cgGVR).Delete(ctx, name, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+		}
+	}
+	eventually("delete a ClusterGroup a policy's egress rule names as a peer", dryDelete("peer"),
+		"ClusterGroup peer is in use by ClusterNetworkPolicy uses-groups: remove it from the policy, or delete the policy, first")
+	eventually("delete a ClusterGroup a policy's ingress rule applies to", dryDelete("target"),
+		"ClusterGroup target is in use by ClusterNetworkPolicy uses-groups")
+	eventually("delete a child group", dryDelete("child"),
+		"ClusterGroup child is a child group of ClusterGroup parent: remove it from there first")
+	for _, name := range []string{"free", "parent"} {
+		if err := dyn.Resource(cgGVR).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("delete ClusterGroup %s, which nothing names: %v", name, err)
+		}
+	}
+	if err := dyn.Resource(cnpGVR).Delete(ctx, "uses-groups", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"peer", "target", "child"} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := dyn.Resource(cgGVR).Delete(ctx, name, metav1.DeleteOptions{})
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("delete ClusterGroup %s once nothing names it: %v", name, err)
+				break
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
 	}
 }
 

@@ -112,8 +112,10 @@ func TestManifestHasEveryObject(t *testing.T) {
 		"RoleBinding/seine-controller-authentication-reader",
 		"Service/seine-controller", "ServiceAccount/seine-agent", "ServiceAccount/seine-controller",
 		"ValidatingAdmissionPolicy/seine-agent-info-own-node",
+		"ValidatingAdmissionPolicy/seine-clustergroups-children", "ValidatingAdmissionPolicy/seine-clustergroups-in-use",
 		"ValidatingAdmissionPolicy/seine-tier-priorities", "ValidatingAdmissionPolicy/seine-tiers", "ValidatingAdmissionPolicy/seine-tiers-in-use",
 		"ValidatingAdmissionPolicyBinding/seine-agent-info-own-node",
+		"ValidatingAdmissionPolicyBinding/seine-clustergroups-children", "ValidatingAdmissionPolicyBinding/seine-clustergroups-in-use",
 		"ValidatingAdmissionPolicyBinding/seine-tier-priorities", "ValidatingAdmissionPolicyBinding/seine-tiers", "ValidatingAdmissionPolicyBinding/seine-tiers-in-use",
 		"ValidatingWebhookConfiguration/seine-validation",
 	}
