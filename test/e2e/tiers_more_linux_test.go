@@ -131,7 +131,9 @@ func (e *env) checkNamespacedTiered(dc dynamic.Interface, expect func(step, a, b
 	e.t.Cleanup(func() { _ = snps.DeleteCollection(e.ctx, metav1.DeleteOptions{}, metav1.ListOptions{}) })
 	// Two policies of one tier at one priority applied to the same pods
 	// are refused by the admission webhook (core/admission): ns-allow-b
-	// takes another priority than ns-drop-a.
+	// takes another priority than ns-drop-a, and neither takes one of the
+	// cluster-wide policies' of checkTieredPolicy (securityops 10: the
+	// webhook's view of a policy deleted a moment ago may lag).
 	apply := func(name, tier string, prio int64, action, from string) {
 		e.t.Helper()
 		u := &unstructured.Unstructured{Object: map[string]any{
@@ -147,7 +149,7 @@ func (e *env) checkNamespacedTiered(dc dynamic.Interface, expect func(step, a, b
 			e.t.Fatalf("apply seine network policy %s: %v", name, err)
 		}
 	}
-	apply("ns-drop-a", "securityops", 10, "Drop", "a")
+	apply("ns-drop-a", "securityops", 11, "Drop", "a")
 	expect("namespaced securityops Drop from a", "X", ".")
 	// Its own status, written by seine-controller.
 	deadline := time.Now().Add(30 * time.Second)
@@ -169,8 +171,8 @@ func (e *env) checkNamespacedTiered(dc dynamic.Interface, expect func(step, a, b
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	apply("ns-allow-b", "securityops", 20, "Allow", "b")
-	apply("ns-drop-b", "emergency", 10, "Drop", "b")
+	apply("ns-allow-b", "securityops", 21, "Allow", "b")
+	apply("ns-drop-b", "emergency", 11, "Drop", "b")
 	expect("namespaced emergency Drop of b over a securityops Allow", "X", "X")
 	for _, n := range []string{"ns-drop-a", "ns-allow-b", "ns-drop-b"} {
 		if err := snps.Delete(e.ctx, n, metav1.DeleteOptions{}); err != nil {
