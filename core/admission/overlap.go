@@ -225,26 +225,44 @@ func overlapping(a []entry, aNS string, b []entry, bNS string, l Lookup) (pa, pb
 // validateOverlap refuses p when another policy of its tier at its
 // priority overlaps it (above).
 func validateOverlap(p Policy, l Lookup) field.ErrorList {
-	tier := p.Spec.Tier
-	if tier == "" {
-		tier = tiers.DefaultTier
+	tier := tierOf(p.Spec)
+	overlaps := func(q Policy) (dir string, pa, qa *field.Path, ok bool) {
+		for _, dir := range []string{"ingress", "egress"} {
+			if pa, qa, ok := overlapping(appliedToOf(p.Spec, dir), p.Namespace, appliedToOf(q.Spec, dir), q.Namespace, l); ok {
+				return dir, pa, qa, true
+			}
+		}
+		return "", nil, nil, false
 	}
 	var errs field.ErrorList
 	for _, q := range l.PoliciesAt(tier, p.Spec.Priority) {
 		if q.Kind == p.Kind && q.Namespace == p.Namespace && q.Name == p.Name {
 			continue
 		}
-		for _, dir := range []string{"ingress", "egress"} {
-			pa, qa, ok := overlapping(appliedToOf(p.Spec, dir), p.Namespace, appliedToOf(q.Spec, dir), q.Namespace, l)
-			if !ok {
-				continue
-			}
-			errs = append(errs, field.Invalid(field.NewPath("spec", "priority"), p.Spec.Priority, fmt.Sprintf(
-				"%s is in tier %s at priority %v too, and its %s rules may apply to the same pods (this policy's %s and its %s can select the same pod): "+
-					"the order of the two would be arbitrary; give one of them another priority",
-				q, tier, p.Spec.Priority, dir, pa, qa)))
-			break
+		if _, _, _, ok := overlaps(q); !ok {
+			continue
 		}
+		// Judged again on the policy as it is now, not as cached.
+		q, fresh := l.Fresh(q)
+		if !fresh || tierOf(q.Spec) != tier || q.Spec.Priority != p.Spec.Priority {
+			continue
+		}
+		dir, pa, qa, ok := overlaps(q)
+		if !ok {
+			continue
+		}
+		errs = append(errs, field.Invalid(field.NewPath("spec", "priority"), p.Spec.Priority, fmt.Sprintf(
+			"%s is in tier %s at priority %v too, and its %s rules may apply to the same pods (this policy's %s and its %s can select the same pod): "+
+				"the order of the two would be arbitrary; give one of them another priority",
+			q, tier, p.Spec.Priority, dir, pa, qa)))
 	}
 	return errs
+}
+
+// tierOf is a policy's tier, tiers.DefaultTier when it names none.
+func tierOf(s *crdv1.ClusterNetworkPolicySpec) string {
+	if s.Tier == "" {
+		return tiers.DefaultTier
+	}
+	return s.Tier
 }

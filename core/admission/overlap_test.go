@@ -58,6 +58,12 @@ func TestOverlap(t *testing.T) {
 	// An update of a policy is not judged against itself.
 	p := f.policies[0]
 	checkErrors(t, ValidatePolicy(p, f), nil)
+
+	// A policy the cache still holds after its deletion does not count.
+	same := Policy{Kind: KindClusterNetworkPolicy, Name: "new", Spec: parseSpec(t, `{tier: securityops, priority: 10, appliedTo: [{podSelector: {matchLabels: {app: web}}}], ingress: [{action: Allow}]}`)}
+	checkErrors(t, ValidatePolicy(same, f), []string{overlapWeb})
+	f.gone = map[string]bool{"ClusterNetworkPolicy//web-in": true}
+	checkErrors(t, ValidatePolicy(same, f), nil)
 }
 
 // BenchmarkOverlap: one policy checked against 10,000 others at its tier

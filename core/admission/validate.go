@@ -61,6 +61,10 @@ type Lookup interface {
 	// PoliciesAt returns the policies of both kinds whose tier (empty
 	// counts as tiers.DefaultTier) is tier and whose priority is priority.
 	PoliciesAt(tier string, priority float64) []Policy
+	// Fresh reads p again from the cluster itself, not from a cache, or
+	// reports that it is gone: a refusal is confirmed with it, since a
+	// cache may still hold a policy deleted or moved a moment ago.
+	Fresh(p Policy) (Policy, bool)
 	// AppliedToUsers names ("ClusterNetworkPolicy x") the policies that
 	// name the ClusterGroup group in an appliedTo entry.
 	AppliedToUsers(group string) []string

@@ -15,7 +15,10 @@ import (
 
 // fakeLookup is a cluster of tiers, groups and policies, given as YAML.
 type fakeLookup struct {
-	synced   bool
+	synced bool
+	// gone are policies (kind/namespace/name) the cache holds and the
+	// cluster no longer does.
+	gone     map[string]bool
 	tiers    []tiers.Tier
 	groups   map[string]*crdv1.ClusterGroup
 	policies []Policy
@@ -78,6 +81,10 @@ func (f *fakeLookup) PoliciesAt(tier string, prio float64) []Policy {
 		}
 	}
 	return out
+}
+
+func (f *fakeLookup) Fresh(p Policy) (Policy, bool) {
+	return p, !f.gone[p.Kind+"/"+p.Namespace+"/"+p.Name]
 }
 
 func (f *fakeLookup) AppliedToUsers(group string) []string {

@@ -1,10 +1,15 @@
 package controller
 
 import (
+	"context"
 	"errors"
 	"slices"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/seine-cni/seine/core/admission"
@@ -20,6 +25,38 @@ import (
 func (c *Controller) AdmissionLookup() admission.Lookup { return lookup{c} }
 
 type lookup struct{ c *Controller }
+
+// SetAdmissionClient gives the admission lookups a client of the cluster:
+// a refusal for overlapping policies is confirmed with the other policy as
+// the kube-apiserver holds it now (Lookup.Fresh), not as the informers
+// last saw it (a policy deleted a moment ago). Call it before serving.
+func (c *Controller) SetAdmissionClient(dc dynamic.Interface) { c.admissionClient = dc }
+
+func (l lookup) Fresh(p admission.Policy) (admission.Policy, bool) {
+	dc := l.c.admissionClient
+	if dc == nil {
+		return p, true
+	}
+	var r dynamic.ResourceInterface = dc.Resource(crdv1.ClusterNetworkPoliciesResource)
+	if p.Kind == admission.KindNetworkPolicy {
+		r = dc.Resource(crdv1.NetworkPoliciesResource).Namespace(p.Namespace)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	u, err := r.Get(ctx, p.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return p, false
+	case err != nil:
+		return p, true // cannot tell: the cached one stands
+	}
+	var np crdv1.NetworkPolicy
+	if err := fromUnstructured(u, &np); err != nil {
+		return p, true
+	}
+	p.Spec = &np.Spec
+	return p, true
+}
 
 func (l lookup) Ready() error {
 	if l.c.tierIndexer == nil {

@@ -1,15 +1,18 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/seine-cni/seine/core/admission"
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 )
 
@@ -79,6 +82,28 @@ func TestAdmissionLookup(t *testing.T) {
 	}
 	if got := fmt.Sprint(l.Parents("web"), l.Parents("parent")); got != "[parent] []" {
 		t.Errorf("parents of web, parent: %s", got)
+	}
+
+	// Fresh reads past the informers: a policy deleted is gone at once,
+	// one changed comes back with its new spec.
+	at := l.PoliciesAt("securityops", 10)
+	if len(at) != 2 {
+		t.Fatalf("%d policies at securityops 10, want 2", len(at))
+	}
+	if _, ok := l.Fresh(at[0]); !ok {
+		t.Errorf("Fresh without a client: %s gone", at[0])
+	}
+	e.c.SetAdmissionClient(e.dyn)
+	ctx := context.Background()
+	if err := e.dyn.Resource(crdv1.ClusterNetworkPoliciesResource).Delete(ctx, "sec-10", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.Fresh(admission.Policy{Kind: admission.KindClusterNetworkPolicy, Name: "sec-10"}); ok {
+		t.Error("Fresh: sec-10 deleted, still there")
+	}
+	e.apply(snp("x", "ns-10", "networkops", 4, nil, nil, nil))
+	if p, ok := l.Fresh(admission.Policy{Kind: admission.KindNetworkPolicy, Namespace: "x", Name: "ns-10"}); !ok || p.Spec.Tier != "networkops" || p.Spec.Priority != 4 {
+		t.Errorf("Fresh x/ns-10: %v %v, want it at networkops 4", p.Spec, ok)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
@@ -53,6 +54,9 @@ type Controller struct {
 	// upstreamIndexer holds policy.networking.k8s.io's
 	// ClusterNetworkPolicies (AddUpstream); nil without.
 	upstreamIndexer cache.Indexer
+	// admissionClient reads policies past the informers, to confirm an
+	// admission refusal with (SetAdmissionClient); nil: not confirmed.
+	admissionClient dynamic.Interface
 	started         atomic.Bool
 
 	// AppliedToGroups, AddressGroups and NetworkPolicies hold the computed

@@ -257,6 +257,7 @@ func startTiered(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface,
 		}
 	}()
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dc, 0)
+	ctrl.SetAdmissionClient(dc)
 	if err := ctrl.AddTiered(f); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,36 @@ func testAdmissionWebhook(ctx context.Context, t *testing.T, c *lab.Config) {
 	if _, err := cnps.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 		t.Errorf("a label on a valid policy: %v", err)
 	}
+
+	// A policy deleted a moment ago no longer counts, though the
+	// controller's informers may still hold it: the refusal is confirmed
+	// with the kube-apiserver first.
+	const rounds = 20
+	stale := 0
+	for i := range rounds {
+		first := obj("ClusterNetworkPolicy", fmt.Sprint("h6-race-a", i), `{tier: h6-mine, priority: 30, appliedTo: [{podSelector: {matchLabels: {app: h6-race}}}], ingress: [{action: Drop}]}`)
+		mustCreate(cnps, first)
+		// The controller's informers see it before it goes again.
+		waitFor(t, "the webhook sees "+first.GetName(), "refused", func() string {
+			_, err := cnps.Create(ctx, obj("ClusterNetworkPolicy", "h6-race-probe", `{tier: h6-mine, priority: 30, appliedTo: [{podSelector: {}}], ingress: [{action: Drop}]}`),
+				metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			if err != nil && strings.Contains(err.Error(), first.GetName()+" is in tier h6-mine") {
+				return "refused"
+			}
+			return fmt.Sprint(err)
+		})
+		if err := cnps.Delete(ctx, first.GetName(), metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		second := obj("ClusterNetworkPolicy", "h6-race-b", `{tier: h6-mine, priority: 30, appliedTo: [{podSelector: {matchLabels: {app: h6-race}}}], ingress: [{action: Allow}]}`)
+		if err := create(cnps, second); err != nil {
+			stale++
+			t.Errorf("round %d: a policy at the place of one deleted a moment before: %v", i, err)
+		} else if err := cnps.Delete(ctx, "h6-race-b", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d rounds of delete then create at the same place: %d refused", rounds, stale)
 
 	// What one valid create through the webhook costs, end to end.
 	good := obj("ClusterNetworkPolicy", "h6-timed", `{tier: h6-mine, priority: 20, appliedTo: [{group: h6-web}], ingress: [{action: Drop, from: [{group: h6-nets}]}]}`)
