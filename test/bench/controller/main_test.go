@@ -11,6 +11,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envWorkload) != "" {
 		os.Exit(coldStartChild())
 	}
+	if os.Getenv(envTiered) != "" {
+		os.Exit(tieredChild())
+	}
 	code := m.Run()
 	afterTests()
 	os.Exit(code)
