@@ -30,6 +30,7 @@ const (
 	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
 	KindNetworkPolicy        = "NetworkPolicy"
 	KindClusterGroup         = "ClusterGroup"
+	KindTier                 = "Tier"
 )
 
 // Policy is a tiered policy of crd.seine.io: a ClusterNetworkPolicy
@@ -65,6 +66,9 @@ type Lookup interface {
 	// reports that it is gone: a refusal is confirmed with it, since a
 	// cache may still hold a policy deleted or moved a moment ago.
 	Fresh(p Policy) (Policy, bool)
+	// NamespacedIn returns the namespaced NetworkPolicies whose tier (empty
+	// counts as tiers.DefaultTier) is tier.
+	NamespacedIn(tier string) []Policy
 	// AppliedToUsers names ("ClusterNetworkPolicy x") the policies that
 	// name the ClusterGroup group in an appliedTo entry.
 	AppliedToUsers(group string) []string
@@ -347,4 +351,19 @@ func ValidateClusterGroup(g *crdv1.ClusterGroup, l Lookup) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// ValidateTierDelete refuses deleting a tier that a namespaced NetworkPolicy
+// names (confirmed with a fresh read of the policy). ClusterNetworkPolicies
+// are the CEL policy seine-tiers-in-use's: a param-bound policy reaches
+// cluster-scoped params only from a cluster-scoped request, so namespaced
+// policies are this webhook's.
+func ValidateTierDelete(name string, l Lookup) field.ErrorList {
+	for _, p := range l.NamespacedIn(name) {
+		if p, ok := l.Fresh(p); ok && tierOf(p.Spec) == name {
+			return field.ErrorList{field.Forbidden(field.NewPath("metadata", "name"),
+				fmt.Sprintf("tier %s is in use by %s: delete the policy or move it to another tier first", name, p))}
+		}
+	}
+	return nil
 }

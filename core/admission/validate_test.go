@@ -83,6 +83,16 @@ func (f *fakeLookup) PoliciesAt(tier string, prio float64) []Policy {
 	return out
 }
 
+func (f *fakeLookup) NamespacedIn(tier string) []Policy {
+	var out []Policy
+	for _, p := range f.policies {
+		if p.Namespace != "" && tierOf(p.Spec) == tier {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func (f *fakeLookup) Fresh(p Policy) (Policy, bool) {
 	return p, !f.gone[p.Kind+"/"+p.Namespace+"/"+p.Name]
 }

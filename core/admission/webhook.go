@@ -26,7 +26,8 @@ const maxRequest = 4 << 20
 // Handler serves ValidatingWebhook calls (admission.k8s.io/v1
 // AdmissionReview) for crd.seine.io's ClusterNetworkPolicies,
 // NetworkPolicies and ClusterGroups: CREATE and UPDATE are validated
-// (ValidatePolicy, ValidateClusterGroup); an UPDATE that leaves the spec as
+// (ValidatePolicy, ValidateClusterGroup), and DELETE of a Tier
+// (ValidateTierDelete); an UPDATE that leaves the spec as
 // it was (labels, finalizers, an object being deleted) is allowed as is, so
 // an object stored before a check existed can still be changed and
 // deleted. Any other kind or operation is allowed. While l is not synced
@@ -67,7 +68,8 @@ func Handler(l Lookup, log *slog.Logger) http.Handler {
 // Review answers one admission request.
 func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionResponse {
 	allow := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
-	if req.Kind.Group != crdv1.GroupName || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update) {
+	tierDelete := req.Kind.Kind == KindTier && req.Operation == admissionv1.Delete
+	if req.Kind.Group != crdv1.GroupName || (req.Operation != admissionv1.Create && req.Operation != admissionv1.Update && !tierDelete) {
 		return allow
 	}
 	deny := func(code int32, reason metav1.StatusReason, msg string, causes []metav1.StatusCause) *admissionv1.AdmissionResponse {
@@ -78,6 +80,18 @@ func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionR
 	}
 	var errs field.ErrorList
 	switch req.Kind.Kind {
+	case KindTier:
+		if !tierDelete {
+			return allow // the CEL policies' business
+		}
+		if err := l.Ready(); err != nil {
+			return deny(503, metav1.StatusReasonServiceUnavailable, err.Error(), nil)
+		}
+		errs = ValidateTierDelete(req.Name, l)
+		if len(errs) > 0 {
+			return deny(403, metav1.StatusReasonForbidden, errs[0].Error(), nil)
+		}
+		return allow
 	case KindClusterNetworkPolicy, KindNetworkPolicy:
 		obj, resp := decodeChanged[crdv1.NetworkPolicy](req, l, allow, deny)
 		if resp != nil {

@@ -93,6 +93,20 @@ func TestHandler(t *testing.T) {
 	if r := review(t, admissionv1.Delete, KindClusterGroup, "", "web", "", `{metadata: {name: web}, spec: {}}`); !r.Allowed {
 		t.Errorf("a delete refused: %+v", r.Result)
 	}
+	// A tier a namespaced policy names is not deleted (the CEL policy
+	// covers ClusterNetworkPolicies only); one nobody names is.
+	f.policy(t, KindNetworkPolicy, "x", "in-mine", `{tier: mine, priority: 1, appliedTo: [{podSelector: {}}]}`)
+	if r := review(t, admissionv1.Delete, KindTier, "", "mine", "", `{metadata: {name: mine}, spec: {priority: 120}}`); r.Allowed || r.Result.Code != 403 ||
+		r.Result.Message != "metadata.name: Forbidden: tier mine is in use by NetworkPolicy x/in-mine: delete the policy or move it to another tier first" {
+		t.Errorf("deleting a tier a namespaced policy names: %+v, want refused 403", r.Result)
+	}
+	if r := review(t, admissionv1.Delete, KindTier, "", "other", "", `{metadata: {name: other}, spec: {priority: 121}}`); !r.Allowed {
+		t.Errorf("deleting a tier nobody names: %+v", r.Result)
+	}
+	f.gone = map[string]bool{"NetworkPolicy/x/in-mine": true}
+	if r := review(t, admissionv1.Delete, KindTier, "", "mine", "", `{metadata: {name: mine}, spec: {priority: 120}}`); !r.Allowed {
+		t.Errorf("deleting a tier whose namespaced policy is gone (still cached): %+v", r.Result)
+	}
 	f.synced = false
 	if r := review(t, admissionv1.Create, KindClusterNetworkPolicy, "", "p", good, ""); r.Allowed || r.Result.Code != 503 ||
 		r.Result.Message != "not synced (fake)" {

@@ -118,6 +118,27 @@ func (l lookup) PoliciesAt(tier string, priority float64) []admission.Policy {
 	return out
 }
 
+func (l lookup) NamespacedIn(tier string) []admission.Policy {
+	if l.c.snpIndexer == nil {
+		return nil
+	}
+	var out []admission.Policy
+	for _, o := range l.c.snpIndexer.List() {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		if t, _, _ := unstructured.NestedString(u.Object, "spec", "tier"); tierName(t) != tier {
+			continue
+		}
+		var np crdv1.NetworkPolicy
+		if err := fromUnstructured(o, &np); err == nil {
+			out = append(out, admission.Policy{Kind: admission.KindNetworkPolicy, Namespace: np.Namespace, Name: np.Name, Spec: &np.Spec})
+		}
+	}
+	return out
+}
+
 // number is a JSON number of an unstructured object (10 decodes as an
 // int64, 10.5 as a float64).
 func number(v any) float64 {

@@ -84,6 +84,10 @@ func TestAdmissionLookup(t *testing.T) {
 		t.Errorf("parents of web, parent: %s", got)
 	}
 
+	if got := fmt.Sprint(l.NamespacedIn("application"), len(l.NamespacedIn("securityops"))); !strings.HasPrefix(got, "[NetworkPolicy x/ns-10]") || !strings.HasSuffix(got, " 0") {
+		t.Errorf("namespaced policies in application, securityops: %s", got)
+	}
+
 	// Fresh reads past the informers: a policy deleted is gone at once,
 	// one changed comes back with its new spec.
 	at := l.PoliciesAt("securityops", 10)

@@ -147,6 +147,23 @@ func testAdmissionWebhook(ctx context.Context, t *testing.T, c *lab.Config) {
 		t.Errorf("a label on a valid policy: %v", err)
 	}
 
+	// A tier only a namespaced policy names is kept by the webhook (the
+	// CEL policy sees ClusterNetworkPolicies only).
+	mustCreate(tiers, obj("Tier", "h6-ns-only", `{priority: 121}`))
+	mustCreate(snps, obj("NetworkPolicy", "h6-in-ns-only", `{tier: h6-ns-only, priority: 1, appliedTo: [{podSelector: {}}]}`))
+	err = tiers.Delete(ctx, "h6-ns-only", metav1.DeleteOptions{})
+	if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), denied+"metadata.name: Forbidden: tier h6-ns-only is in use by NetworkPolicy default/h6-in-ns-only: delete the policy or move it to another tier first") {
+		t.Errorf("delete a tier a namespaced policy names: %v, want refused by the webhook", err)
+	} else {
+		t.Logf("delete a tier a namespaced policy names: refused: %v", err)
+	}
+	if err := snps.Delete(ctx, "h6-in-ns-only", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tiers.Delete(ctx, "h6-ns-only", metav1.DeleteOptions{}); err != nil {
+		t.Errorf("delete the tier once its policy is gone: %v", err)
+	}
+
 	// A policy deleted a moment ago no longer counts, though the
 	// controller's informers may still hold it: the refusal is confirmed
 	// with the kube-apiserver first.

@@ -25,7 +25,8 @@ const WebhookTimeoutSeconds = 5
 
 // AdmissionWebhook registers seine-controller's admission webhook
 // (core/admission) for crd.seine.io's ClusterNetworkPolicies,
-// NetworkPolicies and ClusterGroups, CREATE and UPDATE, served at
+// NetworkPolicies and ClusterGroups, CREATE and UPDATE, and Tiers, DELETE,
+// served at
 // admission.Path by the Service namespace/service on port 443. caBundle
 // may be nil: seine-controller keeps it set to the CA of its self-signed
 // serving certificate (--validating-webhook-configuration).
@@ -36,10 +37,11 @@ const WebhookTimeoutSeconds = 5
 // policy's appliedTo, or a group that does not exist, cannot slip in while
 // it restarts. What that costs is little: a policy stored while the
 // controller is down is not enforced before it is back anyway, agents
-// keep enforcing what they have, and DELETE is not intercepted, so a
-// policy can always be removed. Tiers are not matched (the CEL policies
-// keep them), nor are status writes (a subresource), so neither the
-// controller's own writes nor its start depend on the webhook.
+// keep enforcing what they have, and deleting a policy or group is not
+// intercepted, so a policy can always be removed; deleting a tier waits
+// for the controller (a rare act). Tiers' creates and updates are the CEL
+// policies', status writes (a subresource) are not matched, so neither
+// the controller's own writes nor its start depend on the webhook.
 func AdmissionWebhook(namespace, service string, caBundle []byte) *admissionv1.ValidatingWebhookConfiguration {
 	return &admissionv1.ValidatingWebhookConfiguration{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingWebhookConfiguration"},
@@ -59,6 +61,17 @@ func AdmissionWebhook(namespace, service string, caBundle []byte) *admissionv1.V
 					APIVersions: []string{"*"},
 					Resources:   []string{"clusternetworkpolicies", "networkpolicies", "clustergroups"},
 					Scope:       ptr.To(admissionv1.AllScopes),
+				},
+			}, {
+				// A tier a namespaced NetworkPolicy names is not deleted:
+				// the CEL policy seine-tiers-in-use reaches
+				// ClusterNetworkPolicies only.
+				Operations: []admissionv1.OperationType{admissionv1.Delete},
+				Rule: admissionv1.Rule{
+					APIGroups:   []string{"crd.seine.io"},
+					APIVersions: []string{"*"},
+					Resources:   []string{"tiers"},
+					Scope:       ptr.To(admissionv1.ClusterScope),
 				},
 			}},
 			FailurePolicy:           ptr.To(admissionv1.Fail),

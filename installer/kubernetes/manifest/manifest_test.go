@@ -249,7 +249,7 @@ func TestControllerServesTheAPIService(t *testing.T) {
 // no CA of its own (the controller, told its name, keeps it set and may
 // update exactly that object); it fails closed, has no side effects, a
 // small timeout, and matches creates and updates of the policies and
-// groups only (not tiers, not status, not deletes).
+// groups, and deletes of tiers (not status, not other deletes).
 func TestControllerServesTheAdmissionWebhook(t *testing.T) {
 	docs := documents(t)
 	vwc := decode[admissionregv1.ValidatingWebhookConfiguration](t, docs, "ValidatingWebhookConfiguration/"+apiext.WebhookConfigurationName)
@@ -268,9 +268,10 @@ func TestControllerServesTheAdmissionWebhook(t *testing.T) {
 		!slices.Equal(w.AdmissionReviewVersions, []string{"v1"}) {
 		t.Errorf("failurePolicy %s sideEffects %s timeoutSeconds %d reviews %v", *w.FailurePolicy, *w.SideEffects, *w.TimeoutSeconds, w.AdmissionReviewVersions)
 	}
-	if len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Operations, []admissionregv1.OperationType{admissionregv1.Create, admissionregv1.Update}) ||
+	if len(w.Rules) != 2 || !slices.Equal(w.Rules[0].Operations, []admissionregv1.OperationType{admissionregv1.Create, admissionregv1.Update}) ||
 		!slices.Equal(w.Rules[0].APIGroups, []string{"crd.seine.io"}) ||
-		!slices.Equal(w.Rules[0].Resources, []string{"clusternetworkpolicies", "networkpolicies", "clustergroups"}) {
+		!slices.Equal(w.Rules[0].Resources, []string{"clusternetworkpolicies", "networkpolicies", "clustergroups"}) ||
+		!slices.Equal(w.Rules[1].Operations, []admissionregv1.OperationType{admissionregv1.Delete}) || !slices.Equal(w.Rules[1].Resources, []string{"tiers"}) {
 		t.Errorf("rules %+v", w.Rules)
 	}
 	if c := dep.Spec.Template.Spec.Containers[0]; !slices.Contains(c.Args, "--validating-webhook-configuration="+vwc.Name) {
