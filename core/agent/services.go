@@ -54,7 +54,30 @@ func (a *Agent) setupProxy(reg prometheus.Registerer) error {
 	if err := slices_.SetTransform(parseSlice); err != nil {
 		return fmt.Errorf("endpointslice informer: %w", err)
 	}
-	if _, err := svcs.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	synced, err := feedProxy(svcs, slices_, pc)
+	if err != nil {
+		return err
+	}
+	a.proxySynced = append(a.proxySynced, synced...)
+	return nil
+}
+
+// proxyFeed is what the informers feed: the proxy controller.
+type proxyFeed interface {
+	UpdateService(*corev1.Service)
+	DeleteService(namespace, name string)
+	UpdateParsedSlice(*proxy.Slice)
+	DeleteParsedSlice(*proxy.Slice)
+}
+
+// feedProxy adds pc's handlers to the Service and EndpointSlice informers.
+// The returned funcs report that the handlers have been handed every
+// object of the informers' first lists: the proxy is primed after them.
+func feedProxy(svcs, slices_ cache.SharedIndexInformer, pc proxyFeed) ([]cache.InformerSynced, error) {
+	// The registrations' HasSynced, not the informers': a cache holds
+	// the first list before its handlers have seen it (with thousands of
+	// objects, long before).
+	sr, err := svcs.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { withService(o, pc.UpdateService) },
 		UpdateFunc: func(_, o any) { withService(o, pc.UpdateService) },
 		DeleteFunc: func(o any) {
@@ -62,18 +85,19 @@ func (a *Agent) setupProxy(reg prometheus.Registerer) error {
 				pc.DeleteService(s.Namespace, s.Name)
 			}
 		},
-	}); err != nil {
-		return fmt.Errorf("service informer: %w", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("service informer: %w", err)
 	}
-	if _, err := slices_.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	er, err := slices_.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { withSlice(o, pc.UpdateParsedSlice) },
 		UpdateFunc: func(_, o any) { withSlice(o, pc.UpdateParsedSlice) },
 		DeleteFunc: func(o any) { withSlice(tombstone(o), pc.DeleteParsedSlice) },
-	}); err != nil {
-		return fmt.Errorf("endpointslice informer: %w", err)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("endpointslice informer: %w", err)
 	}
-	a.proxySynced = append(a.proxySynced, svcs.HasSynced, slices_.HasSynced)
-	return nil
+	return []cache.InformerSynced{sr.HasSynced, er.HasSynced}, nil
 }
 
 // watchServiceCIDRs follows the cluster's ServiceCIDR objects when the
