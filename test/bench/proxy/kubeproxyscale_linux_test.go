@@ -676,9 +676,13 @@ func (s *scaleBench) coldSync(b *testing.B, name string) (time.Duration, float64
 	if rss == 0 {
 		return 0, 0, 0, fmt.Errorf("no memory figures for pid %d", pid)
 	}
-	// And once the sync's garbage had a few seconds to go.
-	time.Sleep(5 * time.Second)
-	b.Logf("%-8s RSS 5 s after its cold sync: %.0f MB", name, pidStatus(pid, "VmRSS:")/1e6)
+	// And over the 20 s after, once a second (what the sync leaves).
+	var after []string
+	for range 20 {
+		time.Sleep(time.Second)
+		after = append(after, fmt.Sprintf("%.0f", pidStatus(pid, "VmRSS:")/1e6))
+	}
+	b.Logf("%-8s RSS (MB) each second for 20 s after its cold sync: %s; peak %.0f MB", name, strings.Join(after, " "), pidStatus(pid, "VmHWM:")/1e6)
 	return took, rss, hwm, nil
 }
 
