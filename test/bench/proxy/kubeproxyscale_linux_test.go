@@ -676,13 +676,18 @@ func (s *scaleBench) coldSync(b *testing.B, name string) (time.Duration, float64
 	if rss == 0 {
 		return 0, 0, 0, fmt.Errorf("no memory figures for pid %d", pid)
 	}
-	// And over the 20 s after, once a second (what the sync leaves).
+	// And over the 20 s after, once a second (what the sync leaves; 2 s
+	// with -short, which make test runs).
+	secs := 20
+	if testing.Short() {
+		secs = 2
+	}
 	var after []string
-	for range 20 {
+	for range secs {
 		time.Sleep(time.Second)
 		after = append(after, fmt.Sprintf("%.0f", pidStatus(pid, "VmRSS:")/1e6))
 	}
-	b.Logf("%-8s RSS (MB) each second for 20 s after its cold sync: %s; peak %.0f MB", name, strings.Join(after, " "), pidStatus(pid, "VmHWM:")/1e6)
+	b.Logf("%-8s RSS (MB) each second for %d s after its cold sync: %s; peak %.0f MB", name, secs, strings.Join(after, " "), pidStatus(pid, "VmHWM:")/1e6)
 	return took, rss, hwm, nil
 }
 
