@@ -124,11 +124,12 @@ func (a *Agent) Run(ctx context.Context) error {
 // Report reads the agent's state and writes it when it changed since the
 // last write (sameReport) or the heartbeat is due.
 func (a *Agent) Report(ctx context.Context) error {
-	st := a.status(ctx)
+	st := a.status()
 	now := a.now()
 	if a.last != nil && now.Sub(a.written) < a.opts.Heartbeat && sameReport(a.last, st) {
 		return nil
 	}
+	a.readSwitch(ctx, st)
 	st.Conditions = carryTransitions(a.last, st.Conditions, now)
 	st.LastHeartbeatTime = metav1.NewTime(now)
 	if err := applyStatus(ctx, a.dyn, crd.SeineAgentInfosResource, "SeineAgentInfo", a.node, "seine-agent", st); err != nil {
@@ -138,10 +139,10 @@ func (a *Agent) Report(ctx context.Context) error {
 	return nil
 }
 
-// status is the agent's state now. A switch that does not answer leaves
-// the OVS fields it would have filled empty; its connection condition
-// says why.
-func (a *Agent) status(ctx context.Context) *crd.SeineAgentInfoStatus {
+// status is the agent's state now as its memory holds it: everything but
+// what the switch must be asked (readSwitch), so the check every Check
+// costs no round trip to OVS.
+func (a *Agent) status() *crd.SeineAgentInfoStatus {
 	st := &crd.SeineAgentInfoStatus{
 		Version:   a.opts.Version,
 		NodeIP:    a.src.NodeIP(),
@@ -149,21 +150,6 @@ func (a *Agent) status(ctx context.Context) *crd.SeineAgentInfoStatus {
 		LocalPods: int32(a.src.LocalPods()),
 		Policy:    a.src.Policy(),
 		OVS:       crd.OVSInfo{Bridge: a.src.Bridge(), DatapathType: a.src.DatapathType()},
-	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if v, err := a.src.OVSVersion(rctx); err == nil {
-		st.OVS.Version = v
-	}
-	if ts, err := a.src.TableStats(rctx); err == nil {
-		st.OVS.FlowsPerTable = map[string]int64{}
-		for _, t := range ts {
-			if t.ActiveCount == 0 {
-				continue
-			}
-			st.OVS.FlowsPerTable[strconv.Itoa(int(t.TableID))] = int64(t.ActiveCount)
-			st.OVS.Flows += int64(t.ActiveCount)
-		}
 	}
 	ready, why := a.src.Ready()
 	conds := []metav1.Condition{condition(ConditionReady, ready, "NotReady", why)}
@@ -177,6 +163,27 @@ func (a *Agent) status(ctx context.Context) *crd.SeineAgentInfoStatus {
 		st.Ready = string(metav1.ConditionTrue)
 	}
 	return st
+}
+
+// readSwitch fills in what only the switch knows, for a report about to
+// be written: its version and its flows per table. A switch that does not
+// answer leaves them empty; its connection condition says why.
+func (a *Agent) readSwitch(ctx context.Context, st *crd.SeineAgentInfoStatus) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if v, err := a.src.OVSVersion(ctx); err == nil {
+		st.OVS.Version = v
+	}
+	if ts, err := a.src.TableStats(ctx); err == nil {
+		st.OVS.FlowsPerTable = map[string]int64{}
+		for _, t := range ts {
+			if t.ActiveCount == 0 {
+				continue
+			}
+			st.OVS.FlowsPerTable[strconv.Itoa(int(t.TableID))] = int64(t.ActiveCount)
+			st.OVS.Flows += int64(t.ActiveCount)
+		}
+	}
 }
 
 func condition(typ string, up bool, reason, message string) metav1.Condition {
@@ -205,13 +212,14 @@ func carryTransitions(prev *crd.SeineAgentInfoStatus, conds []metav1.Condition, 
 }
 
 // sameReport says whether b is a change worth writing before the next
-// heartbeat: readiness, a condition's status, the version, the node's
-// addresses. Counts (pods, policies, flows) move with every pod and policy
-// change and wait for the heartbeat, so a node writes about once a minute
-// however busy it is.
+// heartbeat: readiness, a condition's status, the agent's version, the
+// node's addresses. Counts (pods, policies, flows) move with every pod and
+// policy change and wait for the heartbeat, so a node writes about once a
+// minute however busy it is. The switch's version is read with each write:
+// a new ovs-vswitchd restarts, and the lost connection is written at once.
 func sameReport(a, b *crd.SeineAgentInfoStatus) bool {
 	if a.Ready != b.Ready || a.Version != b.Version || a.NodeIP != b.NodeIP || !slices.Equal(a.PodCIDRs, b.PodCIDRs) ||
-		a.OVS.Version != b.OVS.Version || len(a.Conditions) != len(b.Conditions) {
+		len(a.Conditions) != len(b.Conditions) {
 		return false
 	}
 	for i := range a.Conditions {

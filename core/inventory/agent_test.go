@@ -28,6 +28,7 @@ type fakeAgent struct {
 	ovsdbUp   bool
 	tables    []openflow.TableStats
 	tablesErr error
+	asked     int // TableStats calls: the switch's round trips
 }
 
 func (f *fakeAgent) Ready() (bool, string) {
@@ -53,6 +54,7 @@ func (f *fakeAgent) Connections() []Connection {
 }
 func (f *fakeAgent) OVSVersion(context.Context) (string, error) { return "3.1.0", nil }
 func (f *fakeAgent) TableStats(context.Context) ([]openflow.TableStats, error) {
+	f.asked++
 	return f.tables, f.tablesErr
 }
 
@@ -94,8 +96,8 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 // TestAgentReport: the first report says everything (empty tables left
 // out, flows summed, every condition true); counts that move wait for the
-// heartbeat, which carries them and keeps the conditions' transition
-// times; a connection that goes down is written at once, with its reason,
+// heartbeat (the switch is not asked before), which carries them and
+// keeps the conditions' transition times; a connection that goes down is written at once, with its reason,
 // and only its transition time moves.
 func TestAgentReport(t *testing.T) {
 	src := &fakeAgent{ready: true, pods: 3, ovsdbUp: true, tables: []openflow.TableStats{
@@ -146,6 +148,9 @@ func TestAgentReport(t *testing.T) {
 	report()
 	if len(w.got) != 1 {
 		t.Fatalf("%d writes after counts moved within the heartbeat, want still 1", len(w.got))
+	}
+	if src.asked != 1 {
+		t.Errorf("the switch was asked %d times for one write, want once: a check that writes nothing asks it nothing", src.asked)
 	}
 	now = now.Add(DefaultHeartbeat)
 	report()

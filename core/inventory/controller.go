@@ -16,6 +16,7 @@ import (
 	coreinformers "k8s.io/client-go/informers/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 
 	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 )
@@ -138,7 +139,7 @@ func (c *Controller) SyncAgents(ctx context.Context) error {
 			delete(want, info.GetName())
 			continue
 		}
-		err := res.Delete(ctx, info.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: ptr(info.GetUID())}})
+		err := res.Delete(ctx, info.GetName(), metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: ptr.To(info.GetUID())}})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			errs = append(errs, fmt.Errorf("delete seineagentinfo %s: %w", info.GetName(), err))
 			continue
@@ -222,5 +223,3 @@ func (c *Controller) Report(ctx context.Context) error {
 	c.last, c.written = st, now
 	return nil
 }
-
-func ptr[T any](v T) *T { return &v }

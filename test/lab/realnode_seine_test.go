@@ -336,13 +336,13 @@ func agentIdentity(t *testing.T, ctx context.Context, c *Config) {
 		t.Errorf("node-1's agent writing node-2's SeineAgentInfo status: %v, want refused by seine-agent-info-own-node\n%s", err, out)
 	}
 	// Every node's agent reports itself Ready through its own token.
+	want := make([]string, 0, c.Nodes)
+	for i := 1; i <= c.Nodes; i++ {
+		want = append(want, fmt.Sprintf("node-%d=True/", i))
+	}
 	deadline := time.Now().Add(time.Minute)
 	for {
 		out, err := c.Kubectl(ctx, "get", "seineagentinfos", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.ready}/{.status.localPods} {end}`)
-		want := make([]string, 0, c.Nodes)
-		for i := 1; i <= c.Nodes; i++ {
-			want = append(want, fmt.Sprintf("node-%d=True/", i))
-		}
 		ok := err == nil
 		for _, w := range want {
 			ok = ok && strings.Contains(out, w)
