@@ -98,6 +98,7 @@ func BenchmarkServiceScaleKubeProxy(b *testing.B) {
 type proxySide struct {
 	name     string
 	clientNS string
+	serverNS string                      // where the probe's endpoint listens
 	beforeFP func(context.Context) error // before each first-packet run
 }
 
@@ -146,7 +147,7 @@ func upScaleBench(b *testing.B, only string) *scaleBench {
 	if s.probeIP, err = s.put(ctx, scaleService("probe"), s.serverSlice("probe")); err != nil {
 		b.Fatal(err)
 	}
-	s.sides = append(s.sides, proxySide{name: "seine", clientNS: pp.ClientNS, beforeFP: func(ctx context.Context) error {
+	s.sides = append(s.sides, proxySide{name: "seine", clientNS: pp.ClientNS, serverNS: pp.ServerNS, beforeFP: func(ctx context.Context) error {
 		_, err := ovs.Appctl(ctx, "ovs-vswitchd", "dpctl/flush-conntrack")
 		return err
 	}})
@@ -156,7 +157,7 @@ func upScaleBench(b *testing.B, only string) *scaleBench {
 		}
 		kp := startKubeProxy(b, c, mode, s.srvIP)
 		s.kps[mode] = kp
-		s.sides = append(s.sides, proxySide{name: mode, clientNS: kp.ns})
+		s.sides = append(s.sides, proxySide{name: mode, clientNS: kp.ns, serverNS: kp.ns})
 	}
 	for _, p := range s.sides {
 		if err := waitConnect(ctx, p.clientNS, s.probe()); err != nil {
@@ -272,35 +273,80 @@ func (s *scaleBench) grow(b *testing.B, n int) {
 }
 
 // firstPackets makes sequential new connections to the probe from p's
-// client for d; it returns the connect times, the rate and how many
+// client for d; it returns the connect times, the rate, how many
 // connections failed (counted, not fatal: kube-proxy in iptables mode
 // let a connection past its DNAT while it synced 1,000 Services, "no route
-// to host", once in this benchmark's first full run).
-func (s *scaleBench) firstPackets(p proxySide, d time.Duration) ([]time.Duration, float64, int, error) {
+// to host", once in this benchmark's first full run) and how many of those
+// met the server's TIME_WAIT (its PAWS check dropped their SYNs): on the
+// userspace datapath such a connection waits out the dial timeout, for the
+// reason core/proxy/README.md gives ("A reused client port and the
+// server's TIME_WAIT").
+func (s *scaleBench) firstPackets(b testing.TB, p proxySide, d time.Duration) (lat []time.Duration, rate float64, failed, paws int, err error) {
 	ctx := context.Background()
 	if p.beforeFP != nil {
 		if err := p.beforeFP(ctx); err != nil {
-			return nil, 0, 0, err
+			return nil, 0, 0, 0, err
 		}
 	}
 	if err := waitConnect(ctx, p.clientNS, s.probe()); err != nil {
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
-	var lat []time.Duration
-	failed := 0
+	// Read the kernels' counters only around a failure: nstat costs a
+	// fork, more than a connection. A failure logs the counters that
+	// moved since the round began but less than once per connection:
+	// the ones that say where its packets went.
+	srv0, cli0 := nstatAll(b, p.serverNS), nstatAll(b, p.clientNS)
 	start := time.Now()
 	for time.Since(start) < d {
 		c, err := crrOnce(p.clientNS, s.probe())
 		if err != nil {
 			failed++
+			srv, cli := nstatAll(b, p.serverNS), nstatAll(b, p.clientNS)
+			if srv["TcpExtPAWSTimewait"] > srv0["TcpExtPAWSTimewait"] {
+				paws++
+			}
+			n := len(lat) + failed
+			b.Logf("%s: connection %d of the round failed after %.1f s: %v; server counters %s; client counters %s",
+				p.name, n, time.Since(start).Seconds(), err, rareDeltas(srv0, srv, n), rareDeltas(cli0, cli, n))
+			srv0, cli0 = srv, cli
 			if failed > 10 {
-				return nil, 0, 0, fmt.Errorf("%s: connection %d, failure %d: %w", p.name, len(lat)+failed, failed, err)
+				return nil, 0, 0, 0, fmt.Errorf("%s: connection %d, failure %d: %w", p.name, n, failed, err)
 			}
 			continue
 		}
 		lat = append(lat, c)
 	}
-	return lat, float64(len(lat)) / time.Since(start).Seconds(), failed, nil
+	return lat, float64(len(lat)) / time.Since(start).Seconds(), failed, paws, nil
+}
+
+// nstatAll reads every counter of nstat in the namespace.
+func nstatAll(b testing.TB, ns string) map[string]int {
+	out, err := exec.Command("nsenter", "--net="+ns, "nstat", "-az").CombinedOutput()
+	if err != nil {
+		b.Fatalf("nstat: %v\n%s", err, out)
+	}
+	m := map[string]int{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 {
+			if v, err := strconv.Atoi(f[1]); err == nil {
+				m[f[0]] = v
+			}
+		}
+	}
+	return m
+}
+
+// rareDeltas lists the counters that moved from a to b fewer than n/2
+// times: over n connections, not the ones every connection moves.
+func rareDeltas(a, b map[string]int, n int) string {
+	var out []string
+	for k, v := range b {
+		if d := v - a[k]; d > 0 && d < max(n/2, 2) {
+			out = append(out, fmt.Sprintf("%s+%d", k, d))
+		}
+	}
+	slices.Sort(out)
+	return "[" + strings.Join(out, " ") + "]"
 }
 
 func pct(lat []time.Duration, q float64) float64 {
@@ -315,7 +361,7 @@ func pct(lat []time.Duration, q float64) float64 {
 func (s *scaleBench) run(b *testing.B, sizes []int, dur time.Duration, rounds, changes int) {
 	type fp struct {
 		p50, p99, rate []float64
-		failed         int
+		failed, paws   int
 	}
 	res := map[string]map[int]*fp{}
 	for _, p := range s.sides {
@@ -330,7 +376,7 @@ func (s *scaleBench) run(b *testing.B, sizes []int, dur time.Duration, rounds, c
 			// Rotate the order of the proxies per round.
 			for k := range s.sides {
 				p := s.sides[(k+r)%len(s.sides)]
-				lat, rate, failed, err := s.firstPackets(p, dur)
+				lat, rate, failed, paws, err := s.firstPackets(b, p, dur)
 				if err != nil {
 					b.Fatalf("%d Services: %v", n, err)
 				}
@@ -340,6 +386,7 @@ func (s *scaleBench) run(b *testing.B, sizes []int, dur time.Duration, rounds, c
 					res[p.name][n] = f
 				}
 				f.failed += failed
+				f.paws += paws
 				f.p50 = append(f.p50, pct(lat, 0.5))
 				f.p99 = append(f.p99, pct(lat, 0.99))
 				f.rate = append(f.rate, rate)
@@ -355,8 +402,8 @@ func (s *scaleBench) run(b *testing.B, sizes []int, dur time.Duration, rounds, c
 	for _, p := range s.sides {
 		for _, n := range sizes {
 			f := res[p.name][n]
-			b.Logf("%-8s %6d Services: first packet p50 %.0f us, p99 %.0f us, %.0f conn/s (median of %d rounds), %d failed",
-				p.name, n, med(f.p50), med(f.p99), med(f.rate), rounds, f.failed)
+			b.Logf("%-8s %6d Services: first packet p50 %.0f us, p99 %.0f us, %.0f conn/s (median of %d rounds), %d failed (%d of them met the server's TIME_WAIT: PAWS drops)",
+				p.name, n, med(f.p50), med(f.p99), med(f.rate), rounds, f.failed, f.paws)
 			if n == base {
 				continue
 			}
@@ -484,6 +531,10 @@ func (s *scaleBench) changeLatencies(b *testing.B, changes int) map[string][]tim
 			go func() {
 				defer wg.Done()
 				var last string // the last failed dials (their tail)
+				var srv0 map[string]int
+				if p.name == "seine" {
+					srv0 = nstatAll(b, p.serverNS)
+				}
 				for time.Since(start) < changeWait {
 					t0 := time.Now()
 					c, err := dialIn(p.clientNS, net.JoinHostPort(t.ip, t.rr), 50*time.Millisecond)
@@ -494,7 +545,8 @@ func (s *scaleBench) changeLatencies(b *testing.B, changes int) map[string][]tim
 						out[p.name] = append(out[p.name], took)
 						mu.Unlock()
 						if p.name == "seine" && took > 50*time.Millisecond {
-							b.Logf("change %d: seine's last failed dials (started at ms: error after ms):%s", k, last)
+							b.Logf("change %d: seine's last failed dials (started at ms: error after ms):%s; server counters %s",
+								k, last, rareDeltas(srv0, nstatAll(b, p.serverNS), 1000))
 						}
 						return
 					}

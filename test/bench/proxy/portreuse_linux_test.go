@@ -2,7 +2,6 @@ package proxybench
 
 import (
 	"context"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,19 +129,7 @@ func TestServicePortReuseShortTimeWait(t *testing.T) {
 }
 
 // counter reads one of nstat's counters in the namespace.
-func counter(t *testing.T, ns, name string) int {
-	out, err := exec.Command("nsenter", "--net="+ns, "nstat", "-az", name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nstat: %v\n%s", err, out)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == name {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return 0
-}
+func counter(t testing.TB, ns, name string) int { return nstatAll(t, ns)[name] }
 
 // movedPorts counts the conntrack entries whose reply tuple's destination
 // port is not the original source port.
