@@ -184,16 +184,33 @@ func PipelineFlows(r Round) []*openflow.Flow {
 	b.add(IngressPolicy, prioMiss, nil, gotoT(IngressBaseline))
 	b.add(IngressBaseline, prioMiss, nil, gotoT(ConntrackCommit))
 
-	// The proxy committed its connections with their NAT already.
-	b.add(ConntrackCommit, prioHigh, match().IP().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew).
-		CTMark(ServiceCTMark, ServiceCTMark), gotoT(Output))
+	// The connection keeps the rules that allowed it (ct_label, for the
+	// metric tables). The proxy committed its connections with their NAT
+	// already: committing one again in the zone it was DNATed in (the
+	// packet still holds that connection) only writes the labels. One it
+	// also SNATed last went through SNATZone, so CtZone would look it up
+	// anew by the translated addresses: it is not committed again, and
+	// only its first packet is counted (README.md, policy stats).
+	rules := actions().
+		Move(EgressRuleField.Subfield(), openflow.FieldCTLabel.Range(EgressRuleLabelLo, EgressRuleLabelLo+31)).
+		Move(IngressRuleField.Subfield(), openflow.FieldCTLabel.Range(IngressRuleLabelLo, IngressRuleLabelLo+31))
+	newConn := func() *openflow.Match {
+		return match().IP().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew)
+	}
+	b.add(ConntrackCommit, prioHigh+1, newConn().CTMark(ServiceCTMark|ServiceSNATCTMark, ServiceCTMark|ServiceSNATCTMark), gotoT(EgressMetric))
+	b.add(ConntrackCommit, prioHigh, newConn().CTMark(ServiceCTMark, ServiceCTMark),
+		actions().CT(openflow.NewCT().Commit().Zone(CtZone).Exec(rules)).GotoTable(uint8(EgressMetric)))
 	// The connection remembers where its first packet came from
 	// (ct_mark[4..7]): replies of connections the host sent in go back to
 	// the host (kube-proxy mode, see kubeProxyNodeFlows).
 	src := actions().Move(PktSourceField.Subfield(), openflow.FieldCTMark.Range(ctMarkSourceShift, ctMarkSourceShift+3))
-	b.add(ConntrackCommit, prioNormal, match().IP().CTState(openflow.CTTracked|openflow.CTNew, openflow.CTTracked|openflow.CTNew),
-		actions().CT(openflow.NewCT().Commit().Zone(CtZone).Exec(src)).GotoTable(uint8(Output)))
-	b.add(ConntrackCommit, prioMiss, nil, gotoT(Output))
+	src.Move(EgressRuleField.Subfield(), openflow.FieldCTLabel.Range(EgressRuleLabelLo, EgressRuleLabelLo+31)).
+		Move(IngressRuleField.Subfield(), openflow.FieldCTLabel.Range(IngressRuleLabelLo, IngressRuleLabelLo+31))
+	b.add(ConntrackCommit, prioNormal, newConn(),
+		actions().CT(openflow.NewCT().Commit().Zone(CtZone).Exec(src)).GotoTable(uint8(EgressMetric)))
+	b.add(ConntrackCommit, prioMiss, nil, gotoT(EgressMetric))
+	b.add(EgressMetric, prioMiss, nil, gotoT(IngressMetric))
+	b.add(IngressMetric, prioMiss, nil, gotoT(Output))
 
 	b.add(Output, prioNormal, OutputToPortMark.match(match()), actions().OutputReg(TargetPortField.Subfield()))
 	b.add(Output, prioMiss, nil, nil)

@@ -161,22 +161,12 @@ func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
 		b.add(IngressPolicy, prioPolicyIsolate, match().IP().Reg(TargetPortField.Reg, regPort(port), 0xffffffff), nil)
 	}
 
-	rules := slices.Clone(s.Rules)
-	slices.SortFunc(rules, func(a, b PolicyRule) int {
-		return cmp.Or(cmp.Compare(a.Policy, b.Policy), cmp.Compare(a.Key, b.Key))
-	})
-	used := map[uint32]bool{}
+	rules, ids, err := policyRuleIDs(s.Rules)
+	if err != nil {
+		return nil, err
+	}
 	for i := range rules {
-		ru := &rules[i]
-		if i > 0 && rules[i-1].Policy == ru.Policy && rules[i-1].Key == ru.Key {
-			return nil, fmt.Errorf("%w: rule %q of policy %s appears twice", ErrBadPolicy, ru.Key, ru.Policy)
-		}
-		id := PolicyConjID(ru.Policy, ru.Key)
-		for used[id] {
-			id = id%0x7fffffff + 1
-		}
-		used[id] = true
-		if err := p.rule(b, ru, id); err != nil {
+		if err := p.rule(b, &rules[i], ids[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -192,6 +182,30 @@ func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
 	b.flows = append(b.flows, cfs...)
 	sortPolicyFlows(b.flows)
 	return b.flows, nil
+}
+
+// policyRuleIDs sorts a copy of rules by (Policy, Key) and gives each its
+// conjunction ID: PolicyConjID, or on a collision the next free one.
+func policyRuleIDs(in []PolicyRule) ([]PolicyRule, []uint32, error) {
+	rules := slices.Clone(in)
+	slices.SortFunc(rules, func(a, b PolicyRule) int {
+		return cmp.Or(cmp.Compare(a.Policy, b.Policy), cmp.Compare(a.Key, b.Key))
+	})
+	used := map[uint32]bool{}
+	ids := make([]uint32, len(rules))
+	for i := range rules {
+		ru := &rules[i]
+		if i > 0 && rules[i-1].Policy == ru.Policy && rules[i-1].Key == ru.Key {
+			return nil, nil, fmt.Errorf("%w: rule %q of policy %s appears twice", ErrBadPolicy, ru.Key, ru.Policy)
+		}
+		id := PolicyConjID(ru.Policy, ru.Key)
+		for used[id] {
+			id = id%0x7fffffff + 1
+		}
+		used[id] = true
+		ids[i] = id
+	}
+	return rules, ids, nil
 }
 
 // sortPolicyFlows orders flows by table, priority (highest first) and match
@@ -332,7 +346,15 @@ func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
 	if ru.Log {
 		log = PolicyLogUserdata(ru)
 	}
-	ob.add(table, prio, match().IP().ConjID(id), ruleActions(ru.Action, next, table, log))
+	acts := actions()
+	if ru.Action == ActionAllow {
+		// The rule's ID goes with the connection (ConntrackCommit) so the
+		// metric table counts its later packets (policy_stats.go).
+		acts = loadMarks(acts, RegMark{ruleField(ru.Direction), id, "Rule"})
+		mt, next := metricTable(ru.Direction)
+		ob.add(mt, prioPolicyRule, metricMatch(ru.Direction, id), gotoT(next))
+	}
+	ob.add(table, prio, match().IP().ConjID(id), ruleActions(acts, ru.Action, next, table, log))
 	p.tables[table] = true
 	b.flows = append(b.flows, ob.flows...)
 	return nil

@@ -116,10 +116,10 @@ func TestPolicySharedClauseSplitIsStable(t *testing.T) {
 			changed++
 		}
 	}
-	// The new rule's conj_id flow and peer clause, one copy of the port
-	// clause and one of the target clause.
-	if changed != 4 {
-		t.Errorf("adding a rule changed %d flows, want 4", changed)
+	// The new rule's conj_id flow, metric flow and peer clause, one copy
+	// of the port clause and one of the target clause.
+	if changed != 5 {
+		t.Errorf("adding a rule changed %d flows, want 5", changed)
 	}
 }
 

@@ -84,16 +84,16 @@ func TestPolicyFlowCountIsASum(t *testing.T) {
 	}
 	rule := PolicyRule{Policy: "p", Key: "0", Direction: PolicyIngress, Targets: targets, Peers: peers, Services: svcs}
 	flows := policyFlowsOrFail(t, PolicySet{Rules: []PolicyRule{rule}}, 1)
-	// 2 bypass flows + 60 clauses + 1 conj_id flow.
-	if len(flows) != 2+60+1 {
-		t.Fatalf("%d flows, want 63:\n%s", len(flows), Text(flows))
+	// 2 bypass flows + 60 clauses + 1 conj_id flow + 1 metric flow.
+	if len(flows) != 2+60+1+1 {
+		t.Fatalf("%d flows, want 64:\n%s", len(flows), Text(flows))
 	}
 	// A second rule with the same targets and peers shares their flows.
 	rule2 := rule
 	rule2.Key, rule2.Services = "1", []PolicyService{{Protocol: ProtoUDP}}
 	flows = policyFlowsOrFail(t, PolicySet{Rules: []PolicyRule{rule, rule2}}, 1)
-	if len(flows) != 2+60+1+1+1 {
-		t.Fatalf("%d flows, want 65", len(flows))
+	if len(flows) != 2+60+1+1+1+1+1 {
+		t.Fatalf("%d flows, want 67", len(flows))
 	}
 	id0, id1 := PolicyConjID("p", "0"), PolicyConjID("p", "1")
 	wantText := fmt.Sprintf("actions=conjunction(%d,1/3),conjunction(%d,1/3)", min(id0, id1), max(id0, id1))
@@ -135,6 +135,11 @@ func TestPolicyCookies(t *testing.T) {
 		case strings.Contains(s, "conj_id="+fmt.Sprint(PolicyConjID("db", "0"))):
 			if c.ID() != PolicyID("db") {
 				t.Errorf("conj_id flow of db has cookie %s", c)
+			}
+		case strings.Contains(s, "ct_label"):
+			// An allow rule's metric flow is its policy's.
+			if c.ID() == 0 {
+				t.Errorf("metric flow with cookie %s: %s", c, s)
 			}
 		case strings.Contains(s, "ct_state"), strings.Contains(s, "actions=drop"):
 			if c.ID() != 0 {

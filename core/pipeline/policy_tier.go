@@ -188,10 +188,9 @@ func ruleTable(ru *PolicyRule) (table, next Table, prio uint16, err error) {
 // past every policy table of its direction (next), Drop drops, Reject asks
 // the agent to answer (through the meter) and drops, Pass goes on to
 // Kubernetes NetworkPolicy from a tier table and past the baseline from a
-// baseline table. A logged rule (log: its userdata) first sends the
+// baseline table; they follow acts (an Allow's rule ID). A logged rule (log: its userdata) first sends the
 // packet to the agent through PolicyLogMeter, then does the same.
-func ruleActions(a PolicyAction, next Table, table Table, log []byte) *openflow.Actions {
-	acts := actions()
+func ruleActions(acts *openflow.Actions, a PolicyAction, next Table, table Table, log []byte) *openflow.Actions {
 	if log != nil {
 		acts.Controller(openflow.Controller{Reason: openflow.ReasonAction, Userdata: log, MeterID: PolicyLogMeter})
 	}

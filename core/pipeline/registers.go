@@ -107,6 +107,20 @@ var (
 	// ServicePortField (reg5) is the ID of the Service port being
 	// selected, which keys EndpointDNAT.
 	ServicePortField = RegField{5, 0, 31, "ServicePort"}
+	// EgressRuleField (reg6) and IngressRuleField (reg7) are the
+	// conjunction IDs of the rules that allowed a new connection, loaded
+	// by the rules' conj_id flows; ConntrackCommit keeps them with the
+	// connection (EgressRuleLabel, IngressRuleLabel) so that the metric
+	// tables count its later packets for the rule (policy stats).
+	EgressRuleField  = RegField{6, 0, 31, "EgressRule"}
+	IngressRuleField = RegField{7, 0, 31, "IngressRule"}
+)
+
+// The bits of ct_label that hold the rules that allowed a connection
+// (ct_label[0..47] is the proxy's client MAC).
+const (
+	EgressRuleLabelLo  = 64 // ct_label[64..95]: EgressRuleField
+	IngressRuleLabelLo = 96 // ct_label[96..127]: IngressRuleField
 )
 
 // Values of PktSourceField.

@@ -74,6 +74,11 @@ const (
 	IngressBaseline Table = 81
 	// ConntrackCommit commits new connections in CtZone.
 	ConntrackCommit Table = 90
+	// EgressMetric and IngressMetric count the later packets of the
+	// connections an allow rule let in, by the rule's ID that
+	// ConntrackCommit left in ct_label (policy stats, see README.md).
+	EgressMetric  Table = 91
+	IngressMetric Table = 92
 	// Output sends the packet to the port in reg1.
 	Output Table = 100
 )
@@ -82,7 +87,7 @@ const (
 var Tables = []Table{
 	Classifier, SpoofGuard, ARPResponder, UnSNAT, ConntrackZone, ConntrackState, ServiceLB, SessionAffinity,
 	ServiceSelect, EndpointDNAT, ServiceSNAT, EgressTier, EgressPolicy, EgressBaseline, L3Forwarding, L3DecTTL, L2ForwardingCalc,
-	IngressTier, IngressPolicy, IngressBaseline, ConntrackCommit, Output,
+	IngressTier, IngressPolicy, IngressBaseline, ConntrackCommit, EgressMetric, IngressMetric, Output,
 }
 
 var tableNames = map[Table]string{
@@ -93,7 +98,7 @@ var tableNames = map[Table]string{
 	EgressTier:  "EgressTier", EgressPolicy: "EgressPolicy", EgressBaseline: "EgressBaseline",
 	L3Forwarding: "L3Forwarding", L3DecTTL: "L3DecTTL", L2ForwardingCalc: "L2ForwardingCalc",
 	IngressTier: "IngressTier", IngressPolicy: "IngressPolicy", IngressBaseline: "IngressBaseline",
-	ConntrackCommit: "ConntrackCommit", Output: "Output",
+	ConntrackCommit: "ConntrackCommit", EgressMetric: "EgressMetric", IngressMetric: "IngressMetric", Output: "Output",
 }
 
 func (t Table) String() string {

@@ -342,7 +342,7 @@ func TestTracePathFollowsTableOrder(t *testing.T) {
 	tr := tracerFor(t, "routed-encap-geneve")
 	res := trace(t, tr, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerCPod, 40000, 80))
 	want := []Table{Classifier, SpoofGuard, UnSNAT, ConntrackZone, ConntrackState, ServiceLB, EgressTier, EgressPolicy, EgressBaseline,
-		L3Forwarding, L3DecTTL, L2ForwardingCalc, IngressTier, IngressPolicy, IngressBaseline, ConntrackCommit, Output}
+		L3Forwarding, L3DecTTL, L2ForwardingCalc, IngressTier, IngressPolicy, IngressBaseline, ConntrackCommit, EgressMetric, IngressMetric, Output}
 	if got := res.Tables(); !slices.Equal(got, want) {
 		t.Errorf("tables %v, want %v", got, want)
 	}
