@@ -263,3 +263,60 @@ func TestPacketInFromPort(t *testing.T) {
 		t.Errorf("packet is not an ARP frame: %x", pin.Packet)
 	}
 }
+
+// TestReplacedFlowCounters pins what policy stats (core/policystats) rely
+// on: an add that replaces a flow in place (same table, priority and match;
+// a restarted agent's replay under a new cookie) keeps its packet and byte
+// counters, though not its age (the duration starts again: it cannot tell
+// a replaced flow from a new one), while a delete and an add start from
+// zero.
+func TestReplacedFlowCounters(t *testing.T) {
+	_, c, ctx := testBridge(t, Config{})
+	flow := func(cookie uint64) *Flow {
+		return NewFlow(0, 100).Cookie(cookie).Match(NewMatch().UDP().UDPDst(53)).Actions(NewActions().OutputLocal())
+	}
+	if err := c.AddFlows(ctx, flow(1)); err != nil {
+		t.Fatal(err)
+	}
+	frame := udpFrame([]byte("counted"))
+	send := func(n int) {
+		for range n {
+			if err := c.Apply(ctx, NewPacketOut(PortController, frame, NewActions().Output(PortTable))); err != nil {
+				t.Fatalf("packet-out: %v", err)
+			}
+		}
+		if err := c.Barrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dump := func() FlowStats {
+		t.Helper()
+		fs, err := c.DumpFlows(ctx, 0, 0, 0)
+		if err != nil || len(fs) != 1 {
+			t.Fatalf("dump: %d flows, %v", len(fs), err)
+		}
+		return fs[0]
+	}
+	send(3)
+	time.Sleep(1100 * time.Millisecond)
+	before := dump()
+	if before.PacketCount != 3 || before.ByteCount != 3*uint64(len(frame)) || before.DurationSec < 1 {
+		t.Fatalf("before: %+v", before.Stats)
+	}
+	if err := c.Bundle(ctx, AddFlow(flow(2))); err != nil {
+		t.Fatal(err)
+	}
+	send(2)
+	after := dump()
+	t.Logf("before %+v, after the replacing add %+v", before.Stats, after.Stats)
+	if after.Flow.CookieValue() != 2 || after.PacketCount != 5 || after.ByteCount != 5*uint64(len(frame)) || after.DurationSec >= before.DurationSec {
+		t.Errorf("a replacing add: cookie %#x, %+v; want cookie 2, 5 packets, %d bytes, a new age", after.Flow.CookieValue(), after.Stats, 5*len(frame))
+	}
+	if err := c.Bundle(ctx, DeleteFlowStrict(flow(2)), AddFlow(flow(3))); err != nil {
+		t.Fatal(err)
+	}
+	send(1)
+	if fresh := dump(); fresh.PacketCount != 1 || fresh.ByteCount != uint64(len(frame)) {
+		t.Errorf("delete and add: %+v, want 1 packet", fresh.Stats)
+	}
+}
