@@ -293,7 +293,7 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"}, Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"networkpolicies", "appliedtogroups", "addressgroups"}, Verbs: []string{"get", "list", "watch"}},
 			// Realization reports: a create replaces the node's last one.
-			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"nodepolicystatuses"}, Verbs: []string{"create"}},
+			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"nodepolicystatuses", "nodepolicystatsreports"}, Verbs: []string{"create"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
 			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seineagentinfos", "seineagentinfos/status"}, Verbs: []string{"get"}},

@@ -138,6 +138,7 @@ type Server struct {
 	atg     *hub[*cp.AppliedToGroup]
 	ag      *hub[*cp.AddressGroup]
 	reports *reports
+	stats   *statsReports
 	serving atomic.Bool
 	// selfSignedCA signed the serving certificate when New generated it.
 	selfSignedCA []byte
@@ -195,6 +196,7 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 		atg:     newHub(appliedToGroupKind, st.AppliedToGroups, log),
 		ag:      newHub(addressGroupKind, st.AddressGroups, log),
 		reports: newReports(),
+		stats:   newStatsReports(),
 	}
 	s.np.status = s.reports.fill
 	npStorage := newStorage(s.np)
@@ -205,6 +207,10 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 		appliedToGroupKind.resource: newStorage(s.atg),
 		addressGroupKind.resource:   newStorage(s.ag),
 		nodePolicyStatuses:          newStatusStorage(s.reports),
+		nodePolicyStatsReports:      &statsReportStorage{s: s.stats, TableConvertor: rest.NewDefaultTableConvertor(cp.Resource(nodePolicyStatsReports))},
+	}
+	for _, k := range statsKinds {
+		info.VersionedResourcesStorageMap[cp.Version][k.resource] = &statsStorage{k: k, s: s.stats, np: s.np, TableConvertor: statsTable{}}
 	}
 	if err := generic.InstallAPIGroup(&info); err != nil {
 		return nil, fmt.Errorf("install %s: %w", cp.GroupName, err)
@@ -263,8 +269,11 @@ func (s *Server) Run(ctx context.Context) error {
 // answers: a report racing the deletion is then either refused or dropped.
 func (s *Server) TrackNodes(exists func(name string) error) {
 	s.reports.mu.Lock()
-	defer s.reports.mu.Unlock()
 	s.reports.nodeExists = exists
+	s.reports.mu.Unlock()
+	s.stats.mu.Lock()
+	s.stats.nodeExists = exists
+	s.stats.mu.Unlock()
 }
 
 // NodeNotFound is the error to refuse a report for a node that does not
@@ -279,8 +288,12 @@ func NodesNotSynced() error {
 	return apierrors.NewServiceUnavailable("seine-controller has not listed the nodes yet")
 }
 
-// ForgetNode drops the realization report of a node that left the cluster.
-func (s *Server) ForgetNode(name string) { s.reports.forget(name) }
+// ForgetNode drops the realization and stats reports of a node that left
+// the cluster.
+func (s *Server) ForgetNode(name string) {
+	s.reports.forget(name)
+	s.stats.forget(name)
+}
 
 // SetMetrics makes the server record node reports and realization lags
 // in m. Call it before Run.

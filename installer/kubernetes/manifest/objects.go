@@ -120,7 +120,7 @@ func agentClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies"}, Verbs: readOnly},
 			// The agent reports the policies it realized (a create replaces
 			// its previous report).
-			{APIGroups: []string{controlplaneGroup}, Resources: []string{"nodepolicystatuses"}, Verbs: []string{"create"}},
+			{APIGroups: []string{controlplaneGroup}, Resources: []string{"nodepolicystatuses", "nodepolicystatsreports"}, Verbs: []string{"create"}},
 			// Traceflow: each agent installs running traces' flows and
 			// writes its node's results into the status (server-side apply).
 			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows"}, Verbs: readOnly},
@@ -185,7 +185,8 @@ func viewerClusterRole() *rbacv1.ClusterRole {
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
 		ObjectMeta: m,
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies", "nodepolicystatuses"}, Verbs: readOnly},
+			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies", "nodepolicystatuses",
+				"nodepolicystatsreports", "networkpolicystats", "seinenetworkpolicystats", "seineclusternetworkpolicystats", "clusternetworkpolicystats"}, Verbs: readOnly},
 			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows", "seineagentinfos", "seinecontrollerinfos"}, Verbs: readOnly},
 		},
 	}

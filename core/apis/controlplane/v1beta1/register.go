@@ -26,6 +26,11 @@ func Objects() []runtime.Object {
 		&AppliedToGroup{}, &AppliedToGroupList{}, &AppliedToGroupPatch{},
 		&AddressGroup{}, &AddressGroupList{}, &AddressGroupPatch{},
 		&NodePolicyStatus{}, &NodePolicyStatusList{},
+		&NodePolicyStatsReport{}, &NodePolicyStatsReportList{},
+		&NetworkPolicyStats{}, &NetworkPolicyStatsList{},
+		&SeineNetworkPolicyStats{}, &SeineNetworkPolicyStatsList{},
+		&SeineClusterNetworkPolicyStats{}, &SeineClusterNetworkPolicyStatsList{},
+		&ClusterNetworkPolicyStats{}, &ClusterNetworkPolicyStatsList{},
 	}
 }
 

@@ -14,6 +14,10 @@ type AppliedToGroupListerExpansion interface{}
 // NetworkPolicyLister.
 type NetworkPolicyListerExpansion interface{}
 
+// NodePolicyStatsReportListerExpansion allows custom methods to be added to
+// NodePolicyStatsReportLister.
+type NodePolicyStatsReportListerExpansion interface{}
+
 // NodePolicyStatusListerExpansion allows custom methods to be added to
 // NodePolicyStatusLister.
 type NodePolicyStatusListerExpansion interface{}

@@ -15,6 +15,7 @@ type ControlplaneV1beta1Interface interface {
 	AddressGroupsGetter
 	AppliedToGroupsGetter
 	NetworkPoliciesGetter
+	NodePolicyStatsReportsGetter
 	NodePolicyStatusesGetter
 }
 
@@ -33,6 +34,10 @@ func (c *ControlplaneV1beta1Client) AppliedToGroups() AppliedToGroupInterface {
 
 func (c *ControlplaneV1beta1Client) NetworkPolicies() NetworkPolicyInterface {
 	return newNetworkPolicies(c)
+}
+
+func (c *ControlplaneV1beta1Client) NodePolicyStatsReports() NodePolicyStatsReportInterface {
+	return newNodePolicyStatsReports(c)
 }
 
 func (c *ControlplaneV1beta1Client) NodePolicyStatuses() NodePolicyStatusInterface {

@@ -8,4 +8,6 @@ type AppliedToGroupExpansion interface{}
 
 type NetworkPolicyExpansion interface{}
 
+type NodePolicyStatsReportExpansion interface{}
+
 type NodePolicyStatusExpansion interface{}

@@ -24,6 +24,10 @@ func (c *FakeControlplaneV1beta1) NetworkPolicies() v1beta1.NetworkPolicyInterfa
 	return newFakeNetworkPolicies(c)
 }
 
+func (c *FakeControlplaneV1beta1) NodePolicyStatsReports() v1beta1.NodePolicyStatsReportInterface {
+	return newFakeNodePolicyStatsReports(c)
+}
+
 func (c *FakeControlplaneV1beta1) NodePolicyStatuses() v1beta1.NodePolicyStatusInterface {
 	return newFakeNodePolicyStatuses(c)
 }
