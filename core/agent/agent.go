@@ -438,6 +438,11 @@ func (a *Agent) run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		a.runPolicyStats(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		if err := a.runFlowExport(ctx); err != nil && ctx.Err() == nil {
 			a.log.Error("flow export ended", "err", err)
 		}

@@ -76,6 +76,9 @@ type Config struct {
 	// Empty: auditlog.DefaultPath (/var/log/seine/networkpolicy/np.log on
 	// Linux, C:\ProgramData\Seine\logs\networkpolicy\np.log on Windows).
 	PolicyAuditLogFile string `json:"policyAuditLogFile,omitempty"`
+	// PolicyStatsInterval is how often the agent reads its policy flows'
+	// counters for policy stats; 0 means DefaultPolicyStatsInterval.
+	PolicyStatsInterval metav1.Duration `json:"policyStatsInterval,omitempty"`
 	// GCPercent is the Go garbage collector's target (GOGC) seine-agent
 	// runs with when its environment has no GOGC: 0 means
 	// DefaultGCPercent. The agent holds long-lived state (Services,

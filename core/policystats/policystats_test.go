@@ -171,7 +171,7 @@ func TestCounterResets(t *testing.T) {
 // packet is counted twice or lost.
 func TestAgentRestart(t *testing.T) {
 	sw, tot := newSwitch(t), New()
-	path := filepath.Join(t.TempDir(), "policy", "stats.json")
+	path := filepath.Join(tempDir(t), "policy", "stats.json")
 	sw.set("web", "0", pipeline.CountFirst, 10)
 	sw.set("web", "0", pipeline.CountLater, 100)
 	tot.Observe(sw.dump(), sw.counters, all, t0)
@@ -224,7 +224,7 @@ func TestPoliciesGone(t *testing.T) {
 }
 
 func TestLoadRefusesOtherFiles(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	if tot, err := Load(filepath.Join(dir, "none.json")); err != nil || len(tot.Report()) != 0 {
 		t.Errorf("missing file: %v, %v", tot.Report(), err)
 	}
@@ -240,3 +240,15 @@ func TestLoadRefusesOtherFiles(t *testing.T) {
 }
 
 func writeFile(path, body string) error { return os.WriteFile(path, []byte(body), 0o600) }
+
+// tempDir is a temporary directory removed at the end if the OS lets it:
+// under Wine, t.TempDir's cleanup fails on any file in it
+// (test/windows/README.md), and winetest removes what is left.
+func tempDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "seine-policystats-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}

@@ -38,6 +38,7 @@ healthAddress: 127.0.0.1:10350
 metricsAddress: 127.0.0.1:%d
 flowSetOS: %s
 hostRulesResyncPeriod: %s
+policyStatsInterval: %s
 policyAuditLogFile: %s
 proxy:
   mode: %s
@@ -46,7 +47,7 @@ proxy:
 		filepath.Join(ovs, "run", "db.sock"), filepath.Join(ovs, "run"),
 		c.TrafficMode, c.TunnelType,
 		filepath.Join(c.NodeSeineDir(n.Name), "cni.sock"),
-		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), AgentMetricsPort, flowSetOS(n), AgentHostRulesResync,
+		c.NodeCNIConfDir(n.Name), c.NodeSeineDir(n.Name), AgentMetricsPort, flowSetOS(n), AgentHostRulesResync, AgentPolicyStatsInterval,
 		c.NodePolicyAuditLog(n.Name), c.proxyMode(), c.ServiceCIDR)
 }
 
@@ -68,6 +69,11 @@ const AgentMetricsPort = 10351
 // shorter than the default, so a test that breaks a node's NAT or routes
 // sees them repaired soon.
 const AgentHostRulesResync = 5 * time.Second
+
+// AgentPolicyStatsInterval is how often lab agents read their policy
+// flows' counters: shorter than the default, so a test sees its traffic
+// counted within seconds.
+const AgentPolicyStatsInterval = 2 * time.Second
 
 // flowSetOS is the OS the node's pipeline is built for: a node posing as a
 // Windows node is configured as one. Its flows are those of every other lab
