@@ -184,16 +184,8 @@ func (st *statsReportStorage) Create(ctx context.Context, obj runtime.Object, va
 	if !ok {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a NodePolicyStatsReport: %T", obj))
 	}
-	if err := validateStatsReport(in); err != nil {
+	if err := admitReport(ctx, obj, in.Name, validateStatsReport(in), validate); err != nil {
 		return nil, err
-	}
-	if err := checkReporter(ctx, in.Name); err != nil {
-		return nil, err
-	}
-	if validate != nil {
-		if err := validate(ctx, obj); err != nil {
-			return nil, err
-		}
 	}
 	return st.s.set(in, time.Now(), opts != nil && len(opts.DryRun) > 0)
 }
@@ -239,11 +231,7 @@ var statsKinds = []statsKind{{
 		return &cp.NetworkPolicyStats{TypeMeta: typeMeta("NetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
 	},
 	list: func(objs []runtime.Object) runtime.Object {
-		l := &cp.NetworkPolicyStatsList{Items: []cp.NetworkPolicyStats{}}
-		for _, o := range objs {
-			l.Items = append(l.Items, *o.(*cp.NetworkPolicyStats))
-		}
-		return l
+		return &cp.NetworkPolicyStatsList{Items: items[cp.NetworkPolicyStats](objs)}
 	},
 }, {
 	resource: "seinenetworkpolicystats", singular: "seinenetworkpolicystats", policyType: cp.SeineNetworkPolicy, namespaced: true,
@@ -253,11 +241,7 @@ var statsKinds = []statsKind{{
 		return &cp.SeineNetworkPolicyStats{TypeMeta: typeMeta("SeineNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
 	},
 	list: func(objs []runtime.Object) runtime.Object {
-		l := &cp.SeineNetworkPolicyStatsList{Items: []cp.SeineNetworkPolicyStats{}}
-		for _, o := range objs {
-			l.Items = append(l.Items, *o.(*cp.SeineNetworkPolicyStats))
-		}
-		return l
+		return &cp.SeineNetworkPolicyStatsList{Items: items[cp.SeineNetworkPolicyStats](objs)}
 	},
 }, {
 	resource: "seineclusternetworkpolicystats", singular: "seineclusternetworkpolicystats", policyType: cp.SeineClusterNetworkPolicy,
@@ -267,11 +251,7 @@ var statsKinds = []statsKind{{
 		return &cp.SeineClusterNetworkPolicyStats{TypeMeta: typeMeta("SeineClusterNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
 	},
 	list: func(objs []runtime.Object) runtime.Object {
-		l := &cp.SeineClusterNetworkPolicyStatsList{Items: []cp.SeineClusterNetworkPolicyStats{}}
-		for _, o := range objs {
-			l.Items = append(l.Items, *o.(*cp.SeineClusterNetworkPolicyStats))
-		}
-		return l
+		return &cp.SeineClusterNetworkPolicyStatsList{Items: items[cp.SeineClusterNetworkPolicyStats](objs)}
 	},
 }, {
 	resource: "clusternetworkpolicystats", singular: "clusternetworkpolicystats", policyType: cp.UpstreamClusterNetworkPolicy,
@@ -281,13 +261,18 @@ var statsKinds = []statsKind{{
 		return &cp.ClusterNetworkPolicyStats{TypeMeta: typeMeta("ClusterNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
 	},
 	list: func(objs []runtime.Object) runtime.Object {
-		l := &cp.ClusterNetworkPolicyStatsList{Items: []cp.ClusterNetworkPolicyStats{}}
-		for _, o := range objs {
-			l.Items = append(l.Items, *o.(*cp.ClusterNetworkPolicyStats))
-		}
-		return l
+		return &cp.ClusterNetworkPolicyStatsList{Items: items[cp.ClusterNetworkPolicyStats](objs)}
 	},
 }}
+
+// items are objs, each a *T, as values.
+func items[T any](objs []runtime.Object) []T {
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, *any(o).(*T))
+	}
+	return out
+}
 
 // statsStorage serves one stats kind: get and list, computed from the
 // policies the controller holds and the nodes' last reports.

@@ -294,18 +294,27 @@ func (s *statusStorage) Create(ctx context.Context, obj runtime.Object, validate
 	if !ok {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a NodePolicyStatus: %T", obj))
 	}
-	if err := validateReport(in); err != nil {
+	if err := admitReport(ctx, obj, in.Name, validateReport(in), validate); err != nil {
 		return nil, err
-	}
-	if err := checkReporter(ctx, in.Name); err != nil {
-		return nil, err
-	}
-	if validate != nil {
-		if err := validate(ctx, obj); err != nil {
-			return nil, err
-		}
 	}
 	return s.r.set(in, time.Now(), opts != nil && len(opts.DryRun) > 0)
+}
+
+// admitReport admits a node's report (a nodepolicystatuses or
+// nodepolicystatsreports create): invalid is what the report's own
+// validation found, then the reporter must be bound to node (or to none),
+// then the request's validation runs.
+func admitReport(ctx context.Context, obj runtime.Object, node string, invalid error, validate rest.ValidateObjectFunc) error {
+	if invalid != nil {
+		return invalid
+	}
+	if err := checkReporter(ctx, node); err != nil {
+		return err
+	}
+	if validate != nil {
+		return validate(ctx, obj)
+	}
+	return nil
 }
 
 func (s *statusStorage) Get(_ context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
