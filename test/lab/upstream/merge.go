@@ -52,6 +52,7 @@ type Run struct {
 	Total  Dur    `json:"total"`            // with the lab's bring-up and Seine's install
 	Commit string `json:"commit,omitempty"` // Seine's commit it ran
 	Load   string `json:"load,omitempty"`   // the machine's load average, start and end
+	Procs  int    `json:"procs,omitempty"`  // Ginkgo processes running specs side by side (0: one, e2e.test alone)
 	Note   string `json:"note,omitempty"`   // written by hand: what the numbers do not say
 }
 
@@ -307,6 +308,9 @@ func (s *Store) WriteMergedTable(w io.Writer, rows []Row) error {
 		}
 		if run.E2E > 0 {
 			fmt.Fprintf(&b, "; e2e.test %s, %s with the lab's bring-up", time.Duration(run.E2E).Round(time.Second), time.Duration(run.Total).Round(time.Second))
+		}
+		if run.Procs > 1 {
+			fmt.Fprintf(&b, "; %d Ginkgo processes", run.Procs)
 		}
 		if run.Commit != "" {
 			fmt.Fprintf(&b, "; Seine at %s", run.Commit)

@@ -61,7 +61,7 @@ func TestMergeKeepsEachSpecsLastVerdict(t *testing.T) {
 	}); n != 3 {
 		t.Errorf("the stopped run gave %d verdicts, want 3 (a pass, a failure, the suite node)", n)
 	}
-	part := Run{ID: "2026-12-07 03:55", Part: "E2E_ONLY=missing,failed", Specs: 4, E2E: Dur(10 * time.Minute), Total: Dur(12 * time.Minute), Commit: "a3c532a"}
+	part := Run{ID: "2026-12-07 03:55", Part: "E2E_ONLY=missing,failed", Specs: 4, E2E: Dur(10 * time.Minute), Total: Dur(12 * time.Minute), Commit: "a3c532a", Procs: 3}
 	if n := st.Merge(part, []Result{
 		{Text: specB, State: "passed", Time: 20 * time.Second},
 		{Text: specC, State: "failed", Time: 2 * time.Minute, Message: "no endpoint answered"},
@@ -103,7 +103,7 @@ func TestMergeKeepsEachSpecsLastVerdict(t *testing.T) {
 		"| " + specD + " | not run | — | — |  |",
 		summary,
 		"- **2026-12-06 16:55**: the whole selection, 5 specs to run; e2e.test 1h15m0s, 1h17m0s with the lab's bring-up; Seine at 8dbe829; load 20-75. Stopped at 18:12 UTC.",
-		"- **2026-12-07 03:55**: E2E_ONLY=missing,failed, 4 specs to run; e2e.test 10m0s, 12m0s with the lab's bring-up; Seine at a3c532a.",
+		"- **2026-12-07 03:55**: E2E_ONLY=missing,failed, 4 specs to run; e2e.test 10m0s, 12m0s with the lab's bring-up; 3 Ginkgo processes; Seine at a3c532a.",
 	} {
 		if !strings.Contains(b.String(), line+"\n") {
 			t.Errorf("table lacks line %q:\n%s", line, b.String())
