@@ -32,15 +32,21 @@ const (
 )
 
 // E2EBinary builds e2e.test, the upstream network e2e suite of the lab's
-// Kubernetes release (test/e2e/upstream), or finds it cached in
-// ~/.cache/seine-lab, and links bin/e2e.test to it. kubectl is the lab's
-// (bin/kubectl, the same release).
+// Kubernetes release (test/e2e/upstream), and the ginkgo CLI that runs it
+// in parallel, or finds them cached in ~/.cache/seine-lab, and links
+// bin/e2e.test and bin/ginkgo to them. kubectl is the lab's (bin/kubectl,
+// the same release).
 func E2EBinary() error {
 	bin, err := e2eBinary()
 	if err != nil {
 		return err
 	}
+	ginkgo, err := e2eGinkgo()
+	if err != nil {
+		return err
+	}
 	fmt.Println(bin)
+	fmt.Println(ginkgo)
 	return nil
 }
 
