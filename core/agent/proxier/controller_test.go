@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -174,28 +175,55 @@ func TestSyncAfterUnknownOutcome(t *testing.T) {
 }
 
 // An endpoint of a Service with affinity that goes takes its learned
-// flows along (they carry its cookie).
+// flows along (they carry its cookie), and only its own: the learned
+// flows of the Service's other endpoint and of another Service with
+// affinity stay. The learned flows are put in the switch as OVS's learn
+// action would (round 0, category affinity, the endpoint's AffinityID);
+// the fake switch deletes by cookie and mask as OVS does.
 func TestSyncForgetsLearnedEndpoints(t *testing.T) {
 	n := newFakeNode()
 	c := newController(t, n, nil)
 	sticky := func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP }
 	c.UpdateService(service("web", "10.96.0.10", 80, sticky))
 	c.UpdateSlice(slice("web", "10.244.1.5@node-1", "10.244.2.5@node-2"))
+	c.UpdateService(service("api", "10.96.0.11", 80, sticky))
+	c.UpdateSlice(slice("api", "10.244.1.6@node-1"))
 	c.Prime()
 	replay(t, c, n)
+	learned := func(svc, ep, client string) string {
+		c.instMu.Lock()
+		id := pipeline.AffinityID(c.installed["default/"+svc].ids["http/TCP"], netip.MustParseAddrPort(ep))
+		c.instMu.Unlock()
+		f := openflow.NewFlow(uint8(pipeline.SessionAffinity), 200).
+			Cookie(uint64(pipeline.NewCookie(0, pipeline.CategoryAffinity, id))).
+			Match(openflow.NewMatch().IP().IPSrcAddr(netip.MustParseAddr(client)).IPDstAddr(netip.MustParseAddr(map[string]string{"web": "10.96.0.10", "api": "10.96.0.11"}[svc])))
+		k := key(f)
+		n.mu.Lock()
+		n.flows[k] = f
+		n.mu.Unlock()
+		return k
+	}
+	gone, webKept, apiKept := learned("web", "10.244.2.5:8080", "10.244.1.8"), learned("web", "10.244.1.5:8080", "10.244.1.9"), learned("api", "10.244.1.6:8080", "10.244.1.9")
 	c.UpdateSlice(slice("web", "10.244.1.5@node-1"))
 	syncOK(t, c)
 	var dels []string
 	for _, m := range n.lastBundle() {
 		if fm, ok := m.(*openflow.FlowMod); ok && fm.Command == openflow.FlowDelete && fm.Flow.TableID() == uint8(pipeline.SessionAffinity) {
 			dels = append(dels, openflow.Describe(fm))
-			if pipeline.Cookie(fm.Flow.CookieValue()).Category() != pipeline.CategoryAffinity || fm.CookieMask != affinityMask {
-				t.Errorf("learned-flow delete %s", openflow.Describe(fm))
-			}
 		}
 	}
 	if len(dels) != 1 {
 		t.Errorf("%d learned-flow deletes, want 1: %v", len(dels), dels)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, w := range []struct {
+		key, what string
+		want      bool
+	}{{gone, "web's learned flow of the endpoint that went", false}, {webKept, "web's learned flow of the endpoint that stays", true}, {apiKept, "api's learned flow", true}} {
+		if _, ok := n.flows[w.key]; ok != w.want {
+			t.Errorf("%s: in the switch %v, want %v (deletes %v)", w.what, ok, w.want, dels)
+		}
 	}
 }
 

@@ -266,8 +266,12 @@ func (p *plan) commit(c *Controller) map[string]*proxy.Service {
 	return olds
 }
 
-// affinityMask selects a learned flow by category and ID, whatever round.
-const affinityMask = pipeline.CategoryMask &^ pipeline.RoundMask
+// affinityMask selects the learned flows of one endpoint of one Service
+// port: category and ID, whatever round. (CategoryMask &^ RoundMask, the
+// category alone, took every Service's learned flows on the node with any
+// one endpoint's: the upstream spec of UDP ClientIP affinity failed beside
+// another Service's teardown.)
+const affinityMask = pipeline.ObjectMask &^ pipeline.RoundMask
 
 func affinityIDs(s *proxy.Service, ids map[string]uint32) []uint64 {
 	var out []uint64
