@@ -306,9 +306,39 @@ func (p *policyBuilder) clause(k clauseKey, policy string, c openflow.Conjunctio
 // empty clause (no local targets, no IPv4 peer left) can never match and
 // gets no flows.
 func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
+	parts, err := ruleParts(ru, id, b.cookie.Round())
+	if err != nil || len(parts.own) == 0 {
+		return err
+	}
+	for _, c := range parts.clauses {
+		p.clause(c.key, ru.Policy, c.conj)
+	}
+	p.tables[parts.table] = true
+	b.flows = append(b.flows, parts.own...)
+	return nil
+}
+
+// ruleClause is one clause of a rule's conjunction.
+type ruleClause struct {
+	key  clauseKey
+	conj openflow.Conjunction
+}
+
+// rulePart is what one rule adds to the policy tables: its clauses and its
+// own flows, the conj_id flow and an allow rule's metric flow (none, and no
+// clauses, for a rule that can never match).
+type rulePart struct {
+	table   Table
+	clauses []ruleClause
+	own     []*openflow.Flow
+}
+
+// ruleParts are the clauses and the own flows of one rule with
+// conjunction ID id under round r.
+func ruleParts(ru *PolicyRule, id uint32, r Round) (rulePart, error) {
 	table, next, prio, err := ruleTable(ru)
 	if err != nil {
-		return err
+		return rulePart{}, err
 	}
 	var targets, peers, services []clauseKey
 	for _, port := range sortedPorts(ru.Targets) {
@@ -325,23 +355,24 @@ func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
 	for _, svc := range ru.Services {
 		ks, err := serviceKeys(table, prio, svc)
 		if err != nil {
-			return fmt.Errorf("rule %q of policy %s: %w", ru.Key, ru.Policy, err)
+			return rulePart{}, fmt.Errorf("rule %q of policy %s: %w", ru.Key, ru.Policy, err)
 		}
 		services = append(services, ks...)
 	}
 	if len(targets) == 0 || len(peers) == 0 || (len(ru.Services) > 0 && len(services) == 0) {
-		return nil
+		return rulePart{table: table}, nil
 	}
 	n := uint8(2)
 	if len(ru.Services) > 0 {
 		n = 3
 	}
+	part := rulePart{table: table}
 	for k, ks := range [][]clauseKey{targets, peers, services} {
 		for _, key := range ks {
-			p.clause(key, ru.Policy, openflow.Conjunction{ID: id, Clause: uint8(k + 1), NClauses: n})
+			part.clauses = append(part.clauses, ruleClause{key, openflow.Conjunction{ID: id, Clause: uint8(k + 1), NClauses: n}})
 		}
 	}
-	ob := &builder{cookie: NewCookie(b.cookie.Round(), CategoryPolicy, PolicyID(ru.Policy))}
+	ob := &builder{cookie: NewCookie(r, CategoryPolicy, PolicyID(ru.Policy))}
 	var log []byte
 	if ru.Log {
 		log = PolicyLogUserdata(ru)
@@ -355,41 +386,51 @@ func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
 		ob.add(mt, prioPolicyRule, metricMatch(ru.Direction, id), gotoT(next))
 	}
 	ob.add(table, prio, match().IP().ConjID(id), ruleActions(acts, ru.Action, next, table, log))
-	p.tables[table] = true
-	b.flows = append(b.flows, ob.flows...)
-	return nil
+	part.own = ob.flows
+	return part, nil
 }
 
 // flows renders the merged clause flows (split when long, see
-// splitClause). A clause flow used by one policy only carries that
-// policy's cookie; a shared one carries the policy category with object ID
-// 0.
+// splitClause).
 func (p *policyBuilder) flows(r Round) ([]*openflow.Flow, error) {
 	var out []*openflow.Flow
 	for _, cf := range p.clauses {
-		copies, err := splitClause(cf.conjs)
+		fs, err := cf.render(r)
 		if err != nil {
-			return nil, fmt.Errorf("clause %s: %w", cf.key.match().String(), err)
+			return nil, err
 		}
-		for j, conjs := range copies {
-			if len(conjs) == 0 {
-				continue
-			}
-			id := uint64(0)
-			if owners := ownersOf(conjs, cf.owners); len(owners) == 1 {
-				id = PolicyID(owners[0])
-			}
-			a := actions()
-			for _, c := range conjs {
-				a.Conjunction(c.ID, c.Clause, c.NClauses)
-			}
-			m := cf.key.match()
-			if j > 0 {
-				m.Metadata(0, clauseCopyBit(j))
-			}
-			out = append(out, openflow.NewFlow(uint8(cf.key.table), cf.key.prio).
-				Cookie(uint64(NewCookie(r, CategoryPolicy, id))).Match(m).Actions(a))
+		out = append(out, fs...)
+	}
+	return out, nil
+}
+
+// render is the clause's flows: one per non-empty copy (see splitClause).
+// A clause flow used by one policy only carries that policy's cookie; a
+// shared one carries the policy category with object ID 0.
+func (cf *clauseFlow) render(r Round) ([]*openflow.Flow, error) {
+	copies, err := splitClause(cf.conjs)
+	if err != nil {
+		return nil, fmt.Errorf("clause %s: %w", cf.key.match().String(), err)
+	}
+	var out []*openflow.Flow
+	for j, conjs := range copies {
+		if len(conjs) == 0 {
+			continue
 		}
+		id := uint64(0)
+		if owners := ownersOf(conjs, cf.owners); len(owners) == 1 {
+			id = PolicyID(owners[0])
+		}
+		a := actions()
+		for _, c := range conjs {
+			a.Conjunction(c.ID, c.Clause, c.NClauses)
+		}
+		m := cf.key.match()
+		if j > 0 {
+			m.Metadata(0, clauseCopyBit(j))
+		}
+		out = append(out, openflow.NewFlow(uint8(cf.key.table), cf.key.prio).
+			Cookie(uint64(NewCookie(r, CategoryPolicy, id))).Match(m).Actions(a))
 	}
 	return out, nil
 }
