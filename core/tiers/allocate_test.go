@@ -3,6 +3,7 @@ package tiers
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -197,5 +198,62 @@ func TestValidateCustomPriority(t *testing.T) {
 	}
 	if !IsBaseline(BaselinePriority) || IsBaseline(ApplicationPriority) || !IsBuiltIn("securityops") || IsBuiltIn("mine") {
 		t.Fatal("IsBaseline/IsBuiltIn")
+	}
+}
+
+// TestAllocatorApplyMatchesAssign applies random sequences of inserts,
+// removals and moves with Apply and, to a twin allocator, the whole rule
+// list with Assign: after every step both assign every rule the same
+// priority, Apply's result names exactly the rules whose priority is new
+// or changed, and the moved counts agree. The range is small, so gaps run
+// out and windows move. Seeded.
+func TestAllocatorApplyMatchesAssign(t *testing.T) {
+	for seed := uint64(1); seed <= 20; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		inc, full := NewAllocator(1, 300), NewAllocator(1, 300)
+		rules := map[string]Rule{}
+		have := map[string]uint16{}
+		for step := range 300 {
+			var remove []string
+			var add []Rule
+			for range 1 + rng.IntN(4) {
+				key := fmt.Sprintf("r%d", rng.IntN(120))
+				switch {
+				case rng.IntN(4) == 0:
+					delete(rules, key)
+					remove = append(remove, key)
+					add = slices.DeleteFunc(add, func(r Rule) bool { return r.Key == key })
+				default:
+					r := Rule{Key: key, Order: Order{Tier: ApplicationPriority, Priority: float64(rng.IntN(40)) / 4, Policy: key}}
+					if old, ok := rules[key]; ok && rng.IntN(2) == 0 {
+						r.Order = old.Order // an update that keeps its place
+					}
+					rules[key] = r
+					add = slices.DeleteFunc(add, func(o Rule) bool { return o.Key == key })
+					add = append(add, r)
+				}
+			}
+			remove = slices.DeleteFunc(remove, func(k string) bool { _, ok := rules[k]; return ok })
+			changed, movedInc, err := inc.Apply(remove, add)
+			if err != nil {
+				t.Fatalf("seed %d step %d: apply: %v", seed, step, err)
+			}
+			want, movedFull, err := full.Assign(slices.Collect(maps.Values(rules)))
+			if err != nil {
+				t.Fatalf("seed %d step %d: assign: %v", seed, step, err)
+			}
+			for _, k := range remove {
+				delete(have, k)
+			}
+			for k, v := range changed {
+				if have[k] == v {
+					t.Errorf("seed %d step %d: %s reported changed but kept %d", seed, step, k, v)
+				}
+				have[k] = v
+			}
+			if !maps.Equal(have, want) || movedInc != movedFull {
+				t.Fatalf("seed %d step %d: Apply gives %v (moved %d), Assign %v (moved %d)", seed, step, have, movedInc, want, movedFull)
+			}
+		}
 	}
 }
