@@ -238,6 +238,12 @@ func (a *Allocator) Apply(remove []string, add []Rule) (map[string]uint16, int, 
 	return changed, moved, nil
 }
 
+// Priority returns the priority assigned to key.
+func (a *Allocator) Priority(key string) (uint16, bool) {
+	v, ok := a.assigned[key]
+	return v, ok
+}
+
 // find returns the index of key in a.sorted.
 func (a *Allocator) find(key string) (int, bool) {
 	for i, r := range a.sorted {

@@ -93,6 +93,13 @@ type Controller struct {
 	// prios are the OpenFlow priorities of tiered rules (guarded by sem).
 	prios priorities
 	retry bool // the last apply failed: Run tries again
+	// inc is what the last apply resolved, for an incremental next one
+	// (nil: resolve everything); index holds the flows of the last
+	// installed set (nil: build them from the set). Both are dropped
+	// when an apply fails. Guarded by sem.
+	inc   *incState
+	index *pipeline.PolicyIndex
+	enc   stateEncoder // the state file's (guarded by sem)
 
 	// Pod changes are coalesced: every PodsChanged call takes a ticket,
 	// and any apply that starts after the ticket was taken serves it.
@@ -216,6 +223,7 @@ func (c *Controller) Load() error {
 	c.state = s
 	c.stateCounts.Store(countState(s))
 	c.synced.Store(s)
+	c.inc, c.index = nil, nil
 	r, _ := c.resolve()
 	if _, err := pipeline.PolicyFlows(r.set, 0); err != nil {
 		return fmt.Errorf("policies on disk: %w", err)
@@ -241,7 +249,7 @@ func (c *Controller) Sync(ctx context.Context, s State) error {
 	c.stateCounts.Store(countState(&s))
 	c.synced.Store(&s)
 	if c.file != "" {
-		if err := writeState(c.file, &s); err != nil {
+		if err := c.enc.write(c.file, &s); err != nil {
 			c.unlock()
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -27,11 +28,11 @@ func (c *Controller) applyLocked(ctx context.Context, settle bool) (func(context
 		c.serve(ticket, nil)
 		return noWait, nil
 	}
-	r, ips := c.resolve()
+	r, d, ips := c.resolveIncremental()
 	c.flowMu.Lock()
 	old, oldKnown := c.installed, c.known || c.have == nil
 	c.flowMu.Unlock()
-	narrows, err := c.install(ctx, r)
+	narrows, err := c.install(ctx, r, d)
 	c.serve(ticket, err)
 	c.flowMu.Lock()
 	defer c.flowMu.Unlock()
@@ -41,6 +42,7 @@ func (c *Controller) applyLocked(ctx context.Context, settle bool) (func(context
 			c.wake()
 		}
 		c.latest = nil
+		c.inc, c.index = nil, nil // the next apply starts from the installed set
 		c.setInstallFailedLocked(r, err)
 		return nil, err
 	}
@@ -49,9 +51,12 @@ func (c *Controller) applyLocked(ctx context.Context, settle bool) (func(context
 	st, ok := c.node.(DatapathSettler)
 	var narrowed []Narrowed
 	if ok && narrows && settle {
-		if oldKnown {
+		switch {
+		case oldKnown && d != nil:
+			narrowed = narrowedTraffic(d.old, d.cur, ips)
+		case oldKnown:
 			narrowed = narrowedTraffic(old, r.set, ips)
-		} else {
+		default:
 			narrowed = []Narrowed{{}} // the switch's flows were read back: anything may have changed
 		}
 	}
@@ -93,46 +98,109 @@ func (c *Controller) serve(t uint64, err error) {
 	c.served1 = make(chan struct{})
 }
 
+// resolveIncremental resolves c.state against the node's pods: only the
+// policies that changed since the last apply when it can (see incState),
+// with d what changed; everything otherwise (d nil). It also returns the
+// pods' addresses by OpenFlow port.
+func (c *Controller) resolveIncremental() (r resolved, d *delta, ips map[uint32][]netip.Addr) {
+	pods, sources := c.node.LocalPods(), c.node.NodeSources()
+	if c.inc != nil {
+		if rr, dd, ok := c.resolveDelta(c.inc, pods, sources); ok {
+			r, d = rr, &dd
+		} else {
+			c.inc = nil
+		}
+	}
+	if d == nil {
+		r, c.inc = c.resolveFull(pods, sources)
+	}
+	for _, p := range r.problems {
+		c.log.Warn("policy not enforced", "problem", p)
+	}
+	ips = make(map[uint32][]netip.Addr, len(pods))
+	for _, p := range pods {
+		ips[p.OFPort] = p.IPs
+	}
+	return r, d, ips
+}
+
 // install brings the switch's policy flows to those of r.set in one
-// bundle. The flows are built once, before the agent's lock is taken;
-// under it they only get the round's cookie and are compared with what the
-// switch holds: the flows of the last install in this round, or, after a
-// replay, the installed set's flows under the new round, or, after an
-// install whose outcome is unknown, the flows read back from the switch.
-// narrows reports whether the change may deny something the old flows
-// allowed.
-func (c *Controller) install(ctx context.Context, r resolved) (narrows bool, err error) {
-	var want []*openflow.Flow
-	if !emptySet(r.set) {
-		if want, err = pipeline.PolicyFlows(r.set, 0); err != nil {
+// bundle. The flows are kept in c.index: with d (an incremental
+// resolution) only the rules d changed are built again, otherwise the
+// index is built from r.set; both before the agent's lock is taken. Under
+// it the flows only get the round's cookie and are compared with what the
+// switch holds: with d and the switch's flows known in this round, only
+// the flows the index changed; otherwise every flow against the flows of
+// the last install, or, after a replay, the installed set's flows under
+// the new round, or, after an install whose outcome is unknown, the flows
+// read back from the switch. narrows reports whether the change may deny
+// something the old flows allowed.
+func (c *Controller) install(ctx context.Context, r resolved, d *delta) (narrows bool, err error) {
+	idx := c.index
+	c.index = nil
+	switch {
+	case emptySet(r.set):
+		idx, d = nil, nil
+	case d != nil && idx != nil:
+		if err := idx.Update(d.update, d.remove); err != nil {
+			return false, fmt.Errorf("policy flows: %w", err)
+		}
+		idx.SetIsolated(r.set.IngressIsolated, r.set.EgressIsolated)
+	default:
+		d = nil
+		if idx, err = pipeline.NewPolicyIndex(r.set); err != nil {
 			return false, fmt.Errorf("policy flows: %w", err)
 		}
 	}
 	err = c.node.Install(ctx, func(w Writer, round pipeline.Round) error {
-		for _, f := range want {
-			f.Cookie(uint64(pipeline.NewCookie(round, pipeline.CategoryPolicy, pipeline.Cookie(f.CookieValue()).ID())))
+		stamp := func(f *openflow.Flow) *openflow.Flow {
+			return f.Cookie(uint64(pipeline.NewCookie(round, pipeline.CategoryPolicy, pipeline.Cookie(f.CookieValue()).ID())))
 		}
 		c.flowMu.Lock()
 		have, known, haveRound, installed := c.have, c.known, c.haveRound, c.installed
 		c.flowMu.Unlock()
 		var msgs []openflow.Message
-		switch {
-		case haveRound != round || have == nil && known:
-			// A replay under this round installed the installed set.
-			if have, err = flowMap(installed, round); err != nil {
-				return err
+		var want []*openflow.Flow
+		var changed []string
+		partial := d != nil && known && have != nil && haveRound == round
+		if partial {
+			// Only the flows the change touched.
+			changed = idx.Changed()
+			sub := make(map[string]*openflow.Flow, len(changed))
+			for _, k := range changed {
+				if f := idx.Flow(k); f != nil {
+					want = append(want, stamp(f))
+				}
+				if h := have[k]; h != nil {
+					sub[k] = h
+				}
 			}
-			fallthrough
-		case known:
-			msgs, narrows = diff(have, want)
-		default:
-			stats, err := w.DumpFlows(ctx, openflow.TableAll, uint64(pipeline.NewCookie(0, pipeline.CategoryPolicy, 0)), categoryMask)
-			if err != nil {
-				return fmt.Errorf("read the policy flows back: %w", err)
+			msgs, narrows = diff(sub, want)
+		} else {
+			if idx != nil {
+				want = idx.Flows()
+				for _, f := range want {
+					stamp(f)
+				}
 			}
-			msgs = diffDump(stats, want)
-			narrows = true
-			c.log.Info("policy flows read back after an install of unknown outcome", "flows", len(stats), "changes", len(msgs))
+			switch {
+			case haveRound != round || have == nil && known:
+				// A replay under this round installed the installed set.
+				if have, err = flowMap(installed, round); err != nil {
+					return err
+				}
+				fallthrough
+			case known:
+				msgs, narrows = diff(have, want)
+			default:
+				stats, err := w.DumpFlows(ctx, openflow.TableAll, uint64(pipeline.NewCookie(0, pipeline.CategoryPolicy, 0)), categoryMask)
+				if err != nil {
+					return fmt.Errorf("read the policy flows back: %w", err)
+				}
+				msgs = diffDump(stats, want)
+				narrows = true
+				c.log.Info("policy flows read back after an install of unknown outcome", "flows", len(stats), "changes", len(msgs))
+			}
 		}
 		if len(msgs) > 0 {
 			if err := w.Bundle(ctx, msgs...); err != nil {
@@ -145,6 +213,20 @@ func (c *Controller) install(ctx context.Context, r resolved) (narrows bool, err
 			}
 			c.log.Debug("policy flows changed", "changes", len(msgs), "rules", len(r.set.Rules))
 		}
+		if partial {
+			// have is the switch's: change it in place.
+			c.flowMu.Lock()
+			for _, k := range changed {
+				if f := idx.Flow(k); f != nil {
+					have[k] = f
+				} else {
+					delete(have, k)
+				}
+			}
+			c.installed = r.set
+			c.flowMu.Unlock()
+			return nil
+		}
 		have = make(map[string]*openflow.Flow, len(want))
 		for _, f := range want {
 			have[f.Key()] = f
@@ -154,6 +236,10 @@ func (c *Controller) install(ctx context.Context, r resolved) (narrows bool, err
 		c.flowMu.Unlock()
 		return nil
 	})
+	if err == nil && idx != nil {
+		idx.ClearChanged()
+		c.index = idx
+	}
 	return narrows, err
 }
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -66,48 +67,85 @@ var errMissing = errors.New("missing")
 // failed, with the reason.
 func resolve(s State, pods []Pod, sources []netip.Addr) resolved {
 	r := resolved{gens: map[string]int64{}, failed: map[string]Realization{}, orders: map[string]tiers.Order{}}
-	local := map[string]Pod{}
-	for _, p := range pods {
-		local[p.Namespace+"/"+p.Name] = p
-	}
+	local := localPods(pods)
 	ingress, egress := map[uint32]bool{}, map[uint32]bool{}
 	for _, name := range sortedKeys(s.NetworkPolicies) {
 		np := s.NetworkPolicies[name]
 		if np == nil {
 			continue
 		}
-		rules, targets, ruleErrs, err := resolvePolicy(np, s, local, r.orders)
-		if err != nil {
-			r.problems = append(r.problems, fmt.Sprintf("policy %s: %v", name, err))
-			continue
-		}
-		var invalid []string
-		for _, e := range ruleErrs {
-			r.problems = append(r.problems, fmt.Sprintf("policy %s: %v", name, e))
-			if !errors.Is(e, errMissing) {
-				invalid = append(invalid, e.Error())
-			}
-		}
-		if len(ruleErrs) == 0 {
+		o := resolveOne(name, np, s, local)
+		r.problems = append(r.problems, o.problems...)
+		if o.realized {
 			r.gens[name] = np.Generation
 		}
-		if len(invalid) > 0 {
-			r.failed[name] = Realization{Generation: np.Generation, Error: strings.Join(invalid, "; ")}
+		if o.failed != nil {
+			r.failed[name] = *o.failed
 		}
-		for _, t := range targets {
-			if slices.Contains(np.PolicyTypes, controlplane.PolicyTypeIngress) {
-				ingress[t.pod.OFPort] = true
-			}
-			if slices.Contains(np.PolicyTypes, controlplane.PolicyTypeEgress) {
-				egress[t.pod.OFPort] = true
-			}
+		for _, p := range o.ingress {
+			ingress[p] = true
 		}
-		r.set.Rules = append(r.set.Rules, rules...)
+		for _, p := range o.egress {
+			egress[p] = true
+		}
+		maps.Copy(r.orders, o.orders)
+		r.set.Rules = append(r.set.Rules, o.rules...)
 	}
 	r.set.IngressIsolated = sortedSet(ingress)
 	r.set.EgressIsolated = sortedSet(egress)
 	r.set.NodeSources = slices.Clone(sources)
 	return r
+}
+
+func localPods(pods []Pod) map[string]Pod {
+	local := make(map[string]Pod, len(pods))
+	for _, p := range pods {
+		local[p.Namespace+"/"+p.Name] = p
+	}
+	return local
+}
+
+// policyResult is one policy resolved: its rules (tiered ones without
+// their priority), the ports it isolates, whether it is realized, why it
+// failed, the problems met and the order of its tiered rules.
+type policyResult struct {
+	rules           []pipeline.PolicyRule
+	ingress, egress []uint32
+	realized        bool
+	failed          *Realization
+	problems        []string
+	orders          map[string]tiers.Order
+}
+
+// resolveOne resolves the policy name of s (see resolve).
+func resolveOne(name string, np *controlplane.NetworkPolicy, s State, local map[string]Pod) policyResult {
+	o := policyResult{orders: map[string]tiers.Order{}}
+	rules, targets, ruleErrs, err := resolvePolicy(np, s, local, o.orders)
+	if err != nil {
+		o.problems = append(o.problems, fmt.Sprintf("policy %s: %v", name, err))
+		return o
+	}
+	var invalid []string
+	for _, e := range ruleErrs {
+		o.problems = append(o.problems, fmt.Sprintf("policy %s: %v", name, e))
+		if !errors.Is(e, errMissing) {
+			invalid = append(invalid, e.Error())
+		}
+	}
+	o.realized = len(ruleErrs) == 0
+	if len(invalid) > 0 {
+		o.failed = &Realization{Generation: np.Generation, Error: strings.Join(invalid, "; ")}
+	}
+	for _, t := range targets {
+		if slices.Contains(np.PolicyTypes, controlplane.PolicyTypeIngress) {
+			o.ingress = append(o.ingress, t.pod.OFPort)
+		}
+		if slices.Contains(np.PolicyTypes, controlplane.PolicyTypeEgress) {
+			o.egress = append(o.egress, t.pod.OFPort)
+		}
+	}
+	o.rules = rules
+	return o
 }
 
 // target is a local pod a policy applies to, with its named ports as its

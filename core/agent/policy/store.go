@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +24,28 @@ type stateFile struct {
 // is fsynced (where the OS allows), so a crash leaves the old or the new
 // file, never a torn one.
 func writeState(path string, s *State) error {
-	b, err := json.Marshal(stateFile{Version: stateVersion, State: *s})
+	var e stateEncoder
+	return e.write(path, s)
+}
+
+// stateEncoder writes State files, encoding only the objects that are not
+// the ones (the same pointers) it encoded for the last file: with 10,000
+// policies, encoding them all took ~14 ms of every one-policy change. The
+// objects must not change in place once written (the watch decodes a new
+// object for every change). The file is what json.Marshal of a stateFile
+// gives, its map keys in no particular order.
+type stateEncoder struct {
+	gen  uint64
+	objs map[any]*encoded // by the object's pointer
+}
+
+type encoded struct {
+	gen uint64
+	b   []byte
+}
+
+func (e *stateEncoder) write(path string, s *State) error {
+	b, err := e.encode(s)
 	if err != nil {
 		return fmt.Errorf("encode policy state: %w", err)
 	}
@@ -51,6 +73,85 @@ func writeState(path string, s *State) error {
 		return fmt.Errorf("replace policy state: %w", err)
 	}
 	return nil
+}
+
+// encode renders s as a stateFile.
+func (e *stateEncoder) encode(s *State) ([]byte, error) {
+	if e.objs == nil {
+		e.objs = map[any]*encoded{}
+	}
+	e.gen++
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, `{"version":%d,"state":{`, stateVersion)
+	first := true
+	var err error
+	section := func(field string, n int, each func(func(name string, obj any))) {
+		if n == 0 || err != nil {
+			return // omitempty
+		}
+		if !first {
+			buf.WriteByte(',')
+		}
+		first = false
+		fmt.Fprintf(&buf, "%q:{", field)
+		i := 0
+		each(func(name string, obj any) {
+			if err != nil {
+				return
+			}
+			k, kerr := json.Marshal(name)
+			if kerr != nil {
+				err = kerr
+				return
+			}
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			i++
+			buf.Write(k)
+			buf.WriteByte(':')
+			enc := e.objs[obj]
+			if enc == nil {
+				b, jerr := json.Marshal(obj)
+				if jerr != nil {
+					err = jerr
+					return
+				}
+				enc = &encoded{b: b}
+				e.objs[obj] = enc
+			}
+			enc.gen = e.gen
+			buf.Write(enc.b)
+		})
+		buf.WriteByte('}')
+	}
+	section("networkPolicies", len(s.NetworkPolicies), func(f func(string, any)) {
+		for name, o := range s.NetworkPolicies {
+			f(name, o)
+		}
+	})
+	section("appliedToGroups", len(s.AppliedToGroups), func(f func(string, any)) {
+		for name, o := range s.AppliedToGroups {
+			f(name, o)
+		}
+	})
+	section("addressGroups", len(s.AddressGroups), func(f func(string, any)) {
+		for name, o := range s.AddressGroups {
+			f(name, o)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	buf.WriteString("}}")
+	if len(e.objs) > len(s.NetworkPolicies)+len(s.AppliedToGroups)+len(s.AddressGroups) {
+		for k, enc := range e.objs {
+			if enc.gen != e.gen {
+				delete(e.objs, k)
+			}
+		}
+	}
+	return buf.Bytes(), nil
 }
 
 // readState reads the state at path; a missing file gives nil and no error.

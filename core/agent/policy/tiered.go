@@ -142,9 +142,6 @@ type priorities struct {
 // order of each tiered rule by "<policy>/<key>". A table with more rules
 // than priorities loses its tiered rules, reported in the error.
 func (p *priorities) assign(set *pipeline.PolicySet, orders map[string]tiers.Order) (moved int, err error) {
-	if p.alloc == nil {
-		p.alloc = map[tierTable]*tiers.Allocator{}
-	}
 	byTable := map[tierTable][]tiers.Rule{}
 	for _, r := range set.Rules {
 		if r.Tier == pipeline.TierNone {
@@ -159,12 +156,7 @@ func (p *priorities) assign(set *pipeline.PolicySet, orders map[string]tiers.Ord
 		{pipeline.PolicyEgress, pipeline.TierMain}, {pipeline.PolicyEgress, pipeline.TierBaseline},
 		{pipeline.PolicyIngress, pipeline.TierMain}, {pipeline.PolicyIngress, pipeline.TierBaseline},
 	} {
-		a := p.alloc[t]
-		if a == nil {
-			a = tiers.NewAllocator(pipeline.TierPrioMin/2, pipeline.TierPrioMax/2)
-			p.alloc[t] = a
-		}
-		got, m, aerr := a.Assign(byTable[t])
+		got, m, aerr := p.allocator(t).Assign(byTable[t])
 		if aerr != nil {
 			err = fmt.Errorf("%s tier rules: %w", t.dir, aerr)
 			continue
@@ -185,4 +177,17 @@ func (p *priorities) assign(set *pipeline.PolicySet, orders map[string]tiers.Ord
 	}
 	set.Rules = kept
 	return moved, err
+}
+
+// allocator is the Allocator of table t.
+func (p *priorities) allocator(t tierTable) *tiers.Allocator {
+	if p.alloc == nil {
+		p.alloc = map[tierTable]*tiers.Allocator{}
+	}
+	a := p.alloc[t]
+	if a == nil {
+		a = tiers.NewAllocator(pipeline.TierPrioMin/2, pipeline.TierPrioMax/2)
+		p.alloc[t] = a
+	}
+	return a
 }
