@@ -238,9 +238,12 @@ func (c *Controller) Load() error {
 
 // Sync makes s the desired state: it is written to disk, then the
 // difference between the flows it needs and those installed goes to the
-// bridge in one atomic bundle. s is owned by the controller afterwards.
-// Should the install fail, Run retries it until it succeeds or another
-// Sync replaces s.
+// bridge in one atomic bundle. s is owned by the controller afterwards,
+// and so are its objects: a policy or group that changes must come as a
+// new object (as the watch decodes it), never changed in place, since
+// only the objects that are not the ones of the last Sync are resolved
+// and encoded again (incremental.go). Should the install fail, Run
+// retries it until it succeeds or another Sync replaces s.
 func (c *Controller) Sync(ctx context.Context, s State) error {
 	if err := c.lock(ctx); err != nil {
 		return err

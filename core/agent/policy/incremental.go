@@ -237,14 +237,21 @@ func (c *Controller) resolveDelta(inc *incState, pods []Pod, sources []netip.Add
 	// The groups that changed, and the policies that did or use them.
 	atgs, ags := changedKeys(inc.atgs, s.AppliedToGroups), changedKeys(inc.ags, s.AddressGroups)
 	names := map[string]bool{}
+	kept := 0 // entries whose policy s still has
 	for name, np := range s.NetworkPolicies {
-		if e := inc.entries[name]; np != nil && (e == nil || e.np != np) {
+		e := inc.entries[name]
+		if np != nil && (e == nil || e.np != np) {
 			names[name] = true
 		}
+		if np != nil && e != nil {
+			kept++
+		}
 	}
-	for name := range inc.entries {
-		if s.NetworkPolicies[name] == nil {
-			names[name] = true
+	if kept < len(inc.entries) {
+		for name := range inc.entries {
+			if s.NetworkPolicies[name] == nil {
+				names[name] = true
+			}
 		}
 	}
 	if len(atgs)+len(ags) > 0 {
@@ -348,11 +355,11 @@ func (c *Controller) resolveDelta(inc *incState, pods []Pod, sources []netip.Add
 		d.update = append(d.update, e.res.rules...)
 	}
 	// A rule of a new entry is no rule to remove.
-	kept := map[[2]string]bool{}
+	updated := map[[2]string]bool{}
 	for _, ru := range d.update {
-		kept[[2]string{ru.Policy, ru.Key}] = true
+		updated[[2]string{ru.Policy, ru.Key}] = true
 	}
-	d.remove = slices.DeleteFunc(d.remove, func(k [2]string) bool { return kept[k] })
+	d.remove = slices.DeleteFunc(d.remove, func(k [2]string) bool { return updated[k] })
 	d.cur.IngressIsolated, d.cur.EgressIsolated = inc.isolated()
 	for g := range atgs {
 		if v, ok := s.AppliedToGroups[g]; ok {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // stateVersion is the format of the state file; a file of another version
@@ -37,11 +38,14 @@ func writeState(path string, s *State) error {
 type stateEncoder struct {
 	gen  uint64
 	objs map[any]*encoded // by the object's pointer
+	size int              // of the last file
 }
 
+// encoded is one map entry of the file: `"name":{object}`.
 type encoded struct {
-	gen uint64
-	b   []byte
+	gen  uint64
+	name string
+	b    []byte
 }
 
 func (e *stateEncoder) write(path string, s *State) error {
@@ -82,6 +86,7 @@ func (e *stateEncoder) encode(s *State) ([]byte, error) {
 	}
 	e.gen++
 	var buf bytes.Buffer
+	buf.Grow(e.size + e.size/8)
 	fmt.Fprintf(&buf, `{"version":%d,"state":{`, stateVersion)
 	first := true
 	var err error
@@ -99,25 +104,18 @@ func (e *stateEncoder) encode(s *State) ([]byte, error) {
 			if err != nil {
 				return
 			}
-			k, kerr := json.Marshal(name)
-			if kerr != nil {
-				err = kerr
-				return
-			}
 			if i > 0 {
 				buf.WriteByte(',')
 			}
 			i++
-			buf.Write(k)
-			buf.WriteByte(':')
 			enc := e.objs[obj]
-			if enc == nil {
-				b, jerr := json.Marshal(obj)
-				if jerr != nil {
-					err = jerr
+			if enc == nil || enc.name != name {
+				k, kerr := json.Marshal(name)
+				v, verr := json.Marshal(obj)
+				if err = errors.Join(kerr, verr); err != nil {
 					return
 				}
-				enc = &encoded{b: b}
+				enc = &encoded{name: name, b: slices.Concat(k, []byte{':'}, v)}
 				e.objs[obj] = enc
 			}
 			enc.gen = e.gen
@@ -151,6 +149,7 @@ func (e *stateEncoder) encode(s *State) ([]byte, error) {
 			}
 		}
 	}
+	e.size = buf.Len()
 	return buf.Bytes(), nil
 }
 
