@@ -21,3 +21,6 @@ type Reference struct{ ref reference }
 func (r *Reference) Flows(c *Controller, s State, round pipeline.Round) ([]*openflow.Flow, error) {
 	return r.ref.flows(r.ref.resolve(s, c.node.LocalPods(), c.node.NodeSources()), round)
 }
+
+// LineDiff is lineDiff (random_test.go).
+func LineDiff(want, got string) string { return lineDiff(want, got) }

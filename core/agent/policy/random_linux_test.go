@@ -69,23 +69,8 @@ func TestIncrementalOnRealSwitch(t *testing.T) {
 		slices.Sort(got)
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
-			t.Fatalf("step %d (%s): ovs-vswitchd holds other policy flows than a full recompute:\n%s", step, what, diffLines(want, got))
+			t.Fatalf("step %d (%s): ovs-vswitchd holds other policy flows than a full recompute:\n%s",
+				step, what, policy.LineDiff(strings.Join(want, "\n"), strings.Join(got, "\n")))
 		}
 	}
-}
-
-// diffLines lists the lines only in want (-) and only in got (+).
-func diffLines(want, got []string) string {
-	var out []string
-	for _, l := range want {
-		if _, ok := slices.BinarySearch(got, l); !ok {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range got {
-		if _, ok := slices.BinarySearch(want, l); !ok {
-			out = append(out, "+ "+l)
-		}
-	}
-	return strings.Join(out, "\n")
 }

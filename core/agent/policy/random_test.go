@@ -67,27 +67,24 @@ func (g *randomStates) Step() (State, string) {
 			delete(s.NetworkPolicies, name)
 			what = append(what, "delete "+name)
 		case n < 16:
-			name := fmt.Sprintf("atg%d", g.rng.IntN(5)) // atg4 only comes and goes
-			if g.rng.IntN(6) == 0 {
-				delete(s.AppliedToGroups, name)
-				what = append(what, "delete "+name)
-			} else {
-				s.AppliedToGroups[name] = g.atg(name)
-				what = append(what, "set "+name)
-			}
+			// atg4 and ag5 only come and go.
+			what = append(what, changeGroup(g, s.AppliedToGroups, fmt.Sprintf("atg%d", g.rng.IntN(5)), g.atg))
 		default:
-			name := fmt.Sprintf("ag%d", g.rng.IntN(6))
-			if g.rng.IntN(6) == 0 {
-				delete(s.AddressGroups, name)
-				what = append(what, "delete "+name)
-			} else {
-				s.AddressGroups[name] = g.ag(name)
-				what = append(what, "set "+name)
-			}
+			what = append(what, changeGroup(g, s.AddressGroups, fmt.Sprintf("ag%d", g.rng.IntN(6)), g.ag))
 		}
 	}
 	g.s = s
 	return s, strings.Join(what, ", ")
+}
+
+// changeGroup deletes group name from m (one time in six) or sets a new one.
+func changeGroup[G any](g *randomStates, m map[string]*G, name string, group func(string) *G) string {
+	if g.rng.IntN(6) == 0 {
+		delete(m, name)
+		return "delete " + name
+	}
+	m[name] = group(name)
+	return "set " + name
 }
 
 func (g *randomStates) members(locals int) []controlplane.GroupMember {
