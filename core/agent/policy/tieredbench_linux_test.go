@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/core/tiers"
+	"github.com/seine-cni/seine/ovs/openflow"
 	"github.com/seine-cni/seine/test/agenttest"
 )
 
@@ -27,7 +29,10 @@ import (
 // then inserts policies between two existing priorities and reports, per
 // insert, the flows of the tier table that changed on the switch (dumped
 // before and after: a moved rule counts its flows twice, removed and
-// added) and the time from Sync to realized. The baseline, measured in
+// added) and the time from Sync to realized; then as many updates (a
+// policy's peer replaced), deletes and Syncs of the same State (what any
+// change pays), and the floor the switch sets: one bundle of four
+// flow-mods on a connection of the benchmark's own. The baseline, measured in
 // the same run, is the cold install of the N rules: its flows and time.
 // Inserts go into one gap again and again, so the gaps run out and the
 // allocator must move neighbours (a bounded window, never the table).
@@ -93,19 +98,91 @@ func BenchmarkTieredInsert(b *testing.B) {
 	if len(times) == 0 {
 		return
 	}
-	sorted := slices.Clone(times)
-	slices.Sort(sorted)
+	// Updates: an existing policy replaced by one with another peer (its
+	// peer clause changes, its place does not); deletes: a policy goes.
+	// Then the floor: the same switch's round trip for one bundle of four
+	// flow-mods (a rule's flows) on a connection of our own.
+	var updates, deletes, noops, floor []time.Duration
+	for i := range len(times) {
+		name := fmt.Sprintf("p%05d", (i*997)%n)
+		np := dropFrom(name, *st.NetworkPolicies[name].Priority, n+1000+i)
+		np.Generation = gen
+		gen++
+		st.NetworkPolicies[name] = np
+		start := time.Now()
+		if err := pc.Sync(ctx, st); err != nil {
+			b.Fatal(err)
+		}
+		updates = append(updates, time.Since(start))
+	}
+	for i := range len(times) {
+		delete(st.NetworkPolicies, fmt.Sprintf("p%05d", (i*991+7)%n))
+		start := time.Now()
+		if err := pc.Sync(ctx, st); err != nil {
+			b.Fatal(err)
+		}
+		deletes = append(deletes, time.Since(start))
+	}
+	// A Sync of the same State: what every change pays whatever it
+	// changes (the State written, the policies compared by pointer, the
+	// installed set assembled), with no bundle.
+	for range len(times) {
+		start := time.Now()
+		if err := pc.Sync(ctx, st); err != nil {
+			b.Fatal(err)
+		}
+		noops = append(noops, time.Since(start))
+	}
+	conn, err := openflow.Dial(ctx, "unix:"+node.OVS.MgmtSocketPath("br-int"), openflow.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	for i := range len(times) {
+		var add, del []openflow.Message
+		for j := range 4 {
+			f := openflow.NewFlow(uint8(pipeline.IngressTier), 3).Cookie(0xbe7c4).
+				Match(openflow.NewMatch().IP().IPSrc(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 202, byte(i), byte(j)}), 32)))
+			add, del = append(add, openflow.AddFlow(f)), append(del, openflow.DeleteFlowStrict(f))
+		}
+		start := time.Now()
+		if err := conn.Bundle(ctx, add...); err != nil {
+			b.Fatal(err)
+		}
+		floor = append(floor, time.Since(start))
+		if err := conn.Bundle(ctx, del...); err != nil {
+			b.Fatal(err)
+		}
+	}
 	maxFlows := slices.Max(flows)
-	p50, p99 := sorted[len(sorted)/2], sorted[min(len(sorted)-1, len(sorted)*99/100)]
+	p50, p99 := percentile(times, 50), percentile(times, 99)
+	ratio := func(d time.Duration) string { return fmt.Sprintf("%.4f", float64(d)/float64(cold)) }
 	b.Logf("%d inserts: flows changed per insert %v (max %d of the table's %d); time p50 %s p99 %s",
 		len(times), flows, maxFlows, coldFlows, p50.Round(time.Microsecond), p99.Round(time.Microsecond))
+	b.Logf("p50 / cold install (%s): insert %s (%s), update %s (%s), delete %s (%s); same State again %s (%s); OVS floor (one 4-flow bundle, own connection) %s (%s)",
+		cold.Round(time.Millisecond), p50.Round(time.Microsecond), ratio(p50),
+		percentile(updates, 50).Round(time.Microsecond), ratio(percentile(updates, 50)),
+		percentile(deletes, 50).Round(time.Microsecond), ratio(percentile(deletes, 50)),
+		percentile(noops, 50).Round(time.Microsecond), ratio(percentile(noops, 50)),
+		percentile(floor, 50).Round(time.Microsecond), ratio(percentile(floor, 50)))
 	b.ReportMetric(float64(cold.Milliseconds()), "cold-install-ms")
 	b.ReportMetric(float64(coldFlows), "cold-flows")
 	b.ReportMetric(float64(maxFlows), "max-flows-changed/insert")
 	b.ReportMetric(float64(p50.Microseconds())/1000, "insert-p50-ms")
 	b.ReportMetric(float64(p99.Microseconds())/1000, "insert-p99-ms")
+	b.ReportMetric(float64(percentile(updates, 50).Microseconds())/1000, "update-p50-ms")
+	b.ReportMetric(float64(percentile(deletes, 50).Microseconds())/1000, "delete-p50-ms")
+	b.ReportMetric(float64(percentile(noops, 50).Microseconds())/1000, "same-state-p50-ms")
+	b.ReportMetric(float64(percentile(floor, 50).Microseconds())/1000, "ovs-bundle-p50-ms")
 	b.ReportMetric(float64(maxFlows)/float64(coldFlows), "flows-changed/cold-flows")
 	b.ReportMetric(float64(p50)/float64(cold), "insert-p50/cold-install")
+}
+
+// percentile is the p-th percentile of ds.
+func percentile(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
 }
 
 // dropFrom is an application-tier policy over db with one ingress Drop
