@@ -5,7 +5,7 @@
 //
 //	seine-controller [--kubeconfig <file>] [--kube-apiserver https://host:port] [--bind-address <ip>] [--secure-port <port>]
 //	                 [--tls-cert-file <file> --tls-private-key-file <file>]
-//	                 [--service <namespace>/<name>] [--apiservice <name>]
+//	                 [--service <namespace>/<name>] [--apiservice <name>]...
 //	                 [--validating-webhook-configuration <name>]
 //
 // Without --kubeconfig it uses the in-cluster configuration. Authentication
@@ -124,21 +124,21 @@ func run(log *slog.Logger, args []string) error {
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 
-	if opts.APIService != "" || opts.ValidatingWebhook != "" {
+	if len(opts.APIServices) > 0 || opts.ValidatingWebhook != "" {
 		if ca := srv.SelfSignedCA(); ca != nil {
 			dc, err := dynamic.NewForConfig(cfg)
 			if err != nil {
 				return fmt.Errorf("dynamic client: %w", err)
 			}
-			if opts.APIService != "" {
-				go apiserver.PublishCABundle(ctx, dc, opts.APIService, ca, log.With("component", "cabundle"))
+			for _, name := range opts.APIServices {
+				go apiserver.PublishCABundle(ctx, dc, name, ca, log.With("component", "cabundle"))
 			}
 			if opts.ValidatingWebhook != "" {
 				go apiserver.PublishWebhookCABundle(ctx, dc, opts.ValidatingWebhook, ca, log.With("component", "cabundle"))
 			}
 		} else {
 			log.Info("serving certificate given: the caBundles of the APIService and the webhooks are the installer's",
-				"apiservice", opts.APIService, "validatingwebhookconfiguration", opts.ValidatingWebhook)
+				"apiservices", opts.APIServices, "validatingwebhookconfiguration", opts.ValidatingWebhook)
 		}
 	}
 

@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 
-	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	statsv1 "github.com/seine-cni/seine/core/apis/stats/v1alpha1"
 	"github.com/seine-cni/seine/test/lab/probe"
 )
 
@@ -91,7 +91,7 @@ func TestPolicyStats(t *testing.T) {
 	// payload: a 48-byte frame) and one reply (the server's name and a
 	// newline); a dropped one is every datagram it sent (probe.Sent).
 	ns := e.podNS(client)
-	var want struct{ allow, drop, tcp cp.TrafficStats }
+	var want struct{ allow, drop, tcp statsv1.TrafficStats }
 	udpProbes := func(n int) {
 		t.Helper()
 		for _, s := range servers {
@@ -227,8 +227,8 @@ func (e *env) waitPolicyRealized(dc dynamic.Interface, name string, nodes int64)
 }
 
 // policyStats reads a stats object and returns its rules' totals by name.
-func (e *env) policyStats(dc dynamic.Interface, resource, namespace, name string) (map[string]cp.TrafficStats, error) {
-	gvr := schema.GroupVersionResource{Group: "controlplane.seine.io", Version: "v1beta1", Resource: resource}
+func (e *env) policyStats(dc dynamic.Interface, resource, namespace, name string) (map[string]statsv1.TrafficStats, error) {
+	gvr := statsv1.SchemeGroupVersion.WithResource(resource)
 	var r dynamic.ResourceInterface = dc.Resource(gvr)
 	if namespace != "" {
 		r = dc.Resource(gvr).Namespace(namespace)
@@ -237,11 +237,11 @@ func (e *env) policyStats(dc dynamic.Interface, resource, namespace, name string
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", resource, name, err)
 	}
-	var ps cp.NetworkPolicyStats
+	var ps statsv1.NetworkPolicyStats
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ps); err != nil {
 		return nil, err
 	}
-	out := map[string]cp.TrafficStats{}
+	out := map[string]statsv1.TrafficStats{}
 	for _, r := range ps.RuleTrafficStats {
 		out[r.Name] = r.TrafficStats
 	}

@@ -76,7 +76,7 @@ func (c *Config) runControllerWith(ctx context.Context, selfSigned bool) error {
 	}
 	if selfSigned {
 		argv = append(argv, "--service", controllerNamespace+"/"+controllerService, "--apiservice", APIServiceName,
-			"--validating-webhook-configuration", apiext.WebhookConfigurationName)
+			"--apiservice", StatsAPIServiceName, "--validating-webhook-configuration", apiext.WebhookConfigurationName)
 	} else {
 		argv = append(argv, "--tls-cert-file", c.pki("seine-controller.crt"), "--tls-private-key-file", c.pki("seine-controller.key"))
 	}
@@ -113,8 +113,13 @@ func (c *Config) StartControllerSelfSigned(ctx context.Context) error {
 	return c.runControllerWith(ctx, true)
 }
 
-// APIServiceName is the APIService of controlplane.seine.io/v1beta1.
-const APIServiceName = "v1beta1.controlplane.seine.io"
+// APIServiceName is the APIService of controlplane.seine.io/v1beta1, and
+// StatsAPIServiceName that of stats.seine.io/v1alpha1 (policy stats): the
+// controller serves both.
+const (
+	APIServiceName      = "v1beta1.controlplane.seine.io"
+	StatsAPIServiceName = "v1alpha1.stats.seine.io"
+)
 
 // addControllerLink gives the machine's namespace ControllerIP, on one end
 // of a veth whose other end (ctl0) lies in the fabric namespace: the
@@ -146,9 +151,9 @@ func (c *Config) removeControllerLink(ctx context.Context) error {
 
 var apiServiceGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
 
-// registerAPIService points v1beta1.controlplane.seine.io at the
-// controller, trusting ca, and waits until the aggregator reports it
-// Available.
+// registerAPIService points v1beta1.controlplane.seine.io and
+// v1alpha1.stats.seine.io at the controller, trusting ca, and waits until
+// the aggregator reports both Available.
 func (c *Config) registerAPIService(ctx context.Context, cs kubernetes.Interface, dc dynamic.Interface, ca []byte) error {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: controllerService, Namespace: controllerNamespace},
@@ -171,40 +176,52 @@ func (c *Config) registerAPIService(ctx context.Context, cs kubernetes.Interface
 	if _, err := cs.DiscoveryV1().EndpointSlices(controllerNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("endpointslice: %w", err)
 	}
-	as := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "apiregistration.k8s.io/v1",
-		"kind":       "APIService",
-		"metadata":   map[string]any{"name": "v1beta1.controlplane.seine.io"},
-		"spec": map[string]any{
-			"group": "controlplane.seine.io", "version": "v1beta1",
-			"groupPriorityMinimum": int64(100), "versionPriority": int64(100),
-			"service":  map[string]any{"name": controllerService, "namespace": controllerNamespace, "port": int64(443)},
-			"caBundle": b64(ca),
-		},
-	}}
-	if _, err := dc.Resource(apiServiceGVR).Create(ctx, as, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("apiservice: %w", err)
+	for _, gv := range []schema.GroupVersion{{Group: "controlplane.seine.io", Version: "v1beta1"}, {Group: "stats.seine.io", Version: "v1alpha1"}} {
+		as := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apiregistration.k8s.io/v1",
+			"kind":       "APIService",
+			"metadata":   map[string]any{"name": gv.Version + "." + gv.Group},
+			"spec": map[string]any{
+				"group": gv.Group, "version": gv.Version,
+				"groupPriorityMinimum": int64(100), "versionPriority": int64(100),
+				"service":  map[string]any{"name": controllerService, "namespace": controllerNamespace, "port": int64(443)},
+				"caBundle": b64(ca),
+			},
+		}}
+		if _, err := dc.Resource(apiServiceGVR).Create(ctx, as, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("apiservice %s: %w", as.GetName(), err)
+		}
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		got, err := dc.Resource(apiServiceGVR).Get(ctx, "v1beta1.controlplane.seine.io", metav1.GetOptions{})
 		var last string
-		if err == nil {
+		for _, name := range []string{APIServiceName, StatsAPIServiceName} {
+			got, err := dc.Resource(apiServiceGVR).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				last = err.Error()
+				break
+			}
+			last = name + ": no Available condition"
 			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
 			for _, cd := range conds {
 				m, _ := cd.(map[string]any)
 				if m["type"] == "Available" {
 					if m["status"] == "True" {
-						return nil
+						last = ""
+					} else {
+						last = fmt.Sprintf("%s: %v: %v", name, m["reason"], m["message"])
 					}
-					last = fmt.Sprintf("%v: %v", m["reason"], m["message"])
 				}
 			}
-		} else {
-			last = err.Error()
+			if last != "" {
+				break
+			}
+		}
+		if last == "" {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("apiservice v1beta1.controlplane.seine.io not available after 60s: %s\n%s", last, c.logTail("seine-controller", 15))
+			return fmt.Errorf("apiservices not available after 60s: %s\n%s", last, c.logTail("seine-controller", 15))
 		}
 		select {
 		case <-ctx.Done():
@@ -277,7 +294,7 @@ func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
 			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
 			// For a self-signed serving certificate (StartControllerSelfSigned).
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
-				ResourceNames: []string{APIServiceName}, Verbs: []string{"get", "patch"}},
+				ResourceNames: []string{APIServiceName, StatsAPIServiceName}, Verbs: []string{"get", "patch"}},
 			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"},
 				ResourceNames: []string{apiext.WebhookConfigurationName}, Verbs: []string{"get", "update"}},
 			// Traceflow (as seine.yml grants it).

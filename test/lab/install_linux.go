@@ -129,7 +129,11 @@ func (c *Config) SeineManifestPath() string { return c.path("seine.yml") }
 
 // Kubectl runs the lab's kubectl (the control plane's release) as admin.
 func (c *Config) Kubectl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, c.KubeBin, append([]string{"kubectl", "--kubeconfig", c.AdminKubeconfig()}, args...)...)
+	// The discovery cache is the lab's: under $HOME it would outlive the
+	// lab, and a later lab on the same port, with other resources, would
+	// be asked for the old ones.
+	cmd := exec.CommandContext(ctx, c.KubeBin, append([]string{"kubectl", "--kubeconfig", c.AdminKubeconfig(),
+		"--cache-dir", filepath.Join(c.StateDir, "kubectl-cache")}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -7,11 +7,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	statsv1 "github.com/seine-cni/seine/core/apis/stats/v1alpha1"
 )
 
-// Scheme and Codecs serve controlplane.seine.io. The API has one version,
-// so its wire types are registered as the internal version as well: the
-// handlers then never convert.
+// Scheme and Codecs serve controlplane.seine.io and stats.seine.io. Each
+// API has one version, so its wire types are registered as the internal
+// version as well: the handlers then never convert.
 var (
 	Scheme = runtime.NewScheme()
 	Codecs = serializer.NewCodecFactory(Scheme)
@@ -20,6 +21,8 @@ var (
 func init() {
 	must(cp.AddToScheme(Scheme))
 	Scheme.AddKnownTypes(schema.GroupVersion{Group: cp.GroupName, Version: runtime.APIVersionInternal}, cp.Objects()...)
+	must(statsv1.AddToScheme(Scheme))
+	Scheme.AddKnownTypes(schema.GroupVersion{Group: statsv1.GroupName, Version: runtime.APIVersionInternal}, statsv1.Objects()...)
 	// Options, Status and discovery types, as every apiserver registers them.
 	metav1.AddToGroupVersion(Scheme, schema.GroupVersion{Version: "v1"})
 	Scheme.AddUnversionedTypes(schema.GroupVersion{Version: "v1"},

@@ -33,6 +33,7 @@ import (
 
 	"github.com/seine-cni/seine/core/admission"
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	statsv1 "github.com/seine-cni/seine/core/apis/stats/v1alpha1"
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/metrics"
 )
@@ -50,9 +51,10 @@ type Options struct {
 	// controller: a self-signed serving certificate is valid for its name
 	// <name>.<namespace>.svc, which the aggregator verifies.
 	Service string
-	// APIService is the APIService the controller serves; with a
-	// self-signed certificate main keeps its caBundle (PublishCABundle).
-	APIService string
+	// APIServices are the APIServices the controller serves
+	// (v1beta1.controlplane.seine.io, v1alpha1.stats.seine.io); with a
+	// self-signed certificate main keeps their caBundles (PublishCABundle).
+	APIServices []string
 	// ValidatingWebhook is the ValidatingWebhookConfiguration whose
 	// webhooks call the controller; with a self-signed certificate main
 	// keeps their caBundle (PublishWebhookCABundle).
@@ -82,8 +84,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Authorization.AddFlags(fs)
 	fs.StringVar(&o.Service, "service", o.Service,
 		"namespace/name of the Service in front of the controller: a self-signed serving certificate is valid for <name>.<namespace>.svc")
-	fs.StringVar(&o.APIService, "apiservice", o.APIService,
-		"the APIService this controller serves: with a self-signed serving certificate, its caBundle is kept set to the certificate's CA")
+	fs.StringSliceVar(&o.APIServices, "apiservice", o.APIServices,
+		"an APIService this controller serves (repeat it, or separate names with commas): with a self-signed serving certificate, its caBundle is kept set to the certificate's CA")
 	fs.StringVar(&o.ValidatingWebhook, "validating-webhook-configuration", o.ValidatingWebhook,
 		"the ValidatingWebhookConfiguration whose webhooks call this controller (crd.seine.io's admission): with a self-signed serving certificate, their caBundle is kept set to the certificate's CA")
 }
@@ -209,11 +211,16 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 		nodePolicyStatuses:          newStatusStorage(s.reports),
 		nodePolicyStatsReports:      &statsReportStorage{s: s.stats, TableConvertor: rest.NewDefaultTableConvertor(cp.Resource(nodePolicyStatsReports))},
 	}
-	for _, k := range statsKinds {
-		info.VersionedResourcesStorageMap[cp.Version][k.resource] = &statsStorage{k: k, s: s.stats, np: s.np, TableConvertor: statsTable{}}
-	}
 	if err := generic.InstallAPIGroup(&info); err != nil {
 		return nil, fmt.Errorf("install %s: %w", cp.GroupName, err)
+	}
+	stats := genericapiserver.NewDefaultAPIGroupInfo(statsv1.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
+	stats.VersionedResourcesStorageMap[statsv1.Version] = map[string]rest.Storage{}
+	for _, k := range statsKinds {
+		stats.VersionedResourcesStorageMap[statsv1.Version][k.resource] = &statsStorage{k: k, s: s.stats, np: s.np, TableConvertor: statsTable{}}
+	}
+	if err := generic.InstallAPIGroup(&stats); err != nil {
+		return nil, fmt.Errorf("install %s: %w", statsv1.GroupName, err)
 	}
 	if st.Admission != nil {
 		generic.Handler.NonGoRestfulMux.Handle(admission.Path, st.Admission)

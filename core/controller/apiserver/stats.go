@@ -19,13 +19,14 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	statsv1 "github.com/seine-cni/seine/core/apis/stats/v1alpha1"
 )
 
 // Policy stats (README.md, "Policy stats"): agents report their running
-// totals per rule (nodepolicystatsreports, a create replacing the node's
-// last report, as nodepolicystatuses); users read each policy's totals,
-// summed over the nodes' last reports when read, as networkpolicystats
-// (and the three other kinds). A restarted controller knows every total
+// totals per rule (controlplane.seine.io nodepolicystatsreports, a create
+// replacing the node's last report, as nodepolicystatuses); users read
+// each policy's totals, summed over the nodes' last reports when read, as
+// stats.seine.io networkpolicystats (and the three other kinds). A restarted controller knows every total
 // again at each node's next report: the nodes keep them, not the
 // controller.
 
@@ -219,51 +220,55 @@ type statsKind struct {
 	namespaced         bool
 	newObj, newList    func() runtime.Object
 	// object and list wrap computed stats in the kind's types.
-	object func(metav1.ObjectMeta, cp.PolicyStats) runtime.Object
+	object func(metav1.ObjectMeta, statsv1.PolicyStats) runtime.Object
 	list   func([]runtime.Object) runtime.Object
 }
 
 var statsKinds = []statsKind{{
 	resource: "networkpolicystats", singular: "networkpolicystats", policyType: cp.K8sNetworkPolicy, namespaced: true,
-	newObj:  func() runtime.Object { return &cp.NetworkPolicyStats{} },
-	newList: func() runtime.Object { return &cp.NetworkPolicyStatsList{} },
-	object: func(m metav1.ObjectMeta, s cp.PolicyStats) runtime.Object {
-		return &cp.NetworkPolicyStats{TypeMeta: typeMeta("NetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
+	newObj:  func() runtime.Object { return &statsv1.NetworkPolicyStats{} },
+	newList: func() runtime.Object { return &statsv1.NetworkPolicyStatsList{} },
+	object: func(m metav1.ObjectMeta, s statsv1.PolicyStats) runtime.Object {
+		return &statsv1.NetworkPolicyStats{TypeMeta: statsTypeMeta("NetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
 	},
 	list: func(objs []runtime.Object) runtime.Object {
-		return &cp.NetworkPolicyStatsList{Items: items[cp.NetworkPolicyStats](objs)}
+		return &statsv1.NetworkPolicyStatsList{Items: items[statsv1.NetworkPolicyStats](objs)}
 	},
 }, {
 	resource: "seinenetworkpolicystats", singular: "seinenetworkpolicystats", policyType: cp.SeineNetworkPolicy, namespaced: true,
-	newObj:  func() runtime.Object { return &cp.SeineNetworkPolicyStats{} },
-	newList: func() runtime.Object { return &cp.SeineNetworkPolicyStatsList{} },
-	object: func(m metav1.ObjectMeta, s cp.PolicyStats) runtime.Object {
-		return &cp.SeineNetworkPolicyStats{TypeMeta: typeMeta("SeineNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
+	newObj:  func() runtime.Object { return &statsv1.SeineNetworkPolicyStats{} },
+	newList: func() runtime.Object { return &statsv1.SeineNetworkPolicyStatsList{} },
+	object: func(m metav1.ObjectMeta, s statsv1.PolicyStats) runtime.Object {
+		return &statsv1.SeineNetworkPolicyStats{TypeMeta: statsTypeMeta("SeineNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
 	},
 	list: func(objs []runtime.Object) runtime.Object {
-		return &cp.SeineNetworkPolicyStatsList{Items: items[cp.SeineNetworkPolicyStats](objs)}
+		return &statsv1.SeineNetworkPolicyStatsList{Items: items[statsv1.SeineNetworkPolicyStats](objs)}
 	},
 }, {
 	resource: "seineclusternetworkpolicystats", singular: "seineclusternetworkpolicystats", policyType: cp.SeineClusterNetworkPolicy,
-	newObj:  func() runtime.Object { return &cp.SeineClusterNetworkPolicyStats{} },
-	newList: func() runtime.Object { return &cp.SeineClusterNetworkPolicyStatsList{} },
-	object: func(m metav1.ObjectMeta, s cp.PolicyStats) runtime.Object {
-		return &cp.SeineClusterNetworkPolicyStats{TypeMeta: typeMeta("SeineClusterNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
+	newObj:  func() runtime.Object { return &statsv1.SeineClusterNetworkPolicyStats{} },
+	newList: func() runtime.Object { return &statsv1.SeineClusterNetworkPolicyStatsList{} },
+	object: func(m metav1.ObjectMeta, s statsv1.PolicyStats) runtime.Object {
+		return &statsv1.SeineClusterNetworkPolicyStats{TypeMeta: statsTypeMeta("SeineClusterNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
 	},
 	list: func(objs []runtime.Object) runtime.Object {
-		return &cp.SeineClusterNetworkPolicyStatsList{Items: items[cp.SeineClusterNetworkPolicyStats](objs)}
+		return &statsv1.SeineClusterNetworkPolicyStatsList{Items: items[statsv1.SeineClusterNetworkPolicyStats](objs)}
 	},
 }, {
 	resource: "clusternetworkpolicystats", singular: "clusternetworkpolicystats", policyType: cp.UpstreamClusterNetworkPolicy,
-	newObj:  func() runtime.Object { return &cp.ClusterNetworkPolicyStats{} },
-	newList: func() runtime.Object { return &cp.ClusterNetworkPolicyStatsList{} },
-	object: func(m metav1.ObjectMeta, s cp.PolicyStats) runtime.Object {
-		return &cp.ClusterNetworkPolicyStats{TypeMeta: typeMeta("ClusterNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
+	newObj:  func() runtime.Object { return &statsv1.ClusterNetworkPolicyStats{} },
+	newList: func() runtime.Object { return &statsv1.ClusterNetworkPolicyStatsList{} },
+	object: func(m metav1.ObjectMeta, s statsv1.PolicyStats) runtime.Object {
+		return &statsv1.ClusterNetworkPolicyStats{TypeMeta: statsTypeMeta("ClusterNetworkPolicyStats"), ObjectMeta: m, PolicyStats: s}
 	},
 	list: func(objs []runtime.Object) runtime.Object {
-		return &cp.ClusterNetworkPolicyStatsList{Items: items[cp.ClusterNetworkPolicyStats](objs)}
+		return &statsv1.ClusterNetworkPolicyStatsList{Items: items[statsv1.ClusterNetworkPolicyStats](objs)}
 	},
 }}
+
+func statsTypeMeta(kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: statsv1.SchemeGroupVersion.String(), Kind: kind}
+}
 
 // items are objs, each a *T, as values.
 func items[T any](objs []runtime.Object) []T {
@@ -323,14 +328,14 @@ func (st *statsStorage) objects(nps []*cp.NetworkPolicy) []runtime.Object {
 	out := make([]runtime.Object, 0, len(nps))
 	for _, np := range nps {
 		m := metav1.ObjectMeta{Name: np.SourceRef.Name, Namespace: np.SourceRef.Namespace, UID: types.UID(np.SourceRef.UID)}
-		var ps cp.PolicyStats
+		var ps statsv1.PolicyStats
 		sum := sums[np.Name]
 		if sum != nil {
 			m.CreationTimestamp = sum.since
 		}
 		n := map[cp.Direction]int{}
 		for i, r := range np.Rules {
-			rs := cp.RuleStats{Name: r.Name, Direction: "Ingress", Action: string(cp.RuleActionAllow)}
+			rs := statsv1.RuleStats{Name: r.Name, Direction: "Ingress", Action: string(cp.RuleActionAllow)}
 			if r.Direction == cp.DirectionOut {
 				rs.Direction = "Egress"
 			}
@@ -342,7 +347,8 @@ func (st *statsStorage) objects(nps []*cp.NetworkPolicy) []runtime.Object {
 				rs.Action = string(*r.Action)
 			}
 			if sum != nil {
-				rs.TrafficStats = sum.rules[int32(i)]
+				t := sum.rules[int32(i)]
+				rs.TrafficStats = statsv1.TrafficStats{Sessions: t.Sessions, Packets: t.Packets, Bytes: t.Bytes}
 			}
 			ps.TrafficStats.Sessions += rs.TrafficStats.Sessions
 			ps.TrafficStats.Packets += rs.TrafficStats.Packets
@@ -358,7 +364,7 @@ func (st *statsStorage) Get(ctx context.Context, name string, _ *metav1.GetOptio
 	ns := request.NamespaceValue(ctx)
 	nps := st.policies(ns, name)
 	if len(nps) == 0 {
-		return nil, apierrors.NewNotFound(cp.Resource(st.k.resource), name)
+		return nil, apierrors.NewNotFound(statsv1.Resource(st.k.resource), name)
 	}
 	return st.objects(nps[:1])[0], nil
 }
@@ -384,15 +390,15 @@ var statsColumns = []metav1.TableColumnDefinition{
 func (statsTable) ConvertToTable(_ context.Context, obj runtime.Object, opts runtime.Object) (*metav1.Table, error) {
 	return convertToTable(obj, opts, statsColumns, func(o runtime.Object) []any {
 		var m *metav1.ObjectMeta
-		var ps *cp.PolicyStats
+		var ps *statsv1.PolicyStats
 		switch o := o.(type) {
-		case *cp.NetworkPolicyStats:
+		case *statsv1.NetworkPolicyStats:
 			m, ps = &o.ObjectMeta, &o.PolicyStats
-		case *cp.SeineNetworkPolicyStats:
+		case *statsv1.SeineNetworkPolicyStats:
 			m, ps = &o.ObjectMeta, &o.PolicyStats
-		case *cp.SeineClusterNetworkPolicyStats:
+		case *statsv1.SeineClusterNetworkPolicyStats:
 			m, ps = &o.ObjectMeta, &o.PolicyStats
-		case *cp.ClusterNetworkPolicyStats:
+		case *statsv1.ClusterNetworkPolicyStats:
 			m, ps = &o.ObjectMeta, &o.PolicyStats
 		default:
 			return nil

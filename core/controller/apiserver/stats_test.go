@@ -12,6 +12,7 @@ import (
 	"k8s.io/apiserver/pkg/endpoints/request"
 
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	statsv1 "github.com/seine-cni/seine/core/apis/stats/v1alpha1"
 )
 
 func statsReport(node string, since time.Time, policies map[string][]cp.TrafficStats) *cp.NodePolicyStatsReport {
@@ -27,7 +28,7 @@ func statsReport(node string, since time.Time, policies map[string][]cp.TrafficS
 	return r
 }
 
-func renderStats(o *cp.NetworkPolicyStats) string {
+func renderStats(o *statsv1.NetworkPolicyStats) string {
 	s := fmt.Sprintf("%s/%s %+v", o.Namespace, o.Name, o.TrafficStats)
 	for _, r := range o.RuleTrafficStats {
 		s += fmt.Sprintf(" %s(%s,%s)=%+v", r.Name, r.Direction, r.Action, r.TrafficStats)
@@ -57,7 +58,7 @@ func TestPolicyStatsSumNodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return renderStats(o.(*cp.NetworkPolicyStats))
+		return renderStats(o.(*statsv1.NetworkPolicyStats))
 	}
 	if got, want := get(), "default/allow-client {Sessions:0 Packets:0 Bytes:0} ingress-0(Ingress,Allow)={Sessions:0 Packets:0 Bytes:0}"; got != want {
 		t.Errorf("before any report: %s, want %s", got, want)
@@ -81,7 +82,7 @@ func TestPolicyStatsSumNodes(t *testing.T) {
 	}
 	send(nodeA)
 	o, _ := st.Get(ctx, "allow-client", nil)
-	got := o.(*cp.NetworkPolicyStats)
+	got := o.(*statsv1.NetworkPolicyStats)
 	if got.TrafficStats.Sessions != 6 || got.TrafficStats.Packets != 52 || got.TrafficStats.Bytes != 5500 {
 		t.Errorf("after node-a's next report: %s", renderStats(got))
 	}
@@ -105,17 +106,17 @@ func TestPolicyStatsSumNodes(t *testing.T) {
 
 	// Scopes: all namespaces, another one, a name that is no policy.
 	l, err := st.List(request.WithNamespace(context.Background(), ""), nil)
-	if err != nil || len(l.(*cp.NetworkPolicyStatsList).Items) != 1 {
+	if err != nil || len(l.(*statsv1.NetworkPolicyStatsList).Items) != 1 {
 		t.Errorf("list in all namespaces: %v, %v", l, err)
 	}
-	if l, err := st.List(request.WithNamespace(context.Background(), "other"), nil); err != nil || len(l.(*cp.NetworkPolicyStatsList).Items) != 0 {
+	if l, err := st.List(request.WithNamespace(context.Background(), "other"), nil); err != nil || len(l.(*statsv1.NetworkPolicyStatsList).Items) != 0 {
 		t.Errorf("list in other: %v, %v", l, err)
 	}
 	if _, err := st.Get(ctx, "nope", nil); !apierrors.IsNotFound(err) {
 		t.Errorf("get nope: %v, want not found", err)
 	}
 	seine := &statsStorage{k: statsKinds[1], s: st.s, np: e.np}
-	if l, err := seine.List(ctx, nil); err != nil || len(l.(*cp.SeineNetworkPolicyStatsList).Items) != 0 {
+	if l, err := seine.List(ctx, nil); err != nil || len(l.(*statsv1.SeineNetworkPolicyStatsList).Items) != 0 {
 		t.Errorf("a Kubernetes policy among seinenetworkpolicystats: %v, %v", l, err)
 	}
 
@@ -131,7 +132,7 @@ func TestPolicyStatsSumNodes(t *testing.T) {
 	// A node that left takes its totals along.
 	st.s.forget("node-b")
 	o, _ = st.Get(ctx, "allow-client", nil)
-	if s := o.(*cp.NetworkPolicyStats).TrafficStats; s.Sessions != 4 {
+	if s := o.(*statsv1.NetworkPolicyStats).TrafficStats; s.Sessions != 4 {
 		t.Errorf("without node-b: %+v", s)
 	}
 }

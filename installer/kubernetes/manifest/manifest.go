@@ -65,6 +65,10 @@ const (
 	crdGroup          = "crd.seine.io"
 	// controlplaneAPIServiceName is the APIService of controlplaneGroup v1beta1.
 	controlplaneAPIServiceName = "v1beta1." + controlplaneGroup
+	statsGroup                 = "stats.seine.io"
+	// statsAPIServiceName is the APIService of statsGroup v1alpha1 (policy
+	// stats), served by the controller as well.
+	statsAPIServiceName = "v1alpha1." + statsGroup
 )
 
 // Options parameterise the manifest.

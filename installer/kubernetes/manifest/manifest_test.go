@@ -99,7 +99,7 @@ func keys(m map[string][]byte) []string {
 
 func TestManifestHasEveryObject(t *testing.T) {
 	want := []string{
-		"APIService/v1beta1.controlplane.seine.io",
+		"APIService/v1alpha1.stats.seine.io", "APIService/v1beta1.controlplane.seine.io",
 		"ClusterRole/seine-agent", "ClusterRole/seine-controller", "ClusterRole/seine-controlplane-viewer", "ClusterRole/seine-metrics-reader",
 		"ClusterRoleBinding/seine-agent", "ClusterRoleBinding/seine-agent-auth-delegator", "ClusterRoleBinding/seine-controller", "ClusterRoleBinding/seine-controller-auth-delegator",
 		"ConfigMap/seine-config",
@@ -201,12 +201,19 @@ func TestAgentConfigFitsTheDaemonSet(t *testing.T) {
 	}
 }
 
-func TestControllerServesTheAPIService(t *testing.T) {
+func TestControllerServesTheAPIServices(t *testing.T) {
+	for _, gv := range []string{"v1beta1.controlplane.seine.io", "v1alpha1.stats.seine.io"} {
+		t.Run(gv, func(t *testing.T) { controllerServes(t, gv) })
+	}
+}
+
+func controllerServes(t *testing.T, name string) {
 	docs := documents(t)
-	apisvc := decode[APIService](t, docs, "APIService/v1beta1.controlplane.seine.io")
+	apisvc := decode[APIService](t, docs, "APIService/"+name)
+	group, version := name[strings.IndexByte(name, '.')+1:], name[:strings.IndexByte(name, '.')]
 	svc := decode[corev1.Service](t, docs, "Service/"+apisvc.Spec.Service.Name)
 	dep := decode[appsv1.Deployment](t, docs, "Deployment/seine-controller")
-	if apisvc.Spec.Group != "controlplane.seine.io" || apisvc.Spec.Version != "v1beta1" || apisvc.Spec.Service.Namespace != Namespace {
+	if apisvc.Spec.Group != group || apisvc.Spec.Version != version || apisvc.Spec.Service.Namespace != Namespace {
 		t.Errorf("APIService spec %+v", apisvc.Spec)
 	}
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != *apisvc.Spec.Service.Port {
@@ -238,7 +245,7 @@ func TestControllerServesTheAPIService(t *testing.T) {
 	role := decode[rbacv1.ClusterRole](t, docs, "ClusterRole/seine-controller")
 	if !slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
 		return slices.Equal(r.APIGroups, []string{"apiregistration.k8s.io"}) && slices.Equal(r.Resources, []string{"apiservices"}) &&
-			slices.Equal(r.ResourceNames, []string{apisvc.Name}) && slices.Contains(r.Verbs, "get") && slices.Contains(r.Verbs, "patch")
+			slices.Contains(r.ResourceNames, apisvc.Name) && slices.Contains(r.Verbs, "get") && slices.Contains(r.Verbs, "patch")
 	}) {
 		t.Errorf("the controller may not get and patch APIService %s: %+v", apisvc.Name, role.Rules)
 	}

@@ -81,7 +81,8 @@ func Objects(o Options) []any {
 		controllerDeployment(o),
 		ovsDaemonSet(o),
 		agentDaemonSet(o),
-		controlplaneAPIService(),
+		apiService(controlplaneAPIServiceName, controlplaneGroup, "v1beta1"),
+		apiService(statsAPIServiceName, statsGroup, "v1alpha1"),
 		apiext.AdmissionWebhook(Namespace, controllerName, nil),
 	}...)
 	return objs
@@ -166,7 +167,7 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 			{APIGroups: []string{crdGroup}, Resources: []string{"seinecontrollerinfos"}, Verbs: []string{"get", "create"}},
 			{APIGroups: []string{crdGroup}, Resources: []string{"seinecontrollerinfos/status"}, Verbs: []string{"patch"}},
 			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
-				ResourceNames: []string{controlplaneAPIServiceName}, Verbs: []string{"get", "patch"}},
+				ResourceNames: []string{controlplaneAPIServiceName, statsAPIServiceName}, Verbs: []string{"get", "patch"}},
 			// The admission webhook's caBundle (--validating-webhook-configuration).
 			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"},
 				ResourceNames: []string{apiext.WebhookConfigurationName}, Verbs: []string{"get", "update"}},
@@ -175,7 +176,8 @@ func controllerClusterRole() *rbacv1.ClusterRole {
 }
 
 // viewerClusterRole lets the cluster's built-in view/edit/admin roles read
-// controlplane.seine.io (kubectl get through API aggregation).
+// controlplane.seine.io and stats.seine.io (kubectl get through API
+// aggregation).
 func viewerClusterRole() *rbacv1.ClusterRole {
 	m := meta("seine-controlplane-viewer", false, "")
 	for _, r := range []string{"view", "edit", "admin"} {
@@ -185,8 +187,8 @@ func viewerClusterRole() *rbacv1.ClusterRole {
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
 		ObjectMeta: m,
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies", "nodepolicystatuses",
-				"nodepolicystatsreports", "networkpolicystats", "seinenetworkpolicystats", "seineclusternetworkpolicystats", "clusternetworkpolicystats"}, Verbs: readOnly},
+			{APIGroups: []string{controlplaneGroup}, Resources: []string{"addressgroups", "appliedtogroups", "networkpolicies", "nodepolicystatuses", "nodepolicystatsreports"}, Verbs: readOnly},
+			{APIGroups: []string{statsGroup}, Resources: []string{"networkpolicystats", "seinenetworkpolicystats", "seineclusternetworkpolicystats", "clusternetworkpolicystats"}, Verbs: readOnly},
 			{APIGroups: []string{crdGroup}, Resources: []string{"traceflows", "seineagentinfos", "seinecontrollerinfos"}, Verbs: readOnly},
 		},
 	}
@@ -296,6 +298,7 @@ func controllerDeployment(o Options) *appsv1.Deployment {
 							fmt.Sprintf("--secure-port=%d", ControllerPort),
 							"--service=" + Namespace + "/" + controllerName,
 							"--apiservice=" + controlplaneAPIServiceName,
+							"--apiservice=" + statsAPIServiceName,
 							"--validating-webhook-configuration=" + apiext.WebhookConfigurationName,
 						},
 						Ports: []corev1.ContainerPort{{
@@ -322,16 +325,17 @@ func fieldEnv(name, path string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 }
 
-// controlplaneAPIService registers seine-controller with the kube-apiserver's
-// aggregator for controlplane.seine.io/v1beta1.
-func controlplaneAPIService() *APIService {
+// apiService registers seine-controller with the kube-apiserver's
+// aggregator for group/version (controlplane.seine.io/v1beta1,
+// stats.seine.io/v1alpha1).
+func apiService(name, group, version string) *APIService {
 	return &APIService{
 		TypeMeta:   typeMeta("apiregistration.k8s.io/v1", "APIService"),
-		ObjectMeta: meta(controlplaneAPIServiceName, false, controllerName),
+		ObjectMeta: meta(name, false, controllerName),
 		Spec: APIServiceSpec{
 			Service: &ServiceReference{Namespace: Namespace, Name: controllerName, Port: ptr.To[int32](443)},
-			Group:   controlplaneGroup,
-			Version: "v1beta1",
+			Group:   group,
+			Version: version,
 			// No caBundle: seine-controller signs its serving certificate
 			// at start and sets the caBundle to that CA (--apiservice).
 			// Until it has, the aggregator reports the API unavailable.

@@ -27,10 +27,6 @@ func Objects() []runtime.Object {
 		&AddressGroup{}, &AddressGroupList{}, &AddressGroupPatch{},
 		&NodePolicyStatus{}, &NodePolicyStatusList{},
 		&NodePolicyStatsReport{}, &NodePolicyStatsReportList{},
-		&NetworkPolicyStats{}, &NetworkPolicyStatsList{},
-		&SeineNetworkPolicyStats{}, &SeineNetworkPolicyStatsList{},
-		&SeineClusterNetworkPolicyStats{}, &SeineClusterNetworkPolicyStatsList{},
-		&ClusterNetworkPolicyStats{}, &ClusterNetworkPolicyStatsList{},
 	}
 }
 
