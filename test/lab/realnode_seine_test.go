@@ -93,6 +93,7 @@ func TestSeineOnRealNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("policy stats", func(t *testing.T) { policyStats(t, ctx, c, pods) })
 	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
 	t.Run("admission webhook", func(t *testing.T) { admissionWebhook(t, ctx, c) })
 	t.Run("cluster DNS", func(t *testing.T) { clusterDNS(t, ctx, c, pods) })
@@ -402,6 +403,62 @@ func admissionWebhook(t *testing.T, ctx context.Context, c *Config) {
 	api, err2 := c.Kubectl(ctx, "get", "apiservice", "v1beta1.controlplane.seine.io", "-o", "jsonpath={.spec.caBundle}")
 	if err1 != nil || err2 != nil || hook == "" || hook != api {
 		t.Errorf("the webhook's caBundle %q (%v), the APIService's %q (%v): want the controller's CA in both", hook, err1, api, err2)
+	}
+}
+
+// policyStats: seine.yml's second APIService (stats.seine.io, its caBundle
+// the controller's CA as well) serves `kubectl get networkpolicystats`: a
+// NetworkPolicy that lets every pod of default reach every other on TCP
+// 8080 counts exactly the connections the pods open to each other, across
+// the two nodes (core/policystats).
+func policyStats(t *testing.T, ctx context.Context, c *Config, pods []corev1.Pod) {
+	f := t.TempDir() + "/rn-stats.yaml"
+	y := "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: rn-stats, namespace: default}\n" +
+		"spec: {podSelector: {}, policyTypes: [Ingress], ingress: [{from: [{podSelector: {}}], ports: [{protocol: TCP, port: 8080}]}]}\n"
+	if err := os.WriteFile(f, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Kubectl(ctx, "create", "-f", f); err != nil {
+		t.Fatalf("kubectl create -f (rn-stats): %v %s", err, out)
+	}
+	defer func() {
+		if out, err := c.Kubectl(ctx, "delete", "-f", f); err != nil {
+			t.Errorf("kubectl delete -f (rn-stats): %v %s", err, out)
+		}
+	}()
+	poll := func(what, want string, args ...string) {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			out, err := c.Kubectl(ctx, args...)
+			if err == nil && out == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: kubectl %s: %q (%v), want %q", what, strings.Join(args, " "), out, err, want)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	poll("rn-stats realized", "Realized", "get", "networkpolicies.controlplane.seine.io",
+		"-o", `jsonpath={range .items[?(@.sourceRef.name=="rn-stats")]}{.status.phase}{end}`)
+	const each = 3
+	for i, p := range pods {
+		other := pods[(i+1)%len(pods)]
+		for range each {
+			if out, err := c.Kubectl(ctx, "exec", p.Name, "--", "nc", "-w", "3", other.Status.PodIP, "8080"); err != nil || out != other.Name {
+				t.Fatalf("from %s to %s under rn-stats: %q, %v", p.Name, other.Name, out, err)
+			}
+		}
+	}
+	// Agents read their counters every 10 s and report at once.
+	poll("sessions of rn-stats", strconv.Itoa(each*len(pods)), "get", "networkpolicystats", "-n", "default", "rn-stats", "-o", "jsonpath={.trafficStats.sessions}")
+	out, err := c.Kubectl(ctx, "get", "networkpolicystats", "-A")
+	t.Logf("kubectl get networkpolicystats -A (%v):\n%s", err, out)
+	api, err1 := c.Kubectl(ctx, "get", "apiservice", "v1beta1.controlplane.seine.io", "-o", "jsonpath={.spec.caBundle}")
+	stats, err2 := c.Kubectl(ctx, "get", "apiservice", "v1alpha1.stats.seine.io", "-o", "jsonpath={.spec.caBundle}")
+	if err1 != nil || err2 != nil || api == "" || stats != api {
+		t.Errorf("the stats APIService's caBundle %q (%v), the controlplane one's %q (%v): want the controller's CA in both", stats, err2, api, err1)
 	}
 }
 
