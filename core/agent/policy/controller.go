@@ -100,6 +100,8 @@ type Controller struct {
 	inc   *incState
 	index *pipeline.PolicyIndex
 	enc   stateEncoder // the state file's (guarded by sem)
+	// deltas counts the applies resolved incrementally (for tests).
+	deltas int
 
 	// Pod changes are coalesced: every PodsChanged call takes a ticket,
 	// and any apply that starts after the ticket was taken serves it.

@@ -13,10 +13,10 @@ import (
 // incState is what the last apply resolved, kept so that the next one
 // resolves only the policies that changed: a policy whose object, or one of
 // whose groups, is not the one resolved last time (compared by pointer:
-// the watch decodes a new object for every change, and a Sync's State is
-// the controller's afterwards), or that came or went. The pods and the
-// node's sources must be those of last time; a pod change, the first apply
-// and any apply after a failed one resolve everything (resolveFull).
+// the watch decodes a new object for every change), that came or went, or
+// whose AppliedToGroups list a local pod that came, went or changed. The
+// node's sources must be those of last time; a change of them, the first
+// apply and any apply after a failed one resolve everything (resolveFull).
 type incState struct {
 	// atgs and ags are the groups resolved, by name: the maps of a
 	// State may be the caller's, changed in place after a Sync.
@@ -71,15 +71,16 @@ func newEntry(name string, np *controlplane.NetworkPolicy, s State, local map[st
 	return e
 }
 
-// current reports whether e was resolved from the objects s holds.
-func (e *policyEntry) current(s State, atgs, ags map[string]bool) bool {
+// current reports whether e does not use the groups named in atgs and ags
+// (those that changed, or whose local pods did).
+func (e *policyEntry) current(atgs, ags map[string]bool) bool {
 	for g := range e.atgs {
-		if atgs[g] && s.AppliedToGroups[g] != e.atgs[g] {
+		if atgs[g] {
 			return false
 		}
 	}
 	for g := range e.ags {
-		if ags[g] && s.AddressGroups[g] != e.ags[g] {
+		if ags[g] {
 			return false
 		}
 	}
@@ -227,15 +228,26 @@ func sortedKeys32(m map[uint32]int) []uint32 {
 
 // resolveDelta brings inc to c.state, resolving only the policies that
 // changed, and returns the whole resolution and what changed. ok is false
-// when it cannot (the pods or the node's sources changed, a table ran out
-// of priorities): then inc may be half updated and must be dropped.
+// when it cannot (the node's sources changed, a table ran out of
+// priorities): then inc may be half updated and must be dropped.
 func (c *Controller) resolveDelta(inc *incState, pods []Pod, sources []netip.Addr) (r resolved, d delta, ok bool) {
-	if !slices.EqualFunc(inc.pods, pods, samePod) || !slices.Equal(inc.sources, sources) {
+	if !slices.Equal(inc.sources, sources) {
 		return r, d, false
 	}
 	s := *c.state
-	// The groups that changed, and the policies that did or use them.
+	// The groups that changed, and the policies that did or use them. A
+	// local pod that came, went or changed changes the targets of the
+	// policies whose AppliedToGroups list it.
 	atgs, ags := changedKeys(inc.atgs, s.AppliedToGroups), changedKeys(inc.ags, s.AddressGroups)
+	if moved := changedPods(inc.pods, pods); len(moved) > 0 {
+		for name, g := range s.AppliedToGroups {
+			if g != nil && slices.ContainsFunc(g.Members, func(m controlplane.GroupMember) bool {
+				return moved[m.Pod.Namespace+"/"+m.Pod.Name]
+			}) {
+				atgs[name] = true
+			}
+		}
+	}
 	names := map[string]bool{}
 	kept := 0 // entries whose policy s still has
 	for name, np := range s.NetworkPolicies {
@@ -256,7 +268,7 @@ func (c *Controller) resolveDelta(inc *incState, pods []Pod, sources []netip.Add
 	}
 	if len(atgs)+len(ags) > 0 {
 		for name, e := range inc.entries {
-			if !names[name] && !e.current(s, atgs, ags) {
+			if !names[name] && !e.current(atgs, ags) {
 				names[name] = true
 			}
 		}
@@ -404,6 +416,23 @@ func changedKeys[V comparable](a, b map[string]V) map[string]bool {
 	return out
 }
 
-func samePod(a, b Pod) bool {
-	return a.Namespace == b.Namespace && a.Name == b.Name && a.OFPort == b.OFPort && slices.Equal(a.IPs, b.IPs)
+// changedPods names ("namespace/name") the pods that are in one list and
+// not the other, or in both with another port or other addresses.
+func changedPods(a, b []Pod) map[string]bool {
+	was := make(map[string]Pod, len(a))
+	for _, p := range a {
+		was[p.Namespace+"/"+p.Name] = p
+	}
+	out := map[string]bool{}
+	for _, p := range b {
+		k := p.Namespace + "/" + p.Name
+		if o, ok := was[k]; !ok || o.OFPort != p.OFPort || !slices.Equal(o.IPs, p.IPs) {
+			out[k] = true
+		}
+		delete(was, k)
+	}
+	for k := range was {
+		out[k] = true
+	}
+	return out
 }

@@ -107,6 +107,7 @@ func (c *Controller) resolveIncremental() (r resolved, d *delta, ips map[uint32]
 	if c.inc != nil {
 		if rr, dd, ok := c.resolveDelta(c.inc, pods, sources); ok {
 			r, d = rr, &dd
+			c.deltas++
 		} else {
 			c.inc = nil
 		}

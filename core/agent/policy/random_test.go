@@ -274,8 +274,7 @@ func TestIncrementalMatchesFullRecompute(t *testing.T) {
 				n.fail, n.failOnce = fmt.Errorf("bundle refused"), true
 				n.mu.Unlock()
 			}
-			before, settles := n.table(), len(sn.narrowed)
-			wasInc := c.inc != nil && c.index != nil
+			before, settles, deltas := n.table(), len(sn.narrowed), c.deltas
 			err := c.Sync(ctx, s)
 			r := ref.resolve(s, n.LocalPods(), n.NodeSources())
 			n.mu.Lock()
@@ -290,7 +289,7 @@ func TestIncrementalMatchesFullRecompute(t *testing.T) {
 			if err != nil {
 				t.Fatalf("seed %d step %d (%s): sync: %v", seed, step, what, err)
 			}
-			if wasInc && c.inc != nil {
+			if c.deltas > deltas {
 				incremental++
 			}
 			fs, err := ref.flows(r, n.round)
