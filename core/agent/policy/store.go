@@ -16,8 +16,11 @@ import (
 const stateVersion = 1
 
 type stateFile struct {
-	Version int   `json:"version"`
-	State   State `json:"state"`
+	Version int `json:"version"`
+	// Seq numbers the last change the file holds: the journal's changes
+	// after it are applied on top of it (journal.go).
+	Seq   uint64 `json:"seq,omitempty"`
+	State State  `json:"state"`
 }
 
 // writeState replaces path with s durably: a temporary file in the same
@@ -26,29 +29,35 @@ type stateFile struct {
 // file, never a torn one.
 func writeState(path string, s *State) error {
 	var e stateEncoder
-	return e.write(path, s)
+	return e.writeBase(path, s)
 }
 
 // stateEncoder writes State files, encoding only the objects that are not
-// the ones (the same pointers) it encoded for the last file: with 10,000
-// policies, encoding them all took ~14 ms of every one-policy change. The
-// objects must not change in place once written (the watch decodes a new
-// object for every change). The file is what json.Marshal of a stateFile
-// gives, its map keys in no particular order.
+// the ones (the same pointers) it encoded before: with 10,000 policies,
+// encoding them all took ~14 ms of every one-policy change. The objects
+// must not change in place once written (the watch decodes a new object
+// for every change). The file is what json.Marshal of a stateFile gives,
+// its map keys in no particular order; a change is appended to the
+// journal beside it while the journal is small (journal.go).
 type stateEncoder struct {
 	gen  uint64
 	objs map[any]*encoded // by the object's pointer
 	size int              // of the last file
+	j    journal
 }
 
-// encoded is one map entry of the file: `"name":{object}`.
+// encoded is one object of the file: b is its map entry `"name":{object}`,
+// v the object alone (b's tail).
 type encoded struct {
 	gen  uint64
 	name string
-	b    []byte
+	b, v []byte
 }
 
-func (e *stateEncoder) write(path string, s *State) error {
+// writeBase replaces path with s (and a new sequence number) and drops the
+// journal.
+func (e *stateEncoder) writeBase(path string, s *State) error {
+	e.j.seq++
 	b, err := e.encode(s)
 	if err != nil {
 		return fmt.Errorf("encode policy state: %w", err)
@@ -76,18 +85,35 @@ func (e *stateEncoder) write(path string, s *State) error {
 	if err := replaceDurably(tmp.Name(), path); err != nil {
 		return fmt.Errorf("replace policy state: %w", err)
 	}
+	e.j.based(path, s)
 	return nil
+}
+
+// encoded returns obj's encoding as the entry name.
+func (e *stateEncoder) encoded(name string, obj any) (*encoded, error) {
+	if e.objs == nil {
+		e.objs = map[any]*encoded{}
+	}
+	enc := e.objs[obj]
+	if enc == nil || enc.name != name {
+		k, kerr := json.Marshal(name)
+		v, verr := json.Marshal(obj)
+		if err := errors.Join(kerr, verr); err != nil {
+			return nil, err
+		}
+		b := slices.Concat(k, []byte{':'}, v)
+		enc = &encoded{gen: e.gen, name: name, b: b, v: b[len(k)+1:]}
+		e.objs[obj] = enc
+	}
+	return enc, nil
 }
 
 // encode renders s as a stateFile.
 func (e *stateEncoder) encode(s *State) ([]byte, error) {
-	if e.objs == nil {
-		e.objs = map[any]*encoded{}
-	}
 	e.gen++
 	var buf bytes.Buffer
 	buf.Grow(e.size + e.size/8)
-	fmt.Fprintf(&buf, `{"version":%d,"state":{`, stateVersion)
+	fmt.Fprintf(&buf, `{"version":%d,"seq":%d,"state":{`, stateVersion, e.j.seq)
 	first := true
 	var err error
 	section := func(field string, n int, each func(func(name string, obj any))) {
@@ -108,15 +134,9 @@ func (e *stateEncoder) encode(s *State) ([]byte, error) {
 				buf.WriteByte(',')
 			}
 			i++
-			enc := e.objs[obj]
-			if enc == nil || enc.name != name {
-				k, kerr := json.Marshal(name)
-				v, verr := json.Marshal(obj)
-				if err = errors.Join(kerr, verr); err != nil {
-					return
-				}
-				enc = &encoded{name: name, b: slices.Concat(k, []byte{':'}, v)}
-				e.objs[obj] = enc
+			var enc *encoded
+			if enc, err = e.encoded(name, obj); err != nil {
+				return
 			}
 			enc.gen = e.gen
 			buf.Write(enc.b)
@@ -168,6 +188,9 @@ func readState(path string) (*State, error) {
 	}
 	if f.Version != stateVersion {
 		return nil, fmt.Errorf("policy state %s has version %d, want %d", path, f.Version, stateVersion)
+	}
+	if err := replayJournal(journalPath(path), &f); err != nil {
+		return nil, err
 	}
 	return &f.State, nil
 }
