@@ -63,11 +63,12 @@ func (a *Agent) runPolicyStats(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		changed, err := a.observePolicyStats(ctx, totals)
+		added, changed, err := a.observePolicyStats(ctx, totals)
 		if err != nil {
 			log.Debug("policy flows not read", "err", err)
 			continue
 		}
+		a.m.PolicyTraffic(added.Sessions, added.Packets, added.Bytes)
 		if changed {
 			if err := totals.Save(path); err != nil {
 				log.Warn("policy stats not saved", "err", err)
@@ -86,11 +87,11 @@ func (a *Agent) runPolicyStats(ctx context.Context) {
 }
 
 // observePolicyStats reads the policy flows once and counts them.
-func (a *Agent) observePolicyStats(ctx context.Context, totals *policystats.Totals) (bool, error) {
+func (a *Agent) observePolicyStats(ctx context.Context, totals *policystats.Totals) (policystats.Counts, bool, error) {
 	rules := a.policy.InstalledRules()
 	counters, err := pipeline.PolicyCounters(pipeline.PolicySet{Rules: rules})
 	if err != nil {
-		return false, err
+		return policystats.Counts{}, false, err
 	}
 	var dump []openflow.FlowStats
 	err = a.sw.DoNow(ctx, func(w FlowWriter) error {
@@ -100,7 +101,7 @@ func (a *Agent) observePolicyStats(ctx context.Context, totals *policystats.Tota
 		return err
 	})
 	if err != nil {
-		return false, err
+		return policystats.Counts{}, false, err
 	}
 	keep := map[string]bool{}
 	for _, r := range rules {
@@ -109,7 +110,8 @@ func (a *Agent) observePolicyStats(ctx context.Context, totals *policystats.Tota
 	for name := range a.policy.Realizations() {
 		keep[name] = true
 	}
-	return totals.Observe(dump, counters, func(p string) bool { return keep[p] }, time.Now()), nil
+	added, changed := totals.Observe(dump, counters, func(p string) bool { return keep[p] }, time.Now())
+	return added, changed, nil
 }
 
 // policyStatsReport is the node's report: its totals, policies by name.

@@ -36,6 +36,12 @@ var (
 	AgentPacketIns = Def{Name: "seine_agent_packet_ins_total", Kind: Counter, Component: "agent",
 		Help:   "Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), policy_reject (a connection a tiered policy rule rejects), policy_log (a connection a rule with enableLogging decides, for the policy audit log), traceflow (a Traceflow's tagged copy), unknown.",
 		Labels: []string{"reason"}}
+	AgentPolicySessions = Def{Name: "seine_agent_policy_sessions_total", Kind: Counter, Component: "agent",
+		Help: "Connections the node's policy rules decided (allowed, dropped or rejected), read from the policy flows' counters every policyStatsInterval (core/policystats): the node's total, per rule in stats.seine.io."}
+	AgentPolicyPackets = Def{Name: "seine_agent_policy_packets_total", Kind: Counter, Component: "agent",
+		Help: "Packets of the connections the node's policy rules decided, both directions (core/policystats): the node's total."}
+	AgentPolicyBytes = Def{Name: "seine_agent_policy_bytes_total", Kind: Counter, Component: "agent",
+		Help: "Bytes (Ethernet frames) of the connections the node's policy rules decided, both directions (core/policystats): the node's total."}
 )
 
 // The agent's metrics read on scrape (AgentCollector).
@@ -132,7 +138,7 @@ const (
 
 func agentDefs() []Def {
 	return []Def{AgentCNIRequests, AgentCNIDuration, AgentFlowOps, AgentFlowOpErrors, AgentFlowOpDuration, AgentFlowMods,
-		AgentOpenFlowReconnects, AgentPacketIns, AgentLocalPods, AgentNetworkPolicies, AgentPolicyRules, AgentAppliedToGroups,
+		AgentOpenFlowReconnects, AgentPacketIns, AgentPolicySessions, AgentPolicyPackets, AgentPolicyBytes, AgentLocalPods, AgentNetworkPolicies, AgentPolicyRules, AgentAppliedToGroups,
 		AgentAddressGroups, AgentFlows, AgentTableFlows, AgentOpenFlowConnected, AgentOVSDBConnected, AgentMeterDrops,
 		AgentConntrackEntries, AgentConntrackLimit, AgentIfacePackets, AgentIfaceBytes, AgentIfaceDrops, AgentIfaceErrors, AgentScrapeErrors,
 		AgentFlowExportSent, AgentFlowExportDropped, AgentFlowExportUntracked, AgentFlowExportPollErrors,
@@ -163,6 +169,7 @@ type Agent struct {
 	flowMods     *prometheus.CounterVec
 	reconnects   prometheus.Counter
 	packetIns    *prometheus.CounterVec
+	policy       [3]prometheus.Counter // sessions, packets, bytes
 }
 
 // NewAgent creates the agent's event metrics and registers them with reg.
@@ -172,6 +179,7 @@ func NewAgent(reg prometheus.Registerer) (*Agent, error) {
 		flowOps: AgentFlowOps.CounterVec(), flowOpErrors: AgentFlowOpErrors.CounterVec(),
 		flowOpDur: AgentFlowOpDuration.HistogramVec(), flowMods: AgentFlowMods.CounterVec(),
 		reconnects: AgentOpenFlowReconnects.Counter(), packetIns: AgentPacketIns.CounterVec(),
+		policy: [3]prometheus.Counter{AgentPolicySessions.Counter(), AgentPolicyPackets.Counter(), AgentPolicyBytes.Counter()},
 	}
 	for _, c := range CNICommands {
 		for _, r := range []string{"success", "error"} {
@@ -188,7 +196,8 @@ func NewAgent(reg prometheus.Registerer) (*Agent, error) {
 	for _, r := range PacketInReasons {
 		m.packetIns.WithLabelValues(r)
 	}
-	if err := register(reg, m.cniRequests, m.cniDuration, m.flowOps, m.flowOpErrors, m.flowOpDur, m.flowMods, m.reconnects, m.packetIns); err != nil {
+	if err := register(reg, m.cniRequests, m.cniDuration, m.flowOps, m.flowOpErrors, m.flowOpDur, m.flowMods, m.reconnects, m.packetIns,
+		m.policy[0], m.policy[1], m.policy[2]); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -220,3 +229,11 @@ func (m *Agent) Reconnected() { m.reconnects.Inc() }
 
 // PacketIn records a packet-in of the given reason (PacketInReasons).
 func (m *Agent) PacketIn(reason string) { m.packetIns.WithLabelValues(reason).Inc() }
+
+// PolicyTraffic records what the node's policy rules counted since the
+// last read of their flows.
+func (m *Agent) PolicyTraffic(sessions, packets, bytes uint64) {
+	m.policy[0].Add(float64(sessions))
+	m.policy[1].Add(float64(packets))
+	m.policy[2].Add(float64(bytes))
+}

@@ -76,7 +76,9 @@ const Retention = 7 * 24 * time.Hour
 // Observe counts one dump of the node's policy flows. counters names the
 // flows that count for a rule (pipeline.PolicyCounters of the installed
 // set); keep tells the policies the node still has: the totals of others
-// are dropped after Retention. It reports whether any total changed.
+// are dropped after Retention. It returns what the dump added to the
+// totals (the node's traffic since the last dump, for its metrics) and
+// whether any total changed.
 //
 // A flow counts what it grew by since the last dump. Counters that went
 // down mean the flow was deleted and added again (ovs-vswitchd restarted,
@@ -88,8 +90,7 @@ const Retention = 7 * 24 * time.Hour
 // place (an agent's replay) keeps its counters (ovs/openflow
 // TestReplacedFlowCounters), so a restarted agent that loaded its totals
 // counts on without counting twice.
-func (t *Totals) Observe(dump []openflow.FlowStats, counters map[string]pipeline.RuleCounter, keep func(policy string) bool, now time.Time) bool {
-	changed := false
+func (t *Totals) Observe(dump []openflow.FlowStats, counters map[string]pipeline.RuleCounter, keep func(policy string) bool, now time.Time) (added Counts, changed bool) {
 	present := make(map[string]bool, len(dump))
 	for _, fs := range dump {
 		key := pipeline.CounterKey(fs.Flow)
@@ -121,6 +122,7 @@ func (t *Totals) Observe(dump []openflow.FlowStats, counters map[string]pipeline
 			add.Sessions = d.Packets
 		}
 		t.rules[r] = t.rules[r].Add(add)
+		added = added.Add(add)
 		changed = true
 	}
 	for key := range t.seen {
@@ -144,7 +146,7 @@ func (t *Totals) Observe(dump []openflow.FlowStats, counters map[string]pipeline
 			delete(t.rules, r)
 		}
 	}
-	return changed
+	return added, changed
 }
 
 // ruleIndex is the rule's index in its policy: the Key up to its first

@@ -122,8 +122,9 @@ func TestSessionsPacketsBytes(t *testing.T) {
 	sw.set("web", "1/6/9090", pipeline.CountFirst, 2)
 	sw.set("web", "1/6/9090", pipeline.CountLater, 4)
 	sw.set("deny", "0", pipeline.CountFirst, 5)
-	if !tot.Observe(sw.dump(), sw.counters, all, t0) {
-		t.Error("first dump changed nothing")
+	added, changed := tot.Observe(sw.dump(), sw.counters, all, t0)
+	if !changed || added != (Counts{Sessions: 11, Packets: 35, Bytes: 3500}) {
+		t.Errorf("first dump: added %+v, changed %v", added, changed)
 	}
 	want(t, tot, map[Rule]Counts{
 		{"web", 0}:  {Sessions: 3, Packets: 23, Bytes: 2300},
@@ -131,8 +132,8 @@ func TestSessionsPacketsBytes(t *testing.T) {
 		{"deny", 0}: {Sessions: 5, Packets: 5, Bytes: 500},
 	})
 	// The same counters again count nothing; growth counts once.
-	if tot.Observe(sw.dump(), sw.counters, all, t0.Add(time.Second)) {
-		t.Error("an identical dump changed the totals")
+	if added, changed := tot.Observe(sw.dump(), sw.counters, all, t0.Add(time.Second)); changed || added != (Counts{}) {
+		t.Errorf("an identical dump: added %+v, changed %v", added, changed)
 	}
 	sw.set("web", "0", pipeline.CountLater, 30)
 	tot.Observe(sw.dump(), sw.counters, all, t0.Add(2*time.Second))
@@ -213,8 +214,8 @@ func TestPoliciesGone(t *testing.T) {
 		t.Errorf("a policy back within the retention: %d sessions, want 3", got)
 	}
 	tot.Observe(sw.dump(away), sw.counters, notDeny, t0.Add(3*time.Hour))
-	if !tot.Observe(sw.dump(away), sw.counters, notDeny, t0.Add(2*time.Hour+Retention+time.Second)) {
-		t.Error("the retention's end changed nothing")
+	if added, changed := tot.Observe(sw.dump(away), sw.counters, notDeny, t0.Add(2*time.Hour+Retention+time.Second)); !changed || added != (Counts{}) {
+		t.Errorf("the retention's end: added %+v, changed %v", added, changed)
 	}
 	for _, p := range tot.Report() {
 		if p.Policy == "deny" {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
 	statsv1 "github.com/seine-cni/seine/core/apis/stats/v1alpha1"
+	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/probe"
 )
 
@@ -154,6 +156,26 @@ func TestPolicyStats(t *testing.T) {
 		})
 	}
 	check("probes counted across node-2 and node-3")
+	// The agents' per-node totals (never per rule) add up to the same.
+	e.waitStats("seine_agent_policy_sessions_total", func() []string {
+		total := 0.0
+		for _, n := range e.c.NodeList() {
+			code, body, err := lab.HTTPGetInNS(e.ctx, e.c.NetNSPath(n.Name), "http://127.0.0.1:10350/metrics")
+			if err != nil || code != 200 {
+				return []string{fmt.Sprintf("%s /metrics: %d %v", n.Name, code, err)}
+			}
+			for _, l := range strings.Split(body, "\n") {
+				if v, ok := strings.CutPrefix(l, "seine_agent_policy_sessions_total "); ok {
+					f, _ := strconv.ParseFloat(v, 64)
+					total += f
+				}
+			}
+		}
+		if want := float64(want.allow.Sessions + want.drop.Sessions + want.tcp.Sessions); total != want {
+			return []string{fmt.Sprintf("sum of seine_agent_policy_sessions_total %v, want %v", total, want)}
+		}
+		return nil
+	})
 	out, err := e.c.Kubectl(e.ctx, "get", "networkpolicystats", "-A")
 	if err != nil || !strings.Contains(out, "SESSIONS") || !strings.Contains(out, "stats-k8s") {
 		t.Errorf("kubectl get networkpolicystats -A: %v\n%s", err, out)
