@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/seine-cni/seine/installer/kubernetes/apiext"
+	"github.com/seine-cni/seine/installer/kubernetes/manifest"
 )
 
 // startController runs seine-controller on the machine, listening on
@@ -33,7 +34,7 @@ import (
 // through the kube-apiserver, and of crd.seine.io's admission webhook. It
 // returns once the APIService is Available and the webhook answers.
 func (c *Config) startController(ctx context.Context, cs kubernetes.Interface) error {
-	if err := controllerRBAC(ctx, cs); err != nil {
+	if err := labRBAC(ctx, cs); err != nil {
 		return err
 	}
 	if err := c.addControllerLink(ctx); err != nil {
@@ -277,87 +278,41 @@ func (c *Config) registerAdmissionWebhook(ctx context.Context, dc dynamic.Interf
 	}
 }
 
-// controllerRBAC grants seine-controller what it reads and the right to
-// delegate authentication (TokenReview) and authorization
-// (SubjectAccessReview), and lets seine-agent read controlplane.seine.io.
-func controllerRBAC(ctx context.Context, cs kubernetes.Interface) error {
-	user := []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:controller"}}
-	roles := []*rbacv1.ClusterRole{
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller"}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
-			// Tiered policy, as seine.yml grants it.
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers", "clusternetworkpolicies", "clustergroups", "networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"tiers"}, Verbs: []string{"create", "update", "patch"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"clusternetworkpolicies/status", "clustergroups/status", "networkpolicies/status"}, Verbs: []string{"update", "patch"}},
-			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"clusternetworkpolicies/status"}, Verbs: []string{"update", "patch"}},
-			// For a self-signed serving certificate (StartControllerSelfSigned).
-			{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"},
-				ResourceNames: []string{APIServiceName, StatsAPIServiceName}, Verbs: []string{"get", "patch"}},
-			{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"},
-				ResourceNames: []string{apiext.WebhookConfigurationName}, Verbs: []string{"get", "update"}},
-			// Traceflow (as seine.yml grants it).
-			{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"get"}},
-			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
-			// Inventory (as seine.yml grants it).
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seineagentinfos"}, Verbs: []string{"list", "create", "delete"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seinecontrollerinfos"}, Verbs: []string{"get", "create"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seinecontrollerinfos/status"}, Verbs: []string{"patch"}},
-		}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"networkpolicies", "appliedtogroups", "addressgroups"}, Verbs: []string{"get", "list", "watch"}},
-			// Realization reports: a create replaces the node's last one.
-			{APIGroups: []string{"controlplane.seine.io"}, Resources: []string{"nodepolicystatuses", "nodepolicystatsreports"}, Verbs: []string{"create"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"traceflows/status"}, Verbs: []string{"patch"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seineagentinfos", "seineagentinfos/status"}, Verbs: []string{"get"}},
-			{APIGroups: []string{"crd.seine.io"}, Resources: []string{"seineagentinfos/status"}, Verbs: []string{"patch"}},
-		}},
-		// Prometheus (StartPrometheus) scrapes the controller's /metrics.
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-metrics-reader"}, Rules: []rbacv1.PolicyRule{
-			{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}},
-		}},
+// labRBAC creates seine.yml's ClusterRoles (manifest.ClusterRoles) and
+// binds the lab's identities to them as seine.yml binds its
+// ServiceAccounts: seine-controller (and its delegation of authentication
+// and authorization: TokenReview, SubjectAccessReview, the
+// extension-apiserver-authentication ConfigMap), seine-agent (and the
+// delegation of its /metrics scrapes), and the lab's Prometheus to the
+// metrics reader. The agent and the controller both call it; what exists
+// already is left.
+func labRBAC(ctx context.Context, cs kubernetes.Interface) error {
+	user := func(name string) []rbacv1.Subject {
+		return []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: name}}
 	}
-	bindings := []*rbacv1.ClusterRoleBinding{
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller"}, Subjects: user,
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-controller"}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-controller-auth-delegator"}, Subjects: user,
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-controlplane"},
-			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:agent"}},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-agent-controlplane"}},
-		// The agents delegate the authentication and authorization of
-		// their /metrics scrapes (metricsAddress).
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-auth-delegator"},
-			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:agent"}},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"}},
-		// The agents delegate the authentication and authorization of
-		// their /metrics scrapes (metricsAddress).
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-auth-delegator"},
-			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "seine:agent"}},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:auth-delegator"}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "seine-metrics-reader"},
-			Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: PrometheusUser}},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "seine-metrics-reader"}},
+	bind := func(name, role, subject string) *rbacv1.ClusterRoleBinding {
+		return &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name}, Subjects: user(subject),
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role}}
 	}
-	for _, r := range roles {
+	for _, r := range manifest.ClusterRoles() {
 		if _, err := cs.RbacV1().ClusterRoles().Create(ctx, r, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("clusterrole %s: %w", r.Name, err)
 		}
 	}
-	for _, b := range bindings {
+	for _, b := range []*rbacv1.ClusterRoleBinding{
+		bind("seine-controller", manifest.ControllerClusterRole, "seine:controller"),
+		bind("seine-controller-auth-delegator", "system:auth-delegator", "seine:controller"),
+		bind("seine-agent", manifest.AgentClusterRole, "seine:agent"),
+		bind("seine-agent-auth-delegator", "system:auth-delegator", "seine:agent"),
+		bind("seine-metrics-reader", manifest.MetricsReaderClusterRole, PrometheusUser),
+	} {
 		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("clusterrolebinding %s: %w", b.Name, err)
 		}
 	}
-	// The requestheader and client CAs the controller trusts are published
-	// by the kube-apiserver in this ConfigMap.
 	rb := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "seine-controller-authentication-reader", Namespace: "kube-system"},
-		Subjects:   user,
+		Subjects:   user("seine:controller"),
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "extension-apiserver-authentication-reader"},
 	}
 	if _, err := cs.RbacV1().RoleBindings("kube-system").Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -98,7 +98,7 @@ func Up(ctx context.Context, log *slog.Logger, c *Config) (err error) {
 		if err := c.installCNIPlugin(); err != nil {
 			return err
 		}
-		if err := agentRBAC(ctx, cs); err != nil {
+		if err := labRBAC(ctx, cs); err != nil {
 			return err
 		}
 		if err := c.startController(ctx, cs); err != nil {

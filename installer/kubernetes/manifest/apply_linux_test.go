@@ -1,4 +1,4 @@
-package manifest
+package manifest_test
 
 import (
 	"bytes"
@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/seine-cni/seine/installer/kubernetes/manifest"
 	"github.com/seine-cni/seine/test/lab"
 	"github.com/seine-cni/seine/test/lab/labtest"
 )
@@ -57,7 +58,7 @@ func TestServerSideApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(checkedIn)
+	b, err := os.ReadFile("../seine.yml") // the checked-in manifest
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestServerSideApply(t *testing.T) {
 	}
 	t.Logf("%d objects applied (dryRun=All)", applied)
 	// dryRun=All persisted nothing.
-	if _, err := dyn.Resource(mustMapping(t, mapper, "apps", "DaemonSet")).Namespace(Namespace).Get(ctx, "seine-agent", metav1.GetOptions{}); err == nil {
+	if _, err := dyn.Resource(mustMapping(t, mapper, "apps", "DaemonSet")).Namespace(manifest.Namespace).Get(ctx, "seine-agent", metav1.GetOptions{}); err == nil {
 		t.Error("the dry run created the DaemonSet")
 	}
 	t.Run("tier admission", func(t *testing.T) { checkTierAdmission(ctx, t, dyn, b) })

@@ -109,6 +109,21 @@ func serviceAccount(name string) *corev1.ServiceAccount {
 
 var readOnly = []string{"get", "list", "watch"}
 
+// The names of seine.yml's ClusterRoles that other identities are bound to.
+const (
+	AgentClusterRole         = agentName
+	ControllerClusterRole    = controllerName
+	MetricsReaderClusterRole = "seine-metrics-reader"
+)
+
+// ClusterRoles are seine.yml's ClusterRoles: the agent's, the
+// controller's, the metrics reader and the viewer the built-in view, edit
+// and admin roles aggregate. The lab binds its own identities to the same
+// roles, so a rule added here reaches the lab's agents and controller.
+func ClusterRoles() []*rbacv1.ClusterRole {
+	return []*rbacv1.ClusterRole{agentClusterRole(), controllerClusterRole(), metricsReaderClusterRole(), viewerClusterRole()}
+}
+
 func agentClusterRole() *rbacv1.ClusterRole {
 	return &rbacv1.ClusterRole{
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
@@ -199,7 +214,7 @@ func viewerClusterRole() *rbacv1.ClusterRole {
 func metricsReaderClusterRole() *rbacv1.ClusterRole {
 	return &rbacv1.ClusterRole{
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
-		ObjectMeta: meta("seine-metrics-reader", false, ""),
+		ObjectMeta: meta(MetricsReaderClusterRole, false, ""),
 		Rules:      []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}},
 	}
 }
