@@ -191,7 +191,7 @@ func (s *fakeSwitch) Bundle(_ context.Context, msgs ...openflow.Message) error {
 	flows, groups := maps.Clone(s.flows), maps.Clone(s.groups)
 	s.last = nil
 	for i, m := range msgs {
-		switch m := m.(type) {
+		switch m := openflow.Decoded(m).(type) { // as the switch reads an Encoded message
 		case *openflow.FlowMod:
 			s.last = append(s.last, m.String())
 			f := m.Flow
@@ -275,7 +275,7 @@ func (s *fakeSwitch) Apply(_ context.Context, msgs ...openflow.Message) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, m := range msgs {
-		switch m := m.(type) {
+		switch m := openflow.Decoded(m).(type) {
 		case *openflow.MeterMod:
 			switch m.Command {
 			case openflow.MeterAdd:

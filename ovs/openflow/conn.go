@@ -480,6 +480,12 @@ func Describe(m Message) string {
 		return fmt.Sprintf("multipart_request type=%d", m.Type)
 	case *BundleControl:
 		return fmt.Sprintf("bundle_control bundle_id=%d type=%d", m.BundleID, m.Type)
+	case *Raw: // an Encoded message, or one of a type not decoded
+		if d := Decoded(m); d != Message(m) {
+			if _, raw := d.(*Raw); !raw {
+				return Describe(d)
+			}
+		}
 	}
 	return TypeName(m.MsgType())
 }

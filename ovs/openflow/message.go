@@ -2,6 +2,7 @@ package openflow
 
 import (
 	"fmt"
+	"slices"
 )
 
 // Message is an OpenFlow message body; the connection adds the header.
@@ -94,6 +95,39 @@ type Raw struct {
 
 func (r *Raw) MsgType() uint8             { return r.Type }
 func (r *Raw) appendBody(b []byte) []byte { return append(b, r.Body...) }
+
+// Encoded is m encoded once, to be sent later (alone or in a bundle) as
+// it is: a message built long before it is sent, among many others, takes
+// its wire size in memory instead of its object graph (a select group of
+// ten buckets: 1.3 kB against 2.7 kB). m is checked against the limit of
+// its own type inside a bundle (MaxGroupModLen, MaxFlowModLen,
+// MaxBundledLen), so an Encoded message that is too large is refused here.
+// Describe decodes it again to name it in an error.
+func Encoded(m Message) (*Raw, error) {
+	b := m.appendBody(nil)
+	if n, max := headerLen+len(b), maxLen(m, true); n > max {
+		return nil, tooLarge(m, n, max)
+	}
+	return &Raw{Type: m.MsgType(), Body: slices.Clip(b)}, nil
+}
+
+// Decoded is the message an Encoded one was made from, decoded again
+// (what a switch reads); any other message is returned as it is, and so
+// is a Raw of a type this package does not decode.
+func Decoded(m Message) Message {
+	r, ok := m.(*Raw)
+	if !ok {
+		return m
+	}
+	b, err := Marshal(r, 0)
+	if err != nil {
+		return m
+	}
+	if _, d, err := Unmarshal(b); err == nil {
+		return d
+	}
+	return m
+}
 
 // Hello carries the version bitmap element.
 type Hello struct {

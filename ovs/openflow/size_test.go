@@ -1,6 +1,7 @@
 package openflow
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 )
@@ -209,5 +210,40 @@ func TestApplyAndSendRefuseOversizedMessages(t *testing.T) {
 	}
 	if got := fs.messages()[before:]; len(got) != 0 {
 		t.Errorf("the switch received %d messages", len(got))
+	}
+}
+
+// TestEncoded: an Encoded message goes on the wire exactly as the message
+// it was made from, alone and in a bundle; Describe names what it encodes;
+// one too large for a bundle is refused when encoded.
+func TestEncoded(t *testing.T) {
+	g := lbGroup(10)
+	gm := &GroupMod{Command: GroupAdd, Group: g}
+	e, err := Encoded(gm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Marshal(gm, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Marshal(e, 42); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("Marshal(Encoded(m)) differs from Marshal(m) (%v):\n%x\n%x", err, got, want)
+	}
+	wantAdd, _ := appendBundleAdd(nil, 3, BundleAtomic|BundleOrdered, gm, 42)
+	if got, err := appendBundleAdd(nil, 3, BundleAtomic|BundleOrdered, e, 42); err != nil || !bytes.Equal(got, wantAdd) {
+		t.Fatalf("bundle add of Encoded(m) differs from m's (%v)", err)
+	}
+	if got, want := Describe(e), Describe(gm); got != want {
+		t.Errorf("Describe(Encoded(m)) = %q, want %q", got, want)
+	}
+	if cap(e.Body) != len(e.Body) {
+		t.Errorf("Encoded holds %d bytes of capacity for %d of message", cap(e.Body), len(e.Body))
+	}
+	if _, err := Encoded(&GroupMod{Command: GroupAdd, Group: lbGroup(3000)}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Encoded of a 3,000-bucket group_mod: %v, want ErrTooLarge", err)
+	}
+	if _, err := Encoded(AddFlow(conjFlow(5000))); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Encoded of a 5,000-conjunction flow_mod: %v, want ErrTooLarge", err)
 	}
 }

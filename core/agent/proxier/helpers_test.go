@@ -63,6 +63,11 @@ func (n *fakeNode) Install(ctx context.Context, fn func(Writer, *pipeline.NodeCo
 func (n *fakeNode) Bundle(_ context.Context, msgs ...openflow.Message) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	// Kept as the switch reads them (an Encoded group_mod as a GroupMod).
+	msgs = slices.Clone(msgs)
+	for i, m := range msgs {
+		msgs[i] = openflow.Decoded(m)
+	}
 	n.bundles = append(n.bundles, msgs)
 	if err := n.failNext; err != nil && !n.commitThenFail {
 		n.failNext = nil
