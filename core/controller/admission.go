@@ -118,25 +118,49 @@ func (l lookup) PoliciesAt(tier string, priority float64) []admission.Policy {
 	return out
 }
 
+// NamespacedIn lists the namespaced policies in tier as the kube-apiserver
+// holds them when the lookup has a client: a tier's delete must not pass
+// because a policy naming it was created a moment ago and the informers
+// have not seen it yet (tier deletes are rare: one list each). Without a
+// client, or when the list fails, it answers from the informers.
 func (l lookup) NamespacedIn(tier string) []admission.Policy {
+	if dc := l.c.admissionClient; dc != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if list, err := dc.Resource(crdv1.NetworkPoliciesResource).List(ctx, metav1.ListOptions{}); err == nil {
+			var out []admission.Policy
+			for i := range list.Items {
+				if p, ok := namespacedIn(&list.Items[i], tier); ok {
+					out = append(out, p)
+				}
+			}
+			return out
+		}
+	}
 	if l.c.snpIndexer == nil {
 		return nil
 	}
 	var out []admission.Policy
 	for _, o := range l.c.snpIndexer.List() {
-		u, ok := o.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
-		if t, _, _ := unstructured.NestedString(u.Object, "spec", "tier"); tierName(t) != tier {
-			continue
-		}
-		var np crdv1.NetworkPolicy
-		if err := fromUnstructured(o, &np); err == nil {
-			out = append(out, admission.Policy{Kind: admission.KindNetworkPolicy, Namespace: np.Namespace, Name: np.Name, Spec: &np.Spec})
+		if u, ok := o.(*unstructured.Unstructured); ok {
+			if p, ok := namespacedIn(u, tier); ok {
+				out = append(out, p)
+			}
 		}
 	}
 	return out
+}
+
+// namespacedIn is u as a namespaced policy, if it is in tier.
+func namespacedIn(u *unstructured.Unstructured, tier string) (admission.Policy, bool) {
+	if t, _, _ := unstructured.NestedString(u.Object, "spec", "tier"); tierName(t) != tier {
+		return admission.Policy{}, false
+	}
+	var np crdv1.NetworkPolicy
+	if err := fromUnstructured(u, &np); err != nil {
+		return admission.Policy{}, false
+	}
+	return admission.Policy{Kind: admission.KindNetworkPolicy, Namespace: np.Namespace, Name: np.Name, Spec: &np.Spec}, true
 }
 
 // number is a JSON number of an unstructured object (10 decodes as an
