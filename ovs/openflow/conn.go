@@ -481,13 +481,17 @@ func Describe(m Message) string {
 	case *BundleControl:
 		return fmt.Sprintf("bundle_control bundle_id=%d type=%d", m.BundleID, m.Type)
 	case *Raw: // an Encoded message, or one of a type not decoded
-		if d := Decoded(m); d != Message(m) {
-			if _, raw := d.(*Raw); !raw {
-				return Describe(d)
-			}
+		if d := Decoded(m); !isRaw(d) {
+			return Describe(d)
 		}
 	}
 	return TypeName(m.MsgType())
+}
+
+// isRaw reports whether m is a message this package did not decode.
+func isRaw(m Message) bool {
+	_, ok := m.(*Raw)
+	return ok
 }
 
 // Apply sends msgs followed by a barrier and returns the errors the switch

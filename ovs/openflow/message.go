@@ -2,7 +2,6 @@ package openflow
 
 import (
 	"fmt"
-	"slices"
 )
 
 // Message is an OpenFlow message body; the connection adds the header.
@@ -108,7 +107,8 @@ func Encoded(m Message) (*Raw, error) {
 	if n, max := headerLen+len(b), maxLen(m, true); n > max {
 		return nil, tooLarge(m, n, max)
 	}
-	return &Raw{Type: m.MsgType(), Body: slices.Clip(b)}, nil
+	// A copy: the buffer appendBody grew holds up to twice the bytes.
+	return &Raw{Type: m.MsgType(), Body: clone(b)}, nil
 }
 
 // Decoded is the message an Encoded one was made from, decoded again
