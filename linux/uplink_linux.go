@@ -140,6 +140,16 @@ func (b *Backend) Teardown(ctx context.Context, cfg platform.NodeConfig) error {
 
 func (b *Backend) unbridgeUplink(ctx context.Context, cfg platform.NodeConfig) error {
 	nl := b.host.nl
+	// The uplink leaves the bridge first. ovs-vswitchd restores the flags it
+	// changed (promiscuous) when it lets go of a port, by writing back the
+	// whole flag word from its own cached copy; under load that copy can be
+	// older than our "ARP on", and NOARP comes back. DeletePort returns
+	// once ovs-vswitchd has applied the deletion, so what follows is final.
+	// The node is unreachable from the moment the uplink leaves the bridge
+	// until its addresses are back on it: milliseconds.
+	if err := b.ovs.DeletePort(ctx, cfg.Uplink); err != nil {
+		return err
+	}
 	uplink, err := nl.LinkByName(cfg.Uplink)
 	if err != nil {
 		return fmt.Errorf("uplink %s: %w", cfg.Uplink, err)
@@ -158,13 +168,11 @@ func (b *Backend) unbridgeUplink(ctx context.Context, cfg platform.NodeConfig) e
 		}
 	}
 	host, err := nl.LinkByName(cfg.Bridge)
-	if err != nil && !isNotFound(err) {
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("look up %s: %w", cfg.Bridge, err)
 	}
-	if err == nil {
-		if err := b.moveL3(host, uplink); err != nil {
-			return err
-		}
-	}
-	return b.ovs.DeletePort(ctx, cfg.Uplink)
+	return b.moveL3(host, uplink)
 }
