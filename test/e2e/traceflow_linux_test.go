@@ -360,12 +360,14 @@ func (e *env) dynamic() dynamic.Interface {
 	return dyn
 }
 
-// TestTraceflowWindowsNode: node-3 poses as a Windows node (labelled
-// kubernetes.io/os=windows, its agent builds the Windows flow set); a
+// TestWindowsNode: node-3 poses as a Windows node (labelled
+// kubernetes.io/os=windows, its agent builds the Windows flow set). A
 // trace into a pod on it from another node and one out of it are
 // Delivered, the source node forwarding into the tunnel to the other's
-// node IP and the destination node receiving it.
-func TestTraceflowWindowsNode(t *testing.T) {
+// node IP and the destination node receiving it; and tiered policy on a
+// pod of it is judged with real packets by the Windows flows
+// (checkTieredWindows).
+func TestWindowsNode(t *testing.T) {
 	e := upLabWith(t, labtest.Options{WindowsNodes: 1})
 	if n, err := e.cs.CoreV1().Nodes().Get(e.ctx, "node-3", metav1.GetOptions{}); err != nil || n.Labels["kubernetes.io/os"] != "windows" {
 		t.Fatalf("node-3 does not pose as a Windows node (%v): labels %v", err, n.GetLabels())
@@ -381,6 +383,14 @@ func TestTraceflowWindowsNode(t *testing.T) {
 			lin = &pods[i]
 		}
 	}
+	t.Run("traceflow", func(t *testing.T) { (&env{t: t, c: e.c, cs: e.cs, ctx: e.ctx}).checkTraceflowWindows(win, lin) })
+	t.Run("tiered", func(t *testing.T) { (&env{t: t, c: e.c, cs: e.cs, ctx: e.ctx}).checkTieredWindows(win, lin) })
+}
+
+// checkTraceflowWindows traces from a pod on a Linux-flow-set node into a
+// pod on the Windows-flow-set node and back.
+func (e *env) checkTraceflowWindows(win, lin *corev1.Pod) {
+	t := e.t
 	dyn := e.dynamic()
 	for _, tc := range []struct {
 		name     string
