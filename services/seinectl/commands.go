@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 
+	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/seine-cni/seine/core/agent"
 	"github.com/seine-cni/seine/core/bundle"
@@ -45,73 +44,88 @@ func buildInfo() versionInfo {
 	return v
 }
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+// kubeClient is a clientset for the cluster the kubeconfig flags name.
+func (c *cli) kubeClient() (kubernetes.Interface, error) {
+	rc, err := c.kube.restConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, err
 	}
 	return kubernetes.NewForConfig(rc)
 }
 
-func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlags("version", stderr)
-	out := f.output(formatTable)
-	kubeconfig := f.String("kubeconfig", "", "also ask this cluster's API server for its version")
-	if err := f.parse(args); err != nil {
-		return err
+func (c *cli) versionCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print seinectl's version (and the API server's, given a cluster)",
+		Args:  noArgs,
 	}
-	if err := checkFormat(*out, true); err != nil {
-		return err
-	}
-	v := buildInfo()
-	if *kubeconfig != "" {
-		cs, err := kubeClient(*kubeconfig)
-		if err != nil {
+	out := outputFlag(cmd, formatTable)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*out, true); err != nil {
 			return err
 		}
-		sv, err := cs.Discovery().ServerVersion()
-		if err != nil {
-			return fmt.Errorf("server version: %w", err)
+		v := buildInfo()
+		if kubeFlagsSet(cmd) {
+			cs, err := c.kubeClient()
+			if err != nil {
+				return err
+			}
+			sv, err := cs.Discovery().ServerVersion()
+			if err != nil {
+				return fmt.Errorf("server version: %w", err)
+			}
+			v.Server = sv.GitVersion
 		}
-		v.Server = sv.GitVersion
+		if *out == formatJSON || *out == formatYAML {
+			return printStructured(c.stdout, *out, v)
+		}
+		fmt.Fprintf(c.stdout, "seinectl %s", v.Version)
+		if v.Commit != "" {
+			fmt.Fprintf(c.stdout, " (commit %.12s)", v.Commit)
+		}
+		fmt.Fprintf(c.stdout, " %s %s\n", v.GoVersion, v.Platform)
+		if v.Server != "" {
+			fmt.Fprintf(c.stdout, "server %s\n", v.Server)
+		}
+		return nil
 	}
-	if *out == formatJSON || *out == formatYAML {
-		return printStructured(stdout, *out, v)
-	}
-	fmt.Fprintf(stdout, "seinectl %s", v.Version)
-	if v.Commit != "" {
-		fmt.Fprintf(stdout, " (commit %.12s)", v.Commit)
-	}
-	fmt.Fprintf(stdout, " %s %s\n", v.GoVersion, v.Platform)
-	if v.Server != "" {
-		fmt.Fprintf(stdout, "server %s\n", v.Server)
-	}
-	return nil
+	return cmd
 }
 
-func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	f := newFlags("check", stderr)
-	out := f.output(formatTable)
+func (c *cli) checkCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check this node's install: binaries, config, CNI, OVS, the agent's health",
+		Args:  noArgs,
+	}
+	out := outputFlag(cmd, formatTable)
+	f := cmd.Flags()
 	config := f.String("config", defaults.configPath, "the agent's configuration file")
 	binDir := f.String("bin-dir", defaults.binDir, "where seine-agent and seinectl are installed")
 	cniBinDir := f.String("cni-bin-dir", defaults.cniBinDir, "the runtime's CNI plugin directory (holds seine-cni as \"seine\")")
 	cniConfDir := f.String("cni-conf-dir", "", "the runtime's CNI configuration directory (default: the config's cniConfDir)")
-	if err := f.parse(args); err != nil {
-		return err
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*out, true); err != nil {
+			return err
+		}
+		r := nodecheck.Check(cmd.Context(), nodecheck.CheckOptions{
+			ConfigPath:     *config,
+			Binaries:       binaries(*binDir, *cniBinDir),
+			CNIConfDir:     *cniConfDir,
+			Host:           nodeHost,
+			OpenFlowDialer: openflowDialer,
+			Logger:         c.log,
+			PrivateDirs:    defaults.privateDirs,
+		})
+		return c.report(*out, r)
 	}
-	if err := checkFormat(*out, true); err != nil {
-		return err
-	}
-	r := nodecheck.Check(ctx, nodecheck.CheckOptions{
-		ConfigPath:     *config,
-		Binaries:       binaries(*binDir, *cniBinDir),
-		CNIConfDir:     *cniConfDir,
-		Host:           nodeHost,
-		OpenFlowDialer: openflowDialer,
-		Logger:         log,
-		PrivateDirs:    defaults.privateDirs,
-	})
-	if err := printReport(stdout, *out, r); err != nil {
+	return cmd
+}
+
+// report prints a check, node-prep or node-cleanup report; a failed step
+// is exit status 1.
+func (c *cli) report(format string, r *nodecheck.Report) error {
+	if err := printReport(c.stdout, format, r); err != nil {
 		return err
 	}
 	if r.Failed() {
@@ -130,30 +144,28 @@ func binaries(binDir, cniBinDir string) []string {
 	}
 }
 
-func runNodePrep(args []string, stdout, stderr io.Writer) error {
-	f := newFlags("node-prep", stderr)
-	out := f.output(formatTable)
+func (c *cli) nodePrepCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node-prep",
+		Short: "Prepare this node for the agent (--check: only report what is missing)",
+		Args:  noArgs,
+	}
+	out := outputFlag(cmd, formatTable)
 	o := nodecheck.PrepOptions{Host: nodeHost, PrivateConfigDir: defaults.privateDirs}
+	f := cmd.Flags()
 	f.StringVar(&o.ConfigPath, "config", defaults.configPath, "the agent's configuration file (written from --config-template if given)")
 	f.StringVar(&o.TemplatePath, "config-template", "", "render the configuration from this template with --node-name")
 	f.StringVar(&o.NodeName, "node-name", "", "this node's Kubernetes name")
 	f.StringVar(&o.CNIBinDir, "cni-bin-dir", defaults.cniBinDir, "the runtime's CNI plugin directory")
 	f.StringVar(&o.InstallCNI, "install-cni", "", "install this seine-cni binary into --cni-bin-dir as the \"seine\" plugin")
 	f.BoolVar(&o.CheckOnly, "check", false, "report what is missing, change nothing")
-	if err := f.parse(args); err != nil {
-		return err
+	cmd.RunE = func(*cobra.Command, []string) error {
+		if err := checkFormat(*out, true); err != nil {
+			return err
+		}
+		return c.report(*out, nodecheck.Prep(o))
 	}
-	if err := checkFormat(*out, true); err != nil {
-		return err
-	}
-	r := nodecheck.Prep(o)
-	if err := printReport(stdout, *out, r); err != nil {
-		return err
-	}
-	if r.Failed() {
-		return errChecksFailed
-	}
-	return nil
+	return cmd
 }
 
 // maxLogBytes bounds each log file in a bundle (its tail is kept);
@@ -163,24 +175,52 @@ const (
 	agentLogLines = 20000
 )
 
-func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	f := newFlags("bundle", stderr)
-	out := f.String("o", "", "the bundle file to write (.tar.gz)")
-	config := f.String("config", defaults.configPath, "the agent's configuration file")
-	agentLog := f.String("agent-log", defaults.agentLog, "the agent's log file, if it logs to one")
-	kubeconfig := f.String("kubeconfig", "", "also collect what this cluster says about Seine")
-	namespace := f.String("namespace", "kube-system", "the namespace of Seine's pods")
-	if err := f.parse(args); err != nil {
-		return err
+func (c *cli) bundleCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bundle -o FILE.tar.gz",
+		Short: "Write a support bundle of this node",
+		Args:  noArgs,
 	}
-	if *out == "" {
-		return usageErr("bundle: -o FILE.tar.gz is required")
+	f := cmd.Flags()
+	var o bundleOptions
+	f.StringVarP(&o.out, "output", "o", "", "the bundle file to write (.tar.gz)")
+	f.StringVar(&o.config, "config", defaults.configPath, "the agent's configuration file")
+	f.StringVar(&o.agentLog, "agent-log", defaults.agentLog, "the agent's log file, if it logs to one")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if o.out == "" {
+			return usageErr("bundle: -o FILE.tar.gz is required")
+		}
+		// Seine's namespace: -n, else kube-system.
+		o.namespace = "kube-system"
+		if cmd.Flags().Changed("namespace") {
+			o.namespace = c.kube.overrides.Context.Namespace
+		}
+		if kubeFlagsSet(cmd) {
+			cs, err := c.kubeClient()
+			if err != nil {
+				return err
+			}
+			o.kube = cs
+		}
+		return c.bundle(cmd.Context(), o)
 	}
-	sources := []bundle.Source{bundle.File("agent/seine-agent.yaml", *config)}
-	if *agentLog != "" {
-		sources = append(sources, bundle.Tail("agent/seine-agent.log", *agentLog, maxLogBytes))
+	return cmd
+}
+
+// bundleOptions are seinectl bundle's flags; kube is set when the command
+// line names a cluster.
+type bundleOptions struct {
+	out, config, agentLog, namespace string
+	kube                             kubernetes.Interface
+}
+
+func (c *cli) bundle(ctx context.Context, o bundleOptions) error {
+	log, stdout, stderr := c.log, c.stdout, c.stderr
+	sources := []bundle.Source{bundle.File("agent/seine-agent.yaml", o.config)}
+	if o.agentLog != "" {
+		sources = append(sources, bundle.Tail("agent/seine-agent.log", o.agentLog, maxLogBytes))
 	}
-	cfg, cfgErr := agent.LoadConfig(*config)
+	cfg, cfgErr := agent.LoadConfig(o.config)
 	if cfgErr != nil {
 		noConfig := func(name string) bundle.Source {
 			return bundle.Source{Name: name, Collect: func(context.Context, io.Writer) error {
@@ -199,18 +239,14 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer, log
 		sources = append(sources, bundle.Diagnostics("host/diagnostics.txt", diag, err))
 	}
 	sources = append(sources, bundle.Source{Name: "check.txt", Collect: func(ctx context.Context, w io.Writer) error {
-		r := nodecheck.Check(ctx, nodecheck.CheckOptions{ConfigPath: *config, Binaries: binaries(defaults.binDir, defaults.cniBinDir),
+		r := nodecheck.Check(ctx, nodecheck.CheckOptions{ConfigPath: o.config, Binaries: binaries(defaults.binDir, defaults.cniBinDir),
 			Host: nodeHost, OpenFlowDialer: openflowDialer, Logger: log})
 		return printReport(w, formatWide, r)
 	}})
-	if *kubeconfig != "" {
-		cs, err := kubeClient(*kubeconfig)
-		if err != nil {
-			return err
-		}
-		sources = append(sources, bundle.Kube("kube/cluster.txt", cs, *namespace))
+	if o.kube != nil {
+		sources = append(sources, bundle.Kube("kube/cluster.txt", o.kube, o.namespace))
 		if cfgErr == nil {
-			sources = append(sources, bundle.AgentPodLog("kube/seine-agent.log", cs, *namespace, cfg.NodeName, agentLogLines))
+			sources = append(sources, bundle.AgentPodLog("kube/seine-agent.log", o.kube, o.namespace, cfg.NodeName, agentLogLines))
 		}
 	}
 	var buf bytes.Buffer
@@ -218,10 +254,10 @@ func runBundle(ctx context.Context, args []string, stdout, stderr io.Writer, log
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(*out, buf.Bytes(), 0o600); err != nil {
+	if err := os.WriteFile(o.out, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("bundle: %w", err)
 	}
-	fmt.Fprintf(stdout, "wrote %s (%d bytes)\n", *out, buf.Len())
+	fmt.Fprintf(stdout, "wrote %s (%d bytes)\n", o.out, buf.Len())
 	if collectErr != nil {
 		fmt.Fprintf(stderr, "some parts could not be collected (see %s in the bundle):\n%v\n", bundle.SummaryFile, collectErr)
 	}

@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/seine-cni/seine/core/agent"
 	"github.com/seine-cni/seine/core/nodecheck"
 	"github.com/seine-cni/seine/ovs/openflow"
@@ -55,45 +57,75 @@ type flowEntry struct {
 
 const getTimeout = 10 * time.Second
 
-func runGet(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return usageErr("get: want pods or flows")
+// getCmd is `seinectl get`: this node's pods and flows from its switch
+// (--config), or Seine's objects from the cluster (getcluster.go).
+func (c *cli) getCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "get RESOURCE [NAME...]",
+		Short: "Show this node's pods or flows, or Seine's objects in the cluster",
+		Long: `Resources of this node (read from its Open vSwitch, --config names the agent's
+configuration):
+  pods      the node's pods, from their OVS ports
+  flows     the bridge's flows in pipeline order (--table N: one table)
+
+Resources of the cluster (through the kube-apiserver, kubeconfig flags as kubectl's):
+` + clusterResourceHelp(),
+		Example: `  seinectl get flows --table 10 -o wide
+  seinectl get agentinfo
+  seinectl get networkpolicy -o yaml
+  seinectl get networkpolicystats -A
+  seinectl get traceflow tf-1 -o jsonpath='{.status.phase}'
+  kubectl seine get controllerinfo -o custom-columns=NAME:.metadata.name,AGENTS:.status.connectedAgents`,
+		Args:      cobra.MinimumNArgs(1),
+		ValidArgs: getResources(),
 	}
-	what, args := args[0], args[1:]
-	f := newFlags("get "+what, stderr)
-	out := f.output(formatTable)
-	config := f.String("config", defaults.configPath, "the agent's configuration file")
+	f := cmd.Flags()
+	out := f.StringP("output", "o", "", "output format: wide, json, yaml, name, jsonpath=..., custom-columns=... (the node's pods and flows: wide, json, yaml)")
+	config := f.String("config", defaults.configPath, "pods, flows: the agent's configuration file")
 	table := f.Int("table", -1, "flows: only this table")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := checkFormat(*out, true); err != nil {
-		return err
-	}
-	cfg, err := agent.LoadConfig(*config)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, getTimeout)
-	defer cancel()
-	switch what {
-	case "pods":
-		pods, err := listPods(ctx, cfg, log)
-		if err != nil {
+	var co clusterGetOptions
+	f.BoolVarP(&co.allNamespaces, "all-namespaces", "A", false, "namespaced resources: list across all namespaces")
+	f.StringVarP(&co.selector, "selector", "l", "", "label selector")
+	f.BoolVar(&co.noHeaders, "no-headers", false, "tables: print no header")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		what, names := args[0], args[1:]
+		if what != "pods" && what != "flows" {
+			co.output = *out
+			return c.getCluster(cmd.Context(), what, names, co)
+		}
+		if len(names) > 0 {
+			return usageErr("get %s: unexpected arguments %v", what, names)
+		}
+		format := *out
+		if format == "" {
+			format = formatTable
+		}
+		if err := checkFormat(format, true); err != nil {
 			return err
 		}
-		return printPods(stdout, *out, pods)
-	case "flows":
-		if *table > 255 {
+		if what == "flows" && *table > 255 {
 			return usageErr("get flows: table %d is not an OpenFlow table", *table)
 		}
-		flows, err := listFlows(ctx, cfg, *table, log)
+		cfg, err := agent.LoadConfig(*config)
 		if err != nil {
 			return err
 		}
-		return printFlows(stdout, *out, flows)
+		ctx, cancel := context.WithTimeout(cmd.Context(), getTimeout)
+		defer cancel()
+		if what == "pods" {
+			pods, err := listPods(ctx, cfg, c.log)
+			if err != nil {
+				return err
+			}
+			return printPods(c.stdout, format, pods)
+		}
+		flows, err := listFlows(ctx, cfg, *table, c.log)
+		if err != nil {
+			return err
+		}
+		return printFlows(c.stdout, format, flows)
 	}
-	return usageErr("get: unknown resource %q (want pods or flows)", what)
+	return cmd
 }
 
 func listPods(ctx context.Context, cfg *agent.Config, log *slog.Logger) ([]localPod, error) {

@@ -10,35 +10,17 @@ import (
 	"strings"
 	"time"
 
-	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
-	"github.com/seine-cni/seine/core/traceflow"
+	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+
+	crd "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/traceflow"
 )
-
-const traceflowUsage = `usage: seinectl traceflow -S NS/POD -D NS/POD|NS/SERVICE|IP [flags]
-
-Creates a Traceflow (crd.seine.io), waits for its verdict, prints the path
-hop by hop (-o json|yaml: the Traceflow object) and deletes it (--keep
-leaves it). Exit status 1 when the trace failed (no verdict: timeout, bad
-input).
-
-  -S, --source       the source pod (NS/POD, or POD in -n's namespace); for
-                     --live an IPv4 address, or nothing (any source)
-  -D, --destination  a pod or a Service (NS/NAME, a pod first), or an IPv4
-                     address; for --live it may be left out (any destination)
-  -p, --protocol     tcp (default), udp or icmp; for --live empty is any
-      --sport/--dport  ports (injected: --dport defaults to 80, a Service's
-                     first port of the protocol)
-      --live         trace real traffic: the next new connection that matches
-      --dropped-only with --live: wait for a matching packet that is dropped
-  -t, --timeout      seconds, 1-300 (default 20)
-`
 
 // traceflowOptions are seinectl traceflow's flags.
 type traceflowOptions struct {
@@ -48,53 +30,61 @@ type traceflowOptions struct {
 	output                                   string
 }
 
-func runTraceflow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlags("traceflow", stderr)
-	f.Usage = func() { fmt.Fprint(stderr, traceflowUsage) }
+func (c *cli) traceflowCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "traceflow -S NS/POD -D NS/POD|NS/SERVICE|IP [flags]",
+		Aliases: []string{"tf"},
+		Short:   "Trace a packet through the cluster's switches",
+		Long: `Creates a Traceflow (crd.seine.io), waits for its verdict, prints the path
+hop by hop (-o json|yaml: the Traceflow object) and deletes it (--keep
+leaves it). Exit status 1 when the trace failed (no verdict: timeout, bad
+input). A source or destination without a namespace is in -n's namespace
+(default: the kubeconfig context's). A destination NS/NAME is a pod if one
+has that name, else a Service. Injected packets default to --dport 80 (a
+Service: its first port of the protocol); --live traces the next new
+connection that matches.`,
+		Example: `  seinectl traceflow -S default/web-0 -D prod/db-0 -p tcp --dport 5432
+  seinectl traceflow -S default/web-0 -D default/web --live
+  seinectl traceflow -D prod/db-0 --live --dropped-only -t 120`,
+		Args: noArgs,
+	}
 	var o traceflowOptions
-	for _, n := range []string{"S", "source"} {
-		f.StringVar(&o.source, n, "", "source pod NS/POD (live: or an IP)")
-	}
-	for _, n := range []string{"D", "destination"} {
-		f.StringVar(&o.destination, n, "", "destination NS/POD, NS/SERVICE or IP")
-	}
-	for _, n := range []string{"p", "protocol"} {
-		f.StringVar(&o.protocol, n, "", "tcp, udp or icmp")
-	}
-	for _, n := range []string{"t", "timeout"} {
-		f.IntVar(&o.timeout, n, crd.DefaultTimeout, "timeout in seconds")
-	}
-	f.StringVar(&o.namespace, "n", "default", "namespace of a source or destination given without one")
+	f := cmd.Flags()
+	f.StringVarP(&o.source, "source", "S", "", "the source pod (NS/POD or POD); for --live an IPv4 address, or nothing (any source)")
+	f.StringVarP(&o.destination, "destination", "D", "", "a pod or a Service (NS/NAME), or an IPv4 address; for --live it may be left out")
+	f.StringVarP(&o.protocol, "protocol", "p", "", "tcp (default), udp or icmp; for --live empty is any")
+	f.IntVarP(&o.timeout, "timeout", "t", crd.DefaultTimeout, fmt.Sprintf("seconds, %d-%d", crd.MinTimeout, crd.MaxTimeout))
 	f.IntVar(&o.srcPort, "sport", 0, "source port")
 	f.IntVar(&o.dstPort, "dport", 0, "destination port")
-	f.BoolVar(&o.live, "live", false, "trace live traffic")
-	f.BoolVar(&o.droppedOnly, "dropped-only", false, "live traffic: report a dropped packet only")
+	f.BoolVar(&o.live, "live", false, "trace live traffic: the next new connection that matches")
+	f.BoolVar(&o.droppedOnly, "dropped-only", false, "with --live: wait for a matching packet that is dropped")
 	f.BoolVar(&o.keep, "keep", false, "keep the Traceflow afterwards")
-	out := f.output(formatTable)
-	kubeconfig := f.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
-	kubeContext := f.String("context", "", "kubeconfig context")
-	if err := f.parse(args); err != nil {
-		return err
+	out := outputFlag(cmd, formatTable)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkFormat(*out, true); err != nil {
+			return err
+		}
+		o.output = *out
+		ns, err := c.kube.namespace()
+		if err != nil {
+			return err
+		}
+		o.namespace = ns
+		rc, err := c.kube.restConfig()
+		if err != nil {
+			return err
+		}
+		dyn, err := dynamic.NewForConfig(rc)
+		if err != nil {
+			return err
+		}
+		kube, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return err
+		}
+		return traceflowRun(cmd.Context(), dyn, kube, o, c.stdout, 100*time.Millisecond)
 	}
-	if err := checkFormat(*out, true); err != nil {
-		return err
-	}
-	o.output = *out
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = *kubeconfig
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: *kubeContext}).ClientConfig()
-	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
-	return traceflowRun(ctx, dyn, kube, o, stdout, 100*time.Millisecond)
+	return cmd
 }
 
 // traceflowSpec builds the Traceflow's spec from the flags; a destination

@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -106,6 +108,7 @@ func (e *env) checkInventory(pods []corev1.Pod) {
 		e.t.Errorf("kubectl get seineagentinfos shows no version %q:\n%s", version, out)
 	}
 	e.t.Logf("kubectl get seineagentinfos:\n%s", out)
+	e.checkSeinectlGet(out, len(nodes.Items))
 
 	// A Node without an agent: its object is created (no status: no agent
 	// writes it) and goes with the Node.
@@ -129,6 +132,61 @@ func (e *env) checkInventory(pods []corev1.Pod) {
 		return nil
 	})
 	e.t.Logf("inventory checks took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// checkSeinectlGet reads the inventory and the controller's internal
+// policies with seinectl get, as a user would, from the lab's real
+// kube-apiserver and seine-controller: the same table kubectl printed
+// (the server's columns), the controller's table through the aggregated
+// API, and JSONPath and custom columns over the objects.
+func (e *env) checkSeinectlGet(kubectlOut string, nodes int) {
+	e.t.Helper()
+	seinectl := func(args ...string) string {
+		e.t.Helper()
+		cmd := exec.CommandContext(e.ctx, filepath.Join(e.c.SeineBin, "seinectl"), append(args, "--kubeconfig", e.c.AdminKubeconfig())...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			e.t.Fatalf("seinectl %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	firstColumn := func(table string) (hdr []string, names []string) {
+		for i, l := range strings.Split(table, "\n") {
+			f := strings.Fields(l)
+			if i == 0 {
+				hdr = f
+			} else if len(f) > 0 {
+				names = append(names, f[0])
+			}
+		}
+		return hdr, names
+	}
+	table := seinectl("get", "agentinfo")
+	hdr, names := firstColumn(table)
+	khdr, knames := firstColumn(kubectlOut)
+	if !slices.Equal(hdr, khdr) || !slices.Equal(names, knames) {
+		e.t.Errorf("seinectl get agentinfo printed:\n%s\nkubectl get seineagentinfos:\n%s", table, kubectlOut)
+	}
+	if got := seinectl("get", "controllerinfo", crdv1.ControllerInfoName, "-o", "jsonpath={.status.connectedAgents}"); got != fmt.Sprint(nodes) {
+		e.t.Errorf("seinectl get controllerinfo -o jsonpath: %q, want %d connected agents", got, nodes)
+	}
+	out := seinectl("get", "agentinfo", "-o", "custom-columns=NODE:.metadata.name,BRIDGE:.status.ovs.bridge")
+	if lines := strings.Split(out, "\n"); len(lines) != nodes+1 || !strings.Contains(out, "br-int") {
+		e.t.Errorf("seinectl get agentinfo -o custom-columns printed:\n%s", out)
+	}
+	// The controller's internal policies, through the aggregated API: the
+	// header even when the list may be empty.
+	cmd := exec.CommandContext(e.ctx, filepath.Join(e.c.SeineBin, "seinectl"), "get", "networkpolicy", "--kubeconfig", e.c.AdminKubeconfig())
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		e.t.Fatalf("seinectl get networkpolicy: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if hdr, _ := firstColumn(stdout.String()); stdout.Len() > 0 && !slices.Equal(hdr, []string{"NAME", "SOURCE", "GENERATION", "DESIRED", "REALIZED", "PHASE"}) ||
+		stdout.Len() == 0 && !strings.Contains(stderr.String(), "No resources found") {
+		e.t.Errorf("seinectl get networkpolicy printed:\n%s%s", stdout.String(), stderr.String())
+	}
+	e.t.Logf("seinectl get agentinfo:\n%s", table)
 }
 
 // problems is nil without bad, else an error listing them.

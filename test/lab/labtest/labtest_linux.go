@@ -55,7 +55,7 @@ var (
 	binErr   error
 )
 
-// Binaries builds seine-agent, seine-cni and seine-controller (into one directory, as
+// Binaries builds seine-agent, seine-cni, seine-controller and seinectl (into one directory, as
 // lab.Config.SeineBin wants) unless SEINE_LAB_SEINE_BIN names a directory holding
 // them, and the lab CLI unless SEINE_LAB_BIN names it, once per test binary.
 // make test builds both before the tests and sets the variables, so that the
@@ -80,7 +80,7 @@ func Binaries(tb testing.TB) (seine, labCLI string) {
 			}
 			return nil
 		}
-		programs := []string{"seine-agent", "seine-cni", "seine-controller"}
+		programs := []string{"seine-agent", "seine-cni", "seine-controller", "seinectl"}
 		if seineBin = os.Getenv("SEINE_LAB_SEINE_BIN"); seineBin != "" {
 			for _, p := range programs {
 				if _, err := os.Stat(filepath.Join(seineBin, p)); err != nil {
