@@ -3,7 +3,7 @@
 // flows, the OS's diagnostics, what the cluster says about Seine), and
 // summary.txt first, listing every source and whether it was collected.
 // A source that fails does not stop the others; its file holds what it
-// wrote before failing and the error.
+// wrote before failing and the error. Every file goes through Redact.
 package bundle
 
 import (
@@ -73,7 +73,7 @@ func Write(ctx context.Context, w io.Writer, sources []Source, o Options) (colle
 		} else {
 			fmt.Fprintf(&summary, "OK    %-28s %d bytes (%s)\n", s.Name, buf.Len(), took)
 		}
-		files = append(files, file{s.Name, buf.Bytes()})
+		files = append(files, file{s.Name, Redact(buf.Bytes())})
 	}
 	gz := gzip.NewWriter(w)
 	tw := tar.NewWriter(gz)
