@@ -35,6 +35,7 @@ import (
 	"github.com/seine-cni/seine/core/agent/policywatch"
 	"github.com/seine-cni/seine/core/agent/proxier"
 	"github.com/seine-cni/seine/core/auditlog"
+	"github.com/seine-cni/seine/core/bundle"
 	"github.com/seine-cni/seine/core/flowexport"
 	"github.com/seine-cni/seine/core/ipam"
 	"github.com/seine-cni/seine/core/metrics"
@@ -70,6 +71,9 @@ type Options struct {
 	// Metrics, when set, receives the agent's metrics; the health
 	// endpoint serves it at /metrics. Default: a registry of its own.
 	Metrics *prometheus.Registry
+	// RecentLog, when set, holds the agent's latest log lines for its
+	// part of a support bundle (supportbundle.go).
+	RecentLog *bundle.LogRing
 }
 
 // Agent is one node's agent.
@@ -153,6 +157,8 @@ type Agent struct {
 	pwatch atomic.Pointer[policywatch.Watcher]
 
 	late lateConns // pods waiting for their interface (late.go)
+	// recentLog is Options.RecentLog.
+	recentLog *bundle.LogRing
 
 	sriovInfo atomic.Pointer[sriov.NodeInfo] // set by node setup (vf.go)
 
@@ -195,6 +201,7 @@ func New(o Options) (*Agent, error) {
 		a.tunnel, _ = a.cfg.tunnelType()
 	}
 	a.metrics = o.Metrics
+	a.recentLog = o.RecentLog
 	if a.metrics == nil {
 		a.metrics = prometheus.NewRegistry()
 	}

@@ -12,17 +12,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	certutil "k8s.io/client-go/util/cert"
 
+	"github.com/seine-cni/seine/core/bundle"
 	"github.com/seine-cni/seine/core/metrics"
 )
 
-// serveMetrics serves /metrics on addr over HTTPS to clients the
+// serveMetrics serves /metrics and the node's part of a support bundle
+// (/supportbundle, supportbundle.go) on addr over HTTPS to clients the
 // kube-apiserver authenticates and authorizes (Config.MetricsAddress).
 func (a *Agent) serveMetrics(addr string) (stop func(), err error) {
 	cert, err := a.metricsCert()
 	if err != nil {
 		return nil, fmt.Errorf("metrics endpoint: %w", err)
 	}
-	h, err := metrics.Authorized(a.kube.AuthenticationV1(), a.kube.AuthorizationV1(), promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	api := http.NewServeMux()
+	api.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	api.Handle("GET "+bundle.Path, a.supportBundleHandler())
+	// Each path is authorized on its own: a client needs get on /metrics
+	// or on /supportbundle (seine-metrics-reader, seine-supportbundle).
+	h, err := metrics.Authorized(a.kube.AuthenticationV1(), a.kube.AuthorizationV1(), api)
 	if err != nil {
 		return nil, fmt.Errorf("metrics endpoint: %w", err)
 	}
@@ -32,6 +39,7 @@ func (a *Agent) serveMetrics(addr string) (stop func(), err error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
+	mux.Handle("GET "+bundle.Path, h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
 	go func() {

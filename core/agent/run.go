@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/seine-cni/seine/core/bundle"
 	"github.com/seine-cni/seine/core/metrics"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -28,6 +29,11 @@ type NewBackendFunc func(platform.Config) (platform.Backend, error)
 // RunWithConfig connects the agent's collaborators from cfg and runs the
 // agent until ctx ends: the whole of `seine-agent run`.
 func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBackend NewBackendFunc) error {
+	// The agent's latest log lines, for its part of a support bundle:
+	// wherever its log goes (a pod's stderr, a service's file), the bundle
+	// has it.
+	recent := bundle.NewLogRing(recentLogBytes)
+	log = slog.New(recent.Handler(log.Handler()))
 	klog.SetSlogLogger(log.With("component", "client-go"))
 	if p := cfg.gcPercent(os.Getenv); p > 0 {
 		debug.SetGCPercent(p)
@@ -57,7 +63,7 @@ func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBacken
 		return fmt.Errorf("backend: %w", err)
 	}
 	defer backend.Close()
-	a, err := New(Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend, ControlPlane: rc, Metrics: reg})
+	a, err := New(Options{Config: cfg, Logger: log, Kube: kube, OVSDB: db, Backend: backend, ControlPlane: rc, Metrics: reg, RecentLog: recent})
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,7 @@ import (
 
 	"github.com/seine-cni/seine/core/admission"
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/bundle"
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/controller/apiserver"
 	"github.com/seine-cni/seine/core/inventory"
@@ -51,14 +52,16 @@ import (
 )
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log, os.Args[1:]); err != nil {
+	// The controller's latest log lines, for its part of a support bundle.
+	recent := bundle.NewLogRing(4 << 20)
+	log := slog.New(recent.Handler(slog.NewTextHandler(os.Stderr, nil)))
+	if err := run(log, recent, os.Args[1:]); err != nil {
 		log.Error("seine-controller failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, args []string) error {
+func run(log *slog.Logger, recent *bundle.LogRing, args []string) error {
 	fs := pflag.NewFlagSet("seine-controller", pflag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the kube-apiserver (default: in-cluster configuration)")
 	apiServer := fs.String("kube-apiserver", "", "https://host:port of the kube-apiserver, instead of the kubeconfig's or the in-cluster one "+
@@ -100,6 +103,7 @@ func run(log *slog.Logger, args []string) error {
 	st := apiserver.FromController(ctrl)
 	// The lookups refuse until startTiered's informers have synced.
 	st.Admission = admission.Handler(ctrl.AdmissionLookup(), log.With("component", "admission"))
+	st.SupportBundle = supportBundle(ctrl, recent)
 	srv, err := apiserver.New(opts, st, log.With("component", "apiserver"))
 	if err != nil {
 		return err

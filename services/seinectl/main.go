@@ -123,7 +123,7 @@ Traceflows), with kubectl's flags and output formats.`,
 		return &exitError{code: 2, err: fmt.Errorf("%s: %w", cmd.CommandPath(), err)}
 	})
 	c.kube.addFlags(root.PersistentFlags())
-	root.AddCommand(c.versionCmd(), c.checkCmd(), c.nodePrepCmd(), c.nodeCleanupCmd(), c.bundleCmd(), c.getCmd(), c.traceflowCmd())
+	root.AddCommand(c.versionCmd(), c.checkCmd(), c.nodePrepCmd(), c.nodeCleanupCmd(), c.bundleCmd(), c.supportBundleCmd(), c.getCmd(), c.traceflowCmd())
 	return root
 }
 

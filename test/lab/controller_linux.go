@@ -284,7 +284,8 @@ func (c *Config) registerAdmissionWebhook(ctx context.Context, dc dynamic.Interf
 // and authorization: TokenReview, SubjectAccessReview, the
 // extension-apiserver-authentication ConfigMap), seine-agent (and the
 // delegation of its /metrics scrapes), and the lab's Prometheus to the
-// metrics reader. The agent and the controller both call it; what exists
+// metrics reader, and seinectl supportbundle's ServiceAccount to its role.
+// The agent and the controller both call it; what exists
 // already is left.
 func labRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	user := func(name string) []rbacv1.Subject {
@@ -309,6 +310,17 @@ func labRBAC(ctx context.Context, cs kubernetes.Interface) error {
 		if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("clusterrolebinding %s: %w", b.Name, err)
 		}
+	}
+	// seinectl supportbundle's ServiceAccount, bound as seine.yml binds it.
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: manifest.SupportBundleName, Namespace: "kube-system"}}
+	if _, err := cs.CoreV1().ServiceAccounts("kube-system").Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("serviceaccount %s: %w", sa.Name, err)
+	}
+	sb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: manifest.SupportBundleName},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: manifest.SupportBundleName, Namespace: "kube-system"}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: manifest.SupportBundleName}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, sb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("clusterrolebinding %s: %w", sb.Name, err)
 	}
 	rb := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "seine-controller-authentication-reader", Namespace: "kube-system"},

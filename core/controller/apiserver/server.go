@@ -34,6 +34,7 @@ import (
 	"github.com/seine-cni/seine/core/admission"
 	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	statsv1 "github.com/seine-cni/seine/core/apis/stats/v1alpha1"
+	"github.com/seine-cni/seine/core/bundle"
 	"github.com/seine-cni/seine/core/controller"
 	"github.com/seine-cni/seine/core/metrics"
 )
@@ -124,6 +125,11 @@ type Stores struct {
 	// without credentials, and the answer tells only whether an object it
 	// sends is valid).
 	Admission http.Handler
+	// SupportBundle, when set, is served at bundle.Path (GET) to clients
+	// the kube-apiserver authorizes for get on that non-resource URL
+	// (ClusterRole seine-supportbundle): the controller's part of a
+	// cluster support bundle.
+	SupportBundle http.Handler
 }
 
 // FromController returns the stores of c.
@@ -224,6 +230,9 @@ func New(o *Options, st Stores, log *slog.Logger) (*Server, error) {
 	}
 	if st.Admission != nil {
 		generic.Handler.NonGoRestfulMux.Handle(admission.Path, st.Admission)
+	}
+	if st.SupportBundle != nil {
+		generic.Handler.NonGoRestfulMux.Handle(bundle.Path, st.SupportBundle)
 	}
 	err = generic.AddReadyzChecks(healthz.NamedCheck("policies-computed", func(*http.Request) error {
 		if !s.serving.Load() {

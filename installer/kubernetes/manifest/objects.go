@@ -74,6 +74,13 @@ func Objects(o Options) []any {
 		// seine-agent delegates those of its /metrics scrapes.
 		clusterRoleBinding(agentName+"-auth-delegator", "system:auth-delegator", agentName),
 		metricsReaderClusterRole(),
+		// seinectl supportbundle collects as this ServiceAccount (a
+		// short-lived token): get on /supportbundle of every agent and of
+		// the controller, nothing else.
+		serviceAccount(SupportBundleName),
+		supportBundleClusterRole(),
+		clusterRoleBinding(SupportBundleName, SupportBundleName, SupportBundleName),
+		supportBundleTokenRole(),
 		authReaderBinding(),
 		viewerClusterRole(),
 		configMap(),
@@ -114,6 +121,10 @@ const (
 	AgentClusterRole         = agentName
 	ControllerClusterRole    = controllerName
 	MetricsReaderClusterRole = "seine-metrics-reader"
+	// SupportBundleName names the ServiceAccount `seinectl supportbundle`
+	// collects as, its ClusterRole (get on /supportbundle) and binding,
+	// and the Role that lets a user request its token.
+	SupportBundleName = "seine-supportbundle"
 )
 
 // ClusterRoles are seine.yml's ClusterRoles: the agent's, the
@@ -121,7 +132,7 @@ const (
 // and admin roles aggregate. The lab binds its own identities to the same
 // roles, so a rule added here reaches the lab's agents and controller.
 func ClusterRoles() []*rbacv1.ClusterRole {
-	return []*rbacv1.ClusterRole{agentClusterRole(), controllerClusterRole(), metricsReaderClusterRole(), viewerClusterRole()}
+	return []*rbacv1.ClusterRole{agentClusterRole(), controllerClusterRole(), metricsReaderClusterRole(), supportBundleClusterRole(), viewerClusterRole()}
 }
 
 func agentClusterRole() *rbacv1.ClusterRole {
@@ -216,6 +227,29 @@ func metricsReaderClusterRole() *rbacv1.ClusterRole {
 		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
 		ObjectMeta: meta(MetricsReaderClusterRole, false, ""),
 		Rules:      []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}},
+	}
+}
+
+// supportBundleClusterRole is what a support bundle is collected with:
+// the agents' and the controller's /supportbundle (bound to the
+// seine-supportbundle ServiceAccount only).
+func supportBundleClusterRole() *rbacv1.ClusterRole {
+	return &rbacv1.ClusterRole{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+		ObjectMeta: meta(SupportBundleName, false, ""),
+		Rules:      []rbacv1.PolicyRule{{NonResourceURLs: []string{"/supportbundle"}, Verbs: []string{"get"}}},
+	}
+}
+
+// supportBundleTokenRole lets whoever it is bound to request a token of
+// the seine-supportbundle ServiceAccount, which `seinectl supportbundle`
+// does; the installer binds nobody to it (cluster-admin has it already).
+func supportBundleTokenRole() *rbacv1.Role {
+	return &rbacv1.Role{
+		TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
+		ObjectMeta: meta(SupportBundleName+"-token", true, ""),
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"},
+			ResourceNames: []string{SupportBundleName}, Verbs: []string{"create"}}},
 	}
 }
 
