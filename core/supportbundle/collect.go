@@ -113,6 +113,8 @@ func (r Result) Err() error {
 func DefaultClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = insecureTLS()
+	// Options.Timeout bounds each node, handshake included.
+	t.TLSHandshakeTimeout = 0
 	return &http.Client{Transport: t}
 }
 
@@ -230,24 +232,29 @@ func (c *collector) node(ctx context.Context, n *corev1.Node) NodeResult {
 	dir := "nodes/" + n.Name + "/"
 	start := time.Now()
 	r := NodeResult{Node: n.Name}
-	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
-	defer cancel()
 	if addr, err := c.o.AgentAddress(n); err != nil {
 		r.Err = fmt.Errorf("seine-agent: %w", err)
 	} else {
-		r.Bytes, r.Err = c.fetch(ctx, "https://"+addr+bundle.Path, dir)
-		if r.Err != nil {
+		actx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+		r.Bytes, r.Err = c.fetch(actx, "https://"+addr+bundle.Path, dir)
+		if r.Err != nil && actx.Err() != nil && ctx.Err() == nil {
+			r.Err = fmt.Errorf("seine-agent at %s: no answer within %s: %w", addr, c.o.Timeout, r.Err)
+		} else if r.Err != nil {
 			r.Err = fmt.Errorf("seine-agent at %s: %w", addr, r.Err)
 		}
+		cancel()
 	}
 	r.Took = time.Since(start)
 	if r.Err != nil {
 		c.ar.add(dir+"ERROR.txt", fmt.Appendf(nil, "the node's part could not be collected (after %s): %v\n", r.Took.Round(time.Millisecond), r.Err))
 	}
 	// What the kube-apiserver knows of the node comes even when the agent
-	// does not answer: that is when it matters most.
-	c.ar.addSource(ctx, dir, agentInfo(c.o.Dynamic, n.Name))
-	c.ar.addSource(ctx, dir, podLog("agent-pod.log", c.o.Kube, c.o.Namespace, "component=seine-agent", "seine-agent", n.Name, c.o.Since))
+	// does not answer (that is when it matters most), with a time of its
+	// own.
+	kctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+	defer cancel()
+	c.ar.addSource(kctx, dir, agentInfo(c.o.Dynamic, n.Name))
+	c.ar.addSource(kctx, dir, podLog("agent-pod.log", c.o.Kube, c.o.Namespace, "component=seine-agent", "seine-agent", n.Name, c.o.Since))
 	return r
 }
 

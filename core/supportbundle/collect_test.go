@@ -148,8 +148,8 @@ func TestCollect(t *testing.T) {
 	if res.Nodes[0].Err != nil || res.Nodes[0].Bytes == 0 {
 		t.Errorf("n1: %+v", res.Nodes[0])
 	}
-	if e := res.Nodes[1].Err; e == nil || !errors.Is(e, context.DeadlineExceeded) {
-		t.Errorf("n2 (hangs): %v, want the deadline", e)
+	if e := res.Nodes[1].Err; e == nil || !strings.Contains(e.Error(), "no answer within 2s") {
+		t.Errorf("n2 (hangs): %v, want no answer within the timeout", e)
 	}
 	if e := res.Nodes[2].Err; e != nil {
 		t.Errorf("n3 (answers the right token): %v", e)
@@ -170,7 +170,7 @@ func TestCollect(t *testing.T) {
 	if s := files["nodes/n1/agent/log.txt"]; !strings.Contains(s, "node=n1") || strings.Contains(s, "since=0001") {
 		t.Errorf("n1's log (with since): %q", s)
 	}
-	if s := files["nodes/n2/ERROR.txt"]; !strings.Contains(s, "deadline") {
+	if s := files["nodes/n2/ERROR.txt"]; !strings.Contains(s, "no answer within 2s") {
 		t.Errorf("n2's error: %q", s)
 	}
 	if s := files["nodes/n2/agentinfo.yaml"]; !strings.Contains(s, "ready: \"False\"") || strings.Contains(s, "managedFields") {

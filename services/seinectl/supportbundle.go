@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -88,6 +89,7 @@ func supportBundleRun(ctx context.Context, cs kubernetes.Interface, dyn dynamic.
 		}
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		t.TLSHandshakeTimeout = 0 // --timeout bounds each node
 		client = &http.Client{Transport: t}
 	}
 	token, err := supportbundle.RequestToken(ctx, cs, o.namespace)
@@ -120,7 +122,7 @@ func supportBundleRun(ctx context.Context, cs kubernetes.Interface, dyn dynamic.
 	fmt.Fprintf(stdout, "wrote %s (%d bytes, %d nodes)\n", path, fi.Size(), len(res.Nodes))
 	if err := res.Err(); err != nil {
 		fmt.Fprintf(stderr, "missing from the bundle (see summary.txt in it):\n%v\n", err)
-		return err
+		return &exitError{code: 1, err: errors.New("the bundle is incomplete")}
 	}
 	return nil
 }

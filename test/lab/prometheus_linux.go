@@ -4,21 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
-
-	"github.com/seine-cni/seine/test/lab/netns"
 )
 
 // Prometheus is a real Prometheus server (Debian's prometheus package)
@@ -34,8 +29,7 @@ type Prometheus struct {
 	Agents map[string]string
 	cmd    *exec.Cmd
 	exited <-chan error // Wait's result
-	lns    []net.Listener
-	wg     sync.WaitGroup
+	relays *AgentRelays
 }
 
 // ScrapeInterval is how often the lab's Prometheus scrapes.
@@ -59,23 +53,17 @@ func (c *Config) StartPrometheus(ctx context.Context, log *slog.Logger, dir stri
 	if token == "" {
 		return nil, errors.New("prometheus identity: no token in its kubeconfig")
 	}
-	p := &Prometheus{Agents: map[string]string{}}
+	p := &Prometheus{}
 	ok := false
 	defer func() {
 		if !ok {
 			p.Stop()
 		}
 	}()
-	for _, n := range c.NodeList() {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		p.lns = append(p.lns, ln)
-		p.Agents[n.Name] = ln.Addr().String()
-		p.wg.Add(1)
-		go p.relay(log, ln, c.NetNSPath(n.Name), net.JoinHostPort("127.0.0.1", strconv.Itoa(AgentMetricsPort)))
+	if p.relays, err = c.StartAgentRelays(log); err != nil {
+		return nil, err
 	}
+	p.Agents = p.relays.Addrs
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -145,37 +133,6 @@ scrape_configs:
 	return b.String()
 }
 
-// relay accepts on ln and connects each connection to target inside the
-// network namespace nsPath.
-func (p *Prometheus) relay(log *slog.Logger, ln net.Listener, nsPath, target string) {
-	defer p.wg.Done()
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer conn.Close()
-			var up net.Conn
-			err := netns.Do(nsPath, func() error {
-				var err error
-				up, err = net.DialTimeout("tcp", target, 5*time.Second)
-				return err
-			})
-			if err != nil {
-				log.Warn("prometheus relay", "netns", nsPath, "err", err)
-				return
-			}
-			defer up.Close()
-			go func() {
-				io.Copy(up, conn)
-				up.(*net.TCPConn).CloseWrite()
-			}()
-			io.Copy(conn, up)
-		}()
-	}
-}
-
 // Stop ends Prometheus and the relays.
 func (p *Prometheus) Stop() {
 	if p.cmd != nil && p.cmd.Process != nil {
@@ -187,11 +144,10 @@ func (p *Prometheus) Stop() {
 		}
 		p.cmd = nil
 	}
-	for _, ln := range p.lns {
-		ln.Close()
+	if p.relays != nil {
+		p.relays.Stop()
+		p.relays = nil
 	}
-	p.lns = nil
-	p.wg.Wait()
 }
 
 // waitReady polls url until it answers 200, the process exits or timeout
