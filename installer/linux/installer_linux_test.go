@@ -135,6 +135,7 @@ echo "$*" >> "$FAKE_LOG"
 case $1 in
 check) echo "CHECK  STATUS"; exit "${FAKE_CHECK_RC:-0}" ;;
 bundle) exit "${FAKE_BUNDLE_RC:-0}" ;;
+supportbundle) exit "${FAKE_SUPPORTBUNDLE_RC:-0}" ;;
 esac
 exit 99
 `
@@ -181,6 +182,18 @@ func TestDiagScript(t *testing.T) {
 		{
 			name: "bundle fails", env: []string{"FAKE_BUNDLE_RC=1"}, wantRC: 3,
 			wantLog: []string{"check .*", "bundle .*"}, wantErr: "the bundle could not be written",
+		},
+		{
+			name: "cluster", args: []string{"-C"}, wantRC: 0,
+			wantLog: []string{regexp.QuoteMeta("supportbundle -d .")},
+		},
+		{
+			name: "cluster, all options", args: []string{"-C", "-d", "/out", "-k", "/x/kubeconfig", "-L", "kubernetes.io/os=windows", "-s", "1h"}, wantRC: 0,
+			wantLog: []string{regexp.QuoteMeta("supportbundle -d /out --kubeconfig=/x/kubeconfig -l kubernetes.io/os=windows --since=1h")},
+		},
+		{
+			name: "cluster bundle incomplete", args: []string{"-C"}, env: []string{"FAKE_SUPPORTBUNDLE_RC=1"}, wantRC: 1,
+			wantLog: []string{"supportbundle .*"},
 		},
 		{name: "unknown option", args: []string{"-x"}, wantRC: 2, wantErr: "usage:"},
 		{name: "stray argument", args: []string{"now"}, wantRC: 2, wantErr: "usage:"},

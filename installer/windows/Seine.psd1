@@ -5,7 +5,7 @@
     Author            = 'Seine'
     Description       = 'Thin wrappers over seinectl for Seine on Windows nodes.'
     PowerShellVersion = '5.1'
-    FunctionsToExport = @('Test-SeineInstall', 'Initialize-SeineNode', 'Get-SeineDiagnostics')
+    FunctionsToExport = @('Test-SeineInstall', 'Initialize-SeineNode', 'Get-SeineDiagnostics', 'Get-SeineClusterDiagnostics')
     CmdletsToExport   = @()
     VariablesToExport = @()
     AliasesToExport   = @()

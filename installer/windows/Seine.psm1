@@ -45,4 +45,14 @@ function Get-SeineDiagnostics {
     Invoke-Seinectl -Arguments @('bundle', '-o', $OutFile)
 }
 
-Export-ModuleMember -Function Test-SeineInstall, Initialize-SeineNode, Get-SeineDiagnostics
+<#
+.SYNOPSIS
+Writes a support bundle of the whole cluster into a directory: seine-controller and every selected node's agent, Linux and Windows (seinectl supportbundle -d <dir>). -Selector picks nodes by label, -Since limits logs (e.g. 1h; 0s: all), -Kubeconfig names the cluster (default: $env:KUBECONFIG, ~\.kube\config).
+#>
+function Get-SeineClusterDiagnostics {
+    [CmdletBinding()]
+    param([Parameter(Mandatory)][string]$Directory, [string]$Selector = '', [string]$Since = '0s', [string]$Kubeconfig = '')
+    Invoke-Seinectl -Arguments @('supportbundle', '-d', $Directory, '-l', $Selector, '--since', $Since, '--kubeconfig', $Kubeconfig)
+}
+
+Export-ModuleMember -Function Test-SeineInstall, Initialize-SeineNode, Get-SeineDiagnostics, Get-SeineClusterDiagnostics

@@ -131,6 +131,8 @@ func TestPowerShellModule(t *testing.T) {
 		"Test-SeineInstall":    "check",
 		"Initialize-SeineNode": "node-prep",
 		"Get-SeineDiagnostics": "bundle -o $OutFile",
+		// The cluster mode: seine-controller and every node's agent.
+		"Get-SeineClusterDiagnostics": "supportbundle -d $Directory -l $Selector --since $Since --kubeconfig $Kubeconfig",
 	}
 	funcs := psFunctions(string(b))
 	got := map[string]string{}
