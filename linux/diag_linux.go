@@ -22,23 +22,25 @@ import (
 const diagTimeout = 5 * time.Second
 
 // Collect writes the Linux part of a support bundle (platform.Diagnostics):
-// links, addresses, routes, permanent neighbours, forwarding sysctls,
-// Seine's iptables chains, and the datapath as ovs-vswitchd sees it (ports,
+// links, addresses, routes of every table but local, policy routing rules,
+// permanent neighbours, forwarding sysctls, Seine's iptables chains with
+// their counters, and the datapath as ovs-vswitchd sees it (ports,
 // the routes and neighbours userspace tunnelling uses). A section that fails
 // says so inline; the error joins the failures.
 func (b *Backend) Collect(ctx context.Context, w io.Writer) error {
 	sections := platform.NewDiagSections(w)
 	section := sections.Add
 	section("links", b.diagLinks)
-	section("routes (main table; proto 83 is Seine's)", b.diagRoutes)
+	section("routes (every table but local; proto 83 is Seine's)", b.diagRoutes)
+	section("rules", b.diagRules)
 	section("permanent neighbours", b.diagNeighbours)
 	section("sysctls", b.diagSysctls)
 	for _, fam := range []iptablesFamily{familyV4, familyV6} {
 		if fam.ipv6 && !b.host.hasIPv6() {
 			continue
 		}
-		section(fam.save+" (Seine's chains)", func(w io.Writer) error {
-			out, err := b.host.run(ctx, nil, fam.save)
+		section(fam.save+" -c (Seine's chains, [packets:bytes])", func(w io.Writer) error {
+			out, err := b.host.run(ctx, nil, fam.save, "-c")
 			if err != nil {
 				return err
 			}
@@ -88,13 +90,19 @@ func (b *Backend) diagLinks(w io.Writer) error {
 
 func (b *Backend) diagRoutes(w io.Writer) error {
 	routes, err := retryDump(func() ([]netlink.Route, error) {
-		return b.host.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		return b.host.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return err
 	}
 	names := b.linkNames()
 	for _, r := range routes {
+		if r.Table == unix.RT_TABLE_LOCAL {
+			continue
+		}
+		if r.Table != unix.RT_TABLE_MAIN {
+			fmt.Fprintf(w, "table %d ", r.Table)
+		}
 		fmt.Fprintf(w, "%s", routeDst(r))
 		if r.Gw != nil {
 			fmt.Fprintf(w, " via %s", addrOf(r.Gw))
@@ -107,6 +115,36 @@ func (b *Backend) diagRoutes(w io.Writer) error {
 			fmt.Fprintf(w, " src %s", r.Src)
 		}
 		fmt.Fprintln(w)
+	}
+	return nil
+}
+
+// diagRules writes the policy routing rules as `ip rule` does: priority,
+// selector, table.
+func (b *Backend) diagRules(w io.Writer) error {
+	rules, err := retryDump(func() ([]netlink.Rule, error) { return b.host.nl.RuleList(netlink.FAMILY_ALL) })
+	if err != nil {
+		return err
+	}
+	for _, r := range rules {
+		from, to := "all", ""
+		if r.Src != nil {
+			from = r.Src.String()
+		}
+		if r.Dst != nil {
+			to = " to " + r.Dst.String()
+		}
+		fmt.Fprintf(w, "%d: from %s%s", r.Priority, from, to)
+		if r.Mark != 0 {
+			fmt.Fprintf(w, " fwmark %#x", r.Mark)
+		}
+		if r.IifName != "" {
+			fmt.Fprintf(w, " iif %s", r.IifName)
+		}
+		if r.OifName != "" {
+			fmt.Fprintf(w, " oif %s", r.OifName)
+		}
+		fmt.Fprintf(w, " lookup %d\n", r.Table)
 	}
 	return nil
 }

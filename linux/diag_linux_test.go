@@ -32,9 +32,10 @@ func TestCollect(t *testing.T) {
 	out := buf.String()
 	mustContain(t, "diagnostics", out,
 		"== links ==", "seine-gw0 tuntap mtu 1500 <UP>", "br-int tuntap mtu 1500 <UP,NOARP>", "inet 10.244.1.1/24 scope universe",
-		"== routes (main table; proto 83 is Seine's) ==", "10.244.2.0/24 via 192.168.77.2 dev eth0 proto 83",
+		"== routes (every table but local; proto 83 is Seine's) ==", "10.244.2.0/24 via 192.168.77.2 dev eth0 proto 83",
+		"== rules ==", "32766: from all lookup 254",
 		"== sysctls ==", "net.ipv4.ip_forward = 1",
-		"== iptables-save (Seine's chains) ==", "*nat", "-A SEINE-POSTROUTING -s 10.244.1.0/24 ! -o seine-gw0",
+		"== iptables-save -c (Seine's chains, [packets:bytes]) ==", "*nat", "] -A SEINE-POSTROUTING -s 10.244.1.0/24 ! -o seine-gw0",
 		"== ovs-vswitchd ==", "ovs-vswitchd (Open vSwitch) 3.",
 		"== ovs dpif/show ==", "netdev@ovs-netdev", "seine-gw0 1/",
 		"== ovs ovs/route/show ==", "10.244.1.0/24 dev seine-gw0",
@@ -48,6 +49,6 @@ func TestCollect(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "ovs-vswitchd") {
 		t.Errorf("Collect without OVS: %v, want an ovs-vswitchd error", err)
 	}
-	mustContain(t, "diagnostics without OVS", buf.String(), "== links ==", "== iptables-save (Seine's chains) ==", "error: ")
+	mustContain(t, "diagnostics without OVS", buf.String(), "== links ==", "== iptables-save -c (Seine's chains, [packets:bytes]) ==", "error: ")
 	mustNotContain(t, "diagnostics without OVS", buf.String(), "== ovs dpif/show ==")
 }
