@@ -153,3 +153,32 @@ func Diagnostics(name string, d platform.Diagnostics, newDiagErr error) Source {
 		return d.Collect(ctx, w)
 	}}
 }
+
+// Unpack reads a bundle (a gzipped tar, as Write makes it) and calls fn
+// with each regular file, in order; fn's error stops it.
+func Unpack(r io.Reader, fn func(name string, body []byte) error) error {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return err
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", h.Name, err)
+		}
+		if err := fn(h.Name, body); err != nil {
+			return err
+		}
+	}
+}

@@ -1,9 +1,7 @@
 package bundle
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -25,23 +23,14 @@ type entry struct{ name, body string }
 
 func unpack(t *testing.T, b []byte) []entry {
 	t.Helper()
-	gz, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
+	var out []entry
+	if err := Unpack(bytes.NewReader(b), func(name string, body []byte) error {
+		out = append(out, entry{name, string(body)})
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(gz)
-	var out []entry
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(tr)
-		out = append(out, entry{h.Name, string(body)})
-	}
+	return out
 }
 
 type fakeDiag struct{ err error }

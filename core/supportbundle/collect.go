@@ -8,8 +8,6 @@
 package supportbundle
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -280,28 +278,14 @@ func (c *collector) fetch(ctx context.Context, url, dir string) (int, error) {
 		return 0, fmt.Errorf("%s: %s", resp.Status, trimLine(msg))
 	}
 	counted := &countingReader{r: io.LimitReader(resp.Body, maxPartBytes)}
-	gz, err := gzip.NewReader(counted)
+	err = bundle.Unpack(counted, func(name string, body []byte) error {
+		c.ar.add(dir+cleanName(name), body)
+		return nil
+	})
 	if err != nil {
 		return counted.n, fmt.Errorf("read: %w", err)
 	}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return counted.n, nil
-		}
-		if err != nil {
-			return counted.n, fmt.Errorf("read: %w", err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			return counted.n, fmt.Errorf("read %s: %w", h.Name, err)
-		}
-		c.ar.add(dir+cleanName(h.Name), body)
-	}
+	return counted.n, nil
 }
 
 type countingReader struct {

@@ -1,12 +1,9 @@
 package supportbundle
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -68,23 +65,14 @@ func agentServer(t *testing.T, node string) *httptest.Server {
 
 func unpack(t *testing.T, b []byte) map[string]string {
 	t.Helper()
-	gz, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
+	out := map[string]string{}
+	if err := bundle.Unpack(bytes.NewReader(b), func(name string, body []byte) error {
+		out[name] = string(body)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(gz)
-	out := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(tr)
-		out[h.Name] = string(body)
-	}
+	return out
 }
 
 // TestCollect: three selected nodes, two answering and one whose agent

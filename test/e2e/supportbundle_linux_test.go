@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -253,23 +251,14 @@ func TestSupportBundle(t *testing.T) {
 
 func untar(t *testing.T, b []byte) map[string]string {
 	t.Helper()
-	gz, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
+	files := map[string]string{}
+	if err := bundle.Unpack(bytes.NewReader(b), func(name string, body []byte) error {
+		files[name] = string(body)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(gz)
-	files := map[string]string{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return files
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(tr)
-		files[h.Name] = string(body)
-	}
+	return files
 }
 
 // checkNoSecrets: no file of the archive holds a secret, in the clear or
