@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/seine-cni/seine/core/nodecheck"
@@ -12,23 +14,13 @@ import (
 // (installer/kubernetes/seine-cleanup.yml) runs it with the node's root
 // mounted at /host.
 func (c *cli) nodeCleanupCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "node-cleanup",
-		Short: "Remove what Seine made on this node (agent stopped, Open vSwitch running)",
-		Args:  noArgs,
-	}
-	out := outputFlag(cmd, formatTable)
 	o := nodecheck.CleanupOptions{Host: nodeHost, Logger: c.log, OpenBackend: openBackend(c.log)}
+	cmd := c.reportCmd("node-cleanup", "Remove what Seine made on this node (agent stopped, Open vSwitch running)",
+		func(ctx context.Context) *nodecheck.Report { return nodecheck.Cleanup(ctx, o) })
 	f := cmd.Flags()
 	f.StringVar(&o.ConfigPath, "config", defaults.configPath, "the configuration the agent ran with (a node path)")
 	f.StringVar(&o.HostRoot, "host-root", "", "where the node's root is mounted (every path is a node path under it)")
 	f.StringVar(&o.CNIBinDir, "cni-bin-dir", defaults.cniBinDir, "the runtime's CNI plugin directory (a node path)")
 	f.StringVar(&o.CNIConfDir, "cni-conf-dir", "", "the runtime's CNI configuration directory (a node path; default: the config's cniConfDir)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := checkFormat(*out, true); err != nil {
-			return err
-		}
-		return c.report(*out, nodecheck.Cleanup(cmd.Context(), o))
-	}
 	return cmd
 }

@@ -93,45 +93,41 @@ func (c *cli) versionCmd() *cobra.Command {
 }
 
 func (c *cli) checkCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "check",
-		Short: "Check this node's install: binaries, config, CNI, OVS, the agent's health",
-		Args:  noArgs,
-	}
-	out := outputFlag(cmd, formatTable)
+	o := nodecheck.CheckOptions{Host: nodeHost, OpenFlowDialer: openflowDialer, Logger: c.log, PrivateDirs: defaults.privateDirs}
+	var binDir, cniBinDir string
+	cmd := c.reportCmd("check", "Check this node's install: binaries, config, CNI, OVS, the agent's health",
+		func(ctx context.Context) *nodecheck.Report {
+			o.Binaries = binaries(binDir, cniBinDir)
+			return nodecheck.Check(ctx, o)
+		})
 	f := cmd.Flags()
-	config := f.String("config", defaults.configPath, "the agent's configuration file")
-	binDir := f.String("bin-dir", defaults.binDir, "where seine-agent and seinectl are installed")
-	cniBinDir := f.String("cni-bin-dir", defaults.cniBinDir, "the runtime's CNI plugin directory (holds seine-cni as \"seine\")")
-	cniConfDir := f.String("cni-conf-dir", "", "the runtime's CNI configuration directory (default: the config's cniConfDir)")
+	f.StringVar(&o.ConfigPath, "config", defaults.configPath, "the agent's configuration file")
+	f.StringVar(&binDir, "bin-dir", defaults.binDir, "where seine-agent and seinectl are installed")
+	f.StringVar(&cniBinDir, "cni-bin-dir", defaults.cniBinDir, "the runtime's CNI plugin directory (holds seine-cni as \"seine\")")
+	f.StringVar(&o.CNIConfDir, "cni-conf-dir", "", "the runtime's CNI configuration directory (default: the config's cniConfDir)")
+	return cmd
+}
+
+// reportCmd is a command that runs a node check or step and prints its
+// report (-o table|wide|json|yaml); a failed check or step is exit
+// status 1.
+func (c *cli) reportCmd(use, short string, run func(context.Context) *nodecheck.Report) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: noArgs}
+	out := outputFlag(cmd, formatTable)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := checkFormat(*out, true); err != nil {
 			return err
 		}
-		r := nodecheck.Check(cmd.Context(), nodecheck.CheckOptions{
-			ConfigPath:     *config,
-			Binaries:       binaries(*binDir, *cniBinDir),
-			CNIConfDir:     *cniConfDir,
-			Host:           nodeHost,
-			OpenFlowDialer: openflowDialer,
-			Logger:         c.log,
-			PrivateDirs:    defaults.privateDirs,
-		})
-		return c.report(*out, r)
+		r := run(cmd.Context())
+		if err := printReport(c.stdout, *out, r); err != nil {
+			return err
+		}
+		if r.Failed() {
+			return errChecksFailed
+		}
+		return nil
 	}
 	return cmd
-}
-
-// report prints a check, node-prep or node-cleanup report; a failed step
-// is exit status 1.
-func (c *cli) report(format string, r *nodecheck.Report) error {
-	if err := printReport(c.stdout, format, r); err != nil {
-		return err
-	}
-	if r.Failed() {
-		return errChecksFailed
-	}
-	return nil
 }
 
 // binaries are the programs a node needs: the agent and seinectl in binDir,
@@ -145,13 +141,9 @@ func binaries(binDir, cniBinDir string) []string {
 }
 
 func (c *cli) nodePrepCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "node-prep",
-		Short: "Prepare this node for the agent (--check: only report what is missing)",
-		Args:  noArgs,
-	}
-	out := outputFlag(cmd, formatTable)
 	o := nodecheck.PrepOptions{Host: nodeHost, PrivateConfigDir: defaults.privateDirs}
+	cmd := c.reportCmd("node-prep", "Prepare this node for the agent (--check: only report what is missing)",
+		func(context.Context) *nodecheck.Report { return nodecheck.Prep(o) })
 	f := cmd.Flags()
 	f.StringVar(&o.ConfigPath, "config", defaults.configPath, "the agent's configuration file (written from --config-template if given)")
 	f.StringVar(&o.TemplatePath, "config-template", "", "render the configuration from this template with --node-name")
@@ -159,12 +151,6 @@ func (c *cli) nodePrepCmd() *cobra.Command {
 	f.StringVar(&o.CNIBinDir, "cni-bin-dir", defaults.cniBinDir, "the runtime's CNI plugin directory")
 	f.StringVar(&o.InstallCNI, "install-cni", "", "install this seine-cni binary into --cni-bin-dir as the \"seine\" plugin")
 	f.BoolVar(&o.CheckOnly, "check", false, "report what is missing, change nothing")
-	cmd.RunE = func(*cobra.Command, []string) error {
-		if err := checkFormat(*out, true); err != nil {
-			return err
-		}
-		return c.report(*out, nodecheck.Prep(o))
-	}
 	return cmd
 }
 
