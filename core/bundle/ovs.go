@@ -28,11 +28,14 @@ func OVSDB(name, endpoint string, log *slog.Logger) Source {
 	}}
 }
 
-// WriteOVSDB writes what OVSDB collects from a connected client.
+// WriteOVSDB writes what OVSDB collects from a connected client; a
+// missing ovs_version is its error, after everything else is written.
 func WriteOVSDB(ctx context.Context, w io.Writer, c *ovsdb.Client) error {
-	v, err := c.Version(ctx)
-	if err != nil {
-		return err
+	// A database whose version nobody set (ovs-vswitchd started without
+	// ovs-ctl, as in the seine-ovs container) still has bridges to show.
+	v, verr := c.Version(ctx)
+	if verr != nil {
+		v = "(unknown)"
 	}
 	fmt.Fprintf(w, "ovs_version: %s\n", v)
 	brs, err := c.Bridges(ctx)
@@ -68,7 +71,7 @@ func WriteOVSDB(ctx context.Context, w io.Writer, c *ovsdb.Client) error {
 			writePort(w, p)
 		}
 	}
-	return nil
+	return verr
 }
 
 func writePort(w io.Writer, p ovsdb.PortInfo) {

@@ -29,7 +29,8 @@ import (
 // by seine.yml with the CA the controller publishes, refuses a bad policy
 // through kubectl (admissionWebhook); then containers on both nodes reach each other
 // through Seine (real packets over Geneve, probed with `kubectl exec`),
-// `kubectl logs` reads the agent's log, the "kubernetes" Service and the
+// `kubectl logs` reads the agent's log, `seinectl supportbundle` collects
+// from every node and the controller (supportBundle), the "kubernetes" Service and the
 // cluster DNS serve pods (clusterDNS), a pod's hostPort is mapped and
 // unmapped (hostPort), a rolling upgrade of the agents
 // loses no ping of 100 per second (rollingUpgrade), uninstalling as the
@@ -93,6 +94,7 @@ func TestSeineOnRealNodes(t *testing.T) {
 		}
 	})
 
+	t.Run("support bundle", func(t *testing.T) { supportBundle(t, ctx, c) })
 	t.Run("policy stats", func(t *testing.T) { policyStats(t, ctx, c, pods) })
 	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
 	t.Run("admission webhook", func(t *testing.T) { admissionWebhook(t, ctx, c) })
