@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/seine-cni/seine/platform"
@@ -152,6 +153,19 @@ func Diagnostics(name string, d platform.Diagnostics, newDiagErr error) Source {
 		}
 		return d.Collect(ctx, w)
 	}}
+}
+
+// FailedSources are the sources a bundle's summary.txt says failed.
+func FailedSources(summary []byte) []string {
+	var out []string
+	for line := range strings.Lines(string(summary)) {
+		if rest, ok := strings.CutPrefix(line, "FAIL  "); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				out = append(out, f[0])
+			}
+		}
+	}
+	return out
 }
 
 // Unpack reads a bundle (a gzipped tar, as Write makes it) and calls fn

@@ -62,7 +62,7 @@ func (c *collector) cluster(ctx context.Context) []error {
 	}
 	tctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
-	if _, err := c.fetch(tctx, "https://"+addr+bundle.Path, "controller/"); err != nil {
+	if _, _, err := c.fetch(tctx, "https://"+addr+bundle.Path, "controller/"); err != nil {
 		c.ar.add("controller/ERROR.txt", fmt.Appendf(nil, "the controller's part could not be collected: %v\n", err))
 		errs = append(errs, fmt.Errorf("seine-controller at %s: %w", addr, err))
 	}
@@ -223,7 +223,11 @@ func summary(o Options, r Result, took time.Duration) []byte {
 		if n.Err != nil {
 			fmt.Fprintf(&b, "FAIL  node %-24s %v (after %s)\n", n.Node, n.Err, n.Took.Round(time.Millisecond))
 		} else {
-			fmt.Fprintf(&b, "OK    node %-24s %d bytes (%s)\n", n.Node, n.Bytes, n.Took.Round(time.Millisecond))
+			fmt.Fprintf(&b, "OK    node %-24s %d bytes (%s)", n.Node, n.Bytes, n.Took.Round(time.Millisecond))
+			if len(n.FailedSources) > 0 {
+				fmt.Fprintf(&b, "; failed in it: %s", strings.Join(n.FailedSources, ", "))
+			}
+			fmt.Fprintln(&b)
 		}
 	}
 	for _, err := range r.Failed {

@@ -89,6 +89,9 @@ type NodeResult struct {
 	Node  string
 	Bytes int
 	Took  time.Duration
+	// FailedSources are the files of the agent's part that failed (its
+	// summary.txt's FAIL lines), when the part came.
+	FailedSources []string
 	// Err is why the agent's part is missing or partial, nil when it
 	// came whole.
 	Err error
@@ -234,7 +237,7 @@ func (c *collector) node(ctx context.Context, n *corev1.Node) NodeResult {
 		r.Err = fmt.Errorf("seine-agent: %w", err)
 	} else {
 		actx, cancel := context.WithTimeout(ctx, c.o.Timeout)
-		r.Bytes, r.Err = c.fetch(actx, "https://"+addr+bundle.Path, dir)
+		r.Bytes, r.FailedSources, r.Err = c.fetch(actx, "https://"+addr+bundle.Path, dir)
 		if r.Err != nil && actx.Err() != nil && ctx.Err() == nil {
 			r.Err = fmt.Errorf("seine-agent at %s: no answer within %s: %w", addr, c.o.Timeout, r.Err)
 		} else if r.Err != nil {
@@ -256,36 +259,41 @@ func (c *collector) node(ctx context.Context, n *corev1.Node) NodeResult {
 	return r
 }
 
-// fetch gets a part (a bundle.Write archive) and adds its files under dir.
-func (c *collector) fetch(ctx context.Context, url, dir string) (int, error) {
+// fetch gets a part (a bundle.Write archive) and adds its files under dir;
+// it returns the sources the part's summary says failed.
+func (c *collector) fetch(ctx context.Context, url, dir string) (int, []string, error) {
 	if c.o.Since > 0 {
 		url += fmt.Sprintf("?%s=%d", bundle.SinceParam, int64(c.o.Since.Seconds()))
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if c.o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.o.Token)
 	}
 	resp, err := c.o.Client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, fmt.Errorf("%s: %s", resp.Status, trimLine(msg))
+		return 0, nil, fmt.Errorf("%s: %s", resp.Status, trimLine(msg))
 	}
+	var failed []string
 	counted := &countingReader{r: io.LimitReader(resp.Body, maxPartBytes)}
 	err = bundle.Unpack(counted, func(name string, body []byte) error {
+		if name == bundle.SummaryFile {
+			failed = bundle.FailedSources(body)
+		}
 		c.ar.add(dir+cleanName(name), body)
 		return nil
 	})
 	if err != nil {
-		return counted.n, fmt.Errorf("read: %w", err)
+		return counted.n, failed, fmt.Errorf("read: %w", err)
 	}
-	return counted.n, nil
+	return counted.n, failed, nil
 }
 
 type countingReader struct {

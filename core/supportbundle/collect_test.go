@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -45,6 +46,9 @@ func agentServer(t *testing.T, node string) *httptest.Server {
 			{Name: "ovs/flows.txt", Collect: func(_ context.Context, w io.Writer) error {
 				_, err := io.WriteString(w, "table=0, priority=0 actions=drop\n")
 				return err
+			}},
+			{Name: "host/diagnostics.txt", Collect: func(context.Context, io.Writer) error {
+				return errors.New("no backend")
 			}},
 		}
 	}, bundle.Options{})
@@ -164,7 +168,7 @@ func TestCollect(t *testing.T) {
 	if s := files["nodes/n2/agentinfo.yaml"]; !strings.Contains(s, "ready: \"False\"") || strings.Contains(s, "managedFields") {
 		t.Errorf("n2's agent info: %q", s)
 	}
-	if s := files["summary.txt"]; !strings.Contains(s, "OK    node n1") || !strings.Contains(s, "FAIL  node n2") {
+	if s := files["summary.txt"]; !strings.Contains(s, "OK    node n1") || !strings.Contains(s, "failed in it: host/diagnostics.txt\n") || !strings.Contains(s, "FAIL  node n2") {
 		t.Errorf("summary:\n%s", s)
 	}
 	if !strings.Contains(files["cluster/configmaps.yaml"], "seine-config") {
