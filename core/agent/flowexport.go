@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/seine-cni/seine/core/agent/policy"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/flowexport"
 	"github.com/seine-cni/seine/core/pipeline"
 )
@@ -107,7 +109,9 @@ func (a *Agent) setupFlowExport() error {
 		return fmt.Errorf("service informer: %w", err)
 	}
 	a.flowExportSynced = []cache.InformerSynced{pods.HasSynced, svcs.HasSynced}
-	a.flowResolver = kubeResolver{pods: pods.GetIndexer(), svcs: svcs.GetIndexer()}
+	// The policy controller is made after this: read it when asked.
+	rules := func() map[uint32]policy.RuleName { return a.policy.AllowRules() }
+	a.flowResolver = kubeResolver{pods: pods.GetIndexer(), svcs: svcs.GetIndexer(), rules: rules}
 	return nil
 }
 
@@ -195,9 +199,49 @@ func clusterIPs(o any) ([]string, error) {
 	return out, nil
 }
 
-// kubeResolver names connection ends from the informers' caches.
+// kubeResolver names connection ends from the informers' caches, and the
+// rules in their ct_label from the installed policy.
 type kubeResolver struct {
 	pods, svcs cache.Indexer
+	rules      func() map[uint32]policy.RuleName
+}
+
+// Rule names the allow rule with this ID (from ct_label) as go-ipfix's
+// registry does: Kubernetes NetworkPolicy type 1, a namespaced Seine
+// NetworkPolicy 2, the cluster-wide kinds 3 (Antrea's
+// ClusterNetworkPolicy number: go-ipfix v0.17 has no other for a cluster
+// policy).
+func (r kubeResolver) Rule(id uint32) (flowexport.Policy, bool) {
+	if r.rules == nil {
+		return flowexport.Policy{}, false
+	}
+	n, ok := r.rules()[id]
+	if !ok {
+		return flowexport.Policy{}, false
+	}
+	return exportedPolicy(n), true
+}
+
+// exportedPolicy is n as a flow record says it.
+func exportedPolicy(n policy.RuleName) flowexport.Policy {
+	p := flowexport.Policy{Namespace: n.Namespace, Name: n.Name, Rule: n.Rule}
+	switch n.Kind {
+	case cp.K8sNetworkPolicy:
+		p.Type = flowexport.PolicyK8s
+	case cp.SeineNetworkPolicy:
+		p.Type = flowexport.PolicyNamespaced
+	case cp.SeineClusterNetworkPolicy, cp.UpstreamClusterNetworkPolicy:
+		p.Type = flowexport.PolicyCluster
+	}
+	switch n.Action {
+	case pipeline.ActionAllow:
+		p.Action = flowexport.ActionAllow
+	case pipeline.ActionDrop:
+		p.Action = flowexport.ActionDrop
+	case pipeline.ActionReject:
+		p.Action = flowexport.ActionReject
+	}
+	return p
 }
 
 func (r kubeResolver) Pod(ip netip.Addr) (flowexport.Pod, bool) {

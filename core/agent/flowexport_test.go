@@ -12,7 +12,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/seine-cni/seine/core/agent/policy"
+	cp "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/core/flowexport"
+	"github.com/seine-cni/seine/core/pipeline"
 )
 
 func TestFlowExportConfig(t *testing.T) {
@@ -91,7 +94,24 @@ func TestFlowExportResolver(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r := kubeResolver{pods: pods, svcs: svcs}
+	rules := map[uint32]policy.RuleName{
+		7: {Kind: cp.K8sNetworkPolicy, Namespace: "web", Name: "allow-client", Rule: "ingress/0", Direction: pipeline.PolicyIngress, Action: pipeline.ActionAllow},
+		8: {Kind: cp.SeineNetworkPolicy, Namespace: "web", Name: "guard", Rule: "to-db", Direction: pipeline.PolicyEgress, Action: pipeline.ActionAllow},
+		9: {Kind: cp.UpstreamClusterNetworkPolicy, Name: "baseline", Rule: "dns", Direction: pipeline.PolicyEgress, Action: pipeline.ActionAllow},
+	}
+	r := kubeResolver{pods: pods, svcs: svcs, rules: func() map[uint32]policy.RuleName { return rules }}
+	for id, want := range map[uint32]flowexport.Policy{
+		7: {Type: 1, Namespace: "web", Name: "allow-client", Rule: "ingress/0", Action: 1},
+		8: {Type: 2, Namespace: "web", Name: "guard", Rule: "to-db", Action: 1},
+		9: {Type: 3, Name: "baseline", Rule: "dns", Action: 1},
+	} {
+		if got, ok := r.Rule(id); !ok || got != want {
+			t.Errorf("Rule(%d) = %+v %v, want %+v", id, got, ok, want)
+		}
+	}
+	if got, ok := r.Rule(10); ok {
+		t.Errorf("Rule(10), no such rule: %+v", got)
+	}
 	for ip, want := range map[string]flowexport.Pod{
 		"10.244.2.7":       {Namespace: "web", Name: "server-0", Node: "node-2"},
 		"fd00:10:244:2::7": {Namespace: "web", Name: "server-0", Node: "node-2"},

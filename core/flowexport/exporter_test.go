@@ -60,7 +60,7 @@ func TestExportDecodedByGoIPFIXCollector(t *testing.T) {
 				Orig:  Tuple{Src: netip.MustParseAddr("fd00::1"), Dst: netip.MustParseAddr("fd00::2"), SrcPort: 5353, DstPort: 53},
 				Reply: Tuple{Src: netip.MustParseAddr("fd00::2"), Dst: netip.MustParseAddr("fd00::1"), SrcPort: 53, DstPort: 5353},
 			}
-			closed := tcpConn(podA, 41001, podC, 8080, podC, "TIME_WAIT", 30)
+			closed := withRules(tcpConn(podA, 41001, podC, 8080, podC, "TIME_WAIT", 30), egressRule, ingressRule)
 			// Poll 1 sees all three (the closed one is exported at
 			// once); poll 2 the Service connection moved (active
 			// timeout 1 ms); then all are gone (end of flow).
@@ -84,19 +84,21 @@ func TestExportDecodedByGoIPFIXCollector(t *testing.T) {
 						f["sourceIPv6Address"], f["sourceTransportPort"], f["destinationIPv6Address"], f["destinationTransportPort"], f["protocolIdentifier"], f["flowEndReason"]))
 					continue
 				}
-				lines = append(lines, fmt.Sprintf("v4 %v:%v->%v:%v reason=%v state=%v type=%v pkts=%v/%v bytes=%v/%v rev=%v/%v src=%v/%v@%v dst=%v/%v@%v svc=%v %v:%v",
+				lines = append(lines, fmt.Sprintf("v4 %v:%v->%v:%v reason=%v state=%v type=%v pkts=%v/%v bytes=%v/%v rev=%v/%v src=%v/%v@%v dst=%v/%v@%v svc=%v %v:%v in=%v:%v/%v/%v:%v out=%v:%v/%v/%v:%v",
 					f["sourceIPv4Address"], f["sourceTransportPort"], f["destinationIPv4Address"], f["destinationTransportPort"],
 					f["flowEndReason"], f["tcpState"], f["flowType"], f["packetTotalCount"], f["packetDeltaCount"],
 					f["octetTotalCount"], f["octetDeltaCount"], f["reverseOctetTotalCount"], f["reverseOctetDeltaCount"],
 					f["sourcePodNamespace"], f["sourcePodName"], f["sourceNodeName"],
 					f["destinationPodNamespace"], f["destinationPodName"], f["destinationNodeName"],
-					f["destinationServicePortName"], f["destinationServiceIPv4"], f["destinationServicePort"]))
+					f["destinationServicePortName"], f["destinationServiceIPv4"], f["destinationServicePort"],
+					f["ingressNetworkPolicyType"], f["ingressNetworkPolicyNamespace"], f["ingressNetworkPolicyName"], f["ingressNetworkPolicyRuleName"], f["ingressNetworkPolicyRuleAction"],
+					f["egressNetworkPolicyType"], f["egressNetworkPolicyNamespace"], f["egressNetworkPolicyName"], f["egressNetworkPolicyRuleName"], f["egressNetworkPolicyRuleAction"]))
 			}
 			slices.Sort(lines)
 			want := []string{
-				"v4 10.244.1.5:41000->10.96.0.10:80 reason=2 state=ESTABLISHED type=2 pkts=20/20 bytes=2500/2500 rev=150000/150000 src=default/client@node-1 dst=web/server-0@node-2 svc=web/frontend:http 10.96.0.10:80",
-				"v4 10.244.1.5:41000->10.96.0.10:80 reason=3 state=ESTABLISHED type=2 pkts=20/0 bytes=2500/0 rev=150000/0 src=default/client@node-1 dst=web/server-0@node-2 svc=web/frontend:http 10.96.0.10:80",
-				"v4 10.244.1.5:41001->10.244.1.9:8080 reason=3 state=TIME_WAIT type=1 pkts=0/0 bytes=0/0 rev=0/0 src=default/client@node-1 dst=web/server-1@node-1 svc= 0.0.0.0:0",
+				"v4 10.244.1.5:41000->10.96.0.10:80 reason=2 state=ESTABLISHED type=2 pkts=20/20 bytes=2500/2500 rev=150000/150000 src=default/client@node-1 dst=web/server-0@node-2 svc=web/frontend:http 10.96.0.10:80 in=0://:0 out=0://:0",
+				"v4 10.244.1.5:41000->10.96.0.10:80 reason=3 state=ESTABLISHED type=2 pkts=20/0 bytes=2500/0 rev=150000/0 src=default/client@node-1 dst=web/server-0@node-2 svc=web/frontend:http 10.96.0.10:80 in=0://:0 out=0://:0",
+				"v4 10.244.1.5:41001->10.244.1.9:8080 reason=3 state=TIME_WAIT type=1 pkts=0/0 bytes=0/0 rev=0/0 src=default/client@node-1 dst=web/server-1@node-1 svc= 0.0.0.0:0 in=1:web/allow-client/ingress/0:1 out=2:default/client-out/to-web:1",
 				"v6 fd00::1:5353->fd00::2:53 proto=17 reason=2",
 				"v6 fd00::1:5353->fd00::2:53 proto=17 reason=3",
 			}

@@ -36,6 +36,10 @@ var fields = []ieName{
 	k8s("sourceNodeName"), k8s("destinationNodeName"),
 	k8s("destinationServicePort"), k8s("destinationServicePortName"),
 	k8s("tcpState"), k8s("flowType"),
+	k8s("ingressNetworkPolicyName"), k8s("ingressNetworkPolicyNamespace"), k8s("ingressNetworkPolicyType"),
+	k8s("ingressNetworkPolicyRuleName"), k8s("ingressNetworkPolicyRuleAction"),
+	k8s("egressNetworkPolicyName"), k8s("egressNetworkPolicyNamespace"), k8s("egressNetworkPolicyType"),
+	k8s("egressNetworkPolicyRuleName"), k8s("egressNetworkPolicyRuleAction"),
 }
 
 var (
@@ -154,6 +158,16 @@ func dataRecord(r *Record) (entities.Record, error) {
 		entities.NewStringInfoElement(l[22], r.TCPState),
 		entities.NewUnsigned8InfoElement(l[23], r.FlowType),
 	)
+	for i, p := range []*Policy{&r.Ingress, &r.Egress} {
+		pl := l[24+5*i:]
+		e = append(e,
+			entities.NewStringInfoElement(pl[0], p.Name),
+			entities.NewStringInfoElement(pl[1], p.Namespace),
+			entities.NewUnsigned8InfoElement(pl[2], p.Type),
+			entities.NewStringInfoElement(pl[3], p.Rule),
+			entities.NewUnsigned8InfoElement(pl[4], p.Action),
+		)
+	}
 	if len(e) != len(list) {
 		return nil, fmt.Errorf("record has %d elements, template %d has %d", len(e), id, len(list))
 	}

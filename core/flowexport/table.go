@@ -3,6 +3,10 @@ package flowexport
 import (
 	"net/netip"
 	"time"
+
+	"github.com/vmware/go-ipfix/pkg/registry"
+
+	"github.com/seine-cni/seine/core/pipeline"
 )
 
 // Flow end reasons (RFC 5102, flowEndReason).
@@ -33,11 +37,36 @@ type Service struct {
 	Port string
 }
 
-// Resolver names the ends of a connection. The agent answers from its pod
-// and Service caches; it must be safe to call from the poller.
+// Policy types and rule actions, as go-ipfix's Kubernetes registry numbers
+// them (ingress/egressNetworkPolicyType, …RuleAction).
+const (
+	PolicyK8s        = registry.PolicyTypeK8sNetworkPolicy           // 1: Kubernetes NetworkPolicy
+	PolicyNamespaced = registry.PolicyTypeAntreaNetworkPolicy        // 2: Seine's namespaced NetworkPolicy
+	PolicyCluster    = registry.PolicyTypeAntreaClusterNetworkPolicy // 3: a cluster-wide policy
+
+	ActionAllow  = registry.NetworkPolicyRuleActionAllow  // 1
+	ActionDrop   = registry.NetworkPolicyRuleActionDrop   // 2
+	ActionReject = registry.NetworkPolicyRuleActionReject // 3
+)
+
+// Policy names the NetworkPolicy rule that decided a connection in one
+// direction; the zero value is "no policy" (the pod is not isolated that
+// way).
+type Policy struct {
+	Type            uint8 // PolicyK8s, PolicyNamespaced, PolicyCluster
+	Namespace, Name string
+	Rule            string // the rule's name, or "<direction>/<index>"
+	Action          uint8  // ActionAllow, ActionDrop, ActionReject
+}
+
+// Resolver names the ends of a connection and the policy rules in its
+// ct_label. The agent answers from its pod and Service caches and its
+// installed policy; it must be safe to call from the poller.
 type Resolver interface {
 	Pod(ip netip.Addr) (Pod, bool)
 	Service(proto uint8, ip netip.Addr, port uint16) (Service, bool)
+	// Rule names the allow rule with this ID (pipeline.PolicyRuleIDs).
+	Rule(id uint32) (Policy, bool)
 }
 
 // Record is one exported flow record, before IPFIX encoding.
@@ -62,6 +91,9 @@ type Record struct {
 	ServiceIP netip.Addr
 	TCPState  string
 	FlowType  uint8
+	// Ingress and Egress are the rules that allowed (or denied) the
+	// connection at its destination's and its source's side.
+	Ingress, Egress Policy
 }
 
 type connKey struct {
@@ -237,14 +269,28 @@ func (t *Table) enrich(r *Record, c *Conn) {
 	if svc, ok := t.Resolver.Service(c.Proto, c.Orig.Dst, c.Orig.DstPort); ok {
 		r.Service, r.ServiceIP = svc, c.Orig.Dst
 	}
+	if eg, ing := pipeline.RuleIDsFromLabel(c.Labels); eg != 0 || ing != 0 {
+		if p, ok := t.Resolver.Rule(eg); ok && eg != 0 {
+			r.Egress = p
+		}
+		if p, ok := t.Resolver.Rule(ing); ok && ing != 0 {
+			r.Ingress = p
+		}
+	}
+	r.FlowType = flowType(srcPod, dstPod, srcOK, dstOK)
+}
+
+// flowType says where a connection's ends are.
+func flowType(srcPod, dstPod Pod, srcOK, dstOK bool) uint8 {
 	switch {
 	case srcOK && dstOK && srcPod.Node == dstPod.Node:
-		r.FlowType = FlowIntraNode
+		return FlowIntraNode
 	case srcOK && dstOK:
-		r.FlowType = FlowInterNode
+		return FlowInterNode
 	case srcOK:
-		r.FlowType = FlowToExternal
+		return FlowToExternal
 	case dstOK:
-		r.FlowType = FlowFromExternal
+		return FlowFromExternal
 	}
+	return 0
 }

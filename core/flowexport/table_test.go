@@ -1,15 +1,19 @@
 package flowexport
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
 )
 
 type staticResolver struct {
-	pods map[netip.Addr]Pod
-	svcs map[netip.AddrPort]Service
+	pods  map[netip.Addr]Pod
+	svcs  map[netip.AddrPort]Service
+	rules map[uint32]Policy
 }
+
+func (r staticResolver) Rule(id uint32) (Policy, bool) { p, ok := r.rules[id]; return p, ok }
 
 func (r staticResolver) Pod(ip netip.Addr) (Pod, bool) { p, ok := r.pods[ip]; return p, ok }
 func (r staticResolver) Service(proto uint8, ip netip.Addr, port uint16) (Service, bool) {
@@ -30,8 +34,26 @@ var (
 			podC: {"web", "server-1", "node-1"},
 		},
 		svcs: map[netip.AddrPort]Service{netip.AddrPortFrom(svcIP, 80): {"web", "frontend", "http"}},
+		rules: map[uint32]Policy{
+			egressRule:  {Type: PolicyNamespaced, Namespace: "default", Name: "client-out", Rule: "to-web", Action: ActionAllow},
+			ingressRule: {Type: PolicyK8s, Namespace: "web", Name: "allow-client", Rule: "ingress/0", Action: ActionAllow},
+		},
 	}
 )
+
+const (
+	egressRule  uint32 = 0x29dabaf2
+	ingressRule uint32 = 0x5d4f5710
+)
+
+// withRules leaves the allow rules' IDs in c's ct_label, where the
+// pipeline's ConntrackCommit puts them: egress in bits 64..95, ingress in
+// 96..127 (the label is printed most significant byte first).
+func withRules(c Conn, egress, ingress uint32) Conn {
+	binary.BigEndian.PutUint32(c.Labels[0:], ingress)
+	binary.BigEndian.PutUint32(c.Labels[4:], egress)
+	return c
+}
 
 func tcpConn(src netip.Addr, sport uint16, dst netip.Addr, dport uint16, endpoint netip.Addr, state string, timeout uint32) Conn {
 	return Conn{
@@ -124,8 +146,8 @@ func TestTableNamesEnds(t *testing.T) {
 	tb := Table{Resolver: testRes, ActiveTimeout: time.Second, IdleTimeout: time.Hour}
 	t0 := time.Unix(1_800_000_000, 0)
 	conns := []Conn{
-		tcpConn(podA, 1, svcIP, 80, podB, "ESTABLISHED", 9), // Service, DNATed to another node's pod
-		tcpConn(podA, 2, podC, 80, podC, "ESTABLISHED", 9),  // same node
+		tcpConn(podA, 1, svcIP, 80, podB, "ESTABLISHED", 9),                                    // Service, DNATed to another node's pod
+		withRules(tcpConn(podA, 2, podC, 80, podC, "ESTABLISHED", 9), egressRule, ingressRule), // same node, both sides isolated
 		tcpConn(podA, 3, outside, 443, outside, "ESTABLISHED", 9),
 		tcpConn(outside, 4, podB, 80, podB, "ESTABLISHED", 9),
 	}
@@ -143,8 +165,12 @@ func TestTableNamesEnds(t *testing.T) {
 		s.Service != (Service{"web", "frontend", "http"}) || s.ServiceIP != svcIP || s.Dst != svcIP || s.FlowType != FlowInterNode {
 		t.Errorf("service connection: %+v", s)
 	}
-	if x := byPort[2]; x.FlowType != FlowIntraNode || x.DstPod.Name != "server-1" || x.Service.Name != "" {
+	if x := byPort[2]; x.FlowType != FlowIntraNode || x.DstPod.Name != "server-1" || x.Service.Name != "" ||
+		x.Egress != testRes.rules[egressRule] || x.Ingress != testRes.rules[ingressRule] {
 		t.Errorf("same-node connection: %+v", x)
+	}
+	if x := byPort[1]; x.Egress != (Policy{}) || x.Ingress != (Policy{}) {
+		t.Errorf("no rule in ct_label, yet policies named: %+v", x)
 	}
 	if x := byPort[3]; x.FlowType != FlowToExternal || x.DstPod.Name != "" {
 		t.Errorf("to external: %+v", x)

@@ -103,3 +103,43 @@ func CounterKey(f *openflow.Flow) string {
 	slices.Sort(fields)
 	return fmt.Sprintf("%d/%s", f.TableID(), strings.Join(fields, ","))
 }
+
+// RuleRef names one rule of a policy set: its policy's UID, its Key, its
+// direction and action.
+type RuleRef struct {
+	Policy    string
+	Key       string
+	Direction PolicyDirection
+	Action    PolicyAction
+}
+
+// PolicyRuleIDs are the rules of s by the ID an allow rule leaves in its
+// connections' ct_label (EgressRuleLabelLo, IngressRuleLabelLo): the
+// conjunction IDs PolicyFlows gives them. Flow export names the policy
+// and rule of a conntrack entry from them. Only allow rules are listed: a
+// Drop, Reject or Pass rule never commits a connection.
+func PolicyRuleIDs(s PolicySet) (map[uint32]RuleRef, error) {
+	rules, ids, err := policyRuleIDs(s.Rules)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint32]RuleRef, len(rules))
+	for i := range rules {
+		ru := &rules[i]
+		if ru.Action == ActionAllow {
+			out[ids[i]] = RuleRef{Policy: ru.Policy, Key: ru.Key, Direction: ru.Direction, Action: ru.Action}
+		}
+	}
+	return out, nil
+}
+
+// RuleIDsFromLabel reads the allow rules' IDs from a connection's ct_label
+// (most significant byte first, as ovs-vswitchd prints it): 0 where no
+// rule of that direction was met (the pod is not isolated that way).
+func RuleIDsFromLabel(label [16]byte) (egress, ingress uint32) {
+	word := func(lo int) uint32 { // bits lo..lo+31, lo a multiple of 32
+		i := 16 - lo/8 - 4
+		return uint32(label[i])<<24 | uint32(label[i+1])<<16 | uint32(label[i+2])<<8 | uint32(label[i+3])
+	}
+	return word(EgressRuleLabelLo), word(IngressRuleLabelLo)
+}

@@ -76,3 +76,49 @@ func TestTracePolicyStats(t *testing.T) {
 		}
 	}
 }
+
+// The rule IDs a committed connection carries in ct_label name, through
+// PolicyRuleIDs, the allow rules that let it in: what flow export reads
+// from the conntrack dump.
+func TestPolicyRuleIDsFromLabel(t *testing.T) {
+	tr := policyTracer(t)
+	byID, err := PolicyRuleIDs(policyScenario())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(byID) != 4 {
+		t.Errorf("%d rules by ID, want the scenario's 4 allow rules", len(byID))
+	}
+	name := func(id uint32) string {
+		if id == 0 {
+			return "-"
+		}
+		r, ok := byID[id]
+		if !ok {
+			return "unknown"
+		}
+		return r.Policy + "/" + r.Key + " " + r.Direction.String() + " " + r.Action.String()
+	}
+	for _, st := range []struct {
+		name            string
+		p               Packet
+		egress, ingress string
+	}{
+		{"web -> db", TCPPacket(portWeb, webMAC, dbMAC, webIP, dbIP, 42000, 5432), "web/0 egress Allow", "db/0 ingress Allow"},
+		{"web -> outside", TCPPacket(portWeb, webMAC, gatewayMAC, webIP, externIP, 42001, 443), "web/1 egress Allow", "-"},
+		{"db -> web (not isolated)", TCPPacket(portDB, dbMAC, webMAC, dbIP, webIP, 42002, 80), "-", "-"},
+	} {
+		trace(t, tr, st.p)
+		c := tr.conns[connKey{zone: CtZone, proto: ProtoTCP, src: st.p.IPSrc, dst: st.p.IPDst, sport: st.p.SrcPort, dport: st.p.DstPort}]
+		if c == nil {
+			t.Fatalf("%s: not committed in zone %d", st.name, CtZone)
+		}
+		eg, ing := RuleIDsFromLabel(c.label)
+		if got := name(eg); got != st.egress {
+			t.Errorf("%s: egress rule %s (label %x), want %s", st.name, got, c.label, st.egress)
+		}
+		if got := name(ing); got != st.ingress {
+			t.Errorf("%s: ingress rule %s (label %x), want %s", st.name, got, c.label, st.ingress)
+		}
+	}
+}

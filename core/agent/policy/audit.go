@@ -77,27 +77,39 @@ func (c *Controller) DescribeRule(uid, key string) (policy, rule string) {
 	if np == nil {
 		return "", ""
 	}
-	policy = np.Name
-	if ref := np.SourceRef; ref != nil {
-		policy = string(ref.Type) + "/" + ref.Name
-		if ref.Namespace != "" {
-			policy = string(ref.Type) + "/" + ref.Namespace + "/" + ref.Name
+	n := describe(np, key)
+	policy = n.Name
+	if n.Kind != "" {
+		policy = string(n.Kind) + "/" + n.Name
+		if n.Namespace != "" {
+			policy = string(n.Kind) + "/" + n.Namespace + "/" + n.Name
 		}
+	}
+	return policy, n.Rule
+}
+
+// describe names np's user policy and the rule of key (see DescribeRule).
+func describe(np *controlplane.NetworkPolicy, key string) RuleName {
+	n := RuleName{Name: np.Name}
+	if ref := np.SourceRef; ref != nil {
+		n.Kind, n.Namespace, n.Name = ref.Type, ref.Namespace, ref.Name
 	}
 	idx, _, _ := strings.Cut(key, "/")
 	i, err := strconv.Atoi(idx)
 	if err != nil || i < 0 || i >= len(np.Rules) {
-		return policy, ""
+		return n
 	}
 	r := np.Rules[i]
 	if r.Name != "" {
-		return policy, r.Name
+		n.Rule = r.Name
+		return n
 	}
 	dir := "ingress"
 	if r.Direction == controlplane.DirectionOut {
 		dir = "egress"
 	}
-	return policy, fmt.Sprintf("%s/%d", dir, r.Priority)
+	n.Rule = fmt.Sprintf("%s/%d", dir, r.Priority)
+	return n
 }
 
 // Endpoint names the pod ("<namespace>/<name>") or Node ("node/<name>") of

@@ -117,6 +117,9 @@ type Controller struct {
 	// may wait for the agent while holding it.
 	flowMu    sync.Mutex
 	installed pipeline.PolicySet
+	// installedGen counts the changes of installed (flow export's rule
+	// names are cached per generation: flowrules.go).
+	installedGen uint64
 	// have is the installed set's flows by Key as the switch holds them
 	// in round haveRound. After an install whose outcome is unknown (the
 	// commit may or may not have happened) known is false and the next
@@ -141,6 +144,9 @@ type Controller struct {
 	synced  atomic.Pointer[State]
 	auditMu sync.Mutex
 	audit   *auditIndex
+	// flowRulesMu guards flowRules (flowrules.go); flowMu is taken inside it.
+	flowRulesMu sync.Mutex
+	flowRules   *flowRules
 }
 
 func countState(s *State) *metrics.PolicyCounts {
@@ -232,6 +238,7 @@ func (c *Controller) Load() error {
 	}
 	c.flowMu.Lock()
 	c.installed, c.have, c.haveRound = r.set, nil, 0
+	c.installedGen++
 	c.setRealizedLocked(r)
 	c.flowMu.Unlock()
 	c.log.Info("policies loaded from disk", "policies", len(s.NetworkPolicies), "rules", len(r.set.Rules))

@@ -225,6 +225,7 @@ func (c *Controller) install(ctx context.Context, r resolved, d *delta) (narrows
 				}
 			}
 			c.installed = r.set
+			c.installedGen++
 			c.flowMu.Unlock()
 			return nil
 		}
@@ -234,6 +235,7 @@ func (c *Controller) install(ctx context.Context, r resolved, d *delta) (narrows
 		}
 		c.flowMu.Lock()
 		c.installed, c.have, c.haveRound, c.known = r.set, have, round, true
+		c.installedGen++
 		c.flowMu.Unlock()
 		return nil
 	})
