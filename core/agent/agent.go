@@ -242,7 +242,8 @@ func New(o Options) (*Agent, error) {
 		return nil, err
 	}
 	a.audit = audit
-	pc, err := policy.New(policy.Config{Node: policyNode{a}, Logger: a.log.With("component", "policy"), StateFile: policyStateFile(a.cfg)})
+	pc, err := policy.New(policy.Config{Node: policyNode{a}, Logger: a.log.With("component", "policy"), StateFile: policyStateFile(a.cfg),
+		ExportDenied: a.cfg.FlowExport != nil && a.cfg.FlowExport.Collector != ""})
 	if err != nil {
 		return nil, err
 	}

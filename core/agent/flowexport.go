@@ -233,15 +233,22 @@ func exportedPolicy(n policy.RuleName) flowexport.Policy {
 	case cp.SeineClusterNetworkPolicy, cp.UpstreamClusterNetworkPolicy:
 		p.Type = flowexport.PolicyCluster
 	}
-	switch n.Action {
-	case pipeline.ActionAllow:
-		p.Action = flowexport.ActionAllow
-	case pipeline.ActionDrop:
-		p.Action = flowexport.ActionDrop
-	case pipeline.ActionReject:
-		p.Action = flowexport.ActionReject
-	}
+	p.Action = exportedAction(n.Action)
 	return p
+}
+
+// exportedAction is a rule's action as go-ipfix's registry numbers it (0:
+// none, for Pass).
+func exportedAction(a pipeline.PolicyAction) uint8 {
+	switch a {
+	case pipeline.ActionAllow:
+		return flowexport.ActionAllow
+	case pipeline.ActionDrop:
+		return flowexport.ActionDrop
+	case pipeline.ActionReject:
+		return flowexport.ActionReject
+	}
+	return 0
 }
 
 func (r kubeResolver) Pod(ip netip.Addr) (flowexport.Pod, bool) {

@@ -90,6 +90,9 @@ func packetInReason(pi *openflow.PacketIn) string {
 	if len(pi.Userdata) > 0 && pi.Userdata[0] == pipeline.PacketInPolicyLog {
 		return "policy_log"
 	}
+	if len(pi.Userdata) > 0 && pi.Userdata[0] == pipeline.PacketInPolicyDenied {
+		return "policy_denied"
+	}
 	return "unknown"
 }
 

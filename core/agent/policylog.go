@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/seine-cni/seine/core/auditlog"
+	"github.com/seine-cni/seine/core/flowexport"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
@@ -17,14 +18,23 @@ import (
 // (core/auditlog: bounded queue, rotated file). The OpenFlow reader never
 // waits: parsing and two map reads, then a non-blocking send.
 
-// handlePolicyLog takes a logged connection's packet-in; it reports whether
-// the packet-in was one.
+// Flow export shares the mechanism: with flowExport on, every Drop or
+// Reject rule and an isolated pod's default drop send their connections'
+// first packet the same way (pipeline.PolicySet.ExportDenied; userdata
+// PacketInPolicyDenied unless the rule logs too), and the agent hands the
+// denied ones to the exporter (flowexport.Exporter.Denied: one record
+// per 5-tuple per poll interval).
+
+// handlePolicyLog takes a logged or denied connection's packet-in; it
+// reports whether the packet-in was one.
 func (a *Agent) handlePolicyLog(pi *openflow.PacketIn) bool {
 	info, ok := pipeline.ParsePolicyLogUserdata(pi.Userdata)
 	if !ok {
 		return false
 	}
-	if a.audit == nil {
+	x := a.flowExporter.Load()
+	deny := x != nil && (info.Action == pipeline.ActionDrop || info.Action == pipeline.ActionReject)
+	if (!info.Log || a.audit == nil) && !deny {
 		return true
 	}
 	proto, src, dst, err := auditlog.ParseFrame(pi.Packet)
@@ -32,8 +42,22 @@ func (a *Agent) handlePolicyLog(pi *openflow.PacketIn) bool {
 		a.log.Debug("policy audit log: a packet-in that is not IPv4", "err", err)
 		return true
 	}
+	now := time.Now()
+	if deny {
+		d := flowexport.Denial{Time: now, Proto: proto, Src: src, Dst: dst, Bytes: ipLength(pi.Packet),
+			Ingress: info.Direction == pipeline.PolicyIngress}
+		d.Policy = flowexport.Policy{Type: flowexport.PolicyK8s} // an isolated pod's default drop
+		if info.Policy != "" {
+			d.Policy = exportedPolicy(a.policy.RuleOf(info.Policy, info.Key))
+		}
+		d.Policy.Action = exportedAction(info.Action)
+		x.Denied(d)
+	}
+	if !info.Log || a.audit == nil {
+		return true
+	}
 	e := auditlog.Entry{
-		Time: time.Now(), Action: info.Action.String(), Protocol: proto, Src: src, Dst: dst,
+		Time: now, Action: info.Action.String(), Protocol: proto, Src: src, Dst: dst,
 		Direction: "Ingress",
 	}
 	if info.Direction == pipeline.PolicyEgress {
@@ -45,4 +69,17 @@ func (a *Agent) handlePolicyLog(pi *openflow.PacketIn) bool {
 		a.log.Debug("policy audit log: queue full, entry dropped", "dropped", a.audit.Dropped())
 	}
 	return true
+}
+
+// ipLength is the IPv4 total length of an Ethernet frame (with or without
+// one 802.1Q tag); 0 when it has none.
+func ipLength(b []byte) uint64 {
+	off := 14
+	if len(b) >= 18 && b[12] == 0x81 && b[13] == 0x00 {
+		off = 18
+	}
+	if len(b) < off+4 {
+		return 0
+	}
+	return uint64(b[off+2])<<8 | uint64(b[off+3])
 }

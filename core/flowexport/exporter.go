@@ -112,7 +112,7 @@ type Stats struct {
 	Polls, PollErrors   uint64
 	RecordsSent         uint64
 	RecordsDropped      uint64 // queue full: the oldest record was dropped
-	ConnectionsDropped  uint64 // beyond MaxConnections, not tracked
+	ConnectionsDropped  uint64 // beyond MaxConnections (or MaxDenied), not tracked
 	Connections         int    // followed now
 	Queued              int    // records waiting for the collector
 	CollectorConnected  bool
@@ -137,6 +137,11 @@ type Exporter struct {
 
 	polls, pollErrors, sent, dropped, reconnects atomic.Uint64
 	connected                                    atomic.Bool
+
+	// denials are the denied connections since the last poll (denied.go).
+	denyMu      sync.Mutex
+	denials     map[denyKey]*denied
+	denyDropped uint64
 }
 
 // New checks cfg and returns an Exporter; Run starts it.
@@ -163,6 +168,9 @@ func (x *Exporter) Stats() Stats {
 	x.mu.Lock()
 	s := Stats{Connections: x.conns, ConnectionsDropped: x.cdrops, Queued: x.n}
 	x.mu.Unlock()
+	x.denyMu.Lock()
+	s.ConnectionsDropped += x.denyDropped
+	x.denyMu.Unlock()
 	s.Polls, s.PollErrors = x.polls.Load(), x.pollErrors.Load()
 	s.RecordsSent, s.RecordsDropped = x.sent.Load(), x.dropped.Load()
 	s.CollectorConnected, s.CollectorReconnects = x.connected.Load(), x.reconnects.Load()
@@ -191,9 +199,11 @@ func (x *Exporter) Run(ctx context.Context) error {
 	}
 }
 
-// Poll runs one cycle: dump, update the table, queue the records due.
+// Poll runs one cycle: dump, update the table, queue the records due and
+// those of the connections denied since the last poll.
 func (x *Exporter) Poll(ctx context.Context, now time.Time) {
 	x.polls.Add(1)
+	x.enqueue(x.takeDenied())
 	conns, err := x.src.Dump(ctx)
 	if err != nil {
 		x.pollErrors.Add(1)

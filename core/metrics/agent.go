@@ -34,7 +34,7 @@ var (
 	AgentOpenFlowReconnects = Def{Name: "seine_agent_openflow_reconnects_total", Kind: Counter, Component: "agent",
 		Help: "Connections to ovs-vswitchd the agent made after its first (each replays the flow set)."}
 	AgentPacketIns = Def{Name: "seine_agent_packet_ins_total", Kind: Counter, Component: "agent",
-		Help:   "Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), policy_reject (a connection a tiered policy rule rejects), policy_log (a connection a rule with enableLogging decides, for the policy audit log), traceflow (a Traceflow's tagged copy), unknown.",
+		Help:   "Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), policy_reject (a connection a tiered policy rule rejects), policy_log (a connection a rule with enableLogging decides, for the policy audit log; a denied one goes to flow export too), policy_denied (a connection policy denied, for flow export), traceflow (a Traceflow's tagged copy), unknown.",
 		Labels: []string{"reason"}}
 	AgentPolicySessions = Def{Name: "seine_agent_policy_sessions_total", Kind: Counter, Component: "agent",
 		Help: "Connections the node's policy rules decided (allowed, dropped or rejected), read from the policy flows' counters every policyStatsInterval (core/policystats): the node's total, per rule in stats.seine.io."}
@@ -86,7 +86,7 @@ var (
 	AgentFlowExportDropped = Def{Name: "seine_agent_flow_export_records_dropped_total", Kind: Counter, Component: "agent", When: "flow export on",
 		Help: "IPFIX flow records dropped: the queue to the collector was full (the oldest go first, so memory stays bounded while the collector is away)."}
 	AgentFlowExportUntracked = Def{Name: "seine_agent_flow_export_untracked_connections_total", Kind: Counter, Component: "agent", When: "flow export on",
-		Help: "Connections the flow exporter did not follow because it already followed maxConnections."}
+		Help: "Connections the flow exporter did not follow because it already followed maxConnections, and denied connections beyond the 4,096 kept per poll interval."}
 	AgentFlowExportPollErrors = Def{Name: "seine_agent_flow_export_poll_errors_total", Kind: Counter, Component: "agent", When: "flow export on",
 		Help: "Reads of the datapath's connections for flow export that failed."}
 	AgentFlowExportConnections = Def{Name: "seine_agent_flow_export_connections", Kind: Gauge, Component: "agent", When: "flow export on",
@@ -156,7 +156,7 @@ func libovsdbDefs() []Def { return []Def{OVSDBDisconnects, OVSDBMonitors} }
 var (
 	CNICommands     = []string{"ADD", "DEL", "CHECK", "STATUS", "GC"}
 	FlowOperations  = []string{"add", "modify", "delete", "bundle", "delete_cookie"}
-	PacketInReasons = []string{"service_reject", "policy_reject", "policy_log", "traceflow", "unknown"}
+	PacketInReasons = []string{"service_reject", "policy_reject", "policy_log", "policy_denied", "traceflow", "unknown"}
 )
 
 // Agent holds the agent's event metrics.

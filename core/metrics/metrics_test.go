@@ -288,7 +288,7 @@ seine_agent_flow_export_records_sent_total 40
 # HELP seine_agent_flow_export_records_dropped_total IPFIX flow records dropped: the queue to the collector was full (the oldest go first, so memory stays bounded while the collector is away).
 # TYPE seine_agent_flow_export_records_dropped_total counter
 seine_agent_flow_export_records_dropped_total 2
-# HELP seine_agent_flow_export_untracked_connections_total Connections the flow exporter did not follow because it already followed maxConnections.
+# HELP seine_agent_flow_export_untracked_connections_total Connections the flow exporter did not follow because it already followed maxConnections, and denied connections beyond the 4,096 kept per poll interval.
 # TYPE seine_agent_flow_export_untracked_connections_total counter
 seine_agent_flow_export_untracked_connections_total 1
 # HELP seine_agent_flow_export_queued_records IPFIX flow records waiting for the collector.

@@ -95,6 +95,11 @@ type PolicySet struct {
 	// (the gateway IP). Kubernetes always lets a node reach its own pods
 	// (kubelet probes), so they pass ingress policy.
 	NodeSources []netip.Addr
+	// ExportDenied sends the first packet of every connection policy
+	// denies (a Drop or Reject rule, an isolated pod's default drop) to
+	// the agent, through PolicyLogMeter, for flow export (the agent's
+	// flowExport is on): denied connections never reach conntrack.
+	ExportDenied bool
 }
 
 // Priorities of the policy tables.
@@ -155,10 +160,10 @@ func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
 		}
 	}
 	for _, port := range sortedPorts(s.EgressIsolated) {
-		b.add(EgressPolicy, prioPolicyIsolate, match().IP().InPort(port), nil)
+		b.flows = append(b.flows, isolationFlow(EgressPolicy, port, b.cookie, s.ExportDenied))
 	}
 	for _, port := range sortedPorts(s.IngressIsolated) {
-		b.add(IngressPolicy, prioPolicyIsolate, match().IP().Reg(TargetPortField.Reg, regPort(port), 0xffffffff), nil)
+		b.flows = append(b.flows, isolationFlow(IngressPolicy, port, b.cookie, s.ExportDenied))
 	}
 
 	rules, ids, err := policyRuleIDs(s.Rules)
@@ -166,7 +171,7 @@ func PolicyFlows(s PolicySet, r Round) ([]*openflow.Flow, error) {
 		return nil, err
 	}
 	for i := range rules {
-		if err := p.rule(b, &rules[i], ids[i]); err != nil {
+		if err := p.rule(b, &rules[i], ids[i], s.ExportDenied); err != nil {
 			return nil, err
 		}
 	}
@@ -305,8 +310,8 @@ func (p *policyBuilder) clause(k clauseKey, policy string, c openflow.Conjunctio
 // rule adds the clauses and the conj_id flow of one rule. A rule with an
 // empty clause (no local targets, no IPv4 peer left) can never match and
 // gets no flows.
-func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32) error {
-	parts, err := ruleParts(ru, id, b.cookie.Round())
+func (p *policyBuilder) rule(b *builder, ru *PolicyRule, id uint32, exportDenied bool) error {
+	parts, err := ruleParts(ru, id, b.cookie.Round(), exportDenied)
 	if err != nil || len(parts.own) == 0 {
 		return err
 	}
@@ -334,8 +339,9 @@ type rulePart struct {
 }
 
 // ruleParts are the clauses and the own flows of one rule with
-// conjunction ID id under round r.
-func ruleParts(ru *PolicyRule, id uint32, r Round) (rulePart, error) {
+// conjunction ID id under round r; with exportDenied a Drop or Reject
+// rule sends its connections' first packet to the agent (PolicySet).
+func ruleParts(ru *PolicyRule, id uint32, r Round, exportDenied bool) (rulePart, error) {
 	table, next, prio, err := ruleTable(ru)
 	if err != nil {
 		return rulePart{}, err
@@ -374,8 +380,11 @@ func ruleParts(ru *PolicyRule, id uint32, r Round) (rulePart, error) {
 	}
 	ob := &builder{cookie: NewCookie(r, CategoryPolicy, PolicyID(ru.Policy))}
 	var log []byte
-	if ru.Log {
+	switch {
+	case ru.Log:
 		log = PolicyLogUserdata(ru)
+	case exportDenied && (ru.Action == ActionDrop || ru.Action == ActionReject):
+		log = policyDeniedUserdata(ru.Action, ru.Direction, ru.Policy, ru.Key)
 	}
 	acts := actions()
 	if ru.Action == ActionAllow {

@@ -38,6 +38,7 @@ type PolicyIndex struct {
 	dirty         map[clauseKey]bool
 	changed       map[string]bool
 	rebuilds      int // whole rebuilds after a collision (for tests)
+	exportDenied  bool
 }
 
 type policyRuleRef struct{ policy, key string }
@@ -67,6 +68,7 @@ func (x *PolicyIndex) build(s PolicySet) error {
 		clauses: map[clauseKey]*clauseFlow{}, clauseFlows: map[clauseKey][]string{},
 		tables: map[Table]int{}, tableFlows: map[Table][]string{},
 		flows: map[string]*openflow.Flow{}, dirty: map[clauseKey]bool{}, changed: x.changed,
+		exportDenied: s.ExportDenied,
 	}
 	if x.changed == nil {
 		x.changed = map[string]bool{}
@@ -128,7 +130,7 @@ func sameFlow(a, b *openflow.Flow) bool {
 
 // addRule indexes ru under conjunction ID id.
 func (x *PolicyIndex) addRule(ru *PolicyRule, id uint32) error {
-	part, err := ruleParts(ru, id, 0)
+	part, err := ruleParts(ru, id, 0, x.exportDenied)
 	if err != nil {
 		return err
 	}
@@ -297,7 +299,8 @@ func (x *PolicyIndex) rebuildWith(set []PolicyRule, remove [][2]string) error {
 
 // set is the PolicySet of rules with the index's isolation and sources.
 func (x *PolicyIndex) set(rules []PolicyRule) PolicySet {
-	return PolicySet{Rules: rules, IngressIsolated: sortedSet(x.ingIso), EgressIsolated: sortedSet(x.egIso), NodeSources: x.sources}
+	return PolicySet{Rules: rules, IngressIsolated: sortedSet(x.ingIso), EgressIsolated: sortedSet(x.egIso), NodeSources: x.sources,
+		ExportDenied: x.exportDenied}
 }
 
 // Reset rebuilds the index from s.
@@ -321,14 +324,9 @@ func (x *PolicyIndex) SetIsolated(ingress, egress []uint32) {
 			}
 		}
 	}
-	cookie := uint64(NewCookie(0, CategoryPolicy, 0))
-	sync(x.egIso, egress, func(p uint32) *openflow.Flow {
-		return openflow.NewFlow(uint8(EgressPolicy), prioPolicyIsolate).Cookie(cookie).Match(match().IP().InPort(p))
-	})
-	sync(x.ingIso, ingress, func(p uint32) *openflow.Flow {
-		return openflow.NewFlow(uint8(IngressPolicy), prioPolicyIsolate).Cookie(cookie).
-			Match(match().IP().Reg(TargetPortField.Reg, regPort(p), 0xffffffff))
-	})
+	cookie := NewCookie(0, CategoryPolicy, 0)
+	sync(x.egIso, egress, func(p uint32) *openflow.Flow { return isolationFlow(EgressPolicy, p, cookie, x.exportDenied) })
+	sync(x.ingIso, ingress, func(p uint32) *openflow.Flow { return isolationFlow(IngressPolicy, p, cookie, x.exportDenied) })
 }
 
 // SetNodeSources makes sources the node's own addresses; a change

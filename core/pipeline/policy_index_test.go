@@ -73,7 +73,8 @@ func randomRule(rng *rand.Rand, p, k string) PolicyRule {
 // adds, changes and removals, isolation and node-source changes to a
 // PolicyIndex and compares its flows after every step with PolicyFlows of
 // the same set computed from scratch. Policy names include colliding and
-// adjacent conjunction IDs. Seeded: a failure names its seed and step.
+// adjacent conjunction IDs; even seeds with ExportDenied. Seeded: a
+// failure names its seed and step.
 func TestPolicyIndexMatchesPolicyFlows(t *testing.T) {
 	colliding := collidingPolicies(t, 6)
 	rebuilds := 0
@@ -81,7 +82,8 @@ func TestPolicyIndexMatchesPolicyFlows(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 16))
 		rules := map[policyRuleRef]PolicyRule{}
 		set := func() PolicySet {
-			s := PolicySet{NodeSources: []netip.Addr{netip.MustParseAddr("10.244.1.1")}}
+			// Even seeds export denied connections (flow export on).
+			s := PolicySet{NodeSources: []netip.Addr{netip.MustParseAddr("10.244.1.1")}, ExportDenied: seed%2 == 0}
 			for _, r := range rules {
 				s.Rules = append(s.Rules, r)
 			}

@@ -104,18 +104,61 @@ func PolicyLogUserdata(ru *PolicyRule) []byte {
 	return append(append(append(b, ru.Policy...), '/'), ru.Key...)
 }
 
-// PolicyLogInfo is what a logged rule's packet-in says of its rule.
+// PacketInPolicyDenied is the first byte of the userdata of a packet-in of
+// a connection policy denied, sent for flow export alone
+// (PolicySet.ExportDenied); the rest is as PolicyLogUserdata's. A denied
+// connection of a rule with enableLogging sends PacketInPolicyLog, which
+// serves both.
+const PacketInPolicyDenied byte = 5
+
+// policyDeniedUserdata is the userdata of a denied connection's packet-in
+// for flow export: policy and key are empty for an isolated pod's default
+// drop (no one rule decided it).
+func policyDeniedUserdata(a PolicyAction, d PolicyDirection, policy, key string) []byte {
+	b := []byte{PacketInPolicyDenied, byte(a), byte(d)}
+	return append(append(append(b, policy...), '/'), key...)
+}
+
+// isolationFlow drops the new connections of an isolated pod (port) that
+// no rule of table t allowed; with exportDenied it first sends the packet
+// to the agent through PolicyLogMeter.
+func isolationFlow(t Table, port uint32, cookie Cookie, exportDenied bool) *openflow.Flow {
+	m := match().IP().InPort(port)
+	dir := PolicyEgress
+	if t == IngressPolicy {
+		m, dir = match().IP().Reg(TargetPortField.Reg, regPort(port), 0xffffffff), PolicyIngress
+	}
+	f := openflow.NewFlow(uint8(t), prioPolicyIsolate).Cookie(uint64(cookie)).Match(m)
+	if exportDenied {
+		f.Actions(actions().Controller(openflow.Controller{
+			Reason: openflow.ReasonAction, Userdata: policyDeniedUserdata(ActionDrop, dir, "", ""), MeterID: PolicyLogMeter,
+		}))
+	}
+	return f
+}
+
+// IsIsolationFlow tells an isolated pod's default-drop flow.
+func IsIsolationFlow(f *openflow.Flow) bool {
+	t := Table(f.TableID())
+	return (t == EgressPolicy || t == IngressPolicy) && f.Priority() == prioPolicyIsolate
+}
+
+// PolicyLogInfo is what a logged or denied rule's packet-in says of its
+// rule.
 type PolicyLogInfo struct {
 	Action    PolicyAction
 	Direction PolicyDirection
-	Policy    string // the policy's UID
+	Policy    string // the policy's UID ("" for an isolated pod's default drop)
 	Key       string // the rule's Key in its policy
+	// Log is true for a rule with enableLogging (PacketInPolicyLog); false
+	// for a denied connection sent for flow export alone.
+	Log bool
 }
 
-// ParsePolicyLogUserdata reads PolicyLogUserdata; ok is false for any
-// other userdata.
+// ParsePolicyLogUserdata reads PolicyLogUserdata and a denied
+// connection's userdata; ok is false for any other userdata.
 func ParsePolicyLogUserdata(u []byte) (info PolicyLogInfo, ok bool) {
-	if len(u) < 3 || u[0] != PacketInPolicyLog {
+	if len(u) < 3 || (u[0] != PacketInPolicyLog && u[0] != PacketInPolicyDenied) {
 		return info, false
 	}
 	rest := string(u[3:])
@@ -123,7 +166,8 @@ func ParsePolicyLogUserdata(u []byte) (info PolicyLogInfo, ok bool) {
 	if i < 0 {
 		return info, false
 	}
-	return PolicyLogInfo{Action: PolicyAction(u[1]), Direction: PolicyDirection(u[2]), Policy: rest[:i], Key: rest[i+1:]}, true
+	return PolicyLogInfo{Action: PolicyAction(u[1]), Direction: PolicyDirection(u[2]), Policy: rest[:i], Key: rest[i+1:],
+		Log: u[0] == PacketInPolicyLog}, true
 }
 
 // PolicyMeters are the meters the policy flows use. OVS refuses meter mods
@@ -188,7 +232,8 @@ func ruleTable(ru *PolicyRule) (table, next Table, prio uint16, err error) {
 // past every policy table of its direction (next), Drop drops, Reject asks
 // the agent to answer (through the meter) and drops, Pass goes on to
 // Kubernetes NetworkPolicy from a tier table and past the baseline from a
-// baseline table; they follow acts (an Allow's rule ID). A logged rule (log: its userdata) first sends the
+// baseline table; they follow acts (an Allow's rule ID). A logged rule (log: its userdata; or a denied
+// connection's, for flow export) first sends the
 // packet to the agent through PolicyLogMeter, then does the same.
 func ruleActions(acts *openflow.Actions, a PolicyAction, next Table, table Table, log []byte) *openflow.Actions {
 	if log != nil {

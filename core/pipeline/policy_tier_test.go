@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -182,13 +183,13 @@ func TestTraceTierLogged(t *testing.T) {
 	res := trace(t, tr, fromTunnel(TCPPacket(0, nil, nil, peerBPod, dbIP, 41000, 5432)))
 	got := logged(res)
 	if len(res.Outputs) != 0 || len(got) != 1 ||
-		got[0] != (PolicyLogInfo{Action: ActionDrop, Direction: PolicyIngress, Policy: "secops", Key: "0"}) {
+		got[0] != (PolicyLogInfo{Action: ActionDrop, Direction: PolicyIngress, Policy: "secops", Key: "0", Log: true}) {
 		t.Errorf("node-b -> db tcp/5432: want one log packet-in of secops/0 (Drop, ingress) and a drop, got %+v:\n%s", got, res)
 	}
 	// The Allow, logged, still forwards.
 	res = trace(t, tr, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerBPod, 41001, 81))
 	wantOutput(t, res, portTunnel)
-	if got := logged(res); len(got) != 1 || got[0] != (PolicyLogInfo{Action: ActionAllow, Direction: PolicyEgress, Policy: "app", Key: "3"}) {
+	if got := logged(res); len(got) != 1 || got[0] != (PolicyLogInfo{Action: ActionAllow, Direction: PolicyEgress, Policy: "app", Key: "3", Log: true}) {
 		t.Errorf("web -> node-b tcp/81: want one log packet-in of app/3 (Allow, egress), got %+v:\n%s", got, res)
 	}
 	// The Reject, logged: two packet-ins, the log and the reject.
@@ -204,5 +205,80 @@ func TestTraceTierLogged(t *testing.T) {
 	}
 	if _, ok := ParsePolicyLogUserdata([]byte{PacketInPolicyReject}); ok {
 		t.Error("a reject's userdata parsed as a log's")
+	}
+}
+
+// With ExportDenied every denied connection's first packet goes to the
+// agent once, through the log meter, naming its rule (a Drop, a Reject,
+// an isolated pod's default drop with no rule); an allowed one sends
+// none; a logged Drop sends its log packet-in alone (it serves both).
+// Without ExportDenied the same packets send nothing new.
+func TestTraceDeniedExported(t *testing.T) {
+	denied := func(s PolicySet) func(p Packet) []PolicyLogInfo {
+		flows := buildOrFail(t, scenarioByName(t, "routed-encap-geneve"), 1)
+		flows = append(flows, policyFlowsOrFail(t, s, 1)...)
+		tr, err := NewTracer(flows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func(p Packet) []PolicyLogInfo {
+			res := trace(t, tr, p)
+			var out []PolicyLogInfo
+			for _, pi := range res.PacketIns {
+				if info, ok := ParsePolicyLogUserdata(pi.Userdata); ok {
+					if pi.MeterID != PolicyLogMeter {
+						t.Errorf("a denied packet-in through meter %d, want %d", pi.MeterID, PolicyLogMeter)
+					}
+					out = append(out, info)
+				}
+			}
+			if len(out) > 0 && len(res.Outputs) != 0 {
+				t.Errorf("%s: a denied packet was output:\n%s", p, res)
+			}
+			return out
+		}
+	}
+	tier := tierScenario()
+	for i := range tier.Rules {
+		if tier.Rules[i].Policy == "base" && tier.Rules[i].Key == "0" {
+			tier.Rules[i].Log = true
+		}
+	}
+	k8s := policyScenario()
+	tier.ExportDenied, k8s.ExportDenied = true, true
+	cases := []struct {
+		name string
+		set  PolicySet
+		p    Packet
+		want []PolicyLogInfo
+	}{
+		{"tier Drop", tier, fromTunnel(TCPPacket(0, nil, nil, peerBPod, dbIP, 43000, 5432)),
+			[]PolicyLogInfo{{Action: ActionDrop, Direction: PolicyIngress, Policy: "secops", Key: "0"}}},
+		{"tier Reject", tier, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerBPod, 43001, 80),
+			[]PolicyLogInfo{{Action: ActionReject, Direction: PolicyEgress, Policy: "app", Key: "2"}}},
+		{"logged baseline Drop", tier, fromTunnel(TCPPacket(0, nil, nil, peerBPod, webIP, 43002, 8080)),
+			[]PolicyLogInfo{{Action: ActionDrop, Direction: PolicyIngress, Policy: "base", Key: "0", Log: true}}},
+		{"tier Allow", tier, TCPPacket(portWeb, webMAC, gatewayMAC, webIP, peerBPod, 43003, 81), nil},
+		{"isolated ingress", k8s, fromTunnel(TCPPacket(0, nil, nil, peerBPod, dbIP, 43004, 22)),
+			[]PolicyLogInfo{{Action: ActionDrop, Direction: PolicyIngress}}},
+		{"isolated egress", k8s, TCPPacket(portWeb, webMAC, dbMAC, webIP, dbIP, 43005, 22),
+			[]PolicyLogInfo{{Action: ActionDrop, Direction: PolicyEgress}}},
+		{"allowed", k8s, TCPPacket(portWeb, webMAC, dbMAC, webIP, dbIP, 43006, 5432), nil},
+	}
+	for _, c := range cases {
+		if got := denied(c.set)(c.p); !slices.Equal(got, c.want) {
+			t.Errorf("%s: packet-ins %+v, want %+v", c.name, got, c.want)
+		}
+		off := c.set
+		off.ExportDenied = false
+		var want []PolicyLogInfo
+		for _, w := range c.want {
+			if w.Log {
+				want = append(want, w)
+			}
+		}
+		if got := denied(off)(c.p); !slices.Equal(got, want) {
+			t.Errorf("%s without ExportDenied: packet-ins %+v, want %+v", c.name, got, want)
+		}
 	}
 }

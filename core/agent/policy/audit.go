@@ -88,6 +88,17 @@ func (c *Controller) DescribeRule(uid, key string) (policy, rule string) {
 	return policy, n.Rule
 }
 
+// RuleOf names the user policy and rule of the policy with uid and the
+// resolved rule key, as DescribeRule, in parts (flow export's fields);
+// only Name, the UID, for a policy the last state does not hold.
+func (c *Controller) RuleOf(uid, key string) RuleName {
+	np := c.auditLookup().policies[uid]
+	if np == nil {
+		return RuleName{Name: uid}
+	}
+	return describe(np, key)
+}
+
 // describe names np's user policy and the rule of key (see DescribeRule).
 func describe(np *controlplane.NetworkPolicy, key string) RuleName {
 	n := RuleName{Name: np.Name}

@@ -71,6 +71,9 @@ type Config struct {
 	Logger *slog.Logger
 	// StateFile is where the last State is kept ("" keeps nothing).
 	StateFile string
+	// ExportDenied sends denied connections' first packets to the agent
+	// for flow export (pipeline.PolicySet.ExportDenied).
+	ExportDenied bool
 }
 
 // Retry back-off of a failed install (see Run).
@@ -81,9 +84,10 @@ const (
 
 // Controller enforces NetworkPolicy on one node.
 type Controller struct {
-	node Node
-	log  *slog.Logger
-	file string
+	node         Node
+	log          *slog.Logger
+	file         string
+	exportDenied bool
 
 	// sem serializes the appliers (Sync, PodsChanged, the retry loop) and
 	// Load; a channel, so that waiting for it honours a context. It guards
@@ -188,7 +192,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, errors.New("policy controller: node and logger are required")
 	}
 	return &Controller{
-		node: cfg.Node, log: cfg.Logger, file: cfg.StateFile,
+		node: cfg.Node, log: cfg.Logger, file: cfg.StateFile, exportDenied: cfg.ExportDenied,
 		sem:     make(chan struct{}, 1),
 		served1: make(chan struct{}), kick: make(chan struct{}, 1),
 		realized: map[string]int64{}, failed: map[string]Realization{},
@@ -460,6 +464,7 @@ func (c *Controller) setInstallFailedLocked(r resolved, err error) {
 func (c *Controller) resolve() (resolved, map[uint32][]netip.Addr) {
 	pods := c.node.LocalPods()
 	r := resolve(*c.state, pods, c.node.NodeSources())
+	r.set.ExportDenied = c.exportDenied
 	if _, err := c.prios.assign(&r.set, r.orders); err != nil {
 		r.problems = append(r.problems, err.Error())
 	}

@@ -115,6 +115,7 @@ func (c *Controller) resolveIncremental() (r resolved, d *delta, ips map[uint32]
 	if d == nil {
 		r, c.inc = c.resolveFull(pods, sources)
 	}
+	r.set.ExportDenied = c.exportDenied
 	for _, p := range r.problems {
 		c.log.Warn("policy not enforced", "problem", p)
 	}
@@ -357,9 +358,12 @@ func sortMsgs(msgs []openflow.Message) {
 	})
 }
 
-// isIsolation tells the default-drop flows of isolated pods: the only
-// policy flows without actions.
-func isIsolation(f *openflow.Flow) bool { return len(f.InstructionBytes()) == 0 }
+// isIsolation tells the flows that only deny: the default-drop flows of
+// isolated pods (which send the packet to the agent first when denied
+// connections are exported) and the other flows without actions.
+func isIsolation(f *openflow.Flow) bool {
+	return len(f.InstructionBytes()) == 0 || pipeline.IsIsolationFlow(f)
+}
 
 func emptySet(s pipeline.PolicySet) bool {
 	return len(s.Rules) == 0 && len(s.IngressIsolated) == 0 && len(s.EgressIsolated) == 0

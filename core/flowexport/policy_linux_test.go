@@ -1,0 +1,211 @@
+package flowexport_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vmware/go-ipfix/pkg/collector"
+	"github.com/vmware/go-ipfix/pkg/entities"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/seine-cni/seine/core/agent"
+	"github.com/seine-cni/seine/core/agent/policy"
+	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
+	"github.com/seine-cni/seine/test/agenttest"
+	"github.com/seine-cni/seine/test/lab/probe"
+	"github.com/seine-cni/seine/test/ovsdaemon"
+)
+
+// TestAgentExportsPolicyVerdicts runs a real seine-agent (test/agenttest:
+// real OVS, userspace datapath, pods through seine-cni) exporting to
+// go-ipfix's collector, with a Kubernetes NetworkPolicy letting client
+// reach server on TCP 8080 and a Seine ClusterNetworkPolicy dropping TCP
+// 22 from client. The allowed connection's record names the Kubernetes
+// policy and its rule (read from the connection's ct_label); the denied
+// ones, which conntrack never holds, come from the drop flows' packet-ins:
+// one record per 5-tuple and poll interval for the tiered Drop (its policy and rule) and one
+// for the isolated server's default drop (type Kubernetes, no name), each
+// with action Drop and flowEndReason 3.
+func TestAgentExportsPolicyVerdicts(t *testing.T) {
+	ovsdaemon.SkipUnlessCanRun(t)
+	cp, err := collector.InitCollectingProcess(collector.CollectorInput{Address: "127.0.0.1:0", Protocol: "tcp",
+		MaxBufferSize: 65535, DecodingMode: collector.DecodingModeStrict})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go cp.Start()
+	// Stop waits for the message channel to be read: drain it.
+	defer func() {
+		done := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-cp.GetMsgChan():
+				case <-done:
+					return
+				}
+			}
+		}()
+		cp.Stop()
+		close(done)
+	}()
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(5 * time.Millisecond) {
+		if a := cp.GetAddress(); a != nil {
+			if _, port, _ := net.SplitHostPort(a.String()); port != "0" {
+				addr = a.String()
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("collector did not start")
+		}
+	}
+	n := agenttest.StartWith(t, agenttest.Options{FlowExport: &agent.FlowExportConfig{
+		Collector: addr, Transport: "tcp",
+		PollInterval: metav1.Duration{Duration: 200 * time.Millisecond}, ActiveTimeout: metav1.Duration{Duration: time.Hour},
+		IdleTimeout: metav1.Duration{Duration: time.Hour},
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	type pod struct {
+		name, ns string
+		ip       netip.Addr
+	}
+	add := func(name string, ports ...int32) pod {
+		ns := ovsdaemon.NewNetNS(t)
+		rt := &libcni.RuntimeConf{ContainerID: "flowexport-" + name, NetNS: ns, IfName: "eth0",
+			Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}}}
+		r, err := n.CNI.AddNetworkList(ctx, n.Config, rt)
+		if err != nil {
+			t.Fatalf("ADD %s: %v", name, err)
+		}
+		t.Cleanup(func() { n.CNI.DelNetworkList(context.Background(), n.Config, rt) })
+		res, err := current.NewResultFromResult(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+		if _, err := n.Kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec:       corev1.PodSpec{NodeName: "node-1"},
+			Status:     corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: ip.String()}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var cps []corev1.ContainerPort
+		for _, p := range ports {
+			cps = append(cps, corev1.ContainerPort{ContainerPort: p, Protocol: corev1.ProtocolTCP})
+		}
+		if len(cps) > 0 {
+			stop, err := probe.Serve(ctx, ns, name, cps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+		}
+		return pod{name: name, ns: ns, ip: ip}
+	}
+	cli := add("client")
+	srv := add("server", 8080, 22, 9090)
+
+	member := func(p pod) controlplane.GroupMember {
+		return controlplane.GroupMember{Pod: controlplane.PodReference{Namespace: "default", Name: p.name},
+			IPs: []controlplane.IPAddress{p.ip.AsSlice()}, NodeName: "node-1"}
+	}
+	tcp := func(port int32) controlplane.Service {
+		p := intstr.FromInt32(port)
+		return controlplane.Service{Protocol: controlplane.ProtocolTCP, Port: &p}
+	}
+	from := controlplane.NetworkPolicyPeer{AddressGroups: []string{"clients"}}
+	drop := controlplane.RuleActionDrop
+	tp, prio := int32(100), 1.0
+	state := policy.State{
+		AppliedToGroups: map[string]*controlplane.AppliedToGroup{"server": {ObjectMeta: metav1.ObjectMeta{Name: "server"}, Members: []controlplane.GroupMember{member(srv)}}},
+		AddressGroups:   map[string]*controlplane.AddressGroup{"clients": {ObjectMeta: metav1.ObjectMeta{Name: "clients"}, Members: []controlplane.GroupMember{member(cli)}}},
+		NetworkPolicies: map[string]*controlplane.NetworkPolicy{
+			"k8s": {
+				ObjectMeta:      metav1.ObjectMeta{Name: "k8s", UID: types.UID("uid-k8s"), Generation: 1},
+				SourceRef:       &controlplane.NetworkPolicyReference{Type: controlplane.K8sNetworkPolicy, Namespace: "default", Name: "allow-client"},
+				AppliedToGroups: []string{"server"},
+				PolicyTypes:     []controlplane.PolicyType{controlplane.PolicyTypeIngress},
+				Rules:           []controlplane.NetworkPolicyRule{{Direction: controlplane.DirectionIn, From: from, Services: []controlplane.Service{tcp(8080)}}},
+			},
+			"sec": {
+				ObjectMeta:      metav1.ObjectMeta{Name: "sec", UID: types.UID("uid-sec"), Generation: 1},
+				SourceRef:       &controlplane.NetworkPolicyReference{Type: controlplane.SeineClusterNetworkPolicy, Name: "deny-ssh"},
+				AppliedToGroups: []string{"server"}, TierPriority: &tp, Priority: &prio, Tier: "securityops",
+				Rules: []controlplane.NetworkPolicyRule{{Direction: controlplane.DirectionIn, From: from, Services: []controlplane.Service{tcp(22)},
+					Action: &drop, Name: "no-ssh"}},
+			},
+		},
+	}
+	if err := n.Agent.Policy().Sync(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+
+	if reply, err := probe.Probe(ctx, cli.ns, "tcp", fmt.Sprintf("%s:8080", srv.ip), 5*time.Second); err != nil || reply != "server" {
+		t.Fatalf("client -> server tcp/8080 (allowed): %q, %v", reply, err)
+	}
+	for _, port := range []int{22, 9090} {
+		if reply, err := probe.Probe(ctx, cli.ns, "tcp", fmt.Sprintf("%s:%d", srv.ip, port), 1500*time.Millisecond); !errors.Is(err, probe.ErrTimeout) {
+			t.Fatalf("client -> server tcp/%d: want a timeout (denied), got %q, %v", port, reply, err)
+		}
+	}
+
+	want := map[string]string{
+		"8080": "reason=3 src=default/client dst=default/server type=1 in=1:default/allow-client/ingress/0:1 out=0://:0",
+		"22":   "reason=3 src=default/client dst=default/server type=1 in=3:/deny-ssh/no-ssh:2 out=0://:0",
+		"9090": "reason=3 src=default/client dst=default/server type=1 in=1://:2 out=0://:0",
+	}
+	got := map[string]string{}
+	denied := map[string]uint64{}
+	end := time.After(60 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case m := <-cp.GetMsgChan():
+			set := m.GetSet()
+			if set.GetSetType() != entities.Data {
+				continue
+			}
+			for _, r := range set.GetRecords() {
+				f := r.GetElementMap()
+				port := fmt.Sprint(f["destinationTransportPort"])
+				if _, ok := want[port]; !ok || fmt.Sprint(f["sourceIPv4Address"]) != cli.ip.String() {
+					continue
+				}
+				line := fmt.Sprintf("reason=%v src=%v/%v dst=%v/%v type=%v in=%v:%v/%v/%v:%v out=%v:%v/%v/%v:%v",
+					f["flowEndReason"], f["sourcePodNamespace"], f["sourcePodName"], f["destinationPodNamespace"], f["destinationPodName"], f["flowType"],
+					f["ingressNetworkPolicyType"], f["ingressNetworkPolicyNamespace"], f["ingressNetworkPolicyName"], f["ingressNetworkPolicyRuleName"], f["ingressNetworkPolicyRuleAction"],
+					f["egressNetworkPolicyType"], f["egressNetworkPolicyNamespace"], f["egressNetworkPolicyName"], f["egressNetworkPolicyRuleName"], f["egressNetworkPolicyRuleAction"])
+				got[port] = line
+				if port != "8080" {
+					denied[port] += f["packetTotalCount"].(uint64)
+				}
+			}
+		case <-end:
+			t.Fatalf("records: %v, want ports 8080, 22 and 9090", got)
+		}
+	}
+	for port, w := range want {
+		if got[port] != w {
+			t.Errorf("tcp/%s:\n got %s\nwant %s", port, got[port], w)
+		}
+	}
+	for port, pkts := range denied {
+		if pkts < 1 {
+			t.Errorf("tcp/%s: denied record counts %d packets", port, pkts)
+		}
+	}
+	t.Logf("denied SYNs counted: %v", denied)
+}
