@@ -79,9 +79,19 @@ func TestTracePolicyStats(t *testing.T) {
 
 // The rule IDs a committed connection carries in ct_label name, through
 // PolicyRuleIDs, the allow rules that let it in: what flow export reads
-// from the conntrack dump.
+// from the conntrack dump. Linux's and Windows' flow sets alike.
 func TestPolicyRuleIDsFromLabel(t *testing.T) {
-	tr := policyTracer(t)
+	for _, sc := range []string{"routed-encap-geneve", "windows-encap-geneve"} {
+		t.Run(sc, func(t *testing.T) { testPolicyRuleIDsFromLabel(t, sc) })
+	}
+}
+
+func testPolicyRuleIDsFromLabel(t *testing.T, sc string) {
+	flows := buildOrFail(t, scenarioByName(t, sc), 1)
+	tr, err := NewTracer(append(flows, policyFlowsOrFail(t, policyScenario(), 1)...))
+	if err != nil {
+		t.Fatal(err)
+	}
 	byID, err := PolicyRuleIDs(policyScenario())
 	if err != nil {
 		t.Fatal(err)

@@ -212,10 +212,17 @@ func TestTraceTierLogged(t *testing.T) {
 // agent once, through the log meter, naming its rule (a Drop, a Reject,
 // an isolated pod's default drop with no rule); an allowed one sends
 // none; a logged Drop sends its log packet-in alone (it serves both).
-// Without ExportDenied the same packets send nothing new.
+// Without ExportDenied the same packets send nothing new. Linux's and
+// Windows' flow sets alike.
 func TestTraceDeniedExported(t *testing.T) {
+	for _, sc := range []string{"routed-encap-geneve", "windows-encap-geneve"} {
+		t.Run(sc, func(t *testing.T) { testTraceDeniedExported(t, sc) })
+	}
+}
+
+func testTraceDeniedExported(t *testing.T, sc string) {
 	denied := func(s PolicySet) func(p Packet) []PolicyLogInfo {
-		flows := buildOrFail(t, scenarioByName(t, "routed-encap-geneve"), 1)
+		flows := buildOrFail(t, scenarioByName(t, sc), 1)
 		flows = append(flows, policyFlowsOrFail(t, s, 1)...)
 		tr, err := NewTracer(flows)
 		if err != nil {
