@@ -157,8 +157,8 @@ func agentInfo(dyn dynamic.Interface, node string) bundle.Source {
 	}}
 }
 
-// podLog is the log of a Seine pod's container (on node, if given),
-// through the kube-apiserver; an install whose component runs outside a
+// podLog is the log of a Seine pod's container (on node, if given) and,
+// when it restarted, of the container before, through the kube-apiserver; an install whose component runs outside a
 // pod (a Windows service, systemd) says so and is not a failure.
 func podLog(name string, cs kubernetes.Interface, ns, selector, container, node string, since time.Duration) bundle.Source {
 	return bundle.Source{Name: name, Collect: func(ctx context.Context, w io.Writer) error {
@@ -182,14 +182,31 @@ func podLog(name string, cs kubernetes.Interface, ns, selector, container, node 
 			opts.SinceSeconds = &secs
 		}
 		fmt.Fprintf(w, "# %s/%s, container %s\n", p.Namespace, p.Name, container)
-		rc, err := cs.CoreV1().Pods(ns).GetLogs(p.Name, opts).Stream(ctx)
-		if err != nil {
+		if err := copyLog(ctx, w, cs, ns, p.Name, opts); err != nil {
 			return err
 		}
-		defer rc.Close()
-		_, err = io.Copy(w, io.LimitReader(rc, maxPartBytes))
-		return err
+		// A container that restarted: the log of the one before, which
+		// is where a crash is.
+		for _, st := range p.Status.ContainerStatuses {
+			if st.Name == container && st.RestartCount > 0 {
+				fmt.Fprintf(w, "\n# the previous container (%d restarts)\n", st.RestartCount)
+				prev := *opts
+				prev.Previous = true
+				return copyLog(ctx, w, cs, ns, p.Name, &prev)
+			}
+		}
+		return nil
 	}}
+}
+
+func copyLog(ctx context.Context, w io.Writer, cs kubernetes.Interface, ns, pod string, opts *corev1.PodLogOptions) error {
+	rc, err := cs.CoreV1().Pods(ns).GetLogs(pod, opts).Stream(ctx)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(w, io.LimitReader(rc, maxPartBytes))
+	return err
 }
 
 // controllerAddress is where the running seine-controller pod serves

@@ -102,6 +102,9 @@ func TestCollect(t *testing.T) {
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "seine-config", Namespace: "kube-system", Labels: map[string]string{"app": "seine"}},
 			Data: map[string]string{"seine-agent.yaml": "nodeName: x\nkubeAPIToken: " + plantedToken + "\n",
 				"kubeconfig": "users:\n- user:\n    client-key-data: " + base64.StdEncoding.EncodeToString([]byte("-----BEGIN RSA PRIVATE KEY-----\n"+plantedKey+"\n-----END RSA PRIVATE KEY-----\n")) + "\n"}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "seine-agent-abcde", Namespace: "kube-system", Labels: map[string]string{"app": "seine", "component": "seine-agent"}},
+			Spec:   corev1.PodSpec{NodeName: "n1"},
+			Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "seine-agent", RestartCount: 2}}}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "seine-secret", Namespace: "kube-system", Labels: map[string]string{"app": "seine"}},
 			Data: map[string][]byte{"token": []byte(secretValue)}},
 	)
@@ -162,6 +165,14 @@ func TestCollect(t *testing.T) {
 	if s := files["nodes/n1/agent/log.txt"]; !strings.Contains(s, "node=n1") || strings.Contains(s, "since=0001") {
 		t.Errorf("n1's log (with since): %q", s)
 	}
+	// n1's agent pod restarted: its log and the previous container's.
+	if s := files["nodes/n1/agent-pod.log"]; !strings.Contains(s, "# kube-system/seine-agent-abcde, container seine-agent") ||
+		!strings.Contains(s, "# the previous container (2 restarts)") || strings.Count(s, "fake logs") != 2 {
+		t.Errorf("n1's agent pod log:\n%s", s)
+	}
+	if s := files["nodes/n2/agent-pod.log"]; !strings.Contains(s, "runs outside a pod") {
+		t.Errorf("n2's agent pod log (no pod):\n%s", s)
+	}
 	if s := files["nodes/n2/ERROR.txt"]; !strings.Contains(s, "no answer within 2s") {
 		t.Errorf("n2's error: %q", s)
 	}
@@ -187,13 +198,20 @@ func TestCollect(t *testing.T) {
 
 	// A token the agents refuse: every node reported, with the agent's
 	// answer.
+	// On a terminal the progress is one line rewritten in place.
 	buf.Reset()
+	progress.Reset()
 	res, err = Collect(context.Background(), &buf, Options{Kube: cs, Dynamic: dyn, NodeSelector: "bundle=yes", Token: "wrong", Timeout: 2 * time.Second,
+		Progress: &progress, ProgressInPlace: true,
 		AgentAddress: func(n *corev1.Node) (string, error) { return addrs[n.Name], nil }, ControllerAddress: controller.Listener.Addr().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := res.Nodes[0].Err; e == nil || !strings.Contains(e.Error(), "403 Forbidden") {
 		t.Errorf("n1 with a wrong token: %v", e)
+	}
+	if p := progress.String(); !strings.HasPrefix(p, "\rcollecting: 0/3 nodes") || !strings.Contains(p, "\rcollecting: 3/3 nodes, last n") ||
+		!strings.HasSuffix(p, "\n") || strings.Count(p, "\n") != 1 {
+		t.Errorf("progress in place: %q", p)
 	}
 }
