@@ -51,6 +51,7 @@ func (c *collector) cluster(ctx context.Context) []error {
 	}
 	add("cluster/", objects("policy.networking.k8s.io/clusternetworkpolicies.yaml", c.o.Dynamic, UpstreamClusterNetworkPolicies, ""))
 	add("cluster/", c.configMaps())
+	add("cluster/", registration(c.o.Dynamic))
 	add("controller/", podLog("pod.log", c.o.Kube, c.o.Namespace, "component=seine-controller", "seine-controller", "", c.o.Since))
 	addr := c.o.ControllerAddress
 	if addr == "" {
@@ -106,6 +107,52 @@ func objects(name string, dyn dynamic.Interface, gvr schema.GroupVersionResource
 			return err
 		}
 		return writeYAML(w, l.Items)
+	}}
+}
+
+// Where Seine's APIs are registered: the APIServices and
+// CustomResourceDefinitions of Seine's groups and of the upstream
+// ClusterNetworkPolicy.
+var (
+	apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+	crds        = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+)
+
+// registration is how Seine's APIs are registered: its APIServices (with
+// their Available condition) and the CustomResourceDefinitions of
+// crd.seine.io and policy.networking.k8s.io (versions, stored versions,
+// Established), without their schemas.
+func registration(dyn dynamic.Interface) bundle.Source {
+	return bundle.Source{Name: "registration.yaml", Collect: func(ctx context.Context, w io.Writer) error {
+		as, err := dyn.Resource(apiServices).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("apiservices: %w", err)
+		}
+		var items []unstructured.Unstructured
+		for _, a := range as.Items {
+			if g, _, _ := unstructured.NestedString(a.Object, "spec", "group"); strings.HasSuffix(g, ".seine.io") {
+				items = append(items, a)
+			}
+		}
+		cs, err := dyn.Resource(crds).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("customresourcedefinitions: %w", err)
+		}
+		for _, c := range cs.Items {
+			g, _, _ := unstructured.NestedString(c.Object, "spec", "group")
+			if g != "crd.seine.io" && g != UpstreamClusterNetworkPolicies.Group {
+				continue
+			}
+			versions, _, _ := unstructured.NestedSlice(c.Object, "spec", "versions")
+			for _, v := range versions {
+				if m, ok := v.(map[string]any); ok {
+					delete(m, "schema")
+				}
+			}
+			_ = unstructured.SetNestedSlice(c.Object, versions, "spec", "versions")
+			items = append(items, c)
+		}
+		return writeYAML(w, items)
 	}}
 }
 

@@ -119,7 +119,20 @@ func TestCollect(t *testing.T) {
 		{Group: "crd.seine.io", Version: "v1beta1", Resource: "seineagentinfos"}: "SeineAgentInfoList",
 		{Group: "crd.seine.io", Version: "v1beta1", Resource: "traceflows"}:      "TraceflowList",
 		UpstreamClusterNetworkPolicies:                                           "ClusterNetworkPolicyList",
-	}, agentInfo)
+		apiServices:                                                              "APIServiceList",
+		crds:                                                                     "CustomResourceDefinitionList",
+	}, agentInfo,
+		&unstructured.Unstructured{Object: map[string]any{"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+			"metadata": map[string]any{"name": "v1beta1.controlplane.seine.io"}, "spec": map[string]any{"group": "controlplane.seine.io"},
+			"status": map[string]any{"conditions": []any{map[string]any{"type": "Available", "status": "True"}}}}},
+		&unstructured.Unstructured{Object: map[string]any{"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+			"metadata": map[string]any{"name": "v1.apps"}, "spec": map[string]any{"group": "apps"}}},
+		&unstructured.Unstructured{Object: map[string]any{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+			"metadata": map[string]any{"name": "traceflows.crd.seine.io"}, "spec": map[string]any{"group": "crd.seine.io",
+				"versions": []any{map[string]any{"name": "v1beta1", "served": true, "storage": true, "schema": map[string]any{"openAPIV3Schema": "huge"}}}}}},
+		&unstructured.Unstructured{Object: map[string]any{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+			"metadata": map[string]any{"name": "widgets.example.com"}, "spec": map[string]any{"group": "example.com"}}},
+	)
 
 	addrs := map[string]string{"n1": good.Listener.Addr().String(), "n2": hanging.Listener.Addr().String(), "n3": other.Listener.Addr().String()}
 	var buf, progress bytes.Buffer
@@ -181,6 +194,11 @@ func TestCollect(t *testing.T) {
 	}
 	if s := files["summary.txt"]; !strings.Contains(s, "OK    node n1") || !strings.Contains(s, "failed in it: host/diagnostics.txt\n") || !strings.Contains(s, "FAIL  node n2") {
 		t.Errorf("summary:\n%s", s)
+	}
+	if s := files["cluster/registration.yaml"]; !strings.Contains(s, "name: v1beta1.controlplane.seine.io") || !strings.Contains(s, "type: Available") ||
+		!strings.Contains(s, "name: traceflows.crd.seine.io") || !strings.Contains(s, "storage: true") ||
+		strings.Contains(s, "huge") || strings.Contains(s, "v1.apps") || strings.Contains(s, "widgets") {
+		t.Errorf("registration:\n%s", s)
 	}
 	if !strings.Contains(files["cluster/configmaps.yaml"], "seine-config") {
 		t.Errorf("configmaps: %q", files["cluster/configmaps.yaml"])

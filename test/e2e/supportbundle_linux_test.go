@@ -188,6 +188,7 @@ func TestSupportBundle(t *testing.T) {
 	for name, s := range map[string]string{
 		"cluster/crd.seine.io/seineagentinfos.yaml": "name: " + nodes[2].Name,
 		"cluster/configmaps.yaml":                   "seine-planted",
+		"cluster/registration.yaml":                 "name: v1beta1.controlplane.seine.io",
 		"cluster/nodes.txt":                         nodes[1].Name,
 		"controller/log.txt":                        "level=",
 		"controller/state.txt":                      "networkpolicies",
