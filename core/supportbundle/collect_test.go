@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -232,4 +234,68 @@ func TestCollect(t *testing.T) {
 		!strings.HasSuffix(p, "\n") || strings.Count(p, "\n") != 1 {
 		t.Errorf("progress in place: %q", p)
 	}
+}
+
+// TestCollectBounded: twenty nodes, four at a time, never more; each
+// agent answers in 50 ms, so the whole takes about five rounds, not one
+// nor twenty.
+func TestCollectBounded(t *testing.T) {
+	var (
+		mu             sync.Mutex
+		inFlight, most int
+	)
+	part := bundle.Handler(func(time.Time) []bundle.Source {
+		return []bundle.Source{{Name: "agent/log.txt", Collect: func(_ context.Context, w io.Writer) error {
+			_, err := io.WriteString(w, "msg=hello\n")
+			return err
+		}}}
+	}, bundle.Options{})
+	slow := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		part.ServeHTTP(w, r)
+	}))
+	t.Cleanup(slow.Close)
+	controller := httptest.NewTLSServer(part)
+	t.Cleanup(controller.Close)
+	var objs []runtime.Object
+	for i := range 20 {
+		objs = append(objs, node(fmt.Sprintf("n%02d", i), "10.0.0.1", nil))
+	}
+	cs := fake.NewClientset(objs...)
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		UpstreamClusterNetworkPolicies: "ClusterNetworkPolicyList", apiServices: "APIServiceList", crds: "CustomResourceDefinitionList",
+	})
+	var buf bytes.Buffer
+	start := time.Now()
+	res, err := Collect(context.Background(), &buf, Options{Kube: cs, Dynamic: dyn, Token: "good", Parallel: 4, Timeout: 10 * time.Second,
+		AgentAddress:      func(*corev1.Node) (string, error) { return slow.Listener.Addr().String(), nil },
+		ControllerAddress: controller.Listener.Addr().String()})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range res.Nodes {
+		if n.Err != nil || n.Bytes == 0 {
+			t.Errorf("%s: %d bytes, %v", n.Node, n.Bytes, n.Err)
+		}
+	}
+	if len(res.Nodes) != 20 {
+		t.Errorf("%d nodes, want 20", len(res.Nodes))
+	}
+	// Never more than the bound; more than one at once (exactly 4 on a
+	// quiet machine, where every round overlaps whole).
+	if most > 4 || most < 2 {
+		t.Errorf("at most %d agents asked at once, want 2 to 4", most)
+	}
+	if took < 250*time.Millisecond {
+		t.Errorf("20 nodes, 4 at a time, 50 ms each, took %s: not bounded", took)
+	}
+	t.Logf("20 nodes, 4 at a time: %s, at most %d at once", took.Round(time.Millisecond), most)
 }
