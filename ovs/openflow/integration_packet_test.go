@@ -320,3 +320,53 @@ func TestReplacedFlowCounters(t *testing.T) {
 		t.Errorf("delete and add: %+v, want 1 packet", fresh.Stats)
 	}
 }
+
+// TestResumeContinuesPausedPipeline: a paused controller action's
+// packet-in sent back as NXT_RESUME continues from the action after the
+// pause with the registers and the conntrack state the packet had: table
+// 1 pauses a tracked packet with reg0 loaded, and only the resumed packet
+// reaches table 2's controller action, which matches both (a packet
+// injected anew would be untracked, its registers zero).
+func TestResumeContinuesPausedPipeline(t *testing.T) {
+	pins := make(chan *PacketIn, 4)
+	_, c, ctx := testBridge(t, Config{PacketIn: func(p *PacketIn) { pins <- p }})
+	if err := c.AddFlows(ctx,
+		NewFlow(0, 100).Match(NewMatch().UDP()).Actions(NewActions().CT(NewCT().Zone(7).Table(1))),
+		NewFlow(1, 100).Match(NewMatch().UDP().CTState(CTTracked, CTTracked)).
+			Actions(NewActions().SetReg(0, 0x1234).Controller(Controller{Reason: ReasonAction, Userdata: []byte("paused"), Pause: true}).GotoTable(2)),
+		NewFlow(2, 100).Match(NewMatch().UDP().CTState(CTTracked, CTTracked).Reg(0, 0x1234, 0xffffffff)).
+			Actions(NewActions().Controller(Controller{Reason: ReasonAction, Userdata: []byte("resumed")})),
+	); err != nil {
+		t.Fatal(err)
+	}
+	frame := udpFrame([]byte("dns answer"))
+	if err := c.Apply(ctx, NewPacketOut(PortController, frame, NewActions().Output(PortTable))); err != nil {
+		t.Fatalf("packet-out: %v", err)
+	}
+	next := func(what string) *PacketIn {
+		t.Helper()
+		select {
+		case pin := <-pins:
+			return pin
+		case <-time.After(3 * time.Second):
+			t.Fatalf("no packet-in %s", what)
+		}
+		return nil
+	}
+	pin := next("from the paused action")
+	if string(pin.Userdata) != "paused" || len(pin.Continuation) == 0 {
+		t.Fatalf("first packet-in: userdata %q, %d bytes of continuation", pin.Userdata, len(pin.Continuation))
+	}
+	select {
+	case p := <-pins:
+		t.Fatalf("a packet-in before the resume: %s", p)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := c.Apply(ctx, &Resume{PacketIn: pin}); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	pin = next("after the resume")
+	if string(pin.Userdata) != "resumed" || pin.Reg(0) != 0x1234 || !bytes.Equal(pin.Packet, frame) {
+		t.Errorf("after the resume: userdata %q reg0 %#x, packet equal %v", pin.Userdata, pin.Reg(0), bytes.Equal(pin.Packet, frame))
+	}
+}

@@ -230,3 +230,18 @@ func (p *PacketIn) String() string {
 	}
 	return sb.String()
 }
+
+// Resume is NXT_RESUME: it continues the pipeline that a paused controller
+// action (Controller.Pause) stopped, from the action after it, with every
+// register, the conntrack state and the action set as they were. It
+// carries the packet-in back as OVS sent it (the continuation is opaque).
+type Resume struct{ PacketIn *PacketIn }
+
+func (*Resume) MsgType() uint8 { return TypeExperimenter }
+
+func (r *Resume) appendBody(b []byte) []byte {
+	start := len(b)
+	b = r.PacketIn.appendBody(b)
+	be.PutUint32(b[start+4:], nxtResume)
+	return b
+}
