@@ -40,6 +40,9 @@ const (
 	// AffinityID). The agent never deletes them by round: they outlive
 	// replays, and go with their endpoint or their Service.
 	CategoryAffinity Category = 8
+	// CategoryDNS is the DNS answers' way to the agent while domain-name
+	// peers exist (DNSInterceptFlows): one fixed flow, replaced by round.
+	CategoryDNS Category = 9
 )
 
 func (c Category) String() string {
@@ -60,6 +63,8 @@ func (c Category) String() string {
 		return "traceflow"
 	case CategoryAffinity:
 		return "affinity"
+	case CategoryDNS:
+		return "dns"
 	}
 	return fmt.Sprintf("category(%d)", uint8(c))
 }

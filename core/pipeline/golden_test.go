@@ -20,22 +20,28 @@ func goldenPath(name string) string { return filepath.Join("testdata", name+".fl
 func TestGolden(t *testing.T) {
 	for _, sc := range scenarios() {
 		t.Run(sc.name, func(t *testing.T) {
-			got := Text(buildOrFail(t, sc.state, goldenRound))
-			path := goldenPath(sc.name)
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("flows differ from %s (run with -update to accept):\n%s", path, lineDiff(string(want), got))
-			}
+			checkGolden(t, sc.name, Text(buildOrFail(t, sc.state, goldenRound)))
 		})
+	}
+}
+
+// checkGolden compares got with testdata/<name>.flows, or writes it there
+// with -update.
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := goldenPath(name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("flows differ from %s (run with -update to accept):\n%s", path, lineDiff(string(want), got))
 	}
 }
 

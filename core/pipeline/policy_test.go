@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -54,21 +53,7 @@ func policyFlowsOrFail(t *testing.T, s PolicySet, r Round) []*openflow.Flow {
 // TestPolicyGolden compares the policy flows with testdata/policy-basic.flows
 // (regenerate with go test ./core/pipeline -run TestPolicyGolden -update).
 func TestPolicyGolden(t *testing.T) {
-	got := Text(policyFlowsOrFail(t, policyScenario(), goldenRound))
-	path := goldenPath("policy-basic")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("flows differ from %s (run with -update to accept):\n%s", path, lineDiff(string(want), got))
-	}
+	checkGolden(t, "policy-basic", Text(policyFlowsOrFail(t, policyScenario(), goldenRound)))
 }
 
 // A rule costs |targets| + |peers| + |services| clause flows and one

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"errors"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -52,21 +51,7 @@ func tierScenario() PolicySet {
 // TestPolicyTierGolden compares the tiered flows with
 // testdata/policy-tiered.flows (-update to regenerate).
 func TestPolicyTierGolden(t *testing.T) {
-	got := Text(policyFlowsOrFail(t, tierScenario(), goldenRound))
-	path := goldenPath("policy-tiered")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("flows differ from %s (run with -update to accept):\n%s", path, lineDiff(string(want), got))
-	}
+	checkGolden(t, "policy-tiered", Text(policyFlowsOrFail(t, tierScenario(), goldenRound)))
 }
 
 // The evaluation order of core/tiers/README.md, traced through the node's

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -132,19 +131,5 @@ func groupText(groups []*openflow.GroupEntry) string {
 // flows and groups with testdata/services-bridged-geneve.flows.
 func TestServiceGolden(t *testing.T) {
 	flows, groups := serviceFlowsOf(t)
-	got := Text(flows) + groupText(groups)
-	path := goldenPath("services-bridged-geneve")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("flows differ from %s (run with -update to accept):\n%s", path, lineDiff(string(want), got))
-	}
+	checkGolden(t, "services-bridged-geneve", Text(flows)+groupText(groups))
 }

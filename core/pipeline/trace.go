@@ -203,7 +203,10 @@ type PacketIn struct {
 	Table    Table
 	Userdata []byte
 	MeterID  uint32
-	Packet   Packet
+	// Paused: the pipeline waits for the controller to resume the packet
+	// (the trace goes on as if it did).
+	Paused bool
+	Packet Packet
 	// Regs are the registers when the packet was sent (reg0..reg15).
 	Regs [16]uint32
 }

@@ -222,11 +222,16 @@ func hashBucket(g *openflow.GroupEntry, p Packet) int {
 
 // packetIn records a controller action.
 func (x *run) packetIn(tbl uint8, step int, c openflow.Controller) {
-	pi := PacketIn{Table: Table(tbl), Userdata: c.Userdata, MeterID: c.MeterID, Packet: x.fs.packet()}
+	pi := PacketIn{Table: Table(tbl), Userdata: c.Userdata, MeterID: c.MeterID, Paused: c.Pause, Packet: x.fs.packet()}
 	for i := range pi.Regs {
 		pi.Regs[i] = uint32(x.fs.uint(openflow.Reg(i)))
 	}
 	x.tr.PacketIns = append(x.tr.PacketIns, pi)
+	if c.Pause {
+		// The tracer goes on as if the agent resumed the packet at once.
+		x.note(step, "packet-in to the controller, paused until it resumes (userdata %x, meter %d)", c.Userdata, c.MeterID)
+		return
+	}
 	x.note(step, "packet-in to the controller (userdata %x, meter %d)", c.Userdata, c.MeterID)
 }
 
