@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/fqdn"
 	"github.com/seine-cni/seine/core/tiers"
 )
 
@@ -112,6 +113,10 @@ func ValidatePolicy(p Policy, l Lookup) field.ErrorList {
 				peers = r.To
 			}
 			for j, pr := range peers {
+				if pr.FQDN != "" && d.name == "ingress" {
+					errs = append(errs, field.Forbidden(rp.Child(d.peers).Index(j).Child("fqdn"), "domain names are learned from the DNS answers the rule's pods receive: an fqdn peer is for egress rules only"))
+					continue
+				}
 				errs = append(errs, validatePeer(pr, p.Namespace, l, rp.Child(d.peers).Index(j))...)
 			}
 			for j, pt := range r.Ports {
@@ -194,7 +199,7 @@ func validatePeer(pr crdv1.Peer, namespace string, l Lookup, path *field.Path) f
 		on   bool
 	}{
 		{"group", pr.Group != ""}, {"podSelector", pr.PodSelector != nil}, {"namespaceSelector", pr.NamespaceSelector != nil},
-		{"ipBlock", pr.IPBlock != nil}, {"nodeSelector", pr.NodeSelector != nil},
+		{"ipBlock", pr.IPBlock != nil}, {"nodeSelector", pr.NodeSelector != nil}, {"fqdn", pr.FQDN != ""},
 	} {
 		if f.on {
 			set = append(set, f.name)
@@ -202,9 +207,9 @@ func validatePeer(pr crdv1.Peer, namespace string, l Lookup, path *field.Path) f
 	}
 	switch {
 	case len(set) == 0:
-		return field.ErrorList{field.Required(path, "a peer entry selects nothing: give one of podSelector, namespaceSelector, ipBlock, group or nodeSelector (no entries at all means every peer)")}
+		return field.ErrorList{field.Required(path, "a peer entry selects nothing: give one of podSelector, namespaceSelector, ipBlock, group, nodeSelector or fqdn (no entries at all means every peer)")}
 	case len(set) > 1 && !(len(set) == 2 && pr.PodSelector != nil && pr.NamespaceSelector != nil):
-		return field.ErrorList{field.Invalid(path, strings.Join(set, ", "), "a peer entry is one of: podSelector and/or namespaceSelector, ipBlock, group, nodeSelector; put the others in entries of their own")}
+		return field.ErrorList{field.Invalid(path, strings.Join(set, ", "), "a peer entry is one of: podSelector and/or namespaceSelector, ipBlock, group, nodeSelector, fqdn; put the others in entries of their own")}
 	}
 	switch {
 	case pr.Group != "":
@@ -218,6 +223,10 @@ func validatePeer(pr crdv1.Peer, namespace string, l Lookup, path *field.Path) f
 		errs = append(errs, validateIPBlock(*pr.IPBlock, path.Child("ipBlock"))...)
 	case pr.NodeSelector != nil:
 		errs = append(errs, validateSelector(pr.NodeSelector, path.Child("nodeSelector"))...)
+	case pr.FQDN != "":
+		if _, err := fqdn.ParsePattern(pr.FQDN); err != nil {
+			errs = append(errs, field.Invalid(path.Child("fqdn"), pr.FQDN, err.Error()))
+		}
 	default:
 		errs = append(errs, validateSelector(pr.PodSelector, path.Child("podSelector"))...)
 		errs = append(errs, validateSelector(pr.NamespaceSelector, path.Child("namespaceSelector"))...)

@@ -144,7 +144,7 @@ ingress:
 egress:
 - action: Allow
   name: out
-  to: [{ipBlock: {cidr: "fd00::/64", except: ["fd00::/96"]}}]`},
+  to: [{ipBlock: {cidr: "fd00::/64", except: ["fd00::/96"]}}, {fqdn: "*.example.com"}, {fqdn: Example.ORG.}]`},
 		{name: "accepted: the default tier, per-rule appliedTo", spec: `
 priority: 10
 ingress: [{action: Allow, appliedTo: [{podSelector: {}}]}]`},
@@ -180,7 +180,7 @@ appliedTo: [{}]
 egress: [{action: Drop, to: [{}]}]`,
 			want: []string{
 				`spec.appliedTo[0]: Required value: an appliedTo entry selects nothing: give podSelector, namespaceSelector or group ({} selects every pod)`,
-				`spec.egress[0].to[0]: Required value: a peer entry selects nothing: give one of podSelector, namespaceSelector, ipBlock, group or nodeSelector (no entries at all means every peer)`,
+				`spec.egress[0].to[0]: Required value: a peer entry selects nothing: give one of podSelector, namespaceSelector, ipBlock, group, nodeSelector or fqdn (no entries at all means every peer)`,
 			}},
 		{name: "mixed peer and appliedTo entries", spec: `
 priority: 10
@@ -188,8 +188,18 @@ appliedTo: [{group: web, podSelector: {}}]
 ingress: [{action: Drop, from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}, {group: web, nodeSelector: {}}]}]`,
 			want: []string{
 				`spec.appliedTo[0]: Invalid value: "web": a group stands alone in its entry: put the selectors in the ClusterGroup, or in an entry of their own`,
-				`spec.ingress[0].from[0]: Invalid value: "podSelector, ipBlock": a peer entry is one of: podSelector and/or namespaceSelector, ipBlock, group, nodeSelector; put the others in entries of their own`,
+				`spec.ingress[0].from[0]: Invalid value: "podSelector, ipBlock": a peer entry is one of: podSelector and/or namespaceSelector, ipBlock, group, nodeSelector, fqdn; put the others in entries of their own`,
 				`spec.ingress[0].from[1]: Invalid value: "group, nodeSelector": a peer entry is one of`,
+			}},
+		{name: "fqdn peers", spec: `
+priority: 10
+appliedTo: [{podSelector: {}}]
+ingress: [{action: Allow, from: [{fqdn: example.com}]}]
+egress: [{action: Allow, to: [{fqdn: "www.*.example.com"}, {fqdn: example.com, podSelector: {}}]}]`,
+			want: []string{
+				`spec.ingress[0].from[0].fqdn: Forbidden: domain names are learned from the DNS answers the rule's pods receive: an fqdn peer is for egress rules only`,
+				`spec.egress[0].to[0].fqdn: Invalid value: "www.*.example.com": domain name "www.*.example.com": want labels`,
+				`spec.egress[0].to[1]: Invalid value: "podSelector, fqdn": a peer entry is one of`,
 			}},
 		{name: "ipBlocks", spec: `
 priority: 10

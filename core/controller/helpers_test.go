@@ -179,6 +179,9 @@ func (e *testEnv) dump() string {
 					ps = append(ps, "except:"+ipNetString(x))
 				}
 			}
+			for _, d := range peer.DomainNames {
+				ps = append(ps, "fqdn:"+d)
+			}
 			var svcs []string
 			for _, sv := range r.Services {
 				x := string(sv.Protocol)

@@ -20,6 +20,7 @@ import (
 
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
+	"github.com/seine-cni/seine/core/fqdn"
 	"github.com/seine-cni/seine/core/tiers"
 )
 
@@ -311,6 +312,12 @@ func (c *Controller) translateTiered(sp tieredSpec) (obj *controlplane.NetworkPo
 				peers = r.To
 			}
 			peer, errs := c.clusterPeer(peers, sp.namespace, &ags, &groups)
+			if d.dir == controlplane.DirectionIn && len(peer.DomainNames) > 0 {
+				// A name is learned from the answers the rule's own pods
+				// receive: it cannot stand for a client.
+				errs = append(errs, fmt.Errorf("fqdn peers are for egress rules"))
+				peer.DomainNames = nil
+			}
 			if extra := sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)]; len(extra) > 0 {
 				if len(peers) == 0 {
 					// Every peer had no equivalent: the rule matches
@@ -424,6 +431,21 @@ func (c *Controller) clusterPeer(peers []crdv1.Peer, namespace string, ags *[]*g
 		}
 	}
 	for i, pr := range peers {
+		if pr.FQDN != "" {
+			if pr.Group != "" || pr.PodSelector != nil || pr.NamespaceSelector != nil || pr.IPBlock != nil || pr.NodeSelector != nil {
+				errs = append(errs, fmt.Errorf("peer %d: fqdn with a selector, ipBlock or group beside it (an fqdn stands alone in its entry)", i))
+				continue
+			}
+			p, err := fqdn.ParsePattern(pr.FQDN)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("peer %d: fqdn: %w", i, err))
+				continue
+			}
+			if !containsString(out.DomainNames, p.String()) {
+				out.DomainNames = append(out.DomainNames, p.String())
+			}
+			continue
+		}
 		if pr.NodeSelector != nil {
 			if pr.Group != "" || pr.PodSelector != nil || pr.NamespaceSelector != nil || pr.IPBlock != nil {
 				errs = append(errs, fmt.Errorf("peer %d: nodeSelector with a selector, ipBlock or group beside it (a nodeSelector stands alone in its entry)", i))

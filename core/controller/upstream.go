@@ -190,8 +190,13 @@ func upstreamSpec(p *upstreamCNP) tieredSpec {
 					}
 				case pr.Nodes != nil:
 					out = append(out, crdv1.Peer{NodeSelector: pr.Nodes})
+				case len(pr.DomainNames) > 0 && r.Action == "Accept":
+					for _, n := range pr.DomainNames {
+						out = append(out, crdv1.Peer{FQDN: n})
+					}
 				case len(pr.DomainNames) > 0:
-					sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)] = append(sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)], fmt.Errorf("peer %d: domainNames are not supported yet", j))
+					// The API takes domainNames in Accept rules only.
+					sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)] = append(sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)], fmt.Errorf("peer %d: domainNames in a %s rule (Accept rules only)", j, r.Action))
 				default:
 					sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)] = append(sp.peerErrs[fmt.Sprintf("%s/%d", d.name, i)], fmt.Errorf("peer %d: selects nothing", j))
 				}

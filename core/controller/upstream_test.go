@@ -69,6 +69,8 @@ spec:
     to: [{networks: [10.0.0.0/8]}, {nodes: {}}]
   - action: Deny
     to: [{domainNames: [example.com]}]
+  - action: Accept
+    to: [{domainNames: ["*.Example.com.", example.org, example.org.]}, {networks: [192.0.2.0/24]}]
 `)
 	baseline := upstreamPolicy(t, `
 apiVersion: policy.networking.k8s.io/v1beta1
@@ -95,11 +97,12 @@ ag {namespaceSelector=env=x podSelector=} members=[x/web@n1,10.0.1.1] span=[n2]
 ag {nodeSelector=} members=[node:n1,192.168.0.1] span=[n2]
 atg {namespaceSelector=env=x podSelector=app=web} members=[x/web@n1,10.0.1.1] span=[n1]
 atg {namespaceSelector=team=db podSelector=} members=[y/db@n2,10.0.2.1] span=[n2]
-upstream-cnp admin-deny types=[] atg=[{namespaceSelector=team=db podSelector=}] span=[n2] tier=Admin/240 priority=10 error=egress rule 1: peer 0: domainNames are not supported yet: Drop of every address (fails closed)
+upstream-cnp admin-deny types=[] atg=[{namespaceSelector=team=db podSelector=}] span=[n2] tier=Admin/240 priority=10 error=egress rule 1: peer 0: domainNames in a Deny rule (Accept rules only): Drop of every address (fails closed)
   In peers=[{namespaceSelector=env=x podSelector=}] services=[TCP/5432 UDP/53-60] priority=0 action=Drop name=no-x
   In peers=[{namespaceSelector= podSelector=app=web}] services=[TCP/http UDP/http SCTP/http] priority=1 action=Pass
   Out peers=[{nodeSelector=} 10.0.0.0/8] services=[] priority=0 action=Allow
   Out peers=[0.0.0.0/0 ::/0] services=[] priority=1 action=Drop
+  Out peers=[192.0.2.0/24 fqdn:*.example.com fqdn:example.org] services=[] priority=2 action=Allow
 upstream-cnp baseline-deny types=[] atg=[{namespaceSelector=env=x podSelector=app=web}] span=[n1] tier=Baseline/254 priority=3
   In peers=[{namespaceSelector= podSelector=}] services=[] priority=0 action=Drop`)
 }

@@ -157,6 +157,11 @@ type IPBlock struct {
 type NetworkPolicyPeer struct {
 	AddressGroups []string  `json:"addressGroups,omitempty"`
 	IPBlocks      []IPBlock `json:"ipBlocks,omitempty"`
+	// DomainNames are domain-name patterns in canonical form (core/fqdn:
+	// lower case, no trailing dot, "*." for one or more labels): the
+	// addresses the DNS answers to the node's pods gave for the names they
+	// match. Egress (To) only.
+	DomainNames []string `json:"domainNames,omitempty"`
 }
 
 // Service is a protocol and port (or port range, or named port) a rule

@@ -447,6 +447,11 @@ func (in *NetworkPolicyPeer) DeepCopyInto(out *NetworkPolicyPeer) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.DomainNames != nil {
+		in, out := &in.DomainNames, &out.DomainNames
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	return
 }
 

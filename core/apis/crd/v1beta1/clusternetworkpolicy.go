@@ -121,7 +121,8 @@ type Rule struct {
 
 // Peer is the other end of a rule: pods (podSelector and/or
 // namespaceSelector, with AppliedTo's meaning), an ipBlock, a ClusterGroup
-// (group, alone in its entry), or Nodes (nodeSelector, alone in its entry).
+// (group, alone in its entry), Nodes (nodeSelector, alone in its entry), or
+// domain names (fqdn, alone in its entry, egress only).
 type Peer struct {
 	// Group names a ClusterGroup: its pods and IP blocks.
 	// +optional
@@ -137,6 +138,14 @@ type Peer struct {
 	// Nodes come, go and change.
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+	// FQDN is a domain name, or "*." and a domain for one or more labels
+	// before it (the upstream ClusterNetworkPolicy's domainNames): the
+	// peer is the addresses the DNS answers to the rule's pods gave for
+	// the names it matches, each until its TTL (at least 5 s) has passed
+	// (core/fqdn). Egress rules only; it stands alone in its entry.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^(\*\.)?([a-zA-Z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.)+[a-zA-Z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.?$`
+	FQDN string `json:"fqdn,omitempty"`
 }
 
 // IPBlock is a CIDR minus the CIDRs in Except.
