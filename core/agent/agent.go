@@ -81,6 +81,9 @@ type Agent struct {
 	// policyRejects are the packet-ins of connections tiered rules
 	// rejected, waiting for their answer (policyreject.go).
 	policyRejects chan *openflow.PacketIn
+	// fqdn keeps the addresses of domain-name peers (fqdn.go): the policy
+	// watch syncs through it.
+	fqdn *fqdnPeers
 	// audit is the policy audit log (policylog.go).
 	audit *auditlog.Logger
 
@@ -248,6 +251,7 @@ func New(o Options) (*Agent, error) {
 		return nil, err
 	}
 	a.policy = pc
+	a.fqdn = newFQDNPeers(a, pc)
 	a.setNotReady("starting")
 	return a, nil
 }
@@ -372,6 +376,11 @@ func (a *Agent) run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		a.fqdn.run(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		if a.audit == nil {
 			return
 		}
@@ -408,7 +417,7 @@ func (a *Agent) run(ctx context.Context) error {
 		}()
 	}
 	if a.controlPlane != nil {
-		pw, err := policywatch.New(a.controlPlane, a.cfg.NodeName, a.policy, a.log.With("component", "policywatch"), policywatch.Options{Report: a.policy})
+		pw, err := policywatch.New(a.controlPlane, a.cfg.NodeName, a.fqdn, a.log.With("component", "policywatch"), policywatch.Options{Report: a.policy})
 		if err != nil {
 			return fmt.Errorf("policy watch: %w", err)
 		}

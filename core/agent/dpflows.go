@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -201,6 +202,22 @@ func (f *dpFlow) concernedBy(n policy.Narrowed) bool {
 		}
 	}
 	return false
+}
+
+// dropsNewTo reports whether this datapath flow drops a new connection's
+// packet that could be for one of addrs (a flow the parser could not read
+// counts).
+func (f *dpFlow) dropsNewTo(addrs []netip.Addr) bool {
+	if f.unrecogn {
+		return true
+	}
+	const newTracked = ctNew | ctTracked
+	if !f.drops || !f.ipv4 || f.ctState.m&newTracked != newTracked || f.ctState.v&newTracked != newTracked {
+		return false
+	}
+	return slices.ContainsFunc(addrs, func(a netip.Addr) bool {
+		return a.Is4() && f.dst.overlaps(prefixMasked(netip.PrefixFrom(a, 32)))
+	})
 }
 
 func prefixMasked(p netip.Prefix) masked {

@@ -75,3 +75,29 @@ func TestDatapathFlowsConcernedByPolicyChanges(t *testing.T) {
 		}
 	}
 }
+
+// The cached drops a DNS answer must open (OpenDatapath): flows that drop
+// a new connection's packet to the address; the refused SYN of db-0 (its
+// destination wildcarded) and the unreadable line, nothing that forwards.
+func TestDatapathDropsOfNewConnections(t *testing.T) {
+	out, err := os.ReadFile("testdata/dpctl-dump-flows-m.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows := parseDatapathFlows(string(out))
+	var got []string
+	for _, f := range flows {
+		if f.dropsNewTo([]netip.Addr{netip.MustParseAddr("10.244.1.3")}) {
+			got = append(got, f.ufid)
+		}
+	}
+	want := []string{"a04d822c-78ac-4edc-aa85-7636f434804c", "77777777-0000-4000-8000-000000000002"}
+	if !slices.Equal(got, want) {
+		t.Errorf("drops of new connections to 10.244.1.3: %v, want %v", got, want)
+	}
+	for _, f := range flows {
+		if f.dropsNewTo(nil) && !f.unrecogn {
+			t.Errorf("%s drops new connections to no address", f.ufid)
+		}
+	}
+}

@@ -83,6 +83,7 @@ type fakeSwitch struct {
 	groups    map[uint32]*openflow.GroupEntry
 	meters    map[uint32]*openflow.MeterEntry
 	packetOut []*openflow.PacketOut
+	resumed   []resumed // NXT_RESUMEs, with the flows at that moment
 	connected chan struct{}
 	failNext  error
 	bundles   int
@@ -291,6 +292,8 @@ func (s *fakeSwitch) Apply(_ context.Context, msgs ...openflow.Message) error {
 			}
 		case *openflow.PacketOut:
 			s.packetOut = append(s.packetOut, m)
+		case *openflow.Resume:
+			s.resumed = append(s.resumed, resumed{pin: m.PacketIn, flows: len(s.flows), text: s.flowTextLocked()})
 		default:
 			return fmt.Errorf("fake switch: apply %T", m)
 		}

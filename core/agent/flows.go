@@ -145,8 +145,15 @@ func (a *Agent) replayFlows(ctx context.Context, w FlowWriter) error {
 	if err != nil {
 		return fmt.Errorf("build service flows: %w", err)
 	}
+	// And the DNS answers' way to the agent, while domain names are peers.
+	var df []*openflow.Flow
+	if a.fqdn != nil {
+		if df, err = a.fqdn.replayFlows(ctx, w, next); err != nil {
+			return fmt.Errorf("dns meter: %w", err)
+		}
+	}
 	a.onSwitch = nil
-	all := slices.Concat(flows, pf, sf)
+	all := slices.Concat(flows, pf, sf, df)
 	if len(groups) == 0 {
 		err = w.BundleFlows(ctx, openflow.FlowAdd, all)
 	} else {

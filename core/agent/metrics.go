@@ -93,6 +93,9 @@ func packetInReason(pi *openflow.PacketIn) string {
 	if len(pi.Userdata) > 0 && pi.Userdata[0] == pipeline.PacketInPolicyDenied {
 		return "policy_denied"
 	}
+	if len(pi.Userdata) > 0 && pi.Userdata[0] == pipeline.PacketInDNSResponse {
+		return "dns_response"
+	}
 	return "unknown"
 }
 

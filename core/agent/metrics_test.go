@@ -54,8 +54,9 @@ seine_agent_cni_requests_total{command="GC",result="error"} 0
 seine_agent_cni_requests_total{command="GC",result="success"} 0
 seine_agent_cni_requests_total{command="STATUS",result="error"} 0
 seine_agent_cni_requests_total{command="STATUS",result="success"} 0
-# HELP seine_agent_packet_ins_total Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), policy_reject (a connection a tiered policy rule rejects), policy_log (a connection a rule with enableLogging decides, for the policy audit log; a denied one goes to flow export too), policy_denied (a connection policy denied, for flow export), traceflow (a Traceflow's tagged copy), unknown.
+# HELP seine_agent_packet_ins_total Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), policy_reject (a connection a tiered policy rule rejects), policy_log (a connection a rule with enableLogging decides, for the policy audit log; a denied one goes to flow export too), policy_denied (a connection policy denied, for flow export), traceflow (a Traceflow's tagged copy), dns_response (a DNS answer to a local pod, while rules name domain names), unknown.
 # TYPE seine_agent_packet_ins_total counter
+seine_agent_packet_ins_total{reason="dns_response"} 0
 seine_agent_packet_ins_total{reason="policy_denied"} 0
 seine_agent_packet_ins_total{reason="policy_log"} 0
 seine_agent_packet_ins_total{reason="policy_reject"} 0

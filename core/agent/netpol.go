@@ -108,7 +108,7 @@ func (n policyNode) SettleDatapath(ctx context.Context, narrowed []policy.Narrow
 	defer c.Close()
 	flush := slices.ContainsFunc(narrowed, policy.Narrowed.Everything)
 	if !flush {
-		deleted, err := deleteConcernedFlows(ctx, c, narrowed)
+		deleted, err := deleteDatapathFlows(ctx, c, func(f *dpFlow) bool { return slices.ContainsFunc(narrowed, f.concernedBy) })
 		a.dpDeleted.Add(int64(deleted))
 		switch {
 		case err != nil:
@@ -130,18 +130,19 @@ func (n policyNode) SettleDatapath(ctx context.Context, narrowed []policy.Narrow
 	return nil
 }
 
-// deleteConcernedFlows deletes the datapath flows concerned by narrowed and
-// returns how many it deleted.
-func deleteConcernedFlows(ctx context.Context, c unixctl, narrowed []policy.Narrowed) (int, error) {
+// deleteDatapathFlows deletes the datapath flows concerned (by narrowed
+// traffic, or by addresses a DNS answer opened) and returns how many it
+// deleted.
+func deleteDatapathFlows(ctx context.Context, c unixctl, concernedBy func(*dpFlow) bool) (int, error) {
 	out, err := c.Call(ctx, "dpctl/dump-flows", "-m")
 	if err != nil {
 		return 0, fmt.Errorf("dpctl/dump-flows: %w", err)
 	}
 	var concerned []string
 	flows := parseDatapathFlows(out)
-	for _, f := range flows {
-		if slices.ContainsFunc(narrowed, f.concernedBy) {
-			concerned = append(concerned, f.ufid)
+	for i := range flows {
+		if concernedBy(&flows[i]) {
+			concerned = append(concerned, flows[i].ufid)
 		}
 	}
 	if n := len(concerned); n > maxTargetedDeletes || n > 32 && 4*n > len(flows) {
@@ -158,6 +159,39 @@ func deleteConcernedFlows(ctx context.Context, c unixctl, narrowed []policy.Narr
 		deleted++
 	}
 	return deleted, nil
+}
+
+// OpenDatapath deletes the datapath flows that drop new connections to
+// addrs, and returns once the revalidators have run: addresses a DNS
+// answer just allowed (domain-name peers) may have been denied a moment
+// before, and on the userspace datapath such a cached drop outlives the
+// flow change (see SettleDatapath) — the pod's first connection after the
+// answer would meet it. Nothing to delete: nothing to wait for.
+func (a *Agent) OpenDatapath(ctx context.Context, addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := a.vswitchd(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deleted, err := deleteDatapathFlows(ctx, c, func(f *dpFlow) bool { return f.dropsNewTo(addrs) })
+	a.dpDeleted.Add(int64(deleted))
+	if err != nil {
+		if _, err := c.Call(ctx, "dpctl/del-flows"); err != nil {
+			return fmt.Errorf("dpctl/del-flows: %w", err)
+		}
+		a.dpFlushes.Add(1)
+	} else if deleted == 0 {
+		return nil
+	}
+	if _, err := c.Call(ctx, "revalidator/wait"); err != nil {
+		return fmt.Errorf("revalidator/wait: %w", err)
+	}
+	return nil
 }
 
 // DatapathStats returns how many times a policy change flushed the whole

@@ -70,11 +70,16 @@ type applier interface {
 // installPolicyMeters installs the meters of the policy flows before a
 // replay's bundle (OVS refuses meter mods inside bundles).
 func installPolicyMeters(ctx context.Context, w FlowWriter) error {
+	return installMeters(ctx, w, pipeline.PolicyMeters())
+}
+
+// installMeters modifies the meters, or adds those that do not exist.
+func installMeters(ctx context.Context, w FlowWriter, meters []*openflow.MeterEntry) error {
 	aw, ok := w.(applier)
 	if !ok {
 		return nil
 	}
-	for _, m := range pipeline.PolicyMeters() {
+	for _, m := range meters {
 		if err := aw.Apply(ctx, openflow.ModifyMeter(m)); err != nil {
 			if err := aw.Apply(ctx, openflow.AddMeter(m)); err != nil {
 				return err

@@ -365,6 +365,9 @@ func (f ctFlusher) FlushConntrack(ctx context.Context, zone uint16, orig, reply 
 // onPacketIn takes the bridge's packet-ins.
 func (a *Agent) onPacketIn(pi *openflow.PacketIn) {
 	a.m.PacketIn(packetInReason(pi))
+	if a.fqdn != nil && a.fqdn.handlePacketIn(pi) {
+		return
+	}
 	if a.proxy != nil && a.proxy.HandlePacketIn(pi) {
 		return
 	}

@@ -3,6 +3,7 @@ package fqdn
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -58,6 +59,13 @@ func (c *Cache) SetPatterns(ps []Pattern) {
 			delete(c.names, n)
 		}
 	}
+}
+
+// Patterns is the patterns the cache learns names for, sorted.
+func (c *Cache) Patterns() []Pattern {
+	out := slices.Collect(maps.Keys(c.patterns))
+	slices.SortFunc(out, func(a, b Pattern) int { return strings.Compare(a.String(), b.String()) })
+	return out
 }
 
 // wanted reports whether a pattern matches the canonical name n.

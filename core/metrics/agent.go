@@ -34,7 +34,7 @@ var (
 	AgentOpenFlowReconnects = Def{Name: "seine_agent_openflow_reconnects_total", Kind: Counter, Component: "agent",
 		Help: "Connections to ovs-vswitchd the agent made after its first (each replays the flow set)."}
 	AgentPacketIns = Def{Name: "seine_agent_packet_ins_total", Kind: Counter, Component: "agent",
-		Help:   "Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), policy_reject (a connection a tiered policy rule rejects), policy_log (a connection a rule with enableLogging decides, for the policy audit log; a denied one goes to flow export too), policy_denied (a connection policy denied, for flow export), traceflow (a Traceflow's tagged copy), unknown.",
+		Help:   "Packet-ins the agent received from its bridge, by reason: service_reject (a Service port without endpoints), policy_reject (a connection a tiered policy rule rejects), policy_log (a connection a rule with enableLogging decides, for the policy audit log; a denied one goes to flow export too), policy_denied (a connection policy denied, for flow export), traceflow (a Traceflow's tagged copy), dns_response (a DNS answer to a local pod, while rules name domain names), unknown.",
 		Labels: []string{"reason"}}
 	AgentPolicySessions = Def{Name: "seine_agent_policy_sessions_total", Kind: Counter, Component: "agent",
 		Help: "Connections the node's policy rules decided (allowed, dropped or rejected), read from the policy flows' counters every policyStatsInterval (core/policystats): the node's total, per rule in stats.seine.io."}
@@ -66,7 +66,7 @@ var (
 		Help: "1 while the agent's connection to ovsdb-server is up, else 0."}
 	AgentMeterDrops = Def{Name: "seine_agent_ovs_meter_dropped_packets_total", Kind: Counter, Component: "agent",
 		Help: "Packets an OpenFlow meter of the bridge dropped (its bands' counts), by meter id and reason (what the meter limits: " +
-			"service_reject and policy_reject, the packet-ins of refused connections; policy_log, those of the policy audit log, whose drops go unlogged).",
+			"service_reject and policy_reject, the packet-ins of refused connections; policy_log, those of the policy audit log, whose drops go unlogged; dns_response, the DNS answers domain-name peers learn from, whose drops are lost and asked again).",
 		Labels: []string{"meter", "reason"}}
 	AgentConntrackEntries = Def{Name: "seine_agent_conntrack_entries", Kind: Gauge, Component: "agent",
 		Help: "Connections in the datapath's connection tracker (dpctl/ct-get-nconns)."}
@@ -156,7 +156,7 @@ func libovsdbDefs() []Def { return []Def{OVSDBDisconnects, OVSDBMonitors} }
 var (
 	CNICommands     = []string{"ADD", "DEL", "CHECK", "STATUS", "GC"}
 	FlowOperations  = []string{"add", "modify", "delete", "bundle", "delete_cookie"}
-	PacketInReasons = []string{"service_reject", "policy_reject", "policy_log", "policy_denied", "traceflow", "unknown"}
+	PacketInReasons = []string{"service_reject", "policy_reject", "policy_log", "policy_denied", "traceflow", "dns_response", "unknown"}
 )
 
 // Agent holds the agent's event metrics.

@@ -163,6 +163,8 @@ func MeterReason(id uint32) string {
 		return "policy_reject"
 	case pipeline.PolicyLogMeter:
 		return "policy_log"
+	case pipeline.DNSResponseMeter:
+		return "dns_response"
 	}
 	return "unknown"
 }

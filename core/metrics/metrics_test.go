@@ -257,7 +257,7 @@ seine_agent_local_pods 7
 # TYPE seine_agent_networkpolicy_rules gauge
 seine_agent_networkpolicy_rules{direction="egress"} 1
 seine_agent_networkpolicy_rules{direction="ingress"} 4
-# HELP seine_agent_ovs_meter_dropped_packets_total Packets an OpenFlow meter of the bridge dropped (its bands' counts), by meter id and reason (what the meter limits: service_reject and policy_reject, the packet-ins of refused connections; policy_log, those of the policy audit log, whose drops go unlogged).
+# HELP seine_agent_ovs_meter_dropped_packets_total Packets an OpenFlow meter of the bridge dropped (its bands' counts), by meter id and reason (what the meter limits: service_reject and policy_reject, the packet-ins of refused connections; policy_log, those of the policy audit log, whose drops go unlogged; dns_response, the DNS answers domain-name peers learn from, whose drops are lost and asked again).
 # TYPE seine_agent_ovs_meter_dropped_packets_total counter
 seine_agent_ovs_meter_dropped_packets_total{meter="1",reason="service_reject"} 6
 # HELP seine_agent_conntrack_entries Connections in the datapath's connection tracker (dpctl/ct-get-nconns).

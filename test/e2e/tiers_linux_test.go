@@ -74,16 +74,7 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 				ns := map[string]string{"a": aNS, "b": bNS}[c.from]
 				port := map[string]string{"tcp": "8080", "udp": "8081"}[c.proto]
 				reply, err := probe.Probe(e.ctx, ns, c.proto, sIP+":"+port, time.Second)
-				got := "?"
-				switch {
-				case err == nil && reply == s.Name:
-					got = "."
-				case errors.Is(err, probe.ErrTimeout):
-					got = "X"
-				case errors.Is(err, probe.ErrRefused):
-					got = "R"
-				}
-				if got != c.want {
+				if got := probeVerdict(reply, err, s.Name); got != c.want {
 					bad = append(bad, fmt.Sprintf("%s -> server %s: got %s (%v, reply %q), want %s", c.from, c.proto, got, err, reply, c.want))
 				}
 			}
@@ -115,19 +106,11 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 		if egress != nil {
 			spec["egress"] = egress
 		}
-		u := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
-			"metadata": map[string]any{"name": name}, "spec": spec,
-		}}
-		if err := e.createOrUpdate(cnps, u); err != nil {
-			e.t.Fatalf("apply cluster network policy %s: %v", name, err)
-		}
+		e.applyCNP(cnps, name, spec)
 	}
 	del := func(name string) {
 		e.t.Helper()
-		if err := cnps.Delete(e.ctx, name, metav1.DeleteOptions{}); err != nil {
-			e.t.Fatal(err)
-		}
+		e.deleteCNP(cnps, name)
 	}
 	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
 	p8080, p8081 := intstr.FromInt32(8080), intstr.FromInt32(8081)
@@ -272,6 +255,42 @@ func (e *env) checkTieredPolicy(pods []corev1.Pod) {
 	}
 	expect("no policy again", probeCase{"a", "tcp", "."}, probeCase{"b", "tcp", "."})
 	e.t.Logf("tiered policy checks took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// applyCNP creates or updates the crd.seine.io ClusterNetworkPolicy name
+// with spec.
+func (e *env) applyCNP(cnps dynamic.ResourceInterface, name string, spec map[string]any) {
+	e.t.Helper()
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
+		"metadata": map[string]any{"name": name}, "spec": spec,
+	}}
+	if err := e.createOrUpdate(cnps, u); err != nil {
+		e.t.Fatalf("apply cluster network policy %s: %v", name, err)
+	}
+}
+
+// deleteCNP deletes the crd.seine.io ClusterNetworkPolicy name.
+func (e *env) deleteCNP(cnps dynamic.ResourceInterface, name string) {
+	e.t.Helper()
+	if err := cnps.Delete(e.ctx, name, metav1.DeleteOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// probeVerdict is a probe's outcome as the matrices print it: "." answered
+// by want, "X" dropped (a timeout), "R" refused (a reset or an ICMP
+// unreachable), "?" anything else.
+func probeVerdict(reply string, err error, want string) string {
+	switch {
+	case err == nil && reply == want:
+		return "."
+	case errors.Is(err, probe.ErrTimeout):
+		return "X"
+	case errors.Is(err, probe.ErrRefused):
+		return "R"
+	}
+	return "?"
 }
 
 // createOrUpdate creates u or updates it to u, again if the update meets

@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	crdv1 "github.com/seine-cni/seine/core/apis/crd/v1beta1"
@@ -51,16 +49,7 @@ func (e *env) checkTieredWindows(w, l *corev1.Pod) {
 				got := []string{}
 				for _, pp := range []struct{ proto, port string }{{"tcp", "8080"}, {"udp", "8081"}} {
 					reply, err := probe.Probe(e.ctx, c.ns, pp.proto, c.ip+":"+pp.port, time.Second)
-					v := "?"
-					switch {
-					case err == nil && reply == c.name:
-						v = "."
-					case errors.Is(err, probe.ErrTimeout):
-						v = "X"
-					case errors.Is(err, probe.ErrRefused):
-						v = "R"
-					}
-					got = append(got, v)
+					got = append(got, probeVerdict(reply, err, c.name))
 				}
 				if g := strings.Join(got, " "); g != want[dir] {
 					bad++
@@ -88,21 +77,12 @@ func (e *env) checkTieredWindows(w, l *corev1.Pod) {
 		if ports != nil {
 			in["ports"], out["ports"] = ports, ports
 		}
-		u := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "crd.seine.io/v1beta1", "kind": "ClusterNetworkPolicy",
-			"metadata": map[string]any{"name": name},
-			"spec": map[string]any{"tier": tier, "priority": float64(10), "appliedTo": []any{role("win")},
-				"ingress": []any{in}, "egress": []any{out}},
-		}}
-		if err := e.createOrUpdate(cnps, u); err != nil {
-			e.t.Fatalf("apply cluster network policy %s: %v", name, err)
-		}
+		e.applyCNP(cnps, name, map[string]any{"tier": tier, "priority": float64(10), "appliedTo": []any{role("win")},
+			"ingress": []any{in}, "egress": []any{out}})
 	}
 	del := func(name string) {
 		e.t.Helper()
-		if err := cnps.Delete(e.ctx, name, metav1.DeleteOptions{}); err != nil {
-			e.t.Fatal(err)
-		}
+		e.deleteCNP(cnps, name)
 	}
 
 	expect("no policy", ". .", ". .")

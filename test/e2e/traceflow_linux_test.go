@@ -366,9 +366,10 @@ func (e *env) dynamic() dynamic.Interface {
 // Delivered, the source node forwarding into the tunnel to the other's
 // node IP and the destination node receiving it; and tiered policy on a
 // pod of it is judged with real packets by the Windows flows
-// (checkTieredWindows).
+// (checkTieredWindows); and the upstream API's domainNames peers work on
+// it and on a Linux node (checkDomainNames).
 func TestWindowsNode(t *testing.T) {
-	e := upLabWith(t, labtest.Options{WindowsNodes: 1})
+	e := upLabWith(t, labtest.Options{WindowsNodes: 1, UpstreamExperimental: true})
 	if n, err := e.cs.CoreV1().Nodes().Get(e.ctx, "node-3", metav1.GetOptions{}); err != nil || n.Labels["kubernetes.io/os"] != "windows" {
 		t.Fatalf("node-3 does not pose as a Windows node (%v): labels %v", err, n.GetLabels())
 	}
@@ -385,6 +386,15 @@ func TestWindowsNode(t *testing.T) {
 	}
 	t.Run("traceflow", func(t *testing.T) { (&env{t: t, c: e.c, cs: e.cs, ctx: e.ctx}).checkTraceflowWindows(win, lin) })
 	t.Run("tiered", func(t *testing.T) { (&env{t: t, c: e.c, cs: e.cs, ctx: e.ctx}).checkTieredWindows(win, lin) })
+	var other *corev1.Pod
+	for i := range pods {
+		if p := &pods[i]; p.Name != win.Name && p.Name != lin.Name && p.Spec.NodeName != lin.Spec.NodeName {
+			other = p
+		}
+	}
+	t.Run("domain-names", func(t *testing.T) {
+		(&env{t: t, c: e.c, cs: e.cs, ctx: e.ctx}).checkDomainNames([]*corev1.Pod{win, lin}, other)
+	})
 }
 
 // checkTraceflowWindows traces from a pod on a Linux-flow-set node into a

@@ -70,6 +70,10 @@ type Config struct {
 	TunnelType  string `json:"tunnelType"`
 	// WindowsNodes poses the last N nodes as Windows nodes (kubernetes.io/os=windows).
 	WindowsNodes int `json:"windowsNodes"`
+	// UpstreamExperimental installs the upstream ClusterNetworkPolicy's
+	// experimental channel CRD (its domainNames and nodes peers) instead
+	// of the standard one Seine ships beside seine.yml.
+	UpstreamExperimental bool `json:"upstreamExperimental,omitempty"`
 	// KubeProxy runs kube-proxy on every node in that mode (iptables or
 	// nftables); seine-agent then leaves Services to it (proxy mode
 	// kubeProxy). Empty: no kube-proxy, Seine's own proxy.

@@ -343,7 +343,11 @@ func (c *Config) installAPIExtensions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	upstream, err := apiext.UpstreamCRD()
+	upstreamCRD := apiext.UpstreamCRD
+	if c.UpstreamExperimental {
+		upstreamCRD = apiext.UpstreamExperimentalCRD
+	}
+	upstream, err := upstreamCRD()
 	if err != nil {
 		return err
 	}

@@ -86,10 +86,26 @@ const UpstreamCRDPath = "installer/kubernetes/apiext/upstream/policy.networking.
 
 // UpstreamCRD returns the upstream ClusterNetworkPolicy's
 // CustomResourceDefinition.
-func UpstreamCRD() (map[string]any, error) {
+func UpstreamCRD() (map[string]any, error) { return parseCRD("upstream", upstreamCRD) }
+
+// The upstream API's experimental channel CRD of the same release (v0.3.0,
+// unchanged): the standard one and the experimental fields, domainNames and
+// nodes among them. A cluster that wants domainNames peers installs it
+// instead of the standard one.
+//
+//go:embed upstream/experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml
+var upstreamExperimentalCRD []byte
+
+// UpstreamExperimentalCRD returns the experimental channel's
+// ClusterNetworkPolicy CustomResourceDefinition.
+func UpstreamExperimentalCRD() (map[string]any, error) {
+	return parseCRD("upstream experimental", upstreamExperimentalCRD)
+}
+
+func parseCRD(what string, b []byte) (map[string]any, error) {
 	var m map[string]any
-	if err := yaml.Unmarshal(upstreamCRD, &m); err != nil {
-		return nil, fmt.Errorf("parse the upstream CRD: %w", err)
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("parse the %s CRD: %w", what, err)
 	}
 	return m, nil
 }

@@ -126,6 +126,8 @@ type Options struct {
 	// WindowsNodes poses the last N nodes as Windows nodes: labelled
 	// kubernetes.io/os=windows, their agents build the Windows flow set.
 	WindowsNodes int
+	// UpstreamExperimental installs the upstream API's experimental CRD.
+	UpstreamExperimental bool
 	// KubeProxy runs kube-proxy on every node in this mode (iptables,
 	// nftables) with seine-agent in its kube-proxy mode.
 	KubeProxy string
@@ -146,7 +148,7 @@ func Up(tb testing.TB, o Options) (*lab.Config, kubernetes.Interface) {
 		o.EtcdPort += off
 	}
 	c := &lab.Config{
-		Nodes: o.Nodes, WindowsNodes: o.WindowsNodes, KubeProxy: o.KubeProxy,
+		Nodes: o.Nodes, WindowsNodes: o.WindowsNodes, KubeProxy: o.KubeProxy, UpstreamExperimental: o.UpstreamExperimental,
 		StateDir: fmt.Sprintf("/run/seine-%s-%d", o.Name, time.Now().UnixNano()%1e6),
 		NSPrefix: "seine-" + o.Name + "-",
 		APIPort:  o.APIPort, EtcdPort: o.EtcdPort,

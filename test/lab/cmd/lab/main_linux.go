@@ -75,6 +75,7 @@ func run(ctx context.Context, log *slog.Logger, cmd string, args []string) error
 		c := &lab.Config{}
 		fs.IntVar(&c.Nodes, "nodes", 3, "number of nodes")
 		fs.IntVar(&c.WindowsNodes, "windows-nodes", 0, "pose the last K nodes as Windows nodes")
+		fs.BoolVar(&c.UpstreamExperimental, "upstream-experimental", false, "install the upstream ClusterNetworkPolicy's experimental CRD (domainNames peers) instead of the standard one")
 		fs.StringVar(&c.KubeProxy, "kube-proxy", "", "run kube-proxy on every node in this mode (iptables or nftables); seine-agent leaves Services to it")
 		fs.StringVar(&c.KubeBin, "kube-bin", os.Getenv("SEINE_LAB_KUBE_BIN"), "the labkube control-plane binary (make kube-binaries builds it)")
 		fs.StringVar(&c.CNIBin, "cni-bin", "", "directory of CNI plugins (default: cni/ beside this binary)")
