@@ -32,7 +32,7 @@ func RunWithConfig(ctx context.Context, log *slog.Logger, cfg *Config, newBacken
 	// The agent's latest log lines, for its part of a support bundle:
 	// wherever its log goes (a pod's stderr, a service's file), the bundle
 	// has it.
-	recent := bundle.NewLogRing(recentLogBytes)
+	recent := bundle.NewLogRing(bundle.DefaultLogRingBytes)
 	log = slog.New(recent.Handler(log.Handler()))
 	klog.SetSlogLogger(log.With("component", "client-go"))
 	if p := cfg.gcPercent(os.Getenv); p > 0 {

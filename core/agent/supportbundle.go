@@ -15,9 +15,6 @@ import (
 	"github.com/seine-cni/seine/core/bundle"
 )
 
-// recentLogBytes is how much of its log the agent keeps for bundles.
-const recentLogBytes = 4 << 20
-
 // supportBundleHandler serves the node's part of a cluster support bundle
 // (bundle.Path; core/supportbundle collects it): the agent's configuration
 // and recent log, its pods, OVS (database, flows with counters, groups),

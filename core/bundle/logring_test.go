@@ -9,7 +9,7 @@ import (
 )
 
 func TestLogRing(t *testing.T) {
-	r := NewLogRing(200)
+	r := NewLogRing(300)
 	clock := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	r.now = func() time.Time { return clock }
 	var stderr bytes.Buffer
@@ -44,7 +44,20 @@ func TestLogRing(t *testing.T) {
 	if s := cut.String(); !strings.HasPrefix(s, "[... earlier lines no longer held]") || strings.Contains(s, "first") {
 		t.Errorf("ring after overflow: %q", s)
 	}
-	if r.size > 200+len("time=2026-12-07T13:00:00.000Z level=INFO msg=\"filler line\"\n") {
-		t.Errorf("ring holds %d bytes, max 200 and one line", r.size)
+	if r.size > 300 {
+		t.Errorf("ring holds %d bytes (with each line's overhead), max 300", r.size)
+	}
+	// However much is logged, what the ring holds stays under its max.
+	big := NewLogRing(64 << 10)
+	line := []byte(strings.Repeat("x", 150) + "\n")
+	for range 100_000 {
+		big.Write(line)
+	}
+	held := 0
+	for _, l := range big.lines {
+		held += len(l.text) + lineOverhead
+	}
+	if held > 64<<10 || held < 60<<10 || big.size != held {
+		t.Errorf("after 100,000 lines the ring holds %d bytes (size %d), want at most 64 KiB and most of it", held, big.size)
 	}
 }

@@ -53,7 +53,7 @@ import (
 
 func main() {
 	// The controller's latest log lines, for its part of a support bundle.
-	recent := bundle.NewLogRing(4 << 20)
+	recent := bundle.NewLogRing(bundle.DefaultLogRingBytes)
 	log := slog.New(recent.Handler(slog.NewTextHandler(os.Stderr, nil)))
 	if err := run(log, recent, os.Args[1:]); err != nil {
 		log.Error("seine-controller failed", "err", err)
