@@ -154,6 +154,10 @@ func Cleanup(ctx context.Context, o CleanupOptions) *Report {
 		r.removed("cni plugin", removeFile(filepath.Join(onNode(o.CNIBinDir), host.PluginFile(cni.PluginType))))
 	}
 	r.removed("cni socket", removeFile(socket))
+	// DELs the plugin spooled once the agent had stopped (pods deleted
+	// during the uninstall) are for an agent that will not come back; the
+	// pods' interfaces went above.
+	r.removed("spooled cni DELs", removeSpool(cni.PendingDelDir(socket)))
 	r.removed("state dir", removeSeineDir(onNode(cfg.StateDir)))
 	for _, res := range removeAuditLog(onNode(cmp.Or(cfg.PolicyAuditLogFile, auditlog.DefaultPath))) {
 		r.removed("policy audit log", res)
@@ -270,6 +274,18 @@ func removeFile(path string) Result {
 		return Result{OK: true, Target: path, Detail: "absent"}
 	}
 	return Result{Target: path, Detail: err.Error()}
+}
+
+// removeSpool removes the plugin's DEL spool directory and what it holds.
+func removeSpool(dir string) Result {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return Result{OK: true, Target: dir, Detail: "absent"}
+	}
+	pending, _ := os.ReadDir(dir)
+	if err := os.RemoveAll(dir); err != nil {
+		return Result{Target: dir, Detail: err.Error()}
+	}
+	return Result{OK: true, Target: dir, Detail: fmt.Sprintf("removed (%d spooled)", len(pending)), Changed: true}
 }
 
 // removeAuditLog removes the policy audit log (path) and its rotated

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seine-cni/seine/cni"
 	"github.com/seine-cni/seine/core/agent"
 	"github.com/seine-cni/seine/ovs/ovsdb"
 	"github.com/seine-cni/seine/platform"
@@ -167,6 +168,32 @@ func TestCleanupFiles(t *testing.T) {
 	calls = nil
 	if r := Cleanup(context.Background(), o); r.Failed() || len(r.Results) != 1 || len(calls) != 0 {
 		t.Errorf("cleanup of a clean node: %+v, calls %v", r.Results, calls)
+	}
+}
+
+// TestCleanupRemovesSpooledDels: a DEL the plugin spooled while the agent
+// was already stopped (a pod deleted during the uninstall) is for an agent
+// that will not come back; the cleanup removes it with the run directory
+// instead of leaving both behind.
+func TestCleanupRemovesSpooledDels(t *testing.T) {
+	n := newCleanupNode(t)
+	var calls []string
+	fakeOVS(t, &calls)
+	spool := cni.PendingDelDir(filepath.Join(n.root, "/run/seine/cni.sock")) // /var/run links to the machine's /run
+	if _, err := cni.SpoolDel(spool, &cni.Request{Command: cni.CmdDel, ContainerID: "c0ffee", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	r := Cleanup(context.Background(), CleanupOptions{
+		ConfigPath: n.config, HostRoot: n.root, CNIBinDir: n.cniBin, CNIConfDir: n.cniConf,
+		OpenBackend: func(*agent.Config, platform.OVSDB) (platform.Backend, error) {
+			return fakeCleanupBackend{calls: &calls}, nil
+		},
+	})
+	if r.Failed() {
+		t.Fatalf("cleanup failed: %+v", r.Results)
+	}
+	if n.exists("/var/run/seine") {
+		t.Errorf("/var/run/seine left (the spooled DEL in it): %+v", r.Results)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/seine-cni/seine/test/lab/images"
 )
@@ -26,6 +27,17 @@ func uninstall(t *testing.T, ctx context.Context, c *Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cs, err := c.Client("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pods the subtests before deleted must be gone first: a kubelet still
+	// tearing one down calls the CNI DEL during the uninstall, and with the
+	// agent gone the plugin spools it (/var/run/seine/pending-del);
+	// node-cleanup removes what was spooled before it ran, but not a DEL
+	// spooled after it (installer/kubernetes/README.md, "Uninstall", says
+	// to uninstall once no pod is terminating).
+	waitNoTerminatingPods(t, ctx, cs)
 	start := time.Now()
 	if err := c.UninstallSeine(ctx, testLogger(t), cleanupManifest); err != nil {
 		t.Fatalf("uninstall: %v\n%s", err, c.realNodeLogs(ctx))
@@ -35,10 +47,6 @@ func uninstall(t *testing.T, ctx context.Context, c *Config) {
 		for _, l := range seineLeftovers(ctx, c, n) {
 			t.Errorf("%s after uninstall: %s", n.Name, l)
 		}
-	}
-	cs, err := c.Client("admin")
-	if err != nil {
-		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
 		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -55,6 +63,38 @@ func uninstall(t *testing.T, ctx context.Context, c *Config) {
 			t.Errorf("nodes still Ready a minute after Seine was removed: %v (%v)", ready, err)
 			break
 		}
+	}
+}
+
+// waitNoTerminatingPods waits up to two minutes until no pod of the
+// cluster is being deleted, saying which ones it waited for.
+func waitNoTerminatingPods(t *testing.T, ctx context.Context, cs kubernetes.Interface) {
+	t.Helper()
+	start := time.Now()
+	var waited []string
+	for deadline := start.Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var terminating []string
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil {
+				terminating = append(terminating, p.Namespace+"/"+p.Name+" on "+p.Spec.NodeName)
+			}
+		}
+		if len(terminating) == 0 {
+			break
+		}
+		if waited == nil {
+			waited = terminating
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pods still terminating 2m before the uninstall: %v", terminating)
+		}
+	}
+	if waited != nil {
+		t.Logf("waited %s for pods deleted before the uninstall to go: %v", time.Since(start).Round(time.Millisecond), waited)
 	}
 }
 
@@ -100,6 +140,10 @@ func seineLeftovers(ctx context.Context, c *Config, n Node) []string {
 		for _, f := range strings.Fields(run("ls", "-A", dir)) {
 			if strings.Contains(dir, "seine") || strings.Contains(f, "seine") {
 				out = append(out, "file "+dir+"/"+f)
+			}
+			if dir == "/var/run/seine" && f == "pending-del" {
+				// Whose DEL was spooled, to tell which pod raced.
+				out = append(out, "spooled DELs: "+run("sh", "-c", "head -c 600 /var/run/seine/pending-del/*"))
 			}
 		}
 	}
