@@ -57,15 +57,7 @@ here; the rest is written all the same (exit status 1).`,
 	f.StringVar(&o.controller, "controller-address", "", "HOST:PORT of seine-controller's API (default: its pod's)")
 	f.StringToStringVar(&o.agentAddrs, "agent-address", nil, "NODE=HOST:PORT where a node's agent is reached instead of its InternalIP (repeatable)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		rc, err := c.kube.restConfig()
-		if err != nil {
-			return err
-		}
-		cs, err := kubernetes.NewForConfig(rc)
-		if err != nil {
-			return err
-		}
-		dyn, err := dynamic.NewForConfig(rc)
+		cs, dyn, err := c.kube.clients()
 		if err != nil {
 			return err
 		}

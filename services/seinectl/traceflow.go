@@ -70,15 +70,7 @@ connection that matches.`,
 			return err
 		}
 		o.namespace = ns
-		rc, err := c.kube.restConfig()
-		if err != nil {
-			return err
-		}
-		dyn, err := dynamic.NewForConfig(rc)
-		if err != nil {
-			return err
-		}
-		kube, err := kubernetes.NewForConfig(rc)
+		kube, dyn, err := c.kube.clients()
 		if err != nil {
 			return err
 		}
