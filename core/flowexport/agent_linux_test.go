@@ -23,6 +23,43 @@ import (
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
+// agentCollector runs go-ipfix's TCP collecting process on a free local
+// port for the agents' records; it is stopped in t.Cleanup (Stop waits for
+// its messages to be read: the rest are drained).
+func agentCollector(t *testing.T) (*collector.CollectingProcess, string) {
+	t.Helper()
+	cp, err := collector.InitCollectingProcess(collector.CollectorInput{Address: "127.0.0.1:0", Protocol: "tcp",
+		MaxBufferSize: 65535, DecodingMode: collector.DecodingModeStrict})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go cp.Start()
+	t.Cleanup(func() {
+		done := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-cp.GetMsgChan():
+				case <-done:
+					return
+				}
+			}
+		}()
+		cp.Stop()
+		close(done)
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if a := cp.GetAddress(); a != nil {
+			if _, port, _ := net.SplitHostPort(a.String()); port != "0" {
+				return cp, a.String()
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("collector did not start")
+		}
+	}
+}
+
 // TestAgentsExportAcrossNodes runs two real seine-agents (test/agenttest:
 // real OVS, the Linux backend, pods added through seine-cni) configured to
 // export to go-ipfix's collector, sends 100 kB from a pod on node-1 to a
@@ -31,24 +68,7 @@ import (
 // named from the Kubernetes API.
 func TestAgentsExportAcrossNodes(t *testing.T) {
 	ovsdaemon.SkipUnlessCanRun(t)
-	cp, err := collector.InitCollectingProcess(collector.CollectorInput{Address: "127.0.0.1:0", Protocol: "tcp",
-		MaxBufferSize: 65535, DecodingMode: collector.DecodingModeStrict})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go cp.Start()
-	defer cp.Stop()
-	var addr string
-	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(5 * time.Millisecond) {
-		if a := cp.GetAddress(); a != nil {
-			if _, port, _ := net.SplitHostPort(a.String()); port != "0" {
-				addr = a.String()
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("collector did not start")
-		}
-	}
+	cp, addr := agentCollector(t)
 	n1, n2 := agenttest.StartPair(t, agenttest.Options{FlowExport: &agent.FlowExportConfig{
 		Collector: addr, Transport: "tcp",
 		PollInterval: metav1.Duration{Duration: 200 * time.Millisecond}, ActiveTimeout: metav1.Duration{Duration: time.Hour},

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/vmware/go-ipfix/pkg/collector"
 	"github.com/vmware/go-ipfix/pkg/entities"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,38 +36,7 @@ import (
 // with action Drop and flowEndReason 3.
 func TestAgentExportsPolicyVerdicts(t *testing.T) {
 	ovsdaemon.SkipUnlessCanRun(t)
-	cp, err := collector.InitCollectingProcess(collector.CollectorInput{Address: "127.0.0.1:0", Protocol: "tcp",
-		MaxBufferSize: 65535, DecodingMode: collector.DecodingModeStrict})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go cp.Start()
-	// Stop waits for the message channel to be read: drain it.
-	defer func() {
-		done := make(chan struct{})
-		go func() {
-			for {
-				select {
-				case <-cp.GetMsgChan():
-				case <-done:
-					return
-				}
-			}
-		}()
-		cp.Stop()
-		close(done)
-	}()
-	var addr string
-	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(5 * time.Millisecond) {
-		if a := cp.GetAddress(); a != nil {
-			if _, port, _ := net.SplitHostPort(a.String()); port != "0" {
-				addr = a.String()
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("collector did not start")
-		}
-	}
+	cp, addr := agentCollector(t)
 	n := agenttest.StartWith(t, agenttest.Options{FlowExport: &agent.FlowExportConfig{
 		Collector: addr, Transport: "tcp",
 		PollInterval: metav1.Duration{Duration: 200 * time.Millisecond}, ActiveTimeout: metav1.Duration{Duration: time.Hour},

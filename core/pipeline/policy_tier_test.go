@@ -152,18 +152,7 @@ func TestTraceTierLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logged := func(res *Trace) []PolicyLogInfo {
-		var out []PolicyLogInfo
-		for _, pi := range res.PacketIns {
-			if info, ok := ParsePolicyLogUserdata(pi.Userdata); ok {
-				if pi.MeterID != PolicyLogMeter {
-					t.Errorf("a log packet-in through meter %d, want %d", pi.MeterID, PolicyLogMeter)
-				}
-				out = append(out, info)
-			}
-		}
-		return out
-	}
+	logged := func(res *Trace) []PolicyLogInfo { return policyLogPacketIns(t, res) }
 	// The securityops Drop, logged.
 	res := trace(t, tr, fromTunnel(TCPPacket(0, nil, nil, peerBPod, dbIP, 41000, 5432)))
 	got := logged(res)
@@ -215,15 +204,7 @@ func testTraceDeniedExported(t *testing.T, sc string) {
 		}
 		return func(p Packet) []PolicyLogInfo {
 			res := trace(t, tr, p)
-			var out []PolicyLogInfo
-			for _, pi := range res.PacketIns {
-				if info, ok := ParsePolicyLogUserdata(pi.Userdata); ok {
-					if pi.MeterID != PolicyLogMeter {
-						t.Errorf("a denied packet-in through meter %d, want %d", pi.MeterID, PolicyLogMeter)
-					}
-					out = append(out, info)
-				}
-			}
+			out := policyLogPacketIns(t, res)
 			if len(out) > 0 && len(res.Outputs) != 0 {
 				t.Errorf("%s: a denied packet was output:\n%s", p, res)
 			}
@@ -273,4 +254,20 @@ func testTraceDeniedExported(t *testing.T, sc string) {
 			t.Errorf("%s without ExportDenied: packet-ins %+v, want %+v", c.name, got, want)
 		}
 	}
+}
+
+// policyLogPacketIns are the logged and denied rules' packet-ins of a
+// trace; each must go through PolicyLogMeter.
+func policyLogPacketIns(t *testing.T, res *Trace) []PolicyLogInfo {
+	t.Helper()
+	var out []PolicyLogInfo
+	for _, pi := range res.PacketIns {
+		if info, ok := ParsePolicyLogUserdata(pi.Userdata); ok {
+			if pi.MeterID != PolicyLogMeter {
+				t.Errorf("a log or denied packet-in through meter %d, want %d", pi.MeterID, PolicyLogMeter)
+			}
+			out = append(out, info)
+		}
+	}
+	return out
 }
