@@ -31,7 +31,8 @@ import (
 // through Seine (real packets over Geneve, probed with `kubectl exec`),
 // `kubectl logs` reads the agent's log, `seinectl supportbundle` collects
 // from every node and the controller (supportBundle), the "kubernetes" Service and the
-// cluster DNS serve pods (clusterDNS), a pod's hostPort is mapped and
+// cluster DNS serve pods (clusterDNS), flow export's records reach a
+// collector on the external host (flowExport), a pod's hostPort is mapped and
 // unmapped (hostPort), a rolling upgrade of the agents
 // loses no ping of 100 per second (rollingUpgrade), uninstalling as the
 // installer's README says leaves the nodes clean (uninstall), installing
@@ -96,6 +97,7 @@ func TestSeineOnRealNodes(t *testing.T) {
 
 	t.Run("support bundle", func(t *testing.T) { supportBundle(t, ctx, c) })
 	t.Run("policy stats", func(t *testing.T) { policyStats(t, ctx, c, pods) })
+	t.Run("flow export", func(t *testing.T) { flowExport(t, ctx, c, idx, pods) })
 	t.Run("agent identity", func(t *testing.T) { agentIdentity(t, ctx, c) })
 	t.Run("admission webhook", func(t *testing.T) { admissionWebhook(t, ctx, c) })
 	t.Run("cluster DNS", func(t *testing.T) { clusterDNS(t, ctx, c, pods) })
