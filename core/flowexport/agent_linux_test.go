@@ -60,6 +60,45 @@ func agentCollector(t *testing.T) (*collector.CollectingProcess, string) {
 	}
 }
 
+// agentExport is the agents' flow export to addr: polls every 200 ms,
+// records at the end of a connection only.
+func agentExport(addr string) agenttest.Options {
+	return agenttest.Options{FlowExport: &agent.FlowExportConfig{
+		Collector: addr, Transport: "tcp",
+		PollInterval: metav1.Duration{Duration: 200 * time.Millisecond}, ActiveTimeout: metav1.Duration{Duration: time.Hour},
+		IdleTimeout: metav1.Duration{Duration: time.Hour},
+	}}
+}
+
+// addPod adds a pod "default/<name>" on n through seine-cni and tells
+// every agent's API about it (on node); it returns its netns and address.
+func addPod(t *testing.T, ctx context.Context, n *agenttest.Node, node, name string, apis ...*agenttest.Node) (string, netip.Addr) {
+	t.Helper()
+	ns := ovsdaemon.NewNetNS(t)
+	rt := &libcni.RuntimeConf{ContainerID: "flowexport-" + name, NetNS: ns, IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}}}
+	r, err := n.CNI.AddNetworkList(ctx, n.Config, rt)
+	if err != nil {
+		t.Fatalf("ADD %s: %v", name, err)
+	}
+	t.Cleanup(func() { n.CNI.DelNetworkList(context.Background(), n.Config, rt) })
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+	for _, k := range apis {
+		if _, err := k.Kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec:       corev1.PodSpec{NodeName: node},
+			Status:     corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: ip.String()}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ns, ip
+}
+
 // TestAgentsExportAcrossNodes runs two real seine-agents (test/agenttest:
 // real OVS, the Linux backend, pods added through seine-cni) configured to
 // export to go-ipfix's collector, sends 100 kB from a pod on node-1 to a
@@ -69,11 +108,7 @@ func agentCollector(t *testing.T) (*collector.CollectingProcess, string) {
 func TestAgentsExportAcrossNodes(t *testing.T) {
 	ovsdaemon.SkipUnlessCanRun(t)
 	cp, addr := agentCollector(t)
-	n1, n2 := agenttest.StartPair(t, agenttest.Options{FlowExport: &agent.FlowExportConfig{
-		Collector: addr, Transport: "tcp",
-		PollInterval: metav1.Duration{Duration: 200 * time.Millisecond}, ActiveTimeout: metav1.Duration{Duration: time.Hour},
-		IdleTimeout: metav1.Duration{Duration: time.Hour},
-	}})
+	n1, n2 := agenttest.StartPair(t, agentExport(addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -83,27 +118,7 @@ func TestAgentsExportAcrossNodes(t *testing.T) {
 		ip netip.Addr
 	}
 	add := func(n *agenttest.Node, node, name string) pod {
-		ns := ovsdaemon.NewNetNS(t)
-		rt := &libcni.RuntimeConf{ContainerID: "flowexport-" + name, NetNS: ns, IfName: "eth0",
-			Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}}}
-		r, err := n.CNI.AddNetworkList(ctx, n.Config, rt)
-		if err != nil {
-			t.Fatalf("ADD %s: %v", name, err)
-		}
-		res, err := current.NewResultFromResult(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ip, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
-		for _, k := range []*agenttest.Node{n1, n2} {
-			if _, err := k.Kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-				Spec:       corev1.PodSpec{NodeName: node},
-				Status:     corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: ip.String()}}},
-			}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		ns, ip := addPod(t, ctx, n, node, name, n1, n2)
 		return pod{ns: ns, ip: ip}
 	}
 	cli := add(n1, "node-1", "client")

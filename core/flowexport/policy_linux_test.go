@@ -8,15 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vmware/go-ipfix/pkg/entities"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/seine-cni/seine/core/agent"
 	"github.com/seine-cni/seine/core/agent/policy"
 	controlplane "github.com/seine-cni/seine/core/apis/controlplane/v1beta1"
 	"github.com/seine-cni/seine/test/agenttest"
@@ -37,11 +34,7 @@ import (
 func TestAgentExportsPolicyVerdicts(t *testing.T) {
 	ovsdaemon.SkipUnlessCanRun(t)
 	cp, addr := agentCollector(t)
-	n := agenttest.StartWith(t, agenttest.Options{FlowExport: &agent.FlowExportConfig{
-		Collector: addr, Transport: "tcp",
-		PollInterval: metav1.Duration{Duration: 200 * time.Millisecond}, ActiveTimeout: metav1.Duration{Duration: time.Hour},
-		IdleTimeout: metav1.Duration{Duration: time.Hour},
-	}})
+	n := agenttest.StartWith(t, agentExport(addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -50,26 +43,7 @@ func TestAgentExportsPolicyVerdicts(t *testing.T) {
 		ip       netip.Addr
 	}
 	add := func(name string, ports ...int32) pod {
-		ns := ovsdaemon.NewNetNS(t)
-		rt := &libcni.RuntimeConf{ContainerID: "flowexport-" + name, NetNS: ns, IfName: "eth0",
-			Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}}}
-		r, err := n.CNI.AddNetworkList(ctx, n.Config, rt)
-		if err != nil {
-			t.Fatalf("ADD %s: %v", name, err)
-		}
-		t.Cleanup(func() { n.CNI.DelNetworkList(context.Background(), n.Config, rt) })
-		res, err := current.NewResultFromResult(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ip, _ := netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
-		if _, err := n.Kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-			Spec:       corev1.PodSpec{NodeName: "node-1"},
-			Status:     corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: ip.String()}}},
-		}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		ns, ip := addPod(t, ctx, n, "node-1", name, n)
 		var cps []corev1.ContainerPort
 		for _, p := range ports {
 			cps = append(cps, corev1.ContainerPort{ContainerPort: p, Protocol: corev1.ProtocolTCP})
