@@ -60,6 +60,11 @@ rm -f "$run"/ovsdb-server.pid "$run"/ovs-vswitchd.pid "$run"/db.sock
 ovsdb-server "$db" --remote=punix:"$run"/db.sock --pidfile --detach \
 	--log-file=/var/log/openvswitch/ovsdb-server.log -vconsole:off
 ovs-vsctl --no-wait init
+# What ovs-ctl records at start: the versions of the switch and its schema
+# (the agent's inventory and support bundles read them).
+ovs-vsctl --no-wait set Open_vSwitch . \
+	ovs_version="$(ovs-vswitchd --version | sed -n '1s/.* //p')" \
+	db_version="$(ovsdb-tool schema-version "$schema")"
 ovs-vswitchd unix:"$run"/db.sock --pidfile -vconsole:info -vsyslog:off \
 	--log-file=/var/log/openvswitch/ovs-vswitchd.log &
 vswitchd=$!

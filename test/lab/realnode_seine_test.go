@@ -362,6 +362,14 @@ func agentIdentity(t *testing.T, ctx context.Context, c *Config) {
 		}
 		time.Sleep(time.Second)
 	}
+	// The switch says which Open vSwitch it is (start-ovs records
+	// ovs_version as ovs-ctl does): the inventory and bundles show it.
+	if out, err := c.Kubectl(ctx, "get", "seineagentinfos", "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.ovs.version} {end}`); err != nil ||
+		len(regexp.MustCompile(`=\d+\.\d+\.\d+`).FindAllString(out, -1)) != c.Nodes {
+		t.Errorf("OVS versions in seineagentinfos: %q, %v", out, err)
+	} else {
+		t.Logf("OVS versions: %s", out)
+	}
 }
 
 // admissionWebhook: seine.yml's ValidatingWebhookConfiguration, whose
