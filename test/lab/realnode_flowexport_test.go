@@ -264,10 +264,11 @@ func flowExport(t *testing.T, ctx context.Context, c *Config, idx *images.Index,
 	// The collector goes away; a connection made meanwhile arrives once a
 	// collector listens again. IPFIX over TCP has no acknowledgements:
 	// what an agent writes before it sees the collector's side closed
-	// (go-ipfix looks every second, core/flowexport checkConnInterval) is
-	// lost, so the connection is made once both agents have seen it (the
+	// (every 100 ms, core/flowexport checkConnInterval; TestCollectorRestartLosesLittle)
+	// is lost, so the connection is made once both agents have seen it (the
 	// kubelets' probes keep them sending). Seen in a first version of this
-	// test: a connection made at once was lost by both nodes.
+	// test, when the agents looked every second: a connection made at once
+	// was lost by both nodes.
 	coll.stop()
 	stopped = true
 	time.Sleep(3 * time.Second)
