@@ -173,14 +173,23 @@ func TestCleanupFiles(t *testing.T) {
 
 // TestCleanupRemovesSpooledDels: a DEL the plugin spooled while the agent
 // was already stopped (a pod deleted during the uninstall) is for an agent
-// that will not come back; the cleanup removes it with the run directory
-// instead of leaving both behind.
+// that will not come back, and the private directory of a socket an agent
+// was killed while binding is no one's; the cleanup removes them with the
+// run directory instead of leaving them behind.
 func TestCleanupRemovesSpooledDels(t *testing.T) {
 	n := newCleanupNode(t)
 	var calls []string
 	fakeOVS(t, &calls)
 	spool := cni.PendingDelDir(filepath.Join(n.root, "/run/seine/cni.sock")) // /var/run links to the machine's /run
 	if _, err := cni.SpoolDel(spool, &cni.Request{Command: cni.CmdDel, ContainerID: "c0ffee", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	// An agent killed while it bound its socket leaves its private
+	// directory (cni/server listen): Seine's too.
+	if err := os.MkdirAll(filepath.Join(filepath.Dir(spool), ".cni-sock-3832359234"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(spool), ".cni-sock-3832359234", "sock"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r := Cleanup(context.Background(), CleanupOptions{
