@@ -321,13 +321,13 @@ func TestReplacedFlowCounters(t *testing.T) {
 	}
 }
 
-// TestResumeContinuesPausedPipeline: a paused controller action's
+// TestResumeContinuesPausedTables: a paused controller action's
 // packet-in sent back as NXT_RESUME continues from the action after the
 // pause with the registers and the conntrack state the packet had: table
 // 1 pauses a tracked packet with reg0 loaded, and only the resumed packet
 // reaches table 2's controller action, which matches both (a packet
 // injected anew would be untracked, its registers zero).
-func TestResumeContinuesPausedPipeline(t *testing.T) {
+func TestResumeContinuesPausedTables(t *testing.T) {
 	pins := make(chan *PacketIn, 4)
 	_, c, ctx := testBridge(t, Config{PacketIn: func(p *PacketIn) { pins <- p }})
 	if err := c.AddFlows(ctx,
