@@ -5,6 +5,7 @@ import (
 
 	"github.com/seine-cni/seine/core/auditlog"
 	"github.com/seine-cni/seine/core/flowexport"
+	"github.com/seine-cni/seine/core/internal/inet"
 	"github.com/seine-cni/seine/core/pipeline"
 	"github.com/seine-cni/seine/ovs/openflow"
 )
@@ -74,12 +75,9 @@ func (a *Agent) handlePolicyLog(pi *openflow.PacketIn) bool {
 // ipLength is the IPv4 total length of an Ethernet frame (with or without
 // one 802.1Q tag); 0 when it has none.
 func ipLength(b []byte) uint64 {
-	off := 14
-	if len(b) >= 18 && b[12] == 0x81 && b[13] == 0x00 {
-		off = 18
-	}
-	if len(b) < off+4 {
+	_, ip, err := inet.EtherPayload(b)
+	if err != nil || len(ip) < 4 {
 		return 0
 	}
-	return uint64(b[off+2])<<8 | uint64(b[off+3])
+	return uint64(ip[2])<<8 | uint64(ip[3])
 }

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"gopkg.in/natefinch/lumberjack.v2"
+
+	"github.com/seine-cni/seine/core/internal/inet"
 )
 
 // Entry is one decided connection.
@@ -76,17 +78,13 @@ func ProtocolName(p uint8) string {
 // ParseFrame reads the IPv4 protocol, addresses and ports of an Ethernet
 // frame (with or without one 802.1Q tag).
 func ParseFrame(b []byte) (proto uint8, src, dst netip.AddrPort, err error) {
-	if len(b) < 14 {
-		return 0, src, dst, fmt.Errorf("short frame (%d bytes)", len(b))
-	}
-	eth, off := binary.BigEndian.Uint16(b[12:]), 14
-	if eth == 0x8100 && len(b) >= 18 {
-		eth, off = binary.BigEndian.Uint16(b[16:]), 18
+	eth, ip, err := inet.EtherPayload(b)
+	if err != nil {
+		return 0, src, dst, err
 	}
 	if eth != 0x0800 {
 		return 0, src, dst, fmt.Errorf("ethertype %#04x is not IPv4", eth)
 	}
-	ip := b[off:]
 	if len(ip) < 20 || ip[0]>>4 != 4 {
 		return 0, src, dst, fmt.Errorf("bad IPv4 header")
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/seine-cni/seine/core/internal/inet"
 )
 
 // ErrNotDNSResponse is returned for a frame that is not a whole UDP
@@ -17,14 +19,10 @@ var ErrNotDNSResponse = errors.New("not an unfragmented UDP datagram from port 5
 // and the DNS message. A fragmented datagram (a large answer over UDP) is
 // ErrNotDNSResponse: its fragments are not reassembled here.
 func ResponseFrame(b []byte) (pod netip.Addr, msg []byte, err error) {
-	if len(b) < 14 {
-		return pod, nil, fmt.Errorf("short frame (%d bytes)", len(b))
+	eth, ip, err := inet.EtherPayload(b)
+	if err != nil {
+		return pod, nil, err
 	}
-	eth, off := binary.BigEndian.Uint16(b[12:]), 14
-	if eth == 0x8100 && len(b) >= 18 {
-		eth, off = binary.BigEndian.Uint16(b[16:]), 18
-	}
-	ip := b[off:]
 	var udp []byte
 	switch eth {
 	case 0x0800:

@@ -1,6 +1,7 @@
 // Package inet holds the Internet checksums the agent needs to build the
 // packets it sends itself (the proxy's and tiered policy's rejects,
-// Traceflow's injected packet).
+// Traceflow's injected packet), and the Ethernet header the packets it
+// receives start with.
 package inet
 
 import "encoding/binary"

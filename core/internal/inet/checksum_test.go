@@ -26,3 +26,23 @@ func TestChecksum(t *testing.T) {
 		t.Error("a UDP segment with its checksum filled in does not sum to zero")
 	}
 }
+
+// TestEtherPayload: the payload after the header, after one 802.1Q tag
+// when there is one, and an error for a frame shorter than a header.
+func TestEtherPayload(t *testing.T) {
+	untagged := append(make([]byte, 12), 0x08, 0x00, 0x45)
+	tagged := append(make([]byte, 12), 0x81, 0x00, 0x00, 0x07, 0x86, 0xdd, 0x60)
+	for _, tc := range []struct {
+		frame []byte
+		eth   uint16
+		first byte
+	}{{untagged, 0x0800, 0x45}, {tagged, 0x86dd, 0x60}} {
+		eth, p, err := EtherPayload(tc.frame)
+		if err != nil || eth != tc.eth || len(p) != 1 || p[0] != tc.first {
+			t.Errorf("EtherPayload(% x) = %#04x, % x, %v", tc.frame, eth, p, err)
+		}
+	}
+	if _, _, err := EtherPayload(make([]byte, 13)); err == nil {
+		t.Error("a 13-byte frame has no error")
+	}
+}
