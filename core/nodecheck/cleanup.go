@@ -160,14 +160,13 @@ func Cleanup(ctx context.Context, o CleanupOptions) *Report {
 	r.removed("spooled cni DELs", removeSpool(cni.PendingDelDir(socket)))
 	// An agent killed while binding its socket leaves the private
 	// directory it binds in (cni/server: .cni-sock-*).
-	if stale, _ := filepath.Glob(filepath.Join(filepath.Dir(socket), ".cni-sock-*")); len(stale) > 0 {
-		for _, d := range stale {
-			res := Result{OK: true, Target: d, Detail: "removed (an agent stopped while binding its socket)", Changed: true}
-			if err := os.RemoveAll(d); err != nil {
-				res = Result{Target: d, Detail: err.Error()}
-			}
-			r.removed("stale cni socket dir", res)
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(socket), ".cni-sock-*"))
+	for _, d := range stale {
+		res := Result{OK: true, Target: d, Detail: "removed (an agent stopped while binding its socket)", Changed: true}
+		if err := os.RemoveAll(d); err != nil {
+			res = Result{Target: d, Detail: err.Error()}
 		}
+		r.removed("stale cni socket dir", res)
 	}
 	r.removed("state dir", removeSeineDir(onNode(cfg.StateDir)))
 	for _, res := range removeAuditLog(onNode(cmp.Or(cfg.PolicyAuditLogFile, auditlog.DefaultPath))) {

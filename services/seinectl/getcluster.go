@@ -91,6 +91,9 @@ func (c *cli) getCluster(ctx context.Context, what string, names []string, o clu
 		return usageErr("get: unknown resource %q (want one of %s)", what, strings.Join(getResources(), ", "))
 	}
 	cr := clusterResources[i]
+	if len(names) > 0 && o.selector != "" {
+		return usageErr("get: names and a selector (-l) cannot both be given")
+	}
 	table := o.output == "" || o.output == formatWide
 	var printer printers.ResourcePrinter
 	switch {
@@ -148,9 +151,6 @@ func (c *cli) getCluster(ctx context.Context, what string, names []string, o clu
 			}
 		}
 	} else {
-		if o.selector != "" {
-			return usageErr("get: names and a selector (-l) cannot both be given")
-		}
 		for _, n := range names {
 			u, err := ri.Get(ctx, n, metav1.GetOptions{})
 			if err != nil {

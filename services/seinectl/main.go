@@ -1,7 +1,7 @@
 // Command seinectl is Seine's command-line tool, with kubectl's conventions:
-// spf13/cobra commands with shell completion, k8s.io/cli-runtime's
-// kubeconfig flags and printers, and usable as a kubectl plugin (installed
-// as kubectl-seine). On a node it checks the install (check), prepares the
+// spf13/cobra commands with shell completion, kubectl's kubeconfig flags
+// (client-go's clientcmd), k8s.io/cli-runtime's printers, and usable as a
+// kubectl plugin (installed as kubectl-seine). On a node it checks the install (check), prepares the
 // node for the agent (node-prep: the DaemonSet's init container and the
 // Windows PowerShell module call it), collects a support bundle (bundle) and
 // shows the node's pods and flows (get pods|flows); against the cluster it
@@ -111,10 +111,9 @@ func (c *cli) root() *cobra.Command {
 bundles, shows a node's pods and flows, and reads Seine's objects from the
 cluster (agent and controller info, internal network policies, policy stats,
 Traceflows), with kubectl's flags and output formats.`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
-		PersistentPreRun:  func(*cobra.Command, []string) { c.ran = true },
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: false},
+		SilenceUsage:     true,
+		SilenceErrors:    true,
+		PersistentPreRun: func(*cobra.Command, []string) { c.ran = true },
 	}
 	if plugin, ok := strings.CutPrefix(strings.TrimSuffix(c.prog, ".exe"), "kubectl-"); ok {
 		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl " + strings.ReplaceAll(plugin, "_", "-")}

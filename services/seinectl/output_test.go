@@ -102,6 +102,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"get", "agentinfo", "-o", "xml"}, `output format "xml"`},
 		{[]string{"get", "agentinfo", "-o", "custom-columns=NAME"}, `"NAME" is not HEADER:JSONPATH`},
 		{[]string{"get", "agentinfo", "-o", "jsonpath={.items[0"}, "-o jsonpath"},
+		{[]string{"get", "agentinfo", "node-1", "-l", "a=b"}, "names and a selector"},
 		{[]string{"traceflow", "-S", "a/b", "extra"}, "unexpected arguments [extra]"},
 		{[]string{"bundle"}, "-o FILE.tar.gz is required"},
 		{[]string{"version", "extra"}, "unexpected arguments"},
