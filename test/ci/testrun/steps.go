@@ -40,6 +40,7 @@ type outcome struct {
 	took     time.Duration
 	err      error
 	failures []Failure
+	tail     string // the last lines of the step's output
 }
 
 // RunSteps runs every step, even after one failed, writing their readable
@@ -81,6 +82,12 @@ func RunSteps(steps []Step, allow []Allowed, module string, out io.Writer) error
 			if f.Output != "" && !strings.HasSuffix(f.Output, "\n") {
 				fmt.Fprintln(out)
 			}
+		}
+		// A step that failed with no failed test to show (a tool that
+		// exited non-zero, a crash outside any test) shows the end of
+		// its output instead, which a CI's tail would otherwise cut.
+		if o.err != nil && len(o.failures) == 0 && o.tail != "" {
+			fmt.Fprintf(out, "\n=== FAILED (%s), no failed test to show; the end of its output:\n%s", o.step.Name, o.tail)
 		}
 	}
 	if unused := Unused(skips, allow, module); len(unused) > 0 {
@@ -173,6 +180,8 @@ func runAfter(group []Step, k int, byName map[string]int, ended []chan struct{},
 func runStep(st Step, out io.Writer) (outcome, []Skip) {
 	fmt.Fprintf(out, "\n=== %s: %s\n", st.Name, strings.Join(st.Argv, " "))
 	start := time.Now()
+	tail := &tailWriter{}
+	out = io.MultiWriter(out, tail)
 	cmd := exec.Command(st.Argv[0], st.Argv[1:]...)
 	cmd.Env = append(os.Environ(), st.Env...)
 	cmd.Dir = st.Dir
@@ -191,7 +200,47 @@ func runStep(st Step, out io.Writer) (outcome, []Skip) {
 		o.err = cmd.Run()
 	}
 	o.took = time.Since(start)
+	o.tail = tail.String()
 	return o, skips
+}
+
+// tailLines is how many of a failed step's last lines its summary repeats.
+const tailLines = 40
+
+// tailWriter keeps the last tailLines lines written to it.
+type tailWriter struct {
+	mu    sync.Mutex
+	lines []string
+	part  []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.part = append(w.part, p...)
+	for {
+		i := bytes.IndexByte(w.part, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.lines = append(w.lines, string(w.part[:i+1]))
+		if len(w.lines) > tailLines {
+			w.lines = w.lines[len(w.lines)-tailLines:]
+		}
+		w.part = w.part[i+1:]
+	}
+}
+
+// String is the lines kept, and what is left of a last line with a
+// newline added.
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := strings.Join(w.lines, "")
+	if len(w.part) > 0 {
+		s += string(w.part) + "\n"
+	}
+	return s
 }
 
 // prefixWriter writes whole lines to out, each prefixed, holding mu so

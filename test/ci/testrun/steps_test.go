@@ -51,7 +51,12 @@ func TestRunStepsFailsOnEveryKindOfFailure(t *testing.T) {
 		{name: "another unexpected skip", step: goTest("./skips"), allow: allow,
 			want: []string{"1 skips the allowlist does not explain", "go example.com/fixture/skips TestSkips: skips_test.go:6: no iperf3 here"}},
 		{name: "plain step fails", step: Step{Name: "windows vet", Argv: []string{"sh", "-c", "echo vet says no; exit 1"}},
-			want: []string{"vet says no", "=== summary: steps", "windows vet", "FAIL: exit status 1"}},
+			want: []string{"vet says no", "=== FAILED (windows vet), no failed test to show; the end of its output:", "vet says no",
+				"=== summary: steps", "windows vet", "FAIL: exit status 1"}},
+		{name: "test step fails outside any test", step: Step{Name: "wine", Tests: "go",
+			Argv: []string{"sh", "-c", "for i in $(seq 100); do echo line $i; done; echo the binary crashed; exit 3"}},
+			want: []string{"the binary crashed", "=== FAILED (wine), no failed test to show; the end of its output:", "line 62\n",
+				"line 100\nthe binary crashed\n", "=== summary: steps", "wine", "FAIL: exit status 3"}},
 		{name: "step cannot start", step: Step{Name: "missing", Argv: []string{"seine-no-such-command"}},
 			want: []string{"=== summary: steps", "missing", "FAIL: exec: \"seine-no-such-command\""}},
 	} {
