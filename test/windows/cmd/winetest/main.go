@@ -201,20 +201,25 @@ func testPackage(ctx context.Context, w *wine.Wine, root, bin string, p pkg, o o
 	// The binary's output goes to a file and through test2json when it is
 	// done: a pipe could be held open by wineserver, which Wine may start
 	// from this very process and which outlives it.
+	start := time.Now()
 	out, runErr, err := runToFile(cmd, bin)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
-	if runErr == nil && !passed(out) {
-		// Seen twice on 2026-12-06 (windows TestRealCollect,
-		// manifest TestControllerServesTheAPIService, each once in a
-		// full run of the Wine step; cause not found): a package
-		// under Wine exits 0 with its output cut mid-test. A binary that exits 0 has
-		// printed PASS last, so the output, not the test, is what
-		// went wrong: run the package once more, saying so. A second
-		// cut output is shown as it is, and fails the step.
-		fmt.Fprintf(os.Stderr, "winetest: %s exited 0 but its output does not end with PASS (cut under Wine); running it again\n", p.path)
+	if cut(out) && time.Since(start) < o.timeout {
+		// Seen on 2026-12-06 (windows TestRealCollect, manifest
+		// TestControllerServesTheAPIService, each once in a full run of
+		// the Wine step; cause not found): a package under Wine exits 0
+		// with its output cut mid-test. A test binary ends its output
+		// with PASS or FAIL, and says --- FAIL for a failed test: output
+		// with neither went wrong, not the tests, so the package runs once
+		// more, saying so. A second cut output is shown as it is and
+		// fails the step; a run that reached the timeout is not
+		// repeated. A non-zero exit with such output is repeated too:
+		// CI on 2026-12-07 failed the pipe-dialer step with exit status
+		// 1 and not one test failed or left unfinished.
+		fmt.Fprintf(os.Stderr, "winetest: %s exited (%v) with its output cut, no test failed in it (Wine); running it again\n", p.path, exitText(runErr))
 		out.Close()
 		cmd = w.Command(tctx, args...)
 		cmd.Dir = p.dir
@@ -251,10 +256,23 @@ func runToFile(cmd *exec.Cmd, dir string) (*os.File, error, error) {
 	return out, runErr, nil
 }
 
-// passed says whether a test binary's -test.v=test2json output ends with
-// its final PASS line; it leaves f rewound.
-func passed(f *os.File) bool {
+// cut says whether a test binary's -test.v=test2json output was cut: it
+// does not end with the binary's final PASS or FAIL line and no test in it
+// failed. It leaves f rewound.
+func cut(f *os.File) bool {
 	defer f.Seek(0, 0)
 	b, err := io.ReadAll(f)
-	return err == nil && bytes.HasSuffix(bytes.TrimRight(b, "\r\n"), []byte("\x16PASS"))
+	if err != nil {
+		return false
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	return !bytes.HasSuffix(b, []byte("\x16PASS")) && !bytes.HasSuffix(b, []byte("\x16FAIL")) &&
+		!bytes.Contains(b, []byte("\x16--- FAIL"))
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
