@@ -88,6 +88,12 @@ func TestParseConntrackRefuses(t *testing.T) {
 		"labels too long": `tcp,orig=(src=10.0.0.1,dst=10.0.0.2),reply=(src=10.0.0.2,dst=10.0.0.1),labels=0x112233445566778899aabbccddeeff0011`,
 		"zone":            `tcp,orig=(src=10.0.0.1,dst=10.0.0.2),reply=(src=10.0.0.2,dst=10.0.0.1),zone=65536`,
 		"no address":      `tcp,orig=(sport=1,dport=2),reply=(src=10.0.0.2,dst=10.0.0.1)`,
+		"extra ')'":       `tcp,orig=(src=10.0.0.1,dst=10.0.0.2)),reply=(src=10.0.0.2,dst=10.0.0.1)`,
+		"')' first":       `tcp,orig=)src=10.0.0.1,dst=10.0.0.2(,reply=(src=10.0.0.2,dst=10.0.0.1)`,
+		"')' in a value":  `tcp,zone=1),orig=(src=10.0.0.1,dst=10.0.0.2),reply=(src=10.0.0.2,dst=10.0.0.1)`,
+		"open at the end": `tcp,orig=(src=10.0.0.1,dst=10.0.0.2),reply=(src=10.0.0.2,dst=10.0.0.1),protoinfo=(state=SYN_SENT`,
+		"labels not hex":  `tcp,orig=(src=10.0.0.1,dst=10.0.0.2),reply=(src=10.0.0.2,dst=10.0.0.1),labels=0xabg`,
+		"odd labels":      `tcp,orig=(src=10.0.0.1,dst=10.0.0.2),reply=(src=10.0.0.2,dst=10.0.0.1),labels=0xg12`,
 	} {
 		good := strings.SplitN(ovsUserspaceDump, "\n", 2)[0]
 		_, err := ParseConntrack(good + "\n" + line + "\n")

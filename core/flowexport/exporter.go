@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -331,6 +332,7 @@ func (x *Exporter) sendLoop(ctx context.Context) {
 	}()
 	retry := x.cfg.RetryInterval
 	var buf bytes.Buffer
+	var batch wireBatch
 	for {
 		if s == nil {
 			var err error
@@ -359,7 +361,7 @@ func (x *Exporter) sendLoop(ctx context.Context) {
 			}
 			continue
 		}
-		if err := x.send(s, recs, &buf); err != nil {
+		if err := x.send(s, recs, &buf, &batch); err != nil {
 			x.log.Warn("flow export: send failed, reconnecting", "collector", x.cfg.Collector, "err", err)
 			s.CloseConnToCollector()
 			s = nil
@@ -369,27 +371,26 @@ func (x *Exporter) sendLoop(ctx context.Context) {
 }
 
 // send sends recs, one data set per family; what was not sent goes back
-// to the queue.
-func (x *Exporter) send(s sender, recs []Record, buf *bytes.Buffer) error {
-	byID := map[uint16][]entities.Record{}
+// to the queue. w is the batch's encoding, reused from one batch to the next.
+func (x *Exporter) send(s sender, recs []Record, buf *bytes.Buffer, w *wireBatch) error {
+	w.reset()
 	var order []uint16
 	var kept []Record
 	for i := range recs {
-		d, err := dataRecord(&recs[i])
-		if err != nil { // cannot be encoded: dropped, said once per batch
+		id := templateFor(&recs[i])
+		if err := w.add(id, &recs[i]); err != nil { // cannot be encoded: dropped
 			x.dropped.Add(1)
 			x.log.Error("flow export: record not encodable", "err", err)
 			continue
 		}
-		id := templateFor(&recs[i])
-		if byID[id] == nil {
+		if !slices.Contains(order, id) {
 			order = append(order, id)
 		}
-		byID[id] = append(byID[id], d)
 		kept = append(kept, recs[i])
 	}
+	w.group()
 	for _, id := range order {
-		n, _, err := s.SendDataRecords(id, byID[id], buf)
+		n, _, err := s.SendDataRecords(id, w.byID[id], buf)
 		x.sent.Add(uint64(n))
 		if err != nil {
 			// Records of the families not yet sent and the rest of
@@ -411,6 +412,48 @@ func (x *Exporter) send(s sender, recs []Record, buf *bytes.Buffer) error {
 		}
 	}
 	return nil
+}
+
+// wireBatch holds a batch's records encoded by appendRecord, in one
+// buffer, grouped by template.
+type wireBatch struct {
+	enc   []byte
+	wires []wireRecord
+	byID  map[uint16][]entities.Record
+}
+
+func (w *wireBatch) reset() {
+	w.enc, w.wires = w.enc[:0], w.wires[:0]
+	if w.byID == nil {
+		w.byID = map[uint16][]entities.Record{}
+	}
+	for id, l := range w.byID {
+		w.byID[id] = l[:0]
+	}
+}
+
+// add encodes r with template id. A record appendRecord refuses leaves
+// nothing behind.
+func (w *wireBatch) add(id uint16, r *Record) error {
+	n := len(w.enc)
+	enc, err := appendRecord(w.enc, r)
+	if err != nil {
+		w.enc = enc[:n]
+		return err
+	}
+	// When append moves enc, the records before keep the old array,
+	// which still holds their bytes.
+	w.enc = enc
+	w.wires = append(w.wires, wireRecord{id: id, enc: enc[n:len(enc):len(enc)]})
+	return nil
+}
+
+// group lists the records added, by template, in byID.
+func (w *wireBatch) group() {
+	for i := range w.wires {
+		id := w.wires[i].id
+		w.byID[id] = append(w.byID[id], &w.wires[i])
+	}
 }
 
 // sentFamily reports whether family fid was sent before cur in order.
