@@ -156,12 +156,14 @@ func New(cfg Config, src Source, res Resolver, log *slog.Logger) (*Exporter, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Exporter{
+	x := &Exporter{
 		cfg: cfg, src: src, log: log,
 		table: Table{Resolver: res, ActiveTimeout: cfg.ActiveTimeout, IdleTimeout: cfg.IdleTimeout, MaxConnections: cfg.MaxConnections},
 		queue: make([]Record, cfg.QueueSize),
 		wake:  make(chan struct{}, 1),
-	}, nil
+	}
+	x.table.Emit = x.enqueue
+	return x, nil
 }
 
 // Stats returns the counters.
@@ -241,12 +243,13 @@ func (x *Exporter) enqueue(recs []Record) {
 	}
 }
 
-// take removes up to max records from the front of the queue.
-func (x *Exporter) take(max int) []Record {
+// take moves up to max records from the front of the queue into buf,
+// which it returns.
+func (x *Exporter) take(max int, buf []Record) []Record {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	k := min(max, x.n)
-	out := make([]Record, k)
+	out := slices.Grow(buf[:0], k)[:k]
 	for i := range out {
 		out[i] = x.queue[(x.head+i)%len(x.queue)]
 	}
@@ -333,6 +336,7 @@ func (x *Exporter) sendLoop(ctx context.Context) {
 	retry := x.cfg.RetryInterval
 	var buf bytes.Buffer
 	var batch wireBatch
+	var recs []Record
 	for {
 		if s == nil {
 			var err error
@@ -352,7 +356,7 @@ func (x *Exporter) sendLoop(ctx context.Context) {
 			}
 			x.connected.Store(true)
 		}
-		recs := x.take(batchSize)
+		recs = x.take(batchSize, recs)
 		if len(recs) == 0 {
 			select {
 			case <-ctx.Done():
@@ -375,7 +379,7 @@ func (x *Exporter) sendLoop(ctx context.Context) {
 func (x *Exporter) send(s sender, recs []Record, buf *bytes.Buffer, w *wireBatch) error {
 	w.reset()
 	var order []uint16
-	var kept []Record
+	var kept []int // what was encoded, by index in recs
 	for i := range recs {
 		id := templateFor(&recs[i])
 		if err := w.add(id, &recs[i]); err != nil { // cannot be encoded: dropped
@@ -386,7 +390,7 @@ func (x *Exporter) send(s sender, recs []Record, buf *bytes.Buffer, w *wireBatch
 		if !slices.Contains(order, id) {
 			order = append(order, id)
 		}
-		kept = append(kept, recs[i])
+		kept = append(kept, i)
 	}
 	w.group()
 	for _, id := range order {
@@ -397,7 +401,8 @@ func (x *Exporter) send(s sender, recs []Record, buf *bytes.Buffer, w *wireBatch
 			// this one go back, in their original order.
 			var back []Record
 			left := map[uint16]int{id: n}
-			for _, r := range kept {
+			for _, i := range kept {
+				r := recs[i]
 				fid := templateFor(&r)
 				if fid == id && left[id] > 0 {
 					left[id]--

@@ -120,6 +120,11 @@ type Table struct {
 	Resolver      Resolver
 	ActiveTimeout time.Duration
 	IdleTimeout   time.Duration
+	// Emit, when set, takes the records due as Update makes them, in
+	// chunks of emitChunk (the slice is valid during the call only);
+	// Update returns the rest. The exporter sends a chunk while the next
+	// is made.
+	Emit func([]Record)
 	// MaxConnections bounds the entries kept; a connection beyond it is
 	// not tracked and counted in Dropped.
 	MaxConnections int
@@ -147,6 +152,12 @@ func (t *Table) Update(conns []Conn, now time.Time) []Record {
 	// copied a dozen times while it grows on every poll.
 	out := t.out[:0]
 	defer func() { t.out = out[:0] }()
+	flush := func() {
+		if t.Emit != nil && len(out) >= emitChunk {
+			t.Emit(out)
+			out = out[:0]
+		}
+	}
 	var fresh []*Conn
 	for i := range conns {
 		c := &conns[i]
@@ -163,6 +174,7 @@ func (t *Table) Update(conns []Conn, now time.Time) []Record {
 		e.gen = t.gen
 		if r, ok := t.due(e, now); ok {
 			out = append(out, r)
+			flush()
 		}
 	}
 	// Connections gone from the dump end first, so their room goes to
@@ -192,10 +204,16 @@ func (t *Table) Update(conns []Conn, now time.Time) []Record {
 		t.conns[k] = e
 		if r, ok := t.due(e, now); ok {
 			out = append(out, r)
+			flush()
 		}
 	}
 	return out
 }
+
+// emitChunk is how many records Update gathers before it hands them to
+// Emit: 2048 overlapped sending with the rest of a 50,000-record poll best
+// in BenchmarkExportCycle50k.
+const emitChunk = 2048
 
 // due returns e's record if one is due at now.
 func (t *Table) due(e *entry, now time.Time) (Record, bool) {

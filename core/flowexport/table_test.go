@@ -1,8 +1,10 @@
 package flowexport
 
 import (
+	"cmp"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -194,5 +196,52 @@ func TestTableBound(t *testing.T) {
 	r := tb.Update(conns[3:], time.Unix(5, 0))
 	if len(r) != 3 || tb.Len() != 2 || tb.Dropped != 2 {
 		t.Fatalf("%d records (want the 3 vanished ones ended), %d followed", len(r), tb.Len())
+	}
+}
+
+// TestTableEmitsInChunks: with Emit set, Update hands the records due to it
+// in chunks of emitChunk and returns the rest; together they are every
+// record Update without Emit returns, each once.
+func TestTableEmitsInChunks(t *testing.T) {
+	n := 2*emitChunk + 100
+	conns := make([]Conn, n)
+	for i := range conns {
+		conns[i] = tcpConn(podA, uint16(10000+i), podB, 80, podB, "ESTABLISHED", 86400)
+	}
+	t0 := time.Unix(1_800_000_000, 0)
+	plain := Table{Resolver: testRes, ActiveTimeout: time.Second, IdleTimeout: time.Hour}
+	var chunks [][]Record
+	chunked := plain
+	chunked.Emit = func(recs []Record) {
+		if len(recs) != emitChunk {
+			t.Errorf("a chunk of %d records, want %d", len(recs), emitChunk)
+		}
+		chunks = append(chunks, append([]Record(nil), recs...))
+	}
+	// The first poll sees every connection new: none is due yet. The
+	// second ends 100 of them (gone from the dump) and finds the rest
+	// past their active timeout.
+	for _, tb := range []*Table{&plain, &chunked} {
+		if recs := tb.Update(conns, t0); len(recs) != 0 {
+			t.Fatalf("first poll: %d records", len(recs))
+		}
+	}
+	want := plain.Update(conns[100:], t0.Add(2*time.Second))
+	got := chunked.Update(conns[100:], t0.Add(2*time.Second))
+	if len(chunks) != 2 {
+		t.Fatalf("%d chunks emitted, want 2", len(chunks))
+	}
+	all := append(append(chunks[0], chunks[1]...), got...)
+	if len(all) != len(want) || len(want) != n {
+		t.Fatalf("%d records emitted and returned, want %d (%d without Emit)", len(all), n, len(want))
+	}
+	// Connections gone from the dump end in the table's map order.
+	for _, l := range [][]Record{want, all} {
+		slices.SortFunc(l, func(a, b Record) int { return cmp.Compare(a.SrcPort, b.SrcPort) })
+	}
+	for i := range want {
+		if all[i].SrcPort != want[i].SrcPort || all[i].EndReason != want[i].EndReason {
+			t.Fatalf("record %d: port %d reason %d, want port %d reason %d", i, all[i].SrcPort, all[i].EndReason, want[i].SrcPort, want[i].EndReason)
+		}
 	}
 }

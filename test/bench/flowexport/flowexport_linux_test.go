@@ -22,17 +22,25 @@ import (
 	"github.com/seine-cni/seine/test/ovsdaemon"
 )
 
-// resolver names every address of the 10.244.0.0/16 pod range a pod (one
-// map read, as the agent's informer index is), the server's port a
-// Service's, and the bench's one allow rule.
-type resolver struct{}
+// resolver names the addresses of 10.244.0.0/22 pods (one map read, as
+// the agent's informer index is: the names are built beforehand), the
+// bench's one allow rule, and no Service.
+type resolver map[netip.Addr]flowexport.Pod
 
-func (resolver) Pod(ip netip.Addr) (flowexport.Pod, bool) {
-	b := ip.As4()
-	if b[0] != 10 || b[1] != 244 {
-		return flowexport.Pod{}, false
+func newResolver() resolver {
+	r := resolver{}
+	for n := range 4 {
+		for h := range 256 {
+			r[netip.AddrFrom4([4]byte{10, 244, byte(n), byte(h)})] = flowexport.Pod{Namespace: "default",
+				Name: "pod-" + strconv.Itoa(h), Node: "node-" + strconv.Itoa(n)}
+		}
 	}
-	return flowexport.Pod{Namespace: "default", Name: "pod-" + strconv.Itoa(int(b[3])), Node: "node-" + strconv.Itoa(int(b[2]))}, true
+	return r
+}
+
+func (r resolver) Pod(ip netip.Addr) (flowexport.Pod, bool) {
+	p, ok := r[ip]
+	return p, ok
 }
 
 func (resolver) Service(proto uint8, ip netip.Addr, port uint16) (flowexport.Service, bool) {
@@ -175,7 +183,7 @@ func BenchmarkExportCycle50k(b *testing.B) {
 	// Polls are driven by hand (the ticker's interval is an hour): each
 	// is an hour later, past every connection's active timeout.
 	x, err := flowexport.New(flowexport.Config{NodeName: "node-1", Collector: ln.Addr().String(), Transport: "tcp",
-		PollInterval: time.Hour, ActiveTimeout: time.Hour, IdleTimeout: 100 * time.Hour, QueueSize: 2 * n}, src, resolver{}, nil)
+		PollInterval: time.Hour, ActiveTimeout: time.Hour, IdleTimeout: 100 * time.Hour, QueueSize: 2 * n}, src, newResolver(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
