@@ -439,7 +439,7 @@ func runSteps(steps []testrun.Step) error {
 
 // windowsTestPackages are the packages whose Windows test binaries pass under
 // Wine (see test/windows/README.md for what Wine cannot run).
-var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline", "./core/agent", "./core/fqdn", "./core/inventory", "./core/policystats", "./windows", "./services/seinectl", "./installer/kubernetes/manifest"}
+var windowsTestPackages = []string{"./ovs/internal/winpipe", "./ovs/ovsdb", "./platform/...", "./core/pipeline", "./core/agent", "./core/fqdn", "./core/flowexport", "./core/inventory", "./core/policystats", "./windows", "./services/seinectl", "./installer/kubernetes/manifest"}
 
 // windowsPipePackages have Windows-only named-pipe tests (every test with
 // Pipe in its name, but not Pipeline: windowsPipeTests) beside tests Wine
