@@ -146,7 +146,7 @@ func runGroup(group []Step, results []outcome, stepSkips [][]Skip, out io.Writer
 		go func() {
 			defer wg.Done()
 			for _, k := range steps {
-				w := &prefixWriter{mu: &mu, out: out, prefix: "[" + group[k].Name + "] "}
+				w := prefixWriter(&mu, out, "["+group[k].Name+"] ")
 				results[k], stepSkips[k] = runAfter(group, k, byName, ended, results, w)
 				w.Flush()
 				close(ended[k])
@@ -180,7 +180,7 @@ func runAfter(group []Step, k int, byName map[string]int, ended []chan struct{},
 func runStep(st Step, out io.Writer) (outcome, []Skip) {
 	fmt.Fprintf(out, "\n=== %s: %s\n", st.Name, strings.Join(st.Argv, " "))
 	start := time.Now()
-	tail := &tailWriter{}
+	tail := newTail()
 	out = io.MultiWriter(out, tail)
 	cmd := exec.Command(st.Argv[0], st.Argv[1:]...)
 	cmd.Env = append(os.Environ(), st.Env...)
@@ -207,52 +207,15 @@ func runStep(st Step, out io.Writer) (outcome, []Skip) {
 // tailLines is how many of a failed step's last lines its summary repeats.
 const tailLines = 40
 
-// tailWriter keeps the last tailLines lines written to it.
-type tailWriter struct {
-	mu    sync.Mutex
-	lines []string
-	part  []byte
-}
-
-func (w *tailWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.part = append(w.part, p...)
-	for {
-		i := bytes.IndexByte(w.part, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.lines = append(w.lines, string(w.part[:i+1]))
-		if len(w.lines) > tailLines {
-			w.lines = w.lines[len(w.lines)-tailLines:]
-		}
-		w.part = w.part[i+1:]
-	}
-}
-
-// String is the lines kept, and what is left of a last line with a
-// newline added.
-func (w *tailWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s := strings.Join(w.lines, "")
-	if len(w.part) > 0 {
-		s += string(w.part) + "\n"
-	}
-	return s
-}
-
-// prefixWriter writes whole lines to out, each prefixed, holding mu so
-// that the lines of steps running at the same time never mix.
-type prefixWriter struct {
+// lineWriter hands each whole line written to it, newline included, to
+// line, holding mu (several writers may share one).
+type lineWriter struct {
 	mu      *sync.Mutex
-	out     io.Writer
-	prefix  string
+	line    func([]byte) error
 	partial []byte
 }
 
-func (w *prefixWriter) Write(p []byte) (int, error) {
+func (w *lineWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.partial = append(w.partial, p...)
@@ -261,19 +224,54 @@ func (w *prefixWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			return len(p), nil
 		}
-		if _, err := fmt.Fprintf(w.out, "%s%s", w.prefix, w.partial[:i+1]); err != nil {
+		if err := w.line(w.partial[:i+1]); err != nil {
 			return 0, err
 		}
 		w.partial = w.partial[i+1:]
 	}
 }
 
-// Flush writes what is left of a last line without its newline.
-func (w *prefixWriter) Flush() {
+// Flush hands on what is left of a last line, with a newline added.
+func (w *lineWriter) Flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.partial) > 0 {
-		fmt.Fprintf(w.out, "%s%s\n", w.prefix, w.partial)
+		w.line(append(w.partial, '\n'))
 		w.partial = nil
 	}
+}
+
+// prefixWriter writes whole lines to out, each prefixed, holding mu so
+// that the lines of steps running at the same time never mix.
+func prefixWriter(mu *sync.Mutex, out io.Writer, prefix string) *lineWriter {
+	return &lineWriter{mu: mu, line: func(l []byte) error {
+		_, err := fmt.Fprintf(out, "%s%s", prefix, l)
+		return err
+	}}
+}
+
+// tail keeps the last tailLines lines written to its writer.
+type tail struct {
+	lineWriter
+	lines []string
+}
+
+func newTail() *tail {
+	t := &tail{}
+	t.lineWriter = lineWriter{mu: &sync.Mutex{}, line: func(l []byte) error {
+		t.lines = append(t.lines, string(l))
+		if len(t.lines) > tailLines {
+			t.lines = t.lines[len(t.lines)-tailLines:]
+		}
+		return nil
+	}}
+	return t
+}
+
+// String flushes and returns the lines kept.
+func (t *tail) String() string {
+	t.Flush()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "")
 }
