@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +130,9 @@ func TestAgentExportsPolicyVerdicts(t *testing.T) {
 					f["flowEndReason"], f["sourcePodNamespace"], f["sourcePodName"], f["destinationPodNamespace"], f["destinationPodName"], f["flowType"],
 					f["ingressNetworkPolicyType"], f["ingressNetworkPolicyNamespace"], f["ingressNetworkPolicyName"], f["ingressNetworkPolicyRuleName"], f["ingressNetworkPolicyRuleAction"],
 					f["egressNetworkPolicyType"], f["egressNetworkPolicyNamespace"], f["egressNetworkPolicyName"], f["egressNetworkPolicyRuleName"], f["egressNetworkPolicyRuleAction"])
+				if _, seen := got[port]; !seen {
+					logRecord(t, m.GetObsDomainID(), r)
+				}
 				got[port] = line
 				if port != "8080" {
 					denied[port] += f["packetTotalCount"].(uint64)
@@ -149,4 +153,34 @@ func TestAgentExportsPolicyVerdicts(t *testing.T) {
 		}
 	}
 	t.Logf("denied SYNs counted: %v", denied)
+}
+
+// logRecord logs a decoded record's elements in template order, one per
+// line, as go-ipfix's collector decoded them (the README's example).
+func logRecord(t *testing.T, domain uint32, r entities.Record) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "record from observation domain %d, template %d:\n", domain, r.GetTemplateID())
+	for _, e := range r.GetOrderedElementList() {
+		fmt.Fprintf(&b, "  %s: %v\n", e.GetName(), elementValue(e))
+	}
+	t.Log(b.String())
+}
+
+func elementValue(e entities.InfoElementWithValue) any {
+	switch e.GetDataType() {
+	case entities.Unsigned8:
+		return e.GetUnsigned8Value()
+	case entities.Unsigned16:
+		return e.GetUnsigned16Value()
+	case entities.Unsigned32, entities.DateTimeSeconds:
+		return e.GetUnsigned32Value()
+	case entities.Unsigned64:
+		return e.GetUnsigned64Value()
+	case entities.Ipv4Address, entities.Ipv6Address:
+		return e.GetIPAddressValue()
+	case entities.String:
+		return fmt.Sprintf("%q", e.GetStringValue())
+	}
+	return e.GetInfoElement().DataType
 }
