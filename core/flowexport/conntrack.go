@@ -9,8 +9,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -74,9 +76,65 @@ func (c *Conn) Ended() bool { return c.closed }
 // ParseConntrack parses the output of `ovs-appctl dpctl/dump-conntrack
 // [-m] [-s]`, one entry per line. A line it cannot read is an error naming
 // the line; keys it does not know are skipped (newer OVS releases add some).
+// A long dump is parsed in parts, one per CPU, at the same time.
 func ParseConntrack(text string) ([]Conn, error) {
-	conns := make([]Conn, 0, strings.Count(text, "\n")+1)
-	for n := 1; text != ""; n++ {
+	lines := strings.Count(text, "\n") + 1
+	parts := min(runtime.GOMAXPROCS(0), lines/parallelLines)
+	if parts < 2 {
+		return parseLines(text, 1, make([]Conn, 0, lines))
+	}
+	// Cut at line ends, each part about as long as the others.
+	type part struct {
+		text  string
+		first int // its first line's number
+		conns []Conn
+		err   error
+	}
+	ps := make([]part, 0, parts)
+	for first := 1; text != ""; {
+		n := len(text)
+		if len(ps) < parts-1 {
+			n = len(text) / (parts - len(ps))
+			if i := strings.IndexByte(text[n:], '\n'); i >= 0 {
+				n += i + 1
+			} else {
+				n = len(text)
+			}
+		}
+		ps = append(ps, part{text: text[:n], first: first})
+		first += strings.Count(text[:n], "\n")
+		text = text[n:]
+	}
+	var wg sync.WaitGroup
+	for i := range ps {
+		p := &ps[i]
+		wg.Go(func() {
+			p.conns, p.err = parseLines(p.text, p.first, make([]Conn, 0, strings.Count(p.text, "\n")+1))
+		})
+	}
+	wg.Wait()
+	total := 0
+	for _, p := range ps {
+		if p.err != nil { // the first part's error names the first bad line
+			return nil, p.err
+		}
+		total += len(p.conns)
+	}
+	conns := make([]Conn, 0, total)
+	for _, p := range ps {
+		conns = append(conns, p.conns...)
+	}
+	return conns, nil
+}
+
+// parallelLines is the fewest lines a part of a parallel parse has: below
+// it, starting goroutines costs about what they save.
+const parallelLines = 4096
+
+// parseLines appends the connections of text, whose first line is number
+// first, to conns.
+func parseLines(text string, first int, conns []Conn) ([]Conn, error) {
+	for n := first; text != ""; n++ {
 		var line string
 		line, text, _ = strings.Cut(text, "\n")
 		line = strings.TrimSpace(line)

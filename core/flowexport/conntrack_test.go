@@ -2,7 +2,10 @@ package flowexport
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -134,5 +137,48 @@ func TestConntrackSourceAsksForItsZone(t *testing.T) {
 func TestObservationDomainID(t *testing.T) {
 	if ObservationDomainID("node-1") == ObservationDomainID("node-2") || ObservationDomainID("node-1") != ObservationDomainID("node-1") {
 		t.Error("observation domain IDs must be stable and distinct per node")
+	}
+}
+
+// TestParseConntrackInParts: a long dump, parsed in parts at the same
+// time, gives what one pass over it gives, in order, and a bad line is
+// named by its number in the whole dump — the first bad one when there
+// are several.
+func TestParseConntrackInParts(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	lines := strings.Split(strings.TrimSpace(dumpText(5*parallelLines)), "\n")
+	// Blank lines here and there, as a dump may end with one.
+	for _, i := range []int{7, parallelLines, 3 * parallelLines} {
+		lines[i] = "  "
+	}
+	text := strings.Join(lines, "\n") + "\n"
+	want, err := parseLines(text, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseConntrack(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || len(want) != len(lines)-3 {
+		t.Fatalf("%d connections, one pass %d, want %d", len(got), len(want), len(lines)-3)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("connection %d: %+v, one pass %+v", i, got[i], want[i])
+		}
+	}
+	bad := func(nums ...int) string {
+		l := slices.Clone(lines)
+		for _, n := range nums {
+			l[n-1] = "tcp,orig=(src=10.0.0.999)"
+		}
+		return strings.Join(l, "\n")
+	}
+	for _, nums := range [][]int{{1}, {2*parallelLines + 5}, {len(lines)}, {4*parallelLines + 1, 2*parallelLines + 2}} {
+		first := slices.Min(nums)
+		if _, err := ParseConntrack(bad(nums...)); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("line %d ", first)) {
+			t.Errorf("bad lines %v: err %v, want one naming line %d", nums, err, first)
+		}
 	}
 }
