@@ -135,7 +135,7 @@ type message struct {
 }
 
 // result is a reply's result, decoded as it is read: a unixctl command's
-// text (a dump of 50,000 connections is 12 MB: kept as a RawMessage it
+// text (a dump of 50,000 connections is about 10 MB: kept as a RawMessage it
 // was copied once more before being unquoted), or any other JSON value
 // (OVS 3.3+'s --format=json) kept as its text.
 type result struct {

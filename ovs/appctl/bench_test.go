@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// BenchmarkCallLargeReply: one call whose reply is a 12 MB text (what
+// BenchmarkCallLargeReply: one call whose reply is a 10 MB text (what
 // dpctl/dump-conntrack prints for 50,000 connections), from a server that
 // sends a prepared reply, so the client's decoding is what is measured.
 //
