@@ -315,6 +315,12 @@ func (e *env) listenPorts(p *corev1.Pod, base, n int) func() {
 // both ends restart.
 func (e *env) checkAgentRestartUnderServiceTraffic(client corev1.Pod, svcIP string, nodes ...string) {
 	e.t.Helper()
+	// The Service's endpoints are in the API (e.service) but the client's
+	// agent may not have programmed them yet: until then the Service
+	// rejects (connection refused, as one without endpoints must; seen
+	// once, 2026-12-07 16:02). The restart is this check's subject, not
+	// how fast a new Service is served. Its ports are installed together.
+	e.waitAnswers(e.podNS(&client), svcIP+":80")
 	var conn net.Conn
 	if err := netns.Do(e.podNS(&client), func() error {
 		var err error
