@@ -134,27 +134,24 @@ type message struct {
 	Error  json.RawMessage `json:"error"`
 }
 
-// result is a reply's result, decoded as it is read: a unixctl command's
-// text (a dump of 50,000 connections is about 10 MB: kept as a RawMessage it
-// was copied once more before being unquoted), or any other JSON value
-// (OVS 3.3+'s --format=json) kept as its text.
-type result struct {
-	text  string
-	json  string // the value when it is not a string
-	isSet bool   // neither absent nor null
-}
+// result is a reply's result as Call returns it, decoded as it is read: a
+// unixctl command's text unquoted (a dump of 50,000 connections is about
+// 10 MB: kept as a RawMessage it was copied once more before being
+// unquoted); any other JSON value (OVS 3.3+ returns objects when asked for
+// --format=json) as its JSON text; null or no result as "".
+type result string
 
 func (r *result) UnmarshalJSON(b []byte) error {
 	switch {
 	case string(b) == "null":
-		return nil
+		*r = ""
 	case len(b) > 0 && b[0] == '"':
-		r.isSet = true
-		var err error
-		r.text, err = unquote(b)
+		s, err := unquote(b)
+		*r = result(s)
 		return err
+	default:
+		*r = result(b)
 	}
-	r.json, r.isSet = string(b), true
 	return nil
 }
 
@@ -296,13 +293,5 @@ func decodeReply(method string, m message) (string, error) {
 		}
 		return "", &Error{Method: method, Text: text}
 	}
-	switch {
-	case !m.Result.isSet:
-		return "", nil
-	case m.Result.json != "":
-		// unixctl results are strings; OVS 3.3+ can return JSON objects when
-		// asked for --format=json. Hand back the JSON text.
-		return m.Result.json, nil
-	}
-	return m.Result.text, nil
+	return string(m.Result), nil
 }
