@@ -85,10 +85,10 @@ func ParseConntrack(text string) ([]Conn, error) {
 	}
 	// Cut at line ends, each part about as long as the others.
 	type part struct {
-		text  string
-		first int // its first line's number
-		conns []Conn
-		err   error
+		text         string
+		first, lines int // its first line's number, its newlines
+		conns        []Conn
+		err          error
 	}
 	ps := make([]part, 0, parts)
 	for first := 1; text != ""; {
@@ -101,15 +101,16 @@ func ParseConntrack(text string) ([]Conn, error) {
 				n = len(text)
 			}
 		}
-		ps = append(ps, part{text: text[:n], first: first})
-		first += strings.Count(text[:n], "\n")
+		p := part{text: text[:n], first: first, lines: strings.Count(text[:n], "\n")}
+		ps = append(ps, p)
+		first += p.lines
 		text = text[n:]
 	}
 	var wg sync.WaitGroup
 	for i := range ps {
 		p := &ps[i]
 		wg.Go(func() {
-			p.conns, p.err = parseLines(p.text, p.first, make([]Conn, 0, strings.Count(p.text, "\n")+1))
+			p.conns, p.err = parseLines(p.text, p.first, make([]Conn, 0, p.lines+1))
 		})
 	}
 	wg.Wait()
@@ -355,40 +356,23 @@ func parseTuple(v string) (Tuple, Counters, bool, error) {
 	return t, cnt, counted, nil
 }
 
+var zeroDigits = [32]byte([]byte(strings.Repeat("0", 32)))
+
 func parseLabels(v string, out *[16]byte) error {
 	h := strings.TrimPrefix(strings.TrimPrefix(v, "0x"), "0X")
 	if h == "" || len(h) > 32 {
 		return fmt.Errorf("labels %q: want 1 to 32 hex digits", v)
 	}
-	// An odd digit count has an implied leading zero, decoded on its own.
+	// Right-aligned among 32 zero digits: an odd count gets its implied
+	// leading zero.
+	digits := zeroDigits
+	copy(digits[32-len(h):], h)
 	var b [16]byte
-	at := 16 - (len(h)+1)/2
-	if len(h)%2 == 1 {
-		d, ok := unhex(h[0])
-		if !ok {
-			return fmt.Errorf("labels %q: invalid hex digit %q", v, h[0])
-		}
-		b[at] = d
-		at++
-		h = h[1:]
-	}
-	if _, err := hex.Decode(b[at:], []byte(h)); err != nil {
+	if _, err := hex.Decode(b[:], digits[:]); err != nil {
 		return fmt.Errorf("labels %q: %w", v, err)
 	}
 	*out = b
 	return nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 // parseTCPState reads the state from protoinfo=(state=X) (the kernel's one
