@@ -58,7 +58,12 @@ type Lookup interface {
 	Ready() error
 	// Tiers returns every tier that exists, the built-in ones always.
 	Tiers() []tiers.Tier
-	// ClusterGroup returns the ClusterGroup name, or false.
+	// Tier returns the tier name, or false. Like ClusterGroup it confirms
+	// a miss with the cluster itself: a cache may not hold yet what was
+	// created a moment ago, and a refusal must not rest on that.
+	Tier(name string) (tiers.Tier, bool)
+	// ClusterGroup returns the ClusterGroup name, or false (a miss
+	// confirmed with the cluster, as Tier's).
 	ClusterGroup(name string) (*crdv1.ClusterGroup, bool)
 	// PoliciesAt returns the policies of both kinds whose tier (empty
 	// counts as tiers.DefaultTier) is tier and whose priority is priority.
@@ -136,12 +141,10 @@ func validateTier(name string, l Lookup, path *field.Path) field.ErrorList {
 	if name == "" {
 		name = tiers.DefaultTier
 	}
-	ts := l.Tiers()
-	for _, t := range ts {
-		if t.Name == name {
-			return nil
-		}
+	if _, ok := l.Tier(name); ok {
+		return nil
 	}
+	ts := l.Tiers()
 	slices.SortFunc(ts, func(a, b tiers.Tier) int { return int(a.Priority) - int(b.Priority) })
 	names := make([]string, len(ts))
 	for i, t := range ts {

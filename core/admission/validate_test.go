@@ -64,6 +64,13 @@ func (f *fakeLookup) Ready() error {
 	return nil
 }
 func (f *fakeLookup) Tiers() []tiers.Tier { return slices.Clone(f.tiers) }
+func (f *fakeLookup) Tier(name string) (tiers.Tier, bool) {
+	i := slices.IndexFunc(f.tiers, func(t tiers.Tier) bool { return t.Name == name })
+	if i < 0 {
+		return tiers.Tier{}, false
+	}
+	return f.tiers[i], true
+}
 func (f *fakeLookup) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
 	g, ok := f.groups[name]
 	return g, ok

@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 
@@ -29,7 +30,9 @@ type lookup struct{ c *Controller }
 // SetAdmissionClient gives the admission lookups a client of the cluster:
 // a refusal for overlapping policies is confirmed with the other policy as
 // the kube-apiserver holds it now (Lookup.Fresh), not as the informers
-// last saw it (a policy deleted a moment ago). Call it before serving.
+// last saw it (a policy deleted a moment ago), and one for a tier or
+// ClusterGroup that does not exist with the kube-apiserver too (one
+// created a moment ago). Call it before serving.
 func (c *Controller) SetAdmissionClient(dc dynamic.Interface) { c.admissionClient = dc }
 
 func (l lookup) Fresh(p admission.Policy) (admission.Policy, bool) {
@@ -83,9 +86,48 @@ func (l lookup) Tiers() []tiers.Tier {
 	return out
 }
 
+func (l lookup) Tier(name string) (tiers.Tier, bool) {
+	for _, t := range tiers.BuiltIn {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	var t crdv1.Tier
+	if o, ok, err := l.c.tierIndexer.GetByKey(name); err == nil && ok && fromUnstructured(o, &t) == nil {
+		return tiers.Tier{Name: t.Name, Priority: t.Spec.Priority}, true
+	}
+	if !l.confirmMiss(crdv1.TiersResource, name, &t) {
+		return tiers.Tier{}, false
+	}
+	return tiers.Tier{Name: t.Name, Priority: t.Spec.Priority}, true
+}
+
 func (l lookup) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
-	g, err := l.c.getClusterGroup(name)
-	return g, err == nil && g != nil
+	if g, err := l.c.getClusterGroup(name); err == nil && g != nil {
+		return g, true
+	}
+	var g crdv1.ClusterGroup
+	if !l.confirmMiss(crdv1.ClusterGroupsResource, name, &g) {
+		return nil, false
+	}
+	return &g, true
+}
+
+// confirmMiss reads the cluster-scoped object name of r, which the
+// informers do not hold, from the kube-apiserver into into: it reports
+// whether the object exists after all (created a moment ago, not seen by
+// the informers yet). Without a client, or when the read fails, the miss
+// stands. Misses are rare (an object named before it exists), so each
+// costs one read.
+func (l lookup) confirmMiss(r schema.GroupVersionResource, name string, into any) bool {
+	dc := l.c.admissionClient
+	if dc == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	u, err := dc.Resource(r).Get(ctx, name, metav1.GetOptions{})
+	return err == nil && fromUnstructured(u, into) == nil
 }
 
 func (l lookup) PoliciesAt(tier string, priority float64) []admission.Policy {
