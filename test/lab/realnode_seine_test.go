@@ -231,8 +231,17 @@ func rollingUpgrade(t *testing.T, ctx context.Context, c *Config, idx *images.In
 	// The pinger stops, printing its summary, once /tmp/stop exists.
 	script := "ping -i 0.01 -c 30000 " + pods[1].Status.PodIP + " & p=$!; while [ ! -e /tmp/stop ]; do sleep 0.2; done; kill -INT $p; wait $p"
 	pinger := exec.CommandContext(ctx, c.KubeBin, "kubectl", "--kubeconfig", c.AdminKubeconfig(), "exec", pods[0].Name, "--", "sh", "-c", script)
-	var out strings.Builder
+	var out stampedOutput
 	pinger.Stdout, pinger.Stderr = &out, &out
+	// The old agents' logs are followed (they go with their pods), the
+	// new agents' and Open vSwitch's read at the end: a lost run of
+	// pings is set beside them (gapReport).
+	logCtx, stopLogs := context.WithCancel(ctx)
+	logs := &podLogs{cs: cs}
+	defer func() { stopLogs(); logs.wg.Wait() }()
+	for _, p := range agentsBefore {
+		logs.follow(logCtx, p, "seine-agent")
+	}
 	if err := pinger.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -270,11 +279,19 @@ func rollingUpgrade(t *testing.T, ctx context.Context, c *Config, idx *images.In
 	if len(lost) > 0 {
 		t.Logf("lost pings (icmp_seq, 10 ms apart from the pinger's start, the rollout began at ~2 s): %v", lost)
 	}
+	agentsAfter := list("seine-agent")
 	if len(lost) > maxLost || longestRun(lost) > maxGap {
-		t.Errorf("%d of %d pings lost during the rolling upgrade (%v), want at most %d and no %d in a row", len(lost), sent, lost, maxLost, maxGap+1)
+		for _, p := range agentsAfter {
+			logs.read(ctx, p, "seine-agent")
+		}
+		for _, p := range list("seine-ovs") {
+			logs.read(ctx, p, "ovs")
+		}
+		stopLogs()
+		logs.wg.Wait()
+		t.Errorf("%d of %d pings lost during the rolling upgrade (%v), want at most %d and no %d in a row\n%s", len(lost), sent, lost, maxLost, maxGap+1, gapReport(&out, lost, logs))
 	}
 
-	agentsAfter := list("seine-agent")
 	if len(agentsAfter) != c.Nodes {
 		t.Errorf("%d agents after the upgrade, want %d", len(agentsAfter), c.Nodes)
 	}
