@@ -38,14 +38,7 @@ func TestAdmissionLookup(t *testing.T) {
 		clusterGroup("web", crdv1.ClusterGroupSpec{PodSelector: sel("app", "web")}),
 		clusterGroup("parent", crdv1.ClusterGroupSpec{ChildGroups: []string{"web"}}),
 	})
-	l := e.c.AdmissionLookup()
-	deadline := time.Now().Add(10 * time.Second)
-	for l.Ready() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("lookups not synced after 10 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	l := syncedLookup(t, e)
 	if got := fmt.Sprint(l.Tiers()); got != "[{emergency 50} {securityops 100} {networkops 150} {platform 200} {application 250} {baseline 253} {mine 120}]" {
 		t.Errorf("tiers %s", got)
 	}
@@ -121,14 +114,7 @@ func TestAdmissionLookup(t *testing.T) {
 // never will.
 func TestNamespacedInAsTheClusterHoldsThem(t *testing.T) {
 	e := startTiered(t, []runtime.Object{tier("mine", 120), snp("x", "cached", "mine", 1, nil, nil, nil)})
-	l := e.c.AdmissionLookup()
-	deadline := time.Now().Add(10 * time.Second)
-	for l.Ready() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("lookups not synced after 10 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	l := syncedLookup(t, e)
 	if got := fmt.Sprint(l.NamespacedIn("mine")); got != "[NetworkPolicy x/cached]" {
 		t.Fatalf("without a client, from the informers: %s", got)
 	}
@@ -164,14 +150,7 @@ func TestAdmissionLookupWithoutTieredPolicy(t *testing.T) {
 // group the informers never will.
 func TestMissesConfirmedWithTheCluster(t *testing.T) {
 	e := startTiered(t, []runtime.Object{tier("mine", 120)})
-	l := e.c.AdmissionLookup()
-	deadline := time.Now().Add(10 * time.Second)
-	for l.Ready() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("lookups not synced after 10 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	l := syncedLookup(t, e)
 	p := admission.Policy{Kind: admission.KindClusterNetworkPolicy, Name: "p", Spec: &crdv1.ClusterNetworkPolicySpec{
 		Tier: "just-created", Priority: 1, AppliedTo: []crdv1.AppliedTo{{Group: "new-web"}},
 		Ingress: []crdv1.Rule{{Action: crdv1.RuleActionDrop, From: []crdv1.Peer{{Group: "new-nets"}}}},
@@ -198,4 +177,18 @@ func TestMissesConfirmedWithTheCluster(t *testing.T) {
 	if _, ok := l.ClusterGroup("never-made"); ok {
 		t.Error("ClusterGroup never-made: found")
 	}
+}
+
+// syncedLookup is e's admission lookup once its informers have synced.
+func syncedLookup(t *testing.T, e *tieredEnv) admission.Lookup {
+	t.Helper()
+	l := e.c.AdmissionLookup()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("lookups not synced after 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return l
 }
