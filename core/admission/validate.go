@@ -58,13 +58,16 @@ type Lookup interface {
 	Ready() error
 	// Tiers returns every tier that exists, the built-in ones always.
 	Tiers() []tiers.Tier
-	// Tier returns the tier name, or false. Like ClusterGroup it confirms
-	// a miss with the cluster itself: a cache may not hold yet what was
-	// created a moment ago, and a refusal must not rest on that.
+	// Tier returns the tier name, or false.
 	Tier(name string) (tiers.Tier, bool)
-	// ClusterGroup returns the ClusterGroup name, or false (a miss
-	// confirmed with the cluster, as Tier's).
+	// ClusterGroup returns the ClusterGroup name, or false.
 	ClusterGroup(name string) (*crdv1.ClusterGroup, bool)
+	// Confirming returns the view a refusal is judged again with (Review):
+	// the same, but with the tiers and ClusterGroups validation names read
+	// from the cluster itself, one read each. A cache may not hold yet a
+	// tier or group created a moment ago, or may hold a group as it was
+	// before a change. Without a way to read the cluster, the view itself.
+	Confirming() Lookup
 	// PoliciesAt returns the policies of both kinds whose tier (empty
 	// counts as tiers.DefaultTier) is tier and whose priority is priority.
 	PoliciesAt(tier string, priority float64) []Policy

@@ -22,6 +22,9 @@ type fakeLookup struct {
 	tiers    []tiers.Tier
 	groups   map[string]*crdv1.ClusterGroup
 	policies []Policy
+	// cluster, when set, is what Confirming returns: the cluster as it
+	// is now, where the fake is a cache of it.
+	cluster *fakeLookup
 }
 
 func newFake(t *testing.T) *fakeLookup {
@@ -98,6 +101,13 @@ func (f *fakeLookup) NamespacedIn(tier string) []Policy {
 		}
 	}
 	return out
+}
+
+func (f *fakeLookup) Confirming() Lookup {
+	if f.cluster == nil {
+		return f
+	}
+	return f.cluster
 }
 
 func (f *fakeLookup) Fresh(p Policy) (Policy, bool) {

@@ -65,7 +65,9 @@ func Handler(l Lookup, log *slog.Logger) http.Handler {
 	})
 }
 
-// Review answers one admission request.
+// Review answers one admission request. A create or update refused is
+// judged again with l.Confirming() (the tiers and ClusterGroups it names
+// as the cluster holds them now), and refused only if that refuses too.
 func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionResponse {
 	allow := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	tierDelete := req.Kind.Kind == KindTier && req.Operation == admissionv1.Delete
@@ -97,14 +99,19 @@ func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionR
 		if resp != nil {
 			return resp
 		}
-		errs = ValidatePolicy(Policy{Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name, Spec: &obj.Spec}, l)
+		p := Policy{Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name, Spec: &obj.Spec}
+		if errs = ValidatePolicy(p, l); len(errs) > 0 {
+			errs = ValidatePolicy(p, l.Confirming())
+		}
 	case KindClusterGroup:
 		obj, resp := decodeChanged[crdv1.ClusterGroup](req, l, allow, deny)
 		if resp != nil {
 			return resp
 		}
 		obj.Name = req.Name
-		errs = ValidateClusterGroup(obj, l)
+		if errs = ValidateClusterGroup(obj, l); len(errs) > 0 {
+			errs = ValidateClusterGroup(obj, l.Confirming())
+		}
 	default:
 		return allow
 	}

@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
+
+	"github.com/seine-cni/seine/core/tiers"
 )
 
 // TestHandler: AdmissionReviews as the kube-apiserver sends them, over
@@ -114,5 +116,52 @@ func TestHandler(t *testing.T) {
 	}
 	if resp, err := http.Get(srv.URL + Path); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET: %v %v, want 405", resp.Status, err)
+	}
+}
+
+// TestRefusalsConfirmed: a refusal resting on the cache is judged again
+// with the cluster as it is now (Lookup.Confirming): a tier or ClusterGroup
+// created a moment ago, or a group changed a moment ago, does not refuse
+// a policy the cluster admits; what the cluster refuses too is refused.
+func TestRefusalsConfirmed(t *testing.T) {
+	cache := newFake(t)
+	cluster := newFake(t)
+	cluster.tiers = append(cluster.tiers, tiers.Tier{Name: "just-made", Priority: 121})
+	cluster.group(t, "new", `podSelector: {matchLabels: {app: new}}`)
+	cache.group(t, "was-blocks", `ipBlocks: [{cidr: 10.0.0.0/8}]`)
+	cluster.group(t, "was-blocks", `podSelector: {matchLabels: {app: b}}`)
+	review := func(obj string) *admissionv1.AdmissionResponse {
+		t.Helper()
+		j, err := yaml.YAMLToJSON([]byte(obj))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Review(&admissionv1.AdmissionRequest{
+			UID: "u-2", Kind: metav1.GroupVersionKind{Group: "crd.seine.io", Version: "v1beta1", Kind: KindClusterNetworkPolicy},
+			Name: "p", Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: j},
+		}, cache)
+	}
+	for _, c := range []struct {
+		what, obj, refusal string
+	}{
+		{"a tier created a moment ago", `{spec: {tier: just-made, priority: 1, appliedTo: [{podSelector: {}}]}}`,
+			`spec.tier: Invalid value: "just-made": tier just-made does not exist`},
+		{"a group created a moment ago", `{spec: {priority: 1, appliedTo: [{group: new}]}}`,
+			`spec.appliedTo[0].group: Invalid value: "new": ClusterGroup new does not exist: create it first`},
+		{"a group whose ipBlocks went a moment ago", `{spec: {priority: 1, appliedTo: [{group: was-blocks}]}}`,
+			`spec.appliedTo[0].group: Invalid value: "was-blocks": ClusterGroup was-blocks holds ipBlocks`},
+	} {
+		cache.cluster = nil // the cache is all there is: refused
+		if r := review(c.obj); r.Allowed || !strings.HasPrefix(r.Result.Message, c.refusal) {
+			t.Errorf("%s, from the cache alone: %+v, want refused: %s", c.what, r.Result, c.refusal)
+		}
+		cache.cluster = cluster
+		if r := review(c.obj); !r.Allowed {
+			t.Errorf("%s: refused (%s), want admitted: the cluster holds it", c.what, r.Result.Message)
+		}
+	}
+	if r := review(`{spec: {tier: never-made, priority: 1, appliedTo: [{group: was-blocks}]}}`); r.Allowed ||
+		!strings.HasPrefix(r.Result.Message, `spec.tier: Invalid value: "never-made": tier never-made does not exist: create it or use one of emergency, securityops, mine, just-made, networkops, platform, application, baseline`) {
+		t.Errorf("a tier the cluster does not hold either: %+v, want refused naming the cluster's tiers", r.Result)
 	}
 }

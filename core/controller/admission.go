@@ -30,9 +30,9 @@ type lookup struct{ c *Controller }
 // SetAdmissionClient gives the admission lookups a client of the cluster:
 // a refusal for overlapping policies is confirmed with the other policy as
 // the kube-apiserver holds it now (Lookup.Fresh), not as the informers
-// last saw it (a policy deleted a moment ago), and one for a tier or
-// ClusterGroup that does not exist with the kube-apiserver too (one
-// created a moment ago). Call it before serving.
+// last saw it (a policy deleted a moment ago), and every refusal is
+// judged again with the tiers and ClusterGroups the kube-apiserver holds
+// (Lookup.Confirming). Call it before serving.
 func (c *Controller) SetAdmissionClient(dc dynamic.Interface) { c.admissionClient = dc }
 
 func (l lookup) Fresh(p admission.Policy) (admission.Policy, bool) {
@@ -87,47 +87,87 @@ func (l lookup) Tiers() []tiers.Tier {
 }
 
 func (l lookup) Tier(name string) (tiers.Tier, bool) {
-	for _, t := range tiers.BuiltIn {
-		if t.Name == name {
-			return t, true
-		}
+	if t, ok := builtInTier(name); ok {
+		return t, true
 	}
 	var t crdv1.Tier
 	if o, ok, err := l.c.tierIndexer.GetByKey(name); err == nil && ok && fromUnstructured(o, &t) == nil {
 		return tiers.Tier{Name: t.Name, Priority: t.Spec.Priority}, true
 	}
-	if !l.confirmMiss(crdv1.TiersResource, name, &t) {
+	return tiers.Tier{}, false
+}
+
+func builtInTier(name string) (tiers.Tier, bool) {
+	i := slices.IndexFunc(tiers.BuiltIn, func(t tiers.Tier) bool { return t.Name == name })
+	if i < 0 {
+		return tiers.Tier{}, false
+	}
+	return tiers.BuiltIn[i], true
+}
+
+func (l lookup) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
+	g, err := l.c.getClusterGroup(name)
+	return g, err == nil && g != nil
+}
+
+// Confirming is l with the tiers and ClusterGroups that validation names
+// read from the kube-apiserver (one GET each) when the lookup has a
+// client: a refusal is judged again with it, since the informers may not
+// hold yet a tier or group created a moment ago, or hold a group as it
+// was before a change (CI's make test of a3a73ab refused a NetworkPolicy
+// naming a tier created the line before).
+func (l lookup) Confirming() admission.Lookup {
+	if l.c.admissionClient == nil {
+		return l
+	}
+	return confirming{l}
+}
+
+// confirming is a lookup whose tiers and ClusterGroups come from the
+// cluster itself. When a read fails the informers answer.
+type confirming struct{ lookup }
+
+func (l confirming) Confirming() admission.Lookup { return l }
+
+func (l confirming) Tier(name string) (tiers.Tier, bool) {
+	if t, ok := builtInTier(name); ok {
+		return t, true
+	}
+	var t crdv1.Tier
+	switch found, err := l.get(crdv1.TiersResource, name, &t); {
+	case err != nil:
+		return l.lookup.Tier(name)
+	case !found:
 		return tiers.Tier{}, false
 	}
 	return tiers.Tier{Name: t.Name, Priority: t.Spec.Priority}, true
 }
 
-func (l lookup) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
-	if g, err := l.c.getClusterGroup(name); err == nil && g != nil {
-		return g, true
-	}
+func (l confirming) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
 	var g crdv1.ClusterGroup
-	if !l.confirmMiss(crdv1.ClusterGroupsResource, name, &g) {
+	switch found, err := l.get(crdv1.ClusterGroupsResource, name, &g); {
+	case err != nil:
+		return l.lookup.ClusterGroup(name)
+	case !found:
 		return nil, false
 	}
 	return &g, true
 }
 
-// confirmMiss reads the cluster-scoped object name of r, which the
-// informers do not hold, from the kube-apiserver into into: it reports
-// whether the object exists after all (created a moment ago, not seen by
-// the informers yet). Without a client, or when the read fails, the miss
-// stands. Misses are rare (an object named before it exists), so each
-// costs one read.
-func (l lookup) confirmMiss(r schema.GroupVersionResource, name string, into any) bool {
-	dc := l.c.admissionClient
-	if dc == nil {
-		return false
-	}
+// get reads the cluster-scoped object name of r from the kube-apiserver
+// into into: found false when it does not exist, an error when that cannot
+// be told.
+func (l confirming) get(r schema.GroupVersionResource, name string, into any) (found bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	u, err := dc.Resource(r).Get(ctx, name, metav1.GetOptions{})
-	return err == nil && fromUnstructured(u, into) == nil
+	u, err := l.c.admissionClient.Resource(r).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, fromUnstructured(u, into)
 }
 
 func (l lookup) PoliciesAt(tier string, priority float64) []admission.Policy {
