@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -34,6 +36,30 @@ func VersionInfo() version.PluginInfo {
 type Plugin struct {
 	// Stdout receives the ADD result.
 	Stdout io.Writer
+	// Installed reports whether the plugin is still installed; nil means
+	// its executable is still at the path it was started from
+	// (executableInPlace).
+	Installed func() bool
+}
+
+func (p *Plugin) installed() bool {
+	if p.Installed != nil {
+		return p.Installed()
+	}
+	return executableInPlace()
+}
+
+// executableInPlace reports whether this process's executable is still at
+// its path. It is not while Seine is uninstalled: seinectl node-cleanup
+// removes the plugin before the DEL spool. When it cannot tell, it says
+// yes (a DEL is kept rather than dropped).
+func executableInPlace() bool {
+	exe, err := os.Executable() // on Linux without /proc's " (deleted)"
+	if err != nil {
+		return true
+	}
+	_, err = os.Stat(exe)
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // Funcs returns the callbacks for skel.
@@ -91,9 +117,22 @@ func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
 	if !errors.Is(err, cni.ErrAgentUnreachable) {
 		return err
 	}
-	file, spoolErr := cni.SpoolDel(cni.PendingDelDir(conf.Socket()), req)
+	dir := cni.PendingDelDir(conf.Socket())
+	file, spoolErr := cni.SpoolDel(dir, req)
 	if spoolErr != nil {
 		return cni.Errorf(types.ErrTryAgainLater, "%v; could not defer the DEL either: %v", err, spoolErr)
+	}
+	// Spooled, then looked: node-cleanup removes the plugin, then the
+	// spool. A plugin still running then finds itself removed after its
+	// write, or wrote before the spool went: either way no DEL outlives
+	// the uninstall (the agent that would replay it is gone for good, and
+	// node-cleanup freed what the pod had). The directories the spool
+	// write may have made again go too when empty.
+	if !p.installed() {
+		_ = cni.RemovePendingDel(file)
+		_ = os.Remove(dir)
+		_ = os.Remove(filepath.Dir(dir))
+		return nil
 	}
 	req.TimeoutMillis = 0 // recomputed from what is left of ctx
 	if _, err := call(ctx, conf, req); err != nil {

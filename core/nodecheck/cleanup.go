@@ -156,7 +156,9 @@ func Cleanup(ctx context.Context, o CleanupOptions) *Report {
 	r.removed("cni socket", removeFile(socket))
 	// DELs the plugin spooled once the agent had stopped (pods deleted
 	// during the uninstall) are for an agent that will not come back; the
-	// pods' interfaces went above.
+	// pods' interfaces went above. The plugin goes first: one still
+	// running drops what it spools once it finds itself removed
+	// (cni/README.md).
 	r.removed("spooled cni DELs", removeSpool(cni.PendingDelDir(socket)))
 	// An agent killed while binding its socket leaves the private
 	// directory it binds in (cni/server: .cni-sock-*).

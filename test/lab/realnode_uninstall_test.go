@@ -34,9 +34,12 @@ func uninstall(t *testing.T, ctx context.Context, c *Config) {
 	// Pods the subtests before deleted must be gone first: a kubelet still
 	// tearing one down calls the CNI DEL during the uninstall, and with the
 	// agent gone the plugin spools it (/var/run/seine/pending-del);
-	// node-cleanup removes what was spooled before it ran, but not a DEL
-	// spooled after it (installer/kubernetes/README.md, "Uninstall", says
-	// to uninstall once no pod is terminating).
+	// node-cleanup removes what was spooled, and a plugin that spools
+	// after it finds itself removed and drops its DEL (cni/README.md); but
+	// once the plugin is gone a pod still terminating cannot be torn down
+	// (installer/kubernetes/README.md, "Uninstall", says to uninstall once
+	// no pod is terminating). A dead sandbox the kubelet tears down again
+	// is not a pod terminating: the 18:52 make test met one.
 	waitNoTerminatingPods(t, ctx, cs)
 	start := time.Now()
 	if err := c.UninstallSeine(ctx, testLogger(t), cleanupManifest); err != nil {
