@@ -181,19 +181,20 @@ func missingSeqs(out string, sent int) []int {
 	return lost
 }
 
-// longestRun is the length of the longest run of consecutive numbers in
-// sorted ns.
-func longestRun(ns []int) int {
-	best, run := 0, 0
-	for i, n := range ns {
-		if i > 0 && n == ns[i-1]+1 {
-			run++
-		} else {
-			run = 1
+// longestRun is where the longest run of consecutive numbers in sorted ns
+// starts and how long it is (the first of equally long ones; 0 long for
+// none).
+func longestRun(ns []int) (first, n int) {
+	start := 0
+	for i := range ns {
+		if i > 0 && ns[i] != ns[i-1]+1 {
+			start = i
 		}
-		best = max(best, run)
+		if run := i - start + 1; run > n {
+			first, n = ns[start], run
+		}
 	}
-	return best
+	return first, n
 }
 
 // pingStats matches busybox ping's summary.
@@ -280,7 +281,7 @@ func rollingUpgrade(t *testing.T, ctx context.Context, c *Config, idx *images.In
 		t.Logf("lost pings (icmp_seq, 10 ms apart from the pinger's start, the rollout began at ~2 s): %v", lost)
 	}
 	agentsAfter := list("seine-agent")
-	if len(lost) > maxLost || longestRun(lost) > maxGap {
+	if _, run := longestRun(lost); len(lost) > maxLost || run > maxGap {
 		for _, p := range agentsAfter {
 			logs.read(ctx, p, "seine-agent")
 		}
@@ -498,10 +499,10 @@ func TestMissingSeqs(t *testing.T) {
 	if want := []int{1, 4, 5, 6, 8}; !slices.Equal(lost, want) {
 		t.Errorf("missing %v, want %v", lost, want)
 	}
-	if n := longestRun(lost); n != 3 {
-		t.Errorf("longest run %d, want 3", n)
+	if first, n := longestRun(lost); first != 4 || n != 3 {
+		t.Errorf("longest run %d long from %d, want 3 from 4", n, first)
 	}
-	if n := longestRun(nil); n != 0 {
+	if _, n := longestRun(nil); n != 0 {
 		t.Errorf("longest run of none %d", n)
 	}
 }

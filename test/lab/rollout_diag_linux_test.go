@@ -140,18 +140,8 @@ func gapReport(out *stampedOutput, lost []int, logs *podLogs) string {
 	if len(lost) == 0 {
 		return ""
 	}
-	// The longest run.
-	first, last, bestFirst, bestLast := lost[0], lost[0], lost[0], lost[0]
-	for _, n := range lost[1:] {
-		if n == last+1 {
-			last = n
-		} else {
-			first, last = n, n
-		}
-		if last-first > bestLast-bestFirst {
-			bestFirst, bestLast = first, last
-		}
-	}
+	bestFirst, n := longestRun(lost)
+	bestLast := bestFirst + n - 1
 	before, okB := out.replyAt(bestFirst - 1)
 	after, okA := out.replyAt(bestLast + 1)
 	switch {
