@@ -242,7 +242,8 @@ func validateOverlap(p Policy, l Lookup) field.ErrorList {
 		if _, _, _, ok := overlaps(q); !ok {
 			continue
 		}
-		// Judged again on the policy as it is now, not as cached.
+		// Judged again on the policy as the view holds it now (as the
+		// cluster does, in a Confirming view: Review).
 		q, fresh := l.Fresh(q)
 		if !fresh || tierOf(q.Spec) != tier || q.Spec.Priority != p.Spec.Priority {
 			continue

@@ -63,17 +63,20 @@ type Lookup interface {
 	// ClusterGroup returns the ClusterGroup name, or false.
 	ClusterGroup(name string) (*crdv1.ClusterGroup, bool)
 	// Confirming returns the view a refusal is judged again with (Review):
-	// the same, but with the tiers and ClusterGroups validation names read
-	// from the cluster itself, one read each. A cache may not hold yet a
-	// tier or group created a moment ago, or may hold a group as it was
-	// before a change. Without a way to read the cluster, the view itself.
+	// the same, but with the tiers and ClusterGroups validation names, and
+	// the policies it reads again (Fresh), read from the cluster itself,
+	// one read each. A cache may not hold yet a tier or group created a
+	// moment ago, or may still hold a group as it was before a change, a
+	// policy deleted or moved. Without a way to read the cluster, the view
+	// itself.
 	Confirming() Lookup
 	// PoliciesAt returns the policies of both kinds whose tier (empty
 	// counts as tiers.DefaultTier) is tier and whose priority is priority.
 	PoliciesAt(tier string, priority float64) []Policy
-	// Fresh reads p again from the cluster itself, not from a cache, or
-	// reports that it is gone: a refusal is confirmed with it, since a
-	// cache may still hold a policy deleted or moved a moment ago.
+	// Fresh is p as the view holds it now, or false when it is gone: in a
+	// Confirming view read again from the cluster itself (a cache may
+	// still hold a policy deleted or moved a moment ago), in a cached one
+	// p as it is.
 	Fresh(p Policy) (Policy, bool)
 	// NamespacedIn returns the namespaced NetworkPolicies whose tier (empty
 	// counts as tiers.DefaultTier) is tier.

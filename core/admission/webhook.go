@@ -66,8 +66,9 @@ func Handler(l Lookup, log *slog.Logger) http.Handler {
 }
 
 // Review answers one admission request. A create or update refused is
-// judged again with l.Confirming() (the tiers and ClusterGroups it names
-// as the cluster holds them now), and refused only if that refuses too.
+// judged again with l.Confirming() (the tiers, ClusterGroups and
+// overlapping policies it names as the cluster holds them now), and
+// refused only if that refuses too.
 func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionResponse {
 	allow := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
 	tierDelete := req.Kind.Kind == KindTier && req.Operation == admissionv1.Delete
@@ -89,7 +90,9 @@ func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionR
 		if err := l.Ready(); err != nil {
 			return deny(503, metav1.StatusReasonServiceUnavailable, err.Error(), nil)
 		}
-		errs = ValidateTierDelete(req.Name, l)
+		// Tier deletes are rare and list the namespaced policies from the
+		// cluster anyway (NamespacedIn): judged once, with the cluster.
+		errs = ValidateTierDelete(req.Name, l.Confirming())
 		if len(errs) > 0 {
 			return deny(403, metav1.StatusReasonForbidden, errs[0].Error(), nil)
 		}
@@ -100,18 +103,14 @@ func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionR
 			return resp
 		}
 		p := Policy{Kind: req.Kind.Kind, Namespace: req.Namespace, Name: req.Name, Spec: &obj.Spec}
-		if errs = ValidatePolicy(p, l); len(errs) > 0 {
-			errs = ValidatePolicy(p, l.Confirming())
-		}
+		errs = confirmed(l, func(l Lookup) field.ErrorList { return ValidatePolicy(p, l) })
 	case KindClusterGroup:
 		obj, resp := decodeChanged[crdv1.ClusterGroup](req, l, allow, deny)
 		if resp != nil {
 			return resp
 		}
 		obj.Name = req.Name
-		if errs = ValidateClusterGroup(obj, l); len(errs) > 0 {
-			errs = ValidateClusterGroup(obj, l.Confirming())
-		}
+		errs = confirmed(l, func(l Lookup) field.ErrorList { return ValidateClusterGroup(obj, l) })
 	default:
 		return allow
 	}
@@ -125,6 +124,16 @@ func Review(req *admissionv1.AdmissionRequest, l Lookup) *admissionv1.AdmissionR
 		causes[i] = metav1.StatusCause{Type: metav1.CauseType(e.Type), Message: e.ErrorBody(), Field: e.Field}
 	}
 	return deny(422, metav1.StatusReasonInvalid, strings.Join(msgs, "; "), causes)
+}
+
+// confirmed is validate's errors with l, the informers' view, judged
+// again with l.Confirming() when there are any: only a refusal pays for
+// reads of the cluster.
+func confirmed(l Lookup, validate func(Lookup) field.ErrorList) field.ErrorList {
+	if errs := validate(l); len(errs) == 0 {
+		return nil
+	}
+	return validate(l.Confirming())
 }
 
 // object is a kind whose spec decides what is validated.

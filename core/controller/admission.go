@@ -9,7 +9,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 
@@ -28,38 +27,15 @@ func (c *Controller) AdmissionLookup() admission.Lookup { return lookup{c} }
 type lookup struct{ c *Controller }
 
 // SetAdmissionClient gives the admission lookups a client of the cluster:
-// a refusal for overlapping policies is confirmed with the other policy as
-// the kube-apiserver holds it now (Lookup.Fresh), not as the informers
-// last saw it (a policy deleted a moment ago), and every refusal is
-// judged again with the tiers and ClusterGroups the kube-apiserver holds
-// (Lookup.Confirming). Call it before serving.
+// every refusal is judged again with the kube-apiserver's tiers,
+// ClusterGroups and overlapping policies as it holds them now
+// (Lookup.Confirming), not as the informers last saw them (a policy
+// deleted, a tier created a moment ago). Call it before serving.
 func (c *Controller) SetAdmissionClient(dc dynamic.Interface) { c.admissionClient = dc }
 
-func (l lookup) Fresh(p admission.Policy) (admission.Policy, bool) {
-	dc := l.c.admissionClient
-	if dc == nil {
-		return p, true
-	}
-	var r dynamic.ResourceInterface = dc.Resource(crdv1.ClusterNetworkPoliciesResource)
-	if p.Kind == admission.KindNetworkPolicy {
-		r = dc.Resource(crdv1.NetworkPoliciesResource).Namespace(p.Namespace)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	u, err := r.Get(ctx, p.Name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return p, false
-	case err != nil:
-		return p, true // cannot tell: the cached one stands
-	}
-	var np crdv1.NetworkPolicy
-	if err := fromUnstructured(u, &np); err != nil {
-		return p, true
-	}
-	p.Spec = &np.Spec
-	return p, true
-}
+// Fresh is p as the informers hold it: the first look reads nothing from
+// the cluster (confirming's Fresh does).
+func (l lookup) Fresh(p admission.Policy) (admission.Policy, bool) { return p, true }
 
 func (l lookup) Ready() error {
 	if l.c.tierIndexer == nil {
@@ -110,12 +86,13 @@ func (l lookup) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
 	return g, err == nil && g != nil
 }
 
-// Confirming is l with the tiers and ClusterGroups that validation names
-// read from the kube-apiserver (one GET each) when the lookup has a
-// client: a refusal is judged again with it, since the informers may not
-// hold yet a tier or group created a moment ago, or hold a group as it
-// was before a change (CI's make test of a3a73ab refused a NetworkPolicy
-// naming a tier created the line before).
+// Confirming is l with the tiers, ClusterGroups and overlapping policies
+// that validation names read from the kube-apiserver (one GET each) when
+// the lookup has a client: a refusal is judged again with it, since the
+// informers may not hold yet a tier or group created a moment ago, or
+// still hold a group as it was before a change, a policy deleted (CI's
+// make test of a3a73ab refused a NetworkPolicy naming a tier created the
+// line before).
 func (l lookup) Confirming() admission.Lookup {
 	if l.c.admissionClient == nil {
 		return l
@@ -123,18 +100,37 @@ func (l lookup) Confirming() admission.Lookup {
 	return confirming{l}
 }
 
-// confirming is a lookup whose tiers and ClusterGroups come from the
-// cluster itself. When a read fails the informers answer.
+// confirming is a lookup whose tiers, ClusterGroups and policies read
+// again (Fresh) come from the cluster itself. When a read fails the
+// informers answer.
 type confirming struct{ lookup }
 
 func (l confirming) Confirming() admission.Lookup { return l }
+
+// Fresh reads p again from the kube-apiserver: gone, or as it is now.
+func (l confirming) Fresh(p admission.Policy) (admission.Policy, bool) {
+	dc := l.c.admissionClient
+	var r dynamic.ResourceInterface = dc.Resource(crdv1.ClusterNetworkPoliciesResource)
+	if p.Kind == admission.KindNetworkPolicy {
+		r = dc.Resource(crdv1.NetworkPoliciesResource).Namespace(p.Namespace)
+	}
+	var np crdv1.NetworkPolicy
+	switch found, err := l.get(r, p.Name, &np); {
+	case err != nil:
+		return p, true // cannot tell: the cached one stands
+	case !found:
+		return p, false
+	}
+	p.Spec = &np.Spec
+	return p, true
+}
 
 func (l confirming) Tier(name string) (tiers.Tier, bool) {
 	if t, ok := builtInTier(name); ok {
 		return t, true
 	}
 	var t crdv1.Tier
-	switch found, err := l.get(crdv1.TiersResource, name, &t); {
+	switch found, err := l.get(l.c.admissionClient.Resource(crdv1.TiersResource), name, &t); {
 	case err != nil:
 		return l.lookup.Tier(name)
 	case !found:
@@ -145,7 +141,7 @@ func (l confirming) Tier(name string) (tiers.Tier, bool) {
 
 func (l confirming) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
 	var g crdv1.ClusterGroup
-	switch found, err := l.get(crdv1.ClusterGroupsResource, name, &g); {
+	switch found, err := l.get(l.c.admissionClient.Resource(crdv1.ClusterGroupsResource), name, &g); {
 	case err != nil:
 		return l.lookup.ClusterGroup(name)
 	case !found:
@@ -154,13 +150,12 @@ func (l confirming) ClusterGroup(name string) (*crdv1.ClusterGroup, bool) {
 	return &g, true
 }
 
-// get reads the cluster-scoped object name of r from the kube-apiserver
-// into into: found false when it does not exist, an error when that cannot
-// be told.
-func (l confirming) get(r schema.GroupVersionResource, name string, into any) (found bool, err error) {
+// get reads the object name of r from the kube-apiserver into into:
+// found false when it does not exist, an error when that cannot be told.
+func (l confirming) get(r dynamic.ResourceInterface, name string, into any) (found bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	u, err := l.c.admissionClient.Resource(r).Get(ctx, name, metav1.GetOptions{})
+	u, err := r.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		return false, nil

@@ -84,13 +84,14 @@ func TestAdmissionLookup(t *testing.T) {
 		t.Errorf("namespaced policies in application, securityops: %s", got)
 	}
 
-	// Fresh reads past the informers: a policy deleted is gone at once,
-	// one changed comes back with its new spec.
+	// The confirming view's Fresh reads past the informers: a policy
+	// deleted is gone at once, one changed comes back with its new spec.
+	// The first look, and any look without a client, reads nothing.
 	at := l.PoliciesAt("securityops", 10)
 	if len(at) != 2 {
 		t.Fatalf("%d policies at securityops 10, want 2", len(at))
 	}
-	if _, ok := l.Fresh(at[0]); !ok {
+	if _, ok := l.Confirming().Fresh(at[0]); !ok {
 		t.Errorf("Fresh without a client: %s gone", at[0])
 	}
 	e.c.SetAdmissionClient(e.dyn)
@@ -98,11 +99,15 @@ func TestAdmissionLookup(t *testing.T) {
 	if err := e.dyn.Resource(crdv1.ClusterNetworkPoliciesResource).Delete(ctx, "sec-10", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := l.Fresh(admission.Policy{Kind: admission.KindClusterNetworkPolicy, Name: "sec-10"}); ok {
+	sec10 := admission.Policy{Kind: admission.KindClusterNetworkPolicy, Name: "sec-10"}
+	if _, ok := l.Confirming().Fresh(sec10); ok {
 		t.Error("Fresh: sec-10 deleted, still there")
 	}
+	if _, ok := l.Fresh(sec10); !ok {
+		t.Error("the first look's Fresh read the cluster: sec-10 gone")
+	}
 	e.apply(snp("x", "ns-10", "networkops", 4, nil, nil, nil))
-	if p, ok := l.Fresh(admission.Policy{Kind: admission.KindNetworkPolicy, Namespace: "x", Name: "ns-10"}); !ok || p.Spec.Tier != "networkops" || p.Spec.Priority != 4 {
+	if p, ok := l.Confirming().Fresh(admission.Policy{Kind: admission.KindNetworkPolicy, Namespace: "x", Name: "ns-10"}); !ok || p.Spec.Tier != "networkops" || p.Spec.Priority != 4 {
 		t.Errorf("Fresh x/ns-10: %v %v, want it at networkops 4", p.Spec, ok)
 	}
 }
